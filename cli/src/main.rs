@@ -1,0 +1,2 @@
+//! The `peerlab` command.
+fn main() {}

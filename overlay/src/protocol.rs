@@ -1,0 +1,192 @@
+//! The sans-IO protocol contract every peerlab core follows.
+//!
+//! A core is a deterministic state machine. It is driven through five inputs — start, a
+//! message from a peer, a fired timer, a local command, a peer that went away — and each
+//! input comes with a [`Context`]: the current protocol time, the seeded [`Rng`], and an
+//! [`Outbox`] the driver owns. The core answers by pushing [`Output`]s into the outbox:
+//! messages to send, timers to set, and events (observations and command replies).
+//! After every input the driver drains the outbox and acts on it. Nothing else crosses the
+//! boundary: no sockets, no clock, no global randomness, no threads.
+//!
+//! Timers are data. A core names its timers with its own `Timer` type and never cancels
+//! one; a timer that is no longer wanted is recognised as stale when it fires (carry a
+//! generation number or a request id in it), as in foca. The driver compares deadlines with
+//! its own clock, so the simulator can jump virtual time straight to the next deadline.
+//!
+//! Commands that expect an answer carry a caller-chosen request id; the answer comes back
+//! as an event carrying that id.
+//!
+//! Two drivers exist: the discrete-event simulator in `peerlab-testnet` and the tokio +
+//! libp2p driver in `peerlab-node`. Because both call the same methods in the same way, the
+//! lab measures the code users run.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{Instant, PeerId, Rng, codec};
+
+/// A protocol message: serialisable with the wire codec and named for counters.
+pub trait Message: Serialize + DeserializeOwned + Clone + fmt::Debug + Send + 'static {
+    /// A short stable name of this message's type (e.g. `"query_hit"`), used for
+    /// per-type message and byte counters.
+    fn kind(&self) -> &'static str;
+
+    /// Bytes this message occupies on the wire. Defaults to its exact frame length.
+    fn wire_len(&self) -> usize {
+        codec::encoded_len(self)
+    }
+}
+
+/// One output of a core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output<M, T, E> {
+    /// Send `msg` to peer `to`. Delivery is best-effort: a message can be lost, and the
+    /// core must not assume otherwise.
+    Send {
+        /// Destination peer.
+        to: PeerId,
+        /// The message.
+        msg: M,
+    },
+    /// Call `handle_timer(timer)` once protocol time reaches `at`.
+    Timer {
+        /// Deadline.
+        at: Instant,
+        /// The core's timer value, returned verbatim.
+        timer: T,
+    },
+    /// An event for the application (an observation or a command's reply).
+    Event(E),
+}
+
+/// The buffer a driver owns and a core fills with outputs.
+#[derive(Debug)]
+pub struct Outbox<M, T, E> {
+    items: Vec<Output<M, T, E>>,
+}
+
+impl<M, T, E> Default for Outbox<M, T, E> {
+    fn default() -> Self {
+        Outbox { items: Vec::new() }
+    }
+}
+
+impl<M, T, E> Outbox<M, T, E> {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes every pending output, in the order the core produced them.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Output<M, T, E>> {
+        self.items.drain(..)
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Number of pending outputs.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// What a core sees of the world while it handles one input.
+pub struct Context<'a, M, T, E> {
+    now: Instant,
+    rng: &'a mut Rng,
+    out: &'a mut Outbox<M, T, E>,
+}
+
+/// The [`Context`] type for protocol `P`.
+pub type Cx<'a, P> =
+    Context<'a, <P as Protocol>::Message, <P as Protocol>::Timer, <P as Protocol>::Event>;
+
+impl<'a, M, T, E> Context<'a, M, T, E> {
+    /// A context for one input at time `now`.
+    pub fn new(now: Instant, rng: &'a mut Rng, out: &'a mut Outbox<M, T, E>) -> Self {
+        Context { now, rng, out }
+    }
+
+    /// Current protocol time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The seeded random source.
+    pub fn rng(&mut self) -> &mut Rng {
+        self.rng
+    }
+
+    /// Queues `msg` for `to`.
+    pub fn send(&mut self, to: PeerId, msg: M) {
+        self.out.items.push(Output::Send { to, msg });
+    }
+
+    /// Asks for `handle_timer(timer)` after `after` has elapsed.
+    pub fn set_timer(&mut self, after: Duration, timer: T) {
+        let at = self.now + after;
+        self.out.items.push(Output::Timer { at, timer });
+    }
+
+    /// Asks for `handle_timer(timer)` at `at`.
+    pub fn set_timer_at(&mut self, at: Instant, timer: T) {
+        self.out.items.push(Output::Timer { at, timer });
+    }
+
+    /// Emits an event to the application.
+    pub fn emit(&mut self, event: E) {
+        self.out.items.push(Output::Event(event));
+    }
+
+    /// Runs a sub-protocol with its own outbox and returns what it produced; a composite
+    /// core (such as `node::Peer`) maps those outputs into its own.
+    pub fn nested<M2, T2, E2>(
+        &mut self,
+        sub: &mut Outbox<M2, T2, E2>,
+        f: impl FnOnce(&mut Context<'_, M2, T2, E2>),
+    ) {
+        let mut cx = Context {
+            now: self.now,
+            rng: &mut *self.rng,
+            out: sub,
+        };
+        f(&mut cx);
+    }
+}
+
+/// A sans-IO protocol core.
+///
+/// Input methods are `handle_*`; a driver calls exactly one at a time, then drains the
+/// outbox. Cores must be deterministic functions of their inputs, the context's time and
+/// its random source.
+pub trait Protocol {
+    /// Messages exchanged between peers running this core.
+    type Message: Message;
+    /// The core's timer values.
+    type Timer: Clone + fmt::Debug;
+    /// Local commands (from the application, CLI or experiment).
+    type Command;
+    /// Events for the application.
+    type Event;
+
+    /// Called once when the driver starts the core (set initial timers here).
+    fn handle_start(&mut self, cx: &mut Cx<'_, Self>);
+
+    /// A message arrived from `from`.
+    fn handle_message(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, msg: Self::Message);
+
+    /// A timer set earlier has fired.
+    fn handle_timer(&mut self, cx: &mut Cx<'_, Self>, timer: Self::Timer);
+
+    /// A local command.
+    fn handle_command(&mut self, cx: &mut Cx<'_, Self>, cmd: Self::Command);
+
+    /// The driver learned that `peer` is unreachable (connection closed or refused).
+    /// A hint only: cores keep their own timeouts.
+    fn handle_peer_down(&mut self, cx: &mut Cx<'_, Self>, peer: PeerId);
+}
