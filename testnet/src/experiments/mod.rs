@@ -1,0 +1,54 @@
+//! Simulator experiments behind `peerlab sim …`.
+//!
+//! Each experiment module holds a parameter struct (its command-line flags), a serialisable
+//! report with the figures it measured, and `run`. Reports print as a short table, or as one
+//! JSON object with `--json`; every key but `wall_seconds` is a function of the parameters
+//! and the seed.
+
+use clap::Subcommand;
+
+/// Why an experiment could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    /// A parameter is out of range or inconsistent with another.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The run finished but a check on its outcome failed.
+    #[error("experiment failed: {0}")]
+    Failed(String),
+}
+
+/// Shorthand for rejecting a parameter.
+#[allow(dead_code)]
+pub(crate) fn invalid<T>(msg: impl Into<String>) -> Result<T, ExperimentError> {
+    Err(ExperimentError::InvalidArgument(msg.into()))
+}
+
+/// The experiments `peerlab sim` offers.
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {}
+
+/// What an experiment printed: a human table and a JSON object.
+#[derive(Debug)]
+pub struct Rendered {
+    /// Short human-readable table.
+    pub table: String,
+    /// The full report as one JSON object.
+    pub json: serde_json::Value,
+}
+
+impl SimCommand {
+    /// Runs the chosen experiment.
+    pub fn run(&self) -> Result<Rendered, ExperimentError> {
+        match *self {}
+    }
+}
+
+/// Renders a serialisable report.
+#[allow(dead_code)]
+pub(crate) fn rendered<R: serde::Serialize>(report: &R, table: String) -> Rendered {
+    Rendered {
+        table,
+        json: serde_json::to_value(report).unwrap_or(serde_json::Value::Null),
+    }
+}
