@@ -7,6 +7,11 @@
 //! - [`time`], [`rng`]: protocol time and the seeded random source cores receive.
 //! - [`codec`]: the wire codec — version byte + CBOR, size-limited before decoding.
 //! - [`protocol`]: the sans-IO contract every core follows.
+//! - [`guid`], [`seen`], [`index`], [`neighbours`]: the pieces of the unstructured overlay —
+//!   16-byte message ids, the bounded expiring seen-GUID routing table, the keyword index of
+//!   shared names, and the bounded neighbour set with its host cache.
+//! - [`flood`]: the unstructured overlay (Ping/Pong) and Gnutella 0.6 search — flooding,
+//!   expanding ring and k random walkers — as one sans-IO core.
 //!
 //! # The sans-IO contract in one example
 //!
@@ -61,13 +66,20 @@
 //! ```
 
 pub mod codec;
+pub mod flood;
+pub mod guid;
 pub mod id;
+pub mod index;
+pub mod neighbours;
 pub mod peer;
 pub mod protocol;
 pub mod rng;
+pub mod seen;
 pub mod time;
 
 pub use codec::CodecError;
+pub use flood::Flood;
+pub use guid::Guid;
 pub use id::Id;
 pub use peer::PeerId;
 pub use protocol::{Context, Cx, Message, Outbox, Output, Protocol};
