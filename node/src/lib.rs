@@ -1,1 +1,265 @@
-//! Work in progress.
+//! A peerlab node: the sans-IO [`Peer`] that composes the cores, and the tokio + libp2p
+//! driver that runs one for real, with its data dir, control API and metrics.
+//!
+//! # Layout
+//!
+//! - [`peer`]: `Peer`, the composition of the cores (sans-IO; also runs in the simulator).
+//! - [`wire`]: one libp2p protocol per core, frame limits, the request-response codec.
+//! - [`driver`]: the tokio task that owns the libp2p swarm and the `Peer`.
+//! - [`datadir`], [`config`], [`store`]: identity, configuration file, durable records.
+//! - [`api`]: the HTTP + JSON control API; [`client`]: a blocking client for it.
+//! - [`metrics`]: metric names and the per-node Prometheus recorder.
+//!
+//! # Starting a node in-process
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), peerlab_node::NodeError> {
+//! use peerlab_node::{NodeOptions, config::{Config, Transport}};
+//! let dir = std::path::PathBuf::from("/tmp/peerlab-a");
+//! let node = peerlab_node::spawn(NodeOptions::new(dir, Config::local(Transport::Quic))).await?;
+//! println!("{} listens on {:?}, API on {}", node.peer_id(), node.listen_addrs(), node.api_addr());
+//! let status = node.client().status();
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod datadir;
+pub mod driver;
+pub mod metrics;
+pub mod peer;
+pub mod store;
+pub mod wire;
+
+pub use peer::Peer;
+
+/// Why a node could not start (or a data dir could not be used).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A file in the data dir could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration file is invalid.
+    #[error("config {}: {msg}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A configuration value is invalid.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+    /// The identity key could not be loaded or created.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// The embedded database failed.
+    #[error("store: {0}")]
+    Store(String),
+    /// The network could not be set up.
+    #[error("network: {0}")]
+    Network(String),
+}
+
+/// What [`spawn`] needs.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The data dir (created if missing).
+    pub data_dir: PathBuf,
+    /// The configuration in force (file merged with flags by the caller).
+    pub config: config::Config,
+}
+
+impl NodeOptions {
+    /// Options for a node at `data_dir` with `config`.
+    pub fn new(data_dir: impl Into<PathBuf>, config: config::Config) -> NodeOptions {
+        NodeOptions {
+            data_dir: data_dir.into(),
+            config,
+        }
+    }
+}
+
+/// A running node: its identity, addresses, and the means to stop it.
+pub struct NodeHandle {
+    peer_id: libp2p::PeerId,
+    api_addr: SocketAddr,
+    listen_addrs: Vec<Multiaddr>,
+    token: String,
+    data_dir: PathBuf,
+    driver: driver::DriverHandle<Peer>,
+    driver_task: JoinHandle<()>,
+    api_task: JoinHandle<()>,
+    api_stop: Option<oneshot::Sender<()>>,
+}
+
+impl NodeHandle {
+    /// The node's libp2p peer id.
+    pub fn peer_id(&self) -> libp2p::PeerId {
+        self.peer_id
+    }
+
+    /// The node's peer id as the cores see it.
+    pub fn overlay_id(&self) -> Option<peerlab_overlay::PeerId> {
+        driver::from_libp2p(&self.peer_id)
+    }
+
+    /// The control API's address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The API bearer token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The listen multiaddrs, each ending in `/p2p/<peer id>`.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen_addrs
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// A blocking API client for this node (do not call it from an async task).
+    pub fn client(&self) -> client::Client {
+        client::Client::new(&self.api_addr.to_string(), &self.token)
+    }
+
+    /// The driver handle, for in-process control without HTTP.
+    pub fn driver(&self) -> &driver::DriverHandle<Peer> {
+        &self.driver
+    }
+
+    /// Leaves the overlay gracefully and stops the node.
+    pub async fn shutdown(mut self) {
+        let _ = self.driver.shutdown().await;
+        let _ = (&mut self.driver_task).await;
+        if let Some(stop) = self.api_stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.api_task).await;
+    }
+
+    /// Stops the node abruptly, as a crash would: no leave, no hand-off.
+    pub async fn kill(mut self) {
+        self.driver_task.abort();
+        self.api_task.abort();
+        let _ = (&mut self.driver_task).await;
+        let _ = (&mut self.api_task).await;
+    }
+}
+
+/// How long start-up waits for the listeners to report their addresses.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Starts a node: loads the identity from the data dir, opens the store, starts the libp2p
+/// driver and the control API. Must be called inside a tokio runtime.
+pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
+    let cfg = &opts.config;
+    let dir = datadir::DataDir::open(&opts.data_dir)?;
+    let key = dir.identity()?;
+    let token = dir.token()?;
+
+    let api_addr: SocketAddr = cfg
+        .api
+        .parse()
+        .map_err(|e| NodeError::Invalid(format!("api address {:?}: {e}", cfg.api)))?;
+    if !api::is_local(&api_addr) && !cfg.allow_remote_api {
+        return Err(NodeError::Invalid(format!(
+            "refusing to serve the control API on non-loopback {api_addr} without --allow-remote-api"
+        )));
+    }
+    let parse = |s: &String| {
+        s.parse::<Multiaddr>()
+            .map_err(|e| NodeError::Invalid(format!("multiaddr {s:?}: {e}")))
+    };
+    let listen = cfg
+        .listen_addrs()
+        .iter()
+        .map(parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    let bootstrap = cfg
+        .bootstrap
+        .iter()
+        .map(parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    let net = driver::NetConfig {
+        listen: listen.clone(),
+        bootstrap,
+        idle_timeout: cfg.idle_timeout(),
+        max_connections: cfg.max_connections,
+        seed: cfg.seed,
+        ..driver::NetConfig::default()
+    };
+
+    let local = driver::from_libp2p(&key.public().to_peer_id())
+        .ok_or_else(|| NodeError::Identity("the node key must be Ed25519".into()))?;
+    let core = Peer::new(local, peer::Config::default())
+        .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    let recorder = Arc::new(metrics::recorder());
+    let metrics_handle = recorder.handle();
+    let (mut drv, handle) =
+        driver::Driver::new(key, core, &net, recorder).map_err(NodeError::Network)?;
+    let peer_id = drv.local_libp2p();
+    let bound = drv.wait_listening(listen.len(), LISTEN_WAIT).await;
+    let listen_addrs: Vec<Multiaddr> = bound
+        .into_iter()
+        .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(peer_id)))
+        .collect();
+    dir.write_listen_addrs(&listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>())?;
+    let driver_task = tokio::spawn(drv.run());
+
+    let listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .map_err(|e| NodeError::Network(format!("cannot bind the API on {api_addr}: {e}")))?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|e| NodeError::Network(e.to_string()))?;
+    dir.write_api_addr(&api_addr)?;
+    let app = api::router(api::ApiState {
+        driver: handle.clone(),
+        token: Arc::new(token.clone()),
+        metrics: metrics_handle,
+    });
+    let (api_stop, stop_rx) = oneshot::channel::<()>();
+    let api_task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::warn!(%e, "control API stopped");
+        }
+    });
+    tracing::info!(%peer_id, %api_addr, "node started");
+    Ok(NodeHandle {
+        peer_id,
+        api_addr,
+        listen_addrs,
+        token,
+        data_dir: opts.data_dir,
+        driver: handle,
+        driver_task,
+        api_task,
+        api_stop: Some(api_stop),
+    })
+}

@@ -1,0 +1,218 @@
+//! A blocking client of the control API (used by the CLI and by tests).
+//!
+//! It finds the node through `api.addr` and `api.token` in a data dir, or takes both
+//! explicitly. Every call returns a typed answer or a [`ClientError`] with one clear line.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{ErrorBody, SearchResult, Status};
+use crate::driver::PeerInfo;
+
+/// How long one API call may take. Searches and fetches take the longest.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node could not be reached.
+    #[error("cannot reach the node at {addr}: {msg}")]
+    Unreachable {
+        /// API address.
+        addr: String,
+        /// Transport error.
+        msg: String,
+    },
+    /// The node answered with an error.
+    #[error("node answered {status}: {msg}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The node's error line.
+        msg: String,
+    },
+    /// The answer could not be read.
+    #[error("unreadable answer: {0}")]
+    Body(String),
+    /// The data dir holds no running node's address or token.
+    #[error("no running node found in {dir}: {msg} (start one with `peerlab node`, or pass --api and --token)")]
+    NoNode {
+        /// The data dir.
+        dir: String,
+        /// What was missing.
+        msg: String,
+    },
+}
+
+/// A blocking control API client.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    addr: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for the API at `addr` (`host:port`) with bearer `token`.
+    pub fn new(addr: &str, token: &str) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(CLIENT_TIMEOUT))
+            .build()
+            .new_agent();
+        Client {
+            base: format!("http://{addr}"),
+            addr: addr.to_string(),
+            token: token.to_string(),
+            agent,
+        }
+    }
+
+    /// A client for the node whose data dir is `dir`.
+    pub fn from_data_dir(dir: &Path) -> Result<Client, ClientError> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .map(|s| s.trim().to_string())
+                .map_err(|e| ClientError::NoNode {
+                    dir: dir.display().to_string(),
+                    msg: format!("{name}: {e}"),
+                })
+        };
+        Ok(Client::new(&read("api.addr")?, &read("api.token")?))
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let mut resp = r.map_err(|e| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            msg: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_string()
+            .map_err(|e| ClientError::Body(e.to_string()))?;
+        if status >= 400 {
+            let msg = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| b.error)
+                .unwrap_or(text);
+            return Err(ClientError::Api { status, msg });
+        }
+        serde_json::from_str(&text).map_err(|e| ClientError::Body(e.to_string()))
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// `GET path` decoded as JSON.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", self.auth())
+            .call();
+        self.finish(r)
+    }
+
+    /// `POST path` with a JSON body, answer decoded as JSON.
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", self.auth())
+            .send_json(body);
+        self.finish(r)
+    }
+
+    /// `PUT path` with a JSON body.
+    pub fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let r = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .header("Authorization", self.auth())
+            .send_json(body);
+        self.finish(r)
+    }
+
+    /// `DELETE path`.
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let r = self
+            .agent
+            .delete(format!("{}{path}", self.base))
+            .header("Authorization", self.auth())
+            .call();
+        self.finish(r)
+    }
+
+    /// The raw Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> Result<String, ClientError> {
+        let r = self
+            .agent
+            .get(format!("{}/metrics", self.base))
+            .header("Authorization", self.auth())
+            .call();
+        let mut resp = r.map_err(|e| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            msg: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| ClientError::Body(e.to_string()))?;
+        if status >= 400 {
+            return Err(ClientError::Api { status, msg: text });
+        }
+        Ok(text)
+    }
+
+    /// `GET /status`.
+    pub fn status(&self) -> Result<Status, ClientError> {
+        self.get("/status")
+    }
+
+    /// `GET /peers`.
+    pub fn peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
+        self.get("/peers")
+    }
+
+    /// `GET /search`.
+    pub fn search(&self, terms: &str, ttl: Option<u8>) -> Result<SearchResult, ClientError> {
+        let mut path = format!("/search?q={}", urlencode(terms));
+        if let Some(t) = ttl {
+            path.push_str(&format!("&ttl={t}"));
+        }
+        self.get(&path)
+    }
+}
+
+/// Percent-encodes a query or path component.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,0 +1,1026 @@
+//! The tokio + libp2p driver: one task owns the libp2p [`Swarm`] and a sans-IO core.
+//!
+//! The loop waits on three sources — swarm events, requests from the control API (a bounded
+//! channel with oneshot replies) and the earliest protocol timer — and after every input
+//! drains the core's outbox: `Send` becomes a request-response frame on the core's channel,
+//! `Timer` goes into a deadline heap, `Event` goes to the API caller waiting on its request
+//! id. The tokio sleep only wakes the loop; whether a timer is due is decided by comparing
+//! its deadline with the driver's own clock, as quinn's endpoint driver does. No lock is
+//! taken around protocol state: only this task touches it.
+//!
+//! A frame that fails to decode, exceeds its channel's limit or comes from a key type the
+//! cores cannot name is a strike against the sending peer; at [`STRIKE_LIMIT`] strikes the
+//! peer is disconnected and refused for [`BAN_DURATION`]. Nothing a peer sends can panic
+//! the task.
+//!
+//! Metrics are recorded into this node's own Prometheus recorder (installed around each
+//! input with `metrics::with_local_recorder`), so many nodes in one process keep separate
+//! figures.
+
+// The driver is the place where wall-clock time enters: it reads `std::time::Instant` to
+// compute protocol time, which clippy.toml forbids in the cores.
+#![allow(clippy::disallowed_methods)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use libp2p::futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol as AddrProto;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, StreamProtocol, Swarm, connection_limits, identify, noise, ping, yamux};
+use metrics_exporter_prometheus::PrometheusRecorder;
+use peerlab_overlay::{CodecError, Context, Instant, Outbox, Output, PeerId, Protocol, Rng};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics as m;
+use crate::wire::{Channel, FrameCodec};
+
+/// Strikes (undecodable, oversized or unattributable frames) after which a peer is
+/// disconnected and banned. Small, because an honest peer never sends a bad frame.
+pub const STRIKE_LIMIT: u32 = 3;
+
+/// How long a banned peer is refused.
+pub const BAN_DURATION: Duration = Duration::from_secs(600);
+
+/// Most peers remembered as banned; the oldest ban is forgotten first beyond this.
+pub const MAX_BANNED: usize = 1024;
+
+/// Most peers whose addresses are remembered (identify, dials, gossip membership).
+pub const MAX_ADDRESS_BOOK: usize = 4096;
+
+/// Most addresses remembered per peer.
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// Most outstanding outbound frames to one peer; further sends are dropped (delivery is
+/// best-effort) so a slow or dead peer cannot grow memory without bound.
+pub const MAX_INFLIGHT_PER_PEER: usize = 512;
+
+/// Most pending timers; beyond this new timers are dropped with a warning (a core that
+/// sets this many is broken).
+pub const MAX_TIMERS: usize = 1 << 20;
+
+/// Most API calls waiting for their reply events at once.
+pub const MAX_WAITERS: usize = 4096;
+
+/// Capacity of one waiter's event channel (search hits, fetch progress).
+pub const WAITER_CAPACITY: usize = 256;
+
+/// Capacity of the API → driver request channel.
+pub const REQUEST_CAPACITY: usize = 256;
+
+/// Messages a core may send to itself in one turn before the rest wait for the next turn.
+const LOOPBACK_BATCH: usize = 10_000;
+
+/// Period of the driver's own housekeeping (gauges, bootstrap re-dials, ban expiry).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// What the driver needs from a core beyond [`Protocol`]: how its messages map onto
+/// channels and frames, and how its events answer API calls.
+pub trait NetCore:
+    Protocol<Timer: Send + 'static, Command: Send + 'static, Event: Send + 'static> + Send + 'static
+{
+    /// The channel (libp2p protocol) a message travels on.
+    fn channel(msg: &Self::Message) -> Channel;
+    /// Encodes a message into the frame sent on its channel.
+    fn encode(msg: &Self::Message) -> Result<Vec<u8>, CodecError>;
+    /// Decodes a frame received on `channel` (its size is already checked).
+    fn decode(channel: Channel, frame: &[u8]) -> Result<Self::Message, CodecError>;
+    /// The request id an event answers, and whether it is the last answer to that id.
+    fn reply_to(event: &Self::Event) -> Option<(u64, bool)>;
+    /// The command that joins the overlay through peers reached at bootstrap addresses.
+    fn bootstrap_command(_peers: Vec<PeerId>) -> Option<Self::Command> {
+        None
+    }
+    /// The command that tells the core this node's own addresses (for membership records).
+    fn address_command(_addrs: Vec<String>) -> Option<Self::Command> {
+        None
+    }
+    /// Peer addresses an event reveals (for example a gossip member's address).
+    fn addresses_of(_event: &Self::Event) -> Vec<(PeerId, String)> {
+        Vec::new()
+    }
+    /// The command that leaves the overlay gracefully (hand-off) before shutdown.
+    fn leave_command() -> Option<Self::Command> {
+        None
+    }
+    /// Called with every event before it is dispatched (metrics, persistence).
+    fn observe(&mut self, _event: &Self::Event) {}
+    /// Called after every input once the outbox is drained (persistence of acknowledged
+    /// writes happens here, before any reply leaves the driver).
+    fn after_input(&mut self) {}
+}
+
+/// Network-level settings of the driver.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Multiaddrs to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Multiaddrs of peers to join through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Connections without active streams are closed after this long.
+    pub idle_timeout: Duration,
+    /// Most established connections in total.
+    pub max_connections: u32,
+    /// Most established connections per peer.
+    pub max_connections_per_peer: u32,
+    /// A request-response exchange fails after this long.
+    pub request_timeout: Duration,
+    /// Most concurrent substreams per request-response protocol and connection.
+    pub max_concurrent_streams: usize,
+    /// Seed of the core's random source (`None`: from the OS).
+    pub seed: Option<u64>,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            max_connections_per_peer: 2,
+            request_timeout: Duration::from_secs(20),
+            max_concurrent_streams: 256,
+            seed: None,
+        }
+    }
+}
+
+/// The libp2p behaviour of a node: limits, identify, ping and one request-response
+/// protocol per core.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    dht: request_response::Behaviour<FrameCodec>,
+    gossip: request_response::Behaviour<FrameCodec>,
+    flood: request_response::Behaviour<FrameCodec>,
+    swarm: request_response::Behaviour<FrameCodec>,
+}
+
+/// Identify protocol version string nodes announce.
+pub const IDENTIFY_PROTOCOL: &str = "/peerlab/id/1";
+
+impl Behaviour {
+    fn new(key: &Keypair, cfg: &NetConfig) -> Behaviour {
+        let rr = |ch: Channel| {
+            request_response::Behaviour::with_codec(
+                FrameCodec {
+                    max_frame: ch.max_frame(),
+                },
+                [(StreamProtocol::new(ch.protocol()), ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(cfg.request_timeout)
+                    .with_max_concurrent_streams(cfg.max_concurrent_streams),
+            )
+        };
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(cfg.max_connections))
+            .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
+            .with_max_pending_incoming(Some(cfg.max_connections / 2 + 1));
+        Behaviour {
+            limits: connection_limits::Behaviour::new(limits),
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                    .with_agent_version(format!("peerlab/{}", env!("CARGO_PKG_VERSION"))),
+            ),
+            ping: ping::Behaviour::new(ping::Config::new()),
+            dht: rr(Channel::Dht),
+            gossip: rr(Channel::Gossip),
+            flood: rr(Channel::Flood),
+            swarm: rr(Channel::Swarm),
+        }
+    }
+
+    fn rr(&mut self, ch: Channel) -> &mut request_response::Behaviour<FrameCodec> {
+        match ch {
+            Channel::Dht => &mut self.dht,
+            Channel::Gossip => &mut self.gossip,
+            Channel::Flood => &mut self.flood,
+            Channel::Swarm => &mut self.swarm,
+        }
+    }
+}
+
+/// Builds a swarm with QUIC and TCP + Noise + Yamux transports.
+pub(crate) fn build_swarm(key: Keypair, cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| format!("tcp transport: {e}"))?
+        .with_quic()
+        .with_behaviour(|key| Behaviour::new(key, cfg))
+        .map_err(|e| format!("behaviour: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
+        .build();
+    Ok(swarm)
+}
+
+/// Converts a core peer id into a libp2p one.
+pub fn to_libp2p(p: &PeerId) -> Option<libp2p::PeerId> {
+    libp2p::PeerId::from_bytes(&p.to_libp2p_bytes()).ok()
+}
+
+/// Converts a libp2p peer id into a core one (`None` unless it names an Ed25519 key).
+pub fn from_libp2p(p: &libp2p::PeerId) -> Option<PeerId> {
+    PeerId::from_libp2p_bytes(&p.to_bytes())
+}
+
+/// A connected peer as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// libp2p peer id (base58).
+    pub peer_id: String,
+    /// Remote addresses of the open connections.
+    pub addresses: Vec<String>,
+    /// Last ping round-trip time in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// The agent version the peer announced through identify.
+    pub agent: Option<String>,
+    /// Strikes against the peer (bad frames).
+    pub strikes: u32,
+}
+
+/// The driver's view of the network, passed to inspection closures.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetStatus {
+    /// This node's libp2p peer id.
+    pub peer_id: String,
+    /// The addresses this node listens on (with `/p2p/<id>`).
+    pub listen_addrs: Vec<String>,
+    /// Connected peers.
+    pub peers: Vec<PeerInfo>,
+    /// Seconds since the driver started.
+    pub uptime_secs: f64,
+    /// Peers currently banned.
+    pub banned: usize,
+    /// Bad frames received in total.
+    pub bad_frames: u64,
+}
+
+type Inspect<P> = Box<dyn FnOnce(&mut P, &NetStatus) + Send>;
+
+/// A request from the API to the driver.
+pub(crate) enum Request<P: NetCore> {
+    Command(P::Command),
+    Call {
+        id: u64,
+        cmd: P::Command,
+        reply: mpsc::Sender<P::Event>,
+    },
+    Inspect(Inspect<P>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Why a request to the driver failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DriverError {
+    /// The driver task has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+    /// No answer arrived in time.
+    #[error("timed out waiting for the node")]
+    Timeout,
+    /// The request was refused.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A cloneable handle for talking to the driver task.
+pub struct DriverHandle<P: NetCore> {
+    tx: mpsc::Sender<Request<P>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl<P: NetCore> Clone for DriverHandle<P> {
+    fn clone(&self) -> Self {
+        DriverHandle {
+            tx: self.tx.clone(),
+            next_id: self.next_id.clone(),
+        }
+    }
+}
+
+impl<P: NetCore> DriverHandle<P> {
+    /// Sends a command that expects no answer.
+    pub async fn command(&self, cmd: P::Command) -> Result<(), DriverError> {
+        self.tx
+            .send(Request::Command(cmd))
+            .await
+            .map_err(|_| DriverError::Stopped)
+    }
+
+    /// Sends a command built around a fresh request id and returns the stream of events
+    /// answering it (closed after the final one).
+    pub async fn call(
+        &self,
+        make: impl FnOnce(u64) -> P::Command,
+    ) -> Result<mpsc::Receiver<P::Event>, DriverError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = mpsc::channel(WAITER_CAPACITY);
+        self.tx
+            .send(Request::Call {
+                id,
+                cmd: make(id),
+                reply,
+            })
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        Ok(rx)
+    }
+
+    /// Sends a command and waits (at most `timeout`) for its final answer.
+    pub async fn call_once(
+        &self,
+        make: impl FnOnce(u64) -> P::Command,
+        timeout: Duration,
+    ) -> Result<P::Event, DriverError> {
+        let mut rx = self.call(make).await?;
+        match tokio::time::timeout(timeout, rx.recv()).await {
+            Ok(Some(ev)) => Ok(ev),
+            Ok(None) => Err(DriverError::Stopped),
+            Err(_) => Err(DriverError::Timeout),
+        }
+    }
+
+    /// Runs `f` on the core and the network view inside the driver task.
+    pub async fn inspect<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut P, &NetStatus) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Inspect<P> = Box::new(move |p, n| {
+            let _ = tx.send(f(p, n));
+        });
+        self.tx
+            .send(Request::Inspect(job))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Dials an address.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), DriverError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Dial(addr, tx))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await
+            .map_err(|_| DriverError::Stopped)?
+            .map_err(DriverError::Refused)
+    }
+
+    /// Leaves the overlay gracefully and stops the driver; returns once it stopped.
+    pub async fn shutdown(&self) -> Result<(), DriverError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Shutdown(tx))
+            .await
+            .map_err(|_| DriverError::Stopped)?;
+        rx.await.map_err(|_| DriverError::Stopped)
+    }
+}
+
+#[derive(Default)]
+struct Connected {
+    addrs: Vec<Multiaddr>,
+    rtt: Option<Duration>,
+    agent: Option<String>,
+}
+
+struct Waiter<E> {
+    tx: mpsc::Sender<E>,
+}
+
+/// The driver task's state.
+pub(crate) struct Driver<P: NetCore> {
+    swarm: Swarm<Behaviour>,
+    core: P,
+    rng: Rng,
+    outbox: Outbox<P::Message, P::Timer, P::Event>,
+    epoch: std::time::Instant,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_vals: BTreeMap<u64, P::Timer>,
+    next_timer: u64,
+    requests: mpsc::Receiver<Request<P>>,
+    waiters: BTreeMap<u64, Waiter<P::Event>>,
+    address_book: BTreeMap<libp2p::PeerId, VecDeque<Multiaddr>>,
+    connected: BTreeMap<libp2p::PeerId, Connected>,
+    strikes: BTreeMap<libp2p::PeerId, u32>,
+    banned: BTreeMap<libp2p::PeerId, std::time::Instant>,
+    inflight: BTreeMap<libp2p::PeerId, usize>,
+    outbound: BTreeMap<(Channel, request_response::OutboundRequestId), libp2p::PeerId>,
+    loopback: VecDeque<P::Message>,
+    local: PeerId,
+    local_libp2p: libp2p::PeerId,
+    listen_addrs: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    bootstrapped: bool,
+    bad_frames: u64,
+    recorder: Arc<PrometheusRecorder>,
+}
+
+fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, AddrProto::P2p(_)))
+        .collect()
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    #[allow(clippy::disallowed_types)]
+    let s = std::collections::hash_map::RandomState::new();
+    let mut h = s.build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+impl<P: NetCore> Driver<P> {
+    /// Builds the driver, starts listening and returns it with its handle.
+    pub(crate) fn new(
+        key: Keypair,
+        core: P,
+        cfg: &NetConfig,
+        recorder: Arc<PrometheusRecorder>,
+    ) -> Result<(Driver<P>, DriverHandle<P>), String> {
+        let local_libp2p = key.public().to_peer_id();
+        let local = from_libp2p(&local_libp2p).ok_or("the node key must be Ed25519")?;
+        let mut swarm = build_swarm(key, cfg)?;
+        for addr in &cfg.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        }
+        let (tx, rx) = mpsc::channel(REQUEST_CAPACITY);
+        let driver = Driver {
+            swarm,
+            core,
+            rng: Rng::seed(cfg.seed.unwrap_or_else(random_seed)),
+            outbox: Outbox::new(),
+            epoch: std::time::Instant::now(),
+            timers: BinaryHeap::new(),
+            timer_vals: BTreeMap::new(),
+            next_timer: 0,
+            requests: rx,
+            waiters: BTreeMap::new(),
+            address_book: BTreeMap::new(),
+            connected: BTreeMap::new(),
+            strikes: BTreeMap::new(),
+            banned: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            outbound: BTreeMap::new(),
+            loopback: VecDeque::new(),
+            local,
+            local_libp2p,
+            listen_addrs: Vec::new(),
+            bootstrap: cfg.bootstrap.clone(),
+            bootstrapped: cfg.bootstrap.is_empty(),
+            bad_frames: 0,
+            recorder,
+        };
+        let handle = DriverHandle {
+            tx,
+            next_id: Arc::new(AtomicU64::new(1)),
+        };
+        Ok((driver, handle))
+    }
+
+    /// This node's libp2p peer id.
+    pub(crate) fn local_libp2p(&self) -> libp2p::PeerId {
+        self.local_libp2p
+    }
+
+    /// Waits until every listener reported its address (at most `timeout`); returns them.
+    pub(crate) async fn wait_listening(&mut self, n: usize, timeout: Duration) -> Vec<Multiaddr> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.listen_addrs.len() < n {
+            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(ev) => self.on_swarm_event(ev),
+                Err(_) => break,
+            }
+        }
+        self.listen_addrs.clone()
+    }
+
+    fn now(&self) -> Instant {
+        Instant(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    fn with_core(&mut self, f: impl FnOnce(&mut P, &mut peerlab_overlay::Cx<'_, P>)) {
+        let now = self.now();
+        {
+            let mut cx = Context::new(now, &mut self.rng, &mut self.outbox);
+            f(&mut self.core, &mut cx);
+        }
+        self.flush();
+        self.core.after_input();
+    }
+
+    fn flush(&mut self) {
+        let outs: Vec<_> = self.outbox.drain().collect();
+        for out in outs {
+            match out {
+                Output::Send { to, msg } => self.send(to, msg),
+                Output::Timer { at, timer } => {
+                    if self.timer_vals.len() >= MAX_TIMERS {
+                        tracing::warn!("timer table full; dropping a timer");
+                        continue;
+                    }
+                    let seq = self.next_timer;
+                    self.next_timer += 1;
+                    self.timer_vals.insert(seq, timer);
+                    self.timers.push(Reverse((at, seq)));
+                }
+                Output::Event(ev) => self.dispatch(ev),
+            }
+        }
+    }
+
+    fn dispatch(&mut self, ev: P::Event) {
+        for (peer, addr) in P::addresses_of(&ev) {
+            if let (Some(p), Ok(a)) = (to_libp2p(&peer), addr.parse::<Multiaddr>()) {
+                self.remember(p, strip_p2p(&a));
+            }
+        }
+        self.core.observe(&ev);
+        if let Some((id, last)) = P::reply_to(&ev) {
+            if let Some(w) = self.waiters.get(&id) {
+                // A caller that stopped listening, or one too slow to keep up, loses events
+                // rather than stalling the driver.
+                let closed = w.tx.try_send(ev).is_err() && w.tx.is_closed();
+                if last || closed {
+                    self.waiters.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, to: PeerId, msg: P::Message) {
+        if to == self.local {
+            self.loopback.push_back(msg);
+            return;
+        }
+        let Some(peer) = to_libp2p(&to) else { return };
+        if self.banned.contains_key(&peer) {
+            return;
+        }
+        let ch = P::channel(&msg);
+        let frame = match P::encode(&msg) {
+            Ok(f) if f.len() <= ch.max_frame() => f,
+            Ok(f) => {
+                tracing::warn!(len = f.len(), channel = ch.name(), "outgoing frame too large");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%e, "cannot encode a message");
+                return;
+            }
+        };
+        let inflight = self.inflight.entry(peer).or_default();
+        if *inflight >= MAX_INFLIGHT_PER_PEER {
+            metrics::counter!(m::SEND_DROPPED, "protocol" => ch.name()).increment(1);
+            return;
+        }
+        *inflight += 1;
+        metrics::counter!(m::BYTES_OUT, "protocol" => ch.name()).increment(frame.len() as u64);
+        metrics::counter!(m::MESSAGES_OUT, "protocol" => ch.name()).increment(1);
+        let addrs: Vec<Multiaddr> = self
+            .address_book
+            .get(&peer)
+            .map(|a| a.iter().cloned().collect())
+            .unwrap_or_default();
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .rr(ch)
+            .send_request_with_addresses(&peer, frame, addrs);
+        self.outbound.insert((ch, id), peer);
+    }
+
+    fn remember(&mut self, peer: libp2p::PeerId, addr: Multiaddr) {
+        if peer == self.local_libp2p || addr.is_empty() {
+            return;
+        }
+        if !self.address_book.contains_key(&peer) && self.address_book.len() >= MAX_ADDRESS_BOOK {
+            // Forget a peer we are not connected to.
+            let victim = self
+                .address_book
+                .keys()
+                .find(|p| !self.connected.contains_key(p))
+                .copied();
+            match victim {
+                Some(v) => {
+                    self.address_book.remove(&v);
+                }
+                None => return,
+            }
+        }
+        let list = self.address_book.entry(peer).or_default();
+        if list.contains(&addr) {
+            return;
+        }
+        if list.len() >= MAX_ADDRS_PER_PEER {
+            list.pop_front();
+        }
+        list.push_back(addr);
+    }
+
+    fn strike(&mut self, peer: libp2p::PeerId, ch: Channel, why: &str) {
+        self.bad_frames += 1;
+        metrics::counter!(m::BAD_FRAMES, "protocol" => ch.name()).increment(1);
+        let n = self.strikes.entry(peer).or_default();
+        *n += 1;
+        tracing::debug!(%peer, strikes = *n, channel = ch.name(), why, "bad frame");
+        if *n >= STRIKE_LIMIT {
+            tracing::info!(%peer, "banning peer after repeated bad frames");
+            metrics::counter!(m::PEERS_BANNED).increment(1);
+            if self.banned.len() >= MAX_BANNED
+                && let Some(oldest) = self
+                    .banned
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(p, _)| *p)
+            {
+                self.banned.remove(&oldest);
+            }
+            self.banned
+                .insert(peer, std::time::Instant::now() + BAN_DURATION);
+            self.strikes.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn status(&self) -> NetStatus {
+        let local = self.local_libp2p;
+        NetStatus {
+            peer_id: local.to_string(),
+            listen_addrs: self
+                .listen_addrs
+                .iter()
+                .map(|a| a.clone().with(AddrProto::P2p(local)).to_string())
+                .collect(),
+            peers: self
+                .connected
+                .iter()
+                .map(|(p, c)| PeerInfo {
+                    peer_id: p.to_string(),
+                    addresses: c.addrs.iter().map(|a| a.to_string()).collect(),
+                    rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1e3),
+                    agent: c.agent.clone(),
+                    strikes: self.strikes.get(p).copied().unwrap_or(0),
+                })
+                .collect(),
+            uptime_secs: self.epoch.elapsed().as_secs_f64(),
+            banned: self.banned.len(),
+            bad_frames: self.bad_frames,
+        }
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = self.now();
+        while let Some(Reverse((at, seq))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(t) = self.timer_vals.remove(&seq) {
+                self.with_core(|core, cx| core.handle_timer(cx, t));
+            }
+        }
+    }
+
+    fn run_loopback(&mut self) {
+        let mut n = 0;
+        while let Some(msg) = self.loopback.pop_front() {
+            let from = self.local;
+            self.with_core(|core, cx| core.handle_message(cx, from, msg));
+            n += 1;
+            if n >= LOOPBACK_BATCH {
+                break;
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = std::time::Instant::now();
+        self.banned.retain(|_, until| *until > now);
+        metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
+        metrics::gauge!(m::PENDING_TIMERS).set(self.timer_vals.len() as f64);
+        if !self.bootstrapped && self.connected.is_empty() {
+            for addr in self.bootstrap.clone() {
+                let _ = self.swarm.dial(addr);
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: Request<P>) -> Option<oneshot::Sender<()>> {
+        match req {
+            Request::Command(cmd) => self.with_core(|core, cx| core.handle_command(cx, cmd)),
+            Request::Call { id, cmd, reply } => {
+                if self.waiters.len() >= MAX_WAITERS {
+                    // Dropping `reply` tells the caller the node is overloaded.
+                    return None;
+                }
+                self.waiters.insert(id, Waiter { tx: reply });
+                self.with_core(|core, cx| core.handle_command(cx, cmd));
+            }
+            Request::Inspect(job) => {
+                let st = self.status();
+                job(&mut self.core, &st);
+            }
+            Request::Dial(addr, reply) => {
+                let r = self.swarm.dial(addr).map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Request::Shutdown(reply) => return Some(reply),
+        }
+        None
+    }
+
+    /// Runs the driver until shutdown is requested or every handle is dropped.
+    pub(crate) async fn run(mut self) {
+        let recorder = self.recorder.clone();
+        metrics::with_local_recorder(&*recorder, || {
+            self.with_core(|core, cx| core.handle_start(cx));
+            for addr in self.bootstrap.clone() {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, %e, "cannot dial bootstrap address");
+                }
+            }
+        });
+        let mut tick = tokio::time::interval(HOUSEKEEPING);
+        let shutdown = loop {
+            let next = self.timers.peek().map(|Reverse((at, _))| *at);
+            let wake = next.map(|at| {
+                tokio::time::Instant::from_std(self.epoch + Duration::from_micros(at.0))
+            });
+            let sleep = async {
+                match wake {
+                    Some(w) => tokio::time::sleep_until(w).await,
+                    None => std::future::pending().await,
+                }
+            };
+            enum In<P: NetCore> {
+                Swarm(SwarmEvent<BehaviourEvent>),
+                Req(Option<Request<P>>),
+                Wake,
+                Tick,
+            }
+            let input: In<P> = tokio::select! {
+                ev = self.swarm.select_next_some() => In::Swarm(ev),
+                req = self.requests.recv() => In::Req(req),
+                _ = sleep => In::Wake,
+                _ = tick.tick() => In::Tick,
+            };
+            let stop = metrics::with_local_recorder(&*recorder, || {
+                let stop = match input {
+                    In::Swarm(ev) => {
+                        self.on_swarm_event(ev);
+                        None
+                    }
+                    In::Req(Some(r)) => self.on_request(r).map(Some),
+                    In::Req(None) => Some(None),
+                    In::Wake => None,
+                    In::Tick => {
+                        self.housekeeping();
+                        None
+                    }
+                };
+                self.fire_due_timers();
+                self.run_loopback();
+                stop
+            });
+            if let Some(s) = stop {
+                break s;
+            }
+        };
+        self.leave().await;
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Graceful leave: the core hands off what it must, and the driver keeps serving until
+    /// those frames are delivered (bounded by a grace period).
+    async fn leave(&mut self) {
+        const GRACE: Duration = Duration::from_secs(3);
+        let recorder = self.recorder.clone();
+        let Some(cmd) = P::leave_command() else {
+            return;
+        };
+        metrics::with_local_recorder(&*recorder, || {
+            self.with_core(|core, cx| core.handle_command(cx, cmd));
+        });
+        let deadline = tokio::time::Instant::now() + GRACE;
+        while self.inflight.values().any(|n| *n > 0) {
+            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(ev) => {
+                    metrics::with_local_recorder(&*recorder, || self.on_swarm_event(ev));
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+                let local = self.local_libp2p;
+                let addrs = self
+                    .listen_addrs
+                    .iter()
+                    .map(|a| a.clone().with(AddrProto::P2p(local)).to_string())
+                    .collect();
+                if let Some(cmd) = P::address_command(addrs) {
+                    self.with_core(|core, cx| core.handle_command(cx, cmd));
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                if self.banned.contains_key(&peer_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
+                let remote = endpoint.get_remote_address().clone();
+                if endpoint.is_dialer() {
+                    self.remember(peer_id, strip_p2p(&remote));
+                }
+                let c = self.connected.entry(peer_id).or_default();
+                if !c.addrs.contains(&remote) {
+                    c.addrs.push(remote.clone());
+                }
+                metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
+                if endpoint.is_dialer() && !self.bootstrapped {
+                    let plain = strip_p2p(&remote);
+                    if self.bootstrap.iter().any(|b| strip_p2p(b) == plain)
+                        && let Some(p) = from_libp2p(&peer_id)
+                    {
+                        self.bootstrapped = true;
+                        if let Some(cmd) = P::bootstrap_command(vec![p]) {
+                            self.with_core(|core, cx| core.handle_command(cx, cmd));
+                        }
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.connected.remove(&peer_id);
+                    self.inflight.remove(&peer_id);
+                    metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
+                    if let Some(p) = from_libp2p(&peer_id) {
+                        self.with_core(|core, cx| core.handle_peer_down(cx, p));
+                    }
+                } else if let Some(c) = self.connected.get_mut(&peer_id) {
+                    let remote = endpoint.get_remote_address();
+                    c.addrs.retain(|a| a != remote);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, %error, "dial failed");
+                if !self.connected.contains_key(&peer)
+                    && let Some(p) = from_libp2p(&peer)
+                {
+                    self.with_core(|core, cx| core.handle_peer_down(cx, p));
+                }
+            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for a in info.listen_addrs {
+                    if !a.iter().any(|p| {
+                        matches!(p, AddrProto::Ip4(ip) if ip.is_unspecified())
+                            || matches!(p, AddrProto::Ip6(ip) if ip.is_unspecified())
+                    }) {
+                        self.remember(peer_id, strip_p2p(&a));
+                    }
+                }
+                if let Some(c) = self.connected.get_mut(&peer_id) {
+                    c.agent = Some(info.agent_version);
+                }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                if let Some(c) = self.connected.get_mut(&peer) {
+                    c.rtt = Some(rtt);
+                }
+            }
+            BehaviourEvent::Dht(e) => self.on_rr_event(Channel::Dht, e),
+            BehaviourEvent::Gossip(e) => self.on_rr_event(Channel::Gossip, e),
+            BehaviourEvent::Flood(e) => self.on_rr_event(Channel::Flood, e),
+            BehaviourEvent::Swarm(e) => self.on_rr_event(Channel::Swarm, e),
+            _ => {}
+        }
+    }
+
+    fn outbound_done(&mut self, ch: Channel, id: request_response::OutboundRequestId) {
+        if let Some(peer) = self.outbound.remove(&(ch, id))
+            && let Some(n) = self.inflight.get_mut(&peer)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn on_rr_event(&mut self, ch: Channel, ev: request_response::Event<Vec<u8>, ()>) {
+        use request_response::{Event as E, InboundFailure, Message, OutboundFailure};
+        match ev {
+            E::Message {
+                peer,
+                message: Message::Request {
+                    request, channel, ..
+                },
+                ..
+            } => {
+                let _ = self.swarm.behaviour_mut().rr(ch).send_response(channel, ());
+                if self.banned.contains_key(&peer) {
+                    return;
+                }
+                metrics::counter!(m::BYTES_IN, "protocol" => ch.name())
+                    .increment(request.len() as u64);
+                metrics::counter!(m::MESSAGES_IN, "protocol" => ch.name()).increment(1);
+                let Some(from) = from_libp2p(&peer) else {
+                    self.strike(peer, ch, "not an Ed25519 peer");
+                    return;
+                };
+                match P::decode(ch, &request) {
+                    Ok(msg) if P::channel(&msg) == ch => {
+                        self.with_core(|core, cx| core.handle_message(cx, from, msg));
+                    }
+                    Ok(_) => self.strike(peer, ch, "message on the wrong channel"),
+                    Err(e) => self.strike(peer, ch, &e.to_string()),
+                }
+            }
+            E::Message {
+                message: Message::Response { request_id, .. },
+                ..
+            } => self.outbound_done(ch, request_id),
+            E::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.outbound_done(ch, request_id);
+                metrics::counter!(m::SEND_FAILED, "protocol" => ch.name()).increment(1);
+                if matches!(
+                    error,
+                    OutboundFailure::DialFailure | OutboundFailure::UnsupportedProtocols
+                ) && !self.connected.contains_key(&peer)
+                    && let Some(p) = from_libp2p(&peer)
+                {
+                    self.with_core(|core, cx| core.handle_peer_down(cx, p));
+                }
+            }
+            E::InboundFailure {
+                peer,
+                error: InboundFailure::Io(e),
+                ..
+            } if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.strike(peer, ch, &e.to_string());
+            }
+            _ => {}
+        }
+    }
+}
