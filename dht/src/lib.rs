@@ -1,1 +1,379 @@
-//! Work in progress.
+//! Chord with virtual nodes, successor lists and replicated key/value storage, as a sans-IO
+//! core.
+//!
+//! # Protocol
+//!
+//! Every peer runs `V` virtual nodes ([`Config::vnodes`]) at `SHA-1(peer_id ‖ u16_be(i))` on
+//! the 160-bit ring (Stoica et al., *Chord*, SIGCOMM 2001 / ToN 2003). A key's owner is its
+//! successor: the first virtual node at or after `SHA-1(key)`. Each virtual node keeps a
+//! predecessor, a successor list of length `r` and a finger table (`finger[i] =
+//! successor(n + 2^i)`), stored compactly as runs of equal entries.
+//!
+//! Ring maintenance follows Pamela Zave's corrected protocol (*Reasoning about identifier
+//! spaces: how to make Chord correct*, IEEE TSE 2017), not the original pseudocode:
+//!
+//! - **join** looks up the new node's own id to find its successor, checks that successor is
+//!   alive by fetching its state, and copies its successor list; the predecessor starts
+//!   unknown;
+//! - **stabilize** asks the first *live* successor for its predecessor and successor list;
+//!   a successor that does not answer within [`Config::request_timeout`] is dropped and the
+//!   next one is asked at once; a better successor candidate (the successor's predecessor)
+//!   is adopted only after it answered a liveness check;
+//! - **notify / rectify**: a node adopts a notifier as predecessor when it has none (a dead
+//!   predecessor is cleared by the periodic check) or the notifier lies between the old
+//!   predecessor and itself;
+//! - **fingers** are only an optimisation, refreshed one lookup per virtual node per
+//!   fix-fingers tick; indices a successor list already determines are not stored.
+//!
+//! Liveness is judged only by this core's own request timeouts; the driver's
+//! `handle_peer_down` is a hint that triggers a check.
+//!
+//! # Lookups and hops
+//!
+//! Lookups are iterative and driven by the asking peer: it asks the closest preceding node
+//! it knows, which answers either "the owner is my successor" or with a few closer
+//! candidates. A silent hop times out, the peer is dropped from every table, and the lookup
+//! continues through the next-best candidate. A peer routes across all its virtual nodes'
+//! tables at once, so **a hop is one `FindStep` request sent to another physical peer**;
+//! moving between a peer's own virtual nodes is free and not counted. The final request to
+//! the owner (for a put or get) is not part of the lookup's hop count either.
+//!
+//! # Storage
+//!
+//! `put`/`get`/`delete` work on byte keys placed at `SHA-1(key)`. Records carry a
+//! [`Version`] (writer time, writer id); a replica only ever replaces a record with a newer
+//! one, and deletes are versioned tombstones. The owner stores a write and pushes it to its
+//! replica set: the first `R − 1` successors that belong to peers other than the owner and
+//! each other ([`Config::replicas`] = `R`). Every [`Config::repair_period`] an owner sends
+//! each replica a digest of its range; the replica asks for what it lacks (that is also the
+//! replicas' liveness check, usually faster than stabilization). A peer that holds records
+//! nobody confirmed for a while hands them back to their current owner. On join the old
+//! owner hands the new node its range; on a graceful leave a node hands its range to its
+//! successor. Provider records (for swarm discovery) are per-key sets of
+//! `(provider, expiry)` kept the same way and merged by union.
+//!
+//! # Layout
+//!
+//! - [`message`]: the wire messages.
+//! - [`ring`]: finger tables, closest-preceding selection, the ideal ring.
+//! - [`store`]: the versioned store and provider sets.
+//! - [`Dht`] (in `core`): the state machine.
+
+mod core;
+pub mod message;
+pub mod ring;
+pub mod store;
+
+use std::time::Duration;
+
+pub use crate::core::{Counters, Dht, Timer, VnodeView};
+pub use message::{Message, NodeRef, ProviderEntry, Record, Reject, Step, Version};
+pub use peerlab_overlay::{Id, PeerId};
+pub use ring::IdealRing;
+
+/// Largest successor list a node keeps (see [`message::MAX_SUCCESSORS`]).
+pub const MAX_SUCCESSORS: usize = message::MAX_SUCCESSORS;
+
+/// DHT configuration. Defaults follow the Chord ToN experiments where they give one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Virtual nodes per peer. Default 8: spreads load (the ToN paper's table shows the 99th
+    /// percentile falling from 4.8× to about 2× the mean by 10) at 8× the routing state.
+    pub vnodes: u16,
+    /// Successor list length `r`. Default `2·⌈log2 N_expected⌉` capped at 32 (ToN uses
+    /// `2·log2 N`), here for `N_expected = 1024`: 20. See [`Config::for_network`].
+    pub successors: usize,
+    /// Replicas per key, owner included (`R`). Default 3.
+    pub replicas: usize,
+    /// Mean period of stabilize. Default 30 s (ToN: uniform in 15–45 s).
+    pub stabilize_period: Duration,
+    /// Mean period of fix-fingers (one finger lookup per virtual node per tick). Default 30 s.
+    pub fix_fingers_period: Duration,
+    /// Mean period of the predecessor liveness check. Default 30 s.
+    pub check_predecessor_period: Duration,
+    /// Mean period of replica repair (digest exchange with replicas, hand-back of orphans).
+    /// Default 10 s: replicas are checked faster than the ring is stabilized so data
+    /// survives churn between stabilizations.
+    pub repair_period: Duration,
+    /// Periods are drawn uniformly from `period · [1 − jitter, 1 + jitter]`. Default 0.5
+    /// (15–45 s for a 30 s period), so peers do not synchronise.
+    pub jitter: f64,
+    /// How long a request (a lookup hop, a state query, a store operation) may go
+    /// unanswered before the peer is considered dead. Default 1 s.
+    pub request_timeout: Duration,
+    /// Timed-out hops a lookup tolerates before it fails. Default 4.
+    pub lookup_retries: u32,
+    /// Client lookups (including those behind put/get) in flight at once; more are refused
+    /// with [`Error::Busy`]. Default 256.
+    pub max_concurrent_lookups: usize,
+    /// Largest value accepted, bytes. Default 64 KiB.
+    pub max_value_size: usize,
+    /// Storage budget of the peer in bytes (values plus a fixed per-record overhead).
+    /// Default 64 MiB.
+    pub max_stored_bytes: u64,
+    /// Providers kept per key. Default 32; when full the one expiring soonest gives way.
+    pub max_providers_per_key: usize,
+    /// Longest provider lifetime accepted. Default 24 h.
+    pub max_provider_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            vnodes: 8,
+            successors: successor_list_len(1024),
+            replicas: 3,
+            stabilize_period: Duration::from_secs(30),
+            fix_fingers_period: Duration::from_secs(30),
+            check_predecessor_period: Duration::from_secs(30),
+            repair_period: Duration::from_secs(10),
+            jitter: 0.5,
+            request_timeout: Duration::from_secs(1),
+            lookup_retries: 4,
+            max_concurrent_lookups: 256,
+            max_value_size: 64 * 1024,
+            max_stored_bytes: 64 << 20,
+            max_providers_per_key: 32,
+            max_provider_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `2·⌈log2 n⌉` capped at [`MAX_SUCCESSORS`], at least 2.
+pub fn successor_list_len(n_expected: usize) -> usize {
+    let log = usize::BITS - n_expected.max(2).saturating_sub(1).leading_zeros();
+    (2 * log as usize).clamp(2, MAX_SUCCESSORS)
+}
+
+impl Config {
+    /// Defaults with the successor list sized for a ring of about `n_expected` peers.
+    pub fn for_network(n_expected: usize) -> Config {
+        Config {
+            successors: successor_list_len(n_expected),
+            ..Config::default()
+        }
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the offending field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::InvalidConfig(m.to_string()));
+        if self.vnodes == 0 {
+            return bad("vnodes must be at least 1");
+        }
+        if self.successors == 0 || self.successors > MAX_SUCCESSORS {
+            return bad("successors must be in 1..=32");
+        }
+        if self.replicas == 0 || self.replicas > self.successors + 1 {
+            return bad("replicas must be in 1..=successors+1");
+        }
+        if !(0.0..1.0).contains(&self.jitter) {
+            return bad("jitter must be in [0, 1)");
+        }
+        if self.request_timeout.is_zero()
+            || self.stabilize_period.is_zero()
+            || self.fix_fingers_period.is_zero()
+            || self.check_predecessor_period.is_zero()
+            || self.repair_period.is_zero()
+        {
+            return bad("periods and timeouts must be positive");
+        }
+        if self.max_concurrent_lookups == 0 || self.max_providers_per_key == 0 {
+            return bad("limits must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Commands to the DHT. Each carries a caller-chosen request id, answered by an
+/// [`Event::Reply`] with the same id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Join the ring through any of `bootstrap`; an empty list creates a new ring.
+    Join {
+        /// Request id.
+        req: u64,
+        /// Peers already in the ring.
+        bootstrap: Vec<PeerId>,
+    },
+    /// Leave gracefully: hand keys and pointers to neighbours, then stop.
+    Leave {
+        /// Request id.
+        req: u64,
+    },
+    /// Find the owner of a ring id.
+    Lookup {
+        /// Request id.
+        req: u64,
+        /// The ring id.
+        key: Id,
+    },
+    /// Store `value` under `key`.
+    Put {
+        /// Request id.
+        req: u64,
+        /// The key bytes (placed at `SHA-1(key)`).
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Read `key`.
+    Get {
+        /// Request id.
+        req: u64,
+        /// The key bytes.
+        key: Vec<u8>,
+    },
+    /// Delete `key` (writes a versioned tombstone).
+    Delete {
+        /// Request id.
+        req: u64,
+        /// The key bytes.
+        key: Vec<u8>,
+    },
+    /// Announce `provider` for `key` for `ttl` (capped at [`Config::max_provider_ttl`]).
+    AddProvider {
+        /// Request id.
+        req: u64,
+        /// The key (e.g. a content id).
+        key: Id,
+        /// The providing peer.
+        provider: PeerId,
+        /// How long the record lives.
+        ttl: Duration,
+    },
+    /// Find providers of `key`.
+    GetProviders {
+        /// Request id.
+        req: u64,
+        /// The key.
+        key: Id,
+    },
+}
+
+/// Where a lookup ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The owner's peer.
+    pub owner: PeerId,
+    /// The owner virtual node.
+    pub vnode: Id,
+    /// Hops: `FindStep` requests sent to other peers (own virtual nodes are free).
+    pub hops: u32,
+}
+
+/// A successful command's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Joined the ring (all virtual nodes).
+    Joined,
+    /// Left the ring.
+    Left,
+    /// Lookup result.
+    Lookup(Route),
+    /// A put or delete was stored at the owner; `version` is what the owner holds now (newer
+    /// than the write if a concurrent write won).
+    Stored {
+        /// The route to the owner.
+        route: Route,
+        /// The owner's version after the write.
+        version: Version,
+    },
+    /// A get's result: `value` is `None` when the key is absent or deleted.
+    Value {
+        /// The route to the owner.
+        route: Route,
+        /// The value.
+        value: Option<Vec<u8>>,
+        /// The version read, if any record (value or tombstone) was found.
+        version: Option<Version>,
+    },
+    /// A provider record was added.
+    ProviderAdded {
+        /// The route to the owner.
+        route: Route,
+    },
+    /// Providers of a key, longest-lived first.
+    Providers {
+        /// The route to the owner.
+        route: Route,
+        /// The providers.
+        providers: Vec<ProviderEntry>,
+    },
+}
+
+/// Events the DHT emits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The answer to the command with id `req`.
+    Reply {
+        /// The command's request id.
+        req: u64,
+        /// Its result.
+        result: Result<Reply, Error>,
+    },
+}
+
+/// DHT errors. None of them changes stored data unless stated.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The command needs a joined node.
+    #[error("not joined to a ring")]
+    NotJoined,
+    /// Join or create was asked of a node that is already joined or joining.
+    #[error("already joined or joining")]
+    AlreadyJoined,
+    /// Joining failed: no bootstrap peer led to a live successor.
+    #[error("join failed: {0}")]
+    JoinFailed(String),
+    /// Too many lookups are in flight.
+    #[error("too many concurrent lookups (limit {0})")]
+    Busy(usize),
+    /// A lookup ran out of candidates, retries or hops.
+    #[error("lookup failed after {hops} hops and {timeouts} timeouts")]
+    LookupFailed {
+        /// Hops sent.
+        hops: u32,
+        /// Hops that timed out.
+        timeouts: u32,
+    },
+    /// The owner did not answer a storage request in time (after retries).
+    #[error("storage request timed out")]
+    Timeout,
+    /// A value over [`Config::max_value_size`]; nothing was stored.
+    #[error("value of {len} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Value length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The store's byte budget ([`Config::max_stored_bytes`]) is exhausted; nothing stored.
+    #[error("storage full: {needed} more bytes do not fit in {max}")]
+    StoreFull {
+        /// Bytes the record needs.
+        needed: u64,
+        /// The budget.
+        max: u64,
+    },
+    /// A message named a virtual node this peer does not run.
+    #[error("unknown virtual node {0:?}")]
+    UnknownVnode(Id),
+    /// A finger index outside `0..160`.
+    #[error("finger index {0} out of range")]
+    BadFingerIndex(u16),
+    /// A message broke a protocol bound (list too long).
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// The remote peer refused the request.
+    #[error("remote refused: {0}")]
+    Rejected(Reject),
+    /// The node is leaving or has left.
+    #[error("node is leaving")]
+    Leaving,
+}

@@ -1,0 +1,340 @@
+//! The DHT's wire messages.
+//!
+//! Every request carries a request id chosen by the sender; the reply echoes it, so the
+//! sender matches replies to its own table of pending requests and times out the ones that
+//! never come back (Chord's liveness checks are exactly these timeouts). Requests name the
+//! virtual node they are meant for; a peer that has no such virtual node rejects the request
+//! with [`Reject::UnknownVnode`] instead of guessing.
+//!
+//! Lists inside messages are bounded by the constants below; a message over a bound is
+//! rejected whole and counted, never truncated silently.
+
+use serde::{Deserialize, Serialize};
+
+use peerlab_overlay::{Id, PeerId};
+
+/// Most successor-list entries a message may carry: the largest successor list a node keeps
+/// (Chord's `r = 2·log2 N` reaches 32 near N = 65 536 and is capped there).
+pub const MAX_SUCCESSORS: usize = 32;
+
+/// Most candidates a routing step returns. A few are enough to route around a dead next
+/// hop without another round trip; more only enlarge the reply.
+pub const MAX_STEP_CANDIDATES: usize = 4;
+
+/// Most records (or digest entries) in one storage batch, so a repair round or a hand-off
+/// never builds one huge frame; larger sets go in several batches.
+pub const MAX_BATCH_ENTRIES: usize = 512;
+
+/// Payload budget of one storage batch in bytes, well under the codec's 1 MiB frame limit.
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+
+/// Most finger runs one `Fingers` reply carries (a finger table has 160 entries; in compact
+/// form far fewer distinct runs).
+pub const MAX_FINGER_ENTRIES: usize = 160;
+
+/// Most providers returned or pushed for one key in one message.
+pub const MAX_PROVIDERS_PER_MESSAGE: usize = 64;
+
+/// A virtual node as others see it: its ring position and the peer that runs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeRef {
+    /// Ring position of the virtual node.
+    pub id: Id,
+    /// Physical peer running it.
+    pub peer: PeerId,
+}
+
+/// A write's version. Versions are totally ordered (writer time in µs, then writer id), so
+/// replicas agree on the newest write without coordination: last writer wins, and an older
+/// write never overwrites a newer one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    /// Writer's protocol time in microseconds (bumped past the newest version it has seen).
+    pub time: u64,
+    /// The writing peer, to break ties between writers.
+    pub writer: PeerId,
+}
+
+/// A stored value with its version; `value: None` is a tombstone (a versioned delete).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Version of this write.
+    pub version: Version,
+    /// The value, or `None` for a delete.
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
+}
+
+impl Record {
+    /// Bytes of payload this record holds.
+    pub fn value_len(&self) -> usize {
+        self.value.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// One provider of a key with its remaining lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderEntry {
+    /// The providing peer.
+    pub provider: PeerId,
+    /// Remaining time to live in milliseconds (relative, so peers need no common clock).
+    pub ttl_ms: u64,
+}
+
+/// The answer of one routing step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// The key lies in `(pred, owner]`: `owner` is the key's successor.
+    Done {
+        /// The virtual node preceding the key (the one that answered).
+        pred: NodeRef,
+        /// The key's owner.
+        owner: NodeRef,
+    },
+    /// Ask one of these next, best (closest preceding the key) first.
+    Next {
+        /// Closer nodes, at most [`MAX_STEP_CANDIDATES`].
+        candidates: Vec<NodeRef>,
+    },
+}
+
+/// Why a peer refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Reject {
+    /// The addressed virtual node does not exist (any more) at this peer.
+    #[error("unknown virtual node")]
+    UnknownVnode,
+    /// A finger index outside `0..160`.
+    #[error("finger index out of range")]
+    BadFingerIndex,
+    /// A value over the receiver's size limit.
+    #[error("value too large")]
+    ValueTooLarge,
+    /// The receiver's storage budget is exhausted.
+    #[error("storage full")]
+    StoreFull,
+    /// The receiver is not (or no longer) part of a ring.
+    #[error("not joined")]
+    NotJoined,
+    /// A list in the request is longer than the protocol allows.
+    #[error("malformed request")]
+    Malformed,
+}
+
+/// A DHT message between peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// One iterative routing step: "what do you know about `key`?" `vnode` names the virtual
+    /// node the asker believes is here (`None` when joining through a bootstrap peer).
+    FindStep {
+        /// Request id.
+        req: u64,
+        /// Addressed virtual node.
+        vnode: Option<Id>,
+        /// The key being looked up.
+        key: Id,
+    },
+    /// Reply to [`Message::FindStep`].
+    StepReply {
+        /// Request id.
+        req: u64,
+        /// The step's answer.
+        step: Step,
+    },
+    /// Asks a virtual node for its predecessor and successor list (stabilize, join and the
+    /// liveness check all use it).
+    GetState {
+        /// Request id.
+        req: u64,
+        /// Addressed virtual node.
+        vnode: Id,
+    },
+    /// Reply to [`Message::GetState`].
+    State {
+        /// Request id.
+        req: u64,
+        /// The answering virtual node's predecessor.
+        pred: Option<NodeRef>,
+        /// Its successor list, at most [`MAX_SUCCESSORS`].
+        succs: Vec<NodeRef>,
+    },
+    /// "I might be your predecessor" (Chord's notify). Carries no request id: it needs no
+    /// answer, and the notifier is alive since it just sent this.
+    Notify {
+        /// Addressed virtual node.
+        vnode: Id,
+        /// The notifying virtual node.
+        from: NodeRef,
+    },
+    /// Asks for a virtual node's fingers from index `from_index` up (a joining node copies
+    /// its successor's table as a first guess, Chord §4.4).
+    GetFingers {
+        /// Request id.
+        req: u64,
+        /// Addressed virtual node.
+        vnode: Id,
+        /// First finger index wanted, `< 160`.
+        from_index: u16,
+    },
+    /// Reply to [`Message::GetFingers`]: runs `(first index, node)` in ascending order.
+    Fingers {
+        /// Request id.
+        req: u64,
+        /// Finger runs, at most [`MAX_FINGER_ENTRIES`].
+        runs: Vec<(u16, NodeRef)>,
+    },
+    /// A graceful leave: the sender's virtual node `leaving` goes away; `pred` and `succs` are
+    /// its last view, which the receiver uses to patch its own pointers.
+    Leaving {
+        /// The receiver's virtual node this concerns.
+        vnode: Id,
+        /// The departing virtual node.
+        leaving: NodeRef,
+        /// Its predecessor.
+        pred: Option<NodeRef>,
+        /// Its successor list.
+        succs: Vec<NodeRef>,
+    },
+    /// Write a record at its owner (or replica). `key` is the ring id.
+    Put {
+        /// Request id.
+        req: u64,
+        /// Addressed virtual node (the owner the lookup found).
+        vnode: Id,
+        /// Key id.
+        key: Id,
+        /// The record.
+        record: Record,
+    },
+    /// Reply to [`Message::Put`]: the version now stored (which may be newer than the write).
+    PutAck {
+        /// Request id.
+        req: u64,
+        /// Version the owner holds after the write.
+        stored: Version,
+    },
+    /// Read a record.
+    Get {
+        /// Request id.
+        req: u64,
+        /// Addressed virtual node.
+        vnode: Id,
+        /// Key id.
+        key: Id,
+    },
+    /// Reply to [`Message::Get`]: the record if held, and the replica set to ask otherwise.
+    GetReply {
+        /// Request id.
+        req: u64,
+        /// The record (tombstones included), if this peer holds one.
+        record: Option<Record>,
+        /// The owner's replica peers, for a read that missed at the owner.
+        replicas: Vec<NodeRef>,
+    },
+    /// Add a provider of `key` at its owner.
+    AddProvider {
+        /// Request id.
+        req: u64,
+        /// Addressed virtual node.
+        vnode: Id,
+        /// Key id.
+        key: Id,
+        /// The provider and its lifetime.
+        entry: ProviderEntry,
+    },
+    /// Ask the owner for providers of `key`.
+    GetProviders {
+        /// Request id.
+        req: u64,
+        /// Addressed virtual node.
+        vnode: Id,
+        /// Key id.
+        key: Id,
+    },
+    /// Providers of a key (answer to [`Message::GetProviders`] or ack of
+    /// [`Message::AddProvider`]).
+    Providers {
+        /// Request id.
+        req: u64,
+        /// Current unexpired providers, at most [`MAX_PROVIDERS_PER_MESSAGE`].
+        providers: Vec<ProviderEntry>,
+    },
+    /// Repair: the owner's digest of its range `(from, to]` sent to a replica.
+    Offer {
+        /// Request id.
+        req: u64,
+        /// Range start (exclusive).
+        from: Id,
+        /// Range end (inclusive).
+        to: Id,
+        /// `(key, version)` pairs, at most [`MAX_BATCH_ENTRIES`].
+        digest: Vec<(Id, Version)>,
+        /// Provider sets of the range, merged by the replica.
+        providers: Vec<(Id, Vec<ProviderEntry>)>,
+    },
+    /// Reply to [`Message::Offer`]: the keys the replica lacks or holds older versions of.
+    Want {
+        /// Request id.
+        req: u64,
+        /// Wanted keys.
+        keys: Vec<Id>,
+    },
+    /// Records pushed to a replica or a new owner (no reply).
+    Store {
+        /// The records, at most [`MAX_BATCH_ENTRIES`] and [`MAX_BATCH_BYTES`] of payload.
+        records: Vec<(Id, Record)>,
+        /// Provider sets pushed with them.
+        providers: Vec<(Id, Vec<ProviderEntry>)>,
+    },
+    /// Records handed back to their owner by a peer that no longer knows itself a replica.
+    Handoff {
+        /// Request id.
+        req: u64,
+        /// Addressed virtual node (the owner).
+        vnode: Id,
+        /// The records.
+        records: Vec<(Id, Record)>,
+    },
+    /// Reply to [`Message::Handoff`]: whether the sender is among the owner's replicas.
+    HandoffAck {
+        /// Request id.
+        req: u64,
+        /// `true` if the sender should keep its copies.
+        keep: bool,
+    },
+    /// A request was refused.
+    Rejected {
+        /// Request id.
+        req: u64,
+        /// Why.
+        reason: Reject,
+    },
+}
+
+impl peerlab_overlay::Message for Message {
+    fn kind(&self) -> &'static str {
+        match self {
+            Message::FindStep { .. } => "find_step",
+            Message::StepReply { .. } => "step_reply",
+            Message::GetState { .. } => "get_state",
+            Message::State { .. } => "state",
+            Message::Notify { .. } => "notify",
+            Message::GetFingers { .. } => "get_fingers",
+            Message::Fingers { .. } => "fingers",
+            Message::Leaving { .. } => "leaving",
+            Message::Put { .. } => "put",
+            Message::PutAck { .. } => "put_ack",
+            Message::Get { .. } => "get",
+            Message::GetReply { .. } => "get_reply",
+            Message::AddProvider { .. } => "add_provider",
+            Message::GetProviders { .. } => "get_providers",
+            Message::Providers { .. } => "providers",
+            Message::Offer { .. } => "offer",
+            Message::Want { .. } => "want",
+            Message::Store { .. } => "store",
+            Message::Handoff { .. } => "handoff",
+            Message::HandoffAck { .. } => "handoff_ack",
+            Message::Rejected { .. } => "rejected",
+        }
+    }
+}
