@@ -1,0 +1,494 @@
+//! Piece picking: which block to ask a peer for next.
+//!
+//! The rules are Cohen's (2003) and BEP 3's, applied in this order for every request
+//! slot that opens on a peer that has unchoked us:
+//!
+//! 1. **Strict priority** — a started chunk the peer has, with a block nobody has been
+//!    asked for yet, is continued before anything new is started, so chunks complete
+//!    (and can be verified, stored and served) as soon as possible.
+//! 2. **Random first** — until we hold [`Config::random_first`] chunks we start a
+//!    uniformly random chunk the peer has: rare chunks download slowly, and a newcomer
+//!    needs *something* to trade quickly.
+//! 3. **Rarest first** — afterwards we start the chunk the peer has that is held by the
+//!    fewest of our neighbours (ties broken at random), which keeps chunk diversity high
+//!    and the swarm robust to the seeder leaving (Legout et al., IMC 2006).
+//! 4. **Endgame** — once every missing block has been requested, blocks already
+//!    requested elsewhere are requested again (at most [`Config::endgame_copies`]
+//!    outstanding copies); when one copy arrives the caller cancels the others.
+//!
+//! [`Strategy::Random`] replaces rule 3 by rule 2 for comparison experiments.
+//!
+//! The picker buffers the blocks of started chunks until the chunk is complete; the
+//! caller then verifies it as a whole. Its memory is bounded by the number of started
+//! chunks, which is bounded by the caller's request pipeline (every started chunk has a
+//! block outstanding or received).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use peerlab_overlay::{PeerId, Rng};
+
+use crate::bitfield::Bitfield;
+use crate::manifest::Manifest;
+
+/// How new chunks are chosen once the random-first phase is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Strategy {
+    /// Rarest among our neighbours first (BitTorrent's policy).
+    #[default]
+    RarestFirst,
+    /// Uniformly random (the baseline Legout et al. compare against).
+    Random,
+}
+
+/// Picker parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Chunks picked at random before rarest first starts. Default 4 (libtorrent's value).
+    pub random_first: u32,
+    /// Most outstanding requests for one block in endgame mode. Default 2: enough to route
+    /// around one slow peer without multiplying the tail traffic.
+    pub endgame_copies: u8,
+    /// Rarest first or random.
+    pub strategy: Strategy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            random_first: 4,
+            endgame_copies: 2,
+            strategy: Strategy::RarestFirst,
+        }
+    }
+}
+
+/// One block of a chunk.
+pub type BlockRef = (u32, u32);
+
+#[derive(Debug, Clone)]
+enum Slot {
+    /// Not requested from anyone.
+    Missing,
+    /// Requested from this many peers, none answered yet.
+    Requested(u8),
+    /// Received (not yet verified: that happens when the whole chunk is in).
+    Received(Bytes, PeerId),
+}
+
+#[derive(Debug)]
+struct Partial {
+    slots: Vec<Slot>,
+    received: u32,
+    /// Slots still `Missing`.
+    missing: u32,
+}
+
+/// What became of a received block.
+#[derive(Debug)]
+pub enum BlockOutcome {
+    /// Stored; the chunk still misses blocks.
+    Stored,
+    /// This block was already received (an endgame duplicate) or its chunk is held.
+    Duplicate,
+    /// The chunk is not being downloaded (an unrequested block); dropped.
+    Unwanted,
+    /// The chunk is complete: its blocks in order with the peer that sent each. The
+    /// caller verifies it, then calls [`Picker::mark_have`] or lets it be fetched again.
+    Complete(Vec<(Bytes, PeerId)>),
+}
+
+/// Per-transfer piece-picking state.
+#[derive(Debug)]
+pub struct Picker {
+    config: Config,
+    have: Bitfield,
+    have_count: u32,
+    availability: Vec<u32>,
+    partial: BTreeMap<u32, Partial>,
+    /// Slots in state `Missing` over all partial chunks.
+    missing_in_partials: u64,
+}
+
+impl Picker {
+    /// A picker for `chunks` chunks, of which `have` are already held.
+    pub fn new(config: Config, have: Bitfield) -> Picker {
+        let n = have.len();
+        Picker {
+            config,
+            have_count: have.count(),
+            have,
+            availability: vec![0; n as usize],
+            partial: BTreeMap::new(),
+            missing_in_partials: 0,
+        }
+    }
+
+    /// Chunks we hold.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// Whether every chunk is held.
+    pub fn is_complete(&self) -> bool {
+        self.have_count == self.have.len()
+    }
+
+    /// How many neighbours hold chunk `i`.
+    pub fn availability(&self, i: u32) -> u32 {
+        self.availability.get(i as usize).copied().unwrap_or(0)
+    }
+
+    /// Number of chunks started and not complete.
+    pub fn partial_count(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Whether every block still missing has been requested at least once.
+    pub fn in_endgame(&self) -> bool {
+        let unstarted = self.have.len() - self.have_count - self.partial.len() as u32;
+        !self.is_complete() && unstarted == 0 && self.missing_in_partials == 0
+    }
+
+    /// A neighbour announced all of `bits`.
+    pub fn add_peer(&mut self, bits: &Bitfield) {
+        for i in bits.ones() {
+            self.availability[i as usize] += 1;
+        }
+    }
+
+    /// A neighbour left; its chunks no longer count.
+    pub fn remove_peer(&mut self, bits: &Bitfield) {
+        for i in bits.ones() {
+            let a = &mut self.availability[i as usize];
+            *a = a.saturating_sub(1);
+        }
+    }
+
+    /// A neighbour announced chunk `i`.
+    pub fn add_have(&mut self, i: u32) {
+        if let Some(a) = self.availability.get_mut(i as usize) {
+            *a += 1;
+        }
+    }
+
+    /// Picks the next block to request from a peer holding `peer_has`, skipping blocks
+    /// already outstanding at that peer (`outstanding`). Marks it requested.
+    pub fn pick(
+        &mut self,
+        manifest: &Manifest,
+        peer_has: &Bitfield,
+        outstanding: &[BlockRef],
+        rng: &mut Rng,
+    ) -> Option<BlockRef> {
+        // 1. Strict priority: continue a started chunk.
+        if self.missing_in_partials > 0 {
+            for (&chunk, p) in self.partial.iter_mut() {
+                if p.missing == 0 || !peer_has.get(chunk) {
+                    continue;
+                }
+                if let Some(b) = p.slots.iter().position(|s| matches!(s, Slot::Missing)) {
+                    p.slots[b] = Slot::Requested(1);
+                    p.missing -= 1;
+                    self.missing_in_partials -= 1;
+                    return Some((chunk, b as u32));
+                }
+            }
+        }
+        // 2./3. Start a new chunk.
+        if let Some(chunk) = self.choose_new(peer_has, rng) {
+            let blocks = manifest.block_count(chunk).max(1);
+            let mut slots = vec![Slot::Missing; blocks as usize];
+            slots[0] = Slot::Requested(1);
+            self.partial.insert(
+                chunk,
+                Partial {
+                    slots,
+                    received: 0,
+                    missing: blocks - 1,
+                },
+            );
+            self.missing_in_partials += (blocks - 1) as u64;
+            return Some((chunk, 0));
+        }
+        // 4. Endgame: duplicate an outstanding request.
+        if self.in_endgame() {
+            for (&chunk, p) in self.partial.iter_mut() {
+                if !peer_has.get(chunk) {
+                    continue;
+                }
+                for (b, s) in p.slots.iter_mut().enumerate() {
+                    if let Slot::Requested(n) = s
+                        && *n < self.config.endgame_copies
+                        && !outstanding.contains(&(chunk, b as u32))
+                    {
+                        *n += 1;
+                        return Some((chunk, b as u32));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn choose_new(&self, peer_has: &Bitfield, rng: &mut Rng) -> Option<u32> {
+        let random =
+            self.have_count < self.config.random_first || self.config.strategy == Strategy::Random;
+        let mut best: Option<u32> = None;
+        let mut best_avail = u32::MAX;
+        let mut ties = 0u64;
+        for i in peer_has.ones() {
+            if self.have.get(i) || self.partial.contains_key(&i) {
+                continue;
+            }
+            // Random choice is rarest first with every availability equal.
+            let a = if random {
+                0
+            } else {
+                self.availability[i as usize]
+            };
+            if a < best_avail {
+                best_avail = a;
+                best = Some(i);
+                ties = 1;
+            } else if a == best_avail {
+                // Reservoir sampling: each tied chunk is kept with probability 1/ties.
+                ties += 1;
+                if rng.below(ties) == 0 {
+                    best = Some(i);
+                }
+            }
+        }
+        best
+    }
+
+    /// Whether `peer_has` holds a chunk we still need (not held).
+    pub fn wants_from(&self, peer_has: &Bitfield) -> bool {
+        peer_has.has_any_missing_from(&self.have)
+    }
+
+    /// A request for block `r` will not be answered (choke, timeout, peer gone).
+    pub fn request_dropped(&mut self, r: BlockRef) {
+        if let Some(p) = self.partial.get_mut(&r.0)
+            && let Some(s) = p.slots.get_mut(r.1 as usize)
+            && let Slot::Requested(n) = s
+        {
+            if *n <= 1 {
+                *s = Slot::Missing;
+                p.missing += 1;
+                self.missing_in_partials += 1;
+            } else {
+                *n -= 1;
+            }
+        }
+    }
+
+    /// Block `r` arrived from `from` (its length has been checked by the caller).
+    pub fn block_received(&mut self, r: BlockRef, data: Bytes, from: PeerId) -> BlockOutcome {
+        if self.have.get(r.0) {
+            return BlockOutcome::Duplicate;
+        }
+        let Some(p) = self.partial.get_mut(&r.0) else {
+            return BlockOutcome::Unwanted;
+        };
+        let Some(slot) = p.slots.get_mut(r.1 as usize) else {
+            return BlockOutcome::Unwanted;
+        };
+        match slot {
+            Slot::Received(..) => return BlockOutcome::Duplicate,
+            Slot::Missing => {
+                p.missing -= 1;
+                self.missing_in_partials -= 1;
+            }
+            Slot::Requested(_) => {}
+        }
+        *slot = Slot::Received(data, from);
+        p.received += 1;
+        if p.received as usize == p.slots.len() {
+            let p = self.partial.remove(&r.0).unwrap_or_else(|| unreachable!());
+            let blocks = p
+                .slots
+                .into_iter()
+                .filter_map(|s| match s {
+                    Slot::Received(d, f) => Some((d, f)),
+                    _ => None,
+                })
+                .collect();
+            BlockOutcome::Complete(blocks)
+        } else {
+            BlockOutcome::Stored
+        }
+    }
+
+    /// Chunk `i` verified and stored.
+    pub fn mark_have(&mut self, i: u32) {
+        if self.have.set(i) {
+            self.have_count += 1;
+        }
+        if let Some(p) = self.partial.remove(&i) {
+            self.missing_in_partials -= p.missing as u64;
+        }
+    }
+
+    /// Blocks received so far (held chunks are not counted).
+    pub fn blocks_buffered(&self) -> u64 {
+        self.partial.values().map(|p| p.received as u64).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(chunks: u32, chunk_size: u32) -> Manifest {
+        let data = vec![7u8; (chunks * chunk_size) as usize];
+        Manifest::from_bytes("f", &data, chunk_size).unwrap()
+    }
+
+    fn bits(n: u32, ones: &[u32]) -> Bitfield {
+        let mut b = Bitfield::new(n);
+        for &i in ones {
+            b.set(i);
+        }
+        b
+    }
+
+    fn picker(n: u32, random_first: u32) -> Picker {
+        Picker::new(
+            Config {
+                random_first,
+                ..Config::default()
+            },
+            Bitfield::new(n),
+        )
+    }
+
+    #[test]
+    fn rarest_first_after_random_first() {
+        let m = manifest(8, 1024);
+        let mut p = picker(8, 0);
+        // Chunk 5 is held by one neighbour, everything else by three.
+        let all = Bitfield::full(8);
+        p.add_peer(&all);
+        p.add_peer(&all);
+        p.add_peer(&bits(8, &[0, 1, 2, 3, 4, 6, 7]));
+        let mut rng = Rng::seed(1);
+        assert_eq!(p.pick(&m, &all, &[], &mut rng), Some((5, 0)));
+    }
+
+    #[test]
+    fn random_first_ignores_rarity_and_random_strategy_spreads() {
+        let m = manifest(64, 1024);
+        let all = Bitfield::full(64);
+        let mut rare = Bitfield::full(64);
+        rare.clear(63);
+        let mut picked = std::collections::BTreeSet::new();
+        for seed in 0..20 {
+            let mut p = picker(64, 4);
+            p.add_peer(&all);
+            p.add_peer(&rare);
+            picked.insert(p.pick(&m, &all, &[], &mut Rng::seed(seed)).unwrap().0);
+        }
+        assert!(picked.len() > 5, "random first spreads: {picked:?}");
+        // After the random-first phase, rarest (63) is always chosen.
+        for seed in 0..5 {
+            let mut p = picker(64, 0);
+            p.add_peer(&all);
+            p.add_peer(&rare);
+            assert_eq!(p.pick(&m, &all, &[], &mut Rng::seed(seed)), Some((63, 0)));
+        }
+    }
+
+    #[test]
+    fn strict_priority_finishes_started_chunks() {
+        let m = manifest(4, 64 * 1024); // 4 blocks per chunk
+        let mut p = picker(4, 0);
+        let all = Bitfield::full(4);
+        p.add_peer(&all);
+        let mut rng = Rng::seed(3);
+        let (c, b) = p.pick(&m, &all, &[], &mut rng).unwrap();
+        assert_eq!(b, 0);
+        // The next three requests continue the same chunk, in block order.
+        for want in 1..4 {
+            assert_eq!(p.pick(&m, &all, &[], &mut rng), Some((c, want)));
+        }
+        // Only then is a new chunk started.
+        let (c2, b2) = p.pick(&m, &all, &[], &mut rng).unwrap();
+        assert!(c2 != c && b2 == 0);
+        // A peer without chunk c cannot continue it.
+        let mut p2 = picker(4, 0);
+        let (c3, _) = p2.pick(&m, &bits(4, &[1]), &[], &mut rng).unwrap();
+        assert_eq!(c3, 1);
+        assert_eq!(p2.pick(&m, &bits(4, &[2]), &[], &mut rng), Some((2, 0)));
+    }
+
+    #[test]
+    fn never_picks_what_the_peer_lacks_or_we_hold() {
+        let m = manifest(4, 1024);
+        let mut p = picker(4, 0);
+        p.mark_have(1);
+        let mut rng = Rng::seed(0);
+        assert_eq!(p.pick(&m, &bits(4, &[1]), &[], &mut rng), None);
+        assert_eq!(p.pick(&m, &bits(4, &[]), &[], &mut rng), None);
+    }
+
+    #[test]
+    fn dropped_requests_are_picked_again() {
+        let m = manifest(1, 1024);
+        let mut p = picker(1, 0);
+        let all = Bitfield::full(1);
+        let mut rng = Rng::seed(0);
+        let r = p.pick(&m, &all, &[], &mut rng).unwrap();
+        p.request_dropped(r);
+        assert!(!p.in_endgame());
+        assert_eq!(p.pick(&m, &all, &[], &mut rng), Some(r));
+    }
+
+    #[test]
+    fn endgame_duplicates_outstanding_requests_up_to_the_limit() {
+        let m = manifest(1, 2 * 1024);
+        let mut p = picker(1, 0);
+        let all = Bitfield::full(1);
+        let mut rng = Rng::seed(0);
+        let r = p.pick(&m, &all, &[], &mut rng).unwrap();
+        assert!(p.in_endgame());
+        // Same peer: nothing new (it already has r outstanding).
+        assert_eq!(p.pick(&m, &all, &[r], &mut rng), None);
+        // Another peer gets a duplicate, a third one nothing (endgame_copies = 2).
+        assert_eq!(p.pick(&m, &all, &[], &mut rng), Some(r));
+        assert_eq!(p.pick(&m, &all, &[], &mut rng), None);
+        let a = PeerId::synthetic(1);
+        match p.block_received(r, Bytes::from_static(&[7; 1024]), a) {
+            BlockOutcome::Complete(blocks) => assert_eq!(blocks.len(), 1),
+            o => panic!("{o:?}"),
+        }
+        // The second copy is a duplicate: the caller cancels it, nothing changes.
+        assert!(matches!(
+            p.block_received(r, Bytes::from_static(&[7; 1024]), a),
+            BlockOutcome::Unwanted
+        ));
+        p.mark_have(0);
+        assert!(p.is_complete() && !p.in_endgame());
+        assert!(matches!(
+            p.block_received(r, Bytes::new(), a),
+            BlockOutcome::Duplicate
+        ));
+    }
+
+    #[test]
+    fn availability_tracks_peers() {
+        let mut p = picker(3, 0);
+        let b = bits(3, &[0, 2]);
+        p.add_peer(&b);
+        p.add_have(1);
+        assert_eq!(
+            (p.availability(0), p.availability(1), p.availability(2)),
+            (1, 1, 1)
+        );
+        p.remove_peer(&b);
+        assert_eq!((p.availability(0), p.availability(2)), (0, 0));
+        assert!(p.wants_from(&bits(3, &[1])));
+        p.mark_have(1);
+        assert!(!p.wants_from(&bits(3, &[1])));
+    }
+}

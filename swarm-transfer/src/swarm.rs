@@ -1,0 +1,1302 @@
+//! The swarm core: one sans-IO state machine running any number of transfers.
+//!
+//! [`Swarm`] implements [`Protocol`]. Transfers are keyed by [`ContentId`]; a transfer is
+//! either *sharing* (started by [`Command::Share`] with a complete store) or *fetching*
+//! (started by [`Command::Fetch`] with a content id and some providers). A fetch first
+//! asks one provider at a time for the manifest and verifies it against the content id;
+//! only then is a store opened through the [`StoreFactory`] and the swarm joined.
+//!
+//! Per connected peer the transfer keeps BEP 3's four flags (am/peer choking, am/peer
+//! interested), the peer's bitfield and up to [`Config::pipeline_depth`] outstanding
+//! block requests. Blocks are buffered by the [`Picker`] until their chunk is complete;
+//! the chunk is then hashed with BLAKE3 and only a matching chunk is written to the
+//! store, announced with `Have` and served. A chunk that fails is dropped and fetched
+//! again. Its blocks are kept (a bounded number of such records) until the chunk passes;
+//! then every peer whose block differs from the verified data provably sent corrupt
+//! data and gets a strike (libtorrent's "smart ban"); a sole contributor gets the strike
+//! at once. [`Config::ban_after_corrupt`] strikes ban the peer from the transfer.
+//! Protocol violations (a block outside the file, an oversized block, a request for a
+//! chunk we never announced, a malformed bitfield, a manifest that does not match its id)
+//! are typed [`ProtocolError`]s: the message is dropped, nothing is stored, the peer
+//! is penalised, and [`Config::max_penalties`] penalties ban it.
+//!
+//! Uploads follow the [`Choker`] (tit-for-tat); downloads follow the [`Picker`].
+//!
+//! Discovery is left to the application: the core emits [`Event::Discovery`] asking it
+//! to announce a content id in the DHT (every [`Config::announce_interval`], with
+//! [`Config::provider_ttl`]) or to look up providers, and the answer comes back as
+//! [`Command::AddPeers`]. See [`crate::discovery`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use peerlab_overlay::{Context, Cx, Instant, PeerId, Protocol};
+
+use crate::bitfield::Bitfield;
+use crate::choker::{self, Candidate, Choker};
+use crate::discovery::Discovery;
+use crate::manifest::{BLOCK_SIZE, ContentId, Manifest, ManifestError};
+use crate::picker::{self, BlockOutcome, BlockRef, Picker};
+use crate::storage::{ChunkStore, StoreFactory};
+use crate::wire::{Body, Message};
+
+/// Swarm parameters. Defaults follow BEP 3 and libtorrent where they have one.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Outstanding block requests per peer. Default 8: with 16 KiB blocks that is 128 KiB
+    /// in flight, enough to fill a 10 Mbit/s link over a 100 ms round trip.
+    pub pipeline_depth: usize,
+    /// Piece-picking rules.
+    pub picker: picker::Config,
+    /// Choking rules.
+    pub choker: choker::Config,
+    /// Most connected peers per transfer (libtorrent's default connection limit is 50–80).
+    /// Default 80.
+    pub max_peers: usize,
+    /// Most known-but-unconnected candidate peers kept per transfer. Default 200.
+    pub max_candidates: usize,
+    /// Most transfers one core runs at once. Default 64.
+    pub max_transfers: usize,
+    /// A request unanswered for this long is dropped and re-issued elsewhere. Default 60 s.
+    pub request_timeout: Duration,
+    /// How long a manifest request may take before the next provider is asked. Default 10 s.
+    pub manifest_timeout: Duration,
+    /// Most manifest requests queued while our own manifest is still coming. Default 64.
+    pub max_manifest_waiters: usize,
+    /// Corrupt chunks attributed to a peer before it is banned. Default 2.
+    pub ban_after_corrupt: u32,
+    /// Protocol violations tolerated before a peer is banned. Default 3.
+    pub max_penalties: u32,
+    /// Most failed-chunk records kept for smart banning per transfer. Default 16 (each
+    /// holds one chunk's blocks).
+    pub max_failed_records: usize,
+    /// How often a provider re-announces a content id in the DHT. Default 15 min.
+    pub announce_interval: Duration,
+    /// Lifetime of a provider record in the DHT. Default 1 h (four announce intervals,
+    /// so a record survives a few missed re-announcements).
+    pub provider_ttl: Duration,
+    /// Ask for more providers when a fetch has fewer connected peers than this. Default 10.
+    pub min_peers: usize,
+    /// Least time between two provider lookups for one transfer. Default 60 s.
+    pub lookup_interval: Duration,
+    /// Housekeeping period (request timeouts, peer top-up). Default 5 s.
+    pub tick: Duration,
+    /// Emit [`Event::Progress`] every this many verified chunks (0: never). Default 16.
+    pub progress_every: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            pipeline_depth: 8,
+            picker: picker::Config::default(),
+            choker: choker::Config::default(),
+            max_peers: 80,
+            max_candidates: 200,
+            max_transfers: 64,
+            request_timeout: Duration::from_secs(60),
+            manifest_timeout: Duration::from_secs(10),
+            max_manifest_waiters: 64,
+            ban_after_corrupt: 2,
+            max_penalties: 3,
+            max_failed_records: 16,
+            announce_interval: Duration::from_secs(15 * 60),
+            provider_ttl: Duration::from_secs(60 * 60),
+            min_peers: 10,
+            lookup_interval: Duration::from_secs(60),
+            tick: Duration::from_secs(5),
+            progress_every: 16,
+        }
+    }
+}
+
+/// A protocol violation by a peer. The offending message was dropped and nothing was
+/// stored; the peer was penalised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The manifest does not hash to the content id (or is inconsistent).
+    #[error("bad manifest: {0}")]
+    Manifest(#[from] ManifestError),
+    /// A block or request names a chunk/block outside the file.
+    #[error("block {block} of chunk {chunk} is outside the file")]
+    OutOfRange {
+        /// Chunk index.
+        chunk: u32,
+        /// Block index.
+        block: u32,
+    },
+    /// A block's data does not have the block's length.
+    #[error("block {block} of chunk {chunk} has {got} bytes, expected {expected}")]
+    BlockLength {
+        /// Chunk index.
+        chunk: u32,
+        /// Block index.
+        block: u32,
+        /// Bytes received.
+        got: usize,
+        /// Bytes expected.
+        expected: u32,
+    },
+    /// A message larger than its type allows.
+    #[error("oversized {kind}: {len} bytes, limit {max}")]
+    Oversized {
+        /// Message type.
+        kind: &'static str,
+        /// Size received.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// A request for a chunk we never announced.
+    #[error("request for chunk {0}, which is not held")]
+    ChunkNotHeld(u32),
+    /// A bitfield of the wrong length or with spare bits set.
+    #[error("malformed bitfield")]
+    Bitfield,
+    /// A `Have` for a chunk outside the file.
+    #[error("have for chunk {0}, outside the file")]
+    Have(u32),
+    /// A transfer message before the handshake.
+    #[error("{0} before handshake")]
+    NoHandshake(&'static str),
+}
+
+/// Local commands.
+pub enum Command<S> {
+    /// Serve a complete file.
+    Share {
+        /// Its manifest.
+        manifest: Manifest,
+        /// A store holding every chunk.
+        store: S,
+    },
+    /// Download a file by content id.
+    Fetch {
+        /// The content id.
+        cid: ContentId,
+        /// Peers believed to have it (from the DHT, a tracker, or the user).
+        providers: Vec<PeerId>,
+    },
+    /// More candidate peers for a transfer (e.g. a DHT `GetProviders` answer).
+    AddPeers {
+        /// The transfer.
+        cid: ContentId,
+        /// The peers.
+        peers: Vec<PeerId>,
+    },
+    /// Stop a transfer and forget it (the store is dropped, so a file store can resume).
+    Cancel {
+        /// The transfer.
+        cid: ContentId,
+    },
+}
+
+impl<S> std::fmt::Debug for Command<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Share { manifest, .. } => write!(f, "Share({manifest:?})"),
+            Command::Fetch { cid, providers } => {
+                write!(f, "Fetch({cid:?}, {} providers)", providers.len())
+            }
+            Command::AddPeers { cid, peers } => write!(f, "AddPeers({cid:?}, {})", peers.len()),
+            Command::Cancel { cid } => write!(f, "Cancel({cid:?})"),
+        }
+    }
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The transfer already runs.
+    #[error("transfer already running")]
+    Duplicate,
+    /// [`Config::max_transfers`] transfers already run.
+    #[error("too many transfers")]
+    TooMany,
+    /// The manifest is inconsistent.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The store does not hold every chunk of a shared file.
+    #[error("store for a shared file is incomplete")]
+    IncompleteStore,
+    /// No such transfer.
+    #[error("unknown transfer")]
+    Unknown,
+}
+
+/// Events for the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A command was refused.
+    Refused {
+        /// The transfer.
+        cid: ContentId,
+        /// Why.
+        error: CommandError,
+    },
+    /// The manifest arrived and matched the content id; the download starts.
+    ManifestVerified {
+        /// The transfer.
+        cid: ContentId,
+        /// Who sent it.
+        from: PeerId,
+        /// File size.
+        size: u64,
+        /// Chunks.
+        chunks: u32,
+    },
+    /// Progress (every [`Config::progress_every`] chunks).
+    Progress {
+        /// The transfer.
+        cid: ContentId,
+        /// Chunks held.
+        have: u32,
+        /// Chunks in the file.
+        total: u32,
+    },
+    /// Every chunk is verified and stored; the transfer now seeds.
+    Completed {
+        /// The transfer.
+        cid: ContentId,
+        /// Payload bytes received (including discarded duplicates and corrupt data).
+        downloaded: u64,
+        /// Payload bytes sent.
+        uploaded: u64,
+    },
+    /// A complete chunk did not match its hash and was discarded.
+    ChunkRejected {
+        /// The transfer.
+        cid: ContentId,
+        /// Chunk index.
+        chunk: u32,
+        /// Peers that contributed blocks.
+        from: Vec<PeerId>,
+    },
+    /// A peer broke the protocol; the message was dropped.
+    PeerPenalised {
+        /// The transfer.
+        cid: ContentId,
+        /// The peer.
+        peer: PeerId,
+        /// What it did.
+        error: ProtocolError,
+    },
+    /// A peer is banned from the transfer (corrupt data or repeated violations).
+    PeerBanned {
+        /// The transfer.
+        cid: ContentId,
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The store failed; the transfer stopped.
+    StoreFailed {
+        /// The transfer.
+        cid: ContentId,
+        /// The error, as text.
+        error: String,
+    },
+    /// The application should talk to the DHT (see [`crate::discovery`]).
+    Discovery(Discovery),
+}
+
+/// The core's timers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer {
+    /// Housekeeping for every transfer.
+    Tick,
+    /// Re-run the choker of a transfer.
+    Choke {
+        /// The transfer.
+        cid: ContentId,
+        /// Transfer generation (stale timers of a cancelled transfer are ignored).
+        generation: u64,
+    },
+    /// The manifest request `attempt` is overdue.
+    ManifestTimeout {
+        /// The transfer.
+        cid: ContentId,
+        /// Which attempt.
+        attempt: u32,
+    },
+    /// Re-announce a content id.
+    Announce {
+        /// The transfer.
+        cid: ContentId,
+        /// Transfer generation.
+        generation: u64,
+    },
+}
+
+/// Counters of one transfer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// Chunks held.
+    pub have: u32,
+    /// Chunks in the file (0 before the manifest is known).
+    pub chunks: u32,
+    /// Payload bytes received.
+    pub downloaded: u64,
+    /// Payload bytes sent.
+    pub uploaded: u64,
+    /// Payload bytes received but not used (duplicates, unrequested).
+    pub wasted: u64,
+    /// Chunks that failed verification.
+    pub corrupt_chunks: u32,
+    /// Peers banned.
+    pub banned: u32,
+    /// Connected peers.
+    pub peers: u32,
+    /// When the transfer completed.
+    pub completed_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    has: Bitfield,
+    am_choking: bool,
+    am_interested: bool,
+    peer_choking: bool,
+    peer_interested: bool,
+    outstanding: Vec<(BlockRef, Instant)>,
+    down_round: u64,
+    up_round: u64,
+    connected_at: Instant,
+}
+
+impl PeerState {
+    fn new(chunks: u32, now: Instant) -> PeerState {
+        PeerState {
+            has: Bitfield::new(chunks),
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            outstanding: Vec::new(),
+            down_round: 0,
+            up_round: 0,
+            connected_at: now,
+        }
+    }
+}
+
+/// A transfer once its manifest is known.
+struct Active<S> {
+    manifest: Manifest,
+    store: S,
+    picker: Picker,
+    peers: BTreeMap<PeerId, PeerState>,
+    choker: Choker,
+    failed: BTreeMap<u32, Vec<(Bytes, PeerId)>>,
+}
+
+struct Transfer<S> {
+    cid: ContentId,
+    generation: u64,
+    active: Option<Active<S>>,
+    candidates: BTreeSet<PeerId>,
+    banned: BTreeSet<PeerId>,
+    strikes: BTreeMap<PeerId, u32>,
+    penalties: BTreeMap<PeerId, u32>,
+    manifest_attempt: u32,
+    manifest_from: Option<PeerId>,
+    manifest_tried: BTreeSet<PeerId>,
+    manifest_waiters: Vec<PeerId>,
+    last_lookup: Option<Instant>,
+    stats: TransferStats,
+}
+
+/// The swarm transfer core (see the module docs).
+pub struct Swarm<F: StoreFactory> {
+    config: Config,
+    factory: F,
+    transfers: BTreeMap<ContentId, Transfer<F::Store>>,
+    next_generation: u64,
+}
+
+impl<F: StoreFactory> Swarm<F> {
+    /// A core opening download stores through `factory`.
+    pub fn new(config: Config, factory: F) -> Swarm<F> {
+        Swarm {
+            config,
+            factory,
+            transfers: BTreeMap::new(),
+            next_generation: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters of a transfer.
+    pub fn stats(&self, cid: &ContentId) -> Option<TransferStats> {
+        let t = self.transfers.get(cid)?;
+        let mut s = t.stats;
+        if let Some(a) = &t.active {
+            s.have = a.picker.have().count();
+            s.chunks = a.manifest.chunk_count();
+            s.peers = a.peers.len() as u32;
+        }
+        s.banned = t.banned.len() as u32;
+        Some(s)
+    }
+
+    /// The store of a transfer whose manifest is known.
+    pub fn store(&self, cid: &ContentId) -> Option<&F::Store> {
+        Some(&self.transfers.get(cid)?.active.as_ref()?.store)
+    }
+
+    /// The manifest of a transfer, once known.
+    pub fn manifest(&self, cid: &ContentId) -> Option<&Manifest> {
+        Some(&self.transfers.get(cid)?.active.as_ref()?.manifest)
+    }
+
+    /// The chunks held for a transfer.
+    pub fn have(&self, cid: &ContentId) -> Option<&Bitfield> {
+        Some(self.transfers.get(cid)?.active.as_ref()?.picker.have())
+    }
+
+    /// Peers banned from a transfer.
+    pub fn banned(&self, cid: &ContentId) -> Vec<PeerId> {
+        self.transfers
+            .get(cid)
+            .map(|t| t.banned.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Content ids of running transfers.
+    pub fn transfers(&self) -> Vec<ContentId> {
+        self.transfers.keys().copied().collect()
+    }
+
+    fn new_transfer(&mut self, cid: ContentId) -> Transfer<F::Store> {
+        self.next_generation += 1;
+        Transfer {
+            cid,
+            generation: self.next_generation,
+            active: None,
+            candidates: BTreeSet::new(),
+            banned: BTreeSet::new(),
+            strikes: BTreeMap::new(),
+            penalties: BTreeMap::new(),
+            manifest_attempt: 0,
+            manifest_from: None,
+            manifest_tried: BTreeSet::new(),
+            manifest_waiters: Vec::new(),
+            last_lookup: None,
+            stats: TransferStats::default(),
+        }
+    }
+}
+
+/// The context every helper of the core receives.
+type SwarmCx<'a> = Context<'a, Message, Timer, Event>;
+
+fn send(cx: &mut SwarmCx<'_>, to: PeerId, cid: ContentId, body: Body) {
+    cx.send(to, Message { cid, body });
+}
+
+impl<F: StoreFactory> Protocol for Swarm<F> {
+    type Message = Message;
+    type Timer = Timer;
+    type Command = Command<F::Store>;
+    type Event = Event;
+
+    fn handle_start(&mut self, cx: &mut Cx<'_, Self>) {
+        cx.set_timer(self.config.tick, Timer::Tick);
+    }
+
+    fn handle_command(&mut self, cx: &mut Cx<'_, Self>, cmd: Command<F::Store>) {
+        match cmd {
+            Command::Share { manifest, store } => {
+                let cid = manifest.content_id();
+                if let Err(e) = self.check_new(&cid) {
+                    return cx.emit(Event::Refused { cid, error: e });
+                }
+                if let Err(e) = manifest.validate() {
+                    return cx.emit(Event::Refused {
+                        cid,
+                        error: e.into(),
+                    });
+                }
+                if !store.held().is_complete() || store.held().len() != manifest.chunk_count() {
+                    return cx.emit(Event::Refused {
+                        cid,
+                        error: CommandError::IncompleteStore,
+                    });
+                }
+                let mut t = self.new_transfer(cid);
+                t.stats.completed_at = Some(cx.now());
+                activate(&self.config, &mut t, cx, manifest, store);
+                self.transfers.insert(cid, t);
+            }
+            Command::Fetch { cid, providers } => {
+                if let Err(e) = self.check_new(&cid) {
+                    return cx.emit(Event::Refused { cid, error: e });
+                }
+                let mut t = self.new_transfer(cid);
+                add_candidates(&self.config, &mut t, cx, providers);
+                t.last_lookup = Some(cx.now());
+                cx.emit(Event::Discovery(Discovery::FindProviders {
+                    cid,
+                    key: cid.dht_key(),
+                }));
+                ask_manifest(&self.config, &mut t, cx);
+                self.transfers.insert(cid, t);
+            }
+            Command::AddPeers { cid, peers } => {
+                let Some(t) = self.transfers.get_mut(&cid) else {
+                    return cx.emit(Event::Refused {
+                        cid,
+                        error: CommandError::Unknown,
+                    });
+                };
+                add_candidates(&self.config, t, cx, peers);
+                if t.active.is_none() && t.manifest_from.is_none() {
+                    ask_manifest(&self.config, t, cx);
+                }
+            }
+            Command::Cancel { cid } => {
+                if let Some(t) = self.transfers.remove(&cid)
+                    && let Some(a) = t.active
+                {
+                    for p in a.peers.keys() {
+                        if !a.picker.is_complete() {
+                            send(cx, *p, cid, Body::NotInterested);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_message(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, msg: Message) {
+        let Message { cid, body } = msg;
+        let config = &self.config;
+        let factory = &mut self.factory;
+        let Some(t) = self.transfers.get_mut(&cid) else {
+            return; // Not our transfer: ignore (the peer may have stale information).
+        };
+        if t.banned.contains(&from) {
+            return;
+        }
+        let result = match body {
+            Body::ManifestRequest => {
+                if let Some(a) = &t.active {
+                    send(cx, from, cid, Body::Manifest(a.manifest.clone()));
+                } else if t.manifest_waiters.len() < config.max_manifest_waiters
+                    && !t.manifest_waiters.contains(&from)
+                {
+                    t.manifest_waiters.push(from);
+                }
+                Ok(())
+            }
+            Body::Manifest(m) => on_manifest(config, factory, t, cx, from, m),
+            Body::Handshake => {
+                on_handshake(config, t, cx, from);
+                Ok(())
+            }
+            other => on_peer_message(config, t, cx, from, other),
+        };
+        if let Err(error) = result {
+            penalise(config, t, cx, from, error);
+        }
+    }
+
+    fn handle_timer(&mut self, cx: &mut Cx<'_, Self>, timer: Timer) {
+        match timer {
+            Timer::Tick => {
+                let config = &self.config;
+                for t in self.transfers.values_mut() {
+                    tick(config, t, cx);
+                }
+                cx.set_timer(self.config.tick, Timer::Tick);
+            }
+            Timer::Choke { cid, generation } => {
+                if let Some(t) = self.transfers.get_mut(&cid)
+                    && t.generation == generation
+                {
+                    rechoke(&self.config, t, cx);
+                    cx.set_timer(
+                        self.config.choker.interval,
+                        Timer::Choke { cid, generation },
+                    );
+                }
+            }
+            Timer::ManifestTimeout { cid, attempt } => {
+                if let Some(t) = self.transfers.get_mut(&cid)
+                    && t.active.is_none()
+                    && t.manifest_attempt == attempt
+                {
+                    t.manifest_from = None;
+                    ask_manifest(&self.config, t, cx);
+                }
+            }
+            Timer::Announce { cid, generation } => {
+                if let Some(t) = self.transfers.get(&cid)
+                    && t.generation == generation
+                {
+                    announce(&self.config, cid, generation, cx);
+                }
+            }
+        }
+    }
+
+    fn handle_peer_down(&mut self, cx: &mut Cx<'_, Self>, peer: PeerId) {
+        let config = &self.config;
+        for t in self.transfers.values_mut() {
+            t.candidates.remove(&peer);
+            t.manifest_waiters.retain(|p| *p != peer);
+            disconnect(t, peer);
+            if t.active.is_none() && t.manifest_from == Some(peer) {
+                t.manifest_from = None;
+                ask_manifest(config, t, cx);
+            }
+        }
+    }
+}
+
+impl<F: StoreFactory> Swarm<F> {
+    fn check_new(&self, cid: &ContentId) -> Result<(), CommandError> {
+        if self.transfers.contains_key(cid) {
+            Err(CommandError::Duplicate)
+        } else if self.transfers.len() >= self.config.max_transfers {
+            Err(CommandError::TooMany)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn announce(config: &Config, cid: ContentId, generation: u64, cx: &mut SwarmCx<'_>) {
+    cx.emit(Event::Discovery(Discovery::Announce {
+        cid,
+        key: cid.dht_key(),
+        ttl: config.provider_ttl,
+    }));
+    cx.set_timer(
+        config.announce_interval,
+        Timer::Announce { cid, generation },
+    );
+}
+
+fn add_candidates<S: ChunkStore>(
+    config: &Config,
+    t: &mut Transfer<S>,
+    cx: &mut SwarmCx<'_>,
+    peers: Vec<PeerId>,
+) {
+    for p in peers {
+        if t.banned.contains(&p) || t.active.as_ref().is_some_and(|a| a.peers.contains_key(&p)) {
+            continue;
+        }
+        if t.candidates.len() < config.max_candidates {
+            t.candidates.insert(p);
+        }
+    }
+    connect_candidates(config, t, cx);
+}
+
+/// Opens connections to candidates while below the peer limit.
+fn connect_candidates<S: ChunkStore>(config: &Config, t: &mut Transfer<S>, cx: &mut SwarmCx<'_>) {
+    let Some(a) = &mut t.active else { return };
+    while a.peers.len() < config.max_peers {
+        let Some(p) = t.candidates.pop_first() else {
+            break;
+        };
+        if a.peers.contains_key(&p) || t.banned.contains(&p) {
+            continue;
+        }
+        a.peers
+            .insert(p, PeerState::new(a.manifest.chunk_count(), cx.now()));
+        send(cx, p, t.cid, Body::Handshake);
+        send(cx, p, t.cid, Body::Bitfield(a.picker.have().clone()));
+    }
+}
+
+fn ask_manifest<S>(config: &Config, t: &mut Transfer<S>, cx: &mut SwarmCx<'_>) {
+    let untried: Vec<PeerId> = t
+        .candidates
+        .iter()
+        .filter(|p| !t.manifest_tried.contains(p))
+        .copied()
+        .collect();
+    let pick = if untried.is_empty() {
+        // Everyone was tried once; start over (they may have the manifest by now).
+        t.manifest_tried.clear();
+        let all: Vec<PeerId> = t.candidates.iter().copied().collect();
+        cx.rng().choose(&all).copied()
+    } else {
+        cx.rng().choose(&untried).copied()
+    };
+    t.manifest_attempt += 1;
+    t.manifest_from = pick;
+    if let Some(p) = pick {
+        t.manifest_tried.insert(p);
+        send(cx, p, t.cid, Body::ManifestRequest);
+        cx.set_timer(
+            config.manifest_timeout,
+            Timer::ManifestTimeout {
+                cid: t.cid,
+                attempt: t.manifest_attempt,
+            },
+        );
+    }
+}
+
+fn activate<S: ChunkStore>(
+    config: &Config,
+    t: &mut Transfer<S>,
+    cx: &mut SwarmCx<'_>,
+    manifest: Manifest,
+    store: S,
+) {
+    let picker = Picker::new(config.picker, store.held().clone());
+    let cid = t.cid;
+    for w in std::mem::take(&mut t.manifest_waiters) {
+        send(cx, w, cid, Body::Manifest(manifest.clone()));
+    }
+    t.active = Some(Active {
+        manifest,
+        store,
+        picker,
+        peers: BTreeMap::new(),
+        choker: Choker::new(),
+        failed: BTreeMap::new(),
+    });
+    announce(config, cid, t.generation, cx);
+    cx.set_timer(
+        config.choker.interval,
+        Timer::Choke {
+            cid,
+            generation: t.generation,
+        },
+    );
+    connect_candidates(config, t, cx);
+}
+
+fn on_manifest<F: StoreFactory>(
+    config: &Config,
+    factory: &mut F,
+    t: &mut Transfer<F::Store>,
+    cx: &mut SwarmCx<'_>,
+    from: PeerId,
+    m: Manifest,
+) -> Result<(), ProtocolError> {
+    if t.active.is_some() {
+        return Ok(()); // A late answer to an earlier attempt.
+    }
+    if let Err(e) = m.verify(&t.cid) {
+        if t.manifest_from == Some(from) {
+            t.manifest_from = None;
+            ask_manifest(config, t, cx);
+        }
+        return Err(e.into());
+    }
+    let store = match factory.open(&m) {
+        Ok(s) => s,
+        Err(e) => {
+            cx.emit(Event::StoreFailed {
+                cid: t.cid,
+                error: e.to_string(),
+            });
+            return Ok(());
+        }
+    };
+    cx.emit(Event::ManifestVerified {
+        cid: t.cid,
+        from,
+        size: m.size(),
+        chunks: m.chunk_count(),
+    });
+    t.candidates.insert(from);
+    let complete = store.held().is_complete();
+    activate(config, t, cx, m, store);
+    if complete {
+        finish(t, cx);
+    }
+    Ok(())
+}
+
+fn on_handshake<S: ChunkStore>(
+    config: &Config,
+    t: &mut Transfer<S>,
+    cx: &mut SwarmCx<'_>,
+    from: PeerId,
+) {
+    let Some(a) = &mut t.active else {
+        // We cannot talk chunks yet; connect back once our manifest arrives.
+        if t.candidates.len() < config.max_candidates {
+            t.candidates.insert(from);
+        }
+        return;
+    };
+    if a.peers.contains_key(&from) {
+        return; // The answer to our own handshake.
+    }
+    if a.peers.len() >= config.max_peers {
+        return; // Full: the peer times out on us and tries others.
+    }
+    t.candidates.remove(&from);
+    a.peers
+        .insert(from, PeerState::new(a.manifest.chunk_count(), cx.now()));
+    send(cx, from, t.cid, Body::Handshake);
+    send(cx, from, t.cid, Body::Bitfield(a.picker.have().clone()));
+}
+
+fn on_peer_message<S: ChunkStore>(
+    config: &Config,
+    t: &mut Transfer<S>,
+    cx: &mut SwarmCx<'_>,
+    from: PeerId,
+    body: Body,
+) -> Result<(), ProtocolError> {
+    let cid = t.cid;
+    let Some(a) = &mut t.active else {
+        return Err(ProtocolError::NoHandshake(body.kind()));
+    };
+    if !a.peers.contains_key(&from) {
+        return Err(ProtocolError::NoHandshake(body.kind()));
+    }
+    match body {
+        Body::Bitfield(bits) => {
+            if bits.len() != a.manifest.chunk_count() || !bits.is_well_formed() {
+                return Err(ProtocolError::Bitfield);
+            }
+            let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
+            a.picker.remove_peer(&p.has);
+            a.picker.add_peer(&bits);
+            p.has = bits;
+            update_interest(config, a, cx, cid, from);
+        }
+        Body::Have { chunk } => {
+            if chunk >= a.manifest.chunk_count() {
+                return Err(ProtocolError::Have(chunk));
+            }
+            let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
+            if p.has.set(chunk) {
+                a.picker.add_have(chunk);
+                if !p.am_interested && !a.picker.have().get(chunk) {
+                    p.am_interested = true;
+                    send(cx, from, cid, Body::Interested);
+                    fill_requests(config, a, cx, cid, from);
+                }
+            }
+        }
+        Body::Interested => {
+            let unchoked = a.peers.values().filter(|p| !p.am_choking).count();
+            let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
+            p.peer_interested = true;
+            // A free slot need not wait for the next choke round.
+            if p.am_choking && unchoked < config.choker.slots + 1 {
+                p.am_choking = false;
+                send(cx, from, cid, Body::Unchoke);
+            }
+        }
+        Body::NotInterested => {
+            if let Some(p) = a.peers.get_mut(&from) {
+                p.peer_interested = false;
+            }
+        }
+        Body::Choke => {
+            let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
+            p.peer_choking = true;
+            for (r, _) in p.outstanding.drain(..) {
+                a.picker.request_dropped(r);
+            }
+        }
+        Body::Unchoke => {
+            let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
+            p.peer_choking = false;
+            fill_requests(config, a, cx, cid, from);
+        }
+        Body::Request { chunk, block } => {
+            let Some(len) = a.manifest.block_len(chunk, block) else {
+                return Err(ProtocolError::OutOfRange { chunk, block });
+            };
+            if !a.picker.have().get(chunk) {
+                return Err(ProtocolError::ChunkNotHeld(chunk));
+            }
+            let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
+            if p.am_choking {
+                return Ok(()); // Sent before our Choke arrived; BEP 3 drops it.
+            }
+            match a
+                .store
+                .read_block(chunk, block * a.manifest.block_size(), len)
+            {
+                Ok(data) => {
+                    p.up_round += len as u64;
+                    t.stats.uploaded += len as u64;
+                    send(cx, from, cid, Body::Block { chunk, block, data });
+                }
+                Err(e) => cx.emit(Event::StoreFailed {
+                    cid,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        Body::Cancel { chunk, block } => {
+            // Blocks are handed to the driver as soon as they are requested, so there is
+            // nothing queued here to withdraw; the driver may drop a queued frame.
+            if a.manifest.block_len(chunk, block).is_none() {
+                return Err(ProtocolError::OutOfRange { chunk, block });
+            }
+        }
+        Body::Block { chunk, block, data } => {
+            return on_block(config, t, cx, from, chunk, block, data);
+        }
+        Body::Handshake | Body::ManifestRequest | Body::Manifest(_) => {}
+    }
+    Ok(())
+}
+
+fn on_block<S: ChunkStore>(
+    config: &Config,
+    t: &mut Transfer<S>,
+    cx: &mut SwarmCx<'_>,
+    from: PeerId,
+    chunk: u32,
+    block: u32,
+    data: Bytes,
+) -> Result<(), ProtocolError> {
+    let cid = t.cid;
+    let Some(a) = &mut t.active else {
+        return Err(ProtocolError::NoHandshake("swarm_block"));
+    };
+    if data.len() > BLOCK_SIZE as usize {
+        return Err(ProtocolError::Oversized {
+            kind: "swarm_block",
+            len: data.len(),
+            max: BLOCK_SIZE as usize,
+        });
+    }
+    let Some(expected) = a.manifest.block_len(chunk, block) else {
+        return Err(ProtocolError::OutOfRange { chunk, block });
+    };
+    if data.len() != expected as usize {
+        return Err(ProtocolError::BlockLength {
+            chunk,
+            block,
+            got: data.len(),
+            expected,
+        });
+    }
+    let r = (chunk, block);
+    t.stats.downloaded += expected as u64;
+    if let Some(p) = a.peers.get_mut(&from) {
+        p.down_round += expected as u64;
+        p.outstanding.retain(|(o, _)| *o != r);
+    }
+    match a.picker.block_received(r, data, from) {
+        BlockOutcome::Stored => {}
+        BlockOutcome::Duplicate | BlockOutcome::Unwanted => t.stats.wasted += expected as u64,
+        BlockOutcome::Complete(blocks) => {
+            let datas: Vec<Bytes> = blocks.iter().map(|(d, _)| d.clone()).collect();
+            if a.manifest.verify_chunk(chunk, &datas) {
+                if let Err(e) = a.store.write_chunk(chunk, &datas) {
+                    cx.emit(Event::StoreFailed {
+                        cid,
+                        error: e.to_string(),
+                    });
+                    return Ok(());
+                }
+                a.picker.mark_have(chunk);
+                if let Some(bad) = a.failed.remove(&chunk) {
+                    // Smart ban: blocks that differ from the verified chunk were corrupt.
+                    let mut guilty = BTreeSet::new();
+                    for ((bad_data, sender), good) in bad.iter().zip(&datas) {
+                        if bad_data != good {
+                            guilty.insert(*sender);
+                        }
+                    }
+                    for g in guilty {
+                        strike(config, t, cx, g);
+                    }
+                }
+                on_chunk_verified(config, t, cx, chunk);
+            } else {
+                t.stats.corrupt_chunks += 1;
+                let senders: BTreeSet<PeerId> = blocks.iter().map(|(_, p)| *p).collect();
+                cx.emit(Event::ChunkRejected {
+                    cid,
+                    chunk,
+                    from: senders.iter().copied().collect(),
+                });
+                if senders.len() == 1 {
+                    for s in senders {
+                        strike(config, t, cx, s);
+                    }
+                } else if let Some(a) = &mut t.active {
+                    if a.failed.len() >= config.max_failed_records {
+                        a.failed.pop_first();
+                    }
+                    a.failed.insert(chunk, blocks);
+                }
+            }
+        }
+    }
+    // Endgame: cancel the same block elsewhere.
+    if let Some(a) = &mut t.active {
+        let others: Vec<PeerId> = a
+            .peers
+            .iter_mut()
+            .filter(|(p, _)| **p != from)
+            .filter_map(|(p, s)| {
+                let before = s.outstanding.len();
+                s.outstanding.retain(|(o, _)| *o != r);
+                (s.outstanding.len() != before).then_some(*p)
+            })
+            .collect();
+        for p in others {
+            send(cx, p, cid, Body::Cancel { chunk, block });
+            fill_requests(config, a, cx, cid, p);
+        }
+        if a.peers.contains_key(&from) {
+            fill_requests(config, a, cx, cid, from);
+        }
+    }
+    Ok(())
+}
+
+fn on_chunk_verified<S: ChunkStore>(
+    config: &Config,
+    t: &mut Transfer<S>,
+    cx: &mut SwarmCx<'_>,
+    chunk: u32,
+) {
+    let cid = t.cid;
+    let Some(a) = &mut t.active else { return };
+    let have = a.picker.have().count();
+    let total = a.manifest.chunk_count();
+    let peers: Vec<PeerId> = a.peers.keys().copied().collect();
+    for p in peers {
+        send(cx, p, cid, Body::Have { chunk });
+        let s = a.peers.get_mut(&p).unwrap_or_else(|| unreachable!());
+        if s.am_interested && s.has.get(chunk) && !a.picker.wants_from(&s.has) {
+            s.am_interested = false;
+            send(cx, p, cid, Body::NotInterested);
+        }
+    }
+    if config.progress_every > 0 && (have % config.progress_every == 0 || have == total) {
+        cx.emit(Event::Progress { cid, have, total });
+    }
+    if a.picker.is_complete() {
+        finish(t, cx);
+    }
+}
+
+fn finish<S: ChunkStore>(t: &mut Transfer<S>, cx: &mut SwarmCx<'_>) {
+    let cid = t.cid;
+    let Some(a) = &mut t.active else { return };
+    if let Err(e) = a.store.finish() {
+        cx.emit(Event::StoreFailed {
+            cid,
+            error: e.to_string(),
+        });
+        return;
+    }
+    // Nothing is wanted any more: stray endgame requests are simply forgotten.
+    for p in a.peers.values_mut() {
+        p.outstanding.clear();
+    }
+    t.stats.completed_at = Some(cx.now());
+    cx.emit(Event::Completed {
+        cid,
+        downloaded: t.stats.downloaded,
+        uploaded: t.stats.uploaded,
+    });
+}
+
+fn update_interest<S: ChunkStore>(
+    config: &Config,
+    a: &mut Active<S>,
+    cx: &mut SwarmCx<'_>,
+    cid: ContentId,
+    peer: PeerId,
+) {
+    let wants = {
+        let p = &a.peers[&peer];
+        a.picker.wants_from(&p.has)
+    };
+    let p = a.peers.get_mut(&peer).unwrap_or_else(|| unreachable!());
+    if wants && !p.am_interested {
+        p.am_interested = true;
+        send(cx, peer, cid, Body::Interested);
+        fill_requests(config, a, cx, cid, peer);
+    } else if !wants && p.am_interested {
+        p.am_interested = false;
+        send(cx, peer, cid, Body::NotInterested);
+    }
+}
+
+fn fill_requests<S: ChunkStore>(
+    config: &Config,
+    a: &mut Active<S>,
+    cx: &mut SwarmCx<'_>,
+    cid: ContentId,
+    peer: PeerId,
+) {
+    let now = cx.now();
+    let Some(p) = a.peers.get_mut(&peer) else {
+        return;
+    };
+    if p.peer_choking || !p.am_interested {
+        return;
+    }
+    while p.outstanding.len() < config.pipeline_depth {
+        let outstanding: Vec<BlockRef> = p.outstanding.iter().map(|(r, _)| *r).collect();
+        let Some(r) = a.picker.pick(&a.manifest, &p.has, &outstanding, cx.rng()) else {
+            break;
+        };
+        p.outstanding.push((r, now));
+        send(
+            cx,
+            peer,
+            cid,
+            Body::Request {
+                chunk: r.0,
+                block: r.1,
+            },
+        );
+    }
+}
+
+fn strike<S: ChunkStore>(config: &Config, t: &mut Transfer<S>, cx: &mut SwarmCx<'_>, peer: PeerId) {
+    let n = t.strikes.entry(peer).or_insert(0);
+    *n += 1;
+    if *n >= config.ban_after_corrupt {
+        ban(t, cx, peer);
+    }
+}
+
+fn penalise<S: ChunkStore>(
+    config: &Config,
+    t: &mut Transfer<S>,
+    cx: &mut SwarmCx<'_>,
+    peer: PeerId,
+    error: ProtocolError,
+) {
+    cx.emit(Event::PeerPenalised {
+        cid: t.cid,
+        peer,
+        error,
+    });
+    let n = t.penalties.entry(peer).or_insert(0);
+    *n += 1;
+    if *n >= config.max_penalties {
+        ban(t, cx, peer);
+    }
+}
+
+fn ban<S: ChunkStore>(t: &mut Transfer<S>, cx: &mut SwarmCx<'_>, peer: PeerId) {
+    if !t.banned.insert(peer) {
+        return;
+    }
+    t.strikes.remove(&peer);
+    t.penalties.remove(&peer);
+    t.candidates.remove(&peer);
+    disconnect(t, peer);
+    cx.emit(Event::PeerBanned { cid: t.cid, peer });
+}
+
+/// Forgets a connected peer: its chunks no longer count and its requests go elsewhere.
+fn disconnect<S: ChunkStore>(t: &mut Transfer<S>, peer: PeerId) {
+    if let Some(a) = &mut t.active
+        && let Some(p) = a.peers.remove(&peer)
+    {
+        a.picker.remove_peer(&p.has);
+        for (r, _) in p.outstanding {
+            a.picker.request_dropped(r);
+        }
+    }
+}
+
+fn rechoke<S: ChunkStore>(config: &Config, t: &mut Transfer<S>, cx: &mut SwarmCx<'_>) {
+    let cid = t.cid;
+    let Some(a) = &mut t.active else { return };
+    let seeding = a.picker.is_complete();
+    let secs = config.choker.interval.as_secs_f64().max(1e-3);
+    let candidates: Vec<Candidate> = a
+        .peers
+        .iter_mut()
+        .map(|(peer, p)| {
+            let bytes = if seeding { p.up_round } else { p.down_round };
+            p.up_round = 0;
+            p.down_round = 0;
+            Candidate {
+                peer: *peer,
+                interested: p.peer_interested,
+                rate: (bytes as f64 / secs) as u64,
+                connected_at: p.connected_at,
+            }
+        })
+        .collect();
+    let now = cx.now();
+    let unchoked = a.choker.rechoke(&config.choker, &candidates, now, cx.rng());
+    for (peer, p) in a.peers.iter_mut() {
+        let want_choke = !unchoked.contains(peer);
+        if want_choke != p.am_choking {
+            p.am_choking = want_choke;
+            send(
+                cx,
+                *peer,
+                cid,
+                if want_choke {
+                    Body::Choke
+                } else {
+                    Body::Unchoke
+                },
+            );
+        }
+    }
+}
+
+fn tick<S: ChunkStore>(config: &Config, t: &mut Transfer<S>, cx: &mut SwarmCx<'_>) {
+    let cid = t.cid;
+    let now = cx.now();
+    if let Some(a) = &mut t.active {
+        let peers: Vec<PeerId> = a.peers.keys().copied().collect();
+        for peer in peers {
+            let p = a.peers.get_mut(&peer).unwrap_or_else(|| unreachable!());
+            let before = p.outstanding.len();
+            let mut expired = Vec::new();
+            p.outstanding.retain(|(r, at)| {
+                let old = now.saturating_since(*at) >= config.request_timeout;
+                if old {
+                    expired.push(*r);
+                }
+                !old
+            });
+            for r in expired {
+                a.picker.request_dropped(r);
+                send(
+                    cx,
+                    peer,
+                    cid,
+                    Body::Cancel {
+                        chunk: r.0,
+                        block: r.1,
+                    },
+                );
+            }
+            if p.outstanding.len() != before || p.outstanding.is_empty() {
+                fill_requests(config, a, cx, cid, peer);
+            }
+        }
+        let few = a.peers.len() < config.min_peers && !a.picker.is_complete();
+        let due = t
+            .last_lookup
+            .is_none_or(|l| now.saturating_since(l) >= config.lookup_interval);
+        if few && due {
+            t.last_lookup = Some(now);
+            cx.emit(Event::Discovery(Discovery::FindProviders {
+                cid,
+                key: cid.dht_key(),
+            }));
+        }
+    }
+    connect_candidates(config, t, cx);
+}

@@ -1,0 +1,554 @@
+//! Drives swarm cores directly (no simulator): a tiny in-memory network delivers messages
+//! in FIFO order and fires timers in deadline order, and tests inject hostile messages.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use peerlab_overlay::{Context, Instant, Outbox, Output, PeerId, Protocol, Rng};
+use peerlab_swarm::manifest::ManifestError;
+use peerlab_swarm::storage::{ChunkStore, MemoryStore, StoreError, StoreFactory};
+use peerlab_swarm::{
+    Body, Command, Config, ContentId, Event, Manifest, Message, ProtocolError, Swarm, Timer,
+};
+
+/// A store that can be told to serve corrupt blocks (an adversary's store).
+struct TestStore {
+    inner: MemoryStore,
+    corrupt: bool,
+}
+
+impl ChunkStore for TestStore {
+    fn held(&self) -> &peerlab_swarm::Bitfield {
+        self.inner.held()
+    }
+    fn read_block(&mut self, chunk: u32, offset: u32, len: u32) -> Result<Bytes, StoreError> {
+        let b = self.inner.read_block(chunk, offset, len)?;
+        if self.corrupt {
+            let mut v = b.to_vec();
+            v[0] ^= 0xff;
+            return Ok(Bytes::from(v));
+        }
+        Ok(b)
+    }
+    fn write_chunk(&mut self, chunk: u32, blocks: &[Bytes]) -> Result<(), StoreError> {
+        self.inner.write_chunk(chunk, blocks)
+    }
+    fn finish(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+struct Factory;
+impl StoreFactory for Factory {
+    type Store = TestStore;
+    fn open(&mut self, m: &Manifest) -> Result<TestStore, StoreError> {
+        Ok(TestStore {
+            inner: MemoryStore::empty(m),
+            corrupt: false,
+        })
+    }
+}
+
+type Core = Swarm<Factory>;
+
+struct Net {
+    nodes: BTreeMap<PeerId, (Core, Rng)>,
+    queue: VecDeque<(PeerId, PeerId, Message)>,
+    timers: BTreeMap<(Instant, u64), (PeerId, Timer)>,
+    seq: u64,
+    now: Instant,
+    events: Vec<(PeerId, Event)>,
+    log: Vec<(PeerId, PeerId, Message)>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            nodes: BTreeMap::new(),
+            queue: VecDeque::new(),
+            timers: BTreeMap::new(),
+            seq: 0,
+            now: Instant::ZERO,
+            events: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn with<R>(
+        &mut self,
+        p: PeerId,
+        f: impl FnOnce(&mut Core, &mut Context<'_, Message, Timer, Event>) -> R,
+    ) -> R {
+        let mut out = Outbox::new();
+        let (core, rng) = self.nodes.get_mut(&p).expect("node");
+        let r = f(core, &mut Context::new(self.now, rng, &mut out));
+        for o in out.drain() {
+            match o {
+                Output::Send { to, msg } => {
+                    self.log.push((p, to, msg.clone()));
+                    self.queue.push_back((p, to, msg));
+                }
+                Output::Timer { at, timer } => {
+                    self.seq += 1;
+                    self.timers.insert((at, self.seq), (p, timer));
+                }
+                Output::Event(e) => self.events.push((p, e)),
+            }
+        }
+        r
+    }
+
+    fn add(&mut self, n: u64) -> PeerId {
+        let p = PeerId::synthetic(n);
+        self.nodes
+            .insert(p, (Swarm::new(Config::default(), Factory), Rng::seed(n)));
+        self.with(p, |c, cx| c.handle_start(cx));
+        p
+    }
+
+    fn command(&mut self, p: PeerId, cmd: Command<TestStore>) {
+        self.with(p, |c, cx| c.handle_command(cx, cmd));
+    }
+
+    /// Delivers `msg` to `to` as if `from` had sent it.
+    fn inject(&mut self, from: PeerId, to: PeerId, body: Body, cid: ContentId) {
+        self.with(to, |c, cx| {
+            c.handle_message(cx, from, Message { cid, body })
+        });
+    }
+
+    /// Runs until `until` (messages are instantaneous; timers advance the clock).
+    fn run(&mut self, until: Instant) {
+        for _ in 0..2_000_000 {
+            if let Some((from, to, msg)) = self.queue.pop_front() {
+                if self.nodes.contains_key(&to) {
+                    self.with(to, |c, cx| c.handle_message(cx, from, msg));
+                }
+                continue;
+            }
+            let Some((&(at, seq), _)) = self.timers.first_key_value() else {
+                return;
+            };
+            if at > until {
+                return;
+            }
+            let (p, t) = self.timers.remove(&(at, seq)).unwrap();
+            self.now = at;
+            if self.nodes.contains_key(&p) {
+                self.with(p, |c, cx| c.handle_timer(cx, t));
+            }
+        }
+        panic!("livelock");
+    }
+
+    fn core(&self, p: PeerId) -> &Core {
+        &self.nodes[&p].0
+    }
+
+    fn penalties(&self, at: PeerId) -> Vec<ProtocolError> {
+        self.events
+            .iter()
+            .filter(|(p, _)| *p == at)
+            .filter_map(|(_, e)| match e {
+                Event::PeerPenalised { error, .. } => Some(error.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent(&self, from: PeerId, to: PeerId, kind: &str) -> usize {
+        self.log
+            .iter()
+            .filter(|(f, t, m)| *f == from && *t == to && m.body.kind() == kind)
+            .count()
+    }
+}
+
+fn secs(s: u64) -> Instant {
+    Instant(s * 1_000_000)
+}
+
+fn file(n: usize) -> Bytes {
+    let mut v = vec![0u8; n];
+    Rng::seed(n as u64).fill(&mut v);
+    Bytes::from(v)
+}
+
+fn share(
+    net: &mut Net,
+    p: PeerId,
+    data: &Bytes,
+    chunk: u32,
+    corrupt: bool,
+) -> (Manifest, ContentId) {
+    let m = Manifest::from_bytes("f.bin", data, chunk).unwrap();
+    let store = TestStore {
+        inner: MemoryStore::full(&m, data.clone()),
+        corrupt,
+    };
+    net.command(
+        p,
+        Command::Share {
+            manifest: m.clone(),
+            store,
+        },
+    );
+    let cid = m.content_id();
+    (m, cid)
+}
+
+fn contents(net: &Net, p: PeerId, cid: &ContentId) -> Option<Vec<u8>> {
+    net.core(p).store(cid)?.inner.contents()
+}
+
+#[test]
+fn small_files_transfer_byte_identical() {
+    for (size, chunk) in [
+        (0usize, 1024u32),
+        (1, 1024),
+        (100_000, 16 * 1024),
+        (300_001, 64 * 1024),
+    ] {
+        let mut net = Net::new();
+        let s = net.add(1);
+        let f = net.add(2);
+        let data = file(size);
+        let (_, cid) = share(&mut net, s, &data, chunk, false);
+        net.command(
+            f,
+            Command::Fetch {
+                cid,
+                providers: vec![s],
+            },
+        );
+        net.run(secs(60));
+        assert_eq!(
+            contents(&net, f, &cid).as_deref(),
+            Some(&data[..]),
+            "size {size}"
+        );
+        assert!(
+            net.events
+                .iter()
+                .any(|(p, e)| *p == f && matches!(e, Event::Completed { .. }))
+        );
+        assert!(net.penalties(f).is_empty() && net.penalties(s).is_empty());
+    }
+}
+
+#[test]
+fn forged_manifest_is_refused_and_the_next_provider_asked() {
+    let mut net = Net::new();
+    let s = net.add(1);
+    let f = net.add(2);
+    let liar = PeerId::synthetic(66);
+    let data = file(50_000);
+    let (m, cid) = share(&mut net, s, &data, 16 * 1024, false);
+    net.command(
+        f,
+        Command::Fetch {
+            cid,
+            providers: vec![liar],
+        },
+    );
+    net.queue.clear(); // the liar is not a node; its answer is injected below
+    let forged = Manifest::from_bytes("f.bin", &file(50_001), 16 * 1024).unwrap();
+    net.inject(liar, f, Body::Manifest(forged), cid);
+    assert!(matches!(
+        net.penalties(f)[..],
+        [ProtocolError::Manifest(ManifestError::CidMismatch { .. })]
+    ));
+    assert!(net.core(f).manifest(&cid).is_none(), "nothing opened");
+    net.command(
+        f,
+        Command::AddPeers {
+            cid,
+            peers: vec![s],
+        },
+    );
+    net.run(secs(120));
+    assert_eq!(net.core(f).manifest(&cid), Some(&m));
+    assert_eq!(contents(&net, f, &cid).as_deref(), Some(&data[..]));
+}
+
+/// A fetcher `f` connected to seeder `s` (handshakes done, nothing downloaded yet).
+fn connected_pair(data: &Bytes) -> (Net, PeerId, PeerId, ContentId) {
+    let mut net = Net::new();
+    let s = net.add(1);
+    let f = net.add(2);
+    let (_, cid) = share(&mut net, s, data, 16 * 1024, false);
+    net.command(
+        f,
+        Command::Fetch {
+            cid,
+            providers: vec![s],
+        },
+    );
+    // Deliver the manifest exchange and handshakes but stop before blocks flow.
+    for _ in 0..6 {
+        if let Some((from, to, msg)) = net.queue.pop_front() {
+            net.with(to, |c, cx| c.handle_message(cx, from, msg));
+        }
+    }
+    assert!(net.core(f).manifest(&cid).is_some());
+    net.queue.clear();
+    (net, s, f, cid)
+}
+
+#[test]
+fn bad_blocks_are_typed_errors_and_nothing_is_written() {
+    let data = file(40_000);
+    let (mut net, s, f, cid) = connected_pair(&data);
+    let cases = [
+        (
+            Body::Block {
+                chunk: 9,
+                block: 0,
+                data: Bytes::from_static(&[0; 16]),
+            },
+            "outside",
+        ),
+        (
+            Body::Block {
+                chunk: 0,
+                block: 1,
+                data: Bytes::from(vec![0; 16 * 1024]),
+            },
+            "outside",
+        ),
+        (
+            Body::Block {
+                chunk: 0,
+                block: 0,
+                data: Bytes::from(vec![0; 1 << 20]),
+            },
+            "oversized",
+        ),
+    ];
+    for (body, _) in cases {
+        net.inject(s, f, body, cid);
+    }
+    let errs = net.penalties(f);
+    assert!(matches!(
+        errs[0],
+        ProtocolError::OutOfRange { chunk: 9, block: 0 }
+    ));
+    assert!(matches!(
+        errs[1],
+        ProtocolError::OutOfRange { chunk: 0, block: 1 }
+    ));
+    assert!(matches!(
+        errs[2],
+        ProtocolError::Oversized {
+            kind: "swarm_block",
+            ..
+        }
+    ));
+    let st = net.core(f).stats(&cid).unwrap();
+    assert_eq!(
+        (st.have, st.downloaded),
+        (0, 0),
+        "nothing counted or written"
+    );
+    assert_eq!(net.core(f).store(&cid).unwrap().held().count(), 0);
+    // Three violations: banned, and later messages from it are ignored.
+    assert!(
+        net.events
+            .iter()
+            .any(|(p, e)| *p == f && *e == Event::PeerBanned { cid, peer: s })
+    );
+    assert_eq!(net.core(f).banned(&cid), vec![s]);
+    net.inject(
+        s,
+        f,
+        Body::Block {
+            chunk: 9,
+            block: 0,
+            data: Bytes::new(),
+        },
+        cid,
+    );
+    assert_eq!(net.penalties(f).len(), 3);
+}
+
+#[test]
+fn short_block_is_refused() {
+    let data = file(40_000);
+    let (mut net, s, f, cid) = connected_pair(&data);
+    net.inject(
+        s,
+        f,
+        Body::Block {
+            chunk: 2,
+            block: 0,
+            data: Bytes::from_static(&[1; 10]),
+        },
+        cid,
+    );
+    assert!(matches!(
+        net.penalties(f)[..],
+        [ProtocolError::BlockLength { chunk: 2, block: 0, got: 10, expected }] if expected == 40_000 - 32 * 1024
+    ));
+}
+
+#[test]
+fn request_for_a_chunk_not_held_is_refused_without_data() {
+    let data = file(40_000);
+    let (mut net, s, f, cid) = connected_pair(&data);
+    // The seeder asks the empty fetcher for a chunk it never announced.
+    net.inject(s, f, Body::Interested, cid);
+    net.inject(s, f, Body::Request { chunk: 0, block: 0 }, cid);
+    net.inject(s, f, Body::Request { chunk: 0, block: 7 }, cid);
+    assert_eq!(
+        net.penalties(f),
+        vec![
+            ProtocolError::ChunkNotHeld(0),
+            ProtocolError::OutOfRange { chunk: 0, block: 7 }
+        ]
+    );
+    assert_eq!(net.sent(f, s, "swarm_block"), 0);
+    // A malformed bitfield is the third strike.
+    net.inject(s, f, Body::Bitfield(peerlab_swarm::Bitfield::new(99)), cid);
+    assert_eq!(net.penalties(f).last(), Some(&ProtocolError::Bitfield));
+    assert_eq!(net.core(f).banned(&cid), vec![s]);
+}
+
+#[test]
+fn messages_before_handshake_are_refused() {
+    let data = file(40_000);
+    let (mut net, _s, f, cid) = connected_pair(&data);
+    let stranger = PeerId::synthetic(77);
+    net.inject(stranger, f, Body::Have { chunk: 0 }, cid);
+    assert_eq!(
+        net.penalties(f),
+        vec![ProtocolError::NoHandshake("swarm_have")]
+    );
+}
+
+#[test]
+fn corrupt_peer_is_banned_and_the_file_still_verifies() {
+    let mut net = Net::new();
+    let s = net.add(1);
+    let bad = net.add(2);
+    let f = net.add(3);
+    let data = file(200_000);
+    let (_, cid) = share(&mut net, s, &data, 16 * 1024, false);
+    share(&mut net, bad, &data, 16 * 1024, true);
+    net.command(
+        f,
+        Command::Fetch {
+            cid,
+            providers: vec![bad, s],
+        },
+    );
+    net.run(secs(600));
+    assert_eq!(contents(&net, f, &cid).as_deref(), Some(&data[..]));
+    let rejected: Vec<_> = net
+        .events
+        .iter()
+        .filter_map(|(p, e)| match e {
+            Event::ChunkRejected { from, .. } if *p == f => Some(from.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!rejected.is_empty());
+    // Every rejected chunk had the corrupt peer among its senders; it is banned, the
+    // honest seeder is not.
+    assert!(rejected.iter().all(|from| from.contains(&bad)));
+    assert_eq!(net.core(f).banned(&cid), vec![bad]);
+    assert!(net.core(f).stats(&cid).unwrap().corrupt_chunks >= 1);
+}
+
+#[test]
+fn endgame_duplicates_the_last_requests_and_cancels_the_rest() {
+    let mut net = Net::new();
+    let s1 = net.add(1);
+    let s2 = net.add(2);
+    let f = net.add(3);
+    // One chunk of four blocks: the first unchoking seeder gets all four requests, the
+    // second gets endgame duplicates, and whichever answers second is cancelled.
+    let data = file(64 * 1024);
+    let (_, cid) = share(&mut net, s1, &data, 64 * 1024, false);
+    share(&mut net, s2, &data, 64 * 1024, false);
+    net.command(
+        f,
+        Command::Fetch {
+            cid,
+            providers: vec![s1, s2],
+        },
+    );
+    net.run(secs(60));
+    assert_eq!(contents(&net, f, &cid).as_deref(), Some(&data[..]));
+    let req = net.sent(f, s1, "swarm_request") + net.sent(f, s2, "swarm_request");
+    let cancels = net.sent(f, s1, "swarm_cancel") + net.sent(f, s2, "swarm_cancel");
+    assert!(req > 4, "endgame duplicated requests ({req})");
+    assert!(cancels > 0, "endgame cancelled duplicates");
+    let wasted = net.core(f).stats(&cid).unwrap().wasted;
+    assert!(wasted <= (req as u64 - 4) * 16 * 1024);
+}
+
+#[test]
+fn fetch_announces_and_looks_up_providers() {
+    let mut net = Net::new();
+    let s = net.add(1);
+    let f = net.add(2);
+    let data = file(10_000);
+    let (_, cid) = share(&mut net, s, &data, 4096, false);
+    net.command(
+        f,
+        Command::Fetch {
+            cid,
+            providers: vec![s],
+        },
+    );
+    net.run(secs(16 * 60));
+    use peerlab_swarm::Discovery;
+    let disc = |p: PeerId| -> Vec<Discovery> {
+        net.events
+            .iter()
+            .filter_map(|(q, e)| match e {
+                Event::Discovery(d) if *q == p => Some(d.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let key = cid.dht_key();
+    assert_eq!(key, peerlab_overlay::Id::hash(&cid.0));
+    let ds = disc(s);
+    // Announced at share time and re-announced after 15 minutes.
+    assert_eq!(ds.len(), 2);
+    assert!(ds.iter().all(|d| matches!(d, Discovery::Announce { key: k, ttl, .. } if *k == key && *ttl == Duration::from_secs(3600))));
+    let df = disc(f);
+    assert!(matches!(df[0], Discovery::FindProviders { key: k, .. } if k == key));
+    assert!(df.iter().any(|d| matches!(d, Discovery::Announce { .. })));
+}
+
+#[test]
+fn duplicate_and_incomplete_shares_are_refused() {
+    let mut net = Net::new();
+    let s = net.add(1);
+    let data = file(10_000);
+    let (m, cid) = share(&mut net, s, &data, 4096, false);
+    share(&mut net, s, &data, 4096, false);
+    net.command(
+        s,
+        Command::Share {
+            manifest: Manifest::from_bytes("g", &data, 4096).unwrap(),
+            store: TestStore {
+                inner: MemoryStore::empty(&m),
+                corrupt: false,
+            },
+        },
+    );
+    let refusals: Vec<_> = net
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Refused { error, .. } => Some(error.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert!(net.core(s).stats(&cid).is_some());
+}
