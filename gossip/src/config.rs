@@ -1,0 +1,245 @@
+//! Configuration: periods, fan-out, the rumor variant, anti-entropy mode, budgets and caps.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which spreading mechanisms run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Rumor mongering only: fast, but a residue of nodes may never hear an update.
+    Rumor,
+    /// Anti-entropy only: slow but complete.
+    AntiEntropy,
+    /// Both (the default): rumors for speed, anti-entropy for completeness.
+    Combined,
+}
+
+/// Direction of an anti-entropy exchange, seen from the node that starts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exchange {
+    /// The initiator's newer versions flow to the partner.
+    Push,
+    /// The partner's newer versions flow to the initiator.
+    Pull,
+    /// Both directions in one exchange.
+    PushPull,
+}
+
+/// How an infective node loses interest in a rumor (Demers et al., §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Variant {
+    /// Lose interest after `k` *consecutive* contacts that already knew the rumor; a contact
+    /// that did not know it resets the count.
+    FeedbackCounter,
+    /// Lose interest with probability 1/k at each contact that already knew the rumor.
+    FeedbackCoin,
+    /// Lose interest after pushing the rumor in `k` periods, whatever the recipients knew.
+    BlindCounter,
+    /// Lose interest with probability 1/k after each period in which the rumor was pushed.
+    BlindCoin,
+}
+
+impl Variant {
+    /// Whether recipients must report which rumors they already knew.
+    pub fn needs_feedback(self) -> bool {
+        matches!(self, Variant::FeedbackCounter | Variant::FeedbackCoin)
+    }
+}
+
+/// When received versions become active (visible to digests, feedback and forwarding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// At once, on receipt (what a real node does).
+    Immediate,
+    /// At the node's next gossip tick: the synchronous-cycle model of Demers et al. and Karp
+    /// et al., in which what a site learns during a cycle takes effect at the cycle's end.
+    /// Only meaningful with [`Config::synchronous_ticks`] and latencies well below the period.
+    CycleEnd,
+}
+
+/// Gossip configuration. [`Config::default`] equals [`Config::lan`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Gossip period (one *round*): every period an infective node pushes its hot rumors.
+    /// Default 200 ms, memberlist's LAN gossip interval.
+    pub period: Duration,
+    /// Members each rumor push goes to per period. Default 3 (memberlist's LAN fan-out; with
+    /// fan-out 3 a push reaches 99.99 % of 1000 nodes in about 11 periods).
+    pub fanout: usize,
+    /// Rumor mongering, anti-entropy, or both. Default [`Mode::Combined`].
+    pub mode: Mode,
+    /// How a node loses interest in a data rumor. Default [`Variant::FeedbackCounter`], the
+    /// variant with the smallest residue for a given traffic in Demers et al.'s table.
+    pub variant: Variant,
+    /// The variant's k (counter limit, or 1/k coin probability). Default 3: with fan-out 3
+    /// the residue is far below 10^-3, and anti-entropy repairs the rest.
+    pub k: NonZeroU32,
+    /// Rounds after which a data rumor is dropped whatever its variant says, so that a
+    /// feedback rumor whose replies are all lost cannot stay hot for ever. Default 64.
+    pub max_rumor_rounds: u32,
+    /// Anti-entropy period: every period the node reconciles with one random member.
+    /// Default 1 s (five rounds): anti-entropy is the slow, complete backstop.
+    pub anti_entropy_period: Duration,
+    /// Anti-entropy direction. Default [`Exchange::PushPull`] (log3 N rounds, Karp et al.).
+    pub exchange: Exchange,
+    /// Byte budget of one message (digests, deltas, rumor batches, member lists), measured
+    /// with `overlay::codec::encoded_len`. Default 64 KiB: gossip travels on QUIC/TCP streams,
+    /// not raw datagrams, so an MTU does not apply; 64 KiB holds a full Scuttlebutt digest
+    /// of about 1400 origins or the member list of about 1000 members, yet costs a receiver
+    /// little to refuse (the codec's frame limit is 1 MiB).
+    pub max_message_bytes: usize,
+    /// When received versions become active. Default [`Activation::Immediate`].
+    pub activation: Activation,
+    /// Tick at exact multiples of the period from the epoch instead of at a random phase.
+    /// Default `false` (random phases avoid synchronised bursts); experiments that model
+    /// synchronous rounds set it.
+    pub synchronous_ticks: bool,
+    /// SWIM probe period: every period a node probes one member. Default 1 s (memberlist).
+    pub probe_period: Duration,
+    /// Wait for a direct ack before asking others to probe indirectly. Default 500 ms
+    /// (memberlist's LAN timeout); must be below `probe_period`.
+    pub probe_timeout: Duration,
+    /// Members asked to probe indirectly after a direct probe times out. Default 3.
+    pub indirect_probes: usize,
+    /// Time a member stays suspect before it is declared dead, giving it the chance to
+    /// refute. Default 5 s (25 rounds): a suspicion reaches the suspect and the refutation
+    /// returns within a few rounds (see the crate docs).
+    pub suspicion_timeout: Duration,
+    /// Transmissions of a membership update = `member_retransmit_mult · ⌈log10(n + 1)⌉`
+    /// (memberlist's rule). Default 4.
+    pub member_retransmit_mult: u32,
+    /// Period of the membership anti-entropy (a push-pull of the member table with one
+    /// random member). Default 10 s.
+    pub member_sync_period: Duration,
+    /// Time a dead or departed member is kept as a tombstone (so that stale "alive"
+    /// updates are refused) before it is forgotten. Default 60 s.
+    pub tombstone_expiry: Duration,
+    /// Time to wait for a seed's answer before trying the next one. Default 1 s.
+    pub join_timeout: Duration,
+    /// Cap on the member table. Default 10 000; updates beyond it are refused and counted.
+    pub max_members: usize,
+    /// Cap on origins whose data is stored. Default 10 000.
+    pub max_origins: usize,
+    /// Cap on keys (live or deleted) stored per origin. Default 1024.
+    pub max_entries_per_origin: usize,
+    /// Cap on hot rumors (data and membership). Default 4096; older rumors are dropped first
+    /// and anti-entropy delivers what they would have.
+    pub max_rumors: usize,
+    /// Longest key in bytes. Default 256.
+    pub max_key_len: usize,
+    /// Longest value in bytes. Default 16 KiB, so that an entry always fits the budget.
+    pub max_value_len: usize,
+    /// Addresses kept per member. Default 8.
+    pub max_addrs: usize,
+    /// Longest address string. Default 256 bytes.
+    pub max_addr_len: usize,
+    /// Largest version step accepted above what is known of an origin. Default 2^32;
+    /// a claim beyond it is absurd (no origin publishes four billion updates between two
+    /// exchanges) and is refused rather than allowed to block newer versions for ever.
+    pub max_version_jump: u64,
+}
+
+/// Highest version accepted at all: 2^53, exact in every JSON and f64 consumer.
+pub const MAX_VERSION: u64 = 1 << 53;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::lan()
+    }
+}
+
+impl Config {
+    /// Defaults for a local network (memberlist's LAN profile).
+    pub fn lan() -> Config {
+        Config {
+            period: Duration::from_millis(200),
+            fanout: 3,
+            mode: Mode::Combined,
+            variant: Variant::FeedbackCounter,
+            k: NonZeroU32::new(3).expect("non-zero"),
+            max_rumor_rounds: 64,
+            anti_entropy_period: Duration::from_secs(1),
+            exchange: Exchange::PushPull,
+            max_message_bytes: 64 * 1024,
+            activation: Activation::Immediate,
+            synchronous_ticks: false,
+            probe_period: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_probes: 3,
+            suspicion_timeout: Duration::from_secs(5),
+            member_retransmit_mult: 4,
+            member_sync_period: Duration::from_secs(10),
+            tombstone_expiry: Duration::from_secs(60),
+            join_timeout: Duration::from_secs(1),
+            max_members: 10_000,
+            max_origins: 10_000,
+            max_entries_per_origin: 1024,
+            max_rumors: 4096,
+            max_key_len: 256,
+            max_value_len: 16 * 1024,
+            max_addrs: 8,
+            max_addr_len: 256,
+            max_version_jump: 1 << 32,
+        }
+    }
+
+    /// Defaults for a wide-area network: slower periods, longer timeouts (memberlist's WAN
+    /// profile), smaller messages.
+    pub fn wan() -> Config {
+        Config {
+            period: Duration::from_millis(500),
+            fanout: 4,
+            anti_entropy_period: Duration::from_secs(5),
+            probe_period: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(3),
+            suspicion_timeout: Duration::from_secs(30),
+            member_sync_period: Duration::from_secs(30),
+            tombstone_expiry: Duration::from_secs(300),
+            join_timeout: Duration::from_secs(5),
+            max_message_bytes: 16 * 1024,
+            ..Config::lan()
+        }
+    }
+
+    /// The synchronous-round model of the epidemic-algorithm papers: ticks at multiples of
+    /// `period`, anti-entropy every round, learning takes effect at the cycle's end.
+    /// Drive it with latencies much smaller than the period.
+    pub fn synchronous_rounds(mode: Mode) -> Config {
+        Config {
+            mode,
+            anti_entropy_period: Config::lan().period,
+            activation: Activation::CycleEnd,
+            synchronous_ticks: true,
+            ..Config::lan()
+        }
+    }
+
+    /// Checks that the configuration is usable.
+    pub fn validate(&self) -> Result<(), crate::GossipError> {
+        let bad = |s: &str| Err(crate::GossipError::InvalidConfig(s.to_string()));
+        if self.period.is_zero() || self.anti_entropy_period.is_zero() {
+            return bad("periods must be positive");
+        }
+        if self.probe_period.is_zero() || self.probe_timeout >= self.probe_period {
+            return bad("probe_timeout must be positive and below probe_period");
+        }
+        if self.fanout == 0 {
+            return bad("fanout must be at least 1");
+        }
+        if self.max_message_bytes < 1024 {
+            return bad("max_message_bytes must be at least 1024");
+        }
+        if self.max_value_len + self.max_key_len + 128 > self.max_message_bytes {
+            return bad("an entry of max_key_len + max_value_len must fit max_message_bytes");
+        }
+        Ok(())
+    }
+
+    /// Transmissions of one membership update in a group of `n` members.
+    pub fn member_retransmits(&self, n: usize) -> u32 {
+        let digits = ((n as f64) + 1.0).log10().ceil().max(1.0) as u32;
+        self.member_retransmit_mult.max(1) * digits
+    }
+}

@@ -1,0 +1,192 @@
+//! The member table and SWIM's precedence rules.
+//!
+//! A member's record is `(incarnation, state)`. Only the member itself raises its
+//! incarnation, which it does to refute a suspicion. An update replaces the record when it
+//! is newer by these rules (Das et al., SWIM §4.2, with memberlist's `left` state):
+//!
+//! | update \ held | alive j | suspect j | dead / left j |
+//! |---|---|---|---|
+//! | alive i   | i > j  | i > j | i > j (rejoin) |
+//! | suspect i | i ≥ j  | i > j | never |
+//! | dead i    | i ≥ j  | i ≥ j | never |
+//! | left i    | i ≥ j  | i ≥ j | dead → left if i ≥ j |
+
+use std::collections::BTreeMap;
+
+use peerlab_overlay::{Instant, PeerId};
+use serde::{Deserialize, Serialize};
+
+use crate::message::MemberUpdate;
+
+/// A member's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Answering probes (as far as this node knows).
+    Alive,
+    /// A probe failed; it is dead unless it refutes within the suspicion timeout.
+    Suspect,
+    /// Declared dead.
+    Dead,
+    /// Left gracefully.
+    Left,
+}
+
+impl MemberState {
+    /// Alive or suspect: still counted as a member, probed and gossiped to.
+    pub fn is_up(self) -> bool {
+        matches!(self, MemberState::Alive | MemberState::Suspect)
+    }
+}
+
+/// What this node knows of one member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Addresses (opaque strings, bounded by `max_addrs` and `max_addr_len`).
+    pub addrs: Vec<String>,
+    /// The member's incarnation.
+    pub incarnation: u64,
+    /// Its state.
+    pub state: MemberState,
+    /// When the state last changed.
+    pub since: Instant,
+}
+
+/// How an update changed the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Not newer: ignored.
+    None,
+    /// Newer, but the member stays in the same up/down class with the same state.
+    Refreshed,
+    /// The member became alive (newly known or back from dead/left).
+    Up,
+    /// An alive member's suspicion was refuted.
+    Refuted,
+    /// The member became suspect.
+    Suspected,
+    /// The member was declared dead.
+    Down,
+    /// The member left.
+    Left,
+    /// A down member's tombstone changed (dead → left); no event.
+    Tombstone,
+}
+
+/// The member table.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Table {
+    pub(crate) members: BTreeMap<PeerId, Member>,
+    /// Up members, for uniform random choice; rebuilt lazily.
+    up: Vec<PeerId>,
+    dirty: bool,
+}
+
+/// Whether an update `(i, s)` overrides a record `(j, t)`.
+pub(crate) fn overrides(i: u64, s: MemberState, j: u64, t: MemberState) -> bool {
+    use MemberState::*;
+    match (s, t) {
+        (Alive, _) => i > j,
+        (Suspect, Alive) => i >= j,
+        (Suspect, Suspect) => i > j,
+        (Suspect, Dead | Left) => false,
+        (Dead, Alive | Suspect) => i >= j,
+        (Dead, Dead | Left) => false,
+        (Left, Alive | Suspect | Dead) => i >= j,
+        (Left, Left) => false,
+    }
+}
+
+impl Table {
+    pub(crate) fn get(&self, p: &PeerId) -> Option<&Member> {
+        self.members.get(p)
+    }
+
+    /// Applies an update (already validated and not about this node).
+    /// `Err(())` when the table is full and the member is new.
+    pub(crate) fn apply(
+        &mut self,
+        u: &MemberUpdate,
+        now: Instant,
+        cap: usize,
+    ) -> Result<Change, ()> {
+        match self.members.get_mut(&u.peer) {
+            None => {
+                if self.members.len() >= cap {
+                    return Err(());
+                }
+                self.members.insert(
+                    u.peer,
+                    Member {
+                        addrs: u.addrs.clone(),
+                        incarnation: u.incarnation,
+                        state: u.state,
+                        since: now,
+                    },
+                );
+                self.dirty = true;
+                Ok(match u.state {
+                    MemberState::Alive => Change::Up,
+                    MemberState::Suspect => Change::Suspected,
+                    // A tombstone of a member never seen up: remembered, no event.
+                    MemberState::Dead | MemberState::Left => Change::Tombstone,
+                })
+            }
+            Some(m) => {
+                if !overrides(u.incarnation, u.state, m.incarnation, m.state) {
+                    return Ok(Change::None);
+                }
+                let was = m.state;
+                m.incarnation = u.incarnation;
+                if !u.addrs.is_empty() {
+                    m.addrs = u.addrs.clone();
+                }
+                if was != u.state {
+                    m.since = now;
+                }
+                m.state = u.state;
+                if was.is_up() != u.state.is_up() {
+                    self.dirty = true;
+                }
+                use MemberState::*;
+                Ok(match (was, u.state) {
+                    (Dead | Left, Alive) => Change::Up,
+                    (Suspect, Alive) => Change::Refuted,
+                    (Alive, Alive) | (Suspect, Suspect) => Change::Refreshed,
+                    (_, Suspect) => Change::Suspected,
+                    (Dead, Left) => Change::Tombstone,
+                    (_, Dead) => Change::Down,
+                    (_, Left) => Change::Left,
+                })
+            }
+        }
+    }
+
+    /// Members that are up, in a stable order.
+    pub(crate) fn up(&mut self) -> &[PeerId] {
+        if self.dirty {
+            self.up = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.state.is_up())
+                .map(|(p, _)| *p)
+                .collect();
+            self.dirty = false;
+        }
+        &self.up
+    }
+
+    /// Forgets tombstones older than `expiry`.
+    pub(crate) fn expire(&mut self, now: Instant, expiry: std::time::Duration) {
+        self.members
+            .retain(|_, m| m.state.is_up() || now.saturating_since(m.since) < expiry);
+    }
+
+    pub(crate) fn update_of(&self, p: &PeerId) -> Option<MemberUpdate> {
+        self.members.get(p).map(|m| MemberUpdate {
+            peer: *p,
+            incarnation: m.incarnation,
+            state: m.state,
+            addrs: m.addrs.clone(),
+        })
+    }
+}

@@ -1,0 +1,179 @@
+//! Wire messages.
+//!
+//! Every message is bounded by [`Config::max_message_bytes`](crate::Config) when sent; on
+//! receipt, list lengths are checked against [`MAX_ITEMS`] (and digests against
+//! `max_origins`) before anything is applied.
+
+use peerlab_overlay::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Exchange;
+use crate::members::MemberState;
+
+/// Most items (member updates, entries, digest rows, delta rows) a received message may
+/// carry. A 64 KiB message cannot hold more than about 4000 of the smallest items, so a
+/// longer list is hostile and is refused whole.
+pub const MAX_ITEMS: usize = 4096;
+
+/// One membership fact: `peer` is in `state` at `incarnation`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberUpdate {
+    /// The member.
+    pub peer: PeerId,
+    /// The member's incarnation; only the member itself raises it (to refute suspicion).
+    pub incarnation: u64,
+    /// Its state at that incarnation.
+    pub state: MemberState,
+    /// Its addresses (opaque strings, e.g. multiaddrs).
+    pub addrs: Vec<String>,
+}
+
+/// One versioned entry in transit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The peer that owns and versions the entry.
+    pub origin: PeerId,
+    /// The key within the origin's data.
+    pub key: String,
+    /// The origin's version counter when the entry was written (≥ 1).
+    pub version: u64,
+    /// The value; `None` is a tombstone (the key was deleted).
+    pub value: Option<serde_bytes::ByteBuf>,
+}
+
+/// Entries of one origin with versions in `(from, to]`: every entry the sender holds in
+/// that range, so that after applying it the receiver is as complete as the sender up to `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginDelta {
+    /// The origin.
+    pub origin: PeerId,
+    /// The version the receiver claimed to hold (exclusive lower bound).
+    pub from: u64,
+    /// The highest version the range covers (inclusive).
+    pub to: u64,
+    /// `(key, version, value)` in ascending version order.
+    pub entries: Vec<(String, u64, Option<serde_bytes::ByteBuf>)>,
+}
+
+/// A Scuttlebutt digest: the highest version held completely, per origin.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// Whether every origin the sender knows is listed; an unlisted origin then means
+    /// "version 0". A digest that did not fit the budget lists a random subset.
+    pub complete: bool,
+    /// `(origin, version)` rows.
+    pub versions: Vec<(PeerId, u64)>,
+}
+
+/// A gossip message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// SWIM direct probe.
+    Ping {
+        /// Probe sequence number, echoed in the ack.
+        seq: u64,
+    },
+    /// Answer to [`Message::Ping`].
+    Ack {
+        /// The ping's sequence number.
+        seq: u64,
+    },
+    /// Asks the receiver to probe `target` on the sender's behalf.
+    PingReq {
+        /// The requester's probe sequence number.
+        seq: u64,
+        /// The member to probe.
+        target: PeerId,
+    },
+    /// `target` answered an indirect probe.
+    IndirectAck {
+        /// The requester's probe sequence number.
+        seq: u64,
+        /// The member that answered.
+        target: PeerId,
+    },
+    /// A joining node asks a seed for the member list.
+    Join {
+        /// The joiner's incarnation.
+        incarnation: u64,
+        /// The joiner's addresses.
+        addrs: Vec<String>,
+    },
+    /// The seed's answer: its member table (a random subset if it does not fit the budget).
+    JoinReply {
+        /// Member records, the seed's own first.
+        members: Vec<MemberUpdate>,
+    },
+    /// Membership anti-entropy: a sample of the sender's member table.
+    MemberSync {
+        /// Whether the receiver should answer with its own sample.
+        reply: bool,
+        /// Member records.
+        members: Vec<MemberUpdate>,
+    },
+    /// A rumor push: hot membership updates and hot entries.
+    Gossip {
+        /// Sequence number for feedback.
+        seq: u64,
+        /// Whether the sender wants a [`Message::GossipReply`] (feedback variants).
+        feedback: bool,
+        /// Membership updates.
+        members: Vec<MemberUpdate>,
+        /// Entries.
+        entries: Vec<Entry>,
+    },
+    /// Feedback: which of a push's entries the receiver already knew.
+    GossipReply {
+        /// The push's sequence number.
+        seq: u64,
+        /// One flag per entry of the push, in order.
+        known: Vec<bool>,
+    },
+    /// Anti-entropy opening: the initiator's digest.
+    Syn {
+        /// Direction the initiator wants.
+        exchange: Exchange,
+        /// The initiator's digest.
+        digest: Digest,
+    },
+    /// Anti-entropy answer: what the initiator lacks (pull) and what the responder wants (push).
+    SynAck {
+        /// Deltas for the initiator.
+        deltas: Vec<OriginDelta>,
+        /// The responder's versions of the origins where the initiator is ahead.
+        request: Vec<(PeerId, u64)>,
+    },
+    /// Anti-entropy push: deltas for the responder.
+    Delta {
+        /// Deltas.
+        deltas: Vec<OriginDelta>,
+    },
+}
+
+impl peerlab_overlay::Message for Message {
+    fn kind(&self) -> &'static str {
+        match self {
+            Message::Ping { .. } => "gossip_ping",
+            Message::Ack { .. } => "gossip_ack",
+            Message::PingReq { .. } => "gossip_ping_req",
+            Message::IndirectAck { .. } => "gossip_indirect_ack",
+            Message::Join { .. } => "gossip_join",
+            Message::JoinReply { .. } => "gossip_join_reply",
+            Message::MemberSync { .. } => "gossip_member_sync",
+            Message::Gossip { .. } => "gossip_rumor",
+            Message::GossipReply { .. } => "gossip_feedback",
+            Message::Syn { .. } => "gossip_syn",
+            Message::SynAck { .. } => "gossip_syn_ack",
+            Message::Delta { .. } => "gossip_delta",
+        }
+    }
+}
+
+/// Framing overhead reserved when filling a message up to the budget: version byte, enum
+/// tag, field names and list headers (CBOR array headers take at most 9 bytes each).
+pub(crate) const FRAME_SLACK: usize = 96;
+
+/// Encoded size of one item, without the codec's version byte.
+pub(crate) fn item_len<T: Serialize>(item: &T) -> usize {
+    peerlab_overlay::codec::encoded_len(item).saturating_sub(1)
+}

@@ -1,0 +1,1064 @@
+//! Unit tests: each rule driven directly through the sans-IO interface.
+
+use std::num::NonZeroU32;
+
+use peerlab_overlay::{Context, Outbox, Output, Rng};
+use proptest::prelude::*;
+
+use super::*;
+
+type Out = Output<Message, Timer, Event>;
+
+fn p(n: u64) -> PeerId {
+    PeerId::synthetic(n)
+}
+
+/// Feeds one input to `g` at time `now_ms` and returns what it produced.
+fn run(g: &mut Gossip, now_ms: u64, f: impl FnOnce(&mut Gossip, &mut Cx<'_, Gossip>)) -> Vec<Out> {
+    let mut rng = Rng::seed(now_ms ^ 0x5eed);
+    let mut out = Outbox::new();
+    let mut cx = Context::new(Instant(now_ms * 1000), &mut rng, &mut out);
+    f(g, &mut cx);
+    out.drain().collect()
+}
+
+fn sends(out: &[Out]) -> Vec<(PeerId, Message)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msg } => Some((*to, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(out: &[Out]) -> Vec<Event> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn view(n: u64) -> StaticView {
+    StaticView::new((0..n).map(p).collect())
+}
+
+fn cfg(mode: Mode, variant: Variant, k: u32) -> Config {
+    Config {
+        mode,
+        variant,
+        k: NonZeroU32::new(k).unwrap(),
+        fanout: 1,
+        ..Config::lan()
+    }
+}
+
+fn static_node(n: u64, me: u64, config: Config) -> Gossip {
+    Gossip::with_static_view(p(me), view(n), config).unwrap()
+}
+
+fn publish(g: &mut Gossip, key: &str, value: &[u8]) -> u64 {
+    let out = run(g, 0, |g, cx| {
+        g.handle_command(
+            cx,
+            Command::Publish {
+                request: 7,
+                key: key.into(),
+                value: value.into(),
+            },
+        )
+    });
+    events(&out)
+        .iter()
+        .find_map(|e| match e {
+            Event::Published {
+                request: 7,
+                version,
+            } => Some(*version),
+            _ => None,
+        })
+        .expect("published")
+}
+
+fn tick(g: &mut Gossip, now_ms: u64) -> Vec<Out> {
+    run(g, now_ms, |g, cx| g.handle_timer(cx, Timer::Tick))
+}
+
+/// The `Gossip` pushes a tick produced, with their sequence numbers.
+fn pushes(out: &[Out]) -> Vec<(PeerId, u64, Vec<Entry>)> {
+    sends(out)
+        .into_iter()
+        .filter_map(|(to, m)| match m {
+            Message::Gossip { seq, entries, .. } if !entries.is_empty() => Some((to, seq, entries)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn entry(origin: u64, key: &str, version: u64, value: &[u8]) -> Entry {
+    Entry {
+        origin: p(origin),
+        key: key.into(),
+        version,
+        value: Some(ByteBuf::from(value.to_vec())),
+    }
+}
+
+fn gossip_msg(entries: Vec<Entry>) -> Message {
+    Message::Gossip {
+        seq: 1,
+        feedback: false,
+        members: vec![],
+        entries,
+    }
+}
+
+// ---- loss of interest, one test per variant ----
+
+#[test]
+fn blind_counter_pushes_exactly_k_rounds() {
+    let mut g = static_node(10, 0, cfg(Mode::Rumor, Variant::BlindCounter, 3));
+    publish(&mut g, "a", b"1");
+    let mut rounds = 0;
+    for t in 1..10 {
+        if !pushes(&tick(&mut g, t * 200)).is_empty() {
+            rounds += 1;
+        }
+    }
+    assert_eq!(rounds, 3);
+    assert_eq!(g.hot_data_rumors(), 0);
+}
+
+#[test]
+fn blind_coin_with_k_1_pushes_once() {
+    let mut g = static_node(10, 0, cfg(Mode::Rumor, Variant::BlindCoin, 1));
+    publish(&mut g, "a", b"1");
+    assert_eq!(pushes(&tick(&mut g, 200)).len(), 1);
+    assert_eq!(g.hot_data_rumors(), 0);
+    assert!(pushes(&tick(&mut g, 400)).is_empty());
+}
+
+#[test]
+fn blind_coin_loses_interest_at_rate_one_over_k() {
+    // Mean number of push rounds of a coin with probability 1/k is k.
+    let mut total = 0;
+    for seed in 0..400u64 {
+        let mut g = static_node(10, 0, cfg(Mode::Rumor, Variant::BlindCoin, 4));
+        publish(&mut g, "a", b"1");
+        for t in 1..200 {
+            if pushes(&tick(&mut g, seed * 10_000 + t)).is_empty() {
+                break;
+            }
+            total += 1;
+        }
+    }
+    let mean = total as f64 / 400.0;
+    assert!((3.4..4.6).contains(&mean), "mean rounds {mean}");
+}
+
+fn reply(g: &mut Gossip, seq: u64, known: bool) {
+    run(g, 1, |g, cx| {
+        g.handle_message(
+            cx,
+            p(5),
+            Message::GossipReply {
+                seq,
+                known: vec![known],
+            },
+        )
+    });
+}
+
+#[test]
+fn feedback_counter_counts_consecutive_unnecessary_contacts() {
+    let mut g = static_node(10, 0, cfg(Mode::Rumor, Variant::FeedbackCounter, 2));
+    publish(&mut g, "a", b"1");
+    let mut t = 0;
+    let mut next = |g: &mut Gossip| {
+        t += 200;
+        let out = tick(g, t);
+        let ps = pushes(&out);
+        assert_eq!(ps.len(), 1);
+        ps[0].1
+    };
+    // known, useful (reset), known: still hot; a second consecutive known ends it.
+    let s = next(&mut g);
+    reply(&mut g, s, true);
+    let s = next(&mut g);
+    reply(&mut g, s, false);
+    let s = next(&mut g);
+    reply(&mut g, s, true);
+    assert_eq!(g.hot_data_rumors(), 1);
+    let s = next(&mut g);
+    reply(&mut g, s, true);
+    assert_eq!(g.hot_data_rumors(), 0);
+}
+
+#[test]
+fn feedback_coin_only_unnecessary_contacts_flip_the_coin() {
+    let mut g = static_node(10, 0, cfg(Mode::Rumor, Variant::FeedbackCoin, 1));
+    publish(&mut g, "a", b"1");
+    for t in 1..20 {
+        let ps = pushes(&tick(&mut g, t * 200));
+        reply(&mut g, ps[0].1, false);
+    }
+    assert_eq!(
+        g.hot_data_rumors(),
+        1,
+        "useful contacts never end a feedback rumor"
+    );
+    let ps = pushes(&tick(&mut g, 5000));
+    reply(&mut g, ps[0].1, true);
+    assert_eq!(g.hot_data_rumors(), 0, "coin of probability 1/1");
+}
+
+#[test]
+fn receiver_reports_what_it_knew() {
+    let mut g = static_node(10, 1, cfg(Mode::Rumor, Variant::FeedbackCounter, 2));
+    let msg = Message::Gossip {
+        seq: 9,
+        feedback: true,
+        members: vec![],
+        entries: vec![entry(3, "x", 1, b"v")],
+    };
+    let out = run(&mut g, 1, |g, cx| g.handle_message(cx, p(3), msg.clone()));
+    assert!(sends(&out).contains(&(
+        p(3),
+        Message::GossipReply {
+            seq: 9,
+            known: vec![false]
+        }
+    )));
+    let out = run(&mut g, 2, |g, cx| g.handle_message(cx, p(4), msg.clone()));
+    assert!(sends(&out).contains(&(
+        p(4),
+        Message::GossipReply {
+            seq: 9,
+            known: vec![true]
+        }
+    )));
+}
+
+#[test]
+fn anti_entropy_mode_makes_no_rumors_and_rumor_mode_no_syn() {
+    let mut g = static_node(10, 0, cfg(Mode::AntiEntropy, Variant::BlindCounter, 1));
+    publish(&mut g, "a", b"1");
+    assert_eq!(g.hot_rumors(), 0);
+    let mut h = static_node(10, 0, cfg(Mode::Rumor, Variant::BlindCounter, 1));
+    for t in 1..20 {
+        let out = tick(&mut h, t * 200);
+        assert!(
+            sends(&out)
+                .iter()
+                .all(|(_, m)| !matches!(m, Message::Syn { .. }))
+        );
+    }
+}
+
+// ---- cycle-end activation ----
+
+#[test]
+fn cycle_end_activates_at_the_next_tick() {
+    let mut g = static_node(10, 1, Config::synchronous_rounds(Mode::Rumor));
+    run(&mut g, 1, |g, cx| {
+        g.handle_message(cx, p(3), gossip_msg(vec![entry(3, "x", 1, b"v")]))
+    });
+    assert!(!g.knows(&p(3), "x", 1));
+    assert_eq!(g.pending(), 1);
+    let out = tick(&mut g, 200);
+    assert!(g.knows(&p(3), "x", 1));
+    assert!(
+        events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::EntryUpdated { version: 1, .. }))
+    );
+    assert_eq!(
+        pushes(&out).len(),
+        3,
+        "activated rumors are pushed in the same tick"
+    );
+}
+
+#[test]
+fn synchronous_ticks_align_to_the_period() {
+    let mut g = static_node(10, 1, Config::synchronous_rounds(Mode::Rumor));
+    let out = run(&mut g, 130, |g, cx| g.handle_start(cx));
+    assert!(out.contains(&Output::Timer {
+        at: Instant(200_000),
+        timer: Timer::Tick
+    }));
+}
+
+// ---- versions, deltas, digests ----
+
+#[test]
+fn older_versions_never_replace_newer_ones() {
+    let mut g = static_node(10, 1, cfg(Mode::Combined, Variant::BlindCounter, 1));
+    let apply = |g: &mut Gossip, e: Entry| {
+        run(g, 1, |g, cx| {
+            g.handle_message(cx, p(3), gossip_msg(vec![e]))
+        });
+    };
+    apply(&mut g, entry(3, "x", 2, b"new"));
+    apply(&mut g, entry(3, "x", 1, b"old"));
+    assert_eq!(
+        g.entry(&p(3), "x").unwrap().value.as_deref(),
+        Some(&b"new"[..])
+    );
+    // Out of order: version 2 held, 1 superseded; the watermark waits for anti-entropy.
+    assert_eq!(g.versions().find(|(o, _)| **o == p(3)).unwrap().1, 0);
+    apply(&mut g, entry(3, "y", 3, b"y"));
+    let d = OriginDelta {
+        origin: p(3),
+        from: 0,
+        to: 3,
+        entries: vec![],
+    };
+    run(&mut g, 2, |g, cx| {
+        g.handle_message(cx, p(4), Message::Delta { deltas: vec![d] })
+    });
+    assert_eq!(g.versions().find(|(o, _)| **o == p(3)).unwrap().1, 3);
+}
+
+#[test]
+fn contiguous_rumors_advance_the_watermark() {
+    let mut g = static_node(10, 1, cfg(Mode::Combined, Variant::BlindCounter, 1));
+    for (v, k) in [(2, "b"), (1, "a"), (3, "c")] {
+        run(&mut g, 1, |g, cx| {
+            g.handle_message(cx, p(3), gossip_msg(vec![entry(3, k, v, b"")]))
+        });
+    }
+    assert_eq!(g.versions().find(|(o, _)| **o == p(3)).unwrap().1, 3);
+}
+
+#[test]
+fn deletes_spread_as_tombstones_and_are_not_resurrected() {
+    let mut a = static_node(10, 0, cfg(Mode::Combined, Variant::BlindCounter, 1));
+    let mut b = static_node(10, 1, cfg(Mode::Combined, Variant::BlindCounter, 1));
+    publish(&mut a, "k", b"v");
+    let out = run(&mut a, 1, |g, cx| {
+        g.handle_command(
+            cx,
+            Command::Delete {
+                request: 8,
+                key: "k".into(),
+            },
+        )
+    });
+    assert!(events(&out).contains(&Event::Published {
+        request: 8,
+        version: 2
+    }));
+    // Deleting again: nothing to delete.
+    let out = run(&mut a, 1, |g, cx| {
+        g.handle_command(
+            cx,
+            Command::Delete {
+                request: 9,
+                key: "k".into(),
+            },
+        )
+    });
+    assert!(events(&out).contains(&Event::CommandFailed {
+        request: 9,
+        error: GossipError::NotFound
+    }));
+    reconcile(&mut b, &mut a, Exchange::Pull, 1 << 16);
+    assert_eq!(
+        b.entry(&p(0), "k"),
+        Some(&StoredEntry {
+            version: 2,
+            value: None
+        })
+    );
+    // The old publish arriving late changes nothing.
+    run(&mut b, 5, |g, cx| {
+        g.handle_message(cx, p(7), gossip_msg(vec![entry(0, "k", 1, b"v")]))
+    });
+    assert_eq!(b.entry(&p(0), "k").unwrap().value, None);
+}
+
+/// One anti-entropy exchange from `a` (initiator) to `b`, delivering every message.
+fn reconcile(a: &mut Gossip, b: &mut Gossip, exchange: Exchange, budget: usize) {
+    a.config.exchange = exchange;
+    a.config.max_message_bytes = budget;
+    b.config.max_message_bytes = budget;
+    let digest = a.store.digest(budget, &mut Rng::seed(1));
+    let (ida, idb) = (a.id(), b.id());
+    let out = run(b, 1, |g, cx| {
+        g.handle_message(cx, ida, Message::Syn { exchange, digest })
+    });
+    for (to, m) in sends(&out) {
+        assert_eq!(to, ida);
+        assert!(
+            peerlab_overlay::codec::encoded_len(&m) <= budget,
+            "over budget"
+        );
+        let out = run(a, 2, |g, cx| g.handle_message(cx, idb, m.clone()));
+        for (to, m) in sends(&out) {
+            assert_eq!(to, idb);
+            assert!(
+                peerlab_overlay::codec::encoded_len(&m) <= budget,
+                "over budget"
+            );
+            run(b, 3, |g, cx| g.handle_message(cx, ida, m.clone()));
+        }
+    }
+}
+
+fn watermark(g: &Gossip, origin: u64) -> u64 {
+    g.versions()
+        .find(|(o, _)| **o == p(origin))
+        .map_or(0, |(_, v)| v)
+}
+
+#[test]
+fn deltas_respect_the_budget_and_send_prefixes() {
+    for exchange in [Exchange::Push, Exchange::Pull, Exchange::PushPull] {
+        let mut a = static_node(10, 0, cfg(Mode::AntiEntropy, Variant::BlindCounter, 1));
+        let mut b = static_node(10, 1, cfg(Mode::AntiEntropy, Variant::BlindCounter, 1));
+        for i in 0..60 {
+            publish(&mut a, &format!("k{i}"), &[i as u8; 500]);
+        }
+        for i in 0..60 {
+            publish(&mut b, &format!("j{i}"), &[i as u8; 500]);
+        }
+        let (mut rounds, budget) = (0, 8 * 1024);
+        while watermark(&b, 0) < 60 || watermark(&a, 1) < 60 {
+            let (a_before, b_before) = (watermark(&a, 1), watermark(&b, 0));
+            reconcile(&mut a, &mut b, exchange, budget);
+            rounds += 1;
+            // Never a newer version without every older one: the watermark equals what is held.
+            for (g, origin) in [(&b, 0), (&a, 1)] {
+                let w = watermark(g, origin);
+                assert_eq!(
+                    g.entries(&p(origin))
+                        .filter(|(_, e)| e.version <= w)
+                        .count() as u64,
+                    w
+                );
+                assert_eq!(g.entries(&p(origin)).count() as u64, w);
+            }
+            if exchange == Exchange::Push {
+                assert_eq!(watermark(&a, 1), 0);
+                if watermark(&b, 0) == 60 {
+                    break;
+                }
+            }
+            if exchange == Exchange::Pull {
+                assert_eq!(watermark(&b, 0), 0);
+                if watermark(&a, 1) == 60 {
+                    break;
+                }
+            }
+            assert!(watermark(&a, 1) > a_before || watermark(&b, 0) > b_before || rounds > 1);
+            assert!(rounds < 40, "no progress");
+        }
+        assert!(
+            rounds >= 3,
+            "{exchange:?}: 30 KB cannot cross an 8 KiB budget at once"
+        );
+    }
+}
+
+#[test]
+fn digest_within_budget_is_a_random_subset() {
+    let mut g = static_node(3000, 0, cfg(Mode::AntiEntropy, Variant::BlindCounter, 1));
+    for o in 1..2000 {
+        g.store
+            .apply(p(o), "k", 1, None, &g.config.clone())
+            .unwrap();
+    }
+    let d = g.store.digest(4096, &mut Rng::seed(3));
+    assert!(!d.complete);
+    assert!(!d.versions.is_empty());
+    assert!(peerlab_overlay::codec::encoded_len(&d) <= 4096);
+    let full = g.store.digest(1 << 20, &mut Rng::seed(3));
+    assert!(full.complete);
+    assert_eq!(full.versions.len(), 1999);
+}
+
+// ---- bad input ----
+
+#[test]
+fn unknown_origins_are_rejected_and_counted() {
+    let mut g = static_node(10, 1, cfg(Mode::Combined, Variant::BlindCounter, 1));
+    run(&mut g, 1, |g, cx| {
+        g.handle_message(cx, p(3), gossip_msg(vec![entry(99, "x", 1, b"v")]))
+    });
+    let d = OriginDelta {
+        origin: p(98),
+        from: 0,
+        to: 1,
+        entries: vec![("x".into(), 1, None)],
+    };
+    run(&mut g, 1, |g, cx| {
+        g.handle_message(cx, p(3), Message::Delta { deltas: vec![d] })
+    });
+    assert_eq!(g.rejected().unknown_origin, 2);
+    assert_eq!(g.entry(&p(99), "x"), None);
+    assert_eq!(g.versions().count(), 0);
+}
+
+#[test]
+fn absurd_versions_are_rejected_and_do_not_block_newer_ones() {
+    let mut g = static_node(10, 1, cfg(Mode::Combined, Variant::BlindCounter, 1));
+    let bad = [
+        entry(3, "x", 0, b"zero"),
+        entry(3, "x", MAX_VERSION + 1, b"huge"),
+        entry(3, "x", (1 << 32) + 5, b"jump"),
+        entry(1, "mine", 1, b"forged"),
+    ];
+    run(&mut g, 1, |g, cx| {
+        g.handle_message(cx, p(3), gossip_msg(bad.to_vec()))
+    });
+    let d = OriginDelta {
+        origin: p(3),
+        from: 0,
+        to: u64::MAX,
+        entries: vec![],
+    };
+    run(&mut g, 1, |g, cx| {
+        g.handle_message(cx, p(3), Message::Delta { deltas: vec![d] })
+    });
+    assert_eq!(g.rejected().absurd_version, 5);
+    assert_eq!(watermark(&g, 3), 0);
+    run(&mut g, 2, |g, cx| {
+        g.handle_message(cx, p(3), gossip_msg(vec![entry(3, "x", 1, b"ok")]))
+    });
+    assert_eq!(
+        g.entry(&p(3), "x").unwrap().value.as_deref(),
+        Some(&b"ok"[..])
+    );
+    assert_eq!(watermark(&g, 3), 1);
+}
+
+#[test]
+fn oversized_and_malformed_input_is_rejected_and_counted() {
+    let mut config = cfg(Mode::Combined, Variant::BlindCounter, 1);
+    config.max_origins = 100;
+    let mut g = static_node(10, 1, config);
+    // A digest longer than max_origins.
+    let digest = Digest {
+        complete: true,
+        versions: (0..101).map(|i| (p(i), 1)).collect(),
+    };
+    let out = run(&mut g, 1, |g, cx| {
+        g.handle_message(
+            cx,
+            p(3),
+            Message::Syn {
+                exchange: Exchange::PushPull,
+                digest,
+            },
+        )
+    });
+    assert!(sends(&out).is_empty());
+    assert_eq!(g.rejected().oversized_messages, 1);
+    // A rumor batch over MAX_ITEMS.
+    let many = vec![entry(3, "x", 1, b""); MAX_ITEMS + 1];
+    run(&mut g, 1, |g, cx| {
+        g.handle_message(cx, p(3), gossip_msg(many))
+    });
+    assert_eq!(g.rejected().oversized_messages, 2);
+    assert_eq!(g.entry(&p(3), "x"), None);
+    // An oversized value.
+    let big = entry(3, "x", 1, &vec![0u8; 17 * 1024]);
+    run(&mut g, 1, |g, cx| {
+        g.handle_message(cx, p(3), gossip_msg(vec![big]))
+    });
+    assert_eq!(g.rejected().oversized, 1);
+    // Delta rows out of order or outside their range.
+    let rows = vec![
+        OriginDelta {
+            origin: p(3),
+            from: 0,
+            to: 2,
+            entries: vec![("a".into(), 2, None), ("b".into(), 1, None)],
+        },
+        OriginDelta {
+            origin: p(4),
+            from: 0,
+            to: 2,
+            entries: vec![("a".into(), 3, None)],
+        },
+        OriginDelta {
+            origin: p(5),
+            from: 2,
+            to: 2,
+            entries: vec![],
+        },
+    ];
+    run(&mut g, 1, |g, cx| {
+        g.handle_message(cx, p(3), Message::Delta { deltas: rows })
+    });
+    assert_eq!(g.rejected().malformed, 3);
+    assert_eq!(g.versions().filter(|(_, v)| *v > 0).count(), 0);
+}
+
+#[test]
+fn publish_validates_its_input() {
+    let mut g = static_node(10, 1, cfg(Mode::Combined, Variant::BlindCounter, 1));
+    let out = run(&mut g, 1, |g, cx| {
+        g.handle_command(
+            cx,
+            Command::Publish {
+                request: 1,
+                key: "x".repeat(300),
+                value: vec![],
+            },
+        )
+    });
+    assert!(events(&out).contains(&Event::CommandFailed {
+        request: 1,
+        error: GossipError::KeyTooLong(256)
+    }));
+    let out = run(&mut g, 1, |g, cx| {
+        g.handle_command(
+            cx,
+            Command::Publish {
+                request: 2,
+                key: "x".into(),
+                value: vec![0; 20_000],
+            },
+        )
+    });
+    assert!(matches!(
+        events(&out)[0],
+        Event::CommandFailed {
+            request: 2,
+            error: GossipError::ValueTooLarge(_)
+        }
+    ));
+    assert_eq!(publish(&mut g, "x", b"1"), 1);
+    assert_eq!(publish(&mut g, "y", b"1"), 2);
+}
+
+fn arb_entry() -> impl Strategy<Value = Entry> {
+    (
+        0u64..6,
+        0u8..4,
+        prop_oneof![1u64..8, Just(0), Just(u64::MAX), Just(MAX_VERSION + 1)],
+        any::<bool>(),
+    )
+        .prop_map(|(o, k, version, del)| Entry {
+            origin: p(o),
+            key: format!("k{k}"),
+            version,
+            value: (!del).then(|| ByteBuf::from(vec![k])),
+        })
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    let row = (
+        0u64..6,
+        0u64..9,
+        0u64..9,
+        proptest::collection::vec((0u8..4, 0u64..10), 0..4),
+    )
+        .prop_map(|(o, from, to, es)| OriginDelta {
+            origin: p(o),
+            from,
+            to,
+            entries: es
+                .into_iter()
+                .map(|(k, v)| (format!("k{k}"), v, None))
+                .collect(),
+        });
+    prop_oneof![
+        proptest::collection::vec(arb_entry(), 0..6).prop_map(gossip_msg),
+        proptest::collection::vec(row, 0..4).prop_map(|deltas| Message::Delta { deltas }),
+        (
+            proptest::collection::vec((0u64..6, any::<u64>()), 0..6),
+            any::<bool>()
+        )
+            .prop_map(|(v, complete)| {
+                Message::Syn {
+                    exchange: Exchange::PushPull,
+                    digest: Digest {
+                        complete,
+                        versions: v.into_iter().map(|(o, v)| (p(o), v)).collect(),
+                    },
+                }
+            }),
+        proptest::collection::vec((0u64..6, any::<u64>()), 0..6).prop_map(|r| Message::SynAck {
+            deltas: vec![],
+            request: r.into_iter().map(|(o, v)| (p(o), v)).collect(),
+        }),
+        (any::<u64>(), proptest::collection::vec(any::<bool>(), 0..4))
+            .prop_map(|(seq, known)| Message::GossipReply { seq, known }),
+    ]
+}
+
+proptest! {
+    /// Whatever arrives, nothing panics and no held version ever goes backwards.
+    #[test]
+    fn hostile_input_never_panics_or_loses_newer_versions(msgs in proptest::collection::vec(arb_message(), 1..30)) {
+        let mut g = static_node(5, 1, cfg(Mode::Combined, Variant::FeedbackCounter, 2));
+        publish(&mut g, "own", b"x");
+        for (i, m) in msgs.into_iter().enumerate() {
+            let before: Vec<(PeerId, String, u64)> = (0..6)
+                .flat_map(|o| g.entries(&p(o)).map(move |(k, e)| (p(o), k.clone(), e.version)).collect::<Vec<_>>())
+                .collect();
+            let wm: Vec<(PeerId, u64)> = g.versions().map(|(o, v)| (*o, v)).collect();
+            let out = run(&mut g, i as u64, |g, cx| g.handle_message(cx, p(2), m));
+            for (o, k, v) in before {
+                prop_assert!(g.entry(&o, &k).is_some_and(|e| e.version >= v));
+            }
+            for (o, v) in wm {
+                prop_assert!(watermark(&g, 0) < u64::MAX);
+                prop_assert!(g.versions().any(|(x, w)| *x == o && w >= v));
+            }
+            prop_assert!(g.entries(&p(1)).all(|(_, e)| e.version <= 1), "own data forged");
+            for (_, m) in sends(&out) {
+                prop_assert!(peerlab_overlay::codec::encoded_len(&m) <= g.config().max_message_bytes);
+            }
+            tick(&mut g, 10_000 + i as u64);
+        }
+        prop_assert!(g.versions().all(|(_, v)| v <= MAX_VERSION));
+    }
+}
+
+// ---- membership ----
+
+fn swim(me: u64, others: &[u64]) -> Gossip {
+    Gossip::with_members(
+        p(me),
+        vec![format!("/mem/{me}")],
+        Config::lan(),
+        others.iter().map(|o| (p(*o), vec![format!("/mem/{o}")])),
+    )
+    .unwrap()
+}
+
+fn update(peer: u64, incarnation: u64, state: MemberState) -> MemberUpdate {
+    MemberUpdate {
+        peer: p(peer),
+        incarnation,
+        state,
+        addrs: vec![],
+    }
+}
+
+#[test]
+fn swim_precedence_rules() {
+    use MemberState::*;
+    use members::overrides;
+    assert!(overrides(1, Alive, 0, Suspect));
+    assert!(!overrides(0, Alive, 0, Suspect));
+    assert!(overrides(0, Suspect, 0, Alive));
+    assert!(!overrides(0, Suspect, 0, Suspect));
+    assert!(overrides(0, Dead, 0, Suspect));
+    assert!(!overrides(5, Suspect, 0, Dead));
+    assert!(
+        overrides(1, Alive, 0, Dead),
+        "a member may rejoin with a higher incarnation"
+    );
+    assert!(!overrides(0, Alive, 0, Dead));
+    assert!(overrides(0, Left, 0, Dead));
+    assert!(!overrides(9, Dead, 0, Left));
+}
+
+#[test]
+fn suspicion_about_oneself_is_refuted_with_a_higher_incarnation() {
+    let mut g = swim(1, &[2, 3]);
+    let msg = Message::Gossip {
+        seq: 1,
+        feedback: false,
+        members: vec![update(1, 0, MemberState::Suspect)],
+        entries: vec![],
+    };
+    let out = run(&mut g, 1, |g, cx| g.handle_message(cx, p(2), msg));
+    assert_eq!(g.incarnation(), 1);
+    assert!(events(&out).contains(&Event::Refuted { incarnation: 1 }));
+    let direct = sends(&out);
+    assert!(direct.iter().any(|(to, m)| *to == p(2)
+        && matches!(m, Message::Gossip { members, .. } if members[0] == MemberUpdate { peer: p(1), incarnation: 1, state: MemberState::Alive, addrs: vec!["/mem/1".into()] })));
+    // A stale suspicion (older incarnation) is ignored.
+    let msg = Message::Gossip {
+        seq: 2,
+        feedback: false,
+        members: vec![update(1, 0, MemberState::Suspect)],
+        entries: vec![],
+    };
+    run(&mut g, 2, |g, cx| g.handle_message(cx, p(2), msg));
+    assert_eq!(g.incarnation(), 1);
+}
+
+#[test]
+fn failed_probes_lead_to_suspicion_then_death() {
+    let mut g = swim(1, &[2, 3, 4, 5]);
+    let out = run(&mut g, 0, |g, cx| g.handle_timer(cx, Timer::Probe));
+    let (target, seq) = sends(&out)
+        .into_iter()
+        .find_map(|(to, m)| match m {
+            Message::Ping { seq } => Some((to, seq)),
+            _ => None,
+        })
+        .unwrap();
+    let out = run(&mut g, 500, |g, cx| {
+        g.handle_timer(cx, Timer::ProbeTimeout { seq })
+    });
+    let helpers: Vec<PeerId> = sends(&out)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::PingReq { target: t, .. } if *t == target))
+        .map(|(to, _)| to)
+        .collect();
+    assert_eq!(helpers.len(), 3);
+    assert!(!helpers.contains(&target));
+    // No ack by the next probe: suspect, told directly, suspicion timer set.
+    let out = run(&mut g, 1000, |g, cx| g.handle_timer(cx, Timer::Probe));
+    assert_eq!(g.member(&target).unwrap().state, MemberState::Suspect);
+    assert!(events(&out).contains(&Event::MemberSuspect { peer: target }));
+    assert!(
+        sends(&out)
+            .iter()
+            .any(|(to, m)| *to == target && matches!(m, Message::Gossip { .. }))
+    );
+    let timer = Timer::Suspicion {
+        peer: target,
+        incarnation: 0,
+    };
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Timer { timer: t, .. } if *t == timer))
+    );
+    let out = run(&mut g, 6000, |g, cx| g.handle_timer(cx, timer.clone()));
+    assert_eq!(g.member(&target).unwrap().state, MemberState::Dead);
+    assert_eq!(events(&out), vec![Event::MemberDown { peer: target }]);
+    // Firing again (stale) does nothing.
+    assert!(events(&run(&mut g, 6001, |g, cx| g.handle_timer(cx, timer.clone()))).is_empty());
+}
+
+#[test]
+fn indirect_acks_prevent_suspicion() {
+    let mut g = swim(1, &[2, 3, 4, 5]);
+    let out = run(&mut g, 0, |g, cx| g.handle_timer(cx, Timer::Probe));
+    let (target, seq) = sends(&out)
+        .into_iter()
+        .find_map(|(to, m)| match m {
+            Message::Ping { seq } => Some((to, seq)),
+            _ => None,
+        })
+        .unwrap();
+    run(&mut g, 500, |g, cx| {
+        g.handle_timer(cx, Timer::ProbeTimeout { seq })
+    });
+    let helper = [2, 3, 4, 5]
+        .into_iter()
+        .map(p)
+        .find(|h| *h != target)
+        .unwrap();
+    run(&mut g, 700, |g, cx| {
+        g.handle_message(cx, helper, Message::IndirectAck { seq, target })
+    });
+    run(&mut g, 1000, |g, cx| g.handle_timer(cx, Timer::Probe));
+    assert_eq!(g.member(&target).unwrap().state, MemberState::Alive);
+}
+
+#[test]
+fn relays_forward_indirect_acks() {
+    let mut h = swim(2, &[1, 3]);
+    let out = run(&mut h, 0, |g, cx| {
+        g.handle_message(
+            cx,
+            p(1),
+            Message::PingReq {
+                seq: 42,
+                target: p(3),
+            },
+        )
+    });
+    let relay_seq = match sends(&out).as_slice() {
+        [(to, Message::Ping { seq })] if *to == p(3) => *seq,
+        o => panic!("{o:?}"),
+    };
+    // An ack from someone else is not the target's.
+    assert!(
+        sends(&run(&mut h, 1, |g, cx| g.handle_message(
+            cx,
+            p(1),
+            Message::Ack { seq: relay_seq }
+        )))
+        .is_empty()
+    );
+    let out = run(&mut h, 1, |g, cx| {
+        g.handle_message(cx, p(3), Message::Ack { seq: relay_seq })
+    });
+    assert_eq!(
+        sends(&out),
+        vec![(
+            p(1),
+            Message::IndirectAck {
+                seq: 42,
+                target: p(3)
+            }
+        )]
+    );
+}
+
+#[test]
+fn join_through_a_seed_and_member_events() {
+    let mut seed = swim(1, &[2, 3]);
+    let mut joiner = Gossip::new(p(9), vec!["/mem/9".into()], Config::lan()).unwrap();
+    let out = run(&mut joiner, 0, |g, cx| {
+        g.handle_command(cx, Command::Join { seeds: vec![p(1)] })
+    });
+    let join = sends(&out);
+    assert!(matches!(join.as_slice(), [(to, Message::Join { .. })] if *to == p(1)));
+    let out = run(&mut seed, 1, |g, cx| {
+        g.handle_message(cx, p(9), join[0].1.clone())
+    });
+    assert!(events(&out).contains(&Event::MemberUp {
+        peer: p(9),
+        addrs: vec!["/mem/9".into()]
+    }));
+    let reply = sends(&out)
+        .into_iter()
+        .find(|(to, _)| *to == p(9))
+        .unwrap()
+        .1;
+    let out = run(&mut joiner, 2, |g, cx| g.handle_message(cx, p(1), reply));
+    let ev = events(&out);
+    assert!(ev.contains(&Event::Joined { members: 3 }));
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, Event::MemberUp { .. }))
+            .count(),
+        3
+    );
+    // A repeated fact changes nothing and emits nothing.
+    let msg = Message::Gossip {
+        seq: 1,
+        feedback: false,
+        members: vec![update(2, 0, MemberState::Alive)],
+        entries: vec![],
+    };
+    assert!(
+        events(&run(&mut joiner, 3, |g, cx| g.handle_message(
+            cx,
+            p(1),
+            msg
+        )))
+        .is_empty()
+    );
+}
+
+#[test]
+fn join_gives_up_after_every_seed_failed() {
+    let mut joiner = Gossip::new(p(9), vec![], Config::lan()).unwrap();
+    run(&mut joiner, 0, |g, cx| {
+        g.handle_command(
+            cx,
+            Command::Join {
+                seeds: vec![p(1), p(2)],
+            },
+        )
+    });
+    let mut failed = false;
+    for attempt in 0..6 {
+        let out = run(&mut joiner, attempt as u64 + 1, |g, cx| {
+            g.handle_timer(cx, Timer::JoinRetry { attempt })
+        });
+        failed |= events(&out).contains(&Event::JoinFailed);
+    }
+    assert!(failed);
+}
+
+#[test]
+fn leave_spreads_then_goes_silent() {
+    let mut g = swim(1, &[2, 3, 4]);
+    run(&mut g, 0, |g, cx| g.handle_command(cx, Command::Leave));
+    let out = tick(&mut g, 200);
+    assert!(
+        sends(&out)
+            .iter()
+            .any(|(_, m)| matches!(m, Message::Gossip { members, .. }
+        if members.iter().any(|u| u.peer == p(1) && u.state == MemberState::Left)))
+    );
+    let mut left = false;
+    for t in 2..6 {
+        left |= events(&tick(&mut g, t * 200)).contains(&Event::Left);
+    }
+    assert!(left && g.has_left());
+    assert!(
+        sends(&run(&mut g, 2000, |g, cx| g.handle_message(
+            cx,
+            p(2),
+            Message::Ping { seq: 1 }
+        )))
+        .is_empty()
+    );
+    // Others see it leave once.
+    let mut h = swim(2, &[1, 3]);
+    let msg = Message::Gossip {
+        seq: 1,
+        feedback: false,
+        members: vec![update(1, 0, MemberState::Left)],
+        entries: vec![],
+    };
+    let out = run(&mut h, 1, |g, cx| g.handle_message(cx, p(3), msg.clone()));
+    assert_eq!(events(&out), vec![Event::MemberLeft { peer: p(1) }]);
+    assert!(events(&run(&mut h, 2, |g, cx| g.handle_message(cx, p(3), msg))).is_empty());
+}
+
+#[test]
+fn tombstones_expire() {
+    let mut g = swim(1, &[2, 3]);
+    let msg = Message::Gossip {
+        seq: 1,
+        feedback: false,
+        members: vec![update(2, 0, MemberState::Dead)],
+        entries: vec![],
+    };
+    run(&mut g, 1, |g, cx| g.handle_message(cx, p(3), msg));
+    assert_eq!(g.member(&p(2)).unwrap().state, MemberState::Dead);
+    // A stale "alive" does not resurrect the tombstone.
+    let msg = Message::Gossip {
+        seq: 2,
+        feedback: false,
+        members: vec![update(2, 0, MemberState::Alive)],
+        entries: vec![],
+    };
+    run(&mut g, 2, |g, cx| g.handle_message(cx, p(3), msg));
+    assert_eq!(g.member(&p(2)).unwrap().state, MemberState::Dead);
+    run(&mut g, 30_000, |g, cx| g.handle_timer(cx, Timer::Probe));
+    assert!(g.member(&p(2)).is_some());
+    run(&mut g, 62_000, |g, cx| g.handle_timer(cx, Timer::Probe));
+    assert!(g.member(&p(2)).is_none());
+}
+
+#[test]
+fn member_table_and_addresses_are_bounded() {
+    let mut config = Config::lan();
+    config.max_members = 3;
+    let mut g = Gossip::new(p(1), vec![], config).unwrap();
+    let ups: Vec<MemberUpdate> = (2..8).map(|i| update(i, 0, MemberState::Alive)).collect();
+    run(&mut g, 1, |g, cx| {
+        g.handle_message(
+            cx,
+            p(2),
+            Message::MemberSync {
+                reply: false,
+                members: ups,
+            },
+        )
+    });
+    assert_eq!(g.members().count(), 3);
+    assert_eq!(g.rejected().over_capacity, 3);
+    let mut u = update(2, 5, MemberState::Alive);
+    u.addrs = vec!["x".repeat(300)];
+    run(&mut g, 1, |g, cx| {
+        g.handle_message(
+            cx,
+            p(2),
+            Message::MemberSync {
+                reply: false,
+                members: vec![u],
+            },
+        )
+    });
+    assert_eq!(g.rejected().oversized, 1);
+    assert_eq!(g.member(&p(2)).unwrap().incarnation, 0);
+}
