@@ -6,6 +6,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod commands;
 use peerlab_testnet::experiments::SimCommand;
 
 /// A peer-to-peer overlay node and experiment lab: Chord DHT, gossip, flooding search and
@@ -27,6 +29,8 @@ enum Command {
         #[command(subcommand)]
         experiment: SimCommand,
     },
+    #[command(flatten)]
+    Node(commands::NodeCommand),
 }
 
 fn main() -> ExitCode {
@@ -51,5 +55,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Node(cmd) => commands::run(cmd),
     }
 }

@@ -42,6 +42,7 @@ pub mod peer;
 pub mod store;
 pub mod wire;
 
+pub use libp2p;
 pub use peer::Peer;
 
 /// Why a node could not start (or a data dir could not be used).

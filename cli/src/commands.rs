@@ -1,0 +1,509 @@
+//! `peerlab node` and the client commands that talk to a running node's control API.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use peerlab_node::client::{Client, urlencode};
+use peerlab_node::config::{self, Config, Transport};
+use serde_json::{Value, json};
+
+/// Where to find the node a client command talks to.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientArgs {
+    /// The node's data dir (its API address and token are read from there).
+    #[arg(long, env = "PEERLAB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// API address `host:port` (overrides the data dir's `api.addr`).
+    #[arg(long)]
+    api: Option<String>,
+    /// API bearer token (overrides the data dir's `api.token`).
+    #[arg(long, env = "PEERLAB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ClientArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(config::default_data_dir);
+        let read = |name: &str, flag: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .map(|s| s.trim().to_string())
+                .with_context(|| {
+                    format!(
+                        "no running node found in {} (start one with `peerlab node`, or pass {flag})",
+                        dir.display()
+                    )
+                })
+        };
+        let api = match &self.api {
+            Some(a) => a.clone(),
+            None => read("api.addr", "--api")?,
+        };
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => read("api.token", "--token")?,
+        };
+        Ok(Client::new(&api, &token))
+    }
+}
+
+/// Transport choice on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum TransportArg {
+    /// QUIC, with TCP beside it.
+    Quic,
+    /// TCP + Noise + Yamux only.
+    Tcp,
+}
+
+/// `peerlab node` flags; each overrides the config file.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct NodeArgs {
+    /// Data dir: identity, config, records, chunks [default: the user data dir]/peerlab.
+    #[arg(long, env = "PEERLAB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Config file [default: <data-dir>/config.toml].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Join through this peer (multiaddr with /p2p/<id>); repeatable.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    bootstrap: Vec<String>,
+    /// Listen on this multiaddr; repeatable [default: 0.0.0.0, OS-assigned ports].
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// Control API address [default: 127.0.0.1:0].
+    #[arg(long, value_name = "HOST:PORT")]
+    api: Option<String>,
+    /// Allow the control API on a non-loopback address.
+    #[arg(long)]
+    allow_remote_api: bool,
+    /// Virtual nodes on the Chord ring.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    vnodes: Option<u16>,
+    /// Transport [default: quic].
+    #[arg(long, value_enum)]
+    transport: Option<TransportArg>,
+    /// Print the start-up summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The node-facing commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Run a node until SIGINT/SIGTERM (then leave the ring gracefully).
+    #[command(after_help = "Example:\n  peerlab node --data-dir /tmp/a --listen /ip4/127.0.0.1/udp/4001/quic-v1\n  \
+        peerlab node --data-dir /tmp/b --bootstrap /ip4/127.0.0.1/udp/4001/quic-v1/p2p/12D3KooW...")]
+    Node(NodeArgs),
+    /// Show the node's identity, addresses and counts.
+    #[command(after_help = "Example:\n  peerlab status --data-dir /tmp/a")]
+    Status(ClientArgs),
+    /// List connected peers.
+    #[command(after_help = "Example:\n  peerlab peers --data-dir /tmp/a --json")]
+    Peers(ClientArgs),
+    /// Show the node's Chord ring view: virtual nodes, successors, fingers.
+    #[command(after_help = "Example:\n  peerlab ring --data-dir /tmp/a")]
+    Ring(ClientArgs),
+    /// Find the peer that owns KEY on the ring.
+    #[command(after_help = "Example:\n  peerlab lookup alice --data-dir /tmp/a")]
+    Lookup {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
+    /// Store VALUE under KEY in the DHT.
+    #[command(after_help = "Example:\n  peerlab put alice 42 --data-dir /tmp/a")]
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
+    /// Read KEY from the DHT.
+    #[command(after_help = "Example:\n  peerlab get alice --data-dir /tmp/b")]
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
+    /// Delete KEY from the DHT.
+    #[command(after_help = "Example:\n  peerlab delete alice --data-dir /tmp/a")]
+    Delete {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
+    /// Publish KEY = VALUE through gossip to every member.
+    #[command(after_help = "Example:\n  peerlab publish motd hello --data-dir /tmp/a")]
+    Publish {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
+    /// Read a gossiped KEY.
+    #[command(after_help = "Example:\n  peerlab read motd --data-dir /tmp/b")]
+    Read {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
+    /// List gossip members and their states.
+    #[command(after_help = "Example:\n  peerlab members --data-dir /tmp/a")]
+    Members(ClientArgs),
+    /// Flooding search for shared files matching all TERMS.
+    #[command(after_help = "Example:\n  peerlab search holiday photos --ttl 4 --data-dir /tmp/b")]
+    Search {
+        /// Keywords.
+        #[arg(required = true)]
+        terms: Vec<String>,
+        /// Flood TTL (1..=10) [default: 7].
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=10))]
+        ttl: Option<u8>,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
+    /// Share a file: chunk it, announce it, and print its content id.
+    #[command(after_help = "Example:\n  peerlab share ./video.mp4 --data-dir /tmp/a")]
+    Share {
+        /// The file.
+        path: PathBuf,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
+    /// Fetch a file by content id from its providers (verifies every chunk; resumes).
+    #[command(after_help = "Example:\n  peerlab fetch 3f9a…e1 -o video.mp4 --data-dir /tmp/b")]
+    Fetch {
+        /// The content id (hex).
+        cid: String,
+        /// Where to write the file [default: ./<cid>].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
+}
+
+fn print(json: bool, v: &Value, text: impl FnOnce(&Value) -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(v)?);
+    } else {
+        let t = text(v);
+        if t.ends_with('\n') {
+            print!("{t}");
+        } else {
+            println!("{t}");
+        }
+    }
+    Ok(())
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Runs a node-facing command.
+pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
+    match cmd {
+        NodeCommand::Node(a) => run_node(a),
+        NodeCommand::Status(c) => {
+            let v: Value = c.client()?.get("/status")?;
+            print(c.json, &v, |v| {
+                let mut out = String::new();
+                if let Value::Object(m) = v {
+                    for (k, val) in m {
+                        match val {
+                            Value::Array(items) => {
+                                out.push_str(&format!("{k}:\n"));
+                                for i in items {
+                                    out.push_str(&format!("  {}\n", s(i)));
+                                }
+                            }
+                            other => out.push_str(&format!("{k}: {}\n", s(other))),
+                        }
+                    }
+                }
+                out
+            })
+        }
+        NodeCommand::Peers(c) => {
+            let v: Value = c.client()?.get("/peers")?;
+            print(c.json, &v, |v| {
+                let mut out = String::new();
+                for p in v.as_array().into_iter().flatten() {
+                    let rtt = p["rtt_ms"]
+                        .as_f64()
+                        .map(|r| format!("{r:.2} ms"))
+                        .unwrap_or_else(|| "-".into());
+                    out.push_str(&format!(
+                        "{}  rtt {rtt}  {}\n",
+                        s(&p["peer_id"]),
+                        p["addresses"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(s)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ));
+                }
+                if out.is_empty() {
+                    out.push_str("no peers connected\n");
+                }
+                out
+            })
+        }
+        NodeCommand::Ring(c) => {
+            let v: Value = c.client()?.get("/ring")?;
+            print(c.json, &v, pretty)
+        }
+        NodeCommand::Lookup { key, c } => {
+            let v: Value = c.client()?.get(&format!("/lookup/{}", urlencode(&key)))?;
+            print(c.json, &v, |v| {
+                format!(
+                    "owner {}  vnode {}  hops {}",
+                    s(&v["owner"]),
+                    s(&v["vnode"]),
+                    s(&v["hops"])
+                )
+            })
+        }
+        NodeCommand::Put { key, value, c } => {
+            let v: Value = c
+                .client()?
+                .put(&format!("/kv/{}", urlencode(&key)), &json!({ "value": value }))?;
+            print(c.json, &v, |v| format!("stored at {} ({} hops)", s(&v["owner"]), s(&v["hops"])))
+        }
+        NodeCommand::Get { key, c } => {
+            let v: Value = c.client()?.get(&format!("/kv/{}", urlencode(&key)))?;
+            if v["value"].is_null() && !c.json {
+                bail!("key {key:?} not found");
+            }
+            print(c.json, &v, |v| s(&v["value"]))
+        }
+        NodeCommand::Delete { key, c } => {
+            let v: Value = c.client()?.delete(&format!("/kv/{}", urlencode(&key)))?;
+            print(c.json, &v, |_| format!("deleted {key}"))
+        }
+        NodeCommand::Publish { key, value, c } => {
+            let v: Value = c
+                .client()?
+                .post("/gossip", &json!({ "key": key, "value": value }))?;
+            print(c.json, &v, |v| format!("published {key} (version {})", s(&v["version"])))
+        }
+        NodeCommand::Read { key, c } => {
+            let v: Value = c.client()?.get(&format!("/gossip/{}", urlencode(&key)))?;
+            if v["value"].is_null() && !c.json {
+                bail!("gossip key {key:?} not known here");
+            }
+            print(c.json, &v, |v| s(&v["value"]))
+        }
+        NodeCommand::Members(c) => {
+            let v: Value = c.client()?.get("/members")?;
+            print(c.json, &v, |v| {
+                let mut out = String::new();
+                for m in v.as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "{}  {}  {}\n",
+                        s(&m["peer_id"]),
+                        s(&m["state"]),
+                        s(&m["address"])
+                    ));
+                }
+                out
+            })
+        }
+        NodeCommand::Search { terms, ttl, c } => {
+            let v = c.client()?.search(&terms.join(" "), ttl)?;
+            let v = serde_json::to_value(v)?;
+            print(c.json, &v, |v| {
+                let mut out = String::new();
+                for h in v["hits"].as_array().into_iter().flatten() {
+                    for n in h["names"].as_array().into_iter().flatten() {
+                        out.push_str(&format!(
+                            "{}  (from {}, {} hops)\n",
+                            s(n),
+                            s(&h["peer_id"]),
+                            s(&h["hops"])
+                        ));
+                    }
+                }
+                if out.is_empty() {
+                    out.push_str("no hits\n");
+                }
+                out
+            })
+        }
+        NodeCommand::Share { path, c } => {
+            let abs = std::fs::canonicalize(&path)
+                .with_context(|| format!("cannot share {}", path.display()))?;
+            let v: Value = c
+                .client()?
+                .post("/share", &json!({ "path": abs.display().to_string() }))?;
+            print(c.json, &v, |v| s(&v["cid"]))
+        }
+        NodeCommand::Fetch { cid, output, c } => fetch(&cid, output, &c),
+    }
+}
+
+fn fetch(cid: &str, output: Option<PathBuf>, c: &ClientArgs) -> anyhow::Result<()> {
+    let out = output.unwrap_or_else(|| PathBuf::from(cid));
+    let out = if out.is_absolute() {
+        out
+    } else {
+        std::env::current_dir()?.join(out)
+    };
+    let client = c.client()?;
+    let _: Value = client.post(
+        "/fetch",
+        &json!({ "cid": cid, "output": out.display().to_string() }),
+    )?;
+    let mut last = String::new();
+    loop {
+        let p: Value = client.get(&format!("/fetch/{}", urlencode(cid)))?;
+        if let Some(err) = p["error"].as_str() {
+            if !c.json {
+                eprintln!();
+            }
+            bail!("fetch failed: {err}");
+        }
+        let have = p["have"].as_u64().unwrap_or(0);
+        let total = p["total"].as_u64().unwrap_or(0);
+        if !c.json {
+            let line = format!("\r{have}/{total} chunks");
+            if line != last {
+                eprint!("{line}");
+                let _ = std::io::stderr().flush();
+                last = line;
+            }
+        }
+        if p["done"].as_bool() == Some(true) {
+            if !c.json {
+                eprintln!();
+            }
+            return print(c.json, &p, |_| format!("fetched {cid} into {}", out.display()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
+    let path = a
+        .config
+        .clone()
+        .unwrap_or_else(|| data_dir.join("config.toml"));
+    if a.config.is_some() && !path.exists() {
+        bail!("config file {} does not exist", path.display());
+    }
+    let mut cfg = Config::load(&path)?;
+    if !a.bootstrap.is_empty() {
+        cfg.bootstrap = a.bootstrap.clone();
+    }
+    if !a.listen.is_empty() {
+        cfg.listen = a.listen.clone();
+    }
+    if let Some(api) = &a.api {
+        cfg.api = api.clone();
+    }
+    if a.allow_remote_api {
+        cfg.allow_remote_api = true;
+    }
+    if let Some(v) = a.vnodes {
+        cfg.vnodes = v;
+    }
+    if let Some(t) = a.transport {
+        cfg.transport = match t {
+            TransportArg::Quic => Transport::Quic,
+            TransportArg::Tcp => Transport::Tcp,
+        };
+    }
+    for b in &cfg.bootstrap {
+        b.parse::<peerlab_node::libp2p::Multiaddr>()
+            .map_err(|e| anyhow::anyhow!("bad --bootstrap {b:?}: {e}"))?;
+    }
+    for l in &cfg.listen {
+        l.parse::<peerlab_node::libp2p::Multiaddr>()
+            .map_err(|e| anyhow::anyhow!("bad --listen {l:?}: {e}"))?;
+    }
+    Ok(cfg)
+}
+
+fn run_node(a: NodeArgs) -> anyhow::Result<()> {
+    let data_dir = a.data_dir.clone().unwrap_or_else(config::default_data_dir);
+    let cfg = load_config(&a, &data_dir)?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    rt.block_on(async move {
+        let node = peerlab_node::spawn(peerlab_node::NodeOptions::new(&data_dir, cfg)).await?;
+        let summary = json!({
+            "peer_id": node.peer_id().to_string(),
+            "listen_addrs": node.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "api": node.api_addr().to_string(),
+            "data_dir": data_dir.display().to_string(),
+        });
+        print(a.json, &summary, |v| {
+            let mut out = format!("peer id  {}\napi      {}\n", s(&v["peer_id"]), s(&v["api"]));
+            for l in v["listen_addrs"].as_array().into_iter().flatten() {
+                out.push_str(&format!("listen   {}\n", s(l)));
+            }
+            out
+        })?;
+        let _ = std::io::stdout().flush();
+        wait_for_signal().await;
+        tracing::info!("leaving the overlay");
+        node.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
