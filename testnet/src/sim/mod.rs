@@ -530,10 +530,11 @@ impl<P: Protocol> Sim<P> {
     /// The fixed latency of the link `a → b`, a pure function of the seed and the pair.
     fn link_latency(&self, a: &PeerId, b: &PeerId) -> Duration {
         let (x, y) = if a <= b { (a, b) } else { (b, a) };
-        let mut h = self.link_salt;
-        for chunk in x.public_key().chunks(8).chain(y.public_key().chunks(8)) {
-            h = splitmix64(h ^ u64::from_le_bytes(chunk.try_into().expect("8-byte chunks")));
-        }
+        // Two mixing rounds over 8 bytes of each key: keys are uniformly random (or, for
+        // synthetic ids, distinct in their first 8 bytes), so this separates every pair.
+        let word =
+            |p: &PeerId| u64::from_le_bytes(p.public_key()[..8].try_into().expect("8 bytes"));
+        let h = splitmix64(splitmix64(self.link_salt ^ word(x)) ^ word(y).rotate_left(17));
         let u = (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
         self.config.latency.sample(u)
     }
