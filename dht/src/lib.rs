@@ -63,6 +63,8 @@ mod core;
 pub mod message;
 pub mod ring;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

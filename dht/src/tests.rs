@@ -1,0 +1,676 @@
+//! Unit tests of the core, driven directly (no simulator): bad input, the single-peer ring,
+//! and a tiny in-memory network for join, stabilize, storage and leave.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use peerlab_overlay::{Context, Id, Instant, Outbox, Output, PeerId, Protocol, Rng};
+
+use crate::message::{MAX_SUCCESSORS, Message, NodeRef, Record, Reject, Version};
+use crate::{Command, Config, Dht, Error, Event, IdealRing, Reply, Timer};
+
+type Out = Outbox<Message, Timer, Event>;
+
+fn cfg(vnodes: u16) -> Config {
+    Config {
+        vnodes,
+        successors: 4,
+        stabilize_period: Duration::from_secs(1),
+        fix_fingers_period: Duration::from_secs(1),
+        check_predecessor_period: Duration::from_secs(1),
+        repair_period: Duration::from_secs(1),
+        request_timeout: Duration::from_millis(300),
+        max_value_size: 16,
+        ..Config::default()
+    }
+}
+
+fn ideal(peers: &[PeerId], c: &Config) -> Vec<Dht> {
+    let nodes = peers
+        .iter()
+        .flat_map(|&peer| {
+            (0..c.vnodes).map(move |i| NodeRef {
+                id: Id::vnode(&peer, i),
+                peer,
+            })
+        })
+        .collect();
+    let ring = IdealRing::new(nodes);
+    peers
+        .iter()
+        .map(|p| Dht::from_ideal(c.clone(), *p, &ring).unwrap())
+        .collect()
+}
+
+/// Feeds one message and returns what the core sent back.
+fn feed(d: &mut Dht, from: PeerId, msg: Message) -> Vec<Output<Message, Timer, Event>> {
+    let (mut rng, mut out): (Rng, Out) = (Rng::seed(1), Outbox::new());
+    d.handle_message(
+        &mut Context::new(Instant(1_000_000), &mut rng, &mut out),
+        from,
+        msg,
+    );
+    out.drain().collect()
+}
+
+fn rejected(out: &[Output<Message, Timer, Event>]) -> Option<Reject> {
+    out.iter().find_map(|o| match o {
+        Output::Send {
+            msg: Message::Rejected { reason, .. },
+            ..
+        } => Some(*reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn unknown_vnode_is_rejected_and_counted() {
+    let peers = [PeerId::synthetic(1), PeerId::synthetic(2)];
+    let mut ds = ideal(&peers, &cfg(2));
+    let d = &mut ds[0];
+    let bogus = Id::from_u64(12345);
+    let out = feed(
+        d,
+        peers[1],
+        Message::GetState {
+            req: 7,
+            vnode: bogus,
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::UnknownVnode));
+    let out = feed(
+        d,
+        peers[1],
+        Message::FindStep {
+            req: 8,
+            vnode: Some(bogus),
+            key: bogus,
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::UnknownVnode));
+    feed(
+        d,
+        peers[1],
+        Message::Notify {
+            vnode: bogus,
+            from: NodeRef {
+                id: bogus,
+                peer: peers[1],
+            },
+        },
+    );
+    assert_eq!(d.counters().unknown_vnode, 3);
+    assert_eq!(d.finger(&bogus, 0), Err(Error::UnknownVnode(bogus)));
+}
+
+#[test]
+fn absurd_finger_index_is_rejected_and_counted() {
+    let peers = [PeerId::synthetic(1), PeerId::synthetic(2)];
+    let mut ds = ideal(&peers, &cfg(2));
+    let d = &mut ds[0];
+    let v = d.vnode_ids()[0];
+    let out = feed(
+        d,
+        peers[1],
+        Message::GetFingers {
+            req: 1,
+            vnode: v,
+            from_index: 160,
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::BadFingerIndex));
+    let out = feed(
+        d,
+        peers[1],
+        Message::GetFingers {
+            req: 2,
+            vnode: v,
+            from_index: u16::MAX,
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::BadFingerIndex));
+    assert_eq!(d.counters().bad_finger_index, 2);
+    assert_eq!(d.finger(&v, 999), Err(Error::BadFingerIndex(999)));
+    // A valid request is answered with runs in range.
+    let out = feed(
+        d,
+        peers[1],
+        Message::GetFingers {
+            req: 3,
+            vnode: v,
+            from_index: 0,
+        },
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::Send { msg: Message::Fingers { req: 3, runs }, .. } if runs.iter().all(|(i, _)| *i < 160))));
+}
+
+#[test]
+fn oversized_value_is_rejected_counted_and_not_stored() {
+    let peers = [PeerId::synthetic(1), PeerId::synthetic(2)];
+    let mut ds = ideal(&peers, &cfg(1));
+    let d = &mut ds[0];
+    let v = d.vnode_ids()[0];
+    let version = Version {
+        time: 5,
+        writer: peers[1],
+    };
+    let big = Record {
+        version,
+        value: Some(vec![0; 17]),
+    };
+    let out = feed(
+        d,
+        peers[1],
+        Message::Put {
+            req: 1,
+            vnode: v,
+            key: Id::from_u64(1),
+            record: big.clone(),
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::ValueTooLarge));
+    feed(
+        d,
+        peers[1],
+        Message::Store {
+            records: vec![(Id::from_u64(2), big)],
+            providers: vec![],
+        },
+    );
+    assert_eq!(d.counters().oversized_value, 2);
+    assert_eq!(d.stored_keys(), 0);
+    // The same through a local command: a typed error, no lookup started.
+    let (mut rng, mut out): (Rng, Out) = (Rng::seed(1), Outbox::new());
+    d.handle_command(
+        &mut Context::new(Instant::ZERO, &mut rng, &mut out),
+        Command::Put {
+            req: 9,
+            key: b"k".to_vec(),
+            value: vec![0; 17],
+        },
+    );
+    let evs: Vec<_> = out.drain().collect();
+    assert_eq!(evs.len(), 1);
+    assert!(matches!(
+        &evs[0],
+        Output::Event(Event::Reply {
+            req: 9,
+            result: Err(Error::ValueTooLarge { len: 17, max: 16 })
+        })
+    ));
+}
+
+#[test]
+fn over_long_lists_and_stray_replies_are_counted_not_trusted() {
+    let peers = [PeerId::synthetic(1), PeerId::synthetic(2)];
+    let mut ds = ideal(&peers, &cfg(1));
+    let d = &mut ds[0];
+    let before = d.vnode(&d.vnode_ids()[0]).unwrap();
+    // A reply nobody asked for.
+    feed(
+        d,
+        peers[1],
+        Message::State {
+            req: 424242,
+            pred: None,
+            succs: vec![],
+        },
+    );
+    assert_eq!(d.counters().unexpected_reply, 1);
+    // A leave notice with an absurd successor list.
+    let n = NodeRef {
+        id: Id::from_u64(3),
+        peer: peers[1],
+    };
+    let succs = vec![n; MAX_SUCCESSORS + 1];
+    feed(
+        d,
+        peers[1],
+        Message::Leaving {
+            vnode: before.id,
+            leaving: n,
+            pred: None,
+            succs,
+        },
+    );
+    assert_eq!(d.counters().malformed, 1);
+    // A notify claiming to come from another peer's node.
+    let other = NodeRef {
+        id: Id::from_u64(4),
+        peer: PeerId::synthetic(77),
+    };
+    feed(
+        d,
+        peers[1],
+        Message::Notify {
+            vnode: before.id,
+            from: other,
+        },
+    );
+    assert_eq!(d.counters().malformed, 2);
+    assert_eq!(d.vnode(&before.id).unwrap(), before, "state unchanged");
+    // An offer with too many digest entries.
+    let digest = vec![
+        (
+            Id::ZERO,
+            Version {
+                time: 0,
+                writer: peers[1]
+            }
+        );
+        crate::message::MAX_BATCH_ENTRIES + 1
+    ];
+    let out = feed(
+        d,
+        peers[1],
+        Message::Offer {
+            req: 1,
+            from: Id::ZERO,
+            to: Id::ZERO,
+            digest,
+            providers: vec![],
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::Malformed));
+}
+
+#[test]
+fn requests_before_joining_are_refused() {
+    let p = PeerId::synthetic(1);
+    let mut d = Dht::new(cfg(2), p).unwrap();
+    let v = d.vnode_ids()[0];
+    let out = feed(
+        &mut d,
+        PeerId::synthetic(2),
+        Message::GetState { req: 1, vnode: v },
+    );
+    assert_eq!(rejected(&out), Some(Reject::NotJoined));
+    let (mut rng, mut out): (Rng, Out) = (Rng::seed(1), Outbox::new());
+    d.handle_command(
+        &mut Context::new(Instant::ZERO, &mut rng, &mut out),
+        Command::Lookup {
+            req: 1,
+            key: Id::ZERO,
+        },
+    );
+    assert!(out.drain().any(|o| matches!(
+        o,
+        Output::Event(Event::Reply {
+            req: 1,
+            result: Err(Error::NotJoined)
+        })
+    )));
+}
+
+#[test]
+fn config_validation() {
+    assert!(Config::default().validate().is_ok());
+    assert_eq!(Config::default().successors, 20);
+    assert_eq!(Config::for_network(100_000).successors, 32, "capped");
+    assert_eq!(Config::for_network(1000).successors, 20);
+    assert_eq!(Config::for_network(2).successors, 2);
+    assert!(
+        Config {
+            vnodes: 0,
+            ..Config::default()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        Config {
+            successors: 33,
+            ..Config::default()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        Config {
+            jitter: 1.0,
+            ..Config::default()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        Dht::new(
+            Config {
+                replicas: 0,
+                ..Config::default()
+            },
+            PeerId::synthetic(1)
+        )
+        .is_err()
+    );
+}
+
+/// A tiny deterministic network: instant FIFO delivery, timers by deadline.
+struct Net {
+    now: Instant,
+    nodes: BTreeMap<PeerId, Dht>,
+    rng: Rng,
+    queue: Vec<(PeerId, PeerId, Message)>,
+    timers: BTreeMap<(Instant, u64), (PeerId, Timer)>,
+    seq: u64,
+    events: Vec<(PeerId, Event)>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            now: Instant::ZERO,
+            nodes: BTreeMap::new(),
+            rng: Rng::seed(3),
+            queue: Vec::new(),
+            timers: BTreeMap::new(),
+            seq: 0,
+            events: Vec::new(),
+        }
+    }
+
+    fn with(
+        &mut self,
+        p: PeerId,
+        f: impl FnOnce(&mut Dht, &mut Context<'_, Message, Timer, Event>),
+    ) {
+        let Some(d) = self.nodes.get_mut(&p) else {
+            return;
+        };
+        let mut out: Out = Outbox::new();
+        f(d, &mut Context::new(self.now, &mut self.rng, &mut out));
+        for o in out.drain() {
+            match o {
+                Output::Send { to, msg } => self.queue.push((p, to, msg)),
+                Output::Timer { at, timer } => {
+                    self.seq += 1;
+                    self.timers.insert((at, self.seq), (p, timer));
+                }
+                Output::Event(e) => self.events.push((p, e)),
+            }
+        }
+    }
+
+    fn add(&mut self, p: PeerId, d: Dht) {
+        self.nodes.insert(p, d);
+        self.with(p, |d, cx| d.handle_start(cx));
+    }
+
+    fn run_for(&mut self, dur: Duration) {
+        let end = self.now + dur;
+        loop {
+            while !self.queue.is_empty() {
+                let (from, to, msg) = self.queue.remove(0);
+                self.with(to, |d, cx| d.handle_message(cx, from, msg));
+            }
+            let Some((&(at, s), _)) = self.timers.iter().next() else {
+                break;
+            };
+            if at > end {
+                break;
+            }
+            let (p, t) = self.timers.remove(&(at, s)).unwrap();
+            self.now = self.now.max(at);
+            self.with(p, |d, cx| d.handle_timer(cx, t));
+        }
+        self.now = end;
+    }
+
+    fn command(&mut self, p: PeerId, c: Command) {
+        self.with(p, |d, cx| d.handle_command(cx, c));
+    }
+
+    fn reply(&self, req: u64) -> Option<&Result<Reply, Error>> {
+        self.events
+            .iter()
+            .rev()
+            .find_map(|(_, Event::Reply { req: r, result })| (*r == req).then_some(result))
+    }
+
+    fn ring(&self) -> IdealRing {
+        IdealRing::new(
+            self.nodes
+                .iter()
+                .filter(|(_, d)| d.is_joined())
+                .flat_map(|(p, d)| d.vnode_ids().into_iter().map(|id| NodeRef { id, peer: *p }))
+                .collect(),
+        )
+    }
+
+    fn assert_ideal(&self) {
+        let ring = self.ring();
+        for d in self.nodes.values() {
+            assert!(d.is_joined());
+            for id in d.vnode_ids() {
+                let i = ring.successor_index(&id);
+                let want = ring.view(i, d.config().successors);
+                let got = d.vnode(&id).unwrap();
+                assert_eq!(got.pred, Some(want.pred), "pred of {id:?}");
+                assert_eq!(got.succs, want.succs, "successors of {id:?}");
+                for f in 0..160 {
+                    assert_eq!(
+                        got.fingers[f],
+                        Some(ring.finger(i, f)),
+                        "finger {f} of {id:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn single_peer_ring_answers_locally() {
+    let p = PeerId::synthetic(1);
+    let mut net = Net::new();
+    net.add(p, Dht::new(cfg(3), p).unwrap());
+    net.command(
+        p,
+        Command::Join {
+            req: 1,
+            bootstrap: vec![],
+        },
+    );
+    assert_eq!(net.reply(1), Some(&Ok(Reply::Joined)));
+    net.command(
+        p,
+        Command::Lookup {
+            req: 2,
+            key: Id::from_u64(99),
+        },
+    );
+    let Some(Ok(Reply::Lookup(route))) = net.reply(2) else {
+        panic!("{:?}", net.reply(2))
+    };
+    assert_eq!(
+        (route.owner, route.hops),
+        (p, 0),
+        "own vnodes are free hops"
+    );
+    net.command(
+        p,
+        Command::Put {
+            req: 3,
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+        },
+    );
+    net.command(
+        p,
+        Command::Get {
+            req: 4,
+            key: b"a".to_vec(),
+        },
+    );
+    assert!(matches!(net.reply(4), Some(Ok(Reply::Value { value: Some(v), .. })) if v == b"1"));
+    assert!(net.queue.is_empty(), "a lone peer sends nothing to itself");
+    net.run_for(Duration::from_secs(5));
+    net.assert_ideal();
+}
+
+#[test]
+fn peers_join_converge_store_and_leave() {
+    let mut net = Net::new();
+    let peers: Vec<PeerId> = (1..=6).map(PeerId::synthetic).collect();
+    for (i, &p) in peers.iter().enumerate() {
+        net.add(p, Dht::new(cfg(3), p).unwrap());
+        let bootstrap = if i == 0 { vec![] } else { vec![peers[i / 2]] };
+        net.command(
+            p,
+            Command::Join {
+                req: 100 + i as u64,
+                bootstrap,
+            },
+        );
+        net.run_for(Duration::from_millis(500));
+        assert_eq!(
+            net.reply(100 + i as u64),
+            Some(&Ok(Reply::Joined)),
+            "peer {i}"
+        );
+    }
+    net.run_for(Duration::from_secs(60));
+    net.assert_ideal();
+
+    // Storage: put, overwrite, get from another peer, delete.
+    net.command(
+        peers[0],
+        Command::Put {
+            req: 1,
+            key: b"k".to_vec(),
+            value: b"v1".to_vec(),
+        },
+    );
+    net.run_for(Duration::from_millis(10));
+    net.command(
+        peers[3],
+        Command::Put {
+            req: 2,
+            key: b"k".to_vec(),
+            value: b"v2".to_vec(),
+        },
+    );
+    net.run_for(Duration::from_millis(10));
+    net.command(
+        peers[5],
+        Command::Get {
+            req: 3,
+            key: b"k".to_vec(),
+        },
+    );
+    net.run_for(Duration::from_millis(10));
+    assert!(
+        matches!(net.reply(3), Some(Ok(Reply::Value { value: Some(v), .. })) if v == b"v2"),
+        "{:?}",
+        net.reply(3)
+    );
+    let holders = net
+        .nodes
+        .values()
+        .filter(|d| d.store().get(&Id::hash(b"k")).is_some())
+        .count();
+    assert_eq!(holders, 3, "owner plus R-1 replicas");
+    net.command(
+        peers[1],
+        Command::Delete {
+            req: 4,
+            key: b"k".to_vec(),
+        },
+    );
+    net.run_for(Duration::from_millis(10));
+    net.command(
+        peers[2],
+        Command::Get {
+            req: 5,
+            key: b"k".to_vec(),
+        },
+    );
+    net.run_for(Duration::from_millis(10));
+    assert!(
+        matches!(
+            net.reply(5),
+            Some(Ok(Reply::Value {
+                value: None,
+                version: Some(_),
+                ..
+            }))
+        ),
+        "{:?}",
+        net.reply(5)
+    );
+
+    // Providers.
+    let cid = Id::hash(b"content");
+    net.command(
+        peers[4],
+        Command::AddProvider {
+            req: 6,
+            key: cid,
+            provider: peers[4],
+            ttl: Duration::from_secs(600),
+        },
+    );
+    net.run_for(Duration::from_millis(10));
+    net.command(peers[0], Command::GetProviders { req: 7, key: cid });
+    net.run_for(Duration::from_millis(10));
+    assert!(
+        matches!(net.reply(7), Some(Ok(Reply::Providers { providers, .. })) if providers.len() == 1 && providers[0].provider == peers[4])
+    );
+
+    // Many keys, then the owner of one leaves gracefully: nothing is lost.
+    for k in 0..50u32 {
+        net.command(
+            peers[(k % 6) as usize],
+            Command::Put {
+                req: 1000 + k as u64,
+                key: k.to_be_bytes().to_vec(),
+                value: vec![1],
+            },
+        );
+    }
+    net.run_for(Duration::from_secs(5));
+    let leaver = peers[2];
+    net.command(leaver, Command::Leave { req: 8 });
+    assert_eq!(net.reply(8), Some(&Ok(Reply::Left)));
+    net.nodes.remove(&leaver);
+    net.run_for(Duration::from_secs(60));
+    net.assert_ideal();
+    for k in 0..50u32 {
+        let id = Id::hash(&k.to_be_bytes());
+        let n = net
+            .nodes
+            .values()
+            .filter(|d| d.store().get(&id).is_some())
+            .count();
+        assert!(n >= 3, "key {k} on {n} peers");
+    }
+    // A crash: the ring heals and keys are re-replicated.
+    let crashed = peers[4];
+    net.nodes.remove(&crashed);
+    net.run_for(Duration::from_secs(60));
+    net.assert_ideal();
+    for k in 0..50u32 {
+        let id = Id::hash(&k.to_be_bytes());
+        let n = net
+            .nodes
+            .values()
+            .filter(|d| d.store().get(&id).is_some())
+            .count();
+        assert!(n >= 3, "key {k} on {n} peers after a crash");
+    }
+    net.command(
+        peers[0],
+        Command::Lookup {
+            req: 9,
+            key: Id::from_u64(5),
+        },
+    );
+    net.run_for(Duration::from_secs(1));
+    let Some(Ok(Reply::Lookup(route))) = net.reply(9) else {
+        panic!("{:?}", net.reply(9))
+    };
+    assert_eq!(
+        Some(route.vnode),
+        net.ring().successor(&Id::from_u64(5)).map(|n| n.id)
+    );
+}
