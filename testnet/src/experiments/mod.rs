@@ -7,6 +7,8 @@
 
 use clap::Subcommand;
 
+pub mod gossip;
+
 /// Why an experiment could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
@@ -26,7 +28,12 @@ pub(crate) fn invalid<T>(msg: impl Into<String>) -> Result<T, ExperimentError> {
 
 /// The experiments `peerlab sim` offers.
 #[derive(Debug, Subcommand)]
-pub enum SimCommand {}
+pub enum SimCommand {
+    /// Gossip: rumor mongering and anti-entropy spreading an update (Demers et al., Karp et al.).
+    Gossip(gossip::Params),
+    /// Gossip membership: SWIM failure detection and join propagation.
+    Membership(gossip::MembershipParams),
+}
 
 /// What an experiment printed: a human table and a JSON object.
 #[derive(Debug)]
@@ -40,7 +47,12 @@ pub struct Rendered {
 impl SimCommand {
     /// Runs the chosen experiment.
     pub fn run(&self) -> Result<Rendered, ExperimentError> {
-        match *self {}
+        match self {
+            SimCommand::Gossip(p) => gossip::run(p).map(|r| rendered(&r, r.render_table())),
+            SimCommand::Membership(p) => {
+                gossip::run_membership(p).map(|r| rendered(&r, r.render_table()))
+            }
+        }
     }
 }
 
