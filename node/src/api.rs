@@ -10,35 +10,62 @@
 //! |---|---|---|
 //! | GET | `/status` | identity, addresses, counts |
 //! | GET | `/peers` | connected peers |
+//! | GET | `/ring` | virtual nodes with predecessor, successors, fingers |
+//! | GET | `/lookup/{key}` | owner of `SHA-1(key)` and hops |
+//! | PUT / GET / DELETE | `/kv/{key}` | DHT put (`{"value": "…"}`), get, delete |
+//! | POST | `/gossip` | publish `{"key", "value"}` |
+//! | GET | `/gossip/{key}` | read a gossiped key (every origin) |
+//! | GET | `/members` | gossip members and states |
 //! | GET | `/search?q=TERMS&ttl=N` | flooding search |
+//! | POST | `/share` | share `{"path"}`; answers the content id |
+//! | POST | `/fetch` | fetch `{"cid", "output"}` |
+//! | GET | `/fetch/{cid}` | fetch progress |
 //! | GET | `/metrics` | Prometheus text format |
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use peerlab_overlay::flood;
+use peerlab_dht as dht;
+use peerlab_gossip as gossip;
+use peerlab_overlay::{Id, PeerId, flood};
+use peerlab_swarm::ContentId;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{DriverError, DriverHandle, NetStatus, PeerInfo};
-use crate::peer::{self, Peer};
+use crate::node::{Node, TransferKind, TransferRecord};
+use crate::peer::{self, Command, Event};
 
 /// How long a handler waits for the driver before answering 504.
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Most fetches whose output path the API remembers.
+pub const MAX_FETCHES: usize = 1024;
+
+/// Where a fetch's file goes and whether it was written there.
+#[derive(Clone, Debug)]
+pub(crate) struct FetchTarget {
+    output: Option<PathBuf>,
+    written: bool,
+    error: Option<String>,
+}
+
 /// Shared state of the API handlers.
 #[derive(Clone)]
 pub struct ApiState {
-    pub(crate) driver: DriverHandle<Peer>,
+    pub(crate) driver: DriverHandle<Node>,
     pub(crate) token: Arc<String>,
     pub(crate) metrics: PrometheusHandle,
+    pub(crate) fetches: Arc<Mutex<BTreeMap<ContentId, FetchTarget>>>,
 }
 
 /// An API error: a status code and one line of text, sent as `{"error": "..."}`.
@@ -62,6 +89,10 @@ impl From<DriverError> for ApiError {
     }
 }
 
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
 /// The JSON body of an error.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -80,14 +111,161 @@ pub struct Status {
     pub connected_peers: usize,
     /// Seconds since start.
     pub uptime_secs: f64,
+    /// Whether the DHT has joined a ring.
+    pub dht_joined: bool,
+    /// Virtual nodes on the ring.
+    pub vnodes: usize,
+    /// DHT records held (tombstones included).
+    pub dht_records: usize,
+    /// Gossip members known alive (self excluded).
+    pub members_alive: usize,
     /// Flooding neighbours.
     pub flood_neighbours: usize,
     /// Names shared in the flooding index.
     pub shared_names: usize,
+    /// Swarm transfers (shares and fetches).
+    pub transfers: usize,
     /// Peers banned for bad frames.
     pub banned_peers: usize,
     /// Bad frames received.
     pub bad_frames: u64,
+}
+
+/// A ring position as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RingNode {
+    /// Ring id (hex).
+    pub id: String,
+    /// libp2p peer id of the peer running it.
+    pub peer_id: String,
+}
+
+/// One run of equal fingers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FingerRun {
+    /// First finger index of the run.
+    pub from: usize,
+    /// Last finger index of the run.
+    pub to: usize,
+    /// The node these fingers point to.
+    pub node: RingNode,
+}
+
+/// One virtual node in `GET /ring`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VnodeInfo {
+    /// Ring id (hex).
+    pub id: String,
+    /// Whether it is part of the ring.
+    pub joined: bool,
+    /// Predecessor.
+    pub predecessor: Option<RingNode>,
+    /// Successor list.
+    pub successors: Vec<RingNode>,
+    /// Fingers, as runs of equal entries.
+    pub fingers: Vec<FingerRun>,
+}
+
+/// `GET /ring`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RingView {
+    /// Whether the DHT joined.
+    pub joined: bool,
+    /// The virtual nodes.
+    pub vnodes: Vec<VnodeInfo>,
+}
+
+/// A DHT route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Route {
+    /// The key's ring id (hex).
+    pub key_id: String,
+    /// libp2p peer id of the owner.
+    pub owner: String,
+    /// The owning virtual node (hex).
+    pub vnode: String,
+    /// Hops to the owner.
+    pub hops: u32,
+}
+
+/// `PUT /kv/{key}` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutBody {
+    /// The value (UTF-8).
+    pub value: String,
+}
+
+/// Answer to put and delete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    /// Route to the owner.
+    #[serde(flatten)]
+    pub route: Route,
+    /// The owner's version time (µs).
+    pub version: u64,
+}
+
+/// Answer to get.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Value {
+    /// Route to the owner.
+    #[serde(flatten)]
+    pub route: Route,
+    /// The value (lossy UTF-8), `None` when absent or deleted.
+    pub value: Option<String>,
+    /// The value's version time (µs), if any record was found.
+    pub version: Option<u64>,
+}
+
+/// `POST /gossip` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishBody {
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: String,
+}
+
+/// Answer to publish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Published {
+    /// The version the entry got.
+    pub version: u64,
+}
+
+/// One origin's entry in `GET /gossip/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GossipEntry {
+    /// libp2p peer id of the origin.
+    pub origin: String,
+    /// Origin's version.
+    pub version: u64,
+    /// Value (lossy UTF-8), `None` for a tombstone.
+    pub value: Option<String>,
+}
+
+/// `GET /gossip/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GossipValue {
+    /// The key.
+    pub key: String,
+    /// The value of the first origin holding a live entry (`None` if none).
+    pub value: Option<String>,
+    /// Every origin's entry.
+    pub entries: Vec<GossipEntry>,
+}
+
+/// One gossip member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// alive / suspect / dead / left.
+    pub state: String,
+    /// First announced address.
+    pub address: Option<String>,
+    /// Incarnation.
+    pub incarnation: u64,
 }
 
 /// `GET /search` query string.
@@ -104,7 +282,7 @@ pub struct SearchQuery {
 pub struct SearchHit {
     /// The responder's libp2p peer id.
     pub peer_id: String,
-    /// Matching names.
+    /// Matching names (`"<file name> <content id>"` for shared files).
     pub names: Vec<String>,
     /// Overlay hops to the responder.
     pub hops: u16,
@@ -117,24 +295,132 @@ pub struct SearchResult {
     pub hits: Vec<SearchHit>,
 }
 
-fn libp2p_string(p: &peerlab_overlay::PeerId) -> String {
+/// `POST /share` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareBody {
+    /// Absolute path of the file.
+    pub path: String,
+}
+
+/// Answer to share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Shared {
+    /// Content id (hex).
+    pub cid: String,
+    /// File name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Chunks.
+    pub chunks: u32,
+}
+
+/// `POST /fetch` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchBody {
+    /// Content id (hex).
+    pub cid: String,
+    /// Absolute path to write the file to (optional; it always lands in the chunk dir).
+    pub output: Option<String>,
+    /// libp2p peer ids of peers known to have it (optional; the DHT finds providers).
+    #[serde(default)]
+    pub providers: Vec<String>,
+}
+
+/// `GET /fetch/{cid}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchProgress {
+    /// Content id.
+    pub cid: String,
+    /// Chunks held.
+    pub have: u32,
+    /// Chunks in the file (0 until the manifest arrived).
+    pub total: u32,
+    /// Connected swarm peers.
+    pub peers: u32,
+    /// Payload bytes received.
+    pub downloaded: u64,
+    /// Chunks that failed verification.
+    pub corrupt_chunks: u32,
+    /// Complete, verified and written to the output (if one was asked for).
+    pub done: bool,
+    /// Where the file is.
+    pub path: Option<String>,
+    /// Why the fetch failed, if it did.
+    pub error: Option<String>,
+}
+
+fn libp2p_string(p: &PeerId) -> String {
     crate::driver::to_libp2p(p)
         .map(|p| p.to_string())
         .unwrap_or_else(|| p.to_string())
 }
 
+fn ring_node(n: &dht::NodeRef) -> RingNode {
+    RingNode {
+        id: n.id.to_hex(),
+        peer_id: libp2p_string(&n.peer),
+    }
+}
+
+fn route(key: Id, r: &dht::Route) -> Route {
+    Route {
+        key_id: key.to_hex(),
+        owner: libp2p_string(&r.owner),
+        vnode: r.vnode.to_hex(),
+        hops: r.hops,
+    }
+}
+
+fn lossy(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).into_owned()
+}
+
+async fn dht_call(st: &ApiState, make: impl FnOnce(u64) -> dht::Command) -> Result<dht::Reply, ApiError> {
+    match st
+        .driver
+        .call_once(|req| Command::Dht(make(req)), API_TIMEOUT)
+        .await?
+    {
+        Event::Dht(dht::Event::Reply { result, .. }) => result.map_err(|e| {
+            let code = match e {
+                dht::Error::NotJoined | dht::Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                dht::Error::LookupFailed { .. } => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            ApiError(code, e.to_string())
+        }),
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected answer {other:?}"),
+        )),
+    }
+}
+
 async fn status(State(st): State<ApiState>) -> Result<Json<Status>, ApiError> {
     let s = st
         .driver
-        .inspect(|p: &mut Peer, n: &NetStatus| Status {
-            peer_id: n.peer_id.clone(),
-            listen_addrs: n.listen_addrs.clone(),
-            connected_peers: n.peers.len(),
-            uptime_secs: n.uptime_secs,
-            flood_neighbours: p.flood().neighbours().len(),
-            shared_names: p.flood().index().len(),
-            banned_peers: n.banned,
-            bad_frames: n.bad_frames,
+        .inspect(|n: &mut Node, net: &NetStatus| {
+            let p = n.peer();
+            Status {
+                peer_id: net.peer_id.clone(),
+                listen_addrs: net.listen_addrs.clone(),
+                connected_peers: net.peers.len(),
+                uptime_secs: net.uptime_secs,
+                dht_joined: p.dht().is_joined(),
+                vnodes: p.dht().vnode_ids().len(),
+                dht_records: p.dht().stored_keys(),
+                members_alive: p
+                    .gossip()
+                    .members()
+                    .filter(|(id, m)| **id != p.id() && m.state == gossip::MemberState::Alive)
+                    .count(),
+                flood_neighbours: p.flood().neighbours().len(),
+                shared_names: p.flood().index().len(),
+                transfers: p.swarm().transfers().len(),
+                banned_peers: net.banned,
+                bad_frames: net.bad_frames,
+            }
         })
         .await?;
     Ok(Json(s))
@@ -142,6 +428,159 @@ async fn status(State(st): State<ApiState>) -> Result<Json<Status>, ApiError> {
 
 async fn peers(State(st): State<ApiState>) -> Result<Json<Vec<PeerInfo>>, ApiError> {
     Ok(Json(st.driver.inspect(|_, n| n.peers.clone()).await?))
+}
+
+async fn ring(State(st): State<ApiState>) -> Result<Json<RingView>, ApiError> {
+    let v = st
+        .driver
+        .inspect(|n: &mut Node, _| {
+            let d = n.peer().dht();
+            let vnodes = d
+                .vnode_ids()
+                .iter()
+                .filter_map(|id| d.vnode(id))
+                .map(|v| {
+                    let mut fingers: Vec<FingerRun> = Vec::new();
+                    for (i, f) in v.fingers.iter().enumerate() {
+                        let Some(f) = f else { continue };
+                        let node = ring_node(f);
+                        match fingers.last_mut() {
+                            Some(run) if run.node == node && run.to + 1 == i => run.to = i,
+                            _ => fingers.push(FingerRun { from: i, to: i, node }),
+                        }
+                    }
+                    VnodeInfo {
+                        id: v.id.to_hex(),
+                        joined: v.joined,
+                        predecessor: v.pred.as_ref().map(ring_node),
+                        successors: v.succs.iter().map(ring_node).collect(),
+                        fingers,
+                    }
+                })
+                .collect();
+            RingView {
+                joined: d.is_joined(),
+                vnodes,
+            }
+        })
+        .await?;
+    Ok(Json(v))
+}
+
+async fn lookup(State(st): State<ApiState>, Path(key): Path<String>) -> Result<Json<Route>, ApiError> {
+    let id = peer::key_id(key.as_bytes());
+    match dht_call(&st, |req| dht::Command::Lookup { req, key: id }).await? {
+        dht::Reply::Lookup(r) => Ok(Json(route(id, &r))),
+        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
+    }
+}
+
+async fn kv_put(
+    State(st): State<ApiState>,
+    Path(key): Path<String>,
+    Json(body): Json<PutBody>,
+) -> Result<Json<Stored>, ApiError> {
+    let id = peer::key_id(key.as_bytes());
+    let k = key.into_bytes();
+    let v = body.value.into_bytes();
+    match dht_call(&st, |req| dht::Command::Put { req, key: k, value: v }).await? {
+        dht::Reply::Stored { route: r, version } => Ok(Json(Stored {
+            route: route(id, &r),
+            version: version.time,
+        })),
+        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
+    }
+}
+
+async fn kv_get(State(st): State<ApiState>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = peer::key_id(key.as_bytes());
+    let k = key.into_bytes();
+    match dht_call(&st, |req| dht::Command::Get { req, key: k }).await? {
+        dht::Reply::Value { route: r, value, version } => Ok(Json(Value {
+            route: route(id, &r),
+            value: value.as_deref().map(lossy),
+            version: version.map(|v| v.time),
+        })),
+        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
+    }
+}
+
+async fn kv_delete(State(st): State<ApiState>, Path(key): Path<String>) -> Result<Json<Stored>, ApiError> {
+    let id = peer::key_id(key.as_bytes());
+    let k = key.into_bytes();
+    match dht_call(&st, |req| dht::Command::Delete { req, key: k }).await? {
+        dht::Reply::Stored { route: r, version } => Ok(Json(Stored {
+            route: route(id, &r),
+            version: version.time,
+        })),
+        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
+    }
+}
+
+async fn publish(State(st): State<ApiState>, Json(body): Json<PublishBody>) -> Result<Json<Published>, ApiError> {
+    let ev = st
+        .driver
+        .call_once(
+            |request| {
+                Command::Gossip(gossip::Command::Publish {
+                    request,
+                    key: body.key,
+                    value: body.value.into_bytes(),
+                })
+            },
+            API_TIMEOUT,
+        )
+        .await?;
+    match ev {
+        Event::Gossip(gossip::Event::Published { version, .. }) => Ok(Json(Published { version })),
+        Event::Gossip(gossip::Event::CommandFailed { error, .. }) => Err(bad(error.to_string())),
+        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
+    }
+}
+
+async fn gossip_read(State(st): State<ApiState>, Path(key): Path<String>) -> Result<Json<GossipValue>, ApiError> {
+    let v = st
+        .driver
+        .inspect(move |n: &mut Node, _| {
+            let g = n.peer().gossip();
+            let origins: Vec<PeerId> = g.versions().map(|(p, _)| *p).collect();
+            let entries: Vec<GossipEntry> = origins
+                .iter()
+                .filter_map(|o| {
+                    g.entry(o, &key).map(|e| GossipEntry {
+                        origin: libp2p_string(o),
+                        version: e.version,
+                        value: e.value.as_deref().map(lossy),
+                    })
+                })
+                .collect();
+            GossipValue {
+                value: entries.iter().find_map(|e| e.value.clone()),
+                key,
+                entries,
+            }
+        })
+        .await?;
+    Ok(Json(v))
+}
+
+async fn members(State(st): State<ApiState>) -> Result<Json<Vec<MemberInfo>>, ApiError> {
+    let v = st
+        .driver
+        .inspect(|n: &mut Node, _| {
+            n.peer()
+                .gossip()
+                .members()
+                .map(|(p, m)| MemberInfo {
+                    peer_id: libp2p_string(p),
+                    state: format!("{:?}", m.state).to_lowercase(),
+                    address: m.addrs.first().cloned(),
+                    incarnation: m.incarnation,
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    Ok(Json(v))
 }
 
 async fn search(
@@ -153,7 +592,7 @@ async fn search(
     let mut rx = st
         .driver
         .call(|request| {
-            peer::Command::Flood(flood::Command::Search {
+            Command::Flood(flood::Command::Search {
                 request,
                 terms,
                 strategy: flood::Strategy::Flood,
@@ -166,7 +605,7 @@ async fn search(
     let deadline = tokio::time::Instant::now() + peer::SEARCH_WAIT;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(peer::Event::Flood(flood::Event::SearchHit {
+            Ok(Some(Event::Flood(flood::Event::SearchHit {
                 responder,
                 names,
                 hops,
@@ -176,14 +615,159 @@ async fn search(
                 names,
                 hops,
             }),
-            Ok(Some(peer::Event::Flood(flood::Event::SearchRejected { error, .. }))) => {
-                return Err(ApiError(StatusCode::BAD_REQUEST, error.to_string()));
+            Ok(Some(Event::Flood(flood::Event::SearchRejected { error, .. }))) => {
+                return Err(bad(error.to_string()));
             }
-            Ok(Some(_)) => break,
-            Ok(None) | Err(_) => break,
+            Ok(Some(_)) | Ok(None) | Err(_) => break,
         }
     }
     Ok(Json(SearchResult { hits }))
+}
+
+async fn share(State(st): State<ApiState>, Json(body): Json<ShareBody>) -> Result<Json<Shared>, ApiError> {
+    let path = PathBuf::from(&body.path);
+    if !path.is_absolute() {
+        return Err(bad(format!("share needs an absolute path, got {:?}", body.path)));
+    }
+    let p2 = path.clone();
+    let (manifest, store) = tokio::task::spawn_blocking(move || {
+        let m = peerlab_swarm::storage::manifest_from_file(&p2, peerlab_swarm::DEFAULT_CHUNK_SIZE)?;
+        let s = peerlab_swarm::FileStore::seed(&p2, &m)?;
+        Ok::<_, peerlab_swarm::StoreError>((m, s))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| bad(format!("cannot share {}: {e}", path.display())))?;
+    let cid = manifest.content_id();
+    let out = Shared {
+        cid: cid.to_hex(),
+        name: manifest.name().to_string(),
+        size: manifest.size(),
+        chunks: manifest.chunk_count(),
+    };
+    let rec = TransferRecord {
+        kind: TransferKind::Share,
+        path: Some(body.path.clone()),
+        output: None,
+        manifest: Some(manifest.clone()),
+    };
+    st.driver.command(Command::Share { manifest, store }).await?;
+    let running = st
+        .driver
+        .inspect(move |n: &mut Node, _| {
+            let ok = n.peer().swarm().manifest(&cid).is_some();
+            if ok {
+                n.remember_transfer(&cid, &rec);
+            }
+            ok
+        })
+        .await?;
+    if !running {
+        return Err(bad("the swarm refused the share (already shared, or too many transfers)"));
+    }
+    Ok(Json(out))
+}
+
+fn parse_cid(s: &str) -> Result<ContentId, ApiError> {
+    ContentId::from_hex(s).ok_or_else(|| bad(format!("{s:?} is not a content id (64 hex digits)")))
+}
+
+async fn fetch(State(st): State<ApiState>, Json(body): Json<FetchBody>) -> Result<Json<FetchProgress>, ApiError> {
+    let cid = parse_cid(&body.cid)?;
+    let output = body.output.map(PathBuf::from);
+    if let Some(o) = &output
+        && !o.is_absolute()
+    {
+        return Err(bad("fetch output must be an absolute path"));
+    }
+    let mut providers = Vec::new();
+    for p in &body.providers {
+        let pid: libp2p::PeerId = p.parse().map_err(|e| bad(format!("provider {p:?}: {e}")))?;
+        providers.push(crate::driver::from_libp2p(&pid).ok_or_else(|| bad(format!("provider {p:?} is not an Ed25519 peer")))?);
+    }
+    {
+        let mut f = st.fetches.lock().map_err(|_| bad("poisoned"))?;
+        if f.len() >= MAX_FETCHES && !f.contains_key(&cid) {
+            return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "too many fetches".into()));
+        }
+        f.insert(cid, FetchTarget { output: output.clone(), written: false, error: None });
+    }
+    let rec = TransferRecord {
+        kind: TransferKind::Fetch,
+        path: None,
+        output: output.map(|o| o.display().to_string()),
+        manifest: None,
+    };
+    let already = st
+        .driver
+        .inspect(move |n: &mut Node, _| n.peer().swarm().stats(&cid).is_some())
+        .await?;
+    if !already {
+        st.driver.command(Command::Fetch { cid, providers }).await?;
+        st.driver
+            .inspect(move |n: &mut Node, _| n.remember_transfer(&cid, &rec))
+            .await?;
+    }
+    progress(State(st), Path(body.cid)).await
+}
+
+async fn progress(State(st): State<ApiState>, Path(cid_hex): Path<String>) -> Result<Json<FetchProgress>, ApiError> {
+    let cid = parse_cid(&cid_hex)?;
+    let snap = st
+        .driver
+        .inspect(move |n: &mut Node, _| {
+            let sw = n.peer().swarm();
+            let stats = sw.stats(&cid)?;
+            let path = sw.store(&cid).map(|s| s.final_path().to_path_buf());
+            let finished = sw.store(&cid).is_some_and(|s| s.is_finished());
+            Some((stats, path, finished))
+        })
+        .await?;
+    let Some((stats, path, finished)) = snap else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no transfer of {cid_hex} (refused or never started)")));
+    };
+    let target = st.fetches.lock().ok().and_then(|f| f.get(&cid).cloned());
+    let mut done = finished;
+    let mut error = target.as_ref().and_then(|t| t.error.clone());
+    let mut shown = path.clone();
+    if finished
+        && let Some(t) = &target
+        && let (Some(out), Some(src)) = (&t.output, &path)
+    {
+        shown = Some(out.clone());
+        if !t.written && error.is_none() {
+            let (src, out2) = (src.clone(), out.clone());
+            let r = tokio::task::spawn_blocking(move || {
+                if src != out2 {
+                    std::fs::copy(&src, &out2).map(|_| ())
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+            let mut f = st.fetches.lock().map_err(|_| bad("poisoned"))?;
+            if let Some(t) = f.get_mut(&cid) {
+                match r {
+                    Ok(Ok(())) => t.written = true,
+                    Ok(Err(e)) => t.error = Some(format!("cannot write {}: {e}", out.display())),
+                    Err(e) => t.error = Some(e.to_string()),
+                }
+                error = t.error.clone();
+                done = t.written;
+            }
+        }
+    }
+    Ok(Json(FetchProgress {
+        cid: cid_hex,
+        have: stats.have,
+        total: stats.chunks,
+        peers: stats.peers,
+        downloaded: stats.downloaded,
+        corrupt_chunks: stats.corrupt_chunks,
+        done: done && error.is_none(),
+        path: shown.map(|p| p.display().to_string()),
+        error,
+    }))
 }
 
 async fn metrics_text(State(st): State<ApiState>) -> impl IntoResponse {
@@ -193,7 +777,7 @@ async fn metrics_text(State(st): State<ApiState>) -> impl IntoResponse {
     )
 }
 
-/// Compares two strings in time independent of where they differ.
+/// Compares two byte strings in time independent of where they differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -223,7 +807,16 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/peers", get(peers))
+        .route("/ring", get(ring))
+        .route("/lookup/{key}", get(lookup))
+        .route("/kv/{key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/gossip", post(publish))
+        .route("/gossip/{key}", get(gossip_read))
+        .route("/members", get(members))
         .route("/search", get(search))
+        .route("/share", post(share))
+        .route("/fetch", post(fetch))
+        .route("/fetch/{cid}", get(progress))
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)

@@ -18,6 +18,17 @@ pub enum Transport {
     Tcp,
 }
 
+/// Protocol timings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// LAN / local testnet: DHT maintenance every second, gossip's LAN preset (default).
+    #[default]
+    Lan,
+    /// The papers' timings: DHT maintenance every 30 s, gossip's WAN preset.
+    Wan,
+}
+
 /// A node's configuration. Every field has a default, so an empty file is valid.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,6 +50,8 @@ pub struct Config {
     /// Virtual nodes this peer runs on the Chord ring. Default 4: enough to even out the
     /// key share of a small testnet without multiplying maintenance traffic.
     pub vnodes: u16,
+    /// Protocol timings (`lan` or `wan`). Default `lan`.
+    pub profile: Profile,
     /// Connections idle this many seconds are closed. Default 60.
     pub idle_timeout_secs: u64,
     /// Most established connections. Default 512.
@@ -56,6 +69,7 @@ impl Default for Config {
             allow_remote_api: false,
             transport: Transport::Quic,
             vnodes: 4,
+            profile: Profile::Lan,
             idle_timeout_secs: 60,
             max_connections: 512,
             seed: None,
@@ -108,6 +122,17 @@ impl Config {
             ],
             Transport::Tcp => vec!["/ip4/0.0.0.0/tcp/0".into()],
         }
+    }
+
+    /// The cores' configuration this node runs with.
+    pub fn peer_config(&self) -> crate::peer::Config {
+        let mut c = match self.profile {
+            Profile::Lan => crate::peer::Config::lan(),
+            Profile::Wan => crate::peer::Config::wan(),
+        };
+        c.dht.vnodes = self.vnodes.max(1);
+        c.create_ring = self.bootstrap.is_empty();
+        c
     }
 
     /// The idle timeout as a duration.

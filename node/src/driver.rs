@@ -412,6 +412,9 @@ pub(crate) struct Driver<P: NetCore> {
     rng: Rng,
     outbox: Outbox<P::Message, P::Timer, P::Event>,
     epoch: std::time::Instant,
+    /// Protocol time at `epoch`: wall-clock microseconds since 1970, so that versions
+    /// written with protocol time keep growing across restarts and compare across nodes.
+    epoch_micros: u64,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_vals: BTreeMap<u64, P::Timer>,
     next_timer: u64,
@@ -437,6 +440,16 @@ fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
         .filter(|p| !matches!(p, AddrProto::P2p(_)))
         .collect()
+}
+
+/// Wall-clock protocol time: microseconds since 1970 (the driver's clock base).
+pub fn wall_clock() -> Instant {
+    Instant(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0),
+    )
 }
 
 fn random_seed() -> u64 {
@@ -476,6 +489,7 @@ impl<P: NetCore> Driver<P> {
             rng: Rng::seed(cfg.seed.unwrap_or_else(random_seed)),
             outbox: Outbox::new(),
             epoch: std::time::Instant::now(),
+            epoch_micros: wall_clock().0,
             timers: BinaryHeap::new(),
             timer_vals: BTreeMap::new(),
             next_timer: 0,
@@ -521,7 +535,7 @@ impl<P: NetCore> Driver<P> {
     }
 
     fn now(&self) -> Instant {
-        Instant(self.epoch.elapsed().as_micros() as u64)
+        Instant(self.epoch_micros + self.epoch.elapsed().as_micros() as u64)
     }
 
     fn with_core(&mut self, f: impl FnOnce(&mut P, &mut peerlab_overlay::Cx<'_, P>)) {
@@ -530,8 +544,9 @@ impl<P: NetCore> Driver<P> {
             let mut cx = Context::new(now, &mut self.rng, &mut self.outbox);
             f(&mut self.core, &mut cx);
         }
-        self.flush();
+        // Persist before any reply or frame leaves (acknowledged writes are durable).
         self.core.after_input();
+        self.flush();
     }
 
     fn flush(&mut self) {
@@ -770,7 +785,9 @@ impl<P: NetCore> Driver<P> {
         let shutdown = loop {
             let next = self.timers.peek().map(|Reverse((at, _))| *at);
             let wake = next.map(|at| {
-                tokio::time::Instant::from_std(self.epoch + Duration::from_micros(at.0))
+                tokio::time::Instant::from_std(
+                    self.epoch + Duration::from_micros(at.0.saturating_sub(self.epoch_micros)),
+                )
             });
             let sleep = async {
                 match wake {

@@ -38,6 +38,7 @@ pub mod config;
 pub mod datadir;
 pub mod driver;
 pub mod metrics;
+pub mod node;
 pub mod peer;
 pub mod store;
 pub mod wire;
@@ -104,7 +105,7 @@ pub struct NodeHandle {
     listen_addrs: Vec<Multiaddr>,
     token: String,
     data_dir: PathBuf,
-    driver: driver::DriverHandle<Peer>,
+    driver: driver::DriverHandle<node::Node>,
     driver_task: JoinHandle<()>,
     api_task: JoinHandle<()>,
     api_stop: Option<oneshot::Sender<()>>,
@@ -147,7 +148,7 @@ impl NodeHandle {
     }
 
     /// The driver handle, for in-process control without HTTP.
-    pub fn driver(&self) -> &driver::DriverHandle<Peer> {
+    pub fn driver(&self) -> &driver::DriverHandle<node::Node> {
         &self.driver
     }
 
@@ -215,8 +216,14 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
 
     let local = driver::from_libp2p(&key.public().to_peer_id())
         .ok_or_else(|| NodeError::Identity("the node key must be Ed25519".into()))?;
-    let core = Peer::new(local, peer::Config::default())
+    let factory = node::CidDirFactory {
+        root: dir.chunks_dir(),
+    };
+    let peer = Peer::new(local, cfg.peer_config(), factory)
         .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    let db = Arc::new(store::Store::open(&dir.store_file())?);
+    let core = node::Node::new(peer, db, driver::wall_clock());
+    let resume = core.transfers();
     let recorder = Arc::new(metrics::recorder());
     let metrics_handle = recorder.handle();
     let (mut drv, handle) =
@@ -229,6 +236,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         .collect();
     dir.write_listen_addrs(&listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>())?;
     let driver_task = tokio::spawn(drv.run());
+    resume_transfers(&handle, resume).await;
 
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await
@@ -241,6 +249,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         driver: handle.clone(),
         token: Arc::new(token.clone()),
         metrics: metrics_handle,
+        fetches: Default::default(),
     });
     let (api_stop, stop_rx) = oneshot::channel::<()>();
     let api_task = tokio::spawn(async move {
@@ -263,4 +272,37 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         api_task,
         api_stop: Some(api_stop),
     })
+}
+
+/// Re-shares the files shared before a restart and resumes unfinished fetches.
+async fn resume_transfers(
+    handle: &driver::DriverHandle<node::Node>,
+    records: Vec<(peerlab_swarm::ContentId, node::TransferRecord)>,
+) {
+    for (cid, rec) in records {
+        match (rec.kind, rec.path, rec.manifest) {
+            (node::TransferKind::Share, Some(path), Some(manifest)) => {
+                let m2 = manifest.clone();
+                let seeded = tokio::task::spawn_blocking(move || {
+                    peerlab_swarm::FileStore::seed(std::path::Path::new(&path), &m2)
+                })
+                .await;
+                match seeded {
+                    Ok(Ok(store)) => {
+                        let _ = handle.command(peer::Command::Share { manifest, store }).await;
+                    }
+                    _ => tracing::warn!(cid = %cid.to_hex(), "a shared file is gone or changed; not re-shared"),
+                }
+            }
+            (node::TransferKind::Fetch, _, _) => {
+                let _ = handle
+                    .command(peer::Command::Fetch {
+                        cid,
+                        providers: Vec::new(),
+                    })
+                    .await;
+            }
+            _ => {}
+        }
+    }
 }

@@ -1,82 +1,217 @@
-//! `Peer`: the sans-IO composition of the cores, as one peer runs them.
+//! `Peer`: the sans-IO composition of the four cores, as one peer runs them.
 //!
 //! A `Peer` is itself a [`Protocol`]. Its message, timer, command and event types have one
 //! variant per core; each input is routed to its core, which runs with its own outbox
-//! through [`Context::nested`](peerlab_overlay::Context::nested), and the outputs are mapped
-//! back into the peer's. Between the cores the peer adds the glue a real node needs:
+//! through [`Context::nested`](peerlab_overlay::Context::nested), and the outputs are
+//! mapped back into the peer's. Between the cores the peer adds the glue a real node needs:
 //!
-//! - **bootstrap**: the peers a node was started with seed its flooding neighbour set.
+//! - **bootstrap**: the peers a node was started with seed gossip (`Join{seeds}`), the DHT
+//!   (`Join{bootstrap}`) and the flooding neighbour set; a node started without any creates
+//!   a new ring at start.
+//! - **membership feeds the other overlays**: every gossip `MemberUp` becomes a flooding
+//!   neighbour candidate, and while the DHT is not joined (its bootstrap failed, or it
+//!   started alone before others appeared) the peer retries the join through live members
+//!   every [`REJOIN_PERIOD`]. Members' addresses reach the driver through events.
+//! - **swarm discovery through the DHT**: the swarm core's `Discovery::Announce` becomes a
+//!   DHT `AddProvider`, `Discovery::FindProviders` a `GetProviders` whose answer goes back to
+//!   the swarm as `AddPeers` (the table in `peerlab_swarm::discovery`). Sharing a file also
+//!   puts its name and content id into the flooding index, so a keyword search finds it.
 //!
-//! The same type runs under the libp2p driver ([`crate::driver`]) and in the simulator.
+//! The peer issues its own DHT requests with ids that have [`INTERNAL_REQUEST`] set, so
+//! they never collide with the caller's ids, and consumes their replies itself.
+//!
+//! The same type runs under the libp2p driver ([`crate::driver`], with a file-backed chunk
+//! store) and in the simulator (with `peerlab_swarm::MemoryFactory`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use peerlab_dht::{self as dht, Dht};
+use peerlab_gossip::{self as gossip, Gossip};
 use peerlab_overlay::flood::{self, Flood};
-use peerlab_overlay::{CodecError, Cx, Outbox, Output, PeerId, Protocol, codec};
+use peerlab_overlay::{CodecError, Context, Cx, Id, Instant, Outbox, Output, PeerId, Protocol, codec};
+use peerlab_swarm::{self as swarm, ContentId, Discovery, StoreFactory, Swarm};
 use serde::{Deserialize, Serialize};
 
 use crate::driver::NetCore;
+use crate::metrics as m;
 use crate::wire::Channel;
 
 /// Request ids the peer issues itself (to its cores) have this bit set, so they never
 /// collide with the ids the API hands out.
 pub const INTERNAL_REQUEST: u64 = 1 << 63;
 
+/// How often a peer whose DHT is not joined retries through live gossip members.
+pub const REJOIN_PERIOD: Duration = Duration::from_secs(2);
+
+/// Most internal DHT requests in flight; beyond this the oldest is forgotten (its reply
+/// is then ignored). Discovery retries on its own schedule, so nothing is lost for good.
+pub const MAX_INTERNAL: usize = 4096;
+
+/// Most API lookups whose start time is remembered for the latency histogram.
+pub const MAX_TIMED: usize = 4096;
+
 /// A message between peers: one variant per core.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Message {
+    /// Chord DHT.
+    Dht(dht::Message),
+    /// Gossip membership and data.
+    Gossip(gossip::Message),
     /// Unstructured overlay and flooding search.
     Flood(flood::Msg),
+    /// Swarm transfer.
+    Swarm(swarm::Message),
 }
 
 impl peerlab_overlay::Message for Message {
     fn kind(&self) -> &'static str {
         match self {
+            Message::Dht(m) => m.kind(),
+            Message::Gossip(m) => m.kind(),
             Message::Flood(m) => m.kind(),
+            Message::Swarm(m) => m.kind(),
         }
     }
 
     /// The inner message's frame: that is what travels on the core's channel.
     fn wire_len(&self) -> usize {
         match self {
+            Message::Dht(m) => m.wire_len(),
+            Message::Gossip(m) => m.wire_len(),
             Message::Flood(m) => m.wire_len(),
+            Message::Swarm(m) => m.wire_len(),
         }
     }
 }
 
-/// A timer of one of the cores.
+/// A timer of one of the cores, or the peer's own.
 #[derive(Clone, Debug)]
 pub enum Timer {
+    /// DHT timer.
+    Dht(dht::Timer),
+    /// Gossip timer.
+    Gossip(gossip::Timer),
     /// Flooding core timer.
     Flood(flood::Timer),
+    /// Swarm timer.
+    Swarm(swarm::Timer),
+    /// Retry the DHT join through gossip members if still not joined.
+    Rejoin,
 }
 
 /// A local command.
-#[derive(Clone, Debug)]
-pub enum Command {
+pub enum Command<S> {
     /// Join the overlay through these peers (the driver sends this once a bootstrap
     /// address answered).
     Bootstrap(Vec<PeerId>),
-    /// This node's own listen addresses (for membership records).
+    /// This node's own listen addresses (for membership records; effective before start).
     Addresses(Vec<String>),
-    /// A command for the flooding core.
+    /// A DHT command (its request id must not have [`INTERNAL_REQUEST`] set).
+    Dht(dht::Command),
+    /// A gossip command.
+    Gossip(gossip::Command),
+    /// A flooding command.
     Flood(flood::Command),
-    /// Leave every overlay gracefully.
+    /// Share a complete file: serve it in the swarm, announce it in the DHT, and index
+    /// `"<name> <content id>"` for flooding search.
+    Share {
+        /// Its manifest.
+        manifest: swarm::Manifest,
+        /// A store holding every chunk.
+        store: S,
+    },
+    /// Fetch a file by content id (providers found through the DHT, plus `providers`).
+    Fetch {
+        /// The content id.
+        cid: ContentId,
+        /// Peers known to have it.
+        providers: Vec<PeerId>,
+    },
+    /// Leave every overlay gracefully (DHT hand-off, gossip departure, flooding Bye).
     Leave,
+}
+
+impl<S> std::fmt::Debug for Command<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Bootstrap(p) => write!(f, "Bootstrap({} peers)", p.len()),
+            Command::Addresses(a) => write!(f, "Addresses({a:?})"),
+            Command::Dht(c) => write!(f, "Dht({c:?})"),
+            Command::Gossip(c) => write!(f, "Gossip({c:?})"),
+            Command::Flood(c) => write!(f, "Flood({c:?})"),
+            Command::Share { manifest, .. } => write!(f, "Share({})", manifest.name()),
+            Command::Fetch { cid, .. } => write!(f, "Fetch({})", cid.to_hex()),
+            Command::Leave => f.write_str("Leave"),
+        }
+    }
 }
 
 /// An event: one variant per core.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// From the DHT (replies to the caller's requests only).
+    Dht(dht::Event),
+    /// From gossip.
+    Gossip(gossip::Event),
     /// From the flooding core.
     Flood(flood::Event),
+    /// From the swarm core (discovery requests are handled inside the peer).
+    Swarm(swarm::Event),
 }
 
 /// Configuration of a peer's cores.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Config {
+    /// The DHT.
+    pub dht: dht::Config,
+    /// Gossip.
+    pub gossip: gossip::Config,
     /// The flooding core.
     pub flood: flood::Config,
+    /// The swarm core.
+    pub swarm: swarm::Config,
+    /// Whether this peer creates a new ring at start (no bootstrap peers expected).
+    pub create_ring: bool,
+}
+
+impl Config {
+    /// Timings for a LAN or a local testnet: DHT maintenance every second, gossip's LAN
+    /// preset, provider lookups every 5 s.
+    pub fn lan() -> Config {
+        let dht = dht::Config {
+            stabilize_period: Duration::from_secs(1),
+            fix_fingers_period: Duration::from_secs(1),
+            check_predecessor_period: Duration::from_secs(2),
+            repair_period: Duration::from_secs(2),
+            vnodes: 4,
+            ..dht::Config::default()
+        };
+        let swarm = swarm::Config {
+            lookup_interval: Duration::from_secs(2),
+            tick: Duration::from_secs(1),
+            ..swarm::Config::default()
+        };
+        Config {
+            dht,
+            gossip: gossip::Config::lan(),
+            flood: flood::Config::default(),
+            swarm,
+            create_ring: true,
+        }
+    }
+
+    /// The cores' own defaults (the papers' timings: DHT maintenance every 30 s, gossip's
+    /// WAN preset).
+    pub fn wan() -> Config {
+        Config {
+            dht: dht::Config::default(),
+            gossip: gossip::Config::wan(),
+            flood: flood::Config::default(),
+            swarm: swarm::Config::default(),
+            create_ring: true,
+        }
+    }
 }
 
 /// Why a peer could not be built.
@@ -92,22 +227,39 @@ pub enum Error {
     },
 }
 
+/// What an internal DHT request was for.
+#[derive(Clone, Debug)]
+enum Internal {
+    Join,
+    Announce,
+    FindProviders(ContentId),
+}
+
 /// The composition of the cores one peer runs.
-pub struct Peer {
+pub struct Peer<F: StoreFactory> {
     id: PeerId,
+    config: Config,
+    dht: Dht,
+    gossip: Gossip,
     flood: Flood,
+    swarm: Swarm<F>,
     addresses: Vec<String>,
+    started: bool,
+    joining: bool,
     next_internal: u64,
+    internal: BTreeMap<u64, Internal>,
+    timed: BTreeMap<u64, Instant>,
+    chunks_seen: BTreeMap<ContentId, u32>,
 }
 
 /// Runs `f` on a sub-core with its own outbox, forwards its sends and timers through the
 /// peer's context (wrapped by `msg` and `timer`) and returns its events.
-fn nested<Q: Protocol>(
-    cx: &mut Cx<'_, Peer>,
+fn nested<M, T, E, Q: Protocol>(
+    cx: &mut Context<'_, M, T, E>,
     core: &mut Q,
     f: impl FnOnce(&mut Q, &mut Cx<'_, Q>),
-    msg: fn(Q::Message) -> Message,
-    timer: fn(Q::Timer) -> Timer,
+    msg: fn(Q::Message) -> M,
+    timer: fn(Q::Timer) -> T,
 ) -> Vec<Q::Event> {
     let mut sub = Outbox::new();
     cx.nested(&mut sub, |c| f(core, c));
@@ -122,18 +274,33 @@ fn nested<Q: Protocol>(
     events
 }
 
-impl Peer {
-    /// A peer named `id` with `config`.
-    pub fn new(id: PeerId, config: Config) -> Result<Peer, Error> {
-        let flood = Flood::new(id, config.flood).map_err(|e| Error::Config {
-            core: "flood",
-            msg: e.to_string(),
-        })?;
+fn config_err(core: &'static str) -> impl FnOnce(String) -> Error {
+    move |msg| Error::Config { core, msg }
+}
+
+impl<F: StoreFactory> Peer<F> {
+    /// A peer named `id` with `config`, opening download stores through `factory`.
+    pub fn new(id: PeerId, config: Config, factory: F) -> Result<Peer<F>, Error> {
+        let dht = Dht::new(config.dht.clone(), id).map_err(|e| config_err("dht")(e.to_string()))?;
+        let gossip = Gossip::new(id, Vec::new(), config.gossip.clone())
+            .map_err(|e| config_err("gossip")(e.to_string()))?;
+        let flood = Flood::new(id, config.flood.clone())
+            .map_err(|e| config_err("flood")(e.to_string()))?;
+        let swarm = Swarm::new(config.swarm.clone(), factory);
         Ok(Peer {
             id,
+            config,
+            dht,
+            gossip,
             flood,
+            swarm,
             addresses: Vec::new(),
+            started: false,
+            joining: false,
             next_internal: 0,
+            internal: BTreeMap::new(),
+            timed: BTreeMap::new(),
+            chunks_seen: BTreeMap::new(),
         })
     }
 
@@ -142,9 +309,29 @@ impl Peer {
         self.id
     }
 
+    /// The DHT core.
+    pub fn dht(&self) -> &Dht {
+        &self.dht
+    }
+
+    /// The DHT core, mutably (to restore persisted records before start).
+    pub fn dht_mut(&mut self) -> &mut Dht {
+        &mut self.dht
+    }
+
+    /// The gossip core.
+    pub fn gossip(&self) -> &Gossip {
+        &self.gossip
+    }
+
     /// The flooding core (neighbours, index, counters).
     pub fn flood(&self) -> &Flood {
         &self.flood
+    }
+
+    /// The swarm core.
+    pub fn swarm(&self) -> &Swarm<F> {
+        &self.swarm
     }
 
     /// This node's announced addresses.
@@ -152,121 +339,421 @@ impl Peer {
         &self.addresses
     }
 
-    /// A fresh internal request id.
-    #[allow(dead_code)]
-    fn internal_id(&mut self) -> u64 {
+    /// The name under which a shared file is indexed for flooding search.
+    pub fn search_name(manifest: &swarm::Manifest) -> String {
+        let cid = manifest.content_id().to_hex();
+        let mut name: String = manifest.name().to_string();
+        // Keep the name within the index's limit while the content id stays whole.
+        let room = peerlab_overlay::index::MAX_NAME_LEN.saturating_sub(cid.len() + 1);
+        while name.len() > room {
+            name.pop();
+        }
+        format!("{name} {cid}")
+    }
+
+    fn internal_id(&mut self, what: Internal) -> u64 {
         self.next_internal += 1;
-        INTERNAL_REQUEST | self.next_internal
+        let id = INTERNAL_REQUEST | self.next_internal;
+        if self.internal.len() >= MAX_INTERNAL
+            && let Some(oldest) = self.internal.keys().next().copied()
+        {
+            self.internal.remove(&oldest);
+        }
+        self.internal.insert(id, what);
+        id
+    }
+
+    fn dht_do(&mut self, cx: &mut Cx<'_, Self>, f: impl FnOnce(&mut Dht, &mut Cx<'_, Dht>)) {
+        for e in nested(cx, &mut self.dht, f, Message::Dht, Timer::Dht) {
+            self.on_dht_event(cx, e);
+        }
+    }
+
+    fn gossip_do(&mut self, cx: &mut Cx<'_, Self>, f: impl FnOnce(&mut Gossip, &mut Cx<'_, Gossip>)) {
+        for e in nested(cx, &mut self.gossip, f, Message::Gossip, Timer::Gossip) {
+            self.on_gossip_event(cx, e);
+        }
     }
 
     fn flood_do(&mut self, cx: &mut Cx<'_, Self>, f: impl FnOnce(&mut Flood, &mut Cx<'_, Flood>)) {
-        let events = nested(cx, &mut self.flood, f, Message::Flood, Timer::Flood);
-        for e in events {
-            self.on_flood_event(cx, e);
+        for e in nested(cx, &mut self.flood, f, Message::Flood, Timer::Flood) {
+            if matches!(e, flood::Event::SearchHit { .. }) {
+                metrics::counter!(m::FLOOD_HITS).increment(1);
+            }
+            cx.emit(Event::Flood(e));
         }
     }
 
-    fn on_flood_event(&mut self, cx: &mut Cx<'_, Self>, e: flood::Event) {
-        match &e {
-            flood::Event::SearchHit { .. } => metrics::counter!(crate::metrics::FLOOD_HITS).increment(1),
+    fn swarm_do(&mut self, cx: &mut Cx<'_, Self>, f: impl FnOnce(&mut Swarm<F>, &mut Cx<'_, Swarm<F>>)) {
+        for e in nested(cx, &mut self.swarm, f, Message::Swarm, Timer::Swarm) {
+            self.on_swarm_event(cx, e);
+        }
+    }
+
+    fn join_dht(&mut self, cx: &mut Cx<'_, Self>, bootstrap: Vec<PeerId>) {
+        if self.dht.is_joined() || self.dht.has_left() || self.joining {
+            return;
+        }
+        self.joining = true;
+        let req = self.internal_id(Internal::Join);
+        self.dht_do(cx, |d, cx| d.handle_command(cx, dht::Command::Join { req, bootstrap }));
+    }
+
+    fn alive_members(&self, n: usize) -> Vec<PeerId> {
+        self.gossip
+            .members()
+            .filter(|(p, mb)| **p != self.id && mb.state == gossip::MemberState::Alive)
+            .map(|(p, _)| *p)
+            .take(n)
+            .collect()
+    }
+
+    fn on_dht_event(&mut self, cx: &mut Cx<'_, Self>, e: dht::Event) {
+        let dht::Event::Reply { req, result } = &e;
+        if let Some(started) = self.timed.remove(req) {
+            metrics::histogram!(m::LOOKUP_LATENCY).record(cx.now().saturating_since(started).as_secs_f64());
+        }
+        match result {
+            Ok(dht::Reply::Lookup(r))
+            | Ok(dht::Reply::Stored { route: r, .. })
+            | Ok(dht::Reply::Value { route: r, .. })
+            | Ok(dht::Reply::ProviderAdded { route: r })
+            | Ok(dht::Reply::Providers { route: r, .. }) => {
+                metrics::counter!(m::LOOKUPS, "result" => "ok").increment(1);
+                metrics::histogram!(m::LOOKUP_HOPS).record(r.hops as f64);
+            }
+            Err(dht::Error::LookupFailed { .. }) => {
+                metrics::counter!(m::LOOKUPS, "result" => "failed").increment(1);
+            }
             _ => {}
         }
-        cx.emit(Event::Flood(e));
+        if req & INTERNAL_REQUEST == 0 {
+            cx.emit(Event::Dht(e));
+            return;
+        }
+        let Some(what) = self.internal.remove(req) else {
+            return;
+        };
+        match (what, result) {
+            (Internal::Join, _) => self.joining = false,
+            (Internal::FindProviders(cid), Ok(dht::Reply::Providers { providers, .. })) => {
+                let peers: Vec<PeerId> = providers
+                    .iter()
+                    .map(|p| p.provider)
+                    .filter(|p| *p != self.id)
+                    .collect();
+                if !peers.is_empty() {
+                    self.swarm_do(cx, |s, cx| {
+                        s.handle_command(cx, swarm::Command::AddPeers { cid, peers })
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip_event(&mut self, cx: &mut Cx<'_, Self>, e: gossip::Event) {
+        match &e {
+            gossip::Event::MemberUp { peer, .. } => {
+                let peer = *peer;
+                if peer != self.id {
+                    self.flood_do(cx, |f, cx| {
+                        f.handle_command(cx, flood::Command::AddNeighbours(vec![peer]))
+                    });
+                    self.join_dht(cx, vec![peer]);
+                }
+                self.member_gauges();
+            }
+            gossip::Event::MemberDown { peer } | gossip::Event::MemberLeft { peer } => {
+                let peer = *peer;
+                self.dht_do(cx, |d, cx| d.handle_peer_down(cx, peer));
+                self.flood_do(cx, |f, cx| f.handle_peer_down(cx, peer));
+                self.member_gauges();
+            }
+            gossip::Event::MemberSuspect { .. } | gossip::Event::MemberAlive { .. } => {
+                self.member_gauges();
+            }
+            gossip::Event::EntryUpdated { .. } => {
+                metrics::counter!(m::GOSSIP_UPDATES).increment(1);
+            }
+            _ => {}
+        }
+        cx.emit(Event::Gossip(e));
+    }
+
+    fn member_gauges(&self) {
+        let mut counts = [0usize; 4];
+        for (_, mb) in self.gossip.members() {
+            let i = match mb.state {
+                gossip::MemberState::Alive => 0,
+                gossip::MemberState::Suspect => 1,
+                gossip::MemberState::Dead => 2,
+                gossip::MemberState::Left => 3,
+            };
+            counts[i] += 1;
+        }
+        for (i, state) in ["alive", "suspect", "dead", "left"].iter().enumerate() {
+            metrics::gauge!(m::MEMBERS, "state" => *state).set(counts[i] as f64);
+        }
+    }
+
+    fn on_swarm_event(&mut self, cx: &mut Cx<'_, Self>, e: swarm::Event) {
+        match e {
+            swarm::Event::Discovery(Discovery::Announce { key, ttl, .. }) => {
+                let req = self.internal_id(Internal::Announce);
+                let provider = self.id;
+                self.dht_do(cx, |d, cx| {
+                    d.handle_command(cx, dht::Command::AddProvider { req, key, provider, ttl })
+                });
+            }
+            swarm::Event::Discovery(Discovery::FindProviders { cid, key }) => {
+                let req = self.internal_id(Internal::FindProviders(cid));
+                self.dht_do(cx, |d, cx| d.handle_command(cx, dht::Command::GetProviders { req, key }));
+            }
+            other => {
+                match &other {
+                    swarm::Event::Progress { cid, have, .. } => self.count_chunks(*cid, *have),
+                    swarm::Event::Completed { cid, .. } => {
+                        let have = self.swarm.stats(cid).map_or(0, |s| s.have);
+                        self.count_chunks(*cid, have);
+                    }
+                    swarm::Event::ChunkRejected { .. } => {
+                        metrics::counter!(m::CHUNKS_REJECTED).increment(1);
+                    }
+                    _ => {}
+                }
+                cx.emit(Event::Swarm(other));
+            }
+        }
+    }
+
+    fn count_chunks(&mut self, cid: ContentId, have: u32) {
+        let seen = self.chunks_seen.entry(cid).or_default();
+        if have > *seen {
+            metrics::counter!(m::CHUNKS_VERIFIED).increment(u64::from(have - *seen));
+            *seen = have;
+        }
     }
 }
 
-impl Protocol for Peer {
+impl<F: StoreFactory> Protocol for Peer<F> {
     type Message = Message;
     type Timer = Timer;
-    type Command = Command;
+    type Command = Command<F::Store>;
     type Event = Event;
 
     fn handle_start(&mut self, cx: &mut Cx<'_, Self>) {
-        self.flood_do(cx, |c, cx| c.handle_start(cx));
+        self.started = true;
+        if !self.addresses.is_empty() {
+            // Gossip records this node's addresses at construction; rebuild it now that the
+            // driver knows them (nothing has run yet, so nothing is lost).
+            if let Ok(g) = Gossip::new(self.id, self.addresses.clone(), self.config.gossip.clone())
+            {
+                self.gossip = g;
+            }
+        }
+        self.dht_do(cx, |d, cx| d.handle_start(cx));
+        self.gossip_do(cx, |g, cx| g.handle_start(cx));
+        self.flood_do(cx, |f, cx| f.handle_start(cx));
+        self.swarm_do(cx, |s, cx| s.handle_start(cx));
+        if self.config.create_ring {
+            self.join_dht(cx, Vec::new());
+        }
+        cx.set_timer(REJOIN_PERIOD, Timer::Rejoin);
     }
 
     fn handle_message(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, msg: Message) {
         match msg {
-            Message::Flood(m) => self.flood_do(cx, |c, cx| c.handle_message(cx, from, m)),
+            Message::Dht(m) => self.dht_do(cx, |d, cx| d.handle_message(cx, from, m)),
+            Message::Gossip(m) => {
+                metrics::counter!(m::GOSSIP_MESSAGES, "kind" => peerlab_overlay::Message::kind(&m)).increment(1);
+                self.gossip_do(cx, |g, cx| g.handle_message(cx, from, m))
+            }
+            Message::Flood(m) => self.flood_do(cx, |f, cx| f.handle_message(cx, from, m)),
+            Message::Swarm(m) => self.swarm_do(cx, |s, cx| s.handle_message(cx, from, m)),
         }
     }
 
     fn handle_timer(&mut self, cx: &mut Cx<'_, Self>, timer: Timer) {
         match timer {
-            Timer::Flood(t) => self.flood_do(cx, |c, cx| c.handle_timer(cx, t)),
+            Timer::Dht(t) => self.dht_do(cx, |d, cx| d.handle_timer(cx, t)),
+            Timer::Gossip(t) => self.gossip_do(cx, |g, cx| g.handle_timer(cx, t)),
+            Timer::Flood(t) => self.flood_do(cx, |f, cx| f.handle_timer(cx, t)),
+            Timer::Swarm(t) => self.swarm_do(cx, |s, cx| s.handle_timer(cx, t)),
+            Timer::Rejoin => {
+                if self.dht.has_left() {
+                    return;
+                }
+                if !self.dht.is_joined() {
+                    let seeds = self.alive_members(3);
+                    if !seeds.is_empty() {
+                        self.join_dht(cx, seeds);
+                    }
+                }
+                cx.set_timer(REJOIN_PERIOD, Timer::Rejoin);
+            }
         }
     }
 
-    fn handle_command(&mut self, cx: &mut Cx<'_, Self>, cmd: Command) {
+    fn handle_command(&mut self, cx: &mut Cx<'_, Self>, cmd: Command<F::Store>) {
         match cmd {
             Command::Bootstrap(peers) => {
                 let peers: Vec<PeerId> = peers.into_iter().filter(|p| *p != self.id).collect();
-                self.flood_do(cx, |c, cx| {
-                    c.handle_command(cx, flood::Command::AddNeighbours(peers))
-                });
+                if peers.is_empty() {
+                    return;
+                }
+                let seeds = peers.clone();
+                self.gossip_do(cx, |g, cx| g.handle_command(cx, gossip::Command::Join { seeds }));
+                let nb = peers.clone();
+                self.flood_do(cx, |f, cx| f.handle_command(cx, flood::Command::AddNeighbours(nb)));
+                self.join_dht(cx, peers);
             }
-            Command::Addresses(a) => self.addresses = a,
+            Command::Addresses(a) => {
+                if !self.started {
+                    self.addresses = a;
+                }
+            }
+            Command::Dht(c) => {
+                let req = match &c {
+                    dht::Command::Lookup { req, .. }
+                    | dht::Command::Put { req, .. }
+                    | dht::Command::Get { req, .. }
+                    | dht::Command::Delete { req, .. }
+                    | dht::Command::GetProviders { req, .. }
+                    | dht::Command::AddProvider { req, .. } => Some(*req),
+                    _ => None,
+                };
+                if let Some(req) = req
+                    && self.timed.len() < MAX_TIMED
+                {
+                    self.timed.insert(req, cx.now());
+                }
+                self.dht_do(cx, |d, cx| d.handle_command(cx, c));
+            }
+            Command::Gossip(c) => self.gossip_do(cx, |g, cx| g.handle_command(cx, c)),
             Command::Flood(c) => {
                 if matches!(c, flood::Command::Search { .. }) {
-                    metrics::counter!(crate::metrics::FLOOD_QUERIES).increment(1);
+                    metrics::counter!(m::FLOOD_QUERIES).increment(1);
                 }
                 self.flood_do(cx, |f, cx| f.handle_command(cx, c));
             }
+            Command::Share { manifest, store } => {
+                let name = Self::search_name(&manifest);
+                self.swarm_do(cx, |s, cx| {
+                    s.handle_command(cx, swarm::Command::Share { manifest, store })
+                });
+                self.flood_do(cx, |f, cx| f.handle_command(cx, flood::Command::Share { name }));
+            }
+            Command::Fetch { cid, providers } => {
+                self.swarm_do(cx, |s, cx| {
+                    s.handle_command(cx, swarm::Command::Fetch { cid, providers })
+                });
+            }
             Command::Leave => {
-                self.flood_do(cx, |c, cx| c.handle_command(cx, flood::Command::Leave));
+                let req = self.internal_id(Internal::Join);
+                self.dht_do(cx, |d, cx| d.handle_command(cx, dht::Command::Leave { req }));
+                self.gossip_do(cx, |g, cx| g.handle_command(cx, gossip::Command::Leave));
+                self.flood_do(cx, |f, cx| f.handle_command(cx, flood::Command::Leave));
             }
         }
     }
 
     fn handle_peer_down(&mut self, cx: &mut Cx<'_, Self>, peer: PeerId) {
-        self.flood_do(cx, |c, cx| c.handle_peer_down(cx, peer));
+        self.dht_do(cx, |d, cx| d.handle_peer_down(cx, peer));
+        self.gossip_do(cx, |g, cx| g.handle_peer_down(cx, peer));
+        self.flood_do(cx, |f, cx| f.handle_peer_down(cx, peer));
+        self.swarm_do(cx, |s, cx| s.handle_peer_down(cx, peer));
     }
 }
 
-impl NetCore for Peer {
-    fn channel(msg: &Message) -> Channel {
+/// The wire mapping shared by every `Peer` and the node wrapper around it.
+pub(crate) mod net {
+    use super::*;
+
+    pub(crate) fn channel(msg: &Message) -> Channel {
         match msg {
+            Message::Dht(_) => Channel::Dht,
+            Message::Gossip(_) => Channel::Gossip,
             Message::Flood(_) => Channel::Flood,
+            Message::Swarm(_) => Channel::Swarm,
         }
     }
 
-    fn encode(msg: &Message) -> Result<Vec<u8>, CodecError> {
+    pub(crate) fn encode(msg: &Message) -> Result<Vec<u8>, CodecError> {
+        let max = channel(msg).max_frame();
         match msg {
-            Message::Flood(m) => codec::encode_with_limit(m, Channel::Flood.max_frame()),
+            Message::Dht(m) => codec::encode_with_limit(m, max),
+            Message::Gossip(m) => codec::encode_with_limit(m, max),
+            Message::Flood(m) => codec::encode_with_limit(m, max),
+            Message::Swarm(m) => codec::encode_with_limit(m, max),
         }
     }
 
-    fn decode(channel: Channel, frame: &[u8]) -> Result<Message, CodecError> {
-        let max = channel.max_frame();
-        match channel {
-            Channel::Flood => Ok(Message::Flood(codec::decode_with_limit(frame, max)?)),
-            other => Err(CodecError::Decode(format!(
-                "this node does not speak {}",
-                other.protocol()
-            ))),
-        }
+    pub(crate) fn decode(ch: Channel, frame: &[u8]) -> Result<Message, CodecError> {
+        let max = ch.max_frame();
+        Ok(match ch {
+            Channel::Dht => Message::Dht(codec::decode_with_limit(frame, max)?),
+            Channel::Gossip => Message::Gossip(codec::decode_with_limit(frame, max)?),
+            Channel::Flood => Message::Flood(codec::decode_with_limit(frame, max)?),
+            Channel::Swarm => Message::Swarm(codec::decode_with_limit(frame, max)?),
+        })
     }
 
-    fn reply_to(event: &Event) -> Option<(u64, bool)> {
+    pub(crate) fn reply_to(event: &Event) -> Option<(u64, bool)> {
         match event {
+            Event::Dht(dht::Event::Reply { req, .. }) => Some((*req, true)),
+            Event::Gossip(gossip::Event::Published { request, .. })
+            | Event::Gossip(gossip::Event::CommandFailed { request, .. }) => Some((*request, true)),
             Event::Flood(flood::Event::SearchHit { request, .. }) => Some((*request, false)),
             Event::Flood(flood::Event::SearchDone { request, .. })
             | Event::Flood(flood::Event::SearchRejected { request, .. }) => Some((*request, true)),
-            Event::Flood(flood::Event::ShareRejected { .. }) => None,
+            _ => None,
         }
     }
 
-    fn bootstrap_command(peers: Vec<PeerId>) -> Option<Command> {
+    pub(crate) fn addresses_of(event: &Event) -> Vec<(PeerId, String)> {
+        match event {
+            Event::Gossip(gossip::Event::MemberUp { peer, addrs }) => {
+                addrs.iter().map(|a| (*peer, a.clone())).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl<F: StoreFactory + Send + 'static> NetCore for Peer<F>
+where
+    F::Store: Send + 'static,
+{
+    fn channel(msg: &Message) -> Channel {
+        net::channel(msg)
+    }
+    fn encode(msg: &Message) -> Result<Vec<u8>, CodecError> {
+        net::encode(msg)
+    }
+    fn decode(channel: Channel, frame: &[u8]) -> Result<Message, CodecError> {
+        net::decode(channel, frame)
+    }
+    fn reply_to(event: &Event) -> Option<(u64, bool)> {
+        net::reply_to(event)
+    }
+    fn bootstrap_command(peers: Vec<PeerId>) -> Option<Self::Command> {
         Some(Command::Bootstrap(peers))
     }
-
-    fn address_command(addrs: Vec<String>) -> Option<Command> {
+    fn address_command(addrs: Vec<String>) -> Option<Self::Command> {
         Some(Command::Addresses(addrs))
     }
-
-    fn leave_command() -> Option<Command> {
+    fn addresses_of(event: &Event) -> Vec<(PeerId, String)> {
+        net::addresses_of(event)
+    }
+    fn leave_command() -> Option<Self::Command> {
         Some(Command::Leave)
     }
+}
+
+/// The ring id a user key is placed at.
+pub fn key_id(key: &[u8]) -> Id {
+    Id::hash(key)
 }
 
 /// How long a flooding search may take at most before the API stops waiting.

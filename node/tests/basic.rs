@@ -1,4 +1,4 @@
-//! Small real-network tests: connection, status, auth, flooding search.
+//! Small real-network tests: connection, status, auth, DHT, gossip.
 
 mod common;
 
@@ -9,24 +9,41 @@ use peerlab_node::client::{Client, ClientError};
 use peerlab_node::config::Transport;
 
 #[test]
-fn two_nodes_connect_and_api_requires_token() {
+fn three_nodes_connect_store_and_gossip() {
     let mut net = Net::new(Transport::Quic);
-    net.start();
-    net.start();
-    let c0 = net.node(0).client();
-    let c1 = net.node(1).client();
-    wait_for("node 1 connected to node 0", Duration::from_secs(10), || {
-        c1.peers().map(|p| !p.is_empty()).unwrap_or(false)
+    for _ in 0..3 {
+        net.start();
+    }
+    let clients: Vec<Client> = net.alive().map(|(_, n)| n.client()).collect();
+    wait_for("every DHT joined", Duration::from_secs(20), || {
+        clients.iter().all(|c| c.status().map(|s| s.dht_joined).unwrap_or(false))
     });
-    let st = c0.status().unwrap();
+    let st = clients[0].status().unwrap();
     assert_eq!(st.peer_id, net.node(0).peer_id().to_string());
-    assert!(st.listen_addrs.iter().any(|a| a.contains("quic-v1")));
 
     let bad = Client::new(&net.node(0).api_addr().to_string(), "wrong");
     match bad.status() {
         Err(ClientError::Api { status: 401, .. }) => {}
         other => panic!("expected 401, got {other:?}"),
     }
-    let metrics = c0.metrics().unwrap();
+    let v: serde_json::Value = clients[1]
+        .put("/kv/alice", &serde_json::json!({"value": "42"}))
+        .unwrap();
+    assert!(v["owner"].is_string(), "{v}");
+    for c in &clients {
+        let got: serde_json::Value = c.get("/kv/alice").unwrap();
+        assert_eq!(got["value"], "42", "{got}");
+    }
+    let _: serde_json::Value = clients[2]
+        .post("/gossip", &serde_json::json!({"key": "motd", "value": "hi"}))
+        .unwrap();
+    wait_for("gossip reaches all", Duration::from_secs(20), || {
+        clients.iter().all(|c| {
+            c.get::<serde_json::Value>("/gossip/motd")
+                .map(|v| v["value"] == "hi")
+                .unwrap_or(false)
+        })
+    });
+    let metrics = clients[0].metrics().unwrap();
     assert!(metrics.contains("peerlab_connected_peers"), "{metrics}");
 }
