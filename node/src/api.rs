@@ -340,6 +340,8 @@ pub struct FetchProgress {
     pub peers: u32,
     /// Payload bytes received.
     pub downloaded: u64,
+    /// Payload bytes sent to others.
+    pub uploaded: u64,
     /// Chunks that failed verification.
     pub corrupt_chunks: u32,
     /// Complete, verified and written to the output (if one was asked for).
@@ -763,6 +765,7 @@ async fn progress(State(st): State<ApiState>, Path(cid_hex): Path<String>) -> Re
         total: stats.chunks,
         peers: stats.peers,
         downloaded: stats.downloaded,
+        uploaded: stats.uploaded,
         corrupt_chunks: stats.corrupt_chunks,
         done: done && error.is_none(),
         path: shown.map(|p| p.display().to_string()),

@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{ErrorBody, SearchResult, Status};
+use crate::api::{
+    ErrorBody, FetchBody, FetchProgress, GossipValue, MemberInfo, PublishBody, Published, PutBody,
+    RingView, Route, SearchResult, ShareBody, Shared, Status, Stored, Value,
+};
 use crate::driver::PeerInfo;
 
 /// How long one API call may take. Searches and fetches take the longest.
@@ -191,6 +194,84 @@ impl Client {
     /// `GET /peers`.
     pub fn peers(&self) -> Result<Vec<PeerInfo>, ClientError> {
         self.get("/peers")
+    }
+
+    /// `GET /ring`.
+    pub fn ring(&self) -> Result<RingView, ClientError> {
+        self.get("/ring")
+    }
+
+    /// `GET /lookup/{key}`.
+    pub fn lookup(&self, key: &str) -> Result<Route, ClientError> {
+        self.get(&format!("/lookup/{}", urlencode(key)))
+    }
+
+    /// `PUT /kv/{key}`.
+    pub fn kv_put(&self, key: &str, value: &str) -> Result<Stored, ClientError> {
+        self.put(
+            &format!("/kv/{}", urlencode(key)),
+            &PutBody {
+                value: value.into(),
+            },
+        )
+    }
+
+    /// `GET /kv/{key}`.
+    pub fn kv_get(&self, key: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/kv/{}", urlencode(key)))
+    }
+
+    /// `DELETE /kv/{key}`.
+    pub fn kv_delete(&self, key: &str) -> Result<Stored, ClientError> {
+        self.delete(&format!("/kv/{}", urlencode(key)))
+    }
+
+    /// `POST /gossip`.
+    pub fn publish(&self, key: &str, value: &str) -> Result<Published, ClientError> {
+        self.post(
+            "/gossip",
+            &PublishBody {
+                key: key.into(),
+                value: value.into(),
+            },
+        )
+    }
+
+    /// `GET /gossip/{key}`.
+    pub fn gossip_read(&self, key: &str) -> Result<GossipValue, ClientError> {
+        self.get(&format!("/gossip/{}", urlencode(key)))
+    }
+
+    /// `GET /members`.
+    pub fn members(&self) -> Result<Vec<MemberInfo>, ClientError> {
+        self.get("/members")
+    }
+
+    /// `POST /share` (the path must be absolute).
+    pub fn share(&self, path: &Path) -> Result<Shared, ClientError> {
+        self.post(
+            "/share",
+            &ShareBody {
+                path: path.display().to_string(),
+            },
+        )
+    }
+
+    /// `POST /fetch` (the output path, if any, must be absolute).
+    pub fn fetch(&self, cid: &str, output: Option<&Path>) -> Result<FetchProgress, ClientError> {
+        self.post(
+            "/fetch",
+            &FetchBody {
+                cid: cid.into(),
+                output: output.map(|p| p.display().to_string()),
+                providers: Vec::new(),
+            },
+        )
+    }
+
+    /// `GET /fetch/{cid}`.
+    pub fn fetch_progress(&self, cid: &str) -> Result<FetchProgress, ClientError> {
+        self.get(&format!("/fetch/{}", urlencode(cid)))
     }
 
     /// `GET /search`.
