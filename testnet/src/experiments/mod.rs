@@ -7,6 +7,7 @@
 
 use clap::Subcommand;
 
+pub mod flood;
 pub mod gossip;
 
 /// Why an experiment could not run.
@@ -29,6 +30,8 @@ pub(crate) fn invalid<T>(msg: impl Into<String>) -> Result<T, ExperimentError> {
 /// The experiments `peerlab sim` offers.
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
+    /// Gnutella-style search (flood, expanding ring, random walkers) over an unstructured overlay.
+    Flood(flood::Params),
     /// Gossip: rumor mongering and anti-entropy spreading an update (Demers et al., Karp et al.).
     Gossip(gossip::Params),
     /// Gossip membership: SWIM failure detection and join propagation.
@@ -48,6 +51,7 @@ impl SimCommand {
     /// Runs the chosen experiment.
     pub fn run(&self) -> Result<Rendered, ExperimentError> {
         match self {
+            SimCommand::Flood(p) => flood::run(p).map(|r| rendered(&r, r.render_table())),
             SimCommand::Gossip(p) => gossip::run(p).map(|r| rendered(&r, r.render_table())),
             SimCommand::Membership(p) => {
                 gossip::run_membership(p).map(|r| rendered(&r, r.render_table()))
