@@ -385,6 +385,10 @@ const IN_FLIGHT_TICKS: u64 = 5;
 const MAX_IN_FLIGHT: usize = 1024;
 /// Ticks a leaving node keeps gossiping its departure before going silent.
 const LEAVE_TICKS: u32 = 3;
+/// Probability that a member sync goes to a member held dead rather than one that is up.
+/// A dead-but-alive member (one that was cut off) is found again within about
+/// `member_sync_period / DEAD_SYNC_CHANCE / N_dead`; the cost is one wasted sync in four.
+const DEAD_SYNC_CHANCE: f64 = 0.25;
 /// Join attempts per seed before giving up.
 const JOIN_ROUNDS: u32 = 3;
 
@@ -935,9 +939,35 @@ impl Gossip {
             self.rejected.oversized_messages += 1;
             return;
         }
-        for u in members {
+        for mut u in members {
+            // A list merge is second-hand and possibly old (a healed partition's view): a
+            // "dead" it claims about a member that is up here becomes a suspicion, which the
+            // member can refute (memberlist does the same).
+            if u.state == MemberState::Dead && self.member(&u.peer).is_some_and(|m| m.state.is_up())
+            {
+                u.state = MemberState::Suspect;
+            }
             self.on_member_update(cx, u, Some(from));
         }
+    }
+
+    /// The member-sync partner: a random member that is up, or now and then (always, when
+    /// none is up) a member held dead, so that both sides of a healed partition meet again.
+    fn sync_partner(&mut self, cx: &mut Cx<'_, Self>) -> Option<PeerId> {
+        let up = self.random_peers(cx, 1, None).first().copied();
+        let View::Swim(t) = &self.view else {
+            return up;
+        };
+        if up.is_some() && !cx.rng().chance(DEAD_SYNC_CHANCE) {
+            return up;
+        }
+        let dead: Vec<PeerId> = t
+            .members
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Dead)
+            .map(|(p, _)| *p)
+            .collect();
+        cx.rng().choose(&dead).copied().or(up)
     }
 
     // ---- rounds ----
@@ -1476,7 +1506,7 @@ impl Protocol for Gossip {
                 if self.phase != Phase::Running {
                     return;
                 }
-                if let Some(p) = self.random_peers(cx, 1, None).first().copied() {
+                if let Some(p) = self.sync_partner(cx) {
                     let members = self.member_sample(cx);
                     cx.send(
                         p,

@@ -307,6 +307,7 @@ pub fn core_config(p: &Params) -> Config {
 /// Runs `sim gossip`.
 pub fn run(p: &Params) -> Result<Report, ExperimentError> {
     validate(p)?;
+    #[allow(clippy::disallowed_methods)] // wall time is reported, never fed to a core
     let wall = WallInstant::now();
     let results: Vec<RunResult> = (0..p.runs).map(|i| run_once(p, p.seed + i)).collect();
     let n = results.len() as f64;
@@ -677,6 +678,7 @@ pub fn run_membership(p: &MembershipParams) -> Result<MembershipReport, Experime
     if p.runs == 0 || p.runs > MAX_RUNS {
         return invalid(format!("--runs must be in 1..={MAX_RUNS}"));
     }
+    #[allow(clippy::disallowed_methods)] // wall time is reported, never fed to a core
     let wall = WallInstant::now();
     let runs: Vec<MembershipRun> = (0..p.runs)
         .map(|i| membership_once(p, p.seed + i))

@@ -1,0 +1,191 @@
+//! SWIM membership in the simulator: crashes are detected by every live member within the
+//! documented bound and without false positives under loss; joins and graceful leaves
+//! spread; data spreads over a SWIM-managed group.
+//!
+//! A failing case prints its seed; `GOSSIP_SEED=<n>` replays one seed.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use peerlab_gossip::{Command, Config, Event, Gossip, MemberState};
+use peerlab_overlay::PeerId;
+use peerlab_testnet::experiments::gossip::{MembershipParams, run_membership};
+use peerlab_testnet::sim::{Latency, Sim, SimConfig};
+
+fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
+    match std::env::var("GOSSIP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(s) => vec![s],
+        None => default.collect(),
+    }
+}
+
+#[test]
+fn crashes_are_detected_everywhere_without_false_positives() {
+    for seed in seeds(1..4) {
+        let p = MembershipParams {
+            nodes: 120,
+            crash: 3,
+            loss: 0.05,
+            seed,
+            runs: 1,
+        };
+        let r = run_membership(&p).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(r.undetected, 0, "seed {seed}: {r:?}");
+        assert_eq!(r.false_positives, 0, "seed {seed}: {r:?}");
+        let max = r.detection_rounds_max.unwrap();
+        assert!(
+            max <= r.detection_bound_rounds,
+            "seed {seed}: {max} > bound"
+        );
+        assert!(
+            r.join_rounds_full.is_some(),
+            "seed {seed}: joiner not known by all"
+        );
+    }
+}
+
+#[test]
+fn membership_runs_replay_from_their_seed() {
+    let p = MembershipParams {
+        nodes: 60,
+        crash: 1,
+        loss: 0.05,
+        seed: 9,
+        runs: 1,
+    };
+    let mut a = run_membership(&p).unwrap();
+    let mut b = run_membership(&p).unwrap();
+    a.wall_seconds = 0.0;
+    b.wall_seconds = 0.0;
+    assert_eq!(a, b);
+}
+
+fn group(n: u64, seed: u64) -> (Sim<Gossip>, Vec<PeerId>) {
+    let mut sim: Sim<Gossip> = Sim::new(SimConfig {
+        seed,
+        latency: Latency::Uniform {
+            min: Duration::from_millis(5),
+            max: Duration::from_millis(40),
+        },
+        loss: 0.02,
+        ..Default::default()
+    });
+    let peers: Vec<PeerId> = (0..n).map(PeerId::synthetic).collect();
+    for &p in &peers {
+        let others = peers
+            .iter()
+            .filter(|q| **q != p)
+            .map(|q| (*q, vec![format!("/sim/{q}")]));
+        let core =
+            Gossip::with_members(p, vec![format!("/sim/{p}")], Config::lan(), others).unwrap();
+        sim.add_node(p, core);
+    }
+    (sim, peers)
+}
+
+#[test]
+fn data_spreads_over_a_swim_group_and_a_leave_is_seen_once_by_all() {
+    for seed in seeds(1..3) {
+        let (mut sim, peers) = group(40, seed);
+        sim.run_for(Duration::from_secs(2));
+        sim.command(
+            peers[3],
+            Command::Publish {
+                request: 1,
+                key: "k".into(),
+                value: b"v1".to_vec(),
+            },
+        );
+        sim.command(
+            peers[3],
+            Command::Publish {
+                request: 2,
+                key: "k".into(),
+                value: b"v2".to_vec(),
+            },
+        );
+        sim.command(
+            peers[7],
+            Command::Delete {
+                request: 3,
+                key: "none".into(),
+            },
+        );
+        sim.run_for(Duration::from_secs(5));
+        for (p, g) in sim.cores() {
+            let e = g
+                .entry(&peers[3], "k")
+                .unwrap_or_else(|| panic!("seed {seed}: {p:?} lacks k"));
+            assert_eq!(
+                (e.version, e.value.as_deref()),
+                (2, Some(&b"v2"[..])),
+                "seed {seed}"
+            );
+        }
+        sim.take_events();
+        sim.command(peers[5], Command::Leave);
+        sim.run_for(Duration::from_secs(10));
+        let mut left = BTreeSet::new();
+        for (_, observer, ev) in sim.take_events() {
+            match ev {
+                Event::MemberLeft { peer } if peer == peers[5] => {
+                    assert!(left.insert(observer), "seed {seed}: twice")
+                }
+                Event::MemberDown { peer } => {
+                    panic!("seed {seed}: {peer:?} declared dead by {observer:?}")
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            left.len(),
+            39,
+            "seed {seed}: not every member saw the leave"
+        );
+        assert!(sim.node(&peers[5]).unwrap().has_left());
+        for (p, g) in sim.cores() {
+            if p != peers[5] {
+                assert_eq!(
+                    g.member(&peers[5]).unwrap().state,
+                    MemberState::Left,
+                    "seed {seed}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_member_that_was_declared_dead_rejoins_with_a_higher_incarnation() {
+    let (mut sim, peers) = group(20, 5);
+    sim.run_for(Duration::from_secs(2));
+    // Cut one node off long enough to be declared dead, then heal.
+    sim.set_partition(peers[2], 1);
+    sim.run_for(Duration::from_secs(30));
+    let dead = sim
+        .cores()
+        .filter(|(p, g)| {
+            *p != peers[2]
+                && g.member(&peers[2])
+                    .is_some_and(|m| m.state == MemberState::Dead)
+        })
+        .count();
+    assert_eq!(
+        dead, 19,
+        "every other member declares the isolated node dead"
+    );
+    sim.heal_partitions();
+    sim.take_events();
+    sim.run_until(sim.now() + Duration::from_secs(30));
+    let ups: BTreeSet<PeerId> = sim
+        .take_events()
+        .into_iter()
+        .filter(|(_, _, e)| matches!(e, Event::MemberUp { peer, .. } if *peer == peers[2]))
+        .map(|(_, o, _)| o)
+        .collect();
+    assert_eq!(ups.len(), 19, "it is back up everywhere once it refutes");
+    assert!(sim.node(&peers[2]).unwrap().incarnation() > 0);
+}
