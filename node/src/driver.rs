@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics as m;
-use crate::wire::{Channel, FrameCodec};
+use crate::wire::{Channel, Frame, FrameCodec};
 
 /// Strikes (undecodable, oversized or unattributable frames) after which a peer is
 /// disconnected and banned. Small, because an honest peer never sends a bad frame.
@@ -626,7 +626,7 @@ impl<P: NetCore> Driver<P> {
             .swarm
             .behaviour_mut()
             .rr(ch)
-            .send_request_with_addresses(&peer, frame, addrs);
+            .send_request_with_addresses(&peer, Frame::Data(frame), addrs);
         self.outbound.insert((ch, id), peer);
     }
 
@@ -980,7 +980,7 @@ impl<P: NetCore> Driver<P> {
         }
     }
 
-    fn on_rr_event(&mut self, ch: Channel, ev: request_response::Event<Vec<u8>, ()>) {
+    fn on_rr_event(&mut self, ch: Channel, ev: request_response::Event<Frame, ()>) {
         use request_response::{Event as E, InboundFailure, Message, OutboundFailure};
         match ev {
             E::Message {
@@ -994,6 +994,13 @@ impl<P: NetCore> Driver<P> {
                 if self.banned.contains_key(&peer) {
                     return;
                 }
+                let request = match request {
+                    Frame::Data(d) => d,
+                    Frame::Oversized => {
+                        self.strike(peer, ch, "frame over the channel's limit");
+                        return;
+                    }
+                };
                 metrics::counter!(m::BYTES_IN, "protocol" => ch.name())
                     .increment(request.len() as u64);
                 metrics::counter!(m::MESSAGES_IN, "protocol" => ch.name()).increment(1);

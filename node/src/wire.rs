@@ -9,9 +9,10 @@
 //! the exchange. Delivery stays best-effort, as the cores assume.
 //!
 //! Frames are read with a hard limit per protocol ([`Channel::max_frame`]): at most
-//! `limit + 1` bytes are read, so an oversized frame costs the node at most that and ends
-//! in an error that penalises the sender. The body is decoded only after the read finished
-//! within the limit.
+//! `limit + 1` bytes are read, so an oversized frame costs the node at most that; it is
+//! reported as [`Frame::Oversized`] (not as a read error, which libp2p's request-response
+//! would swallow without telling the behaviour) and penalises the sender. The body is
+//! decoded only after the read finished within the limit.
 
 use std::io;
 
@@ -76,6 +77,15 @@ impl Channel {
     }
 }
 
+/// One inbound or outbound request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A frame within the limit (not yet decoded).
+    Data(Vec<u8>),
+    /// A frame longer than the channel's limit; only `limit + 1` bytes were read.
+    Oversized,
+}
+
 /// The request-response codec: requests are raw frames (decoded later by the driver, which
 /// knows the core's message type), responses are empty acknowledgements.
 #[derive(Clone, Copy, Debug)]
@@ -86,10 +96,10 @@ pub struct FrameCodec {
 
 impl request_response::Codec for FrameCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = Frame;
     type Response = ();
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame>
     where
         T: AsyncRead + Unpin + Send,
     {
@@ -98,12 +108,9 @@ impl request_response::Codec for FrameCodec {
             .read_to_end(&mut buf)
             .await?;
         if buf.len() > self.max_frame {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("frame exceeds the limit of {} bytes", self.max_frame),
-            ));
+            return Ok(Frame::Oversized);
         }
-        Ok(buf)
+        Ok(Frame::Data(buf))
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<()>
@@ -119,12 +126,14 @@ impl request_response::Codec for FrameCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Vec<u8>,
+        req: Frame,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        io.write_all(&req).await?;
+        if let Frame::Data(bytes) = req {
+            io.write_all(&bytes).await?;
+        }
         io.close().await
     }
 
