@@ -100,8 +100,10 @@ pub(crate) struct NodeArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum NodeCommand {
     /// Run a node until SIGINT/SIGTERM (then leave the ring gracefully).
-    #[command(after_help = "Example:\n  peerlab node --data-dir /tmp/a --listen /ip4/127.0.0.1/udp/4001/quic-v1\n  \
-        peerlab node --data-dir /tmp/b --bootstrap /ip4/127.0.0.1/udp/4001/quic-v1/p2p/12D3KooW...")]
+    #[command(
+        after_help = "Example:\n  peerlab node --data-dir /tmp/a --listen /ip4/127.0.0.1/udp/4001/quic-v1\n  \
+        peerlab node --data-dir /tmp/b --bootstrap /ip4/127.0.0.1/udp/4001/quic-v1/p2p/12D3KooW..."
+    )]
     Node(NodeArgs),
     /// Show the node's identity, addresses and counts.
     #[command(after_help = "Example:\n  peerlab status --data-dir /tmp/a")]
@@ -293,10 +295,13 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
             })
         }
         NodeCommand::Put { key, value, c } => {
-            let v: Value = c
-                .client()?
-                .put(&format!("/kv/{}", urlencode(&key)), &json!({ "value": value }))?;
-            print(c.json, &v, |v| format!("stored at {} ({} hops)", s(&v["owner"]), s(&v["hops"])))
+            let v: Value = c.client()?.put(
+                &format!("/kv/{}", urlencode(&key)),
+                &json!({ "value": value }),
+            )?;
+            print(c.json, &v, |v| {
+                format!("stored at {} ({} hops)", s(&v["owner"]), s(&v["hops"]))
+            })
         }
         NodeCommand::Get { key, c } => {
             let v: Value = c.client()?.get(&format!("/kv/{}", urlencode(&key)))?;
@@ -313,7 +318,9 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
             let v: Value = c
                 .client()?
                 .post("/gossip", &json!({ "key": key, "value": value }))?;
-            print(c.json, &v, |v| format!("published {key} (version {})", s(&v["version"])))
+            print(c.json, &v, |v| {
+                format!("published {key} (version {})", s(&v["version"]))
+            })
         }
         NodeCommand::Read { key, c } => {
             let v: Value = c.client()?.get(&format!("/gossip/{}", urlencode(&key)))?;
@@ -405,7 +412,9 @@ fn fetch(cid: &str, output: Option<PathBuf>, c: &ClientArgs) -> anyhow::Result<(
             if !c.json {
                 eprintln!();
             }
-            return print(c.json, &p, |_| format!("fetched {cid} into {}", out.display()));
+            return print(c.json, &p, |_| {
+                format!("fetched {cid} into {}", out.display())
+            });
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -378,7 +378,10 @@ fn lossy(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
 
-async fn dht_call(st: &ApiState, make: impl FnOnce(u64) -> dht::Command) -> Result<dht::Reply, ApiError> {
+async fn dht_call(
+    st: &ApiState,
+    make: impl FnOnce(u64) -> dht::Command,
+) -> Result<dht::Reply, ApiError> {
     match st
         .driver
         .call_once(|req| Command::Dht(make(req)), API_TIMEOUT)
@@ -448,7 +451,11 @@ async fn ring(State(st): State<ApiState>) -> Result<Json<RingView>, ApiError> {
                         let node = ring_node(f);
                         match fingers.last_mut() {
                             Some(run) if run.node == node && run.to + 1 == i => run.to = i,
-                            _ => fingers.push(FingerRun { from: i, to: i, node }),
+                            _ => fingers.push(FingerRun {
+                                from: i,
+                                to: i,
+                                node,
+                            }),
                         }
                     }
                     VnodeInfo {
@@ -469,11 +476,17 @@ async fn ring(State(st): State<ApiState>) -> Result<Json<RingView>, ApiError> {
     Ok(Json(v))
 }
 
-async fn lookup(State(st): State<ApiState>, Path(key): Path<String>) -> Result<Json<Route>, ApiError> {
+async fn lookup(
+    State(st): State<ApiState>,
+    Path(key): Path<String>,
+) -> Result<Json<Route>, ApiError> {
     let id = peer::key_id(key.as_bytes());
     match dht_call(&st, |req| dht::Command::Lookup { req, key: id }).await? {
         dht::Reply::Lookup(r) => Ok(Json(route(id, &r))),
-        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected {other:?}"),
+        )),
     }
 }
 
@@ -485,29 +498,51 @@ async fn kv_put(
     let id = peer::key_id(key.as_bytes());
     let k = key.into_bytes();
     let v = body.value.into_bytes();
-    match dht_call(&st, |req| dht::Command::Put { req, key: k, value: v }).await? {
+    match dht_call(&st, |req| dht::Command::Put {
+        req,
+        key: k,
+        value: v,
+    })
+    .await?
+    {
         dht::Reply::Stored { route: r, version } => Ok(Json(Stored {
             route: route(id, &r),
             version: version.time,
         })),
-        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected {other:?}"),
+        )),
     }
 }
 
-async fn kv_get(State(st): State<ApiState>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn kv_get(
+    State(st): State<ApiState>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = peer::key_id(key.as_bytes());
     let k = key.into_bytes();
     match dht_call(&st, |req| dht::Command::Get { req, key: k }).await? {
-        dht::Reply::Value { route: r, value, version } => Ok(Json(Value {
+        dht::Reply::Value {
+            route: r,
+            value,
+            version,
+        } => Ok(Json(Value {
             route: route(id, &r),
             value: value.as_deref().map(lossy),
             version: version.map(|v| v.time),
         })),
-        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected {other:?}"),
+        )),
     }
 }
 
-async fn kv_delete(State(st): State<ApiState>, Path(key): Path<String>) -> Result<Json<Stored>, ApiError> {
+async fn kv_delete(
+    State(st): State<ApiState>,
+    Path(key): Path<String>,
+) -> Result<Json<Stored>, ApiError> {
     let id = peer::key_id(key.as_bytes());
     let k = key.into_bytes();
     match dht_call(&st, |req| dht::Command::Delete { req, key: k }).await? {
@@ -515,11 +550,17 @@ async fn kv_delete(State(st): State<ApiState>, Path(key): Path<String>) -> Resul
             route: route(id, &r),
             version: version.time,
         })),
-        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected {other:?}"),
+        )),
     }
 }
 
-async fn publish(State(st): State<ApiState>, Json(body): Json<PublishBody>) -> Result<Json<Published>, ApiError> {
+async fn publish(
+    State(st): State<ApiState>,
+    Json(body): Json<PublishBody>,
+) -> Result<Json<Published>, ApiError> {
     let ev = st
         .driver
         .call_once(
@@ -536,11 +577,17 @@ async fn publish(State(st): State<ApiState>, Json(body): Json<PublishBody>) -> R
     match ev {
         Event::Gossip(gossip::Event::Published { version, .. }) => Ok(Json(Published { version })),
         Event::Gossip(gossip::Event::CommandFailed { error, .. }) => Err(bad(error.to_string())),
-        other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected {other:?}"),
+        )),
     }
 }
 
-async fn gossip_read(State(st): State<ApiState>, Path(key): Path<String>) -> Result<Json<GossipValue>, ApiError> {
+async fn gossip_read(
+    State(st): State<ApiState>,
+    Path(key): Path<String>,
+) -> Result<Json<GossipValue>, ApiError> {
     let v = st
         .driver
         .inspect(move |n: &mut Node, _| {
@@ -626,10 +673,16 @@ async fn search(
     Ok(Json(SearchResult { hits }))
 }
 
-async fn share(State(st): State<ApiState>, Json(body): Json<ShareBody>) -> Result<Json<Shared>, ApiError> {
+async fn share(
+    State(st): State<ApiState>,
+    Json(body): Json<ShareBody>,
+) -> Result<Json<Shared>, ApiError> {
     let path = PathBuf::from(&body.path);
     if !path.is_absolute() {
-        return Err(bad(format!("share needs an absolute path, got {:?}", body.path)));
+        return Err(bad(format!(
+            "share needs an absolute path, got {:?}",
+            body.path
+        )));
     }
     let p2 = path.clone();
     let (manifest, store) = tokio::task::spawn_blocking(move || {
@@ -653,7 +706,9 @@ async fn share(State(st): State<ApiState>, Json(body): Json<ShareBody>) -> Resul
         output: None,
         manifest: Some(manifest.clone()),
     };
-    st.driver.command(Command::Share { manifest, store }).await?;
+    st.driver
+        .command(Command::Share { manifest, store })
+        .await?;
     let running = st
         .driver
         .inspect(move |n: &mut Node, _| {
@@ -665,7 +720,9 @@ async fn share(State(st): State<ApiState>, Json(body): Json<ShareBody>) -> Resul
         })
         .await?;
     if !running {
-        return Err(bad("the swarm refused the share (already shared, or too many transfers)"));
+        return Err(bad(
+            "the swarm refused the share (already shared, or too many transfers)",
+        ));
     }
     Ok(Json(out))
 }
@@ -674,7 +731,10 @@ fn parse_cid(s: &str) -> Result<ContentId, ApiError> {
     ContentId::from_hex(s).ok_or_else(|| bad(format!("{s:?} is not a content id (64 hex digits)")))
 }
 
-async fn fetch(State(st): State<ApiState>, Json(body): Json<FetchBody>) -> Result<Json<FetchProgress>, ApiError> {
+async fn fetch(
+    State(st): State<ApiState>,
+    Json(body): Json<FetchBody>,
+) -> Result<Json<FetchProgress>, ApiError> {
     let cid = parse_cid(&body.cid)?;
     let output = body.output.map(PathBuf::from);
     if let Some(o) = &output
@@ -685,14 +745,27 @@ async fn fetch(State(st): State<ApiState>, Json(body): Json<FetchBody>) -> Resul
     let mut providers = Vec::new();
     for p in &body.providers {
         let pid: libp2p::PeerId = p.parse().map_err(|e| bad(format!("provider {p:?}: {e}")))?;
-        providers.push(crate::driver::from_libp2p(&pid).ok_or_else(|| bad(format!("provider {p:?} is not an Ed25519 peer")))?);
+        providers.push(
+            crate::driver::from_libp2p(&pid)
+                .ok_or_else(|| bad(format!("provider {p:?} is not an Ed25519 peer")))?,
+        );
     }
     {
         let mut f = st.fetches.lock().map_err(|_| bad("poisoned"))?;
         if f.len() >= MAX_FETCHES && !f.contains_key(&cid) {
-            return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "too many fetches".into()));
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many fetches".into(),
+            ));
         }
-        f.insert(cid, FetchTarget { output: output.clone(), written: false, error: None });
+        f.insert(
+            cid,
+            FetchTarget {
+                output: output.clone(),
+                written: false,
+                error: None,
+            },
+        );
     }
     let rec = TransferRecord {
         kind: TransferKind::Fetch,
@@ -713,7 +786,10 @@ async fn fetch(State(st): State<ApiState>, Json(body): Json<FetchBody>) -> Resul
     progress(State(st), Path(body.cid)).await
 }
 
-async fn progress(State(st): State<ApiState>, Path(cid_hex): Path<String>) -> Result<Json<FetchProgress>, ApiError> {
+async fn progress(
+    State(st): State<ApiState>,
+    Path(cid_hex): Path<String>,
+) -> Result<Json<FetchProgress>, ApiError> {
     let cid = parse_cid(&cid_hex)?;
     let snap = st
         .driver
@@ -726,7 +802,10 @@ async fn progress(State(st): State<ApiState>, Path(cid_hex): Path<String>) -> Re
         })
         .await?;
     let Some((stats, path, finished)) = snap else {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no transfer of {cid_hex} (refused or never started)")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no transfer of {cid_hex} (refused or never started)"),
+        ));
     };
     let target = st.fetches.lock().ok().and_then(|f| f.get(&cid).cloned());
     let mut done = finished;

@@ -41,7 +41,9 @@ pub enum ClientError {
     #[error("unreadable answer: {0}")]
     Body(String),
     /// The data dir holds no running node's address or token.
-    #[error("no running node found in {dir}: {msg} (start one with `peerlab node`, or pass --api and --token)")]
+    #[error(
+        "no running node found in {dir}: {msg} (start one with `peerlab node`, or pass --api and --token)"
+    )]
     NoNode {
         /// The data dir.
         dir: String,

@@ -96,9 +96,8 @@ impl DataDir {
         let path = self.root.join("identity.key");
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let key = Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
-                    NodeError::Identity(format!("{}: {e}", path.display()))
-                })?;
+                let key = Keypair::from_protobuf_encoding(&bytes)
+                    .map_err(|e| NodeError::Identity(format!("{}: {e}", path.display())))?;
                 if key.public().clone().try_into_ed25519().is_err() {
                     return Err(NodeError::Identity(format!(
                         "{}: not an Ed25519 key",
@@ -182,7 +181,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(d.token_file()).unwrap().permissions().mode();
+            let mode = std::fs::metadata(d.token_file())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -576,14 +576,14 @@ impl<P: NetCore> Driver<P> {
             }
         }
         self.core.observe(&ev);
-        if let Some((id, last)) = P::reply_to(&ev) {
-            if let Some(w) = self.waiters.get(&id) {
-                // A caller that stopped listening, or one too slow to keep up, loses events
-                // rather than stalling the driver.
-                let closed = w.tx.try_send(ev).is_err() && w.tx.is_closed();
-                if last || closed {
-                    self.waiters.remove(&id);
-                }
+        if let Some((id, last)) = P::reply_to(&ev)
+            && let Some(w) = self.waiters.get(&id)
+        {
+            // A caller that stopped listening, or one too slow to keep up, loses events
+            // rather than stalling the driver.
+            let closed = w.tx.try_send(ev).is_err() && w.tx.is_closed();
+            if last || closed {
+                self.waiters.remove(&id);
             }
         }
     }
@@ -601,7 +601,11 @@ impl<P: NetCore> Driver<P> {
         let frame = match P::encode(&msg) {
             Ok(f) if f.len() <= ch.max_frame() => f,
             Ok(f) => {
-                tracing::warn!(len = f.len(), channel = ch.name(), "outgoing frame too large");
+                tracing::warn!(
+                    len = f.len(),
+                    channel = ch.name(),
+                    "outgoing frame too large"
+                );
                 return;
             }
             Err(e) => {
@@ -668,11 +672,7 @@ impl<P: NetCore> Driver<P> {
             tracing::info!(%peer, "banning peer after repeated bad frames");
             metrics::counter!(m::PEERS_BANNED).increment(1);
             if self.banned.len() >= MAX_BANNED
-                && let Some(oldest) = self
-                    .banned
-                    .iter()
-                    .min_by_key(|(_, t)| **t)
-                    .map(|(p, _)| *p)
+                && let Some(oldest) = self.banned.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p)
             {
                 self.banned.remove(&oldest);
             }
@@ -796,13 +796,13 @@ impl<P: NetCore> Driver<P> {
                 }
             };
             enum In<P: NetCore> {
-                Swarm(SwarmEvent<BehaviourEvent>),
+                Swarm(Box<SwarmEvent<BehaviourEvent>>),
                 Req(Option<Request<P>>),
                 Wake,
                 Tick,
             }
             let input: In<P> = tokio::select! {
-                ev = self.swarm.select_next_some() => In::Swarm(ev),
+                ev = self.swarm.select_next_some() => In::Swarm(Box::new(ev)),
                 req = self.requests.recv() => In::Req(req),
                 _ = sleep => In::Wake,
                 _ = tick.tick() => In::Tick,
@@ -810,7 +810,7 @@ impl<P: NetCore> Driver<P> {
             let stop = metrics::with_local_recorder(&*recorder, || {
                 let stop = match input {
                     In::Swarm(ev) => {
-                        self.on_swarm_event(ev);
+                        self.on_swarm_event(*ev);
                         None
                     }
                     In::Req(Some(r)) => self.on_request(r).map(Some),
@@ -985,9 +985,10 @@ impl<P: NetCore> Driver<P> {
         match ev {
             E::Message {
                 peer,
-                message: Message::Request {
-                    request, channel, ..
-                },
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
                 ..
             } => {
                 let _ = self.swarm.behaviour_mut().rr(ch).send_response(channel, ());

@@ -234,7 +234,12 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         .into_iter()
         .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(peer_id)))
         .collect();
-    dir.write_listen_addrs(&listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>())?;
+    dir.write_listen_addrs(
+        &listen_addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
+    )?;
     let driver_task = tokio::spawn(drv.run());
     resume_transfers(&handle, resume).await;
 
@@ -289,9 +294,13 @@ async fn resume_transfers(
                 .await;
                 match seeded {
                     Ok(Ok(store)) => {
-                        let _ = handle.command(peer::Command::Share { manifest, store }).await;
+                        let _ = handle
+                            .command(peer::Command::Share { manifest, store })
+                            .await;
                     }
-                    _ => tracing::warn!(cid = %cid.to_hex(), "a shared file is gone or changed; not re-shared"),
+                    _ => {
+                        tracing::warn!(cid = %cid.to_hex(), "a shared file is gone or changed; not re-shared")
+                    }
                 }
             }
             (node::TransferKind::Fetch, _, _) => {

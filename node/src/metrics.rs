@@ -53,7 +53,9 @@ pub fn recorder() -> PrometheusRecorder {
     let builder = builder
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(LOOKUP_HOPS.into()),
-            &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0],
+            &[
+                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0,
+            ],
         )
         .and_then(|b| {
             b.set_buckets_for_metric(

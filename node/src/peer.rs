@@ -29,7 +29,9 @@ use std::time::Duration;
 use peerlab_dht::{self as dht, Dht};
 use peerlab_gossip::{self as gossip, Gossip};
 use peerlab_overlay::flood::{self, Flood};
-use peerlab_overlay::{CodecError, Context, Cx, Id, Instant, Outbox, Output, PeerId, Protocol, codec};
+use peerlab_overlay::{
+    CodecError, Context, Cx, Id, Instant, Outbox, Output, PeerId, Protocol, codec,
+};
 use peerlab_swarm::{self as swarm, ContentId, Discovery, StoreFactory, Swarm};
 use serde::{Deserialize, Serialize};
 
@@ -284,8 +286,8 @@ impl<F: StoreFactory> Peer<F> {
         let dht = Dht::new(config.dht.clone(), id).map_err(|e| config_err("dht")(e.to_string()))?;
         let gossip = Gossip::new(id, Vec::new(), config.gossip.clone())
             .map_err(|e| config_err("gossip")(e.to_string()))?;
-        let flood = Flood::new(id, config.flood.clone())
-            .map_err(|e| config_err("flood")(e.to_string()))?;
+        let flood =
+            Flood::new(id, config.flood.clone()).map_err(|e| config_err("flood")(e.to_string()))?;
         let swarm = Swarm::new(config.swarm.clone(), factory);
         Ok(Peer {
             id,
@@ -369,7 +371,11 @@ impl<F: StoreFactory> Peer<F> {
         }
     }
 
-    fn gossip_do(&mut self, cx: &mut Cx<'_, Self>, f: impl FnOnce(&mut Gossip, &mut Cx<'_, Gossip>)) {
+    fn gossip_do(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        f: impl FnOnce(&mut Gossip, &mut Cx<'_, Gossip>),
+    ) {
         for e in nested(cx, &mut self.gossip, f, Message::Gossip, Timer::Gossip) {
             self.on_gossip_event(cx, e);
         }
@@ -384,7 +390,11 @@ impl<F: StoreFactory> Peer<F> {
         }
     }
 
-    fn swarm_do(&mut self, cx: &mut Cx<'_, Self>, f: impl FnOnce(&mut Swarm<F>, &mut Cx<'_, Swarm<F>>)) {
+    fn swarm_do(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        f: impl FnOnce(&mut Swarm<F>, &mut Cx<'_, Swarm<F>>),
+    ) {
         for e in nested(cx, &mut self.swarm, f, Message::Swarm, Timer::Swarm) {
             self.on_swarm_event(cx, e);
         }
@@ -396,7 +406,9 @@ impl<F: StoreFactory> Peer<F> {
         }
         self.joining = true;
         let req = self.internal_id(Internal::Join);
-        self.dht_do(cx, |d, cx| d.handle_command(cx, dht::Command::Join { req, bootstrap }));
+        self.dht_do(cx, |d, cx| {
+            d.handle_command(cx, dht::Command::Join { req, bootstrap })
+        });
     }
 
     fn alive_members(&self, n: usize) -> Vec<PeerId> {
@@ -411,7 +423,8 @@ impl<F: StoreFactory> Peer<F> {
     fn on_dht_event(&mut self, cx: &mut Cx<'_, Self>, e: dht::Event) {
         let dht::Event::Reply { req, result } = &e;
         if let Some(started) = self.timed.remove(req) {
-            metrics::histogram!(m::LOOKUP_LATENCY).record(cx.now().saturating_since(started).as_secs_f64());
+            metrics::histogram!(m::LOOKUP_LATENCY)
+                .record(cx.now().saturating_since(started).as_secs_f64());
         }
         match result {
             Ok(dht::Reply::Lookup(r))
@@ -503,12 +516,22 @@ impl<F: StoreFactory> Peer<F> {
                 let req = self.internal_id(Internal::Announce);
                 let provider = self.id;
                 self.dht_do(cx, |d, cx| {
-                    d.handle_command(cx, dht::Command::AddProvider { req, key, provider, ttl })
+                    d.handle_command(
+                        cx,
+                        dht::Command::AddProvider {
+                            req,
+                            key,
+                            provider,
+                            ttl,
+                        },
+                    )
                 });
             }
             swarm::Event::Discovery(Discovery::FindProviders { cid, key }) => {
                 let req = self.internal_id(Internal::FindProviders(cid));
-                self.dht_do(cx, |d, cx| d.handle_command(cx, dht::Command::GetProviders { req, key }));
+                self.dht_do(cx, |d, cx| {
+                    d.handle_command(cx, dht::Command::GetProviders { req, key })
+                });
             }
             other => {
                 match &other {
@@ -566,7 +589,8 @@ impl<F: StoreFactory> Protocol for Peer<F> {
         match msg {
             Message::Dht(m) => self.dht_do(cx, |d, cx| d.handle_message(cx, from, m)),
             Message::Gossip(m) => {
-                metrics::counter!(m::GOSSIP_MESSAGES, "kind" => peerlab_overlay::Message::kind(&m)).increment(1);
+                metrics::counter!(m::GOSSIP_MESSAGES, "kind" => peerlab_overlay::Message::kind(&m))
+                    .increment(1);
                 self.gossip_do(cx, |g, cx| g.handle_message(cx, from, m))
             }
             Message::Flood(m) => self.flood_do(cx, |f, cx| f.handle_message(cx, from, m)),
@@ -603,9 +627,13 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                     return;
                 }
                 let seeds = peers.clone();
-                self.gossip_do(cx, |g, cx| g.handle_command(cx, gossip::Command::Join { seeds }));
+                self.gossip_do(cx, |g, cx| {
+                    g.handle_command(cx, gossip::Command::Join { seeds })
+                });
                 let nb = peers.clone();
-                self.flood_do(cx, |f, cx| f.handle_command(cx, flood::Command::AddNeighbours(nb)));
+                self.flood_do(cx, |f, cx| {
+                    f.handle_command(cx, flood::Command::AddNeighbours(nb))
+                });
                 self.join_dht(cx, peers);
             }
             Command::Addresses(a) => {
@@ -642,7 +670,9 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                 self.swarm_do(cx, |s, cx| {
                     s.handle_command(cx, swarm::Command::Share { manifest, store })
                 });
-                self.flood_do(cx, |f, cx| f.handle_command(cx, flood::Command::Share { name }));
+                self.flood_do(cx, |f, cx| {
+                    f.handle_command(cx, flood::Command::Share { name })
+                });
             }
             Command::Fetch { cid, providers } => {
                 self.swarm_do(cx, |s, cx| {
@@ -651,7 +681,9 @@ impl<F: StoreFactory> Protocol for Peer<F> {
             }
             Command::Leave => {
                 let req = self.internal_id(Internal::Join);
-                self.dht_do(cx, |d, cx| d.handle_command(cx, dht::Command::Leave { req }));
+                self.dht_do(cx, |d, cx| {
+                    d.handle_command(cx, dht::Command::Leave { req })
+                });
                 self.gossip_do(cx, |g, cx| g.handle_command(cx, gossip::Command::Leave));
                 self.flood_do(cx, |f, cx| f.handle_command(cx, flood::Command::Leave));
             }

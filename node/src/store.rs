@@ -26,6 +26,9 @@ pub const SWARM_STATE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition:
 pub const GOSSIP_ENTRIES: TableDefinition<'static, &[u8], &[u8]> =
     TableDefinition::new("gossip_entries");
 
+/// Rows of a table: (key, value) pairs in key order.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One change to apply in a single transaction.
 #[derive(Clone, Debug)]
 pub enum Change {
@@ -95,7 +98,7 @@ impl Store {
     pub fn entries(
         &self,
         table: TableDefinition<'static, &[u8], &[u8]>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, NodeError> {
+    ) -> Result<Rows, NodeError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let t = tx.open_table(table).map_err(db_err)?;
         let mut out = Vec::new();

@@ -46,7 +46,12 @@ pub enum Channel {
 
 impl Channel {
     /// Every channel, in a fixed order.
-    pub const ALL: [Channel; 4] = [Channel::Dht, Channel::Gossip, Channel::Flood, Channel::Swarm];
+    pub const ALL: [Channel; 4] = [
+        Channel::Dht,
+        Channel::Gossip,
+        Channel::Flood,
+        Channel::Swarm,
+    ];
 
     /// The libp2p protocol name.
     pub const fn protocol(self) -> &'static str {

@@ -16,7 +16,9 @@ fn three_nodes_connect_store_and_gossip() {
     }
     let clients: Vec<Client> = net.alive().map(|(_, n)| n.client()).collect();
     wait_for("every DHT joined", Duration::from_secs(20), || {
-        clients.iter().all(|c| c.status().map(|s| s.dht_joined).unwrap_or(false))
+        clients
+            .iter()
+            .all(|c| c.status().map(|s| s.dht_joined).unwrap_or(false))
     });
     let st = clients[0].status().unwrap();
     assert_eq!(st.peer_id, net.node(0).peer_id().to_string());
@@ -35,7 +37,10 @@ fn three_nodes_connect_store_and_gossip() {
         assert_eq!(got["value"], "42", "{got}");
     }
     let _: serde_json::Value = clients[2]
-        .post("/gossip", &serde_json::json!({"key": "motd", "value": "hi"}))
+        .post(
+            "/gossip",
+            &serde_json::json!({"key": "motd", "value": "hi"}),
+        )
         .unwrap();
     wait_for("gossip reaches all", Duration::from_secs(20), || {
         clients.iter().all(|c| {

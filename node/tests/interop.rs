@@ -31,7 +31,11 @@ struct Raw {
 fn plain_client() -> Swarm<Plain> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .unwrap()
         .with_quic()
         .with_behaviour(|key| Plain {
@@ -39,7 +43,9 @@ fn plain_client() -> Swarm<Plain> {
                 "/ipfs/id/1.0.0".into(),
                 key.public(),
             )),
-            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(200))),
+            ping: ping::Behaviour::new(
+                ping::Config::new().with_interval(Duration::from_millis(200)),
+            ),
         })
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
@@ -49,14 +55,21 @@ fn plain_client() -> Swarm<Plain> {
 fn raw_client() -> Swarm<Raw> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .unwrap()
         .with_quic()
         .with_behaviour(|_| Raw {
             rr: request_response::Behaviour::with_codec(
                 // A client that does not limit what it sends.
                 FrameCodec { max_frame: 1 << 24 },
-                [(StreamProtocol::new(Channel::Dht.protocol()), ProtocolSupport::Full)],
+                [(
+                    StreamProtocol::new(Channel::Dht.protocol()),
+                    ProtocolSupport::Full,
+                )],
                 request_response::Config::default(),
             ),
         })
@@ -189,7 +202,10 @@ fn garbage_and_oversized_frames_ban_the_sender_and_the_node_keeps_serving() {
         .await
         .expect("node answers garbage within 20 s")
     });
-    assert!(closed, "the node closes the connection of a peer sending garbage");
+    assert!(
+        closed,
+        "the node closes the connection of a peer sending garbage"
+    );
     let st = c0.status().unwrap();
     assert!(st.bad_frames >= 3, "{st:?}");
     assert_eq!(st.banned_peers, 1);
@@ -214,5 +230,9 @@ fn garbage_and_oversized_frames_ban_the_sender_and_the_node_keeps_serving() {
         c0.kv_get("after-attack").unwrap().value.as_deref(),
         Some("still here")
     );
-    assert_eq!(c0.peers().unwrap().len(), 1, "only the honest peer stays connected");
+    assert_eq!(
+        c0.peers().unwrap().len(),
+        1,
+        "only the honest peer stays connected"
+    );
 }

@@ -80,9 +80,11 @@ fn scenario(transport: Transport, file_size: usize) {
     let cs = clients(&net);
 
     // 1. The ring converges to the ideal ring.
-    wait_for("ring converges to the ideal ring", Duration::from_secs(60), || {
-        ring_is_ideal(&cs)
-    });
+    wait_for(
+        "ring converges to the ideal ring",
+        Duration::from_secs(60),
+        || ring_is_ideal(&cs),
+    );
     let all = vnode_owners(&cs);
     assert_eq!(all.len(), NODES * 4, "every node runs 4 virtual nodes");
 
@@ -119,28 +121,39 @@ fn scenario(transport: Transport, file_size: usize) {
         .find(|(_, n)| n.peer_id().to_string() == owner)
         .map(|(i, _)| i)
         .unwrap();
-    assert_ne!(victim, 0, "node 0 is the bootstrap node; pick keys so it is not the owner");
+    assert_ne!(
+        victim, 0,
+        "node 0 is the bootstrap node; pick keys so it is not the owner"
+    );
     net.kill(victim);
     let cs = clients(&net);
-    wait_for("every record readable after a replica died", Duration::from_secs(60), || {
-        cs.iter().all(|(_, c)| {
-            (0..20).all(|k| {
-                c.kv_get(&format!("record-{k}"))
-                    .map(|v| v.value == Some(format!("value-{k}")))
-                    .unwrap_or(false)
+    wait_for(
+        "every record readable after a replica died",
+        Duration::from_secs(60),
+        || {
+            cs.iter().all(|(_, c)| {
+                (0..20).all(|k| {
+                    c.kv_get(&format!("record-{k}"))
+                        .map(|v| v.value == Some(format!("value-{k}")))
+                        .unwrap_or(false)
+                })
             })
-        })
-    });
+        },
+    );
 
     // 5. A gossip publish reaches every node.
     cs[1].1.publish("motd", "hello, ring").unwrap();
-    wait_for("gossip publish reaches every node", Duration::from_secs(30), || {
-        cs.iter().all(|(_, c)| {
-            c.gossip_read("motd")
-                .map(|v| v.value.as_deref() == Some("hello, ring"))
-                .unwrap_or(false)
-        })
-    });
+    wait_for(
+        "gossip publish reaches every node",
+        Duration::from_secs(30),
+        || {
+            cs.iter().all(|(_, c)| {
+                c.gossip_read("motd")
+                    .map(|v| v.value.as_deref() == Some("hello, ring"))
+                    .unwrap_or(false)
+            })
+        },
+    );
 
     // 6. A flooding search finds a file shared by another node; 7. a file shared by three
     // nodes is fetched by a fourth, byte-identical.
@@ -151,24 +164,34 @@ fn scenario(transport: Transport, file_size: usize) {
     let sharers: Vec<usize> = cs.iter().skip(1).take(3).map(|(i, _)| *i).collect();
     let mut cid = String::new();
     for &s in &sharers {
-        let path = share_dir.path().join(format!("s{s}")).join("holiday-video.bin");
+        let path = share_dir
+            .path()
+            .join(format!("s{s}"))
+            .join("holiday-video.bin");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &data).unwrap();
         let shared = net.node(s).client().share(&path).unwrap();
-        assert!(cid.is_empty() || cid == shared.cid, "same bytes, same content id");
+        assert!(
+            cid.is_empty() || cid == shared.cid,
+            "same bytes, same content id"
+        );
         cid = shared.cid;
     }
     let fetcher = cs.last().unwrap().0;
     let fc = net.node(fetcher).client();
     let mut found = false;
-    wait_for("flooding search finds the shared file", Duration::from_secs(30), || {
-        let r = fc.search("holiday video", Some(4)).unwrap();
-        found = r
-            .hits
-            .iter()
-            .any(|h| h.names.iter().any(|n| n.contains(&cid)));
-        found
-    });
+    wait_for(
+        "flooding search finds the shared file",
+        Duration::from_secs(30),
+        || {
+            let r = fc.search("holiday video", Some(4)).unwrap();
+            found = r
+                .hits
+                .iter()
+                .any(|h| h.names.iter().any(|n| n.contains(&cid)));
+            found
+        },
+    );
     let out = tempfile::tempdir().unwrap();
     let out_path = out.path().join("fetched.bin");
     fc.fetch(&cid, Some(&out_path)).unwrap();
@@ -177,7 +200,10 @@ fn scenario(transport: Transport, file_size: usize) {
         assert!(p.error.is_none(), "{p:?}");
         p.done
     });
-    assert!(std::fs::read(&out_path).unwrap() == data, "fetched file differs");
+    assert!(
+        std::fs::read(&out_path).unwrap() == data,
+        "fetched file differs"
+    );
     let uploaders = sharers
         .iter()
         .filter(|&&s| {

@@ -1,6 +1,7 @@
 //! Helpers for tests that run real nodes on 127.0.0.1.
 
-#![allow(dead_code, unreachable_pub)]
+// Tests measure real deadlines with the wall clock.
+#![allow(dead_code, unreachable_pub, clippy::disallowed_methods)]
 
 use std::time::{Duration, Instant};
 
@@ -22,11 +23,19 @@ impl Net {
             .enable_all()
             .build()
             .unwrap();
-        Net { rt, nodes: Vec::new(), dirs: Vec::new(), transport }
+        Net {
+            rt,
+            nodes: Vec::new(),
+            dirs: Vec::new(),
+            transport,
+        }
     }
 
     pub fn config(&self, seed: u64) -> Config {
-        Config { seed: Some(seed), ..Config::local(self.transport) }
+        Config {
+            seed: Some(seed),
+            ..Config::local(self.transport)
+        }
     }
 
     /// Starts a node; the first one starts the overlay, later ones bootstrap from node 0.
@@ -52,7 +61,10 @@ impl Net {
         cfg.bootstrap = vec![self.bootstrap_addr(self.node(bootstrap_from))];
         let node = self
             .rt
-            .block_on(peerlab_node::spawn(NodeOptions::new(self.dirs[i].path(), cfg)))
+            .block_on(peerlab_node::spawn(NodeOptions::new(
+                self.dirs[i].path(),
+                cfg,
+            )))
             .expect("node restarts");
         self.nodes[i] = Some(node);
     }
@@ -74,7 +86,10 @@ impl Net {
     }
 
     pub fn alive(&self) -> impl Iterator<Item = (usize, &NodeHandle)> {
-        self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
     }
 
     pub fn kill(&mut self, i: usize) {
