@@ -62,18 +62,28 @@
 //! stays unprobed for `m` periods with probability at most `e^(−m)`. The failed probe makes
 //! it suspect at the next probe tick (at most `T` later), it is declared dead after `S`,
 //! and the `dead` rumor, pushed to `F = fanout` members per round, reaches all live members
-//! in `R ≈ log_(F+1) N + ln N / F` rounds (plus a few for loss). Hence, with probability at
-//! least `1 − e^(−m)`, every live member knows the crash within
+//! in about `log_(F+1) N + ln N / F` rounds (a push epidemic with fan-out `F`); five
+//! more rounds absorb loss, so `R = ⌈log_(F+1) N + ln N / F + 5⌉`. Hence, with probability
+//! at least `1 − e^(−m)`, every live member knows of the crash within
 //!
 //! ```text
 //!     D = (m + 1)·T + S + R·period
 //! ```
 //!
-//! With the LAN defaults, `N = 1000`, `m = 7` (ε ≈ 10⁻³): `D = 8 s + 5 s + 12 rounds`
-//! = 77 rounds of 200 ms (15.4 s). False positives need a live member's direct probe and
-//! all indirect probes to fail (≈ 6·10⁻⁴ per probe at 5 % loss) *and* its refutation to
-//! miss some member for `S` = 25 rounds; the suspicion is also sent straight to the
-//! suspect, and the refutation straight back, so they are refuted within a round or two.
+//! With the LAN defaults (`T` = 5 rounds, `S` = 25 rounds, `F` = 3), `N = 1000` and
+//! `m = 7` (ε ≈ 10⁻³): `D = 40 + 25 + 13 = 78` rounds of 200 ms (15.6 s). Typical times
+//! are far shorter, since probes of the crashed member arrive at rate about one per `T`
+//! (measured in `docs/experiments/gossip.md`).
+//!
+//! False positives need a live member's direct probe and all indirect probes to fail
+//! (≈ 6·10⁻⁴ per probe at 5 % loss: `(1 − 0.95²)·(1 − 0.95⁴)³`) *and* its refutation to
+//! miss some member for `S` = 25 rounds. The prober sends the suspicion straight to the
+//! suspect as well as gossiping it, and the suspect answers its accuser directly, so a
+//! suspicion is normally refuted within a round or two. A member list merged from another
+//! node (join reply, member sync) is second-hand and may be old, so a `dead` it claims about
+//! a member held up here only makes that member suspect, giving it the chance to refute
+//! (memberlist does the same); member syncs also go now and then to members held dead, so
+//! the two sides of a healed partition find each other again.
 //!
 //! # Ideal membership for data experiments
 //!
@@ -914,17 +924,20 @@ impl Gossip {
         let View::Swim(t) = &self.view else {
             return out;
         };
-        let mut all: Vec<MemberUpdate> = t.members.keys().filter_map(|p| t.update_of(p)).collect();
+        let mut all: Vec<(usize, MemberUpdate)> = t
+            .members
+            .keys()
+            .filter_map(|p| t.update_of(p))
+            .map(|u| (item_len(&u), u))
+            .collect();
         let mut room = self
             .config
             .max_message_bytes
             .saturating_sub(FRAME_SLACK + item_len(&out[0]));
-        let lens: Vec<usize> = all.iter().map(item_len).collect();
-        if lens.iter().sum::<usize>() > room {
+        if all.iter().map(|(l, _)| l).sum::<usize>() > room {
             cx.rng().shuffle(&mut all);
         }
-        for u in all {
-            let l = item_len(&u);
+        for (l, u) in all {
             if l > room {
                 break;
             }
