@@ -186,7 +186,7 @@ impl Config {
     }
 
     /// Defaults for a wide-area network: slower periods, longer timeouts (memberlist's WAN
-    /// profile), smaller messages.
+    /// profile), smaller messages (16 KiB, values up to 8 KiB).
     pub fn wan() -> Config {
         Config {
             period: Duration::from_millis(500),
@@ -199,6 +199,7 @@ impl Config {
             tombstone_expiry: Duration::from_secs(300),
             join_timeout: Duration::from_secs(5),
             max_message_bytes: 16 * 1024,
+            max_value_len: 8 * 1024,
             ..Config::lan()
         }
     }

@@ -114,6 +114,43 @@ fn gossip_msg(entries: Vec<Entry>) -> Message {
     }
 }
 
+#[test]
+fn presets_are_valid_and_bad_configs_are_refused() {
+    for c in [
+        Config::lan(),
+        Config::wan(),
+        Config::synchronous_rounds(Mode::Rumor),
+    ] {
+        assert_eq!(c.validate(), Ok(()));
+    }
+    let bad = [
+        Config {
+            fanout: 0,
+            ..Config::lan()
+        },
+        Config {
+            probe_timeout: Duration::from_secs(2),
+            ..Config::lan()
+        },
+        Config {
+            max_message_bytes: 8 * 1024,
+            ..Config::lan()
+        },
+        Config {
+            period: Duration::ZERO,
+            ..Config::lan()
+        },
+    ];
+    for c in bad {
+        assert!(matches!(
+            Gossip::new(p(1), vec![], c),
+            Err(GossipError::InvalidConfig(_))
+        ));
+    }
+    assert_eq!(Config::lan().member_retransmits(999), 12);
+    assert_eq!(Config::lan().member_retransmits(1000), 16);
+}
+
 // ---- loss of interest, one test per variant ----
 
 #[test]
