@@ -43,3 +43,8 @@ pub use storage::{
 };
 pub use swarm::{Command, CommandError, Config, Event, ProtocolError, Swarm, Timer, TransferStats};
 pub use wire::{Body, Message};
+
+/// Re-exported so users build blocks and hashes with the same versions as this crate.
+pub use blake3;
+/// Re-exported so users build blocks and hashes with the same versions as this crate.
+pub use bytes;

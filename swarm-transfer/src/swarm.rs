@@ -60,6 +60,8 @@ pub struct Config {
     pub max_transfers: usize,
     /// A request unanswered for this long is dropped and re-issued elsewhere. Default 60 s.
     pub request_timeout: Duration,
+    /// A connection whose bitfield has not arrived after this long is dropped. Default 30 s.
+    pub handshake_timeout: Duration,
     /// How long a manifest request may take before the next provider is asked. Default 10 s.
     pub manifest_timeout: Duration,
     /// Most manifest requests queued while our own manifest is still coming. Default 64.
@@ -82,6 +84,16 @@ pub struct Config {
     pub lookup_interval: Duration,
     /// Housekeeping period (request timeouts, peer top-up). Default 5 s.
     pub tick: Duration,
+    /// Initial seeding (BEP 16 "super-seeding"): a transfer started by
+    /// [`Command::Share`] advertises an empty bitfield and reveals chunks to each peer a
+    /// few at a time with `Have`, always the chunk least available and least revealed, and
+    /// reveals more to a peer only when it announces one it was shown. Each chunk leaves
+    /// the seeder about once, so the seeder's upload is not spent on duplicates. Ends when
+    /// every chunk is held by a neighbour; the seeder then sends its full bitfield.
+    /// Default true.
+    pub super_seed: bool,
+    /// Chunks revealed to one peer at a time while super-seeding. Default 2.
+    pub super_seed_reveals: usize,
     /// Emit [`Event::Progress`] every this many verified chunks (0: never). Default 16.
     pub progress_every: u32,
 }
@@ -96,6 +108,7 @@ impl Default for Config {
             max_candidates: 200,
             max_transfers: 64,
             request_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(30),
             manifest_timeout: Duration::from_secs(10),
             max_manifest_waiters: 64,
             ban_after_corrupt: 2,
@@ -106,6 +119,8 @@ impl Default for Config {
             min_peers: 10,
             lookup_interval: Duration::from_secs(60),
             tick: Duration::from_secs(5),
+            super_seed: true,
+            super_seed_reveals: 2,
             progress_every: 16,
         }
     }
@@ -157,9 +172,6 @@ pub enum ProtocolError {
     /// A `Have` for a chunk outside the file.
     #[error("have for chunk {0}, outside the file")]
     Have(u32),
-    /// A transfer message before the handshake.
-    #[error("{0} before handshake")]
-    NoHandshake(&'static str),
 }
 
 /// Local commands.
@@ -359,6 +371,10 @@ struct PeerState {
     peer_choking: bool,
     peer_interested: bool,
     outstanding: Vec<(BlockRef, Instant)>,
+    /// Whether the peer's bitfield arrived (a connection without one is half-open).
+    got_bitfield: bool,
+    /// Chunks revealed to this peer while super-seeding and not yet announced by it.
+    revealed: Vec<u32>,
     down_round: u64,
     up_round: u64,
     connected_at: Instant,
@@ -373,6 +389,8 @@ impl PeerState {
             peer_choking: true,
             peer_interested: false,
             outstanding: Vec::new(),
+            got_bitfield: false,
+            revealed: Vec::new(),
             down_round: 0,
             up_round: 0,
             connected_at: now,
@@ -388,6 +406,8 @@ struct Active<S> {
     peers: BTreeMap<PeerId, PeerState>,
     choker: Choker,
     failed: BTreeMap<u32, Vec<(Bytes, PeerId)>>,
+    /// While super-seeding: how often each chunk was revealed.
+    super_seed: Option<Vec<u32>>,
 }
 
 struct Transfer<S> {
@@ -529,7 +549,8 @@ impl<F: StoreFactory> Protocol for Swarm<F> {
                 }
                 let mut t = self.new_transfer(cid);
                 t.stats.completed_at = Some(cx.now());
-                activate(&self.config, &mut t, cx, manifest, store);
+                let super_seed = self.config.super_seed && manifest.chunk_count() > 0;
+                activate(&self.config, &mut t, cx, manifest, store, super_seed);
                 self.transfers.insert(cid, t);
             }
             Command::Fetch { cid, providers } => {
@@ -712,7 +733,83 @@ fn connect_candidates<S: ChunkStore>(config: &Config, t: &mut Transfer<S>, cx: &
         a.peers
             .insert(p, PeerState::new(a.manifest.chunk_count(), cx.now()));
         send(cx, p, t.cid, Body::Handshake);
-        send(cx, p, t.cid, Body::Bitfield(a.picker.have().clone()));
+        send_bitfield(config, a, cx, t.cid, p);
+    }
+}
+
+/// Sends our bitfield — an empty one plus a few revealed chunks while super-seeding.
+fn send_bitfield<S: ChunkStore>(
+    config: &Config,
+    a: &mut Active<S>,
+    cx: &mut SwarmCx<'_>,
+    cid: ContentId,
+    peer: PeerId,
+) {
+    if a.super_seed.is_some() {
+        send(
+            cx,
+            peer,
+            cid,
+            Body::Bitfield(Bitfield::new(a.manifest.chunk_count())),
+        );
+        reveal(config, a, cx, cid, peer);
+    } else {
+        send(cx, peer, cid, Body::Bitfield(a.picker.have().clone()));
+    }
+}
+
+/// Super-seeding: tops up the chunks revealed to `peer`, least available and least
+/// revealed first (ties at random).
+fn reveal<S: ChunkStore>(
+    config: &Config,
+    a: &mut Active<S>,
+    cx: &mut SwarmCx<'_>,
+    cid: ContentId,
+    peer: PeerId,
+) {
+    let Some(counts) = &mut a.super_seed else {
+        return;
+    };
+    let Some(p) = a.peers.get_mut(&peer) else {
+        return;
+    };
+    while p.revealed.len() < config.super_seed_reveals {
+        let mut best: Option<u32> = None;
+        let mut best_key = u64::MAX;
+        let mut ties = 0u64;
+        for c in 0..a.manifest.chunk_count() {
+            if p.has.get(c) || p.revealed.contains(&c) {
+                continue;
+            }
+            let key = a.picker.availability(c) as u64 + counts[c as usize] as u64;
+            if key < best_key {
+                (best, best_key, ties) = (Some(c), key, 1);
+            } else if key == best_key {
+                ties += 1;
+                if cx.rng().below(ties) == 0 {
+                    best = Some(c);
+                }
+            }
+        }
+        let Some(c) = best else { break };
+        counts[c as usize] += 1;
+        p.revealed.push(c);
+        send(cx, peer, cid, Body::Have { chunk: c });
+    }
+}
+
+/// Ends super-seeding once every chunk is held by some neighbour: the full bitfield goes
+/// to everyone.
+fn maybe_end_super_seed<S: ChunkStore>(a: &mut Active<S>, cx: &mut SwarmCx<'_>, cid: ContentId) {
+    if a.super_seed.is_none() {
+        return;
+    }
+    if (0..a.manifest.chunk_count()).all(|c| a.picker.availability(c) > 0) {
+        a.super_seed = None;
+        for (peer, p) in a.peers.iter_mut() {
+            p.revealed.clear();
+            send(cx, *peer, cid, Body::Bitfield(a.picker.have().clone()));
+        }
     }
 }
 
@@ -752,8 +849,10 @@ fn activate<S: ChunkStore>(
     cx: &mut SwarmCx<'_>,
     manifest: Manifest,
     store: S,
+    super_seed: bool,
 ) {
     let picker = Picker::new(config.picker, store.held().clone());
+    let super_seed = super_seed.then(|| vec![0; manifest.chunk_count() as usize]);
     let cid = t.cid;
     for w in std::mem::take(&mut t.manifest_waiters) {
         send(cx, w, cid, Body::Manifest(manifest.clone()));
@@ -765,6 +864,7 @@ fn activate<S: ChunkStore>(
         peers: BTreeMap::new(),
         choker: Choker::new(),
         failed: BTreeMap::new(),
+        super_seed,
     });
     announce(config, cid, t.generation, cx);
     cx.set_timer(
@@ -813,7 +913,7 @@ fn on_manifest<F: StoreFactory>(
     });
     t.candidates.insert(from);
     let complete = store.held().is_complete();
-    activate(config, t, cx, m, store);
+    activate(config, t, cx, m, store, false);
     if complete {
         finish(t, cx);
     }
@@ -833,17 +933,18 @@ fn on_handshake<S: ChunkStore>(
         }
         return;
     };
-    if a.peers.contains_key(&from) {
-        return; // The answer to our own handshake.
+    if !a.peers.contains_key(&from) {
+        if a.peers.len() >= config.max_peers {
+            return; // Full: the peer drops us after its handshake timeout.
+        }
+        t.candidates.remove(&from);
+        a.peers
+            .insert(from, PeerState::new(a.manifest.chunk_count(), cx.now()));
     }
-    if a.peers.len() >= config.max_peers {
-        return; // Full: the peer times out on us and tries others.
-    }
-    t.candidates.remove(&from);
-    a.peers
-        .insert(from, PeerState::new(a.manifest.chunk_count(), cx.now()));
-    send(cx, from, t.cid, Body::Handshake);
-    send(cx, from, t.cid, Body::Bitfield(a.picker.have().clone()));
+    // The answer to a handshake is our bitfield. A peer we already count as connected may
+    // be opening again (it had not joined the transfer when our handshake came), so it
+    // gets the bitfield too; bitfields never trigger replies, so this cannot loop.
+    send_bitfield(config, a, cx, t.cid, from);
 }
 
 fn on_peer_message<S: ChunkStore>(
@@ -854,11 +955,14 @@ fn on_peer_message<S: ChunkStore>(
     body: Body,
 ) -> Result<(), ProtocolError> {
     let cid = t.cid;
+    // A peer may send transfer messages before it learns that we dropped the connection
+    // or before our manifest arrived (it handshook while we could not answer). These are
+    // races, not attacks: the message is ignored without penalty.
     let Some(a) = &mut t.active else {
-        return Err(ProtocolError::NoHandshake(body.kind()));
+        return Ok(());
     };
     if !a.peers.contains_key(&from) {
-        return Err(ProtocolError::NoHandshake(body.kind()));
+        return Ok(());
     }
     match body {
         Body::Bitfield(bits) => {
@@ -869,6 +973,14 @@ fn on_peer_message<S: ChunkStore>(
             a.picker.remove_peer(&p.has);
             a.picker.add_peer(&bits);
             p.has = bits;
+            p.got_bitfield = true;
+            if a.super_seed.is_some() {
+                let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
+                let has = p.has.clone();
+                p.revealed.retain(|&c| !has.get(c));
+                reveal(config, a, cx, cid, from);
+                maybe_end_super_seed(a, cx, cid);
+            }
             update_interest(config, a, cx, cid, from);
         }
         Body::Have { chunk } => {
@@ -882,6 +994,12 @@ fn on_peer_message<S: ChunkStore>(
                     p.am_interested = true;
                     send(cx, from, cid, Body::Interested);
                     fill_requests(config, a, cx, cid, from);
+                }
+                if a.super_seed.is_some() {
+                    let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
+                    p.revealed.retain(|&c| c != chunk);
+                    reveal(config, a, cx, cid, from);
+                    maybe_end_super_seed(a, cx, cid);
                 }
             }
         }
@@ -901,10 +1019,21 @@ fn on_peer_message<S: ChunkStore>(
             }
         }
         Body::Choke => {
+            // Requests the peer received before choking are still answered (their blocks
+            // are already on the way); later ones come back as `Reject`.
             let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
             p.peer_choking = true;
-            for (r, _) in p.outstanding.drain(..) {
-                a.picker.request_dropped(r);
+        }
+        Body::Reject { chunk, block } => {
+            let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
+            let before = p.outstanding.len();
+            p.outstanding.retain(|(r, _)| *r != (chunk, block));
+            if p.outstanding.len() != before {
+                a.picker.request_dropped((chunk, block));
+                let peers: Vec<PeerId> = a.peers.keys().copied().collect();
+                for q in peers {
+                    fill_requests(config, a, cx, cid, q);
+                }
             }
         }
         Body::Unchoke => {
@@ -921,7 +1050,9 @@ fn on_peer_message<S: ChunkStore>(
             }
             let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
             if p.am_choking {
-                return Ok(()); // Sent before our Choke arrived; BEP 3 drops it.
+                // Sent before our Choke arrived: refuse it so the peer asks elsewhere.
+                send(cx, from, cid, Body::Reject { chunk, block });
+                return Ok(());
             }
             match a
                 .store
@@ -964,7 +1095,7 @@ fn on_block<S: ChunkStore>(
 ) -> Result<(), ProtocolError> {
     let cid = t.cid;
     let Some(a) = &mut t.active else {
-        return Err(ProtocolError::NoHandshake("swarm_block"));
+        return Ok(());
     };
     if data.len() > BLOCK_SIZE as usize {
         return Err(ProtocolError::Oversized {
@@ -1257,6 +1388,20 @@ fn rechoke<S: ChunkStore>(config: &Config, t: &mut Transfer<S>, cx: &mut SwarmCx
 fn tick<S: ChunkStore>(config: &Config, t: &mut Transfer<S>, cx: &mut SwarmCx<'_>) {
     let cid = t.cid;
     let now = cx.now();
+    if let Some(a) = &mut t.active {
+        // Half-open connections (no bitfield within the handshake timeout) are dropped.
+        let dead: Vec<PeerId> = a
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                !p.got_bitfield && now.saturating_since(p.connected_at) >= config.handshake_timeout
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in dead {
+            disconnect(t, peer);
+        }
+    }
     if let Some(a) = &mut t.active {
         let peers: Vec<PeerId> = a.peers.keys().copied().collect();
         for peer in peers {

@@ -1,11 +1,12 @@
 //! The peer wire protocol (after BEP 3), one CBOR frame per message.
 //!
 //! Every message names the transfer it belongs to by content id, so one connection
-//! carries any number of transfers. Per transfer, each side opens with `Handshake`
-//! followed by its `Bitfield`; afterwards `Have` announces each newly verified chunk,
+//! carries any number of transfers. Per transfer, the opening side sends `Handshake`
+//! and its `Bitfield`, and the other side answers with its own `Bitfield`; afterwards `Have` announces each newly verified chunk,
 //! `Interested`/`NotInterested` say whether the sender wants data, `Choke`/`Unchoke` say
 //! whether it will serve requests, `Request` asks for one block, `Block` carries it and
-//! `Cancel` withdraws a request (endgame). `ManifestRequest`/`Manifest` fetch the
+//! `Cancel` withdraws a request (endgame) and `Reject` refuses one that arrived after
+//! a `Choke` (BEP 6). `ManifestRequest`/`Manifest` fetch the
 //! manifest for a content id before joining.
 //!
 //! Limits: a `Block` carries at most [`BLOCK_SIZE`] bytes and its frame is at most
@@ -42,9 +43,9 @@ pub struct Message {
 /// What a swarm message says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Body {
-    /// Opens the transfer with the receiver (sent once per direction).
+    /// Opens the transfer with the receiver, who answers with its bitfield.
     Handshake,
-    /// The chunks the sender holds; sent right after `Handshake`.
+    /// The chunks the sender holds; sent with `Handshake` and as the answer to one.
     Bitfield(Bitfield),
     /// The sender has verified and stored this chunk.
     Have {
@@ -82,6 +83,14 @@ pub enum Body {
         /// Block index inside the chunk.
         block: u32,
     },
+    /// The sender will not serve this request (it arrived while the requester was
+    /// choked); the requester asks elsewhere. After BEP 6's `reject request`.
+    Reject {
+        /// Chunk index.
+        chunk: u32,
+        /// Block index inside the chunk.
+        block: u32,
+    },
     /// Asks for the manifest of the content id.
     ManifestRequest,
     /// The manifest; the receiver verifies it against the content id.
@@ -108,6 +117,7 @@ impl Body {
             Body::Request { .. } => "swarm_request",
             Body::Block { .. } => "swarm_block",
             Body::Cancel { .. } => "swarm_cancel",
+            Body::Reject { .. } => "swarm_reject",
             Body::ManifestRequest => "swarm_manifest_request",
             Body::Manifest(_) => "swarm_manifest",
         }

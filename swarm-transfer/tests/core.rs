@@ -415,15 +415,16 @@ fn request_for_a_chunk_not_held_is_refused_without_data() {
 }
 
 #[test]
-fn messages_before_handshake_are_refused() {
+fn messages_from_unconnected_peers_are_ignored() {
     let data = file(40_000);
     let (mut net, _s, f, cid) = connected_pair(&data);
+    let before = net.core(f).stats(&cid).unwrap();
     let stranger = PeerId::synthetic(77);
     net.inject(stranger, f, Body::Have { chunk: 0 }, cid);
-    assert_eq!(
-        net.penalties(f),
-        vec![ProtocolError::NoHandshake("swarm_have")]
-    );
+    net.inject(stranger, f, Body::Unchoke, cid);
+    assert!(net.penalties(f).is_empty(), "a race, not an attack");
+    assert_eq!(net.core(f).stats(&cid).unwrap(), before);
+    assert!(net.queue.is_empty(), "no requests to a stranger");
 }
 
 #[test]

@@ -7,8 +7,10 @@
 
 use clap::Subcommand;
 
+pub mod chord;
 pub mod flood;
 pub mod gossip;
+pub mod swarm;
 
 /// Why an experiment could not run.
 #[derive(Debug, thiserror::Error)]
@@ -30,12 +32,17 @@ pub(crate) fn invalid<T>(msg: impl Into<String>) -> Result<T, ExperimentError> {
 /// The experiments `peerlab sim` offers.
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
+    /// Chord DHT: path length, load balance, simultaneous failures and churn.
+    Chord(chord::Params),
     /// Gnutella-style search (flood, expanding ring, random walkers) over an unstructured overlay.
     Flood(flood::Params),
-    /// Gossip: rumor mongering and anti-entropy spreading an update (Demers et al., Karp et al.).
+    /// Gossip: rumor mongering and anti-entropy spreading updates.
     Gossip(gossip::Params),
-    /// Gossip membership: SWIM failure detection and join propagation.
+    /// SWIM membership: failure detection and dissemination.
     Membership(gossip::MembershipParams),
+    /// BitTorrent-style swarm transfer: flash crowd or Poisson arrivals, corrupt peers,
+    /// rarest first versus random, against the Kumar & Ross bound.
+    Swarm(swarm::Params),
 }
 
 /// What an experiment printed: a human table and a JSON object.
@@ -51,11 +58,13 @@ impl SimCommand {
     /// Runs the chosen experiment.
     pub fn run(&self) -> Result<Rendered, ExperimentError> {
         match self {
+            SimCommand::Chord(p) => chord::run(p).map(|r| rendered(&r, r.render_table())),
             SimCommand::Flood(p) => flood::run(p).map(|r| rendered(&r, r.render_table())),
             SimCommand::Gossip(p) => gossip::run(p).map(|r| rendered(&r, r.render_table())),
             SimCommand::Membership(p) => {
                 gossip::run_membership(p).map(|r| rendered(&r, r.render_table()))
             }
+            SimCommand::Swarm(p) => swarm::run(p).map(|r| rendered(&r, r.render_table())),
         }
     }
 }

@@ -1,0 +1,718 @@
+//! `peerlab sim swarm`: a BitTorrent-style swarm distributing one file.
+//!
+//! `S` seeders share one file of `F` MiB; `N` downloading peers arrive either all at once
+//! (a flash crowd: each starts within the first second) or as a Poisson process. Each
+//! peer gets a tracker-like list of [`Params::neighbours`] random peers already present
+//! (the seeders included), fetches the manifest from one of them, verifies it against
+//! the content id and joins the swarm; it stays as a seeder once complete. Every node
+//! runs the real `peerlab_swarm::Swarm` core with in-memory stores: seeders' stores slice
+//! one shared buffer and honest peers store (and forward) the very `Bytes` they
+//! received, so 1000 peers × 100 MiB needs one copy of the file. Every chunk every peer
+//! receives is hashed with BLAKE3, as on a real node.
+//!
+//! `B` of the `N` peers are corrupt: they download honestly but every block they serve has
+//! one byte flipped (each corrupt block is a fresh allocation).
+//!
+//! Links have a fixed one-way latency; each node has an upload and a download FIFO queue
+//! (`sim.set_bandwidth`), and a message costs its real frame length.
+//!
+//! The figures are set against Kumar & Ross (2006): with seeder upload `u_s`, peer uploads
+//! `u_i` and the slowest download `d_min`, no scheme can deliver `F` bytes to `N` peers
+//! faster than `max{F/u_s, F/d_min, N·F/(u_s+Σu_i)}`, and a client–server scheme needs
+//! `max{N·F/u_s, F/d_min}`. `efficiency` is the bound over the slowest honest peer's
+//! completion time. With `--picker both` the same swarm runs twice, rarest first and
+//! random piece selection, and both runs are reported side by side with their chunk
+//! diversity (Legout et al., IMC 2006).
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant as WallInstant};
+
+use clap::{Args, ValueEnum};
+use peerlab_overlay::{Instant, PeerId, Rng};
+use peerlab_swarm::blake3;
+use peerlab_swarm::bytes::Bytes;
+use peerlab_swarm::storage::{ChunkStore, MemoryStore, StoreError, StoreFactory};
+use peerlab_swarm::{Bitfield, Command, Config, Event, Manifest, Strategy, Swarm};
+use serde::Serialize;
+
+use super::{ExperimentError, invalid};
+use crate::sim::{Latency, Sim, SimConfig};
+
+/// Largest swarm accepted (memory: a few hundred KiB per peer at 100 MiB).
+pub const MAX_PEERS: usize = 20_000;
+/// Largest file accepted, in MiB (the original is held in memory once).
+pub const MAX_FILE_MIB: u64 = 4096;
+/// How often chunk diversity is sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// How peers arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    /// Everyone within the first second.
+    Flash,
+    /// A Poisson process with rate `--arrival-rate` peers per second.
+    Poisson,
+}
+
+/// Which piece picker(s) to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PickerArg {
+    /// Rarest first (BitTorrent).
+    Rarest,
+    /// Random piece selection.
+    Random,
+    /// Both, side by side on the same swarm and seed (the report's top-level figures are
+    /// rarest first's).
+    Both,
+}
+
+/// Flags of `peerlab sim swarm`.
+#[derive(Debug, Clone, Args)]
+pub struct Params {
+    /// Downloading peers N.
+    #[arg(long, default_value_t = 100)]
+    pub peers: usize,
+    /// Seeders S (they hold the file from the start).
+    #[arg(long, default_value_t = 1)]
+    pub seeders: usize,
+    /// File size in MiB.
+    #[arg(long, default_value_t = 100)]
+    pub file_mib: u64,
+    /// Chunk size in KiB (a power of two, 1..=16384).
+    #[arg(long, default_value_t = 256)]
+    pub chunk_kib: u32,
+    /// Upload bandwidth of every downloading peer, Mbit/s.
+    #[arg(long, default_value_t = 8.0)]
+    pub upload_mbps: f64,
+    /// Download bandwidth of every node, Mbit/s.
+    #[arg(long, default_value_t = 32.0)]
+    pub download_mbps: f64,
+    /// Upload bandwidth of each seeder, Mbit/s (default: the peers' upload).
+    #[arg(long)]
+    pub seeder_upload_mbps: Option<f64>,
+    /// How peers arrive.
+    #[arg(long, value_enum, default_value_t = Arrival::Flash)]
+    pub arrival: Arrival,
+    /// Poisson arrival rate in peers per second.
+    #[arg(long, default_value_t = 1.0)]
+    pub arrival_rate: f64,
+    /// Corrupt peers among the N (they serve blocks with a flipped byte).
+    #[arg(long, default_value_t = 0)]
+    pub bad_peers: usize,
+    /// Piece selection: rarest, random, or both side by side.
+    #[arg(long, value_enum, default_value_t = PickerArg::Rarest)]
+    pub picker: PickerArg,
+    /// Peers each newcomer is told about (like a tracker response).
+    #[arg(long, default_value_t = 20)]
+    pub neighbours: usize,
+    /// One-way link latency in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub latency_ms: u64,
+    /// Give up after this much virtual time, in seconds (default: 20 × the lower bound + 600).
+    #[arg(long)]
+    pub max_secs: Option<u64>,
+    /// Seed of every random choice (file, arrivals, neighbours, network, cores).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            peers: 100,
+            seeders: 1,
+            file_mib: 100,
+            chunk_kib: 256,
+            upload_mbps: 8.0,
+            download_mbps: 32.0,
+            seeder_upload_mbps: None,
+            arrival: Arrival::Flash,
+            arrival_rate: 1.0,
+            bad_peers: 0,
+            picker: PickerArg::Rarest,
+            neighbours: 20,
+            latency_ms: 50,
+            max_secs: None,
+            seed: 1,
+        }
+    }
+}
+
+/// One picker's run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PickerRun {
+    /// `rarest` or `random`.
+    pub picker: &'static str,
+    /// Mean completion time of honest peers (from their arrival), seconds.
+    pub completion_secs_mean: f64,
+    /// Slowest honest peer's completion time, seconds.
+    pub completion_secs_max: f64,
+    /// `lower_bound_secs / completion_secs_max`.
+    pub efficiency: f64,
+    /// Mean over samples of (copies of the rarest chunk / mean copies per chunk) among
+    /// downloading peers, sampled every 5 s while the swarm is 10–90 % done; 1 = every
+    /// chunk equally replicated.
+    pub chunk_diversity: f64,
+    /// Mean over the same samples of the fraction of chunks held by no downloading peer.
+    pub chunks_missing_from_peers: f64,
+    /// Bytes the seeders uploaded, in copies of the file.
+    pub seeder_upload_copies: f64,
+    /// Honest peers that completed.
+    pub honest_peers_completed: usize,
+    /// Simulator events processed.
+    pub events: u64,
+}
+
+/// What a run measured. Every field but `wall_seconds` is a function of the parameters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Downloading peers N.
+    pub peers: usize,
+    /// Seeders.
+    pub seeders: usize,
+    /// File size, MiB.
+    pub file_mib: u64,
+    /// Chunk size, KiB.
+    pub chunk_kib: u32,
+    /// Peer upload, Mbit/s.
+    pub upload_mbps: f64,
+    /// Download, Mbit/s.
+    pub download_mbps: f64,
+    /// Seeder upload, Mbit/s.
+    pub seeder_upload_mbps: f64,
+    /// Arrival process.
+    pub arrival: Arrival,
+    /// Corrupt peers.
+    pub bad_peers: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Mean completion time of honest peers (from arrival), seconds.
+    pub completion_secs_mean: f64,
+    /// Slowest honest peer's completion time, seconds.
+    pub completion_secs_max: f64,
+    /// Kumar & Ross: `max{F/u_s, F/d_min, N·F/(u_s+Σu_i)}`, seconds.
+    pub lower_bound_secs: f64,
+    /// `lower_bound_secs / completion_secs_max`.
+    pub efficiency: f64,
+    /// Client–server time `max{N·F/u_s, F/d_min}`, seconds.
+    pub client_server_secs: f64,
+    /// Bytes the seeders uploaded, in copies of the file.
+    pub seeder_upload_copies: f64,
+    /// Chunks honest peers received complete but rejected (hash mismatch).
+    pub corrupt_chunks_rejected: u64,
+    /// Honest peers that completed.
+    pub honest_peers_completed: usize,
+    /// Honest peers in the swarm (N − B).
+    pub honest_peers: usize,
+    /// Honest peers whose stored file has the original's BLAKE3 hash.
+    pub honest_files_verified: usize,
+    /// Corrupt peers banned by at least one honest peer.
+    pub bad_peers_banned: usize,
+    /// Honest peers banned by anyone (a corrupt chunk served onward would show here).
+    pub honest_peers_banned: usize,
+    /// Chunk diversity (see [`PickerRun::chunk_diversity`]).
+    pub chunk_diversity: f64,
+    /// Payload bytes received but discarded (duplicates, unrequested), in file copies.
+    pub wasted_copies: f64,
+    /// Simulator events processed.
+    pub events: u64,
+    /// Virtual seconds simulated.
+    pub virtual_seconds: f64,
+    /// Every picker run (two with `--picker both`).
+    pub pickers: Vec<PickerRun>,
+    /// Wall-clock seconds (the only non-deterministic figure).
+    pub wall_seconds: f64,
+}
+
+/// An in-memory store that can serve corrupt blocks (the corrupt peers' store).
+#[derive(Debug)]
+pub struct SimStore {
+    inner: MemoryStore,
+    corrupt: bool,
+}
+
+impl SimStore {
+    /// The honest in-memory store underneath.
+    pub fn memory(&self) -> &MemoryStore {
+        &self.inner
+    }
+}
+
+impl ChunkStore for SimStore {
+    fn held(&self) -> &Bitfield {
+        self.inner.held()
+    }
+    fn read_block(&mut self, chunk: u32, offset: u32, len: u32) -> Result<Bytes, StoreError> {
+        let b = self.inner.read_block(chunk, offset, len)?;
+        if !self.corrupt || b.is_empty() {
+            return Ok(b);
+        }
+        let mut v = b.to_vec();
+        let i = v.len() / 2;
+        v[i] ^= 0x5a;
+        Ok(Bytes::from(v))
+    }
+    fn write_chunk(&mut self, chunk: u32, blocks: &[Bytes]) -> Result<(), StoreError> {
+        self.inner.write_chunk(chunk, blocks)
+    }
+    fn finish(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Opens [`SimStore`]s; `corrupt` marks a corrupt peer.
+#[derive(Debug, Clone, Copy)]
+pub struct SimFactory {
+    /// Whether stores opened serve corrupt blocks.
+    pub corrupt: bool,
+}
+
+impl StoreFactory for SimFactory {
+    type Store = SimStore;
+    fn open(&mut self, manifest: &Manifest) -> Result<SimStore, StoreError> {
+        Ok(SimStore {
+            inner: MemoryStore::empty(manifest),
+            corrupt: self.corrupt,
+        })
+    }
+}
+
+/// The core every simulated node runs.
+pub type Node = Swarm<SimFactory>;
+
+fn mbps(x: f64) -> u64 {
+    (x * 125_000.0).round() as u64
+}
+
+fn validate(p: &Params) -> Result<(), ExperimentError> {
+    if p.peers == 0 || p.peers > MAX_PEERS {
+        return invalid(format!("--peers must be in 1..={MAX_PEERS}"));
+    }
+    if p.seeders == 0 || p.seeders > 1000 {
+        return invalid("--seeders must be in 1..=1000");
+    }
+    if p.file_mib == 0 || p.file_mib > MAX_FILE_MIB {
+        return invalid(format!("--file-mib must be in 1..={MAX_FILE_MIB}"));
+    }
+    if !p.chunk_kib.is_power_of_two() || p.chunk_kib > 16 * 1024 {
+        return invalid("--chunk-kib must be a power of two up to 16384");
+    }
+    let chunks = p.file_mib * 1024 / p.chunk_kib as u64;
+    if chunks > peerlab_swarm::manifest::MAX_CHUNKS as u64 {
+        return invalid(format!(
+            "{chunks} chunks exceed the manifest limit of {}; use larger chunks",
+            peerlab_swarm::manifest::MAX_CHUNKS
+        ));
+    }
+    let bw_ok = |x: f64| x.is_finite() && (0.01..=100_000.0).contains(&x);
+    if !bw_ok(p.upload_mbps) || !bw_ok(p.download_mbps) || !p.seeder_upload_mbps.is_none_or(bw_ok) {
+        return invalid("bandwidths must be between 0.01 and 100000 Mbit/s");
+    }
+    if p.bad_peers >= p.peers {
+        return invalid("--bad-peers must be smaller than --peers");
+    }
+    if !(p.arrival_rate.is_finite() && p.arrival_rate > 0.0) {
+        return invalid("--arrival-rate must be positive");
+    }
+    if p.neighbours == 0 {
+        return invalid("--neighbours must be at least 1");
+    }
+    Ok(())
+}
+
+/// Runs the experiment.
+pub fn run(p: &Params) -> Result<Report, ExperimentError> {
+    validate(p)?;
+    let wall = WallInstant::now();
+    let mut rng = Rng::seed(p.seed);
+    let size = (p.file_mib * 1024 * 1024) as usize;
+    let mut buf = vec![0u8; size];
+    rng.fill(&mut buf);
+    let data = Bytes::from(buf);
+    let manifest = Manifest::from_bytes("file.bin", &data, p.chunk_kib * 1024)
+        .map_err(|e| ExperimentError::InvalidArgument(e.to_string()))?;
+    let original = blake3::hash(&data);
+
+    let strategies: &[Strategy] = match p.picker {
+        PickerArg::Rarest => &[Strategy::RarestFirst],
+        PickerArg::Random => &[Strategy::Random],
+        PickerArg::Both => &[Strategy::RarestFirst, Strategy::Random],
+    };
+    let mut runs = Vec::new();
+    for &s in strategies {
+        runs.push(run_one(p, &manifest, &data, original, s)?);
+    }
+    let first = runs.remove(0);
+    let mut pickers = vec![first.summary.clone()];
+    pickers.extend(runs.iter().map(|r| r.summary.clone()));
+    let mut report = first.report;
+    report.pickers = pickers;
+    report.events = report.pickers.iter().map(|r| r.events).sum();
+    report.wall_seconds = wall.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+struct OneRun {
+    report: Report,
+    summary: PickerRun,
+}
+
+fn bounds(p: &Params) -> (f64, f64, f64, f64) {
+    let f = (p.file_mib * 1024 * 1024) as f64;
+    let u = mbps(p.upload_mbps) as f64;
+    let d = mbps(p.download_mbps) as f64;
+    let us = mbps(p.seeder_upload_mbps.unwrap_or(p.upload_mbps)) as f64 * p.seeders as f64;
+    let n = p.peers as f64;
+    let lower = (f / us).max(f / d).max(n * f / (us + n * u));
+    let client_server = (n * f / us).max(f / d);
+    (f, lower, client_server, us)
+}
+
+fn run_one(
+    p: &Params,
+    manifest: &Manifest,
+    data: &Bytes,
+    original: blake3::Hash,
+    strategy: Strategy,
+) -> Result<OneRun, ExperimentError> {
+    let (f, lower, client_server, _) = bounds(p);
+    let up = mbps(p.upload_mbps);
+    let down = mbps(p.download_mbps);
+    let seed_up = mbps(p.seeder_upload_mbps.unwrap_or(p.upload_mbps));
+    let mut sim: Sim<Node> = Sim::new(SimConfig {
+        seed: p.seed,
+        latency: Latency::Fixed(Duration::from_millis(p.latency_ms)),
+        upload_bps: Some(up),
+        download_bps: Some(down),
+        ..Default::default()
+    });
+    let mut config = Config::default();
+    config.picker.strategy = strategy;
+    // Progress events are not needed here; completion events are.
+    config.progress_every = 0;
+    let cid = manifest.content_id();
+
+    let seeders: Vec<PeerId> = (0..p.seeders as u64).map(PeerId::synthetic).collect();
+    for &s in &seeders {
+        sim.add_node(s, Swarm::new(config.clone(), SimFactory { corrupt: false }));
+        sim.set_bandwidth(s, Some(seed_up), Some(down));
+        let store = SimStore {
+            inner: MemoryStore::full(manifest, data.clone()),
+            corrupt: false,
+        };
+        sim.command(
+            s,
+            Command::Share {
+                manifest: manifest.clone(),
+                store,
+            },
+        );
+    }
+    let leechers: Vec<PeerId> = (0..p.peers as u64)
+        .map(|i| PeerId::synthetic(1_000_000 + i))
+        .collect();
+    let bad_idx = sim.rng().sample_indices(p.peers, p.bad_peers);
+    let mut is_bad = vec![false; p.peers];
+    for i in bad_idx {
+        is_bad[i] = true;
+    }
+    // Arrival times.
+    let mut arrivals = Vec::with_capacity(p.peers);
+    let mut t = 0.0f64;
+    for _ in 0..p.peers {
+        let at = match p.arrival {
+            Arrival::Flash => sim.rng().unit_f64(),
+            Arrival::Poisson => {
+                t += sim.rng().exp(1.0 / p.arrival_rate);
+                t
+            }
+        };
+        arrivals.push(Instant((at * 1e6) as u64));
+    }
+    let mut order: Vec<usize> = (0..p.peers).collect();
+    order.sort_by_key(|&i| (arrivals[i], i));
+    // Each newcomer's tracker list: random peers already present (flash: anyone).
+    let mut present: Vec<PeerId> = seeders.clone();
+    for (k, &i) in order.iter().enumerate() {
+        let me = leechers[i];
+        let pool: Vec<PeerId> = match p.arrival {
+            Arrival::Flash => seeders
+                .iter()
+                .chain(leechers.iter())
+                .copied()
+                .filter(|q| *q != me)
+                .collect(),
+            Arrival::Poisson => present.clone(),
+        };
+        let picks = sim
+            .rng()
+            .sample_indices(pool.len(), p.neighbours.min(pool.len()));
+        let mut providers: Vec<PeerId> = picks.into_iter().map(|j| pool[j]).collect();
+        // Like a tracker that always lists at least one seeder for the first arrivals.
+        if k == 0 && !providers.contains(&seeders[0]) {
+            providers.push(seeders[0]);
+        }
+        present.push(me);
+        let corrupt = is_bad[i];
+        let cfg = config.clone();
+        sim.schedule(arrivals[i], move |sim| {
+            sim.add_node(me, Swarm::new(cfg, SimFactory { corrupt }));
+            sim.command(me, Command::Fetch { cid, providers });
+        });
+    }
+
+    let honest: Vec<usize> = (0..p.peers).filter(|&i| !is_bad[i]).collect();
+    let index_of: std::collections::BTreeMap<PeerId, usize> =
+        leechers.iter().enumerate().map(|(i, q)| (*q, i)).collect();
+    let mut completed_at: Vec<Option<Instant>> = vec![None; p.peers];
+    let mut honest_done = 0usize;
+    let mut banned_by_honest: std::collections::BTreeSet<PeerId> = Default::default();
+    let deadline = Instant(
+        (p.max_secs.map_or(lower * 20.0 + 600.0, |s| s as f64) * 1e6) as u64
+            + arrivals.iter().map(|a| a.0).max().unwrap_or(0),
+    );
+    let mut diversity = Vec::new();
+    let mut missing = Vec::new();
+    let chunks = manifest.chunk_count();
+    while honest_done < honest.len() && sim.now() < deadline {
+        let next = sim.now() + SAMPLE_EVERY;
+        sim.run_until(next);
+        for (at, who, ev) in sim.take_events() {
+            match ev {
+                Event::Completed { cid: c, .. } if c == cid => {
+                    if let Some(&i) = index_of.get(&who)
+                        && completed_at[i].is_none()
+                    {
+                        completed_at[i] = Some(at);
+                        if !is_bad[i] {
+                            honest_done += 1;
+                        }
+                    }
+                }
+                Event::PeerBanned { peer, .. } => {
+                    let banner_honest = index_of.get(&who).is_none_or(|&i| !is_bad[i]);
+                    if banner_honest {
+                        banned_by_honest.insert(peer);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Chunk diversity among downloading peers present.
+        let mut copies = vec![0u32; chunks as usize];
+        let mut held_total = 0u64;
+        let mut present_n = 0u64;
+        for q in &leechers {
+            if let Some(h) = sim.node(q).and_then(|n| n.have(&cid)) {
+                present_n += 1;
+                for c in h.ones() {
+                    copies[c as usize] += 1;
+                    held_total += 1;
+                }
+            }
+        }
+        if present_n > 0 && chunks > 0 {
+            let done = held_total as f64 / (present_n as f64 * chunks as f64);
+            if (0.1..=0.9).contains(&done) {
+                let mean = held_total as f64 / chunks as f64;
+                let min = *copies.iter().min().unwrap_or(&0) as f64;
+                diversity.push(min / mean);
+                missing.push(copies.iter().filter(|&&c| c == 0).count() as f64 / chunks as f64);
+            }
+        }
+    }
+
+    let times: Vec<f64> = honest
+        .iter()
+        .filter_map(|&i| completed_at[i].map(|c| c.saturating_since(arrivals[i]).as_secs_f64()))
+        .collect();
+    let mean = if times.is_empty() {
+        f64::NAN
+    } else {
+        times.iter().sum::<f64>() / times.len() as f64
+    };
+    let max = if honest_done == honest.len() {
+        times.iter().copied().fold(0.0, f64::max)
+    } else {
+        f64::INFINITY
+    };
+    let seeder_up: u64 = seeders
+        .iter()
+        .filter_map(|s| sim.node(s)?.stats(&cid))
+        .map(|s| s.uploaded)
+        .sum();
+    let mut corrupt = 0u64;
+    let mut verified = 0usize;
+    let mut wasted = 0u64;
+    for &i in &honest {
+        if let Some(n) = sim.node(&leechers[i]) {
+            if let Some(s) = n.stats(&cid) {
+                corrupt += s.corrupt_chunks as u64;
+                wasted += s.wasted;
+            }
+            if n.store(&cid).and_then(|s| s.memory().file_hash()) == Some(original) {
+                verified += 1;
+            }
+        }
+    }
+    let bad_banned = banned_by_honest
+        .iter()
+        .filter(|q| index_of.get(q).is_some_and(|&i| is_bad[i]))
+        .count();
+    let honest_banned = banned_by_honest.len() - bad_banned;
+    let avg = |v: &[f64]| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let efficiency = if max.is_finite() && max > 0.0 {
+        lower / max
+    } else {
+        0.0
+    };
+    let picker = match strategy {
+        Strategy::RarestFirst => "rarest",
+        Strategy::Random => "random",
+    };
+    let summary = PickerRun {
+        picker,
+        completion_secs_mean: mean,
+        completion_secs_max: max,
+        efficiency,
+        chunk_diversity: avg(&diversity),
+        chunks_missing_from_peers: avg(&missing),
+        seeder_upload_copies: seeder_up as f64 / f,
+        honest_peers_completed: honest_done,
+        events: sim.events_processed(),
+    };
+    let report = Report {
+        peers: p.peers,
+        seeders: p.seeders,
+        file_mib: p.file_mib,
+        chunk_kib: p.chunk_kib,
+        upload_mbps: p.upload_mbps,
+        download_mbps: p.download_mbps,
+        seeder_upload_mbps: p.seeder_upload_mbps.unwrap_or(p.upload_mbps),
+        arrival: p.arrival,
+        bad_peers: p.bad_peers,
+        seed: p.seed,
+        completion_secs_mean: mean,
+        completion_secs_max: max,
+        lower_bound_secs: lower,
+        efficiency,
+        client_server_secs: client_server,
+        seeder_upload_copies: seeder_up as f64 / f,
+        corrupt_chunks_rejected: corrupt,
+        honest_peers_completed: honest_done,
+        honest_peers: honest.len(),
+        honest_files_verified: verified,
+        bad_peers_banned: bad_banned,
+        honest_peers_banned: honest_banned,
+        chunk_diversity: avg(&diversity),
+        wasted_copies: wasted as f64 / f,
+        events: sim.events_processed(),
+        virtual_seconds: sim.now().as_secs_f64(),
+        pickers: Vec::new(),
+        wall_seconds: 0.0,
+    };
+    Ok(OneRun { report, summary })
+}
+
+impl Report {
+    /// A short human-readable table.
+    pub fn render_table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "swarm: N={} S={} file={} MiB chunk={} KiB up={} Mbit/s (seeder {}) down={} Mbit/s arrival={:?} bad={} seed={}",
+            self.peers,
+            self.seeders,
+            self.file_mib,
+            self.chunk_kib,
+            self.upload_mbps,
+            self.seeder_upload_mbps,
+            self.download_mbps,
+            self.arrival,
+            self.bad_peers,
+            self.seed
+        );
+        let rows = [
+            (
+                "completion mean / max (s)",
+                format!(
+                    "{:.1} / {:.1}",
+                    self.completion_secs_mean, self.completion_secs_max
+                ),
+            ),
+            (
+                "Kumar-Ross lower bound (s)",
+                format!("{:.1}", self.lower_bound_secs),
+            ),
+            ("efficiency", format!("{:.3}", self.efficiency)),
+            (
+                "client-server time (s)",
+                format!("{:.1}", self.client_server_secs),
+            ),
+            (
+                "seeder upload (copies)",
+                format!("{:.2}", self.seeder_upload_copies),
+            ),
+            (
+                "wasted download (copies)",
+                format!("{:.3}", self.wasted_copies),
+            ),
+            (
+                "honest completed / verified / total",
+                format!(
+                    "{} / {} / {}",
+                    self.honest_peers_completed, self.honest_files_verified, self.honest_peers
+                ),
+            ),
+            (
+                "corrupt chunks rejected",
+                self.corrupt_chunks_rejected.to_string(),
+            ),
+            (
+                "bad peers banned / honest banned",
+                format!("{} / {}", self.bad_peers_banned, self.honest_peers_banned),
+            ),
+            (
+                "chunk diversity (min/mean copies)",
+                format!("{:.3}", self.chunk_diversity),
+            ),
+            (
+                "events / virtual s / wall s",
+                format!(
+                    "{} / {:.0} / {:.1}",
+                    self.events, self.virtual_seconds, self.wall_seconds
+                ),
+            ),
+        ];
+        for (k, v) in rows {
+            let _ = writeln!(s, "  {k:<36} {v}");
+        }
+        if self.pickers.len() > 1 {
+            let _ = writeln!(
+                s,
+                "  picker   mean(s)   max(s)  efficiency  diversity  missing  seeder-copies"
+            );
+            for r in &self.pickers {
+                let _ = writeln!(
+                    s,
+                    "  {:<7} {:>8.1} {:>8.1} {:>11.3} {:>10.3} {:>8.3} {:>14.2}",
+                    r.picker,
+                    r.completion_secs_mean,
+                    r.completion_secs_max,
+                    r.efficiency,
+                    r.chunk_diversity,
+                    r.chunks_missing_from_peers,
+                    r.seeder_upload_copies
+                );
+            }
+        }
+        s
+    }
+}

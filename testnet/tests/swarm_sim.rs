@@ -1,0 +1,91 @@
+//! Swarm transfer in the simulator: small swarms that must complete byte-identical, and
+//! swarms with corrupt peers that must be contained.
+
+use peerlab_testnet::experiments::swarm::{Arrival, Params, PickerArg, run};
+
+fn small(peers: usize, bad: usize, seed: u64) -> Params {
+    Params {
+        peers,
+        seeders: 1,
+        file_mib: 2,
+        chunk_kib: 64,
+        upload_mbps: 8.0,
+        download_mbps: 32.0,
+        bad_peers: bad,
+        neighbours: 8,
+        seed,
+        ..Params::default()
+    }
+}
+
+#[test]
+fn small_flash_crowd_completes_byte_identical() {
+    let r = run(&small(20, 0, 7)).unwrap();
+    assert_eq!(r.honest_peers, 20);
+    assert_eq!(r.honest_peers_completed, 20, "{}", r.render_table());
+    assert_eq!(r.honest_files_verified, 20);
+    assert_eq!(r.corrupt_chunks_rejected, 0);
+    assert_eq!(r.honest_peers_banned, 0);
+    // Peers traded among themselves: far fewer than N copies left the seeder, and the
+    // swarm beat client–server distribution.
+    assert!(r.seeder_upload_copies < 10.0, "{}", r.render_table());
+    assert!(
+        r.completion_secs_max < r.client_server_secs,
+        "{}",
+        r.render_table()
+    );
+    assert!(r.completion_secs_max >= r.lower_bound_secs);
+}
+
+#[test]
+fn ten_percent_corrupt_peers_are_contained() {
+    let r = run(&small(30, 3, 11)).unwrap();
+    assert_eq!(r.honest_peers, 27);
+    assert_eq!(r.honest_peers_completed, 27, "{}", r.render_table());
+    // Every honest file hashes to the original.
+    assert_eq!(r.honest_files_verified, 27);
+    assert!(
+        r.corrupt_chunks_rejected > 0,
+        "corrupt peers did serve data"
+    );
+    // No honest peer was ever blamed: nobody served a corrupt chunk onward.
+    assert_eq!(r.honest_peers_banned, 0, "{}", r.render_table());
+    assert_eq!(r.bad_peers_banned, 3, "{}", r.render_table());
+}
+
+#[test]
+fn poisson_arrivals_and_both_pickers() {
+    let mut p = small(12, 0, 3);
+    p.arrival = Arrival::Poisson;
+    p.arrival_rate = 2.0;
+    p.picker = PickerArg::Both;
+    let r = run(&p).unwrap();
+    assert_eq!(r.pickers.len(), 2);
+    assert_eq!(r.pickers[0].picker, "rarest");
+    assert_eq!(r.pickers[1].picker, "random");
+    for run in &r.pickers {
+        assert_eq!(run.honest_peers_completed, 12);
+    }
+}
+
+#[test]
+fn same_seed_same_report() {
+    let mut a = run(&small(10, 1, 5)).unwrap();
+    let mut b = run(&small(10, 1, 5)).unwrap();
+    a.wall_seconds = 0.0;
+    b.wall_seconds = 0.0;
+    assert_eq!(a, b);
+}
+
+#[test]
+fn invalid_parameters_are_refused() {
+    let mut p = small(10, 0, 1);
+    p.chunk_kib = 100;
+    assert!(run(&p).is_err());
+    let mut p = small(10, 10, 1);
+    p.bad_peers = 10;
+    assert!(run(&p).is_err());
+    let mut p = small(10, 0, 1);
+    p.upload_mbps = f64::NAN;
+    assert!(run(&p).is_err());
+}
