@@ -399,6 +399,8 @@ const LEAVE_TICKS: u32 = 3;
 /// A dead-but-alive member (one that was cut off) is found again within about
 /// `member_sync_period / DEAD_SYNC_CHANCE / N_dead`; the cost is one wasted sync in four.
 const DEAD_SYNC_CHANCE: f64 = 0.25;
+/// Most corrections sent back for one received message (each is one member record).
+const MAX_CORRECTIONS: usize = 64;
 /// Join attempts per seed before giving up.
 const JOIN_ROUNDS: u32 = 3;
 
@@ -423,6 +425,8 @@ pub struct Gossip {
     rejected: Rejected,
     phase: Phase,
     join: Option<Join>,
+    /// Newer records to send back to the sender of stale suspicions (see `correct`).
+    corrections: Vec<MemberUpdate>,
 }
 
 impl Gossip {
@@ -454,6 +458,7 @@ impl Gossip {
             rejected: Rejected::default(),
             phase: Phase::Running,
             join: None,
+            corrections: Vec::new(),
         })
     }
 
@@ -821,6 +826,14 @@ impl Gossip {
         }
         let now = cx.now();
         if u.peer == self.me {
+            if u.state != MemberState::Alive
+                && u.incarnation < self.incarnation
+                && self.phase == Phase::Running
+                && from.is_some()
+            {
+                // A stale suspicion of this node is still travelling: answer it.
+                self.corrections.push(self.self_update());
+            }
             self.about_me(cx, &u, from);
             return;
         }
@@ -828,6 +841,17 @@ impl Gossip {
         let View::Swim(t) = &mut self.view else {
             return;
         };
+        if from.is_some()
+            && matches!(u.state, MemberState::Suspect | MemberState::Dead)
+            && let Some(m) = t.get(&u.peer)
+            && m.state == MemberState::Alive
+            && members::overrides(m.incarnation, m.state, u.incarnation, u.state)
+            && let Some(newer) = t.update_of(&u.peer)
+        {
+            // The sender suspects a member whose refutation it missed (the refutation's
+            // rumor has died out); without a correction its timer would declare it dead.
+            self.corrections.push(newer);
+        }
         let was_known = t.get(&u.peer).is_some();
         let change = match t.apply(&u, now, cap) {
             Ok(c) => c,
@@ -962,6 +986,26 @@ impl Gossip {
             }
             self.on_member_update(cx, u, Some(from));
         }
+        self.flush_corrections(cx, from);
+    }
+
+    /// Sends the corrections gathered while handling one message back to its sender.
+    fn flush_corrections(&mut self, cx: &mut Cx<'_, Self>, to: PeerId) {
+        if self.corrections.is_empty() {
+            return;
+        }
+        let mut members = std::mem::take(&mut self.corrections);
+        members.truncate(MAX_CORRECTIONS);
+        let seq = self.next_seq();
+        cx.send(
+            to,
+            Message::Gossip {
+                seq,
+                feedback: false,
+                members,
+                entries: Vec::new(),
+            },
+        );
     }
 
     /// The member-sync partner: a random member that is up, or now and then (always, when
@@ -1207,6 +1251,7 @@ impl Gossip {
         for u in members {
             self.on_member_update(cx, u, Some(from));
         }
+        self.flush_corrections(cx, from);
         let mut known = Vec::with_capacity(if feedback { entries.len() } else { 0 });
         for e in entries {
             let knew = match self.check_entry(&e) {

@@ -1099,3 +1099,48 @@ fn member_table_and_addresses_are_bounded() {
     assert_eq!(g.rejected().oversized, 1);
     assert_eq!(g.member(&p(2)).unwrap().incarnation, 0);
 }
+
+#[test]
+fn stale_suspicions_are_answered_with_the_newer_record() {
+    // Member 2 refuted at incarnation 1; a node that missed it still spreads "suspect at 0".
+    let mut g = swim(1, &[2, 3]);
+    let alive = Message::Gossip {
+        seq: 1,
+        feedback: false,
+        members: vec![update(2, 1, MemberState::Alive)],
+        entries: vec![],
+    };
+    run(&mut g, 1, |g, cx| g.handle_message(cx, p(3), alive));
+    let stale = Message::Gossip {
+        seq: 2,
+        feedback: false,
+        members: vec![update(2, 0, MemberState::Suspect)],
+        entries: vec![],
+    };
+    let out = run(&mut g, 2, |g, cx| g.handle_message(cx, p(3), stale.clone()));
+    assert_eq!(g.member(&p(2)).unwrap().state, MemberState::Alive);
+    assert!(sends(&out).iter().any(|(to, m)| *to == p(3)
+        && matches!(m, Message::Gossip { members, .. } if members[0].peer == p(2) && members[0].incarnation == 1 && members[0].state == MemberState::Alive)));
+    // The suspect itself answers a stale suspicion with its current record.
+    let mut x = swim(2, &[1, 3]);
+    run(&mut x, 1, |g, cx| g.handle_message(cx, p(3), stale.clone()));
+    assert_eq!(x.incarnation(), 1);
+    let out = run(&mut x, 2, |g, cx| g.handle_message(cx, p(1), stale));
+    assert_eq!(
+        x.incarnation(),
+        1,
+        "a stale suspicion does not raise the incarnation again"
+    );
+    assert!(sends(&out).iter().any(|(to, m)| *to == p(1)
+        && matches!(m, Message::Gossip { members, .. } if members[0].peer == p(2) && members[0].incarnation == 1)));
+    // A current claim (not stale) draws no correction.
+    let mut h = swim(1, &[2, 3]);
+    let fresh = Message::Gossip {
+        seq: 3,
+        feedback: false,
+        members: vec![update(2, 0, MemberState::Suspect)],
+        entries: vec![],
+    };
+    let out = run(&mut h, 1, |g, cx| g.handle_message(cx, p(3), fresh));
+    assert!(sends(&out).is_empty());
+}
