@@ -558,15 +558,6 @@ pub struct Counters {
     pub neighbours_lost: u64,
 }
 
-/// Where a seen message came from, and (for walks) where this node sent it.
-#[derive(Debug, Clone)]
-struct Route {
-    /// The neighbour it came from; `None` if this node originated it.
-    from: Option<PeerId>,
-    /// Neighbours this node already sent the walk to (Lv's state keeping).
-    tried: Vec<PeerId>,
-}
-
 /// Message family in the seen table: Gnutella keys duplicates by (type, GUID).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Family {
@@ -605,7 +596,11 @@ pub struct Flood {
     config: Config,
     neighbours: Neighbours,
     index: Index,
-    seen: SeenCache<(Family, Guid), Route>,
+    /// Seen (type, GUID) → the neighbour it came from (`None`: originated here).
+    seen: SeenCache<(Family, Guid), Option<PeerId>>,
+    /// Walk GUID → neighbours this node already sent that walk to (Lv's state keeping).
+    /// Kept apart from `seen` so that flood entries stay small.
+    walk_tried: SeenCache<Guid, Vec<PeerId>>,
     searches: BTreeMap<u64, Search>,
     by_guid: BTreeMap<Guid, u64>,
     parked: BTreeMap<(Guid, u16), Parked>,
@@ -624,6 +619,7 @@ impl Flood {
             neighbours: Neighbours::new(config.max_degree, config.host_cache),
             index: Index::new(config.index_capacity),
             seen: SeenCache::new(config.seen_capacity, config.seen_ttl),
+            walk_tried: SeenCache::new(config.seen_capacity, config.seen_ttl),
             searches: BTreeMap::new(),
             by_guid: BTreeMap::new(),
             parked: BTreeMap::new(),
@@ -722,14 +718,7 @@ impl Flood {
             return;
         }
         let guid = Guid::random(cx.rng());
-        self.seen.insert(
-            cx.now(),
-            (Family::Ping, guid),
-            Route {
-                from: None,
-                tried: Vec::new(),
-            },
-        );
+        self.seen.insert(cx.now(), (Family::Ping, guid), None);
         for &p in to {
             cx.send(p, Msg::Ping { guid, ttl, hops: 0 });
         }
@@ -803,10 +792,7 @@ impl Flood {
         let Some(ttl) = self.accept_ttl(ttl) else {
             return;
         };
-        let route = Route {
-            from: Some(from),
-            tried: Vec::new(),
-        };
+        let route = Some(from);
         if !self.seen.insert(cx.now(), (Family::Ping, guid), route) {
             self.counters.duplicate_pings += 1;
             return;
@@ -823,8 +809,7 @@ impl Flood {
             },
         );
         if ttl > 0 {
-            let next: Vec<PeerId> = self.neighbours.peers().filter(|p| *p != from).collect();
-            for p in next {
+            for p in self.neighbours.peers().filter(|p| *p != from) {
                 cx.send(p, Msg::Ping { guid, ttl, hops });
             }
         }
@@ -832,7 +817,7 @@ impl Flood {
 
     /// Where an answer to (family, guid) goes: `Ok(None)` = here, `Ok(Some(p))` = forward to p.
     fn reverse_path(&mut self, now: Instant, family: Family, guid: Guid) -> Option<Option<PeerId>> {
-        let route = self.seen.get(now, &(family, guid)).map(|r| r.from);
+        let route = self.seen.get(now, &(family, guid)).copied();
         match route {
             None => {
                 self.counters.unroutable += 1;
@@ -902,10 +887,7 @@ impl Flood {
         let Some(ttl) = self.accept_ttl(ttl) else {
             return;
         };
-        let route = Route {
-            from: Some(from),
-            tried: Vec::new(),
-        };
+        let route = Some(from);
         if !self.seen.insert(cx.now(), (Family::Query, guid), route) {
             self.counters.duplicate_queries += 1;
             return;
@@ -926,19 +908,21 @@ impl Flood {
             );
         }
         if ttl > 0 {
-            let next: Vec<PeerId> = self.neighbours.peers().filter(|p| *p != from).collect();
-            self.counters.queries_forwarded += next.len() as u64;
-            for p in next {
+            let mut forwarded = 0;
+            for p in self.neighbours.peers().filter(|p| *p != from) {
+                let terms = terms.clone();
                 cx.send(
                     p,
                     Msg::Query {
                         guid,
                         ttl,
                         hops,
-                        terms: terms.clone(),
+                        terms,
                     },
                 );
+                forwarded += 1;
             }
+            self.counters.queries_forwarded += forwarded;
         }
     }
 
@@ -1040,10 +1024,7 @@ impl Flood {
         self.counters.walk_steps += 1;
         let steps_left = steps_left.min(self.config.max_walk_steps) - 1;
         let hops = hops.saturating_add(1);
-        let route = Route {
-            from: Some(from),
-            tried: Vec::new(),
-        };
+        let route = Some(from);
         if self.seen.insert(cx.now(), (Family::Walk, guid), route) {
             let names = self.index.search(&terms, self.config.max_hit_names);
             if !names.is_empty() {
@@ -1094,21 +1075,22 @@ impl Flood {
             }
         }
         let now = cx.now();
-        let next = match self.seen.get_mut(now, &(Family::Walk, guid)) {
-            Some(route) => {
+        self.walk_tried.insert(now, guid, Vec::new());
+        let next = match self.walk_tried.get_mut(now, &guid) {
+            Some(tried) => {
                 let fresh: Vec<PeerId> = options
                     .iter()
                     .copied()
-                    .filter(|p| !route.tried.contains(p))
+                    .filter(|p| !tried.contains(p))
                     .collect();
                 let pick = if fresh.is_empty() {
-                    route.tried.clear();
+                    tried.clear();
                     options[cx.rng().index(options.len())]
                 } else {
                     fresh[cx.rng().index(fresh.len())]
                 };
-                if route.tried.len() < self.config.max_degree {
-                    route.tried.push(pick);
+                if tried.len() < self.config.max_degree {
+                    tried.push(pick);
                 }
                 pick
             }
@@ -1247,14 +1229,7 @@ impl Flood {
         search.guids.push(guid);
         let (ttl, ring, terms) = (search.ring_ttl, search.ring, search.terms.clone());
         self.by_guid.insert(guid, request);
-        self.seen.insert(
-            cx.now(),
-            (Family::Query, guid),
-            Route {
-                from: None,
-                tried: Vec::new(),
-            },
-        );
+        self.seen.insert(cx.now(), (Family::Query, guid), None);
         let to: Vec<PeerId> = self.neighbours.peers().collect();
         for p in to {
             cx.send(
@@ -1281,14 +1256,7 @@ impl Flood {
         search.guids.push(guid);
         let terms = search.terms.clone();
         self.by_guid.insert(guid, request);
-        self.seen.insert(
-            cx.now(),
-            (Family::Walk, guid),
-            Route {
-                from: None,
-                tried: Vec::new(),
-            },
-        );
+        self.seen.insert(cx.now(), (Family::Walk, guid), None);
         let mut to: Vec<PeerId> = self.neighbours.peers().collect();
         cx.rng().shuffle(&mut to);
         if !to.is_empty() {
