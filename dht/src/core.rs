@@ -138,6 +138,8 @@ struct Lookup {
     tried: Vec<Id>,
     hops: u32,
     timeouts: u32,
+    /// The peer that answered the last step (the key's predecessor once done).
+    last: Option<PeerId>,
 }
 
 #[derive(Clone, Debug)]
@@ -566,6 +568,7 @@ impl Dht {
             tried: Vec::new(),
             hops: 0,
             timeouts: 0,
+            last: None,
         };
         self.lookups.insert(id, l);
         if self.lookups[&id].bootstrap.is_empty() {
@@ -643,10 +646,18 @@ impl Dht {
         self.request(cx, to, req, msg, Pending::Step { lookup: id, asked });
     }
 
-    fn on_step(&mut self, cx: &mut Cx<'_, Self>, lookup: u64, asked: Option<NodeRef>, step: Step) {
-        if !self.lookups.contains_key(&lookup) {
+    fn on_step(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        from: PeerId,
+        lookup: u64,
+        asked: Option<NodeRef>,
+        step: Step,
+    ) {
+        let Some(l) = self.lookups.get_mut(&lookup) else {
             return;
-        }
+        };
+        l.last = Some(from);
         match step {
             Step::Done { pred, owner } => self.finish_lookup(cx, lookup, Ok((pred, owner))),
             Step::Next { candidates } => {
@@ -669,7 +680,12 @@ impl Dht {
         let Some(l) = self.lookups.remove(&id) else {
             return;
         };
-        let hops = l.hops;
+        // The path ends at the owner: reaching it costs one more message unless it runs on
+        // this peer or on the peer that answered last (own virtual nodes are free).
+        let hops = match &res {
+            Ok((_, o)) if o.peer != self.me && Some(o.peer) != l.last => l.hops + 1,
+            _ => l.hops,
+        };
         match l.purpose {
             Purpose::Client { req } => {
                 self.client_lookups = self.client_lookups.saturating_sub(1);
@@ -1706,7 +1722,7 @@ impl Dht {
         }
         match (p.kind, msg) {
             (Pending::Step { lookup, asked }, Message::StepReply { step, .. }) => {
-                self.on_step(cx, lookup, asked, step);
+                self.on_step(cx, from, lookup, asked, step);
             }
             (kind, Message::State { pred, succs, .. }) => {
                 if succs.len() > MAX_SUCCESSORS {

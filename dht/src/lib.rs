@@ -34,9 +34,12 @@
 //! it knows, which answers either "the owner is my successor" or with a few closer
 //! candidates. A silent hop times out, the peer is dropped from every table, and the lookup
 //! continues through the next-best candidate. A peer routes across all its virtual nodes'
-//! tables at once, so **a hop is one `FindStep` request sent to another physical peer**;
-//! moving between a peer's own virtual nodes is free and not counted. The final request to
-//! the owner (for a put or get) is not part of the lookup's hop count either.
+//! tables at once, so **a hop is one message to another physical peer along the path from
+//! the asking peer to the key's owner**: each `FindStep` request to another peer, plus the
+//! final step to the owner unless the owner runs on the asking peer or on the peer that
+//! answered last (that peer hands over to its own virtual node for free). Moving between a
+//! peer's own virtual nodes is never counted. This is the paper's path length (nodes
+//! traversed from the initiator to the key's successor).
 //!
 //! # Storage
 //!
@@ -262,7 +265,8 @@ pub struct Route {
     pub owner: PeerId,
     /// The owner virtual node.
     pub vnode: Id,
-    /// Hops: `FindStep` requests sent to other peers (own virtual nodes are free).
+    /// Hops: messages to other peers on the path to the owner (see the crate docs; own
+    /// virtual nodes are free).
     pub hops: u32,
 }
 
