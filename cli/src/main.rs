@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 use peerlab_testnet::experiments::SimCommand;
+use peerlab_testnet::{DemoArgs, TestnetCommand};
 
 /// A peer-to-peer overlay node and experiment lab: Chord DHT, gossip, flooding search and
 /// swarm file transfer, plus a deterministic simulator that runs the same protocol code.
@@ -28,6 +29,24 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         experiment: SimCommand,
+    },
+    /// Local testnets of real nodes on 127.0.0.1: up, status, down, lookups, converge, churn.
+    Testnet {
+        /// Print one JSON object instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: TestnetCommand,
+    },
+    /// Start a 32-node testnet and show DHT, search, gossip and swarm transfer working,
+    /// with measured figures; exits non-zero if a step fails.
+    #[command(after_help = "Example:\n  peerlab demo\n  peerlab demo --in-process --json")]
+    Demo {
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        args: DemoArgs,
     },
     #[command(flatten)]
     Node(commands::NodeCommand),
@@ -52,6 +71,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&out.json)?);
             } else {
                 print!("{}", out.table);
+            }
+            Ok(())
+        }
+        Command::Testnet { json, command } => {
+            let out = command.run(!json)?;
+            if json {
+                println!("{}", serde_json::to_string(&out.json)?);
+            } else {
+                print!("{}", out.text);
+            }
+            Ok(())
+        }
+        Command::Demo { json, args } => {
+            let program = peerlab_testnet::local::NodeProgram::current_peerlab()?;
+            let report = peerlab_testnet::demo::run(&args, Some(program), !json)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.render_table());
+            }
+            if !report.ok {
+                anyhow::bail!("the demo failed (see the table above)");
             }
             Ok(())
         }

@@ -1,0 +1,361 @@
+//! Measurements on a running [`Testnet`](crate::local::Testnet): DHT lookups and gossip
+//! convergence, and the simulator's prediction for the same network.
+//!
+//! # Lookups
+//!
+//! `L` lookups of random keys, each from a random live node, through the control API. Each
+//! answer's owner is compared with the ideal ring of the live peers; hops come from the
+//! node's own route, latency is the API round trip seen by the client. The Chord paper's
+//! path length for `N` nodes is about ½·log2 N (Stoica et al., SIGCOMM 2001, fig. 10); with
+//! `V` virtual nodes per peer the ring holds `N·V` positions, so ½·log2(N·V) is shown too.
+//!
+//! # Gossip convergence
+//!
+//! The node has no "when did this entry arrive" endpoint, so arrival times are taken by the
+//! poller: [`POLL_THREADS`](crate::local::POLL_THREADS) threads each own a share of the
+//! nodes and read `GET /gossip/{key}` from each node of their share in turn until it holds
+//! the update. A node's arrival time is the midpoint between the end of the last poll that
+//! missed it and the end of the first that saw it, measured from the publish call; the
+//! report gives the mean poll cycle as the timing resolution. All clocks are the same
+//! machine's monotonic clock.
+//!
+//! The simulator's prediction runs the real gossip core ([`peerlab_gossip::Gossip`]) with
+//! the node's LAN configuration (fan-out 3, 200 ms period, rumor mongering with feedback +
+//! counter k = 3 plus push-pull anti-entropy every second) on `N` peers with an ideal
+//! membership and 1 ms links, and records when each peer learned the update. The same `N`
+//! also runs through `sim gossip` (Demers/Karp synchronous rounds) for its rounds-to-99 %.
+
+#![allow(clippy::disallowed_methods)] // a driver: wall-clock time is its job
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use peerlab_gossip::{Command, Config as GossipConfig, Event, Gossip, StaticView};
+use peerlab_overlay::{Instant as SimInstant, PeerId, Rng};
+use serde::Serialize;
+
+use crate::local::{POLL_THREADS, Testnet, TestnetError, par_map};
+use crate::sim::{Latency, Sim, SimConfig};
+
+/// Most lookups one `testnet lookups` run issues.
+pub const MAX_LOOKUPS: usize = 100_000;
+/// Most updates one `testnet converge` run publishes.
+pub const MAX_UPDATES: usize = 100;
+/// How long one update may take to reach every node before the run gives up on it.
+pub const ARRIVAL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Percentiles of a sample.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Percentiles {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// Percentiles of `v` (empty: zeros).
+    pub fn of(v: &[f64]) -> Percentiles {
+        if v.is_empty() {
+            return Percentiles::default();
+        }
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        let at = |q: f64| s[((q * (s.len() - 1) as f64).round() as usize).min(s.len() - 1)];
+        Percentiles {
+            mean: s.iter().sum::<f64>() / s.len() as f64,
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: s[s.len() - 1],
+        }
+    }
+}
+
+/// What `testnet lookups` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct LookupReport {
+    /// Live nodes.
+    pub nodes: usize,
+    /// Virtual nodes per peer.
+    pub vnodes: u16,
+    /// Lookups issued.
+    pub lookups: usize,
+    /// Lookups that returned an error.
+    pub failed: usize,
+    /// Lookups whose owner differs from the ideal ring's.
+    pub wrong_owner: usize,
+    /// Hop count → lookups.
+    pub hop_histogram: Vec<(u32, usize)>,
+    /// Hops.
+    pub hops: Percentiles,
+    /// API round-trip latency, ms.
+    pub latency_ms: Percentiles,
+    /// ½·log2 N (Chord paper's mean path length).
+    pub chord_half_log2_n: f64,
+    /// ½·log2 (N·V): the same for the ring's N·V positions.
+    pub chord_half_log2_nv: f64,
+}
+
+/// Issues `count` lookups of random keys from random live nodes.
+pub fn lookups(net: &Testnet, count: usize, seed: u64) -> Result<LookupReport, TestnetError> {
+    if count == 0 || count > MAX_LOOKUPS {
+        return Err(TestnetError::Invalid(format!(
+            "--count must be in 1..={MAX_LOOKUPS}"
+        )));
+    }
+    let alive = net.alive();
+    if alive.is_empty() {
+        return Err(TestnetError::Failed("no live node".into()));
+    }
+    let ring = net.ideal_ring();
+    let mut rng = Rng::seed(seed);
+    let work: Vec<(usize, String)> = (0..count)
+        .map(|k| (alive[rng.index(alive.len())], format!("lookup-{seed}-{k}")))
+        .collect();
+    let results = par_map(&work, |(i, key)| {
+        let t = Instant::now();
+        let r = net.client(*i).lookup(key);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        r.ok().map(|r| {
+            let right = ring.owner(key).map(|o| &o.0) == Some(&r.vnode);
+            (r.hops, ms, right)
+        })
+    });
+    let ok: Vec<(u32, f64, bool)> = results.iter().flatten().copied().collect();
+    let mut hist = std::collections::BTreeMap::new();
+    for (h, _, _) in &ok {
+        *hist.entry(*h).or_insert(0usize) += 1;
+    }
+    let n = alive.len() as f64;
+    let v = net.manifest().vnodes;
+    Ok(LookupReport {
+        nodes: alive.len(),
+        vnodes: v,
+        lookups: count,
+        failed: count - ok.len(),
+        wrong_owner: ok.iter().filter(|o| !o.2).count(),
+        hop_histogram: hist.into_iter().collect(),
+        hops: Percentiles::of(&ok.iter().map(|o| o.0 as f64).collect::<Vec<_>>()),
+        latency_ms: Percentiles::of(&ok.iter().map(|o| o.1).collect::<Vec<_>>()),
+        chord_half_log2_n: 0.5 * n.log2(),
+        chord_half_log2_nv: 0.5 * (n * v as f64).log2(),
+    })
+}
+
+impl LookupReport {
+    /// A short table.
+    pub fn render_table(&self) -> String {
+        let mut s = String::new();
+        s += &format!(
+            "nodes                 {} ({} vnodes each)\n",
+            self.nodes, self.vnodes
+        );
+        s += &format!(
+            "lookups               {} (failed {}, wrong owner {})\n",
+            self.lookups, self.failed, self.wrong_owner
+        );
+        s += &format!(
+            "hops                  mean {:.2}, p50 {:.0}, p90 {:.0}, p99 {:.0}, max {:.0}\n",
+            self.hops.mean, self.hops.p50, self.hops.p90, self.hops.p99, self.hops.max
+        );
+        s += &format!(
+            "Chord ½·log2 N        {:.2} (½·log2 N·V = {:.2})\n",
+            self.chord_half_log2_n, self.chord_half_log2_nv
+        );
+        s += &format!(
+            "latency ms            mean {:.1}, p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1}\n",
+            self.latency_ms.mean,
+            self.latency_ms.p50,
+            self.latency_ms.p90,
+            self.latency_ms.p99,
+            self.latency_ms.max
+        );
+        s += "hop histogram        ";
+        for (h, c) in &self.hop_histogram {
+            s += &format!(" {h}:{c}");
+        }
+        s.push('\n');
+        s
+    }
+}
+
+/// When each node got one update.
+#[derive(Clone, Debug, Serialize)]
+pub struct UpdateArrivals {
+    /// The gossip key.
+    pub key: String,
+    /// The publishing node.
+    pub origin: usize,
+    /// Seconds from the publish call to each other node's arrival, sorted; nodes the update
+    /// never reached are missing.
+    pub arrivals: Vec<f64>,
+    /// Nodes other than the origin that were polled.
+    pub targets: usize,
+    /// Mean time between two polls of one node, seconds (the timing resolution).
+    pub poll_cycle: f64,
+}
+
+impl UpdateArrivals {
+    /// Seconds until a fraction `q` of the targets had the update (`None`: never).
+    pub fn time_to(&self, q: f64) -> Option<f64> {
+        let need = ((q * self.targets as f64).ceil() as usize).max(1);
+        self.arrivals.get(need - 1).copied()
+    }
+}
+
+/// Publishes `value` under `key` at node `origin` and records when every other live node
+/// holds it.
+pub fn gossip_arrivals(
+    net: &Testnet,
+    origin: usize,
+    key: &str,
+    value: &str,
+    deadline: Duration,
+) -> Result<UpdateArrivals, TestnetError> {
+    let targets: Vec<usize> = net.alive().into_iter().filter(|&i| i != origin).collect();
+    let clients: Vec<_> = targets.iter().map(|&i| net.client(i)).collect();
+    let arrivals = Mutex::new(Vec::with_capacity(targets.len()));
+    let cycles = Mutex::new((0.0f64, 0usize));
+    let t0 = Instant::now();
+    net.client(origin)
+        .publish(key, value)
+        .map_err(|e| TestnetError::Failed(format!("publish at node {origin}: {e}")))?;
+    let per = clients.len().div_ceil(POLL_THREADS).max(1);
+    std::thread::scope(|s| {
+        for share in clients.chunks(per) {
+            let arrivals = &arrivals;
+            let cycles = &cycles;
+            s.spawn(move || {
+                let mut last_miss: Vec<f64> = vec![0.0; share.len()];
+                let mut done = vec![false; share.len()];
+                let mut cycle_sum = 0.0;
+                let mut cycle_n = 0usize;
+                let mut left = share.len();
+                while left > 0 && t0.elapsed() < deadline {
+                    let cstart = t0.elapsed().as_secs_f64();
+                    for (j, c) in share.iter().enumerate() {
+                        if done[j] {
+                            continue;
+                        }
+                        let has = c
+                            .gossip_read(key)
+                            .map(|g| g.entries.iter().any(|e| e.value.as_deref() == Some(value)))
+                            .unwrap_or(false);
+                        let now = t0.elapsed().as_secs_f64();
+                        if has {
+                            done[j] = true;
+                            left -= 1;
+                            if let Ok(mut a) = arrivals.lock() {
+                                a.push((last_miss[j] + now) / 2.0);
+                            }
+                        } else {
+                            last_miss[j] = now;
+                        }
+                    }
+                    cycle_sum += t0.elapsed().as_secs_f64() - cstart;
+                    cycle_n += 1;
+                }
+                if let Ok(mut c) = cycles.lock() {
+                    c.0 += cycle_sum;
+                    c.1 += cycle_n;
+                }
+            });
+        }
+    });
+    let mut arrivals = arrivals.into_inner().unwrap_or_default();
+    arrivals.sort_by(f64::total_cmp);
+    let (cs, cn) = cycles.into_inner().unwrap_or((0.0, 0));
+    Ok(UpdateArrivals {
+        key: key.into(),
+        origin,
+        arrivals,
+        targets: targets.len(),
+        poll_cycle: if cn == 0 { 0.0 } else { cs / cn as f64 },
+    })
+}
+
+/// The simulator's arrival times for one update among `n` peers running the node's LAN
+/// gossip configuration with `fanout` and `interval` (seconds after publish, sorted; the
+/// origin excluded).
+pub fn simulated_arrivals(n: usize, fanout: usize, interval: Duration, seed: u64) -> Vec<f64> {
+    let mut sim: Sim<Gossip> = Sim::new(SimConfig {
+        seed,
+        latency: Latency::Fixed(Duration::from_millis(1)),
+        ..Default::default()
+    });
+    let peers: Vec<PeerId> = (0..n as u64).map(PeerId::synthetic).collect();
+    let view = StaticView::new(peers.clone());
+    let mut cfg = GossipConfig::lan();
+    cfg.fanout = fanout.min(n.saturating_sub(1)).max(1);
+    cfg.period = interval;
+    for &p in &peers {
+        if let Ok(core) = Gossip::with_static_view(p, view.clone(), cfg.clone()) {
+            sim.add_node(p, core);
+        }
+    }
+    // Let the timers settle into random phases, as on a running testnet.
+    let t_pub = SimInstant(5_000_000);
+    sim.run_until(t_pub);
+    let _ = sim.take_events();
+    let origin = peers[sim.rng().index(n)];
+    sim.command(
+        origin,
+        Command::Publish {
+            request: 1,
+            key: "sim-update".into(),
+            value: vec![0xAB; 16],
+        },
+    );
+    let mut times = Vec::new();
+    let end = SimInstant(t_pub.as_micros() + ARRIVAL_DEADLINE.as_micros() as u64);
+    let mut now = t_pub;
+    while times.len() < n - 1 && now < end {
+        now = SimInstant(now.as_micros() + 100_000);
+        sim.run_until(now);
+        for (t, peer, ev) in sim.take_events() {
+            if let Event::EntryUpdated { origin: o, .. } = ev
+                && o == origin
+                && peer != origin
+            {
+                times.push((t.as_micros() - t_pub.as_micros()) as f64 / 1e6);
+            }
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+/// Seconds until a fraction `q` of `targets` nodes appear in sorted `arrivals`.
+pub fn time_to(arrivals: &[f64], targets: usize, q: f64) -> Option<f64> {
+    let need = ((q * targets as f64).ceil() as usize).max(1);
+    arrivals.get(need - 1).copied()
+}
+
+/// Sum over live nodes of the `peerlab_bytes_out_total{protocol="gossip"}` counter.
+pub fn gossip_bytes_out(net: &Testnet) -> u64 {
+    let alive = net.alive();
+    par_map(&alive, |&i| {
+        net.client(i)
+            .metrics()
+            .ok()
+            .map(|t| {
+                t.lines()
+                    .filter(|l| {
+                        l.starts_with("peerlab_bytes_out_total")
+                            && l.contains("protocol=\"gossip\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>() as u64
+            })
+            .unwrap_or(0)
+    })
+    .into_iter()
+    .sum()
+}
