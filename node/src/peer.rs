@@ -793,3 +793,127 @@ pub fn key_id(key: &[u8]) -> Id {
 
 /// How long a flooding search may take at most before the API stops waiting.
 pub const SEARCH_WAIT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    //! A `Peer` runs without any driver but this tiny deterministic loop (zero latency,
+    //! timers in deadline order): the same way the simulator runs it.
+
+    use std::collections::{BTreeMap, VecDeque};
+
+    use peerlab_overlay::{Context, Rng};
+    use peerlab_swarm::MemoryFactory;
+
+    use super::*;
+
+    type P = Peer<MemoryFactory>;
+
+    struct Loop {
+        peers: BTreeMap<PeerId, P>,
+        rng: Rng,
+        now: Instant,
+        queue: VecDeque<(PeerId, PeerId, Message)>,
+        timers: BTreeMap<(Instant, u64), (PeerId, Timer)>,
+        seq: u64,
+        events: Vec<(PeerId, Event)>,
+    }
+
+    impl Loop {
+        fn input(&mut self, at: PeerId, f: impl FnOnce(&mut P, &mut Cx<'_, P>)) {
+            let mut out = Outbox::new();
+            let p = self.peers.get_mut(&at).unwrap();
+            f(p, &mut Context::new(self.now, &mut self.rng, &mut out));
+            for o in out.drain() {
+                match o {
+                    Output::Send { to, msg } => self.queue.push_back((at, to, msg)),
+                    Output::Timer { at: when, timer } => {
+                        self.seq += 1;
+                        self.timers.insert((when, self.seq), (at, timer));
+                    }
+                    Output::Event(e) => self.events.push((at, e)),
+                }
+            }
+        }
+
+        fn run_until(&mut self, until: Instant) {
+            loop {
+                while let Some((from, to, msg)) = self.queue.pop_front() {
+                    if self.peers.contains_key(&to) {
+                        self.input(to, |p, cx| p.handle_message(cx, from, msg));
+                    }
+                }
+                let Some((&(when, seq), _)) = self.timers.iter().next() else {
+                    return;
+                };
+                if when > until {
+                    self.now = until;
+                    return;
+                }
+                let (at, t) = self.timers.remove(&(when, seq)).unwrap();
+                self.now = self.now.max(when);
+                self.input(at, |p, cx| p.handle_timer(cx, t));
+            }
+        }
+    }
+
+    #[test]
+    fn peers_form_a_ring_and_store_without_a_driver() {
+        let ids: Vec<PeerId> = (1..=4).map(PeerId::synthetic).collect();
+        let mut l = Loop {
+            peers: BTreeMap::new(),
+            rng: Rng::seed(7),
+            now: Instant::ZERO,
+            queue: VecDeque::new(),
+            timers: BTreeMap::new(),
+            seq: 0,
+            events: Vec::new(),
+        };
+        for (i, id) in ids.iter().enumerate() {
+            let mut cfg = Config::lan();
+            cfg.create_ring = i == 0;
+            l.peers
+                .insert(*id, Peer::new(*id, cfg, MemoryFactory).unwrap());
+            l.input(*id, |p, cx| p.handle_start(cx));
+            if i > 0 {
+                let seed = ids[0];
+                l.input(*id, |p, cx| {
+                    p.handle_command(cx, Command::Bootstrap(vec![seed]))
+                });
+            }
+        }
+        l.run_until(Instant(20_000_000));
+        for id in &ids {
+            assert!(l.peers[id].dht().is_joined(), "{id:?} joined");
+            assert_eq!(l.peers[id].gossip().up_count(), 3, "{id:?} sees 3 members");
+        }
+        l.input(ids[1], |p, cx| {
+            p.handle_command(
+                cx,
+                Command::Dht(dht::Command::Put {
+                    req: 1,
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                }),
+            )
+        });
+        l.run_until(Instant(21_000_000));
+        l.input(ids[3], |p, cx| {
+            p.handle_command(
+                cx,
+                Command::Dht(dht::Command::Get {
+                    req: 2,
+                    key: b"k".to_vec(),
+                }),
+            )
+        });
+        l.run_until(Instant(22_000_000));
+        let got = l.events.iter().find_map(|(at, e)| match e {
+            Event::Dht(dht::Event::Reply {
+                req: 2,
+                result: Ok(dht::Reply::Value { value, .. }),
+            }) if *at == ids[3] => Some(value.clone()),
+            _ => None,
+        });
+        assert_eq!(got, Some(Some(b"v".to_vec())));
+    }
+}

@@ -1,0 +1,324 @@
+//! Node benchmarks (figures for docs/experiments/node.md).
+//!
+//! ```text
+//! cargo run --release -p peerlab-node --example node_bench -- fetch 256      # MiB, QUIC and TCP
+//! cargo run --release -p peerlab-node --example node_bench -- memory 100     # nodes in one process
+//! ```
+//!
+//! `fetch` shares a file of the given size on one node and fetches it from a second over
+//! QUIC and then over TCP, and compares with the raw throughput of one libp2p stream
+//! (a single request-response substream carrying the same number of bytes) on the same
+//! transport. `memory` reports the resident set size of the process with one idle node
+//! and with N connected nodes.
+
+// A benchmark measures wall-clock time.
+#![allow(clippy::disallowed_methods)]
+
+use std::time::{Duration, Instant};
+
+use peerlab_node::config::{Config, Transport};
+use peerlab_node::libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use peerlab_node::libp2p::request_response::{self, ProtocolSupport};
+use peerlab_node::libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use peerlab_node::libp2p::{self, Multiaddr, StreamProtocol, Swarm, noise, tcp, yamux};
+use peerlab_node::{NodeHandle, NodeOptions};
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+async fn start(
+    dir: &std::path::Path,
+    transport: Transport,
+    bootstrap: Option<String>,
+) -> NodeHandle {
+    let mut cfg = Config::local(transport);
+    if let Some(b) = bootstrap {
+        cfg.bootstrap = vec![b];
+    }
+    peerlab_node::spawn(NodeOptions::new(dir, cfg))
+        .await
+        .expect("node starts")
+}
+
+fn addr_of(n: &NodeHandle, transport: Transport) -> String {
+    let want = match transport {
+        Transport::Quic => "quic",
+        Transport::Tcp => "tcp",
+    };
+    n.listen_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .find(|a| a.contains(want))
+        .expect("listen address")
+}
+
+/// Shares `size` bytes on node A and fetches them on node B; returns MiB/s.
+async fn fetch_once(transport: Transport, size: usize) -> f64 {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(dirs.0.path(), transport, None).await;
+    let b = start(dirs.1.path(), transport, Some(addr_of(&a, transport))).await;
+    let (ca, cb) = (a.client(), b.client());
+    let file = dirs.0.path().join("payload.bin");
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[2])
+        .collect();
+    std::fs::write(&file, &data).unwrap();
+    let out = dirs.1.path().join("out.bin");
+    let res = tokio::task::spawn_blocking(move || {
+        // Wait for both DHTs to join, so the provider record can be found.
+        let t0 = Instant::now();
+        while !(ca.status().map(|s| s.dht_joined).unwrap_or(false)
+            && cb.status().map(|s| s.dht_joined).unwrap_or(false))
+        {
+            assert!(t0.elapsed() < Duration::from_secs(30), "DHT join");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let cid = ca.share(&file).unwrap().cid;
+        let provider = ca.status().unwrap().peer_id;
+        let start = Instant::now();
+        let _: serde_json::Value = cb
+            .post(
+                "/fetch",
+                &serde_json::json!({"cid": cid, "output": out.display().to_string(), "providers": [provider]}),
+            )
+            .unwrap();
+        loop {
+            let p = cb.fetch_progress(&cid).unwrap();
+            assert!(p.error.is_none(), "{p:?}");
+            if p.done {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert!(std::fs::read(&out).unwrap() == data, "fetched bytes differ");
+        size as f64 / (1 << 20) as f64 / secs
+    })
+    .await
+    .unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+    res
+}
+
+/// A codec whose one request is `n` bytes streamed on one substream.
+#[derive(Clone, Default)]
+struct Bulk;
+
+impl request_response::Codec for Bulk {
+    type Protocol = StreamProtocol;
+    type Request = u64;
+    type Response = u64;
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<u64>
+    where
+        T: libp2p::futures::AsyncRead + Unpin + Send,
+    {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = 0u64;
+        loop {
+            let r = io.read(&mut buf).await?;
+            if r == 0 {
+                return Ok(n);
+            }
+            n += r as u64;
+        }
+    }
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<u64>
+    where
+        T: libp2p::futures::AsyncRead + Unpin + Send,
+    {
+        let mut b = [0u8; 8];
+        io.read_exact(&mut b).await?;
+        Ok(u64::from_be_bytes(b))
+    }
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        n: u64,
+    ) -> std::io::Result<()>
+    where
+        T: libp2p::futures::AsyncWrite + Unpin + Send,
+    {
+        let buf = vec![7u8; 1 << 16];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            io.write_all(&buf[..k]).await?;
+            left -= k as u64;
+        }
+        io.close().await
+    }
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        n: u64,
+    ) -> std::io::Result<()>
+    where
+        T: libp2p::futures::AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&n.to_be_bytes()).await?;
+        io.close().await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "peerlab_node::libp2p::swarm::derive_prelude")]
+struct BulkBehaviour {
+    rr: request_response::Behaviour<Bulk>,
+}
+
+fn bulk_swarm() -> Swarm<BulkBehaviour> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_quic()
+        .with_behaviour(|_| BulkBehaviour {
+            rr: request_response::Behaviour::new(
+                [(StreamProtocol::new("/bench/bulk/1"), ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(600)),
+            ),
+        })
+        .unwrap()
+        .build()
+}
+
+/// Raw throughput of one libp2p substream carrying `size` bytes; MiB/s.
+async fn raw_once(transport: Transport, size: u64) -> f64 {
+    let mut server = bulk_swarm();
+    let listen: Multiaddr = match transport {
+        Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
+        Transport::Tcp => "/ip4/127.0.0.1/tcp/0",
+    }
+    .parse()
+    .unwrap();
+    server.listen_on(listen).unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+            break address;
+        }
+    };
+    let server_id = *server.local_peer_id();
+    tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(BulkBehaviourEvent::Rr(
+                request_response::Event::Message {
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                },
+            )) = server.select_next_some().await
+            {
+                let _ = server.behaviour_mut().rr.send_response(channel, request);
+            }
+        }
+    });
+    let mut client = bulk_swarm();
+    client
+        .dial(addr.with(libp2p::multiaddr::Protocol::P2p(server_id)))
+        .unwrap();
+    loop {
+        if let SwarmEvent::ConnectionEstablished { .. } = client.select_next_some().await {
+            break;
+        }
+    }
+    let start = Instant::now();
+    client.behaviour_mut().rr.send_request(&server_id, size);
+    loop {
+        match client.select_next_some().await {
+            SwarmEvent::Behaviour(BulkBehaviourEvent::Rr(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            })) => {
+                assert_eq!(response, size);
+                break;
+            }
+            SwarmEvent::Behaviour(BulkBehaviourEvent::Rr(
+                request_response::Event::OutboundFailure { error, .. },
+            )) => panic!("raw transfer failed: {error}"),
+            _ => {}
+        }
+    }
+    size as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn memory(n: usize) {
+    let base = rss_mib();
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = start(dirs[0].path(), Transport::Quic, None).await;
+    let boot = addr_of(&first, Transport::Quic);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let one = rss_mib();
+    let mut nodes = vec![first];
+    for d in &dirs[1..] {
+        nodes.push(start(d.path(), Transport::Quic, Some(boot.clone())).await);
+    }
+    // Let membership, the ring and the flooding overlay settle before measuring.
+    let c = nodes[0].client();
+    let want = n - 1;
+    let settled = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(120) {
+            if c.status().map(|s| s.members_alive >= want).unwrap_or(false) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let all = rss_mib();
+    println!(
+        "{{\"bench\":\"memory\",\"baseline_mib\":{base:.1},\"one_idle_node_mib\":{:.1},\"nodes\":{n},\"all_nodes_mib\":{:.1},\"per_node_mib\":{:.2},\"membership_settled\":{settled}}}",
+        one - base,
+        all - base,
+        (all - base) / n as f64
+    );
+    for node in nodes {
+        node.kill().await;
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    match args.get(1).map(String::as_str) {
+        Some("fetch") => {
+            let mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
+            for t in [Transport::Quic, Transport::Tcp] {
+                let raw = rt.block_on(raw_once(t, (mib as u64) << 20));
+                eprintln!("{t:?}: raw stream {raw:.1} MiB/s");
+                let fetch = rt.block_on(fetch_once(t, mib << 20));
+                println!(
+                    "{{\"bench\":\"fetch\",\"transport\":\"{t:?}\",\"mib\":{mib},\"fetch_mib_s\":{fetch:.1},\"raw_stream_mib_s\":{raw:.1},\"ratio\":{:.2}}}",
+                    fetch / raw
+                );
+            }
+        }
+        Some("memory") => {
+            let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+            rt.block_on(memory(n));
+        }
+        _ => eprintln!("usage: node_bench fetch [MiB] | memory [nodes]"),
+    }
+}
