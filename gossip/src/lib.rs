@@ -701,6 +701,7 @@ impl Gossip {
         value: Option<Vec<u8>>,
     ) {
         let deleted = value.is_none();
+        let older = self.store.get(&origin, key).map(|e| e.version);
         match self.store.apply(origin, key, version, value, &self.config) {
             Ok(Applied::New) => {
                 cx.emit(Event::EntryUpdated {
@@ -711,10 +712,9 @@ impl Gossip {
                 });
                 if self.config.mode != Mode::AntiEntropy {
                     // A newer version replaces any hot rumor of an older one of the same key.
-                    self.rumors.retain(|k, r| match k {
-                        RumorKey::Data(o, _) => !(*o == origin && r.key == key),
-                        RumorKey::Member(_) => true,
-                    });
+                    if let Some(v) = older {
+                        self.rumors.remove(&RumorKey::Data(origin, v));
+                    }
                     self.add_rumor(RumorKey::Data(origin, version), key.to_string());
                 }
             }
@@ -1652,6 +1652,7 @@ impl Gossip {
         }
         let version = self.store.watermark(&self.me) + 1;
         let deleted = value.is_none();
+        let older = self.store.get(&self.me, &key).map(|e| e.version);
         match self
             .store
             .apply(self.me, &key, version, value, &self.config)
@@ -1667,12 +1668,10 @@ impl Gossip {
         });
         cx.emit(Event::Published { request, version });
         if self.config.mode != Mode::AntiEntropy {
-            let me = self.me;
-            self.rumors.retain(|k, r| match k {
-                RumorKey::Data(o, _) => !(*o == me && r.key == key),
-                RumorKey::Member(_) => true,
-            });
-            self.add_rumor(RumorKey::Data(me, version), key);
+            if let Some(v) = older {
+                self.rumors.remove(&RumorKey::Data(self.me, v));
+            }
+            self.add_rumor(RumorKey::Data(self.me, version), key);
         }
     }
 }

@@ -1144,3 +1144,24 @@ fn stale_suspicions_are_answered_with_the_newer_record() {
     let out = run(&mut h, 1, |g, cx| g.handle_message(cx, p(3), fresh));
     assert!(sends(&out).is_empty());
 }
+
+#[test]
+fn a_newer_version_replaces_the_hot_rumor_of_an_older_one() {
+    let mut g = static_node(10, 0, cfg(Mode::Rumor, Variant::BlindCounter, 5));
+    publish(&mut g, "a", b"1");
+    publish(&mut g, "b", b"1");
+    publish(&mut g, "a", b"2");
+    assert_eq!(g.hot_data_rumors(), 2);
+    let ps = pushes(&tick(&mut g, 200));
+    let sent: Vec<(String, u64)> = ps[0].2.iter().map(|e| (e.key.clone(), e.version)).collect();
+    assert_eq!(sent, vec![("b".to_string(), 2), ("a".to_string(), 3)]);
+    // A received newer version also retires the older rumor.
+    let mut h = static_node(10, 1, cfg(Mode::Rumor, Variant::BlindCounter, 5));
+    run(&mut h, 1, |g, cx| {
+        g.handle_message(cx, p(3), gossip_msg(vec![entry(3, "x", 1, b"")]))
+    });
+    run(&mut h, 2, |g, cx| {
+        g.handle_message(cx, p(3), gossip_msg(vec![entry(3, "x", 2, b"")]))
+    });
+    assert_eq!(h.hot_data_rumors(), 1);
+}
