@@ -190,9 +190,6 @@ impl Config {
             ..dht::Config::default()
         };
         let swarm = swarm::Config {
-            // 64 blocks of 16 KiB (1 MiB) in flight per peer: on a LAN the round trip is
-            // short but every block is its own substream, so depth is what keeps the link full.
-            pipeline_depth: 64,
             lookup_interval: Duration::from_secs(2),
             tick: Duration::from_secs(1),
             ..swarm::Config::default()
