@@ -1014,8 +1014,23 @@ fn on_peer_message<S: ChunkStore>(
             }
         }
         Body::NotInterested => {
-            if let Some(p) = a.peers.get_mut(&from) {
-                p.peer_interested = false;
+            let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
+            p.peer_interested = false;
+            if !p.am_choking {
+                // Its slot is wasted until the next round: give it to a waiting peer now.
+                p.am_choking = true;
+                send(cx, from, cid, Body::Choke);
+                let waiting: Vec<PeerId> = a
+                    .peers
+                    .iter()
+                    .filter(|(_, q)| q.peer_interested && q.am_choking)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if let Some(&next) = cx.rng().choose(&waiting) {
+                    let q = a.peers.get_mut(&next).unwrap_or_else(|| unreachable!());
+                    q.am_choking = false;
+                    send(cx, next, cid, Body::Unchoke);
+                }
             }
         }
         Body::Choke => {
