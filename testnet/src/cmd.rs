@@ -118,6 +118,11 @@ pub enum TestnetCommand {
     /// Gossip convergence: arrival CDF, rounds to 99 %/100 %, beside the simulator.
     #[command(after_help = "Example:\n  peerlab testnet converge --updates 10 --dir /tmp/tn")]
     Converge(ConvergeArgs),
+    /// Poisson churn (SIGKILL and restarts) under a steady lookup/get workload.
+    #[command(
+        after_help = "Example:\n  peerlab testnet churn --rate 0.1 --duration 600 --dir /tmp/tn"
+    )]
+    Churn(crate::churn::ChurnArgs),
 }
 
 /// What a command printed: a human text and a JSON value.
@@ -165,6 +170,20 @@ impl TestnetCommand {
                 let net = Testnet::attach(&a.dir.dir, None)?;
                 let out = a.out.clone().unwrap_or_else(|| net.dir().join("results"));
                 let r = crate::converge::run(&net, a.updates, a.interval, a.fanout, a.seed, &out)?;
+                Ok(Output {
+                    text: r.render_table(),
+                    json: to_json(&r),
+                })
+            }
+            TestnetCommand::Churn(a) => {
+                let mut net = Testnet::attach(&a.dir.dir, Some(NodeProgram::current_peerlab()?))?;
+                if net.manifest().mode == Mode::InProcess {
+                    return Err(TestnetError::Invalid(
+                        "churn kills and restarts node processes: start the testnet without --in-process".into(),
+                    ));
+                }
+                let out = a.out.clone().unwrap_or_else(|| net.dir().join("results"));
+                let r = crate::churn::run(&mut net, a, &out, progress)?;
                 Ok(Output {
                     text: r.render_table(),
                     json: to_json(&r),

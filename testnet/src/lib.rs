@@ -5,8 +5,14 @@
 //! - [`sim`]: the discrete-event simulator that drives any sans-IO core
 //!   (`peerlab_overlay::Protocol`) with virtual time, a seeded RNG and a network model.
 //! - [`experiments`]: the `peerlab sim …` experiments.
-//! - [`local`]: local testnets of real nodes on 127.0.0.1 (processes or in-process).
+//! - [`local`]: local testnets of real nodes on 127.0.0.1 (processes or in-process),
+//!   `testnet.json`, health (ideal ring, complete membership), orphan-free shutdown.
+//! - [`measure`]: lookups and gossip arrival times on a running testnet; the simulator's
+//!   prediction for the same network. [`converge`] and [`churn`]: the `testnet converge`
+//!   and `testnet churn` experiments. [`plot`]: PNG + SVG charts.
+//! - [`cmd`]: the `peerlab testnet …` commands; [`demo`]: `peerlab demo`.
 
+pub mod churn;
 pub mod cmd;
 pub mod converge;
 pub mod demo;

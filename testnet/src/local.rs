@@ -296,6 +296,8 @@ pub struct Testnet {
     handles: Vec<Option<NodeHandle>>,
     rt: Option<tokio::runtime::Runtime>,
     stopped: bool,
+    /// Started by this value (dropping it stops the nodes) rather than attached to.
+    owned: bool,
 }
 
 /// The soft and hard limits on open files of this process.
@@ -597,6 +599,7 @@ impl Testnet {
             handles: (0..opts.nodes).map(|_| None).collect(),
             rt,
             stopped: false,
+            owned: true,
         };
         let bar = progress_bar(progress, opts.nodes as u64, "starting nodes");
         let result = net.start_all(&bar);
@@ -834,6 +837,7 @@ impl Testnet {
             handles: (0..n).map(|_| None).collect(),
             rt: None,
             stopped: false,
+            owned: false,
         })
     }
 
@@ -1159,11 +1163,13 @@ impl Testnet {
 
 impl Drop for Testnet {
     fn drop(&mut self) {
-        if !self.stopped
-            && (self.manifest.mode == Mode::Processes && self.children.iter().any(Option::is_some)
-                || self.rt.is_some())
-        {
+        if self.owned && !self.stopped {
             self.down();
+        } else {
+            // Reap restarted children that were stopped; leave running ones running.
+            for c in self.children.iter_mut().flatten() {
+                let _ = c.try_wait();
+            }
         }
     }
 }

@@ -1,0 +1,674 @@
+//! `peerlab testnet churn`: Poisson churn on a running process testnet under a steady
+//! workload.
+//!
+//! Before churn starts, `--keys` records are put into the DHT (the nodes replicate each on
+//! R = 3 successors). During `--duration` seconds, departures and restarts each arrive as a
+//! Poisson process of `--rate` events per second (Chord paper, ToN §6: joins and failures
+//! each at rate R). A departure picks a random live non-seed node and kills it with SIGKILL
+//! (with probability `--crash-fraction`; otherwise SIGTERM, a graceful leave); a restart
+//! brings a random node back from its data dir (same identity and records) that has been
+//! down for at least `--min-downtime` seconds (when none has, the event is skipped). At most a
+//! fifth of the nodes are down at once. Meanwhile [`WORKERS`] threads issue lookups and gets
+//! at `--ops-rate` per second in total, each at a random live node:
+//!
+//! - a lookup *fails* when the API answers an error, and has the *wrong owner* when the
+//!   answer differs from the ideal ring of the nodes alive at that moment (right after a
+//!   crash the ideal ring already excludes the victim, while the overlay has not noticed it
+//!   yet, so wrong owners are expected to follow each crash for about the detection time);
+//! - a get *fails* when it errors or does not return the value that was put;
+//! - a request that cannot reach its node at all (it was killed in between) is counted as
+//!   *unreachable* and is no overlay failure.
+//!
+//! Failure-detection latency: after a crash, three random live observers are polled until
+//! none lists the victim as alive or suspect (`GET /members`). Join latency: from a
+//! restart's spawn until the node's ring view is the ideal ring of the live nodes. Lost
+//! keys: after churn, once the ring re-converged (or `--settle` seconds passed), every
+//! acknowledged record is read from a random node; a wrong or missing value is lost.
+//!
+//! Output: a JSON report, `churn.csv` (one row per [`BUCKET`]), and `churn.png` /
+//! `churn.svg` (failure rates over time) plus `churn_nodes.png/.svg` (live nodes).
+
+#![allow(clippy::disallowed_methods)] // a driver: wall-clock time is its job
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use peerlab_node::client::{Client, ClientError};
+use peerlab_overlay::Rng;
+use serde::Serialize;
+
+use crate::local::{IdealRing, Testnet, TestnetError, par_map};
+use crate::measure::Percentiles;
+use crate::plot::{self, Series};
+
+/// Width of one time bucket in the CSV and plots.
+pub const BUCKET: Duration = Duration::from_secs(10);
+/// Workload threads.
+pub const WORKERS: usize = 4;
+/// Longest churn run, seconds.
+pub const MAX_DURATION: u64 = 24 * 3600;
+/// Most records put before churn.
+pub const MAX_KEYS: usize = 100_000;
+/// Most probe threads (detection and join timing) alive at once; later events go unprobed.
+pub const MAX_PROBES: usize = 64;
+/// How long a detection or join probe waits before giving up.
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(120);
+/// Observers polled per crash for failure detection.
+pub const OBSERVERS: usize = 3;
+
+/// Flags of `peerlab testnet churn`.
+#[derive(Debug, Clone, Args)]
+pub struct ChurnArgs {
+    /// The testnet dir.
+    #[command(flatten)]
+    pub dir: crate::cmd::DirArg,
+    /// Departures per second, and restarts per second (each a Poisson process).
+    #[arg(long, default_value_t = 0.1)]
+    pub rate: f64,
+    /// Seconds of churn.
+    #[arg(long, default_value_t = 120)]
+    pub duration: u64,
+    /// Fraction of departures that are crashes (SIGKILL); the rest leave gracefully (SIGTERM).
+    #[arg(long, default_value_t = 1.0)]
+    pub crash_fraction: f64,
+    /// Lookups and gets per second, in total.
+    #[arg(long, default_value_t = 10.0)]
+    pub ops_rate: f64,
+    /// Records put before churn and read during and after it.
+    #[arg(long, default_value_t = 200)]
+    pub keys: usize,
+    /// Seconds a departed node stays down at least before a restart may pick it (a node
+    /// restarted with the same identity before the overlay declared it dead can stay
+    /// isolated: see docs/experiments/testnet.md).
+    #[arg(long, default_value_t = 15)]
+    pub min_downtime: u64,
+    /// Seconds to wait after churn for the ring to re-converge before counting lost keys.
+    #[arg(long, default_value_t = 120)]
+    pub settle: u64,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where the CSV and plots go [default: <dir>/results].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// One time bucket.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Bucket {
+    /// Bucket start, seconds since churn began.
+    pub t: f64,
+    /// Lookups answered or failed.
+    pub lookups: usize,
+    /// Lookups that failed.
+    pub failed_lookups: usize,
+    /// Lookups with the wrong owner.
+    pub wrong_owner: usize,
+    /// Gets issued.
+    pub gets: usize,
+    /// Gets that failed or returned a wrong value.
+    pub failed_gets: usize,
+    /// Requests whose node was unreachable.
+    pub unreachable: usize,
+    /// Live nodes at the end of the bucket.
+    pub alive: usize,
+    /// Crashes and leaves in the bucket.
+    pub departures: usize,
+    /// Restarts in the bucket.
+    pub restarts: usize,
+}
+
+/// What `testnet churn` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChurnReport {
+    /// Nodes in the testnet.
+    pub nodes: usize,
+    /// Event rate per second (departures; restarts the same).
+    pub rate: f64,
+    /// Seconds of churn.
+    pub duration: u64,
+    /// Fraction of departures that were crashes.
+    pub crash_fraction: f64,
+    /// DHT replication factor of the nodes.
+    pub replicas: usize,
+    /// Crashes (SIGKILL).
+    pub crashes: usize,
+    /// Graceful leaves (SIGTERM).
+    pub leaves: usize,
+    /// Restarts.
+    pub restarts: usize,
+    /// Lookups issued.
+    pub lookups: usize,
+    /// Failed lookups.
+    pub failed_lookups: usize,
+    /// Failed lookups ÷ lookups.
+    pub failed_lookup_rate: f64,
+    /// Lookups whose owner differed from the ideal ring of the live nodes.
+    pub wrong_owners: usize,
+    /// Wrong owners ÷ lookups.
+    pub wrong_owner_rate: f64,
+    /// Gets issued.
+    pub gets: usize,
+    /// Failed gets.
+    pub failed_gets: usize,
+    /// Requests to nodes that were gone.
+    pub unreachable: usize,
+    /// Records acknowledged before churn.
+    pub keys: usize,
+    /// Records missing or wrong after churn.
+    pub lost_keys: usize,
+    /// Whether the ring re-converged after churn within `--settle`.
+    pub settled: bool,
+    /// Failure-detection latency, seconds (crashes only).
+    pub detection_secs: Percentiles,
+    /// Crashes whose detection was measured.
+    pub detections: usize,
+    /// Join latency, seconds.
+    pub join_secs: Percentiles,
+    /// Restarts whose join was measured.
+    pub joins: usize,
+    /// Per-bucket figures.
+    pub buckets: Vec<Bucket>,
+    /// Files written.
+    pub files: Vec<String>,
+}
+
+#[derive(Clone)]
+struct LiveNode {
+    index: usize,
+    client: Client,
+}
+
+struct Shared {
+    live: Vec<LiveNode>,
+    ring: IdealRing,
+}
+
+fn snapshot(net: &Testnet) -> Shared {
+    Shared {
+        live: net
+            .alive()
+            .into_iter()
+            .map(|i| LiveNode {
+                index: i,
+                client: net.client(i),
+            })
+            .collect(),
+        ring: net.ideal_ring(),
+    }
+}
+
+fn unreachable(e: &ClientError) -> bool {
+    matches!(e, ClientError::Unreachable { .. })
+}
+
+/// Runs churn on `net` (a process testnet), writing results into `out`.
+pub fn run(
+    net: &mut Testnet,
+    a: &ChurnArgs,
+    out: &Path,
+    progress: bool,
+) -> Result<ChurnReport, TestnetError> {
+    if !(a.rate > 0.0 && a.rate <= 10.0) {
+        return Err(TestnetError::Invalid("--rate must be in (0, 10]".into()));
+    }
+    if a.duration == 0 || a.duration > MAX_DURATION {
+        return Err(TestnetError::Invalid(format!(
+            "--duration must be in 1..={MAX_DURATION}"
+        )));
+    }
+    if !(0.0..=1.0).contains(&a.crash_fraction) {
+        return Err(TestnetError::Invalid(
+            "--crash-fraction must be in [0, 1]".into(),
+        ));
+    }
+    if !(a.ops_rate > 0.0 && a.ops_rate <= 1000.0) {
+        return Err(TestnetError::Invalid(
+            "--ops-rate must be in (0, 1000]".into(),
+        ));
+    }
+    if a.keys == 0 || a.keys > MAX_KEYS {
+        return Err(TestnetError::Invalid(format!(
+            "--keys must be in 1..={MAX_KEYS}"
+        )));
+    }
+    let n = net.len();
+    if n < 4 {
+        return Err(TestnetError::Invalid(
+            "churn needs a testnet of at least 4 nodes".into(),
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| TestnetError::Io {
+        path: out.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    let mut rng = Rng::seed(a.seed);
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let key = |k: usize| format!("churn/{run_id}/{k}");
+    let value = |k: usize| format!("value-{k}");
+
+    // 1. Records.
+    let alive0 = net.alive();
+    let ks: Vec<usize> = (0..a.keys).collect();
+    let acked: Vec<usize> = par_map(&ks, |&k| {
+        let i = alive0[(k * 7919) % alive0.len()];
+        (0..3)
+            .any(|_| net.client(i).kv_put(&key(k), &value(k)).is_ok())
+            .then_some(k)
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+
+    // 2. Churn with a workload.
+    let shared = Mutex::new(snapshot(net));
+    let stop = AtomicBool::new(false);
+    let nb = (a.duration as f64 / BUCKET.as_secs_f64()).ceil() as usize + 1;
+    let buckets = Mutex::new(
+        (0..nb)
+            .map(|b| Bucket {
+                t: b as f64 * BUCKET.as_secs_f64(),
+                ..Bucket::default()
+            })
+            .collect::<Vec<_>>(),
+    );
+    let detections = Mutex::new(Vec::<f64>::new());
+    let joins = Mutex::new(Vec::<f64>::new());
+    let probes = AtomicUsize::new(0);
+    let (mut crashes, mut leaves, mut restarts) = (0, 0, 0);
+    let t0 = Instant::now();
+    let bucket_of = |t: Instant| ((t - t0).as_secs_f64() / BUCKET.as_secs_f64()) as usize;
+    let bar = crate::local::progress_bar(progress, a.duration, "churn");
+    let max_down = (n / 5).max(1);
+    let seeds: Vec<usize> = (0..n).filter(|&i| net.node(i).seed).collect();
+    let min_down = Duration::from_secs(a.min_downtime);
+    let mut down_since: Vec<Option<Instant>> = (0..n)
+        .map(|i| (!net.node(i).alive).then(|| t0.checked_sub(min_down).unwrap_or(t0)))
+        .collect();
+    std::thread::scope(|s| -> Result<(), TestnetError> {
+        for w in 0..WORKERS {
+            let (shared, stop, buckets, acked) = (&shared, &stop, &buckets, &acked);
+            let mut wr = Rng::seed(a.seed ^ (0x5151 + w as u64));
+            let gap = Duration::from_secs_f64(WORKERS as f64 / a.ops_rate);
+            s.spawn(move || {
+                let mut next = t0 + gap.mul_f64(w as f64 / WORKERS as f64);
+                let mut op = w;
+                while !stop.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if now < next {
+                        std::thread::sleep((next - now).min(Duration::from_millis(100)));
+                        continue;
+                    }
+                    next += gap;
+                    op += 1;
+                    let (node, ring) = {
+                        let Ok(sh) = shared.lock() else { return };
+                        if sh.live.is_empty() {
+                            continue;
+                        }
+                        (sh.live[wr.index(sh.live.len())].clone(), sh.ring.clone())
+                    };
+                    let k = acked[wr
+                        .index(acked.len().max(1))
+                        .min(acked.len().saturating_sub(1))];
+                    let lookup = op % 2 == 0;
+                    let (mut failed, mut wrong, mut unr) = (false, false, false);
+                    if lookup {
+                        let lk = format!("churn-lookup/{}", wr.next_u64());
+                        match node.client.lookup(&lk) {
+                            Ok(r) => {
+                                wrong = ring.owner(&lk).map(|o| &o.0) != Some(&r.vnode);
+                            }
+                            Err(e) if unreachable(&e) => unr = true,
+                            Err(_) => failed = true,
+                        }
+                    } else {
+                        match node.client.kv_get(&key(k)) {
+                            Ok(v) => failed = v.value.as_deref() != Some(value(k).as_str()),
+                            Err(e) if unreachable(&e) => unr = true,
+                            Err(_) => failed = true,
+                        }
+                    }
+                    let b = bucket_of(Instant::now());
+                    if let Ok(mut bs) = buckets.lock()
+                        && let Some(bk) = bs.get_mut(b)
+                    {
+                        if unr {
+                            bk.unreachable += 1;
+                        } else if lookup {
+                            bk.lookups += 1;
+                            bk.failed_lookups += usize::from(failed);
+                            bk.wrong_owner += usize::from(wrong);
+                        } else {
+                            bk.gets += 1;
+                            bk.failed_gets += usize::from(failed);
+                        }
+                    }
+                }
+            });
+        }
+        // The churn schedule: two Poisson processes.
+        let end = t0 + Duration::from_secs(a.duration);
+        let mean_gap = 1.0 / a.rate;
+        let mut next_down = t0 + Duration::from_secs_f64(rng.exp(mean_gap));
+        let mut next_up = t0 + Duration::from_secs_f64(rng.exp(mean_gap));
+        loop {
+            let now = Instant::now();
+            bar.set_position((now - t0).as_secs().min(a.duration));
+            if now >= end {
+                break;
+            }
+            let b = bucket_of(now);
+            if now >= next_down {
+                next_down += Duration::from_secs_f64(rng.exp(mean_gap));
+                let alive = net.alive();
+                let cands: Vec<usize> = alive
+                    .iter()
+                    .copied()
+                    .filter(|i| !seeds.contains(i))
+                    .collect();
+                if n - alive.len() < max_down && !cands.is_empty() {
+                    let v = cands[rng.index(cands.len())];
+                    let crash = rng.chance(a.crash_fraction);
+                    let victim_peer = net.node(v).peer_id.clone();
+                    if crash {
+                        net.kill(v);
+                        crashes += 1;
+                    } else {
+                        net.stop(v);
+                        leaves += 1;
+                    }
+                    let t_dead = Instant::now();
+                    down_since[v] = Some(t_dead);
+                    let snap = snapshot(net);
+                    let observers: Vec<Client> = rng
+                        .sample_indices(snap.live.len(), OBSERVERS.min(snap.live.len()))
+                        .into_iter()
+                        .map(|j| snap.live[j].client.clone())
+                        .collect();
+                    if let Ok(mut sh) = shared.lock() {
+                        *sh = snap;
+                    }
+                    if let Ok(mut bs) = buckets.lock()
+                        && let Some(bk) = bs.get_mut(b)
+                    {
+                        bk.departures += 1;
+                    }
+                    if crash && probes.load(Ordering::Relaxed) < MAX_PROBES {
+                        probes.fetch_add(1, Ordering::Relaxed);
+                        let (detections, probes) = (&detections, &probes);
+                        s.spawn(move || {
+                            let seen_down = |c: &Client| {
+                                c.members().is_ok_and(|ms| {
+                                    !ms.iter().any(|m| {
+                                        m.peer_id == victim_peer
+                                            && (m.state == "alive" || m.state == "suspect")
+                                    })
+                                })
+                            };
+                            while t_dead.elapsed() < PROBE_DEADLINE {
+                                if observers.iter().all(seen_down) {
+                                    if let Ok(mut d) = detections.lock() {
+                                        d.push(t_dead.elapsed().as_secs_f64());
+                                    }
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                            probes.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                }
+                continue;
+            }
+            if now >= next_up {
+                next_up += Duration::from_secs_f64(rng.exp(mean_gap));
+                let dead: Vec<usize> = (0..n)
+                    .filter(|&i| !net.node(i).alive)
+                    .filter(|&i| down_since[i].is_some_and(|d| d.elapsed() >= min_down))
+                    .collect();
+                if !dead.is_empty() {
+                    let v = dead[rng.index(dead.len())];
+                    let t_spawn = Instant::now();
+                    net.restart(v)?;
+                    down_since[v] = None;
+                    restarts += 1;
+                    let snap = snapshot(net);
+                    let me = snap.live.iter().find(|l| l.index == v).cloned();
+                    if let Ok(mut sh) = shared.lock() {
+                        *sh = snap;
+                    }
+                    if let Ok(mut bs) = buckets.lock()
+                        && let Some(bk) = bs.get_mut(b)
+                    {
+                        bk.restarts += 1;
+                    }
+                    if let Some(me) = me
+                        && probes.load(Ordering::Relaxed) < MAX_PROBES
+                    {
+                        probes.fetch_add(1, Ordering::Relaxed);
+                        let (joins, probes, shared) = (&joins, &probes, &shared);
+                        s.spawn(move || {
+                            while t_spawn.elapsed() < PROBE_DEADLINE {
+                                let ring =
+                                    shared.lock().map(|s| s.ring.clone()).unwrap_or_default();
+                                if me.client.ring().is_ok_and(|v| ring.view_is_ideal(&v)) {
+                                    if let Ok(mut j) = joins.lock() {
+                                        j.push(t_spawn.elapsed().as_secs_f64());
+                                    }
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                            probes.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                }
+                continue;
+            }
+            if let Ok(mut bs) = buckets.lock()
+                && let Some(bk) = bs.get_mut(b)
+            {
+                bk.alive = net.alive().len();
+            }
+            let wake = next_down.min(next_up).min(end);
+            std::thread::sleep(
+                wake.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(200)),
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+
+    // 3. Settle, then count lost keys.
+    let settled = net
+        .wait_converged(Duration::from_secs(a.settle), progress)
+        .is_ok();
+    let alive = net.alive();
+    let lost = par_map(&acked, |&k| {
+        let i = alive[(k * 31) % alive.len()];
+        let c = net.client(i);
+        !(0..3).any(|_| {
+            c.kv_get(&key(k))
+                .is_ok_and(|v| v.value.as_deref() == Some(value(k).as_str()))
+        })
+    })
+    .into_iter()
+    .filter(|l| *l)
+    .count();
+
+    let buckets = buckets.into_inner().unwrap_or_default();
+    let sum = |f: &dyn Fn(&Bucket) -> usize| buckets.iter().map(f).sum::<usize>();
+    let lookups = sum(&|b| b.lookups);
+    let failed_lookups = sum(&|b| b.failed_lookups);
+    let wrong_owners = sum(&|b| b.wrong_owner);
+    let det = detections.into_inner().unwrap_or_default();
+    let jn = joins.into_inner().unwrap_or_default();
+    let files = write_outputs(&buckets, out);
+    Ok(ChurnReport {
+        nodes: n,
+        rate: a.rate,
+        duration: a.duration,
+        crash_fraction: a.crash_fraction,
+        replicas: peerlab_node::config::Config::default()
+            .peer_config()
+            .dht
+            .replicas,
+        crashes,
+        leaves,
+        restarts,
+        lookups,
+        failed_lookups,
+        failed_lookup_rate: failed_lookups as f64 / lookups.max(1) as f64,
+        wrong_owners,
+        wrong_owner_rate: wrong_owners as f64 / lookups.max(1) as f64,
+        gets: sum(&|b| b.gets),
+        failed_gets: sum(&|b| b.failed_gets),
+        unreachable: sum(&|b| b.unreachable),
+        keys: acked.len(),
+        lost_keys: lost,
+        settled,
+        detection_secs: Percentiles::of(&det),
+        detections: det.len(),
+        join_secs: Percentiles::of(&jn),
+        joins: jn.len(),
+        buckets,
+        files,
+    })
+}
+
+fn write_outputs(buckets: &[Bucket], out: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let csv_path = out.join("churn.csv");
+    let mut csv = String::from(
+        "t,lookups,failed_lookups,wrong_owner,gets,failed_gets,unreachable,alive,departures,restarts\n",
+    );
+    for b in buckets {
+        csv += &format!(
+            "{},{},{},{},{},{},{},{},{},{}\n",
+            b.t,
+            b.lookups,
+            b.failed_lookups,
+            b.wrong_owner,
+            b.gets,
+            b.failed_gets,
+            b.unreachable,
+            b.alive,
+            b.departures,
+            b.restarts
+        );
+    }
+    if std::fs::write(&csv_path, csv).is_ok() {
+        files.push(csv_path.display().to_string());
+    }
+    let pct = |f: &dyn Fn(&Bucket) -> (usize, usize)| -> Vec<(f64, f64)> {
+        buckets
+            .iter()
+            .map(|b| {
+                let (x, of) = f(b);
+                (
+                    b.t,
+                    if of == 0 {
+                        0.0
+                    } else {
+                        100.0 * x as f64 / of as f64
+                    },
+                )
+            })
+            .collect()
+    };
+    let series = [
+        Series {
+            label: "failed lookups %".into(),
+            points: pct(&|b| (b.failed_lookups, b.lookups)),
+        },
+        Series {
+            label: "wrong owner %".into(),
+            points: pct(&|b| (b.wrong_owner, b.lookups)),
+        },
+        Series {
+            label: "failed gets %".into(),
+            points: pct(&|b| (b.failed_gets, b.gets)),
+        },
+    ];
+    match plot::line_chart(
+        &out.join("churn"),
+        "churn: failures per 10 s bucket",
+        "seconds since churn began",
+        "percent of requests",
+        &series,
+    ) {
+        Ok(f) => files.extend(f.iter().map(|p| p.display().to_string())),
+        Err(e) => tracing::warn!(%e, "cannot draw the churn plot"),
+    }
+    let nodes = [Series {
+        label: "live nodes".into(),
+        points: buckets.iter().map(|b| (b.t, b.alive as f64)).collect(),
+    }];
+    if let Ok(f) = plot::line_chart(
+        &out.join("churn_nodes"),
+        "churn: live nodes",
+        "seconds since churn began",
+        "nodes",
+        &nodes,
+    ) {
+        files.extend(f.iter().map(|p| p.display().to_string()));
+    }
+    files
+}
+
+impl ChurnReport {
+    /// A short table.
+    pub fn render_table(&self) -> String {
+        let mut s = String::new();
+        s += &format!(
+            "nodes {} · rate {}/s for {} s · crash fraction {} · R = {}\n",
+            self.nodes, self.rate, self.duration, self.crash_fraction, self.replicas
+        );
+        s += &format!(
+            "events              {} crashes, {} leaves, {} restarts\n",
+            self.crashes, self.leaves, self.restarts
+        );
+        s += &format!(
+            "lookups             {} · failed {} ({:.2} %) · wrong owner {} ({:.2} %)\n",
+            self.lookups,
+            self.failed_lookups,
+            100.0 * self.failed_lookup_rate,
+            self.wrong_owners,
+            100.0 * self.wrong_owner_rate
+        );
+        s += &format!(
+            "gets                {} · failed {} · unreachable requests {}\n",
+            self.gets, self.failed_gets, self.unreachable
+        );
+        s += &format!(
+            "keys                {} put · {} lost (ring re-converged: {})\n",
+            self.keys,
+            self.lost_keys,
+            if self.settled { "yes" } else { "no" }
+        );
+        s += &format!(
+            "failure detection   {} measured · mean {:.2} s · p90 {:.2} s · max {:.2} s\n",
+            self.detections,
+            self.detection_secs.mean,
+            self.detection_secs.p90,
+            self.detection_secs.max
+        );
+        s += &format!(
+            "join                {} measured · mean {:.2} s · p90 {:.2} s · max {:.2} s\n",
+            self.joins, self.join_secs.mean, self.join_secs.p90, self.join_secs.max
+        );
+        for f in &self.files {
+            s += &format!("wrote {f}\n");
+        }
+        s
+    }
+}
