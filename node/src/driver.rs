@@ -737,6 +737,8 @@ impl<P: NetCore> Driver<P> {
     fn housekeeping(&mut self) {
         let now = std::time::Instant::now();
         self.banned.retain(|_, until| *until > now);
+        // Callers that gave up (timed out) no longer hold their receiver.
+        self.waiters.retain(|_, w| !w.tx.is_closed());
         metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
         metrics::gauge!(m::PENDING_TIMERS).set(self.timer_vals.len() as f64);
         if !self.bootstrapped && self.connected.is_empty() {
