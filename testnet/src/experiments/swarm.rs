@@ -112,6 +112,9 @@ pub struct Params {
     /// Give up after this much virtual time, in seconds (default: 20 × the lower bound + 600).
     #[arg(long)]
     pub max_secs: Option<u64>,
+    /// Turn off initial super-seeding (BEP 16) on the seeders.
+    #[arg(long)]
+    pub no_super_seed: bool,
     /// Seed of every random choice (file, arrivals, neighbours, network, cores).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -134,6 +137,7 @@ impl Default for Params {
             neighbours: 20,
             latency_ms: 50,
             max_secs: None,
+            no_super_seed: false,
             seed: 1,
         }
     }
@@ -151,8 +155,9 @@ pub struct PickerRun {
     /// `lower_bound_secs / completion_secs_max`.
     pub efficiency: f64,
     /// Mean over samples of (copies of the rarest chunk / mean copies per chunk) among
-    /// downloading peers, sampled every 5 s while the swarm is 10–90 % done; 1 = every
-    /// chunk equally replicated.
+    /// downloading peers, over the chunks at least one of them holds (chunks still only at
+    /// the seeder are counted in `chunks_missing_from_peers`), sampled every 5 s while the
+    /// swarm is 10–90 % done; 1 = every chunk equally replicated.
     pub chunk_diversity: f64,
     /// Mean over the same samples of the fraction of chunks held by no downloading peer.
     pub chunks_missing_from_peers: f64,
@@ -389,6 +394,7 @@ fn run_one(
     });
     let mut config = Config::default();
     config.picker.strategy = strategy;
+    config.super_seed = !p.no_super_seed;
     // Progress events are not needed here; completion events are.
     config.progress_every = 0;
     let cid = manifest.content_id();
@@ -514,9 +520,10 @@ fn run_one(
         }
         if present_n > 0 && chunks > 0 {
             let done = held_total as f64 / (present_n as f64 * chunks as f64);
-            if (0.1..=0.9).contains(&done) {
-                let mean = held_total as f64 / chunks as f64;
-                let min = *copies.iter().min().unwrap_or(&0) as f64;
+            let present_chunks = copies.iter().filter(|&&c| c > 0).count();
+            if (0.1..=0.9).contains(&done) && present_chunks > 0 {
+                let mean = held_total as f64 / present_chunks as f64;
+                let min = copies.iter().copied().filter(|&c| c > 0).min().unwrap_or(0) as f64;
                 diversity.push(min / mean);
                 missing.push(copies.iter().filter(|&&c| c == 0).count() as f64 / chunks as f64);
             }
