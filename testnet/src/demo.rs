@@ -26,7 +26,7 @@ use crate::local::{Mode, NodeProgram, Testnet, TestnetError, UpOptions};
 use crate::measure;
 
 /// Deadline for the testnet to converge.
-pub const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
+pub const CONVERGE_DEADLINE: Duration = Duration::from_secs(90);
 /// Deadline for the flooding search to find the shared file.
 pub const SEARCH_DEADLINE: Duration = Duration::from_secs(20);
 /// Deadline for the fetch to complete.
@@ -244,7 +244,12 @@ pub fn run(
             }
             Ok((
                 (),
-                format!("{was} nodes stopped (SIGTERM, graceful leave); no process left"),
+                match mode {
+                    Mode::Processes => {
+                        format!("{was} node processes stopped (SIGTERM, graceful leave); none left")
+                    }
+                    Mode::InProcess => format!("{was} nodes left the ring and stopped"),
+                },
             ))
         })
         .ok();
