@@ -118,6 +118,8 @@ pub struct VnodeView {
     pub fingers: Vec<Option<NodeRef>>,
     /// Distinct stored finger runs.
     pub finger_runs: usize,
+    /// Whether a stabilize round is in flight.
+    pub stabilizing: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -342,6 +344,7 @@ impl Dht {
             succs: v.succs.clone(),
             fingers,
             finger_runs: v.fingers.runs().len(),
+            stabilizing: v.stabilizing,
         })
     }
 

@@ -147,6 +147,8 @@ pub struct Report {
     pub churn_crashes: u64,
     /// Live peers at the end.
     pub final_nodes: usize,
+    /// The last ring check of `--init join` (differences from the ideal ring).
+    pub ring_check: Option<RingCheck>,
     /// Virtual time until the joined ring equalled the ideal one (`--init join`), seconds.
     pub converge_secs: Option<f64>,
     /// Messages sent per live peer per simulated second.
@@ -478,6 +480,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
     };
     let peers: Vec<PeerId> = (0..p.nodes as u64).map(PeerId::synthetic).collect();
     let mut converge_secs = None;
+    let mut ring_check = None;
     let version = Version {
         time: 1,
         writer: PeerId::synthetic(u64::MAX),
@@ -546,7 +549,10 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
             loop {
                 sim.run_for(stabilize);
                 t.drain(&mut sim);
-                if check_ring(&sim, true).is_ideal() {
+                let c = check_ring(&sim, true);
+                let ideal = c.is_ideal();
+                ring_check = Some(c);
+                if ideal {
                     converge_secs = Some(sim.now().as_secs_f64());
                     break;
                 }
@@ -756,6 +762,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         churn_crashes,
         final_nodes,
         converge_secs,
+        ring_check,
         messages_per_node_per_sec: sim.stats().total.sent as f64
             / avg_nodes
             / sim_seconds.max(1e-9),
