@@ -255,7 +255,7 @@ impl Dht {
                 join_attempts: 0,
             })
             .collect();
-        vnodes.sort_by(|a, b| a.id.cmp(&b.id));
+        vnodes.sort_by_key(|v| v.id);
         vnodes.dedup_by(|a, b| a.id == b.id);
         let store = Store::new(
             cfg.max_stored_bytes,

@@ -179,7 +179,7 @@ pub struct IdealView {
 impl IdealRing {
     /// The ring of these virtual nodes (sorted and deduplicated by id here).
     pub fn new(mut nodes: Vec<NodeRef>) -> IdealRing {
-        nodes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        nodes.sort_unstable_by_key(|n| n.id);
         nodes.dedup_by(|a, b| a.id == b.id);
         IdealRing { nodes }
     }
