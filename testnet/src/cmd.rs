@@ -1,5 +1,7 @@
 //! The `peerlab testnet …` commands: flags (clap) and what each prints.
 
+#![allow(clippy::disallowed_methods)] // a driver: wall-clock time is its job
+
 use std::path::PathBuf;
 use std::time::Duration;
 

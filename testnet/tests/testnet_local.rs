@@ -6,6 +6,8 @@
 //! exactly as `peerlab node --data-dir D` does, and exits when its parent goes away, so even
 //! a killed test run leaves no node behind. Every wait has a deadline.
 
+#![allow(clippy::disallowed_methods)] // deadlines are wall-clock time
+
 use std::time::Duration;
 
 use peerlab_node::config::Transport;
