@@ -10,6 +10,7 @@ use clap::Subcommand;
 pub mod chord;
 pub mod flood;
 pub mod gossip;
+pub mod peer;
 pub mod swarm;
 
 /// Why an experiment could not run.
@@ -40,6 +41,9 @@ pub enum SimCommand {
     Gossip(gossip::Params),
     /// SWIM membership: failure detection and dissemination.
     Membership(gossip::MembershipParams),
+    /// The full stack (membership, Chord lookups and replicated storage, as `node::Peer`
+    /// runs them) on many simulated peers under churn.
+    Peer(peer::Params),
     /// BitTorrent-style swarm transfer: flash crowd or Poisson arrivals, corrupt peers,
     /// rarest first versus random, against the Kumar & Ross bound.
     Swarm(swarm::Params),
@@ -64,6 +68,7 @@ impl SimCommand {
             SimCommand::Membership(p) => {
                 gossip::run_membership(p).map(|r| rendered(&r, r.render_table()))
             }
+            SimCommand::Peer(p) => peer::run(p).map(|r| rendered(&r, r.render_table())),
             SimCommand::Swarm(p) => swarm::run(p).map(|r| rendered(&r, r.render_table())),
         }
     }
