@@ -52,6 +52,12 @@ pub const POLL_THREADS: usize = 16;
 /// Processes spawned before the controller waits for the batch's API addresses (bounds the
 /// join storm on the seeds and the start-up CPU burst).
 pub const SPAWN_BATCH: usize = 25;
+/// Pause between two convergence checks, per node checked.
+pub const CHECK_PERIOD_PER_NODE: Duration = Duration::from_millis(20);
+/// How long a freshly started node may have no connection before it is restarted.
+pub const ISOLATION_WAIT: Duration = Duration::from_secs(15);
+/// Restarts of isolated nodes per start-up batch.
+pub const ISOLATION_RETRIES: usize = 2;
 /// Environment variable holding a child node's data dir for [`run_child_from_env`].
 pub const CHILD_ENV: &str = "PEERLAB_TESTNET_CHILD_DIR";
 /// Environment variable asking a child to exit when its parent process goes away.
@@ -629,9 +635,42 @@ impl Testnet {
                 self.spawn(i)?;
             }
             self.await_ready(batch)?;
+            self.respawn_isolated(batch)?;
             bar.inc(batch.len() as u64);
         }
         self.save()
+    }
+
+    /// Restarts nodes of `batch` that have no connection [`ISOLATION_WAIT`] after start:
+    /// the node driver does not re-dial its bootstrap peers once a first connection was
+    /// made and dropped (seen under heavy load), so such a node would never join.
+    fn respawn_isolated(&mut self, batch: &[usize]) -> Result<(), TestnetError> {
+        for _attempt in 0..ISOLATION_RETRIES {
+            let deadline = Instant::now() + ISOLATION_WAIT;
+            let mut isolated: Vec<usize> = batch.to_vec();
+            while !isolated.is_empty() && Instant::now() < deadline {
+                isolated = par_map(&isolated, |&i| {
+                    let ok = self.client(i).status().is_ok_and(|s| s.connected_peers > 0);
+                    (!ok).then_some(i)
+                })
+                .into_iter()
+                .flatten()
+                .collect();
+                if !isolated.is_empty() {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            if isolated.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(?isolated, "nodes without any connection; restarting them");
+            for &i in &isolated {
+                self.kill(i);
+                self.spawn(i)?;
+            }
+            self.await_ready(&isolated)?;
+        }
+        Ok(())
     }
 
     /// The config a node starts with.
@@ -932,9 +971,14 @@ impl Testnet {
     }
 
     /// Waits until the ring is correct and membership complete on every live node.
+    ///
+    /// Checks are spaced by [`CHECK_PERIOD_PER_NODE`] per node (at least 250 ms) so that the
+    /// controller's own API traffic does not starve the nodes it waits for on a small
+    /// machine.
     pub fn wait_converged(&self, within: Duration, progress: bool) -> Result<Health, TestnetError> {
         let start = Instant::now();
         let n = self.alive().len() as u64;
+        let pause = (CHECK_PERIOD_PER_NODE * n as u32).max(Duration::from_millis(250));
         let bar = progress_bar(progress, n, "converging");
         loop {
             let h = self.health();
@@ -957,7 +1001,7 @@ impl Testnet {
                     secs: within.as_secs_f64(),
                 });
             }
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(pause);
         }
     }
 
