@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics as m;
-use crate::wire::{Channel, Frame, FrameCodec};
+use crate::wire::{Batch, Channel, Frame, FrameCodec, split_batch};
 
 /// Strikes (undecodable, oversized or unattributable frames) after which a peer is
 /// disconnected and banned. Small, because an honest peer never sends a bad frame.
@@ -57,9 +57,22 @@ pub const MAX_ADDRESS_BOOK: usize = 4096;
 /// Most addresses remembered per peer.
 pub const MAX_ADDRS_PER_PEER: usize = 8;
 
-/// Most outstanding outbound frames to one peer; further sends are dropped (delivery is
-/// best-effort) so a slow or dead peer cannot grow memory without bound.
-pub const MAX_INFLIGHT_PER_PEER: usize = 512;
+/// Most request-response exchanges in flight to one peer on one channel. Messages sent
+/// meanwhile wait in the peer's queue and leave together as one batch (see
+/// [`crate::wire`]) when an exchange finishes. Small, so that a fast core never opens more
+/// substreams than request-response's `max_concurrent_streams`, Yamux's stream limit or
+/// QUIC's stream credit allow (opening hundreds stalled large fetches); two keeps the link
+/// busy while one acknowledgement travels back.
+pub const MAX_EXCHANGES_PER_CHANNEL: usize = 2;
+
+/// Most bytes of encoded frames waiting to one peer on one channel; further sends are
+/// dropped (delivery is best-effort) so a slow or dead peer cannot grow memory without
+/// bound. 16 MiB is many times a swarm pipeline (64 blocks of 16 KiB).
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+
+/// Most frames waiting to one peer on one channel (bounds the queue of small messages the
+/// byte limit would let grow long).
+pub const MAX_QUEUED_FRAMES: usize = 4096;
 
 /// Most pending timers; beyond this new timers are dropped with a warning (a core that
 /// sets this many is broken).
@@ -401,6 +414,14 @@ struct Connected {
     agent: Option<String>,
 }
 
+/// Frames waiting to one peer on one channel.
+#[derive(Default)]
+struct OutQueue {
+    frames: VecDeque<Vec<u8>>,
+    bytes: usize,
+    exchanges: usize,
+}
+
 struct Waiter<E> {
     tx: mpsc::Sender<E>,
 }
@@ -424,7 +445,13 @@ pub(crate) struct Driver<P: NetCore> {
     connected: BTreeMap<libp2p::PeerId, Connected>,
     strikes: BTreeMap<libp2p::PeerId, u32>,
     banned: BTreeMap<libp2p::PeerId, std::time::Instant>,
-    inflight: BTreeMap<libp2p::PeerId, usize>,
+    /// Frames waiting per peer and channel, and the exchanges in flight there.
+    queues: BTreeMap<(libp2p::PeerId, Channel), OutQueue>,
+    /// Queues that got frames since they were last pumped.
+    dirty: Vec<(libp2p::PeerId, Channel)>,
+    /// Set while the frames of one inbound batch are handled, so that the answers to all
+    /// of them are queued first and leave batched.
+    hold_sends: bool,
     outbound: BTreeMap<(Channel, request_response::OutboundRequestId), libp2p::PeerId>,
     loopback: VecDeque<P::Message>,
     local: PeerId,
@@ -499,7 +526,9 @@ impl<P: NetCore> Driver<P> {
             connected: BTreeMap::new(),
             strikes: BTreeMap::new(),
             banned: BTreeMap::new(),
-            inflight: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            dirty: Vec::new(),
+            hold_sends: false,
             outbound: BTreeMap::new(),
             loopback: VecDeque::new(),
             local,
@@ -567,6 +596,58 @@ impl<P: NetCore> Driver<P> {
                 Output::Event(ev) => self.dispatch(ev),
             }
         }
+        if !self.hold_sends {
+            self.pump_dirty();
+        }
+    }
+
+    fn pump_dirty(&mut self) {
+        for (peer, ch) in std::mem::take(&mut self.dirty) {
+            self.pump(peer, ch);
+        }
+    }
+
+    /// Starts exchanges to `peer` on `ch` while fewer than [`MAX_EXCHANGES_PER_CHANNEL`]
+    /// are in flight, each carrying as many waiting frames as fit in one request.
+    fn pump(&mut self, peer: libp2p::PeerId, ch: Channel) {
+        loop {
+            let Some(q) = self.queues.get_mut(&(peer, ch)) else {
+                return;
+            };
+            if q.exchanges >= MAX_EXCHANGES_PER_CHANNEL || q.frames.is_empty() {
+                return;
+            }
+            let mut batch = Batch::new(ch.max_frame());
+            let single = q.frames.len() == 1;
+            while let Some(f) = q.frames.front()
+                && !single
+                && batch.fits(f)
+            {
+                batch.push(f);
+                q.bytes -= f.len();
+                q.frames.pop_front();
+            }
+            let request = if batch.is_empty() {
+                // One frame waiting, or one too large to share a batch: send it plain.
+                let f = q.frames.pop_front().unwrap_or_default();
+                q.bytes -= f.len();
+                f
+            } else {
+                batch.into_bytes()
+            };
+            q.exchanges += 1;
+            let addrs: Vec<Multiaddr> = self
+                .address_book
+                .get(&peer)
+                .map(|a| a.iter().cloned().collect())
+                .unwrap_or_default();
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .rr(ch)
+                .send_request_with_addresses(&peer, Frame::Data(request), addrs);
+            self.outbound.insert((ch, id), peer);
+        }
     }
 
     fn dispatch(&mut self, ev: P::Event) {
@@ -613,25 +694,18 @@ impl<P: NetCore> Driver<P> {
                 return;
             }
         };
-        let inflight = self.inflight.entry(peer).or_default();
-        if *inflight >= MAX_INFLIGHT_PER_PEER {
+        let q = self.queues.entry((peer, ch)).or_default();
+        if q.frames.len() >= MAX_QUEUED_FRAMES || q.bytes + frame.len() > MAX_QUEUED_BYTES {
             metrics::counter!(m::SEND_DROPPED, "protocol" => ch.name()).increment(1);
             return;
         }
-        *inflight += 1;
         metrics::counter!(m::BYTES_OUT, "protocol" => ch.name()).increment(frame.len() as u64);
         metrics::counter!(m::MESSAGES_OUT, "protocol" => ch.name()).increment(1);
-        let addrs: Vec<Multiaddr> = self
-            .address_book
-            .get(&peer)
-            .map(|a| a.iter().cloned().collect())
-            .unwrap_or_default();
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .rr(ch)
-            .send_request_with_addresses(&peer, Frame::Data(frame), addrs);
-        self.outbound.insert((ch, id), peer);
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        if !self.dirty.contains(&(peer, ch)) {
+            self.dirty.push((peer, ch));
+        }
     }
 
     fn remember(&mut self, peer: libp2p::PeerId, addr: Multiaddr) {
@@ -849,7 +923,11 @@ impl<P: NetCore> Driver<P> {
             self.with_core(|core, cx| core.handle_command(cx, cmd));
         });
         let deadline = tokio::time::Instant::now() + GRACE;
-        while self.inflight.values().any(|n| *n > 0) {
+        while self
+            .queues
+            .values()
+            .any(|q| q.exchanges > 0 || !q.frames.is_empty())
+        {
             match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
                 Ok(ev) => {
                     metrics::with_local_recorder(&*recorder, || self.on_swarm_event(ev));
@@ -915,7 +993,7 @@ impl<P: NetCore> Driver<P> {
             } => {
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
-                    self.inflight.remove(&peer_id);
+                    self.queues.retain(|(p, _), _| *p != peer_id);
                     metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
                     if let Some(p) = from_libp2p(&peer_id) {
                         self.with_core(|core, cx| core.handle_peer_down(cx, p));
@@ -975,10 +1053,17 @@ impl<P: NetCore> Driver<P> {
     }
 
     fn outbound_done(&mut self, ch: Channel, id: request_response::OutboundRequestId) {
-        if let Some(peer) = self.outbound.remove(&(ch, id))
-            && let Some(n) = self.inflight.get_mut(&peer)
-        {
-            *n = n.saturating_sub(1);
+        if let Some(peer) = self.outbound.remove(&(ch, id)) {
+            match self.queues.get_mut(&(peer, ch)) {
+                Some(q) if q.exchanges <= 1 && q.frames.is_empty() => {
+                    self.queues.remove(&(peer, ch));
+                }
+                Some(q) => {
+                    q.exchanges = q.exchanges.saturating_sub(1);
+                    self.pump(peer, ch);
+                }
+                None => {}
+            }
         }
     }
 
@@ -1004,20 +1089,35 @@ impl<P: NetCore> Driver<P> {
                         return;
                     }
                 };
-                metrics::counter!(m::BYTES_IN, "protocol" => ch.name())
-                    .increment(request.len() as u64);
-                metrics::counter!(m::MESSAGES_IN, "protocol" => ch.name()).increment(1);
                 let Some(from) = from_libp2p(&peer) else {
                     self.strike(peer, ch, "not an Ed25519 peer");
                     return;
                 };
-                match P::decode(ch, &request) {
-                    Ok(msg) if P::channel(&msg) == ch => {
-                        self.with_core(|core, cx| core.handle_message(cx, from, msg));
+                let frames = match split_batch(&request) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.strike(peer, ch, &e.to_string());
+                        return;
                     }
-                    Ok(_) => self.strike(peer, ch, "message on the wrong channel"),
-                    Err(e) => self.strike(peer, ch, &e.to_string()),
+                };
+                self.hold_sends = true;
+                for frame in frames {
+                    if self.banned.contains_key(&peer) {
+                        break;
+                    }
+                    metrics::counter!(m::BYTES_IN, "protocol" => ch.name())
+                        .increment(frame.len() as u64);
+                    metrics::counter!(m::MESSAGES_IN, "protocol" => ch.name()).increment(1);
+                    match P::decode(ch, frame) {
+                        Ok(msg) if P::channel(&msg) == ch => {
+                            self.with_core(|core, cx| core.handle_message(cx, from, msg));
+                        }
+                        Ok(_) => self.strike(peer, ch, "message on the wrong channel"),
+                        Err(e) => self.strike(peer, ch, &e.to_string()),
+                    }
                 }
+                self.hold_sends = false;
+                self.pump_dirty();
             }
             E::Message {
                 message: Message::Response { request_id, .. },

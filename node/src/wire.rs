@@ -1,5 +1,5 @@
-//! How core messages travel between nodes: one libp2p protocol per core, one frame per
-//! request-response exchange.
+//! How core messages travel between nodes: one libp2p protocol per core, one request-response
+//! exchange per batch of frames.
 //!
 //! Each core has its own protocol name (`/peerlab/<core>/1`), negotiated with
 //! multistream-select, so a peer that speaks only some cores learns that at negotiation. A
@@ -7,6 +7,16 @@
 //! substream (QUIC stream or Yamux stream) that the writer then closes; the receiver answers
 //! with an empty acknowledgement, which is what libp2p's request-response needs to finish
 //! the exchange. Delivery stays best-effort, as the cores assume.
+//!
+//! **Batches.** One exchange per message made every 16 KiB swarm block cost a substream, a
+//! multistream-select negotiation and an acknowledgement, and let a fast core open hundreds
+//! of substreams at once (past request-response's `max_concurrent_streams`, Yamux's stream
+//! limit and the request timeout), which stalled large transfers. The driver therefore keeps
+//! at most a few exchanges in flight per peer and channel and packs the messages waiting
+//! behind them into one request: [`BATCH_MARKER`] followed by `u32` big-endian
+//! length-prefixed frames, at most the channel's frame limit in total ([`Batch`],
+//! [`split_batch`]). A single waiting message is sent as a plain frame, so the marker never
+//! collides with a codec frame (whose first byte is the codec version).
 //!
 //! Frames are read with a hard limit per protocol ([`Channel::max_frame`]): at most
 //! `limit + 1` bytes are read, so an oversized frame costs the node at most that; it is
@@ -29,6 +39,95 @@ pub const SMALL_FRAME_LIMIT: usize = 256 * 1024;
 /// Frame limit of the transfer protocol: [`peerlab_overlay::codec::DEFAULT_MAX_FRAME`]
 /// (1 MiB), room for a manifest of a very large file; blocks are 16 KiB.
 pub const TRANSFER_FRAME_LIMIT: usize = peerlab_overlay::codec::DEFAULT_MAX_FRAME;
+
+/// First byte of a batch request (a codec frame starts with the codec version, 1).
+pub const BATCH_MARKER: u8 = 0xB7;
+
+/// Bytes of framing each message costs inside a batch (its `u32` length).
+pub const BATCH_ENTRY_OVERHEAD: usize = 4;
+
+/// Builds one batch request from frames, never exceeding a byte limit.
+#[derive(Debug)]
+pub struct Batch {
+    buf: Vec<u8>,
+    count: usize,
+    limit: usize,
+}
+
+impl Batch {
+    /// An empty batch whose encoding stays within `limit` bytes.
+    pub fn new(limit: usize) -> Batch {
+        Batch {
+            buf: vec![BATCH_MARKER],
+            count: 0,
+            limit,
+        }
+    }
+
+    /// Whether `frame` still fits.
+    pub fn fits(&self, frame: &[u8]) -> bool {
+        self.buf.len() + BATCH_ENTRY_OVERHEAD + frame.len() <= self.limit
+    }
+
+    /// Appends a frame (the caller checked [`Batch::fits`]).
+    pub fn push(&mut self, frame: &[u8]) {
+        self.buf
+            .extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        self.buf.extend_from_slice(frame);
+        self.count += 1;
+    }
+
+    /// Frames in the batch.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no frame was added.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The request bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Why a batch request could not be split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// A length prefix or frame runs past the end of the request.
+    #[error("batch truncated")]
+    Truncated,
+    /// A batch with no frame in it.
+    #[error("empty batch")]
+    Empty,
+}
+
+/// The frames of one inbound request: a batch's entries, or the request itself when it
+/// is a plain frame. Never panics on hostile input.
+pub fn split_batch(request: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
+    let Some((&BATCH_MARKER, mut rest)) = request.split_first() else {
+        return Ok(vec![request]);
+    };
+    let mut frames = Vec::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<BATCH_ENTRY_OVERHEAD>()
+            .ok_or(BatchError::Truncated)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > tail.len() {
+            return Err(BatchError::Truncated);
+        }
+        let (frame, tail) = tail.split_at(len);
+        frames.push(frame);
+        rest = tail;
+    }
+    if frames.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    Ok(frames)
+}
 
 /// The per-core channels a node speaks, each its own libp2p protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -147,5 +246,40 @@ impl request_response::Codec for FrameCodec {
         T: AsyncWrite + Unpin + Send,
     {
         io.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_round_trips_and_respects_its_limit() {
+        let frames: Vec<Vec<u8>> = (0..5u8).map(|i| vec![1, i, i, i]).collect();
+        let mut b = Batch::new(1 + 3 * (BATCH_ENTRY_OVERHEAD + 4));
+        for f in &frames {
+            if b.fits(f) {
+                b.push(f);
+            }
+        }
+        assert_eq!(b.len(), 3);
+        let bytes = b.into_bytes();
+        assert_eq!(bytes.len(), 1 + 3 * 8);
+        let got = split_batch(&bytes).unwrap();
+        assert_eq!(got, frames[..3].iter().map(|f| &f[..]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn plain_frames_pass_through_and_bad_batches_are_errors() {
+        assert_eq!(split_batch(&[1, 2, 3]).unwrap(), vec![&[1u8, 2, 3][..]]);
+        assert_eq!(split_batch(&[BATCH_MARKER]), Err(BatchError::Empty));
+        assert_eq!(
+            split_batch(&[BATCH_MARKER, 0, 0, 0, 9, 1]),
+            Err(BatchError::Truncated)
+        );
+        assert_eq!(
+            split_batch(&[BATCH_MARKER, 0, 0]),
+            Err(BatchError::Truncated)
+        );
     }
 }
