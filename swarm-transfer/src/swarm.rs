@@ -62,7 +62,11 @@ pub struct Config {
     pub request_timeout: Duration,
     /// A connection whose bitfield has not arrived after this long is dropped. Default 30 s.
     pub handshake_timeout: Duration,
-    /// How long a manifest request may take before the next provider is asked. Default 10 s.
+    /// How long a manifest request may take before the next provider is asked. Default 2 s:
+    /// a manifest is one small frame (32 B per chunk), and a peer asked while it is itself
+    /// still waiting for the manifest queues the request, so in a flash crowd peers that ask
+    /// each other in a cycle wait out this timeout — at 10 s it left every peer's uplink idle
+    /// for the first 10 s of a 100-peer flash crowd.
     pub manifest_timeout: Duration,
     /// Most manifest requests queued while our own manifest is still coming. Default 64.
     pub max_manifest_waiters: usize,
@@ -109,7 +113,7 @@ impl Default for Config {
             max_transfers: 64,
             request_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(30),
-            manifest_timeout: Duration::from_secs(10),
+            manifest_timeout: Duration::from_secs(2),
             max_manifest_waiters: 64,
             ban_after_corrupt: 2,
             max_penalties: 3,
@@ -406,8 +410,19 @@ struct Active<S> {
     peers: BTreeMap<PeerId, PeerState>,
     choker: Choker,
     failed: BTreeMap<u32, Vec<(Bytes, PeerId)>>,
-    /// While super-seeding: how often each chunk was revealed.
-    super_seed: Option<Vec<u32>>,
+    /// While super-seeding: how often each chunk was revealed and how often we started
+    /// serving it (its first block), per chunk.
+    super_seed: Option<SuperSeed>,
+}
+
+/// Super-seeding bookkeeping, one entry per chunk.
+struct SuperSeed {
+    /// Times the chunk was revealed with `Have`.
+    revealed: Vec<u32>,
+    /// Times we served its first block: a chunk revealed to a peer that never asks for it
+    /// (e.g. one we keep choked) has not cost any upload and is revealed again before a
+    /// chunk already on the wire.
+    served: Vec<u32>,
 }
 
 struct Transfer<S> {
@@ -767,7 +782,7 @@ fn reveal<S: ChunkStore>(
     cid: ContentId,
     peer: PeerId,
 ) {
-    let Some(counts) = &mut a.super_seed else {
+    let Some(ss) = &mut a.super_seed else {
         return;
     };
     let Some(p) = a.peers.get_mut(&peer) else {
@@ -781,7 +796,11 @@ fn reveal<S: ChunkStore>(
             if p.has.get(c) || p.revealed.contains(&c) {
                 continue;
             }
-            let key = a.picker.availability(c) as u64 + counts[c as usize] as u64;
+            // Least copies out (held by neighbours or already sent by us) first, then least
+            // revealed: a chunk revealed but never requested is still fresh, one already
+            // being uploaded would be sent twice.
+            let out = a.picker.availability(c) as u64 + ss.served[c as usize] as u64;
+            let key = (out << 32) | ss.revealed[c as usize] as u64;
             if key < best_key {
                 (best, best_key, ties) = (Some(c), key, 1);
             } else if key == best_key {
@@ -792,7 +811,7 @@ fn reveal<S: ChunkStore>(
             }
         }
         let Some(c) = best else { break };
-        counts[c as usize] += 1;
+        ss.revealed[c as usize] += 1;
         p.revealed.push(c);
         send(cx, peer, cid, Body::Have { chunk: c });
     }
@@ -852,7 +871,10 @@ fn activate<S: ChunkStore>(
     super_seed: bool,
 ) {
     let picker = Picker::new(config.picker, store.held().clone());
-    let super_seed = super_seed.then(|| vec![0; manifest.chunk_count() as usize]);
+    let super_seed = super_seed.then(|| SuperSeed {
+        revealed: vec![0; manifest.chunk_count() as usize],
+        served: vec![0; manifest.chunk_count() as usize],
+    });
     let cid = t.cid;
     for w in std::mem::take(&mut t.manifest_waiters) {
         send(cx, w, cid, Body::Manifest(manifest.clone()));
@@ -1074,6 +1096,9 @@ fn on_peer_message<S: ChunkStore>(
                 .read_block(chunk, block * a.manifest.block_size(), len)
             {
                 Ok(data) => {
+                    if let (Some(ss), 0) = (&mut a.super_seed, block) {
+                        ss.served[chunk as usize] += 1;
+                    }
                     p.up_round += len as u64;
                     t.stats.uploaded += len as u64;
                     send(cx, from, cid, Body::Block { chunk, block, data });

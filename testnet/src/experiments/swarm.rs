@@ -163,6 +163,13 @@ pub struct PickerRun {
     pub chunks_missing_from_peers: f64,
     /// Bytes the seeders uploaded, in copies of the file.
     pub seeder_upload_copies: f64,
+    /// First 5 s sample (seconds) at which every chunk was held by some downloading peer,
+    /// i.e. when the seeders had pushed the whole file out once.
+    pub all_chunks_at_peers_secs: Option<f64>,
+    /// Downloading peers' upload utilisation per 5 s window (bytes sent on the wire by
+    /// all downloading peers / their total upload capacity), from the start to the end of
+    /// the run: where peers' uplinks sit idle.
+    pub peer_upload_utilisation: Vec<f64>,
     /// Honest peers that completed.
     pub honest_peers_completed: usize,
     /// Simulator events processed.
@@ -480,6 +487,9 @@ fn run_one(
     );
     let mut diversity = Vec::new();
     let mut missing = Vec::new();
+    let mut all_at_peers: Option<f64> = None;
+    let mut utilisation = Vec::new();
+    let mut last_sent = 0u64;
     let chunks = manifest.chunk_count();
     while honest_done < honest.len() && sim.now() < deadline {
         let next = sim.now() + SAMPLE_EVERY;
@@ -505,6 +515,14 @@ fn run_one(
                 _ => {}
             }
         }
+        let sent: u64 = leechers
+            .iter()
+            .filter_map(|q| sim.node_stats(q))
+            .map(|s| s.sent_bytes)
+            .sum();
+        let capacity = up as f64 * p.peers as f64 * SAMPLE_EVERY.as_secs_f64();
+        utilisation.push((sent - last_sent) as f64 / capacity);
+        last_sent = sent;
         // Chunk diversity among downloading peers present.
         let mut copies = vec![0u32; chunks as usize];
         let mut held_total = 0u64;
@@ -517,6 +535,9 @@ fn run_one(
                     held_total += 1;
                 }
             }
+        }
+        if all_at_peers.is_none() && copies.iter().all(|&c| c > 0) {
+            all_at_peers = Some(sim.now().0 as f64 / 1e6);
         }
         if present_n > 0 && chunks > 0 {
             let done = held_total as f64 / (present_n as f64 * chunks as f64);
@@ -592,6 +613,8 @@ fn run_one(
         chunk_diversity: avg(&diversity),
         chunks_missing_from_peers: avg(&missing),
         seeder_upload_copies: seeder_up as f64 / f,
+        all_chunks_at_peers_secs: all_at_peers,
+        peer_upload_utilisation: utilisation,
         honest_peers_completed: honest_done,
         events: sim.events_processed(),
     };
