@@ -993,6 +993,12 @@ impl<P: NetCore> Driver<P> {
             } => {
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
+                    if self.connected.is_empty() && !self.bootstrap.is_empty() {
+                        // Isolated: nothing else will reconnect this node, so housekeeping
+                        // re-dials the bootstrap addresses and the first one that answers
+                        // re-bootstraps the overlay (a seed that restarted, a dropped link).
+                        self.bootstrapped = false;
+                    }
                     self.queues.retain(|(p, _), _| *p != peer_id);
                     metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
                     if let Some(p) = from_libp2p(&peer_id) {
