@@ -241,10 +241,10 @@ impl Run {
         }
         for (at, _who, ev) in self.sim.take_events() {
             match ev {
-                Event::Gossip(gossip::Event::MemberDown { peer }) => {
-                    if self.crashed_at.contains_key(&peer) {
-                        self.detected.entry(peer).or_insert(at);
-                    }
+                Event::Gossip(gossip::Event::MemberDown { peer })
+                    if self.crashed_at.contains_key(&peer) =>
+                {
+                    self.detected.entry(peer).or_insert(at);
                 }
                 Event::Dht(dht::Event::Reply { req, result }) => {
                     if let Some(p) = self.pending.remove(&req) {
@@ -355,9 +355,7 @@ fn validate(p: &Params) -> Result<(), ExperimentError> {
     if !(0.0..=1.0).contains(&p.crash_fraction) || !(0.0..1.0).contains(&p.loss) {
         return invalid("--crash-fraction must be in [0, 1] and --loss in [0, 1)");
     }
-    if !(p.churn_rate >= 0.0 && p.churn_rate <= 10.0)
-        || !(p.ops_per_sec >= 0.0 && p.ops_per_sec <= 1000.0)
-    {
+    if !(0.0..=10.0).contains(&p.churn_rate) || !(0.0..=1000.0).contains(&p.ops_per_sec) {
         return invalid("--churn-rate must be in [0, 10] and --ops-per-sec in [0, 1000]");
     }
     if p.duration_secs > 86_400 {
@@ -508,7 +506,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                 break;
             };
             let req = run.req();
-            if op_count % 2 == 0 {
+            if op_count.is_multiple_of(2) {
                 let mut b = [0u8; 20];
                 run.sim.rng().fill(&mut b);
                 let id = Id(b);

@@ -336,6 +336,7 @@ fn validate(p: &Params) -> Result<(), ExperimentError> {
 /// Runs the experiment.
 pub fn run(p: &Params) -> Result<Report, ExperimentError> {
     validate(p)?;
+    #[allow(clippy::disallowed_methods)] // wall time is reported, never fed to a core
     let wall = WallInstant::now();
     let mut rng = Rng::seed(p.seed);
     let size = (p.file_mib * 1024 * 1024) as usize;
