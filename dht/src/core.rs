@@ -1748,6 +1748,13 @@ impl Dht {
                                     from: self.me_at(vnode),
                                 },
                             );
+                            // The successor moved closer: stabilize again through it at
+                            // once. A node far behind its true successor (an appendage
+                            // after concurrent joins) then walks back one round trip per
+                            // step instead of one stabilize period per step.
+                            if cand.peer != self.me {
+                                self.stabilize_vnode(cx, vnode);
+                            }
                         }
                     }
                     Pending::JoinState { vnode, succ } => {
