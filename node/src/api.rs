@@ -483,10 +483,7 @@ async fn lookup(
     let id = peer::key_id(key.as_bytes());
     match dht_call(&st, |req| dht::Command::Lookup { req, key: id }).await? {
         dht::Reply::Lookup(r) => Ok(Json(route(id, &r))),
-        other => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected {other:?}"),
-        )),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -509,10 +506,7 @@ async fn kv_put(
             route: route(id, &r),
             version: version.time,
         })),
-        other => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected {other:?}"),
-        )),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -532,10 +526,7 @@ async fn kv_get(
             value: value.as_deref().map(lossy),
             version: version.map(|v| v.time),
         })),
-        other => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected {other:?}"),
-        )),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -550,10 +541,7 @@ async fn kv_delete(
             route: route(id, &r),
             version: version.time,
         })),
-        other => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected {other:?}"),
-        )),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -577,10 +565,7 @@ async fn publish(
     match ev {
         Event::Gossip(gossip::Event::Published { version, .. }) => Ok(Json(Published { version })),
         Event::Gossip(gossip::Event::CommandFailed { error, .. }) => Err(bad(error.to_string())),
-        other => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected {other:?}"),
-        )),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -907,4 +892,12 @@ pub fn router(state: ApiState) -> Router {
 /// Whether `addr` may be bound without `allow_remote_api`.
 pub fn is_local(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
+}
+
+/// A core answered a request with a reply of the wrong kind: a bug, reported as a 500.
+fn unexpected(reply: impl std::fmt::Debug) -> ApiError {
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("unexpected {reply:?}"),
+    )
 }
