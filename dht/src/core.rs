@@ -191,7 +191,11 @@ enum Pending {
     },
     JoinState {
         vnode: Id,
+        /// The joining vnode's successor as the lookup found it.
         succ: NodeRef,
+        /// The vnode whose state was asked for: `succ`, or its predecessor when `succ` is
+        /// this very vnode as an earlier run of this peer left it in others' tables.
+        ask: NodeRef,
     },
     CheckPred,
     Ping,
@@ -222,6 +226,8 @@ pub struct Dht {
     me: PeerId,
     phase: Phase,
     generation: u64,
+    /// The generation whose periodic timers are armed (at most one set per generation).
+    timers_armed: Option<u64>,
     vnodes: Vec<VNode>,
     store: Store,
     bootstrap: Vec<PeerId>,
@@ -267,6 +273,7 @@ impl Dht {
             me,
             phase: Phase::Idle,
             generation: 0,
+            timers_armed: None,
             vnodes,
             store,
             bootstrap: Vec::new(),
@@ -478,8 +485,13 @@ impl Dht {
         }
     }
 
+    /// Arms the periodic timers of the current generation, unless they already are.
     fn start_timers(&mut self, cx: &mut Cx<'_, Self>) {
         let g = self.generation;
+        if self.timers_armed == Some(g) {
+            return;
+        }
+        self.timers_armed = Some(g);
         let s = self.jittered(cx, self.cfg.stabilize_period);
         cx.set_timer(s, Timer::Stabilize(g));
         let f = self.jittered(cx, self.cfg.fix_fingers_period);
@@ -720,7 +732,32 @@ impl Dht {
                         owner.peer,
                         req,
                         msg,
-                        Pending::JoinState { vnode, succ: owner },
+                        Pending::JoinState {
+                            vnode,
+                            succ: owner,
+                            ask: owner,
+                        },
+                    );
+                }
+                Ok((pred, owner)) if owner.peer == self.me && pred.id != vnode => {
+                    // The ring still lists this vnode: an earlier run of this peer (same
+                    // key, same ids) was in it and others have not noticed the restart.
+                    // The predecessor's successor list without ourselves is ours.
+                    let req = self.fresh();
+                    let msg = Message::GetState {
+                        req,
+                        vnode: pred.id,
+                    };
+                    self.request(
+                        cx,
+                        pred.peer,
+                        req,
+                        msg,
+                        Pending::JoinState {
+                            vnode,
+                            succ: owner,
+                            ask: pred,
+                        },
                     );
                 }
                 _ => self.retry_join(cx, vnode),
@@ -852,6 +889,14 @@ impl Dht {
     ) {
         let Some(vi) = self.vidx(&vnode) else { return };
         self.adopt(vi, succ, &list);
+        // `adopt` drops this vnode's own entry, so the head is the true successor.
+        let succ = self.vnodes[vi].succs[0];
+        if succ.id == vnode {
+            // Nothing but ourselves: the answer carried no live successor.
+            self.vnodes[vi].succs.clear();
+            self.retry_join(cx, vnode);
+            return;
+        }
         let v = &mut self.vnodes[vi];
         v.joined = true;
         v.join_attempts = 0;
@@ -875,9 +920,11 @@ impl Dht {
             self.request(cx, succ.peer, req, msg, Pending::Fingers { vnode, from });
         }
         if let Phase::Joining { req } = self.phase {
+            // Periodic work starts with the first vnode in the ring: its stabilize tick
+            // also restarts the joins of vnodes whose attempts ran out (`join_stragglers`).
+            self.start_timers(cx);
             if self.vnodes.iter().all(|v| v.joined) {
                 self.phase = Phase::Joined;
-                self.start_timers(cx);
                 self.emit(cx, req, Ok(Reply::Joined));
             } else if self.vnodes.iter().filter(|v| v.joined).count() == 1 {
                 // The first virtual node is in: the others join through it (free first hop).
@@ -1757,7 +1804,7 @@ impl Dht {
                             }
                         }
                     }
-                    Pending::JoinState { vnode, succ } => {
+                    Pending::JoinState { vnode, succ, .. } => {
                         self.on_join_state(cx, vnode, succ, succs)
                     }
                     Pending::CheckPred | Pending::Ping => {}
@@ -1816,7 +1863,7 @@ impl Dht {
                 // a timeout, without suspecting the whole peer.
                 let node = match &kind {
                     Pending::Step { asked, .. } => *asked,
-                    Pending::Stabilize { succ, .. } | Pending::JoinState { succ, .. } => {
+                    Pending::Stabilize { succ, .. } | Pending::JoinState { ask: succ, .. } => {
                         Some(*succ)
                     }
                     Pending::Candidate { cand, .. } => Some(*cand),
@@ -2009,7 +2056,11 @@ impl Protocol for Dht {
             | Timer::FixFingers(g)
             | Timer::CheckPredecessor(g)
             | Timer::Repair(g) => {
-                if g == self.generation && self.phase == Phase::Joined {
+                // While joining, too: the stabilize tick restarts joins that ran out of
+                // attempts. Leaving or a failed join bumps the generation and ends the chain.
+                if g == self.generation
+                    && matches!(self.phase, Phase::Joined | Phase::Joining { .. })
+                {
                     self.on_periodic(cx, timer);
                 }
             }

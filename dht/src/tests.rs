@@ -674,3 +674,51 @@ fn peers_join_converge_store_and_leave() {
         net.ring().successor(&Id::from_u64(5)).map(|n| n.id)
     );
 }
+
+/// A peer that crashes and restarts at once (same key, so the same vnode ids) finds itself
+/// still listed in everyone's tables: its join lookups end at its own stale entries. It
+/// must join anyway, through the predecessor's successor list, and the ring must converge.
+#[test]
+fn restart_with_same_identity_rejoins_while_still_listed() {
+    for vnodes in [1, 3, 8] {
+        let mut net = Net::new();
+        let peers: Vec<PeerId> = (1..=6).map(PeerId::synthetic).collect();
+        for (i, &p) in peers.iter().enumerate() {
+            net.add(p, Dht::new(cfg(vnodes), p).unwrap());
+            let bootstrap = if i == 0 { vec![] } else { vec![peers[0]] };
+            net.command(
+                p,
+                Command::Join {
+                    req: 100 + i as u64,
+                    bootstrap,
+                },
+            );
+            net.run_for(Duration::from_millis(500));
+        }
+        net.run_for(Duration::from_secs(60));
+        net.assert_ideal();
+        let r = peers[3];
+        let stale = net.nodes.values().filter(|d| {
+            d.peer() != r
+                && d.vnode_ids()
+                    .iter()
+                    .any(|id| d.vnode(id).unwrap().succs.iter().any(|s| s.peer == r))
+        });
+        assert!(stale.count() > 0, "others list the peer before it restarts");
+        // Crash and restart: a fresh core, nobody told.
+        net.timers.retain(|_, (p, _)| *p != r);
+        net.queue.retain(|(from, to, _)| *from != r && *to != r);
+        net.add(r, Dht::new(cfg(vnodes), r).unwrap());
+        net.command(
+            r,
+            Command::Join {
+                req: 7,
+                bootstrap: vec![peers[0]],
+            },
+        );
+        net.run_for(Duration::from_secs(30));
+        assert_eq!(net.reply(7), Some(&Ok(Reply::Joined)), "V = {vnodes}");
+        net.run_for(Duration::from_secs(60));
+        net.assert_ideal();
+    }
+}
