@@ -2,13 +2,16 @@
 //!
 //! ```text
 //! cargo run --release -p peerlab-node --example node_bench -- fetch 256      # MiB, QUIC and TCP
+//! cargo run --release -p peerlab-node --example node_bench -- fetch 256 /dev/shm quic
 //! cargo run --release -p peerlab-node --example node_bench -- memory 100     # nodes in one process
 //! ```
 //!
 //! `fetch` shares a file of the given size on one node and fetches it from a second over
-//! QUIC and then over TCP, and compares with the raw throughput of one libp2p stream
-//! (a single request-response substream carrying the same number of bytes) on the same
-//! transport. `memory` reports the resident set size of the process with one idle node
+//! QUIC and then over TCP (or only the transport named), and compares with the raw
+//! throughput of one libp2p stream (a single request-response substream carrying the same
+//! number of bytes) on the same transport. The optional directory holds both nodes' data
+//! dirs (default: the system's temporary directory); on a tmpfs such as `/dev/shm` the
+//! chunk store's `fsync`s cost nothing, which separates the network path from the disk. `memory` reports the resident set size of the process with one idle node
 //! and with N connected nodes.
 
 // A benchmark measures wall-clock time.
@@ -63,8 +66,11 @@ fn addr_of(n: &NodeHandle, transport: Transport) -> String {
 }
 
 /// Shares `size` bytes on node A and fetches them on node B; returns MiB/s.
-async fn fetch_once(transport: Transport, size: usize) -> f64 {
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+async fn fetch_once(transport: Transport, size: usize, base: &std::path::Path) -> f64 {
+    let dirs = (
+        tempfile::tempdir_in(base).unwrap(),
+        tempfile::tempdir_in(base).unwrap(),
+    );
     let a = start(dirs.0.path(), transport, None).await;
     let b = start(dirs.1.path(), transport, Some(addr_of(&a, transport))).await;
     let (ca, cb) = (a.client(), b.client());
@@ -305,12 +311,22 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("fetch") => {
             let mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
-            for t in [Transport::Quic, Transport::Tcp] {
+            let base = args
+                .get(3)
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir);
+            let transports = match args.get(4).map(String::as_str) {
+                Some("quic") => vec![Transport::Quic],
+                Some("tcp") => vec![Transport::Tcp],
+                _ => vec![Transport::Quic, Transport::Tcp],
+            };
+            for t in transports {
                 let raw = rt.block_on(raw_once(t, (mib as u64) << 20));
                 eprintln!("{t:?}: raw stream {raw:.1} MiB/s");
-                let fetch = rt.block_on(fetch_once(t, mib << 20));
+                let fetch = rt.block_on(fetch_once(t, mib << 20, &base));
                 println!(
-                    "{{\"bench\":\"fetch\",\"transport\":\"{t:?}\",\"mib\":{mib},\"fetch_mib_s\":{fetch:.1},\"raw_stream_mib_s\":{raw:.1},\"ratio\":{:.2}}}",
+                    "{{\"bench\":\"fetch\",\"transport\":\"{t:?}\",\"mib\":{mib},\"dir\":\"{}\",\"fetch_mib_s\":{fetch:.1},\"raw_stream_mib_s\":{raw:.1},\"ratio\":{:.2}}}",
+                    base.display(),
                     fetch / raw
                 );
             }
@@ -319,6 +335,6 @@ fn main() {
             let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
             rt.block_on(memory(n));
         }
-        _ => eprintln!("usage: node_bench fetch [MiB] | memory [nodes]"),
+        _ => eprintln!("usage: node_bench fetch [MiB [DIR [quic|tcp]]] | memory [nodes]"),
     }
 }

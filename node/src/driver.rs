@@ -1,17 +1,27 @@
 //! The tokio + libp2p driver: one task owns the libp2p [`Swarm`] and a sans-IO core.
 //!
-//! The loop waits on three sources — swarm events, requests from the control API (a bounded
-//! channel with oneshot replies) and the earliest protocol timer — and after every input
-//! drains the core's outbox: `Send` becomes a request-response frame on the core's channel,
-//! `Timer` goes into a deadline heap, `Event` goes to the API caller waiting on its request
-//! id. The tokio sleep only wakes the loop; whether a timer is due is decided by comparing
-//! its deadline with the driver's own clock, as quinn's endpoint driver does. No lock is
-//! taken around protocol state: only this task touches it.
+//! The loop waits on its sources — swarm events, frames from stream reader tasks, inbound
+//! streams, requests from the control API (a bounded channel with oneshot replies) and the
+//! earliest protocol timer — and after every input drains the core's outbox: `Send` becomes
+//! a frame on the core's channel (a request-response batch for the small-message cores, a
+//! length-prefixed frame on a long-lived stream for the transfer core; see
+//! [`crate::wire`]), `Timer` goes into a deadline heap, `Event` goes to the API caller
+//! waiting on its request id. The tokio sleep only wakes the loop; whether a timer is due is
+//! decided by comparing its deadline with the driver's own clock, as quinn's endpoint driver
+//! does. No lock is taken around protocol state: only this task touches it.
 //!
 //! A frame that fails to decode, exceeds its channel's limit or comes from a key type the
 //! cores cannot name is a strike against the sending peer; at [`STRIKE_LIMIT`] strikes the
 //! peer is disconnected and refused for [`BAN_DURATION`]. Nothing a peer sends can panic
 //! the task.
+//!
+//! **Streams.** Per peer and streamed channel one writer task owns the outbound stream: it
+//! takes frames from the driver, coalesces what is waiting into one write of at most
+//! [`WRITE_COALESCE_BYTES`] and lets the transport's flow control push back. What waits in
+//! front of a writer is bounded ([`MAX_QUEUED_BYTES`], [`MAX_QUEUED_FRAMES`]; overflow is
+//! dropped and counted, as delivery is best-effort). One reader task per inbound stream
+//! hands frames to the driver through a bounded channel ([`STREAM_EVENT_CAPACITY`]): when the
+//! driver falls behind, readers wait, stop reading, and the sender's writes stall in turn.
 //!
 //! Metrics are recorded into this node's own Prometheus recorder (installed around each
 //! input with `metrics::with_local_recorder`), so many nodes in one process keep separate
@@ -24,13 +34,15 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use libp2p::futures::StreamExt;
+use libp2p::futures::stream::{BoxStream, SelectAll};
+use libp2p::futures::{AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol as AddrProto;
 use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, StreamProtocol, Swarm, connection_limits, identify, noise, ping, yamux};
 use metrics_exporter_prometheus::PrometheusRecorder;
@@ -39,7 +51,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics as m;
-use crate::wire::{Batch, Channel, Frame, FrameCodec, split_batch};
+use crate::wire::{
+    Batch, Channel, Frame, FrameCodec, StreamFrame, read_stream_frame, split_batch,
+    write_stream_frame,
+};
 
 /// Strikes (undecodable, oversized or unattributable frames) after which a peer is
 /// disconnected and banned. Small, because an honest peer never sends a bad frame.
@@ -65,14 +80,44 @@ pub const MAX_ADDRS_PER_PEER: usize = 8;
 /// busy while one acknowledgement travels back.
 pub const MAX_EXCHANGES_PER_CHANNEL: usize = 2;
 
-/// Most bytes of encoded frames waiting to one peer on one channel; further sends are
-/// dropped (delivery is best-effort) so a slow or dead peer cannot grow memory without
-/// bound. 16 MiB is many times a swarm pipeline (64 blocks of 16 KiB).
+/// Most bytes of encoded frames waiting to one peer on one channel (in the driver's queue,
+/// or in front of a stream writer); further sends are dropped (delivery is best-effort) so a
+/// slow or dead peer cannot grow memory without bound. 16 MiB is many times a swarm
+/// pipeline (64 blocks of 16 KiB).
 pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 
 /// Most frames waiting to one peer on one channel (bounds the queue of small messages the
 /// byte limit would let grow long).
 pub const MAX_QUEUED_FRAMES: usize = 4096;
+
+/// Most bytes a stream writer puts into one write: frames waiting together leave in one
+/// transport write (fewer Yamux frames, QUIC packets built from a full buffer), while a
+/// single write stays small enough not to hold a large copy per peer.
+pub const WRITE_COALESCE_BYTES: usize = 256 * 1024;
+
+/// Capacity of the channel from stream reader tasks to the driver, in frames. Readers wait
+/// when it is full, which stops them reading and lets flow control slow the senders; 128
+/// frames is two swarm pipelines of 16 KiB blocks (2 MiB), so the driver always has work
+/// queued while one batch is handled, and at most 128 MiB if every frame is at the 1 MiB
+/// transfer limit.
+pub const STREAM_EVENT_CAPACITY: usize = 128;
+
+/// Most stream events the driver handles in one turn before it looks at other inputs (and
+/// sends the answers they produced together).
+const STREAM_EVENTS_PER_TURN: usize = 64;
+
+/// Most inbound streams one peer may hold open per streamed channel. An honest peer uses one
+/// (two briefly, when it replaced an idle writer or holds two connections); more are dropped
+/// so that a peer cannot make the node run unbounded reader tasks.
+pub const MAX_INBOUND_STREAMS_PER_PEER: usize = 4;
+
+/// A stream writer with nothing to send for this long closes its stream, so a connection
+/// without traffic can reach the idle timeout; the next frame opens a new stream.
+pub const STREAM_IDLE: Duration = Duration::from_secs(30);
+
+/// Read buffer of a stream reader task: several 16 KiB blocks per read, small enough to
+/// keep per connected peer.
+const STREAM_READ_BUFFER: usize = 64 * 1024;
 
 /// Most pending timers; beyond this new timers are dropped with a warning (a core that
 /// sets this many is broken).
@@ -165,8 +210,8 @@ impl Default for NetConfig {
     }
 }
 
-/// The libp2p behaviour of a node: limits, identify, ping and one request-response
-/// protocol per core.
+/// The libp2p behaviour of a node: limits, identify, ping, one request-response protocol
+/// per small-message core and generic streams for the transfer core.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     limits: connection_limits::Behaviour,
@@ -175,7 +220,8 @@ pub(crate) struct Behaviour {
     dht: request_response::Behaviour<FrameCodec>,
     gossip: request_response::Behaviour<FrameCodec>,
     flood: request_response::Behaviour<FrameCodec>,
-    swarm: request_response::Behaviour<FrameCodec>,
+    /// Long-lived streams for the streamed channels ([`Channel::streamed`]).
+    stream: libp2p_stream::Behaviour,
 }
 
 /// Identify protocol version string nodes announce.
@@ -208,16 +254,17 @@ impl Behaviour {
             dht: rr(Channel::Dht),
             gossip: rr(Channel::Gossip),
             flood: rr(Channel::Flood),
-            swarm: rr(Channel::Swarm),
+            stream: libp2p_stream::Behaviour::new(),
         }
     }
 
-    fn rr(&mut self, ch: Channel) -> &mut request_response::Behaviour<FrameCodec> {
+    /// The request-response behaviour of a channel (`None` for a streamed channel).
+    fn rr(&mut self, ch: Channel) -> Option<&mut request_response::Behaviour<FrameCodec>> {
         match ch {
-            Channel::Dht => &mut self.dht,
-            Channel::Gossip => &mut self.gossip,
-            Channel::Flood => &mut self.flood,
-            Channel::Swarm => &mut self.swarm,
+            Channel::Dht => Some(&mut self.dht),
+            Channel::Gossip => Some(&mut self.gossip),
+            Channel::Flood => Some(&mut self.flood),
+            Channel::Swarm => None,
         }
     }
 }
@@ -426,6 +473,132 @@ struct Waiter<E> {
     tx: mpsc::Sender<E>,
 }
 
+/// What waits in front of one stream writer (frames handed over, not yet written).
+#[derive(Default)]
+struct Load {
+    bytes: AtomicUsize,
+    frames: AtomicUsize,
+}
+
+/// The driver's end of one stream writer task.
+struct Writer {
+    /// Tells stale [`StreamEvent::WriterClosed`] reports apart from the current writer's.
+    id: u64,
+    /// Unbounded as a channel, bounded by `load` (checked before every send).
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    load: Arc<Load>,
+}
+
+/// What stream tasks report to the driver.
+enum StreamEvent {
+    /// A frame within the channel's limit arrived.
+    Frame {
+        peer: libp2p::PeerId,
+        ch: Channel,
+        frame: Vec<u8>,
+    },
+    /// A length prefix above the channel's limit; the reader stopped.
+    Oversized { peer: libp2p::PeerId, ch: Channel },
+    /// An inbound stream ended (closed by the peer, reset, or after an oversized frame).
+    ReaderClosed { peer: libp2p::PeerId, ch: Channel },
+    /// A writer task ended: idle, its stream failed, or the stream could not be opened.
+    WriterClosed {
+        peer: libp2p::PeerId,
+        ch: Channel,
+        id: u64,
+        error: Option<String>,
+    },
+}
+
+type Incoming = BoxStream<'static, (Channel, libp2p::PeerId, libp2p::Stream)>;
+
+/// Owns one outbound stream: opens it, then writes the frames the driver hands over,
+/// coalescing those waiting into one write, until the driver drops its sender, the stream
+/// fails, or nothing was sent for [`STREAM_IDLE`].
+async fn write_stream(
+    mut control: libp2p_stream::Control,
+    peer: libp2p::PeerId,
+    ch: Channel,
+    id: u64,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    load: Arc<Load>,
+    events: mpsc::Sender<StreamEvent>,
+) {
+    let result: Result<(), String> = async {
+        let mut stream = control
+            .open_stream(peer, StreamProtocol::new(ch.protocol()))
+            .await
+            .map_err(|e| e.to_string())?;
+        // Grows to what this peer's traffic needs (a few hundred bytes for control messages,
+        // about WRITE_COALESCE_BYTES plus a frame while blocks flow).
+        let mut buf = Vec::new();
+        loop {
+            let first = match tokio::time::timeout(STREAM_IDLE, rx.recv()).await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => {
+                    // Idle: refuse further frames, but write those already handed over.
+                    rx.close();
+                    match rx.try_recv() {
+                        Ok(f) => f,
+                        Err(_) => break,
+                    }
+                }
+            };
+            buf.clear();
+            let mut frames = 1;
+            let mut bytes = first.len();
+            write_stream_frame(&mut buf, &first);
+            while buf.len() < WRITE_COALESCE_BYTES
+                && let Ok(f) = rx.try_recv()
+            {
+                write_stream_frame(&mut buf, &f);
+                frames += 1;
+                bytes += f.len();
+            }
+            stream.write_all(&buf).await.map_err(|e| e.to_string())?;
+            stream.flush().await.map_err(|e| e.to_string())?;
+            load.frames.fetch_sub(frames, Ordering::Relaxed);
+            load.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        let _ = stream.close().await;
+        Ok(())
+    }
+    .await;
+    let _ = events
+        .send(StreamEvent::WriterClosed {
+            peer,
+            ch,
+            id,
+            error: result.err(),
+        })
+        .await;
+}
+
+/// Reads length-prefixed frames from one inbound stream and hands them to the driver,
+/// waiting while the driver's channel is full (back-pressure to the sender).
+async fn read_stream(
+    peer: libp2p::PeerId,
+    ch: Channel,
+    stream: libp2p::Stream,
+    events: mpsc::Sender<StreamEvent>,
+) {
+    let mut io = libp2p::futures::io::BufReader::with_capacity(STREAM_READ_BUFFER, stream);
+    loop {
+        let ev = match read_stream_frame(&mut io, ch.max_frame()).await {
+            Ok(Some(StreamFrame::Data(frame))) => StreamEvent::Frame { peer, ch, frame },
+            Ok(Some(StreamFrame::Oversized(_))) => StreamEvent::Oversized { peer, ch },
+            // A clean end, or the stream or connection failed: nothing to penalise.
+            Ok(None) | Err(_) => break,
+        };
+        let stop = matches!(ev, StreamEvent::Oversized { .. });
+        if events.send(ev).await.is_err() || stop {
+            break;
+        }
+    }
+    let _ = events.send(StreamEvent::ReaderClosed { peer, ch }).await;
+}
+
 /// The driver task's state.
 pub(crate) struct Driver<P: NetCore> {
     swarm: Swarm<Behaviour>,
@@ -453,6 +626,17 @@ pub(crate) struct Driver<P: NetCore> {
     /// of them are queued first and leave batched.
     hold_sends: bool,
     outbound: BTreeMap<(Channel, request_response::OutboundRequestId), libp2p::PeerId>,
+    /// Opens outbound streams (cloned into writer tasks).
+    control: libp2p_stream::Control,
+    /// Inbound streams of every streamed channel.
+    incoming: SelectAll<Incoming>,
+    /// Writer tasks per peer and streamed channel.
+    writers: BTreeMap<(libp2p::PeerId, Channel), Writer>,
+    next_writer: u64,
+    /// Reader tasks running per peer and streamed channel.
+    readers: BTreeMap<(libp2p::PeerId, Channel), usize>,
+    stream_tx: mpsc::Sender<StreamEvent>,
+    stream_rx: mpsc::Receiver<StreamEvent>,
     loopback: VecDeque<P::Message>,
     local: PeerId,
     local_libp2p: libp2p::PeerId,
@@ -510,6 +694,16 @@ impl<P: NetCore> Driver<P> {
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         }
         let (tx, rx) = mpsc::channel(REQUEST_CAPACITY);
+        let mut control = swarm.behaviour().stream.new_control();
+        let mut incoming = SelectAll::new();
+        for ch in Channel::ALL.into_iter().filter(|c| c.streamed()) {
+            let streams = control
+                .accept(StreamProtocol::new(ch.protocol()))
+                .map_err(|e| format!("{}: {e}", ch.protocol()))?;
+            let streams: Incoming = streams.map(move |(p, s)| (ch, p, s)).boxed();
+            incoming.push(streams);
+        }
+        let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
         let driver = Driver {
             swarm,
             core,
@@ -530,6 +724,13 @@ impl<P: NetCore> Driver<P> {
             dirty: Vec::new(),
             hold_sends: false,
             outbound: BTreeMap::new(),
+            control,
+            incoming,
+            writers: BTreeMap::new(),
+            next_writer: 0,
+            readers: BTreeMap::new(),
+            stream_tx,
+            stream_rx,
             loopback: VecDeque::new(),
             local,
             local_libp2p,
@@ -641,11 +842,10 @@ impl<P: NetCore> Driver<P> {
                 .get(&peer)
                 .map(|a| a.iter().cloned().collect())
                 .unwrap_or_default();
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .rr(ch)
-                .send_request_with_addresses(&peer, Frame::Data(request), addrs);
+            let Some(rr) = self.swarm.behaviour_mut().rr(ch) else {
+                return;
+            };
+            let id = rr.send_request_with_addresses(&peer, Frame::Data(request), addrs);
             self.outbound.insert((ch, id), peer);
         }
     }
@@ -694,6 +894,15 @@ impl<P: NetCore> Driver<P> {
                 return;
             }
         };
+        if ch.streamed() && self.connected.contains_key(&peer) {
+            let len = frame.len() as u64;
+            if self.stream_send(peer, ch, frame) {
+                metrics::counter!(m::BYTES_OUT, "protocol" => ch.name()).increment(len);
+                metrics::counter!(m::MESSAGES_OUT, "protocol" => ch.name()).increment(1);
+            }
+            return;
+        }
+        let fresh = !self.queues.contains_key(&(peer, ch));
         let q = self.queues.entry((peer, ch)).or_default();
         if q.frames.len() >= MAX_QUEUED_FRAMES || q.bytes + frame.len() > MAX_QUEUED_BYTES {
             metrics::counter!(m::SEND_DROPPED, "protocol" => ch.name()).increment(1);
@@ -703,8 +912,170 @@ impl<P: NetCore> Driver<P> {
         metrics::counter!(m::MESSAGES_OUT, "protocol" => ch.name()).increment(1);
         q.bytes += frame.len();
         q.frames.push_back(frame);
-        if !self.dirty.contains(&(peer, ch)) {
+        if ch.streamed() {
+            // Not connected: the frames wait here until the connection is up (then
+            // `flush_stream_queues`) or the dial fails (then they are dropped).
+            if fresh {
+                let addrs: Vec<Multiaddr> = self
+                    .address_book
+                    .get(&peer)
+                    .map(|a| a.iter().cloned().collect())
+                    .unwrap_or_default();
+                match self
+                    .swarm
+                    .dial(DialOpts::peer_id(peer).addresses(addrs).build())
+                {
+                    // Dialling, or a dial already under way: its outcome decides.
+                    Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+                    // No address known (or refused outright): nothing will deliver these.
+                    Err(e) => {
+                        tracing::debug!(%peer, %e, "cannot dial for a stream");
+                        self.queues.remove(&(peer, ch));
+                        metrics::counter!(m::SEND_FAILED, "protocol" => ch.name()).increment(1);
+                    }
+                }
+            }
+        } else if !self.dirty.contains(&(peer, ch)) {
             self.dirty.push((peer, ch));
+        }
+    }
+
+    /// Hands a frame to the peer's stream writer on `ch`, starting one if there is none
+    /// (or the last one stopped taking frames). Dropped (and counted) if too much already
+    /// waits there; returns whether the writer took it.
+    fn stream_send(&mut self, peer: libp2p::PeerId, ch: Channel, frame: Vec<u8>) -> bool {
+        let len = frame.len();
+        if let Some(w) = self.writers.get(&(peer, ch))
+            && (w.load.frames.load(Ordering::Relaxed) >= MAX_QUEUED_FRAMES
+                || w.load.bytes.load(Ordering::Relaxed) + len > MAX_QUEUED_BYTES)
+        {
+            metrics::counter!(m::SEND_DROPPED, "protocol" => ch.name()).increment(1);
+            return false;
+        }
+        let mut frame = frame;
+        for _ in 0..2 {
+            let w = match self.writers.get(&(peer, ch)) {
+                Some(w) if !w.tx.is_closed() => w,
+                _ => self.spawn_writer(peer, ch),
+            };
+            w.load.frames.fetch_add(1, Ordering::Relaxed);
+            w.load.bytes.fetch_add(len, Ordering::Relaxed);
+            match w.tx.send(frame) {
+                Ok(()) => return true,
+                // The writer went idle between the check and the send: a fresh one takes it.
+                Err(mpsc::error::SendError(f)) => {
+                    frame = f;
+                    self.writers.remove(&(peer, ch));
+                }
+            }
+        }
+        metrics::counter!(m::SEND_DROPPED, "protocol" => ch.name()).increment(1);
+        false
+    }
+
+    fn spawn_writer(&mut self, peer: libp2p::PeerId, ch: Channel) -> &Writer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let load = Arc::new(Load::default());
+        let id = self.next_writer;
+        self.next_writer += 1;
+        tokio::spawn(write_stream(
+            self.control.clone(),
+            peer,
+            ch,
+            id,
+            rx,
+            load.clone(),
+            self.stream_tx.clone(),
+        ));
+        self.writers.insert((peer, ch), Writer { id, tx, load });
+        &self.writers[&(peer, ch)]
+    }
+
+    /// Moves frames that waited for a connection to `peer` into its stream writers.
+    fn flush_stream_queues(&mut self, peer: libp2p::PeerId) {
+        for ch in Channel::ALL.into_iter().filter(|c| c.streamed()) {
+            if let Some(q) = self.queues.remove(&(peer, ch)) {
+                for f in q.frames {
+                    // Already counted as sent when it was queued.
+                    self.stream_send(peer, ch, f);
+                }
+            }
+        }
+    }
+
+    fn on_stream_event(&mut self, ev: StreamEvent) {
+        match ev {
+            StreamEvent::Frame { peer, ch, frame } => self.on_frames(peer, ch, vec![&frame[..]]),
+            StreamEvent::Oversized { peer, ch } => {
+                self.strike(peer, ch, "frame over the channel's limit")
+            }
+            StreamEvent::ReaderClosed { peer, ch } => {
+                if let Some(n) = self.readers.get_mut(&(peer, ch)) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.readers.remove(&(peer, ch));
+                    }
+                }
+            }
+            StreamEvent::WriterClosed {
+                peer,
+                ch,
+                id,
+                error,
+            } => {
+                if self.writers.get(&(peer, ch)).is_some_and(|w| w.id == id) {
+                    self.writers.remove(&(peer, ch));
+                }
+                if let Some(e) = error {
+                    tracing::debug!(%peer, channel = ch.name(), %e, "stream failed");
+                    metrics::counter!(m::SEND_FAILED, "protocol" => ch.name()).increment(1);
+                }
+            }
+        }
+    }
+
+    fn on_incoming(&mut self, ch: Channel, peer: libp2p::PeerId, stream: libp2p::Stream) {
+        if self.banned.contains_key(&peer) {
+            return;
+        }
+        let n = self.readers.entry((peer, ch)).or_default();
+        if *n >= MAX_INBOUND_STREAMS_PER_PEER {
+            tracing::debug!(%peer, channel = ch.name(), "too many inbound streams; dropped");
+            return;
+        }
+        *n += 1;
+        tokio::spawn(read_stream(peer, ch, stream, self.stream_tx.clone()));
+    }
+
+    /// Hands the frames of one inbound request or stream read to the core; the answers to
+    /// all of them are queued before any is sent.
+    fn on_frames(&mut self, peer: libp2p::PeerId, ch: Channel, frames: Vec<&[u8]>) {
+        if self.banned.contains_key(&peer) {
+            return;
+        }
+        let Some(from) = from_libp2p(&peer) else {
+            self.strike(peer, ch, "not an Ed25519 peer");
+            return;
+        };
+        let held = self.hold_sends;
+        self.hold_sends = true;
+        for frame in frames {
+            if self.banned.contains_key(&peer) {
+                break;
+            }
+            metrics::counter!(m::BYTES_IN, "protocol" => ch.name()).increment(frame.len() as u64);
+            metrics::counter!(m::MESSAGES_IN, "protocol" => ch.name()).increment(1);
+            match P::decode(ch, frame) {
+                Ok(msg) if P::channel(&msg) == ch => {
+                    self.with_core(|core, cx| core.handle_message(cx, from, msg));
+                }
+                Ok(_) => self.strike(peer, ch, "message on the wrong channel"),
+                Err(e) => self.strike(peer, ch, &e.to_string()),
+            }
+        }
+        self.hold_sends = held;
+        if !held {
+            self.pump_dirty();
         }
     }
 
@@ -874,11 +1245,15 @@ impl<P: NetCore> Driver<P> {
             enum In<P: NetCore> {
                 Swarm(Box<SwarmEvent<BehaviourEvent>>),
                 Req(Option<Request<P>>),
+                Stream(StreamEvent),
+                Incoming(Channel, libp2p::PeerId, libp2p::Stream),
                 Wake,
                 Tick,
             }
             let input: In<P> = tokio::select! {
                 ev = self.swarm.select_next_some() => In::Swarm(Box::new(ev)),
+                Some(ev) = self.stream_rx.recv() => In::Stream(ev),
+                Some((ch, peer, s)) = self.incoming.next() => In::Incoming(ch, peer, s),
                 req = self.requests.recv() => In::Req(req),
                 _ = sleep => In::Wake,
                 _ = tick.tick() => In::Tick,
@@ -891,6 +1266,24 @@ impl<P: NetCore> Driver<P> {
                     }
                     In::Req(Some(r)) => self.on_request(r).map(Some),
                     In::Req(None) => Some(None),
+                    In::Stream(ev) => {
+                        // Take what else arrived too, so the answers leave together.
+                        self.hold_sends = true;
+                        self.on_stream_event(ev);
+                        for _ in 1..STREAM_EVENTS_PER_TURN {
+                            match self.stream_rx.try_recv() {
+                                Ok(ev) => self.on_stream_event(ev),
+                                Err(_) => break,
+                            }
+                        }
+                        self.hold_sends = false;
+                        self.pump_dirty();
+                        None
+                    }
+                    In::Incoming(ch, peer, s) => {
+                        self.on_incoming(ch, peer, s);
+                        None
+                    }
                     In::Wake => None,
                     In::Tick => {
                         self.housekeeping();
@@ -922,17 +1315,25 @@ impl<P: NetCore> Driver<P> {
         metrics::with_local_recorder(&*recorder, || {
             self.with_core(|core, cx| core.handle_command(cx, cmd));
         });
+        /// How often the grace loop looks at the stream writers' queues.
+        const POLL: Duration = Duration::from_millis(20);
         let deadline = tokio::time::Instant::now() + GRACE;
         while self
             .queues
             .values()
             .any(|q| q.exchanges > 0 || !q.frames.is_empty())
+            || self
+                .writers
+                .values()
+                .any(|w| w.load.frames.load(Ordering::Relaxed) > 0)
         {
-            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
-                Ok(ev) => {
-                    metrics::with_local_recorder(&*recorder, || self.on_swarm_event(ev));
-                }
-                Err(_) => break,
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let until = deadline.min(now + POLL);
+            if let Ok(ev) = tokio::time::timeout_at(until, self.swarm.select_next_some()).await {
+                metrics::with_local_recorder(&*recorder, || self.on_swarm_event(ev));
             }
         }
     }
@@ -972,6 +1373,7 @@ impl<P: NetCore> Driver<P> {
                 if !c.addrs.contains(&remote) {
                     c.addrs.push(remote.clone());
                 }
+                self.flush_stream_queues(peer_id);
                 metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
                 if endpoint.is_dialer() && !self.bootstrapped {
                     let plain = strip_p2p(&remote);
@@ -1000,6 +1402,8 @@ impl<P: NetCore> Driver<P> {
                         self.bootstrapped = false;
                     }
                     self.queues.retain(|(p, _), _| *p != peer_id);
+                    // Dropping a writer's sender ends its task (its stream is gone anyway).
+                    self.writers.retain(|(p, _), _| *p != peer_id);
                     metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
                     if let Some(p) = from_libp2p(&peer_id) {
                         self.with_core(|core, cx| core.handle_peer_down(cx, p));
@@ -1015,6 +1419,11 @@ impl<P: NetCore> Driver<P> {
                 ..
             } => {
                 tracing::debug!(%peer, %error, "dial failed");
+                if !self.connected.contains_key(&peer) {
+                    // Frames that waited for this connection cannot be delivered.
+                    self.queues
+                        .retain(|(p, ch), _| *p != peer || !ch.streamed());
+                }
                 if !self.connected.contains_key(&peer)
                     && let Some(p) = from_libp2p(&peer)
                 {
@@ -1053,7 +1462,6 @@ impl<P: NetCore> Driver<P> {
             BehaviourEvent::Dht(e) => self.on_rr_event(Channel::Dht, e),
             BehaviourEvent::Gossip(e) => self.on_rr_event(Channel::Gossip, e),
             BehaviourEvent::Flood(e) => self.on_rr_event(Channel::Flood, e),
-            BehaviourEvent::Swarm(e) => self.on_rr_event(Channel::Swarm, e),
             _ => {}
         }
     }
@@ -1084,7 +1492,9 @@ impl<P: NetCore> Driver<P> {
                     },
                 ..
             } => {
-                let _ = self.swarm.behaviour_mut().rr(ch).send_response(channel, ());
+                if let Some(rr) = self.swarm.behaviour_mut().rr(ch) {
+                    let _ = rr.send_response(channel, ());
+                }
                 if self.banned.contains_key(&peer) {
                     return;
                 }
@@ -1095,35 +1505,10 @@ impl<P: NetCore> Driver<P> {
                         return;
                     }
                 };
-                let Some(from) = from_libp2p(&peer) else {
-                    self.strike(peer, ch, "not an Ed25519 peer");
-                    return;
-                };
-                let frames = match split_batch(&request) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        self.strike(peer, ch, &e.to_string());
-                        return;
-                    }
-                };
-                self.hold_sends = true;
-                for frame in frames {
-                    if self.banned.contains_key(&peer) {
-                        break;
-                    }
-                    metrics::counter!(m::BYTES_IN, "protocol" => ch.name())
-                        .increment(frame.len() as u64);
-                    metrics::counter!(m::MESSAGES_IN, "protocol" => ch.name()).increment(1);
-                    match P::decode(ch, frame) {
-                        Ok(msg) if P::channel(&msg) == ch => {
-                            self.with_core(|core, cx| core.handle_message(cx, from, msg));
-                        }
-                        Ok(_) => self.strike(peer, ch, "message on the wrong channel"),
-                        Err(e) => self.strike(peer, ch, &e.to_string()),
-                    }
+                match split_batch(&request) {
+                    Ok(frames) => self.on_frames(peer, ch, frames),
+                    Err(e) => self.strike(peer, ch, &e.to_string()),
                 }
-                self.hold_sends = false;
-                self.pump_dirty();
             }
             E::Message {
                 message: Message::Response { request_id, .. },
