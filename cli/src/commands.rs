@@ -91,6 +91,16 @@ pub(crate) struct NodeArgs {
     /// Transport [default: quic].
     #[arg(long, value_enum)]
     transport: Option<TransportArg>,
+    /// DHT maintenance period in ms (stabilize, fix fingers; twice it for
+    /// check-predecessor and repair) [default: the profile's, 1000 on a LAN].
+    #[arg(long, value_name = "MS")]
+    maintenance_ms: Option<u64>,
+    /// Gossip round period in ms [default: 200].
+    #[arg(long, value_name = "MS")]
+    gossip_interval_ms: Option<u64>,
+    /// Gossip fan-out: peers contacted per round [default: 3].
+    #[arg(long, value_name = "F")]
+    gossip_fanout: Option<usize>,
     /// Print the start-up summary as JSON.
     #[arg(long)]
     json: bool,
@@ -450,6 +460,17 @@ fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
             TransportArg::Tcp => Transport::Tcp,
         };
     }
+    if a.maintenance_ms.is_some() {
+        cfg.maintenance_ms = a.maintenance_ms;
+    }
+    if a.gossip_interval_ms.is_some() {
+        cfg.gossip_interval_ms = a.gossip_interval_ms;
+    }
+    if a.gossip_fanout.is_some() {
+        cfg.gossip_fanout = a.gossip_fanout;
+    }
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("bad timing setting: {e}"))?;
     for b in &cfg.bootstrap {
         b.parse::<peerlab_node::libp2p::Multiaddr>()
             .map_err(|e| anyhow::anyhow!("bad --bootstrap {b:?}: {e}"))?;

@@ -242,6 +242,11 @@ pub struct GossipEntry {
     pub version: u64,
     /// Value (lossy UTF-8), `None` for a tombstone.
     pub value: Option<String>,
+    /// When this version became active on this node (its own entries: when published),
+    /// milliseconds since the Unix epoch with µs precision; `None` if no longer
+    /// remembered. Nodes on one machine share the clock, so a testnet compares them.
+    #[serde(default)]
+    pub arrived_unix_ms: Option<f64>,
 }
 
 /// `GET /gossip/{key}`.
@@ -585,6 +590,10 @@ async fn gossip_read(
                         origin: libp2p_string(o),
                         version: e.version,
                         value: e.value.as_deref().map(lossy),
+                        arrived_unix_ms: n
+                            .peer()
+                            .gossip_arrival(o, &key)
+                            .map(|t| t.as_micros() as f64 / 1000.0),
                     })
                 })
                 .collect();

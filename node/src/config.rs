@@ -58,7 +58,32 @@ pub struct Config {
     pub max_connections: u32,
     /// Seed of the protocol random source; default none (from the OS). Tests set it.
     pub seed: Option<u64>,
+    /// DHT maintenance period in ms: stabilize and fix-fingers run this often,
+    /// check-predecessor and replica repair every second period. Default: the profile's
+    /// (1000 for `lan`, the paper's 30 000 for `wan`). Local testnets of hundreds of
+    /// processes lengthen it so that the machine's cores are not spent on maintenance.
+    pub maintenance_ms: Option<u64>,
+    /// SWIM failure-detector probe period in ms; the direct-probe timeout is half of it
+    /// and the suspicion timeout five periods. Default: the profile's (1000 for `lan`).
+    /// Local testnets of hundreds of processes lengthen it: a starved process answers late
+    /// and a short timeout turns that into false suspicions and refutation storms.
+    pub probe_ms: Option<u64>,
+    /// Gossip round period in ms. Default: the profile's (200 for `lan`).
+    pub gossip_interval_ms: Option<u64>,
+    /// Gossip fan-out (peers per round). Default: the profile's (3 for `lan`).
+    pub gossip_fanout: Option<usize>,
 }
+
+/// Shortest DHT maintenance or probe period accepted: below it maintenance floods the links.
+pub const MIN_MAINTENANCE_MS: u64 = 100;
+/// Longest DHT maintenance or probe period accepted: beyond it failures go unnoticed too long.
+pub const MAX_MAINTENANCE_MS: u64 = 600_000;
+/// Shortest gossip period accepted.
+pub const MIN_GOSSIP_INTERVAL_MS: u64 = 10;
+/// Longest gossip period accepted.
+pub const MAX_GOSSIP_INTERVAL_MS: u64 = 60_000;
+/// Largest gossip fan-out accepted (the gossip literature uses 1–10).
+pub const MAX_GOSSIP_FANOUT: usize = 64;
 
 impl Default for Config {
     fn default() -> Self {
@@ -73,6 +98,10 @@ impl Default for Config {
             idle_timeout_secs: 60,
             max_connections: 512,
             seed: None,
+            maintenance_ms: None,
+            probe_ms: None,
+            gossip_interval_ms: None,
+            gossip_fanout: None,
         }
     }
 }
@@ -124,6 +153,39 @@ impl Config {
         }
     }
 
+    /// Checks the timing overrides; the cores check the rest when they are built.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(m) = self.maintenance_ms
+            && !(MIN_MAINTENANCE_MS..=MAX_MAINTENANCE_MS).contains(&m)
+        {
+            return Err(format!(
+                "maintenance_ms must be in {MIN_MAINTENANCE_MS}..={MAX_MAINTENANCE_MS}, not {m}"
+            ));
+        }
+        if let Some(m) = self.probe_ms
+            && !(MIN_MAINTENANCE_MS..=MAX_MAINTENANCE_MS).contains(&m)
+        {
+            return Err(format!(
+                "probe_ms must be in {MIN_MAINTENANCE_MS}..={MAX_MAINTENANCE_MS}, not {m}"
+            ));
+        }
+        if let Some(g) = self.gossip_interval_ms
+            && !(MIN_GOSSIP_INTERVAL_MS..=MAX_GOSSIP_INTERVAL_MS).contains(&g)
+        {
+            return Err(format!(
+                "gossip_interval_ms must be in {MIN_GOSSIP_INTERVAL_MS}..={MAX_GOSSIP_INTERVAL_MS}, not {g}"
+            ));
+        }
+        if let Some(f) = self.gossip_fanout
+            && !(1..=MAX_GOSSIP_FANOUT).contains(&f)
+        {
+            return Err(format!(
+                "gossip_fanout must be in 1..={MAX_GOSSIP_FANOUT}, not {f}"
+            ));
+        }
+        Ok(())
+    }
+
     /// The cores' configuration this node runs with.
     pub fn peer_config(&self) -> crate::peer::Config {
         let mut c = match self.profile {
@@ -131,6 +193,25 @@ impl Config {
             Profile::Wan => crate::peer::Config::wan(),
         };
         c.dht.vnodes = self.vnodes.max(1);
+        if let Some(ms) = self.maintenance_ms {
+            let p = Duration::from_millis(ms);
+            c.dht.stabilize_period = p;
+            c.dht.fix_fingers_period = p;
+            c.dht.check_predecessor_period = 2 * p;
+            c.dht.repair_period = 2 * p;
+        }
+        if let Some(ms) = self.probe_ms {
+            let p = Duration::from_millis(ms);
+            c.gossip.probe_period = p;
+            c.gossip.probe_timeout = p / 2;
+            c.gossip.suspicion_timeout = 5 * p;
+        }
+        if let Some(ms) = self.gossip_interval_ms {
+            c.gossip.period = Duration::from_millis(ms);
+        }
+        if let Some(f) = self.gossip_fanout {
+            c.gossip.fanout = f;
+        }
         c.create_ring = self.bootstrap.is_empty();
         c
     }

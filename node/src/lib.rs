@@ -205,6 +205,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         .iter()
         .map(parse)
         .collect::<Result<Vec<_>, _>>()?;
+    cfg.validate().map_err(NodeError::Invalid)?;
     let net = driver::NetConfig {
         listen: listen.clone(),
         bootstrap,

@@ -23,7 +23,7 @@
 //! The same type runs under the libp2p driver ([`crate::driver`], with a file-backed chunk
 //! store) and in the simulator (with `peerlab_swarm::MemoryFactory`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use peerlab_dht::{self as dht, Dht};
@@ -259,7 +259,13 @@ pub struct Peer<F: StoreFactory> {
     internal: BTreeMap<u64, Internal>,
     timed: BTreeMap<u64, Instant>,
     chunks_seen: BTreeMap<ContentId, u32>,
+    arrivals: BTreeMap<(PeerId, String), Instant>,
+    arrival_order: VecDeque<((PeerId, String), Instant)>,
 }
+
+/// Gossip entries whose arrival time a peer remembers: enough for a convergence run's
+/// updates with room for the application's own keys; older ones are forgotten first.
+pub const MAX_ARRIVALS: usize = 4096;
 
 /// Runs `f` on a sub-core with its own outbox, forwards its sends and timers through the
 /// peer's context (wrapped by `msg` and `timer`) and returns its events.
@@ -310,6 +316,8 @@ impl<F: StoreFactory> Peer<F> {
             internal: BTreeMap::new(),
             timed: BTreeMap::new(),
             chunks_seen: BTreeMap::new(),
+            arrivals: BTreeMap::new(),
+            arrival_order: VecDeque::new(),
         })
     }
 
@@ -321,6 +329,27 @@ impl<F: StoreFactory> Peer<F> {
     /// The DHT core.
     pub fn dht(&self) -> &Dht {
         &self.dht
+    }
+
+    /// When the newest version of gossip entry `key` of `origin` became active here (for
+    /// this peer's own entries: when it was published). Protocol time: in the real node,
+    /// microseconds since the Unix epoch, so nodes on one machine can be compared. The
+    /// last [`MAX_ARRIVALS`] updates are remembered.
+    pub fn gossip_arrival(&self, origin: &PeerId, key: &str) -> Option<Instant> {
+        self.arrivals.get(&(*origin, key.to_string())).copied()
+    }
+
+    fn record_arrival(&mut self, origin: PeerId, key: String, at: Instant) {
+        let k = (origin, key);
+        self.arrivals.insert(k.clone(), at);
+        self.arrival_order.push_back((k, at));
+        while self.arrival_order.len() > MAX_ARRIVALS {
+            if let Some((old, t)) = self.arrival_order.pop_front()
+                && self.arrivals.get(&old) == Some(&t)
+            {
+                self.arrivals.remove(&old);
+            }
+        }
     }
 
     /// The DHT core, mutably (to restore persisted records before start).
@@ -493,8 +522,9 @@ impl<F: StoreFactory> Peer<F> {
             gossip::Event::MemberSuspect { .. } | gossip::Event::MemberAlive { .. } => {
                 self.member_gauges();
             }
-            gossip::Event::EntryUpdated { .. } => {
+            gossip::Event::EntryUpdated { origin, key, .. } => {
                 metrics::counter!(m::GOSSIP_UPDATES).increment(1);
+                self.record_arrival(*origin, key.clone(), cx.now());
             }
             _ => {}
         }
@@ -665,7 +695,14 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                 }
                 self.dht_do(cx, |d, cx| d.handle_command(cx, c));
             }
-            Command::Gossip(c) => self.gossip_do(cx, |g, cx| g.handle_command(cx, c)),
+            Command::Gossip(c) => {
+                if let gossip::Command::Publish { key, .. } | gossip::Command::Delete { key, .. } =
+                    &c
+                {
+                    self.record_arrival(self.id, key.clone(), cx.now());
+                }
+                self.gossip_do(cx, |g, cx| g.handle_command(cx, c))
+            }
             Command::Flood(c) => {
                 if matches!(c, flood::Command::Search { .. }) {
                     metrics::counter!(m::FLOOD_QUERIES).increment(1);

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use peerlab_node::config::Transport;
 use serde_json::json;
 
-use crate::local::{Mode, NodeProgram, Testnet, TestnetError, UpOptions, pid_alive};
+use crate::local::{Mode, NodeProgram, Testnet, TestnetError, Timings, UpOptions, pid_alive};
 
 /// Default testnet dir.
 pub const DEFAULT_DIR: &str = "peerlab-testnet";
@@ -60,6 +60,17 @@ pub struct UpArgs {
     /// Seed of the nodes' protocol randomness.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// DHT maintenance and SWIM probe period in ms (stabilize, fix fingers, probe; twice it
+    /// for check-predecessor and repair) [default: 1000 up to 40 nodes, then 25 ms per
+    /// node, so that maintenance of hundreds of processes does not saturate the machine].
+    #[arg(long, value_name = "MS")]
+    pub maintenance_ms: Option<u64>,
+    /// Gossip round period of every node, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub gossip_interval_ms: u64,
+    /// Gossip fan-out of every node.
+    #[arg(long, value_name = "F", default_value_t = 3)]
+    pub gossip_fanout: usize,
 }
 
 /// `peerlab testnet lookups`.
@@ -85,12 +96,14 @@ pub struct ConvergeArgs {
     /// Updates to publish, one after the other, each at a random node.
     #[arg(long, default_value_t = 5)]
     pub updates: usize,
-    /// Gossip interval in ms (the nodes run 200 ms; the simulator uses the same).
-    #[arg(long, default_value_t = crate::converge::NODE_INTERVAL_MS)]
-    pub interval: u64,
-    /// Gossip fan-out (the nodes run 3; the simulator uses the same).
-    #[arg(long, default_value_t = crate::converge::NODE_FANOUT)]
-    pub fanout: usize,
+    /// Gossip interval in ms; must be what the nodes run, which `testnet up
+    /// --gossip-interval-ms` chose [default: the testnet's]. The simulator uses the same.
+    #[arg(long, value_name = "MS")]
+    pub interval: Option<u64>,
+    /// Gossip fan-out; must be what the nodes run (`testnet up --gossip-fanout`)
+    /// [default: the testnet's]. The simulator uses the same.
+    #[arg(long, value_name = "F")]
+    pub fanout: Option<usize>,
     /// Seed of the origins and of the simulator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -216,6 +229,11 @@ fn up(a: &UpArgs, progress: bool) -> Result<Output, TestnetError> {
             Mode::InProcess => None,
         },
         seed: a.seed,
+        timings: Timings {
+            maintenance_ms: a.maintenance_ms,
+            gossip_interval_ms: a.gossip_interval_ms,
+            gossip_fanout: a.gossip_fanout,
+        },
     };
     let t = std::time::Instant::now();
     let net = Testnet::start(opts, progress)?;

@@ -23,11 +23,6 @@ use crate::local::{Testnet, TestnetError};
 use crate::measure::{self, ARRIVAL_DEADLINE, MAX_UPDATES, UpdateArrivals};
 use crate::plot::{self, Series};
 
-/// The nodes' gossip period (the LAN preset every testnet node runs).
-pub const NODE_INTERVAL_MS: u64 = 200;
-/// The nodes' gossip fan-out (the LAN preset).
-pub const NODE_FANOUT: usize = 3;
-
 /// What `testnet converge` measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct ConvergeReport {
@@ -76,12 +71,13 @@ fn mean(v: &[Option<f64>]) -> Option<f64> {
     (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
 }
 
-/// Runs the measurement on `net`, writing CSV and plots into `out`.
+/// Runs the measurement on `net`, writing CSV and plots into `out`. `interval_ms` and
+/// `fanout` default to what the nodes run and must equal it when given.
 pub fn run(
     net: &Testnet,
     updates: usize,
-    interval_ms: u64,
-    fanout: usize,
+    interval_ms: Option<u64>,
+    fanout: Option<usize>,
     seed: u64,
     out: &Path,
 ) -> Result<ConvergeReport, TestnetError> {
@@ -90,10 +86,15 @@ pub fn run(
             "--updates must be in 1..={MAX_UPDATES}"
         )));
     }
-    if interval_ms != NODE_INTERVAL_MS || fanout != NODE_FANOUT {
+    let t = net.manifest().timings;
+    let interval_ms = interval_ms.unwrap_or(t.gossip_interval_ms);
+    let fanout = fanout.unwrap_or(t.gossip_fanout);
+    if interval_ms != t.gossip_interval_ms || fanout != t.gossip_fanout {
         return Err(TestnetError::Invalid(format!(
-            "testnet nodes run gossip's LAN preset (fan-out {NODE_FANOUT}, interval \
-             {NODE_INTERVAL_MS} ms); other values can only be simulated (`peerlab sim gossip`)"
+            "this testnet's nodes gossip every {} ms to {} peers; start one with \
+             `testnet up --gossip-interval-ms {interval_ms} --gossip-fanout {fanout}` to \
+             measure other values",
+            t.gossip_interval_ms, t.gossip_fanout
         )));
     }
     let alive = net.alive();

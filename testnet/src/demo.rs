@@ -22,7 +22,7 @@ use clap::Args;
 use peerlab_node::config::Transport;
 use serde::Serialize;
 
-use crate::local::{Mode, NodeProgram, Testnet, TestnetError, UpOptions};
+use crate::local::{Mode, NodeProgram, Testnet, TestnetError, Timings, UpOptions};
 use crate::measure;
 
 /// Deadline for the testnet to converge.
@@ -216,6 +216,7 @@ pub fn run(
         base_port: None,
         program,
         seed: 1,
+        timings: Timings::default(),
     };
     let net = steps.run("start testnet", || {
         let net = Testnet::start(opts, verbose)?;

@@ -196,6 +196,52 @@ pub struct UpOptions {
     pub program: Option<NodeProgram>,
     /// Seed of the nodes' protocol randomness (node `i` gets `seed + i`).
     pub seed: u64,
+    /// Protocol timings every node runs with.
+    pub timings: Timings,
+}
+
+/// Nodes in a testnet for which one maintenance period of [`BASE_MAINTENANCE_MS`] is kept;
+/// beyond it the period grows in proportion to `N`. The machine's cores are fixed, and
+/// DHT maintenance costs every node about 20 messages per vnode and period, so a constant
+/// period would make the testnet-wide message rate (and CPU load) grow with `N`: 100
+/// processes at 1 s saturate two cores. Scaling keeps the total rate near that of 40
+/// nodes at 1 s, at the price of slower repair — the Chord paper itself uses 30 s.
+pub const NODES_PER_BASE_PERIOD: usize = 40;
+/// The LAN profile's DHT maintenance period, ms.
+pub const BASE_MAINTENANCE_MS: u64 = 1000;
+
+/// Protocol timings of a testnet's nodes (recorded in `testnet.json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timings {
+    /// DHT maintenance period and SWIM probe period, ms; `None`: chosen from `N` (see
+    /// [`Timings::maintenance_for`]).
+    pub maintenance_ms: Option<u64>,
+    /// Gossip round period, ms.
+    pub gossip_interval_ms: u64,
+    /// Gossip fan-out.
+    pub gossip_fanout: usize,
+}
+
+impl Default for Timings {
+    /// The LAN profile: gossip every 200 ms to 3 peers; maintenance chosen from `N`.
+    fn default() -> Self {
+        Timings {
+            maintenance_ms: None,
+            gossip_interval_ms: 200,
+            gossip_fanout: 3,
+        }
+    }
+}
+
+impl Timings {
+    /// The maintenance period for `n` nodes: [`BASE_MAINTENANCE_MS`] up to
+    /// [`NODES_PER_BASE_PERIOD`] nodes, then in proportion to `n`.
+    pub fn maintenance_for(&self, n: usize) -> u64 {
+        self.maintenance_ms.unwrap_or_else(|| {
+            (BASE_MAINTENANCE_MS * n as u64 / NODES_PER_BASE_PERIOD as u64).max(BASE_MAINTENANCE_MS)
+        })
+    }
 }
 
 /// One node as `testnet.json` records it.
@@ -232,6 +278,9 @@ pub struct Manifest {
     pub transport: Transport,
     /// Virtual nodes per peer.
     pub vnodes: u16,
+    /// Protocol timings (`maintenance_ms` resolved for this `N`).
+    #[serde(default)]
+    pub timings: Timings,
     /// The nodes.
     pub nodes: Vec<NodeRecord>,
 }
@@ -596,6 +645,10 @@ impl Testnet {
                 controller_pid: std::process::id(),
                 transport: opts.transport,
                 vnodes: opts.vnodes,
+                timings: Timings {
+                    maintenance_ms: Some(opts.timings.maintenance_for(opts.nodes)),
+                    ..opts.timings
+                },
                 nodes,
             },
             program: opts.program.clone(),
@@ -679,6 +732,13 @@ impl Testnet {
         let mut cfg = Config::local(self.manifest.transport);
         cfg.vnodes = self.manifest.vnodes;
         cfg.seed = Some(self.seed.wrapping_add(i as u64));
+        let t = self.manifest.timings;
+        cfg.maintenance_ms = Some(t.maintenance_for(n));
+        // The failure detector's period scales like maintenance: under a load of hundreds
+        // of runnable processes, a 500 ms probe timeout mostly measures the scheduler.
+        cfg.probe_ms = Some(t.maintenance_for(n));
+        cfg.gossip_interval_ms = Some(t.gossip_interval_ms);
+        cfg.gossip_fanout = Some(t.gossip_fanout);
         if let Some(base) = self.base_port {
             let p = base as usize + i;
             cfg.listen = match self.manifest.transport {

@@ -11,13 +11,16 @@
 //!
 //! # Gossip convergence
 //!
-//! The node has no "when did this entry arrive" endpoint, so arrival times are taken by the
-//! poller: [`POLL_THREADS`](crate::local::POLL_THREADS) threads each own a share of the
-//! nodes and read `GET /gossip/{key}` from each node of their share in turn until it holds
-//! the update. A node's arrival time is the midpoint between the end of the last poll that
-//! missed it and the end of the first that saw it, measured from the publish call; the
-//! report gives the mean poll cycle as the timing resolution. All clocks are the same
-//! machine's monotonic clock.
+//! Nodes report arrival times themselves: `GET /gossip/{key}` gives, per entry, the
+//! wall-clock time (Unix ms) at which that version became active on the node, and for the
+//! origin's own entry the time it was published. An update's arrival at a node is that
+//! node's time minus the origin's; all nodes run on this machine, so they share the clock.
+//! [`POLL_THREADS`](crate::local::POLL_THREADS) threads, each owning a share of the nodes,
+//! poll until every node holds the update, pausing [`POLL_PAUSE`] between rounds so the
+//! controller takes little CPU from the nodes it measures; the polls only say *whether* a
+//! node has the update, not when. (A node that no longer remembers the time — over
+//! [`peerlab_node::peer::MAX_ARRIVALS`] updates later — is timed by the polls instead:
+//! the midpoint between the last miss and the first hit after the publish call.)
 //!
 //! The simulator's prediction runs the real gossip core ([`peerlab_gossip::Gossip`]) with
 //! the node's LAN configuration (fan-out 3, 200 ms period, rumor mongering with feedback +
@@ -198,7 +201,8 @@ pub struct UpdateArrivals {
     pub arrivals: Vec<f64>,
     /// Nodes other than the origin that were polled.
     pub targets: usize,
-    /// Mean time between two polls of one node, seconds (the timing resolution).
+    /// Mean duration of one polling round over a poller's share, seconds (only the
+    /// resolution of the fallback timing; node-reported times do not depend on it).
     pub poll_cycle: f64,
 }
 
@@ -210,8 +214,22 @@ impl UpdateArrivals {
     }
 }
 
+/// Pause between two polling rounds of one poller thread: the arrival times come from the
+/// nodes' own clocks, so polling faster would only take CPU from the nodes being measured.
+pub const POLL_PAUSE: Duration = Duration::from_millis(100);
+
+/// The node-reported arrival time (Unix ms) of `value` under `key`, if the node holds it:
+/// `Some(None)` when it holds it but no longer remembers when it came.
+fn arrival_of(c: &peerlab_node::client::Client, key: &str, value: &str) -> Option<Option<f64>> {
+    let g = c.gossip_read(key).ok()?;
+    g.entries
+        .iter()
+        .find(|e| e.value.as_deref() == Some(value))
+        .map(|e| e.arrived_unix_ms)
+}
+
 /// Publishes `value` under `key` at node `origin` and records when every other live node
-/// holds it.
+/// holds it, by the nodes' own clocks.
 pub fn gossip_arrivals(
     net: &Testnet,
     origin: usize,
@@ -224,9 +242,10 @@ pub fn gossip_arrivals(
     let arrivals = Mutex::new(Vec::with_capacity(targets.len()));
     let cycles = Mutex::new((0.0f64, 0usize));
     let t0 = Instant::now();
-    net.client(origin)
-        .publish(key, value)
+    let oc = net.client(origin);
+    oc.publish(key, value)
         .map_err(|e| TestnetError::Failed(format!("publish at node {origin}: {e}")))?;
+    let published_ms = arrival_of(&oc, key, value).flatten();
     let per = clients.len().div_ceil(POLL_THREADS).max(1);
     std::thread::scope(|s| {
         for share in clients.chunks(per) {
@@ -244,23 +263,28 @@ pub fn gossip_arrivals(
                         if done[j] {
                             continue;
                         }
-                        let has = c
-                            .gossip_read(key)
-                            .map(|g| g.entries.iter().any(|e| e.value.as_deref() == Some(value)))
-                            .unwrap_or(false);
+                        let got = arrival_of(c, key, value);
                         let now = t0.elapsed().as_secs_f64();
-                        if has {
-                            done[j] = true;
-                            left -= 1;
-                            if let Ok(mut a) = arrivals.lock() {
-                                a.push((last_miss[j] + now) / 2.0);
+                        match got {
+                            Some(at) => {
+                                done[j] = true;
+                                left -= 1;
+                                let secs = match (at, published_ms) {
+                                    (Some(a), Some(p)) => ((a - p) / 1000.0).max(0.0),
+                                    _ => (last_miss[j] + now) / 2.0,
+                                };
+                                if let Ok(mut a) = arrivals.lock() {
+                                    a.push(secs);
+                                }
                             }
-                        } else {
-                            last_miss[j] = now;
+                            None => last_miss[j] = now,
                         }
                     }
                     cycle_sum += t0.elapsed().as_secs_f64() - cstart;
                     cycle_n += 1;
+                    if left > 0 {
+                        std::thread::sleep(POLL_PAUSE);
+                    }
                 }
                 if let Ok(mut c) = cycles.lock() {
                     c.0 += cycle_sum;

@@ -14,7 +14,8 @@ use peerlab_node::config::Transport;
 use peerlab_testnet::churn::ChurnArgs;
 use peerlab_testnet::cmd::DirArg;
 use peerlab_testnet::local::{
-    MANIFEST, Manifest, Mode, NodeProgram, Testnet, UpOptions, pid_alive, run_child_from_env,
+    MANIFEST, Manifest, Mode, NodeProgram, Testnet, Timings, UpOptions, pid_alive,
+    run_child_from_env,
 };
 use peerlab_testnet::{converge, measure};
 
@@ -39,6 +40,11 @@ fn up_lookups_converge_churn_down() {
         base_port: None,
         program: Some(NodeProgram::test_harness("testnet_child").unwrap()),
         seed: 7,
+        // A non-default gossip period: the nodes must run it and converge must follow it.
+        timings: Timings {
+            gossip_interval_ms: 150,
+            ..Timings::default()
+        },
     };
     let mut net = Testnet::start(opts, false).expect("testnet starts");
 
@@ -65,23 +71,20 @@ fn up_lookups_converge_churn_down() {
 
     // Gossip reaches every node; the simulator runs beside it.
     let out = tmp.path().join("results");
-    let c = converge::run(
-        &net,
-        1,
-        converge::NODE_INTERVAL_MS,
-        converge::NODE_FANOUT,
-        1,
-        &out,
-    )
-    .unwrap();
+    let c = converge::run(&net, 1, None, None, 1, &out).unwrap();
     assert_eq!(c.complete, 1, "{c:?}");
+    assert_eq!(
+        (c.interval_ms, c.fanout),
+        (150, 3),
+        "the testnet's own timings"
+    );
     assert!(
         c.sim_seconds_to_100.is_some() && c.ratio_100.is_some(),
         "{c:?}"
     );
     assert!(out.join("converge.csv").exists());
     // Bad parameters are refused, not ignored.
-    assert!(converge::run(&net, 1, 500, 3, 1, &out).is_err());
+    assert!(converge::run(&net, 1, Some(500), None, 1, &out).is_err());
 
     // Churn: crashes and restarts under load; nothing acknowledged is lost.
     let args = ChurnArgs {
@@ -147,6 +150,7 @@ fn preflight_refuses_what_the_machine_cannot_host() {
         base_port: None,
         program: None,
         seed: 1,
+        timings: Timings::default(),
     };
     assert!(
         peerlab_testnet::local::preflight(&base).is_err(),
