@@ -68,6 +68,12 @@ pub struct Config {
     /// each other in a cycle wait out this timeout — at 10 s it left every peer's uplink idle
     /// for the first 10 s of a 100-peer flash crowd.
     pub manifest_timeout: Duration,
+    /// Providers asked for the manifest at once; the first valid answer wins and later
+    /// ones are ignored. Default 3: in a flash crowd most providers are themselves still
+    /// waiting for the manifest, and asking one at a time left peers idle for several
+    /// timeouts before the first chunk could be requested. A manifest is small (32 B per
+    /// chunk), so the extra answers cost little.
+    pub manifest_fanout: usize,
     /// Most manifest requests queued while our own manifest is still coming. Default 64.
     pub max_manifest_waiters: usize,
     /// Corrupt chunks attributed to a peer before it is banned. Default 2.
@@ -114,6 +120,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(30),
             manifest_timeout: Duration::from_secs(2),
+            manifest_fanout: 3,
             max_manifest_waiters: 64,
             ban_after_corrupt: 2,
             max_penalties: 3,
@@ -379,6 +386,10 @@ struct PeerState {
     got_bitfield: bool,
     /// Chunks revealed to this peer while super-seeding and not yet announced by it.
     revealed: Vec<u32>,
+    /// Chunks this peer refused (`Reject` while it unchoked us: a super-seeder keeping a
+    /// chunk it already sent elsewhere for later). Not asked from it again until it
+    /// unchokes us anew; one bit per chunk, so bounded by the file.
+    refused: Bitfield,
     down_round: u64,
     up_round: u64,
     connected_at: Instant,
@@ -395,6 +406,7 @@ impl PeerState {
             outstanding: Vec::new(),
             got_bitfield: false,
             revealed: Vec::new(),
+            refused: Bitfield::new(chunks),
             down_round: 0,
             up_round: 0,
             connected_at: now,
@@ -423,6 +435,14 @@ struct SuperSeed {
     /// (e.g. one we keep choked) has not cost any upload and is revealed again before a
     /// chunk already on the wire.
     served: Vec<u32>,
+    /// The peer we first served each chunk to.
+    first_served_to: Vec<Option<PeerId>>,
+    /// Chunks never served yet. While some are left, a request for a chunk already sent to
+    /// another peer is refused (`Reject`) and a fresh chunk revealed instead, so the
+    /// seeder's upload carries each chunk once before any chunk twice (BEP 16's aim; a
+    /// chunk revealed to a peer we kept choked is later revealed to a second peer too,
+    /// and without this both would download it from us).
+    unserved: u32,
 }
 
 struct Transfer<S> {
@@ -434,7 +454,8 @@ struct Transfer<S> {
     strikes: BTreeMap<PeerId, u32>,
     penalties: BTreeMap<PeerId, u32>,
     manifest_attempt: u32,
-    manifest_from: Option<PeerId>,
+    /// Providers asked for the manifest in the current attempt and not yet answered.
+    manifest_asked: Vec<PeerId>,
     manifest_tried: BTreeSet<PeerId>,
     manifest_waiters: Vec<PeerId>,
     last_lookup: Option<Instant>,
@@ -517,7 +538,7 @@ impl<F: StoreFactory> Swarm<F> {
             strikes: BTreeMap::new(),
             penalties: BTreeMap::new(),
             manifest_attempt: 0,
-            manifest_from: None,
+            manifest_asked: Vec::new(),
             manifest_tried: BTreeSet::new(),
             manifest_waiters: Vec::new(),
             last_lookup: None,
@@ -590,7 +611,7 @@ impl<F: StoreFactory> Protocol for Swarm<F> {
                     });
                 };
                 add_candidates(&self.config, t, cx, peers);
-                if t.active.is_none() && t.manifest_from.is_none() {
+                if t.active.is_none() && t.manifest_asked.is_empty() {
                     ask_manifest(&self.config, t, cx);
                 }
             }
@@ -666,7 +687,7 @@ impl<F: StoreFactory> Protocol for Swarm<F> {
                     && t.active.is_none()
                     && t.manifest_attempt == attempt
                 {
-                    t.manifest_from = None;
+                    t.manifest_asked.clear();
                     ask_manifest(&self.config, t, cx);
                 }
             }
@@ -686,9 +707,11 @@ impl<F: StoreFactory> Protocol for Swarm<F> {
             t.candidates.remove(&peer);
             t.manifest_waiters.retain(|p| *p != peer);
             disconnect(t, peer);
-            if t.active.is_none() && t.manifest_from == Some(peer) {
-                t.manifest_from = None;
-                ask_manifest(config, t, cx);
+            if t.active.is_none() && t.manifest_asked.contains(&peer) {
+                t.manifest_asked.retain(|p| *p != peer);
+                if t.manifest_asked.is_empty() {
+                    ask_manifest(config, t, cx);
+                }
             }
         }
     }
@@ -839,19 +862,27 @@ fn ask_manifest<S>(config: &Config, t: &mut Transfer<S>, cx: &mut SwarmCx<'_>) {
         .filter(|p| !t.manifest_tried.contains(p))
         .copied()
         .collect();
-    let pick = if untried.is_empty() {
+    let pool = if untried.is_empty() {
         // Everyone was tried once; start over (they may have the manifest by now).
         t.manifest_tried.clear();
-        let all: Vec<PeerId> = t.candidates.iter().copied().collect();
-        cx.rng().choose(&all).copied()
+        t.candidates.iter().copied().collect()
     } else {
-        cx.rng().choose(&untried).copied()
+        untried
     };
+    let n = config.manifest_fanout.max(1).min(pool.len());
+    let picks: Vec<PeerId> = cx
+        .rng()
+        .sample_indices(pool.len(), n)
+        .into_iter()
+        .map(|i| pool[i])
+        .collect();
     t.manifest_attempt += 1;
-    t.manifest_from = pick;
-    if let Some(p) = pick {
+    t.manifest_asked = picks.clone();
+    for &p in &picks {
         t.manifest_tried.insert(p);
         send(cx, p, t.cid, Body::ManifestRequest);
+    }
+    if !picks.is_empty() {
         cx.set_timer(
             config.manifest_timeout,
             Timer::ManifestTimeout {
@@ -874,6 +905,8 @@ fn activate<S: ChunkStore>(
     let super_seed = super_seed.then(|| SuperSeed {
         revealed: vec![0; manifest.chunk_count() as usize],
         served: vec![0; manifest.chunk_count() as usize],
+        first_served_to: vec![None; manifest.chunk_count() as usize],
+        unserved: manifest.chunk_count(),
     });
     let cid = t.cid;
     for w in std::mem::take(&mut t.manifest_waiters) {
@@ -911,9 +944,11 @@ fn on_manifest<F: StoreFactory>(
         return Ok(()); // A late answer to an earlier attempt.
     }
     if let Err(e) = m.verify(&t.cid) {
-        if t.manifest_from == Some(from) {
-            t.manifest_from = None;
-            ask_manifest(config, t, cx);
+        if t.manifest_asked.contains(&from) {
+            t.manifest_asked.retain(|p| *p != from);
+            if t.manifest_asked.is_empty() {
+                ask_manifest(config, t, cx);
+            }
         }
         return Err(e.into());
     }
@@ -1066,6 +1101,10 @@ fn on_peer_message<S: ChunkStore>(
             let before = p.outstanding.len();
             p.outstanding.retain(|(r, _)| *r != (chunk, block));
             if p.outstanding.len() != before {
+                if !p.peer_choking {
+                    // Refused while unchoked: the peer keeps this chunk for later.
+                    p.refused.set(chunk);
+                }
                 a.picker.request_dropped((chunk, block));
                 let peers: Vec<PeerId> = a.peers.keys().copied().collect();
                 for q in peers {
@@ -1076,6 +1115,8 @@ fn on_peer_message<S: ChunkStore>(
         Body::Unchoke => {
             let p = a.peers.get_mut(&from).unwrap_or_else(|| unreachable!());
             p.peer_choking = false;
+            // A new unchoke: chunks it refused before may be offered now.
+            p.refused = Bitfield::new(a.manifest.chunk_count());
             fill_requests(config, a, cx, cid, from);
         }
         Body::Request { chunk, block } => {
@@ -1091,6 +1132,17 @@ fn on_peer_message<S: ChunkStore>(
                 send(cx, from, cid, Body::Reject { chunk, block });
                 return Ok(());
             }
+            if let Some(ss) = &a.super_seed
+                && ss.unserved > 0
+                && ss.first_served_to[chunk as usize].is_some_and(|o| o != from)
+            {
+                // Super-seeding and this chunk already left once: keep our upload for
+                // chunks nobody has yet and show this peer one of those instead.
+                send(cx, from, cid, Body::Reject { chunk, block });
+                p.revealed.retain(|&c| c != chunk);
+                reveal(config, a, cx, cid, from);
+                return Ok(());
+            }
             match a
                 .store
                 .read_block(chunk, block * a.manifest.block_size(), len)
@@ -1098,6 +1150,10 @@ fn on_peer_message<S: ChunkStore>(
                 Ok(data) => {
                     if let (Some(ss), 0) = (&mut a.super_seed, block) {
                         ss.served[chunk as usize] += 1;
+                        if ss.first_served_to[chunk as usize].is_none() {
+                            ss.first_served_to[chunk as usize] = Some(from);
+                            ss.unserved -= 1;
+                        }
                     }
                     p.up_round += len as u64;
                     t.stats.uploaded += len as u64;
@@ -1317,9 +1373,20 @@ fn fill_requests<S: ChunkStore>(
     if p.peer_choking || !p.am_interested {
         return;
     }
+    // What we may ask this peer for: what it has, minus what it refused.
+    let offer = if p.refused.count() == 0 {
+        None
+    } else {
+        let mut bits = p.has.clone();
+        for c in p.refused.ones() {
+            bits.clear(c);
+        }
+        Some(bits)
+    };
+    let offer = offer.as_ref().unwrap_or(&p.has);
     while p.outstanding.len() < config.pipeline_depth {
         let outstanding: Vec<BlockRef> = p.outstanding.iter().map(|(r, _)| *r).collect();
-        let Some(r) = a.picker.pick(&a.manifest, &p.has, &outstanding, cx.rng()) else {
+        let Some(r) = a.picker.pick(&a.manifest, offer, &outstanding, cx.rng()) else {
             break;
         };
         p.outstanding.push((r, now));

@@ -553,3 +553,133 @@ fn duplicate_and_incomplete_shares_are_refused() {
     assert_eq!(refusals.len(), 2, "{refusals:?}");
     assert!(net.core(s).stats(&cid).is_some());
 }
+
+#[test]
+fn manifest_is_asked_from_several_providers_at_once() {
+    let mut net = Net::new();
+    let s = net.add(1);
+    let f = net.add(2);
+    let (_, cid) = share(&mut net, s, &file(10), 1024, false);
+    // Providers that are not nodes: their requests go unanswered.
+    let providers: Vec<PeerId> = (10..15).map(PeerId::synthetic).collect();
+    net.command(
+        f,
+        Command::Fetch {
+            cid,
+            providers: providers.clone(),
+        },
+    );
+    let asked = providers
+        .iter()
+        .filter(|p| net.sent(f, **p, "swarm_manifest_request") == 1)
+        .count();
+    assert_eq!(asked, Config::default().manifest_fanout);
+    assert_eq!(asked, 3);
+}
+
+/// A super-seeder connected to two fake peers `a` and `b` (handshakes injected); both
+/// declared interest and were unchoked. Returns the chunks revealed to `b`.
+fn super_seeder_with_two_peers() -> (Net, PeerId, PeerId, PeerId, ContentId, Vec<u32>) {
+    let mut net = Net::new();
+    let s = net.add(1);
+    let data = file(8 * 1024);
+    let (m, cid) = share(&mut net, s, &data, 1024, false);
+    assert!(Config::default().super_seed);
+    let (a, b) = (PeerId::synthetic(20), PeerId::synthetic(21));
+    for p in [a, b] {
+        net.inject(p, s, Body::Handshake, cid);
+        net.inject(
+            p,
+            s,
+            Body::Bitfield(peerlab_swarm::Bitfield::new(m.chunk_count())),
+            cid,
+        );
+        net.inject(p, s, Body::Interested, cid);
+        assert_eq!(net.sent(s, p, "swarm_unchoke"), 1);
+    }
+    let revealed_b: Vec<u32> = net
+        .log
+        .iter()
+        .filter(|(f, t, _)| *f == s && *t == b)
+        .filter_map(|(_, _, msg)| match msg.body {
+            Body::Have { chunk } => Some(chunk),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(revealed_b.len(), Config::default().super_seed_reveals);
+    (net, s, a, b, cid, revealed_b)
+}
+
+#[test]
+fn super_seeder_refuses_a_second_copy_while_chunks_are_unsent() {
+    let (mut net, s, a, b, cid, revealed_b) = super_seeder_with_two_peers();
+    // `a` gets chunk `c` first (a peer may ask for any chunk the seeder holds).
+    let c = revealed_b[0];
+    net.inject(a, s, Body::Request { chunk: c, block: 0 }, cid);
+    assert_eq!(net.sent(s, a, "swarm_block"), 1);
+    let haves_before = net.sent(s, b, "swarm_have");
+    // `b` asks for the chunk that already went to `a`: refused, and `b` is shown a chunk
+    // nobody has instead. The seeder's upload stays on chunks not yet sent.
+    net.inject(b, s, Body::Request { chunk: c, block: 0 }, cid);
+    assert_eq!(net.sent(s, b, "swarm_block"), 0);
+    assert_eq!(net.sent(s, b, "swarm_reject"), 1);
+    assert_eq!(net.sent(s, b, "swarm_have"), haves_before + 1);
+    // `a` itself gets the rest of the chunk it started.
+    net.inject(a, s, Body::Request { chunk: c, block: 0 }, cid);
+    assert_eq!(net.sent(s, a, "swarm_block"), 2);
+    // A chunk never sent is served to `b` at once.
+    let fresh = revealed_b[1];
+    net.inject(
+        b,
+        s,
+        Body::Request {
+            chunk: fresh,
+            block: 0,
+        },
+        cid,
+    );
+    assert_eq!(net.sent(s, b, "swarm_block"), 1);
+}
+
+#[test]
+fn a_chunk_refused_while_unchoked_is_not_asked_again_from_that_peer() {
+    let data = file(64 * 1024);
+    let (mut net, s, f, cid) = connected_pair(&data);
+    // The seeder shows every chunk and unchokes; the fetcher asks; its first request is
+    // refused.
+    for chunk in 0..4 {
+        net.inject(s, f, Body::Have { chunk }, cid);
+    }
+    net.inject(s, f, Body::Unchoke, cid);
+    let first = net
+        .log
+        .iter()
+        .rev()
+        .find_map(|(from, to, msg)| match msg.body {
+            Body::Request { chunk, block } if *from == f && *to == s => Some((chunk, block)),
+            _ => None,
+        });
+    let Some((chunk, block)) = first else {
+        panic!("the fetcher requested nothing after the unchoke");
+    };
+    net.queue.clear();
+    let before = net.log.len();
+    net.inject(s, f, Body::Reject { chunk, block }, cid);
+    let asked_again = net.log[before..].iter().any(|(from, to, msg)| {
+        *from == f && *to == s && matches!(msg.body, Body::Request { chunk: c, .. } if c == chunk)
+    });
+    assert!(
+        !asked_again,
+        "chunk {chunk} asked again from the peer that refused it"
+    );
+    // A fresh unchoke lifts the refusal.
+    net.inject(s, f, Body::Choke, cid);
+    net.inject(s, f, Body::Unchoke, cid);
+    let lifted = net.log[before..].iter().any(|(from, to, msg)| {
+        *from == f && *to == s && matches!(msg.body, Body::Request { chunk: c, .. } if c == chunk)
+    });
+    assert!(
+        lifted,
+        "chunk {chunk} never asked again after a new unchoke"
+    );
+}

@@ -44,6 +44,33 @@ pub const MAX_PEERS: usize = 20_000;
 pub const MAX_FILE_MIB: u64 = 4096;
 /// How often chunk diversity is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// Ordered peer pairs drawn per sample for [`DiversitySample::interest`] (bounds the cost
+/// of a sample at any swarm size).
+pub const INTEREST_PAIRS: usize = 2000;
+
+/// Chunk diversity among the downloading peers at one sample time (Legout et al., IMC
+/// 2006, §4: rarest first shows up in how the *rarest* chunks are replicated and in
+/// whether peers stay interested in each other).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiversitySample {
+    /// Virtual time of the sample, seconds.
+    pub secs: f64,
+    /// Fraction of the file the downloading peers present hold on average.
+    pub done: f64,
+    /// Copies among downloading peers of the least replicated chunk (0 while some chunk
+    /// is still only at the seeders).
+    pub min_copies: u32,
+    /// Mean copies per chunk.
+    pub mean_copies: f64,
+    /// Mean copies of the rarest 10 % of chunks over the mean copies per chunk: 1 when
+    /// every chunk is equally replicated, small when some chunks lag behind.
+    pub rarest_decile_ratio: f64,
+    /// Coefficient of variation (standard deviation / mean) of the copies per chunk.
+    pub copies_cv: f64,
+    /// Fraction of random ordered pairs (x, y) of downloading peers in which y holds a
+    /// chunk x lacks, i.e. x would be interested in y (Legout's peer interest).
+    pub interest: f64,
+}
 
 /// How peers arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -161,6 +188,15 @@ pub struct PickerRun {
     pub chunk_diversity: f64,
     /// Mean over the same samples of the fraction of chunks held by no downloading peer.
     pub chunks_missing_from_peers: f64,
+    /// Mean of [`DiversitySample::rarest_decile_ratio`] over the samples taken while the
+    /// swarm is 10–90 % done.
+    pub rarest_decile_ratio: f64,
+    /// Mean of [`DiversitySample::copies_cv`] over the same samples.
+    pub copies_cv: f64,
+    /// Mean of [`DiversitySample::interest`] over the same samples.
+    pub interest: f64,
+    /// Every 5 s sample while the swarm is 1–99 % done.
+    pub diversity_series: Vec<DiversitySample>,
     /// Bytes the seeders uploaded, in copies of the file.
     pub seeder_upload_copies: f64,
     /// First 5 s sample (seconds) at which every chunk was held by some downloading peer,
@@ -488,6 +524,12 @@ fn run_one(
     );
     let mut diversity = Vec::new();
     let mut missing = Vec::new();
+    let mut decile = Vec::new();
+    let mut cvs = Vec::new();
+    let mut interests = Vec::new();
+    let mut series = Vec::new();
+    // The metric's own random stream: sampling never perturbs the simulation.
+    let mut pair_rng = Rng::seed(p.seed ^ 0x6469_7665_7273_6974);
     let mut all_at_peers: Option<f64> = None;
     let mut utilisation = Vec::new();
     let mut last_sent = 0u64;
@@ -528,13 +570,27 @@ fn run_one(
         let mut copies = vec![0u32; chunks as usize];
         let mut held_total = 0u64;
         let mut present_n = 0u64;
+        let mut fields: Vec<&Bitfield> = Vec::new();
         for q in &leechers {
             if let Some(h) = sim.node(q).and_then(|n| n.have(&cid)) {
                 present_n += 1;
+                fields.push(h);
                 for c in h.ones() {
                     copies[c as usize] += 1;
                     held_total += 1;
                 }
+            }
+        }
+        if present_n > 1 && chunks > 0 {
+            let done = held_total as f64 / (present_n as f64 * chunks as f64);
+            if (0.01..=0.99).contains(&done) {
+                let s = diversity_sample(sim.now(), done, &copies, &fields, &mut pair_rng);
+                if (0.1..=0.9).contains(&done) {
+                    decile.push(s.rarest_decile_ratio);
+                    cvs.push(s.copies_cv);
+                    interests.push(s.interest);
+                }
+                series.push(s);
             }
         }
         if all_at_peers.is_none() && copies.iter().all(|&c| c > 0) {
@@ -613,6 +669,10 @@ fn run_one(
         efficiency,
         chunk_diversity: avg(&diversity),
         chunks_missing_from_peers: avg(&missing),
+        rarest_decile_ratio: avg(&decile),
+        copies_cv: avg(&cvs),
+        interest: avg(&interests),
+        diversity_series: series,
         seeder_upload_copies: seeder_up as f64 / f,
         all_chunks_at_peers_secs: all_at_peers,
         peer_upload_utilisation: utilisation,
@@ -650,6 +710,48 @@ fn run_one(
         wall_seconds: 0.0,
     };
     Ok(OneRun { report, summary })
+}
+
+/// One [`DiversitySample`] from the copies per chunk and the peers' bitfields.
+fn diversity_sample(
+    now: Instant,
+    done: f64,
+    copies: &[u32],
+    fields: &[&Bitfield],
+    rng: &mut Rng,
+) -> DiversitySample {
+    let n = copies.len().max(1) as f64;
+    let mean = copies.iter().map(|&c| c as f64).sum::<f64>() / n;
+    let var = copies
+        .iter()
+        .map(|&c| (c as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let mut sorted = copies.to_vec();
+    sorted.sort_unstable();
+    let k = sorted.len().div_ceil(10).max(1);
+    let decile_mean = sorted.iter().take(k).map(|&c| c as f64).sum::<f64>() / k as f64;
+    let ratio = |x: f64| if mean > 0.0 { x / mean } else { 0.0 };
+    let mut interested = 0usize;
+    for _ in 0..INTEREST_PAIRS {
+        let x = rng.index(fields.len());
+        let mut y = rng.index(fields.len() - 1);
+        if y >= x {
+            y += 1;
+        }
+        if fields[y].has_any_missing_from(fields[x]) {
+            interested += 1;
+        }
+    }
+    DiversitySample {
+        secs: now.as_secs_f64(),
+        done,
+        min_copies: sorted.first().copied().unwrap_or(0),
+        mean_copies: mean,
+        rarest_decile_ratio: ratio(decile_mean),
+        copies_cv: ratio(var.sqrt()),
+        interest: interested as f64 / INTEREST_PAIRS as f64,
+    }
 }
 
 impl Report {
@@ -728,18 +830,21 @@ impl Report {
         if self.pickers.len() > 1 {
             let _ = writeln!(
                 s,
-                "  picker   mean(s)   max(s)  efficiency  diversity  missing  seeder-copies"
+                "  picker   mean(s)   max(s)  efficiency  diversity  missing  rarest-10%  cv     interest  seeder-copies"
             );
             for r in &self.pickers {
                 let _ = writeln!(
                     s,
-                    "  {:<7} {:>8.1} {:>8.1} {:>11.3} {:>10.3} {:>8.3} {:>14.2}",
+                    "  {:<7} {:>8.1} {:>8.1} {:>11.3} {:>10.3} {:>8.3} {:>11.3} {:>6.3} {:>9.3} {:>14.2}",
                     r.picker,
                     r.completion_secs_mean,
                     r.completion_secs_max,
                     r.efficiency,
                     r.chunk_diversity,
                     r.chunks_missing_from_peers,
+                    r.rarest_decile_ratio,
+                    r.copies_cv,
+                    r.interest,
                     r.seeder_upload_copies
                 );
             }
