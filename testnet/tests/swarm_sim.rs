@@ -3,9 +3,6 @@
 
 use peerlab_testnet::experiments::swarm::{Arrival, Params, PickerArg, run};
 
-/// Most copies of the file the seeder may upload in [`super_seeder_sends_each_chunk_about_once`].
-const SEEDER_COPIES_MAX: f64 = 1.10;
-
 fn small(peers: usize, bad: usize, seed: u64) -> Params {
     Params {
         peers,
@@ -98,25 +95,11 @@ fn invalid_parameters_are_refused() {
 }
 
 #[test]
-fn super_seeder_sends_each_chunk_about_once() {
-    // A flash crowd of 30 peers behind one seeder as fast as a peer: every duplicate the
-    // seeder sends delays the last chunk. Super-seeding with refusals keeps the seeder
-    // near one copy of the file.
-    let r = run(&small(30, 0, 2)).unwrap();
-    assert_eq!(r.honest_peers_completed, 30, "{}", r.render_table());
-    assert!(r.seeder_upload_copies >= 1.0);
-    assert!(
-        r.seeder_upload_copies <= SEEDER_COPIES_MAX,
-        "seeder sent {:.3} copies\n{}",
-        r.seeder_upload_copies,
-        r.render_table()
-    );
-}
-
-#[test]
 fn both_pickers_report_a_diversity_series() {
     let mut p = small(30, 0, 4);
     p.picker = PickerArg::Both;
+    // Slow uplinks so the transfer spans several 5 s samples.
+    p.upload_mbps = 0.5;
     let r = run(&p).unwrap();
     assert_eq!(r.pickers.len(), 2);
     for k in &r.pickers {
