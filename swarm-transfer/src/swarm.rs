@@ -97,8 +97,10 @@ pub struct Config {
     /// Initial seeding (BEP 16 "super-seeding"): a transfer started by
     /// [`Command::Share`] advertises an empty bitfield and reveals chunks to each peer a
     /// few at a time with `Have`, always the chunk least available and least revealed, and
-    /// reveals more to a peer only when it announces one it was shown. Each chunk leaves
-    /// the seeder about once, so the seeder's upload is not spent on duplicates. Ends when
+    /// reveals more to a peer only when it announces one it was shown. While some chunk
+    /// has never been sent, a request for a chunk already sent to another peer is refused
+    /// (`Reject`) and a fresh chunk revealed instead. Each chunk leaves the seeder once
+    /// before any leaves twice, so the seeder's upload is not spent on duplicates. Ends when
     /// every chunk is held by a neighbour; the seeder then sends its full bitfield.
     /// Default true.
     pub super_seed: bool,

@@ -22,7 +22,9 @@
 //! `max{N·F/u_s, F/d_min}`. `efficiency` is the bound over the slowest honest peer's
 //! completion time. With `--picker both` the same swarm runs twice, rarest first and
 //! random piece selection, and both runs are reported side by side with their chunk
-//! diversity (Legout et al., IMC 2006).
+//! diversity (Legout et al., IMC 2006): every 5 s a [`DiversitySample`] records the
+//! copies of the rarest chunks, the spread of copies per chunk and how often one random
+//! peer holds something another lacks.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant as WallInstant};
