@@ -9,7 +9,7 @@
 //!   (`Join{bootstrap}`) and the flooding neighbour set; a node started without any creates
 //!   a new ring at start.
 //! - **membership feeds the other overlays**: every gossip `MemberUp` becomes a flooding
-//!   neighbour candidate, and while the DHT is not joined (its bootstrap failed, or it
+//!   host candidate (shuffled; connected with a hello while below the minimum degree), and while the DHT is not joined (its bootstrap failed, or it
 //!   started alone before others appeared) the peer retries the join through live members
 //!   every [`REJOIN_PERIOD`]. Members' addresses reach the driver through events.
 //! - **swarm discovery through the DHT**: the swarm core's `Discovery::Announce` becomes a
@@ -412,8 +412,25 @@ impl<F: StoreFactory> Peer<F> {
         cx: &mut Cx<'_, Self>,
         f: impl FnOnce(&mut Gossip, &mut Cx<'_, Gossip>),
     ) {
-        for e in nested(cx, &mut self.gossip, f, Message::Gossip, Timer::Gossip) {
+        let events = nested(cx, &mut self.gossip, f, Message::Gossip, Timer::Gossip);
+        let mut up: Vec<PeerId> = events
+            .iter()
+            .filter_map(|e| match e {
+                gossip::Event::MemberUp { peer, .. } if *peer != self.id => Some(*peer),
+                _ => None,
+            })
+            .collect();
+        for e in events {
             self.on_gossip_event(cx, e);
+        }
+        if !up.is_empty() {
+            // New members become flooding host candidates in random order: a joining node
+            // learns the whole member list at once, in id order, and linking to its head
+            // would make every node pick the same few neighbours (which then refuse).
+            cx.rng().shuffle(&mut up);
+            self.flood_do(cx, |f, cx| {
+                f.handle_command(cx, flood::Command::AddHosts(up))
+            });
         }
     }
 
@@ -506,9 +523,6 @@ impl<F: StoreFactory> Peer<F> {
             gossip::Event::MemberUp { peer, .. } => {
                 let peer = *peer;
                 if peer != self.id {
-                    self.flood_do(cx, |f, cx| {
-                        f.handle_command(cx, flood::Command::AddNeighbours(vec![peer]))
-                    });
                     self.join_dht(cx, vec![peer]);
                 }
                 self.member_gauges();

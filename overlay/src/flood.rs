@@ -408,6 +408,12 @@ pub enum Command {
     /// Adds these peers as neighbours, as far as there is room; the rest become candidate
     /// hosts. No message is sent: the link becomes mutual on first contact (module docs).
     AddNeighbours(Vec<PeerId>),
+    /// Remembers these peers as candidate hosts (say, members a membership service
+    /// announced) without linking to them; while below `min_degree` the node connects to the
+    /// newest ones with a TTL-1 hello Ping each, which a full host refuses with `Bye`. Unlike
+    /// [`Command::AddNeighbours`] this never creates a one-sided link that a later Query
+    /// would be refused (and lost) on.
+    AddHosts(Vec<PeerId>),
     /// Shares a name in the local index (failure: [`Event::ShareRejected`]).
     Share {
         /// The name.
@@ -1417,6 +1423,14 @@ impl Protocol for Flood {
                         self.neighbours.add_host(p);
                     }
                 }
+            }
+            Command::AddHosts(peers) => {
+                for p in peers {
+                    if p != self.id && !self.neighbours.contains(&p) {
+                        self.neighbours.add_host(p);
+                    }
+                }
+                self.refill(cx);
             }
             Command::Share { name } => {
                 if let Err(error) = self.index.insert(&name) {

@@ -969,3 +969,44 @@ fn config_bounds_are_checked() {
         assert!(Flood::new(p(0), c).is_err());
     }
 }
+
+#[test]
+fn hosts_are_connected_with_a_hello_up_to_min_degree_only() {
+    let config = Config {
+        min_degree: 3,
+        max_degree: 6,
+        ..Config::default()
+    };
+    let mut n = Node::new(config);
+    let out = n.cmd(Command::AddHosts((1..=10).map(p).collect()));
+    let hellos: BTreeSet<PeerId> = sends(&out)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Msg::Ping { ttl: 1, .. }))
+        .map(|(to, _)| to)
+        .collect();
+    assert_eq!(
+        hellos.len(),
+        3,
+        "one hello per link up to min_degree, not max"
+    );
+    assert_eq!(n.neighbours(), hellos);
+    assert!(
+        n.neighbours()
+            .iter()
+            .all(|q| !n.core.neighbours().get(q).unwrap().confirmed),
+        "a link is confirmed by the host's answer, not assumed"
+    );
+    assert_eq!(n.core.neighbours().hosts_len(), 7);
+    // A full host refuses: another candidate takes its place.
+    let refused = *hellos.iter().next().unwrap();
+    let k = (1..=10).find(|&k| p(k) == refused).unwrap();
+    let out = n.msg(k, Msg::Bye);
+    assert_eq!(n.neighbours().len(), 3);
+    assert!(
+        sends(&out)
+            .iter()
+            .any(|(to, m)| !hellos.contains(to) && matches!(m, Msg::Ping { ttl: 1, .. })),
+        "the replacement gets its own hello"
+    );
+    assert!(!n.neighbours().contains(&refused));
+}
