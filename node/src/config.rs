@@ -155,35 +155,38 @@ impl Config {
 
     /// Checks the timing overrides; the cores check the rest when they are built.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(m) = self.maintenance_ms
-            && !(MIN_MAINTENANCE_MS..=MAX_MAINTENANCE_MS).contains(&m)
-        {
-            return Err(format!(
-                "maintenance_ms must be in {MIN_MAINTENANCE_MS}..={MAX_MAINTENANCE_MS}, not {m}"
-            ));
+        fn within(name: &str, v: Option<u64>, lo: u64, hi: u64) -> Result<(), String> {
+            match v {
+                Some(v) if !(lo..=hi).contains(&v) => {
+                    Err(format!("{name} must be in {lo}..={hi}, not {v}"))
+                }
+                _ => Ok(()),
+            }
         }
-        if let Some(m) = self.probe_ms
-            && !(MIN_MAINTENANCE_MS..=MAX_MAINTENANCE_MS).contains(&m)
-        {
-            return Err(format!(
-                "probe_ms must be in {MIN_MAINTENANCE_MS}..={MAX_MAINTENANCE_MS}, not {m}"
-            ));
-        }
-        if let Some(g) = self.gossip_interval_ms
-            && !(MIN_GOSSIP_INTERVAL_MS..=MAX_GOSSIP_INTERVAL_MS).contains(&g)
-        {
-            return Err(format!(
-                "gossip_interval_ms must be in {MIN_GOSSIP_INTERVAL_MS}..={MAX_GOSSIP_INTERVAL_MS}, not {g}"
-            ));
-        }
-        if let Some(f) = self.gossip_fanout
-            && !(1..=MAX_GOSSIP_FANOUT).contains(&f)
-        {
-            return Err(format!(
-                "gossip_fanout must be in 1..={MAX_GOSSIP_FANOUT}, not {f}"
-            ));
-        }
-        Ok(())
+        within(
+            "maintenance_ms",
+            self.maintenance_ms,
+            MIN_MAINTENANCE_MS,
+            MAX_MAINTENANCE_MS,
+        )?;
+        within(
+            "probe_ms",
+            self.probe_ms,
+            MIN_MAINTENANCE_MS,
+            MAX_MAINTENANCE_MS,
+        )?;
+        within(
+            "gossip_interval_ms",
+            self.gossip_interval_ms,
+            MIN_GOSSIP_INTERVAL_MS,
+            MAX_GOSSIP_INTERVAL_MS,
+        )?;
+        within(
+            "gossip_fanout",
+            self.gossip_fanout.map(|f| f as u64),
+            1,
+            MAX_GOSSIP_FANOUT as u64,
+        )
     }
 
     /// The cores' configuration this node runs with.
@@ -227,4 +230,52 @@ pub fn default_data_dir() -> PathBuf {
     directories::ProjectDirs::from("", "", "peerlab")
         .map(|d| d.data_dir().to_path_buf())
         .unwrap_or_else(|| PathBuf::from(".peerlab"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_overrides_are_range_checked_and_reach_the_cores() {
+        assert!(Config::default().validate().is_ok(), "no override is valid");
+        for bad in [
+            Config {
+                maintenance_ms: Some(MIN_MAINTENANCE_MS - 1),
+                ..Config::default()
+            },
+            Config {
+                probe_ms: Some(MAX_MAINTENANCE_MS + 1),
+                ..Config::default()
+            },
+            Config {
+                gossip_interval_ms: Some(0),
+                ..Config::default()
+            },
+            Config {
+                gossip_fanout: Some(0),
+                ..Config::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let c = Config {
+            maintenance_ms: Some(3000),
+            probe_ms: Some(2000),
+            gossip_interval_ms: Some(150),
+            gossip_fanout: Some(5),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
+        let p = c.peer_config();
+        assert_eq!(p.dht.stabilize_period, Duration::from_secs(3));
+        assert_eq!(p.dht.repair_period, Duration::from_secs(6));
+        assert_eq!(p.gossip.probe_period, Duration::from_secs(2));
+        assert_eq!(p.gossip.probe_timeout, Duration::from_secs(1));
+        assert_eq!(p.gossip.suspicion_timeout, Duration::from_secs(10));
+        assert_eq!(
+            (p.gossip.period, p.gossip.fanout),
+            (Duration::from_millis(150), 5)
+        );
+    }
 }
