@@ -888,6 +888,10 @@ impl Dht {
         list: Vec<NodeRef>,
     ) {
         let Some(vi) = self.vidx(&vnode) else { return };
+        if !matches!(self.phase, Phase::Joining { .. } | Phase::Joined) {
+            // A late answer to a join that already failed (or a peer that left).
+            return;
+        }
         self.adopt(vi, succ, &list);
         // `adopt` drops this vnode's own entry, so the head is the true successor.
         let succ = self.vnodes[vi].succs[0];
@@ -920,9 +924,6 @@ impl Dht {
             self.request(cx, succ.peer, req, msg, Pending::Fingers { vnode, from });
         }
         if let Phase::Joining { req } = self.phase {
-            // Periodic work starts with the first vnode in the ring: its stabilize tick
-            // also restarts the joins of vnodes whose attempts ran out (`join_stragglers`).
-            self.start_timers(cx);
             if self.vnodes.iter().all(|v| v.joined) {
                 self.phase = Phase::Joined;
                 self.emit(cx, req, Ok(Reply::Joined));
@@ -2089,6 +2090,9 @@ impl Protocol for Dht {
                     self.emit(cx, req, Ok(Reply::Joined));
                 } else {
                     self.phase = Phase::Joining { req };
+                    // Periodic work runs while joining too: its stabilize tick restarts the
+                    // joins of vnodes whose attempts ran out (`join_stragglers`).
+                    self.start_timers(cx);
                     let first = self.vnodes[0].id;
                     self.start_lookup(cx, first, Purpose::Join { vnode: first });
                 }
