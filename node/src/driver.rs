@@ -3,8 +3,7 @@
 //! The loop waits on its sources — swarm events, frames from stream reader tasks, inbound
 //! streams, requests from the control API (a bounded channel with oneshot replies) and the
 //! earliest protocol timer — and after every input drains the core's outbox: `Send` becomes
-//! a frame on the core's channel (a request-response batch for the small-message cores, a
-//! length-prefixed frame on a long-lived stream for the transfer core; see
+//! a length-prefixed frame on the long-lived stream of the core's channel to that peer (see
 //! [`crate::wire`]), `Timer` goes into a deadline heap, `Event` goes to the API caller
 //! waiting on its request id. The tokio sleep only wakes the loop; whether a timer is due is
 //! decided by comparing its deadline with the driver's own clock, as quinn's endpoint driver
@@ -15,13 +14,23 @@
 //! peer is disconnected and refused for [`BAN_DURATION`]. Nothing a peer sends can panic
 //! the task.
 //!
-//! **Streams.** Per peer and streamed channel one writer task owns the outbound stream: it
+//! **Streams.** Per peer and channel one writer task owns the outbound stream: it
 //! takes frames from the driver, coalesces what is waiting into one write of at most
 //! [`WRITE_COALESCE_BYTES`] and lets the transport's flow control push back. What waits in
 //! front of a writer is bounded ([`MAX_QUEUED_BYTES`], [`MAX_QUEUED_FRAMES`]; overflow is
 //! dropped and counted, as delivery is best-effort). One reader task per inbound stream
 //! hands frames to the driver through a bounded channel ([`STREAM_EVENT_CAPACITY`]): when the
 //! driver falls behind, readers wait, stop reading, and the sender's writes stall in turn.
+//!
+//! **Connections.** A node dials a peer on its own transport's addresses when it knows any
+//! (QUIC by default), so that two nodes keep one connection rather than one per transport.
+//! Connections stay open while streams are in use and for the idle timeout after; QUIC's
+//! keep-alive and libp2p ping run at [`QUIC_KEEP_ALIVE`] and [`PING_INTERVAL`], slow enough
+//! that a node connected to every member of a few-hundred-node testnet does not spend its
+//! time on them. A peer that restarted with the same identity is recognised by the boot
+//! nonce in its identify agent string ([`agent_version`]); its older connections, which
+//! lead to the dead process, are closed at once instead of swallowing frames until they
+//! time out.
 //!
 //! Metrics are recorded into this node's own Prometheus recorder (installed around each
 //! input with `metrics::with_local_recorder`), so many nodes in one process keep separate
@@ -41,9 +50,8 @@ use libp2p::futures::stream::{BoxStream, SelectAll};
 use libp2p::futures::{AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol as AddrProto;
-use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, StreamProtocol, Swarm, connection_limits, identify, noise, ping, yamux};
 use metrics_exporter_prometheus::PrometheusRecorder;
 use peerlab_overlay::{CodecError, Context, Instant, Outbox, Output, PeerId, Protocol, Rng};
@@ -51,10 +59,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics as m;
-use crate::wire::{
-    Batch, Channel, Frame, FrameCodec, StreamFrame, read_stream_frame, split_batch,
-    write_stream_frame,
-};
+use crate::wire::{Channel, StreamFrame, read_stream_frame, write_stream_frame};
 
 /// Strikes (undecodable, oversized or unattributable frames) after which a peer is
 /// disconnected and banned. Small, because an honest peer never sends a bad frame.
@@ -72,16 +77,8 @@ pub const MAX_ADDRESS_BOOK: usize = 4096;
 /// Most addresses remembered per peer.
 pub const MAX_ADDRS_PER_PEER: usize = 8;
 
-/// Most request-response exchanges in flight to one peer on one channel. Messages sent
-/// meanwhile wait in the peer's queue and leave together as one batch (see
-/// [`crate::wire`]) when an exchange finishes. Small, so that a fast core never opens more
-/// substreams than request-response's `max_concurrent_streams`, Yamux's stream limit or
-/// QUIC's stream credit allow (opening hundreds stalled large fetches); two keeps the link
-/// busy while one acknowledgement travels back.
-pub const MAX_EXCHANGES_PER_CHANNEL: usize = 2;
-
-/// Most bytes of encoded frames waiting to one peer on one channel (in the driver's queue,
-/// or in front of a stream writer); further sends are dropped (delivery is best-effort) so a
+/// Most bytes of encoded frames waiting to one peer on one channel (for the connection, or
+/// in front of a stream writer); further sends are dropped (delivery is best-effort) so a
 /// slow or dead peer cannot grow memory without bound. 16 MiB is many times a swarm
 /// pipeline (64 blocks of 16 KiB).
 pub const MAX_QUEUED_BYTES: usize = 16 << 20;
@@ -106,7 +103,7 @@ pub const STREAM_EVENT_CAPACITY: usize = 128;
 /// sends the answers they produced together).
 const STREAM_EVENTS_PER_TURN: usize = 64;
 
-/// Most inbound streams one peer may hold open per streamed channel. An honest peer uses one
+/// Most inbound streams one peer may hold open per channel. An honest peer uses one
 /// (two briefly, when it replaced an idle writer or holds two connections); more are dropped
 /// so that a peer cannot make the node run unbounded reader tasks.
 pub const MAX_INBOUND_STREAMS_PER_PEER: usize = 4;
@@ -115,9 +112,22 @@ pub const MAX_INBOUND_STREAMS_PER_PEER: usize = 4;
 /// without traffic can reach the idle timeout; the next frame opens a new stream.
 pub const STREAM_IDLE: Duration = Duration::from_secs(30);
 
-/// Read buffer of a stream reader task: several 16 KiB blocks per read, small enough to
-/// keep per connected peer.
-const STREAM_READ_BUFFER: usize = 64 * 1024;
+/// Interval of libp2p pings on every connection (the round-trip time `peerlab peers`
+/// shows). libp2p's default of 15 s made a node connected to 300 peers send 20 pings a
+/// second; failure detection does not depend on it (gossip probes do that).
+pub const PING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// QUIC keep-alive: a connection that sent nothing for this long sends a PING frame, so
+/// that idle connections live until libp2p's idle timeout closes them. quinn's default
+/// through libp2p (5 s) cost a fully connected 300-node testnet tens of thousands of
+/// packets per second.
+pub const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// QUIC idle timeout: a connection that received nothing (not even a keep-alive) for this
+/// long is dead. Twice [`QUIC_KEEP_ALIVE`], so one lost keep-alive does not close a live
+/// connection; a peer that crashed is also noticed by the gossip probes, and one that
+/// restarted by its boot nonce, long before this.
+pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// Most pending timers; beyond this new timers are dropped with a warning (a core that
 /// sets this many is broken).
@@ -187,10 +197,8 @@ pub struct NetConfig {
     pub max_connections: u32,
     /// Most established connections per peer.
     pub max_connections_per_peer: u32,
-    /// A request-response exchange fails after this long.
-    pub request_timeout: Duration,
-    /// Most concurrent substreams per request-response protocol and connection.
-    pub max_concurrent_streams: usize,
+    /// Dial QUIC addresses of a peer when it has any (otherwise TCP ones first).
+    pub prefer_quic: bool,
     /// Seed of the core's random source (`None`: from the OS).
     pub seed: Option<u64>,
 }
@@ -203,43 +211,53 @@ impl Default for NetConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 512,
             max_connections_per_peer: 2,
-            request_timeout: Duration::from_secs(20),
-            max_concurrent_streams: 256,
+            prefer_quic: true,
             seed: None,
         }
     }
 }
 
-/// The libp2p behaviour of a node: limits, identify, ping, one request-response protocol
-/// per small-message core and generic streams for the transfer core.
+/// The libp2p behaviour of a node: limits, identify, ping and the generic streams that
+/// carry every core's channel.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    dht: request_response::Behaviour<FrameCodec>,
-    gossip: request_response::Behaviour<FrameCodec>,
-    flood: request_response::Behaviour<FrameCodec>,
-    /// Long-lived streams for the streamed channels ([`Channel::streamed`]).
+    /// Long-lived streams, one protocol per [`Channel`].
     stream: libp2p_stream::Behaviour,
 }
 
 /// Identify protocol version string nodes announce.
 pub const IDENTIFY_PROTOCOL: &str = "/peerlab/id/1";
 
+/// The identify agent string: the version and a nonce drawn at each start, by which peers
+/// tell a restarted node (same identity, new process) from the one they were connected to.
+pub fn agent_version(boot: u64) -> String {
+    format!("peerlab/{} boot={boot:016x}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The boot nonce of a peerlab agent string (`None` for other agents).
+fn boot_nonce(agent: &str) -> Option<&str> {
+    agent
+        .strip_prefix("peerlab/")?
+        .split_once(" boot=")
+        .map(|(_, b)| b)
+}
+
+/// The addresses of this node's own transport among `all` when there are any (so that two
+/// nodes keep one connection, not one per transport), else all of them.
+fn preferred_addrs(all: Vec<Multiaddr>, prefer_quic: bool) -> Vec<Multiaddr> {
+    let quic = |a: &Multiaddr| a.iter().any(|p| matches!(p, AddrProto::QuicV1));
+    if all.iter().any(|a| quic(a) == prefer_quic) {
+        all.into_iter().filter(|a| quic(a) == prefer_quic).collect()
+    } else {
+        all
+    }
+}
+
 impl Behaviour {
-    fn new(key: &Keypair, cfg: &NetConfig) -> Behaviour {
-        let rr = |ch: Channel| {
-            request_response::Behaviour::with_codec(
-                FrameCodec {
-                    max_frame: ch.max_frame(),
-                },
-                [(StreamProtocol::new(ch.protocol()), ProtocolSupport::Full)],
-                request_response::Config::default()
-                    .with_request_timeout(cfg.request_timeout)
-                    .with_max_concurrent_streams(cfg.max_concurrent_streams),
-            )
-        };
+    fn new(key: &Keypair, cfg: &NetConfig, boot: u64) -> Behaviour {
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(cfg.max_connections))
             .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
@@ -248,29 +266,20 @@ impl Behaviour {
             limits: connection_limits::Behaviour::new(limits),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                    .with_agent_version(format!("peerlab/{}", env!("CARGO_PKG_VERSION"))),
+                    .with_agent_version(agent_version(boot)),
             ),
-            ping: ping::Behaviour::new(ping::Config::new()),
-            dht: rr(Channel::Dht),
-            gossip: rr(Channel::Gossip),
-            flood: rr(Channel::Flood),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
             stream: libp2p_stream::Behaviour::new(),
-        }
-    }
-
-    /// The request-response behaviour of a channel (`None` for a streamed channel).
-    fn rr(&mut self, ch: Channel) -> Option<&mut request_response::Behaviour<FrameCodec>> {
-        match ch {
-            Channel::Dht => Some(&mut self.dht),
-            Channel::Gossip => Some(&mut self.gossip),
-            Channel::Flood => Some(&mut self.flood),
-            Channel::Swarm => None,
         }
     }
 }
 
 /// Builds a swarm with QUIC and TCP + Noise + Yamux transports.
-pub(crate) fn build_swarm(key: Keypair, cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
+pub(crate) fn build_swarm(
+    key: Keypair,
+    cfg: &NetConfig,
+    boot: u64,
+) -> Result<Swarm<Behaviour>, String> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -279,8 +288,12 @@ pub(crate) fn build_swarm(key: Keypair, cfg: &NetConfig) -> Result<Swarm<Behavio
             yamux::Config::default,
         )
         .map_err(|e| format!("tcp transport: {e}"))?
-        .with_quic()
-        .with_behaviour(|key| Behaviour::new(key, cfg))
+        .with_quic_config(|mut q| {
+            q.keep_alive_interval = QUIC_KEEP_ALIVE;
+            q.max_idle_timeout = QUIC_IDLE_TIMEOUT.as_millis() as u32;
+            q
+        })
+        .with_behaviour(|key| Behaviour::new(key, cfg, boot))
         .map_err(|e| format!("behaviour: {e}"))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
         .build();
@@ -456,17 +469,19 @@ impl<P: NetCore> DriverHandle<P> {
 
 #[derive(Default)]
 struct Connected {
-    addrs: Vec<Multiaddr>,
+    /// Open connections and their remote addresses.
+    conns: Vec<(ConnectionId, Multiaddr)>,
     rtt: Option<Duration>,
     agent: Option<String>,
+    /// The boot nonce of the peer's process, from identify.
+    boot: Option<String>,
 }
 
-/// Frames waiting to one peer on one channel.
+/// Frames waiting to one peer on one channel until a connection is up.
 #[derive(Default)]
-struct OutQueue {
+struct Pending {
     frames: VecDeque<Vec<u8>>,
     bytes: usize,
-    exchanges: usize,
 }
 
 struct Waiter<E> {
@@ -583,7 +598,7 @@ async fn read_stream(
     stream: libp2p::Stream,
     events: mpsc::Sender<StreamEvent>,
 ) {
-    let mut io = libp2p::futures::io::BufReader::with_capacity(STREAM_READ_BUFFER, stream);
+    let mut io = libp2p::futures::io::BufReader::with_capacity(ch.read_buffer(), stream);
     loop {
         let ev = match read_stream_frame(&mut io, ch.max_frame()).await {
             Ok(Some(StreamFrame::Data(frame))) => StreamEvent::Frame { peer, ch, frame },
@@ -618,22 +633,16 @@ pub(crate) struct Driver<P: NetCore> {
     connected: BTreeMap<libp2p::PeerId, Connected>,
     strikes: BTreeMap<libp2p::PeerId, u32>,
     banned: BTreeMap<libp2p::PeerId, std::time::Instant>,
-    /// Frames waiting per peer and channel, and the exchanges in flight there.
-    queues: BTreeMap<(libp2p::PeerId, Channel), OutQueue>,
-    /// Queues that got frames since they were last pumped.
-    dirty: Vec<(libp2p::PeerId, Channel)>,
-    /// Set while the frames of one inbound batch are handled, so that the answers to all
-    /// of them are queued first and leave batched.
-    hold_sends: bool,
-    outbound: BTreeMap<(Channel, request_response::OutboundRequestId), libp2p::PeerId>,
+    /// Frames waiting per peer and channel for a connection to that peer.
+    pending: BTreeMap<(libp2p::PeerId, Channel), Pending>,
     /// Opens outbound streams (cloned into writer tasks).
     control: libp2p_stream::Control,
-    /// Inbound streams of every streamed channel.
+    /// Inbound streams of every channel.
     incoming: SelectAll<Incoming>,
-    /// Writer tasks per peer and streamed channel.
+    /// Writer tasks per peer and channel.
     writers: BTreeMap<(libp2p::PeerId, Channel), Writer>,
     next_writer: u64,
-    /// Reader tasks running per peer and streamed channel.
+    /// Reader tasks running per peer and channel.
     readers: BTreeMap<(libp2p::PeerId, Channel), usize>,
     stream_tx: mpsc::Sender<StreamEvent>,
     stream_rx: mpsc::Receiver<StreamEvent>,
@@ -644,6 +653,7 @@ pub(crate) struct Driver<P: NetCore> {
     bootstrap: Vec<Multiaddr>,
     bootstrapped: bool,
     bad_frames: u64,
+    prefer_quic: bool,
     recorder: Arc<PrometheusRecorder>,
 }
 
@@ -687,7 +697,9 @@ impl<P: NetCore> Driver<P> {
     ) -> Result<(Driver<P>, DriverHandle<P>), String> {
         let local_libp2p = key.public().to_peer_id();
         let local = from_libp2p(&local_libp2p).ok_or("the node key must be Ed25519")?;
-        let mut swarm = build_swarm(key, cfg)?;
+        let seed = cfg.seed.unwrap_or_else(random_seed);
+        // A fresh nonce per start even with a fixed protocol seed: it names this process.
+        let mut swarm = build_swarm(key, cfg, random_seed())?;
         for addr in &cfg.listen {
             swarm
                 .listen_on(addr.clone())
@@ -696,7 +708,7 @@ impl<P: NetCore> Driver<P> {
         let (tx, rx) = mpsc::channel(REQUEST_CAPACITY);
         let mut control = swarm.behaviour().stream.new_control();
         let mut incoming = SelectAll::new();
-        for ch in Channel::ALL.into_iter().filter(|c| c.streamed()) {
+        for ch in Channel::ALL {
             let streams = control
                 .accept(StreamProtocol::new(ch.protocol()))
                 .map_err(|e| format!("{}: {e}", ch.protocol()))?;
@@ -707,7 +719,7 @@ impl<P: NetCore> Driver<P> {
         let driver = Driver {
             swarm,
             core,
-            rng: Rng::seed(cfg.seed.unwrap_or_else(random_seed)),
+            rng: Rng::seed(seed),
             outbox: Outbox::new(),
             epoch: std::time::Instant::now(),
             epoch_micros: wall_clock().0,
@@ -720,10 +732,7 @@ impl<P: NetCore> Driver<P> {
             connected: BTreeMap::new(),
             strikes: BTreeMap::new(),
             banned: BTreeMap::new(),
-            queues: BTreeMap::new(),
-            dirty: Vec::new(),
-            hold_sends: false,
-            outbound: BTreeMap::new(),
+            pending: BTreeMap::new(),
             control,
             incoming,
             writers: BTreeMap::new(),
@@ -738,6 +747,7 @@ impl<P: NetCore> Driver<P> {
             bootstrap: cfg.bootstrap.clone(),
             bootstrapped: cfg.bootstrap.is_empty(),
             bad_frames: 0,
+            prefer_quic: cfg.prefer_quic,
             recorder,
         };
         let handle = DriverHandle {
@@ -797,57 +807,16 @@ impl<P: NetCore> Driver<P> {
                 Output::Event(ev) => self.dispatch(ev),
             }
         }
-        if !self.hold_sends {
-            self.pump_dirty();
-        }
     }
 
-    fn pump_dirty(&mut self) {
-        for (peer, ch) in std::mem::take(&mut self.dirty) {
-            self.pump(peer, ch);
-        }
-    }
-
-    /// Starts exchanges to `peer` on `ch` while fewer than [`MAX_EXCHANGES_PER_CHANNEL`]
-    /// are in flight, each carrying as many waiting frames as fit in one request.
-    fn pump(&mut self, peer: libp2p::PeerId, ch: Channel) {
-        loop {
-            let Some(q) = self.queues.get_mut(&(peer, ch)) else {
-                return;
-            };
-            if q.exchanges >= MAX_EXCHANGES_PER_CHANNEL || q.frames.is_empty() {
-                return;
-            }
-            let mut batch = Batch::new(ch.max_frame());
-            let single = q.frames.len() == 1;
-            while let Some(f) = q.frames.front()
-                && !single
-                && batch.fits(f)
-            {
-                batch.push(f);
-                q.bytes -= f.len();
-                q.frames.pop_front();
-            }
-            let request = if batch.is_empty() {
-                // One frame waiting, or one too large to share a batch: send it plain.
-                let f = q.frames.pop_front().unwrap_or_default();
-                q.bytes -= f.len();
-                f
-            } else {
-                batch.into_bytes()
-            };
-            q.exchanges += 1;
-            let addrs: Vec<Multiaddr> = self
-                .address_book
-                .get(&peer)
-                .map(|a| a.iter().cloned().collect())
-                .unwrap_or_default();
-            let Some(rr) = self.swarm.behaviour_mut().rr(ch) else {
-                return;
-            };
-            let id = rr.send_request_with_addresses(&peer, Frame::Data(request), addrs);
-            self.outbound.insert((ch, id), peer);
-        }
+    /// The addresses to dial `peer` on (see [`preferred_addrs`]).
+    fn dial_addrs(&self, peer: &libp2p::PeerId) -> Vec<Multiaddr> {
+        let all: Vec<Multiaddr> = self
+            .address_book
+            .get(peer)
+            .map(|a| a.iter().cloned().collect())
+            .unwrap_or_default();
+        preferred_addrs(all, self.prefer_quic)
     }
 
     fn dispatch(&mut self, ev: P::Event) {
@@ -894,7 +863,7 @@ impl<P: NetCore> Driver<P> {
                 return;
             }
         };
-        if ch.streamed() && self.connected.contains_key(&peer) {
+        if self.connected.contains_key(&peer) {
             let len = frame.len() as u64;
             if self.stream_send(peer, ch, frame) {
                 metrics::counter!(m::BYTES_OUT, "protocol" => ch.name()).increment(len);
@@ -902,8 +871,10 @@ impl<P: NetCore> Driver<P> {
             }
             return;
         }
-        let fresh = !self.queues.contains_key(&(peer, ch));
-        let q = self.queues.entry((peer, ch)).or_default();
+        // Not connected: the frames wait here until the connection is up (then
+        // `flush_pending`) or the dial fails (then they are dropped).
+        let fresh = !self.pending.keys().any(|(p, _)| *p == peer);
+        let q = self.pending.entry((peer, ch)).or_default();
         if q.frames.len() >= MAX_QUEUED_FRAMES || q.bytes + frame.len() > MAX_QUEUED_BYTES {
             metrics::counter!(m::SEND_DROPPED, "protocol" => ch.name()).increment(1);
             return;
@@ -912,31 +883,21 @@ impl<P: NetCore> Driver<P> {
         metrics::counter!(m::MESSAGES_OUT, "protocol" => ch.name()).increment(1);
         q.bytes += frame.len();
         q.frames.push_back(frame);
-        if ch.streamed() {
-            // Not connected: the frames wait here until the connection is up (then
-            // `flush_stream_queues`) or the dial fails (then they are dropped).
-            if fresh {
-                let addrs: Vec<Multiaddr> = self
-                    .address_book
-                    .get(&peer)
-                    .map(|a| a.iter().cloned().collect())
-                    .unwrap_or_default();
-                match self
-                    .swarm
-                    .dial(DialOpts::peer_id(peer).addresses(addrs).build())
-                {
-                    // Dialling, or a dial already under way: its outcome decides.
-                    Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
-                    // No address known (or refused outright): nothing will deliver these.
-                    Err(e) => {
-                        tracing::debug!(%peer, %e, "cannot dial for a stream");
-                        self.queues.remove(&(peer, ch));
-                        metrics::counter!(m::SEND_FAILED, "protocol" => ch.name()).increment(1);
-                    }
+        if fresh {
+            let addrs = self.dial_addrs(&peer);
+            match self
+                .swarm
+                .dial(DialOpts::peer_id(peer).addresses(addrs).build())
+            {
+                // Dialling, or a dial already under way: its outcome decides.
+                Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+                // No address known (or refused outright): nothing will deliver these.
+                Err(e) => {
+                    tracing::debug!(%peer, %e, "cannot dial");
+                    self.pending.retain(|(p, _), _| *p != peer);
+                    metrics::counter!(m::SEND_FAILED, "protocol" => ch.name()).increment(1);
                 }
             }
-        } else if !self.dirty.contains(&(peer, ch)) {
-            self.dirty.push((peer, ch));
         }
     }
 
@@ -992,9 +953,9 @@ impl<P: NetCore> Driver<P> {
     }
 
     /// Moves frames that waited for a connection to `peer` into its stream writers.
-    fn flush_stream_queues(&mut self, peer: libp2p::PeerId) {
-        for ch in Channel::ALL.into_iter().filter(|c| c.streamed()) {
-            if let Some(q) = self.queues.remove(&(peer, ch)) {
+    fn flush_pending(&mut self, peer: libp2p::PeerId) {
+        for ch in Channel::ALL {
+            if let Some(q) = self.pending.remove(&(peer, ch)) {
                 for f in q.frames {
                     // Already counted as sent when it was queued.
                     self.stream_send(peer, ch, f);
@@ -1005,7 +966,7 @@ impl<P: NetCore> Driver<P> {
 
     fn on_stream_event(&mut self, ev: StreamEvent) {
         match ev {
-            StreamEvent::Frame { peer, ch, frame } => self.on_frames(peer, ch, vec![&frame[..]]),
+            StreamEvent::Frame { peer, ch, frame } => self.on_frame(peer, ch, &frame),
             StreamEvent::Oversized { peer, ch } => {
                 self.strike(peer, ch, "frame over the channel's limit")
             }
@@ -1047,9 +1008,8 @@ impl<P: NetCore> Driver<P> {
         tokio::spawn(read_stream(peer, ch, stream, self.stream_tx.clone()));
     }
 
-    /// Hands the frames of one inbound request or stream read to the core; the answers to
-    /// all of them are queued before any is sent.
-    fn on_frames(&mut self, peer: libp2p::PeerId, ch: Channel, frames: Vec<&[u8]>) {
+    /// Hands one frame read from a stream to the core.
+    fn on_frame(&mut self, peer: libp2p::PeerId, ch: Channel, frame: &[u8]) {
         if self.banned.contains_key(&peer) {
             return;
         }
@@ -1057,25 +1017,14 @@ impl<P: NetCore> Driver<P> {
             self.strike(peer, ch, "not an Ed25519 peer");
             return;
         };
-        let held = self.hold_sends;
-        self.hold_sends = true;
-        for frame in frames {
-            if self.banned.contains_key(&peer) {
-                break;
+        metrics::counter!(m::BYTES_IN, "protocol" => ch.name()).increment(frame.len() as u64);
+        metrics::counter!(m::MESSAGES_IN, "protocol" => ch.name()).increment(1);
+        match P::decode(ch, frame) {
+            Ok(msg) if P::channel(&msg) == ch => {
+                self.with_core(|core, cx| core.handle_message(cx, from, msg));
             }
-            metrics::counter!(m::BYTES_IN, "protocol" => ch.name()).increment(frame.len() as u64);
-            metrics::counter!(m::MESSAGES_IN, "protocol" => ch.name()).increment(1);
-            match P::decode(ch, frame) {
-                Ok(msg) if P::channel(&msg) == ch => {
-                    self.with_core(|core, cx| core.handle_message(cx, from, msg));
-                }
-                Ok(_) => self.strike(peer, ch, "message on the wrong channel"),
-                Err(e) => self.strike(peer, ch, &e.to_string()),
-            }
-        }
-        self.hold_sends = held;
-        if !held {
-            self.pump_dirty();
+            Ok(_) => self.strike(peer, ch, "message on the wrong channel"),
+            Err(e) => self.strike(peer, ch, &e.to_string()),
         }
     }
 
@@ -1142,7 +1091,7 @@ impl<P: NetCore> Driver<P> {
                 .iter()
                 .map(|(p, c)| PeerInfo {
                     peer_id: p.to_string(),
-                    addresses: c.addrs.iter().map(|a| a.to_string()).collect(),
+                    addresses: c.conns.iter().map(|(_, a)| a.to_string()).collect(),
                     rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1e3),
                     agent: c.agent.clone(),
                     strikes: self.strikes.get(p).copied().unwrap_or(0),
@@ -1267,8 +1216,7 @@ impl<P: NetCore> Driver<P> {
                     In::Req(Some(r)) => self.on_request(r).map(Some),
                     In::Req(None) => Some(None),
                     In::Stream(ev) => {
-                        // Take what else arrived too, so the answers leave together.
-                        self.hold_sends = true;
+                        // Take what else arrived too before looking at other inputs.
                         self.on_stream_event(ev);
                         for _ in 1..STREAM_EVENTS_PER_TURN {
                             match self.stream_rx.try_recv() {
@@ -1276,8 +1224,6 @@ impl<P: NetCore> Driver<P> {
                                 Err(_) => break,
                             }
                         }
-                        self.hold_sends = false;
-                        self.pump_dirty();
                         None
                     }
                     In::Incoming(ch, peer, s) => {
@@ -1318,10 +1264,7 @@ impl<P: NetCore> Driver<P> {
         /// How often the grace loop looks at the stream writers' queues.
         const POLL: Duration = Duration::from_millis(20);
         let deadline = tokio::time::Instant::now() + GRACE;
-        while self
-            .queues
-            .values()
-            .any(|q| q.exchanges > 0 || !q.frames.is_empty())
+        while self.pending.values().any(|q| !q.frames.is_empty())
             || self
                 .writers
                 .values()
@@ -1359,7 +1302,10 @@ impl<P: NetCore> Driver<P> {
                 self.listen_addrs.retain(|a| *a != address);
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
             } => {
                 if self.banned.contains_key(&peer_id) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
@@ -1370,10 +1316,8 @@ impl<P: NetCore> Driver<P> {
                     self.remember(peer_id, strip_p2p(&remote));
                 }
                 let c = self.connected.entry(peer_id).or_default();
-                if !c.addrs.contains(&remote) {
-                    c.addrs.push(remote.clone());
-                }
-                self.flush_stream_queues(peer_id);
+                c.conns.push((connection_id, remote.clone()));
+                self.flush_pending(peer_id);
                 metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
                 if endpoint.is_dialer() && !self.bootstrapped {
                     let plain = strip_p2p(&remote);
@@ -1389,7 +1333,7 @@ impl<P: NetCore> Driver<P> {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                endpoint,
+                connection_id,
                 num_established,
                 ..
             } => {
@@ -1401,7 +1345,7 @@ impl<P: NetCore> Driver<P> {
                         // re-bootstraps the overlay (a seed that restarted, a dropped link).
                         self.bootstrapped = false;
                     }
-                    self.queues.retain(|(p, _), _| *p != peer_id);
+                    self.pending.retain(|(p, _), _| *p != peer_id);
                     // Dropping a writer's sender ends its task (its stream is gone anyway).
                     self.writers.retain(|(p, _), _| *p != peer_id);
                     metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
@@ -1409,8 +1353,7 @@ impl<P: NetCore> Driver<P> {
                         self.with_core(|core, cx| core.handle_peer_down(cx, p));
                     }
                 } else if let Some(c) = self.connected.get_mut(&peer_id) {
-                    let remote = endpoint.get_remote_address();
-                    c.addrs.retain(|a| a != remote);
+                    c.conns.retain(|(id, _)| *id != connection_id);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -1421,8 +1364,7 @@ impl<P: NetCore> Driver<P> {
                 tracing::debug!(%peer, %error, "dial failed");
                 if !self.connected.contains_key(&peer) {
                     // Frames that waited for this connection cannot be delivered.
-                    self.queues
-                        .retain(|(p, ch), _| *p != peer || !ch.streamed());
+                    self.pending.retain(|(p, _), _| *p != peer);
                 }
                 if !self.connected.contains_key(&peer)
                     && let Some(p) = from_libp2p(&peer)
@@ -1437,7 +1379,12 @@ impl<P: NetCore> Driver<P> {
 
     fn on_behaviour_event(&mut self, ev: BehaviourEvent) {
         match ev {
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                connection_id,
+                info,
+                ..
+            }) => {
                 for a in info.listen_addrs {
                     if !a.iter().any(|p| {
                         matches!(p, AddrProto::Ip4(ip) if ip.is_unspecified())
@@ -1446,9 +1393,7 @@ impl<P: NetCore> Driver<P> {
                         self.remember(peer_id, strip_p2p(&a));
                     }
                 }
-                if let Some(c) = self.connected.get_mut(&peer_id) {
-                    c.agent = Some(info.agent_version);
-                }
+                self.on_agent(peer_id, connection_id, info.agent_version);
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
@@ -1459,86 +1404,61 @@ impl<P: NetCore> Driver<P> {
                     c.rtt = Some(rtt);
                 }
             }
-            BehaviourEvent::Dht(e) => self.on_rr_event(Channel::Dht, e),
-            BehaviourEvent::Gossip(e) => self.on_rr_event(Channel::Gossip, e),
-            BehaviourEvent::Flood(e) => self.on_rr_event(Channel::Flood, e),
             _ => {}
         }
     }
 
-    fn outbound_done(&mut self, ch: Channel, id: request_response::OutboundRequestId) {
-        if let Some(peer) = self.outbound.remove(&(ch, id)) {
-            match self.queues.get_mut(&(peer, ch)) {
-                Some(q) if q.exchanges <= 1 && q.frames.is_empty() => {
-                    self.queues.remove(&(peer, ch));
-                }
-                Some(q) => {
-                    q.exchanges = q.exchanges.saturating_sub(1);
-                    self.pump(peer, ch);
-                }
-                None => {}
-            }
+    /// Records a peer's agent string. A new boot nonce on a connection means the peer
+    /// restarted with the same identity: its other connections lead to the old process,
+    /// which cannot answer, so they are closed and the writers on them restarted.
+    fn on_agent(&mut self, peer: libp2p::PeerId, on: ConnectionId, agent: String) {
+        let Some(c) = self.connected.get_mut(&peer) else {
+            return;
+        };
+        let boot = boot_nonce(&agent).map(str::to_owned);
+        let restarted = boot.is_some() && c.boot.is_some() && c.boot != boot;
+        c.boot = boot;
+        c.agent = Some(agent);
+        if !restarted {
+            return;
         }
+        let stale: Vec<ConnectionId> = c
+            .conns
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != on)
+            .collect();
+        tracing::debug!(%peer, stale = stale.len(), "peer restarted; closing its old connections");
+        metrics::counter!(m::PEER_RESTARTS).increment(1);
+        for id in stale {
+            self.swarm.close_connection(id);
+        }
+        self.writers.retain(|(p, _), _| *p != peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_nonce_is_read_back_from_the_agent_string_only() {
+        let agent = agent_version(0x1234);
+        assert!(agent.starts_with("peerlab/"));
+        assert_eq!(boot_nonce(&agent), Some("0000000000001234"));
+        assert_ne!(boot_nonce(&agent_version(1)), boot_nonce(&agent_version(2)));
+        assert_eq!(boot_nonce("peerlab/0.1.0"), None);
+        assert_eq!(boot_nonce("rust-libp2p/0.46 boot=1"), None);
     }
 
-    fn on_rr_event(&mut self, ch: Channel, ev: request_response::Event<Frame, ()>) {
-        use request_response::{Event as E, InboundFailure, Message, OutboundFailure};
-        match ev {
-            E::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                if let Some(rr) = self.swarm.behaviour_mut().rr(ch) {
-                    let _ = rr.send_response(channel, ());
-                }
-                if self.banned.contains_key(&peer) {
-                    return;
-                }
-                let request = match request {
-                    Frame::Data(d) => d,
-                    Frame::Oversized => {
-                        self.strike(peer, ch, "frame over the channel's limit");
-                        return;
-                    }
-                };
-                match split_batch(&request) {
-                    Ok(frames) => self.on_frames(peer, ch, frames),
-                    Err(e) => self.strike(peer, ch, &e.to_string()),
-                }
-            }
-            E::Message {
-                message: Message::Response { request_id, .. },
-                ..
-            } => self.outbound_done(ch, request_id),
-            E::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                self.outbound_done(ch, request_id);
-                metrics::counter!(m::SEND_FAILED, "protocol" => ch.name()).increment(1);
-                if matches!(
-                    error,
-                    OutboundFailure::DialFailure | OutboundFailure::UnsupportedProtocols
-                ) && !self.connected.contains_key(&peer)
-                    && let Some(p) = from_libp2p(&peer)
-                {
-                    self.with_core(|core, cx| core.handle_peer_down(cx, p));
-                }
-            }
-            E::InboundFailure {
-                peer,
-                error: InboundFailure::Io(e),
-                ..
-            } if e.kind() == std::io::ErrorKind::InvalidData => {
-                self.strike(peer, ch, &e.to_string());
-            }
-            _ => {}
-        }
+    #[test]
+    fn dials_use_the_own_transport_when_the_peer_has_it() {
+        let quic: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
+        let tcp: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+        let both = vec![tcp.clone(), quic.clone()];
+        assert_eq!(preferred_addrs(both.clone(), true), vec![quic.clone()]);
+        assert_eq!(preferred_addrs(both, false), vec![tcp.clone()]);
+        assert_eq!(preferred_addrs(vec![tcp.clone()], true), vec![tcp]);
+        assert_eq!(preferred_addrs(vec![quic.clone()], false), vec![quic]);
     }
 }

@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - [`peer`]: `Peer`, the composition of the cores (sans-IO; also runs in the simulator).
-//! - [`wire`]: one libp2p protocol per core, frame limits, the request-response codec.
+//! - [`wire`]: one libp2p protocol per core, stream framing, frame limits.
 //! - [`driver`]: the tokio task that owns the libp2p swarm and the `Peer`.
 //! - [`datadir`], [`config`], [`store`]: identity, configuration file, durable records.
 //! - [`api`]: the HTTP + JSON control API; [`client`]: a blocking client for it.
@@ -211,6 +211,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         bootstrap,
         idle_timeout: cfg.idle_timeout(),
         max_connections: cfg.max_connections,
+        prefer_quic: cfg.transport == config::Transport::Quic,
         seed: cfg.seed,
         ..driver::NetConfig::default()
     };

@@ -26,6 +26,8 @@ pub const SEND_FAILED: &str = "peerlab_send_failed_total";
 pub const BAD_FRAMES: &str = "peerlab_bad_frames_total";
 /// Counter: peers banned for bad frames.
 pub const PEERS_BANNED: &str = "peerlab_peers_banned_total";
+/// Counter: peers seen to restart with the same identity (a new boot nonce in identify).
+pub const PEER_RESTARTS: &str = "peerlab_peer_restarts_total";
 /// Counter: DHT lookups completed (label `result`: ok / failed).
 pub const LOOKUPS: &str = "peerlab_dht_lookups_total";
 /// Histogram: hops of completed DHT lookups.
