@@ -593,6 +593,12 @@ impl Gossip {
         &self.rejected
     }
 
+    /// Whether a join through seeds is under way (between `Command::Join` and
+    /// [`Event::Joined`] or [`Event::JoinFailed`]).
+    pub fn is_joining(&self) -> bool {
+        self.join.is_some()
+    }
+
     /// Whether the node has left.
     pub fn has_left(&self) -> bool {
         self.phase == Phase::Gone

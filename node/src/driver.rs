@@ -46,7 +46,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use libp2p::futures::stream::{BoxStream, SelectAll};
 use libp2p::futures::{AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol as AddrProto;
@@ -99,6 +98,11 @@ pub const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 /// transfer limit.
 pub const STREAM_EVENT_CAPACITY: usize = 128;
 
+/// Capacity of the channel from the stream acceptor tasks to the driver, in inbound streams:
+/// a burst of new peers each opening a stream per protocol (a few hundred nodes starting
+/// together) waits here rather than being dropped.
+pub const INCOMING_CAPACITY: usize = 1024;
+
 /// Most stream events the driver handles in one turn before it looks at other inputs (and
 /// sends the answers they produced together).
 const STREAM_EVENTS_PER_TURN: usize = 64;
@@ -113,21 +117,27 @@ pub const MAX_INBOUND_STREAMS_PER_PEER: usize = 4;
 pub const STREAM_IDLE: Duration = Duration::from_secs(30);
 
 /// Interval of libp2p pings on every connection (the round-trip time `peerlab peers`
-/// shows). libp2p's default of 15 s made a node connected to 300 peers send 20 pings a
-/// second; failure detection does not depend on it (gossip probes do that).
-pub const PING_INTERVAL: Duration = Duration::from_secs(60);
+/// shows; the first ping goes out when the connection opens). libp2p's default of 15 s made
+/// a node connected to 300 peers send 20 pings a second; failure detection does not depend
+/// on it (gossip probes do that).
+pub const PING_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Interval of identify's periodic re-identification on every connection. Addresses and
+/// protocols of a node do not change while it runs; libp2p's default of 5 minutes cost a
+/// fully connected 300-node testnet 300 identify exchanges a second.
+pub const IDENTIFY_INTERVAL: Duration = Duration::from_secs(1800);
 
 /// QUIC keep-alive: a connection that sent nothing for this long sends a PING frame, so
-/// that idle connections live until libp2p's idle timeout closes them. quinn's default
-/// through libp2p (5 s) cost a fully connected 300-node testnet tens of thousands of
-/// packets per second.
-pub const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// that idle connections live until libp2p's idle timeout closes them and a connection to
+/// a vanished peer is noticed. quinn's default through libp2p (5 s) cost a fully connected
+/// 300-node testnet tens of thousands of packets per second.
+pub const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 /// QUIC idle timeout: a connection that received nothing (not even a keep-alive) for this
-/// long is dead. Twice [`QUIC_KEEP_ALIVE`], so one lost keep-alive does not close a live
-/// connection; a peer that crashed is also noticed by the gossip probes, and one that
+/// long is dead. Two and a half keep-alive periods, so one lost keep-alive does not close a
+/// live connection. A peer that crashed is noticed by the gossip probes, and one that
 /// restarted by its boot nonce, long before this.
-pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(40);
+pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Most pending timers; beyond this new timers are dropped with a warning (a core that
 /// sets this many is broken).
@@ -266,7 +276,8 @@ impl Behaviour {
             limits: connection_limits::Behaviour::new(limits),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                    .with_agent_version(agent_version(boot)),
+                    .with_agent_version(agent_version(boot))
+                    .with_interval(IDENTIFY_INTERVAL),
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
             stream: libp2p_stream::Behaviour::new(),
@@ -525,7 +536,25 @@ enum StreamEvent {
     },
 }
 
-type Incoming = BoxStream<'static, (Channel, libp2p::PeerId, libp2p::Stream)>;
+/// An inbound stream handed from an acceptor task to the driver.
+type Incoming = (Channel, libp2p::PeerId, libp2p::Stream);
+
+/// Moves the inbound streams of one channel from libp2p-stream to the driver as they come.
+/// libp2p-stream hands them over through a channel with room for a single stream and drops
+/// any that arrive while it is full; the driver, busy with a turn, would lose the streams
+/// of a burst (twenty nodes joining through one seed at once), so this task, woken by each
+/// arrival, takes them at once and waits instead in front of the driver's larger channel.
+async fn accept_streams(
+    ch: Channel,
+    mut streams: libp2p_stream::IncomingStreams,
+    to_driver: mpsc::Sender<Incoming>,
+) {
+    while let Some((peer, stream)) = streams.next().await {
+        if to_driver.send((ch, peer, stream)).await.is_err() {
+            return;
+        }
+    }
+}
 
 /// Owns one outbound stream: opens it, then writes the frames the driver hands over,
 /// coalescing those waiting into one write, until the driver drops its sender, the stream
@@ -638,7 +667,7 @@ pub(crate) struct Driver<P: NetCore> {
     /// Opens outbound streams (cloned into writer tasks).
     control: libp2p_stream::Control,
     /// Inbound streams of every channel.
-    incoming: SelectAll<Incoming>,
+    incoming: mpsc::Receiver<Incoming>,
     /// Writer tasks per peer and channel.
     writers: BTreeMap<(libp2p::PeerId, Channel), Writer>,
     next_writer: u64,
@@ -707,13 +736,12 @@ impl<P: NetCore> Driver<P> {
         }
         let (tx, rx) = mpsc::channel(REQUEST_CAPACITY);
         let mut control = swarm.behaviour().stream.new_control();
-        let mut incoming = SelectAll::new();
+        let (incoming_tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
         for ch in Channel::ALL {
             let streams = control
                 .accept(StreamProtocol::new(ch.protocol()))
                 .map_err(|e| format!("{}: {e}", ch.protocol()))?;
-            let streams: Incoming = streams.map(move |(p, s)| (ch, p, s)).boxed();
-            incoming.push(streams);
+            tokio::spawn(accept_streams(ch, streams, incoming_tx.clone()));
         }
         let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
         let driver = Driver {
@@ -1202,7 +1230,7 @@ impl<P: NetCore> Driver<P> {
             let input: In<P> = tokio::select! {
                 ev = self.swarm.select_next_some() => In::Swarm(Box::new(ev)),
                 Some(ev) = self.stream_rx.recv() => In::Stream(ev),
-                Some((ch, peer, s)) = self.incoming.next() => In::Incoming(ch, peer, s),
+                Some((ch, peer, s)) = self.incoming.recv() => In::Incoming(ch, peer, s),
                 req = self.requests.recv() => In::Req(req),
                 _ = sleep => In::Wake,
                 _ = tick.tick() => In::Tick,

@@ -261,7 +261,13 @@ pub struct Peer<F: StoreFactory> {
     chunks_seen: BTreeMap<ContentId, u32>,
     arrivals: BTreeMap<(PeerId, String), Instant>,
     arrival_order: VecDeque<((PeerId, String), Instant)>,
+    /// The peers this node was bootstrapped with (at most [`MAX_BOOTSTRAP_PEERS`]): the
+    /// rejoin timer goes back to them while gossip knows no member.
+    bootstrap: Vec<PeerId>,
 }
+
+/// Most bootstrap peers remembered for rejoining.
+pub const MAX_BOOTSTRAP_PEERS: usize = 16;
 
 /// Gossip entries whose arrival time a peer remembers: enough for a convergence run's
 /// updates with room for the application's own keys; older ones are forgotten first.
@@ -318,6 +324,7 @@ impl<F: StoreFactory> Peer<F> {
             chunks_seen: BTreeMap::new(),
             arrivals: BTreeMap::new(),
             arrival_order: VecDeque::new(),
+            bootstrap: Vec::new(),
         })
     }
 
@@ -659,8 +666,22 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                 if self.dht.has_left() {
                     return;
                 }
+                // A gossip join whose messages were all lost gave up; with no member known
+                // there is nobody else to ask than the bootstrap peers.
+                if self.gossip.up_count() == 0
+                    && !self.gossip.is_joining()
+                    && !self.bootstrap.is_empty()
+                {
+                    let seeds = self.bootstrap.clone();
+                    self.gossip_do(cx, |g, cx| {
+                        g.handle_command(cx, gossip::Command::Join { seeds })
+                    });
+                }
                 if !self.dht.is_joined() {
-                    let seeds = self.alive_members(3);
+                    let mut seeds = self.alive_members(3);
+                    if seeds.is_empty() {
+                        seeds = self.bootstrap.clone();
+                    }
                     if !seeds.is_empty() {
                         self.join_dht(cx, seeds);
                     }
@@ -677,6 +698,7 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                 if peers.is_empty() {
                     return;
                 }
+                self.bootstrap = peers.iter().copied().take(MAX_BOOTSTRAP_PEERS).collect();
                 let seeds = peers.clone();
                 self.gossip_do(cx, |g, cx| {
                     g.handle_command(cx, gossip::Command::Join { seeds })
@@ -871,6 +893,8 @@ mod tests {
         timers: BTreeMap<(Instant, u64), (PeerId, Timer)>,
         seq: u64,
         events: Vec<(PeerId, Event)>,
+        /// Messages sent by these peers are lost until the given time.
+        mute: BTreeMap<PeerId, Instant>,
     }
 
     impl Loop {
@@ -893,7 +917,8 @@ mod tests {
         fn run_until(&mut self, until: Instant) {
             loop {
                 while let Some((from, to, msg)) = self.queue.pop_front() {
-                    if self.peers.contains_key(&to) {
+                    let muted = self.mute.get(&from).is_some_and(|until| self.now < *until);
+                    if self.peers.contains_key(&to) && !muted {
                         self.input(to, |p, cx| p.handle_message(cx, from, msg));
                     }
                 }
@@ -922,6 +947,7 @@ mod tests {
             timers: BTreeMap::new(),
             seq: 0,
             events: Vec::new(),
+            mute: BTreeMap::new(),
         };
         for (i, id) in ids.iter().enumerate() {
             let mut cfg = Config::lan();
@@ -970,5 +996,45 @@ mod tests {
             _ => None,
         });
         assert_eq!(got, Some(Some(b"v".to_vec())));
+    }
+
+    #[test]
+    fn a_node_whose_joins_were_all_lost_rejoins_through_its_bootstrap_peers() {
+        let (seed, late) = (PeerId::synthetic(1), PeerId::synthetic(2));
+        let mut l = Loop {
+            peers: BTreeMap::new(),
+            rng: Rng::seed(3),
+            now: Instant::ZERO,
+            queue: VecDeque::new(),
+            timers: BTreeMap::new(),
+            seq: 0,
+            events: Vec::new(),
+            // Everything the newcomer sends in its first 30 s is lost (its streams to the
+            // seed were dropped, say): gossip gives its join up after a few attempts.
+            mute: BTreeMap::from([(late, Instant(30_000_000))]),
+        };
+        for (id, create) in [(seed, true), (late, false)] {
+            let mut cfg = Config::lan();
+            cfg.create_ring = create;
+            l.peers
+                .insert(id, Peer::new(id, cfg, MemoryFactory).unwrap());
+            l.input(id, |p, cx| p.handle_start(cx));
+        }
+        l.input(late, |p, cx| {
+            p.handle_command(cx, Command::Bootstrap(vec![seed]))
+        });
+        l.run_until(Instant(29_000_000));
+        assert!(
+            l.events
+                .iter()
+                .any(|(at, e)| *at == late && matches!(e, Event::Gossip(gossip::Event::JoinFailed))),
+            "the muted join failed"
+        );
+        assert_eq!(l.peers[&late].gossip().up_count(), 0);
+        l.run_until(Instant(60_000_000));
+        for id in [seed, late] {
+            assert_eq!(l.peers[&id].gossip().up_count(), 1, "{id:?} sees the other");
+            assert!(l.peers[&id].dht().is_joined(), "{id:?} joined the ring");
+        }
     }
 }

@@ -210,6 +210,15 @@ pub const NODES_PER_BASE_PERIOD: usize = 40;
 /// The LAN profile's DHT maintenance period, ms.
 pub const BASE_MAINTENANCE_MS: u64 = 1000;
 
+/// Connection idle timeout of a testnet's nodes, seconds. Gossip picks its partners at
+/// random, so every node talks to every member now and then; closing a connection after the
+/// default minute of silence only makes the pair handshake again (QUIC + TLS + identify)
+/// the next time, which at hundreds of nodes costs more than keeping the mesh open.
+pub const TESTNET_IDLE_TIMEOUT_SECS: u64 = 600;
+
+/// Connections a testnet node may hold beyond one per other node (dials racing, clients).
+pub const TESTNET_SPARE_CONNECTIONS: u32 = 64;
+
 /// Protocol timings of a testnet's nodes (recorded in `testnet.json`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -739,6 +748,10 @@ impl Testnet {
         cfg.probe_ms = Some(t.maintenance_for(n));
         cfg.gossip_interval_ms = Some(t.gossip_interval_ms);
         cfg.gossip_fanout = Some(t.gossip_fanout);
+        cfg.idle_timeout_secs = TESTNET_IDLE_TIMEOUT_SECS;
+        cfg.max_connections = cfg
+            .max_connections
+            .max(n as u32 + TESTNET_SPARE_CONNECTIONS);
         if let Some(base) = self.base_port {
             let p = base as usize + i;
             cfg.listen = match self.manifest.transport {
