@@ -41,7 +41,9 @@ pub use picker::Strategy;
 pub use storage::{
     ChunkStore, FileFactory, FileStore, MemoryFactory, MemoryStore, StoreError, StoreFactory,
 };
-pub use swarm::{Command, CommandError, Config, Event, ProtocolError, Swarm, Timer, TransferStats};
+pub use swarm::{
+    Command, CommandError, Config, Event, Link, ProtocolError, Swarm, Timer, TransferStats,
+};
 pub use wire::{Body, Message};
 
 /// Re-exported so users build blocks and hashes with the same versions as this crate.

@@ -262,6 +262,34 @@ impl Picker {
         best
     }
 
+    /// Whether [`Picker::pick`] could find a block in `peer_has` right now: a chunk not held
+    /// and not started, a started chunk with a block nobody has been asked for, or — in
+    /// endgame — a block requested fewer than [`Config::endgame_copies`] times. Stricter
+    /// than [`Picker::wants_from`]: a peer whose only chunks we lack are already fully
+    /// requested elsewhere has nothing to give us *now*.
+    pub fn can_pick(&self, peer_has: &Bitfield) -> bool {
+        let endgame = self.in_endgame();
+        for i in peer_has.ones() {
+            if self.have.get(i) {
+                continue;
+            }
+            let Some(p) = self.partial.get(&i) else {
+                return true;
+            };
+            if p.missing > 0 {
+                return true;
+            }
+            if endgame
+                && p.slots
+                    .iter()
+                    .any(|s| matches!(s, Slot::Requested(n) if *n < self.config.endgame_copies))
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Whether `peer_has` holds a chunk we still need (not held).
     pub fn wants_from(&self, peer_has: &Bitfield) -> bool {
         peer_has.has_any_missing_from(&self.have)
@@ -490,5 +518,23 @@ mod tests {
         assert!(p.wants_from(&bits(3, &[1])));
         p.mark_have(1);
         assert!(!p.wants_from(&bits(3, &[1])));
+    }
+
+    #[test]
+    fn can_pick_only_when_a_block_is_unrequested() {
+        let m = manifest(2, 2 * crate::manifest::BLOCK_SIZE);
+        let mut pk = picker(2, 0);
+        let only0 = bits(2, &[0]);
+        let mut rng = Rng::seed(1);
+        assert!(pk.can_pick(&only0));
+        // Both blocks of chunk 0 requested: nothing left to ask a holder of chunk 0 only.
+        assert_eq!(pk.pick(&m, &only0, &[], &mut rng), Some((0, 0)));
+        assert_eq!(pk.pick(&m, &only0, &[], &mut rng), Some((0, 1)));
+        assert!(!pk.can_pick(&only0));
+        assert!(pk.wants_from(&only0));
+        // Chunk 1 is unstarted; a dropped request makes chunk 0 requestable again.
+        assert!(pk.can_pick(&bits(2, &[0, 1])));
+        pk.request_dropped((0, 1));
+        assert!(pk.can_pick(&only0));
     }
 }
