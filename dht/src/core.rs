@@ -35,6 +35,9 @@ const MAX_OP_ATTEMPTS: u32 = 3;
 /// Attempts to join one virtual node before the join fails.
 const MAX_JOIN_ATTEMPTS: u32 = 6;
 
+/// Most bootstrap (fallback) peers kept for joins and rejoins.
+const MAX_FALLBACK_PEERS: usize = 64;
+
 /// Hand-back lookups in flight at once (each moves up to one batch of orphaned records).
 const MAX_HANDBACKS: usize = 4;
 
@@ -567,13 +570,24 @@ impl Dht {
 
     fn start_lookup(&mut self, cx: &mut Cx<'_, Self>, key: Id, purpose: Purpose) -> u64 {
         let id = self.fresh();
-        let bootstrap = match purpose {
-            Purpose::Join { .. } if !self.vnodes.iter().any(|v| v.joined) => {
-                let mut b = self.bootstrap.clone();
-                cx.rng().shuffle(&mut b);
-                b
+        // A join starts from the bootstrap peers when no virtual node of ours is in the
+        // ring, and so does a retry: the first attempt through our own routing state found
+        // only ourselves (all successors dropped), so ask someone else.
+        let external = match purpose {
+            Purpose::Join { vnode } => {
+                !self.vnodes.iter().any(|v| v.joined)
+                    || self
+                        .vidx(&vnode)
+                        .is_some_and(|vi| self.vnodes[vi].join_attempts > 0)
             }
-            _ => Vec::new(),
+            _ => false,
+        };
+        let bootstrap = if external {
+            let mut b = self.bootstrap.clone();
+            cx.rng().shuffle(&mut b);
+            b
+        } else {
+            Vec::new()
         };
         let l = Lookup {
             key,
@@ -2071,6 +2085,18 @@ impl Protocol for Dht {
     fn handle_command(&mut self, cx: &mut Cx<'_, Self>, cmd: Command) {
         let now = cx.now();
         match cmd {
+            Command::SetFallbackPeers { peers } => {
+                if self.phase != Phase::Joined {
+                    // A join under way keeps the peers it was given.
+                    return;
+                }
+                let me = self.me;
+                self.bootstrap = peers
+                    .into_iter()
+                    .filter(|p| *p != me)
+                    .take(MAX_FALLBACK_PEERS)
+                    .collect();
+            }
             Command::Join { req, bootstrap } => {
                 if self.phase != Phase::Idle {
                     self.emit(cx, req, Err(Error::AlreadyJoined));
@@ -2080,7 +2106,7 @@ impl Protocol for Dht {
                 self.bootstrap = bootstrap
                     .into_iter()
                     .filter(|p| *p != me)
-                    .take(64)
+                    .take(MAX_FALLBACK_PEERS)
                     .collect();
                 self.generation += 1;
                 if self.bootstrap.is_empty() {

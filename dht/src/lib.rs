@@ -203,6 +203,14 @@ pub enum Command {
         /// Peers already in the ring.
         bootstrap: Vec<PeerId>,
     },
+    /// Peers known to be in the ring (from membership), asked when a virtual node's rejoin
+    /// through this node's own routing state led nowhere (at most 64 are kept). Without
+    /// them, a node whose successors were all dropped (false timeouts under overload) can
+    /// only find its own virtual nodes and stays out of the ring.
+    SetFallbackPeers {
+        /// Live peers; this node is ignored.
+        peers: Vec<PeerId>,
+    },
     /// Leave gracefully: hand keys and pointers to neighbours, then stop.
     Leave {
         /// Request id.

@@ -354,6 +354,8 @@ struct Net {
     timers: BTreeMap<(Instant, u64), (PeerId, Timer)>,
     seq: u64,
     events: Vec<(PeerId, Event)>,
+    /// Messages to and from these peers are lost until the given time.
+    cut: BTreeMap<PeerId, Instant>,
 }
 
 impl Net {
@@ -366,6 +368,7 @@ impl Net {
             timers: BTreeMap::new(),
             seq: 0,
             events: Vec::new(),
+            cut: BTreeMap::new(),
         }
     }
 
@@ -401,6 +404,10 @@ impl Net {
         loop {
             while !self.queue.is_empty() {
                 let (from, to, msg) = self.queue.remove(0);
+                let cut = |p: &PeerId| self.cut.get(p).is_some_and(|until| self.now < *until);
+                if cut(&from) || cut(&to) {
+                    continue;
+                }
                 self.with(to, |d, cx| d.handle_message(cx, from, msg));
             }
             let Some((&(at, s), _)) = self.timers.iter().next() else {
@@ -678,6 +685,50 @@ fn peers_join_converge_store_and_leave() {
 /// A peer that crashes and restarts at once (same key, so the same vnode ids) finds itself
 /// still listed in everyone's tables: its join lookups end at its own stale entries. It
 /// must join anyway, through the predecessor's successor list, and the ring must converge.
+/// Builds a converged ring of `n` peers with `vnodes` virtual nodes each, peer 1 first.
+fn converged(n: u64, vnodes: u16) -> (Net, Vec<PeerId>) {
+    let mut net = Net::new();
+    let peers: Vec<PeerId> = (1..=n).map(PeerId::synthetic).collect();
+    for (i, &p) in peers.iter().enumerate() {
+        net.add(p, Dht::new(cfg(vnodes), p).unwrap());
+        let bootstrap = if i == 0 { vec![] } else { vec![peers[0]] };
+        net.command(
+            p,
+            Command::Join {
+                req: 100 + i as u64,
+                bootstrap,
+            },
+        );
+        net.run_for(Duration::from_millis(500));
+    }
+    net.run_for(Duration::from_secs(60));
+    net.assert_ideal();
+    (net, peers)
+}
+
+#[test]
+fn ring_creator_that_dropped_every_successor_rejoins_through_fallback_peers() {
+    for vnodes in [1, 3] {
+        let (mut net, peers) = converged(6, vnodes);
+        let creator = peers[0];
+        // Membership hands the creator live peers (it was started without bootstrap).
+        net.command(
+            creator,
+            Command::SetFallbackPeers {
+                peers: peers[1..].to_vec(),
+            },
+        );
+        // Overload: the creator's requests time out for a while, so it drops every
+        // successor (and the others drop it).
+        net.cut.insert(creator, net.now + Duration::from_secs(10));
+        net.run_for(Duration::from_secs(10));
+        // Once its messages flow again it is back in the one ring: its rejoins go to the
+        // fallback peers rather than only to its own virtual nodes.
+        net.run_for(Duration::from_secs(60));
+        net.assert_ideal();
+    }
+}
+
 #[test]
 fn restart_with_same_identity_rejoins_while_still_listed() {
     for vnodes in [1, 3, 8] {

@@ -205,6 +205,11 @@ impl Config {
             c.dht.fix_fingers_period = p;
             c.dht.check_predecessor_period = 2 * p;
             c.dht.repair_period = 2 * p;
+            // A node that takes longer than the request timeout to answer is dropped from
+            // successor lists and fingers. Under the load that makes maintenance slow down,
+            // answers slow down too; dropping live successors for it once split a 300-node
+            // testnet's ring (Chord's stabilization cannot merge two rings again).
+            c.dht.request_timeout = c.dht.request_timeout.max(p / 2);
         }
         if let Some(ms) = self.probe_ms {
             let p = Duration::from_millis(ms);
@@ -277,6 +282,7 @@ mod tests {
         let p = c.peer_config();
         assert_eq!(p.dht.stabilize_period, Duration::from_secs(3));
         assert_eq!(p.dht.repair_period, Duration::from_secs(6));
+        assert_eq!(p.dht.request_timeout, Duration::from_millis(1500));
         assert_eq!(p.gossip.probe_period, Duration::from_secs(2));
         assert_eq!(p.gossip.probe_timeout, Duration::from_secs(1));
         assert_eq!(p.gossip.suspicion_timeout, Duration::from_secs(10));

@@ -266,6 +266,9 @@ pub struct Peer<F: StoreFactory> {
     bootstrap: Vec<PeerId>,
 }
 
+/// Live members handed to the DHT at every [`REJOIN_PERIOD`] as peers to rejoin through.
+pub const DHT_FALLBACK_PEERS: usize = 8;
+
 /// Most bootstrap peers remembered for rejoining.
 pub const MAX_BOOTSTRAP_PEERS: usize = 16;
 
@@ -469,6 +472,21 @@ impl<F: StoreFactory> Peer<F> {
         self.dht_do(cx, |d, cx| {
             d.handle_command(cx, dht::Command::Join { req, bootstrap })
         });
+    }
+
+    /// Up to `n` alive members chosen at random.
+    fn random_alive_members(&self, cx: &mut Cx<'_, Self>, n: usize) -> Vec<PeerId> {
+        let all: Vec<PeerId> = self
+            .gossip
+            .members()
+            .filter(|(p, mb)| **p != self.id && mb.state == gossip::MemberState::Alive)
+            .map(|(p, _)| *p)
+            .collect();
+        cx.rng()
+            .sample_indices(all.len(), n.min(all.len()))
+            .into_iter()
+            .map(|i| all[i])
+            .collect()
     }
 
     fn alive_members(&self, n: usize) -> Vec<PeerId> {
@@ -675,6 +693,14 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                     let seeds = self.bootstrap.clone();
                     self.gossip_do(cx, |g, cx| {
                         g.handle_command(cx, gossip::Command::Join { seeds })
+                    });
+                }
+                if self.dht.is_joined() {
+                    // Membership tells the DHT whom to ask should a virtual node's rejoin
+                    // through its own routing state find nobody but this node.
+                    let peers = self.random_alive_members(cx, DHT_FALLBACK_PEERS);
+                    self.dht_do(cx, |d, cx| {
+                        d.handle_command(cx, dht::Command::SetFallbackPeers { peers })
                     });
                 }
                 if !self.dht.is_joined() {

@@ -1324,8 +1324,9 @@ pub fn run_child_from_env() -> bool {
             std::process::exit(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread runs the node: hundreds of node processes share a few cores, and a
+    // separate worker thread would add a cross-thread wake-up to every packet.
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

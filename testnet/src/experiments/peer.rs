@@ -267,6 +267,8 @@ fn request_id(cmd: &dht::Command) -> u64 {
         | dht::Command::Delete { req, .. }
         | dht::Command::AddProvider { req, .. }
         | dht::Command::GetProviders { req, .. } => *req,
+        // Carries no request id and gets no answer.
+        dht::Command::SetFallbackPeers { .. } => 0,
     }
 }
 
