@@ -113,3 +113,26 @@ fn both_pickers_report_a_diversity_series() {
         }
     }
 }
+
+#[test]
+fn initial_seeding_phase_is_measured_for_both_pickers() {
+    let p = Params {
+        picker: PickerArg::Both,
+        no_super_seed: true,
+        ..small(12, 0, 5)
+    };
+    let r = run(&p).unwrap();
+    for run in &r.pickers {
+        let i = &run.initial_seeding;
+        let first = i.first_copy_secs.expect("every chunk reached a peer");
+        assert!(first <= run.completion_secs_max + 1.0, "{first}");
+        // Every chunk had to leave the seeder at least once before all were at peers.
+        assert!(i.seeder_copies_at_first_copy.unwrap() >= 1.0 - 1e-9);
+        assert!(!i.series.is_empty());
+        // Nobody leaves, so chunks held only by the seeder never come back.
+        for w in i.series.windows(2) {
+            assert!(w[1][1] <= w[0][1], "{:?}", i.series);
+        }
+        assert!((0.0..=1.0).contains(&i.interest_mean));
+    }
+}

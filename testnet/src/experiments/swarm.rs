@@ -44,6 +44,8 @@ use crate::sim::{Latency, Sim, SimConfig};
 pub const MAX_PEERS: usize = 20_000;
 /// Largest file accepted, in MiB (the original is held in memory once).
 pub const MAX_FILE_MIB: u64 = 4096;
+/// Largest `--pipeline-depth` accepted (1024 blocks = 16 MiB in flight per peer).
+pub const MAX_PIPELINE_DEPTH: usize = 1024;
 /// How often chunk diversity is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Ordered peer pairs drawn per sample for [`DiversitySample::interest`] (bounds the cost
@@ -72,6 +74,183 @@ pub struct DiversitySample {
     /// Fraction of random ordered pairs (x, y) of downloading peers in which y holds a
     /// chunk x lacks, i.e. x would be interested in y (Legout's peer interest).
     pub interest: f64,
+}
+
+/// Snapshots of the connection flags per [`SAMPLE_EVERY`] window for
+/// [`PickerRun::uplink_states`].
+pub const UPLINK_SNAPSHOTS: u32 = 5;
+
+/// What the downloading peers' uplinks were doing in one window: each downloading peer
+/// falls in exactly one of the first four classes (fractions of the downloading peers
+/// present, averaged over the window's snapshots).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UplinkState {
+    /// End of the window, seconds.
+    pub secs: f64,
+    /// Holds no chunk yet: nothing to upload.
+    pub empty: f64,
+    /// Holds chunks but no neighbour is interested in them.
+    pub no_demand: f64,
+    /// Some neighbour is interested, but no peer it unchokes has a request in flight to
+    /// it: the uplink is idle although there is demand.
+    pub idle_with_demand: f64,
+    /// Some unchoked peer has a request in flight to it.
+    pub busy: f64,
+    /// Mean over uploading peers (demand or busy) of unchoked interested peers that have
+    /// no request in flight to it: slots held by peers that take nothing.
+    pub idle_slots: f64,
+    /// Mean over the same peers of interested peers it keeps choked.
+    pub choked_demand: f64,
+}
+
+#[derive(Default)]
+struct UplinkWindow {
+    snapshots: u32,
+    sum: UplinkState,
+}
+
+impl UplinkWindow {
+    fn finish(self, now: Instant) -> UplinkState {
+        let n = self.snapshots.max(1) as f64;
+        UplinkState {
+            secs: now.as_secs_f64(),
+            empty: self.sum.empty / n,
+            no_demand: self.sum.no_demand / n,
+            idle_with_demand: self.sum.idle_with_demand / n,
+            busy: self.sum.busy / n,
+            idle_slots: self.sum.idle_slots / n,
+            choked_demand: self.sum.choked_demand / n,
+        }
+    }
+}
+
+/// Classifies every downloading peer's uplink at this instant (see [`UplinkState`]).
+fn uplink_snapshot(
+    sim: &Sim<Node>,
+    cid: &peerlab_swarm::ContentId,
+    leechers: &[PeerId],
+    w: &mut UplinkWindow,
+) {
+    // Requests in flight from downloader d to uploader u.
+    let mut in_flight: std::collections::BTreeMap<(PeerId, PeerId), usize> = Default::default();
+    let mut present = Vec::new();
+    for q in leechers {
+        let Some(n) = sim.node(q) else { continue };
+        let Some(have) = n.have(cid) else { continue };
+        let links = n.links(cid);
+        for l in &links {
+            if l.outstanding > 0 {
+                in_flight.insert((*q, l.peer), l.outstanding);
+            }
+        }
+        present.push((*q, have.count(), links));
+    }
+    if present.is_empty() {
+        return;
+    }
+    let total = present.len() as f64;
+    let (mut empty, mut no_demand, mut idle, mut busy) = (0.0, 0.0, 0.0, 0.0);
+    let (mut uploaders, mut idle_slots, mut choked_demand) = (0.0, 0.0, 0.0);
+    for (q, have, links) in &present {
+        if *have == 0 {
+            empty += 1.0;
+            continue;
+        }
+        let demand = links.iter().filter(|l| l.peer_interested).count();
+        if demand == 0 {
+            no_demand += 1.0;
+            continue;
+        }
+        uploaders += 1.0;
+        let mut active = 0;
+        for l in links.iter().filter(|l| l.peer_interested) {
+            if l.am_choking {
+                choked_demand += 1.0;
+            } else if in_flight.contains_key(&(l.peer, *q)) {
+                active += 1;
+            } else {
+                idle_slots += 1.0;
+            }
+        }
+        if active > 0 {
+            busy += 1.0;
+        } else {
+            idle += 1.0;
+        }
+    }
+    w.snapshots += 1;
+    w.sum.empty += empty / total;
+    w.sum.no_demand += no_demand / total;
+    w.sum.idle_with_demand += idle / total;
+    w.sum.busy += busy / total;
+    if uploaders > 0.0 {
+        w.sum.idle_slots += idle_slots / uploaders;
+        w.sum.choked_demand += choked_demand / uploaders;
+    }
+}
+
+/// The initial seeding phase as Legout et al. (IMC 2006, §4.2.1) measure it: while some
+/// chunk is held only by the seeders, the swarm depends on them, and the piece picker
+/// decides whether the seeders' upload goes into chunks nobody has (rarest first) or into
+/// copies of chunks already out (random). Downloading peers only; 1 s resolution.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct InitialSeeding {
+    /// First second at which every chunk is held by at least one downloading peer (the
+    /// seeders have served one full copy); `None` if never.
+    pub first_copy_secs: Option<f64>,
+    /// Seeders' upload until then, in file copies: 1.0 if every chunk left a seeder once
+    /// before any left twice.
+    pub seeder_copies_at_first_copy: Option<f64>,
+    /// Seeders' upload over the same time in file copies if it had run at full rate
+    /// (the time a perfect seeder needs is F/u_s).
+    pub seeder_capacity_copies_at_first_copy: Option<f64>,
+    /// Time-average over the phase of the fraction of chunks held by no downloading peer.
+    pub seeder_only_mean: f64,
+    /// Time-average over the phase of Legout's peer interest on real connections: the
+    /// fraction of connected (downloader, downloader) pairs (x, y) in which y holds a
+    /// chunk x lacks.
+    pub interest_mean: f64,
+    /// Every 5 s until the phase ends: `[secs, chunks held only by the seeders (fraction),
+    /// copies of the rarest chunk among downloading peers, connected-pair interest]`.
+    pub series: Vec<[f64; 4]>,
+}
+
+/// Copies per chunk among the downloading peers present, and the fraction of connected
+/// (x, y) downloader pairs in which y holds a chunk x lacks.
+fn chunk_copies(
+    sim: &Sim<Node>,
+    cid: &peerlab_swarm::ContentId,
+    leechers: &[PeerId],
+    chunks: u32,
+) -> (Vec<u32>, f64) {
+    let mut copies = vec![0u32; chunks as usize];
+    let mut fields: std::collections::BTreeMap<PeerId, &Bitfield> = Default::default();
+    for q in leechers {
+        if let Some(h) = sim.node(q).and_then(|n| n.have(cid)) {
+            fields.insert(*q, h);
+            for c in h.ones() {
+                copies[c as usize] += 1;
+            }
+        }
+    }
+    let (mut pairs, mut interested) = (0u64, 0u64);
+    for (q, mine) in &fields {
+        let Some(n) = sim.node(q) else { continue };
+        for l in n.links(cid) {
+            if let Some(theirs) = fields.get(&l.peer) {
+                pairs += 1;
+                if theirs.has_any_missing_from(mine) {
+                    interested += 1;
+                }
+            }
+        }
+    }
+    let interest = if pairs > 0 {
+        interested as f64 / pairs as f64
+    } else {
+        0.0
+    };
+    (copies, interest)
 }
 
 /// How peers arrive.
@@ -144,6 +323,13 @@ pub struct Params {
     /// Turn off initial super-seeding (BEP 16) on the seeders.
     #[arg(long)]
     pub no_super_seed: bool,
+    /// Outstanding block requests per peer (the core's `Config::pipeline_depth`).
+    #[arg(long, default_value_t = Config::default().pipeline_depth)]
+    pub pipeline_depth: usize,
+    /// Interest as BEP 3 defines it ("the peer has a chunk we lack") instead of "the peer
+    /// has a block we can request now" (`Config::release_idle_interest` off).
+    #[arg(long)]
+    pub bep3_interest: bool,
     /// Seed of every random choice (file, arrivals, neighbours, network, cores).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -167,6 +353,8 @@ impl Default for Params {
             latency_ms: 50,
             max_secs: None,
             no_super_seed: false,
+            pipeline_depth: Config::default().pipeline_depth,
+            bep3_interest: false,
             seed: 1,
         }
     }
@@ -204,10 +392,16 @@ pub struct PickerRun {
     /// First 5 s sample (seconds) at which every chunk was held by some downloading peer,
     /// i.e. when the seeders had pushed the whole file out once.
     pub all_chunks_at_peers_secs: Option<f64>,
+    /// The initial seeding phase (Legout et al., IMC 2006, §4.2.1: until the seeders have
+    /// pushed one full copy into the swarm), sampled every second.
+    pub initial_seeding: InitialSeeding,
     /// Downloading peers' upload utilisation per 5 s window (bytes sent on the wire by
     /// all downloading peers / their total upload capacity), from the start to the end of
     /// the run: where peers' uplinks sit idle.
     pub peer_upload_utilisation: Vec<f64>,
+    /// Why downloading peers' uplinks are busy or idle, per 5 s window (means of
+    /// [`UPLINK_SNAPSHOTS`] snapshots of every core's connection flags).
+    pub uplink_states: Vec<UplinkState>,
     /// Honest peers that completed.
     pub honest_peers_completed: usize,
     /// Simulator events processed.
@@ -365,6 +559,11 @@ fn validate(p: &Params) -> Result<(), ExperimentError> {
     if !(p.arrival_rate.is_finite() && p.arrival_rate > 0.0) {
         return invalid("--arrival-rate must be positive");
     }
+    if !(1..=MAX_PIPELINE_DEPTH).contains(&p.pipeline_depth) {
+        return invalid(format!(
+            "--pipeline-depth must be in 1..={MAX_PIPELINE_DEPTH}"
+        ));
+    }
     if p.neighbours == 0 {
         return invalid("--neighbours must be at least 1");
     }
@@ -441,6 +640,8 @@ fn run_one(
     let mut config = Config::default();
     config.picker.strategy = strategy;
     config.super_seed = !p.no_super_seed;
+    config.pipeline_depth = p.pipeline_depth;
+    config.release_idle_interest = !p.bep3_interest;
     // Progress events are not needed here; completion events are.
     config.progress_every = 0;
     let cid = manifest.content_id();
@@ -533,12 +734,48 @@ fn run_one(
     // The metric's own random stream: sampling never perturbs the simulation.
     let mut pair_rng = Rng::seed(p.seed ^ 0x6469_7665_7273_6974);
     let mut all_at_peers: Option<f64> = None;
+    let mut initial = InitialSeeding::default();
+    let (mut only_sum, mut interest_sum, mut phase_samples) = (0.0f64, 0.0f64, 0u32);
     let mut utilisation = Vec::new();
+    let mut uplinks = Vec::new();
     let mut last_sent = 0u64;
     let chunks = manifest.chunk_count();
     while honest_done < honest.len() && sim.now() < deadline {
         let next = sim.now() + SAMPLE_EVERY;
-        sim.run_until(next);
+        let mut window = UplinkWindow::default();
+        for k in 1..=UPLINK_SNAPSHOTS {
+            sim.run_until(sim.now() + SAMPLE_EVERY / UPLINK_SNAPSHOTS);
+            if k == UPLINK_SNAPSHOTS {
+                sim.run_until(next);
+            }
+            uplink_snapshot(&sim, &cid, &leechers, &mut window);
+            if initial.first_copy_secs.is_none() {
+                let (copies, interest) = chunk_copies(&sim, &cid, &leechers, chunks);
+                let only = copies.iter().filter(|&&c| c == 0).count() as f64 / chunks.max(1) as f64;
+                let rarest = copies.iter().copied().min().unwrap_or(0);
+                only_sum += only;
+                interest_sum += interest;
+                phase_samples += 1;
+                if k == UPLINK_SNAPSHOTS {
+                    initial
+                        .series
+                        .push([sim.now().as_secs_f64(), only, rarest as f64, interest]);
+                }
+                if only == 0.0 {
+                    let secs = sim.now().as_secs_f64();
+                    let up: u64 = seeders
+                        .iter()
+                        .filter_map(|s| sim.node(s)?.stats(&cid))
+                        .map(|s| s.uploaded)
+                        .sum();
+                    initial.first_copy_secs = Some(secs);
+                    initial.seeder_copies_at_first_copy = Some(up as f64 / f);
+                    initial.seeder_capacity_copies_at_first_copy =
+                        Some(seed_up as f64 * p.seeders as f64 * secs / f);
+                }
+            }
+        }
+        uplinks.push(window.finish(sim.now()));
         for (at, who, ev) in sim.take_events() {
             match ev {
                 Event::Completed { cid: c, .. } if c == cid => {
@@ -677,7 +914,13 @@ fn run_one(
         diversity_series: series,
         seeder_upload_copies: seeder_up as f64 / f,
         all_chunks_at_peers_secs: all_at_peers,
+        initial_seeding: InitialSeeding {
+            seeder_only_mean: only_sum / phase_samples.max(1) as f64,
+            interest_mean: interest_sum / phase_samples.max(1) as f64,
+            ..initial
+        },
         peer_upload_utilisation: utilisation,
+        uplink_states: uplinks,
         honest_peers_completed: honest_done,
         events: sim.events_processed(),
     };
@@ -850,6 +1093,23 @@ impl Report {
                     r.seeder_upload_copies
                 );
             }
+        }
+        let _ = writeln!(
+            s,
+            "  initial seeding: picker  first-copy(s)  seeder-copies-then  seeder-only(mean)  interest(mean)"
+        );
+        for r in &self.pickers {
+            let i = &r.initial_seeding;
+            let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));
+            let _ = writeln!(
+                s,
+                "                   {:<7} {:>13} {:>19} {:>18.3} {:>15.3}",
+                r.picker,
+                opt(i.first_copy_secs),
+                opt(i.seeder_copies_at_first_copy),
+                i.seeder_only_mean,
+                i.interest_mean
+            );
         }
         s
     }
