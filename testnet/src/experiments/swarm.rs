@@ -326,10 +326,10 @@ pub struct Params {
     /// Outstanding block requests per peer (the core's `Config::pipeline_depth`).
     #[arg(long, default_value_t = Config::default().pipeline_depth)]
     pub pipeline_depth: usize,
-    /// Interest as BEP 3 defines it ("the peer has a chunk we lack") instead of "the peer
-    /// has a block we can request now" (`Config::release_idle_interest` off).
+    /// Interest means "the peer has a block we can request now" instead of BEP 3's "the
+    /// peer has a chunk we lack" (`Config::release_idle_interest`).
     #[arg(long)]
-    pub bep3_interest: bool,
+    pub request_now_interest: bool,
     /// Seed of every random choice (file, arrivals, neighbours, network, cores).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -354,7 +354,7 @@ impl Default for Params {
             max_secs: None,
             no_super_seed: false,
             pipeline_depth: Config::default().pipeline_depth,
-            bep3_interest: false,
+            request_now_interest: false,
             seed: 1,
         }
     }
@@ -641,7 +641,7 @@ fn run_one(
     config.picker.strategy = strategy;
     config.super_seed = !p.no_super_seed;
     config.pipeline_depth = p.pipeline_depth;
-    config.release_idle_interest = !p.bep3_interest;
+    config.release_idle_interest = p.request_now_interest;
     // Progress events are not needed here; completion events are.
     config.progress_every = 0;
     let cid = manifest.content_id();
