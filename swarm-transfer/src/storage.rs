@@ -525,10 +525,15 @@ impl ChunkStore for FileStore {
         // before it lists the chunk in the bitfield on disk.
         self.held.set(chunk);
         self.unflushed += self.manifest.chunk_len(chunk) as u64;
-        if self.unflushed >= self.policy.bytes
-            || now().duration_since(self.last_flush) >= self.policy.interval
+        if (self.unflushed >= self.policy.bytes
+            || now().duration_since(self.last_flush) >= self.policy.interval)
+            && let Err(e) = self.flush()
         {
-            self.flush()?;
+            // The caller learns that this chunk was not stored, so store and caller agree:
+            // it is not held, and the earlier unflushed ones wait for the next flush.
+            self.held.clear(chunk);
+            self.unflushed -= self.manifest.chunk_len(chunk) as u64;
+            return Err(e);
         }
         Ok(())
     }
