@@ -124,9 +124,15 @@ fn standard_libp2p_client_identifies_and_pings_over_tcp_and_quic() {
     }
 }
 
-/// Sends each of `frames` to `node` on its own DHT stream, length-prefixed as the wire
-/// says (a client that does not limit what it sends), and waits until the node closes the
-/// connection (it bans a peer after three bad frames).
+/// Most bad frames the attacking client sends before giving up.
+const MAX_ATTACK_FRAMES: usize = 60;
+
+/// Pause between two bad frames of the attacking client.
+const ATTACK_PACING: Duration = Duration::from_millis(50);
+
+/// Sends `frames` (cycling) to `node`, each on its own DHT stream, length-prefixed as the
+/// wire says (a client that does not limit what it sends), and waits until the node closes
+/// the connection (it bans a peer after three bad frames).
 async fn send_frames_until_banned(addr: Multiaddr, node: libp2p::PeerId, frames: Vec<Vec<u8>>) {
     let mut c = raw_client();
     let control = c.behaviour().stream.new_control();
@@ -138,16 +144,27 @@ async fn send_frames_until_banned(addr: Multiaddr, node: libp2p::PeerId, frames:
                 if let Some(frames) = frames.take() {
                     let mut control = control.clone();
                     tokio::spawn(async move {
-                        for f in frames {
+                        // Each bad frame on a stream of its own (the node reads no further
+                        // than an oversized length), cycling until the node bans us: an
+                        // inbound stream can be lost when several arrive at once
+                        // (libp2p-stream hands them over through a one-slot channel), so
+                        // a fixed number of frames would not be a fair test of the ban.
+                        let mut open = Vec::new();
+                        for f in frames.iter().cycle().take(MAX_ATTACK_FRAMES) {
                             let proto = StreamProtocol::new(Channel::Dht.protocol());
                             let Ok(mut s) = control.open_stream(node, proto).await else {
                                 return;
                             };
                             let mut buf = Vec::new();
-                            write_stream_frame(&mut buf, &f);
+                            write_stream_frame(&mut buf, f);
                             // The node stops reading an oversized frame: errors are expected.
                             let _ = s.write_all(&buf).await;
-                            let _ = s.close().await;
+                            let _ = s.flush().await;
+                            // Kept open so the node reads it before seeing an end.
+                            open.push(s);
+                            // Pacing of the attack, not synchronisation: the loop ends when
+                            // the node closes the connection.
+                            tokio::time::sleep(ATTACK_PACING).await;
                         }
                     });
                 }
