@@ -880,6 +880,16 @@ impl Dht {
         }
     }
 
+    /// Keeps up to [`MAX_FALLBACK_PEERS`] of `peers` (not this node) to join through.
+    fn set_bootstrap(&mut self, peers: Vec<PeerId>) {
+        let me = self.me;
+        self.bootstrap = peers
+            .into_iter()
+            .filter(|p| *p != me)
+            .take(MAX_FALLBACK_PEERS)
+            .collect();
+    }
+
     fn rejoin_vnode(&mut self, cx: &mut Cx<'_, Self>, vnode: Id) {
         let Some(vi) = self.vidx(&vnode) else { return };
         let v = &mut self.vnodes[vi];
@@ -2090,24 +2100,14 @@ impl Protocol for Dht {
                     // A join under way keeps the peers it was given.
                     return;
                 }
-                let me = self.me;
-                self.bootstrap = peers
-                    .into_iter()
-                    .filter(|p| *p != me)
-                    .take(MAX_FALLBACK_PEERS)
-                    .collect();
+                self.set_bootstrap(peers);
             }
             Command::Join { req, bootstrap } => {
                 if self.phase != Phase::Idle {
                     self.emit(cx, req, Err(Error::AlreadyJoined));
                     return;
                 }
-                let me = self.me;
-                self.bootstrap = bootstrap
-                    .into_iter()
-                    .filter(|p| *p != me)
-                    .take(MAX_FALLBACK_PEERS)
-                    .collect();
+                self.set_bootstrap(bootstrap);
                 self.generation += 1;
                 if self.bootstrap.is_empty() {
                     self.create_ring();

@@ -732,22 +732,7 @@ fn ring_creator_that_dropped_every_successor_rejoins_through_fallback_peers() {
 #[test]
 fn restart_with_same_identity_rejoins_while_still_listed() {
     for vnodes in [1, 3, 8] {
-        let mut net = Net::new();
-        let peers: Vec<PeerId> = (1..=6).map(PeerId::synthetic).collect();
-        for (i, &p) in peers.iter().enumerate() {
-            net.add(p, Dht::new(cfg(vnodes), p).unwrap());
-            let bootstrap = if i == 0 { vec![] } else { vec![peers[0]] };
-            net.command(
-                p,
-                Command::Join {
-                    req: 100 + i as u64,
-                    bootstrap,
-                },
-            );
-            net.run_for(Duration::from_millis(500));
-        }
-        net.run_for(Duration::from_secs(60));
-        net.assert_ideal();
+        let (mut net, peers) = converged(6, vnodes);
         let r = peers[3];
         let stale = net.nodes.values().filter(|d| {
             d.peer() != r
