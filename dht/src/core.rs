@@ -571,14 +571,15 @@ impl Dht {
     fn start_lookup(&mut self, cx: &mut Cx<'_, Self>, key: Id, purpose: Purpose) -> u64 {
         let id = self.fresh();
         // A join starts from the bootstrap peers when no virtual node of ours is in the
-        // ring, and so does a retry: the first attempt through our own routing state found
-        // only ourselves (all successors dropped), so ask someone else.
+        // ring. Otherwise attempts alternate: our own routing state first (it knows the
+        // live neighbours after a restart), the bootstrap peers on every other retry (our
+        // state may lead only to ourselves once all successors were dropped).
         let external = match purpose {
             Purpose::Join { vnode } => {
                 !self.vnodes.iter().any(|v| v.joined)
                     || self
                         .vidx(&vnode)
-                        .is_some_and(|vi| self.vnodes[vi].join_attempts > 0)
+                        .is_some_and(|vi| self.vnodes[vi].join_attempts % 2 == 1)
             }
             _ => false,
         };
