@@ -91,8 +91,10 @@ pub(crate) struct NodeArgs {
     /// Transport [default: quic].
     #[arg(long, value_enum)]
     transport: Option<TransportArg>,
-    /// DHT maintenance period in ms (stabilize, fix fingers; twice it for
-    /// check-predecessor and repair) [default: the profile's, 1000 on a LAN].
+    /// DHT maintenance period in ms of a ring at rest (stabilize, fix fingers; twice it
+    /// for check-predecessor and repair). Longer than the profile's period, it makes
+    /// maintenance adaptive: the profile's period while the ring changes, this one once it
+    /// is quiet [default: the profile's, 1000 on a LAN].
     #[arg(long, value_name = "MS")]
     maintenance_ms: Option<u64>,
     /// Gossip round period in ms [default: 200].

@@ -242,6 +242,44 @@ pub struct Dht {
     next_id: u64,
     last_version: u64,
     counters: Counters,
+    /// Bumped whenever a successor list, a predecessor or a vnode's membership of the ring
+    /// changes (adaptive maintenance: see [`Config::max_backoff`]).
+    ring_epoch: u64,
+    /// Bumped whenever a finger changes.
+    finger_epoch: u64,
+    /// Adaptive maintenance state of the periodic tasks, indexed by [`Task`].
+    backoff: [Backoff; 4],
+}
+
+/// The periodic maintenance tasks, as indices into [`Dht::backoff`].
+#[derive(Clone, Copy, Debug)]
+enum Task {
+    Stabilize = 0,
+    FixFingers = 1,
+    CheckPredecessor = 2,
+    Repair = 3,
+}
+
+/// When a periodic task next does its work (adaptive maintenance).
+#[derive(Clone, Copy, Debug)]
+struct Backoff {
+    /// Periods between two rounds of work now: 1 after a change, doubled after each quiet
+    /// round up to [`Config::max_backoff`].
+    level: u32,
+    /// Periods since the last round of work.
+    ticks: u32,
+    /// The change counter the last round of work saw.
+    epoch: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            level: 1,
+            ticks: 0,
+            epoch: u64::MAX,
+        }
+    }
 }
 
 impl Dht {
@@ -288,6 +326,9 @@ impl Dht {
             next_id: 1,
             last_version: 0,
             counters: Counters::default(),
+            ring_epoch: 0,
+            finger_epoch: 0,
+            backoff: [Backoff::default(); 4],
         })
     }
 
@@ -524,16 +565,25 @@ impl Dht {
 
     fn drop_where(&mut self, cx: &mut Cx<'_, Self>, dead: impl Fn(&NodeRef) -> bool) {
         let mut orphaned = Vec::new();
+        let mut changed = false;
         for v in &mut self.vnodes {
             let had = !v.succs.is_empty();
+            let len = v.succs.len();
             v.succs.retain(|s| !dead(s));
+            changed |= v.succs.len() != len;
             if v.pred.is_some_and(|p| dead(&p)) {
                 v.pred = None;
+                changed = true;
             }
+            let runs = v.fingers.runs().len();
             v.fingers.remove_where(&dead);
+            changed |= v.fingers.runs().len() != runs;
             if had && v.succs.is_empty() && v.joined {
                 orphaned.push(v.id);
             }
+        }
+        if changed {
+            self.ring_epoch += 1;
         }
         for l in self.lookups.values_mut() {
             l.cands.retain(|c| !dead(c));
@@ -787,10 +837,15 @@ impl Dht {
                     while hi < FINGERS && v.id.add_pow2(hi).in_half_open(&v.id, &f.id) {
                         hi += 1;
                     }
+                    let mut changed = false;
                     if v.id.add_pow2(index).in_half_open(&v.id, &f.id) {
+                        changed = v.fingers.get(index) != Some(f);
                         v.fingers.set_range(index, hi, f);
                     }
                     v.next_finger = hi;
+                    if changed {
+                        self.finger_epoch += 1;
+                    }
                 } else {
                     v.next_finger = index + 1;
                 }
@@ -807,6 +862,7 @@ impl Dht {
     // ---- joining and leaving -----------------------------------------------------------
 
     fn create_ring(&mut self) {
+        self.ring_epoch += 1;
         let me = self.me;
         let refs: Vec<NodeRef> = self
             .vnodes
@@ -893,6 +949,7 @@ impl Dht {
 
     fn rejoin_vnode(&mut self, cx: &mut Cx<'_, Self>, vnode: Id) {
         let Some(vi) = self.vidx(&vnode) else { return };
+        self.ring_epoch += 1;
         let v = &mut self.vnodes[vi];
         v.joined = false;
         v.succs.clear();
@@ -926,6 +983,7 @@ impl Dht {
             self.retry_join(cx, vnode);
             return;
         }
+        self.ring_epoch += 1;
         let v = &mut self.vnodes[vi];
         v.joined = true;
         v.join_attempts = 0;
@@ -986,6 +1044,10 @@ impl Dht {
                 peer: self.me,
             });
         }
+        // Only a new first successor counts as a change for adaptive maintenance: the
+        // rest of the list follows it one stabilize round at a time anyway, and counting
+        // every far entry would keep whole arcs of a growing ring at the fast period.
+        let changed = v.succs.first() != out.first();
         v.succs = out;
         // Fingers the successor list now determines need not be stored.
         let last = v.succs.last().map_or(v.id, |s| s.id);
@@ -996,6 +1058,9 @@ impl Dht {
             .is_some_and(|(i, _)| (*i as usize) < lo)
         {
             v.fingers.remove_below(lo);
+        }
+        if changed {
+            self.ring_epoch += 1;
         }
     }
 
@@ -1157,6 +1222,7 @@ impl Dht {
         if v.succs.len() == 1 && v.succs[0].id == v.id {
             v.succs = vec![from];
         }
+        self.ring_epoch += 1;
         // Hand-off on join: the new predecessor now owns (old, from].
         if let Some(old) = old
             && from.peer != self.me
@@ -1975,7 +2041,53 @@ impl Dht {
         }
     }
 
+    /// Whether periodic task `task` does its work on this tick (adaptive maintenance, see
+    /// [`Config::max_backoff`]); with `max_backoff` 1 it always does.
+    fn due(&mut self, task: Task) -> bool {
+        let epoch = match task {
+            Task::FixFingers => self.ring_epoch.wrapping_add(self.finger_epoch),
+            _ => self.ring_epoch,
+        };
+        let joining = self.vnodes.iter().any(|v| !v.joined);
+        let max = self.cfg.max_backoff.max(1);
+        let b = &mut self.backoff[task as usize];
+        b.ticks = b.ticks.saturating_add(1);
+        if epoch != b.epoch || joining {
+            b.level = 1;
+        }
+        if b.ticks < b.level {
+            return false;
+        }
+        // A round of work: the next one comes sooner if something changed since the last.
+        b.level = if epoch == b.epoch && !joining {
+            b.level.saturating_mul(2).min(max)
+        } else {
+            1
+        };
+        b.epoch = epoch;
+        b.ticks = 0;
+        true
+    }
+
     fn on_periodic(&mut self, cx: &mut Cx<'_, Self>, t: Timer) {
+        let task = match t {
+            Timer::Stabilize(_) => Task::Stabilize,
+            Timer::FixFingers(_) => Task::FixFingers,
+            Timer::CheckPredecessor(_) => Task::CheckPredecessor,
+            Timer::Repair(_) => Task::Repair,
+            Timer::Request(_) => return,
+        };
+        if !self.due(task) {
+            let period = match task {
+                Task::Stabilize => self.cfg.stabilize_period,
+                Task::FixFingers => self.cfg.fix_fingers_period,
+                Task::CheckPredecessor => self.cfg.check_predecessor_period,
+                Task::Repair => self.cfg.repair_period,
+            };
+            let d = self.jittered(cx, period);
+            cx.set_timer(d, t);
+            return;
+        }
         match t {
             Timer::Stabilize(_) => {
                 self.join_stragglers(cx);

@@ -120,7 +120,21 @@ pub struct Config {
     pub max_providers_per_key: usize,
     /// Longest provider lifetime accepted. Default 24 h.
     pub max_provider_ttl: Duration,
+    /// Adaptive maintenance: how far quiet rounds may stretch the periods above, as a
+    /// factor (at most [`MAX_BACKOFF`]). While the ring around this peer changes, every
+    /// periodic task runs at its period; after a round in which nothing changed it waits
+    /// twice as many periods, up to this factor, and any change (a new successor or
+    /// predecessor, an eviction, a join, a new finger) brings it back to one period — the
+    /// adaptive stabilization of Ghinita & Teo (IPDPS 2006). Stabilization stays Chord's
+    /// (and stays correct: only its timing changes); a ring at rest costs `max_backoff`
+    /// times fewer maintenance messages, a ring under change is repaired at full speed.
+    /// Default 1: fixed periods, as in the paper.
+    pub max_backoff: u32,
 }
+
+/// Largest [`Config::max_backoff`] accepted: beyond it a quiet node checks its
+/// neighbours too rarely to notice a silent failure in useful time.
+pub const MAX_BACKOFF: u32 = 64;
 
 impl Default for Config {
     fn default() -> Self {
@@ -140,6 +154,7 @@ impl Default for Config {
             max_stored_bytes: 64 << 20,
             max_providers_per_key: 32,
             max_provider_ttl: Duration::from_secs(24 * 3600),
+            max_backoff: 1,
         }
     }
 }
@@ -184,6 +199,9 @@ impl Config {
             || self.repair_period.is_zero()
         {
             return bad("periods and timeouts must be positive");
+        }
+        if self.max_backoff == 0 || self.max_backoff > MAX_BACKOFF {
+            return bad("max_backoff must be in 1..=64");
         }
         if self.max_concurrent_lookups == 0 || self.max_providers_per_key == 0 {
             return bad("limits must be positive");

@@ -356,6 +356,8 @@ struct Net {
     events: Vec<(PeerId, Event)>,
     /// Messages to and from these peers are lost until the given time.
     cut: BTreeMap<PeerId, Instant>,
+    /// Messages sent so far.
+    sent: u64,
 }
 
 impl Net {
@@ -369,6 +371,7 @@ impl Net {
             seq: 0,
             events: Vec::new(),
             cut: BTreeMap::new(),
+            sent: 0,
         }
     }
 
@@ -384,7 +387,10 @@ impl Net {
         f(d, &mut Context::new(self.now, &mut self.rng, &mut out));
         for o in out.drain() {
             match o {
-                Output::Send { to, msg } => self.queue.push((p, to, msg)),
+                Output::Send { to, msg } => {
+                    self.sent += 1;
+                    self.queue.push((p, to, msg));
+                }
                 Output::Timer { at, timer } => {
                     self.seq += 1;
                     self.timers.insert((at, self.seq), (p, timer));
@@ -687,10 +693,15 @@ fn peers_join_converge_store_and_leave() {
 /// must join anyway, through the predecessor's successor list, and the ring must converge.
 /// Builds a converged ring of `n` peers with `vnodes` virtual nodes each, peer 1 first.
 fn converged(n: u64, vnodes: u16) -> (Net, Vec<PeerId>) {
+    converged_with(n, cfg(vnodes))
+}
+
+/// [`converged`] with a given configuration.
+fn converged_with(n: u64, c: Config) -> (Net, Vec<PeerId>) {
     let mut net = Net::new();
     let peers: Vec<PeerId> = (1..=n).map(PeerId::synthetic).collect();
     for (i, &p) in peers.iter().enumerate() {
-        net.add(p, Dht::new(cfg(vnodes), p).unwrap());
+        net.add(p, Dht::new(c.clone(), p).unwrap());
         let bootstrap = if i == 0 { vec![] } else { vec![peers[0]] };
         net.command(
             p,
@@ -757,4 +768,46 @@ fn restart_with_same_identity_rejoins_while_still_listed() {
         net.run_for(Duration::from_secs(60));
         net.assert_ideal();
     }
+}
+
+/// Adaptive maintenance (`max_backoff`): a ring at rest sends far fewer maintenance
+/// messages than with fixed periods, yet a join and a crash are still repaired to the
+/// ideal ring (successors, predecessors and every finger).
+#[test]
+fn adaptive_maintenance_quiets_a_ring_at_rest_and_still_repairs_it() {
+    let quiet = |backoff: u32| {
+        let c = Config {
+            max_backoff: backoff,
+            ..cfg(2)
+        };
+        let (mut net, peers) = converged_with(6, c.clone());
+        let before = net.sent;
+        net.run_for(Duration::from_secs(120));
+        (net.sent - before, net, peers, c)
+    };
+    let (fixed, _, _, _) = quiet(1);
+    let (adaptive, mut net, peers, c) = quiet(8);
+    assert!(
+        adaptive * 4 <= fixed,
+        "at rest: {adaptive} messages with backoff 8 vs {fixed} with fixed periods"
+    );
+    // A join into the quiet ring.
+    let p = PeerId::synthetic(7);
+    net.add(p, Dht::new(c.clone(), p).unwrap());
+    net.command(
+        p,
+        Command::Join {
+            req: 9,
+            bootstrap: vec![peers[2]],
+        },
+    );
+    net.run_for(Duration::from_secs(120));
+    assert_eq!(net.reply(9), Some(&Ok(Reply::Joined)));
+    net.assert_ideal();
+    // A crash nobody is told about: the others find out by their own timeouts.
+    let dead = peers[4];
+    net.nodes.remove(&dead);
+    net.timers.retain(|_, (q, _)| *q != dead);
+    net.run_for(Duration::from_secs(120));
+    net.assert_ideal();
 }

@@ -58,10 +58,13 @@ pub struct Config {
     pub max_connections: u32,
     /// Seed of the protocol random source; default none (from the OS). Tests set it.
     pub seed: Option<u64>,
-    /// DHT maintenance period in ms: stabilize and fix-fingers run this often,
-    /// check-predecessor and replica repair every second period. Default: the profile's
-    /// (1000 for `lan`, the paper's 30 000 for `wan`). Local testnets of hundreds of
-    /// processes lengthen it so that the machine's cores are not spent on maintenance.
+    /// DHT maintenance period in ms of a ring at rest: stabilize and fix-fingers run this
+    /// often, check-predecessor and replica repair every second period. When it is longer
+    /// than the profile's period, maintenance is adaptive (`dht::Config::max_backoff`): it
+    /// runs at the profile's period while the ring around the node changes (joins,
+    /// failures) and stretches to this one once it is quiet. Default: the profile's (1000
+    /// for `lan`, the paper's 30 000 for `wan`). Local testnets of hundreds of processes
+    /// lengthen it so that the machine's cores are not spent on maintenance at rest.
     pub maintenance_ms: Option<u64>,
     /// SWIM failure-detector probe period in ms; the direct-probe timeout is half of it
     /// and the suspicion timeout five periods. Default: the profile's (1000 for `lan`).
@@ -78,6 +81,9 @@ pub struct Config {
 pub const MIN_MAINTENANCE_MS: u64 = 100;
 /// Longest DHT maintenance or probe period accepted: beyond it failures go unnoticed too long.
 pub const MAX_MAINTENANCE_MS: u64 = 600_000;
+/// Adaptive DHT maintenance runs at most this many times faster while the ring changes
+/// than at rest (see [`Config::maintenance_ms`]).
+pub const MAX_MAINTENANCE_SPEEDUP: u32 = 4;
 /// Shortest gossip period accepted.
 pub const MIN_GOSSIP_INTERVAL_MS: u64 = 10;
 /// Longest gossip period accepted.
@@ -201,10 +207,23 @@ impl Config {
         c.dht.vnodes = self.vnodes.max(1);
         if let Some(ms) = self.maintenance_ms {
             let p = Duration::from_millis(ms);
-            c.dht.stabilize_period = p;
-            c.dht.fix_fingers_period = p;
-            c.dht.check_predecessor_period = 2 * p;
-            c.dht.repair_period = 2 * p;
+            // Under change, the profile's period (or `p` if that is shorter), but at most
+            // `MAX_MAINTENANCE_SPEEDUP` times faster than at rest: a testnet of hundreds of
+            // processes whose ring changes everywhere at once (start-up) would otherwise
+            // load the machine with the full rate, answer late, and time out.
+            let fast = c
+                .dht
+                .stabilize_period
+                .max(p / MAX_MAINTENANCE_SPEEDUP)
+                .min(p);
+            let backoff = p.as_millis().div_ceil(fast.as_millis().max(1));
+            c.dht.max_backoff = u32::try_from(backoff)
+                .unwrap_or(u32::MAX)
+                .clamp(1, peerlab_dht::MAX_BACKOFF);
+            c.dht.stabilize_period = fast;
+            c.dht.fix_fingers_period = fast;
+            c.dht.check_predecessor_period = 2 * fast;
+            c.dht.repair_period = 2 * fast;
             // A node that takes longer than the request timeout to answer is dropped from
             // successor lists and fingers. Under the load that makes maintenance slow down,
             // answers slow down too; dropping live successors for it once split a 300-node
@@ -280,8 +299,10 @@ mod tests {
         };
         assert!(c.validate().is_ok());
         let p = c.peer_config();
-        assert_eq!(p.dht.stabilize_period, Duration::from_secs(3));
-        assert_eq!(p.dht.repair_period, Duration::from_secs(6));
+        // Adaptive: the LAN profile's 1 s while the ring changes, 3 s at rest.
+        assert_eq!(p.dht.stabilize_period, Duration::from_secs(1));
+        assert_eq!(p.dht.repair_period, Duration::from_secs(2));
+        assert_eq!(p.dht.max_backoff, 3);
         assert_eq!(p.dht.request_timeout, Duration::from_millis(1500));
         assert_eq!(p.gossip.probe_period, Duration::from_secs(2));
         assert_eq!(p.gossip.probe_timeout, Duration::from_secs(1));

@@ -60,9 +60,10 @@ pub struct UpArgs {
     /// Seed of the nodes' protocol randomness.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// DHT maintenance and SWIM probe period in ms (stabilize, fix fingers, probe; twice it
-    /// for check-predecessor and repair) [default: 1000 up to 40 nodes, then 25 ms per
-    /// node, so that maintenance of hundreds of processes does not saturate the machine].
+    /// DHT maintenance period of a ring at rest and SWIM probe period, in ms (stabilize,
+    /// fix fingers, probe; twice it for check-predecessor and repair; while the ring
+    /// changes, DHT maintenance runs every 1000 ms) [default: 1000 up to 40 nodes, then
+    /// 25 ms per node, so that hundreds of processes at rest do not saturate the machine].
     #[arg(long, value_name = "MS")]
     pub maintenance_ms: Option<u64>,
     /// Gossip round period of every node, in ms.
@@ -237,17 +238,19 @@ fn up(a: &UpArgs, progress: bool) -> Result<Output, TestnetError> {
     };
     let t = std::time::Instant::now();
     let net = Testnet::start(opts, progress)?;
+    let started = t.elapsed().as_secs_f64();
     let h = net.wait_converged(Duration::from_secs(a.timeout), progress)?;
     let secs = t.elapsed().as_secs_f64();
     let text = format!(
-        "{} nodes up and converged in {secs:.1} s ({} ring positions; total RSS {:.0} MiB)\n\
+        "{} nodes up and converged in {secs:.1} s (all started after {started:.1} s; {} ring \
+         positions; total RSS {:.0} MiB)\n\
          testnet description: {}\n",
         h.expected,
         net.ideal_ring().len(),
         h.rss_kib as f64 / 1024.0,
         net.dir().join(crate::local::MANIFEST).display()
     );
-    let js = json!({"nodes": h.expected, "seconds": secs, "rss_kib": h.rss_kib,
+    let js = json!({"nodes": h.expected, "seconds": secs, "started_seconds": started, "rss_kib": h.rss_kib,
         "dir": net.dir(), "mode": mode});
     if mode == Mode::InProcess {
         // The nodes live in this process: serve until Ctrl-C / SIGTERM, then stop them.
