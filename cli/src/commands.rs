@@ -103,6 +103,15 @@ pub(crate) struct NodeArgs {
     /// Gossip fan-out: peers contacted per round [default: 3].
     #[arg(long, value_name = "F")]
     gossip_fanout: Option<usize>,
+    /// Gossip partial view: draw gossip partners from a random sample of K members
+    /// instead of from all (0 = all) [default: 0].
+    #[arg(long, value_name = "K")]
+    gossip_view: Option<usize>,
+    /// Worker threads of the node's runtime; 1 runs everything on one thread (local
+    /// testnets of hundreds of processes on a few cores: no work stealing, fewer context
+    /// switches) [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     /// Print the start-up summary as JSON.
     #[arg(long)]
     json: bool,
@@ -471,6 +480,9 @@ fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
     if a.gossip_fanout.is_some() {
         cfg.gossip_fanout = a.gossip_fanout;
     }
+    if a.gossip_view.is_some() {
+        cfg.gossip_view = a.gossip_view;
+    }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("bad timing setting: {e}"))?;
     for b in &cfg.bootstrap {
@@ -494,7 +506,17 @@ fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    let rt = match a.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Runtime::new(),
+    }
+    .context("cannot start the tokio runtime")?;
     rt.block_on(async move {
         let node = peerlab_node::spawn(peerlab_node::NodeOptions::new(&data_dir, cfg)).await?;
         let summary = json!({

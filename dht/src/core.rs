@@ -202,6 +202,12 @@ enum Pending {
     },
     CheckPred,
     Ping,
+    /// Fix-fingers through the current finger: is its predecessor a closer one?
+    FingerCheck {
+        vnode: Id,
+        index: usize,
+        cur: NodeRef,
+    },
     Fingers {
         vnode: Id,
         from: usize,
@@ -829,25 +835,12 @@ impl Dht {
             },
             Purpose::Finger { vnode, index } => {
                 let Some(vi) = self.vidx(&vnode) else { return };
-                let v = &mut self.vnodes[vi];
-                v.fixing = false;
+                self.vnodes[vi].fixing = false;
                 if let Ok((_, f)) = res {
-                    // Every later finger whose start also falls in (n, f] is f as well.
-                    let mut hi = index + 1;
-                    while hi < FINGERS && v.id.add_pow2(hi).in_half_open(&v.id, &f.id) {
-                        hi += 1;
-                    }
-                    let mut changed = false;
-                    if v.id.add_pow2(index).in_half_open(&v.id, &f.id) {
-                        changed = v.fingers.get(index) != Some(f);
-                        v.fingers.set_range(index, hi, f);
-                    }
-                    v.next_finger = hi;
-                    if changed {
-                        self.finger_epoch += 1;
-                    }
+                    let hi = self.set_finger(vi, index, f);
+                    self.vnodes[vi].next_finger = hi;
                 } else {
-                    v.next_finger = index + 1;
+                    self.vnodes[vi].next_finger = index + 1;
                 }
             }
             Purpose::Handback => {
@@ -855,6 +848,54 @@ impl Dht {
                 if let Ok((pred, owner)) = res {
                     self.hand_back(cx, pred, owner);
                 }
+            }
+        }
+    }
+
+    /// Makes `f` finger `index` of vnode `vi` (and every later finger whose start also
+    /// falls in `(n, f]`); returns the first index past that range.
+    fn set_finger(&mut self, vi: usize, index: usize, f: NodeRef) -> usize {
+        let v = &mut self.vnodes[vi];
+        let mut hi = index + 1;
+        while hi < FINGERS && v.id.add_pow2(hi).in_half_open(&v.id, &f.id) {
+            hi += 1;
+        }
+        // The successor list may have grown since the request went out: fingers it
+        // covers now are not stored.
+        let last = v.succs.last().map_or(v.id, |s| s.id);
+        let index = index.max(first_uncovered(&v.id, &last));
+        if index < hi && v.id.add_pow2(index).in_half_open(&v.id, &f.id) {
+            if v.fingers.get(index) != Some(f) {
+                self.finger_epoch += 1;
+            }
+            v.fingers.set_range(index, hi, f);
+        }
+        hi
+    }
+
+    /// The answer of finger `cur` of `vnode` to a fix-fingers check: if its predecessor
+    /// lies in `[start, cur)`, nodes joined between the finger's start and `cur`, and the
+    /// start is looked up (walking back predecessor by predecessor would take one round
+    /// per node); otherwise `cur` is confirmed.
+    fn on_finger_state(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        vnode: Id,
+        index: usize,
+        cur: NodeRef,
+        pred: Option<NodeRef>,
+    ) {
+        let Some(vi) = self.vidx(&vnode) else { return };
+        let start = vnode.add_pow2(index);
+        match pred {
+            Some(p) if p.id == start || p.id.in_open(&start, &cur.id) => {
+                // `fixing` stays set: the lookup's answer clears it.
+                self.start_lookup(cx, start, Purpose::Finger { vnode, index });
+            }
+            _ => {
+                self.vnodes[vi].fixing = false;
+                let hi = self.set_finger(vi, index, cur);
+                self.vnodes[vi].next_finger = hi;
             }
         }
     }
@@ -1899,6 +1940,9 @@ impl Dht {
                     Pending::JoinState { vnode, succ, .. } => {
                         self.on_join_state(cx, vnode, succ, succs)
                     }
+                    Pending::FingerCheck { vnode, index, cur } => {
+                        self.on_finger_state(cx, vnode, index, cur, pred)
+                    }
                     Pending::CheckPred | Pending::Ping => {}
                     _ => self.counters.unexpected_reply += 1,
                 }
@@ -1959,6 +2003,7 @@ impl Dht {
                         Some(*succ)
                     }
                     Pending::Candidate { cand, .. } => Some(*cand),
+                    Pending::FingerCheck { cur, .. } => Some(*cur),
                     _ => None,
                 };
                 if let Some(n) = node {
@@ -2029,6 +2074,15 @@ impl Dht {
             Pending::CheckPred | Pending::Ping | Pending::Offer => {
                 if timed_out {
                     self.evict(cx, to);
+                }
+            }
+            Pending::FingerCheck { vnode, .. } => {
+                if timed_out {
+                    self.evict(cx, to);
+                }
+                // The finger is gone from the table now: the next round looks it up.
+                if let Some(vi) = self.vidx(&vnode) {
+                    self.vnodes[vi].fixing = false;
                 }
             }
             Pending::Fingers { .. } | Pending::Handoff { .. } => {}
@@ -2118,7 +2172,27 @@ impl Dht {
                     let index = v.next_finger;
                     v.fixing = true;
                     let (vnode, key) = (v.id, v.id.add_pow2(index));
-                    self.start_lookup(cx, key, Purpose::Finger { vnode, index });
+                    match v.fingers.get(index) {
+                        // Ask the finger itself rather than look its start up again: a
+                        // converged ring confirms it in one exchange, and a node keeps to
+                        // its own fingers instead of touching a new lookup path each round
+                        // (which over time connects every node to every other). A finger
+                        // before its start (copied from the successor at join) is looked
+                        // up: predecessors only ever lead backwards.
+                        Some(cur) if key.in_half_open(&vnode, &cur.id) => {
+                            let req = self.fresh();
+                            self.request(
+                                cx,
+                                cur.peer,
+                                req,
+                                Message::GetState { req, vnode: cur.id },
+                                Pending::FingerCheck { vnode, index, cur },
+                            );
+                        }
+                        _ => {
+                            self.start_lookup(cx, key, Purpose::Finger { vnode, index });
+                        }
+                    }
                 }
                 let d = self.jittered(cx, self.cfg.fix_fingers_period);
                 cx.set_timer(d, Timer::FixFingers(self.generation));

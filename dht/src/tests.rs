@@ -358,6 +358,8 @@ struct Net {
     cut: BTreeMap<PeerId, Instant>,
     /// Messages sent so far.
     sent: u64,
+    /// Who sent a request or one-way message to whom so far (replies not counted).
+    talked: BTreeMap<PeerId, std::collections::BTreeSet<PeerId>>,
 }
 
 impl Net {
@@ -372,6 +374,7 @@ impl Net {
             events: Vec::new(),
             cut: BTreeMap::new(),
             sent: 0,
+            talked: BTreeMap::new(),
         }
     }
 
@@ -389,6 +392,22 @@ impl Net {
             match o {
                 Output::Send { to, msg } => {
                     self.sent += 1;
+                    // Replies go back to whoever asked; only what a peer starts counts.
+                    let reply = matches!(
+                        msg,
+                        Message::State { .. }
+                            | Message::StepReply { .. }
+                            | Message::Fingers { .. }
+                            | Message::PutAck { .. }
+                            | Message::GetReply { .. }
+                            | Message::Providers { .. }
+                            | Message::Want { .. }
+                            | Message::HandoffAck { .. }
+                            | Message::Rejected { .. }
+                    );
+                    if !reply {
+                        self.talked.entry(p).or_default().insert(to);
+                    }
                     self.queue.push((p, to, msg));
                 }
                 Output::Timer { at, timer } => {
@@ -810,4 +829,29 @@ fn adaptive_maintenance_quiets_a_ring_at_rest_and_still_repairs_it() {
     net.timers.retain(|_, (q, _)| *q != dead);
     net.run_for(Duration::from_secs(120));
     net.assert_ideal();
+}
+
+/// Fix-fingers on a ring at rest confirms each finger with the finger itself, so a peer
+/// only ever talks to the peers in its own tables (fingers, successors, predecessor), not
+/// to the intermediate hops of fresh lookups — which over time would connect every node to
+/// every other.
+#[test]
+fn a_ring_at_rest_talks_only_to_its_neighbours_and_fingers() {
+    let (mut net, peers) = converged(24, 2);
+    net.talked.clear();
+    net.run_for(Duration::from_secs(120));
+    for p in &peers {
+        let d = &net.nodes[p];
+        let mut known = std::collections::BTreeSet::new();
+        for id in d.vnode_ids() {
+            let v = d.vnode(&id).unwrap();
+            known.extend(v.pred.map(|n| n.peer));
+            known.extend(v.succs.iter().map(|n| n.peer));
+            known.extend(v.fingers.iter().flatten().map(|n| n.peer));
+        }
+        let talked = net.talked.get(p).cloned().unwrap_or_default();
+        assert!(!talked.is_empty(), "{p:?} sent nothing at rest");
+        let strangers: Vec<_> = talked.difference(&known).collect();
+        assert!(strangers.is_empty(), "{p:?} talked to {strangers:?}");
+    }
 }

@@ -65,6 +65,16 @@ pub struct Config {
     /// Gossip period (one *round*): every period an infective node pushes its hot rumors.
     /// Default 200 ms, memberlist's LAN gossip interval.
     pub period: Duration,
+    /// Partial view: rumor pushes and anti-entropy exchanges go to partners drawn from a
+    /// random sample of this many members (kept uniform as the group grows by
+    /// reservoir-style replacement, refilled when a partner goes down) instead of from all
+    /// members. 0 (default): all members, as in the papers. With uniform partners every
+    /// node ends up connected to every other (a full mesh: ~N²/2 transport connections,
+    /// 45 000 at 300 nodes); a view of `k` bounds that to about `2k` per node while a
+    /// rumor still spreads over a random graph of out-degree `k`, whose diameter is
+    /// `O(log N / log k)` (cf. HyParView, Leitão et al., DSN 2007, whose active view plays
+    /// this role). Probes, indirect probes and the member sync still pick from all members.
+    pub partner_view: usize,
     /// Members each rumor push goes to per period. Default 3 (memberlist's LAN fan-out; with
     /// fan-out 3 a push reaches 99.99 % of 1000 nodes in about 11 periods).
     pub fanout: usize,
@@ -141,6 +151,10 @@ pub struct Config {
     pub max_version_jump: u64,
 }
 
+/// Largest [`Config::partner_view`]: beyond it the view is no longer partial for any group
+/// this crate is meant for, and it bounds the per-node partner list.
+pub const MAX_PARTNER_VIEW: usize = 1024;
+
 /// Highest version accepted at all: 2^53, exact in every JSON and f64 consumer.
 pub const MAX_VERSION: u64 = 1 << 53;
 
@@ -182,6 +196,7 @@ impl Config {
             max_addrs: 8,
             max_addr_len: 256,
             max_version_jump: 1 << 32,
+            partner_view: 0,
         }
     }
 
@@ -228,6 +243,12 @@ impl Config {
         }
         if self.fanout == 0 {
             return bad("fanout must be at least 1");
+        }
+        if self.partner_view > MAX_PARTNER_VIEW {
+            return bad("partner_view must be at most 1024 (0 = all members)");
+        }
+        if self.partner_view != 0 && self.partner_view < self.fanout {
+            return bad("partner_view must be 0 or at least fanout");
         }
         if self.max_message_bytes < 1024 {
             return bad("max_message_bytes must be at least 1024");

@@ -111,7 +111,7 @@ use std::time::Duration;
 use peerlab_overlay::{Cx, Instant, PeerId, Protocol};
 use serde_bytes::ByteBuf;
 
-pub use config::{Activation, Config, Exchange, MAX_VERSION, Mode, Variant};
+pub use config::{Activation, Config, Exchange, MAX_PARTNER_VIEW, MAX_VERSION, Mode, Variant};
 pub use members::{Member, MemberState};
 pub use message::{Digest, Entry, MemberUpdate, Message, OriginDelta};
 pub use store::{Rejection, StoredEntry};
@@ -427,6 +427,10 @@ pub struct Gossip {
     join: Option<Join>,
     /// Newer records to send back to the sender of stale suspicions (see `correct`).
     corrections: Vec<MemberUpdate>,
+    /// The partial view (at most `config.partner_view` members; see [`Config::partner_view`]).
+    partners: Vec<PeerId>,
+    /// Members offered to the partial view so far (the reservoir's count).
+    partners_seen: u64,
 }
 
 impl Gossip {
@@ -459,6 +463,8 @@ impl Gossip {
             phase: Phase::Running,
             join: None,
             corrections: Vec::new(),
+            partners: Vec::new(),
+            partners_seen: 0,
         })
     }
 
@@ -535,6 +541,12 @@ impl Gossip {
             View::Swim(t) => t.get(peer),
             View::Static(_) => None,
         }
+    }
+
+    /// The partial view gossip partners are drawn from (empty when
+    /// [`Config::partner_view`] is 0: partners then come from all members).
+    pub fn partners(&self) -> &[PeerId] {
+        &self.partners
     }
 
     /// Number of members that are alive or suspect (the static view's size minus this node).
@@ -665,6 +677,77 @@ impl Gossip {
             .filter(|p| *p != me && Some(*p) != except)
             .take(n)
             .collect()
+    }
+
+    /// `n` distinct random gossip partners: from the partial view if one is configured,
+    /// otherwise from all members that are up.
+    fn partner_peers(&mut self, cx: &mut Cx<'_, Self>, n: usize) -> Vec<PeerId> {
+        if self.config.partner_view == 0 {
+            return self.random_peers(cx, n, None);
+        }
+        self.refresh_partners(cx);
+        let len = self.partners.len();
+        cx.rng()
+            .sample_indices(len, n.min(len))
+            .into_iter()
+            .map(|i| self.partners[i])
+            .collect()
+    }
+
+    /// Offers a member that came up to the partial view: reservoir sampling (Vitter's
+    /// algorithm R), so that the view stays a uniform sample of every member seen, however
+    /// the group grew — a view filled while only the first joiners were known would
+    /// otherwise keep them, and they would become everyone's partners.
+    fn offer_partner(&mut self, cx: &mut Cx<'_, Self>, peer: PeerId) {
+        let k = self.config.partner_view;
+        if k == 0 || peer == self.me {
+            return;
+        }
+        self.partners_seen += 1;
+        if self.partners.contains(&peer) {
+            return;
+        }
+        if self.partners.len() < k {
+            self.partners.push(peer);
+        } else if cx.rng().below(self.partners_seen) < k as u64 {
+            let slot = cx.rng().index(self.partners.len());
+            self.partners[slot] = peer;
+        }
+    }
+
+    /// Drops partners that are no longer up and tops the view up to `partner_view` with
+    /// random members that are.
+    fn refresh_partners(&mut self, cx: &mut Cx<'_, Self>) {
+        let k = self.config.partner_view;
+        let me = self.me;
+        let list: &[PeerId] = match &mut self.view {
+            View::Swim(t) => t.up(),
+            View::Static(v) => &v.0,
+        };
+        self.partners.retain(|p| list.binary_search(p).is_ok());
+        let others = list.len() - usize::from(list.binary_search(&me).is_ok());
+        let want = k.min(others);
+        let rng = cx.rng();
+        while self.partners.len() < want {
+            // Random probes first; a scan when the view covers nearly everyone.
+            let mut found = None;
+            for _ in 0..8 {
+                let c = list[rng.index(list.len())];
+                if c != me && !self.partners.contains(&c) {
+                    found = Some(c);
+                    break;
+                }
+            }
+            let found = found.or_else(|| {
+                list.iter()
+                    .copied()
+                    .find(|c| *c != me && !self.partners.contains(c))
+            });
+            match found {
+                Some(c) => self.partners.push(c),
+                None => break,
+            }
+        }
     }
 
     fn add_rumor(&mut self, key: RumorKey, data_key: String) {
@@ -871,10 +954,14 @@ impl Gossip {
         match change {
             Change::None => return,
             Change::Refreshed | Change::Tombstone => {}
-            Change::Up => cx.emit(Event::MemberUp { peer, addrs }),
+            Change::Up => {
+                self.offer_partner(cx, peer);
+                cx.emit(Event::MemberUp { peer, addrs });
+            }
             Change::Refuted => cx.emit(Event::MemberAlive { peer }),
             Change::Suspected => {
                 if !was_known {
+                    self.offer_partner(cx, peer);
                     cx.emit(Event::MemberUp { peer, addrs });
                 }
                 cx.emit(Event::MemberSuspect { peer });
@@ -1059,7 +1146,7 @@ impl Gossip {
         if self.phase == Phase::Running
             && self.config.mode != Mode::Rumor
             && self.tick.is_multiple_of(self.ae_every)
-            && let Some(partner) = self.random_peers(cx, 1, None).first().copied()
+            && let Some(partner) = self.partner_peers(cx, 1).first().copied()
         {
             let budget = self.config.max_message_bytes;
             let digest = self.store.digest(budget, cx.rng());
@@ -1162,7 +1249,7 @@ impl Gossip {
             return;
         }
         let n = self.up_count();
-        let targets = self.random_peers(cx, self.config.fanout, None);
+        let targets = self.partner_peers(cx, self.config.fanout);
         if targets.is_empty() {
             return;
         }

@@ -75,6 +75,11 @@ pub struct Config {
     pub gossip_interval_ms: Option<u64>,
     /// Gossip fan-out (peers per round). Default: the profile's (3 for `lan`).
     pub gossip_fanout: Option<usize>,
+    /// Gossip partial view: rumor and anti-entropy partners are drawn from a uniform
+    /// sample of this many members (0: from all members). Default: the profile's (0).
+    /// Groups of hundreds set it so that a node keeps ~2·view connections for gossip
+    /// instead of one to every member.
+    pub gossip_view: Option<usize>,
 }
 
 /// Shortest DHT maintenance or probe period accepted: below it maintenance floods the links.
@@ -111,6 +116,7 @@ impl Default for Config {
             probe_ms: None,
             gossip_interval_ms: None,
             gossip_fanout: None,
+            gossip_view: None,
         }
     }
 }
@@ -195,7 +201,19 @@ impl Config {
             self.gossip_fanout.map(|f| f as u64),
             1,
             MAX_GOSSIP_FANOUT as u64,
-        )
+        )?;
+        within(
+            "gossip_view",
+            self.gossip_view.map(|v| v as u64),
+            0,
+            peerlab_gossip::MAX_PARTNER_VIEW as u64,
+        )?;
+        match (self.gossip_view, self.gossip_fanout) {
+            (Some(v), f) if v != 0 && v < f.unwrap_or(1) => Err(format!(
+                "gossip_view must be 0 or at least the fan-out, not {v}"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The cores' configuration this node runs with.
@@ -245,6 +263,9 @@ impl Config {
         }
         if let Some(f) = self.gossip_fanout {
             c.gossip.fanout = f;
+        }
+        if let Some(v) = self.gossip_view {
+            c.gossip.partner_view = if v == 0 { 0 } else { v.max(c.gossip.fanout) };
         }
         c.create_ring = self.bootstrap.is_empty();
         c

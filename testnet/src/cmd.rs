@@ -72,6 +72,10 @@ pub struct UpArgs {
     /// Gossip fan-out of every node.
     #[arg(long, value_name = "F", default_value_t = 3)]
     pub gossip_fanout: usize,
+    /// Gossip partial view of every node: partners come from a random sample of K
+    /// members (0 = all members, a full mesh of connections).
+    #[arg(long, value_name = "K", default_value_t = crate::local::TESTNET_GOSSIP_VIEW)]
+    pub gossip_view: usize,
 }
 
 /// `peerlab testnet lookups`.
@@ -234,6 +238,7 @@ fn up(a: &UpArgs, progress: bool) -> Result<Output, TestnetError> {
             maintenance_ms: a.maintenance_ms,
             gossip_interval_ms: a.gossip_interval_ms,
             gossip_fanout: a.gossip_fanout,
+            gossip_view: a.gossip_view,
         },
     };
     let t = std::time::Instant::now();

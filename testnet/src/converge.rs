@@ -129,7 +129,7 @@ pub fn run(
     let bytes1 = measure::gossip_bytes_out(net);
     let interval = Duration::from_millis(interval_ms);
     let sims: Vec<Vec<f64>> = (0..updates)
-        .map(|u| measure::simulated_arrivals(n, fanout, interval, seed + u as u64))
+        .map(|u| measure::simulated_arrivals(n, fanout, t.gossip_view, interval, seed + u as u64))
         .collect();
     let s99: Vec<Option<f64>> = results.iter().map(|r| r.time_to(0.99)).collect();
     let s100: Vec<Option<f64>> = results.iter().map(|r| r.time_to(1.0)).collect();

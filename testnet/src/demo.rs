@@ -336,7 +336,14 @@ fn demo_steps(net: &Testnet, steps: &mut Steps, dir: &std::path::Path) -> Result
                 a.targets
             ));
         };
-        let sim = measure::simulated_arrivals(n, 3, Duration::from_millis(200), 1);
+        let t = net.manifest().timings;
+        let sim = measure::simulated_arrivals(
+            n,
+            t.gossip_fanout,
+            t.gossip_view,
+            Duration::from_millis(t.gossip_interval_ms),
+            1,
+        );
         let sim100 = measure::time_to(&sim, n - 1, 1.0).unwrap_or(f64::NAN);
         Ok((
             (),

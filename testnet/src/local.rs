@@ -124,11 +124,20 @@ pub struct NodeProgram {
 }
 
 impl NodeProgram {
-    /// `<exe> node --data-dir {data_dir}`: the `peerlab` binary.
+    /// `<exe> node --data-dir {data_dir} --threads 1`: the `peerlab` binary, each node on a
+    /// single-threaded runtime (hundreds of processes share a few cores: a multi-threaded
+    /// runtime per process only adds work stealing, parking and context switches — a
+    /// profile of an idle 300-process testnet spent ~12 % in task switching and wakeups).
     pub fn peerlab(exe: impl Into<PathBuf>) -> NodeProgram {
         NodeProgram {
             exe: exe.into(),
-            args: vec!["node".into(), "--data-dir".into(), "{data_dir}".into()],
+            args: vec![
+                "node".into(),
+                "--data-dir".into(),
+                "{data_dir}".into(),
+                "--threads".into(),
+                "1".into(),
+            ],
             env: Vec::new(),
         }
     }
@@ -216,6 +225,15 @@ pub const BASE_MAINTENANCE_MS: u64 = 1000;
 /// the next time, which at hundreds of nodes costs more than keeping the mesh open.
 pub const TESTNET_IDLE_TIMEOUT_SECS: u64 = 600;
 
+/// A testnet's gossip partial view (see `peerlab_gossip::Config::partner_view`): with
+/// partners drawn from all members, every node of a testnet connects to every other — at
+/// 300 processes ~45 000 QUIC connections and their handshakes, which cost more of the
+/// machine during start-up than the protocols themselves. 16 is about 3·ln N at N = 300:
+/// a random graph of that out-degree is connected with overwhelming probability and has
+/// diameter ~2–3, so rumors spread nearly as fast as with uniform partners (the
+/// simulator's prediction in `testnet converge` uses the same view).
+pub const TESTNET_GOSSIP_VIEW: usize = 16;
+
 /// Connections a testnet node may hold beyond one per other node (dials racing, clients).
 pub const TESTNET_SPARE_CONNECTIONS: u32 = 64;
 
@@ -230,6 +248,8 @@ pub struct Timings {
     pub gossip_interval_ms: u64,
     /// Gossip fan-out.
     pub gossip_fanout: usize,
+    /// Gossip partial view (0: partners from all members).
+    pub gossip_view: usize,
 }
 
 impl Default for Timings {
@@ -239,6 +259,7 @@ impl Default for Timings {
             maintenance_ms: None,
             gossip_interval_ms: 200,
             gossip_fanout: 3,
+            gossip_view: TESTNET_GOSSIP_VIEW,
         }
     }
 }
@@ -748,6 +769,7 @@ impl Testnet {
         cfg.probe_ms = Some(t.maintenance_for(n));
         cfg.gossip_interval_ms = Some(t.gossip_interval_ms);
         cfg.gossip_fanout = Some(t.gossip_fanout);
+        cfg.gossip_view = Some(t.gossip_view);
         cfg.idle_timeout_secs = TESTNET_IDLE_TIMEOUT_SECS;
         cfg.max_connections = cfg
             .max_connections

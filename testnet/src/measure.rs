@@ -306,9 +306,15 @@ pub fn gossip_arrivals(
 }
 
 /// The simulator's arrival times for one update among `n` peers running the node's LAN
-/// gossip configuration with `fanout` and `interval` (seconds after publish, sorted; the
-/// origin excluded).
-pub fn simulated_arrivals(n: usize, fanout: usize, interval: Duration, seed: u64) -> Vec<f64> {
+/// gossip configuration with `fanout`, `partner_view` (0: partners from all members) and
+/// `interval` (seconds after publish, sorted; the origin excluded).
+pub fn simulated_arrivals(
+    n: usize,
+    fanout: usize,
+    partner_view: usize,
+    interval: Duration,
+    seed: u64,
+) -> Vec<f64> {
     let mut sim: Sim<Gossip> = Sim::new(SimConfig {
         seed,
         latency: Latency::Fixed(Duration::from_millis(1)),
@@ -319,6 +325,11 @@ pub fn simulated_arrivals(n: usize, fanout: usize, interval: Duration, seed: u64
     let mut cfg = GossipConfig::lan();
     cfg.fanout = fanout.min(n.saturating_sub(1)).max(1);
     cfg.period = interval;
+    cfg.partner_view = if partner_view == 0 {
+        0
+    } else {
+        partner_view.max(cfg.fanout)
+    };
     for &p in &peers {
         if let Ok(core) = Gossip::with_static_view(p, view.clone(), cfg.clone()) {
             sim.add_node(p, core);

@@ -189,3 +189,83 @@ fn a_member_that_was_declared_dead_rejoins_with_a_higher_incarnation() {
     assert_eq!(ups.len(), 19, "it is back up everywhere once it refutes");
     assert!(sim.node(&peers[2]).unwrap().incarnation() > 0);
 }
+
+/// Partial view (`Config::partner_view`): a group that grows one join at a time through a
+/// single seed keeps views that are uniform samples (no member ends up in most views, as
+/// the first joiners would without reservoir sampling), views stay within their bound and
+/// hold only other live members, and data still reaches every node.
+#[test]
+fn a_partial_view_stays_bounded_and_unbiased_and_data_still_spreads() {
+    const N: u64 = 120;
+    const K: usize = 8;
+    for seed in seeds(1..3) {
+        let mut sim: Sim<Gossip> = Sim::new(SimConfig {
+            seed,
+            latency: Latency::Uniform {
+                min: Duration::from_millis(5),
+                max: Duration::from_millis(40),
+            },
+            ..Default::default()
+        });
+        let cfg = Config {
+            partner_view: K,
+            ..Config::lan()
+        };
+        let peers: Vec<PeerId> = (0..N).map(PeerId::synthetic).collect();
+        let first = Gossip::with_members(
+            peers[0],
+            vec![format!("/sim/{}", peers[0])],
+            cfg.clone(),
+            std::iter::empty(),
+        )
+        .unwrap();
+        sim.add_node(peers[0], first);
+        for &p in &peers[1..] {
+            let core = Gossip::new(p, vec![format!("/sim/{p}")], cfg.clone()).unwrap();
+            sim.add_node(p, core);
+            sim.command(
+                p,
+                Command::Join {
+                    seeds: vec![peers[0]],
+                },
+            );
+            sim.run_for(Duration::from_millis(200));
+        }
+        sim.run_for(Duration::from_secs(30));
+        let mut in_degree = std::collections::BTreeMap::<PeerId, usize>::new();
+        for (p, g) in sim.cores() {
+            assert_eq!(
+                g.up_count(),
+                N as usize - 1,
+                "seed {seed}: {p:?} membership"
+            );
+            let view = g.partners();
+            assert!(view.len() <= K, "seed {seed}: view of {}", view.len());
+            let distinct: BTreeSet<_> = view.iter().collect();
+            assert_eq!(distinct.len(), view.len(), "seed {seed}: duplicate partner");
+            assert!(!view.contains(&p), "seed {seed}: self in view");
+            for q in view {
+                *in_degree.entry(*q).or_default() += 1;
+            }
+        }
+        let max = in_degree.values().max().copied().unwrap_or(0);
+        // Uniform views give in-degrees around K (binomial, max ≈ 2–3 K at this N); views
+        // biased to the first joiners would give them in-degrees near N.
+        assert!(max <= 4 * K, "seed {seed}: a member is in {max} views");
+        sim.command(
+            peers[17],
+            Command::Publish {
+                request: 1,
+                key: "k".into(),
+                value: b"v".to_vec(),
+            },
+        );
+        sim.run_for(Duration::from_secs(10));
+        for (p, g) in sim.cores() {
+            assert!(
+                g.entry(&peers[17], "k").is_some(),
+                "seed {seed}: {p:?} lacks the update"
+            );
+        }
+    }
+}
