@@ -199,6 +199,8 @@ enum Pending {
         /// The vnode whose state was asked for: `succ`, or its predecessor when `succ` is
         /// this very vnode as an earlier run of this peer left it in others' tables.
         ask: NodeRef,
+        /// The joining vnode's predecessor as the lookup found it (told once joined).
+        pred: NodeRef,
     },
     CheckPred,
     Ping,
@@ -792,7 +794,7 @@ impl Dht {
                 }
             }
             Purpose::Join { vnode } => match res {
-                Ok((_, owner)) if owner.id != vnode => {
+                Ok((pred, owner)) if owner.id != vnode => {
                     let req = self.fresh();
                     let msg = Message::GetState {
                         req,
@@ -807,6 +809,7 @@ impl Dht {
                             vnode,
                             succ: owner,
                             ask: owner,
+                            pred,
                         },
                     );
                 }
@@ -828,6 +831,7 @@ impl Dht {
                             vnode,
                             succ: owner,
                             ask: pred,
+                            pred,
                         },
                     );
                 }
@@ -1674,6 +1678,17 @@ impl Dht {
                 }
                 Err(r) => self.reject(req, r),
             },
+            Message::SuccessorHint { vnode } => {
+                if self.in_ring()
+                    && let Some(vi) = self.vidx(&vnode)
+                    && self.vnodes[vi].joined
+                {
+                    // Whatever the answer, the ring around this vnode is changing.
+                    self.ring_epoch += 1;
+                    self.stabilize_vnode(cx, vnode);
+                }
+                None
+            }
             Message::Notify { vnode, from: n } => {
                 if n.peer != from {
                     self.counters.malformed += 1;
@@ -1937,8 +1952,14 @@ impl Dht {
                             }
                         }
                     }
-                    Pending::JoinState { vnode, succ, .. } => {
-                        self.on_join_state(cx, vnode, succ, succs)
+                    Pending::JoinState {
+                        vnode, succ, pred, ..
+                    } => {
+                        self.on_join_state(cx, vnode, succ, succs);
+                        let joined = self.vidx(&vnode).is_some_and(|vi| self.vnodes[vi].joined);
+                        if joined && pred.id != vnode {
+                            self.tell(cx, pred.peer, Message::SuccessorHint { vnode: pred.id });
+                        }
                     }
                     Pending::FingerCheck { vnode, index, cur } => {
                         self.on_finger_state(cx, vnode, index, cur, pred)

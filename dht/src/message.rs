@@ -166,6 +166,14 @@ pub enum Message {
         /// The notifying virtual node.
         from: NodeRef,
     },
+    /// "A virtual node just joined right after yours: stabilize now" — sent by a joining
+    /// virtual node to the predecessor its join lookup found, so that the predecessor
+    /// learns its new successor at once instead of at its next (possibly backed-off)
+    /// stabilize round. It only triggers Chord's own stabilize, which checks the claim.
+    SuccessorHint {
+        /// Addressed virtual node (the joiner's predecessor).
+        vnode: Id,
+    },
     /// Asks for a virtual node's fingers from index `from_index` up (a joining node copies
     /// its successor's table as a first guess, Chord §4.4).
     GetFingers {
@@ -319,6 +327,7 @@ impl peerlab_overlay::Message for Message {
             Message::GetState { .. } => "get_state",
             Message::State { .. } => "state",
             Message::Notify { .. } => "notify",
+            Message::SuccessorHint { .. } => "successor_hint",
             Message::GetFingers { .. } => "get_fingers",
             Message::Fingers { .. } => "fingers",
             Message::Leaving { .. } => "leaving",

@@ -469,6 +469,19 @@ impl Net {
         )
     }
 
+    /// Whether every vnode's first successor and predecessor are the ideal ones.
+    fn neighbours_ideal(&self) -> bool {
+        let ring = self.ring();
+        self.nodes.values().all(|d| {
+            d.is_joined()
+                && d.vnode_ids().iter().all(|id| {
+                    let want = ring.view(ring.successor_index(id), 1);
+                    let got = d.vnode(id).unwrap();
+                    got.pred == Some(want.pred) && got.succs.first() == want.succs.first()
+                })
+        })
+    }
+
     fn assert_ideal(&self) {
         let ring = self.ring();
         for d in self.nodes.values() {
@@ -819,6 +832,13 @@ fn adaptive_maintenance_quiets_a_ring_at_rest_and_still_repairs_it() {
             req: 9,
             bootstrap: vec![peers[2]],
         },
+    );
+    // The joiner tells its predecessor (`SuccessorHint`), so successors and predecessors
+    // are right within a few fast periods, not after a backed-off (up to 12 s) round.
+    net.run_for(Duration::from_secs(4));
+    assert!(
+        net.neighbours_ideal(),
+        "neighbours 4 s after a join into a quiet ring"
     );
     net.run_for(Duration::from_secs(120));
     assert_eq!(net.reply(9), Some(&Ok(Reply::Joined)));

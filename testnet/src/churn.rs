@@ -30,6 +30,7 @@
 
 #![allow(clippy::disallowed_methods)] // a driver: wall-clock time is its job
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -96,6 +97,22 @@ pub struct ChurnArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Distinct error texts counted in [`ChurnReport::failures_by_error`]; the rest count as
+/// "other" (a node answering with ever-new texts must not grow the report without bound).
+pub const MAX_FAILURE_KINDS: usize = 32;
+
+/// The error text of a failed request with its digits removed (ids, durations and counts
+/// differ between otherwise equal failures).
+fn failure_kind(e: &impl std::fmt::Display) -> String {
+    let text: String = e
+        .to_string()
+        .chars()
+        .filter(|c| !c.is_ascii_digit())
+        .take(120)
+        .collect();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// One time bucket.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Bucket {
@@ -156,6 +173,9 @@ pub struct ChurnReport {
     pub failed_gets: usize,
     /// Requests to nodes that were gone.
     pub unreachable: usize,
+    /// Failed lookups and gets by the error the node answered (digits removed, so that
+    /// similar errors count together; at most [`MAX_FAILURE_KINDS`] kinds).
+    pub failures_by_error: BTreeMap<String, usize>,
     /// Records acknowledged before churn.
     pub keys: usize,
     /// Records missing or wrong after churn.
@@ -280,6 +300,7 @@ pub fn run(
     );
     let detections = Mutex::new(Vec::<f64>::new());
     let joins = Mutex::new(Vec::<f64>::new());
+    let failures = Mutex::new(BTreeMap::<String, usize>::new());
     let probes = AtomicUsize::new(0);
     let (mut crashes, mut leaves, mut restarts) = (0, 0, 0);
     let t0 = Instant::now();
@@ -293,7 +314,8 @@ pub fn run(
         .collect();
     std::thread::scope(|s| -> Result<(), TestnetError> {
         for w in 0..WORKERS {
-            let (shared, stop, buckets, acked) = (&shared, &stop, &buckets, &acked);
+            let (shared, stop, buckets, acked, failures) =
+                (&shared, &stop, &buckets, &acked, &failures);
             let mut wr = Rng::seed(a.seed ^ (0x5151 + w as u64));
             let gap = Duration::from_secs_f64(WORKERS as f64 / a.ops_rate);
             s.spawn(move || {
@@ -319,6 +341,7 @@ pub fn run(
                         .min(acked.len().saturating_sub(1))];
                     let lookup = op % 2 == 0;
                     let (mut failed, mut wrong, mut unr) = (false, false, false);
+                    let mut why: Option<String> = None;
                     if lookup {
                         let lk = format!("churn-lookup/{}", wr.next_u64());
                         match node.client.lookup(&lk) {
@@ -326,14 +349,36 @@ pub fn run(
                                 wrong = ring.owner(&lk).map(|o| &o.0) != Some(&r.vnode);
                             }
                             Err(e) if unreachable(&e) => unr = true,
-                            Err(_) => failed = true,
+                            Err(e) => {
+                                failed = true;
+                                why = Some(failure_kind(&e));
+                            }
                         }
                     } else {
                         match node.client.kv_get(&key(k)) {
-                            Ok(v) => failed = v.value.as_deref() != Some(value(k).as_str()),
+                            Ok(v) => {
+                                failed = v.value.as_deref() != Some(value(k).as_str());
+                                if failed {
+                                    why = Some("get: wrong or missing value".into());
+                                }
+                            }
                             Err(e) if unreachable(&e) => unr = true,
-                            Err(_) => failed = true,
+                            Err(e) => {
+                                failed = true;
+                                why = Some(format!("get: {}", failure_kind(&e)));
+                            }
                         }
+                    }
+                    if let Some(w) = why
+                        && let Ok(mut f) = failures.lock()
+                    {
+                        let n = f.len();
+                        let k = if f.contains_key(&w) || n < MAX_FAILURE_KINDS {
+                            w
+                        } else {
+                            "other".into()
+                        };
+                        *f.entry(k).or_insert(0) += 1;
                     }
                     let b = bucket_of(Instant::now());
                     if let Ok(mut bs) = buckets.lock()
@@ -533,6 +578,7 @@ pub fn run(
         gets: sum(&|b| b.gets),
         failed_gets: sum(&|b| b.failed_gets),
         unreachable: sum(&|b| b.unreachable),
+        failures_by_error: failures.into_inner().unwrap_or_default(),
         keys: acked.len(),
         lost_keys: lost,
         settled,
@@ -649,6 +695,9 @@ impl ChurnReport {
             "gets                {} · failed {} · unreachable requests {}\n",
             self.gets, self.failed_gets, self.unreachable
         );
+        for (why, n) in &self.failures_by_error {
+            s += &format!("  failed ×{n:<5} {why}\n");
+        }
         s += &format!(
             "keys                {} put · {} lost (ring re-converged: {})\n",
             self.keys,
