@@ -22,8 +22,18 @@
 //! - **notify / rectify**: a node adopts a notifier as predecessor when it has none (a dead
 //!   predecessor is cleared by the periodic check) or the notifier lies between the old
 //!   predecessor and itself;
-//! - **fingers** are only an optimisation, refreshed one lookup per virtual node per
-//!   fix-fingers tick; indices a successor list already determines are not stored.
+//! - **fingers** are only an optimisation, refreshed one index per virtual node per
+//!   fix-fingers tick: a finger is first checked with the finger itself (is its
+//!   predecessor at or past the finger's start? then nodes joined in between and the start
+//!   is looked up), so a ring at rest confirms fingers in one exchange and a node talks
+//!   only to the peers in its own tables; missing fingers are looked up. Indices a
+//!   successor list already determines are not stored.
+//! - **adaptive maintenance** ([`Config::max_backoff`], off by default): each periodic
+//!   task runs at its period while the ring around the peer changes and backs off
+//!   exponentially while it is quiet (Ghinita & Teo, "An Adaptive Stabilization Framework
+//!   for Distributed Hash Tables", IPDPS 2006). A joining virtual node sends its
+//!   predecessor a `SuccessorHint`, which makes a backed-off predecessor stabilize at once
+//!   (the hint only triggers Chord's own checks, so a false one costs one exchange).
 //!
 //! Liveness is judged only by this core's own request timeouts; the driver's
 //! `handle_peer_down` is a hint that triggers a check.

@@ -34,6 +34,13 @@
 //! [`Mode::Combined`] (the default) runs both: rumors for speed, anti-entropy so that the
 //! residue rumor mongering leaves is eventually reached.
 //!
+//! Partners are uniform random members, as in the papers, unless [`Config::partner_view`]
+//! sets a partial view: then rumor and anti-entropy partners come from a uniform sample of
+//! that many members, kept uniform by reservoir sampling as members appear (Vitter's
+//! algorithm R) and refilled when a partner goes down — the role HyParView's active view
+//! plays (Leitão et al., DSN 2007) — so that a node of a large group keeps a bounded set of
+//! transport connections instead of one to every member.
+//!
 //! For the synchronous-round model of the papers, [`Activation::CycleEnd`] keeps what a
 //! node learns during a round pending until its next tick and [`Config::synchronous_ticks`]
 //! aligns every node's ticks; [`Config::synchronous_rounds`] sets both.

@@ -130,6 +130,8 @@ pub struct Bucket {
     pub failed_gets: usize,
     /// Requests whose node was unreachable.
     pub unreachable: usize,
+    /// Requests refused because their node was not in the ring (yet).
+    pub joining: usize,
     /// Live nodes at the end of the bucket.
     pub alive: usize,
     /// Crashes and leaves in the bucket.
@@ -173,6 +175,9 @@ pub struct ChurnReport {
     pub failed_gets: usize,
     /// Requests to nodes that were gone.
     pub unreachable: usize,
+    /// Requests refused by nodes not in the ring (restarted, still rejoining); not counted
+    /// as lookups or gets.
+    pub refused_while_joining: usize,
     /// Failed lookups and gets by the error the node answered (digits removed, so that
     /// similar errors count together; at most [`MAX_FAILURE_KINDS`] kinds).
     pub failures_by_error: BTreeMap<String, usize>,
@@ -223,6 +228,14 @@ fn snapshot(net: &Testnet) -> Shared {
 
 fn unreachable(e: &ClientError) -> bool {
     matches!(e, ClientError::Unreachable { .. })
+}
+
+/// Whether the node refused because it is not (yet) in the ring: a restarted node answers
+/// 503 "not joined to a ring" until its virtual nodes have rejoined. Such a request never
+/// became a lookup (Chord's failed-lookup figures count lookups issued by nodes in the
+/// ring), so it is counted apart, like a request to a node that is down.
+fn still_joining(e: &ClientError) -> bool {
+    matches!(e, ClientError::Api { status: 503, msg } if msg.contains("not joined"))
 }
 
 /// Runs churn on `net` (a process testnet), writing results into `out`.
@@ -342,6 +355,7 @@ pub fn run(
                     let lookup = op % 2 == 0;
                     let (mut failed, mut wrong, mut unr) = (false, false, false);
                     let mut why: Option<String> = None;
+                    let mut joining = false;
                     if lookup {
                         let lk = format!("churn-lookup/{}", wr.next_u64());
                         match node.client.lookup(&lk) {
@@ -349,6 +363,7 @@ pub fn run(
                                 wrong = ring.owner(&lk).map(|o| &o.0) != Some(&r.vnode);
                             }
                             Err(e) if unreachable(&e) => unr = true,
+                            Err(e) if still_joining(&e) => joining = true,
                             Err(e) => {
                                 failed = true;
                                 why = Some(failure_kind(&e));
@@ -363,6 +378,7 @@ pub fn run(
                                 }
                             }
                             Err(e) if unreachable(&e) => unr = true,
+                            Err(e) if still_joining(&e) => joining = true,
                             Err(e) => {
                                 failed = true;
                                 why = Some(format!("get: {}", failure_kind(&e)));
@@ -386,6 +402,8 @@ pub fn run(
                     {
                         if unr {
                             bk.unreachable += 1;
+                        } else if joining {
+                            bk.joining += 1;
                         } else if lookup {
                             bk.lookups += 1;
                             bk.failed_lookups += usize::from(failed);
@@ -578,6 +596,7 @@ pub fn run(
         gets: sum(&|b| b.gets),
         failed_gets: sum(&|b| b.failed_gets),
         unreachable: sum(&|b| b.unreachable),
+        refused_while_joining: sum(&|b| b.joining),
         failures_by_error: failures.into_inner().unwrap_or_default(),
         keys: acked.len(),
         lost_keys: lost,
@@ -595,11 +614,11 @@ fn write_outputs(buckets: &[Bucket], out: &Path) -> Vec<String> {
     let mut files = Vec::new();
     let csv_path = out.join("churn.csv");
     let mut csv = String::from(
-        "t,lookups,failed_lookups,wrong_owner,gets,failed_gets,unreachable,alive,departures,restarts\n",
+        "t,lookups,failed_lookups,wrong_owner,gets,failed_gets,unreachable,joining,alive,departures,restarts\n",
     );
     for b in buckets {
         csv += &format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{}\n",
             b.t,
             b.lookups,
             b.failed_lookups,
@@ -607,6 +626,7 @@ fn write_outputs(buckets: &[Bucket], out: &Path) -> Vec<String> {
             b.gets,
             b.failed_gets,
             b.unreachable,
+            b.joining,
             b.alive,
             b.departures,
             b.restarts
@@ -694,6 +714,10 @@ impl ChurnReport {
         s += &format!(
             "gets                {} · failed {} · unreachable requests {}\n",
             self.gets, self.failed_gets, self.unreachable
+        );
+        s += &format!(
+            "refused             {} requests to restarted nodes not yet back in the ring\n",
+            self.refused_while_joining
         );
         for (why, n) in &self.failures_by_error {
             s += &format!("  failed ×{n:<5} {why}\n");
