@@ -1079,7 +1079,17 @@ impl Dht {
             if out.len() >= r {
                 break;
             }
-            if n.id != v.id && !out.iter().any(|o| o.id == n.id) {
+            if n.id == v.id {
+                if out.is_empty() {
+                    // Our own stale entry at the head (a restart): skip it.
+                    continue;
+                }
+                // The list has gone once round the ring: what follows is a second lap,
+                // and a departed node there would circulate from list to list for ever
+                // in a ring smaller than the list (nobody ever contacts a list's tail).
+                break;
+            }
+            if !out.iter().any(|o| o.id == n.id) {
                 out.push(*n);
             }
         }

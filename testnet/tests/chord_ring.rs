@@ -210,3 +210,22 @@ proptest! {
         churn_script(seed, ops)?;
     }
 }
+
+/// A churn script proptest found (seed 530): eight departures, mostly graceful leaves, and a
+/// join shrink the ring to five peers; every successor list must still end up ideal.
+#[test]
+fn leaves_down_to_a_small_ring_keep_successor_lists_ideal() {
+    use Op::{Crash, Join, Leave};
+    let ops = vec![
+        Leave(132),
+        Crash(215),
+        Leave(0),
+        Crash(398),
+        Leave(726),
+        Leave(105),
+        Leave(42),
+        Join,
+        Leave(609),
+    ];
+    churn_script(530, ops).unwrap();
+}
