@@ -708,8 +708,28 @@ impl Dht {
             return;
         }
         let key = l.key;
+        let stranded = l.cands.is_empty() && l.bootstrap.is_empty() && l.timeouts > 0;
+        if stranded && self.in_ring() {
+            // A hop timed out and the path it was on has no other candidate left: start
+            // again from this peer's own tables (the dead peer is evicted from them by now),
+            // rather than fail a lookup the ring can still answer. Nodes that answered may
+            // be asked again; the hop and timeout limits bound the restarts.
+            if let Some(l) = self.lookups.get_mut(&id) {
+                l.tried.clear();
+            }
+            match self.local_step(&key) {
+                Some(Step::Done { pred, owner }) => {
+                    self.finish_lookup(cx, id, Ok((pred, owner)));
+                    return;
+                }
+                Some(Step::Next { candidates }) => self.merge_cands(id, candidates, None),
+                None => {}
+            }
+        }
         let req = self.next_id + 1;
-        let l = self.lookups.get_mut(&id).expect("checked above");
+        let Some(l) = self.lookups.get_mut(&id) else {
+            return;
+        };
         let (to, asked) = if !l.cands.is_empty() {
             let c = l.cands.remove(0);
             l.tried.push(c.id);

@@ -875,3 +875,37 @@ fn a_ring_at_rest_talks_only_to_its_neighbours_and_fingers() {
         assert!(strangers.is_empty(), "{p:?} talked to {strangers:?}");
     }
 }
+
+/// Lookups right after silent crashes, before stabilization has repaired anything: a hop
+/// that times out leaves the lookup with fewer candidates, and when none is left the lookup
+/// starts again from the asking peer's own tables (the dead peer evicted) instead of
+/// failing, so every lookup is answered.
+#[test]
+fn lookups_through_fresh_crashes_start_again_from_own_tables() {
+    let (mut net, peers) = converged(10, 1);
+    for dead in [peers[2], peers[5], peers[6]] {
+        net.nodes.remove(&dead);
+        net.timers.retain(|_, (q, _)| *q != dead);
+    }
+    let live: Vec<PeerId> = net.nodes.keys().copied().collect();
+    let mut reqs = Vec::new();
+    for (i, p) in live.iter().enumerate() {
+        for k in 0..20u64 {
+            let req = 50_000 + (i as u64) * 100 + k;
+            net.command(
+                *p,
+                Command::Lookup {
+                    req,
+                    key: Id::hash(&k.to_be_bytes()),
+                },
+            );
+            reqs.push(req);
+        }
+    }
+    net.run_for(Duration::from_secs(20));
+    let failed = reqs
+        .iter()
+        .filter(|r| !matches!(net.reply(**r), Some(Ok(_))))
+        .count();
+    assert_eq!(failed, 0, "{failed} of {} lookups failed", reqs.len());
+}
