@@ -563,9 +563,11 @@ impl Dht {
         self.drop_where(cx, |n| n.peer == peer);
     }
 
-    /// Drops every pointer to one virtual node (it left, or its peer disowned it).
+    /// Drops every pointer to one virtual node (it left, or its peer disowned it). Our own
+    /// virtual nodes are forgotten only while they are out of the ring (a restarted peer's
+    /// stale entries, copied back from others' successor lists).
     fn forget_vnode(&mut self, cx: &mut Cx<'_, Self>, node: NodeRef) {
-        if node.peer == self.me {
+        if node.peer == self.me && self.vidx(&node.id).is_none_or(|vi| self.vnodes[vi].joined) {
             return;
         }
         self.drop_where(cx, |n| *n == node);
@@ -1679,7 +1681,14 @@ impl Dht {
         if !self.in_ring() {
             return Err(Reject::NotJoined);
         }
-        self.vidx(vnode).ok_or(Reject::UnknownVnode)
+        let vi = self.vidx(vnode).ok_or(Reject::UnknownVnode)?;
+        // A virtual node still (re)joining is not in the ring: its empty state must not
+        // be taken for a ring member's (a stabilize adopting it would cut the asker's
+        // successor list down to this one unjoined entry).
+        if !self.vnodes[vi].joined {
+            return Err(Reject::NotJoined);
+        }
+        Ok(vi)
     }
 
     /// Handles one incoming message; returns the reply to send, if any.
