@@ -11,9 +11,9 @@ use std::time::Duration;
 use peerlab_overlay::{Cx, Id, Instant, PeerId, Protocol};
 
 use crate::message::{
-    MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FINGER_ENTRIES, MAX_PROVIDERS_PER_MESSAGE,
-    MAX_STEP_CANDIDATES, MAX_SUCCESSORS, Message, NodeRef, ProviderEntry, Record, Reject, Step,
-    Version,
+    MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FINGER_ENTRIES, MAX_HINT_FORWARDS,
+    MAX_PROVIDERS_PER_MESSAGE, MAX_STEP_CANDIDATES, MAX_SUCCESSORS, Message, NodeRef,
+    ProviderEntry, Record, Reject, Step, Version,
 };
 use crate::ring::{
     FINGERS, Fingers, IdealRing, closest_preceding, first_uncovered, preceding_distance,
@@ -21,6 +21,13 @@ use crate::ring::{
 };
 use crate::store::{Applied, Store};
 use crate::{Command, Config, Error, Event, Reply, Route};
+
+/// Closer successors a virtual node walks back through, one round trip each, before it also
+/// looks its successor up through other peers: after concurrent joins a node can sit
+/// hundreds of positions past its true successor (the ring creator's vnodes each start
+/// with a quarter of the ring), and a lookup takes O(log N) hops where the walk takes one
+/// per node in between.
+const WALK_BEFORE_LOOKUP: u32 = 8;
 
 /// Candidates a lookup remembers (best first). Enough to route around several dead hops.
 const MAX_LOOKUP_CANDIDATES: usize = 16;
@@ -104,6 +111,13 @@ struct VNode {
     stabilizing: bool,
     fixing: bool,
     join_attempts: u32,
+    /// The closest successor candidate a [`Message::SuccessorHint`] (or a resync lookup)
+    /// named while a stabilize round was in flight; checked when the round ends.
+    hint: Option<NodeRef>,
+    /// Closer successors adopted in a row by the current stabilize round.
+    walk: u32,
+    /// Whether a resync lookup of this vnode's successor is in flight.
+    resyncing: bool,
 }
 
 /// Read-only view of one virtual node.
@@ -127,10 +141,23 @@ pub struct VnodeView {
 
 #[derive(Clone, Debug)]
 enum Purpose {
-    Client { req: u64 },
-    Op { op: u64 },
-    Join { vnode: Id },
-    Finger { vnode: Id, index: usize },
+    Client {
+        req: u64,
+    },
+    Op {
+        op: u64,
+    },
+    Join {
+        vnode: Id,
+    },
+    Finger {
+        vnode: Id,
+        index: usize,
+    },
+    /// The successor of a vnode whose stabilize walk grew long (see [`WALK_BEFORE_LOOKUP`]).
+    Resync {
+        vnode: Id,
+    },
     Handback,
 }
 
@@ -308,6 +335,9 @@ impl Dht {
                 stabilizing: false,
                 fixing: false,
                 join_attempts: 0,
+                hint: None,
+                walk: 0,
+                resyncing: false,
             })
             .collect();
         vnodes.sort_by_key(|v| v.id);
@@ -641,10 +671,15 @@ impl Dht {
                         .vidx(&vnode)
                         .is_some_and(|vi| self.vnodes[vi].join_attempts % 2 == 1)
             }
+            // Our own tables lead back to our own (too far) successor.
+            Purpose::Resync { .. } => true,
             _ => false,
         };
         let bootstrap = if external {
             let mut b = self.bootstrap.clone();
+            if b.is_empty() {
+                b = self.known_peers();
+            }
             cx.rng().shuffle(&mut b);
             b
         } else {
@@ -673,6 +708,24 @@ impl Dht {
         }
         self.advance_lookup(cx, id);
         id
+    }
+
+    /// Up to [`MAX_FALLBACK_PEERS`] other peers from this peer's routing tables.
+    fn known_peers(&self) -> Vec<PeerId> {
+        let mut out: Vec<PeerId> = Vec::new();
+        let all = self
+            .vnodes
+            .iter()
+            .flat_map(|v| v.succs.iter().chain(v.fingers.nodes()).chain(v.pred.iter()));
+        for n in all {
+            if out.len() >= MAX_FALLBACK_PEERS {
+                break;
+            }
+            if n.peer != self.me && !out.contains(&n.peer) {
+                out.push(n.peer);
+            }
+        }
+        out
     }
 
     fn merge_cands(&mut self, id: u64, new: Vec<NodeRef>, bound: Option<Id>) {
@@ -867,6 +920,13 @@ impl Dht {
                     self.vnodes[vi].next_finger = hi;
                 } else {
                     self.vnodes[vi].next_finger = index + 1;
+                }
+            }
+            Purpose::Resync { vnode } => {
+                let Some(vi) = self.vidx(&vnode) else { return };
+                self.vnodes[vi].resyncing = false;
+                if let Ok((_, owner)) = res {
+                    self.on_successor_hint(cx, vnode, owner, 0);
                 }
             }
             Purpose::Handback => {
@@ -1225,6 +1285,13 @@ impl Dht {
             self.rejoin_vnode(cx, vnode);
             return;
         };
+        if let Some(h) = v.hint.take()
+            && h.id.in_open(&vnode, &s.id)
+        {
+            // A hinted closer successor: ask it first (its answer continues the round).
+            self.check_candidate(cx, vi, h);
+            return;
+        }
         v.stabilizing = true;
         let req = self.fresh();
         self.request(
@@ -1245,27 +1312,51 @@ impl Dht {
         list: Vec<NodeRef>,
     ) {
         let Some(vi) = self.vidx(&vnode) else { return };
-        if let Some(p) = pred
-            && p.id.in_open(&vnode, &succ.id)
-            && p.id != vnode
+        if self.moved_closer(vi, &succ) {
+            // A hint moved the successor closer while this answer was on its way: it is
+            // stale, and adopting it would move the successor back out.
+            self.vnodes[vi].stabilizing = false;
+            self.stabilize_if_hinted(cx, vi);
+            return;
+        }
+        // The closest of the successor's predecessor and a hint that came in meanwhile.
+        let v = &mut self.vnodes[vi];
+        let mut best = pred.filter(|p| p.id.in_open(&vnode, &succ.id));
+        if let Some(h) = v.hint.take()
+            && h.id.in_open(&vnode, &succ.id)
+            && best.is_none_or(|b| h.id.in_open(&vnode, &b.id))
         {
-            // A better successor: adopt it only once it has answered (Zave).
+            best = Some(h);
+        }
+        if let Some(cand) = best {
+            // A better successor: adopt it only once it has answered (Zave). Its answer
+            // continues the round, so a node far behind its true successor walks back one
+            // round trip per step instead of one stabilize period per step.
+            v.walk += 1;
+            if v.walk == WALK_BEFORE_LOOKUP && !v.resyncing {
+                v.resyncing = true;
+                self.start_lookup(cx, vnode.add_pow2(0), Purpose::Resync { vnode });
+            }
             let req = self.fresh();
-            let msg = Message::GetState { req, vnode: p.id };
+            let msg = Message::GetState {
+                req,
+                vnode: cand.id,
+            };
             self.request(
                 cx,
-                p.peer,
+                cand.peer,
                 req,
                 msg,
                 Pending::Candidate {
                     vnode,
                     succ,
                     list,
-                    cand: p,
+                    cand,
                 },
             );
             return;
         }
+        v.walk = 0;
         self.adopt(vi, succ, &list);
         self.vnodes[vi].stabilizing = false;
         self.tell(
@@ -1276,6 +1367,96 @@ impl Dht {
                 from: self.me_at(vnode),
             },
         );
+    }
+
+    /// Whether vnode `vi`'s first successor is now strictly closer than `succ`, the one a
+    /// request in flight was about.
+    fn moved_closer(&self, vi: usize, succ: &NodeRef) -> bool {
+        let v = &self.vnodes[vi];
+        v.succs
+            .first()
+            .is_some_and(|f| f.id != succ.id && f.id.in_open(&v.id, &succ.id))
+    }
+
+    /// Asks `cand`, a possible closer successor of vnode `vi`, for its state (the answer
+    /// is handled as a stabilize answer from it).
+    fn check_candidate(&mut self, cx: &mut Cx<'_, Self>, vi: usize, cand: NodeRef) {
+        let v = &mut self.vnodes[vi];
+        let Some((&succ, rest)) = v.succs.split_first() else {
+            return;
+        };
+        let list = rest.to_vec();
+        let vnode = v.id;
+        v.stabilizing = true;
+        let req = self.fresh();
+        self.request(
+            cx,
+            cand.peer,
+            req,
+            Message::GetState {
+                req,
+                vnode: cand.id,
+            },
+            Pending::Candidate {
+                vnode,
+                succ,
+                list,
+                cand,
+            },
+        );
+    }
+
+    /// Starts a stabilize round for a hint that arrived while the last one was in flight.
+    fn stabilize_if_hinted(&mut self, cx: &mut Cx<'_, Self>, vi: usize) {
+        let v = &self.vnodes[vi];
+        if v.joined && !v.stabilizing && v.hint.is_some() {
+            let id = v.id;
+            self.stabilize_vnode(cx, id);
+        }
+    }
+
+    /// A [`Message::SuccessorHint`]: `candidate` may be the successor of `vnode`.
+    fn on_successor_hint(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        vnode: Id,
+        candidate: NodeRef,
+        forwards: u8,
+    ) {
+        let Some(vi) = self.vidx(&vnode) else {
+            self.counters.unknown_vnode += 1;
+            return;
+        };
+        let v = &mut self.vnodes[vi];
+        if !v.joined || candidate.id == v.id {
+            return;
+        }
+        let Some(&succ) = v.succs.first() else { return };
+        if candidate.id == succ.id {
+            return;
+        }
+        if candidate.id.in_open(&vnode, &succ.id) {
+            // Whatever the answer, the ring around this vnode is changing.
+            self.ring_epoch += 1;
+            if v.stabilizing {
+                if v.hint.is_none_or(|h| candidate.id.in_open(&vnode, &h.id)) {
+                    v.hint = Some(candidate);
+                }
+            } else {
+                self.check_candidate(cx, vi, candidate);
+            }
+        } else if forwards > 0 {
+            // The candidate lies past our successor: its predecessor is further along.
+            self.tell(
+                cx,
+                succ.peer,
+                Message::SuccessorHint {
+                    vnode: succ.id,
+                    candidate,
+                    forwards: forwards - 1,
+                },
+            );
+        }
     }
 
     fn on_notify(&mut self, cx: &mut Cx<'_, Self>, vnode: Id, from: NodeRef) {
@@ -1300,6 +1481,23 @@ impl Dht {
             v.succs = vec![from];
         }
         self.ring_epoch += 1;
+        // The displaced predecessor's successor is now `from` (or a node between them):
+        // tell it, or it learns so only at its next stabilize round — and when several
+        // nodes joined into one gap at once, one node per round.
+        if let Some(old) = old
+            && old.peer != self.me
+            && old.id != from.id
+        {
+            self.tell(
+                cx,
+                old.peer,
+                Message::SuccessorHint {
+                    vnode: old.id,
+                    candidate: from,
+                    forwards: MAX_HINT_FORWARDS,
+                },
+            );
+        }
         // Hand-off on join: the new predecessor now owns (old, from].
         if let Some(old) = old
             && from.peer != self.me
@@ -1717,14 +1915,14 @@ impl Dht {
                 }
                 Err(r) => self.reject(req, r),
             },
-            Message::SuccessorHint { vnode } => {
-                if self.in_ring()
-                    && let Some(vi) = self.vidx(&vnode)
-                    && self.vnodes[vi].joined
-                {
-                    // Whatever the answer, the ring around this vnode is changing.
-                    self.ring_epoch += 1;
-                    self.stabilize_vnode(cx, vnode);
+            Message::SuccessorHint {
+                vnode,
+                candidate,
+                forwards,
+            } => {
+                if self.in_ring() {
+                    let forwards = forwards.min(MAX_HINT_FORWARDS);
+                    self.on_successor_hint(cx, vnode, candidate, forwards);
                 }
                 None
             }
@@ -1970,26 +2168,31 @@ impl Dht {
                     Pending::Stabilize { vnode, succ } => {
                         self.on_stabilize_state(cx, vnode, succ, pred, succs)
                     }
-                    Pending::Candidate { vnode, cand, .. } => {
-                        if let Some(vi) = self.vidx(&vnode) {
-                            self.adopt(vi, cand, &succs);
-                            self.vnodes[vi].stabilizing = false;
+                    Pending::Candidate {
+                        vnode,
+                        succ: old,
+                        cand,
+                        ..
+                    } => {
+                        // The successor we move away from may belong right after the
+                        // candidate (two chains of concurrent joins interleaved): say so.
+                        if let Some(first) = succs.first()
+                            && old.id != cand.id
+                            && old.id.in_open(&cand.id, &first.id)
+                        {
                             self.tell(
                                 cx,
                                 cand.peer,
-                                Message::Notify {
+                                Message::SuccessorHint {
                                     vnode: cand.id,
-                                    from: self.me_at(vnode),
+                                    candidate: old,
+                                    forwards: 0,
                                 },
                             );
-                            // The successor moved closer: stabilize again through it at
-                            // once. A node far behind its true successor (an appendage
-                            // after concurrent joins) then walks back one round trip per
-                            // step instead of one stabilize period per step.
-                            if cand.peer != self.me {
-                                self.stabilize_vnode(cx, vnode);
-                            }
                         }
+                        // The candidate's answer is a stabilize answer from our new
+                        // successor: its predecessor may be closer still.
+                        self.on_stabilize_state(cx, vnode, cand, pred, succs);
                     }
                     Pending::JoinState {
                         vnode, succ, pred, ..
@@ -1997,7 +2200,12 @@ impl Dht {
                         self.on_join_state(cx, vnode, succ, succs);
                         let joined = self.vidx(&vnode).is_some_and(|vi| self.vnodes[vi].joined);
                         if joined && pred.id != vnode {
-                            self.tell(cx, pred.peer, Message::SuccessorHint { vnode: pred.id });
+                            let hint = Message::SuccessorHint {
+                                vnode: pred.id,
+                                candidate: self.me_at(vnode),
+                                forwards: MAX_HINT_FORWARDS,
+                            };
+                            self.tell(cx, pred.peer, hint);
                         }
                     }
                     Pending::FingerCheck { vnode, index, cur } => {
@@ -2112,7 +2320,8 @@ impl Dht {
                 }
                 if let Some(vi) = self.vidx(&vnode) {
                     self.vnodes[vi].stabilizing = false;
-                    if self.vnodes[vi].joined {
+                    self.vnodes[vi].walk = 0;
+                    if self.vnodes[vi].joined && !self.moved_closer(vi, &succ) {
                         self.adopt(vi, succ, &list);
                         self.tell(
                             cx,
@@ -2123,6 +2332,7 @@ impl Dht {
                             },
                         );
                     }
+                    self.stabilize_if_hinted(cx, vi);
                 }
             }
             Pending::JoinState { vnode, .. } => {

@@ -31,9 +31,20 @@
 //! - **adaptive maintenance** ([`Config::max_backoff`], off by default): each periodic
 //!   task runs at its period while the ring around the peer changes and backs off
 //!   exponentially while it is quiet (Ghinita & Teo, "An Adaptive Stabilization Framework
-//!   for Distributed Hash Tables", IPDPS 2006). A joining virtual node sends its
-//!   predecessor a `SuccessorHint`, which makes a backed-off predecessor stabilize at once
-//!   (the hint only triggers Chord's own checks, so a false one costs one exchange).
+//!   for Distributed Hash Tables", IPDPS 2006).
+//! - **successor hints** (beyond the paper, for many concurrent joins): a
+//!   `SuccessorHint { candidate }` names a possible closer successor. A joining virtual
+//!   node sends one to the predecessor its lookup found, a node that takes a closer
+//!   predecessor sends one to the predecessor it displaced, and a node whose successor
+//!   moves closer sends one to the new successor about the old one when that lies just
+//!   after it (interleaved chains of joiners). The receiver checks a candidate exactly as
+//!   stabilize checks a successor's predecessor — it asks the candidate and adopts it only
+//!   once it answered — and passes a candidate past its own successor on along the ring
+//!   (bounded by `MAX_HINT_FORWARDS`), so a false hint costs an exchange, never
+//!   correctness. A candidate's answer continues the same stabilize round, so walking back
+//!   to a much closer successor costs a round trip per node, not a period; after
+//!   `WALK_BEFORE_LOOKUP` steps the node also looks its successor up through other peers.
+//!   Measured with `peerlab sim startup` (docs/experiments/testnet.md).
 //!
 //! Liveness is judged only by this core's own request timeouts; the driver's
 //! `handle_peer_down` is a hint that triggers a check.

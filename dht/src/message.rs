@@ -21,6 +21,11 @@ pub const MAX_SUCCESSORS: usize = 32;
 /// hop without another round trip; more only enlarge the reply.
 pub const MAX_STEP_CANDIDATES: usize = 4;
 
+/// Times a [`Message::SuccessorHint`] is passed on along successors before it is dropped:
+/// a displaced predecessor's hint lands one or two nodes early when several joins raced;
+/// the bound keeps a stale hint from circling the ring.
+pub const MAX_HINT_FORWARDS: u8 = 8;
+
 /// Most records (or digest entries) in one storage batch, so a repair round or a hand-off
 /// never builds one huge frame; larger sets go in several batches.
 pub const MAX_BATCH_ENTRIES: usize = 512;
@@ -166,13 +171,22 @@ pub enum Message {
         /// The notifying virtual node.
         from: NodeRef,
     },
-    /// "A virtual node just joined right after yours: stabilize now" — sent by a joining
-    /// virtual node to the predecessor its join lookup found, so that the predecessor
-    /// learns its new successor at once instead of at its next (possibly backed-off)
-    /// stabilize round. It only triggers Chord's own stabilize, which checks the claim.
+    /// "`candidate` may be your successor": sent by a joining virtual node (itself the
+    /// candidate) to the predecessor its join lookup found, by a virtual node that took a
+    /// new predecessor to the one it displaced, and by a node whose successor moved closer
+    /// to the node it moved to, when the one it left lies just after it. The receiver
+    /// checks the claim as Chord's stabilize checks a successor's predecessor (asks the
+    /// candidate before adopting it); a candidate that is not between the receiver and its
+    /// successor is passed on along the successor, at most [`MAX_HINT_FORWARDS`] times.
+    /// Without hints, a node learns of a closer successor one stabilize period per node
+    /// walked back (after concurrent joins, hundreds of periods).
     SuccessorHint {
-        /// Addressed virtual node (the joiner's predecessor).
+        /// Addressed virtual node.
         vnode: Id,
+        /// The virtual node that may be its successor.
+        candidate: NodeRef,
+        /// How many more times the hint may be passed on.
+        forwards: u8,
     },
     /// Asks for a virtual node's fingers from index `from_index` up (a joining node copies
     /// its successor's table as a first guess, Chord §4.4).

@@ -268,6 +268,22 @@ impl Default for Timings {
 }
 
 impl Timings {
+    /// Sets these timings, and the testnet's connection limits, in node `cfg` of an
+    /// `n`-node testnet (shared by `testnet up` and `peerlab sim startup`).
+    pub fn apply(&self, cfg: &mut Config, n: usize) {
+        cfg.maintenance_ms = Some(self.maintenance_for(n));
+        // The failure detector's period scales like maintenance: under a load of hundreds
+        // of runnable processes, a 500 ms probe timeout mostly measures the scheduler.
+        cfg.probe_ms = Some(self.maintenance_for(n));
+        cfg.gossip_interval_ms = Some(self.gossip_interval_ms);
+        cfg.gossip_fanout = Some(self.gossip_fanout);
+        cfg.gossip_view = Some(self.gossip_view);
+        cfg.idle_timeout_secs = TESTNET_IDLE_TIMEOUT_SECS;
+        cfg.max_connections = cfg
+            .max_connections
+            .max(n as u32 + TESTNET_SPARE_CONNECTIONS);
+    }
+
     /// The maintenance period for `n` nodes: [`BASE_MAINTENANCE_MS`] up to
     /// [`NODES_PER_BASE_PERIOD`] nodes, then in proportion to `n`.
     pub fn maintenance_for(&self, n: usize) -> u64 {
@@ -550,6 +566,24 @@ pub fn vnode_ids(peer_id: &str, vnodes: u16) -> Vec<Id> {
     (0..vnodes).map(|i| Id::vnode(&o, i)).collect()
 }
 
+/// The nodes node `i` of an `n`-node testnet bootstraps through: node 0 starts the
+/// overlay; the other seeds join through the first live seed; everyone else through two
+/// live seeds (a dead first seed does not stop a join). `alive(s)` tells whether seed `s`
+/// is running.
+pub fn bootstrap_through(i: usize, n: usize, alive: impl Fn(usize) -> bool) -> Vec<usize> {
+    let live_seeds: Vec<usize> = (0..SEEDS.min(n)).filter(|&s| s != i && alive(s)).collect();
+    if i == 0 && live_seeds.is_empty() {
+        Vec::new()
+    } else if i < SEEDS {
+        live_seeds.into_iter().take(1).collect()
+    } else {
+        let k = live_seeds.len().max(1);
+        (0..2.min(live_seeds.len()))
+            .map(|j| live_seeds[(i + j) % k])
+            .collect()
+    }
+}
+
 /// The ideal ring of a set of peers: vnode id (hex) → peer id, in ring order.
 #[derive(Clone, Debug, Default)]
 pub struct IdealRing {
@@ -770,18 +804,7 @@ impl Testnet {
         let mut cfg = Config::local(self.manifest.transport);
         cfg.vnodes = self.manifest.vnodes;
         cfg.seed = Some(self.seed.wrapping_add(i as u64));
-        let t = self.manifest.timings;
-        cfg.maintenance_ms = Some(t.maintenance_for(n));
-        // The failure detector's period scales like maintenance: under a load of hundreds
-        // of runnable processes, a 500 ms probe timeout mostly measures the scheduler.
-        cfg.probe_ms = Some(t.maintenance_for(n));
-        cfg.gossip_interval_ms = Some(t.gossip_interval_ms);
-        cfg.gossip_fanout = Some(t.gossip_fanout);
-        cfg.gossip_view = Some(t.gossip_view);
-        cfg.idle_timeout_secs = TESTNET_IDLE_TIMEOUT_SECS;
-        cfg.max_connections = cfg
-            .max_connections
-            .max(n as u32 + TESTNET_SPARE_CONNECTIONS);
+        self.manifest.timings.apply(&mut cfg, n);
         if let Some(base) = self.base_port {
             let p = base as usize + i;
             cfg.listen = match self.manifest.transport {
@@ -793,21 +816,7 @@ impl Testnet {
             };
             cfg.api = format!("127.0.0.1:{}", base as usize + n + i);
         }
-        // Bootstrap: node 0 starts the overlay; seeds join through node 0; the others
-        // through two live seeds (a dead first seed does not stop a join).
-        let live_seeds: Vec<usize> = (0..SEEDS.min(n))
-            .filter(|&s| s != i && self.manifest.nodes[s].alive)
-            .collect();
-        let through: Vec<usize> = if i == 0 && live_seeds.is_empty() {
-            Vec::new()
-        } else if i < SEEDS {
-            live_seeds.into_iter().take(1).collect()
-        } else {
-            let k = live_seeds.len().max(1);
-            (0..2.min(live_seeds.len()))
-                .map(|j| live_seeds[(i + j) % k])
-                .collect()
-        };
+        let through = bootstrap_through(i, n, |s| self.manifest.nodes[s].alive);
         cfg.bootstrap = through
             .into_iter()
             .filter_map(|s| self.bootstrap_addr(s))

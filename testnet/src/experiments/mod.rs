@@ -11,6 +11,7 @@ pub mod chord;
 pub mod flood;
 pub mod gossip;
 pub mod peer;
+pub mod startup;
 pub mod swarm;
 
 /// Why an experiment could not run.
@@ -44,6 +45,9 @@ pub enum SimCommand {
     /// The full stack (membership, Chord lookups and replicated storage, as `node::Peer`
     /// runs them) on many simulated peers under churn.
     Peer(peer::Params),
+    /// `testnet up` in the simulator: how long a cold-started testnet's ring and
+    /// membership take to converge, with the nodes' exact testnet configuration.
+    Startup(startup::Params),
     /// BitTorrent-style swarm transfer: flash crowd or Poisson arrivals, corrupt peers,
     /// rarest first versus random, against the Kumar & Ross bound.
     Swarm(swarm::Params),
@@ -69,6 +73,7 @@ impl SimCommand {
                 gossip::run_membership(p).map(|r| rendered(&r, r.render_table()))
             }
             SimCommand::Peer(p) => peer::run(p).map(|r| rendered(&r, r.render_table())),
+            SimCommand::Startup(p) => startup::run(p).map(|r| rendered(&r, r.render_table())),
             SimCommand::Swarm(p) => swarm::run(p).map(|r| rendered(&r, r.render_table())),
         }
     }
