@@ -59,6 +59,28 @@ pub const MAX_PROBES: usize = 64;
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(120);
 /// Observers polled per crash for failure detection.
 pub const OBSERVERS: usize = 3;
+/// Lost records listed by name in the report (the count covers all of them).
+pub const MAX_LOST_LISTED: usize = 50;
+
+/// A record missing after churn, and the peers that held it when it was written.
+#[derive(Debug, Clone, Serialize)]
+pub struct LostKey {
+    /// The record's key.
+    pub key: String,
+    /// Its replica set in the ring as it was before churn (owner first).
+    pub replicas: Vec<ReplicaFate>,
+}
+
+/// What churn did to one replica holder of a lost record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaFate {
+    /// Node index.
+    pub node: usize,
+    /// Times the node departed during churn.
+    pub departures: u32,
+    /// Whether it was running at the end.
+    pub alive_at_end: bool,
+}
 
 /// Flags of `peerlab testnet churn`.
 #[derive(Debug, Clone, Args)]
@@ -185,6 +207,8 @@ pub struct ChurnReport {
     pub keys: usize,
     /// Records missing or wrong after churn.
     pub lost_keys: usize,
+    /// The first [`MAX_LOST_LISTED`] lost records, with where their replicas were.
+    pub lost: Vec<LostKey>,
     /// Whether the ring re-converged after churn within `--settle`.
     pub settled: bool,
     /// Failure-detection latency, seconds (crashes only).
@@ -288,6 +312,11 @@ pub fn run(
 
     // 1. Records.
     let alive0 = net.alive();
+    let ring0 = net.ideal_ring();
+    let replicas = peerlab_node::config::Config::default()
+        .peer_config()
+        .dht
+        .replicas;
     let ks: Vec<usize> = (0..a.keys).collect();
     let acked: Vec<usize> = par_map(&ks, |&k| {
         let i = alive0[(k * 7919) % alive0.len()];
@@ -322,6 +351,7 @@ pub fn run(
     let max_down = (n / 5).max(1);
     let seeds: Vec<usize> = (0..n).filter(|&i| net.node(i).seed).collect();
     let min_down = Duration::from_secs(a.min_downtime);
+    let mut departed: Vec<u32> = vec![0; n];
     let mut down_since: Vec<Option<Instant>> = (0..n)
         .map(|i| (!net.node(i).alive).then(|| t0.checked_sub(min_down).unwrap_or(t0)))
         .collect();
@@ -449,6 +479,7 @@ pub fn run(
                     }
                     let t_dead = Instant::now();
                     down_since[v] = Some(t_dead);
+                    departed[v] += 1;
                     let snap = snapshot(net);
                     let observers: Vec<Client> = rng
                         .sample_indices(snap.live.len(), OBSERVERS.min(snap.live.len()))
@@ -556,17 +587,41 @@ pub fn run(
         .wait_converged(Duration::from_secs(a.settle), progress)
         .is_ok();
     let alive = net.alive();
-    let lost = par_map(&acked, |&k| {
+    let missing = par_map(&acked, |&k| {
         let i = alive[(k * 31) % alive.len()];
         let c = net.client(i);
         !(0..3).any(|_| {
             c.kv_get(&key(k))
                 .is_ok_and(|v| v.value.as_deref() == Some(value(k).as_str()))
         })
-    })
-    .into_iter()
-    .filter(|l| *l)
-    .count();
+    });
+    // Where each lost record's replicas were when it was written, and what befell them.
+    let index_of: BTreeMap<&str, usize> =
+        (0..n).map(|i| (net.node(i).peer_id.as_str(), i)).collect();
+    let lost: Vec<LostKey> = acked
+        .iter()
+        .zip(&missing)
+        .filter(|(_, m)| **m)
+        .map(|(&k, _)| {
+            let replicas = ring0
+                .replica_peers(&key(k), replicas)
+                .iter()
+                .filter_map(|p| index_of.get(p.as_str()).copied())
+                .map(|i| ReplicaFate {
+                    node: i,
+                    departures: departed[i],
+                    alive_at_end: net.node(i).alive,
+                })
+                .collect();
+            LostKey {
+                key: key(k),
+                replicas,
+            }
+        })
+        .collect();
+    let mut lost = lost;
+    let lost_total = lost.len();
+    lost.truncate(MAX_LOST_LISTED);
 
     let buckets = buckets.into_inner().unwrap_or_default();
     let sum = |f: &dyn Fn(&Bucket) -> usize| buckets.iter().map(f).sum::<usize>();
@@ -581,10 +636,7 @@ pub fn run(
         rate: a.rate,
         duration: a.duration,
         crash_fraction: a.crash_fraction,
-        replicas: peerlab_node::config::Config::default()
-            .peer_config()
-            .dht
-            .replicas,
+        replicas,
         crashes,
         leaves,
         restarts,
@@ -599,7 +651,8 @@ pub fn run(
         refused_while_joining: sum(&|b| b.joining),
         failures_by_error: failures.into_inner().unwrap_or_default(),
         keys: acked.len(),
-        lost_keys: lost,
+        lost_keys: lost_total,
+        lost,
         settled,
         detection_secs: Percentiles::of(&det),
         detections: det.len(),
@@ -728,6 +781,21 @@ impl ChurnReport {
             self.lost_keys,
             if self.settled { "yes" } else { "no" }
         );
+        for l in &self.lost {
+            let fates: Vec<String> = l
+                .replicas
+                .iter()
+                .map(|r| {
+                    format!(
+                        "node {} ({} departures, {})",
+                        r.node,
+                        r.departures,
+                        if r.alive_at_end { "up" } else { "down" }
+                    )
+                })
+                .collect();
+            s += &format!("  lost {}: replicas {}\n", l.key, fates.join(", "));
+        }
         s += &format!(
             "failure detection   {} measured · mean {:.2} s · p90 {:.2} s · max {:.2} s\n",
             self.detections,

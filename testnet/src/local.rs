@@ -627,6 +627,25 @@ impl IdealRing {
         self.ids.get(i).or_else(|| self.ids.first())
     }
 
+    /// The peers holding `key` with `replicas` replicas: the owner's peer, then the next
+    /// distinct peers along the ring (the DHT's replica set).
+    pub fn replica_peers(&self, key: &str, replicas: usize) -> Vec<String> {
+        let n = self.ids.len();
+        let k = Id::hash(key.as_bytes()).to_hex();
+        let start = self.ids.partition_point(|(x, _)| *x < k);
+        let mut out: Vec<String> = Vec::new();
+        for j in 0..n {
+            if out.len() >= replicas {
+                break;
+            }
+            let peer = &self.ids[(start + j) % n].1;
+            if !out.contains(peer) {
+                out.push(peer.clone());
+            }
+        }
+        out
+    }
+
     /// Whether a node's ring view has every vnode joined with its ideal successor and
     /// predecessor.
     pub fn view_is_ideal(&self, view: &peerlab_node::api::RingView) -> bool {
@@ -1403,4 +1422,53 @@ pub fn run_child_from_env() -> bool {
         node.shutdown().await;
     });
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_goes_through_live_earlier_seeds() {
+        let all = |_| true;
+        assert_eq!(bootstrap_through(0, 10, |_| false), Vec::<usize>::new());
+        assert_eq!(bootstrap_through(1, 10, |s| s < 1), vec![0]);
+        assert_eq!(bootstrap_through(2, 10, |s| s < 2), vec![0]);
+        // Everyone else: two distinct seeds, spread by index.
+        for i in SEEDS..10 {
+            let t = bootstrap_through(i, 10, all);
+            assert_eq!(t.len(), 2, "node {i}: {t:?}");
+            assert_ne!(t[0], t[1]);
+            assert!(t.iter().all(|&s| s < SEEDS));
+        }
+        // A dead first seed does not stop a join.
+        assert_eq!(bootstrap_through(7, 10, |s| s != 0).len(), 2);
+        assert!(!bootstrap_through(7, 10, |s| s != 0).contains(&0));
+    }
+
+    #[test]
+    fn replica_peers_are_the_owner_then_distinct_successor_peers() {
+        let peers: Vec<String> = (0..5)
+            .map(|_| {
+                peerlab_node::libp2p::identity::Keypair::generate_ed25519()
+                    .public()
+                    .to_peer_id()
+                    .to_string()
+            })
+            .collect();
+        let ring = IdealRing::new(peers.iter().map(String::as_str), 4);
+        assert_eq!(ring.len(), 20);
+        for k in 0..50 {
+            let key = format!("k{k}");
+            let r = ring.replica_peers(&key, 3);
+            assert_eq!(r.len(), 3);
+            assert_eq!(&r[0], &ring.owner(&key).unwrap().1, "owner first");
+            assert!(r[0] != r[1] && r[1] != r[2] && r[0] != r[2]);
+        }
+        assert_eq!(
+            ring.replica_peers("x", 9).len(),
+            5,
+            "no more than the peers"
+        );
+    }
 }
