@@ -192,6 +192,15 @@ pub enum Event {
         /// Its addresses.
         addrs: Vec<String>,
     },
+    /// A member that stays up announced other addresses (a restarted process with the same
+    /// identity listening on new ports, before anyone declared it dead): whoever dials
+    /// members must learn them, or it keeps dialling the dead process's ports.
+    MemberAddrs {
+        /// The member.
+        peer: PeerId,
+        /// Its addresses now.
+        addrs: Vec<String>,
+    },
     /// A member is suspected (still counted as up).
     MemberSuspect {
         /// The member.
@@ -949,6 +958,7 @@ impl Gossip {
             self.corrections.push(newer);
         }
         let was_known = t.get(&u.peer).is_some();
+        let old_addrs = t.get(&u.peer).map(|m| m.addrs.clone());
         let change = match t.apply(&u, now, cap) {
             Ok(c) => c,
             Err(()) => {
@@ -958,6 +968,18 @@ impl Gossip {
         };
         let addrs = t.get(&u.peer).map(|m| m.addrs.clone()).unwrap_or_default();
         let peer = u.peer;
+        let moved = was_known && old_addrs.as_ref() != Some(&addrs) && !addrs.is_empty();
+        if moved
+            && matches!(
+                change,
+                Change::Refreshed | Change::Refuted | Change::Suspected
+            )
+        {
+            cx.emit(Event::MemberAddrs {
+                peer,
+                addrs: addrs.clone(),
+            });
+        }
         match change {
             Change::None => return,
             Change::Refreshed | Change::Tombstone => {}

@@ -982,6 +982,49 @@ fn join_through_a_seed_and_member_events() {
     );
 }
 
+/// A member restarted with the same identity on new ports, before anyone declared it dead:
+/// its newer alive update carries new addresses, and they are reported (`MemberAddrs`), so
+/// the driver stops dialling only the dead process's ports. Same addresses: no event.
+#[test]
+fn new_addresses_of_a_member_that_stayed_up_are_reported() {
+    let mut g = swim(1, &[2, 3]);
+    let with = |inc, addr: &str| MemberUpdate {
+        addrs: vec![addr.to_string()],
+        ..update(2, inc, MemberState::Alive)
+    };
+    let msg = |u: MemberUpdate| Message::Gossip {
+        seq: 1,
+        feedback: false,
+        members: vec![u],
+        entries: vec![],
+    };
+    let out = run(&mut g, 1, |g, cx| {
+        g.handle_message(cx, p(3), msg(with(1, "/mem/2-old")))
+    });
+    let first = events(&out);
+    let out = run(&mut g, 2, |g, cx| {
+        g.handle_message(cx, p(3), msg(with(2, "/mem/2-new")))
+    });
+    assert!(
+        events(&out).contains(&Event::MemberAddrs {
+            peer: p(2),
+            addrs: vec!["/mem/2-new".into()]
+        }),
+        "after {first:?}: {:?}",
+        events(&out)
+    );
+    let out = run(&mut g, 3, |g, cx| {
+        g.handle_message(cx, p(3), msg(with(3, "/mem/2-new")))
+    });
+    assert!(
+        !events(&out)
+            .iter()
+            .any(|e| matches!(e, Event::MemberAddrs { .. })),
+        "unchanged addresses: {:?}",
+        events(&out)
+    );
+}
+
 #[test]
 fn join_gives_up_after_every_seed_failed() {
     let mut joiner = Gossip::new(p(9), vec![], Config::lan()).unwrap();

@@ -1056,6 +1056,26 @@ impl<P: NetCore> Driver<P> {
         }
     }
 
+    /// Drops addresses of `peer` that a dial just failed on, as long as others remain to
+    /// try: a process restarted on new ports leaves its old ones in the book, and since
+    /// only the preferred transport's addresses are dialled, a dead one of those would
+    /// otherwise hide the live addresses of the other transport for ever.
+    fn forget_failed<'a>(
+        &mut self,
+        peer: &libp2p::PeerId,
+        failed: impl Iterator<Item = &'a Multiaddr>,
+    ) {
+        let Some(list) = self.address_book.get_mut(peer) else {
+            return;
+        };
+        for a in failed {
+            let a = strip_p2p(a);
+            if list.len() > 1 {
+                list.retain(|x| *x != a);
+            }
+        }
+    }
+
     fn remember(&mut self, peer: libp2p::PeerId, addr: Multiaddr) {
         if peer == self.local_libp2p || addr.is_empty() {
             return;
@@ -1390,6 +1410,9 @@ impl<P: NetCore> Driver<P> {
                 ..
             } => {
                 tracing::debug!(%peer, %error, "dial failed");
+                if let libp2p::swarm::DialError::Transport(failed) = &error {
+                    self.forget_failed(&peer, failed.iter().map(|(a, _)| a));
+                }
                 if !self.connected.contains_key(&peer) {
                     // Frames that waited for this connection cannot be delivered.
                     self.pending.retain(|(p, _), _| *p != peer);

@@ -851,9 +851,10 @@ pub(crate) mod net {
 
     pub(crate) fn addresses_of(event: &Event) -> Vec<(PeerId, String)> {
         match event {
-            Event::Gossip(gossip::Event::MemberUp { peer, addrs }) => {
-                addrs.iter().map(|a| (*peer, a.clone())).collect()
-            }
+            Event::Gossip(
+                gossip::Event::MemberUp { peer, addrs }
+                | gossip::Event::MemberAddrs { peer, addrs },
+            ) => addrs.iter().map(|a| (*peer, a.clone())).collect(),
             _ => Vec::new(),
         }
     }
