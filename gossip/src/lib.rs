@@ -958,17 +958,18 @@ impl Gossip {
             self.corrections.push(newer);
         }
         let was_known = t.get(&u.peer).is_some();
-        let old_addrs = t.get(&u.peer).map(|m| m.addrs.clone());
-        let change = match t.apply(&u, now, cap) {
+        let (change, moved) = match t.apply(&u, now, cap) {
             Ok(c) => c,
             Err(()) => {
                 self.rejected.over_capacity += 1;
                 return;
             }
         };
+        if matches!(change, Change::None) {
+            return;
+        }
         let addrs = t.get(&u.peer).map(|m| m.addrs.clone()).unwrap_or_default();
         let peer = u.peer;
-        let moved = was_known && old_addrs.as_ref() != Some(&addrs) && !addrs.is_empty();
         if moved
             && matches!(
                 change,

@@ -101,14 +101,15 @@ impl Table {
         self.members.get(p)
     }
 
-    /// Applies an update (already validated and not about this node).
-    /// `Err(())` when the table is full and the member is new.
+    /// Applies an update (already validated and not about this node), and tells whether it
+    /// gave a known member other addresses. `Err(())` when the table is full and the member
+    /// is new.
     pub(crate) fn apply(
         &mut self,
         u: &MemberUpdate,
         now: Instant,
         cap: usize,
-    ) -> Result<Change, ()> {
+    ) -> Result<(Change, bool), ()> {
         match self.members.get_mut(&u.peer) {
             None => {
                 if self.members.len() >= cap {
@@ -124,20 +125,22 @@ impl Table {
                     },
                 );
                 self.dirty = true;
-                Ok(match u.state {
+                let change = match u.state {
                     MemberState::Alive => Change::Up,
                     MemberState::Suspect => Change::Suspected,
                     // A tombstone of a member never seen up: remembered, no event.
                     MemberState::Dead | MemberState::Left => Change::Tombstone,
-                })
+                };
+                Ok((change, false))
             }
             Some(m) => {
                 if !overrides(u.incarnation, u.state, m.incarnation, m.state) {
-                    return Ok(Change::None);
+                    return Ok((Change::None, false));
                 }
                 let was = m.state;
                 m.incarnation = u.incarnation;
-                if !u.addrs.is_empty() {
+                let moved = !u.addrs.is_empty() && m.addrs != u.addrs;
+                if moved {
                     m.addrs = u.addrs.clone();
                 }
                 if was != u.state {
@@ -148,7 +151,7 @@ impl Table {
                     self.dirty = true;
                 }
                 use MemberState::*;
-                Ok(match (was, u.state) {
+                let change = match (was, u.state) {
                     (Dead | Left, Alive) => Change::Up,
                     (Suspect, Alive) => Change::Refuted,
                     (Alive, Alive) | (Suspect, Suspect) => Change::Refreshed,
@@ -156,7 +159,8 @@ impl Table {
                     (Dead, Left) => Change::Tombstone,
                     (_, Dead) => Change::Down,
                     (_, Left) => Change::Left,
-                })
+                };
+                Ok((change, moved))
             }
         }
     }

@@ -598,10 +598,12 @@ pub fn run(
     // Where each lost record's replicas were when it was written, and what befell them.
     let index_of: BTreeMap<&str, usize> =
         (0..n).map(|i| (net.node(i).peer_id.as_str(), i)).collect();
+    let lost_total = missing.iter().filter(|m| **m).count();
     let lost: Vec<LostKey> = acked
         .iter()
         .zip(&missing)
         .filter(|(_, m)| **m)
+        .take(MAX_LOST_LISTED)
         .map(|(&k, _)| {
             let replicas = ring0
                 .replica_peers(&key(k), replicas)
@@ -619,9 +621,6 @@ pub fn run(
             }
         })
         .collect();
-    let mut lost = lost;
-    let lost_total = lost.len();
-    lost.truncate(MAX_LOST_LISTED);
 
     let buckets = buckets.into_inner().unwrap_or_default();
     let sum = |f: &dyn Fn(&Bucket) -> usize| buckets.iter().map(f).sum::<usize>();
