@@ -55,6 +55,14 @@ const ORPHAN_PERIODS: u32 = 3;
 /// Internal (maintenance) lookups in flight at once; beyond it a tick's work is skipped.
 const MAX_INTERNAL_LOOKUPS: usize = 1024;
 
+/// Stabilize rounds a joined peer may spend with no virtual node in the ring before it
+/// starts a ring of its own (see [`Dht::join_stragglers`]). When every peer of a small
+/// ring dropped every other at once (all requests timed out during a load spike) each
+/// rejoins through peers that are out of the ring too, and without this nobody would ever
+/// be in a ring again. Ten rounds let a rejoin through a live ring succeed first (it takes
+/// one lookup), so a peer only cut off for a moment goes back into the one ring.
+const LONE_RING_ROUNDS: u32 = 10;
+
 /// The core's timers. Periodic ones carry the generation they were set in, so timers from
 /// before a leave (or a rejoin) are recognised as stale.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,6 +292,8 @@ pub struct Dht {
     finger_epoch: u64,
     /// Adaptive maintenance state of the periodic tasks, indexed by [`Task`].
     backoff: [Backoff; 4],
+    /// Stabilize rounds spent joined with no virtual node in the ring ([`LONE_RING_ROUNDS`]).
+    orphan_rounds: u32,
 }
 
 /// The periodic maintenance tasks, as indices into [`Dht::backoff`].
@@ -367,6 +377,7 @@ impl Dht {
             ring_epoch: 0,
             finger_epoch: 0,
             backoff: [Backoff::default(); 4],
+            orphan_rounds: 0,
         })
     }
 
@@ -1036,6 +1047,19 @@ impl Dht {
 
     /// Restarts joins of virtual nodes that are out of the ring with no join under way.
     fn join_stragglers(&mut self, cx: &mut Cx<'_, Self>) {
+        if self.phase == Phase::Joined && !self.vnodes.iter().any(|v| v.joined) {
+            self.orphan_rounds += 1;
+            if self.orphan_rounds >= LONE_RING_ROUNDS {
+                // Every rejoin went through peers out of the ring for many rounds: the
+                // ring is gone (or out of reach). Be a ring of our own; `merge_lone_ring`
+                // brings it into any other ring a fallback peer knows.
+                self.orphan_rounds = 0;
+                self.create_ring();
+                return;
+            }
+        } else {
+            self.orphan_rounds = 0;
+        }
         let idle: Vec<Id> =
             self.vnodes
                 .iter()
@@ -1061,6 +1085,38 @@ impl Dht {
         }
         for id in idle {
             self.start_lookup(cx, id, Purpose::Join { vnode: id });
+        }
+    }
+
+    /// A peer whose virtual nodes are each other's only successors (a ring of its own: it
+    /// created the ring and nobody joined yet, or it started one after losing the ring, see
+    /// [`LONE_RING_ROUNDS`]) looks the successor of each vnode up through its fallback
+    /// peers every stabilize round. An answer from another ring is checked like any
+    /// successor hint and adopted, and stabilization then merges the two rings; an answer
+    /// from a peer out of any ring fails and changes nothing.
+    fn merge_lone_ring(&mut self, cx: &mut Cx<'_, Self>) {
+        if self.phase != Phase::Joined || self.bootstrap.is_empty() {
+            return;
+        }
+        let me = self.me;
+        let lone = self
+            .vnodes
+            .iter()
+            .all(|v| v.joined && v.succs.iter().all(|s| s.peer == me));
+        if !lone {
+            return;
+        }
+        for vi in 0..self.vnodes.len() {
+            if self.lookups.len() >= MAX_INTERNAL_LOOKUPS {
+                break;
+            }
+            let v = &mut self.vnodes[vi];
+            if v.resyncing {
+                continue;
+            }
+            v.resyncing = true;
+            let vnode = v.id;
+            self.start_lookup(cx, vnode.add_pow2(0), Purpose::Resync { vnode });
         }
     }
 
@@ -2415,6 +2471,7 @@ impl Dht {
         match t {
             Timer::Stabilize(_) => {
                 self.join_stragglers(cx);
+                self.merge_lone_ring(cx);
                 let ids = self.vnode_ids();
                 for id in ids {
                     self.stabilize_vnode(cx, id);

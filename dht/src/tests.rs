@@ -773,6 +773,78 @@ fn ring_creator_that_dropped_every_successor_rejoins_through_fallback_peers() {
 }
 
 #[test]
+fn a_ring_whose_peers_all_dropped_each_other_forms_again() {
+    for vnodes in [1, 3] {
+        let (mut net, peers) = converged(3, vnodes);
+        for &p in &peers {
+            let others: Vec<PeerId> = peers.iter().copied().filter(|q| *q != p).collect();
+            net.command(p, Command::SetFallbackPeers { peers: others });
+        }
+        // A load spike: every request of every peer times out, so each drops every other
+        // and rejoins through peers that are out of the ring as well.
+        let until = net.now + Duration::from_secs(5);
+        for &p in &peers {
+            net.cut.insert(p, until);
+        }
+        net.run_for(Duration::from_secs(5));
+        assert!(
+            net.nodes
+                .iter()
+                .all(|(p, d)| d.vnode_ids().iter().all(|id| {
+                    let v = d.vnode(id).unwrap();
+                    !v.joined || v.succs.iter().all(|s| s.peer == *p)
+                })),
+            "the spike left every peer out of the ring or alone in one"
+        );
+        // Once messages flow again one ring forms (a lone ring first, the others merge in).
+        net.run_for(Duration::from_secs(60));
+        net.assert_ideal();
+    }
+}
+
+#[test]
+fn lone_rings_with_fallback_peers_merge() {
+    let c = cfg(2);
+    let mut net = Net::new();
+    let peers: Vec<PeerId> = (1..=4).map(PeerId::synthetic).collect();
+    for (i, &p) in peers.iter().enumerate() {
+        net.add(p, Dht::new(c.clone(), p).unwrap());
+        // Every peer creates a ring of its own: four islands.
+        net.command(
+            p,
+            Command::Join {
+                req: 100 + i as u64,
+                bootstrap: vec![],
+            },
+        );
+    }
+    net.run_for(Duration::from_secs(5));
+    let islands = |net: &Net| {
+        net.nodes
+            .iter()
+            .filter(|(p, d)| {
+                d.vnode_ids()
+                    .iter()
+                    .all(|id| d.vnode(id).unwrap().succs.iter().all(|s| s.peer == **p))
+            })
+            .count()
+    };
+    assert_eq!(
+        islands(&net),
+        4,
+        "without fallback peers the islands stay apart"
+    );
+    // Membership names the other peers: each lone ring looks itself up through them.
+    for &p in &peers {
+        let others: Vec<PeerId> = peers.iter().copied().filter(|q| *q != p).collect();
+        net.command(p, Command::SetFallbackPeers { peers: others });
+    }
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(islands(&net), 0);
+    net.assert_ideal();
+}
+
+#[test]
 fn restart_with_same_identity_rejoins_while_still_listed() {
     for vnodes in [1, 3, 8] {
         let (mut net, peers) = converged(6, vnodes);

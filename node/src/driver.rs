@@ -139,6 +139,13 @@ pub const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(60);
 /// restarted by its boot nonce, long before this.
 pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 
+/// Streams a peer may open concurrently on one QUIC connection. A peer uses one long-lived
+/// stream per channel (a few briefly, see [`MAX_INBOUND_STREAMS_PER_PEER`]) plus identify
+/// and ping: well under 32. quinn reserves per-stream map slots for the whole limit when a
+/// connection opens, so libp2p's default of 256 cost ~25 KiB per connection — at 1000
+/// in-process nodes with ~100 connections each, gigabytes of empty stream slots.
+pub const QUIC_MAX_STREAMS: u32 = 32;
+
 /// Most pending timers; beyond this new timers are dropped with a warning (a core that
 /// sets this many is broken).
 pub const MAX_TIMERS: usize = 1 << 20;
@@ -302,6 +309,7 @@ pub(crate) fn build_swarm(
         .with_quic_config(|mut q| {
             q.keep_alive_interval = QUIC_KEEP_ALIVE;
             q.max_idle_timeout = QUIC_IDLE_TIMEOUT.as_millis() as u32;
+            q.max_concurrent_stream_limit = QUIC_MAX_STREAMS;
             q
         })
         .with_behaviour(|key| Behaviour::new(key, cfg, boot))

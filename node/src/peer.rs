@@ -489,15 +489,6 @@ impl<F: StoreFactory> Peer<F> {
             .collect()
     }
 
-    fn alive_members(&self, n: usize) -> Vec<PeerId> {
-        self.gossip
-            .members()
-            .filter(|(p, mb)| **p != self.id && mb.state == gossip::MemberState::Alive)
-            .map(|(p, _)| *p)
-            .take(n)
-            .collect()
-    }
-
     fn on_dht_event(&mut self, cx: &mut Cx<'_, Self>, e: dht::Event) {
         let dht::Event::Reply { req, result } = &e;
         if let Some(started) = self.timed.remove(req) {
@@ -704,7 +695,9 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                     });
                 }
                 if !self.dht.is_joined() {
-                    let mut seeds = self.alive_members(3);
+                    // Random members: the same few (say the lowest ids) asked by everyone
+                    // would keep every joiner out while those few are out of the ring.
+                    let mut seeds = self.random_alive_members(cx, 3);
                     if seeds.is_empty() {
                         seeds = self.bootstrap.clone();
                     }

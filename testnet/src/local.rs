@@ -1085,7 +1085,9 @@ impl Testnet {
             )
         });
         let rss_kib = match self.manifest.mode {
-            Mode::InProcess => rss_kib(std::process::id()),
+            // The nodes live in the controller, which `testnet status` (another process)
+            // is not.
+            Mode::InProcess => rss_kib(self.manifest.controller_pid),
             Mode::Processes => alive
                 .iter()
                 .filter_map(|&i| self.manifest.nodes[i].pid)
