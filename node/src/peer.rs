@@ -255,6 +255,10 @@ pub struct Peer<F: StoreFactory> {
     addresses: Vec<String>,
     started: bool,
     joining: bool,
+    /// Membership changed since the member gauges were last set (they are set at the next
+    /// [`REJOIN_PERIOD`] tick: counting the table on every change cost O(N) per event, and
+    /// a node sees O(N) events while a group of N forms).
+    gauges_stale: bool,
     next_internal: u64,
     internal: BTreeMap<u64, Internal>,
     timed: BTreeMap<u64, Instant>,
@@ -321,6 +325,7 @@ impl<F: StoreFactory> Peer<F> {
             addresses: Vec::new(),
             started: false,
             joining: false,
+            gauges_stale: false,
             next_internal: 0,
             internal: BTreeMap::new(),
             timed: BTreeMap::new(),
@@ -541,16 +546,16 @@ impl<F: StoreFactory> Peer<F> {
                 if peer != self.id {
                     self.join_dht(cx, vec![peer]);
                 }
-                self.member_gauges();
+                self.gauges_stale = true;
             }
             gossip::Event::MemberDown { peer } | gossip::Event::MemberLeft { peer } => {
                 let peer = *peer;
                 self.dht_do(cx, |d, cx| d.handle_peer_down(cx, peer));
                 self.flood_do(cx, |f, cx| f.handle_peer_down(cx, peer));
-                self.member_gauges();
+                self.gauges_stale = true;
             }
             gossip::Event::MemberSuspect { .. } | gossip::Event::MemberAlive { .. } => {
-                self.member_gauges();
+                self.gauges_stale = true;
             }
             gossip::Event::EntryUpdated { origin, key, .. } => {
                 metrics::counter!(m::GOSSIP_UPDATES).increment(1);
@@ -672,6 +677,9 @@ impl<F: StoreFactory> Protocol for Peer<F> {
             Timer::Flood(t) => self.flood_do(cx, |f, cx| f.handle_timer(cx, t)),
             Timer::Swarm(t) => self.swarm_do(cx, |s, cx| s.handle_timer(cx, t)),
             Timer::Rejoin => {
+                if std::mem::take(&mut self.gauges_stale) {
+                    self.member_gauges();
+                }
                 if self.dht.has_left() {
                     return;
                 }
