@@ -884,6 +884,7 @@ impl<P: NetCore> Driver<P> {
             return;
         }
         let ch = P::channel(&msg);
+        let kind = peerlab_overlay::Message::kind(&msg);
         let frame = match P::encode(&msg) {
             Ok(f) if f.len() <= ch.max_frame() => f,
             Ok(f) => {
@@ -920,6 +921,7 @@ impl<P: NetCore> Driver<P> {
         q.bytes += frame.len();
         q.frames.push_back(frame);
         if fresh {
+            metrics::counter!(m::DIALS, "kind" => kind).increment(1);
             let addrs = self.dial_addrs(&peer);
             match self
                 .swarm

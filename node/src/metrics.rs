@@ -8,6 +8,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 /// Gauge: peers with at least one open connection.
 pub const CONNECTED_PEERS: &str = "peerlab_connected_peers";
+/// Counter: dials of peers without a connection, by the kind of message that needed one
+/// (which protocol steps make a node meet new peers; what a large testnet's connection
+/// count is made of).
+pub const DIALS: &str = "peerlab_dials_total";
 /// Gauge: protocol timers pending in the driver.
 pub const PENDING_TIMERS: &str = "peerlab_pending_timers";
 /// Counter (label `protocol`): frame bytes received.
