@@ -330,6 +330,12 @@ pub struct Params {
     /// peer has a chunk we lack" (`Config::release_idle_interest`).
     #[arg(long)]
     pub request_now_interest: bool,
+    /// Hand each requested block to the simulated uplink as its request arrives, so the
+    /// uplink's FIFO queue interleaves all unchoked peers' blocks. By default every core is
+    /// told its uplink rate (`Config::upload_rate`) and serves unchoked peers one chunk at
+    /// a time.
+    #[arg(long)]
+    pub fifo_upload: bool,
     /// Seed of every random choice (file, arrivals, neighbours, network, cores).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -355,6 +361,7 @@ impl Default for Params {
             no_super_seed: false,
             pipeline_depth: Config::default().pipeline_depth,
             request_now_interest: false,
+            fifo_upload: false,
             seed: 1,
         }
     }
@@ -648,7 +655,9 @@ fn run_one(
 
     let seeders: Vec<PeerId> = (0..p.seeders as u64).map(PeerId::synthetic).collect();
     for &s in &seeders {
-        sim.add_node(s, Swarm::new(config.clone(), SimFactory { corrupt: false }));
+        let mut cfg = config.clone();
+        cfg.upload_rate = (!p.fifo_upload).then_some(seed_up);
+        sim.add_node(s, Swarm::new(cfg, SimFactory { corrupt: false }));
         sim.set_bandwidth(s, Some(seed_up), Some(down));
         let store = SimStore {
             inner: MemoryStore::full(manifest, data.clone()),
@@ -708,7 +717,8 @@ fn run_one(
         }
         present.push(me);
         let corrupt = is_bad[i];
-        let cfg = config.clone();
+        let mut cfg = config.clone();
+        cfg.upload_rate = (!p.fifo_upload).then_some(up);
         sim.schedule(arrivals[i], move |sim| {
             sim.add_node(me, Swarm::new(cfg, SimFactory { corrupt }));
             sim.command(me, Command::Fetch { cid, providers });
