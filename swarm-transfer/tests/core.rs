@@ -800,3 +800,41 @@ fn paced_transfer_is_byte_identical() {
     assert_eq!(contents(&net, f, &cid).as_deref(), Some(&data[..]));
     assert!(net.penalties(f).is_empty() && net.penalties(s).is_empty());
 }
+
+#[test]
+fn paced_uploader_gives_the_next_turn_to_a_peer_holding_nothing() {
+    let mut net = Net::new();
+    let config = Config {
+        super_seed: false,
+        upload_rate: Some(1_000_000),
+        ..Config::default()
+    };
+    let s = net.add_with(1, config);
+    let data = file(256 * 1024);
+    let (m, cid) = share(&mut net, s, &data, 64 * 1024, false);
+    let (a, b, c) = (
+        PeerId::synthetic(20),
+        PeerId::synthetic(21),
+        PeerId::synthetic(22),
+    );
+    for p in [a, b, c] {
+        let mut bits = peerlab_swarm::Bitfield::new(m.chunk_count());
+        if p == a {
+            bits.set(3); // `a` already holds a chunk; `b` and `c` hold nothing
+        }
+        net.inject(p, s, Body::Handshake, cid);
+        net.inject(p, s, Body::Bitfield(bits), cid);
+        net.inject(p, s, Body::Interested, cid);
+    }
+    // `c`'s chunk 2 takes the uplink; then `a` asks for chunk 0, later `b` for chunk 1.
+    for (peer, chunk) in [(c, 2), (a, 0), (b, 1)] {
+        for block in 0..4 {
+            net.inject(peer, s, Body::Request { chunk, block }, cid);
+        }
+    }
+    net.run(secs(5));
+    let order: Vec<PeerId> = blocks_sent(&net, s).iter().map(|(p, _, _)| *p).collect();
+    // After `c`'s chunk, `b` (nothing to share yet) gets its chunk before `a`, although
+    // `a` asked first.
+    assert_eq!(order, [vec![c; 4], vec![b; 4], vec![a; 4]].concat());
+}
