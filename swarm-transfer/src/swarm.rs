@@ -44,14 +44,8 @@ use crate::wire::{Body, Message};
 /// Swarm parameters. Defaults follow BEP 3 and libtorrent where they have one.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Outstanding block requests per peer. Default 12: with 16 KiB blocks that is 192 KiB
-    /// in flight, about 1.5 times what an 8 Mbit/s link carries in a 100 ms round trip.
-    /// With a paced uploader ([`Config::upload_rate`]) a chunk's turn keeps the uplink busy
-    /// only if our refills (one round trip after its first blocks reach us) arrive before
-    /// its queue of our requests runs dry; 8 (128 KiB, 131 ms at 8 Mbit/s) barely covered
-    /// that. Measured in flash crowds of 300 peers (`docs/experiments/swarm.md`): depth 6 /
-    /// 8 / 12 / 16 / 24 gave efficiency 0.850 / 0.874 / 0.880 / 0.879 / 0.863 — deeper
-    /// queues pin more blocks on one uploader and raise endgame duplicates.
+    /// Outstanding block requests per peer. Default 8: with 16 KiB blocks that is 128 KiB
+    /// in flight, enough to fill a 10 Mbit/s link over a 100 ms round trip.
     pub pipeline_depth: usize,
     /// Piece-picking rules.
     pub picker: picker::Config,
@@ -152,7 +146,7 @@ pub struct Config {
 
 /// Most block requests one peer may have waiting in our upload queue when
 /// [`Config::upload_rate`] is set; further requests are answered with `Reject`. Our own
-/// downloaders keep [`Config::pipeline_depth`] (12) in flight; libtorrent allows 500. 256
+/// downloaders keep [`Config::pipeline_depth`] (8) in flight; libtorrent allows 500. 256
 /// bounds the queue at 4 MiB of requested data per peer.
 pub const MAX_QUEUED_REQUESTS: usize = 256;
 
@@ -165,7 +159,7 @@ const TURN_PATIENCE_BLOCKS: u32 = 16;
 impl Default for Config {
     fn default() -> Self {
         Config {
-            pipeline_depth: 12,
+            pipeline_depth: 8,
             picker: picker::Config::default(),
             choker: choker::Config::default(),
             max_peers: 80,
@@ -2007,10 +2001,7 @@ mod tests {
     /// connected to two peers that hold chunk 0 only, interested in both, both still
     /// choking it. Chunk 1 is nowhere, so endgame never starts.
     fn fetcher(config: Config) -> (Harness, PeerId, PeerId) {
-        let config = Config {
-            pipeline_depth: 8,
-            ..config
-        };
+        assert_eq!(config.pipeline_depth, 8);
         let data = Bytes::from(vec![3u8; 16 * BLOCK_SIZE as usize]);
         let m = Manifest::from_bytes("f", &data, 8 * BLOCK_SIZE).unwrap();
         let (u1, u2) = (PeerId::synthetic(1), PeerId::synthetic(2));
