@@ -22,6 +22,14 @@
 //!
 //! Uploads follow the [`Choker`] (tit-for-tat); downloads follow the [`Picker`].
 //!
+//! Upload scheduling: by default a requested block goes to the driver as soon as the
+//! request arrives. A core told its uplink rate ([`Config::upload_rate`]) queues requests
+//! itself, hands the driver a block only while the driver's send queue is shorter than
+//! [`Config::upload_horizon`] (a [`Timer::Pump`] wakes it when it drains), and serves its
+//! unchoked peers one chunk at a time: the chunk with the *turn* is sent back to back
+//! before other peers' requests, and the next turn goes to the oldest waiting request,
+//! peers holding no chunk yet first.
+//!
 //! Discovery is left to the application: the core emits [`Event::Discovery`] asking it
 //! to announce a content id in the DHT (every [`Config::announce_interval`], with
 //! [`Config::provider_ttl`]) or to look up providers, and the answer comes back as
