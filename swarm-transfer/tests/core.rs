@@ -100,9 +100,13 @@ impl Net {
     }
 
     fn add(&mut self, n: u64) -> PeerId {
+        self.add_with(n, Config::default())
+    }
+
+    fn add_with(&mut self, n: u64, config: Config) -> PeerId {
         let p = PeerId::synthetic(n);
         self.nodes
-            .insert(p, (Swarm::new(Config::default(), Factory), Rng::seed(n)));
+            .insert(p, (Swarm::new(config, Factory), Rng::seed(n)));
         self.with(p, |c, cx| c.handle_start(cx));
         p
     }
@@ -682,4 +686,155 @@ fn a_chunk_refused_while_unchoked_is_not_asked_again_from_that_peer() {
         lifted,
         "chunk {chunk} never asked again after a new unchoke"
     );
+}
+
+/// An uploader with `upload_rate` (1 MB/s: a 16 KiB block takes ~16 ms, the default 30 ms
+/// horizon holds two) and no super-seeding, sharing four 64 KiB chunks (four blocks each),
+/// with fake peers `a` and `b` connected, interested and unchoked.
+fn paced_uploader(upload_rate: Option<u64>) -> (Net, PeerId, PeerId, PeerId, ContentId) {
+    let mut net = Net::new();
+    let config = Config {
+        super_seed: false,
+        upload_rate,
+        ..Config::default()
+    };
+    let s = net.add_with(1, config);
+    let data = file(256 * 1024);
+    let (m, cid) = share(&mut net, s, &data, 64 * 1024, false);
+    assert_eq!(m.block_count(0), 4);
+    let (a, b) = (PeerId::synthetic(20), PeerId::synthetic(21));
+    for p in [a, b] {
+        net.inject(p, s, Body::Handshake, cid);
+        net.inject(
+            p,
+            s,
+            Body::Bitfield(peerlab_swarm::Bitfield::new(m.chunk_count())),
+            cid,
+        );
+        net.inject(p, s, Body::Interested, cid);
+        assert_eq!(net.sent(s, p, "swarm_unchoke"), 1);
+    }
+    // `a` asks for chunk 0 and `b` for chunk 1, their requests interleaved as two
+    // pipelined downloaders' requests arrive.
+    for block in 0..4 {
+        net.inject(a, s, Body::Request { chunk: 0, block }, cid);
+        net.inject(b, s, Body::Request { chunk: 1, block }, cid);
+    }
+    (net, s, a, b, cid)
+}
+
+/// The blocks `s` sent, in order, as (receiver, chunk, block).
+fn blocks_sent(net: &Net, s: PeerId) -> Vec<(PeerId, u32, u32)> {
+    net.log
+        .iter()
+        .filter(|(f, _, _)| *f == s)
+        .filter_map(|(_, to, msg)| match msg.body {
+            Body::Block { chunk, block, .. } => Some((*to, chunk, block)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn paced_uploader_serves_one_chunk_before_the_next() {
+    let (mut net, s, a, b, _) = paced_uploader(Some(1_000_000));
+    net.run(secs(5));
+    // The first two blocks fill the driver's queue up to the horizon in arrival order;
+    // from then on `a`'s chunk has the turn and leaves whole before `b`'s continues.
+    assert_eq!(
+        blocks_sent(&net, s),
+        vec![
+            (a, 0, 0),
+            (b, 1, 0),
+            (a, 0, 1),
+            (a, 0, 2),
+            (a, 0, 3),
+            (b, 1, 1),
+            (b, 1, 2),
+            (b, 1, 3),
+        ]
+    );
+    // Without an upload rate every block goes to the driver at once, interleaved.
+    let (mut net, s, a, b, _) = paced_uploader(None);
+    net.run(secs(5));
+    let fifo = blocks_sent(&net, s);
+    assert_eq!(fifo.len(), 8);
+    assert_eq!(&fifo[..4], &[(a, 0, 0), (b, 1, 0), (a, 0, 1), (b, 1, 1)]);
+}
+
+#[test]
+fn paced_uploader_rejects_queued_requests_on_choke_and_honours_cancel() {
+    let (mut net, s, a, b, cid) = paced_uploader(Some(1_000_000));
+    // `a` loses interest: it is choked and its three requests still queued are refused.
+    net.inject(a, s, Body::NotInterested, cid);
+    assert_eq!(net.sent(s, a, "swarm_choke"), 1);
+    assert_eq!(net.sent(s, a, "swarm_reject"), 3);
+    // `b` cancels a queued request: that block is never sent.
+    net.inject(b, s, Body::Cancel { chunk: 1, block: 2 }, cid);
+    net.run(secs(5));
+    assert_eq!(
+        blocks_sent(&net, s),
+        vec![(a, 0, 0), (b, 1, 0), (b, 1, 1), (b, 1, 3)]
+    );
+}
+
+#[test]
+fn paced_transfer_is_byte_identical() {
+    let mut net = Net::new();
+    let config = Config {
+        upload_rate: Some(1_000_000),
+        ..Config::default()
+    };
+    let s = net.add_with(1, config.clone());
+    let f = net.add_with(2, config);
+    let data = file(300_001);
+    let (_, cid) = share(&mut net, s, &data, 64 * 1024, false);
+    net.command(
+        f,
+        Command::Fetch {
+            cid,
+            providers: vec![s],
+        },
+    );
+    net.run(secs(60));
+    assert_eq!(contents(&net, f, &cid).as_deref(), Some(&data[..]));
+    assert!(net.penalties(f).is_empty() && net.penalties(s).is_empty());
+}
+
+#[test]
+fn paced_uploader_gives_the_next_turn_to_a_peer_holding_nothing() {
+    let mut net = Net::new();
+    let config = Config {
+        super_seed: false,
+        upload_rate: Some(1_000_000),
+        ..Config::default()
+    };
+    let s = net.add_with(1, config);
+    let data = file(256 * 1024);
+    let (m, cid) = share(&mut net, s, &data, 64 * 1024, false);
+    let (a, b, c) = (
+        PeerId::synthetic(20),
+        PeerId::synthetic(21),
+        PeerId::synthetic(22),
+    );
+    for p in [a, b, c] {
+        let mut bits = peerlab_swarm::Bitfield::new(m.chunk_count());
+        if p == a {
+            bits.set(3); // `a` already holds a chunk; `b` and `c` hold nothing
+        }
+        net.inject(p, s, Body::Handshake, cid);
+        net.inject(p, s, Body::Bitfield(bits), cid);
+        net.inject(p, s, Body::Interested, cid);
+    }
+    // `c`'s chunk 2 takes the uplink; then `a` asks for chunk 0, later `b` for chunk 1.
+    for (peer, chunk) in [(c, 2), (a, 0), (b, 1)] {
+        for block in 0..4 {
+            net.inject(peer, s, Body::Request { chunk, block }, cid);
+        }
+    }
+    net.run(secs(5));
+    let order: Vec<PeerId> = blocks_sent(&net, s).iter().map(|(p, _, _)| *p).collect();
+    // After `c`'s chunk, `b` (nothing to share yet) gets its chunk before `a`, although
+    // `a` asked first.
+    assert_eq!(order, [vec![c; 4], vec![b; 4], vec![a; 4]].concat());
 }

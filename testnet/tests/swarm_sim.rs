@@ -38,6 +38,17 @@ fn small_flash_crowd_completes_byte_identical() {
 }
 
 #[test]
+fn fifo_uplink_flash_crowd_still_completes() {
+    // The experiment's default tells every core its uplink rate (paced, one chunk at a
+    // time); the FIFO hand-over without it must still deliver every file.
+    let mut p = small(20, 0, 7);
+    p.fifo_upload = true;
+    let r = run(&p).unwrap();
+    assert_eq!(r.honest_peers_completed, 20, "{}", r.render_table());
+    assert_eq!(r.honest_files_verified, 20);
+}
+
+#[test]
 fn ten_percent_corrupt_peers_are_contained() {
     let r = run(&small(30, 3, 11)).unwrap();
     assert_eq!(r.honest_peers, 27);

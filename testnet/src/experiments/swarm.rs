@@ -46,6 +46,14 @@ pub const MAX_PEERS: usize = 20_000;
 pub const MAX_FILE_MIB: u64 = 4096;
 /// Largest `--pipeline-depth` accepted (1024 blocks = 16 MiB in flight per peer).
 pub const MAX_PIPELINE_DEPTH: usize = 1024;
+/// Default `--pipeline-depth` with paced uplinks (the default; not with `--fifo-upload`,
+/// which keeps the core's default of 8). A paced uploader serves a chunk's turn back to
+/// back, so a downloader's refills (one round trip after the first blocks reach it) must
+/// arrive before the turn's queued requests run out; 8 blocks (131 ms at 8 Mbit/s) barely
+/// cover the ~120 ms request round trip. Measured at N = 300 (`docs/experiments/swarm.md`):
+/// depth 6 / 8 / 12 / 16 / 24 gave efficiency 0.850 / 0.874 / 0.880 / 0.879 / 0.863 paced,
+/// while with FIFO uplinks 12 was worse than 8 (0.819 against 0.843).
+pub const PACED_PIPELINE_DEPTH: usize = 12;
 /// How often chunk diversity is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Ordered peer pairs drawn per sample for [`DiversitySample::interest`] (bounds the cost
@@ -323,13 +331,20 @@ pub struct Params {
     /// Turn off initial super-seeding (BEP 16) on the seeders.
     #[arg(long)]
     pub no_super_seed: bool,
-    /// Outstanding block requests per peer (the core's `Config::pipeline_depth`).
-    #[arg(long, default_value_t = Config::default().pipeline_depth)]
-    pub pipeline_depth: usize,
+    /// Outstanding block requests per peer (the core's `Config::pipeline_depth`). Default:
+    /// 12 (`PACED_PIPELINE_DEPTH`), or the core's default 8 with `--fifo-upload`.
+    #[arg(long)]
+    pub pipeline_depth: Option<usize>,
     /// Interest means "the peer has a block we can request now" instead of BEP 3's "the
     /// peer has a chunk we lack" (`Config::release_idle_interest`).
     #[arg(long)]
     pub request_now_interest: bool,
+    /// Hand each requested block to the simulated uplink as its request arrives, so the
+    /// uplink's FIFO queue interleaves all unchoked peers' blocks. By default every core is
+    /// told its uplink rate (`Config::upload_rate`) and serves unchoked peers one chunk at
+    /// a time.
+    #[arg(long)]
+    pub fifo_upload: bool,
     /// Seed of every random choice (file, arrivals, neighbours, network, cores).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -353,8 +368,9 @@ impl Default for Params {
             latency_ms: 50,
             max_secs: None,
             no_super_seed: false,
-            pipeline_depth: Config::default().pipeline_depth,
+            pipeline_depth: None,
             request_now_interest: false,
+            fifo_upload: false,
             seed: 1,
         }
     }
@@ -559,7 +575,9 @@ fn validate(p: &Params) -> Result<(), ExperimentError> {
     if !(p.arrival_rate.is_finite() && p.arrival_rate > 0.0) {
         return invalid("--arrival-rate must be positive");
     }
-    if !(1..=MAX_PIPELINE_DEPTH).contains(&p.pipeline_depth) {
+    if p.pipeline_depth
+        .is_some_and(|d| !(1..=MAX_PIPELINE_DEPTH).contains(&d))
+    {
         return invalid(format!(
             "--pipeline-depth must be in 1..={MAX_PIPELINE_DEPTH}"
         ));
@@ -640,7 +658,11 @@ fn run_one(
     let mut config = Config::default();
     config.picker.strategy = strategy;
     config.super_seed = !p.no_super_seed;
-    config.pipeline_depth = p.pipeline_depth;
+    config.pipeline_depth = p.pipeline_depth.unwrap_or(if p.fifo_upload {
+        Config::default().pipeline_depth
+    } else {
+        PACED_PIPELINE_DEPTH
+    });
     config.release_idle_interest = p.request_now_interest;
     // Progress events are not needed here; completion events are.
     config.progress_every = 0;
@@ -648,7 +670,9 @@ fn run_one(
 
     let seeders: Vec<PeerId> = (0..p.seeders as u64).map(PeerId::synthetic).collect();
     for &s in &seeders {
-        sim.add_node(s, Swarm::new(config.clone(), SimFactory { corrupt: false }));
+        let mut cfg = config.clone();
+        cfg.upload_rate = (!p.fifo_upload).then_some(seed_up);
+        sim.add_node(s, Swarm::new(cfg, SimFactory { corrupt: false }));
         sim.set_bandwidth(s, Some(seed_up), Some(down));
         let store = SimStore {
             inner: MemoryStore::full(manifest, data.clone()),
@@ -708,7 +732,8 @@ fn run_one(
         }
         present.push(me);
         let corrupt = is_bad[i];
-        let cfg = config.clone();
+        let mut cfg = config.clone();
+        cfg.upload_rate = (!p.fifo_upload).then_some(up);
         sim.schedule(arrivals[i], move |sim| {
             sim.add_node(me, Swarm::new(cfg, SimFactory { corrupt }));
             sim.command(me, Command::Fetch { cid, providers });
