@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p peerlab-node --example node_bench -- fetch 256      # MiB, QUIC and TCP
 //! cargo run --release -p peerlab-node --example node_bench -- fetch 256 /dev/shm quic
+//! cargo run --release -p peerlab-node --example node_bench -- fetch 256 /dev/shm both 5
 //! cargo run --release -p peerlab-node --example node_bench -- memory 100     # nodes in one process
 //! ```
 //!
@@ -11,7 +12,14 @@
 //! throughput of one libp2p stream (a single request-response substream carrying the same
 //! number of bytes) on the same transport. The fetch is timed until the file is complete in
 //! the fetcher's chunk store; the copy that `fetch -o PATH` adds is timed after it and
-//! reported as `fetch_and_copy_mib_s`. The optional directory holds both nodes' data
+//! reported as `fetch_and_copy_mib_s` (a plain copy, what `-o` costs across file systems;
+//! on the same one `-o` is a hard link). With a repetition count (fifth argument) raw
+//! stream and fetch alternate that many times per transport (odd repetitions fetch first),
+//! each pair printed with the 1-minute load average, then the medians of the raw and fetch
+//! figures and of the per-pair ratios: the raw figure varies by a factor of two between
+//! back-to-back runs on a shared machine, so one pair says little. `raw_cpu_s` and
+//! `fetch_cpu_s` are the CPU seconds (all threads, user + system) the process used while
+//! each was timed: both nodes, or both bare swarms, run in this one process. The optional directory holds both nodes' data
 //! dirs (default: the system's temporary directory); on a tmpfs such as `/dev/shm` the
 //! chunk store's `fsync`s cost nothing, which separates the network path from the disk. `memory` reports the resident set size of the process with one idle node
 //! and with N connected nodes.
@@ -67,9 +75,24 @@ fn addr_of(n: &NodeHandle, transport: Transport) -> String {
         .expect("listen address")
 }
 
-/// Shares `size` bytes on node A and fetches them on node B; returns MiB/s of the fetch
-/// and of the fetch plus a copy to an output file (what `fetch -o PATH` adds).
-async fn fetch_once(transport: Transport, size: usize, base: &std::path::Path) -> (f64, f64) {
+/// CPU time (user + system, every thread) this process has used so far, in seconds.
+fn cpu_secs() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat, in clock ticks of 1/100 s on Linux; the command
+    // name (field 2) may hold spaces, so count from its closing parenthesis.
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// Shares `size` bytes on node A and fetches them on node B; returns MiB/s of the fetch,
+/// of the fetch plus a copy to an output file (what `fetch -o PATH` adds across file
+/// systems), and the CPU seconds the process used during the timed fetch.
+async fn fetch_once(transport: Transport, size: usize, base: &std::path::Path) -> (f64, f64, f64) {
     let dirs = (
         tempfile::tempdir_in(base).unwrap(),
         tempfile::tempdir_in(base).unwrap(),
@@ -95,6 +118,7 @@ async fn fetch_once(transport: Transport, size: usize, base: &std::path::Path) -
         let cid = ca.share(&file).unwrap().cid;
         let provider = ca.status().unwrap().peer_id;
         let start = Instant::now();
+        let cpu0 = cpu_secs();
         // No output path: the timed transfer ends when the file is complete, verified and
         // renamed in the fetcher's chunk store. With `-o PATH` the API copies it out
         // afterwards; that copy is timed separately below.
@@ -113,6 +137,7 @@ async fn fetch_once(transport: Transport, size: usize, base: &std::path::Path) -
             std::thread::sleep(Duration::from_millis(5));
         };
         let secs = start.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - cpu0;
         let copy_start = Instant::now();
         std::fs::copy(&path, &out).unwrap();
         let copy_secs = copy_start.elapsed().as_secs_f64();
@@ -121,7 +146,7 @@ async fn fetch_once(transport: Transport, size: usize, base: &std::path::Path) -
             "fetched bytes differ"
         );
         let mib = size as f64 / (1 << 20) as f64;
-        (mib / secs, mib / (secs + copy_secs))
+        (mib / secs, mib / (secs + copy_secs), cpu)
     })
     .await
     .unwrap();
@@ -218,8 +243,9 @@ fn bulk_swarm() -> Swarm<BulkBehaviour> {
         .build()
 }
 
-/// Raw throughput of one libp2p substream carrying `size` bytes; MiB/s.
-async fn raw_once(transport: Transport, size: u64) -> f64 {
+/// Raw throughput of one libp2p substream carrying `size` bytes: MiB/s, and the CPU seconds
+/// the process used meanwhile.
+async fn raw_once(transport: Transport, size: u64) -> (f64, f64) {
     let mut server = bulk_swarm();
     let listen: Multiaddr = match transport {
         Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
@@ -260,6 +286,7 @@ async fn raw_once(transport: Transport, size: u64) -> f64 {
         }
     }
     let start = Instant::now();
+    let cpu0 = cpu_secs();
     client.behaviour_mut().rr.send_request(&server_id, size);
     loop {
         match client.select_next_some().await {
@@ -276,7 +303,10 @@ async fn raw_once(transport: Transport, size: u64) -> f64 {
             _ => {}
         }
     }
-    size as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
+    (
+        size as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64(),
+        cpu_secs() - cpu0,
+    )
 }
 
 async fn memory(n: usize) {
@@ -318,6 +348,25 @@ async fn memory(n: usize) {
     }
 }
 
+/// The median of some figures (the mean of the middle two for an even count).
+fn median(it: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = it.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The 1-minute load average (the machine is shared; every figure carries it).
+fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -333,22 +382,47 @@ fn main() {
                 Some("tcp") => vec![Transport::Tcp],
                 _ => vec![Transport::Quic, Transport::Tcp],
             };
+            let reps: usize = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
             for t in transports {
-                let raw = rt.block_on(raw_once(t, (mib as u64) << 20));
-                eprintln!("{t:?}: raw stream {raw:.1} MiB/s");
-                let (fetch, with_copy) = rt.block_on(fetch_once(t, mib << 20, &base));
-                println!(
-                    "{{\"bench\":\"fetch\",\"transport\":\"{t:?}\",\"mib\":{mib},\"dir\":\"{}\",\"fetch_mib_s\":{fetch:.1},\"fetch_and_copy_mib_s\":{with_copy:.1},\"raw_stream_mib_s\":{raw:.1},\"ratio\":{:.2},\"ratio_with_copy\":{:.2}}}",
-                    base.display(),
-                    fetch / raw,
-                    with_copy / raw
-                );
+                let mut rows = Vec::new();
+                for rep in 0..reps {
+                    // Raw and fetch alternate, so that both see the same machine load; odd
+                    // repetitions run the fetch first, so neither always follows the other.
+                    let ((raw, raw_cpu), (fetch, with_copy, fetch_cpu)) = if rep % 2 == 0 {
+                        let raw = rt.block_on(raw_once(t, (mib as u64) << 20));
+                        (raw, rt.block_on(fetch_once(t, mib << 20, &base)))
+                    } else {
+                        let f = rt.block_on(fetch_once(t, mib << 20, &base));
+                        (rt.block_on(raw_once(t, (mib as u64) << 20)), f)
+                    };
+                    println!(
+                        "{{\"bench\":\"fetch\",\"transport\":\"{t:?}\",\"mib\":{mib},\"dir\":\"{}\",\"rep\":{rep},\"fetch_mib_s\":{fetch:.1},\"fetch_and_copy_mib_s\":{with_copy:.1},\"raw_stream_mib_s\":{raw:.1},\"ratio\":{:.2},\"ratio_with_copy\":{:.2},\"raw_cpu_s\":{raw_cpu:.2},\"fetch_cpu_s\":{fetch_cpu:.2},\"load1\":{:.2}}}",
+                        base.display(),
+                        fetch / raw,
+                        with_copy / raw,
+                        load1()
+                    );
+                    rows.push((raw, fetch, with_copy));
+                }
+                if reps > 1 {
+                    let med = |f: &dyn Fn(&(f64, f64, f64)) -> f64| median(rows.iter().map(f));
+                    println!(
+                        "{{\"bench\":\"fetch_median\",\"transport\":\"{t:?}\",\"mib\":{mib},\"reps\":{reps},\"raw_stream_mib_s\":{:.1},\"fetch_mib_s\":{:.1},\"fetch_and_copy_mib_s\":{:.1},\"ratio\":{:.2},\"ratio_with_copy\":{:.2}}}",
+                        med(&|r| r.0),
+                        med(&|r| r.1),
+                        med(&|r| r.2),
+                        med(&|r| r.1 / r.0),
+                        med(&|r| r.2 / r.0)
+                    );
+                }
             }
         }
         Some("memory") => {
             let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
             rt.block_on(memory(n));
         }
-        _ => eprintln!("usage: node_bench fetch [MiB [DIR [quic|tcp]]] | memory [nodes]"),
+        _ => {
+            eprintln!("usage: node_bench fetch [MiB [DIR [quic|tcp|both [REPS]]]] | memory [nodes]")
+        }
     }
 }

@@ -514,6 +514,34 @@ struct Load {
     frames: AtomicUsize,
 }
 
+/// Counter handles of one channel's traffic, registered once when the driver starts: a
+/// `counter!` call per frame would hash the name and labels and look the counter up in the
+/// registry for every 16 KiB block sent or received.
+struct Traffic {
+    bytes_in: metrics::Counter,
+    messages_in: metrics::Counter,
+    bytes_out: metrics::Counter,
+    messages_out: metrics::Counter,
+}
+
+impl Traffic {
+    /// Registers the counters of `ch` with the current (the node's local) recorder.
+    fn register(ch: Channel) -> Traffic {
+        Traffic {
+            bytes_in: metrics::counter!(m::BYTES_IN, "protocol" => ch.name()),
+            messages_in: metrics::counter!(m::MESSAGES_IN, "protocol" => ch.name()),
+            bytes_out: metrics::counter!(m::BYTES_OUT, "protocol" => ch.name()),
+            messages_out: metrics::counter!(m::MESSAGES_OUT, "protocol" => ch.name()),
+        }
+    }
+
+    /// Counts one frame of `len` bytes sent.
+    fn sent(&self, len: usize) {
+        self.bytes_out.increment(len as u64);
+        self.messages_out.increment(1);
+    }
+}
+
 /// The driver's end of one stream writer task.
 struct Writer {
     /// Tells stale [`StreamEvent::WriterClosed`] reports apart from the current writer's.
@@ -692,6 +720,8 @@ pub(crate) struct Driver<P: NetCore> {
     bad_frames: u64,
     prefer_quic: bool,
     recorder: Arc<PrometheusRecorder>,
+    /// Traffic counters per channel, in [`Channel::ALL`] order (registered in `run`).
+    traffic: Vec<Traffic>,
 }
 
 fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
@@ -785,6 +815,7 @@ impl<P: NetCore> Driver<P> {
             bad_frames: 0,
             prefer_quic: cfg.prefer_quic,
             recorder,
+            traffic: Vec::new(),
         };
         let handle = DriverHandle {
             tx,
@@ -814,12 +845,25 @@ impl<P: NetCore> Driver<P> {
         Instant(self.epoch_micros + self.epoch.elapsed().as_micros() as u64)
     }
 
+    /// Hands one input to the core and sends what it produced.
     fn with_core(&mut self, f: impl FnOnce(&mut P, &mut peerlab_overlay::Cx<'_, P>)) {
+        self.feed_core(f);
+        self.end_inputs();
+    }
+
+    /// Hands one input to the core; what it produces waits in the outbox until
+    /// [`Self::end_inputs`]. The frames of one turn are fed this way, so that the answers
+    /// to a batch of frames (a seeder's blocks for a pipeline of requests) reach the stream
+    /// writers together and leave in few, large writes, rather than one write and one
+    /// writer wake-up per 16 KiB block.
+    fn feed_core(&mut self, f: impl FnOnce(&mut P, &mut peerlab_overlay::Cx<'_, P>)) {
         let now = self.now();
-        {
-            let mut cx = Context::new(now, &mut self.rng, &mut self.outbox);
-            f(&mut self.core, &mut cx);
-        }
+        let mut cx = Context::new(now, &mut self.rng, &mut self.outbox);
+        f(&mut self.core, &mut cx);
+    }
+
+    /// Ends a run of inputs: persists, then sends everything in the outbox.
+    fn end_inputs(&mut self) {
         // Persist before any reply or frame leaves (acknowledged writes are durable).
         self.core.after_input();
         self.flush();
@@ -901,10 +945,11 @@ impl<P: NetCore> Driver<P> {
             }
         };
         if self.connected.contains_key(&peer) {
-            let len = frame.len() as u64;
-            if self.stream_send(peer, ch, frame) {
-                metrics::counter!(m::BYTES_OUT, "protocol" => ch.name()).increment(len);
-                metrics::counter!(m::MESSAGES_OUT, "protocol" => ch.name()).increment(1);
+            let len = frame.len();
+            if self.stream_send(peer, ch, frame)
+                && let Some(t) = self.traffic.get(ch.index())
+            {
+                t.sent(len);
             }
             return;
         }
@@ -916,8 +961,9 @@ impl<P: NetCore> Driver<P> {
             metrics::counter!(m::SEND_DROPPED, "protocol" => ch.name()).increment(1);
             return;
         }
-        metrics::counter!(m::BYTES_OUT, "protocol" => ch.name()).increment(frame.len() as u64);
-        metrics::counter!(m::MESSAGES_OUT, "protocol" => ch.name()).increment(1);
+        if let Some(t) = self.traffic.get(ch.index()) {
+            t.sent(frame.len());
+        }
         q.bytes += frame.len();
         q.frames.push_back(frame);
         if fresh {
@@ -1046,7 +1092,8 @@ impl<P: NetCore> Driver<P> {
         tokio::spawn(read_stream(peer, ch, stream, self.stream_tx.clone()));
     }
 
-    /// Hands one frame read from a stream to the core.
+    /// Hands one frame read from a stream to the core (its output is sent at the end of the
+    /// turn, [`Self::end_inputs`]).
     fn on_frame(&mut self, peer: libp2p::PeerId, ch: Channel, frame: &[u8]) {
         if self.banned.contains_key(&peer) {
             return;
@@ -1055,11 +1102,13 @@ impl<P: NetCore> Driver<P> {
             self.strike(peer, ch, "not an Ed25519 peer");
             return;
         };
-        metrics::counter!(m::BYTES_IN, "protocol" => ch.name()).increment(frame.len() as u64);
-        metrics::counter!(m::MESSAGES_IN, "protocol" => ch.name()).increment(1);
+        if let Some(t) = self.traffic.get(ch.index()) {
+            t.bytes_in.increment(frame.len() as u64);
+            t.messages_in.increment(1);
+        }
         match P::decode(ch, frame) {
             Ok(msg) if P::channel(&msg) == ch => {
-                self.with_core(|core, cx| core.handle_message(cx, from, msg));
+                self.feed_core(|core, cx| core.handle_message(cx, from, msg));
             }
             Ok(_) => self.strike(peer, ch, "message on the wrong channel"),
             Err(e) => self.strike(peer, ch, &e.to_string()),
@@ -1228,6 +1277,7 @@ impl<P: NetCore> Driver<P> {
     pub(crate) async fn run(mut self) {
         let recorder = self.recorder.clone();
         metrics::with_local_recorder(&*recorder, || {
+            self.traffic = Channel::ALL.into_iter().map(Traffic::register).collect();
             self.with_core(|core, cx| core.handle_start(cx));
             for addr in self.bootstrap.clone() {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
@@ -1282,6 +1332,8 @@ impl<P: NetCore> Driver<P> {
                                 Err(_) => break,
                             }
                         }
+                        // The frames' answers leave together.
+                        self.end_inputs();
                         None
                     }
                     In::Incoming(ch, peer, s) => {

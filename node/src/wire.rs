@@ -74,6 +74,16 @@ impl Channel {
         }
     }
 
+    /// The position in [`Channel::ALL`] (for tables indexed by channel).
+    pub const fn index(self) -> usize {
+        match self {
+            Channel::Dht => 0,
+            Channel::Gossip => 1,
+            Channel::Flood => 2,
+            Channel::Swarm => 3,
+        }
+    }
+
     /// A short name for metrics labels.
     pub const fn name(self) -> &'static str {
         match self {
@@ -153,6 +163,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_index_is_the_position_in_all() {
+        for (i, ch) in Channel::ALL.into_iter().enumerate() {
+            assert_eq!(ch.index(), i, "{ch:?}");
+        }
+    }
 
     #[test]
     fn stream_frames_round_trip_and_oversized_lengths_are_not_read() {

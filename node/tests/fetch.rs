@@ -47,3 +47,73 @@ fn many_blocks_from_three_sharers_over_tcp_finish_in_bounded_time() {
     });
     assert!(std::fs::read(&out).unwrap() == data, "fetched file differs");
 }
+
+/// `fetch -o PATH` on the chunk dir's file system: the output is byte-identical and a hard
+/// link to the stored file (no copy), and the fetcher still seeds the file from its store
+/// to a third node after the original sharer is gone.
+#[test]
+fn fetch_output_is_a_link_and_the_fetcher_still_seeds() {
+    use std::os::unix::fs::MetadataExt;
+
+    let mut net = Net::new(Transport::Tcp);
+    let ids: Vec<usize> = (0..3).map(|_| net.start()).collect();
+    wait_for("every DHT joined", Duration::from_secs(60), || {
+        ids.iter().all(|&i| {
+            net.node(i)
+                .client()
+                .status()
+                .map(|s| s.dht_joined)
+                .unwrap_or(false)
+        })
+    });
+    let data: Vec<u8> = (0..3u32 << 20)
+        .map(|i| i.wrapping_mul(2246822519).to_le_bytes()[1])
+        .collect();
+    let src = net.dirs[0].path().join("shared.bin");
+    std::fs::write(&src, &data).unwrap();
+    let cid = net.node(0).client().share(&src).unwrap().cid;
+
+    // The output lies in the fetcher's data dir, so on the store's file system.
+    let fetcher = net.node(1).client();
+    let out = net.dirs[1].path().join("fetched.bin");
+    fetcher.fetch(&cid, Some(&out)).unwrap();
+    wait_for("fetch with -o completes", Duration::from_secs(60), || {
+        let p = fetcher.fetch_progress(&cid).unwrap();
+        assert!(p.error.is_none(), "{p:?}");
+        p.done
+    });
+    assert!(std::fs::read(&out).unwrap() == data, "output differs");
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().nlink(),
+        2,
+        "the output is not a link to the stored file"
+    );
+
+    // The sharer leaves; a third node fetches from the first fetcher only.
+    let seeder_id = fetcher.status().unwrap().peer_id;
+    net.stop(0);
+    let third = net.node(2).client();
+    let _: serde_json::Value = third
+        .post(
+            "/fetch",
+            &serde_json::json!({"cid": cid, "providers": [seeder_id]}),
+        )
+        .unwrap();
+    let path = {
+        let mut path = None;
+        wait_for(
+            "fetch from the fetcher completes",
+            Duration::from_secs(60),
+            || {
+                let p = third.fetch_progress(&cid).unwrap();
+                assert!(p.error.is_none(), "{p:?}");
+                path = p.path.clone();
+                p.done
+            },
+        );
+        path.expect("finished file path")
+    };
+    assert!(std::fs::read(&path).unwrap() == data, "seeded file differs");
+    assert!(fetcher.fetch_progress(&cid).unwrap().uploaded >= data.len() as u64);
+    assert!(std::fs::read(&out).unwrap() == data, "output changed");
+}

@@ -74,8 +74,15 @@ pub trait ChunkStore {
     /// `len` bytes at `offset` inside held chunk `chunk`.
     fn read_block(&mut self, chunk: u32, offset: u32, len: u32) -> Result<Bytes, StoreError>;
 
-    /// Stores a complete chunk given as its blocks in order. The caller has verified it
-    /// against the manifest; on success the chunk is held.
+    /// Verifies a complete chunk, given as its blocks in order, against the manifest and
+    /// stores it; on success the chunk is held.
+    ///
+    /// The store is the one place a received chunk is verified (one BLAKE3 pass per chunk;
+    /// the core relies on this): blocks that do not hash to the manifest's chunk hash give
+    /// [`StoreError::HashMismatch`], and nothing is written or marked held, so a store never
+    /// holds or serves an unverified chunk. `Ok` therefore also tells the caller that the
+    /// blocks were the right ones (the core's smart ban compares earlier corrupt blocks
+    /// with them).
     fn write_chunk(&mut self, chunk: u32, blocks: &[Bytes]) -> Result<(), StoreError>;
 
     /// Called once every chunk is held (moves the file into place).
@@ -97,6 +104,8 @@ pub struct MemoryStore {
     chunks: Vec<Option<Box<[Bytes]>>>,
     held: Bitfield,
     block_size: u32,
+    /// What written chunks are verified against.
+    manifest: Manifest,
 }
 
 impl MemoryStore {
@@ -107,6 +116,7 @@ impl MemoryStore {
             chunks: vec![None; n as usize],
             held: Bitfield::new(n),
             block_size: manifest.block_size(),
+            manifest: manifest.clone(),
         }
     }
 
@@ -206,6 +216,9 @@ impl ChunkStore for MemoryStore {
                 offset: 0,
                 len: 0,
             })?;
+        if !self.manifest.verify_chunk(chunk, blocks) {
+            return Err(StoreError::HashMismatch(chunk));
+        }
         *slot = Some(blocks.to_vec().into_boxed_slice());
         self.held.set(chunk);
         Ok(())
@@ -513,12 +526,14 @@ impl ChunkStore for FileStore {
                 len: 0,
             });
         }
-        if self.held.get(chunk) {
-            return Ok(());
-        }
-        // Defence in depth: the file store never writes unverified bytes.
+        // The only verification of a received chunk (see the trait): nothing unverified is
+        // written, held or served. A chunk already held is not written again, but `Ok` still
+        // means these blocks are the right ones.
         if !self.manifest.verify_chunk(chunk, blocks) {
             return Err(StoreError::HashMismatch(chunk));
+        }
+        if self.held.get(chunk) {
+            return Ok(());
         }
         self.write_blocks_at(self.manifest.chunk_offset(chunk), blocks)?;
         // Held (and servable) now; durable at the next flush, which syncs the data
@@ -670,6 +685,198 @@ mod tests {
         drop(s);
         let on_disk = fs::read(dir.path().join("f.bin.part")).unwrap();
         assert!(on_disk.iter().all(|&b| b == 0), "nothing written");
+    }
+
+    #[test]
+    fn stores_verify_every_chunk_even_one_already_held() {
+        // The store is the only place a received chunk is verified (the core relies on
+        // it): both stores refuse wrong blocks, and `Ok` for a held chunk still means the
+        // blocks matched.
+        let dir = tempfile::tempdir().unwrap();
+        let d = data(10_000, 9);
+        let m = Manifest::from_bytes("f.bin", &d, 4096).unwrap();
+        let good = blocks_of(&m, &d, 1);
+        let mut bad = good.clone();
+        bad[0] = Bytes::from(vec![0u8; bad[0].len()]);
+        let mut mem = MemoryStore::empty(&m);
+        assert!(matches!(
+            mem.write_chunk(1, &bad),
+            Err(StoreError::HashMismatch(1))
+        ));
+        assert!(!mem.held().get(1));
+        assert!(matches!(
+            mem.read_block(1, 0, 1),
+            Err(StoreError::NotHeld(1))
+        ));
+        // Short data (a missing block) is refused too.
+        assert!(matches!(
+            mem.write_chunk(1, &good[..0]),
+            Err(StoreError::HashMismatch(1))
+        ));
+        mem.write_chunk(1, &good).unwrap();
+        assert!(matches!(
+            mem.write_chunk(1, &bad),
+            Err(StoreError::HashMismatch(1))
+        ));
+        assert_eq!(mem.chunk_blocks(1).unwrap(), &good[..]);
+
+        let mut file = FileStore::open(dir.path(), &m).unwrap();
+        file.write_chunk(1, &good).unwrap();
+        assert!(matches!(
+            file.write_chunk(1, &bad),
+            Err(StoreError::HashMismatch(1))
+        ));
+        assert!(file.held().get(1));
+        assert_eq!(&file.read_block(1, 0, 4096).unwrap()[..], &d[4096..8192]);
+    }
+
+    /// Drives one swarm core over a [`FileStore`] by hand.
+    struct FileCore {
+        core: crate::swarm::Swarm<FileFactory>,
+        rng: peerlab_overlay::Rng,
+        sent: Vec<(peerlab_overlay::PeerId, crate::wire::Body)>,
+        events: Vec<crate::swarm::Event>,
+        cid: crate::manifest::ContentId,
+    }
+
+    impl FileCore {
+        fn step(
+            &mut self,
+            f: impl FnOnce(
+                &mut crate::swarm::Swarm<FileFactory>,
+                &mut peerlab_overlay::Cx<'_, crate::swarm::Swarm<FileFactory>>,
+            ),
+        ) {
+            use peerlab_overlay::{Context, Instant, Outbox, Output};
+            let mut out = Outbox::new();
+            f(
+                &mut self.core,
+                &mut Context::new(Instant(1_000_000), &mut self.rng, &mut out),
+            );
+            for o in out.drain() {
+                match o {
+                    Output::Send { to, msg } => self.sent.push((to, msg.body)),
+                    Output::Event(e) => self.events.push(e),
+                    Output::Timer { .. } => {}
+                }
+            }
+        }
+
+        fn deliver(&mut self, from: peerlab_overlay::PeerId, body: crate::wire::Body) {
+            use peerlab_overlay::Protocol;
+            let msg = crate::wire::Message {
+                cid: self.cid,
+                body,
+            };
+            self.step(|c, cx| c.handle_message(cx, from, msg));
+        }
+    }
+
+    #[test]
+    fn core_over_a_file_store_never_holds_or_serves_a_corrupt_chunk() {
+        use crate::swarm::{Command, Config, Event, Swarm};
+        use crate::wire::Body;
+        use peerlab_overlay::{PeerId, Protocol};
+
+        // A fetching core writing into a file store; its seeder sends chunk 0 with one
+        // block corrupted, then correctly.
+        let dir = tempfile::tempdir().unwrap();
+        let bs = crate::manifest::BLOCK_SIZE as usize;
+        let d = data(8 * bs, 11);
+        let m = Manifest::from_bytes("f.bin", &d, 4 * bs as u32).unwrap();
+        let (seeder, other) = (PeerId::synthetic(1), PeerId::synthetic(2));
+        let mut h = FileCore {
+            core: Swarm::new(
+                Config::default(),
+                FileFactory {
+                    dir: dir.path().to_owned(),
+                },
+            ),
+            rng: peerlab_overlay::Rng::seed(3),
+            sent: Vec::new(),
+            events: Vec::new(),
+            cid: m.content_id(),
+        };
+        let cid = h.cid;
+        h.step(|c, cx| {
+            c.handle_start(cx);
+            c.handle_command(
+                cx,
+                Command::Fetch {
+                    cid,
+                    providers: vec![seeder],
+                },
+            );
+        });
+        for body in [
+            Body::Manifest(m.clone()),
+            Body::Bitfield(Bitfield::full(m.chunk_count())),
+            Body::Unchoke,
+        ] {
+            h.deliver(seeder, body);
+        }
+        let deliver_chunk0 = |h: &mut FileCore, corrupt: bool| {
+            for (b, data) in blocks_of(&m, &d, 0).into_iter().enumerate() {
+                let data = if corrupt && b == 2 {
+                    let mut v = data.to_vec();
+                    v[100] ^= 1;
+                    Bytes::from(v)
+                } else {
+                    data
+                };
+                h.deliver(
+                    seeder,
+                    Body::Block {
+                        chunk: 0,
+                        block: b as u32,
+                        data,
+                    },
+                );
+            }
+        };
+        let part = dir.path().join("f.bin.part");
+
+        deliver_chunk0(&mut h, true);
+        assert!(
+            h.events
+                .iter()
+                .any(|e| matches!(e, Event::ChunkRejected { chunk: 0, .. })),
+            "{:?}",
+            h.events
+        );
+        assert_eq!(h.core.stats(&cid).unwrap().corrupt_chunks, 1);
+        assert!(!h.core.have(&cid).unwrap().get(0), "corrupt chunk counted");
+        assert!(
+            !h.core.store(&cid).unwrap().held().get(0),
+            "corrupt chunk held"
+        );
+        assert!(
+            fs::read(&part).unwrap()[..4 * bs].iter().all(|&b| b == 0),
+            "corrupt bytes written"
+        );
+        assert!(!h.sent.iter().any(|(_, b)| matches!(b, Body::Have { .. })));
+        // A peer asking for it gets no data.
+        h.deliver(other, Body::Handshake);
+        h.deliver(other, Body::Interested);
+        h.sent.clear();
+        h.deliver(other, Body::Request { chunk: 0, block: 0 });
+        assert!(
+            !h.sent.iter().any(|(_, b)| matches!(b, Body::Block { .. })),
+            "{:?}",
+            h.sent
+        );
+
+        // The same chunk sent correctly is verified, held, announced and written.
+        h.sent.clear();
+        deliver_chunk0(&mut h, false);
+        assert!(h.core.have(&cid).unwrap().get(0));
+        assert!(h.core.store(&cid).unwrap().held().get(0));
+        assert!(
+            h.sent
+                .iter()
+                .any(|(_, b)| matches!(b, Body::Have { chunk: 0 }))
+        );
+        assert_eq!(&fs::read(&part).unwrap()[..4 * bs], &d[..4 * bs]);
     }
 
     #[test]

@@ -46,7 +46,7 @@ use crate::choker::{self, Candidate, Choker};
 use crate::discovery::Discovery;
 use crate::manifest::{BLOCK_SIZE, ContentId, Manifest, ManifestError};
 use crate::picker::{self, BlockOutcome, BlockRef, Picker};
-use crate::storage::{ChunkStore, StoreFactory};
+use crate::storage::{ChunkStore, StoreError, StoreFactory};
 use crate::wire::{Body, Message};
 
 /// Swarm parameters. Defaults follow BEP 3 and libtorrent where they have one.
@@ -1567,14 +1567,20 @@ fn on_block<S: ChunkStore>(
         BlockOutcome::Duplicate | BlockOutcome::Unwanted => t.stats.wasted += expected as u64,
         BlockOutcome::Complete(blocks) => {
             let datas: Vec<Bytes> = blocks.iter().map(|(d, _)| d.clone()).collect();
-            if a.manifest.verify_chunk(chunk, &datas) {
-                if let Err(e) = a.store.write_chunk(chunk, &datas) {
+            // The store verifies the chunk against the manifest before it holds it (the one
+            // BLAKE3 pass per chunk; see `ChunkStore::write_chunk`).
+            let verified = match a.store.write_chunk(chunk, &datas) {
+                Ok(()) => true,
+                Err(StoreError::HashMismatch(_)) => false,
+                Err(e) => {
                     cx.emit(Event::StoreFailed {
                         cid,
                         error: e.to_string(),
                     });
                     return Ok(());
                 }
+            };
+            if verified {
                 a.picker.mark_have(chunk);
                 if let Some(bad) = a.failed.remove(&chunk) {
                     // Smart ban: blocks that differ from the verified chunk were corrupt.
