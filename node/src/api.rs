@@ -325,9 +325,7 @@ pub struct Shared {
 pub struct FetchBody {
     /// Content id (hex).
     pub cid: String,
-    /// Absolute path to put the file at (optional; it always lands in the chunk dir). On
-    /// the chunk dir's file system this is a hard link to the stored file, elsewhere a
-    /// copy ([`place_output`]).
+    /// Absolute path to write the file to (optional; it always lands in the chunk dir).
     pub output: Option<String>,
     /// libp2p peer ids of peers known to have it (optional; the DHT finds providers).
     #[serde(default)]
@@ -814,8 +812,14 @@ async fn progress(
         shown = Some(out.clone());
         if !t.written && error.is_none() {
             let (src, out2) = (src.clone(), out.clone());
-            let r =
-                tokio::task::spawn_blocking(move || place_output(&src, &out2).map(|_| ())).await;
+            let r = tokio::task::spawn_blocking(move || {
+                if src != out2 {
+                    std::fs::copy(&src, &out2).map(|_| ())
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
             let mut f = st.fetches.lock().map_err(|_| bad("poisoned"))?;
             if let Some(t) = f.get_mut(&cid) {
                 match r {
@@ -840,70 +844,6 @@ async fn progress(
         path: shown.map(|p| p.display().to_string()),
         error,
     }))
-}
-
-/// How [`place_output`] put the finished file at the output path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placed {
-    /// The output already is the stored file (same path, or the same file under another
-    /// name); nothing was done.
-    Same,
-    /// The output is a new hard link to the stored file: no bytes were copied.
-    Linked,
-    /// The output is a copy (the two paths are on different file systems, or the file
-    /// system has no hard links).
-    Copied,
-}
-
-/// Puts the finished, verified file `src` (in the chunk store, which keeps seeding it) at
-/// `out`, replacing whatever is there.
-///
-/// On the same file system the output becomes a hard link to the stored file, which costs
-/// one directory entry instead of a copy of the whole file (a copy of 256 MiB took about as
-/// long as a local fetch of it; docs/experiments/node.md). The link is made under a
-/// temporary name next to `out` and renamed over it, so `out` is never half-written and an
-/// existing file there is replaced as a copy would. Where linking fails (another file
-/// system, no hard links) the file is copied. The store's file is never moved or changed.
-///
-/// A hard link shares the file's data: writing *into* the output (rather than replacing
-/// it) also changes what this node seeds. Peers verify every chunk against the manifest,
-/// so such bytes are refused by them, never spread.
-pub fn place_output(src: &std::path::Path, out: &std::path::Path) -> std::io::Result<Placed> {
-    use std::os::unix::fs::MetadataExt;
-    if src == out {
-        return Ok(Placed::Same);
-    }
-    let meta = std::fs::metadata(src)?;
-    if let Ok(o) = std::fs::metadata(out)
-        && (o.dev(), o.ino()) == (meta.dev(), meta.ino())
-    {
-        // Already a link to the stored file (renaming a second link over it would be a
-        // no-op that leaves the temporary name behind).
-        return Ok(Placed::Same);
-    }
-    let name = out
-        .file_name()
-        .ok_or_else(|| std::io::Error::other(format!("{} names no file", out.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    // Unique per process and call, so that two answers racing to place the same output
-    // do not remove each other's link.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tmp_name.push(format!(".peerlab-link-{}-{n}", std::process::id()));
-    let tmp = out.with_file_name(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(src, &tmp).is_ok() {
-        match std::fs::rename(&tmp, out) {
-            Ok(()) => return Ok(Placed::Linked),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        }
-    }
-    std::fs::copy(src, out)?;
-    Ok(Placed::Copied)
 }
 
 async fn metrics_text(State(st): State<ApiState>) -> impl IntoResponse {
@@ -969,82 +909,4 @@ fn unexpected(reply: impl std::fmt::Debug) -> ApiError {
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("unexpected {reply:?}"),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::MetadataExt;
-
-    use super::*;
-
-    fn inode(p: &std::path::Path) -> (u64, u64) {
-        let m = std::fs::metadata(p).unwrap();
-        (m.dev(), m.ino())
-    }
-
-    #[test]
-    fn output_on_the_same_file_system_is_a_link_and_the_store_file_stays() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("stored.bin");
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
-        std::fs::write(&src, &data).unwrap();
-        let out = dir.path().join("out.bin");
-        // An existing output is replaced, as a copy would.
-        std::fs::write(&out, b"old contents").unwrap();
-
-        assert_eq!(place_output(&src, &out).unwrap(), Placed::Linked);
-        assert_eq!(std::fs::read(&out).unwrap(), data);
-        assert_eq!(inode(&out), inode(&src), "a copy instead of a link");
-        assert_eq!(
-            std::fs::read(&src).unwrap(),
-            data,
-            "the store's file changed"
-        );
-        // No temporary name is left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names.len(), 2, "{names:?}");
-
-        // Placing again (a second progress call) changes nothing.
-        assert_eq!(place_output(&src, &out).unwrap(), Placed::Same);
-        assert_eq!(place_output(&src, &src).unwrap(), Placed::Same);
-        // Replacing the output (as editors do) leaves the stored file intact.
-        std::fs::remove_file(&out).unwrap();
-        std::fs::write(&out, b"edited").unwrap();
-        assert_eq!(std::fs::read(&src).unwrap(), data);
-    }
-
-    #[test]
-    fn output_on_another_file_system_is_a_byte_identical_copy() {
-        // /dev/shm is a tmpfs, so a link from the temporary directory fails with EXDEV
-        // when that is on another file system (it is on the build machines; skip otherwise).
-        let shm = std::path::Path::new("/dev/shm");
-        let dir = tempfile::tempdir().unwrap();
-        let Ok(other) = tempfile::tempdir_in(shm) else {
-            return;
-        };
-        if std::fs::metadata(dir.path()).unwrap().dev() == std::fs::metadata(shm).unwrap().dev() {
-            return;
-        }
-        let src = dir.path().join("stored.bin");
-        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 13) as u8).collect();
-        std::fs::write(&src, &data).unwrap();
-        let out = other.path().join("out.bin");
-        assert_eq!(place_output(&src, &out).unwrap(), Placed::Copied);
-        assert_eq!(std::fs::read(&out).unwrap(), data);
-        assert_ne!(inode(&out), inode(&src));
-    }
-
-    #[test]
-    fn output_in_a_missing_directory_is_an_error_and_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("stored.bin");
-        std::fs::write(&src, b"data").unwrap();
-        let out = dir.path().join("missing").join("out.bin");
-        assert!(place_output(&src, &out).is_err());
-        assert_eq!(std::fs::read(&src).unwrap(), b"data");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
 }
