@@ -98,14 +98,6 @@ pub const MAX_GOSSIP_FANOUT: usize = 64;
 /// With `probe_ms` set, the gossip member sync runs at least every this many probe periods
 /// (the LAN profile's 10 s at a 1 s probe, 30 s at the 7.5 s probe of a 300-node testnet).
 pub const MEMBER_SYNC_PROBES: u32 = 4;
-/// Longest member sync period that `probe_ms` can stretch it to. One sync carries as much
-/// of the member table as fits one gossip message (64 KiB: about 540 members of a local
-/// testnet), so beyond a few hundred members it takes several syncs to fill the gaps that
-/// rumors left; at the 25 s probe of a 1000-node testnet four probe periods (100 s) made
-/// that tail last many minutes (`sim startup --nodes 1000 --vnodes 1`: members complete
-/// 250 s after the ring). 30 s is the 300-node testnet's period; a 1000-node testnet then
-/// moves ~4 MB/s of member syncs on loopback.
-pub const MAX_MEMBER_SYNC_MS: u64 = 30_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -264,10 +256,7 @@ impl Config {
             // The member sync (a push-pull of the whole member table, tens of KiB in a
             // testnet of hundreds) is the backstop behind rumors; it slows down with the
             // probe period so that its traffic does not grow with N.
-            c.gossip.member_sync_period = c
-                .gossip
-                .member_sync_period
-                .max((MEMBER_SYNC_PROBES * p).min(Duration::from_millis(MAX_MEMBER_SYNC_MS)));
+            c.gossip.member_sync_period = c.gossip.member_sync_period.max(MEMBER_SYNC_PROBES * p);
         }
         if let Some(ms) = self.gossip_interval_ms {
             c.gossip.period = Duration::from_millis(ms);
@@ -348,15 +337,6 @@ mod tests {
         assert_eq!(
             slow.peer_config().gossip.member_sync_period,
             Duration::from_secs(30)
-        );
-        // A 1000-node testnet's 25 s probe: capped at 30 s, not 100 s.
-        let slower = Config {
-            probe_ms: Some(25_000),
-            ..Config::default()
-        };
-        assert_eq!(
-            slower.peer_config().gossip.member_sync_period,
-            Duration::from_millis(MAX_MEMBER_SYNC_MS)
         );
         assert_eq!(
             (p.gossip.period, p.gossip.fanout),
