@@ -581,6 +581,19 @@ fn manifest_is_asked_from_several_providers_at_once() {
     assert_eq!(asked, 3);
 }
 
+/// Peer `p` opens a transfer of `cid` with `s`: handshake, its bitfield, interest.
+fn connect_interested(
+    net: &mut Net,
+    p: PeerId,
+    s: PeerId,
+    cid: ContentId,
+    bits: peerlab_swarm::Bitfield,
+) {
+    net.inject(p, s, Body::Handshake, cid);
+    net.inject(p, s, Body::Bitfield(bits), cid);
+    net.inject(p, s, Body::Interested, cid);
+}
+
 /// A super-seeder connected to two fake peers `a` and `b` (handshakes injected); both
 /// declared interest and were unchoked. Returns the chunks revealed to `b`.
 fn super_seeder_with_two_peers() -> (Net, PeerId, PeerId, PeerId, ContentId, Vec<u32>) {
@@ -591,14 +604,13 @@ fn super_seeder_with_two_peers() -> (Net, PeerId, PeerId, PeerId, ContentId, Vec
     assert!(Config::default().super_seed);
     let (a, b) = (PeerId::synthetic(20), PeerId::synthetic(21));
     for p in [a, b] {
-        net.inject(p, s, Body::Handshake, cid);
-        net.inject(
+        connect_interested(
+            &mut net,
             p,
             s,
-            Body::Bitfield(peerlab_swarm::Bitfield::new(m.chunk_count())),
             cid,
+            peerlab_swarm::Bitfield::new(m.chunk_count()),
         );
-        net.inject(p, s, Body::Interested, cid);
         assert_eq!(net.sent(s, p, "swarm_unchoke"), 1);
     }
     let revealed_b: Vec<u32> = net
@@ -704,14 +716,13 @@ fn paced_uploader(upload_rate: Option<u64>) -> (Net, PeerId, PeerId, PeerId, Con
     assert_eq!(m.block_count(0), 4);
     let (a, b) = (PeerId::synthetic(20), PeerId::synthetic(21));
     for p in [a, b] {
-        net.inject(p, s, Body::Handshake, cid);
-        net.inject(
+        connect_interested(
+            &mut net,
             p,
             s,
-            Body::Bitfield(peerlab_swarm::Bitfield::new(m.chunk_count())),
             cid,
+            peerlab_swarm::Bitfield::new(m.chunk_count()),
         );
-        net.inject(p, s, Body::Interested, cid);
         assert_eq!(net.sent(s, p, "swarm_unchoke"), 1);
     }
     // `a` asks for chunk 0 and `b` for chunk 1, their requests interleaved as two
@@ -822,9 +833,7 @@ fn paced_uploader_gives_the_next_turn_to_a_peer_holding_nothing() {
         if p == a {
             bits.set(3); // `a` already holds a chunk; `b` and `c` hold nothing
         }
-        net.inject(p, s, Body::Handshake, cid);
-        net.inject(p, s, Body::Bitfield(bits), cid);
-        net.inject(p, s, Body::Interested, cid);
+        connect_interested(&mut net, p, s, cid, bits);
     }
     // `c`'s chunk 2 takes the uplink; then `a` asks for chunk 0, later `b` for chunk 1.
     for (peer, chunk) in [(c, 2), (a, 0), (b, 1)] {
