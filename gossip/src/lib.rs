@@ -62,7 +62,13 @@
 //! updates are rumors: each is pushed with the data rumors to `fanout` members per round,
 //! `member_retransmit_mult · ⌈log10(N+1)⌉` times (memberlist's rule), and a periodic
 //! push-pull of the member table ([`Config::member_sync_period`]) catches whatever a rumor
-//! missed. Dead and departed members stay as tombstones for [`Config::tombstone_expiry`].
+//! missed. The push-pull is digest-based, like the data's Scuttlebutt exchange: the
+//! initiator sends `(peer, incarnation, state)` rows (`Message::MemberDigest`, ≈ 43 bytes a
+//! member, so about 1500 fit a 64 KiB message), the partner answers with the full records
+//! in which the initiator is behind and a list of the members it is behind on
+//! (`Message::MemberDelta`), and the initiator sends those. Tables that agree cost one
+//! digest and no answer; memberlist's full-state push-pull would send every record
+//! (with its addresses, ≈ 120 bytes) both ways and merge each one. Dead and departed members stay as tombstones for [`Config::tombstone_expiry`].
 //!
 //! **Detection bound.** A crashed member is probed in a given probe period by at least one
 //! of the other `N − 1` members with probability `1 − (1 − 1/(N−1))^(N−1) ≥ 1 − 1/e`, so it
@@ -120,7 +126,7 @@ use serde_bytes::ByteBuf;
 
 pub use config::{Activation, Config, Exchange, MAX_PARTNER_VIEW, MAX_VERSION, Mode, Variant};
 pub use members::{Member, MemberState};
-pub use message::{Digest, Entry, MemberUpdate, Message, OriginDelta};
+pub use message::{Digest, Entry, MemberRow, MemberUpdate, Message, OriginDelta};
 pub use store::{Rejection, StoredEntry};
 
 use members::{Change, Table};
@@ -1067,24 +1073,147 @@ impl Gossip {
 
     /// A sample of the member table (with this node's own record first) within the budget.
     fn member_sample(&mut self, cx: &mut Cx<'_, Self>) -> Vec<MemberUpdate> {
-        let mut out = vec![self.self_update()];
-        let View::Swim(t) = &self.view else {
-            return out;
+        let me = self.self_update();
+        let all: Vec<MemberUpdate> = match &self.view {
+            View::Swim(t) => t.members.keys().filter_map(|p| t.update_of(p)).collect(),
+            View::Static(_) => Vec::new(),
         };
-        let mut all: Vec<(usize, MemberUpdate)> = t
+        let mut out = vec![me];
+        let reserved = item_len(&out[0]);
+        out.extend(self.fit_records(cx, all, Vec::new(), reserved));
+        out
+    }
+
+    fn update_of(&self, p: &PeerId) -> Option<MemberUpdate> {
+        match &self.view {
+            View::Swim(t) => t.update_of(p),
+            _ => None,
+        }
+    }
+
+    /// This node's member table as digest rows, its own row first, within the message
+    /// budget (a random subset when the table does not fit). Returns `(complete, rows)`.
+    fn member_digest(&mut self, cx: &mut Cx<'_, Self>) -> (bool, Vec<MemberRow>) {
+        let mut rows = vec![MemberRow(self.me, self.incarnation, MemberState::Alive)];
+        let View::Swim(t) = &self.view else {
+            return (true, rows);
+        };
+        // The longest row: the largest incarnation and the longest state name.
+        let row_len = item_len(&MemberRow(self.me, MAX_VERSION, MemberState::Suspect));
+        let fit = self.config.max_message_bytes.saturating_sub(FRAME_SLACK) / row_len.max(1);
+        let mut all: Vec<MemberRow> = t
             .members
-            .keys()
-            .filter_map(|p| t.update_of(p))
-            .map(|u| (item_len(&u), u))
+            .iter()
+            .map(|(p, m)| MemberRow(*p, m.incarnation, m.state))
             .collect();
+        let complete = all.len() < fit;
+        if !complete {
+            cx.rng().shuffle(&mut all);
+            all.truncate(fit.saturating_sub(1));
+        }
+        rows.extend(all);
+        (complete, rows)
+    }
+
+    /// Answers a member digest: the records in which its sender is behind, and the members
+    /// about which this node is behind. Nothing is sent when the tables agree.
+    fn on_member_digest(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        from: PeerId,
+        complete: bool,
+        rows: Vec<MemberRow>,
+    ) {
+        if rows.len() > MAX_ITEMS {
+            self.rejected.oversized_messages += 1;
+            return;
+        }
+        if !matches!(self.view, View::Swim(_)) || from == self.me {
+            return;
+        }
+        let mut newer = Vec::new();
+        let mut want = Vec::new();
+        let mut listed = std::collections::BTreeSet::new();
+        for MemberRow(peer, incarnation, state) in rows {
+            if incarnation > MAX_VERSION {
+                self.rejected.absurd_version += 1;
+                continue;
+            }
+            listed.insert(peer);
+            if peer == self.me {
+                let before = self.incarnation;
+                let u = MemberUpdate {
+                    peer,
+                    incarnation,
+                    state,
+                    addrs: Vec::new(),
+                };
+                // A suspicion of this node at its current incarnation is refuted (and the
+                // refutation sent) as any other; an older record is answered with this one.
+                self.about_me(cx, &u, Some(from));
+                if self.incarnation == before
+                    && (incarnation, state) != (before, MemberState::Alive)
+                {
+                    newer.push(self.self_update());
+                }
+                continue;
+            }
+            match self.member(&peer) {
+                None => want.push(peer),
+                Some(m) if members::overrides(incarnation, state, m.incarnation, m.state) => {
+                    want.push(peer)
+                }
+                Some(m) if members::overrides(m.incarnation, m.state, incarnation, state) => {
+                    newer.extend(self.update_of(&peer))
+                }
+                Some(_) => {}
+            }
+        }
+        let mut unlisted: Vec<MemberUpdate> = Vec::new();
+        if !listed.contains(&self.me) {
+            unlisted.push(self.self_update());
+        }
+        if let View::Swim(t) = &self.view {
+            unlisted.extend(
+                t.members
+                    .keys()
+                    .filter(|p| !listed.contains(*p))
+                    .filter_map(|p| t.update_of(p)),
+            );
+        }
+        if !complete {
+            // The sender may know these already; they fill what room is left, at random.
+            cx.rng().shuffle(&mut unlisted);
+        }
+        // The want list takes at most half the budget; the records the rest.
+        let id_len = item_len(&self.me);
+        want.truncate(self.config.max_message_bytes / 2 / id_len.max(1));
+        let members = self.fit_records(cx, newer, unlisted, want.len() * id_len);
+        if !members.is_empty() || !want.is_empty() {
+            cx.send(from, Message::MemberDelta { members, want });
+        }
+    }
+
+    /// `first`, then `then`, as many as fit the message budget after `reserved` bytes;
+    /// `first` is shuffled when it does not all fit.
+    fn fit_records(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        mut first: Vec<MemberUpdate>,
+        then: Vec<MemberUpdate>,
+        reserved: usize,
+    ) -> Vec<MemberUpdate> {
         let mut room = self
             .config
             .max_message_bytes
-            .saturating_sub(FRAME_SLACK + item_len(&out[0]));
-        if all.iter().map(|(l, _)| l).sum::<usize>() > room {
-            cx.rng().shuffle(&mut all);
+            .saturating_sub(FRAME_SLACK + reserved);
+        let first_len: usize = first.iter().map(item_len).sum();
+        if first_len > room {
+            cx.rng().shuffle(&mut first);
         }
-        for (l, u) in all {
+        let mut out = Vec::new();
+        for u in first.into_iter().chain(then) {
+            let l = item_len(&u);
             if l > room {
                 break;
             }
@@ -1590,15 +1719,35 @@ impl Protocol for Gossip {
                     self.add_member_rumor(self.me);
                 }
             }
-            Message::MemberSync { reply, members } => {
+            Message::MemberDigest { complete, rows } => {
+                self.on_member_digest(cx, from, complete, rows)
+            }
+            Message::MemberDelta { members, want } => {
+                if want.len() > MAX_ITEMS {
+                    self.rejected.oversized_messages += 1;
+                    return;
+                }
                 self.merge_members(cx, members, from);
-                if reply {
-                    let members = self.member_sample(cx);
+                if want.is_empty() {
+                    return;
+                }
+                let records: Vec<MemberUpdate> = want
+                    .iter()
+                    .filter_map(|p| {
+                        if *p == self.me {
+                            Some(self.self_update())
+                        } else {
+                            self.update_of(p)
+                        }
+                    })
+                    .collect();
+                let members = self.fit_records(cx, Vec::new(), records, 0);
+                if !members.is_empty() {
                     cx.send(
                         from,
-                        Message::MemberSync {
-                            reply: false,
+                        Message::MemberDelta {
                             members,
+                            want: Vec::new(),
                         },
                     );
                 }
@@ -1688,14 +1837,8 @@ impl Protocol for Gossip {
                     return;
                 }
                 if let Some(p) = self.sync_partner(cx) {
-                    let members = self.member_sample(cx);
-                    cx.send(
-                        p,
-                        Message::MemberSync {
-                            reply: true,
-                            members,
-                        },
-                    );
+                    let (complete, rows) = self.member_digest(cx);
+                    cx.send(p, Message::MemberDigest { complete, rows });
                 }
                 cx.set_timer(self.config.member_sync_period, Timer::MemberSync);
             }

@@ -28,6 +28,17 @@ pub struct MemberUpdate {
     pub addrs: Vec<String>,
 }
 
+/// One row of a member digest: what the sender holds of `peer`, without its addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRow(
+    /// The member.
+    pub PeerId,
+    /// Its incarnation.
+    pub u64,
+    /// Its state at that incarnation.
+    pub MemberState,
+);
+
 /// One versioned entry in transit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -104,12 +115,24 @@ pub enum Message {
         /// Member records, the seed's own first.
         members: Vec<MemberUpdate>,
     },
-    /// Membership anti-entropy: a sample of the sender's member table.
-    MemberSync {
-        /// Whether the receiver should answer with its own sample.
-        reply: bool,
-        /// Member records.
+    /// Membership anti-entropy opening: the sender's member table as `(peer, incarnation,
+    /// state)` rows, its own first — about 43 bytes a member against about 120 for a full
+    /// record, and comparing a row costs one table look-up.
+    MemberDigest {
+        /// Whether every member the sender holds is listed (an unlisted member is then
+        /// unknown to it). A table that does not fit the budget is sent as a random subset.
+        complete: bool,
+        /// The rows.
+        rows: Vec<MemberRow>,
+    },
+    /// Membership anti-entropy answer: the records in which the digest's sender is behind,
+    /// and the members about which the answerer is behind (answered with another
+    /// `MemberDelta` whose `want` is empty).
+    MemberDelta {
+        /// Records newer than (or missing from) the digest.
         members: Vec<MemberUpdate>,
+        /// Members whose records in the digest were newer than the answerer's.
+        want: Vec<PeerId>,
     },
     /// A rumor push: hot membership updates and hot entries.
     Gossip {
@@ -159,7 +182,8 @@ impl peerlab_overlay::Message for Message {
             Message::IndirectAck { .. } => "gossip_indirect_ack",
             Message::Join { .. } => "gossip_join",
             Message::JoinReply { .. } => "gossip_join_reply",
-            Message::MemberSync { .. } => "gossip_member_sync",
+            Message::MemberDigest { .. } => "gossip_member_digest",
+            Message::MemberDelta { .. } => "gossip_member_delta",
             Message::Gossip { .. } => "gossip_rumor",
             Message::GossipReply { .. } => "gossip_feedback",
             Message::Syn { .. } => "gossip_syn",

@@ -725,6 +725,29 @@ fn arb_message() -> impl Strategy<Value = Message> {
         }),
         (any::<u64>(), proptest::collection::vec(any::<bool>(), 0..4))
             .prop_map(|(seq, known)| Message::GossipReply { seq, known }),
+        (
+            proptest::collection::vec((0u64..8, any::<u64>(), 0u8..4), 0..8),
+            any::<bool>()
+        )
+            .prop_map(|(rows, complete)| Message::MemberDigest {
+                complete,
+                rows: rows
+                    .into_iter()
+                    .map(|(x, i, s)| {
+                        let s = [
+                            MemberState::Alive,
+                            MemberState::Suspect,
+                            MemberState::Dead,
+                            MemberState::Left,
+                        ][usize::from(s)];
+                        MemberRow(p(x), i, s)
+                    })
+                    .collect(),
+            }),
+        proptest::collection::vec(0u64..8, 0..6).prop_map(|w| Message::MemberDelta {
+            members: vec![],
+            want: w.into_iter().map(p).collect(),
+        }),
     ]
 }
 
@@ -1119,9 +1142,9 @@ fn member_table_and_addresses_are_bounded() {
         g.handle_message(
             cx,
             p(2),
-            Message::MemberSync {
-                reply: false,
+            Message::MemberDelta {
                 members: ups,
+                want: vec![],
             },
         )
     });
@@ -1133,14 +1156,224 @@ fn member_table_and_addresses_are_bounded() {
         g.handle_message(
             cx,
             p(2),
-            Message::MemberSync {
-                reply: false,
+            Message::MemberDelta {
                 members: vec![u],
+                want: vec![],
             },
         )
     });
     assert_eq!(g.rejected().oversized, 1);
     assert_eq!(g.member(&p(2)).unwrap().incarnation, 0);
+}
+
+fn row(peer: u64, incarnation: u64, state: MemberState) -> MemberRow {
+    MemberRow(p(peer), incarnation, state)
+}
+
+fn member_deltas(out: &[Out]) -> Vec<(PeerId, Vec<MemberUpdate>, Vec<PeerId>)> {
+    sends(out)
+        .into_iter()
+        .filter_map(|(to, m)| match m {
+            Message::MemberDelta { members, want } => Some((to, members, want)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn member_digests_of_equal_tables_draw_no_answer() {
+    // Node 1 holds 2 and 3 alive at incarnation 0; node 2's digest says the same.
+    let mut g = swim(1, &[2, 3]);
+    let digest = Message::MemberDigest {
+        complete: true,
+        rows: vec![
+            row(2, 0, MemberState::Alive),
+            row(1, 0, MemberState::Alive),
+            row(3, 0, MemberState::Alive),
+        ],
+    };
+    let out = run(&mut g, 1, |g, cx| g.handle_message(cx, p(2), digest));
+    assert!(sends(&out).is_empty(), "{:?}", sends(&out));
+    // The timer sends a digest of the whole table, own row first, and no records.
+    let out = run(&mut g, 2, |g, cx| g.handle_timer(cx, Timer::MemberSync));
+    let digests: Vec<_> = sends(&out)
+        .into_iter()
+        .filter_map(|(_, m)| match m {
+            Message::MemberDigest { complete, rows } => Some((complete, rows)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digests.len(), 1);
+    let (complete, rows) = &digests[0];
+    assert!(*complete);
+    assert_eq!(rows[0], row(1, 0, MemberState::Alive));
+    let mut rest: Vec<MemberRow> = rows[1..].to_vec();
+    rest.sort_by_key(|r| r.0);
+    let mut expect = vec![row(2, 0, MemberState::Alive), row(3, 0, MemberState::Alive)];
+    expect.sort_by_key(|r| r.0);
+    assert_eq!(rest, expect);
+}
+
+#[test]
+fn member_digests_are_answered_with_only_what_differs() {
+    let mut g = swim(1, &[2, 3, 4, 5]);
+    // Node 1 learned that 3 refuted a suspicion (incarnation 2).
+    let refuted = Message::MemberDelta {
+        members: vec![update(3, 2, MemberState::Alive)],
+        want: vec![],
+    };
+    run(&mut g, 1, |g, cx| g.handle_message(cx, p(4), refuted));
+    // Node 2's digest: 3 at an older incarnation, 4 as held, 6 unknown to node 1, 5 and
+    // node 1 itself missing.
+    let digest = Message::MemberDigest {
+        complete: true,
+        rows: vec![
+            row(2, 0, MemberState::Alive),
+            row(3, 0, MemberState::Alive),
+            row(4, 0, MemberState::Alive),
+            row(6, 1, MemberState::Alive),
+        ],
+    };
+    let out = run(&mut g, 2, |g, cx| g.handle_message(cx, p(2), digest));
+    let deltas = member_deltas(&out);
+    assert_eq!(deltas.len(), 1);
+    let (to, members, want) = &deltas[0];
+    assert_eq!(*to, p(2));
+    assert_eq!(want, &vec![p(6)]);
+    let mut got: Vec<(PeerId, u64)> = members.iter().map(|u| (u.peer, u.incarnation)).collect();
+    got.sort();
+    let mut expect = vec![(p(1), 0), (p(3), 2), (p(5), 0)];
+    expect.sort();
+    assert_eq!(
+        got, expect,
+        "newer records and unlisted members, nothing else"
+    );
+    assert!(
+        members.iter().all(|u| !u.addrs.is_empty()),
+        "records carry addresses"
+    );
+    // Node 2 answers the want with its record of 6, which node 1 then holds.
+    let mut h = swim(2, &[1, 3, 4]);
+    let six = Message::MemberDelta {
+        members: vec![MemberUpdate {
+            addrs: vec!["/mem/6".into()],
+            ..update(6, 1, MemberState::Alive)
+        }],
+        want: vec![],
+    };
+    run(&mut h, 1, |g, cx| g.handle_message(cx, p(3), six));
+    let ask = Message::MemberDelta {
+        members: vec![],
+        want: vec![p(6), p(2), p(9)],
+    };
+    let out = run(&mut h, 2, |g, cx| g.handle_message(cx, p(1), ask));
+    let deltas = member_deltas(&out);
+    assert_eq!(deltas.len(), 1);
+    let (_, members, want) = &deltas[0];
+    assert!(want.is_empty(), "an answer to a want asks for nothing");
+    let got: Vec<(PeerId, u64)> = members.iter().map(|u| (u.peer, u.incarnation)).collect();
+    assert_eq!(
+        got,
+        vec![(p(6), 1), (p(2), 0)],
+        "unknown members are skipped"
+    );
+    let (_, members, _) = deltas.into_iter().next().unwrap();
+    run(&mut g, 3, |g, cx| {
+        g.handle_message(
+            cx,
+            p(2),
+            Message::MemberDelta {
+                members,
+                want: vec![],
+            },
+        )
+    });
+    assert_eq!(g.member(&p(6)).unwrap().incarnation, 1);
+    assert_eq!(g.member(&p(6)).unwrap().addrs, vec!["/mem/6".to_string()]);
+}
+
+#[test]
+fn a_member_digest_that_says_this_node_is_dead_is_refuted() {
+    let mut g = swim(1, &[2, 3]);
+    let digest = Message::MemberDigest {
+        complete: true,
+        rows: vec![
+            row(2, 0, MemberState::Alive),
+            row(1, 0, MemberState::Dead),
+            row(3, 0, MemberState::Alive),
+        ],
+    };
+    let out = run(&mut g, 1, |g, cx| g.handle_message(cx, p(2), digest));
+    assert_eq!(g.incarnation(), 1, "refuted with a higher incarnation");
+    assert!(sends(&out).iter().any(|(to, m)| *to == p(2)
+        && matches!(m, Message::Gossip { members, .. } if members[0].peer == p(1) && members[0].incarnation == 1 && members[0].state == MemberState::Alive)));
+    // An older record of this node is answered with the current one, without a new refutation.
+    let digest = Message::MemberDigest {
+        complete: true,
+        rows: vec![row(2, 0, MemberState::Alive), row(1, 0, MemberState::Alive)],
+    };
+    let out = run(&mut g, 2, |g, cx| g.handle_message(cx, p(2), digest));
+    assert_eq!(g.incarnation(), 1);
+    let deltas = member_deltas(&out);
+    assert!(
+        deltas[0]
+            .1
+            .iter()
+            .any(|u| u.peer == p(1) && u.incarnation == 1)
+    );
+    assert!(deltas[0].1.iter().any(|u| u.peer == p(3)), "3 was unlisted");
+}
+
+#[test]
+fn member_digests_and_their_answers_are_bounded() {
+    let mut config = Config::lan();
+    config.max_message_bytes = 4096;
+    config.max_value_len = 1024;
+    config.max_key_len = 64;
+    let members: Vec<(PeerId, Vec<String>)> = (2..400)
+        .map(|i| (p(i), vec![format!("/ip4/127.0.0.1/udp/{i}/quic-v1")]))
+        .collect();
+    let mut g = Gossip::with_members(p(1), vec!["/mem/1".into()], config, members).unwrap();
+    let out = run(&mut g, 1, |g, cx| g.handle_timer(cx, Timer::MemberSync));
+    for (_, m) in sends(&out) {
+        assert!(peerlab_overlay::codec::encoded_len(&m) <= 4096);
+        if let Message::MemberDigest { complete, rows } = m {
+            assert!(!complete, "398 members do not fit 4 KiB");
+            assert!(rows.len() > 50);
+            assert_eq!(rows[0].0, p(1));
+        }
+    }
+    // A digest from someone who knows none of them: the answer fits the budget.
+    let digest = Message::MemberDigest {
+        complete: true,
+        rows: (1000..1090)
+            .map(|i| row(i, 0, MemberState::Alive))
+            .collect(),
+    };
+    let out = run(&mut g, 2, |g, cx| g.handle_message(cx, p(2), digest));
+    let d = member_deltas(&out);
+    assert_eq!(d.len(), 1);
+    // Each wanted id takes 34 bytes; the want list takes at most half of the 4 KiB.
+    assert_eq!(
+        d[0].2.len(),
+        2048 / 34,
+        "unknown members are wanted, half a budget of them"
+    );
+    assert!(!d[0].1.is_empty());
+    for (_, m) in sends(&out) {
+        assert!(peerlab_overlay::codec::encoded_len(&m) <= 4096);
+    }
+    // Too many rows: refused whole.
+    let huge = Message::MemberDigest {
+        complete: true,
+        rows: (0..MAX_ITEMS as u64 + 1)
+            .map(|i| row(i, 0, MemberState::Alive))
+            .collect(),
+    };
+    let before = g.rejected().oversized_messages;
+    let out = run(&mut g, 3, |g, cx| g.handle_message(cx, p(2), huge));
+    assert!(sends(&out).is_empty());
+    assert_eq!(g.rejected().oversized_messages, before + 1);
 }
 
 #[test]
