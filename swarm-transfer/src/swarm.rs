@@ -1557,6 +1557,7 @@ fn on_block<S: ChunkStore>(
         });
     }
     let r = (chunk, block);
+    let mut retry = None;
     t.stats.downloaded += expected as u64;
     if let Some(p) = a.peers.get_mut(&from) {
         p.down_round += expected as u64;
@@ -1613,10 +1614,11 @@ fn on_block<S: ChunkStore>(
                     }
                     a.failed.insert(chunk, blocks);
                 }
-                // The chunk is wanted again, from whoever holds it.
-                if let Some(a) = &mut t.active {
-                    reconsider_interest(config, a, cx, cid, Some(chunk));
-                }
+                // The chunk is wanted again, from whoever holds it — after the cancels
+                // below, which are for this round's requests: asked first, the new round's
+                // requests for block `r` would be cancelled with them and their picker slot
+                // left "requested" from no one, the chunk never asked for again.
+                retry = Some(chunk);
             }
         }
     }
@@ -1638,6 +1640,9 @@ fn on_block<S: ChunkStore>(
         }
         if a.peers.contains_key(&from) {
             fill_requests(config, a, cx, cid, from);
+        }
+        if let Some(c) = retry {
+            reconsider_interest(config, a, cx, cid, Some(c));
         }
     }
     Ok(())

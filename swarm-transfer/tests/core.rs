@@ -494,6 +494,65 @@ fn endgame_duplicates_the_last_requests_and_cancels_the_rest() {
 }
 
 #[test]
+fn a_chunk_rejected_in_endgame_is_asked_for_again() {
+    // One chunk of four blocks, three seeders: `s` (honest) and `bad` (corrupt) get the
+    // requests and their endgame duplicates; `s2` (honest) unchoked us but had nothing
+    // left to give, so with "request now" interest we told it `NotInterested`. Of `s`'s
+    // blocks only the last arrives, so the chunk completes mixed with `bad`'s and fails;
+    // the retry asks `s2` for all four blocks. The cancels of the failed round's
+    // duplicates once also cancelled the retry's request for the block that completed the
+    // chunk, leaving it "requested" from no one and the download stalled for good.
+    let mut stalled = 0;
+    for seed in 0..16u64 {
+        let mut net = Net::new();
+        let s = net.add(10 * seed + 1);
+        let bad = net.add(10 * seed + 2);
+        let s2 = net.add(10 * seed + 4);
+        let f = net.add_with(
+            10 * seed + 3,
+            Config {
+                release_idle_interest: true,
+                ..Config::default()
+            },
+        );
+        let data = file(64 * 1024);
+        let (_, cid) = share(&mut net, s, &data, 64 * 1024, false);
+        share(&mut net, bad, &data, 64 * 1024, true);
+        share(&mut net, s2, &data, 64 * 1024, false);
+        net.command(
+            f,
+            Command::Fetch {
+                cid,
+                providers: vec![s, bad, s2],
+            },
+        );
+        // `s`'s blocks other than the last are lost on the way.
+        for _ in 0..100_000 {
+            let Some((from, to, msg)) = net.queue.pop_front() else {
+                let Some((&(at, seq), _)) = net.timers.first_key_value() else {
+                    break;
+                };
+                if at > secs(600) {
+                    break;
+                }
+                let (p, t) = net.timers.remove(&(at, seq)).unwrap();
+                net.now = at;
+                net.with(p, |c, cx| c.handle_timer(cx, t));
+                continue;
+            };
+            if from == s && to == f && matches!(msg.body, Body::Block { block, .. } if block != 3) {
+                continue;
+            }
+            net.with(to, |c, cx| c.handle_message(cx, from, msg));
+        }
+        if contents(&net, f, &cid).as_deref() != Some(&data[..]) {
+            stalled += 1;
+        }
+    }
+    assert_eq!(stalled, 0, "downloads stalled");
+}
+
+#[test]
 fn fetch_announces_and_looks_up_providers() {
     let mut net = Net::new();
     let s = net.add(1);
