@@ -46,6 +46,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use libp2p::futures::{AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol as AddrProto;
@@ -58,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics as m;
-use crate::wire::{Channel, StreamFrame, read_stream_frame, write_stream_frame};
+use crate::wire::{Channel, FrameReader, StreamFrame, write_stream_frame};
 
 /// Strikes (undecodable, oversized or unattributable frames) after which a peer is
 /// disconnected and banned. Small, because an honest peer never sends a bad frame.
@@ -174,8 +175,9 @@ pub trait NetCore:
     fn channel(msg: &Self::Message) -> Channel;
     /// Encodes a message into the frame sent on its channel.
     fn encode(msg: &Self::Message) -> Result<Vec<u8>, CodecError>;
-    /// Decodes a frame received on `channel` (its size is already checked).
-    fn decode(channel: Channel, frame: &[u8]) -> Result<Self::Message, CodecError>;
+    /// Decodes a frame received on `channel` (its size is already checked). The frame is
+    /// shared bytes, so a decoder may keep payloads as views of it instead of copies.
+    fn decode(channel: Channel, frame: &Bytes) -> Result<Self::Message, CodecError>;
     /// The request id an event answers, and whether it is the last answer to that id.
     fn reply_to(event: &Self::Event) -> Option<(u64, bool)>;
     /// The command that joins the overlay through peers reached at bootstrap addresses.
@@ -557,7 +559,7 @@ enum StreamEvent {
     Frame {
         peer: libp2p::PeerId,
         ch: Channel,
-        frame: Vec<u8>,
+        frame: Bytes,
     },
     /// A length prefix above the channel's limit; the reader stopped.
     Oversized { peer: libp2p::PeerId, ch: Channel },
@@ -663,9 +665,9 @@ async fn read_stream(
     stream: libp2p::Stream,
     events: mpsc::Sender<StreamEvent>,
 ) {
-    let mut io = libp2p::futures::io::BufReader::with_capacity(ch.read_buffer(), stream);
+    let mut frames = FrameReader::new(stream, ch.read_buffer(), ch.max_frame());
     loop {
-        let ev = match read_stream_frame(&mut io, ch.max_frame()).await {
+        let ev = match frames.next_frame().await {
             Ok(Some(StreamFrame::Data(frame))) => StreamEvent::Frame { peer, ch, frame },
             Ok(Some(StreamFrame::Oversized(_))) => StreamEvent::Oversized { peer, ch },
             // A clean end, or the stream or connection failed: nothing to penalise.
@@ -1094,7 +1096,7 @@ impl<P: NetCore> Driver<P> {
 
     /// Hands one frame read from a stream to the core (its output is sent at the end of the
     /// turn, [`Self::end_inputs`]).
-    fn on_frame(&mut self, peer: libp2p::PeerId, ch: Channel, frame: &[u8]) {
+    fn on_frame(&mut self, peer: libp2p::PeerId, ch: Channel, frame: &Bytes) {
         if self.banned.contains_key(&peer) {
             return;
         }

@@ -5,7 +5,7 @@
 //! returns a [`CodecError`]; it never panics (property-tested below). CBOR nesting depth
 //! is bounded by `cbor4ii`'s own recursion limit.
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The wire protocol version carried in the first byte of every frame. A peer that speaks
 /// another version is refused rather than misread.
@@ -67,6 +67,16 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes a frame, checking its size against `max` first.
 pub fn decode_with_limit<T: DeserializeOwned>(frame: &[u8], max: usize) -> Result<T, CodecError> {
+    decode_borrowed_with_limit(frame, max)
+}
+
+/// Decodes a frame into a type that may borrow from it (byte strings as `&'de [u8]`),
+/// checking its size against `max` first. A caller holding the frame as shared bytes can
+/// then take a borrowed payload as a view of the frame instead of a copy.
+pub fn decode_borrowed_with_limit<'de, T: Deserialize<'de>>(
+    frame: &'de [u8],
+    max: usize,
+) -> Result<T, CodecError> {
     if frame.len() > max {
         return Err(CodecError::TooLarge {
             len: frame.len(),
