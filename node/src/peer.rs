@@ -832,6 +832,16 @@ pub(crate) mod net {
     /// Decodes a frame of `ch`. Swarm blocks keep their payload as a view of the frame
     /// (`swarm::wire::decode_shared`): the driver reads frames into shared buffers, so a
     /// block reaches the chunk store without being copied again.
+    pub(crate) fn encode_append(msg: &Message, buf: &mut Vec<u8>) -> Result<usize, CodecError> {
+        let max = channel(msg).max_frame();
+        match msg {
+            Message::Dht(m) => codec::encode_append(m, buf, max),
+            Message::Gossip(m) => codec::encode_append(m, buf, max),
+            Message::Flood(m) => codec::encode_append(m, buf, max),
+            Message::Swarm(m) => codec::encode_append(m, buf, max),
+        }
+    }
+
     pub(crate) fn decode(ch: Channel, frame: &Bytes) -> Result<Message, CodecError> {
         let max = ch.max_frame();
         Ok(match ch {
@@ -874,6 +884,9 @@ where
     }
     fn encode(msg: &Message) -> Result<Vec<u8>, CodecError> {
         net::encode(msg)
+    }
+    fn encode_append(msg: &Message, buf: &mut Vec<u8>) -> Result<usize, CodecError> {
+        net::encode_append(msg, buf)
     }
     fn decode(channel: Channel, frame: &Bytes) -> Result<Message, CodecError> {
         net::decode(channel, frame)

@@ -103,6 +103,15 @@ impl Channel {
         }
     }
 
+    /// Whether the stream writer encodes this channel's messages (straight into its
+    /// coalescing buffer) rather than the driver: the transfer channel's blocks are then
+    /// copied once on their way out instead of twice, and the encoding leaves the driver
+    /// task. The other channels' messages are small and encoded by the driver, which then
+    /// needs no separate length computation for them.
+    pub const fn encoded_by_writer(self) -> bool {
+        matches!(self, Channel::Swarm)
+    }
+
     /// Read buffer of one inbound stream: several 16 KiB blocks per read on the transfer
     /// channel; small on the others, whose messages are a few hundred bytes and whose
     /// streams a node may hold to every member of a large testnet at once.
