@@ -15,8 +15,7 @@
 //! the task.
 //!
 //! **Streams.** Per peer and channel one writer task owns the outbound stream: it
-//! takes frames from the driver (or, on the transfer channel, messages it encodes itself,
-//! see [`Channel::encoded_by_writer`]), coalesces what is waiting into one write of at most
+//! takes frames from the driver, coalesces what is waiting into one write of at most
 //! [`WRITE_COALESCE_BYTES`] and lets the transport's flow control push back. What waits in
 //! front of a writer is bounded ([`MAX_QUEUED_BYTES`], [`MAX_QUEUED_FRAMES`]; overflow is
 //! dropped and counted, as delivery is best-effort). One reader task per inbound stream
@@ -47,7 +46,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use libp2p::futures::{AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol as AddrProto;
@@ -60,7 +58,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics as m;
-use crate::wire::{Channel, FrameReader, STREAM_LENGTH_PREFIX, StreamFrame, write_stream_frame};
+use crate::wire::{Channel, StreamFrame, read_stream_frame, write_stream_frame};
 
 /// Strikes (undecodable, oversized or unattributable frames) after which a peer is
 /// disconnected and banned. Small, because an honest peer never sends a bad frame.
@@ -176,13 +174,8 @@ pub trait NetCore:
     fn channel(msg: &Self::Message) -> Channel;
     /// Encodes a message into the frame sent on its channel.
     fn encode(msg: &Self::Message) -> Result<Vec<u8>, CodecError>;
-    /// Appends the frame of a message to `buf` (a stream writer's buffer) and returns its
-    /// length; `buf` is unchanged on error. Used for channels whose messages the writer
-    /// encodes ([`Channel::encoded_by_writer`]).
-    fn encode_append(msg: &Self::Message, buf: &mut Vec<u8>) -> Result<usize, CodecError>;
-    /// Decodes a frame received on `channel` (its size is already checked). The frame is
-    /// shared bytes, so a decoder may keep payloads as views of it instead of copies.
-    fn decode(channel: Channel, frame: &Bytes) -> Result<Self::Message, CodecError>;
+    /// Decodes a frame received on `channel` (its size is already checked).
+    fn decode(channel: Channel, frame: &[u8]) -> Result<Self::Message, CodecError>;
     /// The request id an event answers, and whether it is the last answer to that id.
     fn reply_to(event: &Self::Event) -> Option<(u64, bool)>;
     /// The command that joins the overlay through peers reached at bootstrap addresses.
@@ -549,21 +542,12 @@ impl Traffic {
     }
 }
 
-/// What the driver hands a stream writer.
-enum Outgoing<M> {
-    /// An encoded frame.
-    Frame(Vec<u8>),
-    /// A message the writer encodes straight into its write buffer, and the frame length
-    /// the driver counted for it ([`Channel::encoded_by_writer`]).
-    Message(M, usize),
-}
-
 /// The driver's end of one stream writer task.
-struct Writer<M> {
+struct Writer {
     /// Tells stale [`StreamEvent::WriterClosed`] reports apart from the current writer's.
     id: u64,
     /// Unbounded as a channel, bounded by `load` (checked before every send).
-    tx: mpsc::UnboundedSender<Outgoing<M>>,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
     load: Arc<Load>,
 }
 
@@ -573,7 +557,7 @@ enum StreamEvent {
     Frame {
         peer: libp2p::PeerId,
         ch: Channel,
-        frame: Bytes,
+        frame: Vec<u8>,
     },
     /// A length prefix above the channel's limit; the reader stopped.
     Oversized { peer: libp2p::PeerId, ch: Channel },
@@ -611,12 +595,12 @@ async fn accept_streams(
 /// Owns one outbound stream: opens it, then writes the frames the driver hands over,
 /// coalescing those waiting into one write, until the driver drops its sender, the stream
 /// fails, or nothing was sent for [`STREAM_IDLE`].
-async fn write_stream<P: NetCore>(
+async fn write_stream(
     mut control: libp2p_stream::Control,
     peer: libp2p::PeerId,
     ch: Channel,
     id: u64,
-    mut rx: mpsc::UnboundedReceiver<Outgoing<P::Message>>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     load: Arc<Load>,
     events: mpsc::Sender<StreamEvent>,
 ) {
@@ -643,12 +627,14 @@ async fn write_stream<P: NetCore>(
             };
             buf.clear();
             let mut frames = 1;
-            let mut bytes = append_outgoing::<P>(&mut buf, first);
+            let mut bytes = first.len();
+            write_stream_frame(&mut buf, &first);
             while buf.len() < WRITE_COALESCE_BYTES
                 && let Ok(f) = rx.try_recv()
             {
-                bytes += append_outgoing::<P>(&mut buf, f);
+                write_stream_frame(&mut buf, &f);
                 frames += 1;
+                bytes += f.len();
             }
             stream.write_all(&buf).await.map_err(|e| e.to_string())?;
             stream.flush().await.map_err(|e| e.to_string())?;
@@ -669,33 +655,6 @@ async fn write_stream<P: NetCore>(
         .await;
 }
 
-/// Appends one outgoing frame with its length prefix to a writer's buffer; returns the
-/// frame length the driver counted in the writer's load. A message that cannot be encoded
-/// (a bug: the driver checked its length) is dropped with a warning.
-fn append_outgoing<P: NetCore>(buf: &mut Vec<u8>, out: Outgoing<P::Message>) -> usize {
-    match out {
-        Outgoing::Frame(f) => {
-            write_stream_frame(buf, &f);
-            f.len()
-        }
-        Outgoing::Message(msg, counted) => {
-            let start = buf.len();
-            buf.extend_from_slice(&[0; STREAM_LENGTH_PREFIX]);
-            match P::encode_append(&msg, buf) {
-                Ok(len) => {
-                    buf[start..start + STREAM_LENGTH_PREFIX]
-                        .copy_from_slice(&(len as u32).to_be_bytes());
-                }
-                Err(e) => {
-                    buf.truncate(start);
-                    tracing::warn!(%e, "cannot encode a message");
-                }
-            }
-            counted
-        }
-    }
-}
-
 /// Reads length-prefixed frames from one inbound stream and hands them to the driver,
 /// waiting while the driver's channel is full (back-pressure to the sender).
 async fn read_stream(
@@ -704,9 +663,9 @@ async fn read_stream(
     stream: libp2p::Stream,
     events: mpsc::Sender<StreamEvent>,
 ) {
-    let mut frames = FrameReader::new(stream, ch.read_buffer(), ch.max_frame());
+    let mut io = libp2p::futures::io::BufReader::with_capacity(ch.read_buffer(), stream);
     loop {
-        let ev = match frames.next_frame().await {
+        let ev = match read_stream_frame(&mut io, ch.max_frame()).await {
             Ok(Some(StreamFrame::Data(frame))) => StreamEvent::Frame { peer, ch, frame },
             Ok(Some(StreamFrame::Oversized(_))) => StreamEvent::Oversized { peer, ch },
             // A clean end, or the stream or connection failed: nothing to penalise.
@@ -746,7 +705,7 @@ pub(crate) struct Driver<P: NetCore> {
     /// Inbound streams of every channel.
     incoming: mpsc::Receiver<Incoming>,
     /// Writer tasks per peer and channel.
-    writers: BTreeMap<(libp2p::PeerId, Channel), Writer<P::Message>>,
+    writers: BTreeMap<(libp2p::PeerId, Channel), Writer>,
     next_writer: u64,
     /// Reader tasks running per peer and channel.
     readers: BTreeMap<(libp2p::PeerId, Channel), usize>,
@@ -970,20 +929,6 @@ impl<P: NetCore> Driver<P> {
         }
         let ch = P::channel(&msg);
         let kind = peerlab_overlay::Message::kind(&msg);
-        if ch.encoded_by_writer() && self.connected.contains_key(&peer) {
-            // The writer encodes it; its exact length is counted and checked here.
-            let len = peerlab_overlay::Message::wire_len(&msg);
-            if len > ch.max_frame() {
-                tracing::warn!(len, channel = ch.name(), "outgoing frame too large");
-                return;
-            }
-            if self.stream_send(peer, ch, Outgoing::Message(msg, len), len)
-                && let Some(t) = self.traffic.get(ch.index())
-            {
-                t.sent(len);
-            }
-            return;
-        }
         let frame = match P::encode(&msg) {
             Ok(f) if f.len() <= ch.max_frame() => f,
             Ok(f) => {
@@ -1001,7 +946,7 @@ impl<P: NetCore> Driver<P> {
         };
         if self.connected.contains_key(&peer) {
             let len = frame.len();
-            if self.stream_send(peer, ch, Outgoing::Frame(frame), len)
+            if self.stream_send(peer, ch, frame)
                 && let Some(t) = self.traffic.get(ch.index())
             {
                 t.sent(len);
@@ -1043,13 +988,8 @@ impl<P: NetCore> Driver<P> {
     /// Hands a frame to the peer's stream writer on `ch`, starting one if there is none
     /// (or the last one stopped taking frames). Dropped (and counted) if too much already
     /// waits there; returns whether the writer took it.
-    fn stream_send(
-        &mut self,
-        peer: libp2p::PeerId,
-        ch: Channel,
-        frame: Outgoing<P::Message>,
-        len: usize,
-    ) -> bool {
+    fn stream_send(&mut self, peer: libp2p::PeerId, ch: Channel, frame: Vec<u8>) -> bool {
+        let len = frame.len();
         if let Some(w) = self.writers.get(&(peer, ch))
             && (w.load.frames.load(Ordering::Relaxed) >= MAX_QUEUED_FRAMES
                 || w.load.bytes.load(Ordering::Relaxed) + len > MAX_QUEUED_BYTES)
@@ -1078,12 +1018,12 @@ impl<P: NetCore> Driver<P> {
         false
     }
 
-    fn spawn_writer(&mut self, peer: libp2p::PeerId, ch: Channel) -> &Writer<P::Message> {
+    fn spawn_writer(&mut self, peer: libp2p::PeerId, ch: Channel) -> &Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let load = Arc::new(Load::default());
         let id = self.next_writer;
         self.next_writer += 1;
-        tokio::spawn(write_stream::<P>(
+        tokio::spawn(write_stream(
             self.control.clone(),
             peer,
             ch,
@@ -1102,8 +1042,7 @@ impl<P: NetCore> Driver<P> {
             if let Some(q) = self.pending.remove(&(peer, ch)) {
                 for f in q.frames {
                     // Already counted as sent when it was queued.
-                    let len = f.len();
-                    self.stream_send(peer, ch, Outgoing::Frame(f), len);
+                    self.stream_send(peer, ch, f);
                 }
             }
         }
@@ -1155,7 +1094,7 @@ impl<P: NetCore> Driver<P> {
 
     /// Hands one frame read from a stream to the core (its output is sent at the end of the
     /// turn, [`Self::end_inputs`]).
-    fn on_frame(&mut self, peer: libp2p::PeerId, ch: Channel, frame: &Bytes) {
+    fn on_frame(&mut self, peer: libp2p::PeerId, ch: Channel, frame: &[u8]) {
         if self.banned.contains_key(&peer) {
             return;
         }

@@ -246,10 +246,7 @@ impl NetCore for Node {
     fn encode(msg: &Message) -> Result<Vec<u8>, CodecError> {
         peer::net::encode(msg)
     }
-    fn encode_append(msg: &Message, buf: &mut Vec<u8>) -> Result<usize, CodecError> {
-        peer::net::encode_append(msg, buf)
-    }
-    fn decode(channel: Channel, frame: &bytes::Bytes) -> Result<Message, CodecError> {
+    fn decode(channel: Channel, frame: &[u8]) -> Result<Message, CodecError> {
         peer::net::decode(channel, frame)
     }
     fn reply_to(event: &Event) -> Option<(u64, bool)> {

@@ -26,7 +26,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use bytes::Bytes;
 use peerlab_dht::{self as dht, Dht};
 use peerlab_gossip::{self as gossip, Gossip};
 use peerlab_overlay::flood::{self, Flood};
@@ -829,26 +828,13 @@ pub(crate) mod net {
         }
     }
 
-    /// Decodes a frame of `ch`. Swarm blocks keep their payload as a view of the frame
-    /// (`swarm::wire::decode_shared`): the driver reads frames into shared buffers, so a
-    /// block reaches the chunk store without being copied again.
-    pub(crate) fn encode_append(msg: &Message, buf: &mut Vec<u8>) -> Result<usize, CodecError> {
-        let max = channel(msg).max_frame();
-        match msg {
-            Message::Dht(m) => codec::encode_append(m, buf, max),
-            Message::Gossip(m) => codec::encode_append(m, buf, max),
-            Message::Flood(m) => codec::encode_append(m, buf, max),
-            Message::Swarm(m) => codec::encode_append(m, buf, max),
-        }
-    }
-
-    pub(crate) fn decode(ch: Channel, frame: &Bytes) -> Result<Message, CodecError> {
+    pub(crate) fn decode(ch: Channel, frame: &[u8]) -> Result<Message, CodecError> {
         let max = ch.max_frame();
         Ok(match ch {
             Channel::Dht => Message::Dht(codec::decode_with_limit(frame, max)?),
             Channel::Gossip => Message::Gossip(codec::decode_with_limit(frame, max)?),
             Channel::Flood => Message::Flood(codec::decode_with_limit(frame, max)?),
-            Channel::Swarm => Message::Swarm(swarm::wire::decode_shared(frame, max)?),
+            Channel::Swarm => Message::Swarm(codec::decode_with_limit(frame, max)?),
         })
     }
 
@@ -885,10 +871,7 @@ where
     fn encode(msg: &Message) -> Result<Vec<u8>, CodecError> {
         net::encode(msg)
     }
-    fn encode_append(msg: &Message, buf: &mut Vec<u8>) -> Result<usize, CodecError> {
-        net::encode_append(msg, buf)
-    }
-    fn decode(channel: Channel, frame: &Bytes) -> Result<Message, CodecError> {
+    fn decode(channel: Channel, frame: &[u8]) -> Result<Message, CodecError> {
         net::decode(channel, frame)
     }
     fn reply_to(event: &Event) -> Option<(u64, bool)> {

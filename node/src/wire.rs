@@ -6,7 +6,7 @@
 //! negotiation. A message is one frame — the `overlay::codec` version byte plus CBOR. The
 //! sender opens a stream (rust-libp2p's `libp2p-stream`) the first time it has a message for
 //! a connected peer on that protocol and keeps it: frames follow each other, each a `u32`
-//! big-endian length followed by the frame ([`write_stream_frame`], [`FrameReader`]);
+//! big-endian length followed by the frame ([`write_stream_frame`], [`read_stream_frame`]);
 //! the receiver never writes back. Delivery stays best-effort, as the cores assume; the
 //! transport's flow control (QUIC stream credit, Yamux window) is the back-pressure and the
 //! driver bounds what waits in front of it.
@@ -29,7 +29,6 @@
 
 use std::io;
 
-use bytes::{Buf, Bytes, BytesMut};
 use libp2p::futures::{AsyncRead, AsyncReadExt};
 use serde::{Deserialize, Serialize};
 
@@ -103,15 +102,6 @@ impl Channel {
         }
     }
 
-    /// Whether the stream writer encodes this channel's messages (straight into its
-    /// coalescing buffer) rather than the driver: the transfer channel's blocks are then
-    /// copied once on their way out instead of twice, and the encoding leaves the driver
-    /// task. The other channels' messages are small and encoded by the driver, which then
-    /// needs no separate length computation for them.
-    pub const fn encoded_by_writer(self) -> bool {
-        matches!(self, Channel::Swarm)
-    }
-
     /// Read buffer of one inbound stream: several 16 KiB blocks per read on the transfer
     /// channel; small on the others, whose messages are a few hundred bytes and whose
     /// streams a node may hold to every member of a large testnet at once.
@@ -129,8 +119,8 @@ pub const STREAM_LENGTH_PREFIX: usize = 4;
 /// One frame read from a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StreamFrame {
-    /// A frame within the limit (not yet decoded): a view of the reader's buffer.
-    Data(Bytes),
+    /// A frame within the limit (not yet decoded).
+    Data(Vec<u8>),
     /// A length prefix above the limit; the frame itself was not read and the stream
     /// cannot be read further.
     Oversized(u64),
@@ -142,84 +132,32 @@ pub fn write_stream_frame(buf: &mut Vec<u8>, frame: &[u8]) {
     buf.extend_from_slice(frame);
 }
 
-/// Reads length-prefixed frames from one stream into a shared buffer and hands each frame
-/// out as a [`Bytes`] view of that buffer.
-///
-/// The transport copies what arrived straight into the buffer; a frame is then split off
-/// without another copy, and the swarm decoder keeps a block's payload as a view of the
-/// frame ([`peerlab_swarm::wire::decode_shared`]), so the 16 KiB of a block are copied
-/// once between the transport and the chunk store. (Reading through a `BufReader` into a
-/// fresh zeroed `Vec` per frame, then decoding the payload into a new allocation, copied
-/// them three times.)
-///
-/// Bounds: the buffer holds at most the frame being read plus one read of `read_size`
-/// bytes — at most `max_frame + read_size` (plus the 4-byte prefix). A frame handed out
-/// keeps the buffer it lives in alive until it is dropped; once every frame of a buffer is
-/// gone, the buffer is reused.
-pub struct FrameReader<R> {
-    io: R,
-    /// Initialised bytes; `buf[..filled]` arrived and was not yet handed out.
-    buf: BytesMut,
-    filled: usize,
-    read_size: usize,
-    max_frame: usize,
-}
-
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// A reader of frames of at most `max_frame` bytes, reading `read_size` bytes at a time.
-    pub fn new(io: R, read_size: usize, max_frame: usize) -> FrameReader<R> {
-        FrameReader {
-            io,
-            buf: BytesMut::new(),
-            filled: 0,
-            read_size: read_size.max(STREAM_LENGTH_PREFIX),
-            max_frame,
-        }
-    }
-
-    /// Reads the next frame. `Ok(None)` at a clean end of stream (between frames); an end
-    /// inside a frame is an `UnexpectedEof` error. After [`StreamFrame::Oversized`] the
-    /// stream cannot be read further.
-    pub async fn next_frame(&mut self) -> io::Result<Option<StreamFrame>> {
-        loop {
-            // Bytes still missing before the next frame can be handed out.
-            let missing = if self.filled < STREAM_LENGTH_PREFIX {
-                STREAM_LENGTH_PREFIX - self.filled
+/// Reads the next length-prefixed frame, at most `max_frame` bytes. `Ok(None)` at a clean
+/// end of stream (between frames); an end inside a frame is an `UnexpectedEof` error.
+pub async fn read_stream_frame<R>(io: &mut R, max_frame: usize) -> io::Result<Option<StreamFrame>>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut len = [0u8; STREAM_LENGTH_PREFIX];
+    let mut got = 0;
+    while got < len.len() {
+        let n = io.read(&mut len[got..]).await?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
             } else {
-                let mut len = [0u8; STREAM_LENGTH_PREFIX];
-                len.copy_from_slice(&self.buf[..STREAM_LENGTH_PREFIX]);
-                let len = u32::from_be_bytes(len) as usize;
-                if len > self.max_frame {
-                    return Ok(Some(StreamFrame::Oversized(len as u64)));
-                }
-                let end = STREAM_LENGTH_PREFIX + len;
-                if self.filled >= end {
-                    let mut frame = self.buf.split_to(end);
-                    self.filled -= end;
-                    frame.advance(STREAM_LENGTH_PREFIX);
-                    return Ok(Some(StreamFrame::Data(frame.freeze())));
-                }
-                end - self.filled
+                Err(io::ErrorKind::UnexpectedEof.into())
             };
-            if self.buf.len() - self.filled < missing {
-                // Room for the rest of this frame, and at least one read's worth. Only the
-                // bytes that arrived move (when the old buffer is still shared by frames
-                // handed out, `BytesMut` allocates a new one; otherwise it reuses it).
-                self.buf.truncate(self.filled);
-                self.buf
-                    .resize(self.filled + missing.max(self.read_size), 0);
-            }
-            let n = self.io.read(&mut self.buf[self.filled..]).await?;
-            if n == 0 {
-                return if self.filled == 0 {
-                    Ok(None)
-                } else {
-                    Err(io::ErrorKind::UnexpectedEof.into())
-                };
-            }
-            self.filled += n;
         }
+        got += n;
     }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max_frame {
+        return Ok(Some(StreamFrame::Oversized(len as u64)));
+    }
+    let mut frame = vec![0u8; len];
+    io.read_exact(&mut frame).await?;
+    Ok(Some(StreamFrame::Data(frame)))
 }
 
 #[cfg(test)]
@@ -233,64 +171,24 @@ mod tests {
         }
     }
 
-    /// Hands out what it holds at most `step` bytes per read, so frames straddle reads.
-    struct Trickle {
-        data: Vec<u8>,
-        pos: usize,
-        step: usize,
-    }
-
-    impl AsyncRead for Trickle {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &mut [u8],
-        ) -> std::task::Poll<io::Result<usize>> {
-            let n = buf.len().min(self.step).min(self.data.len() - self.pos);
-            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-            self.pos += n;
-            std::task::Poll::Ready(Ok(n))
-        }
-    }
-
-    fn reader(data: Vec<u8>, step: usize, read_size: usize) -> FrameReader<Trickle> {
-        FrameReader::new(Trickle { data, pos: 0, step }, read_size, 8)
-    }
-
-    fn next(r: &mut FrameReader<Trickle>) -> io::Result<Option<StreamFrame>> {
-        libp2p::futures::executor::block_on(r.next_frame())
-    }
-
     #[test]
     fn stream_frames_round_trip_and_oversized_lengths_are_not_read() {
         let mut buf = Vec::new();
         write_stream_frame(&mut buf, &[1, 2, 3]);
         write_stream_frame(&mut buf, &[]);
-        write_stream_frame(&mut buf, &[7; 8]);
-        write_stream_frame(&mut buf, &[4, 5]);
         write_stream_frame(&mut buf, &[9; 10]);
-        // Whole reads, byte by byte, and reads that end inside prefixes and frames; read
-        // buffers smaller and larger than a frame.
-        for (step, read_size) in [(1, 1), (3, 4), (5, 7), (64, 16), (64, 64)] {
-            let mut r = reader(buf.clone(), step, read_size);
-            let mut held = Vec::new();
-            for want in [&[1u8, 2, 3][..], &[], &[7; 8], &[4, 5]] {
-                let Some(StreamFrame::Data(f)) = next(&mut r).unwrap() else {
-                    panic!("step {step}: a frame")
-                };
-                assert_eq!(&f[..], want, "step {step}, read size {read_size}");
-                // Frames handed out stay valid while the reader goes on.
-                held.push(f);
-            }
-            assert_eq!(next(&mut r).unwrap(), Some(StreamFrame::Oversized(10)));
-            assert_eq!(&held[0][..], &[1, 2, 3]);
-            assert_eq!(&held[2][..], &[7; 8]);
-            assert!(r.buf.len() <= 8 + 4 + read_size.max(4), "bounded buffer");
-        }
+        let mut io = libp2p::futures::io::Cursor::new(buf);
+        let mut read = || libp2p::futures::executor::block_on(read_stream_frame(&mut io, 8));
+        assert_eq!(read().unwrap(), Some(StreamFrame::Data(vec![1, 2, 3])));
+        assert_eq!(read().unwrap(), Some(StreamFrame::Data(vec![])));
+        assert_eq!(read().unwrap(), Some(StreamFrame::Oversized(10)));
 
-        assert_eq!(next(&mut reader(Vec::new(), 4, 4)).unwrap(), None);
+        let mut clean = libp2p::futures::io::Cursor::new(Vec::new());
+        let r = libp2p::futures::executor::block_on(read_stream_frame(&mut clean, 8));
+        assert_eq!(r.unwrap(), None);
         for cut in [vec![0u8, 0], vec![0, 0, 0, 5, 1, 2]] {
-            let r = next(&mut reader(cut, 1, 4));
+            let mut io = libp2p::futures::io::Cursor::new(cut);
+            let r = libp2p::futures::executor::block_on(read_stream_frame(&mut io, 8));
             assert_eq!(r.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         }
     }

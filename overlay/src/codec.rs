@@ -5,7 +5,7 @@
 //! returns a [`CodecError`]; it never panics (property-tested below). CBOR nesting depth
 //! is bounded by `cbor4ii`'s own recursion limit.
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 
 /// The wire protocol version carried in the first byte of every frame. A peer that speaks
 /// another version is refused rather than misread.
@@ -60,47 +60,6 @@ pub fn encode_with_limit<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, C
     Ok(buf)
 }
 
-/// Appends `msg` as one frame to `buf`, refusing frames over `max` bytes; returns the
-/// frame's length. On error `buf` is left as it was.
-///
-/// A writer that coalesces frames into one buffer encodes straight into it, so a large
-/// payload is copied once, not into a frame first and then into the buffer.
-pub fn encode_append<T: Serialize>(
-    msg: &T,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> Result<usize, CodecError> {
-    let start = buf.len();
-    buf.push(PROTOCOL_VERSION);
-    let result = {
-        let mut ser = cbor4ii::serde::Serializer::new(Append(buf));
-        msg.serialize(&mut ser)
-    };
-    let len = buf.len() - start;
-    match result {
-        Ok(()) if len <= max => Ok(len),
-        Ok(()) => {
-            buf.truncate(start);
-            Err(CodecError::TooLarge { len, max })
-        }
-        Err(e) => {
-            buf.truncate(start);
-            Err(CodecError::Encode(e.to_string()))
-        }
-    }
-}
-
-/// A `cbor4ii` writer that appends to a borrowed `Vec`.
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl cbor4ii::core::enc::Write for Append<'_> {
-    type Error = std::convert::Infallible;
-    fn push(&mut self, input: &[u8]) -> Result<(), Self::Error> {
-        self.0.extend_from_slice(input);
-        Ok(())
-    }
-}
-
 /// Encodes `msg` into a frame under [`DEFAULT_MAX_FRAME`].
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     encode_with_limit(msg, DEFAULT_MAX_FRAME)
@@ -108,16 +67,6 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes a frame, checking its size against `max` first.
 pub fn decode_with_limit<T: DeserializeOwned>(frame: &[u8], max: usize) -> Result<T, CodecError> {
-    decode_borrowed_with_limit(frame, max)
-}
-
-/// Decodes a frame into a type that may borrow from it (byte strings as `&'de [u8]`),
-/// checking its size against `max` first. A caller holding the frame as shared bytes can
-/// then take a borrowed payload as a view of the frame instead of a copy.
-pub fn decode_borrowed_with_limit<'de, T: Deserialize<'de>>(
-    frame: &'de [u8],
-    max: usize,
-) -> Result<T, CodecError> {
     if frame.len() > max {
         return Err(CodecError::TooLarge {
             len: frame.len(),
@@ -221,31 +170,6 @@ mod tests {
             let cut = cut.min(frame.len().saturating_sub(1));
             prop_assert!(decode::<Msg>(&frame[..cut]).is_err());
         }
-    }
-
-    #[test]
-    fn appended_frames_equal_encoded_ones_and_failures_leave_the_buffer() {
-        let msgs = [
-            Msg::Ping { nonce: 7 },
-            Msg::Data {
-                id: Id::ZERO,
-                payload: vec![5; 3000],
-                tags: vec!["a".into()],
-            },
-        ];
-        let mut buf = vec![0xAA];
-        for m in &msgs {
-            let start = buf.len();
-            let n = encode_append(m, &mut buf, DEFAULT_MAX_FRAME).unwrap();
-            assert_eq!(&buf[start..], &encode(m).unwrap()[..]);
-            assert_eq!(n, encoded_len(m));
-        }
-        let before = buf.clone();
-        assert!(matches!(
-            encode_append(&msgs[1], &mut buf, 1000),
-            Err(CodecError::TooLarge { .. })
-        ));
-        assert_eq!(buf, before);
     }
 
     #[test]

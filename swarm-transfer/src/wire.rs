@@ -172,53 +172,6 @@ pub fn decode_frame(frame: &[u8]) -> Result<Message, FrameError> {
     Ok(msg)
 }
 
-/// A `Block` message whose payload borrows from its frame (see [`decode_shared`]).
-#[derive(Deserialize)]
-struct BlockFrame<'a> {
-    cid: ContentId,
-    #[serde(borrow)]
-    body: BlockBody<'a>,
-}
-
-/// The `Block` variant of [`Body`], field for field, with the payload borrowed; any other
-/// variant fails to decode as this type.
-#[derive(Deserialize)]
-#[serde(rename = "Body")]
-enum BlockBody<'a> {
-    Block {
-        chunk: u32,
-        block: u32,
-        #[serde(borrow)]
-        data: &'a [u8],
-    },
-}
-
-/// Decodes a frame held as shared bytes, at most `max` bytes (checked before decoding).
-///
-/// A `Block`'s payload becomes a view of `frame` rather than a copy (the receiving driver
-/// reads frames into shared buffers, so a block travels from the transport to the chunk
-/// store with no copy in between). Every other message — and a `Block` whose payload is
-/// not one definite-length byte string, which the borrowed form cannot represent — decodes
-/// as with [`codec::decode_with_limit`], which also reports the errors; so this accepts
-/// and refuses exactly the frames that function does.
-pub fn decode_shared(frame: &Bytes, max: usize) -> Result<Message, CodecError> {
-    if let Ok(BlockFrame {
-        cid,
-        body: BlockBody::Block { chunk, block, data },
-    }) = codec::decode_borrowed_with_limit::<BlockFrame<'_>>(frame, max)
-    {
-        return Ok(Message {
-            cid,
-            body: Body::Block {
-                chunk,
-                block,
-                data: frame.slice_ref(data),
-            },
-        });
-    }
-    codec::decode_with_limit(frame, max)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,61 +202,6 @@ mod tests {
             assert_eq!(frame.len(), m.wire_len());
             assert!(frame.len() <= m.frame_limit());
             assert_eq!(decode_frame(&frame).unwrap(), m);
-        }
-    }
-
-    #[test]
-    fn shared_decoding_equals_plain_decoding_and_blocks_borrow_the_frame() {
-        let msgs = [
-            Body::Handshake,
-            Body::Bitfield(Bitfield::full(13)),
-            Body::Have { chunk: 7 },
-            Body::Request { chunk: 1, block: 2 },
-            Body::Block {
-                chunk: 1,
-                block: 2,
-                data: Bytes::from(vec![9u8; BLOCK_SIZE as usize]),
-            },
-            Body::Block {
-                chunk: 3,
-                block: 0,
-                data: Bytes::new(),
-            },
-            Body::Reject { chunk: 1, block: 2 },
-            Body::Manifest(Manifest::from_bytes("f", b"hello", 1024).unwrap()),
-        ];
-        for body in msgs {
-            let m = Message { cid: cid(), body };
-            let frame = Bytes::from(encode_frame(&m).unwrap());
-            let shared = decode_shared(&frame, codec::DEFAULT_MAX_FRAME).unwrap();
-            assert_eq!(shared, m);
-            if let Body::Block { data, .. } = &shared.body
-                && !data.is_empty()
-            {
-                let range = frame.as_ptr_range();
-                assert!(
-                    range.contains(&data.as_ptr()),
-                    "payload is a view of the frame"
-                );
-            }
-        }
-        // Errors are the plain decoder's: the limit, then malformed bodies.
-        let block = Message {
-            cid: cid(),
-            body: Body::Block {
-                chunk: 0,
-                block: 0,
-                data: Bytes::from(vec![1u8; 100]),
-            },
-        };
-        let frame = Bytes::from(encode_frame(&block).unwrap());
-        assert_eq!(
-            decode_shared(&frame, 50),
-            codec::decode_with_limit::<Message>(&frame, 50)
-        );
-        for cut in [1, 10, frame.len() - 1] {
-            let part = frame.slice(..cut);
-            assert!(decode_shared(&part, codec::DEFAULT_MAX_FRAME).is_err());
         }
     }
 
