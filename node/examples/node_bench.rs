@@ -12,17 +12,17 @@
 //! throughput of one libp2p stream (a single request-response substream carrying the same
 //! number of bytes) on the same transport. The fetch is timed until the file is complete in
 //! the fetcher's chunk store; the copy that `fetch -o PATH` adds is timed after it and
-//! reported as `fetch_and_copy_mib_s` (a plain copy, what `-o` costs across file systems;
-//! on the same one `-o` is a hard link). With a repetition count (fifth argument) raw
+//! reported as `fetch_and_copy_mib_s` (a plain copy, what `-o` costs). With a repetition count (fifth argument) raw
 //! stream and fetch alternate that many times per transport (odd repetitions fetch first),
 //! each pair printed with the 1-minute load average, then the medians of the raw and fetch
 //! figures and of the per-pair ratios: the raw figure varies by a factor of two between
 //! back-to-back runs on a shared machine, so one pair says little. `raw_cpu_s` and
 //! `fetch_cpu_s` are the CPU seconds (all threads, user + system) the process used while
-//! each was timed: both nodes, or both bare swarms, run in this one process. The optional directory holds both nodes' data
-//! dirs (default: the system's temporary directory); on a tmpfs such as `/dev/shm` the
-//! chunk store's `fsync`s cost nothing, which separates the network path from the disk. `memory` reports the resident set size of the process with one idle node
-//! and with N connected nodes.
+//! each was timed: both nodes, or both bare swarms, run in this one process. The optional
+//! directory holds both nodes' data dirs (default: the system's temporary directory); on a
+//! tmpfs such as `/dev/shm` the chunk store's `fsync`s cost nothing, which separates the
+//! network path from the disk. `memory` reports the resident set size of the process with
+//! one idle node and with N connected nodes.
 
 // A benchmark measures wall-clock time.
 #![allow(clippy::disallowed_methods)]
