@@ -122,7 +122,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use peerlab_overlay::{Cx, Instant, PeerId, Protocol};
+use peerlab_overlay::{Cx, Instant, PeerId, Protocol, Rng};
 use serde_bytes::ByteBuf;
 
 pub use config::{Activation, Config, Exchange, MAX_PARTNER_VIEW, MAX_VERSION, Mode, Variant};
@@ -426,6 +426,33 @@ const DEAD_SYNC_CHANCE: f64 = 0.25;
 const MAX_CORRECTIONS: usize = 64;
 /// Join attempts per seed before giving up.
 const JOIN_ROUNDS: u32 = 3;
+
+/// `first`, then `then`, as many as fit `budget` bytes after `reserved`; `first` is
+/// shuffled when it does not all fit. `then` is taken lazily: no record past the budget is
+/// built.
+fn fit_records(
+    budget: usize,
+    rng: &mut Rng,
+    mut first: Vec<MemberUpdate>,
+    then: impl IntoIterator<Item = MemberUpdate>,
+    reserved: usize,
+) -> Vec<MemberUpdate> {
+    let mut room = budget.saturating_sub(FRAME_SLACK + reserved);
+    let first_len: usize = first.iter().map(item_len).sum();
+    if first_len > room {
+        rng.shuffle(&mut first);
+    }
+    let mut out = Vec::new();
+    for u in first.into_iter().chain(then) {
+        let l = item_len(&u);
+        if l > room {
+            break;
+        }
+        room -= l;
+        out.push(u);
+    }
+    out
+}
 
 /// The gossip core. See the [crate docs](crate).
 pub struct Gossip {
@@ -1081,7 +1108,8 @@ impl Gossip {
         };
         let mut out = vec![me];
         let reserved = item_len(&out[0]);
-        out.extend(self.fit_records(cx, all, Vec::new(), reserved));
+        let budget = self.config.max_message_bytes;
+        out.extend(fit_records(budget, cx.rng(), all, Vec::new(), reserved));
         out
     }
 
@@ -1189,39 +1217,11 @@ impl Gossip {
         // The want list takes at most half the budget; the records the rest.
         let id_len = item_len(&self.me);
         want.truncate(self.config.max_message_bytes / 2 / id_len.max(1));
-        let members = self.fit_records(cx, newer, unlisted, want.len() * id_len);
+        let budget = self.config.max_message_bytes;
+        let members = fit_records(budget, cx.rng(), newer, unlisted, want.len() * id_len);
         if !members.is_empty() || !want.is_empty() {
             cx.send(from, Message::MemberDelta { members, want });
         }
-    }
-
-    /// `first`, then `then`, as many as fit the message budget after `reserved` bytes;
-    /// `first` is shuffled when it does not all fit.
-    fn fit_records(
-        &mut self,
-        cx: &mut Cx<'_, Self>,
-        mut first: Vec<MemberUpdate>,
-        then: Vec<MemberUpdate>,
-        reserved: usize,
-    ) -> Vec<MemberUpdate> {
-        let mut room = self
-            .config
-            .max_message_bytes
-            .saturating_sub(FRAME_SLACK + reserved);
-        let first_len: usize = first.iter().map(item_len).sum();
-        if first_len > room {
-            cx.rng().shuffle(&mut first);
-        }
-        let mut out = Vec::new();
-        for u in first.into_iter().chain(then) {
-            let l = item_len(&u);
-            if l > room {
-                break;
-            }
-            room -= l;
-            out.push(u);
-        }
-        out
     }
 
     fn merge_members(&mut self, cx: &mut Cx<'_, Self>, members: Vec<MemberUpdate>, from: PeerId) {
@@ -1732,17 +1732,15 @@ impl Protocol for Gossip {
                 if want.is_empty() {
                     return;
                 }
-                let records: Vec<MemberUpdate> = want
-                    .iter()
-                    .filter_map(|p| {
-                        if *p == self.me {
-                            Some(self.self_update())
-                        } else {
-                            self.update_of(p)
-                        }
-                    })
-                    .collect();
-                let members = self.fit_records(cx, Vec::new(), records, 0);
+                let records = want.iter().filter_map(|p| {
+                    if *p == self.me {
+                        Some(self.self_update())
+                    } else {
+                        self.update_of(p)
+                    }
+                });
+                let budget = self.config.max_message_bytes;
+                let members = fit_records(budget, cx.rng(), Vec::new(), records, 0);
                 if !members.is_empty() {
                     cx.send(
                         from,

@@ -1170,6 +1170,14 @@ fn row(peer: u64, incarnation: u64, state: MemberState) -> MemberRow {
     MemberRow(p(peer), incarnation, state)
 }
 
+/// A complete member digest of `(peer, incarnation, state)` rows.
+fn digest(rows: &[(u64, u64, MemberState)]) -> Message {
+    Message::MemberDigest {
+        complete: true,
+        rows: rows.iter().map(|&(x, i, st)| row(x, i, st)).collect(),
+    }
+}
+
 fn member_deltas(out: &[Out]) -> Vec<(PeerId, Vec<MemberUpdate>, Vec<PeerId>)> {
     sends(out)
         .into_iter()
@@ -1184,15 +1192,12 @@ fn member_deltas(out: &[Out]) -> Vec<(PeerId, Vec<MemberUpdate>, Vec<PeerId>)> {
 fn member_digests_of_equal_tables_draw_no_answer() {
     // Node 1 holds 2 and 3 alive at incarnation 0; node 2's digest says the same.
     let mut g = swim(1, &[2, 3]);
-    let digest = Message::MemberDigest {
-        complete: true,
-        rows: vec![
-            row(2, 0, MemberState::Alive),
-            row(1, 0, MemberState::Alive),
-            row(3, 0, MemberState::Alive),
-        ],
-    };
-    let out = run(&mut g, 1, |g, cx| g.handle_message(cx, p(2), digest));
+    let d = digest(&[
+        (2, 0, MemberState::Alive),
+        (1, 0, MemberState::Alive),
+        (3, 0, MemberState::Alive),
+    ]);
+    let out = run(&mut g, 1, |g, cx| g.handle_message(cx, p(2), d));
     assert!(sends(&out).is_empty(), "{:?}", sends(&out));
     // The timer sends a digest of the whole table, own row first, and no records.
     let out = run(&mut g, 2, |g, cx| g.handle_timer(cx, Timer::MemberSync));
@@ -1225,16 +1230,13 @@ fn member_digests_are_answered_with_only_what_differs() {
     run(&mut g, 1, |g, cx| g.handle_message(cx, p(4), refuted));
     // Node 2's digest: 3 at an older incarnation, 4 as held, 6 unknown to node 1, 5 and
     // node 1 itself missing.
-    let digest = Message::MemberDigest {
-        complete: true,
-        rows: vec![
-            row(2, 0, MemberState::Alive),
-            row(3, 0, MemberState::Alive),
-            row(4, 0, MemberState::Alive),
-            row(6, 1, MemberState::Alive),
-        ],
-    };
-    let out = run(&mut g, 2, |g, cx| g.handle_message(cx, p(2), digest));
+    let d = digest(&[
+        (2, 0, MemberState::Alive),
+        (3, 0, MemberState::Alive),
+        (4, 0, MemberState::Alive),
+        (6, 1, MemberState::Alive),
+    ]);
+    let out = run(&mut g, 2, |g, cx| g.handle_message(cx, p(2), d));
     let deltas = member_deltas(&out);
     assert_eq!(deltas.len(), 1);
     let (to, members, want) = &deltas[0];
@@ -1295,24 +1297,18 @@ fn member_digests_are_answered_with_only_what_differs() {
 #[test]
 fn a_member_digest_that_says_this_node_is_dead_is_refuted() {
     let mut g = swim(1, &[2, 3]);
-    let digest = Message::MemberDigest {
-        complete: true,
-        rows: vec![
-            row(2, 0, MemberState::Alive),
-            row(1, 0, MemberState::Dead),
-            row(3, 0, MemberState::Alive),
-        ],
-    };
-    let out = run(&mut g, 1, |g, cx| g.handle_message(cx, p(2), digest));
+    let d = digest(&[
+        (2, 0, MemberState::Alive),
+        (1, 0, MemberState::Dead),
+        (3, 0, MemberState::Alive),
+    ]);
+    let out = run(&mut g, 1, |g, cx| g.handle_message(cx, p(2), d));
     assert_eq!(g.incarnation(), 1, "refuted with a higher incarnation");
     assert!(sends(&out).iter().any(|(to, m)| *to == p(2)
         && matches!(m, Message::Gossip { members, .. } if members[0].peer == p(1) && members[0].incarnation == 1 && members[0].state == MemberState::Alive)));
     // An older record of this node is answered with the current one, without a new refutation.
-    let digest = Message::MemberDigest {
-        complete: true,
-        rows: vec![row(2, 0, MemberState::Alive), row(1, 0, MemberState::Alive)],
-    };
-    let out = run(&mut g, 2, |g, cx| g.handle_message(cx, p(2), digest));
+    let d = digest(&[(2, 0, MemberState::Alive), (1, 0, MemberState::Alive)]);
+    let out = run(&mut g, 2, |g, cx| g.handle_message(cx, p(2), d));
     assert_eq!(g.incarnation(), 1);
     let deltas = member_deltas(&out);
     assert!(
@@ -1344,13 +1340,8 @@ fn member_digests_and_their_answers_are_bounded() {
         }
     }
     // A digest from someone who knows none of them: the answer fits the budget.
-    let digest = Message::MemberDigest {
-        complete: true,
-        rows: (1000..1090)
-            .map(|i| row(i, 0, MemberState::Alive))
-            .collect(),
-    };
-    let out = run(&mut g, 2, |g, cx| g.handle_message(cx, p(2), digest));
+    let rows: Vec<_> = (1000..1090).map(|i| (i, 0, MemberState::Alive)).collect();
+    let out = run(&mut g, 2, |g, cx| g.handle_message(cx, p(2), digest(&rows)));
     let d = member_deltas(&out);
     assert_eq!(d.len(), 1);
     // Each wanted id takes 34 bytes; the want list takes at most half of the 4 KiB.
