@@ -98,7 +98,9 @@ pub struct Config {
     pub provider_ttl: Duration,
     /// Ask for more providers when a fetch has fewer connected peers than this. Default 10.
     pub min_peers: usize,
-    /// Least time between two provider lookups for one transfer. Default 60 s.
+    /// Least time between two provider lookups for one transfer that runs. A transfer
+    /// without a manifest and nobody to ask looks again after one `tick`, doubling the wait
+    /// up to this while look-ups find nobody. Default 60 s.
     pub lookup_interval: Duration,
     /// Housekeeping period (request timeouts, peer top-up). Default 5 s.
     pub tick: Duration,
@@ -544,6 +546,8 @@ struct Transfer<S> {
     manifest_tried: BTreeSet<PeerId>,
     manifest_waiters: Vec<PeerId>,
     last_lookup: Option<Instant>,
+    /// Provider look-ups since one last found somebody (see [`tick`]).
+    empty_lookups: u32,
     stats: TransferStats,
 }
 
@@ -675,6 +679,7 @@ impl<F: StoreFactory> Swarm<F> {
             manifest_tried: BTreeSet::new(),
             manifest_waiters: Vec::new(),
             last_lookup: None,
+            empty_lookups: 0,
             stats: TransferStats::default(),
         }
     }
@@ -761,6 +766,9 @@ impl<F: StoreFactory> Swarm<F> {
                         error: CommandError::Unknown,
                     });
                 };
+                if !peers.is_empty() {
+                    t.empty_lookups = 0;
+                }
                 add_candidates(&self.config, t, cx, peers);
                 if t.active.is_none() && t.manifest_asked.is_empty() {
                     ask_manifest(&self.config, t, cx);
@@ -1952,17 +1960,35 @@ fn tick<S: ChunkStore>(config: &Config, t: &mut Transfer<S>, cx: &mut SwarmCx<'_
         }
         // Requests expired or lost with a dropped peer are requestable again.
         reconsider_interest(config, a, cx, cid, None);
-        let few = a.peers.len() < config.min_peers && !a.picker.is_complete();
-        let due = t
-            .last_lookup
-            .is_none_or(|l| now.saturating_since(l) >= config.lookup_interval);
-        if few && due {
-            t.last_lookup = Some(now);
-            cx.emit(Event::Discovery(Discovery::FindProviders {
-                cid,
-                key: cid.dht_key(),
-            }));
-        }
+    }
+    // Provider look-ups. A running transfer with few peers looks again every
+    // `lookup_interval`. One without a manifest and nobody left to ask has nothing to do
+    // at all — its first look-up may simply have run before the sharers' announcements
+    // were stored — so it looks again after one tick, doubling the wait up to
+    // `lookup_interval` while the look-ups find nobody.
+    let (wanted, interval) = match &t.active {
+        Some(a) => (
+            a.peers.len() < config.min_peers && !a.picker.is_complete(),
+            config.lookup_interval,
+        ),
+        None => (
+            t.manifest_asked.is_empty(),
+            config
+                .tick
+                .saturating_mul(1 << t.empty_lookups.min(16))
+                .min(config.lookup_interval),
+        ),
+    };
+    let due = t
+        .last_lookup
+        .is_none_or(|l| now.saturating_since(l) >= interval);
+    if wanted && due {
+        t.last_lookup = Some(now);
+        t.empty_lookups = t.empty_lookups.saturating_add(1);
+        cx.emit(Event::Discovery(Discovery::FindProviders {
+            cid,
+            key: cid.dht_key(),
+        }));
     }
     connect_candidates(config, t, cx);
 }

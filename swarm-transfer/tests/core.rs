@@ -553,6 +553,61 @@ fn a_chunk_rejected_in_endgame_is_asked_for_again() {
 }
 
 #[test]
+fn a_fetch_that_found_no_provider_looks_again_until_one_appears() {
+    // The fetcher's first look-up ran before the file was shared anywhere (in a real
+    // network: before the sharers' announcements were stored). It has no manifest and
+    // nobody to ask, and must look again — soon at first, then less often.
+    let mut net = Net::new();
+    let f = net.add(1);
+    let s = net.add(2);
+    let data = file(100_000);
+    let cid = Manifest::from_bytes("f.bin", &data, 16 * 1024)
+        .unwrap()
+        .content_id();
+    net.command(
+        f,
+        Command::Fetch {
+            cid,
+            providers: vec![],
+        },
+    );
+    let lookups = |net: &Net| {
+        net.events
+            .iter()
+            .filter(|(p, e)| {
+                *p == f
+                    && matches!(
+                        e,
+                        Event::Discovery(peerlab_swarm::Discovery::FindProviders { .. })
+                    )
+            })
+            .count()
+    };
+    net.run(secs(4));
+    assert_eq!(lookups(&net), 1);
+    net.run(secs(36));
+    let early = lookups(&net);
+    assert!(early >= 4, "looked {early} times in 36 s");
+    net.run(secs(600));
+    let late = lookups(&net) - early;
+    assert!(
+        late <= 600 / 60 + 1,
+        "backed off to the lookup interval: {late} look-ups in the last 564 s"
+    );
+    // A look-up finds the sharer: the fetch completes.
+    share(&mut net, s, &data, 16 * 1024, false);
+    net.command(
+        f,
+        Command::AddPeers {
+            cid,
+            peers: vec![s],
+        },
+    );
+    net.run(secs(1200));
+    assert_eq!(contents(&net, f, &cid).as_deref(), Some(&data[..]));
+}
+
+#[test]
 fn fetch_announces_and_looks_up_providers() {
     let mut net = Net::new();
     let s = net.add(1);
