@@ -108,12 +108,33 @@ pub struct Picker {
     partial: BTreeMap<u32, Partial>,
     /// Slots in state `Missing` over all partial chunks.
     missing_in_partials: u64,
+    /// The chunks neither held nor started, shuffled once (at the first chunk start, with
+    /// that call's random source): a new chunk is the first one here that the peer has at
+    /// the least availability, so ties are broken at random and, in the common case of a
+    /// peer holding what we lack, a chunk start costs a short scan instead of a pass over
+    /// every chunk of the file (which made a download quadratic in its chunk count).
+    unstarted: Vec<u32>,
+    /// Where each chunk is in `unstarted` ([`NOT_LISTED`] if it is not there).
+    position: Vec<u32>,
+    /// `by_availability[a]`: chunks in `unstarted` with availability `a`. Its first
+    /// non-zero entry is the floor no candidate can be below, which ends a scan early.
+    by_availability: Vec<u32>,
+    /// Whether `unstarted` has been shuffled.
+    shuffled: bool,
 }
+
+/// [`Picker::position`] of a chunk that is held or started.
+const NOT_LISTED: u32 = u32::MAX;
 
 impl Picker {
     /// A picker for `chunks` chunks, of which `have` are already held.
     pub fn new(config: Config, have: Bitfield) -> Picker {
         let n = have.len();
+        let unstarted: Vec<u32> = (0..n).filter(|&i| !have.get(i)).collect();
+        let mut position = vec![NOT_LISTED; n as usize];
+        for (k, &i) in unstarted.iter().enumerate() {
+            position[i as usize] = k as u32;
+        }
         Picker {
             config,
             have_count: have.count(),
@@ -121,6 +142,59 @@ impl Picker {
             availability: vec![0; n as usize],
             partial: BTreeMap::new(),
             missing_in_partials: 0,
+            by_availability: vec![unstarted.len() as u32],
+            unstarted,
+            position,
+            shuffled: false,
+        }
+    }
+
+    /// Takes chunk `i` out of the unstarted list (it was started or is now held).
+    fn unlist(&mut self, i: u32) {
+        let Some(&k) = self.position.get(i as usize) else {
+            return;
+        };
+        if k == NOT_LISTED {
+            return;
+        }
+        self.unstarted.swap_remove(k as usize);
+        if let Some(&moved) = self.unstarted.get(k as usize) {
+            self.position[moved as usize] = k;
+        }
+        self.position[i as usize] = NOT_LISTED;
+        self.by_availability[self.availability[i as usize] as usize] -= 1;
+    }
+
+    /// Puts chunk `i` back in the unstarted list (its blocks arrived but it is not held yet:
+    /// if it fails verification it must be startable again).
+    fn relist(&mut self, i: u32) {
+        if self.have.get(i) || self.position.get(i as usize) != Some(&NOT_LISTED) {
+            return;
+        }
+        self.position[i as usize] = self.unstarted.len() as u32;
+        self.unstarted.push(i);
+        self.count_availability(self.availability[i as usize], 1);
+    }
+
+    /// Adds `delta` (±1) to the number of unstarted chunks at availability `a`.
+    fn count_availability(&mut self, a: u32, delta: i32) {
+        let a = a as usize;
+        if self.by_availability.len() <= a {
+            self.by_availability.resize(a + 1, 0);
+        }
+        self.by_availability[a] = self.by_availability[a].saturating_add_signed(delta);
+    }
+
+    /// Changes chunk `i`'s availability by `delta` (±1), keeping the counts in step.
+    fn change_availability(&mut self, i: u32, delta: i32) {
+        let Some(&a) = self.availability.get(i as usize) else {
+            return;
+        };
+        let b = a.saturating_add_signed(delta);
+        self.availability[i as usize] = b;
+        if self.position[i as usize] != NOT_LISTED && a != b {
+            self.count_availability(a, -1);
+            self.count_availability(b, 1);
         }
     }
 
@@ -153,23 +227,20 @@ impl Picker {
     /// A neighbour announced all of `bits`.
     pub fn add_peer(&mut self, bits: &Bitfield) {
         for i in bits.ones() {
-            self.availability[i as usize] += 1;
+            self.change_availability(i, 1);
         }
     }
 
     /// A neighbour left; its chunks no longer count.
     pub fn remove_peer(&mut self, bits: &Bitfield) {
         for i in bits.ones() {
-            let a = &mut self.availability[i as usize];
-            *a = a.saturating_sub(1);
+            self.change_availability(i, -1);
         }
     }
 
     /// A neighbour announced chunk `i`.
     pub fn add_have(&mut self, i: u32) {
-        if let Some(a) = self.availability.get_mut(i as usize) {
-            *a += 1;
-        }
+        self.change_availability(i, 1);
     }
 
     /// Picks the next block to request from a peer holding `peer_has`, skipping blocks
@@ -200,6 +271,7 @@ impl Picker {
             let blocks = manifest.block_count(chunk).max(1);
             let mut slots = vec![Slot::Missing; blocks as usize];
             slots[0] = Slot::Requested(1);
+            self.unlist(chunk);
             self.partial.insert(
                 chunk,
                 Partial {
@@ -231,35 +303,46 @@ impl Picker {
         None
     }
 
-    fn choose_new(&self, peer_has: &Bitfield, rng: &mut Rng) -> Option<u32> {
+    /// The chunk to start: among those `peer_has` holds and we neither hold nor have
+    /// started, the least available (every one equally, in the random phase); among equals
+    /// the first in the shuffled unstarted list, i.e. a random one. The scan stops at the
+    /// first candidate at the lowest availability any unstarted chunk has.
+    fn choose_new(&mut self, peer_has: &Bitfield, rng: &mut Rng) -> Option<u32> {
+        if !self.shuffled {
+            rng.shuffle(&mut self.unstarted);
+            for (k, &i) in self.unstarted.iter().enumerate() {
+                self.position[i as usize] = k as u32;
+            }
+            self.shuffled = true;
+        }
         let random =
             self.have_count < self.config.random_first || self.config.strategy == Strategy::Random;
-        let mut best: Option<u32> = None;
-        let mut best_avail = u32::MAX;
-        let mut ties = 0u64;
-        for i in peer_has.ones() {
-            if self.have.get(i) || self.partial.contains_key(&i) {
+        let floor = if random {
+            0
+        } else {
+            self.by_availability
+                .iter()
+                .position(|&n| n > 0)
+                .unwrap_or(0) as u32
+        };
+        let mut best: Option<(u32, u32)> = None;
+        for &i in &self.unstarted {
+            if !peer_has.get(i) {
                 continue;
             }
-            // Random choice is rarest first with every availability equal.
             let a = if random {
                 0
             } else {
                 self.availability[i as usize]
             };
-            if a < best_avail {
-                best_avail = a;
-                best = Some(i);
-                ties = 1;
-            } else if a == best_avail {
-                // Reservoir sampling: each tied chunk is kept with probability 1/ties.
-                ties += 1;
-                if rng.below(ties) == 0 {
-                    best = Some(i);
-                }
+            if a <= floor {
+                return Some(i);
+            }
+            if best.is_none_or(|(b, _)| a < b) {
+                best = Some((a, i));
             }
         }
-        best
+        best.map(|(_, i)| i)
     }
 
     /// Whether [`Picker::pick`] could find a block in `peer_has` right now: a chunk not held
@@ -269,10 +352,7 @@ impl Picker {
     /// requested elsewhere has nothing to give us *now*.
     pub fn can_pick(&self, peer_has: &Bitfield) -> bool {
         let endgame = self.in_endgame();
-        for i in peer_has.ones() {
-            if self.have.get(i) {
-                continue;
-            }
+        for i in peer_has.ones_missing_from(&self.have) {
             let Some(p) = self.partial.get(&i) else {
                 return true;
             };
@@ -334,6 +414,7 @@ impl Picker {
         p.received += 1;
         if p.received as usize == p.slots.len() {
             let p = self.partial.remove(&r.0).unwrap_or_else(|| unreachable!());
+            self.relist(r.0);
             let blocks = p
                 .slots
                 .into_iter()
@@ -353,6 +434,7 @@ impl Picker {
         if self.have.set(i) {
             self.have_count += 1;
         }
+        self.unlist(i);
         if let Some(p) = self.partial.remove(&i) {
             self.missing_in_partials -= p.missing as u64;
         }
@@ -425,6 +507,83 @@ mod tests {
             p.add_peer(&rare);
             assert_eq!(p.pick(&m, &all, &[], &mut Rng::seed(seed)), Some((63, 0)));
         }
+    }
+
+    #[test]
+    fn ties_among_the_rarest_are_broken_at_random() {
+        let m = manifest(64, 1024);
+        let all = Bitfield::full(64);
+        let rare = [3, 17, 22, 40, 41, 58];
+        let common = bits(
+            64,
+            &(0..64).filter(|i| !rare.contains(i)).collect::<Vec<_>>(),
+        );
+        let mut picked = std::collections::BTreeSet::new();
+        for seed in 0..30 {
+            let mut p = picker(64, 0);
+            p.add_peer(&all);
+            p.add_peer(&common);
+            let (c, _) = p.pick(&m, &all, &[], &mut Rng::seed(seed)).unwrap();
+            assert!(
+                rare.contains(&c),
+                "seed {seed}: {c} is not among the rarest"
+            );
+            picked.insert(c);
+        }
+        assert!(picked.len() >= 4, "ties spread over seeds: {picked:?}");
+    }
+
+    #[test]
+    fn rarest_first_follows_availability_that_changes_after_the_first_pick() {
+        let m = manifest(32, 1024);
+        let all = Bitfield::full(32);
+        let mut p = picker(32, 0);
+        p.add_peer(&all);
+        let mut rng = Rng::seed(3);
+        let (first, _) = p.pick(&m, &all, &[], &mut rng).unwrap();
+        p.mark_have(first);
+        // A second neighbour arrives with everything but chunk 9 (or 10, if 9 is held):
+        // that chunk is now the rarest and must come next, wherever the shuffle put it.
+        let rare = if first == 9 { 10 } else { 9 };
+        let mut most = Bitfield::full(32);
+        most.clear(rare);
+        p.add_peer(&most);
+        assert_eq!(p.pick(&m, &all, &[], &mut rng), Some((rare, 0)));
+        p.mark_have(rare);
+        // Once it leaves, every chunk is equally rare again and the picks cover the rest.
+        p.remove_peer(&most);
+        let mut seen = std::collections::BTreeSet::from([first, rare]);
+        while let Some((c, _)) = p.pick(&m, &all, &[], &mut rng) {
+            assert!(seen.insert(c), "chunk {c} started twice");
+            p.mark_have(c);
+        }
+        assert_eq!(seen.len(), 32);
+        assert!(p.is_complete());
+    }
+
+    #[test]
+    fn a_chunk_that_failed_verification_can_be_started_again() {
+        let m = manifest(4, 1024); // one block per chunk
+        let all = Bitfield::full(4);
+        let mut p = picker(4, 0);
+        p.add_peer(&all);
+        let mut rng = Rng::seed(5);
+        let (bad, _) = p.pick(&m, &all, &[], &mut rng).unwrap();
+        let from = PeerId::synthetic(9);
+        assert!(matches!(
+            p.block_received((bad, 0), Bytes::from_static(b"x"), from),
+            BlockOutcome::Complete(_)
+        ));
+        // The caller found the chunk corrupt and did not mark it held: it is started
+        // again (once), and the download completes.
+        let mut started = vec![];
+        while let Some((c, _)) = p.pick(&m, &all, &[], &mut rng) {
+            started.push(c);
+            p.mark_have(c);
+        }
+        started.sort();
+        assert_eq!(started, vec![0, 1, 2, 3], "bad chunk {bad}");
+        assert!(p.is_complete());
     }
 
     #[test]

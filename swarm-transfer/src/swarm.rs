@@ -1749,12 +1749,14 @@ fn fill_requests<S: ChunkStore>(
         Some(bits)
     };
     let offer = offer.as_ref().unwrap_or(&p.has);
+    // Kept in step with `p.outstanding` below: one copy per fill, not one per pick.
+    let mut outstanding: Vec<BlockRef> = p.outstanding.iter().map(|(r, _)| *r).collect();
     while p.outstanding.len() < config.pipeline_depth {
-        let outstanding: Vec<BlockRef> = p.outstanding.iter().map(|(r, _)| *r).collect();
         let Some(r) = a.picker.pick(&a.manifest, offer, &outstanding, cx.rng()) else {
             break;
         };
         p.outstanding.push((r, now));
+        outstanding.push(r);
         send(
             cx,
             peer,
