@@ -680,9 +680,7 @@ async fn share(
     }
     let p2 = path.clone();
     let (manifest, store) = tokio::task::spawn_blocking(move || {
-        let m = peerlab_swarm::storage::manifest_from_file(&p2, peerlab_swarm::DEFAULT_CHUNK_SIZE)?;
-        let s = peerlab_swarm::FileStore::seed(&p2, &m)?;
-        Ok::<_, peerlab_swarm::StoreError>((m, s))
+        peerlab_swarm::FileStore::share(&p2, peerlab_swarm::DEFAULT_CHUNK_SIZE)
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

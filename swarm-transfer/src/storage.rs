@@ -360,19 +360,8 @@ impl FileStore {
     pub fn seed(path: &Path, manifest: &Manifest) -> Result<FileStore, StoreError> {
         manifest.validate()?;
         let file = OpenOptions::new().read(true).open(path)?;
-        let mut store = FileStore {
-            manifest: manifest.clone(),
-            final_path: path.to_owned(),
-            part_path: path.to_owned(),
-            bits_path: path.to_owned(),
-            file,
-            held: Bitfield::new(manifest.chunk_count()),
-            policy: FlushPolicy::default(),
-            unflushed: 0,
-            last_flush: now(),
-            read_cache: VecDeque::new(),
-            finished: true,
-        };
+        let mut store =
+            FileStore::complete(path, manifest, file, Bitfield::new(manifest.chunk_count()));
         if store.file.metadata()?.len() != manifest.size() {
             return Err(StoreError::Conflict(path.to_owned()));
         }
@@ -385,6 +374,39 @@ impl FileStore {
             store.held.set(c);
         }
         Ok(store)
+    }
+
+    /// Shares the file at `path` (named by its file name): builds its manifest and a store
+    /// serving it from one read of the file, where [`manifest_from_file`] then
+    /// [`FileStore::seed`] read it twice (the second pass only re-hashes what the first
+    /// just hashed). Fails with [`StoreError::Conflict`] if the file's length changed while
+    /// it was read.
+    pub fn share(path: &Path, chunk_size: u32) -> Result<(Manifest, FileStore), StoreError> {
+        let mut file = OpenOptions::new().read(true).open(path)?;
+        let manifest = manifest_from_reader(path, chunk_size, &mut file)?;
+        if file.metadata()?.len() != manifest.size() {
+            return Err(StoreError::Conflict(path.to_owned()));
+        }
+        let held = Bitfield::full(manifest.chunk_count());
+        let store = FileStore::complete(path, &manifest, file, held);
+        Ok((manifest, store))
+    }
+
+    /// A store for a complete file at its final name, holding the chunks in `held`.
+    fn complete(path: &Path, manifest: &Manifest, file: File, held: Bitfield) -> FileStore {
+        FileStore {
+            manifest: manifest.clone(),
+            final_path: path.to_owned(),
+            part_path: path.to_owned(),
+            bits_path: path.to_owned(),
+            file,
+            held,
+            policy: FlushPolicy::default(),
+            unflushed: 0,
+            last_flush: now(),
+            read_cache: VecDeque::new(),
+            finished: true,
+        }
     }
 
     /// Whether the file is complete and at its final name.
@@ -608,12 +630,20 @@ impl StoreFactory for FileFactory {
 
 /// Builds the manifest of the file at `path` (named by its file name), streaming it.
 pub fn manifest_from_file(path: &Path, chunk_size: u32) -> Result<Manifest, StoreError> {
+    manifest_from_reader(path, chunk_size, &mut File::open(path)?)
+}
+
+/// Builds the manifest of what `f` reads to its end, named by `path`'s file name.
+fn manifest_from_reader(
+    path: &Path,
+    chunk_size: u32,
+    f: &mut impl Read,
+) -> Result<Manifest, StoreError> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or(StoreError::Manifest(ManifestError::Name))?;
     let mut b = ManifestBuilder::new(name, chunk_size)?;
-    let mut f = File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
@@ -1012,6 +1042,34 @@ mod tests {
             s.read_block(3, 128 * 1024 - 10, 11),
             Err(StoreError::OutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn share_reads_once_what_manifest_and_seed_read_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, len) in [
+            ("s.bin", 5 * 4096 + 123),
+            ("empty.bin", 0),
+            ("one.bin", 4096),
+        ] {
+            let path = dir.path().join(name);
+            let d = data(len, 23);
+            fs::write(&path, &d).unwrap();
+            let (m, mut s) = FileStore::share(&path, 4096).unwrap();
+            // The same manifest (hence content id) as the two-pass way, every chunk held
+            // and served byte for byte.
+            assert_eq!(m, manifest_from_file(&path, 4096).unwrap(), "{name}");
+            let seeded = FileStore::seed(&path, &m).unwrap();
+            assert_eq!(s.held(), seeded.held(), "{name}");
+            assert!(s.held().is_complete() && s.is_finished());
+            for c in 0..m.chunk_count() {
+                let got = s.read_block(c, 0, m.chunk_len(c)).unwrap();
+                let off = m.chunk_offset(c) as usize;
+                assert_eq!(&got[..], &d[off..off + got.len()], "{name} chunk {c}");
+            }
+        }
+        assert!(FileStore::share(&dir.path().join("missing.bin"), 4096).is_err());
+        assert!(FileStore::share(dir.path(), 4096).is_err(), "a directory");
     }
 
     proptest! {
