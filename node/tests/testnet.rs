@@ -4,8 +4,9 @@
 //! lookups of 100 keys agree on every node and with the ideal ring; a put on one node is
 //! read on every other; with R = 3 killing a replica loses nothing; a gossip publish reaches
 //! every node; a flooding search finds a file another node shares; a file shared by three
-//! nodes is fetched by a fourth, byte-identical; a node killed and restarted from its data
-//! dir keeps its PeerId and its records. Every wait is on a condition with a deadline.
+//! nodes (64 MiB over QUIC, drawn from all three at once; 1 MiB over TCP) is fetched by a
+//! fourth, byte-identical; a node killed and restarted from its data dir keeps its PeerId
+//! and its records. Every wait is on a condition with a deadline.
 
 mod common;
 
@@ -217,7 +218,13 @@ fn scenario(transport: Transport, file_size: usize) {
                 .unwrap_or(false)
         })
         .count();
-    assert!(uploaders >= 2, "the fetcher used {uploaders} of 3 sharers");
+    // The transfer (64 MiB, 256 chunks) must draw on all three sharers at once; a
+    // small file's few chunks may all come from two of them.
+    let want = if file_size >= 64 << 20 { 3 } else { 2 };
+    assert!(
+        uploaders >= want,
+        "the fetcher used {uploaders} of 3 sharers (want {want})"
+    );
 
     // 8. A node killed and restarted from its data dir keeps its PeerId and its records.
     let r = (1..NODES)
@@ -262,18 +269,11 @@ fn scenario(transport: Transport, file_size: usize) {
 
 #[test]
 fn eight_nodes_over_quic() {
-    scenario(Transport::Quic, 4 << 20);
+    // The full-size transfer: 64 MiB shared by three nodes, fetched by a fourth.
+    scenario(Transport::Quic, 64 << 20);
 }
 
 #[test]
 fn eight_nodes_over_tcp() {
     scenario(Transport::Tcp, 1 << 20);
-}
-
-/// The full-size transfer: 64 MiB shared by three nodes, fetched by a fourth.
-/// Run with `cargo test -p peerlab-node --release --test testnet -- --ignored`.
-#[test]
-#[ignore]
-fn stress_64_mib_fetch_over_quic() {
-    scenario(Transport::Quic, 64 << 20);
 }
