@@ -23,6 +23,10 @@
 //! tmpfs such as `/dev/shm` the chunk store's `fsync`s cost nothing, which separates the
 //! network path from the disk. `memory` reports the resident set size of the process with
 //! one idle node and with N connected nodes.
+//!
+//! With `NODE_BENCH_WINDOW` set, every fetch prints its timed window to stderr as two
+//! monotonic-clock instants, to cut a profile to it:
+//! `perf record -k CLOCK_MONOTONIC …` then `perf report --time START,END` (seconds).
 
 // A benchmark measures wall-clock time.
 #![allow(clippy::disallowed_methods)]
@@ -138,6 +142,9 @@ async fn fetch_once(transport: Transport, size: usize, base: &std::path::Path) -
         };
         let secs = start.elapsed().as_secs_f64();
         let cpu = cpu_secs() - cpu0;
+        if std::env::var_os("NODE_BENCH_WINDOW").is_some() {
+            eprintln!("fetch window {start:?} .. {:?}", Instant::now());
+        }
         let copy_start = Instant::now();
         std::fs::copy(&path, &out).unwrap();
         let copy_secs = copy_start.elapsed().as_secs_f64();
