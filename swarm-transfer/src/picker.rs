@@ -117,7 +117,8 @@ pub struct Picker {
     /// Where each chunk is in `unstarted` ([`NOT_LISTED`] if it is not there).
     position: Vec<u32>,
     /// `by_availability[a]`: chunks in `unstarted` with availability `a`. Its first
-    /// non-zero entry is the floor no candidate can be below, which ends a scan early.
+    /// non-zero entry from `a = 1` is the floor no candidate can be below, which ends a scan
+    /// early.
     by_availability: Vec<u32>,
     /// Whether `unstarted` has been shuffled.
     shuffled: bool,
@@ -306,7 +307,7 @@ impl Picker {
     /// The chunk to start: among those `peer_has` holds and we neither hold nor have
     /// started, the least available (every one equally, in the random phase); among equals
     /// the first in the shuffled unstarted list, i.e. a random one. The scan stops at the
-    /// first candidate at the lowest availability any unstarted chunk has.
+    /// first candidate at the lowest non-zero availability any unstarted chunk has.
     fn choose_new(&mut self, peer_has: &Bitfield, rng: &mut Rng) -> Option<u32> {
         if !self.shuffled {
             rng.shuffle(&mut self.unstarted);
@@ -317,13 +318,19 @@ impl Picker {
         }
         let random =
             self.have_count < self.config.random_first || self.config.strategy == Strategy::Random;
+        // A chunk the peer has counts the peer in its availability, so the least a candidate
+        // can have is the lowest availability of one or more among unstarted chunks; chunks
+        // no neighbour has (0: not yet revealed by a super-seeder, say) cannot be picked
+        // from this peer and must not keep the scan going.
         let floor = if random {
             0
         } else {
             self.by_availability
                 .iter()
-                .position(|&n| n > 0)
-                .unwrap_or(0) as u32
+                .enumerate()
+                .skip(1)
+                .find(|&(_, &n)| n > 0)
+                .map_or(u32::MAX, |(a, _)| a as u32)
         };
         let mut best: Option<(u32, u32)> = None;
         for &i in &self.unstarted {
