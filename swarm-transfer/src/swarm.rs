@@ -114,7 +114,9 @@ pub struct Config {
     /// every chunk is held by a neighbour; the seeder then sends its full bitfield.
     /// Default true.
     pub super_seed: bool,
-    /// Chunks revealed to one peer at a time while super-seeding. Default 2.
+    /// Chunks revealed to one peer at a time while super-seeding, at least. Default 2. The
+    /// seeder reveals more when a downloader's request pipeline (taken to be ours,
+    /// [`Config::pipeline_depth`]) spans more chunks: see [`reveal_target`].
     pub super_seed_reveals: usize,
     /// Emit [`Event::Progress`] every this many verified chunks (0: never). Default 16.
     pub progress_every: u32,
@@ -1114,7 +1116,8 @@ fn reveal<S: ChunkStore>(
     let Some(p) = a.peers.get_mut(&peer) else {
         return;
     };
-    while p.revealed.len() < config.super_seed_reveals {
+    let target = reveal_target(config, &a.manifest);
+    while p.revealed.len() < target {
         let mut best: Option<u32> = None;
         let mut best_key = u64::MAX;
         let mut ties = 0u64;
@@ -1141,6 +1144,24 @@ fn reveal<S: ChunkStore>(
         p.revealed.push(c);
         send(cx, peer, cid, Body::Have { chunk: c });
     }
+}
+
+/// Chunks a super-seeder keeps revealed to one peer: [`Config::super_seed_reveals`], or
+/// twice as many as a downloader's request pipeline spans, whichever is more. Fewer cap
+/// what the peer can have outstanding below its pipeline, and each chunk then waits out a
+/// reveal round trip (`Have` up, `Have` down, through both nodes) before its blocks can be
+/// asked for; twice the span keeps a pipeline's worth of blocks revealed and unrequested
+/// while that round trip runs. With the node's 64-block LAN pipeline over 16-block chunks,
+/// 2 reveals held a single downloader to 32 blocks in flight: 8 (this rule) raised a
+/// 256 MiB fetch over TCP from ≈ 330 to ≈ 440 MiB/s, the same as no super-seeding at all,
+/// where 5 (one pipeline's span plus one) gave ≈ 380. The pipeline is taken to be ours
+/// ([`Config::pipeline_depth`]); the simulator's (8 or 12 blocks over 16-block chunks)
+/// gives the default 2.
+fn reveal_target(config: &Config, m: &Manifest) -> usize {
+    let blocks_per_chunk = (m.chunk_size() / m.block_size().max(1)).max(1) as usize;
+    config
+        .super_seed_reveals
+        .max(2 * config.pipeline_depth.div_ceil(blocks_per_chunk))
 }
 
 /// Ends super-seeding once every chunk is held by some neighbour: the full bitfield goes

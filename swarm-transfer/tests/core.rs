@@ -713,8 +713,10 @@ fn connect_interested(
 fn super_seeder_with_two_peers() -> (Net, PeerId, PeerId, PeerId, ContentId, Vec<u32>) {
     let mut net = Net::new();
     let s = net.add(1);
-    let data = file(8 * 1024);
-    let (m, cid) = share(&mut net, s, &data, 1024, false);
+    // 128 KiB chunks (8 blocks): the default pipeline of 8 blocks spans one chunk, so the
+    // seeder keeps the default 2 revealed (see `a_super_seeder_reveals_enough_for_a_deep_pipeline`).
+    let data = file(8 * 128 * 1024);
+    let (m, cid) = share(&mut net, s, &data, 128 * 1024, false);
     assert!(Config::default().super_seed);
     let (a, b) = (PeerId::synthetic(20), PeerId::synthetic(21));
     for p in [a, b] {
@@ -738,6 +740,43 @@ fn super_seeder_with_two_peers() -> (Net, PeerId, PeerId, PeerId, ContentId, Vec
         .collect();
     assert_eq!(revealed_b.len(), Config::default().super_seed_reveals);
     (net, s, a, b, cid, revealed_b)
+}
+
+#[test]
+fn a_super_seeder_reveals_enough_for_a_deep_pipeline() {
+    // 64 KiB chunks of four 16 KiB blocks. A downloader keeping 16 blocks in flight spans
+    // four chunks: the seeder keeps twice that revealed, so the pipeline never waits for a
+    // reveal. With the default pipeline (8 blocks, two chunks) it reveals four.
+    for (depth, want) in [(16usize, 8usize), (8, 4), (2, 2)] {
+        let mut net = Net::new();
+        let config = Config {
+            pipeline_depth: depth,
+            ..Config::default()
+        };
+        let s = net.add_with(1, config);
+        let data = file(32 * 64 * 1024);
+        let (m, cid) = share(&mut net, s, &data, 64 * 1024, false);
+        let f = PeerId::synthetic(30);
+        connect_interested(
+            &mut net,
+            f,
+            s,
+            cid,
+            peerlab_swarm::Bitfield::new(m.chunk_count()),
+        );
+        assert_eq!(net.sent(s, f, "swarm_have"), want, "pipeline {depth}");
+        // A chunk announced back is replaced by a fresh one: the count stays at the target.
+        let shown: Vec<u32> = net
+            .log
+            .iter()
+            .filter_map(|(from, to, msg)| match msg.body {
+                Body::Have { chunk } if *from == s && *to == f => Some(chunk),
+                _ => None,
+            })
+            .collect();
+        net.inject(f, s, Body::Have { chunk: shown[0] }, cid);
+        assert_eq!(net.sent(s, f, "swarm_have"), want + 1, "pipeline {depth}");
+    }
 }
 
 #[test]
