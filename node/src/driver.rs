@@ -79,7 +79,7 @@ pub const MAX_ADDRS_PER_PEER: usize = 8;
 /// Most bytes of encoded frames waiting to one peer on one channel (for the connection, or
 /// in front of a stream writer); further sends are dropped (delivery is best-effort) so a
 /// slow or dead peer cannot grow memory without bound. 16 MiB is many times a swarm
-/// pipeline (64 blocks of 16 KiB).
+/// pipeline (128 blocks of 16 KiB, `crate::peer::LAN_PIPELINE_DEPTH`).
 pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 
 /// Most frames waiting to one peer on one channel (bounds the queue of small messages the
@@ -93,8 +93,8 @@ pub const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 
 /// Capacity of the channel from stream reader tasks to the driver, in frames. Readers wait
 /// when it is full, which stops them reading and lets flow control slow the senders; 128
-/// frames is two swarm pipelines of 16 KiB blocks (2 MiB), so the driver always has work
-/// queued while one batch is handled, and at most 128 MiB if every frame is at the 1 MiB
+/// frames is one LAN swarm pipeline of 16 KiB blocks (2 MiB), so the driver has work
+/// queued while a batch is handled, and at most 128 MiB if every frame is at the 1 MiB
 /// transfer limit.
 pub const STREAM_EVENT_CAPACITY: usize = 128;
 
