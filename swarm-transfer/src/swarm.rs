@@ -1154,7 +1154,8 @@ fn reveal<S: ChunkStore>(
 /// while that round trip runs. With the node's 64-block LAN pipeline over 16-block chunks,
 /// 2 reveals held a single downloader to 32 blocks in flight: 8 (this rule) raised a
 /// 256 MiB fetch over TCP from ≈ 330 to ≈ 440 MiB/s, the same as no super-seeding at all,
-/// where 5 (one pipeline's span plus one) gave ≈ 380. The pipeline is taken to be ours
+/// where 5 (one pipeline's span plus one) gave ≈ 380 (the node's pipeline has since become
+/// 128 blocks, hence 16 reveals). The pipeline is taken to be ours
 /// ([`Config::pipeline_depth`]); the simulator's (8 or 12 blocks over 16-block chunks)
 /// gives the default 2.
 fn reveal_target(config: &Config, m: &Manifest) -> usize {
