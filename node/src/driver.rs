@@ -112,6 +112,19 @@ const STREAM_EVENTS_PER_TURN: usize = 64;
 /// so that a peer cannot make the node run unbounded reader tasks.
 pub const MAX_INBOUND_STREAMS_PER_PEER: usize = 4;
 
+/// How long after a stream writer opened its stream a drop by the peer is repaired by
+/// writing everything again on a new stream (see `write_stream`). An acceptor that drops an
+/// inbound stream does so as it arrives, within milliseconds; five seconds leave room for a
+/// loaded machine while keeping a peer that read frames and then went away out of it.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(5);
+
+/// Most bytes a stream writer keeps for such a replay: what the first frames on a stream
+/// need (control messages, a pipeline of requests), not a transfer.
+pub const REPLAY_BYTES: usize = 256 * 1024;
+
+/// Most times one stream writer opens its stream again after a drop.
+pub const MAX_REOPENS: u32 = 3;
+
 /// A stream writer with nothing to send for this long closes its stream, so a connection
 /// without traffic can reach the idle timeout; the next frame opens a new stream.
 pub const STREAM_IDLE: Duration = Duration::from_secs(30);
@@ -595,6 +608,17 @@ async fn accept_streams(
 /// Owns one outbound stream: opens it, then writes the frames the driver hands over,
 /// coalescing those waiting into one write, until the driver drops its sender, the stream
 /// fails, or nothing was sent for [`STREAM_IDLE`].
+///
+/// A stream the peer drops unread is opened again and what was written on it is written
+/// again: libp2p-stream hands inbound streams to the peer's acceptor through a channel with
+/// room for one, shared by all its connections, and drops those that arrive while it is full
+/// (a burst of new connections at start-up lost dozens of frames that way, DHT requests among
+/// them, each then costing a request timeout). The writer notices the drop at once by
+/// reading its stream — a peer never writes on it, so the read ends only when the peer's
+/// side is gone — or when a write fails. Only a drop within [`REPLAY_WINDOW`] of opening,
+/// with at most [`REPLAY_BYTES`] written, is repaired, at most [`MAX_REOPENS`] times: an
+/// accepted stream is read from the start, so what a peer dropped that early it never
+/// read, while a later failure (a peer gone) ends the writer as before.
 async fn write_stream(
     mut control: libp2p_stream::Control,
     peer: libp2p::PeerId,
@@ -604,44 +628,107 @@ async fn write_stream(
     load: Arc<Load>,
     events: mpsc::Sender<StreamEvent>,
 ) {
+    use libp2p::futures::AsyncReadExt as _;
     let result: Result<(), String> = async {
-        let mut stream = control
-            .open_stream(peer, StreamProtocol::new(ch.protocol()))
-            .await
-            .map_err(|e| e.to_string())?;
+        // Everything written on the current stream while it may still be replayed.
+        let mut replay: Option<Vec<u8>> = Some(Vec::new());
+        let mut reopens = 0;
         // Grows to what this peer's traffic needs (a few hundred bytes for control messages,
         // about WRITE_COALESCE_BYTES plus a frame while blocks flow).
         let mut buf = Vec::new();
-        loop {
-            let first = match tokio::time::timeout(STREAM_IDLE, rx.recv()).await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(_) => {
-                    // Idle: refuse further frames, but write those already handed over.
-                    rx.close();
-                    match rx.try_recv() {
-                        Ok(f) => f,
-                        Err(_) => break,
+        'open: loop {
+            let stream = control
+                .open_stream(peer, StreamProtocol::new(ch.protocol()))
+                .await
+                .map_err(|e| e.to_string())?;
+            let replay_until = tokio::time::Instant::now() + REPLAY_WINDOW;
+            let (mut rd, mut wr) = stream.split();
+            // Whether the peer dropped this stream early enough, with little enough written,
+            // to write it all again on a new one.
+            let may_reopen = |replay: &Option<Vec<u8>>, reopens: &mut u32| {
+                let ok = replay.is_some()
+                    && *reopens < MAX_REOPENS
+                    && tokio::time::Instant::now() < replay_until;
+                if ok {
+                    *reopens += 1;
+                    metrics::counter!(m::STREAMS_REOPENED, "protocol" => ch.name()).increment(1);
+                }
+                ok
+            };
+            if let Some(r) = replay.as_ref().filter(|r| !r.is_empty()) {
+                let written = async {
+                    wr.write_all(r).await?;
+                    wr.flush().await
+                }
+                .await;
+                if let Err(e) = written {
+                    if may_reopen(&replay, &mut reopens) {
+                        continue 'open;
+                    }
+                    return Err(e.to_string());
+                }
+            }
+            let mut probe = [0u8; 1];
+            loop {
+                let next = tokio::select! {
+                    r = tokio::time::timeout(STREAM_IDLE, rx.recv()) => r,
+                    _ = rd.read(&mut probe) => {
+                        // The peer's side is gone: dropped unread, or the peer went away.
+                        if may_reopen(&replay, &mut reopens) {
+                            continue 'open;
+                        }
+                        return Err("stream closed by the peer".to_string());
+                    }
+                };
+                let first = match next {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break 'open,
+                    Err(_) => {
+                        // Idle: refuse further frames, but write those already handed over.
+                        rx.close();
+                        match rx.try_recv() {
+                            Ok(f) => f,
+                            Err(_) => break 'open,
+                        }
+                    }
+                };
+                buf.clear();
+                let mut frames = 1;
+                let mut bytes = first.len();
+                write_stream_frame(&mut buf, &first);
+                while buf.len() < WRITE_COALESCE_BYTES
+                    && let Ok(f) = rx.try_recv()
+                {
+                    write_stream_frame(&mut buf, &f);
+                    frames += 1;
+                    bytes += f.len();
+                }
+                // Kept for a replay only while one could still happen.
+                if tokio::time::Instant::now() >= replay_until {
+                    replay = None;
+                }
+                if let Some(r) = replay.as_mut() {
+                    if r.len() + buf.len() <= REPLAY_BYTES {
+                        r.extend_from_slice(&buf);
+                    } else {
+                        replay = None;
                     }
                 }
-            };
-            buf.clear();
-            let mut frames = 1;
-            let mut bytes = first.len();
-            write_stream_frame(&mut buf, &first);
-            while buf.len() < WRITE_COALESCE_BYTES
-                && let Ok(f) = rx.try_recv()
-            {
-                write_stream_frame(&mut buf, &f);
-                frames += 1;
-                bytes += f.len();
+                let written = async {
+                    wr.write_all(&buf).await?;
+                    wr.flush().await
+                }
+                .await;
+                load.frames.fetch_sub(frames, Ordering::Relaxed);
+                load.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                if let Err(e) = written {
+                    if may_reopen(&replay, &mut reopens) {
+                        continue 'open;
+                    }
+                    return Err(e.to_string());
+                }
             }
-            stream.write_all(&buf).await.map_err(|e| e.to_string())?;
-            stream.flush().await.map_err(|e| e.to_string())?;
-            load.frames.fetch_sub(frames, Ordering::Relaxed);
-            load.bytes.fetch_sub(bytes, Ordering::Relaxed);
         }
-        let _ = stream.close().await;
         Ok(())
     }
     .await;

@@ -26,6 +26,9 @@ pub const MESSAGES_OUT: &str = "peerlab_messages_out_total";
 pub const SEND_DROPPED: &str = "peerlab_send_dropped_total";
 /// Counter (label `protocol`): frames whose delivery failed.
 pub const SEND_FAILED: &str = "peerlab_send_failed_total";
+/// Counter (label `protocol`): outbound streams the peer dropped unread that were opened
+/// and written again.
+pub const STREAMS_REOPENED: &str = "peerlab_streams_reopened_total";
 /// Counter (label `protocol`): undecodable, oversized or unattributable frames received.
 pub const BAD_FRAMES: &str = "peerlab_bad_frames_total";
 /// Counter: peers banned for bad frames.
