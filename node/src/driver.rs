@@ -655,18 +655,13 @@ async fn write_stream(
                 }
                 ok
             };
-            if let Some(r) = replay.as_ref().filter(|r| !r.is_empty()) {
-                let written = async {
-                    wr.write_all(r).await?;
-                    wr.flush().await
+            if let Some(r) = replay.as_ref().filter(|r| !r.is_empty())
+                && let Err(e) = write_flush(&mut wr, r).await
+            {
+                if may_reopen(&replay, &mut reopens) {
+                    continue 'open;
                 }
-                .await;
-                if let Err(e) = written {
-                    if may_reopen(&replay, &mut reopens) {
-                        continue 'open;
-                    }
-                    return Err(e.to_string());
-                }
+                return Err(e.to_string());
             }
             let mut probe = [0u8; 1];
             loop {
@@ -682,13 +677,13 @@ async fn write_stream(
                 };
                 let first = match next {
                     Ok(Some(f)) => f,
-                    Ok(None) => break 'open,
+                    Ok(None) => break,
                     Err(_) => {
                         // Idle: refuse further frames, but write those already handed over.
                         rx.close();
                         match rx.try_recv() {
                             Ok(f) => f,
-                            Err(_) => break 'open,
+                            Err(_) => break,
                         }
                     }
                 };
@@ -714,11 +709,7 @@ async fn write_stream(
                         replay = None;
                     }
                 }
-                let written = async {
-                    wr.write_all(&buf).await?;
-                    wr.flush().await
-                }
-                .await;
+                let written = write_flush(&mut wr, &buf).await;
                 load.frames.fetch_sub(frames, Ordering::Relaxed);
                 load.bytes.fetch_sub(bytes, Ordering::Relaxed);
                 if let Err(e) = written {
@@ -728,8 +719,11 @@ async fn write_stream(
                     return Err(e.to_string());
                 }
             }
+            // The driver let go, or idle: end the stream cleanly (the peer's reader sees
+            // its end and stops).
+            let _ = wr.close().await;
+            return Ok(());
         }
-        Ok(())
     }
     .await;
     let _ = events
@@ -740,6 +734,15 @@ async fn write_stream(
             error: result.err(),
         })
         .await;
+}
+
+/// Writes `bytes` and flushes them.
+async fn write_flush(
+    wr: &mut (impl libp2p::futures::AsyncWrite + Unpin),
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    wr.write_all(bytes).await?;
+    wr.flush().await
 }
 
 /// Reads length-prefixed frames from one inbound stream and hands them to the driver,
