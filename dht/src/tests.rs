@@ -354,6 +354,7 @@ struct Net {
     timers: BTreeMap<(Instant, u64), (PeerId, Timer)>,
     seq: u64,
     events: Vec<(PeerId, Event)>,
+    offences: Vec<(PeerId, PeerId, peerlab_overlay::Offence)>,
     /// Messages to and from these peers are lost until the given time.
     cut: BTreeMap<PeerId, Instant>,
     /// Messages sent so far.
@@ -372,6 +373,7 @@ impl Net {
             timers: BTreeMap::new(),
             seq: 0,
             events: Vec::new(),
+            offences: Vec::new(),
             cut: BTreeMap::new(),
             sent: 0,
             talked: BTreeMap::new(),
@@ -415,6 +417,7 @@ impl Net {
                     self.timers.insert((at, self.seq), (p, timer));
                 }
                 Output::Event(e) => self.events.push((p, e)),
+                Output::Offence { peer, offence } => self.offences.push((p, peer, offence)),
             }
         }
     }

@@ -53,16 +53,18 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, StreamProtocol, Swarm, connection_limits, identify, noise, ping, yamux};
 use metrics_exporter_prometheus::PrometheusRecorder;
-use peerlab_overlay::{CodecError, Context, Instant, Outbox, Output, PeerId, Protocol, Rng};
+use peerlab_overlay::{
+    CodecError, Context, Instant, Offence, Outbox, Output, PeerId, Protocol, Rng,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics as m;
 use crate::wire::{Channel, StreamFrame, read_stream_frame, write_stream_frame};
 
-/// Strikes (undecodable, oversized or unattributable frames) after which a peer is
-/// disconnected and banned. Small, because an honest peer never sends a bad frame.
-pub const STRIKE_LIMIT: u32 = 3;
+/// Strike points after which a peer is disconnected and banned: one proven offence
+/// (`Offence::PROVEN`, a forged signature or corrupt data) or three bad frames.
+pub const STRIKE_LIMIT: u32 = Offence::PROVEN;
 
 /// How long a banned peer is refused.
 pub const BAN_DURATION: Duration = Duration::from_secs(600);
@@ -975,6 +977,7 @@ impl<P: NetCore> Driver<P> {
                     self.timers.push(Reverse((at, seq)));
                 }
                 Output::Event(ev) => self.dispatch(ev),
+                Output::Offence { peer, offence } => self.penalize(peer, offence),
             }
         }
     }
@@ -1256,9 +1259,21 @@ impl<P: NetCore> Driver<P> {
     fn strike(&mut self, peer: libp2p::PeerId, ch: Channel, why: &str) {
         self.bad_frames += 1;
         metrics::counter!(m::BAD_FRAMES, "protocol" => ch.name()).increment(1);
+        tracing::debug!(%peer, channel = ch.name(), why, "bad frame");
+        self.add_strikes(peer, Offence::Malformed.severity());
+    }
+
+    /// A core rejected `peer`'s input.
+    fn penalize(&mut self, peer: PeerId, offence: Offence) {
+        metrics::counter!(m::OFFENCES, "offence" => offence.name()).increment(1);
+        let Some(peer) = to_libp2p(&peer) else { return };
+        tracing::debug!(%peer, offence = offence.name(), "offence");
+        self.add_strikes(peer, offence.severity());
+    }
+
+    fn add_strikes(&mut self, peer: libp2p::PeerId, points: u32) {
         let n = self.strikes.entry(peer).or_default();
-        *n += 1;
-        tracing::debug!(%peer, strikes = *n, channel = ch.name(), why, "bad frame");
+        *n += points;
         if *n >= STRIKE_LIMIT {
             tracing::info!(%peer, "banning peer after repeated bad frames");
             metrics::counter!(m::PEERS_BANNED).increment(1);

@@ -31,7 +31,9 @@ pub const SEND_FAILED: &str = "peerlab_send_failed_total";
 pub const STREAMS_REOPENED: &str = "peerlab_streams_reopened_total";
 /// Counter (label `protocol`): undecodable, oversized or unattributable frames received.
 pub const BAD_FRAMES: &str = "peerlab_bad_frames_total";
-/// Counter: peers banned for bad frames.
+/// Counter (label `offence`): peer input a core rejected (`Offence::name`).
+pub const OFFENCES: &str = "peerlab_offences_total";
+/// Counter: peers banned for bad frames or offences.
 pub const PEERS_BANNED: &str = "peerlab_peers_banned_total";
 /// Counter: peers seen to restart with the same identity (a new boot nonce in identify).
 pub const PEER_RESTARTS: &str = "peerlab_peer_restarts_total";

@@ -61,7 +61,7 @@ pub enum Message {
     /// Gossip membership and data.
     Gossip(gossip::Message),
     /// Unstructured overlay and flooding search.
-    Flood(flood::Msg),
+    Flood(flood::Message),
     /// Swarm transfer.
     Swarm(swarm::Message),
 }
@@ -299,6 +299,7 @@ fn nested<M, T, E, Q: Protocol>(
             Output::Send { to, msg: m } => cx.send(to, msg(m)),
             Output::Timer { at, timer: t } => cx.set_timer_at(at, timer(t)),
             Output::Event(e) => events.push(e),
+            Output::Offence { peer, offence } => cx.penalize(peer, offence),
         }
     }
     events
@@ -923,6 +924,7 @@ mod tests {
         timers: BTreeMap<(Instant, u64), (PeerId, Timer)>,
         seq: u64,
         events: Vec<(PeerId, Event)>,
+        offences: Vec<(PeerId, PeerId, peerlab_overlay::Offence)>,
         /// Messages sent by these peers are lost until the given time.
         mute: BTreeMap<PeerId, Instant>,
     }
@@ -940,6 +942,7 @@ mod tests {
                         self.timers.insert((when, self.seq), (at, timer));
                     }
                     Output::Event(e) => self.events.push((at, e)),
+                    Output::Offence { peer, offence } => self.offences.push((at, peer, offence)),
                 }
             }
         }
@@ -977,6 +980,7 @@ mod tests {
             timers: BTreeMap::new(),
             seq: 0,
             events: Vec::new(),
+            offences: Vec::new(),
             mute: BTreeMap::new(),
         };
         for (i, id) in ids.iter().enumerate() {
@@ -1039,6 +1043,7 @@ mod tests {
             timers: BTreeMap::new(),
             seq: 0,
             events: Vec::new(),
+            offences: Vec::new(),
             // Everything the newcomer sends in its first 30 s is lost (its streams to the
             // seed were dropped, say): gossip gives its join up after a few attempts.
             mute: BTreeMap::from([(late, Instant(30_000_000))]),

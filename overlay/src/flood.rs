@@ -56,7 +56,7 @@ use crate::guid::Guid;
 use crate::index::{Index, IndexError, MAX_NAME_LEN, keywords};
 use crate::neighbours::Neighbours;
 use crate::seen::SeenCache;
-use crate::{Cx, Instant, Message, PeerId, Protocol};
+use crate::{Cx, Instant, PeerId, Protocol};
 
 /// Largest TTL accepted from the network; larger values are clamped (Gnutella 0.6: MUST ≤ 10).
 pub const MAX_TTL: u8 = 10;
@@ -160,82 +160,68 @@ impl Default for Config {
     }
 }
 
-/// A [`Config`] field is out of its bounds.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid flood config: {field} {reason}")]
-pub struct ConfigError {
-    /// The offending field.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
+pub use crate::ConfigError;
 
 impl Config {
     /// Checks every field against its documented bound.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn bad(field: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
-            Err(ConfigError {
-                field,
-                reason: reason.into(),
-            })
-        }
         if self.max_degree == 0 || self.max_degree > MAX_DEGREE {
-            return bad("max_degree", format!("must be in 1..={MAX_DEGREE}"));
+            return ConfigError::err("max_degree", format!("must be in 1..={MAX_DEGREE}"));
         }
         if self.min_degree > self.max_degree {
-            return bad("min_degree", "must not exceed max_degree");
+            return ConfigError::err("min_degree", "must not exceed max_degree");
         }
         if self.host_cache > MAX_DEGREE {
-            return bad("host_cache", format!("must be at most {MAX_DEGREE}"));
+            return ConfigError::err("host_cache", format!("must be at most {MAX_DEGREE}"));
         }
         if self.keepalive_interval.is_zero() {
-            return bad("keepalive_interval", "must be non-zero");
+            return ConfigError::err("keepalive_interval", "must be non-zero");
         }
         if self.neighbour_timeout <= self.keepalive_interval {
-            return bad("neighbour_timeout", "must exceed keepalive_interval");
+            return ConfigError::err("neighbour_timeout", "must exceed keepalive_interval");
         }
         if self.connect_timeout.is_zero() {
-            return bad("connect_timeout", "must be non-zero");
+            return ConfigError::err("connect_timeout", "must be non-zero");
         }
         if self.discovery_ttl == 0 || self.discovery_ttl > MAX_TTL {
-            return bad("discovery_ttl", format!("must be in 1..={MAX_TTL}"));
+            return ConfigError::err("discovery_ttl", format!("must be in 1..={MAX_TTL}"));
         }
         if self.seen_capacity == 0 || self.seen_capacity > MAX_CAPACITY {
-            return bad("seen_capacity", format!("must be in 1..={MAX_CAPACITY}"));
+            return ConfigError::err("seen_capacity", format!("must be in 1..={MAX_CAPACITY}"));
         }
         if self.hop_wait.is_zero() {
-            return bad("hop_wait", "must be non-zero");
+            return ConfigError::err("hop_wait", "must be non-zero");
         }
         let longest_ring = self.hop_wait * 2 * u32::from(MAX_TTL);
         if self.seen_ttl <= longest_ring {
-            return bad(
+            return ConfigError::err(
                 "seen_ttl",
                 format!("must exceed the longest search wait ({longest_ring:?})"),
             );
         }
         if self.index_capacity > MAX_CAPACITY {
-            return bad("index_capacity", format!("must be at most {MAX_CAPACITY}"));
+            return ConfigError::err("index_capacity", format!("must be at most {MAX_CAPACITY}"));
         }
         if self.max_hit_names == 0 || self.max_hit_names > MAX_HIT_NAMES {
-            return bad("max_hit_names", format!("must be in 1..={MAX_HIT_NAMES}"));
+            return ConfigError::err("max_hit_names", format!("must be in 1..={MAX_HIT_NAMES}"));
         }
         if self.max_searches == 0 || self.max_searches > MAX_SEARCHES {
-            return bad("max_searches", format!("must be in 1..={MAX_SEARCHES}"));
+            return ConfigError::err("max_searches", format!("must be in 1..={MAX_SEARCHES}"));
         }
         if self.walk_check_every == 0 {
-            return bad("walk_check_every", "must be at least 1");
+            return ConfigError::err("walk_check_every", "must be at least 1");
         }
         if self.max_walk_steps == 0 || self.max_walk_steps > MAX_WALK_STEPS {
-            return bad("max_walk_steps", format!("must be in 1..={MAX_WALK_STEPS}"));
+            return ConfigError::err("max_walk_steps", format!("must be in 1..={MAX_WALK_STEPS}"));
         }
         if self.max_parked_walkers == 0 || self.max_parked_walkers > MAX_CAPACITY {
-            return bad(
+            return ConfigError::err(
                 "max_parked_walkers",
                 format!("must be in 1..={MAX_CAPACITY}"),
             );
         }
         if self.park_timeout.is_zero() {
-            return bad("park_timeout", "must be non-zero");
+            return ConfigError::err("park_timeout", "must be non-zero");
         }
         Ok(())
     }
@@ -270,7 +256,7 @@ impl Strategy {
 
 /// A message of the overlay and search protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Msg {
+pub enum Message {
     /// Discovery or keepalive; flooded with a TTL, answered with a Pong.
     Ping {
         /// Message id.
@@ -341,7 +327,7 @@ pub enum Msg {
         /// Which walker.
         walker: u16,
     },
-    /// The origin's answer to a [`Msg::WalkCheck`].
+    /// The origin's answer to a [`Message::WalkCheck`].
     WalkVerdict {
         /// The walk's id.
         guid: Guid,
@@ -361,18 +347,18 @@ pub enum Msg {
     },
 }
 
-impl Message for Msg {
+impl crate::Message for Message {
     fn kind(&self) -> &'static str {
         match self {
-            Msg::Ping { .. } => "ping",
-            Msg::Pong { .. } => "pong",
-            Msg::Bye => "bye",
-            Msg::Query { .. } => "query",
-            Msg::QueryHit { .. } => "query_hit",
-            Msg::Walk { .. } => "walk",
-            Msg::WalkCheck { .. } => "walk_check",
-            Msg::WalkVerdict { .. } => "walk_verdict",
-            Msg::WalkHit { .. } => "walk_hit",
+            Message::Ping { .. } => "ping",
+            Message::Pong { .. } => "pong",
+            Message::Bye => "bye",
+            Message::Query { .. } => "query",
+            Message::QueryHit { .. } => "query_hit",
+            Message::Walk { .. } => "walk",
+            Message::WalkCheck { .. } => "walk_check",
+            Message::WalkVerdict { .. } => "walk_verdict",
+            Message::WalkHit { .. } => "walk_hit",
         }
     }
 }
@@ -679,7 +665,7 @@ impl Flood {
             return true;
         }
         self.counters.refused_peers += 1;
-        cx.send(from, Msg::Bye);
+        cx.send(from, Message::Bye);
         false
     }
 
@@ -726,7 +712,7 @@ impl Flood {
         let guid = Guid::random(cx.rng());
         self.seen.insert(cx.now(), (Family::Ping, guid), None);
         for &p in to {
-            cx.send(p, Msg::Ping { guid, ttl, hops: 0 });
+            cx.send(p, Message::Ping { guid, ttl, hops: 0 });
         }
     }
 
@@ -806,7 +792,7 @@ impl Flood {
         let (ttl, hops) = (ttl - 1, hops.saturating_add(1));
         cx.send(
             from,
-            Msg::Pong {
+            Message::Pong {
                 guid,
                 ttl: Self::answer_ttl(hops),
                 hops: 0,
@@ -816,7 +802,7 @@ impl Flood {
         );
         if ttl > 0 {
             for p in self.neighbours.peers().filter(|p| *p != from) {
-                cx.send(p, Msg::Ping { guid, ttl, hops });
+                cx.send(p, Message::Ping { guid, ttl, hops });
             }
         }
     }
@@ -865,7 +851,7 @@ impl Flood {
                 }
                 cx.send(
                     prev,
-                    Msg::Pong {
+                    Message::Pong {
                         guid,
                         ttl,
                         hops,
@@ -904,7 +890,7 @@ impl Flood {
             self.counters.queries_answered += 1;
             cx.send(
                 from,
-                Msg::QueryHit {
+                Message::QueryHit {
                     guid,
                     ttl: Self::answer_ttl(hops),
                     hops: 0,
@@ -919,7 +905,7 @@ impl Flood {
                 let terms = terms.clone();
                 cx.send(
                     p,
-                    Msg::Query {
+                    Message::Query {
                         guid,
                         ttl,
                         hops,
@@ -963,7 +949,7 @@ impl Flood {
                 self.counters.hits_routed += 1;
                 cx.send(
                     prev,
-                    Msg::QueryHit {
+                    Message::QueryHit {
                         guid,
                         ttl,
                         hops,
@@ -1035,7 +1021,7 @@ impl Flood {
             let names = self.index.search(&terms, self.config.max_hit_names);
             if !names.is_empty() {
                 self.counters.queries_answered += 1;
-                cx.send(origin, Msg::WalkHit { guid, hops, names });
+                cx.send(origin, Message::WalkHit { guid, hops, names });
             }
         } else {
             self.counters.walk_revisits += 1;
@@ -1064,7 +1050,7 @@ impl Flood {
             self.counters.walkers_dropped += 1;
         } else {
             self.parked.insert((guid, walker), parked);
-            cx.send(origin, Msg::WalkCheck { guid, walker });
+            cx.send(origin, Message::WalkCheck { guid, walker });
         }
     }
 
@@ -1104,7 +1090,7 @@ impl Flood {
         };
         cx.send(
             next,
-            Msg::Walk {
+            Message::Walk {
                 guid,
                 walker,
                 steps_left: w.steps_left,
@@ -1240,7 +1226,7 @@ impl Flood {
         for p in to {
             cx.send(
                 p,
-                Msg::Query {
+                Message::Query {
                     guid,
                     ttl,
                     hops: 0,
@@ -1269,7 +1255,7 @@ impl Flood {
             for w in 0..walkers {
                 cx.send(
                     to[usize::from(w) % to.len()],
-                    Msg::Walk {
+                    Message::Walk {
                         guid,
                         walker: w,
                         steps_left: steps,
@@ -1322,7 +1308,7 @@ impl Flood {
 }
 
 impl Protocol for Flood {
-    type Message = Msg;
+    type Message = Message;
     type Timer = Timer;
     type Command = Command;
     type Event = Event;
@@ -1339,17 +1325,17 @@ impl Protocol for Flood {
         cx.set_timer(Duration::from_micros(first), Timer::Tick);
     }
 
-    fn handle_message(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, msg: Msg) {
+    fn handle_message(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, msg: Message) {
         match msg {
             // Direct messages between a walk's nodes and its origin need no neighbourship.
-            Msg::WalkCheck { guid, walker } => {
+            Message::WalkCheck { guid, walker } => {
                 let go = self.walk_wanted(&guid);
-                cx.send(from, Msg::WalkVerdict { guid, walker, go });
+                cx.send(from, Message::WalkVerdict { guid, walker, go });
             }
-            Msg::WalkVerdict { guid, walker, go } => {
+            Message::WalkVerdict { guid, walker, go } => {
                 self.on_walk_verdict(cx, from, guid, walker, go)
             }
-            Msg::WalkHit { guid, hops, names } => {
+            Message::WalkHit { guid, hops, names } => {
                 if self.names_ok(&names) {
                     if self.walk_wanted(&guid) {
                         self.deliver_hit(cx, guid, from, names, hops);
@@ -1358,35 +1344,35 @@ impl Protocol for Flood {
                     }
                 }
             }
-            Msg::Bye => self.lose(cx, &from),
+            Message::Bye => self.lose(cx, &from),
             // Everything else travels over neighbour links.
             other => {
                 if !self.admit(cx, from) {
                     return;
                 }
                 match other {
-                    Msg::Ping { guid, ttl, hops } => self.on_ping(cx, from, guid, ttl, hops),
-                    Msg::Pong {
+                    Message::Ping { guid, ttl, hops } => self.on_ping(cx, from, guid, ttl, hops),
+                    Message::Pong {
                         guid,
                         ttl,
                         hops,
                         peer,
                         shared,
                     } => self.on_pong(cx, guid, ttl, hops, peer, shared),
-                    Msg::Query {
+                    Message::Query {
                         guid,
                         ttl,
                         hops,
                         terms,
                     } => self.on_query(cx, from, guid, ttl, hops, terms),
-                    Msg::QueryHit {
+                    Message::QueryHit {
                         guid,
                         ttl,
                         hops,
                         responder,
                         names,
                     } => self.on_query_hit(cx, guid, ttl, hops, responder, names),
-                    Msg::Walk {
+                    Message::Walk {
                         guid,
                         walker,
                         steps_left,
@@ -1394,10 +1380,10 @@ impl Protocol for Flood {
                         origin,
                         terms,
                     } => self.on_walk(cx, from, guid, walker, steps_left, hops, origin, terms),
-                    Msg::Bye
-                    | Msg::WalkCheck { .. }
-                    | Msg::WalkVerdict { .. }
-                    | Msg::WalkHit { .. } => {}
+                    Message::Bye
+                    | Message::WalkCheck { .. }
+                    | Message::WalkVerdict { .. }
+                    | Message::WalkHit { .. } => {}
                 }
             }
         }
@@ -1456,7 +1442,7 @@ impl Protocol for Flood {
                 self.left = true;
                 let all: Vec<PeerId> = self.neighbours.peers().collect();
                 for p in all {
-                    cx.send(p, Msg::Bye);
+                    cx.send(p, Message::Bye);
                     self.neighbours.remove(&p);
                     self.counters.neighbours_lost += 1;
                 }

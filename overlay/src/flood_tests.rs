@@ -4,7 +4,7 @@
 use super::*;
 use crate::{Context, Outbox, Output, Rng};
 
-type Out = Output<Msg, Timer, Event>;
+type Out = Output<Message, Timer, Event>;
 
 fn p(n: u64) -> PeerId {
     PeerId::synthetic(n)
@@ -22,7 +22,7 @@ fn terms(s: &str) -> Vec<String> {
 struct Node {
     core: Flood,
     rng: Rng,
-    out: Outbox<Msg, Timer, Event>,
+    out: Outbox<Message, Timer, Event>,
     now: Instant,
 }
 
@@ -47,7 +47,7 @@ impl Node {
         self.out.drain().collect()
     }
 
-    fn msg(&mut self, from: u64, msg: Msg) -> Vec<Out> {
+    fn msg(&mut self, from: u64, msg: Message) -> Vec<Out> {
         let mut cx = Context::new(self.now, &mut self.rng, &mut self.out);
         self.core.handle_message(&mut cx, p(from), msg);
         self.drain()
@@ -80,7 +80,7 @@ impl Node {
     }
 }
 
-fn sends(outs: &[Out]) -> Vec<(PeerId, Msg)> {
+fn sends(outs: &[Out]) -> Vec<(PeerId, Message)> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Send { to, msg } => Some((*to, msg.clone())),
@@ -98,8 +98,8 @@ fn events(outs: &[Out]) -> Vec<Event> {
         .collect()
 }
 
-fn query(guid: Guid, ttl: u8, hops: u8, t: &str) -> Msg {
-    Msg::Query {
+fn query(guid: Guid, ttl: u8, hops: u8, t: &str) -> Message {
+    Message::Query {
         guid,
         ttl,
         hops,
@@ -111,7 +111,7 @@ fn queries_sent(outs: &[Out]) -> Vec<(PeerId, u8, u8)> {
     sends(outs)
         .into_iter()
         .filter_map(|(to, m)| match m {
-            Msg::Query { ttl, hops, .. } => Some((to, ttl, hops)),
+            Message::Query { ttl, hops, .. } => Some((to, ttl, hops)),
             _ => None,
         })
         .collect()
@@ -161,7 +161,7 @@ fn never_forwards_at_ttl_zero_but_still_answers() {
     assert!(queries_sent(&out).is_empty(), "{out:?}");
     let hits: Vec<_> = sends(&out)
         .into_iter()
-        .filter(|(_, m)| matches!(m, Msg::QueryHit { .. }))
+        .filter(|(_, m)| matches!(m, Message::QueryHit { .. }))
         .collect();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].0, p(1));
@@ -172,7 +172,7 @@ fn never_forwards_at_ttl_zero_but_still_answers() {
     // Pings follow the same rule: a TTL-1 Ping is answered but not forwarded.
     let out = n.msg(
         1,
-        Msg::Ping {
+        Message::Ping {
             guid: g(3),
             ttl: 1,
             hops: 0,
@@ -180,7 +180,7 @@ fn never_forwards_at_ttl_zero_but_still_answers() {
     );
     let s = sends(&out);
     assert_eq!(s.len(), 1);
-    assert!(matches!(s[0], (to, Msg::Pong { .. }) if to == p(1)));
+    assert!(matches!(s[0], (to, Message::Pong { .. }) if to == p(1)));
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn duplicate_guid_is_dropped_per_type() {
     // Duplicates are keyed by (type, GUID): a Ping with that GUID is new.
     let out = n.msg(
         2,
-        Msg::Ping {
+        Message::Ping {
             guid: g(7),
             ttl: 2,
             hops: 0,
@@ -203,7 +203,7 @@ fn duplicate_guid_is_dropped_per_type() {
     assert!(
         sends(&out)
             .iter()
-            .any(|(_, m)| matches!(m, Msg::Pong { .. }))
+            .any(|(_, m)| matches!(m, Message::Pong { .. }))
     );
 }
 
@@ -247,7 +247,7 @@ fn seen_cache_expires() {
 fn query_hit_travels_back_only_along_the_reverse_path() {
     let mut n = Node::with_neighbours(Config::default(), 4);
     n.msg(3, query(g(9), 5, 1, "x"));
-    let hit = Msg::QueryHit {
+    let hit = Message::QueryHit {
         guid: g(9),
         ttl: 4,
         hops: 1,
@@ -260,7 +260,7 @@ fn query_hit_travels_back_only_along_the_reverse_path() {
     match &s[0] {
         (
             to,
-            Msg::QueryHit {
+            Message::QueryHit {
                 guid,
                 ttl,
                 hops,
@@ -280,7 +280,7 @@ fn query_hit_travels_back_only_along_the_reverse_path() {
 fn query_hit_for_unseen_query_is_dropped() {
     let mut n = Node::with_neighbours(Config::default(), 4);
     n.msg(3, query(g(9), 5, 1, "x"));
-    let hit = Msg::QueryHit {
+    let hit = Message::QueryHit {
         guid: g(10),
         ttl: 4,
         hops: 1,
@@ -301,7 +301,7 @@ fn ttl_above_ten_is_clamped() {
     assert_eq!(n.core.counters().ttl_clamped, 1);
     let out = n.msg(
         1,
-        Msg::Ping {
+        Message::Ping {
             guid: g(2),
             ttl: 11,
             hops: 0,
@@ -310,7 +310,7 @@ fn ttl_above_ten_is_clamped() {
     assert!(sends(&out).iter().any(|(to, m)| *to == p(2)
         && matches!(
             m,
-            Msg::Ping {
+            Message::Ping {
                 ttl: 9,
                 hops: 1,
                 ..
@@ -348,7 +348,7 @@ fn pong_is_routed_back_along_the_ping_path() {
     let mut n = Node::with_neighbours(Config::default(), 3);
     let out = n.msg(
         1,
-        Msg::Ping {
+        Message::Ping {
             guid: g(5),
             ttl: 2,
             hops: 0,
@@ -356,15 +356,16 @@ fn pong_is_routed_back_along_the_ping_path() {
     );
     let s = sends(&out);
     // Our own Pong goes to the sender; the Ping goes on to the others with TTL 1.
-    assert!(s.iter().any(
-        |(to, m)| *to == p(1) && matches!(m, Msg::Pong { peer, hops: 0, .. } if *peer == p(0))
-    ));
+    assert!(
+        s.iter().any(|(to, m)| *to == p(1)
+            && matches!(m, Message::Pong { peer, hops: 0, .. } if *peer == p(0)))
+    );
     let pings: BTreeSet<PeerId> = s
         .iter()
         .filter(|(_, m)| {
             matches!(
                 m,
-                Msg::Ping {
+                Message::Ping {
                     ttl: 1,
                     hops: 1,
                     ..
@@ -375,7 +376,7 @@ fn pong_is_routed_back_along_the_ping_path() {
         .collect();
     assert_eq!(pings, set(&[2, 3]));
     // A Pong from 2 naming peer 50 goes back to 1 only.
-    let pong = Msg::Pong {
+    let pong = Message::Pong {
         guid: g(5),
         ttl: 3,
         hops: 0,
@@ -387,7 +388,7 @@ fn pong_is_routed_back_along_the_ping_path() {
         s,
         vec![(
             p(1),
-            Msg::Pong {
+            Message::Pong {
                 guid: g(5),
                 ttl: 2,
                 hops: 1,
@@ -397,7 +398,7 @@ fn pong_is_routed_back_along_the_ping_path() {
         )]
     );
     // A Pong for a Ping never seen is dropped.
-    let stray = Msg::Pong {
+    let stray = Message::Pong {
         guid: g(6),
         ttl: 3,
         hops: 0,
@@ -421,7 +422,7 @@ fn originator_connects_to_hosts_learned_from_pongs() {
     let pings: Vec<(PeerId, Guid, u8)> = sends(&out)
         .into_iter()
         .filter_map(|(to, m)| match m {
-            Msg::Ping { guid, ttl, .. } => Some((to, guid, ttl)),
+            Message::Ping { guid, ttl, .. } => Some((to, guid, ttl)),
             _ => None,
         })
         .collect();
@@ -430,7 +431,7 @@ fn originator_connects_to_hosts_learned_from_pongs() {
     let guid = pings[0].1;
     let out = n.msg(
         1,
-        Msg::Pong {
+        Message::Pong {
             guid,
             ttl: 1,
             hops: 1,
@@ -442,7 +443,7 @@ fn originator_connects_to_hosts_learned_from_pongs() {
     assert!(
         sends(&out)
             .iter()
-            .any(|(to, m)| *to == p(60) && matches!(m, Msg::Ping { ttl: 1, .. }))
+            .any(|(to, m)| *to == p(60) && matches!(m, Message::Ping { ttl: 1, .. }))
     );
     // The new link is unconfirmed until 60 answers; silent, it is given up quickly.
     n.advance(config.connect_timeout);
@@ -473,10 +474,10 @@ fn lost_neighbour_is_replaced_from_the_host_cache() {
     assert!(
         sends(&out)
             .iter()
-            .any(|(to, m)| *to == new && matches!(m, Msg::Ping { .. }))
+            .any(|(to, m)| *to == new && matches!(m, Message::Ping { .. }))
     );
     // A Bye works the same way.
-    n.msg(2, Msg::Bye);
+    n.msg(2, Message::Bye);
     assert!(!n.neighbours().contains(&p(2)));
     assert_eq!(n.neighbours().len(), 2);
     assert_eq!(n.core.counters().neighbours_lost, 2);
@@ -496,18 +497,18 @@ fn silent_neighbour_is_pinged_then_dropped_and_replaced() {
     let out = n.timer(Timer::Tick);
     let pinged: BTreeSet<PeerId> = sends(&out)
         .into_iter()
-        .filter(|(_, m)| matches!(m, Msg::Ping { ttl: 1, .. }))
+        .filter(|(_, m)| matches!(m, Message::Ping { ttl: 1, .. }))
         .map(|(to, _)| to)
         .collect();
     assert_eq!(pinged, set(&[1, 2]), "quiet neighbours get a keepalive");
     // 2 answers, 1 stays silent.
     let guid = match &sends(&out)[0].1 {
-        Msg::Ping { guid, .. } => *guid,
+        Message::Ping { guid, .. } => *guid,
         m => panic!("{m:?}"),
     };
     n.msg(
         2,
-        Msg::Pong {
+        Message::Pong {
             guid,
             ttl: 1,
             hops: 0,
@@ -537,7 +538,7 @@ fn strangers_are_adopted_while_there_is_room_then_refused() {
     let out = n.msg(6, query(g(2), 2, 0, "x"));
     assert_eq!(
         sends(&out),
-        vec![(p(6), Msg::Bye)],
+        vec![(p(6), Message::Bye)],
         "full: refused, not forwarded"
     );
     assert_eq!(n.core.counters().refused_peers, 1);
@@ -550,7 +551,7 @@ fn flood_search_reports_hits_and_finishes_at_its_deadline() {
     let mut n = Node::with_neighbours(Config::default(), 2);
     let out = n.cmd(search(7, "abbey road", Strategy::Flood, Some(3)));
     let guid = match &sends(&out)[0].1 {
-        Msg::Query { guid, terms, .. } => {
+        Message::Query { guid, terms, .. } => {
             assert_eq!(terms, &vec!["abbey".to_string(), "road".to_string()]);
             *guid
         }
@@ -564,7 +565,7 @@ fn flood_search_reports_hits_and_finishes_at_its_deadline() {
         })
         .unwrap();
     assert_eq!(deadline.0, Instant::ZERO + Config::default().hop_wait * 6);
-    let hit = |responder, hops| Msg::QueryHit {
+    let hit = |responder, hops| Message::QueryHit {
         guid,
         ttl: 2,
         hops,
@@ -609,7 +610,7 @@ fn expanding_ring_doubles_ttl_until_a_hit() {
     let mut n = Node::with_neighbours(Config::default(), 2);
     let ring_guid = |out: &[Out]| -> (Guid, u8) {
         match &sends(out)[0].1 {
-            Msg::Query { guid, ttl, .. } => (*guid, *ttl),
+            Message::Query { guid, ttl, .. } => (*guid, *ttl),
             m => panic!("{m:?}"),
         }
     };
@@ -639,7 +640,7 @@ fn expanding_ring_doubles_ttl_until_a_hit() {
     assert_eq!(t2, 4);
     n.msg(
         1,
-        Msg::QueryHit {
+        Message::QueryHit {
             guid: g2,
             ttl: 4,
             hops: 2,
@@ -695,7 +696,7 @@ fn random_walk_steps_checks_back_and_reports_to_origin() {
         name: "rare item.ogg".into(),
     });
     let origin = p(99);
-    let walk = |hops, steps_left| Msg::Walk {
+    let walk = |hops, steps_left| Message::Walk {
         guid: g(4),
         walker: 0,
         steps_left,
@@ -707,7 +708,7 @@ fn random_walk_steps_checks_back_and_reports_to_origin() {
     let s = sends(&n.msg(1, walk(0, 100)));
     assert!(s.contains(&(
         origin,
-        Msg::WalkHit {
+        Message::WalkHit {
             guid: g(4),
             hops: 1,
             names: vec!["rare item.ogg".into()]
@@ -715,13 +716,13 @@ fn random_walk_steps_checks_back_and_reports_to_origin() {
     )));
     let steps: Vec<_> = s
         .iter()
-        .filter(|(_, m)| matches!(m, Msg::Walk { .. }))
+        .filter(|(_, m)| matches!(m, Message::Walk { .. }))
         .collect();
     assert_eq!(steps.len(), 1);
     assert_ne!(steps[0].0, p(1));
     assert!(matches!(
         steps[0].1,
-        Msg::Walk {
+        Message::Walk {
             hops: 1,
             steps_left: 99,
             ..
@@ -730,7 +731,7 @@ fn random_walk_steps_checks_back_and_reports_to_origin() {
     // Revisit: no second hit; the walker prefers the neighbour it has not used yet.
     let first = steps[0].0;
     let s = sends(&n.msg(1, walk(1, 50)));
-    assert!(!s.iter().any(|(_, m)| matches!(m, Msg::WalkHit { .. })));
+    assert!(!s.iter().any(|(_, m)| matches!(m, Message::WalkHit { .. })));
     assert!(s.iter().all(|(to, _)| *to != first && *to != p(1)), "{s:?}");
     assert_eq!(n.core.counters().walk_revisits, 1);
     // At a multiple of walk_check_every steps the walker parks and asks the origin.
@@ -739,14 +740,14 @@ fn random_walk_steps_checks_back_and_reports_to_origin() {
         s,
         vec![(
             origin,
-            Msg::WalkCheck {
+            Message::WalkCheck {
                 guid: g(4),
                 walker: 0
             }
         )]
     );
     // Only the origin's verdict moves it.
-    let forged = Msg::WalkVerdict {
+    let forged = Message::WalkVerdict {
         guid: g(4),
         walker: 0,
         go: true,
@@ -758,7 +759,7 @@ fn random_walk_steps_checks_back_and_reports_to_origin() {
         s[..],
         [(
             _,
-            Msg::Walk {
+            Message::Walk {
                 hops: 4,
                 steps_left: 49,
                 ..
@@ -785,7 +786,7 @@ fn walk_origin_answers_check_backs_until_satisfied() {
     let walks: Vec<_> = sends(&out)
         .into_iter()
         .filter_map(|(to, m)| match m {
-            Msg::Walk {
+            Message::Walk {
                 guid,
                 walker,
                 steps_left,
@@ -801,13 +802,13 @@ fn walk_origin_answers_check_backs_until_satisfied() {
     assert_eq!(walkers.len(), 4);
     let guid = walks[0].1;
     let verdict = |out: &[Out]| match &sends(out)[..] {
-        [(_, Msg::WalkVerdict { go, .. })] => *go,
+        [(_, Message::WalkVerdict { go, .. })] => *go,
         s => panic!("{s:?}"),
     };
-    assert!(verdict(&n.msg(40, Msg::WalkCheck { guid, walker: 1 })));
+    assert!(verdict(&n.msg(40, Message::WalkCheck { guid, walker: 1 })));
     let out = n.msg(
         41,
-        Msg::WalkHit {
+        Message::WalkHit {
             guid,
             hops: 12,
             names: vec!["rare".into()],
@@ -825,13 +826,13 @@ fn walk_origin_answers_check_backs_until_satisfied() {
         }
     ));
     assert!(
-        !verdict(&n.msg(40, Msg::WalkCheck { guid, walker: 1 })),
+        !verdict(&n.msg(40, Message::WalkCheck { guid, walker: 1 })),
         "satisfied: stop"
     );
     assert!(
         !verdict(&n.msg(
             40,
-            Msg::WalkCheck {
+            Message::WalkCheck {
                 guid: g(1),
                 walker: 1
             }
@@ -905,7 +906,7 @@ fn malformed_network_input_is_counted_not_fatal() {
     let long = "k".repeat(MAX_TERM_LEN + 1);
     let out = n.msg(
         1,
-        Msg::Query {
+        Message::Query {
             guid: g(1),
             ttl: 3,
             hops: 0,
@@ -915,7 +916,7 @@ fn malformed_network_input_is_counted_not_fatal() {
     assert!(sends(&out).is_empty());
     let out = n.msg(
         1,
-        Msg::Query {
+        Message::Query {
             guid: g(2),
             ttl: 3,
             hops: 0,
@@ -929,10 +930,10 @@ fn malformed_network_input_is_counted_not_fatal() {
         let junk: Vec<u8> = (0..len)
             .map(|i| i.wrapping_mul(37).wrapping_add(len))
             .collect();
-        let _ = crate::codec::decode::<Msg>(&junk);
+        let _ = crate::codec::decode::<Message>(&junk);
     }
     let m = query(g(3), 7, 0, "abbey road");
-    let back: Msg = crate::codec::decode(&crate::codec::encode(&m).unwrap()).unwrap();
+    let back: Message = crate::codec::decode(&crate::codec::encode(&m).unwrap()).unwrap();
     assert_eq!(back, m);
 }
 
@@ -981,7 +982,7 @@ fn hosts_are_connected_with_a_hello_up_to_min_degree_only() {
     let out = n.cmd(Command::AddHosts((1..=10).map(p).collect()));
     let hellos: BTreeSet<PeerId> = sends(&out)
         .into_iter()
-        .filter(|(_, m)| matches!(m, Msg::Ping { ttl: 1, .. }))
+        .filter(|(_, m)| matches!(m, Message::Ping { ttl: 1, .. }))
         .map(|(to, _)| to)
         .collect();
     assert_eq!(
@@ -1000,12 +1001,12 @@ fn hosts_are_connected_with_a_hello_up_to_min_degree_only() {
     // A full host refuses: another candidate takes its place.
     let refused = *hellos.iter().next().unwrap();
     let k = (1..=10).find(|&k| p(k) == refused).unwrap();
-    let out = n.msg(k, Msg::Bye);
+    let out = n.msg(k, Message::Bye);
     assert_eq!(n.neighbours().len(), 3);
     assert!(
         sends(&out)
             .iter()
-            .any(|(to, m)| !hellos.contains(to) && matches!(m, Msg::Ping { ttl: 1, .. })),
+            .any(|(to, m)| !hellos.contains(to) && matches!(m, Message::Ping { ttl: 1, .. })),
         "the replacement gets its own hello"
     );
     assert!(!n.neighbours().contains(&refused));

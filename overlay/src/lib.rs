@@ -4,9 +4,12 @@
 //!
 //! - [`id`]: 160-bit ring identifiers with Chord's interval arithmetic and SHA-1 placement.
 //! - [`peer`]: peer identities (Ed25519 public keys, convertible to libp2p `PeerId`s).
+//! - [`identity`]: node key pairs and domain-separated Ed25519 signatures.
 //! - [`time`], [`rng`]: protocol time and the seeded random source cores receive.
 //! - [`codec`]: the wire codec — version byte + CBOR, size-limited before decoding.
-//! - [`protocol`]: the sans-IO contract every core follows.
+//! - [`protocol`]: the sans-IO contract every core follows, and the [`Offence`]s a core
+//!   reports against peers whose input it rejects.
+//! - [`ConfigError`]: the one error every core's `Config::validate` returns.
 //! - [`guid`], [`seen`], [`index`], [`neighbours`]: the pieces of the unstructured overlay —
 //!   16-byte message ids, the bounded expiring seen-GUID routing table, the keyword index of
 //!   shared names, and the bounded neighbour set with its host cache.
@@ -66,9 +69,11 @@
 //! ```
 
 pub mod codec;
+mod config;
 pub mod flood;
 pub mod guid;
 pub mod id;
+pub mod identity;
 pub mod index;
 pub mod neighbours;
 pub mod peer;
@@ -78,10 +83,12 @@ pub mod seen;
 pub mod time;
 
 pub use codec::CodecError;
+pub use config::ConfigError;
 pub use flood::Flood;
 pub use guid::Guid;
 pub use id::Id;
+pub use identity::{Keypair, Signature};
 pub use peer::PeerId;
-pub use protocol::{Context, Cx, Message, Outbox, Output, Protocol};
+pub use protocol::{Context, Cx, Message, Offence, Outbox, Output, Protocol};
 pub use rng::Rng;
 pub use time::Instant;

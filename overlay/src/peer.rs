@@ -30,15 +30,11 @@ impl PeerId {
         &self.0
     }
 
-    /// A deterministic synthetic id for simulated peer number `n` (not a valid curve point;
-    /// the simulator never verifies signatures).
+    /// The peer id of simulated peer number `n`: the public key of
+    /// [`Keypair::synthetic(n)`](crate::identity::Keypair::synthetic), so simulated peers
+    /// sign and verify like real ones.
     pub fn synthetic(n: u64) -> PeerId {
-        let mut k = [0u8; 32];
-        k[..8].copy_from_slice(&n.to_be_bytes());
-        // Spread the bits so that ids of consecutive peers look unrelated.
-        let h = crate::id::Id::hash(&k);
-        k[8..28].copy_from_slice(&h.0);
-        PeerId(k)
+        crate::identity::Keypair::synthetic(n).peer_id()
     }
 
     /// The libp2p `PeerId::to_bytes()` form of this peer's id.

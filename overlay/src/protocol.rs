@@ -13,8 +13,12 @@
 //! generation number or a request id in it), as in foca. The driver compares deadlines with
 //! its own clock, so the simulator can jump virtual time straight to the next deadline.
 //!
-//! Commands that expect an answer carry a caller-chosen request id; the answer comes back
-//! as an event carrying that id.
+//! Commands that expect an answer carry a caller-chosen request id (`req`); the answer comes
+//! back as an event carrying that id.
+//!
+//! Every byte from a peer may be hostile. A core that rejects a peer's input says so with
+//! [`Context::penalize`]: the driver turns those reports into strikes and bans, so a rule
+//! enforced in a core also costs the peer that broke it.
 //!
 //! Two drivers exist: the discrete-event simulator in `peerlab-testnet` and the tokio +
 //! libp2p driver in `peerlab-node`. Because both call the same methods in the same way, the
@@ -59,6 +63,75 @@ pub enum Output<M, T, E> {
     },
     /// An event for the application (an observation or a command's reply).
     Event(E),
+    /// `peer` sent something this core rejected (see [`Offence`]); the driver charges it to
+    /// the peer's record (strikes, bans) and counts it.
+    Offence {
+        /// The peer the offending input came from (the authenticated sender, never a peer
+        /// the input merely names).
+        peer: PeerId,
+        /// What it did.
+        offence: Offence,
+    },
+}
+
+/// Input from a peer that a core rejected, reported so the driver can hold the sender to
+/// account. Cores report only what they can attribute: the authenticated sender of the
+/// message that broke a rule. Some offences can come from an honest peer whose view is
+/// stale (a write sent to a former replica, a reply that arrived after its timeout), so
+/// drivers weigh them: [`Offence::severity`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Offence {
+    /// A message that breaks the protocol's own rules: a list over its bound, a field out
+    /// of range, a reply that does not fit the request. No honest peer sends one.
+    Malformed,
+    /// A signature that does not verify, or a claim about another peer that the sender
+    /// cannot make (a provider entry or member address in someone else's name).
+    Forged,
+    /// Data that failed verification (a chunk whose hash does not match its manifest),
+    /// attributed to the peer that sent it.
+    Corrupt,
+    /// A write the rules refuse: a record owned by another writer, a version too far in
+    /// the future, storage outside the receiver's range, a quota exceeded. An honest peer
+    /// with a stale view can send one now and then.
+    Refused,
+    /// Something nobody asked this peer for (a block not requested from it, a reply to no
+    /// request). Honest peers send these only after a timeout raced the answer.
+    Unsolicited,
+    /// A peer that took a slot or requests and delivered nothing within its deadline.
+    Stalled,
+    /// More of something than the protocol allows per peer (a rate, a number of
+    /// concurrent requests).
+    Excess,
+}
+
+impl Offence {
+    /// Strike points this offence is worth, on a scale where an honest peer that is merely
+    /// out of date earns 1 and proven malice earns [`Offence::PROVEN`], which is meant to be
+    /// a driver's ban threshold: one forgery is enough, three malformed messages are.
+    pub fn severity(self) -> u32 {
+        match self {
+            Offence::Forged | Offence::Corrupt => Offence::PROVEN,
+            Offence::Malformed => 4,
+            Offence::Excess | Offence::Stalled => 2,
+            Offence::Refused | Offence::Unsolicited => 1,
+        }
+    }
+
+    /// The severity of an offence that proves malice (a forged signature, corrupt data).
+    pub const PROVEN: u32 = 12;
+
+    /// A short stable name for metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Offence::Malformed => "malformed",
+            Offence::Forged => "forged",
+            Offence::Corrupt => "corrupt",
+            Offence::Refused => "refused",
+            Offence::Unsolicited => "unsolicited",
+            Offence::Stalled => "stalled",
+            Offence::Excess => "excess",
+        }
+    }
 }
 
 /// The buffer a driver owns and a core fills with outputs.
@@ -141,6 +214,11 @@ impl<'a, M, T, E> Context<'a, M, T, E> {
     /// Emits an event to the application.
     pub fn emit(&mut self, event: E) {
         self.out.items.push(Output::Event(event));
+    }
+
+    /// Reports that `peer` sent input this core rejected (see [`Offence`]).
+    pub fn penalize(&mut self, peer: PeerId, offence: Offence) {
+        self.out.items.push(Output::Offence { peer, offence });
     }
 
     /// Runs a sub-protocol with its own outbox and returns what it produced; a composite

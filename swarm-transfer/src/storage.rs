@@ -787,7 +787,7 @@ mod tests {
                 match o {
                     Output::Send { to, msg } => self.sent.push((to, msg.body)),
                     Output::Event(e) => self.events.push(e),
-                    Output::Timer { .. } => {}
+                    Output::Timer { .. } | Output::Offence { .. } => {}
                 }
             }
         }

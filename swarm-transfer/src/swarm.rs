@@ -914,6 +914,7 @@ impl<F: StoreFactory> Swarm<F> {
                 }
                 Output::Timer { at, timer } => cx.set_timer_at(at, timer),
                 Output::Event(e) => cx.emit(e),
+                Output::Offence { peer, offence } => cx.penalize(peer, offence),
             }
         }
     }

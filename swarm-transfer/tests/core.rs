@@ -59,6 +59,7 @@ struct Net {
     seq: u64,
     now: Instant,
     events: Vec<(PeerId, Event)>,
+    offences: Vec<(PeerId, PeerId, peerlab_overlay::Offence)>,
     log: Vec<(PeerId, PeerId, Message)>,
 }
 
@@ -71,6 +72,7 @@ impl Net {
             seq: 0,
             now: Instant::ZERO,
             events: Vec::new(),
+            offences: Vec::new(),
             log: Vec::new(),
         }
     }
@@ -94,6 +96,7 @@ impl Net {
                     self.timers.insert((at, self.seq), (p, timer));
                 }
                 Output::Event(e) => self.events.push((p, e)),
+                Output::Offence { peer, offence } => self.offences.push((p, peer, offence)),
             }
         }
         r

@@ -218,7 +218,7 @@ pub struct InitialSeeding {
     /// fraction of connected (downloader, downloader) pairs (x, y) in which y holds a
     /// chunk x lacks.
     pub interest_mean: f64,
-    /// Every 5 s until the phase ends: `[secs, chunks held only by the seeders (fraction),
+    /// Every 5 s until the phase ends, and at its end: `[secs, chunks held only by the seeders (fraction),
     /// copies of the rarest chunk among downloading peers, connected-pair interest]`.
     pub series: Vec<[f64; 4]>,
 }
@@ -781,7 +781,9 @@ fn run_one(
                 only_sum += only;
                 interest_sum += interest;
                 phase_samples += 1;
-                if k == UPLINK_SNAPSHOTS {
+                // Every 5 s, and once more when the phase ends (it can end inside the
+                // first interval).
+                if k == UPLINK_SNAPSHOTS || only == 0.0 {
                     initial
                         .series
                         .push([sim.now().as_secs_f64(), only, rarest as f64, interest]);

@@ -29,7 +29,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use peerlab_overlay::{Context, Instant, Message, Outbox, Output, PeerId, Protocol, Rng};
+use peerlab_overlay::{Context, Instant, Message, Offence, Outbox, Output, PeerId, Protocol, Rng};
 
 pub use config::{DEFAULT_EVENT_BUFFER_LIMIT, Latency, SimConfig};
 pub use stats::{KindStats, NetStats, NodeStats};
@@ -116,6 +116,7 @@ pub struct Sim<P: Protocol> {
     outbox: Outbox<P::Message, P::Timer, P::Event>,
     scratch: Vec<Output<P::Message, P::Timer, P::Event>>,
     events: Vec<(Instant, PeerId, P::Event)>,
+    offences: Vec<(Instant, PeerId, PeerId, Offence)>,
     stats: NetStats,
     processed: u64,
 }
@@ -141,6 +142,7 @@ impl<P: Protocol> Sim<P> {
             outbox: Outbox::new(),
             scratch: Vec::new(),
             events: Vec::new(),
+            offences: Vec::new(),
             stats: NetStats::default(),
             processed: 0,
         }
@@ -251,6 +253,12 @@ impl<P: Protocol> Sim<P> {
     /// Takes the events cores emitted since the last call, in emission order.
     pub fn take_events(&mut self) -> Vec<(Instant, PeerId, P::Event)> {
         std::mem::take(&mut self.events)
+    }
+
+    /// Takes the offences cores reported since the last call: `(time, reporter, offender,
+    /// offence)`, in report order.
+    pub fn take_offences(&mut self) -> Vec<(Instant, PeerId, PeerId, Offence)> {
+        std::mem::take(&mut self.offences)
     }
 
     /// Sets a node's upload and download bandwidth in bytes per second (`None`: unlimited).
@@ -449,6 +457,16 @@ impl<P: Protocol> Sim<P> {
                 Output::Send { to, msg } => self.send(slot, to, msg),
                 Output::Timer { at, timer } => {
                     self.push(at.max(self.now), Ev::Timer { node: slot, timer })
+                }
+                Output::Offence {
+                    peer: offender,
+                    offence,
+                } => {
+                    self.stats.offences += 1;
+                    if self.offences.len() < self.config.event_buffer_limit {
+                        let peer = self.slots[slot].as_ref().map(|n| n.peer).expect("live");
+                        self.offences.push((self.now, peer, offender, offence));
+                    }
                 }
                 Output::Event(e) => {
                     if self.events.len() < self.config.event_buffer_limit {

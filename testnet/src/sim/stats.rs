@@ -28,6 +28,13 @@ pub struct NetStats {
     pub total: KindStats,
     /// Core events dropped because the event buffer was full.
     pub events_overflowed: u64,
+    /// Offences cores reported against peers (`Output::Offence`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub offences: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl NetStats {
