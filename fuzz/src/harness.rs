@@ -17,8 +17,11 @@
 //! - every message a core sends encodes within its channel's frame limit, so hostile input
 //!   cannot make a node build a frame its peers must refuse.
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::LazyLock;
 use std::task::{self, Poll, Waker};
 use std::time::Duration;
 
@@ -46,12 +49,15 @@ pub const MAX_FRAMES: usize = 512;
 
 /// The node under test.
 pub fn local() -> PeerId {
-    PeerId::synthetic(1)
+    // Deriving a synthetic identity is an Ed25519 scalar multiplication: once per process.
+    static LOCAL: LazyLock<PeerId> = LazyLock::new(|| PeerId::synthetic(1));
+    *LOCAL
 }
 
 /// The peer the fuzz input comes from: the sender of every frame.
 pub fn remote() -> PeerId {
-    PeerId::synthetic(2)
+    static REMOTE: LazyLock<PeerId> = LazyLock::new(|| PeerId::synthetic(2));
+    *REMOTE
 }
 
 /// Cuts a stream into frames with the node's reader: stops at a clean end, an end inside
@@ -111,8 +117,35 @@ pub struct Node<P: Protocol> {
     rng: Rng,
     now: Instant,
     out: Outbox<P::Message, P::Timer, P::Event>,
-    timers: Vec<(Instant, u64, P::Timer)>,
+    timers: BinaryHeap<Pending<P::Timer>>,
     seq: u64,
+}
+
+/// A timer waiting for its deadline; the heap pops the earliest, then the first set.
+struct Pending<T> {
+    at: Instant,
+    seq: u64,
+    timer: T,
+}
+
+impl<T> PartialEq for Pending<T> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl<T> Eq for Pending<T> {}
+
+impl<T> PartialOrd for Pending<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T> Ord for Pending<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
 }
 
 impl<P: Protocol> Node<P> {
@@ -124,7 +157,7 @@ impl<P: Protocol> Node<P> {
             rng: Rng::seed(seed),
             now: Instant::ZERO,
             out: Outbox::new(),
-            timers: Vec::new(),
+            timers: BinaryHeap::new(),
             seq: 0,
         }
     }
@@ -161,13 +194,12 @@ impl<P: Protocol> Node<P> {
         let until = self.now + by;
         let mut sent = Vec::new();
         for _ in 0..MAX_FIRINGS {
-            let Some(i) = (0..self.timers.len())
-                .filter(|&i| self.timers[i].0 <= until)
-                .min_by_key(|&i| (self.timers[i].0, self.timers[i].1))
-            else {
+            if self.timers.peek().is_none_or(|t| t.at > until) {
+                break;
+            }
+            let Some(Pending { at, timer, .. }) = self.timers.pop() else {
                 break;
             };
-            let (at, _, timer) = self.timers.swap_remove(i);
             self.now = self.now.max(at);
             let mut cx = Context::new(self.now, &mut self.rng, &mut self.out);
             self.core.handle_timer(&mut cx, timer);
@@ -183,14 +215,21 @@ impl<P: Protocol> Node<P> {
         for output in self.out.drain() {
             match output {
                 Output::Send { to, msg } => {
-                    if let Err(e) = codec::encode_with_limit(&msg, self.channel.max_frame()) {
-                        panic!("the core sent a message its peers must refuse ({e}): {msg:?}");
-                    }
+                    // The exact frame length, counted without building the frame.
+                    let len = codec::encoded_len(&msg);
+                    assert!(
+                        len <= self.channel.max_frame(),
+                        "the core sent a frame of {len} bytes, over its channel's limit: {msg:?}"
+                    );
                     sent.push((to, msg));
                 }
                 Output::Timer { at, timer } => {
                     if self.timers.len() < MAX_TIMERS {
-                        self.timers.push((at, self.seq, timer));
+                        self.timers.push(Pending {
+                            at,
+                            seq: self.seq,
+                            timer,
+                        });
                         self.seq += 1;
                     }
                 }

@@ -24,7 +24,7 @@ use crate::wire::Channel;
 
 /// Steps recorded per conversation (100 ms each): enough for the DHT join, the remote's
 /// writes and reads, gossip's join and publications, searches, and a whole small transfer.
-pub const STEPS: usize = 120;
+pub const STEPS: usize = 80;
 
 /// One seed: its file name (without the `seed-` prefix) and its bytes.
 pub type Seed = (String, Vec<u8>);
