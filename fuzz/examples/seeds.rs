@@ -15,7 +15,10 @@ fn main() -> std::io::Result<()> {
         fs::create_dir_all(&dir)?;
         for entry in fs::read_dir(&dir)? {
             let path = entry?.path();
-            if path.file_name().is_some_and(|f| f.to_string_lossy().starts_with("seed-")) {
+            if path
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("seed-"))
+            {
                 fs::remove_file(path)?;
             }
         }

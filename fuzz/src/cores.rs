@@ -173,12 +173,7 @@ impl Core for Dht {
         use peerlab_dht::Command;
         let key = |k: &str| k.as_bytes().to_vec();
         match i {
-            20..=35 if i % 2 == 0 => vec![Command::Put {
-                req: 100 + i as u64,
-                key: key(&format!("key-{i}")),
-                value: format!("value {i}").into_bytes(),
-            }],
-            21..=35 => vec![Command::Put {
+            20..=35 => vec![Command::Put {
                 req: 100 + i as u64,
                 key: key(&format!("key-{i}")),
                 value: format!("value {i}").into_bytes(),

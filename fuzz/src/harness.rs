@@ -72,7 +72,10 @@ pub fn frames(mut stream: &[u8], channel: Channel) -> Vec<Vec<u8>> {
                 out.push(frame);
             }
             Ok(Some(StreamFrame::Oversized(len))) => {
-                assert!(len > channel.max_frame() as u64, "oversized frame within the limit");
+                assert!(
+                    len > channel.max_frame() as u64,
+                    "oversized frame within the limit"
+                );
                 break;
             }
             Ok(None) | Err(_) => break,

@@ -152,13 +152,16 @@ pub fn manifest(data: &[u8]) {
     };
     check::round_trip(&m);
     if m.validate().is_err() {
-        assert!(m.verify(&m.content_id()).is_err(), "verify passed an invalid manifest");
+        assert!(
+            m.verify(&m.content_id()).is_err(),
+            "verify passed an invalid manifest"
+        );
         return;
     }
     let cid = m.content_id();
     assert_eq!(m.verify(&cid), Ok(()));
-    let again: Manifest = codec::decode_with_limit(&m.canonical_bytes(), usize::MAX)
-        .expect("canonical bytes decode");
+    let again: Manifest =
+        codec::decode_with_limit(&m.canonical_bytes(), usize::MAX).expect("canonical bytes decode");
     assert!(again == m && again.content_id() == cid);
 
     let chunks = m.chunk_count();
@@ -168,7 +171,10 @@ pub fn manifest(data: &[u8]) {
     let mut total = 0u64;
     for i in 0..chunks {
         let len = m.chunk_len(i);
-        assert!(len >= 1 && len <= m.chunk_size(), "chunk {i} of {len} bytes");
+        assert!(
+            len >= 1 && len <= m.chunk_size(),
+            "chunk {i} of {len} bytes"
+        );
         assert_eq!(m.chunk_offset(i), total);
         assert!(m.chunk_hash(i).is_some());
         let blocks = m.block_count(i);
@@ -187,7 +193,10 @@ pub fn manifest(data: &[u8]) {
         wrong[0] ^= 1;
         let ok = m.verify_chunk_bytes(0, &wrong);
         wrong[0] ^= 1;
-        assert!(!(ok && m.verify_chunk_bytes(0, &wrong)), "two contents verify");
+        assert!(
+            !(ok && m.verify_chunk_bytes(0, &wrong)),
+            "two contents verify"
+        );
         assert!(!m.verify_chunk_bytes(0, &wrong[1..]));
     }
 }
