@@ -1,3 +1,5 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| peerlab_fuzz::run("flood", data));
+use peerlab_fuzz::cores;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cores::run::<cores::Flood>(data));

@@ -40,6 +40,7 @@ pub fn seeds(name: &str) -> Vec<Seed> {
         "swarm" => core_seeds::<cores::Swarm>(),
         "manifest" => manifest_seeds(),
         "bitfield" => bitfield_seeds(),
+        "signature" => signature_seeds(),
         _ => panic!("unknown fuzz target {name}"),
     }
 }
@@ -148,6 +149,32 @@ fn bitfield_seeds() -> Vec<Seed> {
             (name.to_string(), frame)
         })
         .collect()
+}
+
+/// Real signatures: of a DHT-style record and of an empty payload, each with its key, and
+/// the libp2p form of a key in front.
+fn signature_seeds() -> Vec<Seed> {
+    let seed = |key: &peerlab_overlay::Keypair, domain: &str, payload: &[u8]| {
+        let mut s = key.peer_id().public_key().to_vec();
+        s.extend_from_slice(&key.sign(domain, payload).0);
+        s.push(domain.len() as u8);
+        s.extend_from_slice(domain.as_bytes());
+        s.extend_from_slice(payload);
+        s
+    };
+    let a = peerlab_overlay::Keypair::synthetic(7);
+    let b = peerlab_overlay::Keypair::synthetic(8);
+    let mut libp2p = b.peer_id().to_libp2p_bytes().to_vec();
+    libp2p.extend_from_slice(&[0; 64]);
+    libp2p.push(0);
+    vec![
+        (
+            "record".into(),
+            seed(&a, "peerlab/dht/record/1", b"key\0value\0version"),
+        ),
+        ("empty".into(), seed(&b, "peerlab/gossip/member/1", b"")),
+        ("libp2p-form".into(), libp2p),
+    ]
 }
 
 #[cfg(test)]

@@ -243,3 +243,37 @@ pub fn bitfield(data: &[u8]) {
     }
     assert_eq!(c, b);
 }
+
+/// Where a [`signature`] input's fields end: key, signature, domain length.
+const SIG_HEADER: usize = 32 + 64 + 1;
+
+const PEER_ID_LEN: usize = peerlab_overlay::peer::LIBP2P_PEER_ID_LEN;
+
+/// Signatures (`overlay::identity`), the check every signed record and member record goes
+/// through: a 32-byte public key, a 64-byte signature, a domain of the length in the next
+/// byte, then the payload. Verifying any of it must return, never panic: keys that are no
+/// curve point or of small order, non-canonical or malleable signatures. (That real
+/// signatures verify only for their key, domain and payload is unit-tested in the overlay;
+/// a fuzzer cannot forge one, and signing on every input would halve the rate.)
+pub fn signature(data: &[u8]) {
+    use peerlab_overlay::{PeerId, Signature};
+
+    if data.len() < SIG_HEADER {
+        return;
+    }
+    let key = PeerId::from_public_key(data[..32].try_into().unwrap());
+    let sig = Signature(data[32..96].try_into().unwrap());
+    let rest = &data[SIG_HEADER..];
+    let (domain, payload) = rest.split_at((data[96] as usize).min(rest.len()));
+    let Ok(domain) = std::str::from_utf8(domain) else {
+        return;
+    };
+    let _ = key.verify(domain, payload, &sig);
+
+    // The libp2p form of a key round-trips, and what parses as one is one.
+    assert_eq!(PeerId::from_libp2p_bytes(&key.to_libp2p_bytes()), Some(key));
+    let head = &data[..PEER_ID_LEN];
+    if let Some(p) = PeerId::from_libp2p_bytes(head) {
+        assert_eq!(p.to_libp2p_bytes()[..], head[..]);
+    }
+}
