@@ -238,7 +238,7 @@ impl Core for Gossip {
     fn local_script(i: usize) -> Vec<Cmd<Self>> {
         match i {
             20 => vec![peerlab_gossip::Command::Publish {
-                request: 1,
+                req: 1,
                 key: "mine".into(),
                 value: b"local value".to_vec(),
             }],
@@ -250,12 +250,12 @@ impl Core for Gossip {
         use peerlab_gossip::Command;
         match i {
             10..=13 => vec![Command::Publish {
-                request: i as u64,
+                req: i as u64,
                 key: format!("key-{i}"),
                 value: format!("value {i}").into_bytes(),
             }],
             30 => vec![Command::Delete {
-                request: 30,
+                req: 30,
                 key: "key-10".into(),
             }],
             _ => vec![],
