@@ -120,14 +120,6 @@ pub enum NodeError {
         /// The transport's error.
         source: libp2p::TransportError<std::io::Error>,
     },
-    /// A stream protocol could not be registered.
-    #[error("{protocol}: {source}")]
-    Protocol {
-        /// The protocol name.
-        protocol: &'static str,
-        /// Why it was refused.
-        source: libp2p_stream::AlreadyRegistered,
-    },
     /// The control API cannot bind its address.
     #[error("cannot bind the API on {addr}: {source}")]
     ApiBind {

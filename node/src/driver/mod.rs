@@ -72,9 +72,8 @@ pub use handle::{
 };
 pub use limits::{BAN_DURATION, MAX_BANNED, STRIKE_LIMIT};
 pub use streams::{
-    INCOMING_CAPACITY, MAX_INBOUND_STREAMS_PER_PEER, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES,
-    MAX_REOPENS, REPLAY_BYTES, REPLAY_WINDOW, STREAM_EVENT_CAPACITY, STREAM_IDLE,
-    WRITE_COALESCE_BYTES,
+    FRAME_READ_DEADLINE, INBOUND_QUEUE, MAX_INBOUND_STREAMS_PER_PEER, MAX_QUEUED_BYTES,
+    MAX_QUEUED_FRAMES, OpenError, STREAM_EVENT_CAPACITY, STREAM_IDLE, WRITE_COALESCE_BYTES,
 };
 pub use transport::{
     IDENTIFY_INTERVAL, IDENTIFY_PROTOCOL, NetConfig, PING_INTERVAL, QUIC_IDLE_TIMEOUT,
@@ -83,7 +82,7 @@ pub use transport::{
 
 use address_book::AddressBook;
 use limits::Strikes;
-use streams::{Incoming, StreamEvent, Streams};
+use streams::{StreamEvent, Streams};
 use transport::{Behaviour, BehaviourEvent, boot_nonce, build_swarm, preferred_addrs, strip_p2p};
 
 /// Most stream events the driver handles in one turn before it looks at other inputs (and
@@ -205,8 +204,6 @@ pub(crate) struct Driver<P: NetCore> {
     strikes: Strikes,
     /// Frames waiting per peer and channel for a connection to that peer.
     pending: BTreeMap<(libp2p::PeerId, Channel), Pending>,
-    /// Inbound streams of every channel.
-    incoming: mpsc::Receiver<Incoming>,
     /// The stream writer and reader tasks.
     streams: Streams,
     stream_rx: mpsc::Receiver<StreamEvent>,
@@ -269,10 +266,8 @@ impl<P: NetCore> Driver<P> {
                 })?;
         }
         let (handle, requests) = DriverHandle::channel();
-        let control = swarm.behaviour().stream.new_control();
-        let (incoming_tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
         let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
-        let streams = Streams::new(control, incoming_tx, stream_tx)?;
+        let streams = Streams::new(stream_tx);
         let driver = Driver {
             swarm,
             core,
@@ -289,7 +284,6 @@ impl<P: NetCore> Driver<P> {
             connected: BTreeMap::new(),
             strikes: Strikes::default(),
             pending: BTreeMap::new(),
-            incoming,
             streams,
             stream_rx,
             loopback: VecDeque::new(),
@@ -424,7 +418,9 @@ impl<P: NetCore> Driver<P> {
         };
         if self.connected.contains_key(&peer) {
             let len = frame.len();
-            if self.streams.send(peer, ch, frame)
+            if self
+                .streams
+                .send(&mut self.swarm.behaviour_mut().streams, peer, ch, frame)
                 && let Some(t) = self.traffic.get(ch.index())
             {
                 t.sent(len);
@@ -469,7 +465,8 @@ impl<P: NetCore> Driver<P> {
             if let Some(q) = self.pending.remove(&(peer, ch)) {
                 for f in q.frames {
                     // Already counted as sent when it was queued.
-                    self.streams.send(peer, ch, f);
+                    self.streams
+                        .send(&mut self.swarm.behaviour_mut().streams, peer, ch, f);
                 }
             }
         }
@@ -480,6 +477,10 @@ impl<P: NetCore> Driver<P> {
             StreamEvent::Frame { peer, ch, frame } => self.on_frame(peer, ch, &frame),
             StreamEvent::Oversized { peer, ch } => {
                 self.strike(peer, ch, "frame over the channel's limit")
+            }
+            StreamEvent::Stalled { peer, ch } => {
+                tracing::debug!(%peer, channel = ch.name(), "frame stalled; stream dropped");
+                self.charge(peer, Offence::Stalled);
             }
             StreamEvent::ReaderClosed { peer, ch } => self.streams.reader_closed(peer, ch),
             StreamEvent::WriterClosed {
@@ -501,7 +502,9 @@ impl<P: NetCore> Driver<P> {
         if self.strikes.is_banned(&peer) {
             return;
         }
-        self.streams.accept(ch, peer, stream);
+        if !self.streams.accept(ch, peer, stream) {
+            metrics::counter!(m::STREAMS_REFUSED, "reason" => "per_peer").increment(1);
+        }
     }
 
     /// Hands one frame read from a stream to the core (its output is sent at the end of the
@@ -545,8 +548,16 @@ impl<P: NetCore> Driver<P> {
 
     /// A core rejected `peer`'s input.
     fn penalize(&mut self, peer: PeerId, offence: Offence) {
+        let Some(peer) = to_libp2p(&peer) else {
+            metrics::counter!(m::OFFENCES, "offence" => offence.name()).increment(1);
+            return;
+        };
+        self.charge(peer, offence);
+    }
+
+    /// Counts `offence` and charges its strike points to `peer`.
+    fn charge(&mut self, peer: libp2p::PeerId, offence: Offence) {
         metrics::counter!(m::OFFENCES, "offence" => offence.name()).increment(1);
-        let Some(peer) = to_libp2p(&peer) else { return };
         tracing::debug!(%peer, offence = offence.name(), "offence");
         self.add_strikes(peer, offence.severity());
     }
@@ -617,6 +628,8 @@ impl<P: NetCore> Driver<P> {
         self.waiters.retain(|_, w| !w.tx.is_closed());
         metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
         metrics::gauge!(m::PENDING_TIMERS).set(self.timer_vals.len() as f64);
+        metrics::counter!(m::STREAMS_REFUSED, "reason" => "queue")
+            .absolute(self.swarm.behaviour().streams.refused());
         if !self.bootstrapped && self.connected.is_empty() {
             for addr in self.bootstrap.clone() {
                 let _ = self.swarm.dial(addr);
@@ -653,6 +666,10 @@ impl<P: NetCore> Driver<P> {
         let recorder = self.recorder.clone();
         metrics::with_local_recorder(&*recorder, || {
             self.traffic = Channel::ALL.into_iter().map(Traffic::register).collect();
+            // Shown from the start, so that "none refused" reads as 0 rather than absent.
+            for reason in ["queue", "per_peer"] {
+                metrics::counter!(m::STREAMS_REFUSED, "reason" => reason).absolute(0);
+            }
             self.with_core(|core, cx| core.handle_start(cx));
             for addr in self.bootstrap.clone() {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
@@ -678,14 +695,12 @@ impl<P: NetCore> Driver<P> {
                 Swarm(Box<SwarmEvent<BehaviourEvent>>),
                 Req(Option<Request<P>>),
                 Stream(StreamEvent),
-                Incoming(Channel, libp2p::PeerId, libp2p::Stream),
                 Wake,
                 Tick,
             }
             let input: In<P> = tokio::select! {
                 ev = self.swarm.select_next_some() => In::Swarm(Box::new(ev)),
                 Some(ev) = self.stream_rx.recv() => In::Stream(ev),
-                Some((ch, peer, s)) = self.incoming.recv() => In::Incoming(ch, peer, s),
                 req = self.requests.recv() => In::Req(req),
                 _ = sleep => In::Wake,
                 _ = tick.tick() => In::Tick,
@@ -709,10 +724,6 @@ impl<P: NetCore> Driver<P> {
                         }
                         // The frames' answers leave together.
                         self.end_inputs();
-                        None
-                    }
-                    In::Incoming(ch, peer, s) => {
-                        self.on_incoming(ch, peer, s);
                         None
                     }
                     In::Wake => None,
@@ -878,6 +889,9 @@ impl<P: NetCore> Driver<P> {
                     }
                 }
                 self.on_agent(peer_id, connection_id, info.agent_version);
+            }
+            BehaviourEvent::Streams(streams::Event::Inbound { peer, ch, stream }) => {
+                self.on_incoming(ch, peer, stream)
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,

@@ -87,15 +87,15 @@ impl Default for NetConfig {
     }
 }
 
-/// The libp2p behaviour of a node: limits, identify, ping and the generic streams that
-/// carry every core's channel.
+/// The libp2p behaviour of a node: limits, identify, ping and the streams that carry every
+/// core's channel.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     /// Long-lived streams, one protocol per [`Channel`](crate::wire::Channel).
-    pub(super) stream: libp2p_stream::Behaviour,
+    pub(super) streams: super::streams::Behaviour,
 }
 
 /// The identify agent string: the version and a nonce drawn at each start, by which peers
@@ -137,7 +137,7 @@ impl Behaviour {
                     .with_interval(IDENTIFY_INTERVAL),
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
-            stream: libp2p_stream::Behaviour::new(),
+            streams: super::streams::Behaviour::default(),
         }
     }
 }
