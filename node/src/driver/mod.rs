@@ -14,16 +14,23 @@
 //! - this module: the event loop ([`Driver`], crate-internal) and the [`NetCore`] contract
 //!   a core fulfils to be driven;
 //! - `transport`: transports, behaviours and connection settings ([`NetConfig`]);
-//! - `streams`: the writer, reader and acceptor tasks of the cores' long-lived streams —
-//!   the only part that runs beside the loop, talking to it through channels;
-//! - `limits`: strikes and bans ([`STRIKE_LIMIT`], [`BAN_DURATION`]);
-//! - `address_book`: where to dial the peers the cores name;
+//! - `streams`: the cores' long-lived streams — the stream behaviour that accepts and opens
+//!   them, and the writer and reader tasks, the only part that runs beside the loop,
+//!   talking to it through channels;
+//! - `gate`: the cap on connections per IP address ([`MAX_CONNECTIONS_PER_IP`]);
+//! - `rate`: per-peer token buckets per channel ([`rate_of`]);
+//! - `limits`: leaking strike points and time-limited bans ([`STRIKE_LIMIT`],
+//!   [`STRIKE_LEAK`], [`BAN_DURATION`]);
+//! - `address_book`: where to dial the peers the cores name, confirmed or claimed;
 //! - `handle`: [`DriverHandle`], how the API talks to the loop.
 //!
-//! A frame that fails to decode, exceeds its channel's limit or comes from a key type the
-//! cores cannot name is a strike against the sending peer; at [`STRIKE_LIMIT`] strikes the
-//! peer is disconnected and refused for [`BAN_DURATION`]. Nothing a peer sends can panic
-//! the task.
+//! **Hostile peers.** Every frame is checked in order: a banned sender's is dropped; one
+//! over its sender's rate is dropped (and charged as `Offence::Excess`, at most once per
+//! [`EXCESS_REPORT_INTERVAL`]); one that fails to decode, exceeds its channel's limit,
+//! stalls half-way or comes from a key type the cores cannot name is charged too; what a
+//! core rejects it reports as an `Output::Offence`, charged to the sender. Charges are strike
+//! points that leak away; at [`STRIKE_LIMIT`] the peer is disconnected and refused for
+//! [`BAN_DURATION`]. Nothing a peer sends can panic the task.
 //!
 //! **Connections.** Connections stay open while streams are in use and for the idle timeout
 //! after. A peer that restarted with the same identity is recognised by the boot nonce in
@@ -39,8 +46,10 @@
 #![allow(clippy::disallowed_methods)]
 
 mod address_book;
+mod gate;
 mod handle;
 mod limits;
+mod rate;
 mod streams;
 mod transport;
 
@@ -65,12 +74,16 @@ use crate::NodeError;
 use crate::metrics as m;
 use crate::wire::Channel;
 
-pub use address_book::{MAX_ADDRESS_BOOK, MAX_ADDRS_PER_PEER};
+pub use address_book::{MAX_ADDRESS_BOOK, MAX_ADDRS_PER_PEER, MAX_CLAIMED_PEERS};
+pub use gate::{MAX_CONNECTIONS_PER_IP, TooManyFromIp};
 pub(crate) use handle::Request;
 pub use handle::{
     DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo, REQUEST_CAPACITY, WAITER_CAPACITY,
 };
-pub use limits::{BAN_DURATION, MAX_BANNED, STRIKE_LIMIT};
+pub use limits::{BAN_DURATION, MAX_BANNED, MAX_STRIKE_RECORDS, STRIKE_LEAK, STRIKE_LIMIT};
+pub use rate::{
+    ChannelRate, DHT_RATE, EXCESS_REPORT_INTERVAL, FLOOD_RATE, GOSSIP_RATE, SWARM_RATE, rate_of,
+};
 pub use streams::{
     FRAME_READ_DEADLINE, INBOUND_QUEUE, MAX_INBOUND_STREAMS_PER_PEER, MAX_QUEUED_BYTES,
     MAX_QUEUED_FRAMES, OpenError, STREAM_EVENT_CAPACITY, STREAM_IDLE, WRITE_COALESCE_BYTES,
@@ -80,8 +93,9 @@ pub use transport::{
     QUIC_KEEP_ALIVE, QUIC_MAX_STREAMS, agent_version, from_libp2p, to_libp2p,
 };
 
-use address_book::AddressBook;
+use address_book::{AddressBook, Source};
 use limits::Strikes;
+use rate::{RateLimits, Verdict};
 use streams::{StreamEvent, Streams};
 use transport::{Behaviour, BehaviourEvent, boot_nonce, build_swarm, preferred_addrs, strip_p2p};
 
@@ -202,6 +216,7 @@ pub(crate) struct Driver<P: NetCore> {
     address_book: AddressBook,
     connected: BTreeMap<libp2p::PeerId, Connected>,
     strikes: Strikes,
+    rates: RateLimits,
     /// Frames waiting per peer and channel for a connection to that peer.
     pending: BTreeMap<(libp2p::PeerId, Channel), Pending>,
     /// The stream writer and reader tasks.
@@ -283,6 +298,7 @@ impl<P: NetCore> Driver<P> {
             address_book: AddressBook::default(),
             connected: BTreeMap::new(),
             strikes: Strikes::default(),
+            rates: RateLimits::default(),
             pending: BTreeMap::new(),
             streams,
             stream_rx,
@@ -374,7 +390,7 @@ impl<P: NetCore> Driver<P> {
     fn dispatch(&mut self, ev: P::Event) {
         for (peer, addr) in P::addresses_of(&ev) {
             if let (Some(p), Ok(a)) = (to_libp2p(&peer), addr.parse::<Multiaddr>()) {
-                self.remember(p, strip_p2p(&a));
+                self.remember(p, strip_p2p(&a), Source::Claimed);
             }
         }
         self.core.observe(&ev);
@@ -396,7 +412,7 @@ impl<P: NetCore> Driver<P> {
             return;
         }
         let Some(peer) = to_libp2p(&to) else { return };
-        if self.strikes.is_banned(&peer) {
+        if self.strikes.is_banned(&peer, std::time::Instant::now()) {
             return;
         }
         let ch = P::channel(&msg);
@@ -499,7 +515,7 @@ impl<P: NetCore> Driver<P> {
     }
 
     fn on_incoming(&mut self, ch: Channel, peer: libp2p::PeerId, stream: libp2p::Stream) {
-        if self.strikes.is_banned(&peer) {
+        if self.strikes.is_banned(&peer, std::time::Instant::now()) {
             return;
         }
         if !self.streams.accept(ch, peer, stream) {
@@ -510,8 +526,20 @@ impl<P: NetCore> Driver<P> {
     /// Hands one frame read from a stream to the core (its output is sent at the end of the
     /// turn, [`Self::end_inputs`]).
     fn on_frame(&mut self, peer: libp2p::PeerId, ch: Channel, frame: &[u8]) {
-        if self.strikes.is_banned(&peer) {
+        let now = std::time::Instant::now();
+        if self.strikes.is_banned(&peer, now) {
             return;
+        }
+        match self.rates.admit(peer, ch, frame.len(), now) {
+            Verdict::Admit => {}
+            Verdict::Drop { charge } => {
+                metrics::counter!(m::RATE_LIMITED, "protocol" => ch.name()).increment(1);
+                if charge {
+                    tracing::debug!(%peer, channel = ch.name(), "over the rate; frames dropped");
+                    self.charge(peer, Offence::Excess);
+                }
+                return;
+            }
         }
         let Some(from) = from_libp2p(&peer) else {
             self.strike(peer, ch, "not an Ed25519 peer");
@@ -530,13 +558,13 @@ impl<P: NetCore> Driver<P> {
         }
     }
 
-    fn remember(&mut self, peer: libp2p::PeerId, addr: Multiaddr) {
+    fn remember(&mut self, peer: libp2p::PeerId, addr: Multiaddr, source: Source) {
         if peer == self.local_libp2p {
             return;
         }
         let connected = &self.connected;
         self.address_book
-            .remember(peer, addr, |p| connected.contains_key(p));
+            .remember(peer, addr, source, |p| connected.contains_key(p));
     }
 
     fn strike(&mut self, peer: libp2p::PeerId, ch: Channel, why: &str) {
@@ -572,6 +600,7 @@ impl<P: NetCore> Driver<P> {
 
     fn status(&self) -> NetStatus {
         let local = self.local_libp2p;
+        let now = std::time::Instant::now();
         NetStatus {
             peer_id: local.to_string(),
             listen_addrs: self
@@ -587,7 +616,7 @@ impl<P: NetCore> Driver<P> {
                     addresses: c.conns.iter().map(|(_, a)| a.to_string()).collect(),
                     rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1e3),
                     agent: c.agent.clone(),
-                    strikes: self.strikes.of(p),
+                    strikes: self.strikes.of(p, now),
                 })
                 .collect(),
             uptime_secs: self.epoch.elapsed().as_secs_f64(),
@@ -630,6 +659,10 @@ impl<P: NetCore> Driver<P> {
         metrics::gauge!(m::PENDING_TIMERS).set(self.timer_vals.len() as f64);
         metrics::counter!(m::STREAMS_REFUSED, "reason" => "queue")
             .absolute(self.swarm.behaviour().streams.refused());
+        metrics::counter!(m::CONNECTIONS_DENIED, "reason" => "per_ip")
+            .absolute(self.swarm.behaviour().gate.denied());
+        let connected = &self.connected;
+        self.rates.retain(|p| connected.contains_key(p));
         if !self.bootstrapped && self.connected.is_empty() {
             for addr in self.bootstrap.clone() {
                 let _ = self.swarm.dial(addr);
@@ -669,6 +702,10 @@ impl<P: NetCore> Driver<P> {
             // Shown from the start, so that "none refused" reads as 0 rather than absent.
             for reason in ["queue", "per_peer"] {
                 metrics::counter!(m::STREAMS_REFUSED, "reason" => reason).absolute(0);
+            }
+            metrics::counter!(m::CONNECTIONS_DENIED, "reason" => "per_ip").absolute(0);
+            for ch in Channel::ALL {
+                metrics::counter!(m::RATE_LIMITED, "protocol" => ch.name()).absolute(0);
             }
             self.with_core(|core, cx| core.handle_start(cx));
             for addr in self.bootstrap.clone() {
@@ -798,13 +835,13 @@ impl<P: NetCore> Driver<P> {
                 endpoint,
                 ..
             } => {
-                if self.strikes.is_banned(&peer_id) {
+                if self.strikes.is_banned(&peer_id, std::time::Instant::now()) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
                 let remote = endpoint.get_remote_address().clone();
                 if endpoint.is_dialer() {
-                    self.remember(peer_id, strip_p2p(&remote));
+                    self.remember(peer_id, strip_p2p(&remote), Source::Confirmed);
                 }
                 let c = self.connected.entry(peer_id).or_default();
                 c.conns.push((connection_id, remote.clone()));
@@ -885,7 +922,7 @@ impl<P: NetCore> Driver<P> {
                         matches!(p, AddrProto::Ip4(ip) if ip.is_unspecified())
                             || matches!(p, AddrProto::Ip6(ip) if ip.is_unspecified())
                     }) {
-                        self.remember(peer_id, strip_p2p(&a));
+                        self.remember(peer_id, strip_p2p(&a), Source::Confirmed);
                     }
                 }
                 self.on_agent(peer_id, connection_id, info.agent_version);
