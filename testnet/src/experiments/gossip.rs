@@ -48,7 +48,7 @@ use peerlab_overlay::{Instant, PeerId};
 use serde::Serialize;
 
 use super::{ExperimentError, invalid};
-use crate::sim::{Latency, Sim, SimConfig};
+use peerlab_sim::{Latency, Sim, SimConfig};
 
 /// One round: the gossip period.
 pub const PERIOD: Duration = Duration::from_millis(200);
@@ -392,7 +392,7 @@ fn run_once(p: &Params, seed: u64) -> RunResult {
         sim.command(
             *o,
             Command::Publish {
-                request: i as u64,
+                req: i as u64,
                 key: key(i),
                 value: vec![0xAB; 16],
             },
