@@ -11,7 +11,7 @@
 //!
 //! # Layout
 //!
-//! - this module: the event loop ([`Driver`], crate-internal) and the [`NetCore`] contract
+//! - this module: the event loop (`Driver`, crate-internal) and the [`NetCore`] contract
 //!   a core fulfils to be driven;
 //! - `transport`: transports, behaviours and connection settings ([`NetConfig`]);
 //! - `streams`: the cores' long-lived streams — the stream behaviour that accepts and opens
