@@ -78,27 +78,34 @@
 //!
 //! # Layout
 //!
-//! - [`message`]: the wire messages.
-//! - [`ring`]: finger tables, closest-preceding selection, the ideal ring.
-//! - [`store`]: the versioned store and provider sets.
-//! - [`Dht`] (in `core`): the state machine.
+//! - `message`: the wire messages ([`Message`], [`Record`], [`Version`], [`NodeRef`], …)
+//!   and their bounds.
+//! - `ring`: finger tables, closest-preceding selection, the ideal ring ([`IdealRing`]).
+//! - `store`: the versioned store and provider sets ([`Store`]).
+//! - `core`: the state machine [`Dht`], in rooms named after Chord's vocabulary —
+//!   `lookup` (the iterative lookup as a pure state machine), `routing`, `join`,
+//!   `stabilize`, `fingers`, `backoff` (adaptive maintenance), `ops` (client storage
+//!   operations), `repair` (replication and hand-off), `serve` (answering requests) and
+//!   `pending` (requests in flight, answers and timeouts).
 
 mod core;
-pub mod message;
-pub mod ring;
-pub mod store;
+mod message;
+mod ring;
+mod store;
 #[cfg(test)]
 mod tests;
 
 use std::time::Duration;
 
 pub use crate::core::{Counters, Dht, Timer, VnodeView};
-pub use message::{Message, NodeRef, ProviderEntry, Record, Reject, Step, Version};
-pub use peerlab_overlay::{Id, PeerId};
-pub use ring::IdealRing;
-
-/// Largest successor list a node keeps (see [`message::MAX_SUCCESSORS`]).
-pub const MAX_SUCCESSORS: usize = message::MAX_SUCCESSORS;
+pub use message::{
+    MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FINGER_ENTRIES, MAX_HINT_FORWARDS,
+    MAX_PROVIDERS_PER_MESSAGE, MAX_STEP_CANDIDATES, MAX_SUCCESSORS, Message, NodeRef,
+    ProviderEntry, Record, Reject, Step, Version,
+};
+pub use peerlab_overlay::{ConfigError, Id, PeerId};
+pub use ring::{Fingers, IdealRing, IdealView};
+pub use store::{Applied, PROVIDER_OVERHEAD, RECORD_OVERHEAD, Store};
 
 /// DHT configuration. Defaults follow the Chord ToN experiments where they give one.
 #[derive(Clone, Debug, PartialEq)]
@@ -198,34 +205,39 @@ impl Config {
     /// Checks the configuration.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] naming the offending field.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: &str| Err(Error::InvalidConfig(m.to_string()));
+    /// A [`ConfigError`] naming the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.vnodes == 0 {
-            return bad("vnodes must be at least 1");
+            return ConfigError::err("vnodes", "must be at least 1");
         }
         if self.successors == 0 || self.successors > MAX_SUCCESSORS {
-            return bad("successors must be in 1..=32");
+            return ConfigError::err("successors", format!("must be in 1..={MAX_SUCCESSORS}"));
         }
         if self.replicas == 0 || self.replicas > self.successors + 1 {
-            return bad("replicas must be in 1..=successors+1");
+            return ConfigError::err("replicas", "must be in 1..=successors+1");
         }
         if !(0.0..1.0).contains(&self.jitter) {
-            return bad("jitter must be in [0, 1)");
+            return ConfigError::err("jitter", "must be in [0, 1)");
         }
-        if self.request_timeout.is_zero()
-            || self.stabilize_period.is_zero()
-            || self.fix_fingers_period.is_zero()
-            || self.check_predecessor_period.is_zero()
-            || self.repair_period.is_zero()
-        {
-            return bad("periods and timeouts must be positive");
+        for (field, d) in [
+            ("request_timeout", self.request_timeout),
+            ("stabilize_period", self.stabilize_period),
+            ("fix_fingers_period", self.fix_fingers_period),
+            ("check_predecessor_period", self.check_predecessor_period),
+            ("repair_period", self.repair_period),
+        ] {
+            if d.is_zero() {
+                return ConfigError::err(field, "must be positive");
+            }
         }
         if self.max_backoff == 0 || self.max_backoff > MAX_BACKOFF {
-            return bad("max_backoff must be in 1..=64");
+            return ConfigError::err("max_backoff", format!("must be in 1..={MAX_BACKOFF}"));
         }
-        if self.max_concurrent_lookups == 0 || self.max_providers_per_key == 0 {
-            return bad("limits must be positive");
+        if self.max_concurrent_lookups == 0 {
+            return ConfigError::err("max_concurrent_lookups", "must be positive");
+        }
+        if self.max_providers_per_key == 0 {
+            return ConfigError::err("max_providers_per_key", "must be positive");
         }
         Ok(())
     }
@@ -372,9 +384,9 @@ pub enum Event {
 /// DHT errors. None of them changes stored data unless stated.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The configuration is inconsistent.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    /// The configuration is inconsistent; nothing was built.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The command needs a joined node.
     #[error("not joined to a ring")]
     NotJoined,

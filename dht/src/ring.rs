@@ -14,10 +14,10 @@ use peerlab_overlay::id::ID_BITS;
 use crate::message::NodeRef;
 
 /// Number of fingers per virtual node (one per bit of the identifier).
-pub const FINGERS: usize = ID_BITS;
+pub(crate) const FINGERS: usize = ID_BITS;
 
 /// Bit length of `d` read as an unsigned 160-bit integer (0 for 0).
-pub fn bit_len(d: &Id) -> usize {
+pub(crate) fn bit_len(d: &Id) -> usize {
     for (i, &b) in d.0.iter().enumerate() {
         if b != 0 {
             return (d.0.len() - i) * 8 - b.leading_zeros() as usize;
@@ -28,7 +28,7 @@ pub fn bit_len(d: &Id) -> usize {
 
 /// The lowest finger index *not* determined by a successor list reaching `last`:
 /// `n + 2^i ∈ (n, last]` exactly when `2^i ≤ distance(n, last)`.
-pub fn first_uncovered(n: &Id, last: &Id) -> usize {
+pub(crate) fn first_uncovered(n: &Id, last: &Id) -> usize {
     if n == last {
         return 0;
     }
@@ -36,7 +36,7 @@ pub fn first_uncovered(n: &Id, last: &Id) -> usize {
 }
 
 /// `successor(start)` among `succs` (the successor list of `n`), if the list reaches it.
-pub fn successor_in_list(n: &Id, succs: &[NodeRef], start: &Id) -> Option<NodeRef> {
+pub(crate) fn successor_in_list(n: &Id, succs: &[NodeRef], start: &Id) -> Option<NodeRef> {
     let mut prev = *n;
     for s in succs {
         if start.in_half_open(&prev, &s.id) {
@@ -69,7 +69,7 @@ impl Fingers {
     }
 
     /// Sets fingers `lo..hi` to `node`. Out-of-range bounds are clamped.
-    pub fn set_range(&mut self, lo: usize, hi: usize, node: NodeRef) {
+    pub(crate) fn set_range(&mut self, lo: usize, hi: usize, node: NodeRef) {
         let hi = hi.min(FINGERS);
         if lo >= hi {
             return;
@@ -83,7 +83,7 @@ impl Fingers {
 
     /// Drops every run pointing at a node for which `dead` holds; its indices fall back to
     /// the run below.
-    pub fn remove_where(&mut self, dead: impl Fn(&NodeRef) -> bool) {
+    pub(crate) fn remove_where(&mut self, dead: impl Fn(&NodeRef) -> bool) {
         if self.runs.iter().any(|(_, n)| dead(n)) {
             self.runs.retain(|(_, n)| !dead(n));
             let full: Vec<Option<NodeRef>> = (0..FINGERS).map(|i| self.get(i)).collect();
@@ -92,7 +92,7 @@ impl Fingers {
     }
 
     /// Drops the runs for indices below `lo` (a successor list now determines them).
-    pub fn remove_below(&mut self, lo: usize) {
+    pub(crate) fn remove_below(&mut self, lo: usize) {
         let full: Vec<Option<NodeRef>> = (0..FINGERS)
             .map(|i| if i < lo { None } else { self.get(i) })
             .collect();
@@ -100,7 +100,7 @@ impl Fingers {
     }
 
     /// Replaces the table with runs received from a peer, ignoring out-of-range indices.
-    pub fn install(&mut self, runs: &[(u16, NodeRef)], from: usize) {
+    pub(crate) fn install(&mut self, runs: &[(u16, NodeRef)], from: usize) {
         for w in 0..runs.len() {
             let (lo, node) = runs[w];
             let hi = runs.get(w + 1).map_or(FINGERS, |r| r.0 as usize);
@@ -130,14 +130,14 @@ impl Fingers {
 
 /// Clockwise distance from `from` to `key` with distance 0 read as the whole ring, so a
 /// node *at* the key is the farthest predecessor, not the closest.
-pub fn preceding_distance(from: &Id, key: &Id) -> Id {
+pub(crate) fn preceding_distance(from: &Id, key: &Id) -> Id {
     let d = from.distance_to(key);
     if d.is_zero() { Id::MAX } else { d }
 }
 
 /// Among `candidates`, those strictly inside `(after, key)`, ordered closest-preceding
 /// first (smallest distance to `key`), without duplicates, at most `max`.
-pub fn closest_preceding<'a>(
+pub(crate) fn closest_preceding<'a>(
     after: &Id,
     key: &Id,
     candidates: impl Iterator<Item = &'a NodeRef>,

@@ -1,0 +1,125 @@
+//! Adaptive maintenance: when a periodic task does its work.
+//!
+//! Every periodic task (stabilize, fix-fingers, check-predecessor, repair) keeps its timer
+//! at its configured period, but does its work only every `level` periods. After a round in
+//! which the ring around this peer did not change, `level` doubles up to
+//! [`Config::max_backoff`](crate::Config::max_backoff); any change (a change counter moved)
+//! or a virtual node still joining brings it back to 1. This is the adaptive stabilization
+//! of Ghinita & Teo ("An Adaptive Stabilization Framework for Distributed Hash Tables",
+//! IPDPS 2006): a ring at rest costs `max_backoff` times fewer maintenance messages, a ring
+//! under change is repaired at full speed. Only the timing changes; stabilization itself
+//! stays Chord's. With `max_backoff` 1 every tick does its work.
+
+/// The periodic maintenance tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Task {
+    /// Stabilize (and restarting joins).
+    Stabilize = 0,
+    /// Fix-fingers.
+    FixFingers = 1,
+    /// Check-predecessor.
+    CheckPredecessor = 2,
+    /// Replica repair and hand-back.
+    Repair = 3,
+}
+
+/// When one task next does its work.
+#[derive(Clone, Copy, Debug)]
+struct Backoff {
+    /// Periods between two rounds of work now: 1 after a change, doubled after each quiet
+    /// round up to the maximum.
+    level: u32,
+    /// Periods since the last round of work.
+    ticks: u32,
+    /// The change counter the last round of work saw.
+    epoch: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            level: 1,
+            ticks: 0,
+            epoch: u64::MAX,
+        }
+    }
+}
+
+/// The backoff state of every periodic task.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Schedule {
+    tasks: [Backoff; 4],
+}
+
+impl Schedule {
+    /// Called on every tick of `task`: whether it does its work on this one. `epoch` is the
+    /// change counter the task watches, `joining` whether a virtual node is out of the
+    /// ring, `max` the largest level (at least 1).
+    pub(crate) fn due(&mut self, task: Task, epoch: u64, joining: bool, max: u32) -> bool {
+        let max = max.max(1);
+        let b = &mut self.tasks[task as usize];
+        b.ticks = b.ticks.saturating_add(1);
+        if epoch != b.epoch || joining {
+            b.level = 1;
+        }
+        if b.ticks < b.level {
+            return false;
+        }
+        // A round of work: the next one comes sooner if something changed since the last.
+        b.level = if epoch == b.epoch && !joining {
+            b.level.saturating_mul(2).min(max)
+        } else {
+            1
+        };
+        b.epoch = epoch;
+        b.ticks = 0;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(s: &mut Schedule, epochs: &[u64], max: u32) -> String {
+        epochs
+            .iter()
+            .map(|e| {
+                if s.due(Task::Stabilize, *e, false, max) {
+                    'x'
+                } else {
+                    '.'
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quiet_rounds_back_off_exponentially_up_to_the_maximum() {
+        let mut s = Schedule::default();
+        // First tick always works (unknown epoch), then 1, 2, 4, 8, 8 periods apart.
+        assert_eq!(pattern(&mut s, &[0; 24], 8), "xx.x...x.......x.......x");
+    }
+
+    #[test]
+    fn a_change_brings_the_period_back_at_once() {
+        let mut s = Schedule::default();
+        assert_eq!(pattern(&mut s, &[0; 8], 8), "xx.x...x");
+        // The change is seen on the very next tick, though the quiet schedule said wait.
+        assert_eq!(pattern(&mut s, &[1, 1, 1, 1], 8), "xx.x");
+    }
+
+    #[test]
+    fn joining_or_max_one_never_backs_off() {
+        let mut s = Schedule::default();
+        for _ in 0..10 {
+            assert!(s.due(Task::Repair, 0, true, 64));
+        }
+        let mut s = Schedule::default();
+        assert_eq!(pattern(&mut s, &[0; 10], 1), "xxxxxxxxxx");
+        // Tasks are independent.
+        let mut s = Schedule::default();
+        assert_eq!(pattern(&mut s, &[0; 4], 4), "xx.x");
+        assert!(s.due(Task::Repair, 0, false, 4), "first repair tick works");
+    }
+}

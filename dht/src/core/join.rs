@@ -1,0 +1,357 @@
+//! Joining, rejoining and leaving the ring (Zave's corrected protocol).
+//!
+//! **Join** looks up the new virtual node's own id to find its successor, checks that
+//! successor is alive by fetching its state, and copies its successor list; the
+//! predecessor starts unknown (Zave, *Reasoning about identifier spaces: how to make Chord
+//! correct*, IEEE TSE 2017). The first virtual node of a peer joins through a bootstrap
+//! peer; the others join through it (a free first hop). A virtual node whose successors all
+//! died rejoins; a peer cut off from every ring for [`LONE_RING_ROUNDS`] starts one of its
+//! own and merges it back into any ring a fallback peer knows.
+//!
+//! **Leave** is graceful: the leaving virtual node tells its predecessor and successor
+//! (`Leaving`, with its last view, so they patch their pointers) and hands its whole range
+//! to its successor, the new owner.
+
+use peerlab_overlay::{Cx, Id, PeerId};
+
+use super::pending::Pending;
+use super::routing::Purpose;
+use super::{Dht, MAX_INTERNAL_LOOKUPS, Phase, VNode};
+use crate::message::{Message, NodeRef};
+use crate::ring::{FINGERS, Fingers, IdealRing, first_uncovered};
+use crate::{Error, Reply};
+
+/// Attempts to join one virtual node before the join fails.
+const MAX_JOIN_ATTEMPTS: u32 = 6;
+
+/// Most bootstrap (fallback) peers kept for joins and rejoins.
+pub(super) const MAX_FALLBACK_PEERS: usize = 64;
+
+/// Stabilize rounds a joined peer may spend with no virtual node in the ring before it
+/// starts a ring of its own (see [`Dht::join_stragglers`]). When every peer of a small
+/// ring dropped every other at once (all requests timed out during a load spike) each
+/// rejoins through peers that are out of the ring too, and without this nobody would ever
+/// be in a ring again. Ten rounds let a rejoin through a live ring succeed first (it takes
+/// one lookup), so a peer only cut off for a moment goes back into the one ring.
+pub(super) const LONE_RING_ROUNDS: u32 = 10;
+
+impl Dht {
+    pub(super) fn create_ring(&mut self) {
+        self.ring_epoch += 1;
+        let me = self.me;
+        let refs: Vec<NodeRef> = self
+            .vnodes
+            .iter()
+            .map(|v| NodeRef { id: v.id, peer: me })
+            .collect();
+        let ring = IdealRing::new(refs);
+        let r = self.cfg.successors;
+        for (i, v) in self.vnodes.iter_mut().enumerate() {
+            let view = ring.view(i, r);
+            v.pred = Some(view.pred);
+            v.succs = view.succs;
+            v.fingers = view.fingers;
+            v.joined = true;
+        }
+    }
+
+    pub(super) fn retry_join(&mut self, cx: &mut Cx<'_, Self>, vnode: Id) {
+        let Some(vi) = self.vidx(&vnode) else { return };
+        if self.phase == Phase::Left || self.phase == Phase::Idle {
+            return;
+        }
+        self.vnodes[vi].join_attempts += 1;
+        if self.vnodes[vi].join_attempts < MAX_JOIN_ATTEMPTS {
+            self.start_lookup(cx, vnode, Purpose::Join { vnode });
+            return;
+        }
+        self.vnodes[vi].join_attempts = 0;
+        if let Phase::Joining { req } = self.phase
+            && !self.vnodes.iter().any(|v| v.joined)
+        {
+            self.phase = Phase::Idle;
+            self.generation += 1;
+            self.emit(
+                cx,
+                req,
+                Err(Error::JoinFailed(
+                    "no bootstrap peer led to a live successor".into(),
+                )),
+            );
+        }
+        // Otherwise the stabilize tick tries again later (see `join_stragglers`).
+    }
+
+    /// Restarts joins of virtual nodes that are out of the ring with no join under way.
+    pub(super) fn join_stragglers(&mut self, cx: &mut Cx<'_, Self>) {
+        if self.phase == Phase::Joined && !self.vnodes.iter().any(|v| v.joined) {
+            self.orphan_rounds += 1;
+            if self.orphan_rounds >= LONE_RING_ROUNDS {
+                // Every rejoin went through peers out of the ring for many rounds: the
+                // ring is gone (or out of reach). Be a ring of our own; `merge_lone_ring`
+                // brings it into any other ring a fallback peer knows.
+                self.orphan_rounds = 0;
+                self.create_ring();
+                return;
+            }
+        } else {
+            self.orphan_rounds = 0;
+        }
+        let idle: Vec<Id> = self
+            .vnodes
+            .iter()
+            .filter(|v| !v.joined)
+            .map(|v| v.id)
+            .filter(|id| !self.joining_vnode(*id))
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        if !self.vnodes.iter().any(|v| v.joined) && self.bootstrap.is_empty() {
+            // Alone with nobody to ask: be a ring of our own until someone joins us.
+            self.create_ring();
+            return;
+        }
+        for id in idle {
+            self.start_lookup(cx, id, Purpose::Join { vnode: id });
+        }
+    }
+
+    /// A peer whose virtual nodes are each other's only successors (a ring of its own: it
+    /// created the ring and nobody joined yet, or it started one after losing the ring, see
+    /// [`LONE_RING_ROUNDS`]) looks the successor of each vnode up through its fallback
+    /// peers every stabilize round. An answer from another ring is checked like any
+    /// successor hint and adopted, and stabilization then merges the two rings; an answer
+    /// from a peer out of any ring fails and changes nothing.
+    pub(super) fn merge_lone_ring(&mut self, cx: &mut Cx<'_, Self>) {
+        if self.phase != Phase::Joined || self.bootstrap.is_empty() {
+            return;
+        }
+        let me = self.me;
+        let lone = self
+            .vnodes
+            .iter()
+            .all(|v| v.joined && v.succs.iter().all(|s| s.peer == me));
+        if !lone {
+            return;
+        }
+        for vi in 0..self.vnodes.len() {
+            if self.lookups.len() >= MAX_INTERNAL_LOOKUPS {
+                break;
+            }
+            let v = &mut self.vnodes[vi];
+            if v.resyncing {
+                continue;
+            }
+            v.resyncing = true;
+            let vnode = v.id;
+            self.start_lookup(cx, vnode.add_pow2(0), Purpose::Resync { vnode });
+        }
+    }
+
+    /// Keeps up to [`MAX_FALLBACK_PEERS`] of `peers` (not this node) to join through.
+    pub(super) fn set_bootstrap(&mut self, peers: Vec<PeerId>) {
+        let me = self.me;
+        self.bootstrap = peers
+            .into_iter()
+            .filter(|p| *p != me)
+            .take(MAX_FALLBACK_PEERS)
+            .collect();
+    }
+
+    pub(super) fn rejoin_vnode(&mut self, cx: &mut Cx<'_, Self>, vnode: Id) {
+        let Some(vi) = self.vidx(&vnode) else { return };
+        self.ring_epoch += 1;
+        let v = &mut self.vnodes[vi];
+        v.joined = false;
+        v.succs.clear();
+        v.pred = None;
+        v.fingers = Fingers::default();
+        if !self.vnodes.iter().any(|v| v.joined) && self.bootstrap.is_empty() {
+            self.create_ring();
+            return;
+        }
+        self.start_lookup(cx, vnode, Purpose::Join { vnode });
+    }
+
+    pub(super) fn on_join_state(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        vnode: Id,
+        succ: NodeRef,
+        list: Vec<NodeRef>,
+    ) {
+        let Some(vi) = self.vidx(&vnode) else { return };
+        if !matches!(self.phase, Phase::Joining { .. } | Phase::Joined) {
+            // A late answer to a join that already failed (or a peer that left).
+            return;
+        }
+        self.adopt(vi, succ, &list);
+        // `adopt` drops this vnode's own entry, so the head is the true successor.
+        let succ = self.vnodes[vi].succs[0];
+        if succ.id == vnode {
+            // Nothing but ourselves: the answer carried no live successor.
+            self.vnodes[vi].succs.clear();
+            self.retry_join(cx, vnode);
+            return;
+        }
+        self.ring_epoch += 1;
+        let v = &mut self.vnodes[vi];
+        v.joined = true;
+        v.join_attempts = 0;
+        let last = v.succs.last().map_or(v.id, |s| s.id);
+        let from = first_uncovered(&v.id, &last);
+        self.tell(
+            cx,
+            succ.peer,
+            Message::Notify {
+                vnode: succ.id,
+                from: self.me_at(vnode),
+            },
+        );
+        if from < FINGERS && succ.peer != self.me {
+            let req = self.fresh();
+            let msg = Message::GetFingers {
+                req,
+                vnode: succ.id,
+                from_index: from as u16,
+            };
+            self.request(cx, succ.peer, req, msg, Pending::Fingers { vnode, from });
+        }
+        if let Phase::Joining { req } = self.phase {
+            if self.vnodes.iter().all(|v| v.joined) {
+                self.phase = Phase::Joined;
+                self.emit(cx, req, Ok(Reply::Joined));
+            } else if self.vnodes.iter().filter(|v| v.joined).count() == 1 {
+                // The first virtual node is in: the others join through it (free first hop).
+                let rest: Vec<Id> = self
+                    .vnodes
+                    .iter()
+                    .filter(|v| !v.joined)
+                    .map(|v| v.id)
+                    .collect();
+                for id in rest {
+                    self.start_lookup(cx, id, Purpose::Join { vnode: id });
+                }
+            }
+        }
+    }
+
+    /// Sets `succ` followed by `list` as the successor list of vnode `vi`.
+    pub(super) fn adopt(&mut self, vi: usize, succ: NodeRef, list: &[NodeRef]) {
+        let r = self.cfg.successors;
+        let v = &mut self.vnodes[vi];
+        let mut out: Vec<NodeRef> = Vec::with_capacity(r);
+        for n in std::iter::once(&succ).chain(list.iter()) {
+            if out.len() >= r {
+                break;
+            }
+            if n.id == v.id {
+                if out.is_empty() {
+                    // Our own stale entry at the head (a restart): skip it.
+                    continue;
+                }
+                // The list has gone once round the ring: what follows is a second lap,
+                // and a departed node there would circulate from list to list for ever
+                // in a ring smaller than the list (nobody ever contacts a list's tail).
+                break;
+            }
+            if !out.iter().any(|o| o.id == n.id) {
+                out.push(*n);
+            }
+        }
+        if out.is_empty() {
+            out.push(NodeRef {
+                id: v.id,
+                peer: self.me,
+            });
+        }
+        // Only a new first successor counts as a change for adaptive maintenance: the
+        // rest of the list follows it one stabilize round at a time anyway, and counting
+        // every far entry would keep whole arcs of a growing ring at the fast period.
+        let changed = v.succs.first() != out.first();
+        v.succs = out;
+        // Fingers the successor list now determines need not be stored.
+        let last = v.succs.last().map_or(v.id, |s| s.id);
+        let lo = first_uncovered(&v.id, &last);
+        if v.fingers
+            .runs()
+            .first()
+            .is_some_and(|(i, _)| (*i as usize) < lo)
+        {
+            v.fingers.remove_below(lo);
+        }
+        if changed {
+            self.ring_epoch += 1;
+        }
+    }
+
+    pub(super) fn leave(&mut self, cx: &mut Cx<'_, Self>, req: u64) {
+        let me = self.me;
+        let views: Vec<VNode> = self.vnodes.iter().filter(|v| v.joined).cloned().collect();
+        for v in &views {
+            let node = NodeRef { id: v.id, peer: me };
+            let succs: Vec<NodeRef> = v.succs.iter().filter(|s| s.peer != me).copied().collect();
+            let pred = v.pred.filter(|p| p.peer != me);
+            if let Some(p) = pred {
+                let msg = Message::Leaving {
+                    vnode: p.id,
+                    leaving: node,
+                    pred,
+                    succs: succs.clone(),
+                };
+                cx.send(p.peer, msg);
+            }
+            if let Some(s) = succs.first() {
+                let msg = Message::Leaving {
+                    vnode: s.id,
+                    leaving: node,
+                    pred,
+                    succs: succs.clone(),
+                };
+                cx.send(s.peer, msg);
+                // Hand the whole range over; the successor becomes its owner.
+                let from = v.pred.map_or(v.id, |p| p.id);
+                let keys = self.store.keys_in(&from, &v.id);
+                self.push_records(cx, s.peer, &keys);
+                let pkeys = self.store.provider_keys_in(&from, &v.id);
+                self.push_providers(cx, s.peer, &pkeys, cx.now());
+            }
+        }
+        self.phase = Phase::Left;
+        self.generation += 1;
+        for v in &mut self.vnodes {
+            v.joined = false;
+        }
+        self.abort_lookups(cx, &Error::Leaving);
+        self.emit(cx, req, Ok(Reply::Left));
+    }
+
+    pub(super) fn on_leaving(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        vnode: Id,
+        leaving: NodeRef,
+        succs: Vec<NodeRef>,
+    ) {
+        let Some(vi) = self.vidx(&vnode) else { return };
+        let v = &mut self.vnodes[vi];
+        if v.pred == Some(leaving) {
+            // Rectify: the predecessor's predecessor will notify us once it stabilizes.
+            v.pred = None;
+        }
+        if let Some(pos) = v.succs.iter().position(|s| *s == leaving) {
+            let mut list: Vec<NodeRef> = v.succs[..pos].to_vec();
+            list.extend(succs.iter().copied());
+            list.extend(v.succs[pos + 1..].iter().copied());
+            if let Some((&first, rest)) = list.split_first() {
+                self.adopt(vi, first, rest);
+            }
+            // The hand-over came from the leaver; check the new successor at once.
+            if pos == 0 {
+                self.stabilize_vnode(cx, vnode);
+            }
+        }
+        self.forget_vnode(cx, leaving);
+    }
+}

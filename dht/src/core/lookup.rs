@@ -1,0 +1,481 @@
+//! The iterative lookup, as a pure state machine.
+//!
+//! A lookup walks the ring towards the key's owner by asking one peer at a time: the closest
+//! preceding node it knows answers either "the owner is my successor" ([`Step::Done`]) or
+//! with a few nodes closer to the key ([`Step::Next`]); those join the candidate list and
+//! the best untried candidate is asked next (Stoica et al., *Chord*, §4.3, iterative style;
+//! the shape follows rust-libp2p kad's `ClosestPeersIter`). The machine decides whom to ask
+//! and when it is over; the [`Dht`](super::Dht) sends the requests, times them out and feeds
+//! the answers back:
+//!
+//! - [`Lookup::next`] → [`Next::Ask`] (send a `FindStep` to this peer), [`Next::Waiting`]
+//!   (the step is in flight) or [`Next::Finished`];
+//! - [`Lookup::on_success`] with the answer of the peer asked;
+//! - [`Lookup::on_failure`] when it timed out or refused.
+//!
+//! One step is in flight at a time (α = 1, as in Chord): a lookup costs one message per hop.
+//! Time does not enter the machine: request timeouts are the core's own timers, which turn
+//! into [`Lookup::on_failure`].
+//!
+//! Rules that keep a lookup bounded and making progress:
+//! - a candidate is accepted only if it is strictly closer to the key than the node that
+//!   named it (so a lying or stale peer cannot send the lookup backwards or in circles),
+//!   and never this peer itself nor a node already asked;
+//! - at most [`MAX_LOOKUP_CANDIDATES`] candidates are kept, best first;
+//! - the lookup fails after [`MAX_LOOKUP_HOPS`] requests or when more than `retries`
+//!   requests failed;
+//! - a lookup whose every path died ("stranded": no candidate, no bootstrap peer left, at
+//!   least one failure) starts once more from this peer's own routing step, since the dead
+//!   peer has been evicted from the tables by then; nodes already asked may be asked again.
+
+use peerlab_overlay::{Id, PeerId};
+
+use crate::message::{MAX_STEP_CANDIDATES, NodeRef, Step};
+use crate::ring::preceding_distance;
+
+/// Candidates a lookup remembers (best first). Enough to route around several dead hops.
+pub(crate) const MAX_LOOKUP_CANDIDATES: usize = 16;
+
+/// Hops after which a lookup gives up: far above `log2` of any ring we simulate, so only a
+/// routing loop (or a lying peer) reaches it.
+pub(crate) const MAX_LOOKUP_HOPS: u32 = 64;
+
+/// What a lookup wants done next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Ask `peer` for a routing step; `node` is the virtual node addressed (`None` for a
+    /// bootstrap peer, whose ring position is not known yet).
+    Ask {
+        /// The peer to send the `FindStep` to.
+        peer: PeerId,
+        /// The virtual node asked, if known.
+        node: Option<NodeRef>,
+    },
+    /// A step is in flight; wait for its answer or its failure.
+    Waiting,
+    /// The lookup is over.
+    Finished(Result<Found, Failed>),
+}
+
+/// A lookup's result: the key lies in `(pred, owner]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// The virtual node preceding the key (the one that answered last).
+    pub(crate) pred: NodeRef,
+    /// The key's owner.
+    pub(crate) owner: NodeRef,
+    /// Path length: requests to other peers, plus the final step to the owner unless the
+    /// owner runs on this peer or on the peer that answered last (see the crate docs).
+    pub(crate) hops: u32,
+}
+
+/// A lookup that ran out of candidates, retries or hops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Failed {
+    /// Requests sent.
+    pub(crate) hops: u32,
+    /// Requests that failed.
+    pub(crate) timeouts: u32,
+}
+
+#[derive(Clone, Debug)]
+enum State {
+    /// Ready to ask the next candidate.
+    Ready,
+    /// A step to `asked` is in flight.
+    Waiting { asked: Option<NodeRef> },
+    /// The owner is known.
+    Done { pred: NodeRef, owner: NodeRef },
+}
+
+/// One iterative lookup of a ring id.
+#[derive(Clone, Debug)]
+pub(crate) struct Lookup {
+    key: Id,
+    me: PeerId,
+    retries: u32,
+    cands: Vec<NodeRef>,
+    bootstrap: Vec<PeerId>,
+    tried: Vec<Id>,
+    hops: u32,
+    timeouts: u32,
+    /// The peer that answered the last step (the key's predecessor once done).
+    last: Option<PeerId>,
+    state: State,
+}
+
+impl Lookup {
+    /// A lookup of `key` by peer `me` that tolerates `retries` failed requests. With
+    /// `bootstrap` peers it asks them (last first) once its candidates run out; a lookup
+    /// from inside the ring starts with [`Lookup::start_local`] instead.
+    pub(crate) fn new(key: Id, me: PeerId, retries: u32, bootstrap: Vec<PeerId>) -> Lookup {
+        Lookup {
+            key,
+            me,
+            retries,
+            cands: Vec::new(),
+            bootstrap,
+            tried: Vec::new(),
+            hops: 0,
+            timeouts: 0,
+            last: None,
+            state: State::Ready,
+        }
+    }
+
+    /// The id looked up.
+    pub(crate) fn key(&self) -> Id {
+        self.key
+    }
+
+    /// Seeds the lookup with this peer's own routing step (free: no message).
+    pub(crate) fn start_local(&mut self, step: Option<Step>) {
+        match step {
+            Some(Step::Done { pred, owner }) => self.state = State::Done { pred, owner },
+            Some(Step::Next { candidates }) => self.merge(candidates, None),
+            None => {}
+        }
+    }
+
+    /// What to do next. `restart` is this peer's own routing step for the key, asked only
+    /// when the lookup is stranded (`None` when this peer is out of the ring).
+    pub(crate) fn next(&mut self, restart: impl FnOnce(&Id) -> Option<Step>) -> Next {
+        match self.state {
+            State::Waiting { .. } => return Next::Waiting,
+            State::Done { pred, owner } => return Next::Finished(Ok(self.found(pred, owner))),
+            State::Ready => {}
+        }
+        if self.hops >= MAX_LOOKUP_HOPS || self.timeouts > self.retries {
+            return Next::Finished(Err(self.failed()));
+        }
+        let stranded = self.cands.is_empty() && self.bootstrap.is_empty() && self.timeouts > 0;
+        if stranded && let Some(step) = restart(&self.key) {
+            self.tried.clear();
+            match step {
+                Step::Done { pred, owner } => {
+                    self.state = State::Done { pred, owner };
+                    return Next::Finished(Ok(self.found(pred, owner)));
+                }
+                Step::Next { candidates } => self.merge(candidates, None),
+            }
+        }
+        let (peer, node) = if !self.cands.is_empty() {
+            let c = self.cands.remove(0);
+            self.tried.push(c.id);
+            (c.peer, Some(c))
+        } else if let Some(b) = self.bootstrap.pop() {
+            (b, None)
+        } else {
+            return Next::Finished(Err(self.failed()));
+        };
+        self.hops += 1;
+        self.state = State::Waiting { asked: node };
+        Next::Ask { peer, node }
+    }
+
+    /// The peer asked answered `step`. Returns whether the answer broke a protocol bound
+    /// (too many candidates: the surplus is ignored).
+    pub(crate) fn on_success(&mut self, from: PeerId, step: Step) -> bool {
+        let State::Waiting { asked } = self.state else {
+            return false;
+        };
+        self.last = Some(from);
+        match step {
+            Step::Done { pred, owner } => {
+                self.state = State::Done { pred, owner };
+                false
+            }
+            Step::Next { candidates } => {
+                self.state = State::Ready;
+                let malformed = candidates.len() > MAX_STEP_CANDIDATES;
+                let c: Vec<NodeRef> = candidates.into_iter().take(MAX_STEP_CANDIDATES).collect();
+                self.merge(c, asked.map(|a| a.id));
+                malformed
+            }
+        }
+    }
+
+    /// The peer asked did not answer in time, or refused.
+    pub(crate) fn on_failure(&mut self) {
+        if matches!(self.state, State::Waiting { .. }) {
+            self.state = State::Ready;
+        }
+        self.timeouts += 1;
+    }
+
+    /// Drops candidates known to be dead.
+    pub(crate) fn remove_where(&mut self, dead: impl Fn(&NodeRef) -> bool) {
+        self.cands.retain(|c| !dead(c));
+    }
+
+    fn found(&self, pred: NodeRef, owner: NodeRef) -> Found {
+        // The path ends at the owner: reaching it costs one more message unless it runs on
+        // this peer or on the peer that answered last (own virtual nodes are free).
+        let hops = if owner.peer != self.me && Some(owner.peer) != self.last {
+            self.hops + 1
+        } else {
+            self.hops
+        };
+        Found { pred, owner, hops }
+    }
+
+    fn failed(&self) -> Failed {
+        Failed {
+            hops: self.hops,
+            timeouts: self.timeouts,
+        }
+    }
+
+    fn merge(&mut self, new: Vec<NodeRef>, bound: Option<Id>) {
+        let key = self.key;
+        for c in new {
+            // Progress: only nodes strictly closer to the key than the one that answered.
+            if let Some(b) = bound
+                && preceding_distance(&c.id, &key) >= preceding_distance(&b, &key)
+            {
+                continue;
+            }
+            if c.peer == self.me || self.tried.contains(&c.id) || self.cands.contains(&c) {
+                continue;
+            }
+            self.cands.push(c);
+        }
+        self.cands.sort_by_key(|c| preceding_distance(&c.id, &key));
+        self.cands.truncate(MAX_LOOKUP_CANDIDATES);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ring::{IdealRing, closest_preceding};
+
+    /// The routing step node `i` of an ideal ring answers (one virtual node per peer).
+    fn answer(ring: &IdealRing, i: usize, key: &Id, r: usize) -> Step {
+        let view = ring.view(i, r);
+        let me = ring.nodes()[i];
+        let s = view.succs[0];
+        if key.in_half_open(&me.id, &s.id) {
+            return Step::Done { pred: me, owner: s };
+        }
+        let all = view
+            .succs
+            .iter()
+            .chain(view.fingers.nodes())
+            .chain(std::iter::once(&view.pred));
+        Step::Next {
+            candidates: closest_preceding(&me.id, key, all, MAX_STEP_CANDIDATES),
+        }
+    }
+
+    fn ring_of(n: u64) -> IdealRing {
+        IdealRing::new(
+            (0..n)
+                .map(|p| {
+                    let peer = PeerId::synthetic(p);
+                    NodeRef {
+                        id: Id::vnode(&peer, 0),
+                        peer,
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    fn index_of(ring: &IdealRing, node: &NodeRef) -> usize {
+        ring.nodes().iter().position(|n| n == node).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// In an ideal ring every lookup ends at the key's true owner, within `log2 N + 2`
+        /// requests, and never asks a node twice.
+        #[test]
+        fn ideal_ring_lookup_finds_owner_without_asking_twice(
+            n in 2u64..200,
+            start in any::<prop::sample::Index>(),
+            key in any::<[u8; 20]>(),
+        ) {
+            let ring = ring_of(n);
+            let key = Id(key);
+            let r = 4;
+            let i = start.index(ring.len());
+            let me = ring.nodes()[i].peer;
+            let mut l = Lookup::new(key, me, 4, Vec::new());
+            l.start_local(Some(answer(&ring, i, &key, r)));
+            let mut asked = Vec::new();
+            let found = loop {
+                match l.next(|_| None) {
+                    Next::Ask { peer, node } => {
+                        let node = node.expect("asks ring members only");
+                        prop_assert_eq!(node.peer, peer);
+                        prop_assert!(!asked.contains(&node), "asked {:?} twice", node);
+                        asked.push(node);
+                        let step = answer(&ring, index_of(&ring, &node), &key, r);
+                        l.on_success(peer, step);
+                    }
+                    Next::Waiting => prop_assert!(false, "nothing is in flight"),
+                    Next::Finished(res) => break res,
+                }
+            };
+            let found = found.expect("an ideal ring answers every lookup");
+            prop_assert_eq!(Some(found.owner), ring.successor(&key));
+            let bound = 64 - n.leading_zeros() + 2;
+            prop_assert!(found.hops <= bound, "{} hops > {}", found.hops, bound);
+        }
+
+        /// Whatever the peers answer (random candidates, random owners, silence), a lookup
+        /// finishes within `MAX_LOOKUP_HOPS` requests, never asks itself, and between two
+        /// restarts never asks the same node twice.
+        #[test]
+        fn any_answers_terminate_within_the_hop_bound(
+            seed in any::<u64>(),
+            retries in 0u32..8,
+            answers in prop::collection::vec((0u8..4, any::<[u8; 20]>(), 0usize..6), 0..200),
+        ) {
+            let me = PeerId::synthetic(seed);
+            let key = Id::hash(&seed.to_be_bytes());
+            let node = |b: [u8; 20]| NodeRef { id: Id(b), peer: PeerId::synthetic(b[0] as u64 % 16) };
+            let bootstrap = (100..104).map(PeerId::synthetic).collect();
+            let mut l = Lookup::new(key, me, retries, bootstrap);
+            let mut answers = answers.into_iter();
+            let mut asked: Vec<Id> = Vec::new();
+            let mut requests = 0u32;
+            loop {
+                let restart = |_: &Id| {
+                    Some(Step::Next { candidates: vec![node(Id::hash(b"r").0)] })
+                };
+                match l.next(restart) {
+                    Next::Ask { peer, node: n } => {
+                        requests += 1;
+                        prop_assert!(requests <= MAX_LOOKUP_HOPS);
+                        prop_assert_ne!(peer, me);
+                        if let Some(n) = n {
+                            if asked.contains(&n.id) {
+                                // Only a restart (after a failure) may ask a node again.
+                                prop_assert!(l.timeouts > 0);
+                                asked.clear();
+                            }
+                            asked.push(n.id);
+                        }
+                        let (kind, b, count) = answers.next().unwrap_or((0, [0; 20], 0));
+                        match kind {
+                            0 => l.on_failure(),
+                            1 => {
+                                l.on_success(peer, Step::Done { pred: node(b), owner: node(b) });
+                            }
+                            _ => {
+                                let candidates = (0..count)
+                                    .map(|j| { let mut c = b; c[19] = c[19].wrapping_add(j as u8); node(c) })
+                                    .collect();
+                                l.on_success(peer, Step::Next { candidates });
+                            }
+                        }
+                    }
+                    Next::Waiting => prop_assert!(false, "nothing is in flight"),
+                    Next::Finished(_) => break,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn candidates_must_be_closer_than_the_node_that_named_them() {
+        let me = PeerId::synthetic(1);
+        let key = Id::from_u64(1000);
+        let asked = NodeRef {
+            id: Id::from_u64(900),
+            peer: PeerId::synthetic(2),
+        };
+        let mut l = Lookup::new(key, me, 4, Vec::new());
+        l.start_local(Some(Step::Next {
+            candidates: vec![asked],
+        }));
+        assert_eq!(
+            l.next(|_| None),
+            Next::Ask {
+                peer: asked.peer,
+                node: Some(asked)
+            }
+        );
+        assert_eq!(l.next(|_| None), Next::Waiting);
+        let behind = NodeRef {
+            id: Id::from_u64(800),
+            peer: PeerId::synthetic(3),
+        };
+        let ahead = NodeRef {
+            id: Id::from_u64(950),
+            peer: PeerId::synthetic(4),
+        };
+        let myself = NodeRef {
+            id: Id::from_u64(990),
+            peer: me,
+        };
+        assert!(!l.on_success(
+            asked.peer,
+            Step::Next {
+                candidates: vec![behind, myself, ahead]
+            }
+        ));
+        assert_eq!(
+            l.next(|_| None),
+            Next::Ask {
+                peer: ahead.peer,
+                node: Some(ahead)
+            },
+            "only the node past the one asked, and never this peer"
+        );
+        l.on_failure();
+        // Stranded, out of the ring: over.
+        assert_eq!(
+            l.next(|_| None),
+            Next::Finished(Err(Failed {
+                hops: 2,
+                timeouts: 1
+            }))
+        );
+    }
+
+    #[test]
+    fn the_final_step_to_the_owner_counts_unless_it_is_free() {
+        let me = PeerId::synthetic(1);
+        let other = PeerId::synthetic(2);
+        let n = |id, peer| NodeRef {
+            id: Id::from_u64(id),
+            peer,
+        };
+        // Own routing step says done, owner on another peer: one hop.
+        let mut l = Lookup::new(Id::from_u64(5), me, 1, Vec::new());
+        l.start_local(Some(Step::Done {
+            pred: n(1, me),
+            owner: n(9, other),
+        }));
+        let Next::Finished(Ok(f)) = l.next(|_| None) else {
+            panic!()
+        };
+        assert_eq!(f.hops, 1);
+        // The peer that answered last runs the owner: free.
+        let mut l = Lookup::new(Id::from_u64(5), me, 1, vec![other]);
+        assert_eq!(
+            l.next(|_| None),
+            Next::Ask {
+                peer: other,
+                node: None
+            }
+        );
+        l.on_success(
+            other,
+            Step::Done {
+                pred: n(1, other),
+                owner: n(9, other),
+            },
+        );
+        let Next::Finished(Ok(f)) = l.next(|_| None) else {
+            panic!()
+        };
+        assert_eq!(f.hops, 1);
+    }
+}

@@ -1,0 +1,650 @@
+//! The DHT state machine: [`Dht`], its tables and its dispatch.
+//!
+//! Methods by family: constructors ([`Dht::new`], [`Dht::from_ideal`]); getters for the ring
+//! view, the store and the counters; the `handle_*` inputs of
+//! [`peerlab_overlay::Protocol`]. Requests to this peer's own virtual nodes never leave it:
+//! they are served inline, so a peer with several virtual nodes sends no messages to itself.
+//!
+//! The machine's parts live in files named after Chord's vocabulary; each adds methods to
+//! [`Dht`] for one role, except the two pure machines:
+//!
+//! - `lookup`: the iterative lookup as a pure state machine (whom to ask next);
+//! - `backoff`: adaptive maintenance (when a periodic task does its work);
+//! - `routing`: this peer's own routing step, running lookups and what their results do;
+//! - `join`: creating, joining, rejoining and leaving the ring;
+//! - `stabilize`: stabilize, notify, successor hints and the predecessor check;
+//! - `fingers`: fix-fingers;
+//! - `ops`: the client side of put/get/delete and provider records;
+//! - `repair`: replication, repair digests and hand-off of records;
+//! - `serve`: answering requests from other peers;
+//! - `pending`: requests in flight, their answers, refusals and timeouts.
+
+mod backoff;
+mod fingers;
+mod join;
+mod lookup;
+mod ops;
+mod pending;
+mod repair;
+mod routing;
+mod serve;
+mod stabilize;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use peerlab_overlay::{Cx, Id, Instant, PeerId, Protocol};
+
+use crate::message::{Message, NodeRef, ProviderEntry, Record};
+use crate::ring::{FINGERS, Fingers, IdealRing};
+use crate::store::{Applied, Store};
+use crate::{Command, Config, Error, Event, Reply};
+
+use self::backoff::{Schedule, Task};
+use self::fingers::finger_of;
+use self::ops::{Op, OpKind};
+use self::pending::{Pending, PendingReq};
+use self::routing::{Purpose, Running};
+
+/// Internal (maintenance) lookups in flight at once; beyond it a tick's work is skipped.
+const MAX_INTERNAL_LOOKUPS: usize = 1024;
+
+/// The core's timers. Periodic ones carry the generation they were set in, so timers from
+/// before a leave (or a rejoin) are recognised as stale.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// Run stabilize on every virtual node.
+    Stabilize(u64),
+    /// Refresh one finger per virtual node.
+    FixFingers(u64),
+    /// Check predecessors are alive.
+    CheckPredecessor(u64),
+    /// Replica repair and hand-back.
+    Repair(u64),
+    /// Request `req` may have timed out.
+    Request(u64),
+}
+
+/// Counters of rejected input and failure detection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests naming a virtual node this peer does not run.
+    pub unknown_vnode: u64,
+    /// Requests with a finger index outside `0..160`.
+    pub bad_finger_index: u64,
+    /// Values over the size limit (in requests or pushed batches).
+    pub oversized_value: u64,
+    /// Writes refused because the store was full.
+    pub store_full: u64,
+    /// Messages over a list bound.
+    pub malformed: u64,
+    /// Replies that matched no pending request (late, duplicate or forged).
+    pub unexpected_reply: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Peers dropped from the tables after a timeout.
+    pub evictions: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Joining { req: u64 },
+    Joined,
+    Left,
+}
+
+#[derive(Clone, Debug)]
+struct VNode {
+    id: Id,
+    joined: bool,
+    pred: Option<NodeRef>,
+    succs: Vec<NodeRef>,
+    fingers: Fingers,
+    next_finger: usize,
+    stabilizing: bool,
+    fixing: bool,
+    join_attempts: u32,
+    /// The closest successor candidate a [`Message::SuccessorHint`] (or a resync lookup)
+    /// named while a stabilize round was in flight; checked when the round ends.
+    hint: Option<NodeRef>,
+    /// Closer successors adopted in a row by the current stabilize round.
+    walk: u32,
+    /// Whether a resync lookup of this vnode's successor is in flight.
+    resyncing: bool,
+}
+
+/// Read-only view of one virtual node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VnodeView {
+    /// Ring position.
+    pub id: Id,
+    /// Whether it is part of the ring.
+    pub joined: bool,
+    /// Predecessor.
+    pub pred: Option<NodeRef>,
+    /// Successor list.
+    pub succs: Vec<NodeRef>,
+    /// All 160 fingers as this node would route with them (`None` where unknown).
+    pub fingers: Vec<Option<NodeRef>>,
+    /// Distinct stored finger runs.
+    pub finger_runs: usize,
+    /// Whether a stabilize round is in flight.
+    pub stabilizing: bool,
+}
+
+/// A peer's Chord DHT: its virtual nodes, store and in-flight requests.
+#[derive(Debug)]
+pub struct Dht {
+    cfg: Config,
+    me: PeerId,
+    phase: Phase,
+    generation: u64,
+    /// The generation whose periodic timers are armed (at most one set per generation).
+    timers_armed: Option<u64>,
+    vnodes: Vec<VNode>,
+    store: Store,
+    bootstrap: Vec<PeerId>,
+    pending: BTreeMap<u64, PendingReq>,
+    lookups: BTreeMap<u64, Running>,
+    ops: BTreeMap<u64, Op>,
+    client_lookups: usize,
+    handbacks: usize,
+    next_id: u64,
+    last_version: u64,
+    counters: Counters,
+    /// Bumped whenever a successor list, a predecessor or a vnode's membership of the ring
+    /// changes (adaptive maintenance: see [`Config::max_backoff`]).
+    ring_epoch: u64,
+    /// Bumped whenever a finger changes.
+    finger_epoch: u64,
+    /// Adaptive maintenance state of the periodic tasks.
+    schedule: Schedule,
+    /// Stabilize rounds spent joined with no virtual node in the ring
+    /// ([`join::LONE_RING_ROUNDS`]).
+    orphan_rounds: u32,
+}
+
+impl Dht {
+    /// A DHT core for peer `me`, not yet joined (send [`Command::Join`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`].
+    pub fn new(cfg: Config, me: PeerId) -> Result<Dht, Error> {
+        cfg.validate()?;
+        let mut vnodes: Vec<VNode> = (0..cfg.vnodes)
+            .map(|i| VNode {
+                id: Id::vnode(&me, i),
+                joined: false,
+                pred: None,
+                succs: Vec::new(),
+                fingers: Fingers::default(),
+                next_finger: 0,
+                stabilizing: false,
+                fixing: false,
+                join_attempts: 0,
+                hint: None,
+                walk: 0,
+                resyncing: false,
+            })
+            .collect();
+        vnodes.sort_by_key(|v| v.id);
+        vnodes.dedup_by(|a, b| a.id == b.id);
+        let store = Store::new(
+            cfg.max_stored_bytes,
+            cfg.max_value_size,
+            cfg.max_providers_per_key,
+        );
+        Ok(Dht {
+            cfg,
+            me,
+            phase: Phase::Idle,
+            generation: 0,
+            timers_armed: None,
+            vnodes,
+            store,
+            bootstrap: Vec::new(),
+            pending: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            client_lookups: 0,
+            handbacks: 0,
+            next_id: 1,
+            last_version: 0,
+            counters: Counters::default(),
+            ring_epoch: 0,
+            finger_epoch: 0,
+            schedule: Schedule::default(),
+            orphan_rounds: 0,
+        })
+    }
+
+    /// A core already joined to the converged `ring` (which must contain this peer's
+    /// virtual nodes): pointers, successor lists and fingers are copied from it. For
+    /// simulations at scale; lookups then still run as real messages.
+    ///
+    /// # Errors
+    /// [`Error::Config`], or [`Error::UnknownVnode`] if a virtual node is missing
+    /// from the ring.
+    pub fn from_ideal(cfg: Config, me: PeerId, ring: &IdealRing) -> Result<Dht, Error> {
+        let mut d = Dht::new(cfg, me)?;
+        let r = d.cfg.successors;
+        for v in &mut d.vnodes {
+            let i = ring.successor_index(&v.id);
+            if ring.nodes().get(i).map(|n| n.id) != Some(v.id) {
+                return Err(Error::UnknownVnode(v.id));
+            }
+            let view = ring.view(i, r);
+            v.pred = Some(view.pred);
+            v.succs = view.succs;
+            v.fingers = view.fingers;
+            v.joined = true;
+        }
+        d.phase = Phase::Joined;
+        Ok(d)
+    }
+
+    // ---- getters -------------------------------------------------------------------
+
+    /// This peer.
+    pub fn peer(&self) -> PeerId {
+        self.me
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Whether every virtual node is part of the ring.
+    pub fn is_joined(&self) -> bool {
+        self.phase == Phase::Joined
+    }
+
+    /// Whether the node left gracefully.
+    pub fn has_left(&self) -> bool {
+        self.phase == Phase::Left
+    }
+
+    /// Virtual node ids, ascending.
+    pub fn vnode_ids(&self) -> Vec<Id> {
+        self.vnodes.iter().map(|v| v.id).collect()
+    }
+
+    /// The view of virtual node `id`.
+    pub fn vnode(&self, id: &Id) -> Option<VnodeView> {
+        let v = self.vnodes.iter().find(|v| v.id == *id)?;
+        let fingers = (0..FINGERS).map(|i| finger_of(v, i)).collect();
+        Some(VnodeView {
+            id: v.id,
+            joined: v.joined,
+            pred: v.pred,
+            succs: v.succs.clone(),
+            fingers,
+            finger_runs: v.fingers.runs().len(),
+            stabilizing: v.stabilizing,
+        })
+    }
+
+    /// Finger `i` of virtual node `id` as routing would use it.
+    ///
+    /// # Errors
+    /// [`Error::UnknownVnode`], [`Error::BadFingerIndex`].
+    pub fn finger(&self, id: &Id, i: usize) -> Result<Option<NodeRef>, Error> {
+        let v = self
+            .vnodes
+            .iter()
+            .find(|v| v.id == *id)
+            .ok_or(Error::UnknownVnode(*id))?;
+        if i >= FINGERS {
+            return Err(Error::BadFingerIndex(i.min(u16::MAX as usize) as u16));
+        }
+        Ok(finger_of(v, i))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Number of stored records (tombstones included).
+    pub fn stored_keys(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Counters of rejected input and failure detection.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Requests and lookups in flight (for tests that check nothing leaks).
+    pub fn in_flight(&self) -> (usize, usize, usize) {
+        (self.pending.len(), self.lookups.len(), self.ops.len())
+    }
+
+    /// Stores `record` directly (experiment set-up, bypassing the network).
+    ///
+    /// # Errors
+    /// [`Error::ValueTooLarge`], [`Error::StoreFull`].
+    pub fn insert_record(
+        &mut self,
+        key: Id,
+        record: Record,
+        now: Instant,
+    ) -> Result<Applied, Error> {
+        self.store.apply(key, record, now)
+    }
+
+    /// The peers this virtual node replicates its range to (the first `R − 1` successors
+    /// on distinct peers other than this one).
+    pub fn replica_set(&self, vnode: &Id) -> Vec<NodeRef> {
+        self.vnodes
+            .iter()
+            .find(|v| v.id == *vnode)
+            .map_or_else(Vec::new, |v| self.replicas_of(v))
+    }
+
+    fn replicas_of(&self, v: &VNode) -> Vec<NodeRef> {
+        let mut out: Vec<NodeRef> = Vec::new();
+        for s in &v.succs {
+            if out.len() + 1 >= self.cfg.replicas {
+                break;
+            }
+            if s.peer != self.me && !out.iter().any(|o| o.peer == s.peer) {
+                out.push(*s);
+            }
+        }
+        out
+    }
+
+    // ---- helpers -------------------------------------------------------------------
+
+    fn fresh(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn me_at(&self, id: Id) -> NodeRef {
+        NodeRef { id, peer: self.me }
+    }
+
+    fn vidx(&self, id: &Id) -> Option<usize> {
+        self.vnodes.binary_search_by(|v| v.id.cmp(id)).ok()
+    }
+
+    fn jittered(&self, cx: &mut Cx<'_, Self>, period: Duration) -> Duration {
+        let j = self.cfg.jitter;
+        let f = 1.0 - j + 2.0 * j * cx.rng().unit_f64();
+        period.mul_f64(f)
+    }
+
+    fn emit(&self, cx: &mut Cx<'_, Self>, req: u64, result: Result<Reply, Error>) {
+        cx.emit(Event::Reply { req, result });
+    }
+
+    /// Arms the periodic timers of the current generation, unless they already are.
+    fn start_timers(&mut self, cx: &mut Cx<'_, Self>) {
+        let g = self.generation;
+        if self.timers_armed == Some(g) {
+            return;
+        }
+        self.timers_armed = Some(g);
+        let s = self.jittered(cx, self.cfg.stabilize_period);
+        cx.set_timer(s, Timer::Stabilize(g));
+        let f = self.jittered(cx, self.cfg.fix_fingers_period);
+        cx.set_timer(f, Timer::FixFingers(g));
+        let c = self.jittered(cx, self.cfg.check_predecessor_period);
+        cx.set_timer(c, Timer::CheckPredecessor(g));
+        let r = self.jittered(cx, self.cfg.repair_period);
+        cx.set_timer(r, Timer::Repair(g));
+    }
+
+    /// Drops every pointer to `peer` after it failed to answer.
+    fn evict(&mut self, cx: &mut Cx<'_, Self>, peer: PeerId) {
+        if peer == self.me {
+            return;
+        }
+        self.counters.evictions += 1;
+        self.drop_where(cx, |n| n.peer == peer);
+    }
+
+    /// Drops every pointer to one virtual node (it left, or its peer disowned it). Our own
+    /// virtual nodes are forgotten only while they are out of the ring (a restarted peer's
+    /// stale entries, copied back from others' successor lists).
+    fn forget_vnode(&mut self, cx: &mut Cx<'_, Self>, node: NodeRef) {
+        if node.peer == self.me && self.vidx(&node.id).is_none_or(|vi| self.vnodes[vi].joined) {
+            return;
+        }
+        self.drop_where(cx, |n| *n == node);
+    }
+
+    fn drop_where(&mut self, cx: &mut Cx<'_, Self>, dead: impl Fn(&NodeRef) -> bool) {
+        let mut orphaned = Vec::new();
+        let mut changed = false;
+        for v in &mut self.vnodes {
+            let had = !v.succs.is_empty();
+            let len = v.succs.len();
+            v.succs.retain(|s| !dead(s));
+            changed |= v.succs.len() != len;
+            if v.pred.is_some_and(|p| dead(&p)) {
+                v.pred = None;
+                changed = true;
+            }
+            let runs = v.fingers.runs().len();
+            v.fingers.remove_where(&dead);
+            changed |= v.fingers.runs().len() != runs;
+            if had && v.succs.is_empty() && v.joined {
+                orphaned.push(v.id);
+            }
+        }
+        if changed {
+            self.ring_epoch += 1;
+        }
+        for l in self.lookups.values_mut() {
+            l.lookup.remove_where(&dead);
+        }
+        for id in orphaned {
+            self.rejoin_vnode(cx, id);
+        }
+    }
+
+    fn on_periodic(&mut self, cx: &mut Cx<'_, Self>, t: Timer) {
+        let task = match t {
+            Timer::Stabilize(_) => Task::Stabilize,
+            Timer::FixFingers(_) => Task::FixFingers,
+            Timer::CheckPredecessor(_) => Task::CheckPredecessor,
+            Timer::Repair(_) => Task::Repair,
+            Timer::Request(_) => return,
+        };
+        let epoch = match task {
+            Task::FixFingers => self.ring_epoch.wrapping_add(self.finger_epoch),
+            _ => self.ring_epoch,
+        };
+        let joining = self.vnodes.iter().any(|v| !v.joined);
+        if !self
+            .schedule
+            .due(task, epoch, joining, self.cfg.max_backoff)
+        {
+            let period = match task {
+                Task::Stabilize => self.cfg.stabilize_period,
+                Task::FixFingers => self.cfg.fix_fingers_period,
+                Task::CheckPredecessor => self.cfg.check_predecessor_period,
+                Task::Repair => self.cfg.repair_period,
+            };
+            let d = self.jittered(cx, period);
+            cx.set_timer(d, t);
+            return;
+        }
+        match t {
+            Timer::Stabilize(_) => {
+                self.join_stragglers(cx);
+                self.merge_lone_ring(cx);
+                let ids = self.vnode_ids();
+                for id in ids {
+                    self.stabilize_vnode(cx, id);
+                }
+                let d = self.jittered(cx, self.cfg.stabilize_period);
+                cx.set_timer(d, Timer::Stabilize(self.generation));
+            }
+            Timer::FixFingers(_) => {
+                self.fix_fingers(cx);
+                let d = self.jittered(cx, self.cfg.fix_fingers_period);
+                cx.set_timer(d, Timer::FixFingers(self.generation));
+            }
+            Timer::CheckPredecessor(_) => {
+                self.check_predecessors(cx);
+                let d = self.jittered(cx, self.cfg.check_predecessor_period);
+                cx.set_timer(d, Timer::CheckPredecessor(self.generation));
+            }
+            Timer::Repair(_) => {
+                self.repair(cx);
+                let d = self.jittered(cx, self.cfg.repair_period);
+                cx.set_timer(d, Timer::Repair(self.generation));
+            }
+            Timer::Request(_) => {}
+        }
+    }
+}
+
+impl Protocol for Dht {
+    type Message = Message;
+    type Timer = Timer;
+    type Command = Command;
+    type Event = Event;
+
+    fn handle_start(&mut self, cx: &mut Cx<'_, Self>) {
+        if self.phase == Phase::Joined {
+            self.start_timers(cx);
+        }
+    }
+
+    fn handle_message(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, msg: Message) {
+        if from == self.me {
+            // Own virtual nodes talk inline; a frame claiming to be from us is bogus.
+            self.counters.malformed += 1;
+            return;
+        }
+        if let Some(reply) = self.serve(cx, from, msg) {
+            cx.send(from, reply);
+        }
+    }
+
+    fn handle_timer(&mut self, cx: &mut Cx<'_, Self>, timer: Timer) {
+        match timer {
+            Timer::Request(req) => self.on_timeout(cx, req),
+            Timer::Stabilize(g)
+            | Timer::FixFingers(g)
+            | Timer::CheckPredecessor(g)
+            | Timer::Repair(g) => {
+                // While joining, too: the stabilize tick restarts joins that ran out of
+                // attempts. Leaving or a failed join bumps the generation and ends the chain.
+                if g == self.generation
+                    && matches!(self.phase, Phase::Joined | Phase::Joining { .. })
+                {
+                    self.on_periodic(cx, timer);
+                }
+            }
+        }
+    }
+
+    fn handle_command(&mut self, cx: &mut Cx<'_, Self>, cmd: Command) {
+        let now = cx.now();
+        match cmd {
+            Command::SetFallbackPeers { peers } => {
+                if self.phase != Phase::Joined {
+                    // A join under way keeps the peers it was given.
+                    return;
+                }
+                self.set_bootstrap(peers);
+            }
+            Command::Join { req, bootstrap } => {
+                if self.phase != Phase::Idle {
+                    self.emit(cx, req, Err(Error::AlreadyJoined));
+                    return;
+                }
+                self.set_bootstrap(bootstrap);
+                self.generation += 1;
+                if self.bootstrap.is_empty() {
+                    self.create_ring();
+                    self.phase = Phase::Joined;
+                    self.start_timers(cx);
+                    self.emit(cx, req, Ok(Reply::Joined));
+                } else {
+                    self.phase = Phase::Joining { req };
+                    // Periodic work runs while joining too: its stabilize tick restarts the
+                    // joins of vnodes whose attempts ran out (`join_stragglers`).
+                    self.start_timers(cx);
+                    let first = self.vnodes[0].id;
+                    self.start_lookup(cx, first, Purpose::Join { vnode: first });
+                }
+            }
+            Command::Leave { req } => {
+                if self.phase != Phase::Joined {
+                    self.emit(cx, req, Err(Error::NotJoined));
+                    return;
+                }
+                self.leave(cx, req);
+            }
+            Command::Lookup { req, key } => {
+                if !self.in_ring() {
+                    self.emit(cx, req, Err(Error::NotJoined));
+                    return;
+                }
+                if self.client_lookups >= self.cfg.max_concurrent_lookups {
+                    self.emit(cx, req, Err(Error::Busy(self.cfg.max_concurrent_lookups)));
+                    return;
+                }
+                self.client_lookups += 1;
+                self.start_lookup(cx, key, Purpose::Client { req });
+            }
+            Command::Put { req, key, value } => self.write(cx, req, &key, Some(value), now),
+            Command::Delete { req, key } => self.write(cx, req, &key, None, now),
+            Command::Get { req, key } => self.start_op(
+                cx,
+                req,
+                OpKind::Get {
+                    key: Id::hash(&key),
+                },
+            ),
+            Command::AddProvider {
+                req,
+                key,
+                provider,
+                ttl,
+            } => {
+                let ttl = ttl.min(self.cfg.max_provider_ttl);
+                let entry = ProviderEntry {
+                    provider,
+                    ttl_ms: ttl.as_millis() as u64,
+                };
+                self.start_op(cx, req, OpKind::AddProvider { key, entry });
+            }
+            Command::GetProviders { req, key } => {
+                self.start_op(cx, req, OpKind::GetProviders { key })
+            }
+        }
+    }
+
+    fn handle_peer_down(&mut self, cx: &mut Cx<'_, Self>, peer: PeerId) {
+        // A hint: check with a request of our own, and evict only if it times out.
+        if peer == self.me || !self.in_ring() {
+            return;
+        }
+        let known = self
+            .vnodes
+            .iter()
+            .flat_map(|v| v.succs.iter().chain(v.pred.iter()).chain(v.fingers.nodes()))
+            .find(|n| n.peer == peer)
+            .copied();
+        if let Some(n) = known {
+            let req = self.fresh();
+            self.request(
+                cx,
+                peer,
+                req,
+                Message::GetState { req, vnode: n.id },
+                Pending::Ping,
+            );
+        }
+    }
+}

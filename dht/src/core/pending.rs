@@ -1,0 +1,344 @@
+//! Requests in flight: sending them, matching their answers, refusals and timeouts.
+//!
+//! Every request carries a fresh `req` and is remembered with the peer it went to; an
+//! answer is accepted only from that peer and only once. A request that goes unanswered
+//! for [`Config::request_timeout`](crate::Config::request_timeout) is Chord's failure
+//! detector: the peer is evicted from every table. A refusal (the addressed virtual node is
+//! not there) forgets that virtual node only.
+
+use peerlab_overlay::{Cx, Id, PeerId};
+
+use super::{Dht, Timer};
+use crate::Error;
+use crate::message::{
+    MAX_BATCH_ENTRIES, MAX_FINGER_ENTRIES, MAX_HINT_FORWARDS, MAX_SUCCESSORS, Message, NodeRef,
+    Reject,
+};
+use crate::ring::FINGERS;
+
+/// What a request in flight was for.
+#[derive(Clone, Debug)]
+pub(super) enum Pending {
+    Step {
+        lookup: u64,
+        asked: Option<NodeRef>,
+    },
+    Stabilize {
+        vnode: Id,
+        succ: NodeRef,
+    },
+    Candidate {
+        vnode: Id,
+        succ: NodeRef,
+        list: Vec<NodeRef>,
+        cand: NodeRef,
+    },
+    JoinState {
+        vnode: Id,
+        /// The joining vnode's successor as the lookup found it.
+        succ: NodeRef,
+        /// The vnode whose state was asked for: `succ`, or its predecessor when `succ` is
+        /// this very vnode as an earlier run of this peer left it in others' tables.
+        ask: NodeRef,
+        /// The joining vnode's predecessor as the lookup found it (told once joined).
+        pred: NodeRef,
+    },
+    CheckPred,
+    Ping,
+    /// Fix-fingers through the current finger: is its predecessor a closer one?
+    FingerCheck {
+        vnode: Id,
+        index: usize,
+        cur: NodeRef,
+    },
+    Fingers {
+        vnode: Id,
+        from: usize,
+    },
+    Op {
+        op: u64,
+        target: NodeRef,
+    },
+    Offer,
+    Handoff {
+        keys: Vec<Id>,
+    },
+}
+
+/// A request in flight: whom it went to and what it was for.
+#[derive(Clone, Debug)]
+pub(super) struct PendingReq {
+    pub(super) to: PeerId,
+    pub(super) kind: Pending,
+}
+
+impl Dht {
+    /// Sends a request (or serves it inline when addressed to this peer) and remembers it.
+    pub(super) fn request(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        to: PeerId,
+        req: u64,
+        msg: Message,
+        kind: Pending,
+    ) {
+        self.pending.insert(req, PendingReq { to, kind });
+        if to == self.me {
+            if let Some(reply) = self.serve(cx, to, msg) {
+                self.on_reply(cx, to, reply);
+            }
+        } else {
+            cx.set_timer(self.cfg.request_timeout, Timer::Request(req));
+            cx.send(to, msg);
+        }
+    }
+
+    /// Sends a one-way message, or handles it inline when addressed to this peer.
+    pub(super) fn tell(&mut self, cx: &mut Cx<'_, Self>, to: PeerId, msg: Message) {
+        if to == self.me {
+            let _ = self.serve(cx, to, msg);
+        } else {
+            cx.send(to, msg);
+        }
+    }
+
+    pub(super) fn on_reply(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, msg: Message) {
+        let req = match &msg {
+            Message::StepReply { req, .. }
+            | Message::State { req, .. }
+            | Message::Fingers { req, .. }
+            | Message::PutAck { req, .. }
+            | Message::GetReply { req, .. }
+            | Message::Providers { req, .. }
+            | Message::Want { req, .. }
+            | Message::HandoffAck { req, .. }
+            | Message::Rejected { req, .. } => *req,
+            _ => return,
+        };
+        match self.pending.get(&req) {
+            Some(p) if p.to == from => {}
+            _ => {
+                self.counters.unexpected_reply += 1;
+                return;
+            }
+        }
+        let Some(p) = self.pending.remove(&req) else {
+            return;
+        };
+        if let Message::Rejected { reason, .. } = msg {
+            self.on_rejected(cx, p, reason);
+            return;
+        }
+        match (p.kind, msg) {
+            (Pending::Step { lookup, .. }, Message::StepReply { step, .. }) => {
+                self.on_step(cx, from, lookup, step);
+            }
+            (kind, Message::State { pred, succs, .. }) => {
+                if succs.len() > MAX_SUCCESSORS {
+                    self.counters.malformed += 1;
+                    return;
+                }
+                match kind {
+                    Pending::Stabilize { vnode, succ } => {
+                        self.on_stabilize_state(cx, vnode, succ, pred, succs)
+                    }
+                    Pending::Candidate {
+                        vnode,
+                        succ: old,
+                        cand,
+                        ..
+                    } => {
+                        // The successor we move away from may belong right after the
+                        // candidate (two chains of concurrent joins interleaved): say so.
+                        if let Some(first) = succs.first()
+                            && old.id != cand.id
+                            && old.id.in_open(&cand.id, &first.id)
+                        {
+                            self.tell(
+                                cx,
+                                cand.peer,
+                                Message::SuccessorHint {
+                                    vnode: cand.id,
+                                    candidate: old,
+                                    forwards: 0,
+                                },
+                            );
+                        }
+                        // The candidate's answer is a stabilize answer from our new
+                        // successor: its predecessor may be closer still.
+                        self.on_stabilize_state(cx, vnode, cand, pred, succs);
+                    }
+                    Pending::JoinState {
+                        vnode, succ, pred, ..
+                    } => {
+                        self.on_join_state(cx, vnode, succ, succs);
+                        let joined = self.vidx(&vnode).is_some_and(|vi| self.vnodes[vi].joined);
+                        if joined && pred.id != vnode {
+                            let hint = Message::SuccessorHint {
+                                vnode: pred.id,
+                                candidate: self.me_at(vnode),
+                                forwards: MAX_HINT_FORWARDS,
+                            };
+                            self.tell(cx, pred.peer, hint);
+                        }
+                    }
+                    Pending::FingerCheck { vnode, index, cur } => {
+                        self.on_finger_state(cx, vnode, index, cur, pred)
+                    }
+                    Pending::CheckPred | Pending::Ping => {}
+                    _ => self.counters.unexpected_reply += 1,
+                }
+            }
+            (Pending::Fingers { vnode, from }, Message::Fingers { runs, .. }) => {
+                if runs.len() > MAX_FINGER_ENTRIES
+                    || runs.iter().any(|(i, _)| *i as usize >= FINGERS)
+                {
+                    self.counters.bad_finger_index += 1;
+                    return;
+                }
+                if let Some(vi) = self.vidx(&vnode) {
+                    let v = &mut self.vnodes[vi];
+                    if v.fingers.runs().is_empty() {
+                        v.fingers.install(&runs, from);
+                    }
+                }
+            }
+            (
+                Pending::Op { op, target },
+                m @ (Message::PutAck { .. } | Message::GetReply { .. } | Message::Providers { .. }),
+            ) => {
+                self.on_op_reply(cx, op, target, m);
+            }
+            (Pending::Offer, Message::Want { keys, .. }) => {
+                if keys.len() > MAX_BATCH_ENTRIES {
+                    self.counters.malformed += 1;
+                    return;
+                }
+                self.push_records(cx, from, &keys);
+            }
+            (Pending::Handoff { keys }, Message::HandoffAck { keep, .. }) => {
+                let now = cx.now();
+                for k in keys {
+                    if keep || self.is_primary(&k) {
+                        self.store.confirm(&k, now);
+                    } else {
+                        self.store.remove(&k);
+                    }
+                }
+            }
+            _ => self.counters.unexpected_reply += 1,
+        }
+    }
+
+    pub(super) fn on_rejected(&mut self, cx: &mut Cx<'_, Self>, p: PendingReq, reason: Reject) {
+        match p.kind {
+            Pending::Op { op, target } => {
+                self.on_op_reply(cx, op, target, Message::Rejected { req: 0, reason });
+            }
+            kind => {
+                // The peer is alive but the virtual node we addressed is not there (it
+                // left, or the peer is rejoining): forget that pointer and carry on as on
+                // a timeout, without suspecting the whole peer.
+                let node = match &kind {
+                    Pending::Step { asked, .. } => *asked,
+                    Pending::Stabilize { succ, .. } | Pending::JoinState { ask: succ, .. } => {
+                        Some(*succ)
+                    }
+                    Pending::Candidate { cand, .. } => Some(*cand),
+                    Pending::FingerCheck { cur, .. } => Some(*cur),
+                    _ => None,
+                };
+                if let Some(n) = node {
+                    self.forget_vnode(cx, n);
+                }
+                self.on_failed(cx, p.to, kind, false);
+            }
+        }
+    }
+
+    pub(super) fn on_timeout(&mut self, cx: &mut Cx<'_, Self>, req: u64) {
+        let Some(p) = self.pending.remove(&req) else {
+            return;
+        };
+        self.counters.timeouts += 1;
+        self.on_failed(cx, p.to, p.kind, true);
+    }
+
+    /// A request got no useful answer; `timed_out` means the whole peer is suspect.
+    pub(super) fn on_failed(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        to: PeerId,
+        kind: Pending,
+        timed_out: bool,
+    ) {
+        match kind {
+            Pending::Step { lookup, .. } => {
+                if timed_out {
+                    self.evict(cx, to);
+                }
+                self.on_step_failed(cx, lookup);
+            }
+            Pending::Stabilize { vnode, .. } => {
+                if timed_out {
+                    self.evict(cx, to);
+                }
+                if let Some(vi) = self.vidx(&vnode) {
+                    self.vnodes[vi].stabilizing = false;
+                    // Skip the dead successor and stabilize through the next live one.
+                    self.stabilize_vnode(cx, vnode);
+                }
+            }
+            Pending::Candidate {
+                vnode, succ, list, ..
+            } => {
+                if timed_out {
+                    self.evict(cx, to);
+                }
+                if let Some(vi) = self.vidx(&vnode) {
+                    self.vnodes[vi].stabilizing = false;
+                    self.vnodes[vi].walk = 0;
+                    if self.vnodes[vi].joined && !self.moved_closer(vi, &succ) {
+                        self.adopt(vi, succ, &list);
+                        self.tell(
+                            cx,
+                            succ.peer,
+                            Message::Notify {
+                                vnode: succ.id,
+                                from: self.me_at(vnode),
+                            },
+                        );
+                    }
+                    self.stabilize_if_hinted(cx, vi);
+                }
+            }
+            Pending::JoinState { vnode, .. } => {
+                if timed_out {
+                    self.evict(cx, to);
+                }
+                self.retry_join(cx, vnode);
+            }
+            Pending::CheckPred | Pending::Ping | Pending::Offer => {
+                if timed_out {
+                    self.evict(cx, to);
+                }
+            }
+            Pending::FingerCheck { vnode, .. } => {
+                if timed_out {
+                    self.evict(cx, to);
+                }
+                // The finger is gone from the table now: the next round looks it up.
+                if let Some(vi) = self.vidx(&vnode) {
+                    self.vnodes[vi].fixing = false;
+                }
+            }
+            Pending::Fingers { .. } | Pending::Handoff { .. } => {}
+            Pending::Op { op, target } => {
+                if timed_out {
+                    self.evict(cx, target.peer);
+                }
+                self.retry_op(cx, op, Error::Timeout);
+            }
+        }
+    }
+}

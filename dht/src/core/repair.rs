@@ -1,0 +1,231 @@
+//! Replication, repair and hand-off of records.
+//!
+//! The owner of a key stores a write and pushes it to its replica set: the first `R − 1`
+//! successors that belong to peers other than the owner and each other. Every repair period
+//! the owner sends each replica a digest (`Offer`) of its range; the replica asks (`Want`)
+//! for what it lacks or holds older, which the owner pushes (`Store`). The offer is also the
+//! replica's liveness check, usually faster than stabilization. A peer holding records no
+//! owner confirmed for [`ORPHAN_PERIODS`] repair periods looks their owner up and hands
+//! them back (`Handoff`); the owner answers whether the sender is still a replica.
+
+use std::time::Duration;
+
+use peerlab_overlay::{Cx, Id, Instant, PeerId};
+
+use super::pending::Pending;
+use super::routing::Purpose;
+use super::{Dht, MAX_INTERNAL_LOOKUPS};
+use crate::Error;
+use crate::message::{
+    MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_PROVIDERS_PER_MESSAGE, Message, NodeRef, ProviderEntry,
+    Record, Version,
+};
+use crate::store::Applied;
+
+/// Hand-back lookups in flight at once (each moves up to one batch of orphaned records).
+const MAX_HANDBACKS: usize = 4;
+
+/// Repair periods a record may go unconfirmed by its owner before it counts as orphaned
+/// and is handed back.
+const ORPHAN_PERIODS: u32 = 3;
+
+impl Dht {
+    /// Pushes records to `to` in bounded batches.
+    pub(super) fn push_records(&mut self, cx: &mut Cx<'_, Self>, to: PeerId, keys: &[Id]) {
+        if to == self.me {
+            return;
+        }
+        let mut batch: Vec<(Id, Record)> = Vec::new();
+        let mut bytes = 0usize;
+        for k in keys {
+            let Some(r) = self.store.get(k) else { continue };
+            if batch.len() >= MAX_BATCH_ENTRIES || bytes + r.value_len() > MAX_BATCH_BYTES {
+                cx.send(
+                    to,
+                    Message::Store {
+                        records: std::mem::take(&mut batch),
+                        providers: Vec::new(),
+                    },
+                );
+                bytes = 0;
+            }
+            bytes += r.value_len();
+            batch.push((*k, r.clone()));
+        }
+        if !batch.is_empty() {
+            cx.send(
+                to,
+                Message::Store {
+                    records: batch,
+                    providers: Vec::new(),
+                },
+            );
+        }
+    }
+
+    pub(super) fn provider_batch(
+        &self,
+        keys: &[Id],
+        now: Instant,
+    ) -> Vec<(Id, Vec<ProviderEntry>)> {
+        keys.iter()
+            .map(|k| {
+                let mut p = self.store.providers(k, now);
+                p.truncate(MAX_PROVIDERS_PER_MESSAGE);
+                (*k, p)
+            })
+            .filter(|(_, p)| !p.is_empty())
+            .collect()
+    }
+
+    pub(super) fn push_providers(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        to: PeerId,
+        keys: &[Id],
+        now: Instant,
+    ) {
+        if to == self.me {
+            return;
+        }
+        for chunk in keys.chunks(MAX_BATCH_ENTRIES / 8) {
+            let providers = self.provider_batch(chunk, now);
+            if !providers.is_empty() {
+                cx.send(
+                    to,
+                    Message::Store {
+                        records: Vec::new(),
+                        providers,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn merge_providers(
+        &mut self,
+        providers: Vec<(Id, Vec<ProviderEntry>)>,
+        now: Instant,
+    ) {
+        let max_ttl = self.cfg.max_provider_ttl.as_millis() as u64;
+        for (k, list) in providers.into_iter().take(MAX_BATCH_ENTRIES) {
+            for e in list.into_iter().take(MAX_PROVIDERS_PER_MESSAGE) {
+                let ttl = Duration::from_millis(e.ttl_ms.min(max_ttl));
+                self.store.add_provider(k, e.provider, now + ttl, now);
+            }
+        }
+    }
+
+    pub(super) fn is_primary(&self, key: &Id) -> bool {
+        self.vnodes
+            .iter()
+            .any(|v| v.joined && v.pred.is_some_and(|p| key.in_half_open(&p.id, &v.id)))
+    }
+
+    pub(super) fn repair(&mut self, cx: &mut Cx<'_, Self>) {
+        let now = cx.now();
+        self.store.expire_providers(now);
+        let owned: Vec<(Id, Id, Vec<NodeRef>)> = self
+            .vnodes
+            .iter()
+            .filter(|v| v.joined)
+            .filter_map(|v| v.pred.map(|p| (p.id, v.id, self.replicas_of(v))))
+            .collect();
+        for (from, to, replicas) in owned {
+            let keys = self.store.keys_in(&from, &to);
+            for k in &keys {
+                self.store.confirm(k, now);
+            }
+            let pkeys = self.store.provider_keys_in(&from, &to);
+            let providers = self.provider_batch(&pkeys[..pkeys.len().min(MAX_BATCH_ENTRIES)], now);
+            let chunks: Vec<&[Id]> = if keys.is_empty() {
+                vec![&[][..]]
+            } else {
+                keys.chunks(MAX_BATCH_ENTRIES).collect()
+            };
+            for r in replicas {
+                for (n, chunk) in chunks.iter().enumerate() {
+                    let digest: Vec<(Id, Version)> = chunk
+                        .iter()
+                        .filter_map(|k| self.store.version(k).map(|v| (*k, v)))
+                        .collect();
+                    // Provider sets ride on the first offer; the first offer goes out even
+                    // when empty, since it is also the replica's liveness check.
+                    let p = if n == 0 {
+                        providers.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    let req = self.fresh();
+                    let msg = Message::Offer {
+                        req,
+                        from,
+                        to,
+                        digest,
+                        providers: p,
+                    };
+                    self.request(cx, r.peer, req, msg, Pending::Offer);
+                }
+            }
+        }
+        // Hand back records nobody has confirmed for a while.
+        let stale = now
+            .as_micros()
+            .saturating_sub(self.cfg.repair_period.as_micros() as u64 * ORPHAN_PERIODS as u64);
+        if self.handbacks < MAX_HANDBACKS && self.lookups.len() < MAX_INTERNAL_LOOKUPS {
+            let orphans: Vec<Id> = self
+                .store
+                .records
+                .iter()
+                .filter(|(_, e)| e.confirmed.as_micros() < stale)
+                .map(|(k, _)| *k)
+                .filter(|k| !self.is_primary(k))
+                .take(MAX_HANDBACKS - self.handbacks)
+                .collect();
+            for k in orphans {
+                self.handbacks += 1;
+                // Avoid handing the same record back again before the answer arrives.
+                self.store.confirm(&k, now);
+                self.start_lookup(cx, k, Purpose::Handback);
+            }
+        }
+    }
+
+    pub(super) fn hand_back(&mut self, cx: &mut Cx<'_, Self>, pred: NodeRef, owner: NodeRef) {
+        if owner.peer == self.me {
+            return;
+        }
+        let mut keys = self.store.keys_in(&pred.id, &owner.id);
+        keys.truncate(MAX_BATCH_ENTRIES);
+        let mut records = Vec::with_capacity(keys.len());
+        let mut bytes = 0;
+        for k in &keys {
+            if let Some(r) = self.store.get(k) {
+                if bytes + r.value_len() > MAX_BATCH_BYTES {
+                    break;
+                }
+                bytes += r.value_len();
+                records.push((*k, r.clone()));
+            }
+        }
+        let keys: Vec<Id> = records.iter().map(|(k, _)| *k).collect();
+        let req = self.fresh();
+        let msg = Message::Handoff {
+            req,
+            vnode: owner.id,
+            records,
+        };
+        self.request(cx, owner.peer, req, msg, Pending::Handoff { keys });
+    }
+
+    pub(super) fn apply_batch(&mut self, records: Vec<(Id, Record)>, now: Instant) {
+        for (k, r) in records {
+            match self.store.apply(k, r, now) {
+                Ok(Applied::Stored) => {}
+                Ok(Applied::Stale) => self.store.confirm(&k, now),
+                Err(Error::ValueTooLarge { .. }) => self.counters.oversized_value += 1,
+                Err(_) => self.counters.store_full += 1,
+            }
+        }
+    }
+}
