@@ -91,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { json, args } => {
-            let program = peerlab_testnet::local::NodeProgram::current_peerlab()?;
+            let program = peerlab_testnet::process::NodeProgram::current_peerlab()?;
             let report = peerlab_testnet::demo::run(&args, Some(program), !json)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);

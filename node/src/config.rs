@@ -56,6 +56,12 @@ pub struct Config {
     pub idle_timeout_secs: u64,
     /// Most established connections. Default 512.
     pub max_connections: u32,
+    /// Most connections (both directions) per remote IP address, so that identities, which
+    /// are free, cannot crowd out other peers from one host. Default 8
+    /// (`driver::MAX_CONNECTIONS_PER_IP`). Loopback addresses are exempt: every node of a
+    /// local testnet connects from 127.0.0.1. Several nodes behind one NAT, or more than
+    /// eight nodes per host in a multi-host testnet, need a higher value.
+    pub max_connections_per_ip: u32,
     /// Seed of the protocol random source; default none (from the OS). Tests set it.
     pub seed: Option<u64>,
     /// DHT maintenance period in ms of a ring at rest: stabilize and fix-fingers run this
@@ -115,6 +121,7 @@ impl Default for Config {
             profile: Profile::Lan,
             idle_timeout_secs: 60,
             max_connections: 512,
+            max_connections_per_ip: crate::driver::MAX_CONNECTIONS_PER_IP,
             seed: None,
             maintenance_ms: None,
             probe_ms: None,
@@ -205,6 +212,12 @@ impl Config {
             self.gossip_fanout.map(|f| f as u64),
             1,
             MAX_GOSSIP_FANOUT as u64,
+        )?;
+        within(
+            "max_connections_per_ip",
+            Some(u64::from(self.max_connections_per_ip)),
+            1,
+            u64::from(u32::MAX),
         )?;
         within(
             "gossip_view",

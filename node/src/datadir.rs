@@ -9,6 +9,11 @@
 //! | `listen.addrs` | the node's listen multiaddrs with `/p2p/<id>` (written at start) |
 //! | `store.redb` | DHT records and swarm bitfields ([`crate::store`]) |
 //! | `chunks/` | chunk files of shared and fetched content |
+//!
+//! The data dir is private: created with mode 0700 (its `chunks/` too), secrets written
+//! with mode 0600. A secret file (`identity.key`, `api.token`) that group or others may
+//! read is refused at start, as ssh refuses such a key: the token lets anyone who reads it
+//! drive the node, and the key lets them be it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,6 +35,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
     }
 }
 
+/// Mode of the data dir and the directories in it: the owner's only.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Mode of the secret files: readable and writable by the owner only.
+pub const SECRET_MODE: u32 = 0o600;
+
 /// Writes `data` to `path` atomically (temp file + rename) with mode 0600 on Unix.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), NodeError> {
     let tmp = path.with_extension("tmp");
@@ -39,20 +50,77 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), NodeError> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
+            opts.mode(SECRET_MODE);
         }
         let mut f = opts.open(&tmp).map_err(io_err(&tmp))?;
+        // A temp file left behind by a crash keeps its mode when reopened: set it anyway.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(SECRET_MODE))
+                .map_err(io_err(&tmp))?;
+        }
         f.write_all(data).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
     }
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 
+/// Refuses a secret file that group or others may read or write.
+fn check_private(path: &Path) -> Result<(), NodeError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(io_err(path))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(NodeError::Permissions {
+                path: path.to_path_buf(),
+                mode: mode & 0o777,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Creates `dir` and its missing parents with mode [`DIR_MODE`].
+fn create_private_dir(dir: &Path) -> Result<(), NodeError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(DIR_MODE);
+    }
+    b.create(dir).map_err(io_err(dir))
+}
+
 impl DataDir {
-    /// Opens (creating if needed) the data dir at `root`.
+    /// Opens the data dir at `root`, creating it (mode 0700) if needed. An existing
+    /// directory keeps its mode (a warning says so if others may enter it).
     pub fn open(root: impl Into<PathBuf>) -> Result<DataDir, NodeError> {
         let root = root.into();
-        std::fs::create_dir_all(root.join("chunks")).map_err(io_err(&root))?;
+        create_private_dir(&root)?;
+        create_private_dir(&root.join("chunks"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&root)
+                .map_err(io_err(&root))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %root.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "the data dir is open to other users; `chmod 700` it"
+                );
+            }
+        }
         Ok(DataDir { root })
     }
 
@@ -96,6 +164,7 @@ impl DataDir {
         let path = self.root.join("identity.key");
         match std::fs::read(&path) {
             Ok(bytes) => {
+                check_private(&path)?;
                 let key = Keypair::from_protobuf_encoding(&bytes).map_err(|source| {
                     NodeError::Identity {
                         path: path.clone(),
@@ -126,7 +195,10 @@ impl DataDir {
     pub fn token(&self) -> Result<String, NodeError> {
         let path = self.token_file();
         match std::fs::read_to_string(&path) {
-            Ok(s) if s.trim().len() >= 32 => Ok(s.trim().to_string()),
+            Ok(s) if s.trim().len() >= 32 => {
+                check_private(&path)?;
+                Ok(s.trim().to_string())
+            }
             Ok(_) => self.new_token(&path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.new_token(&path),
             Err(e) => Err(NodeError::Io { path, source: e }),
@@ -190,11 +262,71 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_data_dir_is_private() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("a/b/node");
+        let d = DataDir::open(&root).unwrap();
+        d.identity().unwrap();
+        d.token().unwrap();
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&d.chunks_dir()), 0o700);
+        assert_eq!(mode(&root.join("identity.key")), 0o600);
+        assert_eq!(mode(&d.token_file()), 0o600);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secrets_readable_by_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::open(dir.path()).unwrap();
+        let token = d.token().unwrap();
+        d.identity().unwrap();
+        for (file, bad) in [
+            ("api.token", 0o640),
+            ("api.token", 0o604),
+            ("identity.key", 0o644),
+        ] {
+            let path = dir.path().join(file);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bad)).unwrap();
+            let err = if file == "api.token" {
+                d.token().unwrap_err()
+            } else {
+                d.identity().map(|_| ()).unwrap_err()
+            };
+            match &err {
+                NodeError::Permissions { path: p, mode } => {
+                    assert_eq!((p, *mode), (&path, bad));
+                }
+                e => panic!("{file} at {bad:o}: {e}"),
+            }
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert_eq!(
+            d.token().unwrap(),
+            token,
+            "a private token is read as before"
+        );
+        // A stricter mode is fine.
+        let path = d.token_file();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(d.token().unwrap(), token);
+    }
+
     #[test]
     fn corrupt_identity_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let d = DataDir::open(dir.path()).unwrap();
-        std::fs::write(dir.path().join("identity.key"), b"garbage").unwrap();
+        write_private(&dir.path().join("identity.key"), b"garbage").unwrap();
         assert!(matches!(d.identity(), Err(NodeError::Identity { .. })));
     }
 }

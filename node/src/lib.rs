@@ -7,7 +7,8 @@
 //! - [`wire`]: one libp2p protocol per core, stream framing, frame limits.
 //! - [`driver`]: the tokio task that owns the libp2p swarm and the `Peer`.
 //! - [`datadir`], [`config`], [`store`]: identity, configuration file, durable records.
-//! - [`api`]: the HTTP + JSON control API; [`client`]: a blocking client for it.
+//! - [`api`]: the HTTP + JSON control API; [`api_server`]: its server and limits;
+//!   [`client`]: a blocking client for it.
 //! - [`metrics`]: metric names and the per-node Prometheus recorder.
 //!
 //! # Starting a node in-process
@@ -33,6 +34,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod api;
+pub mod api_server;
 pub mod client;
 pub mod config;
 pub mod datadir;
@@ -106,6 +108,18 @@ pub enum NodeError {
     /// The node key is not an Ed25519 key (the cores name peers by Ed25519 keys).
     #[error("the node key must be Ed25519")]
     NotEd25519,
+    /// A secret file in the data dir may be read by group or others.
+    #[error(
+        "{} is accessible by group or others (mode {mode:o}); it is a secret: run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The embedded database failed.
     #[error("store: {0}")]
     Store(#[from] redb::Error),
@@ -119,14 +133,6 @@ pub enum NodeError {
         addr: Multiaddr,
         /// The transport's error.
         source: libp2p::TransportError<std::io::Error>,
-    },
-    /// A stream protocol could not be registered.
-    #[error("{protocol}: {source}")]
-    Protocol {
-        /// The protocol name.
-        protocol: &'static str,
-        /// Why it was refused.
-        source: libp2p_stream::AlreadyRegistered,
     },
     /// The control API cannot bind its address.
     #[error("cannot bind the API on {addr}: {source}")]
@@ -273,6 +279,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         bootstrap,
         idle_timeout: cfg.idle_timeout(),
         max_connections: cfg.max_connections,
+        max_connections_per_ip: cfg.max_connections_per_ip,
         prefer_quic: cfg.transport == config::Transport::Quic,
         seed: cfg.seed,
         ..driver::NetConfig::default()
@@ -322,14 +329,12 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         fetches: Default::default(),
     });
     let (api_stop, stop_rx) = oneshot::channel::<()>();
-    let api_task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::warn!(%e, "control API stopped");
-        }
-    });
+    let api_task = tokio::spawn(api_server::serve(
+        listener,
+        app,
+        api_server::Limits::default(),
+        stop_rx,
+    ));
     tracing::info!(%peer_id, %api_addr, "node started");
     Ok(NodeHandle {
         peer_id,

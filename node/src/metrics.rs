@@ -26,9 +26,16 @@ pub const MESSAGES_OUT: &str = "peerlab_messages_out_total";
 pub const SEND_DROPPED: &str = "peerlab_send_dropped_total";
 /// Counter (label `protocol`): frames whose delivery failed.
 pub const SEND_FAILED: &str = "peerlab_send_failed_total";
-/// Counter (label `protocol`): outbound streams the peer dropped unread that were opened
-/// and written again.
-pub const STREAMS_REOPENED: &str = "peerlab_streams_reopened_total";
+/// Counter (label `reason`): inbound streams refused at accept — `queue`: the driver was
+/// `driver::INBOUND_QUEUE` streams behind; `per_peer`: the peer already held
+/// `driver::MAX_INBOUND_STREAMS_PER_PEER` streams on the channel.
+pub const STREAMS_REFUSED: &str = "peerlab_streams_refused_total";
+/// Counter (label `reason`): connections refused by the driver's gate — `per_ip`: the
+/// remote address already held `driver::MAX_CONNECTIONS_PER_IP` (or the configured cap).
+pub const CONNECTIONS_DENIED: &str = "peerlab_connections_denied_total";
+/// Counter (label `protocol`): frames dropped because their sender was over its rate
+/// (`driver::rate_of`).
+pub const RATE_LIMITED: &str = "peerlab_frames_rate_limited_total";
 /// Counter (label `protocol`): undecodable, oversized or unattributable frames received.
 pub const BAD_FRAMES: &str = "peerlab_bad_frames_total";
 /// Counter (label `offence`): peer input a core rejected (`Offence::name`).

@@ -4,8 +4,8 @@
 //! Each core has its own protocol name (`/peerlab/<core>/2`), negotiated with
 //! multistream-select once per stream, so a peer that speaks only some cores learns that at
 //! negotiation. A message is one frame — the `overlay::codec` version byte plus CBOR. The
-//! sender opens a stream (rust-libp2p's `libp2p-stream`) the first time it has a message for
-//! a connected peer on that protocol and keeps it: frames follow each other, each a `u32`
+//! sender opens a stream (through the driver's own stream behaviour, `driver::streams`) the
+//! first time it has a message for a connected peer on that protocol and keeps it: frames follow each other, each a `u32`
 //! big-endian length followed by the frame ([`write_stream_frame`], [`read_stream_frame`]);
 //! the receiver never writes back. Delivery stays best-effort, as the cores assume; the
 //! transport's flow control (QUIC stream credit, Yamux window) is the back-pressure and the
@@ -25,7 +25,9 @@
 //! Frames are read with a hard limit per protocol ([`Channel::max_frame`]): a length prefix
 //! above it is reported as [`StreamFrame::Oversized`] without reading the frame, penalises
 //! the sender and ends the stream (the reader cannot resynchronise). The body is decoded
-//! only after the read finished within the limit.
+//! only after the read finished within the limit. The buffer a frame is read into grows
+//! with the bytes that actually arrive ([`FRAME_BUFFER_START`], then doubling), so a length
+//! prefix costs nothing until the peer sends the bytes it announced.
 
 use std::io;
 
@@ -116,6 +118,20 @@ impl Channel {
 /// Bytes of the length prefix in front of every frame on a stream.
 pub const STREAM_LENGTH_PREFIX: usize = 4;
 
+/// Most bytes reserved for a frame before its bytes arrive: frames up to this size (every
+/// message but the largest DHT values, gossip batches and manifests; a 16 KiB block with
+/// its header) are read into one buffer of their exact size, larger ones into a buffer that
+/// doubles as they arrive. A peer that announces the 1 MiB limit and sends nothing costs
+/// this much, not the announced length.
+pub const FRAME_BUFFER_START: usize = 64 * 1024;
+
+impl AsRef<str> for Channel {
+    /// The libp2p protocol name (what multistream-select negotiates).
+    fn as_ref(&self) -> &str {
+        self.protocol()
+    }
+}
+
 /// One frame read from a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StreamFrame {
@@ -155,8 +171,19 @@ where
     if len > max_frame {
         return Ok(Some(StreamFrame::Oversized(len as u64)));
     }
-    let mut frame = vec![0u8; len];
-    io.read_exact(&mut frame).await?;
+    // Grown (doubling, up to `len`) only when the bytes already read fill it.
+    let mut frame = vec![0u8; len.min(FRAME_BUFFER_START)];
+    let mut filled = 0;
+    while filled < len {
+        if filled == frame.len() {
+            frame.resize(len.min(2 * frame.len()), 0);
+        }
+        let n = io.read(&mut frame[filled..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
+    }
     Ok(Some(StreamFrame::Data(frame)))
 }
 
@@ -191,5 +218,68 @@ mod tests {
             let r = libp2p::futures::executor::block_on(read_stream_frame(&mut io, 8));
             assert_eq!(r.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         }
+    }
+
+    /// A reader that serves `data` in pieces of at most `piece` bytes and remembers the
+    /// largest buffer it was handed (what the frame reader had allocated to read into).
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        piece: usize,
+        largest: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.largest = self.largest.max(buf.len());
+            let n = buf.len().min(self.piece).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn frame_buffers_grow_with_the_bytes_that_arrive() {
+        let limit = TRANSFER_FRAME_LIMIT;
+        // A prefix announcing the limit, then 100 bytes and the end of the stream: the
+        // reader must not have set aside the announced megabyte.
+        let mut data = (limit as u32).to_be_bytes().to_vec();
+        data.extend_from_slice(&[7; 100]);
+        let mut io = Trickle {
+            data,
+            at: 0,
+            piece: 4096,
+            largest: 0,
+        };
+        let r = libp2p::futures::executor::block_on(read_stream_frame(&mut io, limit));
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert!(
+            io.largest <= FRAME_BUFFER_START,
+            "read into {} bytes for 100 that arrived",
+            io.largest
+        );
+
+        // A whole frame at the limit arrives intact, in pieces, through a buffer that grew
+        // to fit it.
+        let body: Vec<u8> = (0..limit).map(|i| (i % 251) as u8).collect();
+        let mut data = Vec::new();
+        write_stream_frame(&mut data, &body);
+        let mut io = Trickle {
+            data,
+            at: 0,
+            piece: 10_000,
+            largest: 0,
+        };
+        let r = libp2p::futures::executor::block_on(read_stream_frame(&mut io, limit));
+        assert_eq!(r.unwrap(), Some(StreamFrame::Data(body)));
+        assert!(
+            io.largest <= limit / 2,
+            "the last half is read into the grown part"
+        );
     }
 }

@@ -142,10 +142,10 @@ async fn send_frames_until_banned(addr: Multiaddr, node: libp2p::PeerId, frames:
                     let mut control = control.clone();
                     tokio::spawn(async move {
                         // Each bad frame on a stream of its own (the node reads no further
-                        // than an oversized length), cycling until the node bans us: an
-                        // inbound stream can be lost when several arrive at once
-                        // (libp2p-stream hands them over through a one-slot channel), so
-                        // a fixed number of frames would not be a fair test of the ban.
+                        // than an oversized length), cycling until the node bans us: the node
+                        // holds at most a few streams of one peer per protocol and drops the
+                        // rest unread, so a fixed number of frames would not be a fair test
+                        // of the ban.
                         let mut open = Vec::new();
                         for f in frames.iter().cycle().take(MAX_ATTACK_FRAMES) {
                             let proto = StreamProtocol::new(Channel::Dht.protocol());

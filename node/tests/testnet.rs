@@ -225,6 +225,23 @@ fn scenario(transport: Transport, file_size: usize) {
         uploaders >= want,
         "the fetcher used {uploaders} of 3 sharers (want {want})"
     );
+    // Honest traffic, a transfer at full speed among it, never reaches a peer's rate, and
+    // no inbound stream was refused at accept, on any node.
+    for (i, n) in net.alive() {
+        let text = n.client().metrics().unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("peerlab_frames_rate_limited_total")
+                    || l.starts_with("peerlab_streams_refused_total")
+            })
+            .collect();
+        // One per channel, and the two reasons a stream is refused.
+        assert_eq!(lines.len(), 6, "node {i}: {lines:?}");
+        for line in lines {
+            assert!(line.ends_with(" 0"), "node {i}: {line}");
+        }
+    }
 
     // 8. A node killed and restarted from its data dir keeps its PeerId and its records.
     let r = (1..NODES)

@@ -9,7 +9,11 @@ use clap::{Args, Subcommand, ValueEnum};
 use peerlab_node::config::Transport;
 use serde_json::json;
 
-use crate::local::{Mode, NodeProgram, Testnet, TestnetError, Timings, UpOptions, pid_alive};
+use crate::process::{
+    MANIFEST, Mode, NodeProgram, TESTNET_GOSSIP_VIEW, Testnet, TestnetError, Timings, UpOptions,
+    pid_alive,
+};
+use crate::process_churn;
 
 /// Default testnet dir.
 pub const DEFAULT_DIR: &str = "peerlab-testnet";
@@ -74,7 +78,7 @@ pub struct UpArgs {
     pub gossip_fanout: usize,
     /// Gossip partial view of every node: partners come from a random sample of K
     /// members (0 = all members, a full mesh of connections).
-    #[arg(long, value_name = "K", default_value_t = crate::local::TESTNET_GOSSIP_VIEW)]
+    #[arg(long, value_name = "K", default_value_t = TESTNET_GOSSIP_VIEW)]
     pub gossip_view: usize,
 }
 
@@ -117,6 +121,20 @@ pub struct ConvergeArgs {
     pub out: Option<PathBuf>,
 }
 
+/// `peerlab testnet churn`.
+#[derive(Debug, Clone, Args)]
+pub struct ChurnArgs {
+    /// The testnet dir.
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// What churn to run.
+    #[command(flatten)]
+    pub params: process_churn::Params,
+    /// Where the CSV and plots go [default: <dir>/results].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 /// The `peerlab testnet` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TestnetCommand {
@@ -142,7 +160,7 @@ pub enum TestnetCommand {
     #[command(
         after_help = "Example:\n  peerlab testnet churn --rate 0.1 --duration 600 --dir /tmp/tn"
     )]
-    Churn(crate::churn::ChurnArgs),
+    Churn(ChurnArgs),
 }
 
 /// What a command printed: a human text and a JSON value.
@@ -203,7 +221,7 @@ impl TestnetCommand {
                     ));
                 }
                 let out = a.out.clone().unwrap_or_else(|| net.dir().join("results"));
-                let r = crate::churn::run(&mut net, a, &out, progress)?;
+                let r = process_churn::run(&mut net, &a.params, &out, progress)?;
                 Ok(Output {
                     text: r.render_table(),
                     json: to_json(&r),
@@ -253,7 +271,7 @@ fn up(a: &UpArgs, progress: bool) -> Result<Output, TestnetError> {
         h.expected,
         net.ideal_ring().len(),
         h.rss_kib as f64 / 1024.0,
-        net.dir().join(crate::local::MANIFEST).display()
+        net.dir().join(MANIFEST).display()
     );
     let js = json!({"nodes": h.expected, "seconds": secs, "started_seconds": started, "rss_kib": h.rss_kib,
         "dir": net.dir(), "mode": mode});

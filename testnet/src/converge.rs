@@ -19,9 +19,9 @@ use peerlab_overlay::Rng;
 use serde::Serialize;
 
 use crate::experiments::gossip as simg;
-use crate::local::{Testnet, TestnetError};
 use crate::measure::{self, ARRIVAL_DEADLINE, MAX_UPDATES, UpdateArrivals};
 use crate::plot::{self, Series};
+use crate::process::{Testnet, TestnetError};
 
 /// What `testnet converge` measured.
 #[derive(Clone, Debug, Serialize)]

@@ -22,8 +22,8 @@ use clap::Args;
 use peerlab_node::config::Transport;
 use serde::Serialize;
 
-use crate::local::{Mode, NodeProgram, Testnet, TestnetError, Timings, UpOptions};
 use crate::measure;
+use crate::process::{Mode, NodeProgram, Testnet, TestnetError, Timings, UpOptions, key_owner};
 
 /// Deadline for the testnet to converge.
 pub const CONVERGE_DEADLINE: Duration = Duration::from_secs(90);
@@ -306,7 +306,7 @@ fn demo_steps(net: &Testnet, steps: &mut Steps, dir: &std::path::Path) -> Result
             .client(c)
             .lookup("demo/greeting")
             .map_err(|e| TestnetError::Failed(format!("lookup at node {c}: {e}")))?;
-        let want = ring.owner("demo/greeting").map(|o| o.0.clone()).unwrap_or_default();
+        let want = key_owner(&ring, "demo/greeting").map(|o| o.id.to_hex()).unwrap_or_default();
         if r.vnode != want {
             return fail(format!("node {c} says vnode {} owns the key; the ideal ring says {want}", r.vnode));
         }

@@ -1,25 +1,33 @@
-//! peerlab's lab: the simulator experiments, local testnets, and the demo.
+//! peerlab's lab: the simulator experiments, local testnets of real nodes, and the demo.
 //!
-//! The discrete-event simulator itself is the `peerlab-sim` crate.
+//! The discrete-event simulator the experiments run on is its own crate, `peerlab-sim`.
 //!
 //! # Layout
 //!
-//! - [`experiments`]: the `peerlab sim …` experiments, built on `peerlab_sim::Sim`.
-//! - [`local`]: local testnets of real nodes on 127.0.0.1 (processes or in-process),
-//!   `testnet.json`, health (ideal ring, complete membership), orphan-free shutdown.
-//! - [`measure`]: lookups and gossip arrival times on a running testnet; the simulator's
-//!   prediction for the same network. [`converge`] and [`churn`]: the `testnet converge`
-//!   and `testnet churn` experiments. [`plot`]: PNG + SVG charts.
-//! - [`cmd`]: the `peerlab testnet …` commands; [`demo`]: `peerlab demo`.
+//! Simulated networks:
+//! - [`experiments`]: the `peerlab sim …` experiments (Chord, gossip, membership, flooding,
+//!   swarm transfer, the full peer stack, a testnet's cold start), built on
+//!   `peerlab_sim::Sim` and its churn schedules (`peerlab_sim::churn`).
+//!
+//! Real nodes on 127.0.0.1:
+//! - [`process`]: local testnets (one process per node, or all in-process): starting and
+//!   stopping nodes, `testnet.json`, health against the ideal ring, OS probes.
+//! - [`measure`]: lookups and gossip arrival times on a running testnet, and the simulator's
+//!   prediction for the same network; [`converge`]: `testnet converge`;
+//!   [`process_churn`]: `testnet churn`, which kills and restarts node processes under a
+//!   workload. [`plot`]: PNG + SVG charts of their results.
+//!
+//! The commands:
+//! - [`cmd`]: the `peerlab testnet …` commands (flags and output); [`demo`]: `peerlab demo`.
 
-pub mod churn;
 pub mod cmd;
 pub mod converge;
 pub mod demo;
 pub mod experiments;
-pub mod local;
 pub mod measure;
 pub mod plot;
+pub mod process;
+pub mod process_churn;
 
 pub use cmd::TestnetCommand;
 pub use demo::DemoArgs;

@@ -1,4 +1,4 @@
-//! Measurements on a running [`Testnet`](crate::local::Testnet): DHT lookups and gossip
+//! Measurements on a running [`Testnet`]: DHT lookups and gossip
 //! convergence, and the simulator's prediction for the same network.
 //!
 //! # Lookups
@@ -15,7 +15,7 @@
 //! wall-clock time (Unix ms) at which that version became active on the node, and for the
 //! origin's own entry the time it was published. An update's arrival at a node is that
 //! node's time minus the origin's; all nodes run on this machine, so they share the clock.
-//! [`POLL_THREADS`](crate::local::POLL_THREADS) threads, each owning a share of the nodes,
+//! [`POLL_THREADS`] threads, each owning a share of the nodes,
 //! poll until every node holds the update, pausing [`POLL_PAUSE`] between rounds so the
 //! controller takes little CPU from the nodes it measures; the polls only say *whether* a
 //! node has the update, not when. (A node that no longer remembers the time — over
@@ -37,7 +37,7 @@ use peerlab_gossip::{Command, Config as GossipConfig, Event, Gossip, StaticView}
 use peerlab_overlay::{Instant as SimInstant, PeerId, Rng};
 use serde::Serialize;
 
-use crate::local::{POLL_THREADS, Testnet, TestnetError, par_map};
+use crate::process::{POLL_THREADS, Testnet, TestnetError, key_owner, par_map};
 use peerlab_sim::{Latency, Sim, SimConfig};
 
 /// Most lookups one `testnet lookups` run issues.
@@ -127,7 +127,7 @@ pub fn lookups(net: &Testnet, count: usize, seed: u64) -> Result<LookupReport, T
         let r = net.client(*i).lookup(key);
         let ms = t.elapsed().as_secs_f64() * 1e3;
         r.ok().map(|r| {
-            let right = ring.owner(key).map(|o| &o.0) == Some(&r.vnode);
+            let right = key_owner(&ring, key).is_some_and(|o| o.id.to_hex() == r.vnode);
             (r.hops, ms, right)
         })
     });

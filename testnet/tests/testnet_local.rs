@@ -11,13 +11,11 @@
 use std::time::Duration;
 
 use peerlab_node::config::Transport;
-use peerlab_testnet::churn::ChurnArgs;
-use peerlab_testnet::cmd::DirArg;
-use peerlab_testnet::local::{
+use peerlab_testnet::process::{
     MANIFEST, Manifest, Mode, NodeProgram, Testnet, Timings, UpOptions, pid_alive,
     run_child_from_env,
 };
-use peerlab_testnet::{converge, measure};
+use peerlab_testnet::{converge, measure, process_churn};
 
 const NODES: usize = 6;
 
@@ -87,8 +85,7 @@ fn up_lookups_converge_churn_down() {
     assert!(converge::run(&net, 1, Some(500), None, 1, &out).is_err());
 
     // Churn: crashes and restarts under load; nothing acknowledged is lost.
-    let args = ChurnArgs {
-        dir: DirArg { dir: dir.clone() },
+    let params = process_churn::Params {
         rate: 0.25,
         duration: 30,
         min_downtime: 12,
@@ -97,9 +94,8 @@ fn up_lookups_converge_churn_down() {
         keys: 20,
         settle: 60,
         seed: 5,
-        out: None,
     };
-    let r = peerlab_testnet::churn::run(&mut net, &args, &out, false).unwrap();
+    let r = process_churn::run(&mut net, &params, &out, false).unwrap();
     assert!(r.lookups > 0 && r.gets > 0, "{r:?}");
     assert!(r.crashes > 0 && r.restarts > 0, "churn happened: {r:?}");
     assert_eq!(r.keys, 20);
@@ -153,7 +149,7 @@ fn preflight_refuses_what_the_machine_cannot_host() {
         timings: Timings::default(),
     };
     assert!(
-        peerlab_testnet::local::preflight(&base).is_err(),
+        peerlab_testnet::process::preflight(&base).is_err(),
         "zero nodes"
     );
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -163,7 +159,7 @@ fn preflight_refuses_what_the_machine_cannot_host() {
         base_port: Some(port),
         ..base.clone()
     };
-    let e = peerlab_testnet::local::preflight(&opts)
+    let e = peerlab_testnet::process::preflight(&opts)
         .unwrap_err()
         .to_string();
     assert!(e.contains("in use"), "{e}");
@@ -173,7 +169,7 @@ fn preflight_refuses_what_the_machine_cannot_host() {
         ..base
     };
     assert!(
-        peerlab_testnet::local::preflight(&opts).is_err(),
+        peerlab_testnet::process::preflight(&opts).is_err(),
         "processes need a program"
     );
 }

@@ -37,7 +37,7 @@ pub struct PeerInfo {
     pub rtt_ms: Option<f64>,
     /// The agent version the peer announced through identify.
     pub agent: Option<String>,
-    /// Strikes against the peer (bad frames).
+    /// The peer's strike points now (they leak away; see `driver::STRIKE_LEAK`).
     pub strikes: u32,
 }
 

@@ -11,19 +11,26 @@
 //!
 //! # Layout
 //!
-//! - this module: the event loop ([`Driver`], crate-internal) and the [`NetCore`] contract
+//! - this module: the event loop (`Driver`, crate-internal) and the [`NetCore`] contract
 //!   a core fulfils to be driven;
 //! - `transport`: transports, behaviours and connection settings ([`NetConfig`]);
-//! - `streams`: the writer, reader and acceptor tasks of the cores' long-lived streams —
-//!   the only part that runs beside the loop, talking to it through channels;
-//! - `limits`: strikes and bans ([`STRIKE_LIMIT`], [`BAN_DURATION`]);
-//! - `address_book`: where to dial the peers the cores name;
+//! - `streams`: the cores' long-lived streams — the stream behaviour that accepts and opens
+//!   them, and the writer and reader tasks, the only part that runs beside the loop,
+//!   talking to it through channels;
+//! - `gate`: the cap on connections per IP address ([`MAX_CONNECTIONS_PER_IP`]);
+//! - `rate`: per-peer token buckets per channel ([`rate_of`]);
+//! - `limits`: leaking strike points and time-limited bans ([`STRIKE_LIMIT`],
+//!   [`STRIKE_LEAK`], [`BAN_DURATION`]);
+//! - `address_book`: where to dial the peers the cores name, confirmed or claimed;
 //! - `handle`: [`DriverHandle`], how the API talks to the loop.
 //!
-//! A frame that fails to decode, exceeds its channel's limit or comes from a key type the
-//! cores cannot name is a strike against the sending peer; at [`STRIKE_LIMIT`] strikes the
-//! peer is disconnected and refused for [`BAN_DURATION`]. Nothing a peer sends can panic
-//! the task.
+//! **Hostile peers.** Every frame is checked in order: a banned sender's is dropped; one
+//! over its sender's rate is dropped (and charged as `Offence::Excess`, at most once per
+//! [`EXCESS_REPORT_INTERVAL`]); one that fails to decode, exceeds its channel's limit,
+//! stalls half-way or comes from a key type the cores cannot name is charged too; what a
+//! core rejects it reports as an `Output::Offence`, charged to the sender. Charges are strike
+//! points that leak away; at [`STRIKE_LIMIT`] the peer is disconnected and refused for
+//! [`BAN_DURATION`]. Nothing a peer sends can panic the task.
 //!
 //! **Connections.** Connections stay open while streams are in use and for the idle timeout
 //! after. A peer that restarted with the same identity is recognised by the boot nonce in
@@ -39,8 +46,10 @@
 #![allow(clippy::disallowed_methods)]
 
 mod address_book;
+mod gate;
 mod handle;
 mod limits;
+mod rate;
 mod streams;
 mod transport;
 
@@ -65,25 +74,29 @@ use crate::NodeError;
 use crate::metrics as m;
 use crate::wire::Channel;
 
-pub use address_book::{MAX_ADDRESS_BOOK, MAX_ADDRS_PER_PEER};
+pub use address_book::{MAX_ADDRESS_BOOK, MAX_ADDRS_PER_PEER, MAX_CLAIMED_PEERS};
+pub use gate::{MAX_CONNECTIONS_PER_IP, TooManyFromIp};
 pub(crate) use handle::Request;
 pub use handle::{
     DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo, REQUEST_CAPACITY, WAITER_CAPACITY,
 };
-pub use limits::{BAN_DURATION, MAX_BANNED, STRIKE_LIMIT};
+pub use limits::{BAN_DURATION, MAX_BANNED, MAX_STRIKE_RECORDS, STRIKE_LEAK, STRIKE_LIMIT};
+pub use rate::{
+    ChannelRate, DHT_RATE, EXCESS_REPORT_INTERVAL, FLOOD_RATE, GOSSIP_RATE, SWARM_RATE, rate_of,
+};
 pub use streams::{
-    INCOMING_CAPACITY, MAX_INBOUND_STREAMS_PER_PEER, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES,
-    MAX_REOPENS, REPLAY_BYTES, REPLAY_WINDOW, STREAM_EVENT_CAPACITY, STREAM_IDLE,
-    WRITE_COALESCE_BYTES,
+    FRAME_READ_DEADLINE, INBOUND_QUEUE, MAX_INBOUND_STREAMS_PER_PEER, MAX_QUEUED_BYTES,
+    MAX_QUEUED_FRAMES, OpenError, STREAM_EVENT_CAPACITY, STREAM_IDLE, WRITE_COALESCE_BYTES,
 };
 pub use transport::{
     IDENTIFY_INTERVAL, IDENTIFY_PROTOCOL, NetConfig, PING_INTERVAL, QUIC_IDLE_TIMEOUT,
     QUIC_KEEP_ALIVE, QUIC_MAX_STREAMS, agent_version, from_libp2p, to_libp2p,
 };
 
-use address_book::AddressBook;
+use address_book::{AddressBook, Source};
 use limits::Strikes;
-use streams::{Incoming, StreamEvent, Streams};
+use rate::{RateLimits, Verdict};
+use streams::{StreamEvent, Streams};
 use transport::{Behaviour, BehaviourEvent, boot_nonce, build_swarm, preferred_addrs, strip_p2p};
 
 /// Most stream events the driver handles in one turn before it looks at other inputs (and
@@ -203,10 +216,9 @@ pub(crate) struct Driver<P: NetCore> {
     address_book: AddressBook,
     connected: BTreeMap<libp2p::PeerId, Connected>,
     strikes: Strikes,
+    rates: RateLimits,
     /// Frames waiting per peer and channel for a connection to that peer.
     pending: BTreeMap<(libp2p::PeerId, Channel), Pending>,
-    /// Inbound streams of every channel.
-    incoming: mpsc::Receiver<Incoming>,
     /// The stream writer and reader tasks.
     streams: Streams,
     stream_rx: mpsc::Receiver<StreamEvent>,
@@ -269,10 +281,8 @@ impl<P: NetCore> Driver<P> {
                 })?;
         }
         let (handle, requests) = DriverHandle::channel();
-        let control = swarm.behaviour().stream.new_control();
-        let (incoming_tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
         let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
-        let streams = Streams::new(control, incoming_tx, stream_tx)?;
+        let streams = Streams::new(stream_tx);
         let driver = Driver {
             swarm,
             core,
@@ -288,8 +298,8 @@ impl<P: NetCore> Driver<P> {
             address_book: AddressBook::default(),
             connected: BTreeMap::new(),
             strikes: Strikes::default(),
+            rates: RateLimits::default(),
             pending: BTreeMap::new(),
-            incoming,
             streams,
             stream_rx,
             loopback: VecDeque::new(),
@@ -380,7 +390,7 @@ impl<P: NetCore> Driver<P> {
     fn dispatch(&mut self, ev: P::Event) {
         for (peer, addr) in P::addresses_of(&ev) {
             if let (Some(p), Ok(a)) = (to_libp2p(&peer), addr.parse::<Multiaddr>()) {
-                self.remember(p, strip_p2p(&a));
+                self.remember(p, strip_p2p(&a), Source::Claimed);
             }
         }
         self.core.observe(&ev);
@@ -402,7 +412,7 @@ impl<P: NetCore> Driver<P> {
             return;
         }
         let Some(peer) = to_libp2p(&to) else { return };
-        if self.strikes.is_banned(&peer) {
+        if self.strikes.is_banned(&peer, std::time::Instant::now()) {
             return;
         }
         let ch = P::channel(&msg);
@@ -424,7 +434,9 @@ impl<P: NetCore> Driver<P> {
         };
         if self.connected.contains_key(&peer) {
             let len = frame.len();
-            if self.streams.send(peer, ch, frame)
+            if self
+                .streams
+                .send(&mut self.swarm.behaviour_mut().streams, peer, ch, frame)
                 && let Some(t) = self.traffic.get(ch.index())
             {
                 t.sent(len);
@@ -469,7 +481,8 @@ impl<P: NetCore> Driver<P> {
             if let Some(q) = self.pending.remove(&(peer, ch)) {
                 for f in q.frames {
                     // Already counted as sent when it was queued.
-                    self.streams.send(peer, ch, f);
+                    self.streams
+                        .send(&mut self.swarm.behaviour_mut().streams, peer, ch, f);
                 }
             }
         }
@@ -480,6 +493,10 @@ impl<P: NetCore> Driver<P> {
             StreamEvent::Frame { peer, ch, frame } => self.on_frame(peer, ch, &frame),
             StreamEvent::Oversized { peer, ch } => {
                 self.strike(peer, ch, "frame over the channel's limit")
+            }
+            StreamEvent::Stalled { peer, ch } => {
+                tracing::debug!(%peer, channel = ch.name(), "frame stalled; stream dropped");
+                self.charge(peer, Offence::Stalled);
             }
             StreamEvent::ReaderClosed { peer, ch } => self.streams.reader_closed(peer, ch),
             StreamEvent::WriterClosed {
@@ -498,17 +515,31 @@ impl<P: NetCore> Driver<P> {
     }
 
     fn on_incoming(&mut self, ch: Channel, peer: libp2p::PeerId, stream: libp2p::Stream) {
-        if self.strikes.is_banned(&peer) {
+        if self.strikes.is_banned(&peer, std::time::Instant::now()) {
             return;
         }
-        self.streams.accept(ch, peer, stream);
+        if !self.streams.accept(ch, peer, stream) {
+            metrics::counter!(m::STREAMS_REFUSED, "reason" => "per_peer").increment(1);
+        }
     }
 
     /// Hands one frame read from a stream to the core (its output is sent at the end of the
     /// turn, [`Self::end_inputs`]).
     fn on_frame(&mut self, peer: libp2p::PeerId, ch: Channel, frame: &[u8]) {
-        if self.strikes.is_banned(&peer) {
+        let now = std::time::Instant::now();
+        if self.strikes.is_banned(&peer, now) {
             return;
+        }
+        match self.rates.admit(peer, ch, frame.len(), now) {
+            Verdict::Admit => {}
+            Verdict::Drop { charge } => {
+                metrics::counter!(m::RATE_LIMITED, "protocol" => ch.name()).increment(1);
+                if charge {
+                    tracing::debug!(%peer, channel = ch.name(), "over the rate; frames dropped");
+                    self.charge(peer, Offence::Excess);
+                }
+                return;
+            }
         }
         let Some(from) = from_libp2p(&peer) else {
             self.strike(peer, ch, "not an Ed25519 peer");
@@ -527,13 +558,13 @@ impl<P: NetCore> Driver<P> {
         }
     }
 
-    fn remember(&mut self, peer: libp2p::PeerId, addr: Multiaddr) {
+    fn remember(&mut self, peer: libp2p::PeerId, addr: Multiaddr, source: Source) {
         if peer == self.local_libp2p {
             return;
         }
         let connected = &self.connected;
         self.address_book
-            .remember(peer, addr, |p| connected.contains_key(p));
+            .remember(peer, addr, source, |p| connected.contains_key(p));
     }
 
     fn strike(&mut self, peer: libp2p::PeerId, ch: Channel, why: &str) {
@@ -545,8 +576,16 @@ impl<P: NetCore> Driver<P> {
 
     /// A core rejected `peer`'s input.
     fn penalize(&mut self, peer: PeerId, offence: Offence) {
+        let Some(peer) = to_libp2p(&peer) else {
+            metrics::counter!(m::OFFENCES, "offence" => offence.name()).increment(1);
+            return;
+        };
+        self.charge(peer, offence);
+    }
+
+    /// Counts `offence` and charges its strike points to `peer`.
+    fn charge(&mut self, peer: libp2p::PeerId, offence: Offence) {
         metrics::counter!(m::OFFENCES, "offence" => offence.name()).increment(1);
-        let Some(peer) = to_libp2p(&peer) else { return };
         tracing::debug!(%peer, offence = offence.name(), "offence");
         self.add_strikes(peer, offence.severity());
     }
@@ -561,6 +600,7 @@ impl<P: NetCore> Driver<P> {
 
     fn status(&self) -> NetStatus {
         let local = self.local_libp2p;
+        let now = std::time::Instant::now();
         NetStatus {
             peer_id: local.to_string(),
             listen_addrs: self
@@ -576,7 +616,7 @@ impl<P: NetCore> Driver<P> {
                     addresses: c.conns.iter().map(|(_, a)| a.to_string()).collect(),
                     rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1e3),
                     agent: c.agent.clone(),
-                    strikes: self.strikes.of(p),
+                    strikes: self.strikes.of(p, now),
                 })
                 .collect(),
             uptime_secs: self.epoch.elapsed().as_secs_f64(),
@@ -617,6 +657,12 @@ impl<P: NetCore> Driver<P> {
         self.waiters.retain(|_, w| !w.tx.is_closed());
         metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
         metrics::gauge!(m::PENDING_TIMERS).set(self.timer_vals.len() as f64);
+        metrics::counter!(m::STREAMS_REFUSED, "reason" => "queue")
+            .absolute(self.swarm.behaviour().streams.refused());
+        metrics::counter!(m::CONNECTIONS_DENIED, "reason" => "per_ip")
+            .absolute(self.swarm.behaviour().gate.denied());
+        let connected = &self.connected;
+        self.rates.retain(|p| connected.contains_key(p));
         if !self.bootstrapped && self.connected.is_empty() {
             for addr in self.bootstrap.clone() {
                 let _ = self.swarm.dial(addr);
@@ -653,6 +699,14 @@ impl<P: NetCore> Driver<P> {
         let recorder = self.recorder.clone();
         metrics::with_local_recorder(&*recorder, || {
             self.traffic = Channel::ALL.into_iter().map(Traffic::register).collect();
+            // Shown from the start, so that "none refused" reads as 0 rather than absent.
+            for reason in ["queue", "per_peer"] {
+                metrics::counter!(m::STREAMS_REFUSED, "reason" => reason).absolute(0);
+            }
+            metrics::counter!(m::CONNECTIONS_DENIED, "reason" => "per_ip").absolute(0);
+            for ch in Channel::ALL {
+                metrics::counter!(m::RATE_LIMITED, "protocol" => ch.name()).absolute(0);
+            }
             self.with_core(|core, cx| core.handle_start(cx));
             for addr in self.bootstrap.clone() {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
@@ -678,14 +732,12 @@ impl<P: NetCore> Driver<P> {
                 Swarm(Box<SwarmEvent<BehaviourEvent>>),
                 Req(Option<Request<P>>),
                 Stream(StreamEvent),
-                Incoming(Channel, libp2p::PeerId, libp2p::Stream),
                 Wake,
                 Tick,
             }
             let input: In<P> = tokio::select! {
                 ev = self.swarm.select_next_some() => In::Swarm(Box::new(ev)),
                 Some(ev) = self.stream_rx.recv() => In::Stream(ev),
-                Some((ch, peer, s)) = self.incoming.recv() => In::Incoming(ch, peer, s),
                 req = self.requests.recv() => In::Req(req),
                 _ = sleep => In::Wake,
                 _ = tick.tick() => In::Tick,
@@ -709,10 +761,6 @@ impl<P: NetCore> Driver<P> {
                         }
                         // The frames' answers leave together.
                         self.end_inputs();
-                        None
-                    }
-                    In::Incoming(ch, peer, s) => {
-                        self.on_incoming(ch, peer, s);
                         None
                     }
                     In::Wake => None,
@@ -787,13 +835,13 @@ impl<P: NetCore> Driver<P> {
                 endpoint,
                 ..
             } => {
-                if self.strikes.is_banned(&peer_id) {
+                if self.strikes.is_banned(&peer_id, std::time::Instant::now()) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
                 let remote = endpoint.get_remote_address().clone();
                 if endpoint.is_dialer() {
-                    self.remember(peer_id, strip_p2p(&remote));
+                    self.remember(peer_id, strip_p2p(&remote), Source::Confirmed);
                 }
                 let c = self.connected.entry(peer_id).or_default();
                 c.conns.push((connection_id, remote.clone()));
@@ -874,10 +922,13 @@ impl<P: NetCore> Driver<P> {
                         matches!(p, AddrProto::Ip4(ip) if ip.is_unspecified())
                             || matches!(p, AddrProto::Ip6(ip) if ip.is_unspecified())
                     }) {
-                        self.remember(peer_id, strip_p2p(&a));
+                        self.remember(peer_id, strip_p2p(&a), Source::Confirmed);
                     }
                 }
                 self.on_agent(peer_id, connection_id, info.agent_version);
+            }
+            BehaviourEvent::Streams(streams::Event::Inbound { peer, ch, stream }) => {
+                self.on_incoming(ch, peer, stream)
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,

@@ -67,6 +67,11 @@ pub struct NetConfig {
     pub max_connections: u32,
     /// Most established connections per peer.
     pub max_connections_per_peer: u32,
+    /// Most connections (both directions) per remote IP address (see `gate.rs`).
+    pub max_connections_per_ip: u32,
+    /// Whether the per-IP cap applies to loopback addresses too (off: every node of a
+    /// local testnet connects from 127.0.0.1).
+    pub limit_loopback: bool,
     /// Dial QUIC addresses of a peer when it has any (otherwise TCP ones first).
     pub prefer_quic: bool,
     /// Seed of the core's random source (`None`: from the OS).
@@ -81,21 +86,25 @@ impl Default for NetConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 512,
             max_connections_per_peer: 2,
+            max_connections_per_ip: super::MAX_CONNECTIONS_PER_IP,
+            limit_loopback: false,
             prefer_quic: true,
             seed: None,
         }
     }
 }
 
-/// The libp2p behaviour of a node: limits, identify, ping and the generic streams that
-/// carry every core's channel.
+/// The libp2p behaviour of a node: limits, identify, ping and the streams that carry every
+/// core's channel.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// First, so that a connection it refuses costs no other behaviour anything.
+    pub(super) gate: super::gate::Gate,
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     /// Long-lived streams, one protocol per [`Channel`](crate::wire::Channel).
-    pub(super) stream: libp2p_stream::Behaviour,
+    pub(super) streams: super::streams::Behaviour,
 }
 
 /// The identify agent string: the version and a nonce drawn at each start, by which peers
@@ -130,6 +139,7 @@ impl Behaviour {
             .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
             .with_max_pending_incoming(Some(cfg.max_connections / 2 + 1));
         Behaviour {
+            gate: super::gate::Gate::new(cfg.max_connections_per_ip, cfg.limit_loopback),
             limits: connection_limits::Behaviour::new(limits),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
@@ -137,7 +147,7 @@ impl Behaviour {
                     .with_interval(IDENTIFY_INTERVAL),
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
-            stream: libp2p_stream::Behaviour::new(),
+            streams: super::streams::Behaviour::default(),
         }
     }
 }

@@ -1,25 +1,4 @@
-//! The event loop and the network model.
-//!
-//! A [`Sim`] drives any number of cores that follow the sans-IO contract
-//! ([`peerlab_overlay::Protocol`]) with virtual time and seeded randomness. Events — message
-//! deliveries, timers, peer-down notices and scheduled experiment actions — sit in one
-//! priority queue ordered by (time, sequence number), so ties break in insertion order and a
-//! seed replays a run byte for byte.
-//!
-//! # Network model
-//!
-//! - **Latency** per link, constant for the run, drawn from [`Latency`] by hashing the pair
-//!   of peers with the seed (so a link is FIFO and needs no stored state).
-//! - **Bandwidth**: each node has an upload and a download FIFO queue. A message of `B`
-//!   bytes (its real frame length, [`Message::wire_len`]) occupies the sender's uplink for
-//!   `B / upload_bps`, travels for the link latency, then occupies the receiver's downlink
-//!   for `B / download_bps`.
-//! - **Loss**: each message is lost independently with probability `loss`.
-//! - **Partitions**: nodes in different partition groups cannot reach each other.
-//! - **Crashes**: [`Sim::crash`] removes a node without a word; messages in flight to it
-//!   are dropped and, if `unreachable_notice` is set, senders learn of it as a peer-down.
-//!
-//! Churn schedules live in [`churn`](crate::churn).
+//! The simulator's event loop and network model ([`Sim`]).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -92,7 +71,26 @@ struct Node<P> {
     stats: NodeStats,
 }
 
-/// The simulator. See the [module docs](self).
+/// A [`Sim`] drives any number of cores that follow the sans-IO contract
+/// ([`peerlab_overlay::Protocol`]) with virtual time and seeded randomness. Events — message
+/// deliveries, timers, peer-down notices and scheduled experiment actions — sit in one
+/// priority queue ordered by (time, sequence number), so ties break in insertion order and a
+/// seed replays a run byte for byte.
+///
+/// # Network model
+///
+/// - **Latency** per link, constant for the run, drawn from [`Latency`](crate::Latency) by hashing the pair
+///   of peers with the seed (so a link is FIFO and needs no stored state).
+/// - **Bandwidth**: each node has an upload and a download FIFO queue. A message of `B`
+///   bytes (its real frame length, [`Message::wire_len`]) occupies the sender's uplink for
+///   `B / upload_bps`, travels for the link latency, then occupies the receiver's downlink
+///   for `B / download_bps`.
+/// - **Loss**: each message is lost independently with probability `loss`.
+/// - **Partitions**: nodes in different partition groups cannot reach each other.
+/// - **Crashes**: [`Sim::crash`] removes a node without a word; messages in flight to it
+///   are dropped and, if `unreachable_notice` is set, senders learn of it as a peer-down.
+///
+/// Churn schedules live in [`churn`](crate::churn).
 pub struct Sim<P: Protocol> {
     config: SimConfig,
     now: Instant,

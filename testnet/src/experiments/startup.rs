@@ -22,7 +22,7 @@ use peerlab_swarm::MemoryFactory;
 use serde::Serialize;
 
 use super::{ExperimentError, invalid};
-use crate::local::{Timings, bootstrap_through};
+use crate::process::{Timings, bootstrap_through};
 use peerlab_sim::{Latency, Sim, SimConfig};
 
 /// Simulated time between two convergence checks.
@@ -32,7 +32,7 @@ const SERIES_EVERY: Duration = Duration::from_secs(10);
 /// Message kinds listed in the report.
 const TOP_KINDS: usize = 6;
 /// Upper bound on nodes (a testnet's own limit).
-const MAX_NODES: usize = crate::local::MAX_NODES;
+const MAX_NODES: usize = crate::process::MAX_NODES;
 /// Upper bound on the simulated run, seconds: a day of virtual time is far beyond any
 /// start-up worth measuring.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
@@ -54,7 +54,7 @@ pub struct Params {
     #[arg(long)]
     pub maintenance_ms: Option<u64>,
     /// Gossip partial view (0: partners from all members).
-    #[arg(long, default_value_t = crate::local::TESTNET_GOSSIP_VIEW)]
+    #[arg(long, default_value_t = crate::process::TESTNET_GOSSIP_VIEW)]
     pub gossip_view: usize,
     /// One-way message latency, ms (stands in for a loaded machine's scheduling delay).
     #[arg(long, default_value_t = 2)]
@@ -367,7 +367,7 @@ mod tests {
             vnodes: 4,
             start_secs: 5.0,
             maintenance_ms: None,
-            gossip_view: crate::local::TESTNET_GOSSIP_VIEW,
+            gossip_view: crate::process::TESTNET_GOSSIP_VIEW,
             latency_ms,
             timeout_secs: 600,
             seed: 7,

@@ -1,5 +1,6 @@
 //! `peerlab testnet churn`: Poisson churn on a running process testnet under a steady
-//! workload.
+//! workload — real node processes killed and restarted. (The simulator's churn is
+//! `peerlab_sim::churn`: schedules of simulated joins and departures.)
 //!
 //! Before churn starts, `--keys` records are put into the DHT (the nodes replicate each on
 //! R = 3 successors). During `--duration` seconds, departures and restarts each arrive as a
@@ -31,19 +32,23 @@
 #![allow(clippy::disallowed_methods)] // a driver: wall-clock time is its job
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use peerlab_dht::IdealRing;
 use peerlab_node::client::{Client, ClientError};
-use peerlab_overlay::Rng;
+use peerlab_overlay::{Id, PeerId, Rng};
 use serde::Serialize;
 
-use crate::local::{IdealRing, Testnet, TestnetError, par_map};
+use crate::experiments::chord::replica_peers;
 use crate::measure::Percentiles;
 use crate::plot::{self, Series};
+use crate::process::{
+    Testnet, TestnetError, core_peer_id, key_owner, par_map, progress_bar, view_is_ideal,
+};
 
 /// Width of one time bucket in the CSV and plots.
 pub const BUCKET: Duration = Duration::from_secs(10);
@@ -82,12 +87,10 @@ pub struct ReplicaFate {
     pub alive_at_end: bool,
 }
 
-/// Flags of `peerlab testnet churn`.
+/// The churn to run: rates, workload and seed (the flags of `peerlab testnet churn` beside
+/// the testnet dir and the output dir).
 #[derive(Debug, Clone, Args)]
-pub struct ChurnArgs {
-    /// The testnet dir.
-    #[command(flatten)]
-    pub dir: crate::cmd::DirArg,
+pub struct Params {
     /// Departures per second, and restarts per second (each a Poisson process).
     #[arg(long, default_value_t = 0.1)]
     pub rate: f64,
@@ -114,9 +117,6 @@ pub struct ChurnArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Where the CSV and plots go [default: <dir>/results].
-    #[arg(long)]
-    pub out: Option<PathBuf>,
 }
 
 /// Distinct error texts counted in [`ChurnReport::failures_by_error`]; the rest count as
@@ -265,7 +265,7 @@ fn still_joining(e: &ClientError) -> bool {
 /// Runs churn on `net` (a process testnet), writing results into `out`.
 pub fn run(
     net: &mut Testnet,
-    a: &ChurnArgs,
+    a: &Params,
     out: &Path,
     progress: bool,
 ) -> Result<ChurnReport, TestnetError> {
@@ -347,7 +347,7 @@ pub fn run(
     let (mut crashes, mut leaves, mut restarts) = (0, 0, 0);
     let t0 = Instant::now();
     let bucket_of = |t: Instant| ((t - t0).as_secs_f64() / BUCKET.as_secs_f64()) as usize;
-    let bar = crate::local::progress_bar(progress, a.duration, "churn");
+    let bar = progress_bar(progress, a.duration, "churn");
     let max_down = (n / 5).max(1);
     let seeds: Vec<usize> = (0..n).filter(|&i| net.node(i).seed).collect();
     let min_down = Duration::from_secs(a.min_downtime);
@@ -390,7 +390,8 @@ pub fn run(
                         let lk = format!("churn-lookup/{}", wr.next_u64());
                         match node.client.lookup(&lk) {
                             Ok(r) => {
-                                wrong = ring.owner(&lk).map(|o| &o.0) != Some(&r.vnode);
+                                wrong =
+                                    key_owner(&ring, &lk).map(|o| o.id.to_hex()) != Some(r.vnode);
                             }
                             Err(e) if unreachable(&e) => unr = true,
                             Err(e) if still_joining(&e) => joining = true,
@@ -550,9 +551,11 @@ pub fn run(
                         let (joins, probes, shared) = (&joins, &probes, &shared);
                         s.spawn(move || {
                             while t_spawn.elapsed() < PROBE_DEADLINE {
-                                let ring =
-                                    shared.lock().map(|s| s.ring.clone()).unwrap_or_default();
-                                if me.client.ring().is_ok_and(|v| ring.view_is_ideal(&v)) {
+                                let ring = shared
+                                    .lock()
+                                    .map(|s| s.ring.clone())
+                                    .unwrap_or_else(|_| IdealRing::new(Vec::new()));
+                                if me.client.ring().is_ok_and(|v| view_is_ideal(&ring, &v)) {
                                     if let Ok(mut j) = joins.lock() {
                                         j.push(t_spawn.elapsed().as_secs_f64());
                                     }
@@ -596,8 +599,9 @@ pub fn run(
         })
     });
     // Where each lost record's replicas were when it was written, and what befell them.
-    let index_of: BTreeMap<&str, usize> =
-        (0..n).map(|i| (net.node(i).peer_id.as_str(), i)).collect();
+    let index_of: BTreeMap<PeerId, usize> = (0..n)
+        .filter_map(|i| Some((core_peer_id(&net.node(i).peer_id)?, i)))
+        .collect();
     let lost_total = missing.iter().filter(|m| **m).count();
     let lost: Vec<LostKey> = acked
         .iter()
@@ -605,10 +609,9 @@ pub fn run(
         .filter(|(_, m)| **m)
         .take(MAX_LOST_LISTED)
         .map(|(&k, _)| {
-            let replicas = ring0
-                .replica_peers(&key(k), replicas)
+            let replicas = replica_peers(&ring0, &Id::hash(key(k).as_bytes()), replicas)
                 .iter()
-                .filter_map(|p| index_of.get(p.as_str()).copied())
+                .filter_map(|p| index_of.get(p).copied())
                 .map(|i| ReplicaFate {
                     node: i,
                     departures: departed[i],

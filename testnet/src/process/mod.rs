@@ -1,0 +1,344 @@
+//! Local testnets: many real `peerlab` nodes on 127.0.0.1.
+//!
+//! A [`Testnet`] starts `N` nodes — one OS process each (the `peerlab node` command, or any
+//! [`NodeProgram`]), or all inside this process with `--in-process` — each with its own data
+//! dir under the testnet dir, OS-assigned (or configured) ports on 127.0.0.1 only, and a
+//! `config.toml` that the node reads at start. Node 0 starts the overlay; [`SEEDS`] seed
+//! nodes join through it, and every other node joins through two seeds.
+//!
+//! The testnet is *converged* when every live node's ring view is the ideal ring — each
+//! virtual node's first successor and predecessor are its neighbours among the vnode ids
+//! `SHA-1(peer id ‖ i)` of all live peers — and every node's gossip membership lists every
+//! other live node as alive. [`Testnet::health`] checks both through the control API.
+//!
+//! # Layout
+//!
+//! - `mod.rs`: [`Testnet`] itself — start, attach, the nodes' records — and its errors.
+//! - `control.rs`: starting, stopping and killing node processes (or in-process nodes);
+//!   [`NodeProgram`], how a node process is run; [`run_child_from_env`], the child side.
+//! - `node_config.rs`: what every node runs with ([`Timings`], connection limits, ports)
+//!   and whom it bootstraps through ([`bootstrap_through`]).
+//! - `testnet_file.rs`: `testnet.json` ([`Manifest`], [`NodeRecord`]), which lets another
+//!   process find and stop every node the testnet started.
+//! - `health.rs`: [`Health`], the convergence check and the wait for it.
+//! - `ring.rs`: the ideal ring of the live nodes ([`peerlab_dht::IdealRing`]), the one
+//!   oracle lookups, replica sets and ring views are judged against.
+//! - `probes.rs`: what the OS says — open-file limits, pids, resident memory — and the
+//!   [`preflight`] check that the machine can host the testnet.
+
+#![allow(clippy::disallowed_methods)] // a driver: wall-clock time is its job
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+use peerlab_node::NodeHandle;
+use peerlab_node::client::Client;
+use peerlab_node::config::Transport;
+
+mod control;
+mod health;
+mod node_config;
+mod probes;
+mod ring;
+mod testnet_file;
+
+pub use control::{
+    CHILD_ENV, CHILD_WATCH_PARENT_ENV, ISOLATION_RETRIES, ISOLATION_WAIT, NodeProgram, SPAWN_BATCH,
+    START_DEADLINE, STOP_DEADLINE, run_child_from_env,
+};
+pub use health::{CHECK_PERIOD_PER_NODE, Health};
+pub use node_config::{
+    BASE_MAINTENANCE_MS, IN_PROCESS_IDLE_TIMEOUT_SECS, NODES_PER_BASE_PERIOD, TESTNET_GOSSIP_VIEW,
+    TESTNET_IDLE_TIMEOUT_SECS, TESTNET_SPARE_CONNECTIONS, Timings, bootstrap_through,
+};
+pub use probes::{
+    FDS_PER_IN_PROCESS_NODE, FDS_PER_PROCESS, cmdline_contains, fd_limits, pid_alive, preflight,
+    rss_kib,
+};
+pub use ring::{core_peer_id, ideal_ring, key_owner, view_is_ideal};
+pub use testnet_file::{MANIFEST, Manifest, Mode, NodeRecord};
+
+/// Largest testnet: beyond this the machine, not the overlay, is what gets measured.
+pub const MAX_NODES: usize = 2000;
+/// Seed nodes (node 0 and the first nodes that joined through it) others bootstrap from.
+pub const SEEDS: usize = 3;
+/// Threads polling node APIs at once in health checks and measurements.
+pub const POLL_THREADS: usize = 16;
+
+/// Why a testnet operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestnetError {
+    /// An argument is out of range.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// The machine cannot host the testnet as asked (ports, file descriptors, programs).
+    #[error("{0}")]
+    Resources(String),
+    /// A file could not be read or written.
+    #[error("{path}: {msg}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        msg: String,
+    },
+    /// A node failed to start.
+    #[error("node {index} did not start: {msg}")]
+    Start {
+        /// The node's index.
+        index: usize,
+        /// Why (with the tail of its log).
+        msg: String,
+    },
+    /// No testnet is described in the dir.
+    #[error("no testnet in {0} (start one with `peerlab testnet up --dir {0}`)")]
+    NoTestnet(String),
+    /// The testnet did not reach the expected state in time.
+    #[error("timed out after {secs:.0} s waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// Seconds waited.
+        secs: f64,
+    },
+    /// A step of an experiment or the demo failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TestnetError + '_ {
+    move |e| TestnetError::Io {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    }
+}
+
+/// What [`Testnet::start`] needs.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// Nodes to start.
+    pub nodes: usize,
+    /// The testnet dir (node data dirs and `testnet.json` go there).
+    pub dir: PathBuf,
+    /// Transport.
+    pub transport: Transport,
+    /// Virtual nodes per peer.
+    pub vnodes: u16,
+    /// Processes or in-process.
+    pub mode: Mode,
+    /// First port of a configured range (node `i`: QUIC and TCP on `base + i`, API on
+    /// `base + N + i`); `None` lets the OS assign every port.
+    pub base_port: Option<u16>,
+    /// How node processes are started (ignored in-process).
+    pub program: Option<NodeProgram>,
+    /// Seed of the nodes' protocol randomness (node `i` gets `seed + i`).
+    pub seed: u64,
+    /// Protocol timings every node runs with.
+    pub timings: Timings,
+}
+
+/// A running local testnet.
+pub struct Testnet {
+    dir: PathBuf,
+    manifest: Manifest,
+    program: Option<NodeProgram>,
+    base_port: Option<u16>,
+    seed: u64,
+    children: Vec<Option<Child>>,
+    handles: Vec<Option<NodeHandle>>,
+    rt: Option<tokio::runtime::Runtime>,
+    stopped: bool,
+    /// Started by this value (dropping it stops the nodes) rather than attached to.
+    owned: bool,
+}
+
+/// Runs `f` over `items` on up to [`POLL_THREADS`] threads, keeping the order.
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let per = items.len().div_ceil(POLL_THREADS);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = items
+            .chunks(per)
+            .map(|c| {
+                let f = &f;
+                s.spawn(move || c.iter().map(f).collect::<Vec<R>>())
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+impl Testnet {
+    /// Starts every node (without waiting for convergence; see [`Testnet::wait_converged`]).
+    pub fn start(opts: UpOptions, progress: bool) -> Result<Testnet, TestnetError> {
+        preflight(&opts)?;
+        fs::create_dir_all(&opts.dir).map_err(io_err(&opts.dir))?;
+        let dir = fs::canonicalize(&opts.dir).map_err(io_err(&opts.dir))?;
+        if let Ok(m) = Manifest::load(&dir)
+            && m.nodes.iter().any(|n| {
+                n.alive
+                    && n.pid.is_some_and(|p| {
+                        pid_alive(p) && cmdline_contains(p, &n.data_dir.display().to_string())
+                    })
+            })
+        {
+            return Err(TestnetError::Invalid(format!(
+                "a testnet is already running in {} (stop it with `peerlab testnet down --dir {}`)",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        let rt = match opts.mode {
+            Mode::InProcess => Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| TestnetError::Resources(format!("tokio runtime: {e}")))?,
+            ),
+            Mode::Processes => None,
+        };
+        let nodes = (0..opts.nodes)
+            .map(|i| NodeRecord {
+                index: i,
+                data_dir: dir.join(format!("node-{i:04}")),
+                peer_id: String::new(),
+                api: String::new(),
+                token: String::new(),
+                listen_addrs: Vec::new(),
+                pid: None,
+                alive: false,
+                seed: i < SEEDS,
+            })
+            .collect();
+        let mut net = Testnet {
+            dir,
+            manifest: Manifest {
+                mode: opts.mode,
+                controller_pid: std::process::id(),
+                transport: opts.transport,
+                vnodes: opts.vnodes,
+                timings: Timings {
+                    maintenance_ms: Some(opts.timings.maintenance_for(opts.nodes)),
+                    ..opts.timings
+                },
+                nodes,
+            },
+            program: opts.program.clone(),
+            base_port: opts.base_port,
+            seed: opts.seed,
+            children: (0..opts.nodes).map(|_| None).collect(),
+            handles: (0..opts.nodes).map(|_| None).collect(),
+            rt,
+            stopped: false,
+            owned: true,
+        };
+        let bar = progress_bar(progress, opts.nodes as u64, "starting nodes");
+        let result = net.start_all(&bar);
+        bar.finish_and_clear();
+        if let Err(e) = result {
+            net.down();
+            return Err(e);
+        }
+        Ok(net)
+    }
+
+    /// Attaches to the testnet described in `dir` (started by another process).
+    pub fn attach(dir: &Path, program: Option<NodeProgram>) -> Result<Testnet, TestnetError> {
+        let dir = fs::canonicalize(dir)
+            .map_err(|_| TestnetError::NoTestnet(dir.display().to_string()))?;
+        let manifest = Manifest::load(&dir)?;
+        let n = manifest.nodes.len();
+        Ok(Testnet {
+            dir,
+            manifest,
+            program,
+            base_port: None,
+            seed: 1,
+            children: (0..n).map(|_| None).collect(),
+            handles: (0..n).map(|_| None).collect(),
+            rt: None,
+            stopped: false,
+            owned: false,
+        })
+    }
+
+    /// Writes `testnet.json`.
+    pub fn save(&self) -> Result<(), TestnetError> {
+        self.manifest.save(&self.dir)
+    }
+
+    /// The testnet dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The description (`testnet.json`).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Node count (live or not).
+    pub fn len(&self) -> usize {
+        self.manifest.nodes.len()
+    }
+
+    /// Whether the testnet has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.manifest.nodes.is_empty()
+    }
+
+    /// Indices of the nodes that should be running.
+    pub fn alive(&self) -> Vec<usize> {
+        self.manifest
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| n.index)
+            .collect()
+    }
+
+    /// Node `i`'s record.
+    pub fn node(&self, i: usize) -> &NodeRecord {
+        &self.manifest.nodes[i]
+    }
+
+    /// A blocking API client of node `i`.
+    pub fn client(&self, i: usize) -> Client {
+        let n = &self.manifest.nodes[i];
+        Client::new(&n.api, &n.token)
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        if self.owned && !self.stopped {
+            self.down();
+        } else {
+            // Reap restarted children that were stopped; leave running ones running.
+            for c in self.children.iter_mut().flatten() {
+                let _ = c.try_wait();
+            }
+        }
+    }
+}
+
+/// A progress bar on stderr (hidden when `show` is false or stderr is not a terminal).
+pub fn progress_bar(show: bool, len: u64, what: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_prefix(what.to_string());
+    bar
+}
