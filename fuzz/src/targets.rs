@@ -265,9 +265,13 @@ pub fn signature(data: &[u8]) {
     let sig = Signature(data[32..96].try_into().unwrap());
     let rest = &data[SIG_HEADER..];
     let (domain, payload) = rest.split_at((data[96] as usize).min(rest.len()));
+    // Domains are constants in the code, never peer input, and contain no NUL.
     let Ok(domain) = std::str::from_utf8(domain) else {
         return;
     };
+    if domain.contains('\0') {
+        return;
+    }
     let _ = key.verify(domain, payload, &sig);
 
     // The libp2p form of a key round-trips, and what parses as one is one.
