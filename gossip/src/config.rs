@@ -3,6 +3,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use peerlab_overlay::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// Which spreading mechanisms run.
@@ -233,28 +234,36 @@ impl Config {
     }
 
     /// Checks that the configuration is usable.
-    pub fn validate(&self) -> Result<(), crate::GossipError> {
-        let bad = |s: &str| Err(crate::GossipError::InvalidConfig(s.to_string()));
-        if self.period.is_zero() || self.anti_entropy_period.is_zero() {
-            return bad("periods must be positive");
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.period.is_zero() {
+            return ConfigError::err("period", "must be positive");
+        }
+        if self.anti_entropy_period.is_zero() {
+            return ConfigError::err("anti_entropy_period", "must be positive");
         }
         if self.probe_period.is_zero() || self.probe_timeout >= self.probe_period {
-            return bad("probe_timeout must be positive and below probe_period");
+            return ConfigError::err("probe_timeout", "must be positive and below probe_period");
         }
         if self.fanout == 0 {
-            return bad("fanout must be at least 1");
+            return ConfigError::err("fanout", "must be at least 1");
         }
         if self.partner_view > MAX_PARTNER_VIEW {
-            return bad("partner_view must be at most 1024 (0 = all members)");
+            return ConfigError::err(
+                "partner_view",
+                format!("must be at most {MAX_PARTNER_VIEW} (0 = all members)"),
+            );
         }
         if self.partner_view != 0 && self.partner_view < self.fanout {
-            return bad("partner_view must be 0 or at least fanout");
+            return ConfigError::err("partner_view", "must be 0 or at least fanout");
         }
         if self.max_message_bytes < 1024 {
-            return bad("max_message_bytes must be at least 1024");
+            return ConfigError::err("max_message_bytes", "must be at least 1024");
         }
         if self.max_value_len + self.max_key_len + 128 > self.max_message_bytes {
-            return bad("an entry of max_key_len + max_value_len must fit max_message_bytes");
+            return ConfigError::err(
+                "max_value_len",
+                "an entry of max_key_len + max_value_len must fit max_message_bytes",
+            );
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! The member table and SWIM's precedence rules.
+//! The member table and SWIM's precedence rules, and the ideal [`StaticView`] that replaces
+//! them in data experiments.
 //!
 //! A member's record is `(incarnation, state)`. Only the member itself raises its
 //! incarnation, which it does to refute a suspicion. An update replaces the record when it
@@ -12,6 +13,7 @@
 //! | left i    | i ≥ j  | i ≥ j | dead → left if i ≥ j |
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use peerlab_overlay::{Instant, PeerId};
 use serde::{Deserialize, Serialize};
@@ -193,4 +195,37 @@ impl Table {
             addrs: m.addrs.clone(),
         })
     }
+}
+
+/// A fixed, shared membership for data experiments (sorted, deduplicated).
+#[derive(Clone, Debug)]
+pub struct StaticView(Arc<[PeerId]>);
+
+impl StaticView {
+    /// A view of `peers`.
+    pub fn new(mut peers: Vec<PeerId>) -> StaticView {
+        peers.sort();
+        peers.dedup();
+        StaticView(peers.into())
+    }
+
+    /// The peers.
+    pub fn peers(&self) -> &[PeerId] {
+        &self.0
+    }
+
+    pub(crate) fn contains(&self, p: &PeerId) -> bool {
+        self.0.binary_search(p).is_ok()
+    }
+
+    /// The number of peers other than `me`.
+    pub(crate) fn len_without(&self, me: &PeerId) -> usize {
+        self.0.len().saturating_sub(usize::from(self.contains(me)))
+    }
+}
+
+/// Whom a node knows: a SWIM-managed member table, or the ideal static view.
+pub(crate) enum View {
+    Swim(Table),
+    Static(StaticView),
 }

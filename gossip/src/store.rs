@@ -1,13 +1,10 @@
-//! The versioned data store and Scuttlebutt reconciliation.
+//! The versioned data store.
 //!
 //! Each origin numbers its writes 1, 2, 3, … (a write is a publish or a delete). A node
 //! keeps, per origin, the newest version of each key and a *watermark*: the highest version
 //! `w` such that it holds everything of that origin up to `w` (versions overwritten by a
-//! newer write of the same key need not be held). The digest lists watermarks; a delta for
-//! a partner at watermark `p` carries the entries with versions in `(p, to]` in ascending
-//! order, so cutting it at the byte budget keeps a prefix: no newer version of an origin
-//! is ever sent while an older one it holds is left out, and the partner's watermark moves
-//! to exactly what it received (van Renesse et al., 2008, §3).
+//! newer write of the same key need not be held). Watermarks are what Scuttlebutt digests
+//! list (`anti_entropy.rs` builds digests and deltas from this store).
 //!
 //! Rumors may deliver versions out of order; they are stored at once but move the
 //! watermark only when they are contiguous with it, so anti-entropy still fills any gap.
@@ -15,10 +12,9 @@
 use std::collections::BTreeMap;
 
 use peerlab_overlay::PeerId;
-use serde_bytes::ByteBuf;
 
 use crate::config::{Config, MAX_VERSION};
-use crate::message::{Digest, Entry, FRAME_SLACK, OriginDelta, item_len};
+use crate::message::{Entry, MAX_ITEMS, OriginDelta};
 
 /// The newest known version of one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,7 +189,7 @@ impl Store {
         d: &OriginDelta,
         config: &Config,
     ) -> Result<(), Rejection> {
-        if d.from >= d.to || d.entries.len() > crate::message::MAX_ITEMS {
+        if d.from >= d.to || d.entries.len() > MAX_ITEMS {
             return Err(Rejection::Malformed);
         }
         self.check_version(me, &d.origin, d.to, config)?;
@@ -205,125 +201,5 @@ impl Store {
             last = *v;
         }
         Ok(())
-    }
-
-    /// This node's digest within `budget` bytes; a random subset if all rows do not fit.
-    pub(crate) fn digest(&self, budget: usize, rng: &mut peerlab_overlay::Rng) -> Digest {
-        let rows: Vec<(PeerId, u64)> = self
-            .origins
-            .iter()
-            .filter(|(_, o)| o.watermark > 0)
-            .map(|(p, o)| (*p, o.watermark))
-            .collect();
-        let row_len = rows.first().map_or(0, item_len);
-        // Rows differ in length only by the version's varint (at most 8 bytes more).
-        let per_row = row_len + 8;
-        let fit = budget.saturating_sub(FRAME_SLACK) / per_row.max(1);
-        if rows.len() <= fit {
-            return Digest {
-                complete: true,
-                versions: rows,
-            };
-        }
-        let mut versions: Vec<_> = rng
-            .sample_indices(rows.len(), fit)
-            .into_iter()
-            .map(|i| rows[i])
-            .collect();
-        versions.sort();
-        Digest {
-            complete: false,
-            versions,
-        }
-    }
-
-    /// Deltas bringing a partner with digest `theirs` up to this node's watermarks, within
-    /// `budget` bytes. Origins are visited in random order; within an origin the entries
-    /// go in ascending version order and are cut as a prefix.
-    pub(crate) fn deltas_for(
-        &self,
-        theirs: &Digest,
-        budget: usize,
-        rng: &mut peerlab_overlay::Rng,
-    ) -> Vec<OriginDelta> {
-        let claimed: BTreeMap<PeerId, u64> = theirs.versions.iter().copied().collect();
-        let mut behind: Vec<(PeerId, u64)> = Vec::new();
-        for (origin, o) in &self.origins {
-            let theirs = match claimed.get(origin) {
-                Some(v) => *v,
-                None if theirs.complete => 0,
-                None => continue,
-            };
-            if o.watermark > theirs {
-                behind.push((*origin, theirs));
-            }
-        }
-        self.deltas_from(behind, budget, rng)
-    }
-
-    /// Deltas for explicit `(origin, partner's version)` requests.
-    pub(crate) fn deltas_from(
-        &self,
-        mut wanted: Vec<(PeerId, u64)>,
-        budget: usize,
-        rng: &mut peerlab_overlay::Rng,
-    ) -> Vec<OriginDelta> {
-        rng.shuffle(&mut wanted);
-        let mut room = budget.saturating_sub(FRAME_SLACK);
-        let mut out = Vec::new();
-        for (origin, from) in wanted {
-            let Some(o) = self.origins.get(&origin) else {
-                continue;
-            };
-            if o.watermark <= from {
-                continue;
-            }
-            let mut row = OriginDelta {
-                origin,
-                from,
-                to: o.watermark,
-                entries: Vec::new(),
-            };
-            let header = item_len(&row);
-            if header > room {
-                break;
-            }
-            let mut used = header;
-            let mut cut = false;
-            for (v, key) in o.by_version.range(from + 1..=o.watermark) {
-                let e = &o.entries[key];
-                let item = (key.clone(), *v, e.value.clone().map(ByteBuf::from));
-                let len = item_len(&item);
-                if used + len > room {
-                    cut = true;
-                    break;
-                }
-                used += len;
-                row.entries.push(item);
-            }
-            if cut {
-                // Cover only what was sent: the prefix up to the last included version.
-                match row.entries.last() {
-                    Some((_, v, _)) => row.to = *v,
-                    None => break,
-                }
-            }
-            room -= used;
-            out.push(row);
-            if cut {
-                break;
-            }
-        }
-        out
-    }
-
-    /// The rows of this node's digest for the origins where `theirs` is ahead of it.
-    pub(crate) fn behind(&self, theirs: &Digest) -> Vec<(PeerId, u64)> {
-        theirs
-            .versions
-            .iter()
-            .filter(|(p, v)| *v > self.watermark(p))
-            .map(|(p, _)| (*p, self.watermark(p)))
-            .collect()
     }
 }

@@ -4,6 +4,7 @@ use std::num::NonZeroU32;
 
 use peerlab_overlay::{Context, Outbox, Output, Rng};
 use proptest::prelude::*;
+use serde_bytes::ByteBuf;
 
 use super::*;
 
@@ -63,7 +64,7 @@ fn publish(g: &mut Gossip, key: &str, value: &[u8]) -> u64 {
         g.handle_command(
             cx,
             Command::Publish {
-                request: 7,
+                req: 7,
                 key: key.into(),
                 value: value.into(),
             },
@@ -72,10 +73,7 @@ fn publish(g: &mut Gossip, key: &str, value: &[u8]) -> u64 {
     events(&out)
         .iter()
         .find_map(|e| match e {
-            Event::Published {
-                request: 7,
-                version,
-            } => Some(*version),
+            Event::Published { req: 7, version } => Some(*version),
             _ => None,
         })
         .expect("published")
@@ -144,7 +142,7 @@ fn presets_are_valid_and_bad_configs_are_refused() {
     for c in bad {
         assert!(matches!(
             Gossip::new(p(1), vec![], c),
-            Err(GossipError::InvalidConfig(_))
+            Err(Error::Config(_))
         ));
     }
     assert_eq!(Config::lan().member_retransmits(999), 12);
@@ -378,28 +376,25 @@ fn deletes_spread_as_tombstones_and_are_not_resurrected() {
         g.handle_command(
             cx,
             Command::Delete {
-                request: 8,
+                req: 8,
                 key: "k".into(),
             },
         )
     });
-    assert!(events(&out).contains(&Event::Published {
-        request: 8,
-        version: 2
-    }));
+    assert!(events(&out).contains(&Event::Published { req: 8, version: 2 }));
     // Deleting again: nothing to delete.
     let out = run(&mut a, 1, |g, cx| {
         g.handle_command(
             cx,
             Command::Delete {
-                request: 9,
+                req: 9,
                 key: "k".into(),
             },
         )
     });
     assert!(events(&out).contains(&Event::CommandFailed {
-        request: 9,
-        error: GossipError::NotFound
+        req: 9,
+        error: Error::NotFound
     }));
     reconcile(&mut b, &mut a, Exchange::Pull, 1 << 16);
     assert_eq!(
@@ -641,21 +636,21 @@ fn publish_validates_its_input() {
         g.handle_command(
             cx,
             Command::Publish {
-                request: 1,
+                req: 1,
                 key: "x".repeat(300),
                 value: vec![],
             },
         )
     });
     assert!(events(&out).contains(&Event::CommandFailed {
-        request: 1,
-        error: GossipError::KeyTooLong(256)
+        req: 1,
+        error: Error::KeyTooLong(256)
     }));
     let out = run(&mut g, 1, |g, cx| {
         g.handle_command(
             cx,
             Command::Publish {
-                request: 2,
+                req: 2,
                 key: "x".into(),
                 value: vec![0; 20_000],
             },
@@ -664,8 +659,8 @@ fn publish_validates_its_input() {
     assert!(matches!(
         events(&out)[0],
         Event::CommandFailed {
-            request: 2,
-            error: GossipError::ValueTooLarge(_)
+            req: 2,
+            error: Error::ValueTooLarge(_)
         }
     ));
     assert_eq!(publish(&mut g, "x", b"1"), 1);

@@ -557,9 +557,9 @@ async fn publish(
     let ev = st
         .driver
         .call_once(
-            |request| {
+            |req| {
                 Command::Gossip(gossip::Command::Publish {
-                    request,
+                    req,
                     key: body.key,
                     value: body.value.into_bytes(),
                 })

@@ -844,8 +844,8 @@ pub(crate) mod net {
     pub(crate) fn reply_to(event: &Event) -> Option<(u64, bool)> {
         match event {
             Event::Dht(dht::Event::Reply { req, .. }) => Some((*req, true)),
-            Event::Gossip(gossip::Event::Published { request, .. })
-            | Event::Gossip(gossip::Event::CommandFailed { request, .. }) => Some((*request, true)),
+            Event::Gossip(gossip::Event::Published { req, .. })
+            | Event::Gossip(gossip::Event::CommandFailed { req, .. }) => Some((*req, true)),
             Event::Flood(flood::Event::SearchHit { request, .. }) => Some((*request, false)),
             Event::Flood(flood::Event::SearchDone { request, .. })
             | Event::Flood(flood::Event::SearchRejected { request, .. }) => Some((*request, true)),

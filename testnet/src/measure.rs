@@ -343,7 +343,7 @@ pub fn simulated_arrivals(
     sim.command(
         origin,
         Command::Publish {
-            request: 1,
+            req: 1,
             key: "sim-update".into(),
             value: vec![0xAB; 16],
         },

@@ -85,7 +85,7 @@ fn data_spreads_over_a_swim_group_and_a_leave_is_seen_once_by_all() {
         sim.command(
             peers[3],
             Command::Publish {
-                request: 1,
+                req: 1,
                 key: "k".into(),
                 value: b"v1".to_vec(),
             },
@@ -93,7 +93,7 @@ fn data_spreads_over_a_swim_group_and_a_leave_is_seen_once_by_all() {
         sim.command(
             peers[3],
             Command::Publish {
-                request: 2,
+                req: 2,
                 key: "k".into(),
                 value: b"v2".to_vec(),
             },
@@ -101,7 +101,7 @@ fn data_spreads_over_a_swim_group_and_a_leave_is_seen_once_by_all() {
         sim.command(
             peers[7],
             Command::Delete {
-                request: 3,
+                req: 3,
                 key: "none".into(),
             },
         );
@@ -246,7 +246,7 @@ fn a_partial_view_stays_bounded_and_unbiased_and_data_still_spreads() {
         sim.command(
             peers[17],
             Command::Publish {
-                request: 1,
+                req: 1,
                 key: "k".into(),
                 value: b"v".to_vec(),
             },

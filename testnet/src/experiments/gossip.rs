@@ -392,7 +392,7 @@ fn run_once(p: &Params, seed: u64) -> RunResult {
         sim.command(
             *o,
             Command::Publish {
-                request: i as u64,
+                req: i as u64,
                 key: key(i),
                 value: vec![0xAB; 16],
             },

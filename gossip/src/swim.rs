@@ -1,0 +1,501 @@
+//! SWIM failure detection and membership dissemination (Das, Gupta, Motivala, "SWIM:
+//! Scalable Weakly-consistent Infection-style Process Group Membership Protocol", DSN 2002).
+//!
+//! - **Probing** (§3.1). Every [`Config::probe_period`](crate::Config) a node pings the next
+//!   member of a shuffled round-robin list of members that are up. Without an ack within
+//!   `probe_timeout` it asks `indirect_probes` other members to ping the target for it
+//!   ([`Message::PingReq`]); they relay the target's ack ([`Message::IndirectAck`]).
+//!   Without any ack by the next probe, the target becomes suspect.
+//! - **Suspicion** (§4.2). A suspect that does not refute within `suspicion_timeout` is
+//!   declared dead. The prober tells the suspect directly as well as gossiping the
+//!   suspicion, so the suspect can answer at once.
+//! - **Refutation by incarnation.** Only a member raises its own incarnation; it does so to
+//!   refute a suspicion (or death) of itself, and its `alive` record at the higher
+//!   incarnation overrides the claim everywhere (the precedence rules of `members.rs`).
+//!   A node that sees a stale suspicion — of itself, or of a member whose
+//!   refutation it holds — answers the sender with the newer record (a *correction*), so a
+//!   refutation whose rumor died out cannot be lost.
+//! - **Dissemination** (§4.1). Updates piggyback on the rumor pushes (`rumor.rs`); the
+//!   member sync (`member_sync.rs`) catches what they miss.
+//! - **Joining and leaving.** A joiner asks its seeds in turn for the member list; a
+//!   leaving node gossips its `left` record for a few rounds, then goes silent.
+
+use peerlab_overlay::{Cx, Instant, PeerId};
+
+use crate::config::MAX_VERSION;
+use crate::members::{self, Change, MemberState, View};
+use crate::message::{MemberUpdate, Message};
+use crate::{Event, Gossip, Phase, Timer};
+
+/// Indirect-probe relays kept at once; each lives one probe period. Bounds the state a
+/// burst of `PingReq`s can create.
+const MAX_RELAYS: usize = 256;
+/// Join attempts per seed before giving up.
+const JOIN_ROUNDS: u32 = 3;
+/// Ticks a leaving node keeps gossiping its departure before going silent.
+const LEAVE_TICKS: u32 = 3;
+/// Most corrections sent back for one received message (each is one member record).
+const MAX_CORRECTIONS: usize = 64;
+
+/// The probe under way.
+pub(crate) struct Probe {
+    seq: u64,
+    target: PeerId,
+    acked: bool,
+}
+
+/// An indirect probe this node makes for another.
+pub(crate) struct Relay {
+    requester: PeerId,
+    seq: u64,
+    target: PeerId,
+    born: Instant,
+}
+
+/// A join under way.
+pub(crate) struct Join {
+    seeds: Vec<PeerId>,
+    attempt: u32,
+}
+
+impl Gossip {
+    /// This node's own record.
+    pub(crate) fn self_update(&self) -> MemberUpdate {
+        let state = match self.phase {
+            Phase::Running => MemberState::Alive,
+            _ => MemberState::Left,
+        };
+        MemberUpdate {
+            peer: self.me,
+            incarnation: self.incarnation,
+            state,
+            addrs: self.addrs.clone(),
+        }
+    }
+
+    // ---- probing ----
+
+    pub(crate) fn on_ping(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, seq: u64) {
+        if self.phase == Phase::Running {
+            cx.send(from, Message::Ack { seq });
+        }
+    }
+
+    pub(crate) fn on_probe(&mut self, cx: &mut Cx<'_, Self>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let now = cx.now();
+        // Conclude the previous probe.
+        if let Some(p) = self.probe.take()
+            && !p.acked
+        {
+            self.suspect(cx, p.target);
+        }
+        let period = self.config.probe_period;
+        self.relays
+            .retain(|_, r| now.saturating_since(r.born) < period);
+        let expiry = self.config.tombstone_expiry;
+        if let View::Swim(t) = &mut self.view {
+            t.expire(now, expiry);
+        }
+        // Next target: shuffled round-robin over members that are up.
+        let target = loop {
+            let Some(p) = self.probe_order.pop() else {
+                let mut order = match &mut self.view {
+                    View::Swim(t) => t.up().to_vec(),
+                    View::Static(_) => Vec::new(),
+                };
+                if order.is_empty() {
+                    break None;
+                }
+                cx.rng().shuffle(&mut order);
+                self.probe_order = order;
+                continue;
+            };
+            if self.member(&p).is_some_and(|m| m.state.is_up()) {
+                break Some(p);
+            }
+        };
+        if let Some(target) = target {
+            let seq = self.next_seq();
+            self.probe = Some(Probe {
+                seq,
+                target,
+                acked: false,
+            });
+            cx.send(target, Message::Ping { seq });
+            cx.set_timer(self.config.probe_timeout, Timer::ProbeTimeout { seq });
+        }
+        cx.set_timer(period, Timer::Probe);
+    }
+
+    pub(crate) fn on_probe_timeout(&mut self, cx: &mut Cx<'_, Self>, seq: u64) {
+        let Some(p) = &self.probe else {
+            return;
+        };
+        if p.seq != seq || p.acked {
+            return;
+        }
+        let target = p.target;
+        let helpers = self.random_peers(cx, self.config.indirect_probes, Some(target));
+        for h in helpers {
+            cx.send(h, Message::PingReq { seq, target });
+        }
+    }
+
+    pub(crate) fn on_ack(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, seq: u64) {
+        if let Some(p) = &mut self.probe
+            && p.seq == seq
+            && p.target == from
+        {
+            p.acked = true;
+            return;
+        }
+        if self.relays.get(&seq).is_some_and(|r| r.target == from)
+            && let Some(r) = self.relays.remove(&seq)
+        {
+            cx.send(
+                r.requester,
+                Message::IndirectAck {
+                    seq: r.seq,
+                    target: r.target,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_indirect_ack(&mut self, seq: u64, target: PeerId) {
+        if let Some(p) = &mut self.probe
+            && p.seq == seq
+            && p.target == target
+        {
+            p.acked = true;
+        }
+    }
+
+    pub(crate) fn on_ping_req(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        from: PeerId,
+        seq: u64,
+        target: PeerId,
+    ) {
+        if self.relays.len() >= MAX_RELAYS || target == self.me {
+            return;
+        }
+        let relay_seq = self.next_seq();
+        self.relays.insert(
+            relay_seq,
+            Relay {
+                requester: from,
+                seq,
+                target,
+                born: cx.now(),
+            },
+        );
+        cx.send(target, Message::Ping { seq: relay_seq });
+    }
+
+    // ---- suspicion ----
+
+    fn suspect(&mut self, cx: &mut Cx<'_, Self>, peer: PeerId) {
+        let Some(m) = self.member(&peer) else {
+            return;
+        };
+        if m.state != MemberState::Alive {
+            return;
+        }
+        let u = MemberUpdate {
+            peer,
+            incarnation: m.incarnation,
+            state: MemberState::Suspect,
+            addrs: Vec::new(),
+        };
+        self.on_member_update(cx, u.clone(), None);
+        // Tell the suspect itself so it can refute before the timeout.
+        let seq = self.next_seq();
+        cx.send(
+            peer,
+            Message::Gossip {
+                seq,
+                feedback: false,
+                members: vec![u],
+                entries: vec![],
+            },
+        );
+    }
+
+    pub(crate) fn on_suspicion_timeout(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        peer: PeerId,
+        incarnation: u64,
+    ) {
+        if self.phase == Phase::Gone {
+            return;
+        }
+        let Some(m) = self.member(&peer) else {
+            return;
+        };
+        if m.state == MemberState::Suspect && m.incarnation == incarnation {
+            let u = MemberUpdate {
+                peer,
+                incarnation,
+                state: MemberState::Dead,
+                addrs: Vec::new(),
+            };
+            self.on_member_update(cx, u, None);
+        }
+    }
+
+    // ---- membership updates ----
+
+    fn valid_update(&mut self, u: &MemberUpdate) -> bool {
+        if u.addrs.len() > self.config.max_addrs
+            || u.addrs.iter().any(|a| a.len() > self.config.max_addr_len)
+        {
+            self.rejected.oversized += 1;
+            return false;
+        }
+        if u.incarnation > MAX_VERSION {
+            self.rejected.absurd_version += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Applies one membership update, from `from` (or from this node's own detector when
+    /// `None`): events, suspicion timer, rumor, and corrections of stale claims.
+    pub(crate) fn on_member_update(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        u: MemberUpdate,
+        from: Option<PeerId>,
+    ) {
+        if !self.valid_update(&u) {
+            return;
+        }
+        let now = cx.now();
+        if u.peer == self.me {
+            if u.state != MemberState::Alive
+                && u.incarnation < self.incarnation
+                && self.phase == Phase::Running
+                && from.is_some()
+            {
+                // A stale suspicion of this node is still travelling: answer it.
+                self.corrections.push(self.self_update());
+            }
+            self.about_me(cx, &u, from);
+            return;
+        }
+        let cap = self.config.max_members;
+        let View::Swim(t) = &mut self.view else {
+            return;
+        };
+        if from.is_some()
+            && matches!(u.state, MemberState::Suspect | MemberState::Dead)
+            && let Some(m) = t.get(&u.peer)
+            && m.state == MemberState::Alive
+            && members::overrides(m.incarnation, m.state, u.incarnation, u.state)
+            && let Some(newer) = t.update_of(&u.peer)
+        {
+            // The sender suspects a member whose refutation it missed (the refutation's
+            // rumor has died out); without a correction its timer would declare it dead.
+            self.corrections.push(newer);
+        }
+        let was_known = t.get(&u.peer).is_some();
+        let (change, moved) = match t.apply(&u, now, cap) {
+            Ok(c) => c,
+            Err(()) => {
+                self.rejected.over_capacity += 1;
+                return;
+            }
+        };
+        if matches!(change, Change::None) {
+            return;
+        }
+        let addrs = t.get(&u.peer).map(|m| m.addrs.clone()).unwrap_or_default();
+        let peer = u.peer;
+        if moved
+            && matches!(
+                change,
+                Change::Refreshed | Change::Refuted | Change::Suspected
+            )
+        {
+            cx.emit(Event::MemberAddrs {
+                peer,
+                addrs: addrs.clone(),
+            });
+        }
+        match change {
+            Change::None => return,
+            Change::Refreshed | Change::Tombstone => {}
+            Change::Up => {
+                self.offer_partner(cx, peer);
+                cx.emit(Event::MemberUp { peer, addrs });
+            }
+            Change::Refuted => cx.emit(Event::MemberAlive { peer }),
+            Change::Suspected => {
+                if !was_known {
+                    self.offer_partner(cx, peer);
+                    cx.emit(Event::MemberUp { peer, addrs });
+                }
+                cx.emit(Event::MemberSuspect { peer });
+                cx.set_timer(
+                    self.config.suspicion_timeout,
+                    Timer::Suspicion {
+                        peer,
+                        incarnation: u.incarnation,
+                    },
+                );
+            }
+            Change::Down => cx.emit(Event::MemberDown { peer }),
+            Change::Left => cx.emit(Event::MemberLeft { peer }),
+        }
+        self.add_member_rumor(peer);
+    }
+
+    /// A claim about this node: a suspicion or death at its current incarnation (or an
+    /// `alive` above it) is refuted by raising the incarnation.
+    pub(crate) fn about_me(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        u: &MemberUpdate,
+        from: Option<PeerId>,
+    ) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let stale = match u.state {
+            MemberState::Alive => u.incarnation > self.incarnation,
+            _ => u.incarnation >= self.incarnation,
+        };
+        if !stale {
+            return;
+        }
+        self.incarnation = u.incarnation + 1;
+        cx.emit(Event::Refuted {
+            incarnation: self.incarnation,
+        });
+        self.add_member_rumor(self.me);
+        if let Some(from) = from {
+            // Answer the accuser at once: the suspicion's originator is usually the sender.
+            let seq = self.next_seq();
+            let msg = Message::Gossip {
+                seq,
+                feedback: false,
+                members: vec![self.self_update()],
+                entries: Vec::new(),
+            };
+            cx.send(from, msg);
+        }
+    }
+
+    /// Sends the corrections gathered while handling one message back to its sender.
+    pub(crate) fn flush_corrections(&mut self, cx: &mut Cx<'_, Self>, to: PeerId) {
+        if self.corrections.is_empty() {
+            return;
+        }
+        let mut members = std::mem::take(&mut self.corrections);
+        members.truncate(MAX_CORRECTIONS);
+        let seq = self.next_seq();
+        cx.send(
+            to,
+            Message::Gossip {
+                seq,
+                feedback: false,
+                members,
+                entries: Vec::new(),
+            },
+        );
+    }
+
+    // ---- joining and leaving ----
+
+    /// `Command::Join`.
+    pub(crate) fn join(&mut self, cx: &mut Cx<'_, Self>, seeds: Vec<PeerId>) {
+        if self.phase != Phase::Running || !matches!(self.view, View::Swim(_)) {
+            return;
+        }
+        let seeds: Vec<PeerId> = seeds.into_iter().filter(|s| *s != self.me).collect();
+        self.join = Some(Join { seeds, attempt: 0 });
+        self.on_join_attempt(cx);
+    }
+
+    /// `Command::Leave`.
+    pub(crate) fn leave(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.phase = Phase::Leaving { ticks: LEAVE_TICKS };
+        self.add_member_rumor(self.me);
+    }
+
+    fn on_join_attempt(&mut self, cx: &mut Cx<'_, Self>) {
+        let Some(j) = &self.join else {
+            return;
+        };
+        if j.seeds.is_empty() || j.attempt >= j.seeds.len() as u32 * JOIN_ROUNDS {
+            self.join = None;
+            cx.emit(Event::JoinFailed);
+            return;
+        }
+        let seed = j.seeds[j.attempt as usize % j.seeds.len()];
+        let attempt = j.attempt;
+        cx.send(
+            seed,
+            Message::Join {
+                incarnation: self.incarnation,
+                addrs: self.addrs.clone(),
+            },
+        );
+        cx.set_timer(self.config.join_timeout, Timer::JoinRetry { attempt });
+    }
+
+    pub(crate) fn on_join_retry(&mut self, cx: &mut Cx<'_, Self>, attempt: u32) {
+        if let Some(j) = &mut self.join
+            && j.attempt == attempt
+        {
+            j.attempt += 1;
+            self.on_join_attempt(cx);
+        }
+    }
+
+    /// A joiner's request: it is a member now, and gets a sample of the member list.
+    pub(crate) fn on_join(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        from: PeerId,
+        incarnation: u64,
+        addrs: Vec<String>,
+    ) {
+        if !matches!(self.view, View::Swim(_)) || from == self.me {
+            return;
+        }
+        let u = MemberUpdate {
+            peer: from,
+            incarnation,
+            state: MemberState::Alive,
+            addrs,
+        };
+        self.on_member_update(cx, u, None);
+        let members = self.member_sample(cx);
+        cx.send(from, Message::JoinReply { members });
+    }
+
+    /// A seed's member list.
+    pub(crate) fn on_join_reply(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        from: PeerId,
+        members: Vec<MemberUpdate>,
+    ) {
+        self.merge_members(cx, members, from);
+        if self.join.take().is_some() {
+            let members = self.up_count();
+            cx.emit(Event::Joined { members });
+            self.add_member_rumor(self.me);
+        }
+    }
+}
