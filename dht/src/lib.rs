@@ -64,17 +64,38 @@
 //!
 //! # Storage
 //!
-//! `put`/`get`/`delete` work on byte keys placed at `SHA-1(key)`. Records carry a
-//! [`Version`] (writer time, writer id); a replica only ever replaces a record with a newer
-//! one, and deletes are versioned tombstones. The owner stores a write and pushes it to its
-//! replica set: the first `R − 1` successors that belong to peers other than the owner and
-//! each other ([`Config::replicas`] = `R`). Every [`Config::repair_period`] an owner sends
-//! each replica a digest of its range; the replica asks for what it lacks (that is also the
-//! replicas' liveness check, usually faster than stabilization). A peer that holds records
-//! nobody confirmed for a while hands them back to their current owner. On join the old
-//! owner hands the new node its range; on a graceful leave a node hands its range to its
-//! successor. Provider records (for swarm discovery) are per-key sets of
-//! `(provider, expiry)` kept the same way and merged by union.
+//! `put`/`get`/`delete` work on byte keys placed at `SHA-1(key)`. The owner stores a write
+//! and pushes it to its replica set: the first `R − 1` successors that belong to peers
+//! other than the owner and each other ([`Config::replicas`] = `R`). Every
+//! [`Config::repair_period`] an owner sends each replica a digest of its range; the replica
+//! asks for what it lacks (that is also the replicas' liveness check, usually faster than
+//! stabilization). A peer that holds records nobody confirmed for a while hands them back
+//! to their current owner. On join the old owner hands the new node its range; on a
+//! graceful leave a node hands its range to its successor. Provider records (for swarm
+//! discovery) are per-key sets of signed entries kept the same way.
+//!
+//! # Records only their writer can change
+//!
+//! An open overlay admits anyone, so no peer is trusted with more than it can prove
+//! (docs/wire.md has the byte-level rules):
+//!
+//! - every [`Record`] is signed by its writer's node key over the ring id, value or
+//!   tombstone, [`Version`], claim and expiry; replicas verify it when it arrives and
+//!   readers when a `GetReply` brings it. Versions are hybrid logical clocks (Kulkarni et
+//!   al., OPODIS 2014): a version more than [`MAX_CLOCK_SKEW`] ahead of the receiver's
+//!   clock is refused, and clocks advance past what they accept;
+//! - a key belongs to its first writer until the record expires (at most
+//!   [`MAX_RECORD_TTL`]): others are refused with [`Error::NotOwner`]. Conflicting first
+//!   writes converge on the older claim while it is younger than [`CLAIM_WINDOW`];
+//! - a peer stores records only for keys it owns or replicates by its own view, and each
+//!   writer only up to a quota ([`Config::max_writer_bytes`], [`Config::max_writer_records`]);
+//! - a provider entry is signed by its provider, announced only by the provider itself,
+//!   lives at most [`MAX_PROVIDER_TTL`]; a full set drops expired entries, then one at
+//!   random among the least recently announced;
+//! - every rejection of a peer's input is reported as an [`Offence`](peerlab_overlay::Offence)
+//!   against the sender.
+//!
+//! [`Config::defenses`] turns these rules off, for the lab's attack baselines only.
 //!
 //! # Layout
 //!
