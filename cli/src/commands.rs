@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use peerlab_node::client::{Client, urlencode};
+use peerlab_node::client::{Client, ClientError, urlencode};
 use peerlab_node::config::{self, Config, Transport};
 use serde_json::{Value, json};
 
@@ -223,6 +223,14 @@ pub(crate) enum NodeCommand {
     },
 }
 
+/// A write refused because another writer owns `key` reads as one line naming the owner.
+fn owned(key: &str, e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::NotOwner { owner } => anyhow::anyhow!("key {key:?} belongs to {owner}"),
+        e => e.into(),
+    }
+}
+
 fn print(json: bool, v: &Value, text: impl FnOnce(&Value) -> String) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(v)?);
@@ -316,10 +324,13 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
             })
         }
         NodeCommand::Put { key, value, c } => {
-            let v: Value = c.client()?.put(
-                &format!("/kv/{}", urlencode(&key)),
-                &json!({ "value": value }),
-            )?;
+            let v: Value = c
+                .client()?
+                .put(
+                    &format!("/kv/{}", urlencode(&key)),
+                    &json!({ "value": value }),
+                )
+                .map_err(|e| owned(&key, e))?;
             print(c.json, &v, |v| {
                 format!("stored at {} ({} hops)", s(&v["owner"]), s(&v["hops"]))
             })
@@ -332,7 +343,10 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
             print(c.json, &v, |v| s(&v["value"]))
         }
         NodeCommand::Delete { key, c } => {
-            let v: Value = c.client()?.delete(&format!("/kv/{}", urlencode(&key)))?;
+            let v: Value = c
+                .client()?
+                .delete(&format!("/kv/{}", urlencode(&key)))
+                .map_err(|e| owned(&key, e))?;
             print(c.json, &v, |_| format!("deleted {key}"))
         }
         NodeCommand::Publish { key, value, c } => {

@@ -68,13 +68,18 @@ pub struct ApiState {
     pub(crate) fetches: Arc<Mutex<BTreeMap<ContentId, FetchTarget>>>,
 }
 
-/// An API error: a status code and one line of text, sent as `{"error": "..."}`.
+/// An API error: a status code, one line of text and, for a write refused because another
+/// writer owns the key, that owner's libp2p peer id; sent as `{"error": "...", "owner": ...}`.
 #[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub String);
+pub struct ApiError(pub StatusCode, pub String, pub Option<String>);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+        let body = ErrorBody {
+            error: self.1,
+            owner: self.2,
+        };
+        (self.0, Json(body)).into_response()
     }
 }
 
@@ -85,12 +90,12 @@ impl From<DriverError> for ApiError {
             DriverError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             DriverError::Refused(_) => StatusCode::BAD_REQUEST,
         };
-        ApiError(code, e.to_string())
+        ApiError(code, e.to_string(), None)
     }
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
+    ApiError(StatusCode::BAD_REQUEST, msg.into(), None)
 }
 
 /// The JSON body of an error.
@@ -98,6 +103,9 @@ fn bad(msg: impl Into<String>) -> ApiError {
 pub struct ErrorBody {
     /// One line saying what went wrong.
     pub error: String,
+    /// For a put or delete of a key another writer owns: the owner's libp2p peer id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `GET /status`.
@@ -193,6 +201,10 @@ pub struct Route {
 pub struct PutBody {
     /// The value (UTF-8).
     pub value: String,
+    /// How long the record lives, in seconds; the node's default when absent (capped at
+    /// `peerlab_dht::MAX_RECORD_TTL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
 }
 
 /// Answer to put and delete.
@@ -201,7 +213,7 @@ pub struct Stored {
     /// Route to the owner.
     #[serde(flatten)]
     pub route: Route,
-    /// The owner's version time (µs).
+    /// The version written: its wall-clock time in milliseconds since 1970.
     pub version: u64,
 }
 
@@ -213,7 +225,7 @@ pub struct Value {
     pub route: Route,
     /// The value (lossy UTF-8), `None` when absent or deleted.
     pub value: Option<String>,
-    /// The value's version time (µs), if any record was found.
+    /// The version read (wall-clock milliseconds since 1970), if any record was found.
     pub version: Option<u64>,
 }
 
@@ -396,13 +408,19 @@ async fn dht_call(
             let code = match e {
                 dht::Error::NotJoined | dht::Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 dht::Error::LookupFailed { .. } => StatusCode::BAD_GATEWAY,
+                dht::Error::NotOwner { owner } => {
+                    let owner = libp2p_string(&owner);
+                    let msg = format!("key belongs to {owner}");
+                    return ApiError(StatusCode::CONFLICT, msg, Some(owner));
+                }
                 _ => StatusCode::BAD_REQUEST,
             };
-            ApiError(code, e.to_string())
+            ApiError(code, e.to_string(), None)
         }),
         other => Err(ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("unexpected answer {other:?}"),
+            None,
         )),
     }
 }
@@ -500,16 +518,18 @@ async fn kv_put(
     let id = peer::key_id(key.as_bytes());
     let k = key.into_bytes();
     let v = body.value.into_bytes();
+    let ttl = body.ttl_secs.map(Duration::from_secs);
     match dht_call(&st, |req| dht::Command::Put {
         req,
         key: k,
         value: v,
+        ttl,
     })
     .await?
     {
         dht::Reply::Stored { route: r, version } => Ok(Json(Stored {
             route: route(id, &r),
-            version: version.time,
+            version: version.wall_ms,
         })),
         other => Err(unexpected(other)),
     }
@@ -529,7 +549,7 @@ async fn kv_get(
         } => Ok(Json(Value {
             route: route(id, &r),
             value: value.as_deref().map(lossy),
-            version: version.map(|v| v.time),
+            version: version.map(|v| v.wall_ms),
         })),
         other => Err(unexpected(other)),
     }
@@ -544,7 +564,7 @@ async fn kv_delete(
     match dht_call(&st, |req| dht::Command::Delete { req, key: k }).await? {
         dht::Reply::Stored { route: r, version } => Ok(Json(Stored {
             route: route(id, &r),
-            version: version.time,
+            version: version.wall_ms,
         })),
         other => Err(unexpected(other)),
     }
@@ -683,7 +703,7 @@ async fn share(
         peerlab_swarm::FileStore::share(&p2, peerlab_swarm::DEFAULT_CHUNK_SIZE)
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
     .map_err(|e| bad(format!("cannot share {}: {e}", path.display())))?;
     let cid = manifest.content_id();
     let out = Shared {
@@ -748,6 +768,7 @@ async fn fetch(
             return Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many fetches".into(),
+                None,
             ));
         }
         f.insert(
@@ -797,6 +818,7 @@ async fn progress(
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no transfer of {cid_hex} (refused or never started)"),
+            None,
         ));
     };
     let target = st.fetches.lock().ok().and_then(|f| f.get(&cid).cloned());
@@ -870,6 +892,7 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
         return ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token (see api.token in the data dir)".into(),
+            None,
         )
         .into_response();
     }
@@ -906,5 +929,6 @@ fn unexpected(reply: impl std::fmt::Debug) -> ApiError {
     ApiError(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("unexpected {reply:?}"),
+        None,
     )
 }

@@ -37,6 +37,12 @@ pub enum ClientError {
         /// The node's error line.
         msg: String,
     },
+    /// A put or delete was refused: another writer owns the key until its record expires.
+    #[error("key belongs to {owner}")]
+    NotOwner {
+        /// The owner's libp2p peer id.
+        owner: String,
+    },
     /// The answer could not be read.
     #[error("unreadable answer: {0}")]
     Body(String),
@@ -106,10 +112,16 @@ impl Client {
             .read_to_string()
             .map_err(|e| ClientError::Body(e.to_string()))?;
         if status >= 400 {
-            let msg = serde_json::from_str::<ErrorBody>(&text)
-                .map(|b| b.error)
-                .unwrap_or(text);
-            return Err(ClientError::Api { status, msg });
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(ErrorBody {
+                    owner: Some(owner), ..
+                }) => ClientError::NotOwner { owner },
+                Ok(b) => ClientError::Api {
+                    status,
+                    msg: b.error,
+                },
+                Err(_) => ClientError::Api { status, msg: text },
+            });
         }
         serde_json::from_str(&text).map_err(|e| ClientError::Body(e.to_string()))
     }
@@ -214,6 +226,7 @@ impl Client {
             &format!("/kv/{}", urlencode(key)),
             &PutBody {
                 value: value.into(),
+                ttl_secs: None,
             },
         )
     }

@@ -285,11 +285,28 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         ..driver::NetConfig::default()
     };
 
+    let node_key = key
+        .clone()
+        .try_into_ed25519()
+        .map(|k| {
+            peerlab_overlay::Keypair::from_secret(k.secret().as_ref().try_into().unwrap_or([0; 32]))
+        })
+        .map_err(|_| NodeError::NotEd25519)?;
     let local = driver::from_libp2p(&key.public().to_peer_id()).ok_or(NodeError::NotEd25519)?;
+    if node_key.peer_id() != local {
+        return Err(NodeError::NotEd25519);
+    }
     let factory = node::CidDirFactory {
         root: dir.chunks_dir(),
     };
-    let peer = Peer::new(local, cfg.peer_config(), factory)?;
+    let peer_cfg = cfg.peer_config();
+    if !peer_cfg.dht.defenses {
+        // Only the simulator's attack experiments run the DHT without its rules.
+        return Err(NodeError::Invalid(
+            "the DHT's defenses are off: a node on a network must not run without them".into(),
+        ));
+    }
+    let peer = Peer::new(node_key, peer_cfg, factory)?;
     let db = Arc::new(store::Store::open(&dir.store_file())?);
     let core = node::Node::new(peer, db, driver::wall_clock());
     let resume = core.transfers();

@@ -30,7 +30,7 @@ use peerlab_dht::{self as dht, Dht};
 use peerlab_gossip::{self as gossip, Gossip};
 use peerlab_overlay::flood::{self, Flood};
 use peerlab_overlay::{
-    CodecError, Context, Cx, Id, Instant, Outbox, Output, PeerId, Protocol, codec,
+    CodecError, Context, Cx, Id, Instant, Keypair, Outbox, Output, PeerId, Protocol, codec,
 };
 use peerlab_swarm::{self as swarm, ContentId, Discovery, StoreFactory, Swarm};
 use serde::{Deserialize, Serialize};
@@ -310,9 +310,12 @@ fn config_err(core: &'static str) -> impl FnOnce(String) -> Error {
 }
 
 impl<F: StoreFactory> Peer<F> {
-    /// A peer named `id` with `config`, opening download stores through `factory`.
-    pub fn new(id: PeerId, config: Config, factory: F) -> Result<Peer<F>, Error> {
-        let dht = Dht::new(config.dht.clone(), id).map_err(|e| config_err("dht")(e.to_string()))?;
+    /// The peer of node key `key` with `config`, opening download stores through
+    /// `factory`. The key signs what only this peer may say (its DHT records).
+    pub fn new(key: Keypair, config: Config, factory: F) -> Result<Peer<F>, Error> {
+        let id = key.peer_id();
+        let dht =
+            Dht::new(config.dht.clone(), key).map_err(|e| config_err("dht")(e.to_string()))?;
         let gossip = Gossip::new(id, Vec::new(), config.gossip.clone())
             .map_err(|e| config_err("gossip")(e.to_string()))?;
         let flood =
@@ -589,17 +592,8 @@ impl<F: StoreFactory> Peer<F> {
         match e {
             swarm::Event::Discovery(Discovery::Announce { key, ttl, .. }) => {
                 let req = self.internal_id(Internal::Announce);
-                let provider = self.id;
                 self.dht_do(cx, |d, cx| {
-                    d.handle_command(
-                        cx,
-                        dht::Command::AddProvider {
-                            req,
-                            key,
-                            provider,
-                            ttl,
-                        },
-                    )
+                    d.handle_command(cx, dht::Command::AddProvider { req, key, ttl })
                 });
             }
             swarm::Event::Discovery(Discovery::FindProviders { cid, key }) => {
@@ -986,8 +980,10 @@ mod tests {
         for (i, id) in ids.iter().enumerate() {
             let mut cfg = Config::lan();
             cfg.create_ring = i == 0;
-            l.peers
-                .insert(*id, Peer::new(*id, cfg, MemoryFactory).unwrap());
+            l.peers.insert(
+                *id,
+                Peer::new(Keypair::synthetic(i as u64 + 1), cfg, MemoryFactory).unwrap(),
+            );
             l.input(*id, |p, cx| p.handle_start(cx));
             if i > 0 {
                 let seed = ids[0];
@@ -1008,6 +1004,7 @@ mod tests {
                     req: 1,
                     key: b"k".to_vec(),
                     value: b"v".to_vec(),
+                    ttl: None,
                 }),
             )
         });
@@ -1048,11 +1045,13 @@ mod tests {
             // seed were dropped, say): gossip gives its join up after a few attempts.
             mute: BTreeMap::from([(late, Instant(30_000_000))]),
         };
-        for (id, create) in [(seed, true), (late, false)] {
+        for (n, id, create) in [(1, seed, true), (2, late, false)] {
             let mut cfg = Config::lan();
             cfg.create_ring = create;
-            l.peers
-                .insert(id, Peer::new(id, cfg, MemoryFactory).unwrap());
+            l.peers.insert(
+                id,
+                Peer::new(Keypair::synthetic(n), cfg, MemoryFactory).unwrap(),
+            );
             l.input(id, |p, cx| p.handle_start(cx));
         }
         l.input(late, |p, cx| {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use peerlab_dht::{Command, Dht, Event, Reply};
-use peerlab_overlay::{Id, PeerId};
+use peerlab_overlay::{Id, Keypair, PeerId};
 use peerlab_sim::testing::for_each_seed;
 use peerlab_sim::{Latency, Sim, SimConfig};
 use peerlab_testnet::experiments::chord::{Init, Params, check_ring, dht_config, key_bytes, run};
@@ -87,10 +87,11 @@ fn churn_script(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut next = 0u64;
     let mut req = 0u64;
     let mut add = |sim: &mut Sim<Dht>, boot: Vec<PeerId>| {
-        let p = PeerId::synthetic(next);
+        let key = Keypair::synthetic(next);
+        let p = key.peer_id();
         next += 1;
         req += 1;
-        sim.add_node(p, Dht::new(cfg.clone(), p).unwrap());
+        sim.add_node(p, Dht::new(cfg.clone(), key).unwrap());
         sim.command(
             p,
             Command::Join {
@@ -120,6 +121,7 @@ fn churn_script(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 req: k as u64,
                 key: key_bytes(k),
                 value: vec![k as u8],
+                ttl: None,
             },
         );
         sim.run_for(Duration::from_millis(20));

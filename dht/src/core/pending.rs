@@ -6,7 +6,7 @@
 //! detector: the peer is evicted from every table. A refusal (the addressed virtual node is
 //! not there) forgets that virtual node only.
 
-use peerlab_overlay::{Cx, Id, PeerId};
+use peerlab_overlay::{Cx, Id, Offence, PeerId};
 
 use super::{Dht, Timer};
 use crate::Error;
@@ -118,7 +118,9 @@ impl Dht {
         match self.pending.get(&req) {
             Some(p) if p.to == from => {}
             _ => {
+                // Late (after its timeout), duplicate, or never asked for.
                 self.counters.unexpected_reply += 1;
+                self.penalize(cx, from, Offence::Unsolicited);
                 return;
             }
         }
@@ -135,7 +137,7 @@ impl Dht {
             }
             (kind, Message::State { pred, succs, .. }) => {
                 if succs.len() > MAX_SUCCESSORS {
-                    self.counters.malformed += 1;
+                    self.bad_reply(cx, from, kind);
                     return;
                 }
                 match kind {
@@ -186,20 +188,21 @@ impl Dht {
                         self.on_finger_state(cx, vnode, index, cur, pred)
                     }
                     Pending::CheckPred | Pending::Ping => {}
-                    _ => self.counters.unexpected_reply += 1,
+                    other => self.bad_reply(cx, from, other),
                 }
             }
-            (Pending::Fingers { vnode, from }, Message::Fingers { runs, .. }) => {
+            (Pending::Fingers { vnode, from: first }, Message::Fingers { runs, .. }) => {
                 if runs.len() > MAX_FINGER_ENTRIES
                     || runs.iter().any(|(i, _)| *i as usize >= FINGERS)
                 {
                     self.counters.bad_finger_index += 1;
+                    self.penalize(cx, from, Offence::Malformed);
                     return;
                 }
                 if let Some(vi) = self.vidx(&vnode) {
                     let v = &mut self.vnodes[vi];
                     if v.fingers.runs().is_empty() {
-                        v.fingers.install(&runs, from);
+                        v.fingers.install(&runs, first);
                     }
                 }
             }
@@ -211,7 +214,7 @@ impl Dht {
             }
             (Pending::Offer, Message::Want { keys, .. }) => {
                 if keys.len() > MAX_BATCH_ENTRIES {
-                    self.counters.malformed += 1;
+                    self.bad_reply(cx, from, Pending::Offer);
                     return;
                 }
                 self.push_records(cx, from, &keys);
@@ -226,8 +229,16 @@ impl Dht {
                     }
                 }
             }
-            _ => self.counters.unexpected_reply += 1,
+            (kind, _) => self.bad_reply(cx, from, kind),
         }
+    }
+
+    /// A reply from `from` that breaks a bound or does not fit its request: reported, and
+    /// the request is over as if refused (whatever waited on it carries on).
+    fn bad_reply(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, kind: Pending) {
+        self.counters.malformed += 1;
+        self.penalize(cx, from, Offence::Malformed);
+        self.on_failed(cx, from, kind, false);
     }
 
     pub(super) fn on_rejected(&mut self, cx: &mut Cx<'_, Self>, p: PendingReq, reason: Reject) {

@@ -27,8 +27,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use peerlab_dht::{Command, Config, Dht, Event, IdealRing, NodeRef, Record, Reply, Version};
-use peerlab_overlay::{Id, Instant, PeerId, Rng};
+use peerlab_dht::{
+    Command, Config, Dht, Event, IdealRing, MAX_RECORD_TTL, NodeRef, Record, Reply, Version,
+};
+use peerlab_overlay::{Id, Instant, Keypair, PeerId, Rng};
 
 use super::{ExperimentError, invalid};
 use peerlab_sim::{Latency, Sim, SimConfig};
@@ -421,6 +423,21 @@ impl Tracker {
     }
 }
 
+/// The Unix time (µs) simulated time 0 stands for, every node's wall-clock offset: records
+/// carry wall-clock versions and expiries, so a simulated node reads 2025-01-01 00:00 UTC
+/// at the start of a run.
+pub const SIM_EPOCH_US: i64 = 1_735_689_600_000_000;
+
+/// Writers of the keys an `--init ideal` run places: the workload's records are signed by
+/// real keys, spread over several writers so no one writer meets a peer's per-writer quota
+/// (`dht::Config::max_writer_records`) however many keys a peer holds.
+const WORKLOAD_WRITERS: u64 = 64;
+
+/// The key pair of workload writer `i` (numbered from the top, apart from the peers').
+fn writer_key(i: u64) -> Keypair {
+    Keypair::synthetic(u64::MAX - i)
+}
+
 /// Request ids: lookups, joins and puts use disjoint ranges so replies are told apart.
 const JOIN_REQ: u64 = 1 << 60;
 const PUT_REQ: u64 = 1 << 61;
@@ -491,13 +508,10 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         puts_ok: 0,
         puts_failed: 0,
     };
-    let peers: Vec<PeerId> = (0..p.nodes as u64).map(PeerId::synthetic).collect();
+    let keys: Vec<Keypair> = (0..p.nodes as u64).map(Keypair::synthetic).collect();
+    let peers: Vec<PeerId> = keys.iter().map(Keypair::peer_id).collect();
     let mut converge_secs = None;
     let mut ring_check = None;
-    let version = Version {
-        time: 1,
-        writer: PeerId::synthetic(u64::MAX),
-    };
     match p.init {
         Init::Ideal => {
             let nodes: Vec<NodeRef> = peers
@@ -511,20 +525,28 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                 .collect();
             let ring = IdealRing::new(nodes);
             let mut cores: BTreeMap<PeerId, Dht> = BTreeMap::new();
-            for &peer in &peers {
-                let d = Dht::from_ideal(cfg.clone(), peer, &ring)
+            for (i, &peer) in peers.iter().enumerate() {
+                let mut d = Dht::from_ideal(cfg.clone(), keys[i].clone(), &ring)
                     .map_err(|e| ExperimentError::Failed(e.to_string()))?;
+                d.set_clock_offset(SIM_EPOCH_US);
                 cores.insert(peer, d);
             }
+            let writers: Vec<Keypair> = (0..WORKLOAD_WRITERS).map(writer_key).collect();
+            let epoch_ms = (SIM_EPOCH_US / 1000) as u64;
             for k in 0..p.keys {
                 let key = Id::hash(&key_bytes(k));
+                let w = &writers[k % writers.len()];
+                let version = Version {
+                    wall_ms: epoch_ms,
+                    logical: 0,
+                    writer: w.peer_id(),
+                };
+                let expires_ms = epoch_ms + MAX_RECORD_TTL.as_millis() as u64;
+                let value = Some(k.to_be_bytes().to_vec());
+                let rec = Record::sign(&key, value, version, version, expires_ms, w);
                 for peer in replica_peers(&ring, &key, p.replicas) {
                     if let Some(d) = cores.get_mut(&peer) {
-                        let rec = Record {
-                            version,
-                            value: Some(k.to_be_bytes().to_vec()),
-                        };
-                        let _ = d.insert_record(key, rec, Instant::ZERO);
+                        let _ = d.insert_record(key, rec.clone(), Instant::ZERO);
                     }
                 }
             }
@@ -538,8 +560,9 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         Init::Join => {
             let mut rng = Rng::seed(p.seed ^ 0x6a6f696e);
             for (i, &peer) in peers.iter().enumerate() {
-                let d = Dht::new(cfg.clone(), peer)
+                let mut d = Dht::new(cfg.clone(), keys[i].clone())
                     .map_err(|e| ExperimentError::Failed(e.to_string()))?;
+                d.set_clock_offset(SIM_EPOCH_US);
                 let at = Instant::ZERO + Duration::from_millis(200 * i as u64);
                 sim.run_until(at);
                 t.drain(&mut sim);
@@ -580,6 +603,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                     req: PUT_REQ + k as u64,
                     key: key_bytes(k),
                     value: k.to_be_bytes().to_vec(),
+                    ttl: Some(MAX_RECORD_TTL),
                 };
                 let at = sim.now() + Duration::from_millis(5);
                 sim.run_until(at);
@@ -664,7 +688,8 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                     lookup_at(&mut sim, &mut t, &mut rng, &joined);
                 }
                 1 => {
-                    let peer = PeerId::synthetic(next_ordinal);
+                    let key = Keypair::synthetic(next_ordinal);
+                    let peer = key.peer_id();
                     next_ordinal += 1;
                     let joined: Vec<PeerId> = t
                         .truth
@@ -674,8 +699,9 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                         .into_iter()
                         .collect();
                     let bootstrap = rng.choose(&joined).map(|b| vec![*b]).unwrap_or_default();
-                    let d = Dht::new(cfg.clone(), peer)
+                    let mut d = Dht::new(cfg.clone(), key)
                         .map_err(|e| ExperimentError::Failed(e.to_string()))?;
+                    d.set_clock_offset(SIM_EPOCH_US);
                     sim.add_node(peer, d);
                     let req = JOIN_REQ + next_ordinal;
                     t.joined_pending.insert(req);

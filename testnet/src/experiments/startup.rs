@@ -17,10 +17,11 @@ use std::time::{Duration, Instant as WallInstant};
 use clap::Args;
 use peerlab_node::config::{Config, Transport};
 use peerlab_node::peer::{Command, Peer};
-use peerlab_overlay::{Id, PeerId};
+use peerlab_overlay::{Id, Keypair, PeerId};
 use peerlab_swarm::MemoryFactory;
 use serde::Serialize;
 
+use super::chord::SIM_EPOCH_US;
 use super::{ExperimentError, invalid};
 use crate::process::{Timings, bootstrap_through};
 use peerlab_sim::{Latency, Sim, SimConfig};
@@ -228,8 +229,9 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
             // Nodes start in index order: the seeds before `i` are up.
             let through = bootstrap_through(i, p.nodes, |s| s < i);
             cfg.create_ring = through.is_empty();
-            let core = Peer::new(ids[i], cfg, MemoryFactory)
+            let mut core = Peer::new(Keypair::synthetic(i as u64), cfg, MemoryFactory)
                 .map_err(|e| ExperimentError::InvalidArgument(e.to_string()))?;
+            core.dht_mut().set_clock_offset(SIM_EPOCH_US);
             sim.add_node(ids[i], core);
             if !through.is_empty() {
                 sim.command(

@@ -1,10 +1,12 @@
 //! Unit tests of the core, driven directly (no simulator): bad input, the single-peer ring,
 //! and a tiny in-memory network for join, stabilize, storage and leave.
 
+mod rules;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use peerlab_overlay::{Context, Id, Instant, Outbox, Output, PeerId, Protocol, Rng};
+use peerlab_overlay::{Context, Id, Instant, Keypair, Outbox, Output, PeerId, Protocol, Rng};
 
 use crate::message::{MAX_SUCCESSORS, Message, NodeRef, Record, Reject, Version};
 use crate::{Command, Config, Dht, Error, Event, IdealRing, Reply, Timer};
@@ -25,6 +27,19 @@ fn cfg(vnodes: u16) -> Config {
     }
 }
 
+/// The key pair of synthetic peer `p` (`PeerId::synthetic(n)` for a small `n`).
+pub(crate) fn key_of(p: &PeerId) -> Keypair {
+    (0..1000)
+        .map(Keypair::synthetic)
+        .find(|k| k.peer_id() == *p)
+        .expect("a synthetic peer")
+}
+
+/// A fresh core for synthetic peer `p`.
+pub(crate) fn dht(c: &Config, p: PeerId) -> Dht {
+    Dht::new(c.clone(), key_of(&p)).unwrap()
+}
+
 fn ideal(peers: &[PeerId], c: &Config) -> Vec<Dht> {
     let nodes = peers
         .iter()
@@ -38,7 +53,7 @@ fn ideal(peers: &[PeerId], c: &Config) -> Vec<Dht> {
     let ring = IdealRing::new(nodes);
     peers
         .iter()
-        .map(|p| Dht::from_ideal(c.clone(), *p, &ring).unwrap())
+        .map(|p| Dht::from_ideal(c.clone(), key_of(p), &ring).unwrap())
         .collect()
 }
 
@@ -150,14 +165,20 @@ fn oversized_value_is_rejected_counted_and_not_stored() {
     let mut ds = ideal(&peers, &cfg(1));
     let d = &mut ds[0];
     let v = d.vnode_ids()[0];
+    let w = key_of(&peers[1]);
     let version = Version {
-        time: 5,
+        wall_ms: 5,
+        logical: 0,
         writer: peers[1],
     };
-    let big = Record {
+    let big = Record::sign(
+        &Id::from_u64(1),
+        Some(vec![0; 17]),
         version,
-        value: Some(vec![0; 17]),
-    };
+        version,
+        3_600_000,
+        &w,
+    );
     let out = feed(
         d,
         peers[1],
@@ -187,6 +208,7 @@ fn oversized_value_is_rejected_counted_and_not_stored() {
             req: 9,
             key: b"k".to_vec(),
             value: vec![0; 17],
+            ttl: None,
         },
     );
     let evs: Vec<_> = out.drain().collect();
@@ -254,7 +276,13 @@ fn over_long_lists_and_stray_replies_are_counted_not_trusted() {
         (
             Id::ZERO,
             Version {
-                time: 0,
+                wall_ms: 0,
+                logical: 0,
+                writer: peers[1]
+            },
+            Version {
+                wall_ms: 0,
+                logical: 0,
                 writer: peers[1]
             }
         );
@@ -277,7 +305,7 @@ fn over_long_lists_and_stray_replies_are_counted_not_trusted() {
 #[test]
 fn requests_before_joining_are_refused() {
     let p = PeerId::synthetic(1);
-    let mut d = Dht::new(cfg(2), p).unwrap();
+    let mut d = dht(&cfg(2), p);
     let v = d.vnode_ids()[0];
     let out = feed(
         &mut d,
@@ -339,7 +367,7 @@ fn config_validation() {
                 replicas: 0,
                 ..Config::default()
             },
-            PeerId::synthetic(1)
+            Keypair::synthetic(1)
         )
         .is_err()
     );
@@ -511,7 +539,7 @@ impl Net {
 fn single_peer_ring_answers_locally() {
     let p = PeerId::synthetic(1);
     let mut net = Net::new();
-    net.add(p, Dht::new(cfg(3), p).unwrap());
+    net.add(p, dht(&cfg(3), p));
     net.command(
         p,
         Command::Join {
@@ -541,6 +569,7 @@ fn single_peer_ring_answers_locally() {
             req: 3,
             key: b"a".to_vec(),
             value: b"1".to_vec(),
+            ttl: None,
         },
     );
     net.command(
@@ -561,7 +590,7 @@ fn peers_join_converge_store_and_leave() {
     let mut net = Net::new();
     let peers: Vec<PeerId> = (1..=6).map(PeerId::synthetic).collect();
     for (i, &p) in peers.iter().enumerate() {
-        net.add(p, Dht::new(cfg(3), p).unwrap());
+        net.add(p, dht(&cfg(3), p));
         let bootstrap = if i == 0 { vec![] } else { vec![peers[i / 2]] };
         net.command(
             p,
@@ -580,38 +609,58 @@ fn peers_join_converge_store_and_leave() {
     net.run_for(Duration::from_secs(60));
     net.assert_ideal();
 
-    // Storage: put, overwrite, get from another peer, delete.
+    // Storage: put; another writer's overwrite and delete are refused; the writer
+    // overwrites; get from another peer; the writer deletes.
+    let put = |net: &mut Net, p: PeerId, req: u64, v: &[u8]| {
+        net.command(
+            p,
+            Command::Put {
+                req,
+                key: b"k".to_vec(),
+                value: v.to_vec(),
+                ttl: None,
+            },
+        );
+        net.run_for(Duration::from_millis(10));
+    };
+    let get = |net: &mut Net, p: PeerId, req: u64| {
+        net.command(
+            p,
+            Command::Get {
+                req,
+                key: b"k".to_vec(),
+            },
+        );
+        net.run_for(Duration::from_millis(10));
+        match net.reply(req) {
+            Some(Ok(Reply::Value { value, .. })) => value.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    put(&mut net, peers[0], 1, b"v1");
+    put(&mut net, peers[3], 2, b"v2");
+    assert_eq!(
+        net.reply(2),
+        Some(&Err(Error::NotOwner { owner: peers[0] })),
+        "another writer's put"
+    );
     net.command(
-        peers[0],
-        Command::Put {
-            req: 1,
+        peers[1],
+        Command::Delete {
+            req: 20,
             key: b"k".to_vec(),
-            value: b"v1".to_vec(),
         },
     );
     net.run_for(Duration::from_millis(10));
-    net.command(
-        peers[3],
-        Command::Put {
-            req: 2,
-            key: b"k".to_vec(),
-            value: b"v2".to_vec(),
-        },
+    assert_eq!(
+        net.reply(20),
+        Some(&Err(Error::NotOwner { owner: peers[0] })),
+        "another writer's delete"
     );
-    net.run_for(Duration::from_millis(10));
-    net.command(
-        peers[5],
-        Command::Get {
-            req: 3,
-            key: b"k".to_vec(),
-        },
-    );
-    net.run_for(Duration::from_millis(10));
-    assert!(
-        matches!(net.reply(3), Some(Ok(Reply::Value { value: Some(v), .. })) if v == b"v2"),
-        "{:?}",
-        net.reply(3)
-    );
+    assert_eq!(get(&mut net, peers[5], 21), Some(b"v1".to_vec()));
+    put(&mut net, peers[0], 22, b"v3");
+    assert!(matches!(net.reply(22), Some(Ok(Reply::Stored { .. }))));
+    assert_eq!(get(&mut net, peers[5], 3), Some(b"v3".to_vec()));
     let holders = net
         .nodes
         .values()
@@ -619,7 +668,7 @@ fn peers_join_converge_store_and_leave() {
         .count();
     assert_eq!(holders, 3, "owner plus R-1 replicas");
     net.command(
-        peers[1],
+        peers[0],
         Command::Delete {
             req: 4,
             key: b"k".to_vec(),
@@ -646,6 +695,13 @@ fn peers_join_converge_store_and_leave() {
         "{:?}",
         net.reply(5)
     );
+    assert!(
+        net.offences
+            .iter()
+            .all(|(_, _, o)| *o == peerlab_overlay::Offence::Refused),
+        "only the refused writes are offences: {:?}",
+        net.offences
+    );
 
     // Providers.
     let cid = Id::hash(b"content");
@@ -654,7 +710,6 @@ fn peers_join_converge_store_and_leave() {
         Command::AddProvider {
             req: 6,
             key: cid,
-            provider: peers[4],
             ttl: Duration::from_secs(600),
         },
     );
@@ -673,6 +728,7 @@ fn peers_join_converge_store_and_leave() {
                 req: 1000 + k as u64,
                 key: k.to_be_bytes().to_vec(),
                 value: vec![1],
+                ttl: None,
             },
         );
     }
@@ -736,7 +792,7 @@ fn converged_with(n: u64, c: Config) -> (Net, Vec<PeerId>) {
     let mut net = Net::new();
     let peers: Vec<PeerId> = (1..=n).map(PeerId::synthetic).collect();
     for (i, &p) in peers.iter().enumerate() {
-        net.add(p, Dht::new(c.clone(), p).unwrap());
+        net.add(p, dht(&c, p));
         let bootstrap = if i == 0 { vec![] } else { vec![peers[0]] };
         net.command(
             p,
@@ -811,7 +867,7 @@ fn lone_rings_with_fallback_peers_merge() {
     let mut net = Net::new();
     let peers: Vec<PeerId> = (1..=4).map(PeerId::synthetic).collect();
     for (i, &p) in peers.iter().enumerate() {
-        net.add(p, Dht::new(c.clone(), p).unwrap());
+        net.add(p, dht(&c, p));
         // Every peer creates a ring of its own: four islands.
         net.command(
             p,
@@ -862,7 +918,7 @@ fn restart_with_same_identity_rejoins_while_still_listed() {
         // Crash and restart: a fresh core, nobody told.
         net.timers.retain(|_, (p, _)| *p != r);
         net.queue.retain(|(from, to, _)| *from != r && *to != r);
-        net.add(r, Dht::new(cfg(vnodes), r).unwrap());
+        net.add(r, dht(&cfg(vnodes), r));
         net.command(
             r,
             Command::Join {
@@ -900,7 +956,7 @@ fn adaptive_maintenance_quiets_a_ring_at_rest_and_still_repairs_it() {
     );
     // A join into the quiet ring.
     let p = PeerId::synthetic(7);
-    net.add(p, Dht::new(c.clone(), p).unwrap());
+    net.add(p, dht(&c, p));
     net.command(
         p,
         Command::Join {
@@ -1090,7 +1146,7 @@ fn concurrent_joins_converge_within_a_few_periods() {
     let mut net = Net::new();
     let peers: Vec<PeerId> = (1..=40).map(PeerId::synthetic).collect();
     for (i, &p) in peers.iter().enumerate() {
-        net.add(p, Dht::new(c.clone(), p).unwrap());
+        net.add(p, dht(&c, p));
         let bootstrap = if i == 0 { vec![] } else { vec![peers[0]] };
         net.command(
             p,
