@@ -146,9 +146,9 @@ impl Config {
     /// Reads a TOML file; a missing file is the default configuration.
     pub fn load(path: &Path) -> Result<Config, NodeError> {
         match std::fs::read_to_string(path) {
-            Ok(s) => toml::from_str(&s).map_err(|e| NodeError::Config {
+            Ok(s) => toml::from_str(&s).map_err(|source| NodeError::Config {
                 path: path.to_path_buf(),
-                msg: e.to_string(),
+                source,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(NodeError::Io {

@@ -96,13 +96,14 @@ impl DataDir {
         let path = self.root.join("identity.key");
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let key = Keypair::from_protobuf_encoding(&bytes)
-                    .map_err(|e| NodeError::Identity(format!("{}: {e}", path.display())))?;
-                if key.public().clone().try_into_ed25519().is_err() {
-                    return Err(NodeError::Identity(format!(
-                        "{}: not an Ed25519 key",
-                        path.display()
-                    )));
+                let key = Keypair::from_protobuf_encoding(&bytes).map_err(|source| {
+                    NodeError::Identity {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                if let Err(source) = key.public().clone().try_into_ed25519() {
+                    return Err(NodeError::KeyType { path, source });
                 }
                 Ok(key)
             }
@@ -110,7 +111,10 @@ impl DataDir {
                 let key = Keypair::generate_ed25519();
                 let bytes = key
                     .to_protobuf_encoding()
-                    .map_err(|e| NodeError::Identity(e.to_string()))?;
+                    .map_err(|source| NodeError::Identity {
+                        path: path.clone(),
+                        source,
+                    })?;
                 write_private(&path, &bytes)?;
                 Ok(key)
             }
@@ -132,10 +136,7 @@ impl DataDir {
     fn new_token(&self, path: &Path) -> Result<String, NodeError> {
         // The secret half of a freshly generated Ed25519 key is 32 bytes from the OS
         // CSPRNG (through libp2p-identity), which is what a bearer token needs.
-        let secret = Keypair::generate_ed25519()
-            .try_into_ed25519()
-            .map_err(|e| NodeError::Identity(e.to_string()))?
-            .secret();
+        let secret = libp2p::identity::ed25519::Keypair::generate().secret();
         let token = hex::encode(secret.as_ref());
         write_private(path, token.as_bytes())?;
         Ok(token)
@@ -194,6 +195,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = DataDir::open(dir.path()).unwrap();
         std::fs::write(dir.path().join("identity.key"), b"garbage").unwrap();
-        assert!(matches!(d.identity(), Err(NodeError::Identity(_))));
+        assert!(matches!(d.identity(), Err(NodeError::Identity { .. })));
     }
 }

@@ -58,25 +58,84 @@ pub enum NodeError {
         source: std::io::Error,
     },
     /// The configuration file is invalid.
-    #[error("config {}: {msg}", path.display())]
+    #[error("config {}: {source}", path.display())]
     Config {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        msg: String,
+        /// What the TOML parser found wrong.
+        source: toml::de::Error,
     },
     /// A configuration value is invalid.
     #[error("invalid setting: {0}")]
     Invalid(String),
-    /// The identity key could not be loaded or created.
-    #[error("identity: {0}")]
-    Identity(String),
+    /// A multiaddr (listen or bootstrap) does not parse.
+    #[error("multiaddr {value:?}: {source}")]
+    Multiaddr {
+        /// The text given.
+        value: String,
+        /// Why it does not parse.
+        source: libp2p::multiaddr::Error,
+    },
+    /// The control API's address does not parse.
+    #[error("api address {value:?}: {source}")]
+    ApiAddr {
+        /// The text given.
+        value: String,
+        /// Why it does not parse.
+        source: std::net::AddrParseError,
+    },
+    /// A core refused its configuration.
+    #[error(transparent)]
+    Core(#[from] peer::Error),
+    /// The identity key file could not be decoded (or a new key encoded).
+    #[error("identity {}: {source}", path.display())]
+    Identity {
+        /// The key file.
+        path: PathBuf,
+        /// The decoding error.
+        source: libp2p::identity::DecodingError,
+    },
+    /// The identity key file holds a key of another type than Ed25519.
+    #[error("identity {}: not an Ed25519 key", path.display())]
+    KeyType {
+        /// The key file.
+        path: PathBuf,
+        /// The key type error.
+        source: libp2p::identity::OtherVariantError,
+    },
+    /// The node key is not an Ed25519 key (the cores name peers by Ed25519 keys).
+    #[error("the node key must be Ed25519")]
+    NotEd25519,
     /// The embedded database failed.
     #[error("store: {0}")]
-    Store(String),
-    /// The network could not be set up.
-    #[error("network: {0}")]
-    Network(String),
+    Store(#[from] redb::Error),
+    /// The Noise handshake configuration of the TCP transport could not be built.
+    #[error("tcp transport: {0}")]
+    Noise(#[source] libp2p::noise::Error),
+    /// The node cannot listen on an address.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// The transport's error.
+        source: libp2p::TransportError<std::io::Error>,
+    },
+    /// A stream protocol could not be registered.
+    #[error("{protocol}: {source}")]
+    Protocol {
+        /// The protocol name.
+        protocol: &'static str,
+        /// Why it was refused.
+        source: libp2p_stream::AlreadyRegistered,
+    },
+    /// The control API cannot bind its address.
+    #[error("cannot bind the API on {addr}: {source}")]
+    ApiBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// What [`spawn`] needs.
@@ -182,10 +241,10 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     let key = dir.identity()?;
     let token = dir.token()?;
 
-    let api_addr: SocketAddr = cfg
-        .api
-        .parse()
-        .map_err(|e| NodeError::Invalid(format!("api address {:?}: {e}", cfg.api)))?;
+    let api_addr: SocketAddr = cfg.api.parse().map_err(|source| NodeError::ApiAddr {
+        value: cfg.api.clone(),
+        source,
+    })?;
     if !api::is_local(&api_addr) && !cfg.allow_remote_api {
         return Err(NodeError::Invalid(format!(
             "refusing to serve the control API on non-loopback {api_addr} without --allow-remote-api"
@@ -193,7 +252,10 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     }
     let parse = |s: &String| {
         s.parse::<Multiaddr>()
-            .map_err(|e| NodeError::Invalid(format!("multiaddr {s:?}: {e}")))
+            .map_err(|source| NodeError::Multiaddr {
+                value: s.clone(),
+                source,
+            })
     };
     let listen = cfg
         .listen_addrs()
@@ -216,20 +278,17 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         ..driver::NetConfig::default()
     };
 
-    let local = driver::from_libp2p(&key.public().to_peer_id())
-        .ok_or_else(|| NodeError::Identity("the node key must be Ed25519".into()))?;
+    let local = driver::from_libp2p(&key.public().to_peer_id()).ok_or(NodeError::NotEd25519)?;
     let factory = node::CidDirFactory {
         root: dir.chunks_dir(),
     };
-    let peer = Peer::new(local, cfg.peer_config(), factory)
-        .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    let peer = Peer::new(local, cfg.peer_config(), factory)?;
     let db = Arc::new(store::Store::open(&dir.store_file())?);
     let core = node::Node::new(peer, db, driver::wall_clock());
     let resume = core.transfers();
     let recorder = Arc::new(metrics::recorder());
     let metrics_handle = recorder.handle();
-    let (mut drv, handle) =
-        driver::Driver::new(key, core, &net, recorder).map_err(NodeError::Network)?;
+    let (mut drv, handle) = driver::Driver::new(key, core, &net, recorder)?;
     let peer_id = drv.local_libp2p();
     let bound = drv.wait_listening(listen.len(), LISTEN_WAIT).await;
     let listen_addrs: Vec<Multiaddr> = bound
@@ -247,10 +306,14 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
 
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await
-        .map_err(|e| NodeError::Network(format!("cannot bind the API on {api_addr}: {e}")))?;
-    let api_addr = listener
-        .local_addr()
-        .map_err(|e| NodeError::Network(e.to_string()))?;
+        .map_err(|source| NodeError::ApiBind {
+            addr: api_addr,
+            source,
+        })?;
+    let api_addr = listener.local_addr().map_err(|source| NodeError::ApiBind {
+        addr: api_addr,
+        source,
+    })?;
     dir.write_api_addr(&api_addr)?;
     let app = api::router(api::ApiState {
         driver: handle.clone(),

@@ -51,8 +51,8 @@ pub struct Store {
     db: Database,
 }
 
-fn db_err(e: impl std::fmt::Display) -> NodeError {
-    NodeError::Store(e.to_string())
+fn db_err(e: impl Into<redb::Error>) -> NodeError {
+    NodeError::Store(e.into())
 }
 
 impl Store {

@@ -1,10 +1,10 @@
-//! peerlab's lab: the deterministic simulator, local testnets, and the experiments.
+//! peerlab's lab: the simulator experiments, local testnets, and the demo.
+//!
+//! The discrete-event simulator itself is the `peerlab-sim` crate.
 //!
 //! # Layout
 //!
-//! - [`sim`]: the discrete-event simulator that drives any sans-IO core
-//!   (`peerlab_overlay::Protocol`) with virtual time, a seeded RNG and a network model.
-//! - [`experiments`]: the `peerlab sim …` experiments.
+//! - [`experiments`]: the `peerlab sim …` experiments, built on `peerlab_sim::Sim`.
 //! - [`local`]: local testnets of real nodes on 127.0.0.1 (processes or in-process),
 //!   `testnet.json`, health (ideal ring, complete membership), orphan-free shutdown.
 //! - [`measure`]: lookups and gossip arrival times on a running testnet; the simulator's
@@ -20,7 +20,6 @@ pub mod experiments;
 pub mod local;
 pub mod measure;
 pub mod plot;
-pub mod sim;
 
 pub use cmd::TestnetCommand;
 pub use demo::DemoArgs;

@@ -38,7 +38,7 @@ use peerlab_overlay::{Instant as SimInstant, PeerId, Rng};
 use serde::Serialize;
 
 use crate::local::{POLL_THREADS, Testnet, TestnetError, par_map};
-use crate::sim::{Latency, Sim, SimConfig};
+use peerlab_sim::{Latency, Sim, SimConfig};
 
 /// Most lookups one `testnet lookups` run issues.
 pub const MAX_LOOKUPS: usize = 100_000;

@@ -1,25 +1,16 @@
 //! Chord in the simulator: the joined ring converges to the ideal ring, and a random mix of
 //! joins, graceful leaves and crashes re-converges without losing keys.
 //!
-//! A failing case prints its seed; `CHORD_SEED=<n>` replays one seed.
+//! A failing case names its seed; `PEERLAB_SEEDS=<n>` replays it (see `peerlab_sim::testing`).
 
 use std::time::Duration;
 
 use peerlab_dht::{Command, Dht, Event, Reply};
 use peerlab_overlay::{Id, PeerId};
+use peerlab_sim::testing::for_each_seed;
+use peerlab_sim::{Latency, Sim, SimConfig};
 use peerlab_testnet::experiments::chord::{Init, Params, check_ring, dht_config, key_bytes, run};
-use peerlab_testnet::sim::{Latency, Sim, SimConfig};
 use proptest::prelude::*;
-
-fn seeds(default: &[u64]) -> Vec<u64> {
-    match std::env::var("CHORD_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(s) => vec![s],
-        None => default.to_vec(),
-    }
-}
 
 /// Joins `n` peers with `v` virtual nodes through the real protocol and checks the ring
 /// (successor, predecessor, successor list, all 160 fingers) equals the ideal one.
@@ -49,9 +40,9 @@ fn join_converges(n: usize, v: u16, seed: u64) {
 /// one stabilize period per step when the time limit ran out.)
 #[test]
 fn join_converges_to_ideal_ring() {
-    for seed in seeds(&[1, 2, 3]) {
+    for_each_seed([1, 2, 3], |seed| {
         join_converges(200, 4, seed);
-    }
+    });
 }
 
 /// The size: N = 2000, V = 4. Run with `cargo test --release -p peerlab-testnet
@@ -59,9 +50,9 @@ fn join_converges_to_ideal_ring() {
 #[test]
 #[ignore]
 fn stress_join_converges_2000_peers() {
-    for seed in seeds(&[1, 2, 3]) {
+    for_each_seed([1, 2, 3], |seed| {
         join_converges(2000, 4, seed);
-    }
+    });
 }
 
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use peerlab_overlay::flood::{self, Command, Event, Flood, Strategy};
 use peerlab_overlay::{Instant, PeerId};
-use peerlab_testnet::sim::{Latency, Sim, SimConfig};
+use peerlab_sim::{Latency, Sim, SimConfig};
 
 fn p(n: u64) -> PeerId {
     PeerId::synthetic(n)

@@ -2,29 +2,20 @@
 //! documented bound and without false positives under loss; joins and graceful leaves
 //! spread; data spreads over a SWIM-managed group.
 //!
-//! A failing case prints its seed; `GOSSIP_SEED=<n>` replays one seed.
+//! A failing case names its seed; `PEERLAB_SEEDS=<n>` replays it (see `peerlab_sim::testing`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use peerlab_gossip::{Command, Config, Event, Gossip, MemberState};
 use peerlab_overlay::PeerId;
+use peerlab_sim::testing::for_each_seed;
+use peerlab_sim::{Latency, Sim, SimConfig};
 use peerlab_testnet::experiments::gossip::{MembershipParams, run_membership};
-use peerlab_testnet::sim::{Latency, Sim, SimConfig};
-
-fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
-    match std::env::var("GOSSIP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(s) => vec![s],
-        None => default.collect(),
-    }
-}
 
 #[test]
 fn crashes_are_detected_everywhere_without_false_positives() {
-    for seed in seeds(1..4) {
+    for_each_seed(1..4, |seed| {
         let p = MembershipParams {
             nodes: 120,
             crash: 3,
@@ -44,7 +35,7 @@ fn crashes_are_detected_everywhere_without_false_positives() {
             r.join_rounds_full.is_some(),
             "seed {seed}: joiner not known by all"
         );
-    }
+    });
 }
 
 #[test]
@@ -88,7 +79,7 @@ fn group(n: u64, seed: u64) -> (Sim<Gossip>, Vec<PeerId>) {
 
 #[test]
 fn data_spreads_over_a_swim_group_and_a_leave_is_seen_once_by_all() {
-    for seed in seeds(1..3) {
+    for_each_seed(1..3, |seed| {
         let (mut sim, peers) = group(40, seed);
         sim.run_for(Duration::from_secs(2));
         sim.command(
@@ -155,7 +146,7 @@ fn data_spreads_over_a_swim_group_and_a_leave_is_seen_once_by_all() {
                 );
             }
         }
-    }
+    });
 }
 
 #[test]
@@ -198,7 +189,7 @@ fn a_member_that_was_declared_dead_rejoins_with_a_higher_incarnation() {
 fn a_partial_view_stays_bounded_and_unbiased_and_data_still_spreads() {
     const N: u64 = 120;
     const K: usize = 8;
-    for seed in seeds(1..3) {
+    for_each_seed(1..3, |seed| {
         let mut sim: Sim<Gossip> = Sim::new(SimConfig {
             seed,
             latency: Latency::Uniform {
@@ -267,5 +258,5 @@ fn a_partial_view_stays_bounded_and_unbiased_and_data_still_spreads() {
                 "seed {seed}: {p:?} lacks the update"
             );
         }
-    }
+    });
 }

@@ -1,23 +1,14 @@
 //! Gossip data spreading in the simulator: combined mode reaches every live node despite
 //! loss and crashes; rumor mongering alone leaves a residue; runs replay from their seed.
 //!
-//! A failing case prints its seed; `GOSSIP_SEED=<n>` replays one seed.
+//! A failing case names its seed; `PEERLAB_SEEDS=<n>` replays it (see `peerlab_sim::testing`).
 
+use peerlab_sim::testing::for_each_seed;
 use peerlab_testnet::experiments::gossip::{ExchangeArg, ModeArg, Params, VariantArg, run};
-
-fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
-    match std::env::var("GOSSIP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(s) => vec![s],
-        None => default.collect(),
-    }
-}
 
 #[test]
 fn combined_mode_reaches_every_node_with_loss_and_crashes() {
-    for seed in seeds(1..6) {
+    for_each_seed(1..6, |seed| {
         let p = Params {
             nodes: 400,
             mode: ModeArg::Combined,
@@ -31,7 +22,7 @@ fn combined_mode_reaches_every_node_with_loss_and_crashes() {
         assert_eq!(r.residue, 0.0, "seed {seed}: {r:?}");
         assert!(r.rounds_to_full.is_some(), "seed {seed}");
         assert_eq!(r.rejected, 0, "seed {seed}: benign run refused input");
-    }
+    });
 }
 
 #[test]

@@ -31,7 +31,7 @@ use peerlab_dht::{Command, Config, Dht, Event, IdealRing, NodeRef, Record, Reply
 use peerlab_overlay::{Id, Instant, PeerId, Rng};
 
 use super::{ExperimentError, invalid};
-use crate::sim::{Latency, Sim, SimConfig};
+use peerlab_sim::{Latency, Sim, SimConfig};
 
 /// How the ring is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]

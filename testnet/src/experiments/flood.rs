@@ -26,7 +26,7 @@ use peerlab_overlay::{Instant, PeerId, Rng};
 use serde::Serialize;
 
 use super::{ExperimentError, invalid};
-use crate::sim::{Latency, Sim, SimConfig};
+use peerlab_sim::{Latency, Sim, SimConfig};
 
 /// One-way latency of every overlay link.
 pub const LINK_LATENCY: Duration = Duration::from_millis(50);

@@ -48,7 +48,7 @@ use peerlab_overlay::{Instant, PeerId};
 use serde::Serialize;
 
 use super::{ExperimentError, invalid};
-use crate::sim::{Latency, Sim, SimConfig};
+use peerlab_sim::{Latency, Sim, SimConfig};
 
 /// One round: the gossip period.
 pub const PERIOD: Duration = Duration::from_millis(200);

@@ -33,7 +33,7 @@ use peerlab_swarm::MemoryFactory;
 use serde::Serialize;
 
 use super::{ExperimentError, invalid};
-use crate::sim::{Latency, Sim, SimConfig, churn};
+use peerlab_sim::{Latency, Sim, SimConfig, churn};
 
 /// Time between two bootstrap-phase joins: fast enough for hundreds of peers in a minute,
 /// slow enough that each joiner finds a settled successor.

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use super::{ExperimentError, invalid};
 use crate::local::{Timings, bootstrap_through};
-use crate::sim::{Latency, Sim, SimConfig};
+use peerlab_sim::{Latency, Sim, SimConfig};
 
 /// Simulated time between two convergence checks.
 const CHECK_EVERY: Duration = Duration::from_millis(500);

@@ -38,7 +38,7 @@ use peerlab_swarm::{Bitfield, Command, Config, Event, Manifest, Strategy, Swarm}
 use serde::Serialize;
 
 use super::{ExperimentError, invalid};
-use crate::sim::{Latency, Sim, SimConfig};
+use peerlab_sim::{Latency, Sim, SimConfig};
 
 /// Largest swarm accepted (memory: a few hundred KiB per peer at 100 MiB).
 pub const MAX_PEERS: usize = 20_000;

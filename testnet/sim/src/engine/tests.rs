@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use crate::Latency;
 use peerlab_overlay::Cx;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

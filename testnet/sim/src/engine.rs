@@ -1,4 +1,4 @@
-//! The deterministic discrete-event simulator.
+//! The event loop and the network model.
 //!
 //! A [`Sim`] drives any number of cores that follow the sans-IO contract
 //! ([`peerlab_overlay::Protocol`]) with virtual time and seeded randomness. Events — message
@@ -19,11 +19,7 @@
 //! - **Crashes**: [`Sim::crash`] removes a node without a word; messages in flight to it
 //!   are dropped and, if `unreachable_notice` is set, senders learn of it as a peer-down.
 //!
-//! Churn schedules live in [`churn`].
-
-pub mod churn;
-mod config;
-mod stats;
+//! Churn schedules live in [`churn`](crate::churn).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -31,8 +27,7 @@ use std::time::Duration;
 
 use peerlab_overlay::{Context, Instant, Message, Offence, Outbox, Output, PeerId, Protocol, Rng};
 
-pub use config::{DEFAULT_EVENT_BUFFER_LIMIT, Latency, SimConfig};
-pub use stats::{KindStats, NetStats, NodeStats};
+use crate::{NetStats, NodeStats, SimConfig};
 
 /// An action an experiment schedules at a virtual time.
 type Action<P> = Box<dyn FnOnce(&mut Sim<P>)>;

@@ -1,0 +1,922 @@
+//! The tokio + libp2p driver: one task owns the libp2p [`Swarm`] and a sans-IO core.
+//!
+//! The loop waits on its sources — swarm events, frames from stream reader tasks, inbound
+//! streams, requests from the control API (a bounded channel with oneshot replies) and the
+//! earliest protocol timer — and after every input drains the core's outbox: `Send` becomes
+//! a length-prefixed frame on the long-lived stream of the core's channel to that peer (see
+//! [`crate::wire`]), `Timer` goes into a deadline heap, `Event` goes to the API caller
+//! waiting on its request id. The tokio sleep only wakes the loop; whether a timer is due is
+//! decided by comparing its deadline with the driver's own clock, as quinn's endpoint driver
+//! does. No lock is taken around protocol state: only this task touches it.
+//!
+//! # Layout
+//!
+//! - this module: the event loop ([`Driver`], crate-internal) and the [`NetCore`] contract
+//!   a core fulfils to be driven;
+//! - `transport`: transports, behaviours and connection settings ([`NetConfig`]);
+//! - `streams`: the writer, reader and acceptor tasks of the cores' long-lived streams —
+//!   the only part that runs beside the loop, talking to it through channels;
+//! - `limits`: strikes and bans ([`STRIKE_LIMIT`], [`BAN_DURATION`]);
+//! - `address_book`: where to dial the peers the cores name;
+//! - `handle`: [`DriverHandle`], how the API talks to the loop.
+//!
+//! A frame that fails to decode, exceeds its channel's limit or comes from a key type the
+//! cores cannot name is a strike against the sending peer; at [`STRIKE_LIMIT`] strikes the
+//! peer is disconnected and refused for [`BAN_DURATION`]. Nothing a peer sends can panic
+//! the task.
+//!
+//! **Connections.** Connections stay open while streams are in use and for the idle timeout
+//! after. A peer that restarted with the same identity is recognised by the boot nonce in
+//! its identify agent string ([`agent_version`]); its older connections, which lead to the
+//! dead process, are closed at once instead of swallowing frames until they time out.
+//!
+//! Metrics are recorded into this node's own Prometheus recorder (installed around each
+//! input with `metrics::with_local_recorder`), so many nodes in one process keep separate
+//! figures.
+
+// The driver is the place where wall-clock time enters: it reads `std::time::Instant` to
+// compute protocol time, which clippy.toml forbids in the cores.
+#![allow(clippy::disallowed_methods)]
+
+mod address_book;
+mod handle;
+mod limits;
+mod streams;
+mod transport;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol as AddrProto;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, Swarm, identify, ping};
+use metrics_exporter_prometheus::PrometheusRecorder;
+use peerlab_overlay::{
+    CodecError, Context, Instant, Offence, Outbox, Output, PeerId, Protocol, Rng,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::NodeError;
+use crate::metrics as m;
+use crate::wire::Channel;
+
+pub use address_book::{MAX_ADDRESS_BOOK, MAX_ADDRS_PER_PEER};
+pub(crate) use handle::Request;
+pub use handle::{
+    DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo, REQUEST_CAPACITY, WAITER_CAPACITY,
+};
+pub use limits::{BAN_DURATION, MAX_BANNED, STRIKE_LIMIT};
+pub use streams::{
+    INCOMING_CAPACITY, MAX_INBOUND_STREAMS_PER_PEER, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES,
+    MAX_REOPENS, REPLAY_BYTES, REPLAY_WINDOW, STREAM_EVENT_CAPACITY, STREAM_IDLE,
+    WRITE_COALESCE_BYTES,
+};
+pub use transport::{
+    IDENTIFY_INTERVAL, IDENTIFY_PROTOCOL, NetConfig, PING_INTERVAL, QUIC_IDLE_TIMEOUT,
+    QUIC_KEEP_ALIVE, QUIC_MAX_STREAMS, agent_version, from_libp2p, to_libp2p,
+};
+
+use address_book::AddressBook;
+use limits::Strikes;
+use streams::{Incoming, StreamEvent, Streams};
+use transport::{Behaviour, BehaviourEvent, boot_nonce, build_swarm, preferred_addrs, strip_p2p};
+
+/// Most stream events the driver handles in one turn before it looks at other inputs (and
+/// sends the answers they produced together).
+const STREAM_EVENTS_PER_TURN: usize = 64;
+
+/// Most pending timers; beyond this new timers are dropped with a warning (a core that
+/// sets this many is broken).
+pub const MAX_TIMERS: usize = 1 << 20;
+
+/// Messages a core may send to itself in one turn before the rest wait for the next turn.
+const LOOPBACK_BATCH: usize = 10_000;
+
+/// Period of the driver's own housekeeping (gauges, bootstrap re-dials, ban expiry).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// What the driver needs from a core beyond [`Protocol`]: how its messages map onto
+/// channels and frames, and how its events answer API calls.
+pub trait NetCore:
+    Protocol<Timer: Send + 'static, Command: Send + 'static, Event: Send + 'static> + Send + 'static
+{
+    /// The channel (libp2p protocol) a message travels on.
+    fn channel(msg: &Self::Message) -> Channel;
+    /// Encodes a message into the frame sent on its channel.
+    fn encode(msg: &Self::Message) -> Result<Vec<u8>, CodecError>;
+    /// Decodes a frame received on `channel` (its size is already checked).
+    fn decode(channel: Channel, frame: &[u8]) -> Result<Self::Message, CodecError>;
+    /// The request id an event answers, and whether it is the last answer to that id.
+    fn reply_to(event: &Self::Event) -> Option<(u64, bool)>;
+    /// The command that joins the overlay through peers reached at bootstrap addresses.
+    fn bootstrap_command(_peers: Vec<PeerId>) -> Option<Self::Command> {
+        None
+    }
+    /// The command that tells the core this node's own addresses (for membership records).
+    fn address_command(_addrs: Vec<String>) -> Option<Self::Command> {
+        None
+    }
+    /// Peer addresses an event reveals (for example a gossip member's address).
+    fn addresses_of(_event: &Self::Event) -> Vec<(PeerId, String)> {
+        Vec::new()
+    }
+    /// The command that leaves the overlay gracefully (hand-off) before shutdown.
+    fn leave_command() -> Option<Self::Command> {
+        None
+    }
+    /// Called with every event before it is dispatched (metrics, persistence).
+    fn observe(&mut self, _event: &Self::Event) {}
+    /// Called after every input once the outbox is drained (persistence of acknowledged
+    /// writes happens here, before any reply leaves the driver).
+    fn after_input(&mut self) {}
+}
+
+#[derive(Default)]
+struct Connected {
+    /// Open connections and their remote addresses.
+    conns: Vec<(ConnectionId, Multiaddr)>,
+    rtt: Option<Duration>,
+    agent: Option<String>,
+    /// The boot nonce of the peer's process, from identify.
+    boot: Option<String>,
+}
+
+/// Frames waiting to one peer on one channel until a connection is up.
+#[derive(Default)]
+struct Pending {
+    frames: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+struct Waiter<E> {
+    tx: mpsc::Sender<E>,
+}
+
+/// Counter handles of one channel's traffic, registered once when the driver starts: a
+/// `counter!` call per frame would hash the name and labels and look the counter up in the
+/// registry for every 16 KiB block sent or received.
+struct Traffic {
+    bytes_in: metrics::Counter,
+    messages_in: metrics::Counter,
+    bytes_out: metrics::Counter,
+    messages_out: metrics::Counter,
+}
+
+impl Traffic {
+    /// Registers the counters of `ch` with the current (the node's local) recorder.
+    fn register(ch: Channel) -> Traffic {
+        Traffic {
+            bytes_in: metrics::counter!(m::BYTES_IN, "protocol" => ch.name()),
+            messages_in: metrics::counter!(m::MESSAGES_IN, "protocol" => ch.name()),
+            bytes_out: metrics::counter!(m::BYTES_OUT, "protocol" => ch.name()),
+            messages_out: metrics::counter!(m::MESSAGES_OUT, "protocol" => ch.name()),
+        }
+    }
+
+    /// Counts one frame of `len` bytes sent.
+    fn sent(&self, len: usize) {
+        self.bytes_out.increment(len as u64);
+        self.messages_out.increment(1);
+    }
+}
+
+/// The driver task's state.
+pub(crate) struct Driver<P: NetCore> {
+    swarm: Swarm<Behaviour>,
+    core: P,
+    rng: Rng,
+    outbox: Outbox<P::Message, P::Timer, P::Event>,
+    epoch: std::time::Instant,
+    /// Protocol time at `epoch`: wall-clock microseconds since 1970, so that versions
+    /// written with protocol time keep growing across restarts and compare across nodes.
+    epoch_micros: u64,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_vals: BTreeMap<u64, P::Timer>,
+    next_timer: u64,
+    requests: mpsc::Receiver<Request<P>>,
+    waiters: BTreeMap<u64, Waiter<P::Event>>,
+    address_book: AddressBook,
+    connected: BTreeMap<libp2p::PeerId, Connected>,
+    strikes: Strikes,
+    /// Frames waiting per peer and channel for a connection to that peer.
+    pending: BTreeMap<(libp2p::PeerId, Channel), Pending>,
+    /// Inbound streams of every channel.
+    incoming: mpsc::Receiver<Incoming>,
+    /// The stream writer and reader tasks.
+    streams: Streams,
+    stream_rx: mpsc::Receiver<StreamEvent>,
+    loopback: VecDeque<P::Message>,
+    local: PeerId,
+    local_libp2p: libp2p::PeerId,
+    listen_addrs: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    bootstrapped: bool,
+    bad_frames: u64,
+    prefer_quic: bool,
+    recorder: Arc<PrometheusRecorder>,
+    /// Traffic counters per channel, in [`Channel::ALL`] order (registered in `run`).
+    traffic: Vec<Traffic>,
+}
+
+/// Wall-clock protocol time: microseconds since 1970 (the driver's clock base).
+pub fn wall_clock() -> Instant {
+    Instant(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0),
+    )
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    #[allow(clippy::disallowed_types)]
+    let s = std::collections::hash_map::RandomState::new();
+    let mut h = s.build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+impl<P: NetCore> Driver<P> {
+    /// Builds the driver, starts listening and returns it with its handle.
+    pub(crate) fn new(
+        key: Keypair,
+        core: P,
+        cfg: &NetConfig,
+        recorder: Arc<PrometheusRecorder>,
+    ) -> Result<(Driver<P>, DriverHandle<P>), NodeError> {
+        let local_libp2p = key.public().to_peer_id();
+        let local = from_libp2p(&local_libp2p).ok_or(NodeError::NotEd25519)?;
+        let seed = cfg.seed.unwrap_or_else(random_seed);
+        // A fresh nonce per start even with a fixed protocol seed: it names this process.
+        let mut swarm = build_swarm(key, cfg, random_seed())?;
+        for addr in &cfg.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|source| NodeError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+        }
+        let (handle, requests) = DriverHandle::channel();
+        let control = swarm.behaviour().stream.new_control();
+        let (incoming_tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
+        let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
+        let streams = Streams::new(control, incoming_tx, stream_tx)?;
+        let driver = Driver {
+            swarm,
+            core,
+            rng: Rng::seed(seed),
+            outbox: Outbox::new(),
+            epoch: std::time::Instant::now(),
+            epoch_micros: wall_clock().0,
+            timers: BinaryHeap::new(),
+            timer_vals: BTreeMap::new(),
+            next_timer: 0,
+            requests,
+            waiters: BTreeMap::new(),
+            address_book: AddressBook::default(),
+            connected: BTreeMap::new(),
+            strikes: Strikes::default(),
+            pending: BTreeMap::new(),
+            incoming,
+            streams,
+            stream_rx,
+            loopback: VecDeque::new(),
+            local,
+            local_libp2p,
+            listen_addrs: Vec::new(),
+            bootstrap: cfg.bootstrap.clone(),
+            bootstrapped: cfg.bootstrap.is_empty(),
+            bad_frames: 0,
+            prefer_quic: cfg.prefer_quic,
+            recorder,
+            traffic: Vec::new(),
+        };
+        Ok((driver, handle))
+    }
+
+    /// This node's libp2p peer id.
+    pub(crate) fn local_libp2p(&self) -> libp2p::PeerId {
+        self.local_libp2p
+    }
+
+    /// Waits until every listener reported its address (at most `timeout`); returns them.
+    pub(crate) async fn wait_listening(&mut self, n: usize, timeout: Duration) -> Vec<Multiaddr> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.listen_addrs.len() < n {
+            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(ev) => self.on_swarm_event(ev),
+                Err(_) => break,
+            }
+        }
+        self.listen_addrs.clone()
+    }
+
+    fn now(&self) -> Instant {
+        Instant(self.epoch_micros + self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// Hands one input to the core and sends what it produced.
+    fn with_core(&mut self, f: impl FnOnce(&mut P, &mut peerlab_overlay::Cx<'_, P>)) {
+        self.feed_core(f);
+        self.end_inputs();
+    }
+
+    /// Hands one input to the core; what it produces waits in the outbox until
+    /// [`Self::end_inputs`]. The frames of one turn are fed this way, so that the answers
+    /// to a batch of frames (a seeder's blocks for a pipeline of requests) reach the stream
+    /// writers together and leave in few, large writes, rather than one write and one
+    /// writer wake-up per 16 KiB block.
+    fn feed_core(&mut self, f: impl FnOnce(&mut P, &mut peerlab_overlay::Cx<'_, P>)) {
+        let now = self.now();
+        let mut cx = Context::new(now, &mut self.rng, &mut self.outbox);
+        f(&mut self.core, &mut cx);
+    }
+
+    /// Ends a run of inputs: persists, then sends everything in the outbox.
+    fn end_inputs(&mut self) {
+        // Persist before any reply or frame leaves (acknowledged writes are durable).
+        self.core.after_input();
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        let outs: Vec<_> = self.outbox.drain().collect();
+        for out in outs {
+            match out {
+                Output::Send { to, msg } => self.send(to, msg),
+                Output::Timer { at, timer } => {
+                    if self.timer_vals.len() >= MAX_TIMERS {
+                        tracing::warn!("timer table full; dropping a timer");
+                        continue;
+                    }
+                    let seq = self.next_timer;
+                    self.next_timer += 1;
+                    self.timer_vals.insert(seq, timer);
+                    self.timers.push(Reverse((at, seq)));
+                }
+                Output::Event(ev) => self.dispatch(ev),
+                Output::Offence { peer, offence } => self.penalize(peer, offence),
+            }
+        }
+    }
+
+    /// The addresses to dial `peer` on (see [`preferred_addrs`]).
+    fn dial_addrs(&self, peer: &libp2p::PeerId) -> Vec<Multiaddr> {
+        preferred_addrs(self.address_book.addrs(peer), self.prefer_quic)
+    }
+
+    fn dispatch(&mut self, ev: P::Event) {
+        for (peer, addr) in P::addresses_of(&ev) {
+            if let (Some(p), Ok(a)) = (to_libp2p(&peer), addr.parse::<Multiaddr>()) {
+                self.remember(p, strip_p2p(&a));
+            }
+        }
+        self.core.observe(&ev);
+        if let Some((id, last)) = P::reply_to(&ev)
+            && let Some(w) = self.waiters.get(&id)
+        {
+            // A caller that stopped listening, or one too slow to keep up, loses events
+            // rather than stalling the driver.
+            let closed = w.tx.try_send(ev).is_err() && w.tx.is_closed();
+            if last || closed {
+                self.waiters.remove(&id);
+            }
+        }
+    }
+
+    fn send(&mut self, to: PeerId, msg: P::Message) {
+        if to == self.local {
+            self.loopback.push_back(msg);
+            return;
+        }
+        let Some(peer) = to_libp2p(&to) else { return };
+        if self.strikes.is_banned(&peer) {
+            return;
+        }
+        let ch = P::channel(&msg);
+        let kind = peerlab_overlay::Message::kind(&msg);
+        let frame = match P::encode(&msg) {
+            Ok(f) if f.len() <= ch.max_frame() => f,
+            Ok(f) => {
+                tracing::warn!(
+                    len = f.len(),
+                    channel = ch.name(),
+                    "outgoing frame too large"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%e, "cannot encode a message");
+                return;
+            }
+        };
+        if self.connected.contains_key(&peer) {
+            let len = frame.len();
+            if self.streams.send(peer, ch, frame)
+                && let Some(t) = self.traffic.get(ch.index())
+            {
+                t.sent(len);
+            }
+            return;
+        }
+        // Not connected: the frames wait here until the connection is up (then
+        // `flush_pending`) or the dial fails (then they are dropped).
+        let fresh = !self.pending.keys().any(|(p, _)| *p == peer);
+        let q = self.pending.entry((peer, ch)).or_default();
+        if q.frames.len() >= MAX_QUEUED_FRAMES || q.bytes + frame.len() > MAX_QUEUED_BYTES {
+            metrics::counter!(m::SEND_DROPPED, "protocol" => ch.name()).increment(1);
+            return;
+        }
+        if let Some(t) = self.traffic.get(ch.index()) {
+            t.sent(frame.len());
+        }
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        if fresh {
+            metrics::counter!(m::DIALS, "kind" => kind).increment(1);
+            let addrs = self.dial_addrs(&peer);
+            match self
+                .swarm
+                .dial(DialOpts::peer_id(peer).addresses(addrs).build())
+            {
+                // Dialling, or a dial already under way: its outcome decides.
+                Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+                // No address known (or refused outright): nothing will deliver these.
+                Err(e) => {
+                    tracing::debug!(%peer, %e, "cannot dial");
+                    self.pending.retain(|(p, _), _| *p != peer);
+                    metrics::counter!(m::SEND_FAILED, "protocol" => ch.name()).increment(1);
+                }
+            }
+        }
+    }
+
+    /// Moves frames that waited for a connection to `peer` into its stream writers.
+    fn flush_pending(&mut self, peer: libp2p::PeerId) {
+        for ch in Channel::ALL {
+            if let Some(q) = self.pending.remove(&(peer, ch)) {
+                for f in q.frames {
+                    // Already counted as sent when it was queued.
+                    self.streams.send(peer, ch, f);
+                }
+            }
+        }
+    }
+
+    fn on_stream_event(&mut self, ev: StreamEvent) {
+        match ev {
+            StreamEvent::Frame { peer, ch, frame } => self.on_frame(peer, ch, &frame),
+            StreamEvent::Oversized { peer, ch } => {
+                self.strike(peer, ch, "frame over the channel's limit")
+            }
+            StreamEvent::ReaderClosed { peer, ch } => self.streams.reader_closed(peer, ch),
+            StreamEvent::WriterClosed {
+                peer,
+                ch,
+                id,
+                error,
+            } => {
+                self.streams.writer_closed(peer, ch, id);
+                if let Some(e) = error {
+                    tracing::debug!(%peer, channel = ch.name(), %e, "stream failed");
+                    metrics::counter!(m::SEND_FAILED, "protocol" => ch.name()).increment(1);
+                }
+            }
+        }
+    }
+
+    fn on_incoming(&mut self, ch: Channel, peer: libp2p::PeerId, stream: libp2p::Stream) {
+        if self.strikes.is_banned(&peer) {
+            return;
+        }
+        self.streams.accept(ch, peer, stream);
+    }
+
+    /// Hands one frame read from a stream to the core (its output is sent at the end of the
+    /// turn, [`Self::end_inputs`]).
+    fn on_frame(&mut self, peer: libp2p::PeerId, ch: Channel, frame: &[u8]) {
+        if self.strikes.is_banned(&peer) {
+            return;
+        }
+        let Some(from) = from_libp2p(&peer) else {
+            self.strike(peer, ch, "not an Ed25519 peer");
+            return;
+        };
+        if let Some(t) = self.traffic.get(ch.index()) {
+            t.bytes_in.increment(frame.len() as u64);
+            t.messages_in.increment(1);
+        }
+        match P::decode(ch, frame) {
+            Ok(msg) if P::channel(&msg) == ch => {
+                self.feed_core(|core, cx| core.handle_message(cx, from, msg));
+            }
+            Ok(_) => self.strike(peer, ch, "message on the wrong channel"),
+            Err(e) => self.strike(peer, ch, &e.to_string()),
+        }
+    }
+
+    fn remember(&mut self, peer: libp2p::PeerId, addr: Multiaddr) {
+        if peer == self.local_libp2p {
+            return;
+        }
+        let connected = &self.connected;
+        self.address_book
+            .remember(peer, addr, |p| connected.contains_key(p));
+    }
+
+    fn strike(&mut self, peer: libp2p::PeerId, ch: Channel, why: &str) {
+        self.bad_frames += 1;
+        metrics::counter!(m::BAD_FRAMES, "protocol" => ch.name()).increment(1);
+        tracing::debug!(%peer, channel = ch.name(), why, "bad frame");
+        self.add_strikes(peer, Offence::Malformed.severity());
+    }
+
+    /// A core rejected `peer`'s input.
+    fn penalize(&mut self, peer: PeerId, offence: Offence) {
+        metrics::counter!(m::OFFENCES, "offence" => offence.name()).increment(1);
+        let Some(peer) = to_libp2p(&peer) else { return };
+        tracing::debug!(%peer, offence = offence.name(), "offence");
+        self.add_strikes(peer, offence.severity());
+    }
+
+    fn add_strikes(&mut self, peer: libp2p::PeerId, points: u32) {
+        if self.strikes.add(peer, points, std::time::Instant::now()) {
+            tracing::info!(%peer, "banning peer after repeated bad frames");
+            metrics::counter!(m::PEERS_BANNED).increment(1);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn status(&self) -> NetStatus {
+        let local = self.local_libp2p;
+        NetStatus {
+            peer_id: local.to_string(),
+            listen_addrs: self
+                .listen_addrs
+                .iter()
+                .map(|a| a.clone().with(AddrProto::P2p(local)).to_string())
+                .collect(),
+            peers: self
+                .connected
+                .iter()
+                .map(|(p, c)| PeerInfo {
+                    peer_id: p.to_string(),
+                    addresses: c.conns.iter().map(|(_, a)| a.to_string()).collect(),
+                    rtt_ms: c.rtt.map(|d| d.as_secs_f64() * 1e3),
+                    agent: c.agent.clone(),
+                    strikes: self.strikes.of(p),
+                })
+                .collect(),
+            uptime_secs: self.epoch.elapsed().as_secs_f64(),
+            banned: self.strikes.banned(),
+            bad_frames: self.bad_frames,
+        }
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = self.now();
+        while let Some(Reverse((at, seq))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(t) = self.timer_vals.remove(&seq) {
+                self.with_core(|core, cx| core.handle_timer(cx, t));
+            }
+        }
+    }
+
+    fn run_loopback(&mut self) {
+        let mut n = 0;
+        while let Some(msg) = self.loopback.pop_front() {
+            let from = self.local;
+            self.with_core(|core, cx| core.handle_message(cx, from, msg));
+            n += 1;
+            if n >= LOOPBACK_BATCH {
+                break;
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = std::time::Instant::now();
+        self.strikes.expire(now);
+        // Callers that gave up (timed out) no longer hold their receiver.
+        self.waiters.retain(|_, w| !w.tx.is_closed());
+        metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
+        metrics::gauge!(m::PENDING_TIMERS).set(self.timer_vals.len() as f64);
+        if !self.bootstrapped && self.connected.is_empty() {
+            for addr in self.bootstrap.clone() {
+                let _ = self.swarm.dial(addr);
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: Request<P>) -> Option<oneshot::Sender<()>> {
+        match req {
+            Request::Command(cmd) => self.with_core(|core, cx| core.handle_command(cx, cmd)),
+            Request::Call { id, cmd, reply } => {
+                if self.waiters.len() >= MAX_WAITERS {
+                    // Dropping `reply` tells the caller the node is overloaded.
+                    return None;
+                }
+                self.waiters.insert(id, Waiter { tx: reply });
+                self.with_core(|core, cx| core.handle_command(cx, cmd));
+            }
+            Request::Inspect(job) => {
+                let st = self.status();
+                job(&mut self.core, &st);
+            }
+            Request::Dial(addr, reply) => {
+                let r = self.swarm.dial(addr).map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Request::Shutdown(reply) => return Some(reply),
+        }
+        None
+    }
+
+    /// Runs the driver until shutdown is requested or every handle is dropped.
+    pub(crate) async fn run(mut self) {
+        let recorder = self.recorder.clone();
+        metrics::with_local_recorder(&*recorder, || {
+            self.traffic = Channel::ALL.into_iter().map(Traffic::register).collect();
+            self.with_core(|core, cx| core.handle_start(cx));
+            for addr in self.bootstrap.clone() {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, %e, "cannot dial bootstrap address");
+                }
+            }
+        });
+        let mut tick = tokio::time::interval(HOUSEKEEPING);
+        let shutdown = loop {
+            let next = self.timers.peek().map(|Reverse((at, _))| *at);
+            let wake = next.map(|at| {
+                tokio::time::Instant::from_std(
+                    self.epoch + Duration::from_micros(at.0.saturating_sub(self.epoch_micros)),
+                )
+            });
+            let sleep = async {
+                match wake {
+                    Some(w) => tokio::time::sleep_until(w).await,
+                    None => std::future::pending().await,
+                }
+            };
+            enum In<P: NetCore> {
+                Swarm(Box<SwarmEvent<BehaviourEvent>>),
+                Req(Option<Request<P>>),
+                Stream(StreamEvent),
+                Incoming(Channel, libp2p::PeerId, libp2p::Stream),
+                Wake,
+                Tick,
+            }
+            let input: In<P> = tokio::select! {
+                ev = self.swarm.select_next_some() => In::Swarm(Box::new(ev)),
+                Some(ev) = self.stream_rx.recv() => In::Stream(ev),
+                Some((ch, peer, s)) = self.incoming.recv() => In::Incoming(ch, peer, s),
+                req = self.requests.recv() => In::Req(req),
+                _ = sleep => In::Wake,
+                _ = tick.tick() => In::Tick,
+            };
+            let stop = metrics::with_local_recorder(&*recorder, || {
+                let stop = match input {
+                    In::Swarm(ev) => {
+                        self.on_swarm_event(*ev);
+                        None
+                    }
+                    In::Req(Some(r)) => self.on_request(r).map(Some),
+                    In::Req(None) => Some(None),
+                    In::Stream(ev) => {
+                        // Take what else arrived too before looking at other inputs.
+                        self.on_stream_event(ev);
+                        for _ in 1..STREAM_EVENTS_PER_TURN {
+                            match self.stream_rx.try_recv() {
+                                Ok(ev) => self.on_stream_event(ev),
+                                Err(_) => break,
+                            }
+                        }
+                        // The frames' answers leave together.
+                        self.end_inputs();
+                        None
+                    }
+                    In::Incoming(ch, peer, s) => {
+                        self.on_incoming(ch, peer, s);
+                        None
+                    }
+                    In::Wake => None,
+                    In::Tick => {
+                        self.housekeeping();
+                        None
+                    }
+                };
+                self.fire_due_timers();
+                self.run_loopback();
+                stop
+            });
+            if let Some(s) = stop {
+                break s;
+            }
+        };
+        self.leave().await;
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Graceful leave: the core hands off what it must, and the driver keeps serving until
+    /// those frames are delivered (bounded by a grace period).
+    async fn leave(&mut self) {
+        const GRACE: Duration = Duration::from_secs(3);
+        let recorder = self.recorder.clone();
+        let Some(cmd) = P::leave_command() else {
+            return;
+        };
+        metrics::with_local_recorder(&*recorder, || {
+            self.with_core(|core, cx| core.handle_command(cx, cmd));
+        });
+        /// How often the grace loop looks at the stream writers' queues.
+        const POLL: Duration = Duration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + GRACE;
+        while self.pending.values().any(|q| !q.frames.is_empty()) || self.streams.writing() {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let until = deadline.min(now + POLL);
+            if let Ok(ev) = tokio::time::timeout_at(until, self.swarm.select_next_some()).await {
+                metrics::with_local_recorder(&*recorder, || self.on_swarm_event(ev));
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+                let local = self.local_libp2p;
+                let addrs = self
+                    .listen_addrs
+                    .iter()
+                    .map(|a| a.clone().with(AddrProto::P2p(local)).to_string())
+                    .collect();
+                if let Some(cmd) = P::address_command(addrs) {
+                    self.with_core(|core, cx| core.handle_command(cx, cmd));
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                if self.strikes.is_banned(&peer_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
+                let remote = endpoint.get_remote_address().clone();
+                if endpoint.is_dialer() {
+                    self.remember(peer_id, strip_p2p(&remote));
+                }
+                let c = self.connected.entry(peer_id).or_default();
+                c.conns.push((connection_id, remote.clone()));
+                self.flush_pending(peer_id);
+                metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
+                if endpoint.is_dialer() && !self.bootstrapped {
+                    let plain = strip_p2p(&remote);
+                    if self.bootstrap.iter().any(|b| strip_p2p(b) == plain)
+                        && let Some(p) = from_libp2p(&peer_id)
+                    {
+                        self.bootstrapped = true;
+                        if let Some(cmd) = P::bootstrap_command(vec![p]) {
+                            self.with_core(|core, cx| core.handle_command(cx, cmd));
+                        }
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.connected.remove(&peer_id);
+                    if self.connected.is_empty() && !self.bootstrap.is_empty() {
+                        // Isolated: nothing else will reconnect this node, so housekeeping
+                        // re-dials the bootstrap addresses and the first one that answers
+                        // re-bootstraps the overlay (a seed that restarted, a dropped link).
+                        self.bootstrapped = false;
+                    }
+                    self.pending.retain(|(p, _), _| *p != peer_id);
+                    // Dropping a writer's sender ends its task (its stream is gone anyway).
+                    self.streams.close_writers(peer_id);
+                    metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
+                    if let Some(p) = from_libp2p(&peer_id) {
+                        self.with_core(|core, cx| core.handle_peer_down(cx, p));
+                    }
+                } else if let Some(c) = self.connected.get_mut(&peer_id) {
+                    c.conns.retain(|(id, _)| *id != connection_id);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, %error, "dial failed");
+                if let libp2p::swarm::DialError::Transport(failed) = &error {
+                    self.address_book
+                        .forget_failed(&peer, failed.iter().map(|(a, _)| a));
+                }
+                if !self.connected.contains_key(&peer) {
+                    // Frames that waited for this connection cannot be delivered.
+                    self.pending.retain(|(p, _), _| *p != peer);
+                }
+                if !self.connected.contains_key(&peer)
+                    && let Some(p) = from_libp2p(&peer)
+                {
+                    self.with_core(|core, cx| core.handle_peer_down(cx, p));
+                }
+            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                connection_id,
+                info,
+                ..
+            }) => {
+                for a in info.listen_addrs {
+                    if !a.iter().any(|p| {
+                        matches!(p, AddrProto::Ip4(ip) if ip.is_unspecified())
+                            || matches!(p, AddrProto::Ip6(ip) if ip.is_unspecified())
+                    }) {
+                        self.remember(peer_id, strip_p2p(&a));
+                    }
+                }
+                self.on_agent(peer_id, connection_id, info.agent_version);
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                if let Some(c) = self.connected.get_mut(&peer) {
+                    c.rtt = Some(rtt);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a peer's agent string. A new boot nonce on a connection means the peer
+    /// restarted with the same identity: its other connections lead to the old process,
+    /// which cannot answer, so they are closed and the writers on them restarted.
+    fn on_agent(&mut self, peer: libp2p::PeerId, on: ConnectionId, agent: String) {
+        let Some(c) = self.connected.get_mut(&peer) else {
+            return;
+        };
+        let boot = boot_nonce(&agent).map(str::to_owned);
+        let restarted = boot.is_some() && c.boot.is_some() && c.boot != boot;
+        c.boot = boot;
+        c.agent = Some(agent);
+        if !restarted {
+            return;
+        }
+        let stale: Vec<ConnectionId> = c
+            .conns
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != on)
+            .collect();
+        tracing::debug!(%peer, stale = stale.len(), "peer restarted; closing its old connections");
+        metrics::counter!(m::PEER_RESTARTS).increment(1);
+        for id in stale {
+            self.swarm.close_connection(id);
+        }
+        self.streams.close_writers(peer);
+    }
+}
