@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use peerlab_overlay::{Instant, PeerId};
+use peerlab_overlay::{Instant, PeerId, Signature};
 use serde::{Deserialize, Serialize};
 
 use crate::message::MemberUpdate;
@@ -51,6 +51,8 @@ pub struct Member {
     pub state: MemberState,
     /// When the state last changed.
     pub since: Instant,
+    /// The member's signature of `(incarnation, addrs)` (see [`MemberUpdate`]).
+    pub signature: Signature,
 }
 
 /// How an update changed the table.
@@ -103,9 +105,34 @@ impl Table {
         self.members.get(p)
     }
 
+    /// Whether `u` would change the table: a new member (`Err(())` if the table is full),
+    /// or newer than the record held.
+    pub(crate) fn would_apply(&self, u: &MemberUpdate, cap: usize) -> Result<bool, ()> {
+        match self.members.get(&u.peer) {
+            None if self.members.len() >= cap => Err(()),
+            None => Ok(true),
+            Some(m) => Ok(overrides(u.incarnation, u.state, m.incarnation, m.state)),
+        }
+    }
+
+    /// Whether the signed part of `u` (incarnation, addresses, signature) is the record
+    /// held, already verified when it arrived.
+    pub(crate) fn holds(&self, u: &MemberUpdate) -> bool {
+        self.members.get(&u.peer).is_some_and(|m| {
+            m.incarnation == u.incarnation
+                && m.signature == u.signature
+                && (m.state == MemberState::Left) == (u.state == MemberState::Left)
+                && m.addrs == u.addrs
+        })
+    }
+
     /// Applies an update (already validated and not about this node), and tells whether it
     /// gave a known member other addresses. `Err(())` when the table is full and the member
     /// is new.
+    ///
+    /// The member's signed record (addresses, signature) is taken from the member's own
+    /// statements and from claims that raise the incarnation; a claim at the incarnation
+    /// held changes only the state, so the record held stays the member's own.
     pub(crate) fn apply(
         &mut self,
         u: &MemberUpdate,
@@ -124,6 +151,7 @@ impl Table {
                         incarnation: u.incarnation,
                         state: u.state,
                         since: now,
+                        signature: u.signature,
                     },
                 );
                 self.dirty = true;
@@ -140,11 +168,16 @@ impl Table {
                     return Ok((Change::None, false));
                 }
                 let was = m.state;
-                m.incarnation = u.incarnation;
-                let moved = !u.addrs.is_empty() && m.addrs != u.addrs;
-                if moved {
-                    m.addrs = u.addrs.clone();
+                let own = matches!(u.state, MemberState::Alive | MemberState::Left);
+                let mut moved = false;
+                if own || u.incarnation > m.incarnation {
+                    moved = !u.addrs.is_empty() && m.addrs != u.addrs;
+                    if m.addrs != u.addrs {
+                        m.addrs = u.addrs.clone();
+                    }
+                    m.signature = u.signature;
                 }
+                m.incarnation = u.incarnation;
                 if was != u.state {
                     m.since = now;
                 }
@@ -193,6 +226,7 @@ impl Table {
             incarnation: m.incarnation,
             state: m.state,
             addrs: m.addrs.clone(),
+            signature: m.signature,
         })
     }
 }
