@@ -541,7 +541,7 @@ impl Gossip {
     /// Number of members that are alive or suspect (the static view's size minus this node).
     pub fn up_count(&self) -> usize {
         match &self.view {
-            View::Swim(t) => t.members.values().filter(|m| m.state.is_up()).count(),
+            View::Swim(t) => t.up_count(),
             View::Static(v) => v.len_without(&self.me),
         }
     }

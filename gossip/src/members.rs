@@ -83,6 +83,9 @@ pub(crate) struct Table {
     /// Up members, for uniform random choice; rebuilt lazily.
     up: Vec<PeerId>,
     dirty: bool,
+    /// How many members are up (counted every round; a walk of the table would cost
+    /// `O(N)` each time).
+    up_count: usize,
 }
 
 /// Whether an update `(i, s)` overrides a record `(j, t)`.
@@ -105,25 +108,21 @@ impl Table {
         self.members.get(p)
     }
 
-    /// Whether `u` would change the table: a new member (`Err(())` if the table is full),
-    /// or newer than the record held.
-    pub(crate) fn would_apply(&self, u: &MemberUpdate, cap: usize) -> Result<bool, ()> {
+    /// Whether `u` needs its signature checked before it is applied: it would change the
+    /// table (a new member with room for it, or newer than the record held) and its signed
+    /// part (incarnation, addresses, signature) is not the record held, which was checked
+    /// when it arrived.
+    pub(crate) fn needs_proof(&self, u: &MemberUpdate, cap: usize) -> bool {
         match self.members.get(&u.peer) {
-            None if self.members.len() >= cap => Err(()),
-            None => Ok(true),
-            Some(m) => Ok(overrides(u.incarnation, u.state, m.incarnation, m.state)),
+            None => self.members.len() < cap,
+            Some(m) => {
+                overrides(u.incarnation, u.state, m.incarnation, m.state)
+                    && !(m.incarnation == u.incarnation
+                        && m.signature == u.signature
+                        && (m.state == MemberState::Left) == (u.state == MemberState::Left)
+                        && m.addrs == u.addrs)
+            }
         }
-    }
-
-    /// Whether the signed part of `u` (incarnation, addresses, signature) is the record
-    /// held, already verified when it arrived.
-    pub(crate) fn holds(&self, u: &MemberUpdate) -> bool {
-        self.members.get(&u.peer).is_some_and(|m| {
-            m.incarnation == u.incarnation
-                && m.signature == u.signature
-                && (m.state == MemberState::Left) == (u.state == MemberState::Left)
-                && m.addrs == u.addrs
-        })
     }
 
     /// Applies an update (already validated and not about this node), and tells whether it
@@ -155,6 +154,7 @@ impl Table {
                     },
                 );
                 self.dirty = true;
+                self.up_count += usize::from(u.state.is_up());
                 let change = match u.state {
                     MemberState::Alive => Change::Up,
                     MemberState::Suspect => Change::Suspected,
@@ -184,6 +184,11 @@ impl Table {
                 m.state = u.state;
                 if was.is_up() != u.state.is_up() {
                     self.dirty = true;
+                    if u.state.is_up() {
+                        self.up_count += 1;
+                    } else {
+                        self.up_count -= 1;
+                    }
                 }
                 use MemberState::*;
                 let change = match (was, u.state) {
@@ -214,8 +219,16 @@ impl Table {
         &self.up
     }
 
-    /// Forgets tombstones older than `expiry`.
+    /// How many members are up.
+    pub(crate) fn up_count(&self) -> usize {
+        self.up_count
+    }
+
+    /// Forgets tombstones older than `expiry` (members that are up are never forgotten).
     pub(crate) fn expire(&mut self, now: Instant, expiry: std::time::Duration) {
+        if self.members.len() == self.up_count {
+            return;
+        }
         self.members
             .retain(|_, m| m.state.is_up() || now.saturating_since(m.since) < expiry);
     }

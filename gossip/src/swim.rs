@@ -365,8 +365,7 @@ impl Gossip {
         }
         if from.is_some()
             && defenses
-            && t.would_apply(&u, cap) == Ok(true)
-            && !t.holds(&u)
+            && t.needs_proof(&u, cap)
             && !memo.map_or_else(|| u.verify(), |m| m.verify(&u))
         {
             return self.forged();

@@ -1441,3 +1441,20 @@ fn a_newer_version_replaces_the_hot_rumor_of_an_older_one() {
     });
     assert_eq!(h.hot_data_rumors(), 1);
 }
+
+proptest! {
+    /// The member table's count of members that are up always equals a count of the table,
+    /// whatever updates arrive and however tombstones expire.
+    #[test]
+    fn the_up_count_follows_the_table(ops in proptest::collection::vec((2u64..8, 0u64..4, 0u8..4, 0u64..120_000), 1..60)) {
+        let mut g = swim(1, &[2, 3]);
+        for (peer, inc, st, at_ms) in ops {
+            let state = [MemberState::Alive, MemberState::Suspect, MemberState::Dead, MemberState::Left][usize::from(st)];
+            let msg = Message::Gossip { seq: 1, feedback: false, members: vec![update(peer, inc, state)], entries: vec![] };
+            run(&mut g, at_ms, |g, cx| g.handle_message(cx, p(9), msg));
+            run(&mut g, at_ms, |g, cx| g.handle_timer(cx, Timer::Probe));
+            let counted = g.members().filter(|(_, m)| m.state.is_up()).count();
+            prop_assert_eq!(g.up_count(), counted);
+        }
+    }
+}

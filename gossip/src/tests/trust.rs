@@ -431,12 +431,17 @@ fn the_shared_memo_of_verified_records_changes_no_answer() {
     let mut b = swim(1, &[2, 3]);
     a.share_verified(VerifiedRecords::new(16));
     let msgs = [
-        rumor(vec![forged_by(3, signed(2, 1, MemberState::Alive, &["/evil"]))]),
+        rumor(vec![forged_by(
+            3,
+            signed(2, 1, MemberState::Alive, &["/evil"]),
+        )]),
         rumor(vec![signed(2, 1, MemberState::Alive, &["/mem/2-new"])]),
         rumor(vec![signed(2, 1, MemberState::Alive, &["/mem/2-new"])]),
     ];
     for (i, m) in msgs.into_iter().enumerate() {
-        let oa = run(&mut a, i as u64, |g, cx| g.handle_message(cx, p(3), m.clone()));
+        let oa = run(&mut a, i as u64, |g, cx| {
+            g.handle_message(cx, p(3), m.clone())
+        });
         let ob = run(&mut b, i as u64, |g, cx| g.handle_message(cx, p(3), m));
         assert_eq!(oa, ob);
     }
