@@ -285,17 +285,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         ..driver::NetConfig::default()
     };
 
-    let node_key = key
-        .clone()
-        .try_into_ed25519()
-        .map(|k| {
-            peerlab_overlay::Keypair::from_secret(k.secret().as_ref().try_into().unwrap_or([0; 32]))
-        })
-        .map_err(|_| NodeError::NotEd25519)?;
-    let local = driver::from_libp2p(&key.public().to_peer_id()).ok_or(NodeError::NotEd25519)?;
-    if node_key.peer_id() != local {
-        return Err(NodeError::NotEd25519);
-    }
+    let node_key = overlay_key(&key).ok_or(NodeError::NotEd25519)?;
     let factory = node::CidDirFactory {
         root: dir.chunks_dir(),
     };
@@ -401,4 +391,13 @@ async fn resume_transfers(
             _ => {}
         }
     }
+}
+
+/// The cores' view of the node key (the same Ed25519 key pair): it signs what only this node
+/// may say, such as its gossip member record. `None` unless the key is Ed25519.
+fn overlay_key(key: &libp2p::identity::Keypair) -> Option<peerlab_overlay::Keypair> {
+    let ed = key.clone().try_into_ed25519().ok()?;
+    let secret: [u8; 32] = ed.secret().as_ref().try_into().ok()?;
+    let ours = peerlab_overlay::Keypair::from_secret(secret);
+    (driver::from_libp2p(&key.public().to_peer_id()) == Some(ours.peer_id())).then_some(ours)
 }

@@ -249,6 +249,8 @@ enum Internal {
 /// The composition of the cores one peer runs.
 pub struct Peer<F: StoreFactory> {
     id: PeerId,
+    /// The node key: its id, and the signer of its gossip member record.
+    key: Keypair,
     config: Config,
     dht: Dht,
     gossip: Gossip,
@@ -270,6 +272,8 @@ pub struct Peer<F: StoreFactory> {
     /// The peers this node was bootstrapped with (at most [`MAX_BOOTSTRAP_PEERS`]): the
     /// rejoin timer goes back to them while gossip knows no member.
     bootstrap: Vec<PeerId>,
+    /// Verified member records shared with the other peers of this process (simulations).
+    verified: Option<gossip::VerifiedRecords>,
 }
 
 /// Live members handed to the DHT at every [`REJOIN_PERIOD`] as peers to rejoin through.
@@ -310,19 +314,21 @@ fn config_err(core: &'static str) -> impl FnOnce(String) -> Error {
 }
 
 impl<F: StoreFactory> Peer<F> {
-    /// The peer of node key `key` with `config`, opening download stores through
-    /// `factory`. The key signs what only this peer may say (its DHT records).
+    /// A peer with node key `key` (its id is the key's) and `config`, opening download
+    /// stores through `factory`. The key signs what only this peer may say: its DHT
+    /// records and its member record.
     pub fn new(key: Keypair, config: Config, factory: F) -> Result<Peer<F>, Error> {
         let id = key.peer_id();
-        let dht =
-            Dht::new(config.dht.clone(), key).map_err(|e| config_err("dht")(e.to_string()))?;
-        let gossip = Gossip::new(id, Vec::new(), config.gossip.clone())
+        let dht = Dht::new(config.dht.clone(), key.clone())
+            .map_err(|e| config_err("dht")(e.to_string()))?;
+        let gossip = Gossip::new(key.clone(), Vec::new(), config.gossip.clone())
             .map_err(|e| config_err("gossip")(e.to_string()))?;
         let flood =
             Flood::new(id, config.flood.clone()).map_err(|e| config_err("flood")(e.to_string()))?;
         let swarm = Swarm::new(config.swarm.clone(), factory);
         Ok(Peer {
             id,
+            key,
             config,
             dht,
             gossip,
@@ -339,7 +345,16 @@ impl<F: StoreFactory> Peer<F> {
             arrivals: BTreeMap::new(),
             arrival_order: VecDeque::new(),
             bootstrap: Vec::new(),
+            verified: None,
         })
+    }
+
+    /// Shares a memo of verified gossip member records with the other peers of this
+    /// process that hold it ([`gossip::Gossip::share_verified`]): a simulation of many peers
+    /// then verifies each record once. Changes no result.
+    pub fn share_verified(&mut self, memo: gossip::VerifiedRecords) {
+        self.gossip.share_verified(memo.clone());
+        self.verified = Some(memo);
     }
 
     /// This peer's id.
@@ -639,8 +654,14 @@ impl<F: StoreFactory> Protocol for Peer<F> {
         if !self.addresses.is_empty() {
             // Gossip records this node's addresses at construction; rebuild it now that the
             // driver knows them (nothing has run yet, so nothing is lost).
-            if let Ok(g) = Gossip::new(self.id, self.addresses.clone(), self.config.gossip.clone())
-            {
+            if let Ok(mut g) = Gossip::new(
+                self.key.clone(),
+                self.addresses.clone(),
+                self.config.gossip.clone(),
+            ) {
+                if let Some(memo) = &self.verified {
+                    g.share_verified(memo.clone());
+                }
                 self.gossip = g;
             }
         }
@@ -965,7 +986,8 @@ mod tests {
 
     #[test]
     fn peers_form_a_ring_and_store_without_a_driver() {
-        let ids: Vec<PeerId> = (1..=4).map(PeerId::synthetic).collect();
+        let keys: Vec<Keypair> = (1..=4).map(Keypair::synthetic).collect();
+        let ids: Vec<PeerId> = keys.iter().map(Keypair::peer_id).collect();
         let mut l = Loop {
             peers: BTreeMap::new(),
             rng: Rng::seed(7),
@@ -980,10 +1002,8 @@ mod tests {
         for (i, id) in ids.iter().enumerate() {
             let mut cfg = Config::lan();
             cfg.create_ring = i == 0;
-            l.peers.insert(
-                *id,
-                Peer::new(Keypair::synthetic(i as u64 + 1), cfg, MemoryFactory).unwrap(),
-            );
+            l.peers
+                .insert(*id, Peer::new(keys[i].clone(), cfg, MemoryFactory).unwrap());
             l.input(*id, |p, cx| p.handle_start(cx));
             if i > 0 {
                 let seed = ids[0];
@@ -1031,7 +1051,8 @@ mod tests {
 
     #[test]
     fn a_node_whose_joins_were_all_lost_rejoins_through_its_bootstrap_peers() {
-        let (seed, late) = (PeerId::synthetic(1), PeerId::synthetic(2));
+        let (seed_key, late_key) = (Keypair::synthetic(1), Keypair::synthetic(2));
+        let (seed, late) = (seed_key.peer_id(), late_key.peer_id());
         let mut l = Loop {
             peers: BTreeMap::new(),
             rng: Rng::seed(3),
@@ -1045,13 +1066,12 @@ mod tests {
             // seed were dropped, say): gossip gives its join up after a few attempts.
             mute: BTreeMap::from([(late, Instant(30_000_000))]),
         };
-        for (n, id, create) in [(1, seed, true), (2, late, false)] {
+        for (key, create) in [(seed_key, true), (late_key, false)] {
             let mut cfg = Config::lan();
             cfg.create_ring = create;
-            l.peers.insert(
-                id,
-                Peer::new(Keypair::synthetic(n), cfg, MemoryFactory).unwrap(),
-            );
+            let id = key.peer_id();
+            l.peers
+                .insert(id, Peer::new(key, cfg, MemoryFactory).unwrap());
             l.input(id, |p, cx| p.handle_start(cx));
         }
         l.input(late, |p, cx| {

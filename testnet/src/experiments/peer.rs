@@ -172,6 +172,8 @@ struct Run {
     joined: BTreeSet<PeerId>,
     crashed_at: BTreeMap<PeerId, Instant>,
     detected: BTreeMap<PeerId, Instant>,
+    /// Member signatures verified by any simulated peer (a pure function, so shared).
+    verified: gossip::VerifiedRecords,
 }
 
 impl Run {
@@ -184,6 +186,7 @@ impl Run {
         let mut core =
             Peer::new(key, cfg, MemoryFactory).expect("configuration validated up front");
         core.dht_mut().set_clock_offset(SIM_EPOCH_US);
+        core.share_verified(self.verified.clone());
         self.sim.add_node(id, core);
         if let Some(b) = bootstrap {
             self.sim.command(id, Command::Bootstrap(vec![b]));
@@ -398,6 +401,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         joined: BTreeSet::new(),
         crashed_at: BTreeMap::new(),
         detected: BTreeMap::new(),
+        verified: gossip::VerifiedRecords::new(super::gossip::VERIFIED_MEMO),
     };
     let mut tally = Tally::default();
 

@@ -8,10 +8,17 @@ use serde_bytes::ByteBuf;
 
 use super::*;
 
+mod budget;
+mod trust;
+
 type Out = Output<Message, Timer, Event>;
 
 fn p(n: u64) -> PeerId {
     PeerId::synthetic(n)
+}
+
+fn k(n: u64) -> Keypair {
+    Keypair::synthetic(n)
 }
 
 /// Feeds one input to `g` at time `now_ms` and returns what it produced.
@@ -56,7 +63,7 @@ fn cfg(mode: Mode, variant: Variant, k: u32) -> Config {
 }
 
 fn static_node(n: u64, me: u64, config: Config) -> Gossip {
-    Gossip::with_static_view(p(me), view(n), config).unwrap()
+    Gossip::with_static_view(k(me), view(n), config).unwrap()
 }
 
 fn publish(g: &mut Gossip, key: &str, value: &[u8]) -> u64 {
@@ -141,7 +148,7 @@ fn presets_are_valid_and_bad_configs_are_refused() {
     ];
     for c in bad {
         assert!(matches!(
-            Gossip::new(p(1), vec![], c),
+            Gossip::new(k(1), vec![], c),
             Err(Error::Config(_))
         ));
     }
@@ -498,8 +505,9 @@ fn deltas_respect_the_budget_and_send_prefixes() {
 fn digest_within_budget_is_a_random_subset() {
     let mut g = static_node(3000, 0, cfg(Mode::AntiEntropy, Variant::BlindCounter, 1));
     for o in 1..2000 {
+        let budget = g.config.data_budget();
         g.store
-            .apply(p(o), "k", 1, None, &g.config.clone())
+            .apply(p(o), "k", 1, None, &g.config.clone(), &p(0), budget)
             .unwrap();
     }
     let d = g.store.digest(4096, &mut Rng::seed(3));
@@ -778,22 +786,34 @@ proptest! {
 // ---- membership ----
 
 fn swim(me: u64, others: &[u64]) -> Gossip {
+    with_config(me, others, Config::lan())
+}
+
+fn with_config(me: u64, others: &[u64], config: Config) -> Gossip {
     Gossip::with_members(
-        p(me),
+        k(me),
         vec![format!("/mem/{me}")],
-        Config::lan(),
-        others.iter().map(|o| (p(*o), vec![format!("/mem/{o}")])),
+        config,
+        others
+            .iter()
+            .map(|o| MemberUpdate::alive(&k(*o), 0, vec![format!("/mem/{o}")])),
     )
     .unwrap()
 }
 
-fn update(peer: u64, incarnation: u64, state: MemberState) -> MemberUpdate {
-    MemberUpdate {
-        peer: p(peer),
-        incarnation,
-        state,
-        addrs: vec![],
+/// `peer`'s own signed record at `incarnation` with `addrs`, or a claim about it.
+fn signed(peer: u64, incarnation: u64, state: MemberState, addrs: &[&str]) -> MemberUpdate {
+    let addrs = addrs.iter().map(|a| a.to_string()).collect();
+    match state {
+        MemberState::Alive => MemberUpdate::alive(&k(peer), incarnation, addrs),
+        MemberState::Left => MemberUpdate::left(&k(peer), incarnation, addrs),
+        claim => MemberUpdate::alive(&k(peer), incarnation, addrs).claim(claim),
     }
+}
+
+/// `peer`'s signed record without addresses, or a claim about it.
+fn update(peer: u64, incarnation: u64, state: MemberState) -> MemberUpdate {
+    signed(peer, incarnation, state, &[])
 }
 
 #[test]
@@ -829,7 +849,7 @@ fn suspicion_about_oneself_is_refuted_with_a_higher_incarnation() {
     assert!(events(&out).contains(&Event::Refuted { incarnation: 1 }));
     let direct = sends(&out);
     assert!(direct.iter().any(|(to, m)| *to == p(2)
-        && matches!(m, Message::Gossip { members, .. } if members[0] == MemberUpdate { peer: p(1), incarnation: 1, state: MemberState::Alive, addrs: vec!["/mem/1".into()] })));
+        && matches!(m, Message::Gossip { members, .. } if members[0] == MemberUpdate::alive(&k(1), 1, vec!["/mem/1".into()]))));
     // A stale suspicion (older incarnation) is ignored.
     let msg = Message::Gossip {
         seq: 2,
@@ -956,7 +976,7 @@ fn relays_forward_indirect_acks() {
 #[test]
 fn join_through_a_seed_and_member_events() {
     let mut seed = swim(1, &[2, 3]);
-    let mut joiner = Gossip::new(p(9), vec!["/mem/9".into()], Config::lan()).unwrap();
+    let mut joiner = Gossip::new(k(9), vec!["/mem/9".into()], Config::lan()).unwrap();
     let out = run(&mut joiner, 0, |g, cx| {
         g.handle_command(cx, Command::Join { seeds: vec![p(1)] })
     });
@@ -1006,10 +1026,7 @@ fn join_through_a_seed_and_member_events() {
 #[test]
 fn new_addresses_of_a_member_that_stayed_up_are_reported() {
     let mut g = swim(1, &[2, 3]);
-    let with = |inc, addr: &str| MemberUpdate {
-        addrs: vec![addr.to_string()],
-        ..update(2, inc, MemberState::Alive)
-    };
+    let with = |inc, addr: &str| signed(2, inc, MemberState::Alive, &[addr]);
     let msg = |u: MemberUpdate| Message::Gossip {
         seq: 1,
         feedback: false,
@@ -1045,7 +1062,7 @@ fn new_addresses_of_a_member_that_stayed_up_are_reported() {
 
 #[test]
 fn join_gives_up_after_every_seed_failed() {
-    let mut joiner = Gossip::new(p(9), vec![], Config::lan()).unwrap();
+    let mut joiner = Gossip::new(k(9), vec![], Config::lan()).unwrap();
     run(&mut joiner, 0, |g, cx| {
         g.handle_command(
             cx,
@@ -1131,7 +1148,7 @@ fn tombstones_expire() {
 fn member_table_and_addresses_are_bounded() {
     let mut config = Config::lan();
     config.max_members = 3;
-    let mut g = Gossip::new(p(1), vec![], config).unwrap();
+    let mut g = Gossip::new(k(1), vec![], config).unwrap();
     let ups: Vec<MemberUpdate> = (2..8).map(|i| update(i, 0, MemberState::Alive)).collect();
     run(&mut g, 1, |g, cx| {
         g.handle_message(
@@ -1219,7 +1236,7 @@ fn member_digests_are_answered_with_only_what_differs() {
     let mut g = swim(1, &[2, 3, 4, 5]);
     // Node 1 learned that 3 refuted a suspicion (incarnation 2).
     let refuted = Message::MemberDelta {
-        members: vec![update(3, 2, MemberState::Alive)],
+        members: vec![signed(3, 2, MemberState::Alive, &["/mem/3"])],
         want: vec![],
     };
     run(&mut g, 1, |g, cx| g.handle_message(cx, p(4), refuted));
@@ -1252,10 +1269,7 @@ fn member_digests_are_answered_with_only_what_differs() {
     // Node 2 answers the want with its record of 6, which node 1 then holds.
     let mut h = swim(2, &[1, 3, 4]);
     let six = Message::MemberDelta {
-        members: vec![MemberUpdate {
-            addrs: vec!["/mem/6".into()],
-            ..update(6, 1, MemberState::Alive)
-        }],
+        members: vec![signed(6, 1, MemberState::Alive, &["/mem/6"])],
         want: vec![],
     };
     run(&mut h, 1, |g, cx| g.handle_message(cx, p(3), six));
@@ -1321,10 +1335,10 @@ fn member_digests_and_their_answers_are_bounded() {
     config.max_message_bytes = 4096;
     config.max_value_len = 1024;
     config.max_key_len = 64;
-    let members: Vec<(PeerId, Vec<String>)> = (2..400)
-        .map(|i| (p(i), vec![format!("/ip4/127.0.0.1/udp/{i}/quic-v1")]))
+    let members: Vec<MemberUpdate> = (2..400)
+        .map(|i| MemberUpdate::alive(&k(i), 0, vec![format!("/ip4/127.0.0.1/udp/{i}/quic-v1")]))
         .collect();
-    let mut g = Gossip::with_members(p(1), vec!["/mem/1".into()], config, members).unwrap();
+    let mut g = Gossip::with_members(k(1), vec!["/mem/1".into()], config, members).unwrap();
     let out = run(&mut g, 1, |g, cx| g.handle_timer(cx, Timer::MemberSync));
     for (_, m) in sends(&out) {
         assert!(peerlab_overlay::codec::encoded_len(&m) <= 4096);
@@ -1426,4 +1440,21 @@ fn a_newer_version_replaces_the_hot_rumor_of_an_older_one() {
         g.handle_message(cx, p(3), gossip_msg(vec![entry(3, "x", 2, b"")]))
     });
     assert_eq!(h.hot_data_rumors(), 1);
+}
+
+proptest! {
+    /// The member table's count of members that are up always equals a count of the table,
+    /// whatever updates arrive and however tombstones expire.
+    #[test]
+    fn the_up_count_follows_the_table(ops in proptest::collection::vec((2u64..8, 0u64..4, 0u8..4, 0u64..120_000), 1..60)) {
+        let mut g = swim(1, &[2, 3]);
+        for (peer, inc, st, at_ms) in ops {
+            let state = [MemberState::Alive, MemberState::Suspect, MemberState::Dead, MemberState::Left][usize::from(st)];
+            let msg = Message::Gossip { seq: 1, feedback: false, members: vec![update(peer, inc, state)], entries: vec![] };
+            run(&mut g, at_ms, |g, cx| g.handle_message(cx, p(9), msg));
+            run(&mut g, at_ms, |g, cx| g.handle_timer(cx, Timer::Probe));
+            let counted = g.members().filter(|(_, m)| m.state.is_up()).count();
+            prop_assert_eq!(g.up_count(), counted);
+        }
+    }
 }
