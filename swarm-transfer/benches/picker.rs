@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use peerlab_overlay::Rng;
-use peerlab_swarm::Manifest;
-use peerlab_swarm::bitfield::Bitfield;
-use peerlab_swarm::manifest::MIN_CHUNK_SIZE;
 use peerlab_swarm::picker::{Config, Picker};
+use peerlab_swarm::{Bitfield, MIN_CHUNK_SIZE, Manifest};
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick_every_chunk_one_seeder");

@@ -821,7 +821,8 @@ mod tests {
                 FileFactory {
                     dir: dir.path().to_owned(),
                 },
-            ),
+            )
+            .unwrap(),
             rng: peerlab_overlay::Rng::seed(3),
             sent: Vec::new(),
             events: Vec::new(),
@@ -833,6 +834,7 @@ mod tests {
             c.handle_command(
                 cx,
                 Command::Fetch {
+                    req: 1,
                     cid,
                     providers: vec![seeder],
                 },

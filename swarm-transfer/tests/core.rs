@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peerlab_overlay::{Context, Instant, Outbox, Output, PeerId, Protocol, Rng};
-use peerlab_swarm::manifest::ManifestError;
-use peerlab_swarm::storage::{ChunkStore, MemoryStore, StoreError, StoreFactory};
 use peerlab_swarm::{
-    Body, Command, Config, ContentId, Event, Manifest, Message, ProtocolError, Swarm, Timer,
+    Body, ChunkStore, Command, Config, ContentId, Event, Manifest, ManifestError, MemoryStore,
+    Message, ProtocolError, StoreError, StoreFactory, Swarm, Timer,
 };
 
 /// A store that can be told to serve corrupt blocks (an adversary's store).
@@ -109,7 +108,7 @@ impl Net {
     fn add_with(&mut self, n: u64, config: Config) -> PeerId {
         let p = PeerId::synthetic(n);
         self.nodes
-            .insert(p, (Swarm::new(config, Factory), Rng::seed(n)));
+            .insert(p, (Swarm::new(config, Factory).unwrap(), Rng::seed(n)));
         self.with(p, |c, cx| c.handle_start(cx));
         p
     }
@@ -197,6 +196,7 @@ fn share(
     net.command(
         p,
         Command::Share {
+            req: 1,
             manifest: m.clone(),
             store,
         },
@@ -225,6 +225,7 @@ fn small_files_transfer_byte_identical() {
         net.command(
             f,
             Command::Fetch {
+                req: 1,
                 cid,
                 providers: vec![s],
             },
@@ -255,6 +256,7 @@ fn forged_manifest_is_refused_and_the_next_provider_asked() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![liar],
         },
@@ -288,6 +290,7 @@ fn connected_pair(data: &Bytes) -> (Net, PeerId, PeerId, ContentId) {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![s],
         },
@@ -446,6 +449,7 @@ fn corrupt_peer_is_banned_and_the_file_still_verifies() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![bad, s],
         },
@@ -482,6 +486,7 @@ fn endgame_duplicates_the_last_requests_and_cancels_the_rest() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![s1, s2],
         },
@@ -525,6 +530,7 @@ fn a_chunk_rejected_in_endgame_is_asked_for_again() {
         net.command(
             f,
             Command::Fetch {
+                req: 1,
                 cid,
                 providers: vec![s, bad, s2],
             },
@@ -570,6 +576,7 @@ fn a_fetch_that_found_no_provider_looks_again_until_one_appears() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![],
         },
@@ -620,6 +627,7 @@ fn fetch_announces_and_looks_up_providers() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![s],
         },
@@ -656,6 +664,7 @@ fn duplicate_and_incomplete_shares_are_refused() {
     net.command(
         s,
         Command::Share {
+            req: 1,
             manifest: Manifest::from_bytes("g", &data, 4096).unwrap(),
             store: TestStore {
                 inner: MemoryStore::empty(&m),
@@ -686,6 +695,7 @@ fn manifest_is_asked_from_several_providers_at_once() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: providers.clone(),
         },
@@ -959,6 +969,7 @@ fn paced_transfer_is_byte_identical() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![s],
         },
