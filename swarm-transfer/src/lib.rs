@@ -12,6 +12,20 @@
 //! file distribution: the minimum distribution time" (2006) give the bound the
 //! simulator experiment compares against.
 //!
+//! # Hostile peers
+//!
+//! Anyone who can reach a node can join a swarm, so no peer is trusted with more than it
+//! can prove ([`Config::defenses`], on by default). A block is accepted only from the peer
+//! it was requested from, so every chunk knows who contributed each of its blocks. A chunk
+//! that fails verification convicts its sender when it came from one peer; one that mixed
+//! several peers is fetched again whole from one peer (libtorrent's "parole"), so the next
+//! failure, or the comparison once it passes (libtorrent's "smart ban"), names the liar
+//! and only the liar. Peers that take requests and answer none are evicted; newcomers that
+//! opened the transfer with us hold a bounded share of the connection slots and give way
+//! to newer ones before any peer that delivered. Every rejected input is reported to the
+//! driver as an [`Offence`](peerlab_overlay::Offence) of its sender, which turns them into
+//! strikes and bans.
+//!
 //! # Layout
 //!
 //! - `manifest`: [`Manifest`]s, [`ContentId`]s, chunk/block geometry and verification.

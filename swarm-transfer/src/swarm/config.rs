@@ -42,7 +42,8 @@ pub struct Config {
     pub manifest_fanout: usize,
     /// Most manifest requests queued while our own manifest is still coming. Default 64.
     pub max_manifest_waiters: usize,
-    /// Corrupt chunks attributed to a peer before it is banned. Default 2.
+    /// Without [`Config::defenses`]: corrupt chunks attributed to a peer before it is
+    /// banned. Default 2. With them, one chunk proven corrupt bans its sender at once.
     pub ban_after_corrupt: u32,
     /// Protocol violations tolerated before a peer is banned. Default 3.
     pub max_penalties: u32,
@@ -111,6 +112,15 @@ pub struct Config {
     /// 16 KiB blocks at 8 Mbit/s): enough that the uplink never idles between two releases,
     /// short enough that the core, not the driver's FIFO, decides the order.
     pub upload_horizon: Duration,
+    /// The rules that keep hostile peers from hurting a transfer (default true; see the
+    /// `slots` module and the crate docs): a block is accepted only from a peer it is
+    /// outstanding at, a chunk that fails verification with blocks from several peers is
+    /// fetched again whole from one (parole) and the peer proven to have lied is banned at
+    /// once, a peer that leaves our requests unanswered is evicted, newcomers hold a bounded
+    /// share of the slots, and every rejected input is reported as an
+    /// [`Offence`](peerlab_overlay::Offence). False: the behaviour without them, for
+    /// `peerlab sim attack --no-defenses` to show what they buy.
+    pub defenses: bool,
 }
 
 /// Most block requests one peer may have waiting in our upload queue when
@@ -152,6 +162,7 @@ impl Default for Config {
             release_idle_interest: false,
             upload_rate: None,
             upload_horizon: Duration::from_millis(30),
+            defenses: true,
         }
     }
 }

@@ -45,12 +45,30 @@ pub(crate) struct Connection {
     pub(crate) up_round: u64,
     /// When the connection was made.
     pub(crate) connected_at: Instant,
+    /// The peer opened the transfer with us (we did not dial it).
+    pub(crate) inbound: bool,
+    /// It delivered a block we had asked it for, or our choker chose to serve it a whole
+    /// chunk's worth of blocks: no longer on probation (see `slots`).
+    pub(crate) proven: bool,
+    /// Payload bytes we served it since it connected.
+    pub(crate) served: u64,
+    /// Since when we wait for it to answer any of our outstanding requests (a block or a
+    /// `Reject`): set when a request goes out while none was outstanding, and on every
+    /// answer. A peer that leaves requests unanswered for
+    /// [`Config::request_timeout`](crate::Config::request_timeout) is a staller.
+    pub(crate) awaiting_since: Instant,
+    /// Requests we withdrew (cancelled, timed out, forgotten at completion), newest last, at
+    /// most twice [`Config::pipeline_depth`](crate::Config::pipeline_depth): a block
+    /// answering one of them is late, not unsolicited.
+    pub(crate) withdrawn: VecDeque<BlockRef>,
+    /// Handshakes received on this connection after the one that opened it.
+    pub(crate) reopens: u32,
 }
 
 impl Connection {
-    /// A new connection to a peer of a file of `chunks` chunks: both sides choking and
-    /// not interested, nothing known about its chunks.
-    pub(crate) fn new(chunks: u32, now: Instant) -> Connection {
+    /// A new connection to a peer of a file of `chunks` chunks (`inbound` if the peer
+    /// opened it): both sides choking and not interested, nothing known about its chunks.
+    pub(crate) fn new(chunks: u32, now: Instant, inbound: bool) -> Connection {
         Connection {
             has: Bitfield::new(chunks),
             am_choking: true,
@@ -65,6 +83,31 @@ impl Connection {
             down_round: 0,
             up_round: 0,
             connected_at: now,
+            inbound,
+            proven: false,
+            served: 0,
+            awaiting_since: now,
+            withdrawn: VecDeque::new(),
+            reopens: 0,
+        }
+    }
+
+    /// Remembers that we withdrew request `r`, keeping the newest `cap`.
+    pub(crate) fn withdraw(&mut self, r: BlockRef, cap: usize) {
+        if self.withdrawn.len() >= cap {
+            self.withdrawn.pop_front();
+        }
+        self.withdrawn.push_back(r);
+    }
+
+    /// Whether `r` is a request we withdrew (forgotten once its late block came).
+    pub(crate) fn take_withdrawn(&mut self, r: BlockRef) -> bool {
+        match self.withdrawn.iter().position(|w| *w == r) {
+            Some(i) => {
+                self.withdrawn.remove(i);
+                true
+            }
+            None => false,
         }
     }
 

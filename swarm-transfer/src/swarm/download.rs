@@ -8,15 +8,31 @@
 //! chunk is written, announced with `Have` and served. A chunk that fails is dropped and
 //! fetched again. Its blocks are kept (at most [`Config::max_failed_records`] such records)
 //! until the chunk passes; then every peer whose block differs from the verified data
-//! provably sent corrupt data and gets a strike (libtorrent's "smart ban"); a sole
-//! contributor gets the strike at once. [`Config::ban_after_corrupt`] strikes ban the peer
-//! from the transfer. In endgame the same block may be outstanding at two peers; when one
-//! copy arrives the others are cancelled.
+//! provably sent corrupt data (libtorrent's "smart ban"). In endgame the same block may be
+//! outstanding at two peers; when one copy arrives the others are cancelled.
+//!
+//! With [`Config::defenses`] (after libtorrent's parole and BEP 3's rule that a block
+//! answers a request):
+//!
+//! - A block is accepted only from a peer it is outstanding at. One answering a request we
+//!   withdrew (cancelled, timed out) is late and dropped; any other is unsolicited: dropped,
+//!   counted in [`TransferStats::unsolicited`](crate::TransferStats::unsolicited) and
+//!   reported as [`Offence::Unsolicited`]. So every block of a chunk comes from a peer we
+//!   chose, and the picker knows who sent which.
+//! - A chunk that fails verification with a single contributor convicts it: reported as
+//!   [`Offence::Corrupt`] and banned from the transfer, never asked again. With several,
+//!   the chunk goes on parole: it is fetched again whole from one peer, so a second
+//!   failure names the liar, and a pass names every peer whose block differed. Honest
+//!   contributors are never struck, and a peer that slips one bad block into every retry
+//!   can no longer keep a chunk from completing.
+//!
+//! Without defenses a sole contributor gets a strike and [`Config::ban_after_corrupt`]
+//! strikes ban it; a multi-peer failure strikes nobody until the chunk passes.
 
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use peerlab_overlay::PeerId;
+use peerlab_overlay::{Offence, PeerId};
 
 use super::connection::{Connection, offer};
 use super::transfer::{Active, Local, Transfer};
@@ -37,12 +53,16 @@ impl<S: ChunkStore> Transfer<S> {
         data: Bytes,
     ) -> Result<(), ProtocolError> {
         let cid = self.cid;
+        let defenses = self.config.defenses;
         // As for every other message: one from a peer we are not connected to (any more) is
         // a race, ignored.
         let Some(a) = &mut self.active else {
             return Ok(());
         };
         let Some(p) = a.peers.get_mut(&from) else {
+            if defenses {
+                self.stats.unsolicited += 1;
+            }
             return Ok(());
         };
         if data.len() > BLOCK_SIZE as usize {
@@ -64,11 +84,28 @@ impl<S: ChunkStore> Transfer<S> {
             });
         }
         let r = (chunk, block);
+        let asked = p.outstanding.iter().any(|(o, _)| *o == r);
+        // A block answering a request we withdrew: dropped, but not held against the peer.
+        let late = defenses && !asked && p.take_withdrawn(r);
+        if defenses && !asked && !late {
+            self.stats.unsolicited += 1;
+            cx.penalize(from, Offence::Unsolicited);
+            return Ok(());
+        }
+        if defenses && asked {
+            p.proven = true;
+            p.awaiting_since = cx.now();
+        }
         let mut retry = None;
         self.stats.downloaded += expected as u64;
         p.down_round += expected as u64;
         p.outstanding.retain(|(o, _)| *o != r);
-        match a.local.picker.block_received(r, data, from) {
+        let outcome = if late {
+            BlockOutcome::Unwanted
+        } else {
+            a.local.picker.block_received(r, data, from)
+        };
+        match outcome {
             BlockOutcome::Stored => {}
             BlockOutcome::Duplicate | BlockOutcome::Unwanted => {
                 self.stats.wasted += expected as u64
@@ -99,7 +136,11 @@ impl<S: ChunkStore> Transfer<S> {
                             }
                         }
                         for g in guilty {
-                            self.strike(cx, g);
+                            if defenses {
+                                self.convict(cx, g);
+                            } else {
+                                self.strike(cx, g);
+                            }
                         }
                     }
                     self.on_chunk_verified(cx, chunk);
@@ -113,13 +154,20 @@ impl<S: ChunkStore> Transfer<S> {
                     });
                     if senders.len() == 1 {
                         for s in senders {
-                            self.strike(cx, s);
+                            if defenses {
+                                self.convict(cx, s);
+                            } else {
+                                self.strike(cx, s);
+                            }
                         }
                     } else if let Some(a) = &mut self.active {
                         if a.local.failed.len() >= self.config.max_failed_records {
                             a.local.failed.pop_first();
                         }
                         a.local.failed.insert(chunk, blocks);
+                        if defenses {
+                            a.local.picker.put_on_parole(chunk);
+                        }
                     }
                     // The chunk is wanted again, from whoever holds it — after the cancels
                     // below, which are for this round's requests: asked first, the new round's
@@ -131,15 +179,19 @@ impl<S: ChunkStore> Transfer<S> {
         }
         let config = &*self.config;
         if let Some(a) = &mut self.active {
-            // Endgame: cancel the same block elsewhere.
+            // Endgame: cancel the same block elsewhere (a late block fills no slot, so the
+            // requests elsewhere still stand).
             for (peer, q) in a.peers.iter_mut() {
-                if *peer == from {
+                if *peer == from || late {
                     continue;
                 }
                 let before = q.outstanding.len();
                 q.outstanding.retain(|(o, _)| *o != r);
                 if q.outstanding.len() != before {
                     send(cx, *peer, cid, Body::Cancel { chunk, block });
+                    if defenses {
+                        q.withdraw(r, 2 * config.pipeline_depth);
+                    }
                     a.local.fill_requests(config, cx, *peer, q);
                 }
             }
@@ -189,8 +241,13 @@ impl<S: ChunkStore> Transfer<S> {
             return;
         }
         // Nothing is wanted any more: stray endgame requests are simply forgotten.
+        let (defenses, cap) = (self.config.defenses, 2 * self.config.pipeline_depth);
         for p in a.peers.values_mut() {
-            p.outstanding.clear();
+            for (r, _) in std::mem::take(&mut p.outstanding) {
+                if defenses {
+                    p.withdraw(r, cap);
+                }
+            }
         }
         self.stats.completed_at = Some(cx.now());
         cx.emit(Event::Completed {
@@ -216,12 +273,15 @@ impl<S: ChunkStore> Local<S> {
             return;
         }
         let offer = offer(&p.has, &p.refused);
+        if p.outstanding.is_empty() {
+            p.awaiting_since = now;
+        }
         // Kept in step with `p.outstanding` below: one copy per fill, not one per pick.
         let mut outstanding: Vec<BlockRef> = p.outstanding.iter().map(|(r, _)| *r).collect();
         while p.outstanding.len() < config.pipeline_depth {
             let Some(r) = self
                 .picker
-                .pick(&self.manifest, &offer, &outstanding, cx.rng())
+                .pick(&self.manifest, peer, &offer, &outstanding, cx.rng())
             else {
                 break;
             };
@@ -248,11 +308,45 @@ impl<S: ChunkStore> Local<S> {
     /// Whether we want something from `p` now: with [`Config::release_idle_interest`] a
     /// block we could request ([`Picker::can_pick`](crate::picker::Picker::can_pick) over
     /// what it offers), else any chunk we lack.
-    pub(crate) fn wants_now(&self, config: &Config, p: &Connection) -> bool {
+    pub(crate) fn wants_now(&self, config: &Config, peer: PeerId, p: &Connection) -> bool {
         if !config.release_idle_interest {
             return self.picker.wants_from(&p.has);
         }
-        self.picker.can_pick(&p.offer())
+        self.picker.can_pick(peer, &p.offer())
+    }
+
+    /// Gives up `chunk`, on parole and owned by `peer`, which refused or dropped one of its
+    /// blocks: the requests still outstanding for it at `peer` are withdrawn (`Cancel`) and
+    /// the next peer to start it fetches it whole.
+    pub(crate) fn abandon_parole(
+        &mut self,
+        config: &Config,
+        cx: &mut SwarmCx<'_>,
+        peer: PeerId,
+        p: &mut Connection,
+        chunk: u32,
+    ) {
+        self.picker.abandon(chunk);
+        let mut withdrawn = Vec::new();
+        p.outstanding.retain(|(r, _)| {
+            let drop = r.0 == chunk;
+            if drop {
+                withdrawn.push(*r);
+            }
+            !drop
+        });
+        for r in withdrawn {
+            send(
+                cx,
+                peer,
+                self.cid,
+                Body::Cancel {
+                    chunk: r.0,
+                    block: r.1,
+                },
+            );
+            p.withdraw(r, 2 * config.pipeline_depth);
+        }
     }
 
     /// Declares or withdraws interest in `peer` as [`Local::wants_now`] says, and asks it
@@ -264,7 +358,7 @@ impl<S: ChunkStore> Local<S> {
         peer: PeerId,
         p: &mut Connection,
     ) {
-        let wants = self.wants_now(config, p);
+        let wants = self.wants_now(config, peer, p);
         if wants && !p.am_interested {
             p.am_interested = true;
             send(cx, peer, self.cid, Body::Interested);
@@ -302,7 +396,7 @@ impl<S: ChunkStore> Active<S> {
             .iter()
             .filter(|(_, p)| !p.am_interested && p.got_bitfield)
             .filter(|(_, p)| chunk.is_none_or(|c| p.has.get(c)))
-            .filter(|(_, p)| self.local.wants_now(config, p))
+            .filter(|(id, p)| self.local.wants_now(config, **id, p))
             .map(|(id, _)| *id)
             .collect();
         for q in chosen {

@@ -1,7 +1,7 @@
 //! What the core reports: events for the application, the protocol violations it
 //! penalises, and the counters and connection snapshots it exposes.
 
-use peerlab_overlay::{Instant, PeerId};
+use peerlab_overlay::{Instant, Offence, PeerId};
 
 use super::CommandError;
 use crate::discovery::Discovery;
@@ -93,7 +93,8 @@ pub enum Event {
 }
 
 /// A protocol violation by a peer. The offending message was dropped and nothing was
-/// stored; the peer was penalised.
+/// stored; the peer was penalised (and, with [`Config::defenses`](crate::Config::defenses),
+/// reported as [`ProtocolError::offence`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     /// The manifest does not hash to the content id (or is inconsistent).
@@ -140,6 +141,18 @@ pub enum ProtocolError {
     Have(u32),
 }
 
+impl ProtocolError {
+    /// How the violation is reported to the driver: a manifest that does not hash to the
+    /// content id it was sent for is data that failed verification (`Corrupt`); everything
+    /// else breaks the protocol's own rules (`Malformed`), which no honest peer does.
+    pub fn offence(&self) -> Offence {
+        match self {
+            ProtocolError::Manifest(ManifestError::CidMismatch { .. }) => Offence::Corrupt,
+            _ => Offence::Malformed,
+        }
+    }
+}
+
 /// Counters of one transfer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransferStats {
@@ -151,8 +164,14 @@ pub struct TransferStats {
     pub downloaded: u64,
     /// Payload bytes sent.
     pub uploaded: u64,
-    /// Payload bytes received but not used (duplicates, unrequested).
+    /// Payload bytes received but not used (duplicates, answers to withdrawn requests).
     pub wasted: u64,
+    /// Blocks dropped because they were not outstanding at their sender (never asked of
+    /// it, or sent by a peer not connected to the transfer).
+    pub unsolicited: u64,
+    /// Peers dropped from the transfer without a ban: stallers, and newcomers that made
+    /// room for others.
+    pub evicted: u32,
     /// Chunks that failed verification.
     pub corrupt_chunks: u32,
     /// Peers banned.

@@ -34,6 +34,8 @@
 //! - `download`: requests, received blocks, chunk verification, smart ban.
 //! - `upload`: serving requests, choke rounds, the paced uplink.
 //! - `super_seed`: BEP 16 initial seeding.
+//! - `slots`: who may take a connection slot and who must give it up (probation,
+//!   stallers).
 //!
 //! # Driving it
 //!
@@ -47,6 +49,7 @@ mod connection;
 mod download;
 mod event;
 mod manifest_fetch;
+mod slots;
 mod super_seed;
 mod transfer;
 mod upload;

@@ -17,10 +17,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use peerlab_overlay::{Instant, PeerId};
+use peerlab_overlay::{Instant, Offence, PeerId};
 
 use super::connection::Connection;
 use super::manifest_fetch::ManifestFetch;
+use super::slots::MAX_REOPENS;
 use super::super_seed::SuperSeed;
 use super::{Config, Event, Link, ProtocolError, SwarmCx, Timer, TransferStats, send};
 use crate::bitfield::Bitfield;
@@ -200,21 +201,33 @@ impl<S: ChunkStore> Transfer<S> {
         self.connect_candidates(cx);
     }
 
-    /// Opens connections to candidates while below the peer limit.
+    /// Opens connections to candidates while slots are free (see `slots`: with defenses a
+    /// candidate may take the slot of a newcomer past its probation).
     pub(crate) fn connect_candidates(&mut self, cx: &mut SwarmCx<'_>) {
-        let config = &*self.config;
-        let Some(a) = &mut self.active else { return };
-        while a.peers.len() < config.max_peers {
+        loop {
+            let Some(a) = &self.active else { return };
+            if !self.slot_free(false) {
+                let viable = self
+                    .candidates
+                    .iter()
+                    .any(|c| !self.banned.contains(c) && !a.peers.contains_key(c));
+                if !(viable && self.make_room(cx, false)) {
+                    break;
+                }
+            }
             let Some(peer) = self.candidates.pop_first() else {
                 break;
             };
             if self.banned.contains(&peer) {
                 continue;
             }
+            let config = &*self.config;
+            let Some(a) = &mut self.active else { return };
             let Entry::Vacant(slot) = a.peers.entry(peer) else {
                 continue;
             };
-            let p = slot.insert(Connection::new(a.local.manifest.chunk_count(), cx.now()));
+            let chunks = a.local.manifest.chunk_count();
+            let p = slot.insert(Connection::new(chunks, cx.now(), false));
             send(cx, peer, self.cid, Body::Handshake);
             a.local.send_bitfield(config, cx, peer, p);
         }
@@ -231,19 +244,36 @@ impl<S: ChunkStore> Transfer<S> {
             }
             return;
         };
-        let full = a.peers.len() >= config.max_peers;
-        let p = match a.peers.entry(from) {
-            Entry::Occupied(p) => p.into_mut(),
-            // Full: the peer drops us after its handshake timeout.
-            Entry::Vacant(_) if full => return,
-            Entry::Vacant(slot) => {
-                self.candidates.remove(&from);
-                slot.insert(Connection::new(a.local.manifest.chunk_count(), cx.now()))
-            }
-        };
         // The answer to a handshake is our bitfield. A peer we already count as connected may
         // be opening again (it had not joined the transfer when our handshake came), so it
         // gets the bitfield too; bitfields never trigger replies, so this cannot loop.
+        if let Some(p) = a.peers.get_mut(&from) {
+            if config.defenses {
+                p.reopens += 1;
+                if p.reopens > MAX_REOPENS {
+                    cx.penalize(from, Offence::Excess);
+                    return;
+                }
+            }
+            a.local.send_bitfield(config, cx, from, p);
+            return;
+        }
+        let defenses = config.defenses;
+        if !self.slot_free(true) && !self.make_room(cx, true) {
+            // Full. Without defenses the peer finds out by its handshake timeout.
+            if defenses {
+                send(cx, from, self.cid, Body::Close);
+            }
+            return;
+        }
+        self.candidates.remove(&from);
+        let config = &*self.config;
+        let Some(a) = &mut self.active else { return };
+        let chunks = a.local.manifest.chunk_count();
+        let p = a
+            .peers
+            .entry(from)
+            .or_insert_with(|| Connection::new(chunks, cx.now(), true));
         a.local.send_bitfield(config, cx, from, p);
     }
 
@@ -308,6 +338,7 @@ impl<S: ChunkStore> Transfer<S> {
                 p.has = bits;
                 p.got_bitfield = true;
                 if local.super_seed.is_some() {
+                    // A super-seeder holds every chunk: no interest to update.
                     p.revealed.retain(|&c| !p.has.get(c));
                     local.reveal(config, cx, from, p);
                     a.maybe_end_super_seed(cx);
@@ -327,7 +358,7 @@ impl<S: ChunkStore> Transfer<S> {
                     local.picker.add_have(chunk);
                     if !p.am_interested
                         && !local.picker.have().get(chunk)
-                        && (!config.release_idle_interest || local.wants_now(config, p))
+                        && (!config.release_idle_interest || local.wants_now(config, from, p))
                     {
                         p.am_interested = true;
                         send(cx, from, cid, Body::Interested);
@@ -403,12 +434,25 @@ impl<S: ChunkStore> Transfer<S> {
                         p.refused.set(chunk);
                     }
                     a.local.picker.request_dropped((chunk, block));
+                    if config.defenses {
+                        p.awaiting_since = cx.now();
+                        if a.local.picker.owner(chunk) == Some(from) {
+                            // It will not deliver the chunk on parole: someone else fetches
+                            // it whole.
+                            a.local.abandon_parole(config, cx, from, p, chunk);
+                        }
+                    }
                     a.reconsider_interest(config, cx, Some(chunk));
                     a.fill_all(config, cx);
                 }
             }
             Body::Request { chunk, block } => {
                 let Some(p) = a.peers.get_mut(&from) else {
+                    // A peer that has not learnt yet that we dropped it: refused, so it asks
+                    // elsewhere instead of waiting for the block.
+                    if config.defenses && a.local.manifest.block_len(chunk, block).is_some() {
+                        send(cx, from, cid, Body::Reject { chunk, block });
+                    }
                     return Ok(());
                 };
                 let local = &mut a.local;
@@ -436,6 +480,13 @@ impl<S: ChunkStore> Transfer<S> {
                 }
                 p.queued.retain(|e| (e.0, e.1) != (chunk, block));
             }
+            Body::Close => {
+                if a.peers.contains_key(&from) {
+                    a.disconnect(from);
+                    a.reconsider_interest(config, cx, None);
+                    a.fill_all(config, cx);
+                }
+            }
             Body::Block { .. } | Body::Handshake | Body::ManifestRequest | Body::Manifest(_) => {}
         }
         Ok(())
@@ -458,6 +509,9 @@ impl<S: ChunkStore> Transfer<S> {
             for peer in dead {
                 a.disconnect(peer);
             }
+        }
+        if self.config.defenses {
+            self.evict_stallers(cx);
         }
         let config = &*self.config;
         if let Some(a) = &mut self.active {
@@ -482,6 +536,12 @@ impl<S: ChunkStore> Transfer<S> {
                             block: r.1,
                         },
                     );
+                    if config.defenses {
+                        p.withdraw(r, 2 * config.pipeline_depth);
+                        if a.local.picker.owner(r.0) == Some(*peer) {
+                            a.local.abandon_parole(config, cx, *peer, p, r.0);
+                        }
+                    }
                 }
                 if p.outstanding.len() != before || p.outstanding.is_empty() {
                     a.local.fill_requests(config, cx, *peer, p);
@@ -497,7 +557,7 @@ impl<S: ChunkStore> Transfer<S> {
         // `lookup_interval` while the look-ups find nobody.
         let (wanted, interval) = match &self.active {
             Some(a) => (
-                a.peers.len() < config.min_peers && !a.local.picker.is_complete(),
+                a.useful_peers(config) < config.min_peers && !a.local.picker.is_complete(),
                 config.lookup_interval,
             ),
             None => (
@@ -532,11 +592,14 @@ impl<S: ChunkStore> Transfer<S> {
         self.manifest_peer_down(cx, peer);
     }
 
-    /// Stops the transfer: peers we still wanted something from are told we no longer do.
+    /// Stops the transfer: every peer is told we leave it (`Close`; without defenses, only
+    /// the peers we still wanted something from hear that we no longer do).
     pub(crate) fn cancel(self, cx: &mut SwarmCx<'_>) {
         if let Some(a) = self.active {
             for p in a.peers.keys() {
-                if !a.local.picker.is_complete() {
+                if self.config.defenses {
+                    send(cx, *p, self.cid, Body::Close);
+                } else if !a.local.picker.is_complete() {
                     send(cx, *p, self.cid, Body::NotInterested);
                 }
             }
@@ -552,8 +615,22 @@ impl<S: ChunkStore> Transfer<S> {
         }
     }
 
-    /// A protocol violation by `peer`: banned after [`Config::max_penalties`].
+    /// `peer` sent data proven corrupt (a chunk it alone contributed, or a block that
+    /// differs from the chunk once verified): reported as [`Offence::Corrupt`] and banned.
+    pub(crate) fn convict(&mut self, cx: &mut SwarmCx<'_>, peer: PeerId) {
+        if self.banned.contains(&peer) {
+            return;
+        }
+        cx.penalize(peer, Offence::Corrupt);
+        self.ban(cx, peer);
+    }
+
+    /// A protocol violation by `peer`: reported (with defenses) and banned after
+    /// [`Config::max_penalties`].
     fn penalise(&mut self, cx: &mut SwarmCx<'_>, peer: PeerId, error: ProtocolError) {
+        if self.config.defenses {
+            cx.penalize(peer, error.offence());
+        }
         cx.emit(Event::PeerPenalised {
             cid: self.cid,
             peer,
@@ -585,13 +662,30 @@ impl<S: ChunkStore> Transfer<S> {
 }
 
 impl<S: ChunkStore> Active<S> {
-    /// Forgets a connected peer: its chunks no longer count and its requests go elsewhere.
+    /// Forgets a connected peer: its chunks no longer count and its requests go elsewhere
+    /// (a chunk on parole it owned is started afresh by someone else).
     pub(crate) fn disconnect(&mut self, peer: PeerId) {
         if let Some(p) = self.peers.remove(&peer) {
             self.local.picker.remove_peer(&p.has);
             for (r, _) in p.outstanding {
                 self.local.picker.request_dropped(r);
             }
+            for c in self.local.picker.owned_by(peer) {
+                self.local.picker.abandon(c);
+            }
         }
+    }
+
+    /// Connected peers that can help us: with defenses, those proven (see `slots`) or
+    /// holding a chunk we lack (newcomers with nothing do not keep us from looking for providers); without,
+    /// all of them.
+    fn useful_peers(&self, config: &Config) -> usize {
+        if !config.defenses {
+            return self.peers.len();
+        }
+        self.peers
+            .values()
+            .filter(|p| p.proven || self.local.picker.wants_from(&p.has))
+            .count()
     }
 }

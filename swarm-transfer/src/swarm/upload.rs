@@ -125,6 +125,10 @@ impl<S: ChunkStore> Local<S> {
                     }
                 }
                 p.up_round += len as u64;
+                p.served += len as u64;
+                if p.served >= self.manifest.chunk_size() as u64 {
+                    p.proven = true;
+                }
                 stats.uploaded += len as u64;
                 send(cx, from, cid, Body::Block { chunk, block, data });
             }
