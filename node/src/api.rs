@@ -718,25 +718,36 @@ async fn share(
         output: None,
         manifest: Some(manifest.clone()),
     };
-    st.driver
-        .command(Command::Share { manifest, store })
-        .await?;
-    let running = st
+    let reply = st
         .driver
-        .inspect(move |n: &mut Node, _| {
-            let ok = n.peer().swarm().manifest(&cid).is_some();
-            if ok {
-                n.remember_transfer(&cid, &rec);
-            }
-            ok
-        })
+        .call_once(
+            |req| Command::Share {
+                req,
+                manifest,
+                store,
+            },
+            API_TIMEOUT,
+        )
         .await?;
-    if !running {
-        return Err(bad(
-            "the swarm refused the share (already shared, or too many transfers)",
-        ));
-    }
+    swarm_answer(reply, "share")?;
+    st.driver
+        .inspect(move |n: &mut Node, _| n.remember_transfer(&cid, &rec))
+        .await?;
     Ok(Json(out))
+}
+
+/// The swarm's answer to a share or fetch: accepted, or refused with its reason.
+fn swarm_answer(reply: Event, what: &str) -> Result<(), ApiError> {
+    match reply {
+        Event::Swarm(peerlab_swarm::Event::Accepted { .. }) => Ok(()),
+        Event::Swarm(peerlab_swarm::Event::Refused { error, .. }) => {
+            Err(bad(format!("the swarm refused the {what}: {error}")))
+        }
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected answer to a {what}: {other:?}"),
+        )),
+    }
 }
 
 fn parse_cid(s: &str) -> Result<ContentId, ApiError> {
@@ -791,7 +802,18 @@ async fn fetch(
         .inspect(move |n: &mut Node, _| n.peer().swarm().stats(&cid).is_some())
         .await?;
     if !already {
-        st.driver.command(Command::Fetch { cid, providers }).await?;
+        let reply = st
+            .driver
+            .call_once(
+                |req| Command::Fetch {
+                    req,
+                    cid,
+                    providers,
+                },
+                API_TIMEOUT,
+            )
+            .await?;
+        swarm_answer(reply, "fetch")?;
         st.driver
             .inspect(move |n: &mut Node, _| n.remember_transfer(&cid, &rec))
             .await?;

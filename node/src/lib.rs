@@ -356,6 +356,17 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     })
 }
 
+/// Logs a resumed transfer the swarm did not take up.
+fn log_refusal(cid: &peerlab_swarm::ContentId, answer: Result<peer::Event, driver::DriverError>) {
+    match answer {
+        Ok(peer::Event::Swarm(peerlab_swarm::Event::Accepted { .. })) => {}
+        Ok(peer::Event::Swarm(peerlab_swarm::Event::Refused { error, .. })) => {
+            tracing::warn!(cid = %cid.to_hex(), %error, "a transfer was not resumed")
+        }
+        other => tracing::warn!(cid = %cid.to_hex(), ?other, "a transfer was not resumed"),
+    }
+}
+
 /// Re-shares the files shared before a restart and resumes unfinished fetches.
 async fn resume_transfers(
     handle: &driver::DriverHandle<node::Node>,
@@ -371,9 +382,12 @@ async fn resume_transfers(
                 .await;
                 match seeded {
                     Ok(Ok(store)) => {
-                        let _ = handle
-                            .command(peer::Command::Share { manifest, store })
-                            .await;
+                        let share = |req| peer::Command::Share {
+                            req,
+                            manifest,
+                            store,
+                        };
+                        log_refusal(&cid, handle.call_once(share, api::API_TIMEOUT).await);
                     }
                     _ => {
                         tracing::warn!(cid = %cid.to_hex(), "a shared file is gone or changed; not re-shared")
@@ -381,12 +395,12 @@ async fn resume_transfers(
                 }
             }
             (node::TransferKind::Fetch, _, _) => {
-                let _ = handle
-                    .command(peer::Command::Fetch {
-                        cid,
-                        providers: Vec::new(),
-                    })
-                    .await;
+                let fetch = |req| peer::Command::Fetch {
+                    req,
+                    cid,
+                    providers: Vec::new(),
+                };
+                log_refusal(&cid, handle.call_once(fetch, api::API_TIMEOUT).await);
             }
             _ => {}
         }

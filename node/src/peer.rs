@@ -116,15 +116,21 @@ pub enum Command<S> {
     /// A flooding command.
     Flood(flood::Command),
     /// Share a complete file: serve it in the swarm, announce it in the DHT, and index
-    /// `"<name> <content id>"` for flooding search.
+    /// `"<name> <content id>"` for flooding search. Answered by the swarm's
+    /// `Accepted` or `Refused` carrying `req`.
     Share {
+        /// Request id (must not have [`INTERNAL_REQUEST`] set).
+        req: u64,
         /// Its manifest.
         manifest: swarm::Manifest,
         /// A store holding every chunk.
         store: S,
     },
     /// Fetch a file by content id (providers found through the DHT, plus `providers`).
+    /// Answered by the swarm's `Accepted` or `Refused` carrying `req`.
     Fetch {
+        /// Request id (must not have [`INTERNAL_REQUEST`] set).
+        req: u64,
         /// The content id.
         cid: ContentId,
         /// Peers known to have it.
@@ -325,7 +331,8 @@ impl<F: StoreFactory> Peer<F> {
             .map_err(|e| config_err("gossip")(e.to_string()))?;
         let flood =
             Flood::new(id, config.flood.clone()).map_err(|e| config_err("flood")(e.to_string()))?;
-        let swarm = Swarm::new(config.swarm.clone(), factory);
+        let swarm = Swarm::new(config.swarm.clone(), factory)
+            .map_err(|e| config_err("swarm")(e.to_string()))?;
         Ok(Peer {
             id,
             key,
@@ -790,18 +797,40 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                 }
                 self.flood_do(cx, |f, cx| f.handle_command(cx, c));
             }
-            Command::Share { manifest, store } => {
+            Command::Share {
+                req,
+                manifest,
+                store,
+            } => {
                 let name = Self::search_name(&manifest);
                 self.swarm_do(cx, |s, cx| {
-                    s.handle_command(cx, swarm::Command::Share { manifest, store })
+                    s.handle_command(
+                        cx,
+                        swarm::Command::Share {
+                            req,
+                            manifest,
+                            store,
+                        },
+                    )
                 });
                 self.flood_do(cx, |f, cx| {
                     f.handle_command(cx, flood::Command::Share { name })
                 });
             }
-            Command::Fetch { cid, providers } => {
+            Command::Fetch {
+                req,
+                cid,
+                providers,
+            } => {
                 self.swarm_do(cx, |s, cx| {
-                    s.handle_command(cx, swarm::Command::Fetch { cid, providers })
+                    s.handle_command(
+                        cx,
+                        swarm::Command::Fetch {
+                            req,
+                            cid,
+                            providers,
+                        },
+                    )
                 });
             }
             Command::Leave => {
@@ -864,6 +893,8 @@ pub(crate) mod net {
             Event::Flood(flood::Event::SearchHit { request, .. }) => Some((*request, false)),
             Event::Flood(flood::Event::SearchDone { request, .. })
             | Event::Flood(flood::Event::SearchRejected { request, .. }) => Some((*request, true)),
+            Event::Swarm(swarm::Event::Accepted { req, .. })
+            | Event::Swarm(swarm::Event::Refused { req, .. }) => Some((*req, true)),
             _ => None,
         }
     }

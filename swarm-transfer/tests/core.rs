@@ -1,213 +1,18 @@
-//! Drives swarm cores directly (no simulator): a tiny in-memory network delivers messages
-//! in FIFO order and fires timers in deadline order, and tests inject hostile messages.
+//! Drives swarm cores directly (no simulator) through the in-memory network of
+//! `common`: honest transfers, manifests, protocol violations, endgame, discovery,
+//! super-seeding and the paced uplink.
 
-use std::collections::{BTreeMap, VecDeque};
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use peerlab_overlay::{Context, Instant, Outbox, Output, PeerId, Protocol, Rng};
-use peerlab_swarm::manifest::ManifestError;
-use peerlab_swarm::storage::{ChunkStore, MemoryStore, StoreError, StoreFactory};
+use common::*;
+use peerlab_overlay::{PeerId, Protocol};
 use peerlab_swarm::{
-    Body, Command, Config, ContentId, Event, Manifest, Message, ProtocolError, Swarm, Timer,
+    ChunkStore, Command, Config, ContentId, Event, Manifest, ManifestError, MemoryStore,
+    ProtocolError,
 };
-
-/// A store that can be told to serve corrupt blocks (an adversary's store).
-struct TestStore {
-    inner: MemoryStore,
-    corrupt: bool,
-}
-
-impl ChunkStore for TestStore {
-    fn held(&self) -> &peerlab_swarm::Bitfield {
-        self.inner.held()
-    }
-    fn read_block(&mut self, chunk: u32, offset: u32, len: u32) -> Result<Bytes, StoreError> {
-        let b = self.inner.read_block(chunk, offset, len)?;
-        if self.corrupt {
-            let mut v = b.to_vec();
-            v[0] ^= 0xff;
-            return Ok(Bytes::from(v));
-        }
-        Ok(b)
-    }
-    fn write_chunk(&mut self, chunk: u32, blocks: &[Bytes]) -> Result<(), StoreError> {
-        self.inner.write_chunk(chunk, blocks)
-    }
-    fn finish(&mut self) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
-struct Factory;
-impl StoreFactory for Factory {
-    type Store = TestStore;
-    fn open(&mut self, m: &Manifest) -> Result<TestStore, StoreError> {
-        Ok(TestStore {
-            inner: MemoryStore::empty(m),
-            corrupt: false,
-        })
-    }
-}
-
-type Core = Swarm<Factory>;
-
-struct Net {
-    nodes: BTreeMap<PeerId, (Core, Rng)>,
-    queue: VecDeque<(PeerId, PeerId, Message)>,
-    timers: BTreeMap<(Instant, u64), (PeerId, Timer)>,
-    seq: u64,
-    now: Instant,
-    events: Vec<(PeerId, Event)>,
-    offences: Vec<(PeerId, PeerId, peerlab_overlay::Offence)>,
-    log: Vec<(PeerId, PeerId, Message)>,
-}
-
-impl Net {
-    fn new() -> Net {
-        Net {
-            nodes: BTreeMap::new(),
-            queue: VecDeque::new(),
-            timers: BTreeMap::new(),
-            seq: 0,
-            now: Instant::ZERO,
-            events: Vec::new(),
-            offences: Vec::new(),
-            log: Vec::new(),
-        }
-    }
-
-    fn with<R>(
-        &mut self,
-        p: PeerId,
-        f: impl FnOnce(&mut Core, &mut Context<'_, Message, Timer, Event>) -> R,
-    ) -> R {
-        let mut out = Outbox::new();
-        let (core, rng) = self.nodes.get_mut(&p).expect("node");
-        let r = f(core, &mut Context::new(self.now, rng, &mut out));
-        for o in out.drain() {
-            match o {
-                Output::Send { to, msg } => {
-                    self.log.push((p, to, msg.clone()));
-                    self.queue.push_back((p, to, msg));
-                }
-                Output::Timer { at, timer } => {
-                    self.seq += 1;
-                    self.timers.insert((at, self.seq), (p, timer));
-                }
-                Output::Event(e) => self.events.push((p, e)),
-                Output::Offence { peer, offence } => self.offences.push((p, peer, offence)),
-            }
-        }
-        r
-    }
-
-    fn add(&mut self, n: u64) -> PeerId {
-        self.add_with(n, Config::default())
-    }
-
-    fn add_with(&mut self, n: u64, config: Config) -> PeerId {
-        let p = PeerId::synthetic(n);
-        self.nodes
-            .insert(p, (Swarm::new(config, Factory), Rng::seed(n)));
-        self.with(p, |c, cx| c.handle_start(cx));
-        p
-    }
-
-    fn command(&mut self, p: PeerId, cmd: Command<TestStore>) {
-        self.with(p, |c, cx| c.handle_command(cx, cmd));
-    }
-
-    /// Delivers `msg` to `to` as if `from` had sent it.
-    fn inject(&mut self, from: PeerId, to: PeerId, body: Body, cid: ContentId) {
-        self.with(to, |c, cx| {
-            c.handle_message(cx, from, Message { cid, body })
-        });
-    }
-
-    /// Runs until `until` (messages are instantaneous; timers advance the clock).
-    fn run(&mut self, until: Instant) {
-        for _ in 0..2_000_000 {
-            if let Some((from, to, msg)) = self.queue.pop_front() {
-                if self.nodes.contains_key(&to) {
-                    self.with(to, |c, cx| c.handle_message(cx, from, msg));
-                }
-                continue;
-            }
-            let Some((&(at, seq), _)) = self.timers.first_key_value() else {
-                return;
-            };
-            if at > until {
-                return;
-            }
-            let (p, t) = self.timers.remove(&(at, seq)).unwrap();
-            self.now = at;
-            if self.nodes.contains_key(&p) {
-                self.with(p, |c, cx| c.handle_timer(cx, t));
-            }
-        }
-        panic!("livelock");
-    }
-
-    fn core(&self, p: PeerId) -> &Core {
-        &self.nodes[&p].0
-    }
-
-    fn penalties(&self, at: PeerId) -> Vec<ProtocolError> {
-        self.events
-            .iter()
-            .filter(|(p, _)| *p == at)
-            .filter_map(|(_, e)| match e {
-                Event::PeerPenalised { error, .. } => Some(error.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn sent(&self, from: PeerId, to: PeerId, kind: &str) -> usize {
-        self.log
-            .iter()
-            .filter(|(f, t, m)| *f == from && *t == to && m.body.kind() == kind)
-            .count()
-    }
-}
-
-fn secs(s: u64) -> Instant {
-    Instant(s * 1_000_000)
-}
-
-fn file(n: usize) -> Bytes {
-    let mut v = vec![0u8; n];
-    Rng::seed(n as u64).fill(&mut v);
-    Bytes::from(v)
-}
-
-fn share(
-    net: &mut Net,
-    p: PeerId,
-    data: &Bytes,
-    chunk: u32,
-    corrupt: bool,
-) -> (Manifest, ContentId) {
-    let m = Manifest::from_bytes("f.bin", data, chunk).unwrap();
-    let store = TestStore {
-        inner: MemoryStore::full(&m, data.clone()),
-        corrupt,
-    };
-    net.command(
-        p,
-        Command::Share {
-            manifest: m.clone(),
-            store,
-        },
-    );
-    let cid = m.content_id();
-    (m, cid)
-}
-
-fn contents(net: &Net, p: PeerId, cid: &ContentId) -> Option<Vec<u8>> {
-    net.core(p).store(cid)?.inner.contents()
-}
 
 #[test]
 fn small_files_transfer_byte_identical() {
@@ -225,6 +30,7 @@ fn small_files_transfer_byte_identical() {
         net.command(
             f,
             Command::Fetch {
+                req: 1,
                 cid,
                 providers: vec![s],
             },
@@ -255,6 +61,7 @@ fn forged_manifest_is_refused_and_the_next_provider_asked() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![liar],
         },
@@ -288,6 +95,7 @@ fn connected_pair(data: &Bytes) -> (Net, PeerId, PeerId, ContentId) {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![s],
         },
@@ -446,6 +254,7 @@ fn corrupt_peer_is_banned_and_the_file_still_verifies() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![bad, s],
         },
@@ -482,6 +291,7 @@ fn endgame_duplicates_the_last_requests_and_cancels_the_rest() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![s1, s2],
         },
@@ -525,6 +335,7 @@ fn a_chunk_rejected_in_endgame_is_asked_for_again() {
         net.command(
             f,
             Command::Fetch {
+                req: 1,
                 cid,
                 providers: vec![s, bad, s2],
             },
@@ -570,6 +381,7 @@ fn a_fetch_that_found_no_provider_looks_again_until_one_appears() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![],
         },
@@ -620,6 +432,7 @@ fn fetch_announces_and_looks_up_providers() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![s],
         },
@@ -656,10 +469,11 @@ fn duplicate_and_incomplete_shares_are_refused() {
     net.command(
         s,
         Command::Share {
+            req: 1,
             manifest: Manifest::from_bytes("g", &data, 4096).unwrap(),
             store: TestStore {
                 inner: MemoryStore::empty(&m),
-                corrupt: false,
+                poison: Poison::Never,
             },
         },
     );
@@ -686,6 +500,7 @@ fn manifest_is_asked_from_several_providers_at_once() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: providers.clone(),
         },
@@ -959,6 +774,7 @@ fn paced_transfer_is_byte_identical() {
     net.command(
         f,
         Command::Fetch {
+            req: 1,
             cid,
             providers: vec![s],
         },

@@ -33,8 +33,10 @@ use clap::{Args, ValueEnum};
 use peerlab_overlay::{Instant, PeerId, Rng};
 use peerlab_swarm::blake3;
 use peerlab_swarm::bytes::Bytes;
-use peerlab_swarm::storage::{ChunkStore, MemoryStore, StoreError, StoreFactory};
-use peerlab_swarm::{Bitfield, Command, Config, Event, Manifest, Strategy, Swarm};
+use peerlab_swarm::{
+    Bitfield, ChunkStore, Command, Config, Event, Manifest, MemoryStore, StoreError, StoreFactory,
+    Strategy, Swarm,
+};
 use serde::Serialize;
 
 use super::{ExperimentError, invalid};
@@ -559,10 +561,10 @@ fn validate(p: &Params) -> Result<(), ExperimentError> {
         return invalid("--chunk-kib must be a power of two up to 16384");
     }
     let chunks = p.file_mib * 1024 / p.chunk_kib as u64;
-    if chunks > peerlab_swarm::manifest::MAX_CHUNKS as u64 {
+    if chunks > peerlab_swarm::MAX_CHUNKS as u64 {
         return invalid(format!(
             "{chunks} chunks exceed the manifest limit of {}; use larger chunks",
-            peerlab_swarm::manifest::MAX_CHUNKS
+            peerlab_swarm::MAX_CHUNKS
         ));
     }
     let bw_ok = |x: f64| x.is_finite() && (0.01..=100_000.0).contains(&x);
@@ -637,6 +639,12 @@ fn bounds(p: &Params) -> (f64, f64, f64, f64) {
     (f, lower, client_server, us)
 }
 
+/// One simulated peer's core.
+fn core(config: Config, corrupt: bool) -> Result<Node, ExperimentError> {
+    Swarm::new(config, SimFactory { corrupt })
+        .map_err(|e| ExperimentError::InvalidArgument(e.to_string()))
+}
+
 fn run_one(
     p: &Params,
     manifest: &Manifest,
@@ -672,7 +680,7 @@ fn run_one(
     for &s in &seeders {
         let mut cfg = config.clone();
         cfg.upload_rate = (!p.fifo_upload).then_some(seed_up);
-        sim.add_node(s, Swarm::new(cfg, SimFactory { corrupt: false }));
+        sim.add_node(s, core(cfg, false)?);
         sim.set_bandwidth(s, Some(seed_up), Some(down));
         let store = SimStore {
             inner: MemoryStore::full(manifest, data.clone()),
@@ -681,6 +689,7 @@ fn run_one(
         sim.command(
             s,
             Command::Share {
+                req: 0,
                 manifest: manifest.clone(),
                 store,
             },
@@ -734,9 +743,17 @@ fn run_one(
         let corrupt = is_bad[i];
         let mut cfg = config.clone();
         cfg.upload_rate = (!p.fifo_upload).then_some(up);
+        let node = core(cfg, corrupt)?;
         sim.schedule(arrivals[i], move |sim| {
-            sim.add_node(me, Swarm::new(cfg, SimFactory { corrupt }));
-            sim.command(me, Command::Fetch { cid, providers });
+            sim.add_node(me, node);
+            sim.command(
+                me,
+                Command::Fetch {
+                    req: 0,
+                    cid,
+                    providers,
+                },
+            );
         });
     }
 
