@@ -746,6 +746,7 @@ fn swarm_answer(reply: Event, what: &str) -> Result<(), ApiError> {
         other => Err(ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("unexpected answer to a {what}: {other:?}"),
+            None,
         )),
     }
 }

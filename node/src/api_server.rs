@@ -78,6 +78,7 @@ async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
                 "the request did not complete within {} s",
                 limit.as_secs_f64()
             ),
+            None,
         )
         .into_response(),
     }
