@@ -190,7 +190,7 @@ fn only_the_writer_can_overwrite_or_delete_its_key() {
     let c = Node::start(Some(&a.quic));
     assert!(b.peer_id.starts_with("12D3KooW"), "{}", b.peer_id);
     let nodes = [&a, &b, &c];
-    wait_for("the three nodes converge", Duration::from_secs(30), || {
+    wait_for("the three nodes converge", Duration::from_secs(20), || {
         converged(&nodes, "k")
     });
 
