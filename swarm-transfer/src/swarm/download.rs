@@ -424,13 +424,13 @@ mod tests {
     type Core = Swarm<MemoryFactory>;
 
     /// One fetching core on the test harness; the peers it talks to are played by the test.
-    struct Harness {
+    struct Fetcher {
         net: Net<Core>,
         me: PeerId,
         cid: ContentId,
     }
 
-    impl Harness {
+    impl Fetcher {
         fn deliver(&mut self, from: PeerId, body: Body) {
             let msg = Message {
                 cid: self.cid,
@@ -451,7 +451,7 @@ mod tests {
     /// A fetcher of a two-chunk file (eight 16 KiB blocks per chunk, one pipeline's worth)
     /// connected to two peers that hold chunk 0 only, interested in both, both still
     /// choking it. Chunk 1 is nowhere, so endgame never starts.
-    fn fetcher(config: Config) -> (Harness, PeerId, PeerId) {
+    fn fetcher(config: Config) -> (Fetcher, PeerId, PeerId) {
         assert_eq!(config.pipeline_depth, 8);
         let data = Bytes::from(vec![3u8; 16 * BLOCK_SIZE as usize]);
         let m = Manifest::from_bytes("f", &data, 8 * BLOCK_SIZE).unwrap();
@@ -460,7 +460,7 @@ mod tests {
         net.advance_to(Instant(1_000_000));
         let me = PeerId::synthetic(0);
         net.add_with_rng(me, Swarm::new(config, MemoryFactory).unwrap(), Rng::seed(7));
-        let mut h = Harness {
+        let mut h = Fetcher {
             net,
             me,
             cid: m.content_id(),
