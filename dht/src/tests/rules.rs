@@ -10,7 +10,7 @@ use peerlab_overlay::{
     Context, Id, Instant, Keypair, Offence, Outbox, Output, PeerId, Protocol, Rng,
 };
 
-use super::{Net, Out, cfg, ideal, key_of};
+use super::{Net, Out, RingNet, cfg, ideal, key_of, new_net};
 use crate::message::{Message, NodeRef, ProviderEntry, Record, Reject, Version};
 use crate::{
     Command, Config, Dht, Error, Event, IdealRing, MAX_CLOCK_SKEW, MAX_PROVIDER_TTL, Reply, Timer,
@@ -276,7 +276,7 @@ fn a_writer_with_a_slow_clock_still_overwrites_its_own_key() {
         })
         .collect();
     let ring = IdealRing::new(nodes);
-    let mut net = Net::new();
+    let mut net = new_net();
     for &p in &peers {
         net.add(p, Dht::from_ideal(c.clone(), key_of(&p), &ring).unwrap());
     }
@@ -303,7 +303,8 @@ fn a_writer_with_a_slow_clock_still_overwrites_its_own_key() {
     // clock that has seen nothing, behind its own last write.
     let mut fresh = Dht::from_ideal(c.clone(), key_of(&w), &ring).unwrap();
     fresh.set_clock_offset(-50_000_000);
-    net.nodes.insert(w, fresh);
+    // Swapped in place: the old core's timers now fire on the fresh one.
+    *net.node_mut(&w) = fresh;
     let second = put(&mut net, 2, b"v2");
     assert!(second > first, "{second:?} after {first:?}");
     assert!(second.wall_ms < first.wall_ms + 1000, "not a jump ahead");
@@ -502,7 +503,7 @@ fn trio() -> (Net, Vec<PeerId>, IdealRing) {
             })
             .collect(),
     );
-    let mut net = Net::new();
+    let mut net = new_net();
     for &p in &peers {
         net.add(p, Dht::from_ideal(c.clone(), key_of(&p), &ring).unwrap());
     }
@@ -554,14 +555,12 @@ fn conflicting_first_writes_converge_on_the_owners_claim() {
             } else {
                 rb.clone()
             };
-            net.nodes
-                .get_mut(&p)
-                .unwrap()
+            net.node_mut(&p)
                 .insert_record(key, r, Instant(3_000_000))
                 .unwrap();
         }
         net.run_for(Duration::from_secs(5));
-        for (p, d) in &net.nodes {
+        for (p, d) in net.cores() {
             assert_eq!(
                 d.store().get(&key),
                 Some(owners),
