@@ -185,9 +185,8 @@ pub struct Config {
 
 /// Block requests kept outstanding per peer on a LAN: 128 blocks of 16 KiB (2 MiB), so
 /// that a fast local link stays busy while requests and blocks cross both nodes' tasks;
-/// the core's default of 8 (128 KiB) caps a local fetch at a few tens of MiB/s. Measured
-/// with a 256 MiB fetch between two nodes on 127.0.0.1 (docs/experiments/node.md,
-/// session 9): 64 → 128 raised TCP from 401–461 to 474–502 MiB/s, QUIC level. A
+/// the core's default of 8 (128 KiB) caps a local fetch at a few tens of MiB/s, and 64
+/// leaves TCP on loopback short of what it carries (docs/experiments/node.md). A
 /// super-seeding sharer reveals twice the chunks this spans (16 of 256 KiB).
 pub const LAN_PIPELINE_DEPTH: usize = 128;
 

@@ -1072,8 +1072,8 @@ fn a_displaced_predecessor_is_told_of_the_newcomer() {
 /// miniature). Concurrent joins into one gap leave interleaved chains; without hints they
 /// zip together one node per stabilize period, with hints (joiner → predecessor, displaced
 /// predecessor → newcomer, old successor → candidate) and the walk answered by round trips
-/// instead of periods, the ring is ideal within a few periods (measured: 3 s with the
-/// hints, 18 s without).
+/// instead of periods, the ring is ideal within a few periods (without the hints it takes
+/// several times as long and the test fails).
 #[test]
 fn concurrent_joins_converge_within_a_few_periods() {
     let c = Config {
