@@ -537,6 +537,28 @@ fn a_back_dated_claim_over_a_fresh_write_is_refused() {
 }
 
 #[test]
+fn a_stranger_placed_ahead_of_a_key_cannot_contest_its_claim() {
+    // A peer outside the ring whose computed virtual node lies just before a key (an
+    // identity ground for that, or a lucky one) relays a claim of its own: the replica
+    // refuses, as it knows no such ring member. (A rule that trusted computed positions
+    // alone would hand over any fresh key to a ground identity.)
+    let (mut d, _, _) = pair(&cfg(1));
+    let stranger = PeerId::synthetic(77);
+    let key = Id::vnode(&stranger, 0).wrapping_sub(&Id::from_u64(1));
+    let (a, thief) = (Keypair::synthetic(5), Keypair::synthetic(6));
+    let first = signed(&a, key, Some(b"a"), 900, 900);
+    d.insert_record(key, first.clone(), Instant(NOW_MS * 1000))
+        .unwrap();
+    let out = feed(
+        &mut d,
+        stranger,
+        store(key, signed(&thief, key, Some(b"t"), 901, 899)),
+    );
+    assert_eq!(offences(&out), vec![(stranger, Offence::Refused)]);
+    assert_eq!(d.store().get(&key), Some(&first));
+}
+
+#[test]
 fn conflicting_first_writes_converge_on_the_owners_claim() {
     // The aftermath of a partition (or of two puts that reached two owners while the ring
     // changed): two writers claimed the same key. Every replica ends with the claim the
