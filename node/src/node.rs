@@ -261,6 +261,19 @@ impl NetCore for Node {
     fn addresses_of(event: &Event) -> Vec<(PeerId, String)> {
         peer::net::addresses_of(event)
     }
+    fn isolated(&self) -> bool {
+        let dht = self.peer.dht();
+        let me = dht.peer();
+        // A ring of its own: every virtual node is its own only successor.
+        let lone_ring = dht.is_joined()
+            && dht.vnode_ids().iter().all(|id| {
+                dht.vnode(id)
+                    .is_none_or(|v| v.succs.iter().all(|s| s.peer == me))
+            });
+        let gossip = self.peer.gossip();
+        let no_member = gossip.up_count() == 0 && !gossip.is_joining();
+        !dht.has_left() && (lone_ring || no_member)
+    }
     fn leave_command() -> Option<Command<FileStore>> {
         Some(Command::Leave)
     }
