@@ -67,7 +67,9 @@ fn a_crashed_and_restarted_bootstrap_node_is_rejoined() {
     assert!(
         eventually(REJOIN_WITHIN, || mutual(&a, &b)
             && serve_each_other(&a, &b, "restart")),
-        "A and B did not rejoin within {REJOIN_WITHIN:?} of A's restart"
+        "A and B did not rejoin within {REJOIN_WITHIN:?} of A's restart\nA {}\nB {}",
+        a.describe(),
+        b.describe()
     );
 }
 
@@ -83,6 +85,8 @@ fn a_pair_cut_apart_for_30_s_rejoins() {
     assert!(
         eventually(REJOIN_WITHIN, || mutual(&a, &b)
             && serve_each_other(&a, &b, "thaw")),
-        "A and B did not rejoin within {REJOIN_WITHIN:?} of the cut's end"
+        "A and B did not rejoin within {REJOIN_WITHIN:?} of the cut's end\nA {}\nB {}",
+        a.describe(),
+        b.describe()
     );
 }

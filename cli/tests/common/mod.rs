@@ -80,15 +80,25 @@ impl Proc {
     /// for its start-up line. `extra` are more `peerlab node` flags.
     pub(crate) fn start(dir: &Path, port: u16, bootstrap: Option<&str>, extra: &[&str]) -> Proc {
         let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+        std::fs::create_dir_all(dir).unwrap();
+        // The node's log, appended across restarts, for the failure message.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("log"))
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerlab"));
         cmd.arg("node")
             .arg("--data-dir")
             .arg(dir)
             .args(["--transport", "tcp", "--listen", &listen, "--json"])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("PEERLAB_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(log);
         if let Some(b) = bootstrap {
             cmd.args(["--bootstrap", b]);
         }
@@ -123,6 +133,24 @@ impl Proc {
             signal(c.id(), "KILL");
             let _ = c.wait();
         }
+    }
+
+    /// The last lines of its log (RUST_LOG taken from `PEERLAB_TEST_LOG`, `warn` if unset).
+    pub(crate) fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// What the node shows of itself: members, and connected peers.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{}: members {} status {}\n{}",
+            self.peer_id,
+            stdout(&self.cli(&["members"])),
+            stdout(&self.cli(&["status"])),
+            self.log_tail()
+        )
     }
 
     /// Runs a client command against this node.
