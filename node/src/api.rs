@@ -408,6 +408,7 @@ async fn dht_call(
             let code = match e {
                 dht::Error::NotJoined | dht::Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 dht::Error::LookupFailed { .. } => StatusCode::BAD_GATEWAY,
+                dht::Error::NotDurable(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 dht::Error::NotOwner { owner } => {
                     let owner = libp2p_string(&owner);
                     let msg = format!("key belongs to {owner}");

@@ -2,20 +2,26 @@
 //! records and shares.
 //!
 //! `Node` wraps a `Peer` and forwards every input to it unchanged (the two have the same
-//! message, timer and event types). After each input that may have changed the DHT's
-//! store it compares the store with what the database holds and commits the difference in
-//! one redb transaction. The driver calls this hook before it hands any reply to the API
-//! or any frame to the network, so a write is durable before it is acknowledged.
+//! message, timer and event types). After each run of inputs the driver asks it to persist
+//! (`NetCore::after_input`): it takes the keys the DHT's store changed
+//! (`Dht::take_changed`), compares just those with what the database holds, and commits
+//! the difference in one redb transaction — every write of the run in one commit. The
+//! driver does this before it hands any reply to the API or any frame to the network.
+//! When the commit fails, the run's write acknowledgments do not leave: a local put is
+//! answered with `dht::Error::NotDurable`, and the acknowledgments this node owes other
+//! peers (`PutAck`, `HandoffAck`) are dropped, so their writers time out and retry rather
+//! than believe the write kept. Nothing is acknowledged that a crash could lose.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use peerlab_dht::{Record, Version};
+use peerlab_dht::{self as dht, Changed, Record, Version};
 use peerlab_overlay::{CodecError, Cx, Id, Instant, PeerId, Protocol, codec};
 use peerlab_swarm::{ContentId, FileStore, Manifest, StoreError, StoreFactory};
 use serde::{Deserialize, Serialize};
 
+use crate::NodeError;
 use crate::driver::NetCore;
 use crate::peer::{self, Command, Event, Message, Peer, Timer};
 use crate::store::{Change, DHT_RECORDS, SWARM_STATE, Store};
@@ -67,7 +73,8 @@ pub struct Node {
     peer: NodePeer,
     db: Arc<Store>,
     persisted: BTreeMap<Id, Version>,
-    dirty: bool,
+    /// A commit failed: the next persist compares every record, not only changed ones.
+    rescan: bool,
     persist_errors: u64,
 }
 
@@ -97,7 +104,7 @@ impl Node {
             peer,
             db,
             persisted,
-            dirty: false,
+            rescan: false,
             persist_errors: 0,
         }
     }
@@ -150,56 +157,71 @@ impl Node {
             .collect()
     }
 
-    fn persist(&mut self) {
-        let store = self.peer.dht().store();
-        let keys = store.keys_in(&Id::ZERO, &Id::ZERO);
-        let mut changes = Vec::new();
-        let mut now_held = BTreeMap::new();
-        for k in keys {
-            let Some(rec) = store.get(&k) else { continue };
-            now_held.insert(k, rec.version);
-            if self.persisted.get(&k) != Some(&rec.version) {
-                match codec::encode(rec) {
-                    Ok(value) => changes.push(Change::Put {
-                        key: k.0.to_vec(),
-                        value,
-                    }),
-                    Err(e) => tracing::warn!(%e, "cannot encode a record"),
-                }
+    /// Commits the records the DHT changed since the last call; on failure the next call
+    /// compares everything again (the failed changes are not lost from memory).
+    fn persist(&mut self) -> Result<(), NodeError> {
+        let changed = self.peer.dht_mut().take_changed();
+        let keys: Vec<Id> = match changed {
+            Changed::Keys(k) if !self.rescan => k.into_iter().collect(),
+            _ => {
+                let store = self.peer.dht().store();
+                let mut all: BTreeSet<Id> =
+                    store.keys_in(&Id::ZERO, &Id::ZERO).into_iter().collect();
+                all.extend(self.persisted.keys().copied());
+                all.into_iter().collect()
             }
+        };
+        if keys.is_empty() {
+            return Ok(());
         }
-        for k in self.persisted.keys() {
-            if !now_held.contains_key(k) {
-                changes.push(Change::Delete { key: k.0.to_vec() });
+        let store = self.peer.dht().store();
+        let mut changes = Vec::new();
+        let mut done: Vec<(Id, Option<Version>)> = Vec::new();
+        for k in keys {
+            match store.get(&k) {
+                Some(rec) if self.persisted.get(&k) != Some(&rec.version) => {
+                    match codec::encode(rec) {
+                        Ok(value) => {
+                            changes.push(Change::Put {
+                                key: k.0.to_vec(),
+                                value,
+                            });
+                            done.push((k, Some(rec.version)));
+                        }
+                        Err(e) => tracing::warn!(%e, "cannot encode a record"),
+                    }
+                }
+                None if self.persisted.contains_key(&k) => {
+                    changes.push(Change::Delete { key: k.0.to_vec() });
+                    done.push((k, None));
+                }
+                _ => {}
             }
         }
         if changes.is_empty() {
-            return;
+            self.rescan = false;
+            return Ok(());
         }
         match self.db.apply(DHT_RECORDS, &changes) {
-            Ok(()) => self.persisted = now_held,
+            Ok(()) => {
+                self.rescan = false;
+                for (k, v) in done {
+                    match v {
+                        Some(v) => self.persisted.insert(k, v),
+                        None => self.persisted.remove(&k),
+                    };
+                }
+                Ok(())
+            }
             Err(e) => {
                 self.persist_errors += 1;
-                tracing::error!(%e, "cannot persist DHT records");
+                self.rescan = true;
+                tracing::error!(%e, "cannot persist DHT records; their writes are not acknowledged");
+                Err(e)
             }
         }
     }
 }
-
-/// DHT message kinds that never change the store (routing and reads).
-const READ_ONLY_KINDS: [&str; 11] = [
-    "find_step",
-    "step_reply",
-    "get_state",
-    "state",
-    "notify",
-    "get_fingers",
-    "fingers",
-    "get",
-    "get_reply",
-    "get_providers",
-    "providers",
-];
 
 impl Protocol for Node {
     type Message = Message;
@@ -212,25 +234,14 @@ impl Protocol for Node {
     }
 
     fn handle_message(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, msg: Message) {
-        if let Message::Dht(m) = &msg
-            && !READ_ONLY_KINDS.contains(&peerlab_overlay::Message::kind(m))
-        {
-            self.dirty = true;
-        }
         self.peer.handle_message(cx, from, msg);
     }
 
     fn handle_timer(&mut self, cx: &mut Cx<'_, Self>, timer: Timer) {
-        if matches!(timer, Timer::Dht(_)) {
-            self.dirty = true;
-        }
         self.peer.handle_timer(cx, timer);
     }
 
     fn handle_command(&mut self, cx: &mut Cx<'_, Self>, cmd: Command<FileStore>) {
-        if matches!(cmd, Command::Dht(_) | Command::Leave) {
-            self.dirty = true;
-        }
         self.peer.handle_command(cx, cmd);
     }
 
@@ -277,10 +288,25 @@ impl NetCore for Node {
     fn leave_command() -> Option<Command<FileStore>> {
         Some(Command::Leave)
     }
-    fn after_input(&mut self) {
-        if self.dirty {
-            self.dirty = false;
-            self.persist();
+    fn after_input(&mut self) -> Result<(), String> {
+        self.persist().map_err(|e| e.to_string())
+    }
+    fn not_durable(event: Event, why: &str) -> Event {
+        match event {
+            Event::Dht(dht::Event::Reply {
+                req,
+                result: Ok(dht::Reply::Stored { .. }),
+            }) => Event::Dht(dht::Event::Reply {
+                req,
+                result: Err(dht::Error::NotDurable(why.to_string())),
+            }),
+            other => other,
         }
+    }
+    fn is_durable_ack(msg: &Message) -> bool {
+        matches!(
+            msg,
+            Message::Dht(dht::Message::PutAck { .. } | dht::Message::HandoffAck { .. })
+        )
     }
 }

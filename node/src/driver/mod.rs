@@ -160,9 +160,24 @@ pub trait NetCore:
     }
     /// Called with every event before it is dispatched (metrics, persistence).
     fn observe(&mut self, _event: &Self::Event) {}
-    /// Called after every input once the outbox is drained (persistence of acknowledged
-    /// writes happens here, before any reply leaves the driver).
-    fn after_input(&mut self) {}
+    /// Called after every run of inputs, before anything they produced leaves the driver:
+    /// persistence of the run's writes (one commit). An error means they are not durable:
+    /// the run's events then pass through [`NetCore::not_durable`] and its messages for
+    /// which [`NetCore::is_durable_ack`] holds are dropped, so nothing unkept is
+    /// acknowledged.
+    fn after_input(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// An event of a run whose writes could not be made durable (`why`): a write's
+    /// acknowledgment becomes an error; other events pass unchanged.
+    fn not_durable(event: Self::Event, _why: &str) -> Self::Event {
+        event
+    }
+    /// Whether a message acknowledges that this node keeps a write (dropped when the run's
+    /// writes could not be made durable).
+    fn is_durable_ack(_msg: &Self::Message) -> bool {
+        false
+    }
 }
 
 #[derive(Default)]
@@ -393,14 +408,24 @@ impl<P: NetCore> Driver<P> {
     /// Ends a run of inputs: persists, then sends everything in the outbox.
     fn end_inputs(&mut self) {
         // Persist before any reply or frame leaves (acknowledged writes are durable).
-        self.core.after_input();
-        self.flush();
+        match self.core.after_input() {
+            Ok(()) => self.flush(None),
+            Err(why) => {
+                metrics::counter!(m::PERSIST_FAILED).increment(1);
+                self.flush(Some(&why));
+            }
+        }
     }
 
-    fn flush(&mut self) {
+    /// Sends what the core produced; `not_durable` says the run's writes were not kept.
+    fn flush(&mut self, not_durable: Option<&str>) {
         let outs: Vec<_> = self.outbox.drain().collect();
         for out in outs {
             match out {
+                Output::Send { msg, .. } if not_durable.is_some() && P::is_durable_ack(&msg) => {}
+                Output::Event(ev) if let Some(why) = not_durable => {
+                    self.dispatch(P::not_durable(ev, why))
+                }
                 Output::Send { to, msg } => self.send(to, msg),
                 Output::Timer { at, timer } => {
                     if self.timer_vals.len() >= MAX_TIMERS {
