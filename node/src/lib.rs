@@ -227,8 +227,11 @@ impl NodeHandle {
         let _ = (&mut self.api_task).await;
     }
 
-    /// Stops the node abruptly, as a crash would: no leave, no hand-off.
-    pub async fn kill(mut self) {
+    /// Stops the node abruptly: no leave, no hand-off — but this is **not** a crash. The
+    /// driver and API tasks are aborted, and dropping them still flushes the chunk store
+    /// and closes the database cleanly, so it cannot show what a crash loses. Crash
+    /// recovery is tested with real processes killed by SIGKILL (`cli/tests/crash.rs`).
+    pub async fn abort(mut self) {
         self.driver_task.abort();
         self.api_task.abort();
         let _ = (&mut self.driver_task).await;

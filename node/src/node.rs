@@ -310,3 +310,136 @@ impl NetCore for Node {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use peerlab_overlay::{Context, Keypair, Outbox, Output, Rng};
+
+    use super::*;
+
+    type Out = Outbox<Message, Timer, Event>;
+
+    /// Runs `f` on the node as the driver would: the input, then persistence, then what
+    /// leaves (events mapped, durable acks withheld when the commit failed).
+    fn turn(
+        node: &mut Node,
+        now: Instant,
+        f: impl FnOnce(&mut Node, &mut Cx<'_, Node>),
+    ) -> (Vec<Event>, Vec<Message>, Vec<(Instant, Timer)>) {
+        let (mut rng, mut out): (Rng, Out) = (Rng::seed(7), Outbox::new());
+        f(node, &mut Context::new(now, &mut rng, &mut out));
+        let failed = node.after_input().err();
+        let (mut evs, mut msgs, mut timers) = (Vec::new(), Vec::new(), Vec::new());
+        for o in out.drain() {
+            match o {
+                Output::Event(e) => evs.push(match &failed {
+                    Some(why) => Node::not_durable(e, why),
+                    None => e,
+                }),
+                Output::Send { msg, .. } => {
+                    if failed.is_none() || !Node::is_durable_ack(&msg) {
+                        msgs.push(msg)
+                    }
+                }
+                Output::Timer { at, timer } => timers.push((at, timer)),
+                Output::Offence { .. } => {}
+            }
+        }
+        (evs, msgs, timers)
+    }
+
+    fn put(req: u64, key: &str) -> Command<FileStore> {
+        Command::Dht(dht::Command::Put {
+            req,
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ttl: None,
+        })
+    }
+
+    fn reply(evs: &[Event], req: u64) -> Option<Result<(), dht::Error>> {
+        evs.iter().find_map(|e| match e {
+            Event::Dht(dht::Event::Reply { req: r, result }) if *r == req => {
+                Some(result.as_ref().map(|_| ()).map_err(Clone::clone))
+            }
+            _ => None,
+        })
+    }
+
+    /// A put is answered `Stored` only once its commit succeeded: a failed commit turns the
+    /// reply into `NotDurable`, the record is not in the database, and the next commit
+    /// (which succeeds) writes it.
+    #[test]
+    fn a_put_whose_commit_failed_is_not_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+        let peer = Peer::new(
+            Keypair::synthetic(1),
+            peer::Config::lan(),
+            CidDirFactory {
+                root: dir.path().join("chunks"),
+            },
+        )
+        .unwrap();
+        let mut now = Instant(1_000_000_000);
+        let mut node = Node::new(peer, db.clone(), now);
+        let (_, _, mut timers) = turn(&mut node, now, |n, cx| n.handle_start(cx));
+        // A lone node creates its ring; run its timers until it has.
+        for _ in 0..1000 {
+            if node.peer().dht().is_joined() {
+                break;
+            }
+            timers.sort_by_key(|(at, _)| *at);
+            let (at, t) = timers.remove(0);
+            now = now.max(at);
+            let (_, _, more) = turn(&mut node, now, |n, cx| n.handle_timer(cx, t));
+            timers.extend(more);
+        }
+        assert!(node.peer().dht().is_joined());
+
+        let (evs, _, _) = turn(&mut node, now, |n, cx| n.handle_command(cx, put(1, "a")));
+        assert_eq!(reply(&evs, 1), Some(Ok(())));
+        assert_eq!(node.persisted_records(), 1);
+
+        db.fail_commits.store(true, Ordering::Relaxed);
+        let (evs, _, _) = turn(&mut node, now, |n, cx| n.handle_command(cx, put(2, "b")));
+        assert!(
+            matches!(reply(&evs, 2), Some(Err(dht::Error::NotDurable(_)))),
+            "{evs:?}"
+        );
+        assert_eq!(node.persist_errors(), 1);
+        assert_eq!(
+            db.entries(DHT_RECORDS).unwrap().len(),
+            1,
+            "b is not on disk"
+        );
+
+        db.fail_commits.store(false, Ordering::Relaxed);
+        let (evs, _, _) = turn(&mut node, now, |n, cx| n.handle_command(cx, put(3, "c")));
+        assert_eq!(reply(&evs, 3), Some(Ok(())));
+        assert_eq!(
+            db.entries(DHT_RECORDS).unwrap().len(),
+            3,
+            "the commit after a failure writes what the failed one did not"
+        );
+    }
+
+    #[test]
+    fn write_acks_are_the_durable_ones() {
+        let v = Version {
+            wall_ms: 0,
+            logical: 0,
+            writer: Keypair::synthetic(1).peer_id(),
+        };
+        let ack = Message::Dht(dht::Message::PutAck { req: 1, stored: v });
+        assert!(Node::is_durable_ack(&ack));
+        let get = Message::Dht(dht::Message::Get {
+            req: 1,
+            vnode: Id::ZERO,
+            key: Id::ZERO,
+        });
+        assert!(!Node::is_durable_ack(&get));
+    }
+}

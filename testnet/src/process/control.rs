@@ -285,7 +285,7 @@ impl Testnet {
         match self.manifest.mode {
             Mode::InProcess => {
                 if let (Some(h), Some(rt)) = (self.handles[i].take(), self.rt.as_ref()) {
-                    rt.block_on(h.kill());
+                    rt.block_on(h.abort());
                 }
             }
             Mode::Processes => {
@@ -530,7 +530,7 @@ pub fn run_child_from_env() -> bool {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
             _ = tokio::signal::ctrl_c() => {}
             _ = orphaned => {
-                node.kill().await;
+                node.abort().await;
                 std::process::exit(0);
             }
         }
