@@ -211,13 +211,29 @@ pub(crate) enum NodeCommand {
         c: ClientArgs,
     },
     /// Fetch a file by content id from its providers (verifies every chunk; resumes).
-    #[command(after_help = "Example:\n  peerlab fetch 3f9a…e1 -o video.mp4 --data-dir /tmp/b")]
+    ///
+    /// The node does the work: it writes the file to OUTPUT when the last chunk is
+    /// verified (whole or not at all: a temporary file, synced, then renamed), whether or
+    /// not this command is still watching, and after a restart of the node too. An existing
+    /// OUTPUT is never replaced without --force, and a symbolic link is never written
+    /// through.
+    #[command(
+        after_help = "Examples:\n  peerlab fetch 3f9a…e1 -o video.mp4 --data-dir /tmp/b\n  \
+        peerlab fetch 3f9a…e1 -o video.mp4 --detach   # return at once; the node finishes it"
+    )]
     Fetch {
         /// The content id (hex).
         cid: String,
         /// Where to write the file [default: ./<cid>].
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Replace OUTPUT if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Start the fetch and return without waiting (`peerlab fetch CID` again shows
+        /// its progress).
+        #[arg(long)]
+        detach: bool,
         #[command(flatten)]
         c: ClientArgs,
     },
@@ -408,11 +424,23 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
                 .post("/share", &json!({ "path": abs.display().to_string() }))?;
             print(c.json, &v, |v| s(&v["cid"]))
         }
-        NodeCommand::Fetch { cid, output, c } => fetch(&cid, output, &c),
+        NodeCommand::Fetch {
+            cid,
+            output,
+            force,
+            detach,
+            c,
+        } => fetch(&cid, output, force, detach, &c),
     }
 }
 
-fn fetch(cid: &str, output: Option<PathBuf>, c: &ClientArgs) -> anyhow::Result<()> {
+fn fetch(
+    cid: &str,
+    output: Option<PathBuf>,
+    force: bool,
+    detach: bool,
+    c: &ClientArgs,
+) -> anyhow::Result<()> {
     let out = output.unwrap_or_else(|| PathBuf::from(cid));
     let out = if out.is_absolute() {
         out
@@ -420,10 +448,15 @@ fn fetch(cid: &str, output: Option<PathBuf>, c: &ClientArgs) -> anyhow::Result<(
         std::env::current_dir()?.join(out)
     };
     let client = c.client()?;
-    let _: Value = client.post(
+    let started: Value = client.post(
         "/fetch",
-        &json!({ "cid": cid, "output": out.display().to_string() }),
+        &json!({ "cid": cid, "output": out.display().to_string(), "force": force }),
     )?;
+    if detach {
+        return print(c.json, &started, |_| {
+            format!("fetching {cid}; the node writes it to {}", out.display())
+        });
+    }
     let mut last = String::new();
     loop {
         let p: Value = client.get(&format!("/fetch/{}", urlencode(cid)))?;

@@ -106,3 +106,85 @@ fn every_acknowledged_put_survives_sigkill() {
         );
     }
 }
+
+/// Bytes of the file fetched across a crash: large enough that the fetch is under way
+/// when the fetching node is killed.
+const FETCH_BYTES: usize = 48 << 20;
+
+/// `peerlab fetch CID -o out --detach`; the fetching node is SIGKILLed mid-transfer and
+/// restarted, and nobody watches: the node resumes the transfer by itself and `out`
+/// appears, byte-identical. `-o` onto an existing file is refused without `--force`.
+#[test]
+fn a_fetch_killed_mid_transfer_finishes_unwatched_after_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Proc::start(&root.path().join("a"), common::free_port(), None, &[]);
+    let mut b = Proc::start(
+        &root.path().join("b"),
+        common::free_port(),
+        Some(&a.addr()),
+        &[],
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || a.sees_alive(&b.peer_id)
+            && b.sees_alive(&a.peer_id)),
+        "A and B never joined"
+    );
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let data: Vec<u8> = (0..FETCH_BYTES / 8)
+        .flat_map(|_| rng.below(u64::MAX).to_le_bytes())
+        .collect();
+    let file = root.path().join("shared.bin");
+    std::fs::write(&file, &data).unwrap();
+    let o = a.cli(&["share", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let cid = common::stdout(&o).trim().to_string();
+
+    let taken = root.path().join("taken.bin");
+    std::fs::write(&taken, b"keep me").unwrap();
+    let o = b.cli(&["fetch", &cid, "-o", taken.to_str().unwrap(), "--detach"]);
+    assert!(!o.status.success(), "an existing output is refused");
+    assert!(
+        common::stderr(&o).contains("--force"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert_eq!(std::fs::read(&taken).unwrap(), b"keep me");
+
+    let out = root.path().join("out.bin");
+    // The provider record may take a moment to be found.
+    assert!(
+        eventually(Duration::from_secs(30), || b
+            .cli(&["fetch", &cid, "-o", out.to_str().unwrap(), "--detach"])
+            .status
+            .success()),
+        "the fetch never started"
+    );
+    // Kill B once part of the file has arrived.
+    let (api, token) = (
+        std::fs::read_to_string(b.dir.join("api.addr")).unwrap(),
+        std::fs::read_to_string(b.dir.join("api.token")).unwrap(),
+    );
+    let client = peerlab_node::client::Client::new(api.trim(), token.trim());
+    let started = eventually(Duration::from_secs(60), || {
+        client
+            .fetch_progress(&cid)
+            .is_ok_and(|p| p.have > 0 || p.done)
+    });
+    assert!(started, "no chunk arrived");
+    let before = client.fetch_progress(&cid).unwrap();
+    b.crash();
+    eprintln!("killed at {}/{} chunks", before.have, before.total);
+    let (dir, port) = (b.dir.clone(), b.port);
+    let b = Proc::start(&dir, port, Some(&a.addr()), &[]);
+    let written = eventually(Duration::from_secs(120), || {
+        std::fs::read(&out).is_ok_and(|got| got == data)
+    });
+    let api = std::fs::read_to_string(b.dir.join("api.addr")).unwrap();
+    let client = peerlab_node::client::Client::new(api.trim(), token.trim());
+    assert!(
+        written,
+        "the output never appeared byte-identical after the restart: {:?}\n{}",
+        client.fetch_progress(&cid),
+        b.log_tail()
+    );
+}

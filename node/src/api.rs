@@ -48,15 +48,73 @@ use crate::peer::{self, Command, Event};
 /// How long a handler waits for the driver before answering 504.
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Most fetches whose output path the API remembers.
+/// Most fetches whose output the node tracks; when the table is full, entries whose output
+/// was written (or failed) make room.
 pub const MAX_FETCHES: usize = 1024;
+
+/// How often the node looks for finished fetches whose output is still to be written.
+pub const OUTPUT_CHECK: Duration = Duration::from_secs(1);
 
 /// Where a fetch's file goes and whether it was written there.
 #[derive(Clone, Debug)]
 pub(crate) struct FetchTarget {
-    output: Option<PathBuf>,
-    written: bool,
-    error: Option<String>,
+    pub(crate) output: Option<PathBuf>,
+    pub(crate) force: bool,
+    pub(crate) written: bool,
+    pub(crate) error: Option<String>,
+}
+
+/// The fetches the node tracks, shared by the API and the output writer.
+pub(crate) type Fetches = Arc<Mutex<BTreeMap<ContentId, FetchTarget>>>;
+
+/// Writes the output of every finished fetch that asked for one, whether or not a client
+/// is watching, in the blocking pool (see [`crate::storage::publish`]); runs until aborted.
+pub(crate) async fn write_outputs(driver: DriverHandle<Node>, fetches: Fetches) {
+    let mut tick = tokio::time::interval(OUTPUT_CHECK);
+    loop {
+        tick.tick().await;
+        let due: Vec<(ContentId, PathBuf, bool)> = match fetches.lock() {
+            Ok(f) => f
+                .iter()
+                .filter(|(_, t)| !t.written && t.error.is_none())
+                .filter_map(|(c, t)| Some((*c, t.output.clone()?, t.force)))
+                .collect(),
+            Err(_) => return,
+        };
+        for (cid, out, force) in due {
+            let src = driver
+                .inspect(move |n: &mut Node, _| {
+                    let s = n.peer().swarm().store(&cid)?;
+                    s.is_finished().then(|| s.final_path().to_path_buf())
+                })
+                .await;
+            let Ok(Some(src)) = src else { continue };
+            let out2 = out.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                if src == out2 {
+                    return Ok(());
+                }
+                crate::storage::publish(&src, &out2, force)
+            })
+            .await;
+            let ok = matches!(r, Ok(Ok(())));
+            if let Ok(mut f) = fetches.lock()
+                && let Some(t) = f.get_mut(&cid)
+            {
+                match r {
+                    Ok(Ok(())) => t.written = true,
+                    Ok(Err(e)) => t.error = Some(e.to_string()),
+                    Err(e) => t.error = Some(e.to_string()),
+                }
+            }
+            if ok {
+                tracing::info!(cid = %cid.to_hex(), out = %out.display(), "fetch written");
+                let _ = driver
+                    .inspect(move |n: &mut Node, _| n.mark_written(&cid))
+                    .await;
+            }
+        }
+    }
 }
 
 /// Shared state of the API handlers.
@@ -65,7 +123,7 @@ pub struct ApiState {
     pub(crate) driver: DriverHandle<Node>,
     pub(crate) token: Arc<String>,
     pub(crate) metrics: PrometheusHandle,
-    pub(crate) fetches: Arc<Mutex<BTreeMap<ContentId, FetchTarget>>>,
+    pub(crate) fetches: Fetches,
 }
 
 /// An API error: a status code, one line of text and, for a write refused because another
@@ -342,6 +400,9 @@ pub struct FetchBody {
     /// libp2p peer ids of peers known to have it (optional; the DHT finds providers).
     #[serde(default)]
     pub providers: Vec<String>,
+    /// Replace an existing file at `output` (otherwise such a fetch is refused).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `GET /fetch/{cid}`.
@@ -718,6 +779,8 @@ async fn share(
         path: Some(body.path.clone()),
         output: None,
         manifest: Some(manifest.clone()),
+        force: false,
+        written: false,
     };
     let reply = st
         .driver
@@ -767,6 +830,10 @@ async fn fetch(
     {
         return Err(bad("fetch output must be an absolute path"));
     }
+    if let Some(o) = &output {
+        crate::storage::check_output(o, body.force)
+            .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string(), None))?;
+    }
     let mut providers = Vec::new();
     for p in &body.providers {
         let pid: libp2p::PeerId = p.parse().map_err(|e| bad(format!("provider {p:?}: {e}")))?;
@@ -778,6 +845,10 @@ async fn fetch(
     {
         let mut f = st.fetches.lock().map_err(|_| bad("poisoned"))?;
         if f.len() >= MAX_FETCHES && !f.contains_key(&cid) {
+            // Finished entries make room.
+            f.retain(|_, t| !t.written && t.error.is_none());
+        }
+        if f.len() >= MAX_FETCHES && !f.contains_key(&cid) {
             return Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many fetches".into(),
@@ -788,6 +859,7 @@ async fn fetch(
             cid,
             FetchTarget {
                 output: output.clone(),
+                force: body.force,
                 written: false,
                 error: None,
             },
@@ -798,6 +870,8 @@ async fn fetch(
         path: None,
         output: output.map(|o| o.display().to_string()),
         manifest: None,
+        force: body.force,
+        written: false,
     };
     let already = st
         .driver
@@ -845,37 +919,16 @@ async fn progress(
             None,
         ));
     };
+    // The output is written by `write_outputs`, watched or not; this only reports.
     let target = st.fetches.lock().ok().and_then(|f| f.get(&cid).cloned());
-    let mut done = finished;
-    let mut error = target.as_ref().and_then(|t| t.error.clone());
-    let mut shown = path.clone();
-    if finished
-        && let Some(t) = &target
-        && let (Some(out), Some(src)) = (&t.output, &path)
+    let error = target.as_ref().and_then(|t| t.error.clone());
+    let (done, shown) = match target
+        .as_ref()
+        .and_then(|t| t.output.clone().map(|o| (t, o)))
     {
-        shown = Some(out.clone());
-        if !t.written && error.is_none() {
-            let (src, out2) = (src.clone(), out.clone());
-            let r = tokio::task::spawn_blocking(move || {
-                if src != out2 {
-                    std::fs::copy(&src, &out2).map(|_| ())
-                } else {
-                    Ok(())
-                }
-            })
-            .await;
-            let mut f = st.fetches.lock().map_err(|_| bad("poisoned"))?;
-            if let Some(t) = f.get_mut(&cid) {
-                match r {
-                    Ok(Ok(())) => t.written = true,
-                    Ok(Err(e)) => t.error = Some(format!("cannot write {}: {e}", out.display())),
-                    Err(e) => t.error = Some(e.to_string()),
-                }
-                error = t.error.clone();
-                done = t.written;
-            }
-        }
-    }
+        Some((t, out)) => (finished && t.written, Some(out)),
+        None => (finished, path),
+    };
     Ok(Json(FetchProgress {
         cid: cid_hex,
         have: stats.have,

@@ -280,6 +280,7 @@ impl Client {
                 cid: cid.into(),
                 output: output.map(|p| p.display().to_string()),
                 providers: Vec::new(),
+                force: false,
             },
         )
     }

@@ -6,7 +6,8 @@
 //! - [`peer`]: `Peer`, the composition of the cores (sans-IO; also runs in the simulator).
 //! - [`wire`]: one libp2p protocol per core, stream framing, frame limits.
 //! - [`driver`]: the tokio task that owns the libp2p swarm and the `Peer`.
-//! - [`datadir`], [`config`], [`store`]: identity, configuration file, durable records.
+//! - [`datadir`], [`config`], [`store`]: identity, configuration file, durable records;
+//!   [`storage`]: files written for the user (fetch outputs), whole or not at all.
 //! - [`api`]: the HTTP + JSON control API; [`api_server`]: its server and limits;
 //!   [`client`]: a blocking client for it.
 //! - [`metrics`]: metric names and the per-node Prometheus recorder.
@@ -42,6 +43,7 @@ pub mod driver;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod storage;
 pub mod store;
 pub mod wire;
 
@@ -174,6 +176,8 @@ pub struct NodeHandle {
     driver_task: JoinHandle<()>,
     api_task: JoinHandle<()>,
     api_stop: Option<oneshot::Sender<()>>,
+    /// Writes finished fetches' outputs ([`api::write_outputs`]).
+    output_task: JoinHandle<()>,
 }
 
 impl NodeHandle {
@@ -219,6 +223,7 @@ impl NodeHandle {
 
     /// Leaves the overlay gracefully and stops the node.
     pub async fn shutdown(mut self) {
+        self.output_task.abort();
         let _ = self.driver.shutdown().await;
         let _ = (&mut self.driver_task).await;
         if let Some(stop) = self.api_stop.take() {
@@ -232,6 +237,7 @@ impl NodeHandle {
     /// and closes the database cleanly, so it cannot show what a crash loses. Crash
     /// recovery is tested with real processes killed by SIGKILL (`cli/tests/crash.rs`).
     pub async fn abort(mut self) {
+        self.output_task.abort();
         self.driver_task.abort();
         self.api_task.abort();
         let _ = (&mut self.driver_task).await;
@@ -304,6 +310,26 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     let db = Arc::new(store::Store::open(&dir.store_file())?);
     let core = node::Node::new(peer, db, driver::wall_clock());
     let resume = core.transfers();
+    // Fetches that asked for an output and have not written it yet: the output writer
+    // finishes them after a restart too.
+    let fetches: api::Fetches = Default::default();
+    if let Ok(mut f) = fetches.lock() {
+        for (cid, rec) in &resume {
+            if rec.kind == node::TransferKind::Fetch
+                && let Some(out) = &rec.output
+            {
+                f.insert(
+                    *cid,
+                    api::FetchTarget {
+                        output: Some(PathBuf::from(out)),
+                        force: rec.force,
+                        written: rec.written,
+                        error: None,
+                    },
+                );
+            }
+        }
+    }
     let recorder = Arc::new(metrics::recorder());
     let metrics_handle = recorder.handle();
     let (mut drv, handle) = driver::Driver::new(key, core, &net, recorder)?;
@@ -337,8 +363,9 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         driver: handle.clone(),
         token: Arc::new(token.clone()),
         metrics: metrics_handle,
-        fetches: Default::default(),
+        fetches: fetches.clone(),
     });
+    let output_task = tokio::spawn(api::write_outputs(handle.clone(), fetches));
     let (api_stop, stop_rx) = oneshot::channel::<()>();
     let api_task = tokio::spawn(api_server::serve(
         listener,
@@ -357,6 +384,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         driver_task,
         api_task,
         api_stop: Some(api_stop),
+        output_task,
     })
 }
 

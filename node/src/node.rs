@@ -56,6 +56,12 @@ pub struct TransferRecord {
     pub output: Option<String>,
     /// The manifest, once known.
     pub manifest: Option<Manifest>,
+    /// For fetches: replace an existing file at `output` (`--force`).
+    #[serde(default)]
+    pub force: bool,
+    /// For fetches: the output was written (not written again after a restart).
+    #[serde(default)]
+    pub written: bool,
 }
 
 /// What a [`TransferRecord`] is.
@@ -141,6 +147,20 @@ impl Node {
             )
         {
             tracing::warn!(%e, "cannot persist a transfer");
+        }
+    }
+
+    /// Records that the output of fetch `cid` was written.
+    pub fn mark_written(&self, cid: &ContentId) {
+        let rec = self
+            .db
+            .get(SWARM_STATE, &cid.0)
+            .ok()
+            .flatten()
+            .and_then(|v| codec::decode::<TransferRecord>(&v).ok());
+        if let Some(mut rec) = rec {
+            rec.written = true;
+            self.remember_transfer(cid, &rec);
         }
     }
 
