@@ -20,6 +20,9 @@
 //! | POST | `/share` | share `{"path"}`; answers the content id |
 //! | POST | `/fetch` | fetch `{"cid", "output"}` |
 //! | GET | `/fetch/{cid}` | fetch progress |
+//! | DELETE | `/fetch/{cid}` | cancel a fetch (frees its slot; not resumed) |
+//! | DELETE | `/share/{cid}` | stop serving a shared file |
+//! | GET | `/transfers` | shares and fetches with their progress |
 //! | GET | `/metrics` | Prometheus text format |
 
 use std::collections::BTreeMap;
@@ -403,6 +406,33 @@ pub struct FetchBody {
     /// Replace an existing file at `output` (otherwise such a fetch is refused).
     #[serde(default)]
     pub force: bool,
+}
+
+/// One entry of `GET /transfers`: a share or fetch the node runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferInfo {
+    /// Content id.
+    pub cid: String,
+    /// `share` or `fetch`.
+    pub kind: TransferKind,
+    /// The file's name (once the manifest is known).
+    pub name: Option<String>,
+    /// Chunks held.
+    pub have: u32,
+    /// Chunks in the file (0 until the manifest arrived).
+    pub total: u32,
+    /// Connected swarm peers.
+    pub peers: u32,
+    /// Payload bytes received.
+    pub downloaded: u64,
+    /// Payload bytes sent to others.
+    pub uploaded: u64,
+    /// For fetches: where the file is written, and whether it was.
+    pub output: Option<String>,
+    /// Whether the output was written.
+    pub written: bool,
+    /// Why writing the output failed, if it did.
+    pub error: Option<String>,
 }
 
 /// `GET /fetch/{cid}`.
@@ -815,6 +845,66 @@ fn swarm_answer(reply: Event, what: &str) -> Result<(), ApiError> {
     }
 }
 
+/// `GET /transfers`: every share and fetch the node runs, with its progress.
+async fn transfers(State(st): State<ApiState>) -> Result<Json<Vec<TransferInfo>>, ApiError> {
+    let targets = st.fetches.lock().map(|f| f.clone()).unwrap_or_default();
+    let list = st
+        .driver
+        .inspect(move |n: &mut Node, _| {
+            let sw = n.peer().swarm();
+            n.transfers()
+                .into_iter()
+                .filter_map(|(cid, rec)| {
+                    let stats = sw.stats(&cid)?;
+                    let t = targets.get(&cid);
+                    Some(TransferInfo {
+                        cid: cid.to_hex(),
+                        kind: rec.kind,
+                        name: rec.manifest.as_ref().map(|m| m.name().to_string()),
+                        have: stats.have,
+                        total: stats.chunks,
+                        peers: stats.peers,
+                        downloaded: stats.downloaded,
+                        uploaded: stats.uploaded,
+                        output: rec.output.clone(),
+                        written: t.map_or(rec.written, |t| t.written),
+                        error: t.and_then(|t| t.error.clone()),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    Ok(Json(list))
+}
+
+/// `DELETE /fetch/{cid}` and `DELETE /share/{cid}`: stops the transfer, frees its slot and
+/// forgets it (not resumed after a restart). A fetch's partial file stays in the chunk dir.
+async fn cancel(
+    State(st): State<ApiState>,
+    Path(cid_hex): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cid = parse_cid(&cid_hex)?;
+    let reply = st
+        .driver
+        .call_once(|req| Command::Cancel { req, cid }, API_TIMEOUT)
+        .await?;
+    if let Event::Swarm(peerlab_swarm::Event::Refused { error, .. }) = &reply {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no transfer of {cid_hex}: {error}"),
+            None,
+        ));
+    }
+    swarm_answer(reply, "cancel")?;
+    if let Ok(mut f) = st.fetches.lock() {
+        f.remove(&cid);
+    }
+    st.driver
+        .inspect(move |n: &mut Node, _| n.forget_transfer(&cid))
+        .await?;
+    Ok(Json(serde_json::json!({ "cid": cid_hex, "stopped": true })))
+}
+
 fn parse_cid(s: &str) -> Result<ContentId, ApiError> {
     ContentId::from_hex(s).ok_or_else(|| bad(format!("{s:?} is not a content id (64 hex digits)")))
 }
@@ -990,7 +1080,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/search", get(search))
         .route("/share", post(share))
         .route("/fetch", post(fetch))
-        .route("/fetch/{cid}", get(progress))
+        .route("/fetch/{cid}", get(progress).delete(cancel))
+        .route("/share/{cid}", axum::routing::delete(cancel))
+        .route("/transfers", get(transfers))
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)

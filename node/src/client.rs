@@ -285,6 +285,17 @@ impl Client {
         )
     }
 
+    /// `GET /transfers`.
+    pub fn transfers(&self) -> Result<Vec<crate::api::TransferInfo>, ClientError> {
+        self.get("/transfers")
+    }
+
+    /// `DELETE /fetch/{cid}` (`share == false`) or `DELETE /share/{cid}`.
+    pub fn cancel(&self, cid: &str, share: bool) -> Result<serde_json::Value, ClientError> {
+        let kind = if share { "share" } else { "fetch" };
+        self.delete(&format!("/{kind}/{}", urlencode(cid)))
+    }
+
     /// `GET /fetch/{cid}`.
     pub fn fetch_progress(&self, cid: &str) -> Result<FetchProgress, ClientError> {
         self.get(&format!("/fetch/{}", urlencode(cid)))

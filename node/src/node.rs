@@ -150,6 +150,18 @@ impl Node {
         }
     }
 
+    /// Forgets a share or fetch (cancelled: not resumed after a restart).
+    pub fn forget_transfer(&self, cid: &ContentId) {
+        if let Err(e) = self.db.apply(
+            SWARM_STATE,
+            &[Change::Delete {
+                key: cid.0.to_vec(),
+            }],
+        ) {
+            tracing::warn!(%e, "cannot forget a transfer");
+        }
+    }
+
     /// Records that the output of fetch `cid` was written.
     pub fn mark_written(&self, cid: &ContentId) {
         let rec = self
