@@ -2,6 +2,8 @@
 //! on a fixed port from a data dir, drive it with the CLI, SIGKILL, SIGSTOP and SIGCONT it.
 
 #![allow(dead_code)]
+// Real processes run on the wall clock: waiting for them reads it.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
