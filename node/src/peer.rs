@@ -136,6 +136,14 @@ pub enum Command<S> {
         /// Peers known to have it.
         providers: Vec<PeerId>,
     },
+    /// Stop a share or fetch and forget it (a fetch's partial file stays and resumes if
+    /// fetched again). Answered by the swarm's `Accepted` or `Refused` carrying `req`.
+    Cancel {
+        /// Request id (must not have [`INTERNAL_REQUEST`] set).
+        req: u64,
+        /// The transfer.
+        cid: ContentId,
+    },
     /// Leave every overlay gracefully (DHT hand-off, gossip departure, flooding Bye).
     Leave,
 }
@@ -150,6 +158,7 @@ impl<S> std::fmt::Debug for Command<S> {
             Command::Flood(c) => write!(f, "Flood({c:?})"),
             Command::Share { manifest, .. } => write!(f, "Share({})", manifest.name()),
             Command::Fetch { cid, .. } => write!(f, "Fetch({})", cid.to_hex()),
+            Command::Cancel { cid, .. } => write!(f, "Cancel({})", cid.to_hex()),
             Command::Leave => f.write_str("Leave"),
         }
     }
@@ -830,6 +839,11 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                             providers,
                         },
                     )
+                });
+            }
+            Command::Cancel { req, cid } => {
+                self.swarm_do(cx, |s, cx| {
+                    s.handle_command(cx, swarm::Command::Cancel { req, cid })
                 });
             }
             Command::Leave => {
