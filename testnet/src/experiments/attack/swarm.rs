@@ -1,15 +1,17 @@
 //! `block-inject`: corrupt and unsolicited blocks against the real [`Swarm`] core.
 //!
 //! A flash crowd fetches one file ([`FILE_BYTES`], 64 KiB chunks of four 16 KiB blocks)
-//! from [`SEEDERS`] honest seeders; every peer's uplink is 20 Mbit/s and its downlink
+//! from [`SEEDERS`] honest seeders; every peer's uplink is 8 Mbit/s and its downlink
 //! 100 Mbit/s, links 10–90 ms. Each fetcher is given [`NEIGHBOURS`] random peers of the
 //! swarm and one seeder as providers, as a DHT provider lookup would.
 //!
 //! Hostile peers claim the whole file: they serve it from a store whose every block has a
-//! byte flipped (corrupt blocks when asked), and every second, from 2 s on, each opens the
+//! byte flipped (corrupt blocks when asked), and every 250 ms, from 1 s on, each opens the
 //! transfer with [`TARGETS_PER_ROUND`] random honest fetchers (taking a connection slot
 //! there) and sends each [`INJECTS_PER_ROUND`] blocks of garbage nobody asked for, at
-//! random positions. An honest download succeeds when it completes before [`DEADLINE`]
+//! random positions. It unchokes every peer that is interested in it, and when a peer
+//! requests a block of a chunk, it sends garbage for the chunk's other blocks (asked of
+//! other peers) at once. An honest download succeeds when it completes before [`DEADLINE`]
 //! and its bytes equal the file.
 
 use std::collections::BTreeSet;
@@ -27,7 +29,7 @@ use super::node::{Attack, Node};
 use super::{ExperimentError, Offences, Outcome, Setup, sent_by};
 
 /// The file's size.
-const FILE_BYTES: usize = 1 << 20;
+const FILE_BYTES: usize = 4 << 20;
 /// Its chunk size: four blocks, so chunks can mix blocks of several senders.
 const CHUNK_BYTES: u32 = 64 * 1024;
 /// Honest seeders.
@@ -39,12 +41,14 @@ const TARGETS_PER_ROUND: usize = 10;
 /// Garbage blocks per target per round.
 const INJECTS_PER_ROUND: usize = 4;
 /// When the attack starts.
-const ATTACK_FROM: Duration = Duration::from_secs(2);
+const ATTACK_FROM: Duration = Duration::from_secs(1);
+/// Time between two rounds of the attack.
+const ATTACK_EVERY: Duration = Duration::from_millis(250);
 /// When an unfinished download counts as failed: far beyond the few seconds the flash
 /// crowd needs without an attack.
 const DEADLINE: Duration = Duration::from_secs(180);
-/// Uplink of every peer, bytes/s (20 Mbit/s).
-const UPLINK: u64 = 2_500_000;
+/// Uplink of every peer, bytes/s (8 Mbit/s).
+const UPLINK: u64 = 1_000_000;
 /// Downlink of every peer, bytes/s (100 Mbit/s).
 const DOWNLINK: u64 = 12_500_000;
 
@@ -102,7 +106,7 @@ pub(crate) struct Inject {
 
 impl Attack<Swarm<Factory>> for Inject {
     fn schedule(&self) -> (Instant, Duration) {
-        (Instant::ZERO + ATTACK_FROM, Duration::from_secs(1))
+        (Instant::ZERO + ATTACK_FROM, ATTACK_EVERY)
     }
 
     fn act(&mut self, _core: &mut Swarm<Factory>, cx: &mut Cx<'_, Swarm<Factory>>) {
@@ -141,6 +145,57 @@ impl Attack<Swarm<Factory>> for Inject {
                     },
                 );
             }
+        }
+    }
+
+    fn intercept(
+        &mut self,
+        _core: &mut Swarm<Factory>,
+        cx: &mut Cx<'_, Swarm<Factory>>,
+        from: PeerId,
+        msg: &Message,
+    ) -> bool {
+        if cx.now() < Instant::ZERO + ATTACK_FROM || cx.now() > Instant::ZERO + DEADLINE {
+            return true;
+        }
+        match msg.body {
+            // Serve anyone who asks (the core then answers requests from the corrupt store).
+            Body::Interested => cx.send(
+                from,
+                Message {
+                    cid: self.cid,
+                    body: Body::Unchoke,
+                },
+            ),
+            // A request shows which chunk the asker is fetching: the rest of that chunk,
+            // asked of other peers, gets garbage first.
+            Body::Request { chunk, block } => self.poison_chunk(cx, from, chunk, block),
+            _ => {}
+        }
+        true
+    }
+}
+
+impl Inject {
+    /// Garbage for every block of `chunk` but `except`, sent to `to` unasked.
+    fn poison_chunk(&self, cx: &mut Cx<'_, Swarm<Factory>>, to: PeerId, chunk: u32, except: u32) {
+        let blocks = self
+            .manifest
+            .chunk_len(chunk)
+            .div_ceil(self.manifest.block_size());
+        for block in (0..blocks).filter(|b| *b != except) {
+            let len = self.manifest.block_len(chunk, block).unwrap_or(0) as usize;
+            cx.send(
+                to,
+                Message {
+                    cid: self.cid,
+                    body: Body::Block {
+                        chunk,
+                        block,
+                        data: Bytes::from(vec![0x5a; len]),
+                    },
+                },
+            );
         }
     }
 }
