@@ -18,7 +18,8 @@
 //!   tombstone a year ahead, put and stored.
 //! - **dht-fill** (attack from 1 s to 20 s, honest puts at 25–30 s): every attacker pushes
 //!   `Store` batches of its own validly signed 4 KiB records, for ring ids inside every
-//!   honest peer's ranges, until together they have sent 1.5 times each peer's store budget.
+//!   honest peer's ranges, until together they have sent 1.5 times each peer's store budget, then
+//!   records with empty values that close the gap the large ones leave.
 //!   Store budgets are scaled down to [`STORE_BYTES`] (the per-writer quotas keep their
 //!   default share of it, a sixteenth) so that filling 500 stores fits in memory.
 //! - **provider-flood** (attack from 10 s to 40 s, each content id flooded every 10 s): 40
@@ -60,6 +61,10 @@ pub(crate) const STORE_BYTES: u64 = 256 * 1024;
 const REPLICAS: usize = 3;
 /// Value of each record a filler sends: large, to fill with few signatures.
 const FILL_VALUE: usize = 4 * 1024;
+/// Empty-valued records each filler sends per victim virtual node after its large ones:
+/// together (8 virtual nodes a peer) they cover more than one large record's cost, the gap
+/// large records alone leave under the budget.
+const GAP_FILLERS_PER_VNODE: usize = 4;
 /// How much a filling crowd sends to each honest peer, as a multiple of its store budget.
 const FILL_FACTOR: f64 = 1.5;
 /// Target keys each overwriter attacks per round.
@@ -299,6 +304,28 @@ impl DhtAttack {
                     );
                     bytes = 0;
                 }
+            }
+            // Records with empty values close the gap the large ones leave, so that no
+            // honest record fits either.
+            for _ in 0..GAP_FILLERS_PER_VNODE {
+                let back = Id::from_u64(self.rng.next_u64() | 1);
+                let key = victim.id.wrapping_sub(&back);
+                let v = Version {
+                    wall_ms: now_ms,
+                    logical: self.rng.next_u64() as u32,
+                    writer: me,
+                };
+                batch.push((
+                    key,
+                    Record::sign(
+                        &key,
+                        Some(Vec::new()),
+                        v,
+                        v,
+                        now_ms + LONG_TTL_MS,
+                        &self.key,
+                    ),
+                ));
             }
             if !batch.is_empty() {
                 cx.send(
