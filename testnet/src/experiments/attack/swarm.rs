@@ -8,13 +8,13 @@
 //! Hostile peers claim the whole file: they serve it from a store whose every block has a
 //! byte flipped (corrupt blocks when asked), and every 250 ms, from 1 s on, each opens the
 //! transfer with [`TARGETS_PER_ROUND`] random honest fetchers (taking a connection slot
-//! there) and sends each [`INJECTS_PER_ROUND`] blocks of garbage nobody asked for, at
-//! random positions. It unchokes every peer that is interested in it, and when a peer
+//! there) and sends each [`INJECTS_PER_ROUND`] blocks of garbage nobody asked for, in
+//! chunks the fetcher has not announced (`Have`) yet. Hostile uplinks are 100 Mbit/s. It unchokes every peer that is interested in it, and when a peer
 //! requests a block of a chunk, it sends garbage for the chunk's other blocks (asked of
 //! other peers) at once. An honest download succeeds when it completes before [`DEADLINE`]
 //! and its bytes equal the file.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use peerlab_overlay::{Cx, Instant, Keypair, PeerId, Rng};
@@ -39,7 +39,7 @@ const NEIGHBOURS: usize = 20;
 /// Honest fetchers each hostile peer targets per round.
 const TARGETS_PER_ROUND: usize = 10;
 /// Garbage blocks per target per round.
-const INJECTS_PER_ROUND: usize = 4;
+const INJECTS_PER_ROUND: usize = 16;
 /// When the attack starts.
 const ATTACK_FROM: Duration = Duration::from_secs(1);
 /// Time between two rounds of the attack.
@@ -51,6 +51,8 @@ const DEADLINE: Duration = Duration::from_secs(180);
 const UPLINK: u64 = 1_000_000;
 /// Downlink of every peer, bytes/s (100 Mbit/s).
 const DOWNLINK: u64 = 12_500_000;
+/// Uplink of a hostile peer, bytes/s (100 Mbit/s): attackers rent servers.
+const ATTACKER_UPLINK: u64 = 12_500_000;
 
 /// An in-memory store that may serve every block with a byte flipped (the attack does not
 /// use that: see the module docs).
@@ -102,6 +104,8 @@ pub(crate) struct Inject {
     manifest: Manifest,
     victims: Vec<PeerId>,
     opened: BTreeSet<PeerId>,
+    /// Chunks each victim announced (`Have`, `Bitfield`): the others are worth poisoning.
+    held: BTreeMap<PeerId, BTreeSet<u32>>,
     rng: Rng,
 }
 
@@ -126,8 +130,15 @@ impl Attack<Swarm<Factory>> for Inject {
                     },
                 );
             }
+            let held = self.held.get(&v);
+            let missing: Vec<u32> = (0..chunks)
+                .filter(|c| held.is_none_or(|h| !h.contains(c)))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
             for _ in 0..INJECTS_PER_ROUND {
-                let chunk = self.rng.below(u64::from(chunks)) as u32;
+                let chunk = missing[self.rng.index(missing.len())];
                 let blocks = self
                     .manifest
                     .chunk_len(chunk)
@@ -171,6 +182,13 @@ impl Attack<Swarm<Factory>> for Inject {
             // A request shows which chunk the asker is fetching: the rest of that chunk,
             // asked of other peers, gets garbage first.
             Body::Request { chunk, block } => self.poison_chunk(cx, from, chunk, block),
+            Body::Have { chunk } => {
+                self.held.entry(from).or_default().insert(chunk);
+            }
+            Body::Bitfield(ref b) => {
+                let h = self.held.entry(from).or_default();
+                h.extend((0..b.len()).filter(|&c| b.get(c)));
+            }
             _ => {}
         }
         true
@@ -258,6 +276,7 @@ pub(crate) fn run(s: Setup) -> Result<Outcome, ExperimentError> {
                     manifest: manifest.clone(),
                     victims: victims.clone(),
                     opened: BTreeSet::new(),
+                    held: BTreeMap::new(),
                     rng: Rng::seed(s.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 });
                 Node::hostile(core(&config)?, attack)
@@ -265,6 +284,9 @@ pub(crate) fn run(s: Setup) -> Result<Outcome, ExperimentError> {
                 Node::honest(core(&config)?)
             };
             sim.add_node(peer, node);
+            if hostile[i] {
+                sim.set_bandwidth(peer, Some(ATTACKER_UPLINK), Some(DOWNLINK));
+            }
             let store = Store {
                 inner: MemoryStore::full(&manifest, data.clone()),
                 corrupt: false,
