@@ -327,6 +327,7 @@ fn run_kind(kind: Kind, s: Setup) -> Result<Outcome, ExperimentError> {
 /// Runs one kind at one fraction: the attacked run and its baseline.
 pub fn run(p: &Params) -> Result<Report, ExperimentError> {
     validate(p)?;
+    #[allow(clippy::disallowed_methods)] // wall time is reported, never fed to a core
     let wall = WallInstant::now();
     let attackers = attackers_for(p.nodes, p.fraction);
     let setup = Setup {

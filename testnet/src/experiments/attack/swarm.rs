@@ -360,7 +360,7 @@ pub(crate) fn run(s: Setup) -> Result<Outcome, ExperimentError> {
         let Some(n) = sim.node(v) else { continue };
         if let Some(st) = n.core().stats(&cid) {
             corrupt_chunks += st.corrupt_chunks as u64;
-            unsolicited += st.unsolicited as u64;
+            unsolicited += st.unsolicited;
         }
         let identical = n
             .core()
