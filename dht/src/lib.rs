@@ -86,7 +86,9 @@
 //!   clock is refused, and clocks advance past what they accept;
 //! - a key belongs to its first writer until the record expires (at most
 //!   [`MAX_RECORD_TTL`]): others are refused with [`Error::NotOwner`]. Conflicting first
-//!   writes converge on the older claim while it is younger than [`CLAIM_WINDOW`];
+//!   writes converge on the claim the key's owner holds, relayed by the owner while the
+//!   replaced claim is younger than [`CLAIM_WINDOW`]; a claim's self-chosen date decides
+//!   nothing, so a peer that sees a fresh write cannot take the key by back-dating one;
 //! - a peer stores records only for keys it owns or replicates by its own view, and each
 //!   writer only up to a quota ([`Config::max_writer_bytes`], [`Config::max_writer_records`]);
 //! - a provider entry is signed by its provider, announced only by the provider itself,

@@ -30,12 +30,14 @@
 //!
 //! Versions are hybrid logical clocks ([`crate::Hlc`]): wall-clock milliseconds, a
 //! logical counter, the writer; they are totally ordered in that order. Between two
-//! records of one key, [`Record::beats`] decides: from the same writer the newer version
-//! wins; between writers the older claim (`since`, the version of the writer's first write
-//! of the key) wins. Replicas that saw conflicting first writes (two sides of a partition,
-//! two puts racing) therefore converge on the same record. What a replica *accepts* adds
-//! ownership (see `store`): a record held and unexpired is replaced by another writer's
-//! only if that one beats it and the held claim is younger than [`CLAIM_WINDOW`].
+//! records of one writer, [`Record::beats`] decides: the newer version wins. Between
+//! writers, ownership decides (see `store` and `core::admission`): a record held and
+//! unexpired is replaced by another writer's only when a peer holding the key ahead of the
+//! receiver (its owner) relays it and the held claim (`since`, the version of the writer's
+//! first write of the key) is younger than [`CLAIM_WINDOW`]. Replicas that saw conflicting
+//! first writes (two sides of a partition, two puts that reached two owners while the ring
+//! changed) therefore converge on the owner's record, and a writer's self-chosen `since`
+//! never wins a key by itself.
 
 use std::time::Duration;
 
@@ -60,12 +62,12 @@ pub const MAX_RECORD_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// (a version far ahead would otherwise win every last-writer-wins race, or lock a key).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 
-/// How long after its first write a claim on a key can still be beaten by an older claim
-/// of another writer (conflicting first writes: racing puts, a short partition, a write
-/// that reached a stale owner). After it, the claim is final until the record expires. A
-/// writer chooses its own `since`, so without this bound anyone could take any key by
-/// back-dating one; with it, only claims younger than this are contestable. Two skews plus
-/// a minute of churn: honest conflicts meet within seconds.
+/// How long after its first write a claim on a key can still be replaced by the owner's
+/// record of another writer (conflicting first writes: racing puts, a short partition, a
+/// write that reached a stale owner). After it, the claim is final until the record
+/// expires, even against the owner: a peer that gains the owner's position later (by
+/// joining there) cannot take old keys. Two skews plus a minute of churn: honest conflicts
+/// meet within seconds.
 pub const CLAIM_WINDOW: Duration = Duration::from_secs(3 * 60);
 
 /// A write's version: a hybrid logical clock reading of its writer (Kulkarni et al.,
@@ -182,15 +184,12 @@ impl Record {
         Ok(())
     }
 
-    /// Whether this record supersedes `other` (a record of the same key) in the total
-    /// order every replica applies: from one writer the newer version wins; between
-    /// writers the older claim wins.
+    /// Whether this record supersedes `other` (a record of the same key by the same
+    /// writer): it is the newer version. Records of different writers are not ordered
+    /// by their own fields, which their writers choose: ownership decides between them
+    /// (`store`).
     pub fn beats(&self, other: &Record) -> bool {
-        if self.writer() == other.writer() {
-            self.version > other.version
-        } else {
-            self.since < other.since
-        }
+        self.writer() == other.writer() && self.version > other.version
     }
 }
 
@@ -342,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn order_within_a_writer_is_by_version_between_writers_by_claim() {
+    fn only_a_newer_version_of_the_same_writer_supersedes() {
         let (a, b) = (Keypair::synthetic(1), Keypair::synthetic(2));
         let key = Id::hash(b"k");
         let a1 = rec(&a, &key, b"a1", 100);
@@ -350,8 +349,8 @@ mod tests {
         a2.version.wall_ms = 300; // same claim, newer write
         let b1 = rec(&b, &key, b"b1", 200);
         assert!(a2.beats(&a1) && !a1.beats(&a2) && !a1.beats(&a1));
-        // b wrote later, with a later claim: a's older claim wins both ways.
-        assert!(a1.beats(&b1) && a2.beats(&b1));
+        // Whatever their dates, records of two writers never supersede one another.
+        assert!(!a1.beats(&b1) && !a2.beats(&b1));
         assert!(!b1.beats(&a1) && !b1.beats(&a2));
     }
 

@@ -4,13 +4,15 @@
 //! Checking a record's signature and whether this peer should hold it is the core's job
 //! before a record gets here; the store applies the rules that depend on what it holds:
 //!
-//! - **order**: a write replaces the record held only if it beats it ([`Record::beats`]:
-//!   same writer, newer version; another writer, older claim). Deletes are tombstones, so
-//!   a delete is not undone by a late, older write;
-//! - **ownership**: a record held and unexpired is replaced by another writer's only if
-//!   that one beats it *and* the held claim is still contestable ([`CLAIM_WINDOW`]);
-//!   otherwise the write is refused with [`Error::NotOwner`]. Expired records count as
-//!   absent, so anyone may claim the key again, and are swept;
+//! - **order**: a write of the held record's writer replaces it only if it is newer
+//!   ([`Record::beats`]). Deletes are tombstones, so a delete is not undone by a late,
+//!   older write;
+//! - **ownership**: a record held and unexpired is replaced by another writer's only when
+//!   the caller says the write may contest it (a copy relayed by a holder closer to the
+//!   key than this peer: the owner settles conflicting claims, see `core::admission`) *and*
+//!   the held claim is still contestable ([`CLAIM_WINDOW`]); otherwise the write is refused
+//!   with [`Error::NotOwner`]. Expired records count as absent, so anyone may claim the key
+//!   again, and are swept;
 //! - **quotas**: each writer may hold at most [`Limits::writer_bytes`] and
 //!   [`Limits::writer_records`] here, so one writer cannot fill the store for everyone;
 //! - **bounds**: values by [`Limits::max_value`], the whole store by [`Limits::max_bytes`],
@@ -151,8 +153,9 @@ impl Store {
     }
 
     /// Applies `record` under `key` at protocol time `now` and wall time `now_ms`, unless
-    /// the record held wins (module docs). The record's signature and own rules are the
-    /// caller's to check.
+    /// the record held wins (module docs). `may_contest`: whether another writer's record
+    /// may replace a held claim that is still contestable. The record's signature and own
+    /// rules are the caller's to check.
     ///
     /// # Errors
     /// [`Error::ValueTooLarge`], [`Error::NotOwner`], [`Error::QuotaExceeded`] or
@@ -163,6 +166,7 @@ impl Store {
         record: Record,
         now: Instant,
         now_ms: u64,
+        may_contest: bool,
     ) -> Result<Applied, Error> {
         if record.value_len() > self.limits.max_value {
             return Err(Error::ValueTooLarge {
@@ -187,7 +191,7 @@ impl Store {
                     .wall_ms
                     .saturating_add(CLAIM_WINDOW.as_millis() as u64)
                     > now_ms;
-                if !(record.beats(held) && contestable) {
+                if !(may_contest && contestable) {
                     return Err(Error::NotOwner {
                         owner: held.writer(),
                     });
@@ -431,8 +435,15 @@ mod tests {
         )
     }
 
+    /// A write that may not contest another writer's claim (a put, or a relay from a peer
+    /// that does not hold the key ahead of this one).
     fn apply(s: &mut Store, key: Id, r: Record, now_ms: u64) -> Result<Applied, Error> {
-        s.apply(key, r, Instant::ZERO, now_ms)
+        s.apply(key, r, Instant::ZERO, now_ms, false)
+    }
+
+    /// A relay from the key's owner, which may contest a young claim.
+    fn from_owner(s: &mut Store, key: Id, r: Record, now_ms: u64) -> Result<Applied, Error> {
+        s.apply(key, r, Instant::ZERO, now_ms, true)
     }
 
     #[test]
@@ -501,25 +512,36 @@ mod tests {
     }
 
     #[test]
-    fn conflicting_first_writes_converge_on_the_older_claim_in_any_order() {
+    fn another_writers_claim_replaces_a_young_one_only_when_the_caller_allows() {
         let k = Id::from_u64(1);
         let now = 10 * DAY_MS;
         let a = rec(k, now, now, 1, Some(b"a"));
-        let b = rec(k, now + 100, now + 100, 2, Some(b"b"));
-        let a2 = rec(k, now + 200, now, 1, Some(b"a2"));
-        let orders = [
-            vec![a.clone(), b.clone(), a2.clone()],
-            vec![b.clone(), a.clone(), a2.clone()],
-            vec![b.clone(), a2.clone(), a.clone()],
-            vec![a2.clone(), b.clone(), a.clone()],
-        ];
-        for order in orders {
+        // Older or younger, another writer's claim is refused unless the caller allows a
+        // contest (the owner relaying its record); the claim's own date decides nothing.
+        for since in [now - 100, now + 100] {
             let mut s = Store::new(limits(1 << 20, 100, 8));
-            for r in order {
-                let _ = apply(&mut s, k, r, now + 300);
-            }
-            assert_eq!(s.get(&k), Some(&a2), "the older claim's newest write");
+            apply(&mut s, k, a.clone(), now).unwrap();
+            let b = rec(k, since, since, 2, Some(b"b"));
+            assert_eq!(
+                apply(&mut s, k, b.clone(), now + 300),
+                Err(Error::NotOwner { owner: a.writer() })
+            );
+            assert_eq!(
+                from_owner(&mut s, k, b.clone(), now + 300),
+                Ok(Applied::Stored)
+            );
+            assert_eq!(s.get(&k), Some(&b));
+            assert_eq!(s.usage(&a.writer()), (0, 0));
         }
+        // Once a claim is older than the window, not even the owner's relay replaces it.
+        let mut s = Store::new(limits(1 << 20, 100, 8));
+        apply(&mut s, k, a.clone(), now).unwrap();
+        let late = now + CLAIM_WINDOW.as_millis() as u64;
+        let b = rec(k, late, late, 2, Some(b"b"));
+        assert_eq!(
+            from_owner(&mut s, k, b, late),
+            Err(Error::NotOwner { owner: a.writer() })
+        );
     }
 
     #[test]

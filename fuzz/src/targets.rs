@@ -8,7 +8,7 @@ use std::task::{self, Poll, Waker};
 
 use libp2p::futures::AsyncRead;
 use peerlab_overlay::codec::{self, CodecError};
-use peerlab_swarm::manifest::MAX_CHUNKS;
+use peerlab_swarm::MAX_CHUNKS;
 use peerlab_swarm::{Bitfield, Manifest};
 use serde::de::IgnoredAny;
 
@@ -206,7 +206,7 @@ pub fn manifest(data: &[u8]) {
 /// `from_bytes`; a well-formed bitfield — all a peer's bitfield is checked for before use —
 /// must count, list and update its bits consistently within its length.
 pub fn bitfield(data: &[u8]) {
-    let limit = peerlab_swarm::wire::MAX_SMALL_FRAME;
+    let limit = peerlab_swarm::MAX_SMALL_FRAME;
     let Ok(b) = codec::decode_with_limit::<Bitfield>(data, limit) else {
         return;
     };

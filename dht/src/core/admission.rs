@@ -15,7 +15,14 @@
 //!
 //! A `Put` adds one rule: a writer overwriting its own key must sign on the claim held
 //! and with a newer version, or it is told [`Reject::Outdated`] (with what is held) and
-//! signs again. Provider entries must be signed by their provider, no longer-lived than
+//! signs again. A `Put` never replaces another writer's live record (first arrival at the
+//! owner wins); a relayed copy does only if its sender holds the key ahead of this peer
+//! ([`Dht::closer_holder`]: the owner, or an earlier replica) and the held claim is younger
+//! than [`CLAIM_WINDOW`](crate::CLAIM_WINDOW). Conflicting first writes (racing puts that
+//! reached two owners while the ring changed, two sides of a short partition) thus converge
+//! on the owner's record, while a writer's self-chosen claim time decides nothing: a peer
+//! that saw a fresh write and back-dates a claim of its own is refused everywhere but where
+//! it is itself the closer holder (a position only a Sybil attack on the ring buys). Provider entries must be signed by their provider, no longer-lived than
 //! [`MAX_PROVIDER_TTL`](crate::MAX_PROVIDER_TTL), and an `AddProvider` must come from the
 //! provider itself.
 //!
@@ -44,7 +51,10 @@ pub(super) enum Intake {
     /// A write sent to this peer as the key's owner.
     Put,
     /// A copy pushed by another holder (repair, replication, hand-off).
-    Relay,
+    Relay {
+        /// The authenticated sender.
+        from: PeerId,
+    },
 }
 
 /// What refusing input for `reason` charges its sender, if anything.
@@ -135,7 +145,7 @@ impl Dht {
         if !self.cfg.defenses {
             return self
                 .store
-                .apply(key, record, now, now_ms)
+                .apply(key, record, now, now_ms, true)
                 .map_err(reject_of);
         }
         if self.store.get(&key) == Some(&record) {
@@ -169,13 +179,42 @@ impl Dht {
                 version: held.version,
             });
         }
+        // Another writer's claim replaces the one held only when a holder closer to the key
+        // relays it: the owner settles conflicting first writes, and a peer that merely
+        // saw a write cannot take the key by back-dating a claim of its own.
+        let may_contest = match intake {
+            Intake::Put => false,
+            Intake::Relay { from } => {
+                self.store
+                    .live(&key, now_ms)
+                    .is_some_and(|held| held.writer() != record.writer())
+                    && self.closer_holder(&key, from)
+            }
+        };
         let version = record.version;
         let applied = self
             .store
-            .apply(key, record, now, now_ms)
+            .apply(key, record, now, now_ms, may_contest)
             .map_err(reject_of)?;
         self.clock.observe(&version);
         Ok(applied)
+    }
+
+    /// Whether `peer` holds ring id `key` ahead of this peer: one of its virtual nodes
+    /// (assuming the network's [`Config::vnodes`](crate::Config::vnodes), as every peer
+    /// places its virtual nodes by the same rule) follows `key` more closely than any of
+    /// this peer's joined ones, so it is the key's owner or an earlier replica.
+    pub(super) fn closer_holder(&self, key: &Id, peer: PeerId) -> bool {
+        let Some(mine) = self
+            .vnodes
+            .iter()
+            .filter(|v| v.joined)
+            .map(|v| key.distance_to(&v.id))
+            .min()
+        else {
+            return false;
+        };
+        (0..self.cfg.vnodes).any(|i| key.distance_to(&Id::vnode(&peer, i)) < mine)
     }
 
     /// Takes a provider `entry` for ring id `key` if the rules allow: signed by its

@@ -356,7 +356,7 @@ impl Dht {
         now: Instant,
     ) -> Result<Applied, Error> {
         let now_ms = self.clock.wall_ms(now);
-        self.store.apply(key, record, now, now_ms)
+        self.store.apply(key, record, now, now_ms, false)
     }
 
     /// Sets the offset from protocol time to the Unix epoch, in microseconds: the wall

@@ -236,12 +236,13 @@ impl Dht {
     /// returns the worst offence among those refused.
     pub(super) fn apply_batch(
         &mut self,
+        from: PeerId,
         records: Vec<(Id, Record)>,
         now: Instant,
     ) -> Option<Offence> {
         let mut offence = None;
         for (k, r) in records {
-            match self.admit_record(k, r, now, Intake::Relay) {
+            match self.admit_record(k, r, now, Intake::Relay { from }) {
                 Ok(Applied::Stored) => {}
                 Ok(Applied::Stale) => self.store.confirm(&k, now),
                 Err(reason) => {

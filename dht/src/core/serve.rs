@@ -23,8 +23,6 @@ enum Offer {
     Want,
     /// Nothing to do: held as new, or the claims are settled.
     Have,
-    /// The record held here beats the offered one: send it to the owner.
-    Winner,
 }
 
 impl Dht {
@@ -56,10 +54,12 @@ impl Dht {
         let _ = self.reject(cx, from, 0, reason);
     }
 
-    /// What a repair offer of the record `(version, since)` under `key` means here: a
-    /// record this peer lacks (or holds older), one it holds as new (confirmed), or one
-    /// that loses to the record held (which the owner should get).
-    fn offered(&mut self, key: &Id, version: Version, since: Version, now: Instant) -> Offer {
+    /// What `from`'s repair offer of `(key, version, since)` means here: a record this peer
+    /// lacks or holds older ([`Offer::Want`]), or nothing to do ([`Offer::Have`]: held as
+    /// new, which confirms it, or the claims are settled). Another writer's record is
+    /// wanted only from a holder closer to the key while the claim held is contestable:
+    /// the owner settles conflicting first writes (`admission`).
+    fn offered(&mut self, from: PeerId, key: &Id, version: Version, now: Instant) -> Offer {
         let now_ms = self.clock.wall_ms(now);
         let Some(held) = self.store.live(key, now_ms) else {
             return Offer::Want;
@@ -71,17 +71,13 @@ impl Dht {
             }
             return Offer::Want;
         }
-        let contestable =
-            |s: &Version| s.wall_ms.saturating_add(CLAIM_WINDOW.as_millis() as u64) > now_ms;
-        if since < held.since {
-            // The offered claim is older: it wins if ours is still contestable.
-            if contestable(&held.since) {
-                Offer::Want
-            } else {
-                Offer::Have
-            }
-        } else if contestable(&since) {
-            Offer::Winner
+        let contestable = held
+            .since
+            .wall_ms
+            .saturating_add(CLAIM_WINDOW.as_millis() as u64)
+            > now_ms;
+        if contestable && self.closer_holder(key, from) {
+            Offer::Want
         } else {
             Offer::Have
         }
@@ -292,20 +288,15 @@ impl Dht {
                 if digest.len() > MAX_BATCH_ENTRIES || providers.len() > MAX_BATCH_ENTRIES {
                     return self.reject(cx, from, req, Reject::Malformed);
                 }
-                let (mut keys, mut newer) = (Vec::new(), Vec::new());
-                for (k, version, since) in digest {
-                    match self.offered(&k, version, since, now) {
-                        Offer::Want => keys.push(k),
-                        Offer::Have => {}
-                        Offer::Winner => newer.push(k),
+                let mut keys = Vec::new();
+                for (k, version, _since) in digest {
+                    if let Offer::Want = self.offered(from, &k, version, now) {
+                        keys.push(k);
                     }
                 }
                 if let Some(o) = self.merge_providers(cx, providers) {
                     self.penalize(cx, from, o);
                 }
-                // The owner holds a record that loses to ours (conflicting first writes):
-                // send it the winner, so owner and replicas converge.
-                self.push_records(cx, from, &newer);
                 Some(Message::Want { req, keys })
             }
             Message::Store { records, providers } => {
@@ -316,7 +307,7 @@ impl Dht {
                 if self.phase == Phase::Left || self.phase == Phase::Idle {
                     return None;
                 }
-                let a = self.apply_batch(records, now);
+                let a = self.apply_batch(from, records, now);
                 let b = self.merge_providers(cx, providers);
                 if let Some(o) = worse(a, b) {
                     self.penalize(cx, from, o);
@@ -335,7 +326,7 @@ impl Dht {
                 if records.len() > MAX_BATCH_ENTRIES {
                     return self.reject(cx, from, req, Reject::Malformed);
                 }
-                if let Some(o) = self.apply_batch(records, now) {
+                if let Some(o) = self.apply_batch(from, records, now) {
                     self.penalize(cx, from, o);
                 }
                 let keep = self

@@ -1,7 +1,8 @@
 //! The rules against hostile peers, one test (or more) per rule, each with the case a core
 //! without the rule gets wrong: signatures, ownership, the skew bound, the hybrid clock,
 //! expiry, storage only where it belongs, quotas, providers only from themselves, the
-//! provider lifetime cap, convergence of conflicting first writes, and the reader's check.
+//! provider lifetime cap, back-dated claims, convergence of conflicting first writes on the
+//! owner's claim, and the reader's check.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use peerlab_overlay::{
     Context, Id, Instant, Keypair, Offence, Outbox, Output, PeerId, Protocol, Rng,
 };
 
-use super::{Net, Out, cfg, ideal, key_of};
+use super::{Net, Out, RingNet, cfg, ideal, key_of, new_net};
 use crate::message::{Message, NodeRef, ProviderEntry, Record, Reject, Version};
 use crate::{
     Command, Config, Dht, Error, Event, IdealRing, MAX_CLOCK_SKEW, MAX_PROVIDER_TTL, Reply, Timer,
@@ -275,7 +276,7 @@ fn a_writer_with_a_slow_clock_still_overwrites_its_own_key() {
         })
         .collect();
     let ring = IdealRing::new(nodes);
-    let mut net = Net::new();
+    let mut net = new_net();
     for &p in &peers {
         net.add(p, Dht::from_ideal(c.clone(), key_of(&p), &ring).unwrap());
     }
@@ -302,7 +303,8 @@ fn a_writer_with_a_slow_clock_still_overwrites_its_own_key() {
     // clock that has seen nothing, behind its own last write.
     let mut fresh = Dht::from_ideal(c.clone(), key_of(&w), &ring).unwrap();
     fresh.set_clock_offset(-50_000_000);
-    net.nodes.insert(w, fresh);
+    // Swapped in place: the old core's timers now fire on the fresh one.
+    *net.node_mut(&w) = fresh;
     let second = put(&mut net, 2, b"v2");
     assert!(second > first, "{second:?} after {first:?}");
     assert!(second.wall_ms < first.wall_ms + 1000, "not a jump ahead");
@@ -501,7 +503,7 @@ fn trio() -> (Net, Vec<PeerId>, IdealRing) {
             })
             .collect(),
     );
-    let mut net = Net::new();
+    let mut net = new_net();
     for &p in &peers {
         net.add(p, Dht::from_ideal(c.clone(), key_of(&p), &ring).unwrap());
     }
@@ -509,9 +511,36 @@ fn trio() -> (Net, Vec<PeerId>, IdealRing) {
 }
 
 #[test]
-fn conflicting_first_writes_converge_on_the_older_claim() {
-    // The aftermath of a partition: two writers claimed the same key on either side. The
-    // older claim wins everywhere, wherever it was held (at the owner or at replicas).
+fn a_back_dated_claim_over_a_fresh_write_is_refused() {
+    // A peer that saw a fresh write signs a claim of its own dated just before it: the
+    // owner refuses it as a put, and a replica refuses it as a relay from a peer that does
+    // not hold the key ahead of it. (A rule that let the older claim win while the held one
+    // is young would hand the key over.)
+    let (mut d, v, sender) = pair(&cfg(1));
+    let (a, thief) = (Keypair::synthetic(5), Keypair::synthetic(6));
+    assert_eq!(
+        answer(&feed(
+            &mut d,
+            sender,
+            put(1, v, v, signed(&a, v, Some(b"a"), 900, 900))
+        )),
+        Ok(())
+    );
+    let owner = a.peer_id();
+    let back_dated = signed(&thief, v, Some(b"stolen"), 899, 899);
+    let out = feed(&mut d, sender, put(2, v, v, back_dated.clone()));
+    assert_eq!(answer(&out), Err(Reject::NotOwner { owner }));
+    assert_eq!(offences(&out), vec![(sender, Offence::Refused)]);
+    let out = feed(&mut d, sender, store(v, back_dated));
+    assert_eq!(offences(&out), vec![(sender, Offence::Refused)]);
+    assert_eq!(d.store().get(&v).unwrap().value.as_deref(), Some(&b"a"[..]));
+}
+
+#[test]
+fn conflicting_first_writes_converge_on_the_owners_claim() {
+    // The aftermath of a partition (or of two puts that reached two owners while the ring
+    // changed): two writers claimed the same key. Every replica ends with the claim the
+    // key's owner holds, whichever claim is older and wherever the other is held.
     let (a, b) = (Keypair::synthetic(50), Keypair::synthetic(51));
     for owner_has_older in [true, false] {
         let (mut net, peers, ring) = trio();
@@ -519,23 +548,22 @@ fn conflicting_first_writes_converge_on_the_older_claim() {
         let owner = ring.successor(&key).unwrap().peer;
         let ra = signed(&a, key, Some(b"a"), 2_000, 2_000);
         let rb = signed(&b, key, Some(b"b"), 3_000, 3_000);
+        let owners = if owner_has_older { &ra } else { &rb };
         for &p in &peers {
             let r = if (p == owner) == owner_has_older {
                 ra.clone()
             } else {
                 rb.clone()
             };
-            net.nodes
-                .get_mut(&p)
-                .unwrap()
+            net.node_mut(&p)
                 .insert_record(key, r, Instant(3_000_000))
                 .unwrap();
         }
         net.run_for(Duration::from_secs(5));
-        for (p, d) in &net.nodes {
+        for (p, d) in net.cores() {
             assert_eq!(
                 d.store().get(&key),
-                Some(&ra),
+                Some(owners),
                 "{p:?} (owner holds the older claim: {owner_has_older})"
             );
         }

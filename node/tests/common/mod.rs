@@ -126,3 +126,18 @@ pub fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The sum of the samples of counter `name` in Prometheus text `metrics` whose labels
+/// contain `label` (`""` for all of them); 0 when there is none.
+pub fn counter(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let labels = series.strip_prefix(name)?;
+            let matches = (labels.is_empty() || labels.starts_with('{')) && labels.contains(label);
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
