@@ -46,7 +46,7 @@ use peerlab_sim::{Latency, Sim, SimConfig};
 
 use super::node::{Attack, Node};
 use super::{ExperimentError, Kind, Offences, Outcome, Setup, sent_by};
-use crate::experiments::chord::{SIM_EPOCH_US, replica_peers};
+use crate::experiments::chord::SIM_EPOCH_US;
 
 /// Honest keys (or content ids) in the workload.
 pub(crate) const KEYS: usize = 200;
@@ -173,7 +173,7 @@ impl DhtAttack {
             let Some(owner) = self.intel.ring.successor(&key) else {
                 return;
             };
-            let replicas = replica_peers(&self.intel.ring, &key, REPLICAS);
+            let replicas = self.intel.ring.replica_peers(&key, REPLICAS);
             let action = self.round.wrapping_add(t as u64) % 4;
             let year_ms = 365 * 24 * 3600 * 1000;
             let (record, put, store) = match action {
@@ -391,7 +391,9 @@ impl DhtAttack {
                     entry: own,
                 },
             );
-            for p in replica_peers(&intel.ring, key, REPLICAS)
+            for p in intel
+                .ring
+                .replica_peers(key, REPLICAS)
                 .into_iter()
                 .filter(|p| *p != me)
             {
