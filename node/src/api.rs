@@ -746,9 +746,9 @@ async fn search(
     let ttl = q.ttl;
     let mut rx = st
         .driver
-        .call(|request| {
+        .call(|req| {
             Command::Flood(flood::Command::Search {
-                request,
+                req,
                 terms,
                 strategy: flood::Strategy::Flood,
                 ttl,

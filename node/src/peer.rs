@@ -903,9 +903,9 @@ pub(crate) mod net {
             Event::Dht(dht::Event::Reply { req, .. }) => Some((*req, true)),
             Event::Gossip(gossip::Event::Published { req, .. })
             | Event::Gossip(gossip::Event::CommandFailed { req, .. }) => Some((*req, true)),
-            Event::Flood(flood::Event::SearchHit { request, .. }) => Some((*request, false)),
-            Event::Flood(flood::Event::SearchDone { request, .. })
-            | Event::Flood(flood::Event::SearchRejected { request, .. }) => Some((*request, true)),
+            Event::Flood(flood::Event::SearchHit { req, .. }) => Some((*req, false)),
+            Event::Flood(flood::Event::SearchDone { req, .. })
+            | Event::Flood(flood::Event::SearchRejected { req, .. }) => Some((*req, true)),
             Event::Swarm(swarm::Event::Accepted { req, .. })
             | Event::Swarm(swarm::Event::Refused { req, .. }) => Some((*req, true)),
             _ => None,
