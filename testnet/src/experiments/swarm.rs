@@ -496,6 +496,14 @@ pub struct SimStore {
 }
 
 impl SimStore {
+    /// An honest store holding all of `data`, the file of `manifest` (a seeder's).
+    pub fn full(manifest: &Manifest, data: Bytes) -> SimStore {
+        SimStore {
+            inner: MemoryStore::full(manifest, data),
+            corrupt: false,
+        }
+    }
+
     /// The honest in-memory store underneath.
     pub fn memory(&self) -> &MemoryStore {
         &self.inner
@@ -683,10 +691,7 @@ fn run_one(
         cfg.upload_rate = (!p.fifo_upload).then_some(seed_up);
         sim.add_node(s, core(cfg, false)?);
         sim.set_bandwidth(s, Some(seed_up), Some(down));
-        let store = SimStore {
-            inner: MemoryStore::full(manifest, data.clone()),
-            corrupt: false,
-        };
+        let store = SimStore::full(manifest, data.clone());
         sim.command(
             s,
             Command::Share {

@@ -5,13 +5,13 @@
 //! 100 Mbit/s, links 10–90 ms. Each fetcher is given [`NEIGHBOURS`] random peers of the
 //! swarm and one seeder as providers, as a DHT provider lookup would.
 //!
-//! Hostile peers claim the whole file: they serve it from a store whose every block has a
-//! byte flipped (corrupt blocks when asked), and every 250 ms, from 1 s on, each opens the
+//! Hostile peers claim the whole file, and every 250 ms, from 1 s on, each opens the
 //! transfer with [`TARGETS_PER_ROUND`] random honest fetchers (taking a connection slot
 //! there) and sends each [`INJECTS_PER_ROUND`] blocks of garbage nobody asked for, in
-//! chunks the fetcher has not announced (`Have`) yet. Hostile uplinks are 100 Mbit/s. It unchokes every peer that is interested in it, and when a peer
-//! requests a block of a chunk, it sends garbage for the chunk's other blocks (asked of
-//! other peers) at once. An honest download succeeds when it completes before [`DEADLINE`]
+//! chunks the fetcher has not announced (`Have`) yet. Hostile uplinks are 100 Mbit/s. A
+//! hostile peer unchokes every peer that is interested in it, and when a peer requests a
+//! block of a chunk, it sends garbage for the chunk's other blocks (asked of other peers)
+//! at once. An honest download succeeds when it completes before [`DEADLINE`]
 //! and its bytes equal the file.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,13 +20,11 @@ use std::time::Duration;
 use peerlab_overlay::{Cx, Instant, Keypair, PeerId, Rng};
 use peerlab_sim::{Latency, Sim, SimConfig};
 use peerlab_swarm::bytes::Bytes;
-use peerlab_swarm::{
-    Bitfield, Body, ChunkStore, Command, Config, ContentId, Event, Manifest, MemoryStore, Message,
-    StoreError, StoreFactory, Swarm,
-};
+use peerlab_swarm::{Body, Command, Config, ContentId, Event, Manifest, Message, Swarm};
 
 use super::node::{Attack, Node};
 use super::{ExperimentError, Offences, Outcome, Setup, sent_by};
+use crate::experiments::swarm::{SimFactory, SimStore};
 
 /// The file's size.
 const FILE_BYTES: usize = 4 << 20;
@@ -54,50 +52,6 @@ const DOWNLINK: u64 = 12_500_000;
 /// Uplink of a hostile peer, bytes/s (100 Mbit/s): attackers rent servers.
 const ATTACKER_UPLINK: u64 = 12_500_000;
 
-/// An in-memory store that may serve every block with a byte flipped (the attack does not
-/// use that: see the module docs).
-#[derive(Debug)]
-pub(crate) struct Store {
-    inner: MemoryStore,
-    corrupt: bool,
-}
-
-impl ChunkStore for Store {
-    fn held(&self) -> &Bitfield {
-        self.inner.held()
-    }
-    fn read_block(&mut self, chunk: u32, offset: u32, len: u32) -> Result<Bytes, StoreError> {
-        let b = self.inner.read_block(chunk, offset, len)?;
-        if !self.corrupt || b.is_empty() {
-            return Ok(b);
-        }
-        let mut v = b.to_vec();
-        let i = v.len() / 2;
-        v[i] ^= 0x5a;
-        Ok(Bytes::from(v))
-    }
-    fn write_chunk(&mut self, chunk: u32, blocks: &[Bytes]) -> Result<(), StoreError> {
-        self.inner.write_chunk(chunk, blocks)
-    }
-    fn finish(&mut self) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
-/// Opens empty honest stores for fetchers.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Factory;
-
-impl StoreFactory for Factory {
-    type Store = Store;
-    fn open(&mut self, manifest: &Manifest) -> Result<Store, StoreError> {
-        Ok(Store {
-            inner: MemoryStore::empty(manifest),
-            corrupt: false,
-        })
-    }
-}
-
 /// The hostile peer's injections.
 pub(crate) struct Inject {
     cid: ContentId,
@@ -109,12 +63,12 @@ pub(crate) struct Inject {
     rng: Rng,
 }
 
-impl Attack<Swarm<Factory>> for Inject {
+impl Attack<Swarm<SimFactory>> for Inject {
     fn schedule(&self) -> (Instant, Duration) {
         (Instant::ZERO + ATTACK_FROM, ATTACK_EVERY)
     }
 
-    fn act(&mut self, _core: &mut Swarm<Factory>, cx: &mut Cx<'_, Swarm<Factory>>) {
+    fn act(&mut self, _core: &mut Swarm<SimFactory>, cx: &mut Cx<'_, Swarm<SimFactory>>) {
         if cx.now() > Instant::ZERO + DEADLINE || self.victims.is_empty() {
             return;
         }
@@ -162,8 +116,8 @@ impl Attack<Swarm<Factory>> for Inject {
 
     fn intercept(
         &mut self,
-        _core: &mut Swarm<Factory>,
-        cx: &mut Cx<'_, Swarm<Factory>>,
+        _core: &mut Swarm<SimFactory>,
+        cx: &mut Cx<'_, Swarm<SimFactory>>,
         from: PeerId,
         msg: &Message,
     ) -> bool {
@@ -197,7 +151,13 @@ impl Attack<Swarm<Factory>> for Inject {
 
 impl Inject {
     /// Garbage for every block of `chunk` but `except`, sent to `to` unasked.
-    fn poison_chunk(&self, cx: &mut Cx<'_, Swarm<Factory>>, to: PeerId, chunk: u32, except: u32) {
+    fn poison_chunk(
+        &self,
+        cx: &mut Cx<'_, Swarm<SimFactory>>,
+        to: PeerId,
+        chunk: u32,
+        except: u32,
+    ) {
         let blocks = self
             .manifest
             .chunk_len(chunk)
@@ -219,7 +179,7 @@ impl Inject {
     }
 }
 
-type SwarmNode = Node<Swarm<Factory>, Inject>;
+type SwarmNode = Node<Swarm<SimFactory>, Inject>;
 
 fn file(seed: u64) -> Bytes {
     let mut rng = Rng::seed(seed ^ 0x6669_6c65);
@@ -265,7 +225,8 @@ pub(crate) fn run(s: Setup) -> Result<Outcome, ExperimentError> {
         .map(|i| ids[i])
         .collect();
     let core = |c: &Config| {
-        Swarm::new(c.clone(), Factory).map_err(|e| ExperimentError::InvalidArgument(e.to_string()))
+        Swarm::new(c.clone(), SimFactory { corrupt: false })
+            .map_err(|e| ExperimentError::InvalidArgument(e.to_string()))
     };
     for i in 0..s.nodes {
         let peer = ids[i];
@@ -287,10 +248,7 @@ pub(crate) fn run(s: Setup) -> Result<Outcome, ExperimentError> {
             if hostile[i] {
                 sim.set_bandwidth(peer, Some(ATTACKER_UPLINK), Some(DOWNLINK));
             }
-            let store = Store {
-                inner: MemoryStore::full(&manifest, data.clone()),
-                corrupt: false,
-            };
+            let store = SimStore::full(&manifest, data.clone());
             sim.command(
                 peer,
                 Command::Share {
@@ -365,7 +323,7 @@ pub(crate) fn run(s: Setup) -> Result<Outcome, ExperimentError> {
         let identical = n
             .core()
             .store(&cid)
-            .and_then(|st| st.inner.contents())
+            .and_then(|st| st.memory().contents())
             .is_some_and(|c| c == data[..]);
         if completed.contains(v) && identical {
             out.ok += 1;
