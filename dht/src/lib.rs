@@ -122,7 +122,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use crate::core::{Counters, Dht, Timer, VnodeView};
+pub use crate::core::{Counters, Dht, MAX_READ_REPLICAS, Timer, VnodeView};
 pub use message::{
     MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FINGER_ENTRIES, MAX_HINT_FORWARDS,
     MAX_PROVIDERS_PER_MESSAGE, MAX_STEP_CANDIDATES, MAX_SUCCESSORS, Message, NodeRef,
