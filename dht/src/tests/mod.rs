@@ -2,6 +2,7 @@
 //! and a tiny in-memory network for join, stabilize, storage and leave.
 
 mod rules;
+mod window;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
