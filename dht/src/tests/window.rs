@@ -84,7 +84,10 @@ fn a_dead_replica_is_replaced_as_soon_as_its_digest_times_out() {
     // The owner's repair digest goes out at 10 s and times out at 10.3 s; the next repair
     // round would be at 20 s.
     net.run_for(Duration::from_secs(9));
-    assert!(!holds(&net, ring[3], &key), "nothing moves before detection");
+    assert!(
+        !holds(&net, ring[3], &key),
+        "nothing moves before detection"
+    );
     net.run_for(Duration::from_secs(1));
     assert!(
         holds(&net, ring[3], &key),
@@ -105,10 +108,17 @@ fn a_successor_takes_over_a_dead_owner_range_on_timeout() {
     net.nodes.remove(&ring[1]);
     // The check at 10 s times out at 10.3 s.
     net.run_for(Duration::from_secs(4));
-    assert_eq!(net.nodes[&ring[2]].vnode(&at(ring[2]).id).unwrap().pred, Some(at(ring[1])));
+    assert_eq!(
+        net.nodes[&ring[2]].vnode(&at(ring[2]).id).unwrap().pred,
+        Some(at(ring[1]))
+    );
     net.run_for(Duration::from_millis(500));
     let s1 = net.nodes[&ring[2]].vnode(&at(ring[2]).id).unwrap();
-    assert_eq!(s1.pred, Some(at(ring[0])), "the dead owner's predecessor adopted");
+    assert_eq!(
+        s1.pred,
+        Some(at(ring[0])),
+        "the dead owner's predecessor adopted"
+    );
     assert!(
         holds(&net, ring[4], &key),
         "the new third replica holds the dead owner's keys before any stabilize"
@@ -127,7 +137,11 @@ fn a_notify_past_a_dead_predecessor_hands_its_range_over() {
     // ring[0]'s digest to ring[1] times out at 10.3 s; the notify and check follow.
     net.run_for(Duration::from_secs(10));
     let s1 = net.nodes[&ring[2]].vnode(&at(ring[2]).id).unwrap();
-    assert_eq!(s1.pred, Some(at(ring[0])), "taken over at 10.6 s, not at 60 s");
+    assert_eq!(
+        s1.pred,
+        Some(at(ring[0])),
+        "taken over at 10.6 s, not at 60 s"
+    );
     assert!(holds(&net, ring[4], &key));
     assert!(holds(&net, ring[3], &key));
 }
@@ -160,7 +174,14 @@ fn a_read_returns_the_newest_version_and_repairs_the_stale_holders() {
         wall_ms: v1.wall_ms + 1,
         ..v1
     };
-    let newer = Record::sign(&key, Some(b"v2".to_vec()), v2, v1, 3_600_000, &key_of(&writer));
+    let newer = Record::sign(
+        &key,
+        Some(b"v2".to_vec()),
+        v2,
+        v1,
+        3_600_000,
+        &key_of(&writer),
+    );
     let now = net.now;
     net.nodes
         .get_mut(&replicas[1])
@@ -210,7 +231,11 @@ fn a_read_past_a_dead_replica_answers_after_the_timeout() {
     let rec = record(&id, b"x", 1);
     for p in [ring[2], ring[3]] {
         let now = net.now;
-        net.nodes.get_mut(&p).unwrap().insert_record(id, rec.clone(), now).unwrap();
+        net.nodes
+            .get_mut(&p)
+            .unwrap()
+            .insert_record(id, rec.clone(), now)
+            .unwrap();
     }
     net.command(ring[0], Command::Get { req: 7, key: name });
     net.run_for(Duration::from_millis(100));
