@@ -185,9 +185,8 @@ pub struct Config {
 
 /// Block requests kept outstanding per peer on a LAN: 128 blocks of 16 KiB (2 MiB), so
 /// that a fast local link stays busy while requests and blocks cross both nodes' tasks;
-/// the core's default of 8 (128 KiB) caps a local fetch at a few tens of MiB/s. Measured
-/// with a 256 MiB fetch between two nodes on 127.0.0.1 (docs/experiments/node.md,
-/// session 9): 64 → 128 raised TCP from 401–461 to 474–502 MiB/s, QUIC level. A
+/// the core's default of 8 (128 KiB) caps a local fetch at a few tens of MiB/s, and 64
+/// leaves TCP on loopback short of what it carries (docs/experiments/node.md). A
 /// super-seeding sharer reveals twice the chunks this spans (16 of 256 KiB).
 pub const LAN_PIPELINE_DEPTH: usize = 128;
 
@@ -950,127 +949,59 @@ pub const SEARCH_WAIT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
-    //! A `Peer` runs without any driver but this tiny deterministic loop (zero latency,
-    //! timers in deadline order): the same way the simulator runs it.
+    //! A `Peer` runs without any driver, on the shared test harness
+    //! ([`peerlab_sim::testing::Net`]: zero latency, timers in deadline order), the same
+    //! way the simulator runs it.
 
-    use std::collections::{BTreeMap, VecDeque};
-
-    use peerlab_overlay::{Context, Rng};
+    use peerlab_sim::testing::Net;
     use peerlab_swarm::MemoryFactory;
 
     use super::*;
 
     type P = Peer<MemoryFactory>;
 
-    struct Loop {
-        peers: BTreeMap<PeerId, P>,
-        rng: Rng,
-        now: Instant,
-        queue: VecDeque<(PeerId, PeerId, Message)>,
-        timers: BTreeMap<(Instant, u64), (PeerId, Timer)>,
-        seq: u64,
-        events: Vec<(PeerId, Event)>,
-        offences: Vec<(PeerId, PeerId, peerlab_overlay::Offence)>,
-        /// Messages sent by these peers are lost until the given time.
-        mute: BTreeMap<PeerId, Instant>,
-    }
-
-    impl Loop {
-        fn input(&mut self, at: PeerId, f: impl FnOnce(&mut P, &mut Cx<'_, P>)) {
-            let mut out = Outbox::new();
-            let p = self.peers.get_mut(&at).unwrap();
-            f(p, &mut Context::new(self.now, &mut self.rng, &mut out));
-            for o in out.drain() {
-                match o {
-                    Output::Send { to, msg } => self.queue.push_back((at, to, msg)),
-                    Output::Timer { at: when, timer } => {
-                        self.seq += 1;
-                        self.timers.insert((when, self.seq), (at, timer));
-                    }
-                    Output::Event(e) => self.events.push((at, e)),
-                    Output::Offence { peer, offence } => self.offences.push((at, peer, offence)),
-                }
-            }
-        }
-
-        fn run_until(&mut self, until: Instant) {
-            loop {
-                while let Some((from, to, msg)) = self.queue.pop_front() {
-                    let muted = self.mute.get(&from).is_some_and(|until| self.now < *until);
-                    if self.peers.contains_key(&to) && !muted {
-                        self.input(to, |p, cx| p.handle_message(cx, from, msg));
-                    }
-                }
-                let Some((&(when, seq), _)) = self.timers.iter().next() else {
-                    return;
-                };
-                if when > until {
-                    self.now = until;
-                    return;
-                }
-                let (at, t) = self.timers.remove(&(when, seq)).unwrap();
-                self.now = self.now.max(when);
-                self.input(at, |p, cx| p.handle_timer(cx, t));
-            }
-        }
+    /// A peer with the LAN configuration; `create_ring` for the first one.
+    fn peer(key: Keypair, create_ring: bool) -> P {
+        let mut cfg = Config::lan();
+        cfg.create_ring = create_ring;
+        Peer::new(key, cfg, MemoryFactory).unwrap()
     }
 
     #[test]
     fn peers_form_a_ring_and_store_without_a_driver() {
         let keys: Vec<Keypair> = (1..=4).map(Keypair::synthetic).collect();
         let ids: Vec<PeerId> = keys.iter().map(Keypair::peer_id).collect();
-        let mut l = Loop {
-            peers: BTreeMap::new(),
-            rng: Rng::seed(7),
-            now: Instant::ZERO,
-            queue: VecDeque::new(),
-            timers: BTreeMap::new(),
-            seq: 0,
-            events: Vec::new(),
-            offences: Vec::new(),
-            mute: BTreeMap::new(),
-        };
+        let mut net = Net::new(7);
         for (i, id) in ids.iter().enumerate() {
-            let mut cfg = Config::lan();
-            cfg.create_ring = i == 0;
-            l.peers
-                .insert(*id, Peer::new(keys[i].clone(), cfg, MemoryFactory).unwrap());
-            l.input(*id, |p, cx| p.handle_start(cx));
+            net.add(*id, peer(keys[i].clone(), i == 0));
             if i > 0 {
-                let seed = ids[0];
-                l.input(*id, |p, cx| {
-                    p.handle_command(cx, Command::Bootstrap(vec![seed]))
-                });
+                net.command(*id, Command::Bootstrap(vec![ids[0]]));
             }
         }
-        l.run_until(Instant(20_000_000));
+        net.advance_to(Instant(20_000_000));
         for id in &ids {
-            assert!(l.peers[id].dht().is_joined(), "{id:?} joined");
-            assert_eq!(l.peers[id].gossip().up_count(), 3, "{id:?} sees 3 members");
+            assert!(net.node(id).dht().is_joined(), "{id:?} joined");
+            assert_eq!(net.node(id).gossip().up_count(), 3, "{id:?} sees 3 members");
         }
-        l.input(ids[1], |p, cx| {
-            p.handle_command(
-                cx,
-                Command::Dht(dht::Command::Put {
-                    req: 1,
-                    key: b"k".to_vec(),
-                    value: b"v".to_vec(),
-                    ttl: None,
-                }),
-            )
-        });
-        l.run_until(Instant(21_000_000));
-        l.input(ids[3], |p, cx| {
-            p.handle_command(
-                cx,
-                Command::Dht(dht::Command::Get {
-                    req: 2,
-                    key: b"k".to_vec(),
-                }),
-            )
-        });
-        l.run_until(Instant(22_000_000));
-        let got = l.events.iter().find_map(|(at, e)| match e {
+        net.command(
+            ids[1],
+            Command::Dht(dht::Command::Put {
+                req: 1,
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ttl: None,
+            }),
+        );
+        net.advance_to(Instant(21_000_000));
+        net.command(
+            ids[3],
+            Command::Dht(dht::Command::Get {
+                req: 2,
+                key: b"k".to_vec(),
+            }),
+        );
+        net.advance_to(Instant(22_000_000));
+        let got = net.events().iter().find_map(|(_, at, e)| match e {
             Event::Dht(dht::Event::Reply {
                 req: 2,
                 result: Ok(dht::Reply::Value { value, .. }),
@@ -1084,42 +1015,30 @@ mod tests {
     fn a_node_whose_joins_were_all_lost_rejoins_through_its_bootstrap_peers() {
         let (seed_key, late_key) = (Keypair::synthetic(1), Keypair::synthetic(2));
         let (seed, late) = (seed_key.peer_id(), late_key.peer_id());
-        let mut l = Loop {
-            peers: BTreeMap::new(),
-            rng: Rng::seed(3),
-            now: Instant::ZERO,
-            queue: VecDeque::new(),
-            timers: BTreeMap::new(),
-            seq: 0,
-            events: Vec::new(),
-            offences: Vec::new(),
-            // Everything the newcomer sends in its first 30 s is lost (its streams to the
-            // seed were dropped, say): gossip gives its join up after a few attempts.
-            mute: BTreeMap::from([(late, Instant(30_000_000))]),
-        };
-        for (key, create) in [(seed_key, true), (late_key, false)] {
-            let mut cfg = Config::lan();
-            cfg.create_ring = create;
-            let id = key.peer_id();
-            l.peers
-                .insert(id, Peer::new(key, cfg, MemoryFactory).unwrap());
-            l.input(id, |p, cx| p.handle_start(cx));
-        }
-        l.input(late, |p, cx| {
-            p.handle_command(cx, Command::Bootstrap(vec![seed]))
-        });
-        l.run_until(Instant(29_000_000));
+        let mut net = Net::new(3);
+        // Everything the newcomer sends in its first 30 s is lost (its streams to the seed
+        // were dropped, say): gossip gives its join up after a few attempts.
+        net.mute(late, Instant(30_000_000));
+        net.add(seed, peer(seed_key, true));
+        net.add(late, peer(late_key, false));
+        net.command(late, Command::Bootstrap(vec![seed]));
+        net.advance_to(Instant(29_000_000));
         assert!(
-            l.events
+            net.events()
                 .iter()
-                .any(|(at, e)| *at == late && matches!(e, Event::Gossip(gossip::Event::JoinFailed))),
+                .any(|(_, at, e)| *at == late
+                    && matches!(e, Event::Gossip(gossip::Event::JoinFailed))),
             "the muted join failed"
         );
-        assert_eq!(l.peers[&late].gossip().up_count(), 0);
-        l.run_until(Instant(60_000_000));
+        assert_eq!(net.node(&late).gossip().up_count(), 0);
+        net.advance_to(Instant(60_000_000));
         for id in [seed, late] {
-            assert_eq!(l.peers[&id].gossip().up_count(), 1, "{id:?} sees the other");
-            assert!(l.peers[&id].dht().is_joined(), "{id:?} joined the ring");
+            assert_eq!(
+                net.node(&id).gossip().up_count(),
+                1,
+                "{id:?} sees the other"
+            );
+            assert!(net.node(&id).dht().is_joined(), "{id:?} joined the ring");
         }
     }
 }

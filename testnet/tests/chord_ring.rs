@@ -36,8 +36,8 @@ fn join_converges(n: usize, v: u16, seed: u64) {
 }
 
 /// N = 200, V = 4, seeds 1–3: the joined ring reaches the ideal state, fingers included.
-/// (Before the stabilize fix, 1–3 % of the virtual nodes were still appendages walking back
-/// one stabilize period per step when the time limit ran out.)
+/// Concurrent joins leave vnodes far from their place; the walk back must cost a round trip
+/// per step, not a stabilize period, for them to arrive within the time limit.
 #[test]
 fn join_converges_to_ideal_ring() {
     for_each_seed([1, 2, 3], |seed| {
@@ -45,7 +45,7 @@ fn join_converges_to_ideal_ring() {
     });
 }
 
-/// The size: N = 2000, V = 4. Run with `cargo test --release -p peerlab-testnet
+/// The full size: N = 2000, V = 4. Run with `cargo test --release -p peerlab-testnet
 /// --test chord_ring -- --ignored`; the result is recorded in docs/experiments/chord.md.
 #[test]
 #[ignore]

@@ -17,8 +17,10 @@
 //! and with a newer version, or it is told [`Reject::Outdated`] (with what is held) and
 //! signs again. A `Put` never replaces another writer's live record (first arrival at the
 //! owner wins); a relayed copy does only if its sender holds the key ahead of this peer
-//! ([`Dht::closer_holder`]: the owner, or an earlier replica) and the held claim is younger
-//! than [`CLAIM_WINDOW`](crate::CLAIM_WINDOW). Conflicting first writes (racing puts that
+//! ([`Dht::closer_holder`]: a ring member in this peer's routing state, the owner or an
+//! earlier replica) and the held claim is younger than [`CLAIM_WINDOW`](crate::CLAIM_WINDOW).
+//! A replica whose routing state does not name the owner (the third of three, in a large
+//! ring) keeps the claim it holds: safety over convergence in the rare honest race. Conflicting first writes (racing puts that
 //! reached two owners while the ring changed, two sides of a short partition) thus converge
 //! on the owner's record, while a writer's self-chosen claim time decides nothing: a peer
 //! that saw a fresh write and back-dates a claim of its own is refused everywhere but where
@@ -200,11 +202,23 @@ impl Dht {
         Ok(applied)
     }
 
-    /// Whether `peer` holds ring id `key` ahead of this peer: one of its virtual nodes
-    /// (assuming the network's [`Config::vnodes`](crate::Config::vnodes), as every peer
-    /// places its virtual nodes by the same rule) follows `key` more closely than any of
-    /// this peer's joined ones, so it is the key's owner or an earlier replica.
+    /// Whether `peer` holds ring id `key` ahead of this peer: it is a ring member this
+    /// peer's routing state names (a predecessor, successor or finger, learned by
+    /// stabilization, so not a stranger that merely computed a position), and one of its
+    /// virtual nodes (assuming the network's [`Config::vnodes`](crate::Config::vnodes), as
+    /// every peer places its virtual nodes by the same rule) follows `key` more closely
+    /// than any of this peer's joined ones: it is the key's owner or an earlier replica.
     pub(super) fn closer_holder(&self, key: &Id, peer: PeerId) -> bool {
+        let known = self.vnodes.iter().any(|v| {
+            v.pred
+                .iter()
+                .chain(&v.succs)
+                .chain(v.fingers.nodes())
+                .any(|n| n.peer == peer)
+        });
+        if !known || peer == self.me {
+            return false;
+        }
         let Some(mine) = self
             .vnodes
             .iter()

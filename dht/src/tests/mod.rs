@@ -1,10 +1,11 @@
-//! Unit tests of the core, driven directly (no simulator): bad input, the single-peer ring,
-//! and a tiny in-memory network for join, stabilize, storage and leave.
+//! Unit tests of the core: bad input fed to one core by hand, and rings of a few cores on
+//! the shared test harness ([`peerlab_sim::testing::Net`]) for join, stabilize, storage,
+//! leave and crashes.
 
 mod rules;
 mod window;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use peerlab_overlay::{Context, Id, Instant, Keypair, Outbox, Output, PeerId, Protocol, Rng};
@@ -374,137 +375,70 @@ fn config_validation() {
     );
 }
 
-/// A tiny deterministic network: instant FIFO delivery, timers by deadline.
-struct Net {
-    now: Instant,
-    nodes: BTreeMap<PeerId, Dht>,
-    rng: Rng,
-    queue: Vec<(PeerId, PeerId, Message)>,
-    timers: BTreeMap<(Instant, u64), (PeerId, Timer)>,
-    seq: u64,
-    events: Vec<(PeerId, Event)>,
-    offences: Vec<(PeerId, PeerId, peerlab_overlay::Offence)>,
-    /// Messages to and from these peers are lost until the given time.
-    cut: BTreeMap<PeerId, Instant>,
-    /// Messages sent so far.
-    sent: u64,
-    /// Who sent a request or one-way message to whom so far (replies not counted).
-    talked: BTreeMap<PeerId, std::collections::BTreeSet<PeerId>>,
+/// The test network: [`peerlab_sim::testing::Net`] of DHT cores, messages delivered at
+/// once (before any timer due at the same instant), timers by deadline.
+type Net = peerlab_sim::testing::Net<Dht>;
+
+/// The seed of every network test here: each core's random source is forked from it.
+const SEED: u64 = 3;
+
+fn new_net() -> Net {
+    Net::new(SEED)
 }
 
-impl Net {
-    fn new() -> Net {
-        Net {
-            now: Instant::ZERO,
-            nodes: BTreeMap::new(),
-            rng: Rng::seed(3),
-            queue: Vec::new(),
-            timers: BTreeMap::new(),
-            seq: 0,
-            events: Vec::new(),
-            offences: Vec::new(),
-            cut: BTreeMap::new(),
-            sent: 0,
-            talked: BTreeMap::new(),
-        }
-    }
+/// Whether a message answers a request (goes back to whoever asked) rather than starting
+/// an exchange.
+fn is_reply(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::State { .. }
+            | Message::StepReply { .. }
+            | Message::Fingers { .. }
+            | Message::PutAck { .. }
+            | Message::GetReply { .. }
+            | Message::Providers { .. }
+            | Message::Want { .. }
+            | Message::HandoffAck { .. }
+            | Message::Rejected { .. }
+    )
+}
 
-    fn with(
-        &mut self,
-        p: PeerId,
-        f: impl FnOnce(&mut Dht, &mut Context<'_, Message, Timer, Event>),
-    ) {
-        let Some(d) = self.nodes.get_mut(&p) else {
-            return;
-        };
-        let mut out: Out = Outbox::new();
-        f(d, &mut Context::new(self.now, &mut self.rng, &mut out));
-        for o in out.drain() {
-            match o {
-                Output::Send { to, msg } => {
-                    self.sent += 1;
-                    // Replies go back to whoever asked; only what a peer starts counts.
-                    let reply = matches!(
-                        msg,
-                        Message::State { .. }
-                            | Message::StepReply { .. }
-                            | Message::Fingers { .. }
-                            | Message::PutAck { .. }
-                            | Message::GetReply { .. }
-                            | Message::Providers { .. }
-                            | Message::Want { .. }
-                            | Message::HandoffAck { .. }
-                            | Message::Rejected { .. }
-                    );
-                    if !reply {
-                        self.talked.entry(p).or_default().insert(to);
-                    }
-                    self.queue.push((p, to, msg));
-                }
-                Output::Timer { at, timer } => {
-                    self.seq += 1;
-                    self.timers.insert((at, self.seq), (p, timer));
-                }
-                Output::Event(e) => self.events.push((p, e)),
-                Output::Offence { peer, offence } => self.offences.push((p, peer, offence)),
-            }
-        }
-    }
+/// What the ring tests ask of a net of DHT cores.
+trait RingNet {
+    /// The latest answer to request `req`, from any peer.
+    fn reply(&self, req: u64) -> Option<&Result<Reply, Error>>;
+    /// The ideal ring of the joined peers' virtual nodes.
+    fn ring(&self) -> IdealRing;
+    /// Whether every vnode's first successor and predecessor are the ideal ones.
+    fn neighbours_ideal(&self) -> bool;
+    /// Asserts that every vnode's predecessor, successor list and fingers are ideal.
+    fn assert_ideal(&self);
+}
 
-    fn add(&mut self, p: PeerId, d: Dht) {
-        self.nodes.insert(p, d);
-        self.with(p, |d, cx| d.handle_start(cx));
-    }
-
-    fn run_for(&mut self, dur: Duration) {
-        let end = self.now + dur;
-        loop {
-            while !self.queue.is_empty() {
-                let (from, to, msg) = self.queue.remove(0);
-                let cut = |p: &PeerId| self.cut.get(p).is_some_and(|until| self.now < *until);
-                if cut(&from) || cut(&to) {
-                    continue;
-                }
-                self.with(to, |d, cx| d.handle_message(cx, from, msg));
-            }
-            let Some((&(at, s), _)) = self.timers.iter().next() else {
-                break;
-            };
-            if at > end {
-                break;
-            }
-            let (p, t) = self.timers.remove(&(at, s)).unwrap();
-            self.now = self.now.max(at);
-            self.with(p, |d, cx| d.handle_timer(cx, t));
-        }
-        self.now = end;
-    }
-
-    fn command(&mut self, p: PeerId, c: Command) {
-        self.with(p, |d, cx| d.handle_command(cx, c));
-    }
-
+impl RingNet for Net {
     fn reply(&self, req: u64) -> Option<&Result<Reply, Error>> {
-        self.events
+        self.events()
             .iter()
             .rev()
-            .find_map(|(_, Event::Reply { req: r, result })| (*r == req).then_some(result))
+            .find_map(|(_, _, Event::Reply { req: r, result })| (*r == req).then_some(result))
     }
 
     fn ring(&self) -> IdealRing {
         IdealRing::new(
-            self.nodes
-                .iter()
+            self.cores()
                 .filter(|(_, d)| d.is_joined())
-                .flat_map(|(p, d)| d.vnode_ids().into_iter().map(|id| NodeRef { id, peer: *p }))
+                .flat_map(|(p, d)| {
+                    d.vnode_ids()
+                        .into_iter()
+                        .map(move |id| NodeRef { id, peer: p })
+                })
                 .collect(),
         )
     }
 
-    /// Whether every vnode's first successor and predecessor are the ideal ones.
     fn neighbours_ideal(&self) -> bool {
         let ring = self.ring();
-        self.nodes.values().all(|d| {
+        self.cores().all(|(_, d)| {
             d.is_joined()
                 && d.vnode_ids().iter().all(|id| {
                     let want = ring.view(ring.successor_index(id), 1);
@@ -516,7 +450,7 @@ impl Net {
 
     fn assert_ideal(&self) {
         let ring = self.ring();
-        for d in self.nodes.values() {
+        for (_, d) in self.cores() {
             assert!(d.is_joined());
             for id in d.vnode_ids() {
                 let i = ring.successor_index(&id);
@@ -539,7 +473,7 @@ impl Net {
 #[test]
 fn single_peer_ring_answers_locally() {
     let p = PeerId::synthetic(1);
-    let mut net = Net::new();
+    let mut net = new_net();
     net.add(p, dht(&cfg(3), p));
     net.command(
         p,
@@ -581,14 +515,14 @@ fn single_peer_ring_answers_locally() {
         },
     );
     assert!(matches!(net.reply(4), Some(Ok(Reply::Value { value: Some(v), .. })) if v == b"1"));
-    assert!(net.queue.is_empty(), "a lone peer sends nothing to itself");
+    assert_eq!(net.in_flight(), 0, "a lone peer sends nothing to itself");
     net.run_for(Duration::from_secs(5));
     net.assert_ideal();
 }
 
 #[test]
 fn peers_join_converge_store_and_leave() {
-    let mut net = Net::new();
+    let mut net = new_net();
     let peers: Vec<PeerId> = (1..=6).map(PeerId::synthetic).collect();
     for (i, &p) in peers.iter().enumerate() {
         net.add(p, dht(&cfg(3), p));
@@ -663,9 +597,8 @@ fn peers_join_converge_store_and_leave() {
     assert!(matches!(net.reply(22), Some(Ok(Reply::Stored { .. }))));
     assert_eq!(get(&mut net, peers[5], 3), Some(b"v3".to_vec()));
     let holders = net
-        .nodes
-        .values()
-        .filter(|d| d.store().get(&Id::hash(b"k")).is_some())
+        .cores()
+        .filter(|(_, d)| d.store().get(&Id::hash(b"k")).is_some())
         .count();
     assert_eq!(holders, 3, "owner plus R-1 replicas");
     net.command(
@@ -697,11 +630,11 @@ fn peers_join_converge_store_and_leave() {
         net.reply(5)
     );
     assert!(
-        net.offences
+        net.offences()
             .iter()
-            .all(|(_, _, o)| *o == peerlab_overlay::Offence::Refused),
+            .all(|(_, _, _, o)| *o == peerlab_overlay::Offence::Refused),
         "only the refused writes are offences: {:?}",
-        net.offences
+        net.offences()
     );
 
     // Providers.
@@ -737,29 +670,29 @@ fn peers_join_converge_store_and_leave() {
     let leaver = peers[2];
     net.command(leaver, Command::Leave { req: 8 });
     assert_eq!(net.reply(8), Some(&Ok(Reply::Left)));
-    net.nodes.remove(&leaver);
+    // Its goodbyes reach the others; then it is gone.
+    net.drive();
+    net.crash(leaver);
     net.run_for(Duration::from_secs(60));
     net.assert_ideal();
     for k in 0..50u32 {
         let id = Id::hash(&k.to_be_bytes());
         let n = net
-            .nodes
-            .values()
-            .filter(|d| d.store().get(&id).is_some())
+            .cores()
+            .filter(|(_, d)| d.store().get(&id).is_some())
             .count();
         assert!(n >= 3, "key {k} on {n} peers");
     }
     // A crash: the ring heals and keys are re-replicated.
     let crashed = peers[4];
-    net.nodes.remove(&crashed);
+    net.crash(crashed);
     net.run_for(Duration::from_secs(60));
     net.assert_ideal();
     for k in 0..50u32 {
         let id = Id::hash(&k.to_be_bytes());
         let n = net
-            .nodes
-            .values()
-            .filter(|d| d.store().get(&id).is_some())
+            .cores()
+            .filter(|(_, d)| d.store().get(&id).is_some())
             .count();
         assert!(n >= 3, "key {k} on {n} peers after a crash");
     }
@@ -790,7 +723,11 @@ fn converged(n: u64, vnodes: u16) -> (Net, Vec<PeerId>) {
 
 /// [`converged`] with a given configuration.
 fn converged_with(n: u64, c: Config) -> (Net, Vec<PeerId>) {
-    let mut net = Net::new();
+    converge(new_net(), n, c)
+}
+
+/// [`converged_with`] on a given (empty) net.
+fn converge(mut net: Net, n: u64, c: Config) -> (Net, Vec<PeerId>) {
     let peers: Vec<PeerId> = (1..=n).map(PeerId::synthetic).collect();
     for (i, &p) in peers.iter().enumerate() {
         net.add(p, dht(&c, p));
@@ -823,7 +760,7 @@ fn ring_creator_that_dropped_every_successor_rejoins_through_fallback_peers() {
         );
         // Overload: the creator's requests time out for a while, so it drops every
         // successor (and the others drop it).
-        net.cut.insert(creator, net.now + Duration::from_secs(10));
+        net.isolate(creator, net.now() + Duration::from_secs(10));
         net.run_for(Duration::from_secs(10));
         // Once its messages flow again it is back in the one ring: its rejoins go to the
         // fallback peers rather than only to its own virtual nodes.
@@ -842,18 +779,16 @@ fn a_ring_whose_peers_all_dropped_each_other_forms_again() {
         }
         // A load spike: every request of every peer times out, so each drops every other
         // and rejoins through peers that are out of the ring as well.
-        let until = net.now + Duration::from_secs(5);
+        let until = net.now() + Duration::from_secs(5);
         for &p in &peers {
-            net.cut.insert(p, until);
+            net.isolate(p, until);
         }
         net.run_for(Duration::from_secs(5));
         assert!(
-            net.nodes
-                .iter()
-                .all(|(p, d)| d.vnode_ids().iter().all(|id| {
-                    let v = d.vnode(id).unwrap();
-                    !v.joined || v.succs.iter().all(|s| s.peer == *p)
-                })),
+            net.cores().all(|(p, d)| d.vnode_ids().iter().all(|id| {
+                let v = d.vnode(id).unwrap();
+                !v.joined || v.succs.iter().all(|s| s.peer == p)
+            })),
             "the spike left every peer out of the ring or alone in one"
         );
         // Once messages flow again one ring forms (a lone ring first, the others merge in).
@@ -865,7 +800,7 @@ fn a_ring_whose_peers_all_dropped_each_other_forms_again() {
 #[test]
 fn lone_rings_with_fallback_peers_merge() {
     let c = cfg(2);
-    let mut net = Net::new();
+    let mut net = new_net();
     let peers: Vec<PeerId> = (1..=4).map(PeerId::synthetic).collect();
     for (i, &p) in peers.iter().enumerate() {
         net.add(p, dht(&c, p));
@@ -880,12 +815,11 @@ fn lone_rings_with_fallback_peers_merge() {
     }
     net.run_for(Duration::from_secs(5));
     let islands = |net: &Net| {
-        net.nodes
-            .iter()
+        net.cores()
             .filter(|(p, d)| {
                 d.vnode_ids()
                     .iter()
-                    .all(|id| d.vnode(id).unwrap().succs.iter().all(|s| s.peer == **p))
+                    .all(|id| d.vnode(id).unwrap().succs.iter().all(|s| s.peer == *p))
             })
             .count()
     };
@@ -909,7 +843,7 @@ fn restart_with_same_identity_rejoins_while_still_listed() {
     for vnodes in [1, 3, 8] {
         let (mut net, peers) = converged(6, vnodes);
         let r = peers[3];
-        let stale = net.nodes.values().filter(|d| {
+        let stale = net.cores().map(|(_, d)| d).filter(|d| {
             d.peer() != r
                 && d.vnode_ids()
                     .iter()
@@ -917,8 +851,7 @@ fn restart_with_same_identity_rejoins_while_still_listed() {
         });
         assert!(stale.count() > 0, "others list the peer before it restarts");
         // Crash and restart: a fresh core, nobody told.
-        net.timers.retain(|_, (p, _)| *p != r);
-        net.queue.retain(|(from, to, _)| *from != r && *to != r);
+        net.crash(r);
         net.add(r, dht(&cfg(vnodes), r));
         net.command(
             r,
@@ -945,9 +878,9 @@ fn adaptive_maintenance_quiets_a_ring_at_rest_and_still_repairs_it() {
             ..cfg(2)
         };
         let (mut net, peers) = converged_with(6, c.clone());
-        let before = net.sent;
+        let before = net.stats().total.sent;
         net.run_for(Duration::from_secs(120));
-        (net.sent - before, net, peers, c)
+        (net.stats().total.sent - before, net, peers, c)
     };
     let (fixed, _, _, _) = quiet(1);
     let (adaptive, mut net, peers, c) = quiet(8);
@@ -977,8 +910,7 @@ fn adaptive_maintenance_quiets_a_ring_at_rest_and_still_repairs_it() {
     net.assert_ideal();
     // A crash nobody is told about: the others find out by their own timeouts.
     let dead = peers[4];
-    net.nodes.remove(&dead);
-    net.timers.retain(|_, (q, _)| *q != dead);
+    net.crash(dead);
     net.run_for(Duration::from_secs(120));
     net.assert_ideal();
 }
@@ -989,11 +921,17 @@ fn adaptive_maintenance_quiets_a_ring_at_rest_and_still_repairs_it() {
 /// every other.
 #[test]
 fn a_ring_at_rest_talks_only_to_its_neighbours_and_fingers() {
-    let (mut net, peers) = converged(24, 2);
-    net.talked.clear();
+    let (mut net, peers) = converge(new_net().with_send_log(), 24, cfg(2));
+    net.take_sent();
     net.run_for(Duration::from_secs(120));
+    // Who sent a request or one-way message to whom (replies go back to whoever asked;
+    // only what a peer starts counts).
+    let mut talked: BTreeMap<PeerId, BTreeSet<PeerId>> = BTreeMap::new();
+    for m in net.sent().iter().filter(|m| !is_reply(&m.msg)) {
+        talked.entry(m.from).or_default().insert(m.to);
+    }
     for p in &peers {
-        let d = &net.nodes[p];
+        let d = net.node(p);
         let mut known = std::collections::BTreeSet::new();
         for id in d.vnode_ids() {
             let v = d.vnode(&id).unwrap();
@@ -1001,7 +939,7 @@ fn a_ring_at_rest_talks_only_to_its_neighbours_and_fingers() {
             known.extend(v.succs.iter().map(|n| n.peer));
             known.extend(v.fingers.iter().flatten().map(|n| n.peer));
         }
-        let talked = net.talked.get(p).cloned().unwrap_or_default();
+        let talked = talked.get(p).cloned().unwrap_or_default();
         assert!(!talked.is_empty(), "{p:?} sent nothing at rest");
         let strangers: Vec<_> = talked.difference(&known).collect();
         assert!(strangers.is_empty(), "{p:?} talked to {strangers:?}");
@@ -1016,10 +954,9 @@ fn a_ring_at_rest_talks_only_to_its_neighbours_and_fingers() {
 fn lookups_through_fresh_crashes_start_again_from_own_tables() {
     let (mut net, peers) = converged(10, 1);
     for dead in [peers[2], peers[5], peers[6]] {
-        net.nodes.remove(&dead);
-        net.timers.retain(|_, (q, _)| *q != dead);
+        net.crash(dead);
     }
-    let live: Vec<PeerId> = net.nodes.keys().copied().collect();
+    let live: Vec<PeerId> = net.peers().collect();
     let mut reqs = Vec::new();
     for (i, p) in live.iter().enumerate() {
         for k in 0..20u64 {
@@ -1136,15 +1073,15 @@ fn a_displaced_predecessor_is_told_of_the_newcomer() {
 /// miniature). Concurrent joins into one gap leave interleaved chains; without hints they
 /// zip together one node per stabilize period, with hints (joiner → predecessor, displaced
 /// predecessor → newcomer, old successor → candidate) and the walk answered by round trips
-/// instead of periods, the ring is ideal within a few periods (measured: 3 s with the
-/// hints, 18 s without).
+/// instead of periods, the ring is ideal within a few periods (without the hints it takes
+/// several times as long and the test fails).
 #[test]
 fn concurrent_joins_converge_within_a_few_periods() {
     let c = Config {
         max_backoff: 1,
         ..cfg(4)
     };
-    let mut net = Net::new();
+    let mut net = new_net();
     let peers: Vec<PeerId> = (1..=40).map(PeerId::synthetic).collect();
     for (i, &p) in peers.iter().enumerate() {
         net.add(p, dht(&c, p));

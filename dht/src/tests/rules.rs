@@ -10,7 +10,7 @@ use peerlab_overlay::{
     Context, Id, Instant, Keypair, Offence, Outbox, Output, PeerId, Protocol, Rng,
 };
 
-use super::{Net, Out, cfg, ideal, key_of};
+use super::{Net, Out, RingNet, cfg, ideal, key_of, new_net};
 use crate::message::{Message, NodeRef, ProviderEntry, Record, Reject, Version};
 use crate::{
     Command, Config, Dht, Error, Event, IdealRing, MAX_CLOCK_SKEW, MAX_PROVIDER_TTL, Reply, Timer,
@@ -276,7 +276,7 @@ fn a_writer_with_a_slow_clock_still_overwrites_its_own_key() {
         })
         .collect();
     let ring = IdealRing::new(nodes);
-    let mut net = Net::new();
+    let mut net = new_net();
     for &p in &peers {
         net.add(p, Dht::from_ideal(c.clone(), key_of(&p), &ring).unwrap());
     }
@@ -303,7 +303,8 @@ fn a_writer_with_a_slow_clock_still_overwrites_its_own_key() {
     // clock that has seen nothing, behind its own last write.
     let mut fresh = Dht::from_ideal(c.clone(), key_of(&w), &ring).unwrap();
     fresh.set_clock_offset(-50_000_000);
-    net.nodes.insert(w, fresh);
+    // Swapped in place: the old core's timers now fire on the fresh one.
+    *net.node_mut(&w) = fresh;
     let second = put(&mut net, 2, b"v2");
     assert!(second > first, "{second:?} after {first:?}");
     assert!(second.wall_ms < first.wall_ms + 1000, "not a jump ahead");
@@ -502,7 +503,7 @@ fn trio() -> (Net, Vec<PeerId>, IdealRing) {
             })
             .collect(),
     );
-    let mut net = Net::new();
+    let mut net = new_net();
     for &p in &peers {
         net.add(p, Dht::from_ideal(c.clone(), key_of(&p), &ring).unwrap());
     }
@@ -536,6 +537,28 @@ fn a_back_dated_claim_over_a_fresh_write_is_refused() {
 }
 
 #[test]
+fn a_stranger_placed_ahead_of_a_key_cannot_contest_its_claim() {
+    // A peer outside the ring whose computed virtual node lies just before a key (an
+    // identity ground for that, or a lucky one) relays a claim of its own: the replica
+    // refuses, as it knows no such ring member. (A rule that trusted computed positions
+    // alone would hand over any fresh key to a ground identity.)
+    let (mut d, _, _) = pair(&cfg(1));
+    let stranger = PeerId::synthetic(77);
+    let key = Id::vnode(&stranger, 0).wrapping_sub(&Id::from_u64(1));
+    let (a, thief) = (Keypair::synthetic(5), Keypair::synthetic(6));
+    let first = signed(&a, key, Some(b"a"), 900, 900);
+    d.insert_record(key, first.clone(), Instant(NOW_MS * 1000))
+        .unwrap();
+    let out = feed(
+        &mut d,
+        stranger,
+        store(key, signed(&thief, key, Some(b"t"), 901, 899)),
+    );
+    assert_eq!(offences(&out), vec![(stranger, Offence::Refused)]);
+    assert_eq!(d.store().get(&key), Some(&first));
+}
+
+#[test]
 fn conflicting_first_writes_converge_on_the_owners_claim() {
     // The aftermath of a partition (or of two puts that reached two owners while the ring
     // changed): two writers claimed the same key. Every replica ends with the claim the
@@ -554,14 +577,12 @@ fn conflicting_first_writes_converge_on_the_owners_claim() {
             } else {
                 rb.clone()
             };
-            net.nodes
-                .get_mut(&p)
-                .unwrap()
+            net.node_mut(&p)
                 .insert_record(key, r, Instant(3_000_000))
                 .unwrap();
         }
         net.run_for(Duration::from_secs(5));
-        for (p, d) in &net.nodes {
+        for (p, d) in net.cores() {
             assert_eq!(
                 d.store().get(&key),
                 Some(owners),

@@ -411,53 +411,39 @@ impl<S: ChunkStore> Active<S> {
 
 #[cfg(test)]
 mod tests {
-    use peerlab_overlay::{Context, Instant, Outbox, Output, Protocol, Rng};
+    use peerlab_overlay::{Instant, Rng};
+    use peerlab_sim::testing::Net;
 
     use super::*;
     use crate::bitfield::Bitfield;
-    use crate::manifest::Manifest;
+    use crate::manifest::{ContentId, Manifest};
     use crate::storage::MemoryFactory;
-    use crate::swarm::{Command, Swarm, Timer};
+    use crate::swarm::{Command, Swarm};
     use crate::wire::Message;
 
     type Core = Swarm<MemoryFactory>;
 
-    /// Drives one fetching core by hand and records what it sends to whom.
-    struct Harness {
-        core: Core,
-        rng: Rng,
-        now: Instant,
-        sent: Vec<(PeerId, Body)>,
-        cid: crate::manifest::ContentId,
+    /// One fetching core on the test harness; the peers it talks to are played by the test.
+    struct Fetcher {
+        net: Net<Core>,
+        me: PeerId,
+        cid: ContentId,
     }
 
-    impl Harness {
+    impl Fetcher {
         fn deliver(&mut self, from: PeerId, body: Body) {
-            let mut out = Outbox::new();
             let msg = Message {
                 cid: self.cid,
                 body,
             };
-            self.core.handle_message(
-                &mut Context::new(self.now, &mut self.rng, &mut out),
-                from,
-                msg,
-            );
-            self.collect(out);
-        }
-
-        fn collect(&mut self, mut out: Outbox<Message, Timer, Event>) {
-            for o in out.drain() {
-                if let Output::Send { to, msg } = o {
-                    self.sent.push((to, msg.body));
-                }
-            }
+            self.net.deliver(from, self.me, msg);
         }
 
         fn count(&self, to: PeerId, kind: &str) -> usize {
-            self.sent
+            self.net
+                .sent()
                 .iter()
-                .filter(|(t, b)| *t == to && b.kind() == kind)
+                .filter(|m| m.to == to && m.msg.body.kind() == kind)
                 .count()
         }
     }
@@ -465,30 +451,28 @@ mod tests {
     /// A fetcher of a two-chunk file (eight 16 KiB blocks per chunk, one pipeline's worth)
     /// connected to two peers that hold chunk 0 only, interested in both, both still
     /// choking it. Chunk 1 is nowhere, so endgame never starts.
-    fn fetcher(config: Config) -> (Harness, PeerId, PeerId) {
+    fn fetcher(config: Config) -> (Fetcher, PeerId, PeerId) {
         assert_eq!(config.pipeline_depth, 8);
         let data = Bytes::from(vec![3u8; 16 * BLOCK_SIZE as usize]);
         let m = Manifest::from_bytes("f", &data, 8 * BLOCK_SIZE).unwrap();
         let (u1, u2) = (PeerId::synthetic(1), PeerId::synthetic(2));
-        let mut h = Harness {
-            core: Swarm::new(config, MemoryFactory).unwrap(),
-            rng: Rng::seed(7),
-            now: Instant(1_000_000),
-            sent: Vec::new(),
+        let mut net = Net::new(7).with_send_log();
+        net.advance_to(Instant(1_000_000));
+        let me = PeerId::synthetic(0);
+        net.add_with_rng(me, Swarm::new(config, MemoryFactory).unwrap(), Rng::seed(7));
+        let mut h = Fetcher {
+            net,
+            me,
             cid: m.content_id(),
         };
-        let mut out = Outbox::new();
-        let mut cx = Context::new(h.now, &mut h.rng, &mut out);
-        h.core.handle_start(&mut cx);
-        h.core.handle_command(
-            &mut cx,
+        h.net.command(
+            me,
             Command::Fetch {
                 req: 1,
                 cid: h.cid,
                 providers: vec![u1, u2],
             },
         );
-        h.collect(out);
         h.deliver(u1, Body::Manifest(m.clone()));
         let mut full = Bitfield::new(2);
         full.set(0);

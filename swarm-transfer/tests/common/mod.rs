@@ -1,16 +1,14 @@
-//! A tiny in-memory network for swarm cores: messages are delivered in FIFO order and
-//! instantly, timers fire in deadline order and move the clock; tests inject messages as
+//! Swarm cores on the shared test harness ([`peerlab_sim::testing::Net`]): stores that
+//! serve corrupt blocks on purpose, and the checks the tests make. Tests inject messages as
 //! any peer, including peers that are not cores at all (scripted adversaries).
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, VecDeque};
-
 use bytes::Bytes;
-use peerlab_overlay::{Context, Instant, Offence, Outbox, Output, PeerId, Protocol, Rng};
+use peerlab_overlay::{Instant, Offence, PeerId, Rng};
 use peerlab_swarm::{
     Bitfield, ChunkStore, Command, Config, ContentId, Event, Manifest, MemoryStore, Message,
-    ProtocolError, StoreError, StoreFactory, Swarm, Timer,
+    ProtocolError, StoreError, StoreFactory, Swarm,
 };
 
 /// Which blocks a store serves corrupted (an adversary's store).
@@ -65,173 +63,111 @@ impl StoreFactory for Factory {
 
 pub(crate) type Core = Swarm<Factory>;
 
-/// A message on its way: sender, receiver, message.
-pub(crate) type InFlight = (PeerId, PeerId, Message);
+/// The test network: [`peerlab_sim::testing::Net`] of swarm cores, messages delivered at
+/// once in FIFO order (before any timer due at the same instant), every message logged.
+pub(crate) type Net = peerlab_sim::testing::Net<Core>;
 
-pub(crate) struct Net {
-    pub(crate) nodes: BTreeMap<PeerId, (Core, Rng)>,
-    pub(crate) queue: VecDeque<InFlight>,
-    pub(crate) timers: BTreeMap<(Instant, u64), (PeerId, Timer)>,
-    pub(crate) seq: u64,
-    pub(crate) now: Instant,
-    /// Events, each with the length of `log` when it was emitted (what had been sent
-    /// before it).
-    pub(crate) events: Vec<(PeerId, Event)>,
-    pub(crate) marks: Vec<usize>,
-    /// (reporter, offender, offence).
-    pub(crate) offences: Vec<(PeerId, PeerId, Offence)>,
-    /// Every message sent by a core, in order.
-    pub(crate) log: Vec<InFlight>,
+/// Most events at one instant: messages take no time here, so a whole transfer, or a
+/// retry loop that never ends, happens at one instant; the bound sits above the budget
+/// of [`SwarmNet::run_bounded`] in the tests of endless retries, which stop on the budget.
+const STEP_LIMIT: u64 = 2_000_000;
+
+/// A net with the send log on; its seed only names failures, since every core gets its
+/// own random source (see [`SwarmNet::add_with`]).
+pub(crate) fn new_net() -> Net {
+    Net::new(1).with_send_log().with_step_limit(STEP_LIMIT)
 }
 
-impl Net {
-    pub(crate) fn new() -> Net {
-        Net {
-            nodes: BTreeMap::new(),
-            queue: VecDeque::new(),
-            timers: BTreeMap::new(),
-            seq: 0,
-            now: Instant::ZERO,
-            events: Vec::new(),
-            marks: Vec::new(),
-            offences: Vec::new(),
-            log: Vec::new(),
-        }
-    }
+/// A net for retry loops that never end (hundreds of thousands of blocks): no send log,
+/// and no codec round trip, so that the blocks are shared with the sender's store instead
+/// of copied into every message.
+pub(crate) fn endless_net() -> Net {
+    Net::new(1).without_codec().with_step_limit(STEP_LIMIT)
+}
 
-    pub(crate) fn with<R>(
-        &mut self,
-        p: PeerId,
-        f: impl FnOnce(&mut Core, &mut Context<'_, Message, Timer, Event>) -> R,
-    ) -> R {
-        let mut out = Outbox::new();
-        let (core, rng) = self.nodes.get_mut(&p).expect("node");
-        let r = f(core, &mut Context::new(self.now, rng, &mut out));
-        for o in out.drain() {
-            match o {
-                Output::Send { to, msg } => {
-                    self.log.push((p, to, msg.clone()));
-                    self.queue.push_back((p, to, msg));
-                }
-                Output::Timer { at, timer } => {
-                    self.seq += 1;
-                    self.timers.insert((at, self.seq), (p, timer));
-                }
-                Output::Event(e) => {
-                    self.events.push((p, e));
-                    self.marks.push(self.log.len());
-                }
-                Output::Offence { peer, offence } => self.offences.push((p, peer, offence)),
-            }
-        }
-        r
-    }
+/// What the swarm tests ask of a net of swarm cores.
+pub(crate) trait SwarmNet {
+    /// Adds a core for synthetic peer `n` with the default configuration.
+    fn add_node(&mut self, n: u64) -> PeerId;
+    /// Adds a core for synthetic peer `n`, its random source seeded with `n`.
+    fn add_with(&mut self, n: u64, config: Config) -> PeerId;
+    /// Delivers `body` about `cid` to `to` now, as if `from` had sent it.
+    fn inject(&mut self, from: PeerId, to: PeerId, body: Body, cid: ContentId);
+    /// Runs until `until`: messages are instantaneous, timers advance the clock.
+    fn run(&mut self, until: Instant);
+    /// Runs until `until` or for at most `steps` deliveries and timers; true if it got to
+    /// `until` (or ran out of work), false if it was still busy after `steps`.
+    fn run_bounded(&mut self, until: Instant, steps: u64) -> bool;
+    /// A node's core.
+    fn core(&self, p: PeerId) -> &Core;
+    /// The protocol errors `at` penalised peers for, in order.
+    fn penalties(&self, at: PeerId) -> Vec<ProtocolError>;
+    /// The offences `reporter` reported against `offender`.
+    fn offences_by(&self, reporter: PeerId, offender: PeerId) -> Vec<Offence>;
+    /// How many messages of `kind` `from` sent to `to`.
+    fn sent_count(&self, from: PeerId, to: PeerId, kind: &str) -> usize;
+    /// Whether `p` completed the transfer.
+    fn completed(&self, p: PeerId) -> bool;
+}
 
-    pub(crate) fn add(&mut self, n: u64) -> PeerId {
+impl SwarmNet for Net {
+    fn add_node(&mut self, n: u64) -> PeerId {
         self.add_with(n, Config::default())
     }
 
-    pub(crate) fn add_with(&mut self, n: u64, config: Config) -> PeerId {
+    fn add_with(&mut self, n: u64, config: Config) -> PeerId {
         let p = PeerId::synthetic(n);
-        self.nodes
-            .insert(p, (Swarm::new(config, Factory).unwrap(), Rng::seed(n)));
-        self.with(p, |c, cx| c.handle_start(cx));
+        self.add_with_rng(p, Swarm::new(config, Factory).unwrap(), Rng::seed(n));
         p
     }
 
-    pub(crate) fn command(&mut self, p: PeerId, cmd: Command<TestStore>) {
-        self.with(p, |c, cx| c.handle_command(cx, cmd));
+    fn inject(&mut self, from: PeerId, to: PeerId, body: Body, cid: ContentId) {
+        self.deliver(from, to, Message { cid, body });
     }
 
-    /// Delivers `msg` to `to` as if `from` had sent it.
-    pub(crate) fn inject(&mut self, from: PeerId, to: PeerId, body: Body, cid: ContentId) {
-        self.with(to, |c, cx| {
-            c.handle_message(cx, from, Message { cid, body })
-        });
+    fn run(&mut self, until: Instant) {
+        self.advance_to(until);
     }
 
-    /// Runs until `until` (messages are instantaneous; timers advance the clock).
-    pub(crate) fn run(&mut self, until: Instant) {
-        assert!(
-            self.run_tapped(until, 2_000_000, |_| Vec::new()),
-            "livelock"
-        );
+    fn run_bounded(&mut self, until: Instant, steps: u64) -> bool {
+        let start = self.events_processed();
+        !self.run_until(until, |net| net.events_processed() - start >= steps)
     }
 
-    /// Runs until `until` or for at most `steps` deliveries and timers; true if it got to
-    /// `until` (or ran out of work). Before each message is delivered, `tap` sees it and
-    /// may return messages that are delivered first, at once (an adversary that reacts to
-    /// what it observes on the wire).
-    pub(crate) fn run_tapped(
-        &mut self,
-        until: Instant,
-        steps: usize,
-        mut tap: impl FnMut(&InFlight) -> Vec<InFlight>,
-    ) -> bool {
-        for _ in 0..steps {
-            if let Some(m) = self.queue.pop_front() {
-                for (from, to, msg) in tap(&m) {
-                    if self.nodes.contains_key(&to) {
-                        self.with(to, |c, cx| c.handle_message(cx, from, msg));
-                    }
-                }
-                let (from, to, msg) = m;
-                if self.nodes.contains_key(&to) {
-                    self.with(to, |c, cx| c.handle_message(cx, from, msg));
-                }
-                continue;
-            }
-            let Some((&(at, seq), _)) = self.timers.first_key_value() else {
-                return true;
-            };
-            if at > until {
-                return true;
-            }
-            let (p, t) = self.timers.remove(&(at, seq)).unwrap();
-            self.now = at;
-            if self.nodes.contains_key(&p) {
-                self.with(p, |c, cx| c.handle_timer(cx, t));
-            }
-        }
-        false
+    fn core(&self, p: PeerId) -> &Core {
+        self.node(&p)
     }
 
-    pub(crate) fn core(&self, p: PeerId) -> &Core {
-        &self.nodes[&p].0
-    }
-
-    pub(crate) fn penalties(&self, at: PeerId) -> Vec<ProtocolError> {
-        self.events
+    fn penalties(&self, at: PeerId) -> Vec<ProtocolError> {
+        self.events()
             .iter()
-            .filter(|(p, _)| *p == at)
-            .filter_map(|(_, e)| match e {
+            .filter(|(_, p, _)| *p == at)
+            .filter_map(|(_, _, e)| match e {
                 Event::PeerPenalised { error, .. } => Some(error.clone()),
                 _ => None,
             })
             .collect()
     }
 
-    /// The offences `reporter` reported against `offender`.
-    pub(crate) fn offences(&self, reporter: PeerId, offender: PeerId) -> Vec<Offence> {
-        self.offences
+    fn offences_by(&self, reporter: PeerId, offender: PeerId) -> Vec<Offence> {
+        self.offences()
             .iter()
-            .filter(|(r, o, _)| *r == reporter && *o == offender)
-            .map(|(_, _, o)| *o)
+            .filter(|(_, r, o, _)| *r == reporter && *o == offender)
+            .map(|(_, _, _, o)| *o)
             .collect()
     }
 
-    pub(crate) fn sent(&self, from: PeerId, to: PeerId, kind: &str) -> usize {
-        self.log
+    fn sent_count(&self, from: PeerId, to: PeerId, kind: &str) -> usize {
+        self.sent()
             .iter()
-            .filter(|(f, t, m)| *f == from && *t == to && m.body.kind() == kind)
+            .filter(|m| m.from == from && m.to == to && m.msg.body.kind() == kind)
             .count()
     }
 
-    /// Whether `p` completed the transfer.
-    pub(crate) fn completed(&self, p: PeerId) -> bool {
-        self.events
+    fn completed(&self, p: PeerId) -> bool {
+        self.events()
             .iter()
-            .any(|(q, e)| *q == p && matches!(e, Event::Completed { .. }))
+            .any(|(_, q, e)| *q == p && matches!(e, Event::Completed { .. }))
     }
 }
 

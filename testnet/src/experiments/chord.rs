@@ -361,27 +361,6 @@ pub fn key_bytes(i: usize) -> Vec<u8> {
     format!("key-{i}").into_bytes()
 }
 
-/// The `r` replica peers of `key` on the ideal ring: the owner, then the next successors on
-/// distinct peers.
-pub fn replica_peers(ring: &IdealRing, key: &Id, r: usize) -> Vec<PeerId> {
-    let nodes = ring.nodes();
-    let mut out: Vec<PeerId> = Vec::with_capacity(r);
-    if nodes.is_empty() {
-        return out;
-    }
-    let start = ring.successor_index(key);
-    for k in 0..nodes.len() {
-        if out.len() >= r {
-            break;
-        }
-        let p = nodes[(start + k) % nodes.len()].peer;
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    }
-    out
-}
-
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -652,7 +631,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                 let value = Some(k.to_be_bytes().to_vec());
                 let rec = Record::sign(&key, value, version, version, expires_ms, w);
                 t.latest[k] = Some(version);
-                for peer in replica_peers(&ring, &key, p.replicas) {
+                for peer in ring.replica_peers(&key, p.replicas) {
                     if let Some(d) = cores.get_mut(&peer) {
                         let _ = d.insert_record(key, rec.clone(), Instant::ZERO);
                     }

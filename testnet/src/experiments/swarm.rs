@@ -52,9 +52,10 @@ pub const MAX_PIPELINE_DEPTH: usize = 1024;
 /// which keeps the core's default of 8). A paced uploader serves a chunk's turn back to
 /// back, so a downloader's refills (one round trip after the first blocks reach it) must
 /// arrive before the turn's queued requests run out; 8 blocks (131 ms at 8 Mbit/s) barely
-/// cover the ~120 ms request round trip. Measured at N = 300 (`docs/experiments/swarm.md`):
-/// depth 6 / 8 / 12 / 16 / 24 gave efficiency 0.850 / 0.874 / 0.880 / 0.879 / 0.863 paced,
-/// while with FIFO uplinks 12 was worse than 8 (0.819 against 0.843).
+/// cover the ~120 ms request round trip, while deeper queues lock more blocks on one
+/// uploader and raise duplicate traffic. With FIFO uplinks deeper queues lengthen the
+/// interleaved queue instead, so 12 is for paced uplinks only (the sweep is in
+/// docs/experiments/swarm.md).
 pub const PACED_PIPELINE_DEPTH: usize = 12;
 /// How often chunk diversity is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
