@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use peerlab_overlay::{Id, PeerId};
 
-use super::{Net, ideal, key_of};
+use super::{Net, RingNet, ideal, key_of, new_net};
 use crate::message::{NodeRef, Record, Version};
 use crate::{Command, Config, Reply};
 
@@ -30,7 +30,7 @@ fn cfg(repair_secs: u64, check_pred_secs: u64) -> Config {
 /// A converged ring of six peers; the peers in ring order.
 fn ring_of_six(c: &Config) -> (Net, Vec<PeerId>) {
     let peers: Vec<PeerId> = (1..=6).map(PeerId::synthetic).collect();
-    let mut net = Net::new();
+    let mut net = new_net();
     for (p, d) in peers.iter().zip(ideal(&peers, c)) {
         net.add(*p, d);
     }
@@ -58,7 +58,7 @@ fn record(key: &Id, value: &[u8], wall_ms: u64) -> Record {
 }
 
 fn holds(net: &Net, p: PeerId, key: &Id) -> bool {
-    net.nodes[&p].store().get(key).is_some()
+    net.node(&p).store().get(key).is_some()
 }
 
 /// Places a record of the range of `ring[owner]` on it and its two replicas.
@@ -66,8 +66,8 @@ fn place(net: &mut Net, ring: &[PeerId], owner: usize) -> Id {
     let key = Id::vnode(&ring[owner], 0);
     let rec = record(&key, b"v", 1);
     for i in owner..owner + 3 {
-        let now = net.now;
-        let d = net.nodes.get_mut(&ring[i % ring.len()]).unwrap();
+        let now = net.now();
+        let d = net.node_mut(&ring[i % ring.len()]);
         d.insert_record(key, rec.clone(), now).unwrap();
     }
     key
@@ -80,7 +80,7 @@ fn a_dead_replica_is_replaced_as_soon_as_its_digest_times_out() {
     let (mut net, ring) = ring_of_six(&cfg(10, 60));
     let key = place(&mut net, &ring, 0);
     net.run_for(Duration::from_secs(1));
-    net.nodes.remove(&ring[1]);
+    net.crash(ring[1]);
     // The owner's repair digest goes out at 10 s and times out at 10.3 s; the next repair
     // round would be at 20 s.
     net.run_for(Duration::from_secs(9));
@@ -93,7 +93,7 @@ fn a_dead_replica_is_replaced_as_soon_as_its_digest_times_out() {
         holds(&net, ring[3], &key),
         "the next live successor holds the owner's range within a round trip of detection"
     );
-    assert!(net.nodes[&ring[0]].counters().prompt_repairs >= 1);
+    assert!(net.node(&ring[0]).counters().prompt_repairs >= 1);
 }
 
 /// A successor takes over its dead predecessor's range the moment a request to it times
@@ -105,15 +105,15 @@ fn a_successor_takes_over_a_dead_owner_range_on_timeout() {
     let key = place(&mut net, &ring, 1);
     // The check at 5 s tells ring[2] who precedes its predecessor.
     net.run_for(Duration::from_secs(6));
-    net.nodes.remove(&ring[1]);
+    net.crash(ring[1]);
     // The check at 10 s times out at 10.3 s.
     net.run_for(Duration::from_secs(4));
     assert_eq!(
-        net.nodes[&ring[2]].vnode(&at(ring[2]).id).unwrap().pred,
+        net.node(&ring[2]).vnode(&at(ring[2]).id).unwrap().pred,
         Some(at(ring[1]))
     );
     net.run_for(Duration::from_millis(500));
-    let s1 = net.nodes[&ring[2]].vnode(&at(ring[2]).id).unwrap();
+    let s1 = net.node(&ring[2]).vnode(&at(ring[2]).id).unwrap();
     assert_eq!(
         s1.pred,
         Some(at(ring[0])),
@@ -133,10 +133,10 @@ fn a_notify_past_a_dead_predecessor_hands_its_range_over() {
     let (mut net, ring) = ring_of_six(&cfg(10, 60));
     let key = place(&mut net, &ring, 1);
     net.run_for(Duration::from_secs(1));
-    net.nodes.remove(&ring[1]);
+    net.crash(ring[1]);
     // ring[0]'s digest to ring[1] times out at 10.3 s; the notify and check follow.
     net.run_for(Duration::from_secs(10));
-    let s1 = net.nodes[&ring[2]].vnode(&at(ring[2]).id).unwrap();
+    let s1 = net.node(&ring[2]).vnode(&at(ring[2]).id).unwrap();
     assert_eq!(
         s1.pred,
         Some(at(ring[0])),
@@ -182,10 +182,8 @@ fn a_read_returns_the_newest_version_and_repairs_the_stale_holders() {
         3_600_000,
         &key_of(&writer),
     );
-    let now = net.now;
-    net.nodes
-        .get_mut(&replicas[1])
-        .unwrap()
+    let now = net.now();
+    net.node_mut(&replicas[1])
         .insert_record(key, newer, now)
         .unwrap();
     let reader = *ring
@@ -207,12 +205,12 @@ fn a_read_returns_the_newest_version_and_repairs_the_stale_holders() {
     assert_eq!(version, Some(v2));
     for p in [route.owner, replicas[0]] {
         assert_eq!(
-            net.nodes[&p].store().get(&key).map(|r| r.version),
+            net.node(&p).store().get(&key).map(|r| r.version),
             Some(v2),
             "read repair of {p:?}"
         );
     }
-    assert_eq!(net.nodes[&reader].counters().read_repairs, 2);
+    assert_eq!(net.node(&reader).counters().read_repairs, 2);
 }
 
 /// A read whose replica is dead still answers (with what the others hold) once the
@@ -221,7 +219,7 @@ fn a_read_returns_the_newest_version_and_repairs_the_stale_holders() {
 fn a_read_past_a_dead_replica_answers_after_the_timeout() {
     let (mut net, ring) = ring_of_six(&cfg(60, 60));
     let key = place(&mut net, &ring, 2);
-    net.nodes.remove(&ring[4]);
+    net.crash(ring[4]);
     // A key of ring[2]'s range whose bytes we know: look one up by trying key names.
     let name = (0u32..)
         .map(|i| format!("k{i}").into_bytes())
@@ -230,10 +228,8 @@ fn a_read_past_a_dead_replica_answers_after_the_timeout() {
     let id = Id::hash(&name);
     let rec = record(&id, b"x", 1);
     for p in [ring[2], ring[3]] {
-        let now = net.now;
-        net.nodes
-            .get_mut(&p)
-            .unwrap()
+        let now = net.now();
+        net.node_mut(&p)
             .insert_record(id, rec.clone(), now)
             .unwrap();
     }
