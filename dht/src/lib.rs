@@ -139,7 +139,9 @@ pub use record::{
     CLAIM_WINDOW, MAX_CLOCK_SKEW, MAX_RECORD_TTL, PROVIDER_DOMAIN, RECORD_DOMAIN, RecordError,
 };
 pub use ring::{Fingers, IdealRing, IdealView};
-pub use store::{Applied, Limits, PROVIDER_OVERHEAD, RECORD_OVERHEAD, Store};
+pub use store::{
+    Applied, Changed, Limits, MAX_TRACKED_CHANGES, PROVIDER_OVERHEAD, RECORD_OVERHEAD, Store,
+};
 
 /// DHT configuration. Defaults follow the Chord ToN experiments where they give one.
 #[derive(Clone, Debug, PartialEq)]
@@ -526,4 +528,8 @@ pub enum Error {
     /// The node is leaving or has left.
     #[error("node is leaving")]
     Leaving,
+    /// The write was applied in memory but could not be made durable (the node's database
+    /// commit failed); it is not acknowledged and may be lost on a restart.
+    #[error("the write could not be made durable: {0}")]
+    NotDurable(String),
 }

@@ -22,11 +22,17 @@
 //! expired entries, then one chosen at random among the least recently announced quarter,
 //! never by comparing lifetimes (a long-lived entry must not push out honest ones).
 //!
+//! Every write and removal of a record marks its key *changed* until the holder of the
+//! store takes the set ([`Store::take_changed`]): a node that keeps the store on disk
+//! writes just those keys rather than comparing every record after every input. The set is
+//! bounded by [`MAX_TRACKED_CHANGES`]; past it the store only remembers that everything
+//! may have changed ([`Changed::All`]).
+//!
 //! With defenses off ([`Limits::defenses`] false, for the lab's attack baseline) the store
 //! behaves as it did before records were signed: last writer wins by version, no quotas,
 //! a full provider set gives way only to an entry that outlives its soonest-expiring one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use peerlab_overlay::{Id, Instant, PeerId};
@@ -89,10 +95,26 @@ struct Usage {
     bytes: u64,
 }
 
+/// Most changed keys remembered between two [`Store::take_changed`]; past it the store
+/// reports [`Changed::All`] (a holder that never takes the set, such as the simulator,
+/// costs at most this much memory).
+pub const MAX_TRACKED_CHANGES: usize = 4096;
+
+/// What changed since the last [`Store::take_changed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Changed {
+    /// These keys were written or removed (possibly back and forth).
+    Keys(BTreeSet<Id>),
+    /// More than [`MAX_TRACKED_CHANGES`] keys: compare everything.
+    All,
+}
+
 /// The store.
 #[derive(Debug)]
 pub struct Store {
     pub(crate) records: BTreeMap<Id, Entry>,
+    changed: BTreeSet<Id>,
+    changed_overflow: bool,
     providers: BTreeMap<Id, BTreeMap<PeerId, Provided>>,
     writers: BTreeMap<PeerId, Usage>,
     bytes: u64,
@@ -108,6 +130,8 @@ impl Store {
     pub fn new(limits: Limits) -> Store {
         Store {
             records: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            changed_overflow: false,
             providers: BTreeMap::new(),
             writers: BTreeMap::new(),
             bytes: 0,
@@ -235,6 +259,7 @@ impl Store {
                 confirmed: now,
             },
         );
+        self.mark_changed(key);
         Ok(Applied::Stored)
     }
 
@@ -261,7 +286,27 @@ impl Store {
             let c = record_cost(&e.record);
             self.bytes -= c;
             self.charge_down(&e.record.writer(), c);
+            self.mark_changed(*key);
         }
+    }
+
+    fn mark_changed(&mut self, key: Id) {
+        if self.changed_overflow {
+            return;
+        }
+        self.changed.insert(key);
+        if self.changed.len() > MAX_TRACKED_CHANGES {
+            self.changed.clear();
+            self.changed_overflow = true;
+        }
+    }
+
+    /// The keys written or removed since the last call (see the module docs).
+    pub fn take_changed(&mut self) -> Changed {
+        if std::mem::take(&mut self.changed_overflow) {
+            return Changed::All;
+        }
+        Changed::Keys(std::mem::take(&mut self.changed))
     }
 
     /// Drops records expired at wall time `now_ms`; returns how many.
@@ -444,6 +489,30 @@ mod tests {
     /// A relay from the key's owner, which may contest a young claim.
     fn from_owner(s: &mut Store, key: Id, r: Record, now_ms: u64) -> Result<Applied, Error> {
         s.apply(key, r, Instant::ZERO, now_ms, true)
+    }
+
+    #[test]
+    fn changes_are_tracked_per_key_and_bounded() {
+        let mut s = Store::new(limits(1 << 30, 100, 8));
+        let (a, b) = (Id::from_u64(1), Id::from_u64(2));
+        assert_eq!(s.take_changed(), Changed::Keys(BTreeSet::new()));
+        apply(&mut s, a, rec(a, 10, 1, 1, Some(b"x")), 10).unwrap();
+        apply(&mut s, b, rec(b, 10, 1, 1, Some(b"y")), 10).unwrap();
+        assert_eq!(s.take_changed(), Changed::Keys([a, b].into()));
+        // A stale write changes nothing.
+        assert_eq!(
+            apply(&mut s, a, rec(a, 9, 1, 1, Some(b"z")), 10),
+            Ok(Applied::Stale)
+        );
+        assert_eq!(s.take_changed(), Changed::Keys(BTreeSet::new()));
+        s.remove(&b);
+        assert_eq!(s.take_changed(), Changed::Keys([b].into()));
+        for i in 0..=MAX_TRACKED_CHANGES as u64 {
+            let k = Id::from_u64(1000 + i);
+            apply(&mut s, k, rec(k, 10, 1, 1, Some(b"v")), 10).unwrap();
+        }
+        assert_eq!(s.take_changed(), Changed::All, "past the bound: everything");
+        assert_eq!(s.take_changed(), Changed::Keys(BTreeSet::new()));
     }
 
     #[test]

@@ -293,7 +293,7 @@ impl Core for Flood {
     fn local_script(i: usize) -> Vec<Cmd<Self>> {
         match i {
             10 => vec![flood::Command::Search {
-                request: 1,
+                req: 1,
                 terms: "gamma".into(),
                 strategy: flood::Strategy::Flood,
                 ttl: None,
@@ -305,8 +305,8 @@ impl Core for Flood {
     }
 
     fn script(i: usize) -> Vec<Cmd<Self>> {
-        let search = |request, strategy| flood::Command::Search {
-            request,
+        let search = |req, strategy| flood::Command::Search {
+            req,
             terms: "alpha".into(),
             strategy,
             ttl: None,

@@ -20,6 +20,9 @@
 //! | POST | `/share` | share `{"path"}`; answers the content id |
 //! | POST | `/fetch` | fetch `{"cid", "output"}` |
 //! | GET | `/fetch/{cid}` | fetch progress |
+//! | DELETE | `/fetch/{cid}` | cancel a fetch (frees its slot; not resumed) |
+//! | DELETE | `/share/{cid}` | stop serving a shared file |
+//! | GET | `/transfers` | shares and fetches with their progress |
 //! | GET | `/metrics` | Prometheus text format |
 
 use std::collections::BTreeMap;
@@ -48,15 +51,73 @@ use crate::peer::{self, Command, Event};
 /// How long a handler waits for the driver before answering 504.
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Most fetches whose output path the API remembers.
+/// Most fetches whose output the node tracks; when the table is full, entries whose output
+/// was written (or failed) make room.
 pub const MAX_FETCHES: usize = 1024;
+
+/// How often the node looks for finished fetches whose output is still to be written.
+pub const OUTPUT_CHECK: Duration = Duration::from_secs(1);
 
 /// Where a fetch's file goes and whether it was written there.
 #[derive(Clone, Debug)]
 pub(crate) struct FetchTarget {
-    output: Option<PathBuf>,
-    written: bool,
-    error: Option<String>,
+    pub(crate) output: Option<PathBuf>,
+    pub(crate) force: bool,
+    pub(crate) written: bool,
+    pub(crate) error: Option<String>,
+}
+
+/// The fetches the node tracks, shared by the API and the output writer.
+pub(crate) type Fetches = Arc<Mutex<BTreeMap<ContentId, FetchTarget>>>;
+
+/// Writes the output of every finished fetch that asked for one, whether or not a client
+/// is watching, in the blocking pool (see [`crate::storage::publish`]); runs until aborted.
+pub(crate) async fn write_outputs(driver: DriverHandle<Node>, fetches: Fetches) {
+    let mut tick = tokio::time::interval(OUTPUT_CHECK);
+    loop {
+        tick.tick().await;
+        let due: Vec<(ContentId, PathBuf, bool)> = match fetches.lock() {
+            Ok(f) => f
+                .iter()
+                .filter(|(_, t)| !t.written && t.error.is_none())
+                .filter_map(|(c, t)| Some((*c, t.output.clone()?, t.force)))
+                .collect(),
+            Err(_) => return,
+        };
+        for (cid, out, force) in due {
+            let src = driver
+                .inspect(move |n: &mut Node, _| {
+                    let s = n.peer().swarm().store(&cid)?;
+                    s.is_finished().then(|| s.final_path().to_path_buf())
+                })
+                .await;
+            let Ok(Some(src)) = src else { continue };
+            let out2 = out.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                if src == out2 {
+                    return Ok(());
+                }
+                crate::storage::publish(&src, &out2, force)
+            })
+            .await;
+            let ok = matches!(r, Ok(Ok(())));
+            if let Ok(mut f) = fetches.lock()
+                && let Some(t) = f.get_mut(&cid)
+            {
+                match r {
+                    Ok(Ok(())) => t.written = true,
+                    Ok(Err(e)) => t.error = Some(e.to_string()),
+                    Err(e) => t.error = Some(e.to_string()),
+                }
+            }
+            if ok {
+                tracing::info!(cid = %cid.to_hex(), out = %out.display(), "fetch written");
+                let _ = driver
+                    .inspect(move |n: &mut Node, _| n.mark_written(&cid))
+                    .await;
+            }
+        }
+    }
 }
 
 /// Shared state of the API handlers.
@@ -65,7 +126,7 @@ pub struct ApiState {
     pub(crate) driver: DriverHandle<Node>,
     pub(crate) token: Arc<String>,
     pub(crate) metrics: PrometheusHandle,
-    pub(crate) fetches: Arc<Mutex<BTreeMap<ContentId, FetchTarget>>>,
+    pub(crate) fetches: Fetches,
 }
 
 /// An API error: a status code, one line of text and, for a write refused because another
@@ -342,6 +403,36 @@ pub struct FetchBody {
     /// libp2p peer ids of peers known to have it (optional; the DHT finds providers).
     #[serde(default)]
     pub providers: Vec<String>,
+    /// Replace an existing file at `output` (otherwise such a fetch is refused).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One entry of `GET /transfers`: a share or fetch the node runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferInfo {
+    /// Content id.
+    pub cid: String,
+    /// `share` or `fetch`.
+    pub kind: TransferKind,
+    /// The file's name (once the manifest is known).
+    pub name: Option<String>,
+    /// Chunks held.
+    pub have: u32,
+    /// Chunks in the file (0 until the manifest arrived).
+    pub total: u32,
+    /// Connected swarm peers.
+    pub peers: u32,
+    /// Payload bytes received.
+    pub downloaded: u64,
+    /// Payload bytes sent to others.
+    pub uploaded: u64,
+    /// For fetches: where the file is written, and whether it was.
+    pub output: Option<String>,
+    /// Whether the output was written.
+    pub written: bool,
+    /// Why writing the output failed, if it did.
+    pub error: Option<String>,
 }
 
 /// `GET /fetch/{cid}`.
@@ -408,6 +499,7 @@ async fn dht_call(
             let code = match e {
                 dht::Error::NotJoined | dht::Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 dht::Error::LookupFailed { .. } => StatusCode::BAD_GATEWAY,
+                dht::Error::NotDurable(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 dht::Error::NotOwner { owner } => {
                     let owner = libp2p_string(&owner);
                     let msg = format!("key belongs to {owner}");
@@ -654,9 +746,9 @@ async fn search(
     let ttl = q.ttl;
     let mut rx = st
         .driver
-        .call(|request| {
+        .call(|req| {
             Command::Flood(flood::Command::Search {
-                request,
+                req,
                 terms,
                 strategy: flood::Strategy::Flood,
                 ttl,
@@ -717,6 +809,8 @@ async fn share(
         path: Some(body.path.clone()),
         output: None,
         manifest: Some(manifest.clone()),
+        force: false,
+        written: false,
     };
     let reply = st
         .driver
@@ -751,6 +845,66 @@ fn swarm_answer(reply: Event, what: &str) -> Result<(), ApiError> {
     }
 }
 
+/// `GET /transfers`: every share and fetch the node runs, with its progress.
+async fn transfers(State(st): State<ApiState>) -> Result<Json<Vec<TransferInfo>>, ApiError> {
+    let targets = st.fetches.lock().map(|f| f.clone()).unwrap_or_default();
+    let list = st
+        .driver
+        .inspect(move |n: &mut Node, _| {
+            let sw = n.peer().swarm();
+            n.transfers()
+                .into_iter()
+                .filter_map(|(cid, rec)| {
+                    let stats = sw.stats(&cid)?;
+                    let t = targets.get(&cid);
+                    Some(TransferInfo {
+                        cid: cid.to_hex(),
+                        kind: rec.kind,
+                        name: rec.manifest.as_ref().map(|m| m.name().to_string()),
+                        have: stats.have,
+                        total: stats.chunks,
+                        peers: stats.peers,
+                        downloaded: stats.downloaded,
+                        uploaded: stats.uploaded,
+                        output: rec.output.clone(),
+                        written: t.map_or(rec.written, |t| t.written),
+                        error: t.and_then(|t| t.error.clone()),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    Ok(Json(list))
+}
+
+/// `DELETE /fetch/{cid}` and `DELETE /share/{cid}`: stops the transfer, frees its slot and
+/// forgets it (not resumed after a restart). A fetch's partial file stays in the chunk dir.
+async fn cancel(
+    State(st): State<ApiState>,
+    Path(cid_hex): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cid = parse_cid(&cid_hex)?;
+    let reply = st
+        .driver
+        .call_once(|req| Command::Cancel { req, cid }, API_TIMEOUT)
+        .await?;
+    if let Event::Swarm(peerlab_swarm::Event::Refused { error, .. }) = &reply {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no transfer of {cid_hex}: {error}"),
+            None,
+        ));
+    }
+    swarm_answer(reply, "cancel")?;
+    if let Ok(mut f) = st.fetches.lock() {
+        f.remove(&cid);
+    }
+    st.driver
+        .inspect(move |n: &mut Node, _| n.forget_transfer(&cid))
+        .await?;
+    Ok(Json(serde_json::json!({ "cid": cid_hex, "stopped": true })))
+}
+
 fn parse_cid(s: &str) -> Result<ContentId, ApiError> {
     ContentId::from_hex(s).ok_or_else(|| bad(format!("{s:?} is not a content id (64 hex digits)")))
 }
@@ -766,6 +920,10 @@ async fn fetch(
     {
         return Err(bad("fetch output must be an absolute path"));
     }
+    if let Some(o) = &output {
+        crate::storage::check_output(o, body.force)
+            .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string(), None))?;
+    }
     let mut providers = Vec::new();
     for p in &body.providers {
         let pid: libp2p::PeerId = p.parse().map_err(|e| bad(format!("provider {p:?}: {e}")))?;
@@ -777,6 +935,10 @@ async fn fetch(
     {
         let mut f = st.fetches.lock().map_err(|_| bad("poisoned"))?;
         if f.len() >= MAX_FETCHES && !f.contains_key(&cid) {
+            // Finished entries make room.
+            f.retain(|_, t| !t.written && t.error.is_none());
+        }
+        if f.len() >= MAX_FETCHES && !f.contains_key(&cid) {
             return Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many fetches".into(),
@@ -787,6 +949,7 @@ async fn fetch(
             cid,
             FetchTarget {
                 output: output.clone(),
+                force: body.force,
                 written: false,
                 error: None,
             },
@@ -797,6 +960,8 @@ async fn fetch(
         path: None,
         output: output.map(|o| o.display().to_string()),
         manifest: None,
+        force: body.force,
+        written: false,
     };
     let already = st
         .driver
@@ -844,37 +1009,16 @@ async fn progress(
             None,
         ));
     };
+    // The output is written by `write_outputs`, watched or not; this only reports.
     let target = st.fetches.lock().ok().and_then(|f| f.get(&cid).cloned());
-    let mut done = finished;
-    let mut error = target.as_ref().and_then(|t| t.error.clone());
-    let mut shown = path.clone();
-    if finished
-        && let Some(t) = &target
-        && let (Some(out), Some(src)) = (&t.output, &path)
+    let error = target.as_ref().and_then(|t| t.error.clone());
+    let (done, shown) = match target
+        .as_ref()
+        .and_then(|t| t.output.clone().map(|o| (t, o)))
     {
-        shown = Some(out.clone());
-        if !t.written && error.is_none() {
-            let (src, out2) = (src.clone(), out.clone());
-            let r = tokio::task::spawn_blocking(move || {
-                if src != out2 {
-                    std::fs::copy(&src, &out2).map(|_| ())
-                } else {
-                    Ok(())
-                }
-            })
-            .await;
-            let mut f = st.fetches.lock().map_err(|_| bad("poisoned"))?;
-            if let Some(t) = f.get_mut(&cid) {
-                match r {
-                    Ok(Ok(())) => t.written = true,
-                    Ok(Err(e)) => t.error = Some(format!("cannot write {}: {e}", out.display())),
-                    Err(e) => t.error = Some(e.to_string()),
-                }
-                error = t.error.clone();
-                done = t.written;
-            }
-        }
-    }
+        Some((t, out)) => (finished && t.written, Some(out)),
+        None => (finished, path),
+    };
     Ok(Json(FetchProgress {
         cid: cid_hex,
         have: stats.have,
@@ -936,7 +1080,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/search", get(search))
         .route("/share", post(share))
         .route("/fetch", post(fetch))
-        .route("/fetch/{cid}", get(progress))
+        .route("/fetch/{cid}", get(progress).delete(cancel))
+        .route("/share/{cid}", axum::routing::delete(cancel))
+        .route("/transfers", get(transfers))
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)

@@ -280,8 +280,20 @@ impl Client {
                 cid: cid.into(),
                 output: output.map(|p| p.display().to_string()),
                 providers: Vec::new(),
+                force: false,
             },
         )
+    }
+
+    /// `GET /transfers`.
+    pub fn transfers(&self) -> Result<Vec<crate::api::TransferInfo>, ClientError> {
+        self.get("/transfers")
+    }
+
+    /// `DELETE /fetch/{cid}` (`share == false`) or `DELETE /share/{cid}`.
+    pub fn cancel(&self, cid: &str, share: bool) -> Result<serde_json::Value, ClientError> {
+        let kind = if share { "share" } else { "fetch" };
+        self.delete(&format!("/{kind}/{}", urlencode(cid)))
     }
 
     /// `GET /fetch/{cid}`.

@@ -7,6 +7,7 @@
 //! | `api.token` | the control API's bearer token (mode 0600) |
 //! | `api.addr` | the address the control API bound (written at start) |
 //! | `listen.addrs` | the node's listen multiaddrs with `/p2p/<id>` (written at start) |
+//! | `peers` | last-known peers, one multiaddr with `/p2p/<id>` a line (for rejoining) |
 //! | `store.redb` | DHT records and swarm bitfields ([`crate::store`]) |
 //! | `chunks/` | chunk files of shared and fetched content |
 //!
@@ -157,6 +158,12 @@ impl DataDir {
     /// The file listing the listen multiaddrs.
     pub fn listen_file(&self) -> PathBuf {
         self.root.join("listen.addrs")
+    }
+
+    /// The last-known peers' multiaddrs, one per line (rewritten while the node runs; read at
+    /// start so that a restarted node can find the overlay without its bootstrap peers).
+    pub fn known_peers_file(&self) -> PathBuf {
+        self.root.join("peers")
     }
 
     /// Loads the identity, creating and saving a new Ed25519 key on first use.

@@ -6,7 +6,8 @@
 //! - [`peer`]: `Peer`, the composition of the cores (sans-IO; also runs in the simulator).
 //! - [`wire`]: one libp2p protocol per core, stream framing, frame limits.
 //! - [`driver`]: the tokio task that owns the libp2p swarm and the `Peer`.
-//! - [`datadir`], [`config`], [`store`]: identity, configuration file, durable records.
+//! - [`datadir`], [`config`], [`store`]: identity, configuration file, durable records;
+//!   [`storage`]: files written for the user (fetch outputs), whole or not at all.
 //! - [`api`]: the HTTP + JSON control API; [`api_server`]: its server and limits;
 //!   [`client`]: a blocking client for it.
 //! - [`metrics`]: metric names and the per-node Prometheus recorder.
@@ -42,6 +43,7 @@ pub mod driver;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod storage;
 pub mod store;
 pub mod wire;
 
@@ -174,6 +176,8 @@ pub struct NodeHandle {
     driver_task: JoinHandle<()>,
     api_task: JoinHandle<()>,
     api_stop: Option<oneshot::Sender<()>>,
+    /// Writes finished fetches' outputs ([`api::write_outputs`]).
+    output_task: JoinHandle<()>,
 }
 
 impl NodeHandle {
@@ -219,6 +223,7 @@ impl NodeHandle {
 
     /// Leaves the overlay gracefully and stops the node.
     pub async fn shutdown(mut self) {
+        self.output_task.abort();
         let _ = self.driver.shutdown().await;
         let _ = (&mut self.driver_task).await;
         if let Some(stop) = self.api_stop.take() {
@@ -227,8 +232,12 @@ impl NodeHandle {
         let _ = (&mut self.api_task).await;
     }
 
-    /// Stops the node abruptly, as a crash would: no leave, no hand-off.
-    pub async fn kill(mut self) {
+    /// Stops the node abruptly: no leave, no hand-off — but this is **not** a crash. The
+    /// driver and API tasks are aborted, and dropping them still flushes the chunk store
+    /// and closes the database cleanly, so it cannot show what a crash loses. Crash
+    /// recovery is tested with real processes killed by SIGKILL (`cli/tests/crash.rs`).
+    pub async fn abort(mut self) {
+        self.output_task.abort();
         self.driver_task.abort();
         self.api_task.abort();
         let _ = (&mut self.driver_task).await;
@@ -282,6 +291,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         max_connections_per_ip: cfg.max_connections_per_ip,
         prefer_quic: cfg.transport == config::Transport::Quic,
         seed: cfg.seed,
+        known_peers_file: Some(dir.known_peers_file()),
         ..driver::NetConfig::default()
     };
 
@@ -300,6 +310,26 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     let db = Arc::new(store::Store::open(&dir.store_file())?);
     let core = node::Node::new(peer, db, driver::wall_clock());
     let resume = core.transfers();
+    // Fetches that asked for an output and have not written it yet: the output writer
+    // finishes them after a restart too.
+    let fetches: api::Fetches = Default::default();
+    if let Ok(mut f) = fetches.lock() {
+        for (cid, rec) in &resume {
+            if rec.kind == node::TransferKind::Fetch
+                && let Some(out) = &rec.output
+            {
+                f.insert(
+                    *cid,
+                    api::FetchTarget {
+                        output: Some(PathBuf::from(out)),
+                        force: rec.force,
+                        written: rec.written,
+                        error: None,
+                    },
+                );
+            }
+        }
+    }
     let recorder = Arc::new(metrics::recorder());
     let metrics_handle = recorder.handle();
     let (mut drv, handle) = driver::Driver::new(key, core, &net, recorder)?;
@@ -333,8 +363,9 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         driver: handle.clone(),
         token: Arc::new(token.clone()),
         metrics: metrics_handle,
-        fetches: Default::default(),
+        fetches: fetches.clone(),
     });
+    let output_task = tokio::spawn(api::write_outputs(handle.clone(), fetches));
     let (api_stop, stop_rx) = oneshot::channel::<()>();
     let api_task = tokio::spawn(api_server::serve(
         listener,
@@ -353,6 +384,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         driver_task,
         api_task,
         api_stop: Some(api_stop),
+        output_task,
     })
 }
 

@@ -12,6 +12,11 @@ pub const CONNECTED_PEERS: &str = "peerlab_connected_peers";
 /// (which protocol steps make a node meet new peers; what a large testnet's connection
 /// count is made of).
 pub const DIALS: &str = "peerlab_dials_total";
+/// Counter: rejoin rounds run while the node was alone (no connection, or no other live
+/// member in its ring or membership).
+pub const REJOIN_ROUNDS: &str = "peerlab_rejoin_rounds_total";
+/// Counter: database commits that failed (the writes of that turn were not acknowledged).
+pub const PERSIST_FAILED: &str = "peerlab_persist_failed_total";
 /// Gauge: protocol timers pending in the driver.
 pub const PENDING_TIMERS: &str = "peerlab_pending_timers";
 /// Counter (label `protocol`): frame bytes received.

@@ -136,6 +136,14 @@ pub enum Command<S> {
         /// Peers known to have it.
         providers: Vec<PeerId>,
     },
+    /// Stop a share or fetch and forget it (a fetch's partial file stays and resumes if
+    /// fetched again). Answered by the swarm's `Accepted` or `Refused` carrying `req`.
+    Cancel {
+        /// Request id (must not have [`INTERNAL_REQUEST`] set).
+        req: u64,
+        /// The transfer.
+        cid: ContentId,
+    },
     /// Leave every overlay gracefully (DHT hand-off, gossip departure, flooding Bye).
     Leave,
 }
@@ -150,6 +158,7 @@ impl<S> std::fmt::Debug for Command<S> {
             Command::Flood(c) => write!(f, "Flood({c:?})"),
             Command::Share { manifest, .. } => write!(f, "Share({})", manifest.name()),
             Command::Fetch { cid, .. } => write!(f, "Fetch({})", cid.to_hex()),
+            Command::Cancel { cid, .. } => write!(f, "Cancel({})", cid.to_hex()),
             Command::Leave => f.write_str("Leave"),
         }
     }
@@ -832,6 +841,11 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                     )
                 });
             }
+            Command::Cancel { req, cid } => {
+                self.swarm_do(cx, |s, cx| {
+                    s.handle_command(cx, swarm::Command::Cancel { req, cid })
+                });
+            }
             Command::Leave => {
                 let req = self.internal_id(Internal::Join);
                 self.dht_do(cx, |d, cx| {
@@ -889,9 +903,9 @@ pub(crate) mod net {
             Event::Dht(dht::Event::Reply { req, .. }) => Some((*req, true)),
             Event::Gossip(gossip::Event::Published { req, .. })
             | Event::Gossip(gossip::Event::CommandFailed { req, .. }) => Some((*req, true)),
-            Event::Flood(flood::Event::SearchHit { request, .. }) => Some((*request, false)),
-            Event::Flood(flood::Event::SearchDone { request, .. })
-            | Event::Flood(flood::Event::SearchRejected { request, .. }) => Some((*request, true)),
+            Event::Flood(flood::Event::SearchHit { req, .. }) => Some((*req, false)),
+            Event::Flood(flood::Event::SearchDone { req, .. })
+            | Event::Flood(flood::Event::SearchRejected { req, .. }) => Some((*req, true)),
             Event::Swarm(swarm::Event::Accepted { req, .. })
             | Event::Swarm(swarm::Event::Refused { req, .. }) => Some((*req, true)),
             _ => None,

@@ -382,7 +382,7 @@ pub enum Timer {
     /// A search's current flood, ring or walk has had its time.
     Deadline {
         /// The search.
-        request: u64,
+        req: u64,
         /// Which ring (0 for flood and walk); stale deadlines are recognised by it.
         ring: u8,
     },
@@ -414,7 +414,7 @@ pub enum Command {
     /// one [`Event::SearchRejected`].
     Search {
         /// Caller-chosen id echoed in the events.
-        request: u64,
+        req: u64,
         /// What to look for; split into keywords, all of which must match.
         terms: String,
         /// How to explore.
@@ -437,7 +437,7 @@ pub enum Event {
     /// A responder answered a search (each responder is reported once per search).
     SearchHit {
         /// The search.
-        request: u64,
+        req: u64,
         /// The peer sharing the names.
         responder: PeerId,
         /// Matching names.
@@ -448,7 +448,7 @@ pub enum Event {
     /// A search finished.
     SearchDone {
         /// The search.
-        request: u64,
+        req: u64,
         /// Distinct responders.
         hits: u32,
         /// Hops to the nearest responder, if any answered.
@@ -459,7 +459,7 @@ pub enum Event {
     /// A search command was refused; nothing was sent.
     SearchRejected {
         /// The search.
-        request: u64,
+        req: u64,
         /// Why.
         error: Error,
     },
@@ -969,11 +969,11 @@ impl Flood {
         names: Vec<String>,
         hops: u16,
     ) {
-        let Some(&request) = self.by_guid.get(&guid) else {
+        let Some(&req) = self.by_guid.get(&guid) else {
             self.counters.late_hits += 1;
             return;
         };
-        let Some(search) = self.searches.get_mut(&request) else {
+        let Some(search) = self.searches.get_mut(&req) else {
             self.counters.late_hits += 1;
             return;
         };
@@ -984,13 +984,13 @@ impl Flood {
         let satisfied = search.responders.len() as u32 >= search.want;
         let walk = matches!(search.strategy, Strategy::RandomWalk { .. });
         cx.emit(Event::SearchHit {
-            request,
+            req,
             responder,
             names,
             hops,
         });
         if walk && satisfied {
-            self.finish(cx, request);
+            self.finish(cx, req);
         }
     }
 
@@ -1143,7 +1143,7 @@ impl Flood {
     fn start_search(
         &mut self,
         cx: &mut Cx<'_, Self>,
-        request: u64,
+        req: u64,
         terms: &str,
         strategy: Strategy,
         ttl: Option<u8>,
@@ -1179,8 +1179,8 @@ impl Flood {
                 });
             }
         }
-        if self.searches.contains_key(&request) {
-            return Err(Error::DuplicateRequest(request));
+        if self.searches.contains_key(&req) {
+            return Err(Error::DuplicateRequest(req));
         }
         if self.searches.len() >= self.config.max_searches {
             return Err(Error::TooManySearches(self.config.max_searches));
@@ -1190,7 +1190,7 @@ impl Flood {
             _ => ttl,
         };
         self.searches.insert(
-            request,
+            req,
             Search {
                 terms: words,
                 strategy,
@@ -1204,23 +1204,21 @@ impl Flood {
             },
         );
         match strategy {
-            Strategy::RandomWalk { walkers, steps } => {
-                self.launch_walkers(cx, request, walkers, steps)
-            }
-            _ => self.launch_ring(cx, request),
+            Strategy::RandomWalk { walkers, steps } => self.launch_walkers(cx, req, walkers, steps),
+            _ => self.launch_ring(cx, req),
         }
         Ok(())
     }
 
     /// Sends the current ring (or the single flood) of a search with a fresh GUID.
-    fn launch_ring(&mut self, cx: &mut Cx<'_, Self>, request: u64) {
+    fn launch_ring(&mut self, cx: &mut Cx<'_, Self>, req: u64) {
         let guid = Guid::random(cx.rng());
-        let Some(search) = self.searches.get_mut(&request) else {
+        let Some(search) = self.searches.get_mut(&req) else {
             return;
         };
         search.guids.push(guid);
         let (ttl, ring, terms) = (search.ring_ttl, search.ring, search.terms.clone());
-        self.by_guid.insert(guid, request);
+        self.by_guid.insert(guid, req);
         self.seen.insert(cx.now(), (Family::Query, guid), None);
         let to: Vec<PeerId> = self.neighbours.peers().collect();
         for p in to {
@@ -1236,18 +1234,18 @@ impl Flood {
         }
         cx.set_timer(
             self.config.hop_wait * 2 * u32::from(ttl),
-            Timer::Deadline { request, ring },
+            Timer::Deadline { req, ring },
         );
     }
 
-    fn launch_walkers(&mut self, cx: &mut Cx<'_, Self>, request: u64, walkers: u16, steps: u16) {
+    fn launch_walkers(&mut self, cx: &mut Cx<'_, Self>, req: u64, walkers: u16, steps: u16) {
         let guid = Guid::random(cx.rng());
-        let Some(search) = self.searches.get_mut(&request) else {
+        let Some(search) = self.searches.get_mut(&req) else {
             return;
         };
         search.guids.push(guid);
         let terms = search.terms.clone();
-        self.by_guid.insert(guid, request);
+        self.by_guid.insert(guid, req);
         self.seen.insert(cx.now(), (Family::Walk, guid), None);
         let mut to: Vec<PeerId> = self.neighbours.peers().collect();
         cx.rng().shuffle(&mut to);
@@ -1268,12 +1266,12 @@ impl Flood {
         }
         cx.set_timer(
             self.config.hop_wait * 2 * u32::from(steps),
-            Timer::Deadline { request, ring: 0 },
+            Timer::Deadline { req, ring: 0 },
         );
     }
 
-    fn on_deadline(&mut self, cx: &mut Cx<'_, Self>, request: u64, ring: u8) {
-        let Some(search) = self.searches.get_mut(&request) else {
+    fn on_deadline(&mut self, cx: &mut Cx<'_, Self>, req: u64, ring: u8) {
+        let Some(search) = self.searches.get_mut(&req) else {
             return;
         };
         if search.ring != ring {
@@ -1285,21 +1283,21 @@ impl Flood {
         if grow {
             search.ring += 1;
             search.ring_ttl = search.ring_ttl.saturating_mul(2).min(search.max_ttl);
-            self.launch_ring(cx, request);
+            self.launch_ring(cx, req);
         } else {
-            self.finish(cx, request);
+            self.finish(cx, req);
         }
     }
 
-    fn finish(&mut self, cx: &mut Cx<'_, Self>, request: u64) {
-        let Some(search) = self.searches.remove(&request) else {
+    fn finish(&mut self, cx: &mut Cx<'_, Self>, req: u64) {
+        let Some(search) = self.searches.remove(&req) else {
             return;
         };
         for g in &search.guids {
             self.by_guid.remove(g);
         }
         cx.emit(Event::SearchDone {
-            request,
+            req,
             hits: search.responders.len() as u32,
             first_hit_hops: search.first_hit_hops,
             rings: search.ring + 1,
@@ -1392,7 +1390,7 @@ impl Protocol for Flood {
     fn handle_timer(&mut self, cx: &mut Cx<'_, Self>, timer: Timer) {
         match timer {
             Timer::Tick => self.on_tick(cx),
-            Timer::Deadline { request, ring } => self.on_deadline(cx, request, ring),
+            Timer::Deadline { req, ring } => self.on_deadline(cx, req, ring),
         }
     }
 
@@ -1427,15 +1425,14 @@ impl Protocol for Flood {
                 self.index.remove(&name);
             }
             Command::Search {
-                request,
+                req,
                 terms,
                 strategy,
                 ttl,
                 want_hits,
             } => {
-                if let Err(error) = self.start_search(cx, request, &terms, strategy, ttl, want_hits)
-                {
-                    cx.emit(Event::SearchRejected { request, error });
+                if let Err(error) = self.start_search(cx, req, &terms, strategy, ttl, want_hits) {
+                    cx.emit(Event::SearchRejected { req, error });
                 }
             }
             Command::Leave => {

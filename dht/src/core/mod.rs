@@ -347,6 +347,12 @@ impl Dht {
         &self.store
     }
 
+    /// The keys written or removed since the last call (for a holder that keeps the store
+    /// on disk; see [`Store::take_changed`]).
+    pub fn take_changed(&mut self) -> crate::Changed {
+        self.store.take_changed()
+    }
+
     /// Number of stored records (tombstones included).
     pub fn stored_keys(&self) -> usize {
         self.store.len()

@@ -125,10 +125,22 @@ impl Dht {
         };
         match self.pending.get(&req) {
             Some(p) if p.to == from => {}
-            _ => {
-                // Late (after its timeout), duplicate, or never asked for.
+            Some(_) => {
+                // An answer to what was asked of another peer.
                 self.counters.unexpected_reply += 1;
                 self.penalize(cx, from, Offence::Unsolicited);
+                return;
+            }
+            None => {
+                // Late (after its timeout), duplicate, or never asked for. Only the last is
+                // an offence: a peer that was slow, frozen or cut off delivers its backlog of
+                // answers at once when it comes back, and charging each would ban it just as
+                // it becomes reachable again. Request ids are issued in order, so an id above
+                // the last issued one was never asked for.
+                self.counters.unexpected_reply += 1;
+                if req > self.next_id {
+                    self.penalize(cx, from, Offence::Unsolicited);
+                }
                 return;
             }
         }

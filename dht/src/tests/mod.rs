@@ -304,6 +304,77 @@ fn over_long_lists_and_stray_replies_are_counted_not_trusted() {
     assert_eq!(rejected(&out), Some(Reject::Malformed));
 }
 
+/// A reply that comes after its request timed out (a peer that was frozen or cut off
+/// delivering its backlog) is dropped but not charged; a reply to a request id never
+/// issued is.
+#[test]
+fn late_replies_are_dropped_uncharged_and_unissued_ones_charged() {
+    let peers = [PeerId::synthetic(1), PeerId::synthetic(2)];
+    let mut ds = ideal(&peers, &cfg(1));
+    let d = &mut ds[0];
+    let offences = |out: &[Output<Message, Timer, Event>]| {
+        out.iter()
+            .filter(|o| matches!(o, Output::Offence { .. }))
+            .count()
+    };
+    let (mut rng, mut out): (Rng, Out) = (Rng::seed(1), Outbox::new());
+    let now = Instant(1_000_000);
+    // Gets until one of them asks the other peer something.
+    let mut asked = None;
+    for i in 0..64u64 {
+        d.handle_command(
+            &mut Context::new(now, &mut rng, &mut out),
+            Command::Get {
+                req: 1000 + i,
+                key: format!("k{i}").into_bytes(),
+            },
+        );
+        let outs: Vec<_> = out.drain().collect();
+        asked = outs.iter().find_map(|o| match o {
+            Output::Timer {
+                timer: Timer::Request(r),
+                ..
+            } => Some(*r),
+            _ => None,
+        });
+        if asked.is_some() {
+            break;
+        }
+    }
+    let req = asked.expect("some get asks the other peer");
+    d.handle_timer(
+        &mut Context::new(now, &mut rng, &mut out),
+        Timer::Request(req),
+    );
+    out.drain().for_each(drop);
+    let before = d.counters().unexpected_reply;
+    let late = feed(
+        d,
+        peers[1],
+        Message::State {
+            req,
+            pred: None,
+            succs: vec![],
+        },
+    );
+    assert_eq!(offences(&late), 0, "a late reply is not an offence");
+    assert_eq!(
+        d.counters().unexpected_reply,
+        before + 1,
+        "but it is counted"
+    );
+    let stray = feed(
+        d,
+        peers[1],
+        Message::State {
+            req: req + 1_000_000,
+            pred: None,
+            succs: vec![],
+        },
+    );
+    assert_eq!(offences(&stray), 1, "a reply to nothing ever asked is");
+}
+
 #[test]
 fn requests_before_joining_are_refused() {
     let p = PeerId::synthetic(1);

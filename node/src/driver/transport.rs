@@ -76,6 +76,9 @@ pub struct NetConfig {
     pub prefer_quic: bool,
     /// Seed of the core's random source (`None`: from the OS).
     pub seed: Option<u64>,
+    /// The file that keeps the last-known peers across restarts (see `rejoin`); `None`:
+    /// remembered in memory only.
+    pub known_peers_file: Option<std::path::PathBuf>,
 }
 
 impl Default for NetConfig {
@@ -90,6 +93,7 @@ impl Default for NetConfig {
             limit_loopback: false,
             prefer_quic: true,
             seed: None,
+            known_peers_file: None,
         }
     }
 }

@@ -92,9 +92,11 @@ impl Net {
             .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
     }
 
+    /// Stops node `i` abruptly ([`NodeHandle::abort`]): no leave, but not a crash either
+    /// (its tasks' drops still close the database cleanly).
     pub fn kill(&mut self, i: usize) {
         if let Some(n) = self.nodes[i].take() {
-            self.rt.block_on(n.kill());
+            self.rt.block_on(n.abort());
         }
     }
 
