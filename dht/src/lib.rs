@@ -69,7 +69,13 @@
 //! other than the owner and each other ([`Config::replicas`] = `R`). Every
 //! [`Config::repair_period`] an owner sends each replica a digest of its range; the replica
 //! asks for what it lacks (that is also the replicas' liveness check, usually faster than
-//! stabilization). A peer that holds records nobody confirmed for a while hands them back
+//! stabilization). A death is acted on when it is detected, not at the next period: a peer
+//! that evicts a silent peer offers its ranges at once to the replicas that took its place,
+//! a successor takes a dead predecessor's range over as soon as a request to it times out,
+//! and the new successor of a dead node is notified at once (`core::window`). A `get`
+//! reads the owner and up to [`MAX_READ_REPLICAS`] replicas, returns the newest version
+//! found and pushes it to the holders that answered older or nothing (read repair).
+//! A peer that holds records nobody confirmed for a while hands them back
 //! to their current owner. On join the old owner hands the new node its range; on a
 //! graceful leave a node hands its range to its successor. Provider records (for swarm
 //! discovery) are per-key sets of signed entries kept the same way.
@@ -122,7 +128,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use crate::core::{Counters, Dht, Timer, VnodeView};
+pub use crate::core::{Counters, Dht, MAX_READ_REPLICAS, Timer, VnodeView};
 pub use message::{
     MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FINGER_ENTRIES, MAX_HINT_FORWARDS,
     MAX_PROVIDERS_PER_MESSAGE, MAX_STEP_CANDIDATES, MAX_SUCCESSORS, Message, NodeRef,

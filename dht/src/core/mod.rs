@@ -15,7 +15,10 @@
 //! - `stabilize`: stabilize, notify, successor hints and the predecessor check;
 //! - `fingers`: fix-fingers;
 //! - `ops`: the client side of put/get/delete and provider records;
+//! - `read`: a get's reads of the owner and its replicas, and read repair;
 //! - `repair`: replication, repair digests and hand-off of records;
+//! - `window`: acting on a detected death at once (re-replication, taking over a dead
+//!   predecessor's range);
 //! - `serve`: answering requests from other peers;
 //! - `admission`: which records and provider entries from peers are taken, and what a
 //!   refusal costs the sender;
@@ -28,10 +31,12 @@ mod join;
 mod lookup;
 mod ops;
 mod pending;
+mod read;
 mod repair;
 mod routing;
 mod serve;
 mod stabilize;
+mod window;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -49,6 +54,8 @@ use self::fingers::finger_of;
 use self::ops::{Op, OpKind};
 use self::pending::{Pending, PendingReq};
 use self::routing::{Purpose, Running};
+
+pub use self::read::MAX_READ_REPLICAS;
 
 /// Internal (maintenance) lookups in flight at once; beyond it a tick's work is skipped.
 const MAX_INTERNAL_LOOKUPS: usize = 1024;
@@ -93,6 +100,12 @@ pub struct Counters {
     /// Input refused by the storage rules (another writer's key, a version too far
     /// ahead, a key this peer does not replicate, a quota, an unknown virtual node).
     pub refused: u64,
+    /// Ranges offered to replicas at once after an eviction changed a replica set or
+    /// handed over a dead predecessor's range (`window`).
+    pub prompt_repairs: u64,
+    /// Stale or missing copies a read found at replicas and pushed the newest to (read
+    /// repair).
+    pub read_repairs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +134,12 @@ struct VNode {
     walk: u32,
     /// Whether a resync lookup of this vnode's successor is in flight.
     resyncing: bool,
+    /// Who takes over as predecessor the moment the predecessor is found dead: a notifier
+    /// that lay before the predecessor, or else the predecessor's own predecessor as the
+    /// last check-predecessor answer gave it. With it the range of a dead predecessor is
+    /// owned, and re-replicated, as soon as a request to the predecessor times out,
+    /// rather than after the next notify (`window`).
+    pred_hint: Option<NodeRef>,
 }
 
 /// Read-only view of one virtual node.
@@ -202,6 +221,7 @@ impl Dht {
                 hint: None,
                 walk: 0,
                 resyncing: false,
+                pred_hint: None,
             })
             .collect();
         vnodes.sort_by_key(|v| v.id);
@@ -462,6 +482,7 @@ impl Dht {
     }
 
     fn drop_where(&mut self, cx: &mut Cx<'_, Self>, dead: impl Fn(&NodeRef) -> bool) {
+        let before = self.window_snapshot();
         let mut orphaned = Vec::new();
         let mut changed = false;
         for v in &mut self.vnodes {
@@ -469,8 +490,14 @@ impl Dht {
             let len = v.succs.len();
             v.succs.retain(|s| !dead(s));
             changed |= v.succs.len() != len;
+            if v.pred_hint.is_some_and(|h| dead(&h)) {
+                v.pred_hint = None;
+            }
             if v.pred.is_some_and(|p| dead(&p)) {
-                v.pred = None;
+                // The dead predecessor's range is ours now: take the node before it as
+                // predecessor at once (`window`); without one, the periodic check and the
+                // next notify settle it.
+                v.pred = v.pred_hint.take().filter(|h| h.id != v.id);
                 changed = true;
             }
             let runs = v.fingers.runs().len();
@@ -489,6 +516,7 @@ impl Dht {
         for id in orphaned {
             self.rejoin_vnode(cx, id);
         }
+        self.close_window(cx, &before);
     }
 
     fn on_periodic(&mut self, cx: &mut Cx<'_, Self>, t: Timer) {

@@ -2,18 +2,19 @@
 //!
 //! An operation looks its key's owner up, sends the request to it and retries with a fresh
 //! lookup (at most [`MAX_OP_ATTEMPTS`]) when the owner times out or no longer runs the
-//! virtual node. A get that misses at the owner asks the owner's replicas in turn.
+//! virtual node. A get reads the owner and its replicas and returns the newest version
+//! (`read`).
 
 use std::time::Duration;
 
 use peerlab_overlay::{Cx, Id, Instant, Offence, PeerId};
 
 use super::pending::Pending;
+use super::read::Read;
 use super::routing::Purpose;
 use super::{Dht, Phase};
 use crate::message::{
-    MAX_PROVIDERS_PER_MESSAGE, MAX_SUCCESSORS, Message, NodeRef, ProviderEntry, Record, Reject,
-    Version,
+    MAX_PROVIDERS_PER_MESSAGE, Message, NodeRef, ProviderEntry, Record, Reject, Version,
 };
 use crate::{Error, MAX_RECORD_TTL, Reply, Route};
 
@@ -47,8 +48,8 @@ pub(super) struct Op {
     pub(super) kind: OpKind,
     pub(super) attempts: u32,
     pub(super) route: Option<Route>,
-    pub(super) replicas: Vec<NodeRef>,
-    pub(super) asked_replicas: bool,
+    /// A get's answers once the owner has answered (`read`).
+    pub(super) read: Option<Read>,
     /// Whether a put was already signed again after an [`Reject::Outdated`].
     pub(super) resigned: bool,
 }
@@ -77,8 +78,7 @@ impl Dht {
                 kind,
                 attempts: 1,
                 route: None,
-                replicas: Vec::new(),
-                asked_replicas: false,
+                read: None,
                 resigned: false,
             },
         );
@@ -143,8 +143,7 @@ impl Dht {
             return;
         }
         o.attempts += 1;
-        o.replicas.clear();
-        o.asked_replicas = false;
+        o.read = None;
         let key = o.kind.key();
         self.client_lookups += 1;
         self.start_lookup(cx, key, Purpose::Op { op });
@@ -185,34 +184,7 @@ impl Dht {
                 OpKind::Get { key },
             ) => {
                 let record = record.and_then(|r| self.read_check(cx, target.peer, &key, r));
-                let Some(o) = self.ops.get_mut(&op) else {
-                    return;
-                };
-                if record.is_none() && !o.asked_replicas {
-                    o.asked_replicas = true;
-                    o.replicas = replicas
-                        .into_iter()
-                        .filter(|r| r.peer != target.peer)
-                        .take(MAX_SUCCESSORS)
-                        .collect();
-                }
-                if record.is_none() && !o.replicas.is_empty() {
-                    let next = o.replicas.remove(0);
-                    let kind = o.kind.clone();
-                    self.send_op_to(cx, op, next, &kind);
-                    return;
-                }
-                let version = record.as_ref().map(|r| r.version);
-                let value = record.and_then(|r| r.value);
-                self.finish_op(
-                    cx,
-                    op,
-                    Reply::Value {
-                        route,
-                        value,
-                        version,
-                    },
-                );
+                self.on_owner_read(cx, op, target, record, replicas);
             }
             (Message::Providers { .. }, OpKind::AddProvider { .. }) => {
                 self.finish_op(cx, op, Reply::ProviderAdded { route });
@@ -245,7 +217,7 @@ impl Dht {
         }
     }
 
-    fn finish_op(&mut self, cx: &mut Cx<'_, Self>, op: u64, reply: Reply) {
+    pub(super) fn finish_op(&mut self, cx: &mut Cx<'_, Self>, op: u64, reply: Reply) {
         if let Some(o) = self.ops.remove(&op) {
             self.emit(cx, o.req, Ok(reply));
         }
@@ -294,7 +266,7 @@ impl Dht {
 
     /// A record a `GetReply` from `from` returned for `key`: kept if its signature verifies
     /// (a forgery is reported and read as a miss) and it has not expired.
-    fn read_check(
+    pub(super) fn read_check(
         &mut self,
         cx: &mut Cx<'_, Self>,
         from: PeerId,

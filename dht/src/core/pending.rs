@@ -43,7 +43,10 @@ pub(super) enum Pending {
         /// The joining vnode's predecessor as the lookup found it (told once joined).
         pred: NodeRef,
     },
-    CheckPred,
+    /// Check-predecessor: is virtual node `vnode`'s predecessor alive, and who precedes it?
+    CheckPred {
+        vnode: Id,
+    },
     Ping,
     /// Fix-fingers through the current finger: is its predecessor a closer one?
     FingerCheck {
@@ -56,6 +59,11 @@ pub(super) enum Pending {
         from: usize,
     },
     Op {
+        op: u64,
+        target: NodeRef,
+    },
+    /// A get's read of one replica (`read`).
+    Read {
         op: u64,
         target: NodeRef,
     },
@@ -199,7 +207,8 @@ impl Dht {
                     Pending::FingerCheck { vnode, index, cur } => {
                         self.on_finger_state(cx, vnode, index, cur, pred)
                     }
-                    Pending::CheckPred | Pending::Ping => {}
+                    Pending::CheckPred { vnode } => self.on_pred_state(vnode, from, pred),
+                    Pending::Ping => {}
                     other => self.bad_reply(cx, from, other),
                 }
             }
@@ -223,6 +232,14 @@ impl Dht {
                 m @ (Message::PutAck { .. } | Message::GetReply { .. } | Message::Providers { .. }),
             ) => {
                 self.on_op_reply(cx, op, target, m);
+            }
+            (Pending::Read { op, target }, Message::GetReply { record, .. }) => {
+                let key = self.ops.get(&op).map(|o| o.kind.key());
+                let record = match (record, key) {
+                    (Some(r), Some(key)) => self.read_check(cx, from, &key, r),
+                    _ => None,
+                };
+                self.on_replica_read(cx, op, target, Some(record));
             }
             (Pending::Offer, Message::Want { keys, .. }) => {
                 if keys.len() > MAX_BATCH_ENTRIES {
@@ -269,6 +286,7 @@ impl Dht {
                     }
                     Pending::Candidate { cand, .. } => Some(*cand),
                     Pending::FingerCheck { cur, .. } => Some(*cur),
+                    Pending::Read { target, .. } => Some(*target),
                     _ => None,
                 };
                 if let Some(n) = node {
@@ -341,7 +359,7 @@ impl Dht {
                 }
                 self.retry_join(cx, vnode);
             }
-            Pending::CheckPred | Pending::Ping | Pending::Offer => {
+            Pending::CheckPred { .. } | Pending::Ping | Pending::Offer => {
                 if timed_out {
                     self.evict(cx, to);
                 }
@@ -356,6 +374,12 @@ impl Dht {
                 }
             }
             Pending::Fingers { .. } | Pending::Handoff { .. } => {}
+            Pending::Read { op, target } => {
+                if timed_out {
+                    self.evict(cx, target.peer);
+                }
+                self.on_replica_read(cx, op, target, None);
+            }
             Pending::Op { op, target } => {
                 if timed_out {
                     self.evict(cx, target.peer);

@@ -144,41 +144,7 @@ impl Dht {
             .filter_map(|v| v.pred.map(|p| (p.id, v.id, self.replicas_of(v))))
             .collect();
         for (from, to, replicas) in owned {
-            let keys = self.store.keys_in(&from, &to);
-            for k in &keys {
-                self.store.confirm(k, now);
-            }
-            let pkeys = self.store.provider_keys_in(&from, &to);
-            let providers = self.provider_batch(&pkeys[..pkeys.len().min(MAX_BATCH_ENTRIES)], now);
-            let chunks: Vec<&[Id]> = if keys.is_empty() {
-                vec![&[][..]]
-            } else {
-                keys.chunks(MAX_BATCH_ENTRIES).collect()
-            };
-            for r in replicas {
-                for (n, chunk) in chunks.iter().enumerate() {
-                    let digest: Vec<(Id, Version, Version)> = chunk
-                        .iter()
-                        .filter_map(|k| self.store.get(k).map(|r| (*k, r.version, r.since)))
-                        .collect();
-                    // Provider sets ride on the first offer; the first offer goes out even
-                    // when empty, since it is also the replica's liveness check.
-                    let p = if n == 0 {
-                        providers.clone()
-                    } else {
-                        Vec::new()
-                    };
-                    let req = self.fresh();
-                    let msg = Message::Offer {
-                        req,
-                        from,
-                        to,
-                        digest,
-                        providers: p,
-                    };
-                    self.request(cx, r.peer, req, msg, Pending::Offer);
-                }
-            }
+            self.offer_range(cx, from, to, &replicas);
         }
         // Hand back records nobody has confirmed for a while.
         let stale = now
@@ -199,6 +165,52 @@ impl Dht {
                 // Avoid handing the same record back again before the answer arrives.
                 self.store.confirm(&k, now);
                 self.start_lookup(cx, k, Purpose::Handback);
+            }
+        }
+    }
+
+    /// Offers the digest of the range `(from, to]` this peer owns to each of `replicas`
+    /// (in [`MAX_BATCH_ENTRIES`] chunks; the first offer carries the range's provider sets
+    /// and goes out even when empty, since it is also the replica's liveness check).
+    pub(super) fn offer_range(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        from: Id,
+        to: Id,
+        replicas: &[NodeRef],
+    ) {
+        let now = cx.now();
+        let keys = self.store.keys_in(&from, &to);
+        for k in &keys {
+            self.store.confirm(k, now);
+        }
+        let pkeys = self.store.provider_keys_in(&from, &to);
+        let providers = self.provider_batch(&pkeys[..pkeys.len().min(MAX_BATCH_ENTRIES)], now);
+        let chunks: Vec<&[Id]> = if keys.is_empty() {
+            vec![&[][..]]
+        } else {
+            keys.chunks(MAX_BATCH_ENTRIES).collect()
+        };
+        for r in replicas {
+            for (n, chunk) in chunks.iter().enumerate() {
+                let digest: Vec<(Id, Version, Version)> = chunk
+                    .iter()
+                    .filter_map(|k| self.store.get(k).map(|r| (*k, r.version, r.since)))
+                    .collect();
+                let p = if n == 0 {
+                    providers.clone()
+                } else {
+                    Vec::new()
+                };
+                let req = self.fresh();
+                let msg = Message::Offer {
+                    req,
+                    from,
+                    to,
+                    digest,
+                    providers: p,
+                };
+                self.request(cx, r.peer, req, msg, Pending::Offer);
             }
         }
     }

@@ -3,6 +3,7 @@
 //! leave and crashes.
 
 mod rules;
+mod window;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
