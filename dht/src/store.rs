@@ -20,7 +20,10 @@
 //!
 //! Provider sets hold signed entries, one per provider. A full set makes room by dropping
 //! expired entries, then one chosen at random among the least recently announced quarter,
-//! never by comparing lifetimes (a long-lived entry must not push out honest ones).
+//! never by comparing lifetimes (a long-lived entry must not push out honest ones). An
+//! entry relayed by another holder (repair, replication) only takes a free slot or the
+//! place of another relayed entry: signed entries of made-up identities pushed in bulk
+//! never push out providers that announced themselves here.
 //!
 //! Every write and removal of a record marks its key *changed* until the holder of the
 //! store takes the set ([`Store::take_changed`]): a node that keeps the store on disk
@@ -59,6 +62,9 @@ pub(crate) struct Entry {
 struct Provided {
     entry: ProviderEntry,
     announced: Instant,
+    /// Announced here by its provider itself (an `AddProvider` from it), not relayed by
+    /// another holder: a relayed entry never pushes one of these out.
+    direct: bool,
 }
 
 /// What applying a write did.
@@ -339,6 +345,7 @@ impl Store {
         now: Instant,
         now_ms: u64,
         pick: u64,
+        direct: bool,
     ) -> bool {
         if entry.expires_ms <= now_ms {
             return false;
@@ -354,6 +361,7 @@ impl Store {
                 p.entry = entry;
             }
             p.announced = now;
+            p.direct |= direct;
             return true;
         }
         if set.len() >= self.limits.max_providers {
@@ -361,8 +369,17 @@ impl Store {
                 // Random among the least recently announced quarter: an announcer cannot
                 // choose whom it pushes out, and entries kept fresh by their providers are
                 // the last to go.
-                let mut by_age: Vec<(Instant, PeerId)> =
-                    set.iter().map(|(k, p)| (p.announced, *k)).collect();
+                // A relayed entry may only replace another relayed one: signed entries of
+                // made-up identities pushed in `Store`s must not evict the providers that
+                // announce themselves here.
+                let mut by_age: Vec<(Instant, PeerId)> = set
+                    .iter()
+                    .filter(|(_, p)| direct || !p.direct)
+                    .map(|(k, p)| (p.announced, *k))
+                    .collect();
+                if by_age.is_empty() {
+                    return false;
+                }
                 by_age.sort_unstable();
                 let oldest = (by_age.len() / 4).max(1);
                 by_age[(pick % oldest as u64) as usize].1
@@ -386,6 +403,7 @@ impl Store {
             Provided {
                 entry,
                 announced: now,
+                direct,
             },
         );
         true
@@ -742,12 +760,15 @@ mod tests {
     fn providers_expire_and_refresh() {
         let mut s = Store::new(limits(1 << 20, 100, 4));
         let k = Id::from_u64(3);
-        assert!(s.add_provider(k, entry(&k, 1, 10_000), at(0), 0, 0));
-        assert!(s.add_provider(k, entry(&k, 2, 20_000), at(0), 0, 0));
-        assert!(!s.add_provider(k, entry(&k, 3, 5), at(0), 10, 0), "expired");
+        assert!(s.add_provider(k, entry(&k, 1, 10_000), at(0), 0, 0, true));
+        assert!(s.add_provider(k, entry(&k, 2, 20_000), at(0), 0, 0, true));
+        assert!(
+            !s.add_provider(k, entry(&k, 3, 5), at(0), 10, 0, true),
+            "expired"
+        );
         let p = s.providers(&k, 0);
         assert_eq!(p[0].provider, PeerId::synthetic(2), "longest-lived first");
-        assert!(s.add_provider(k, entry(&k, 1, 30_000), at(1), 1_000, 0));
+        assert!(s.add_provider(k, entry(&k, 1, 30_000), at(1), 1_000, 0, true));
         assert_eq!(s.providers(&k, 25_000).len(), 1);
         s.expire_providers(31_000);
         assert!(s.providers.is_empty());
@@ -761,25 +782,25 @@ mod tests {
         // Eight honest providers announced at t = 0..8 s; the first two expire at 10 s.
         for p in 0..8 {
             let exp = if p < 2 { 10_000 } else { 3_600_000 };
-            s.add_provider(k, entry(&k, p, exp), at(p), p * 1000, 0);
+            s.add_provider(k, entry(&k, p, exp), at(p), p * 1000, 0, true);
         }
         // Provider 2 re-announces: it is no longer among the oldest.
-        s.add_provider(k, entry(&k, 2, 3_600_000), at(9), 9_000, 0);
+        s.add_provider(k, entry(&k, 2, 3_600_000), at(9), 9_000, 0, true);
         // After 10 s a newcomer takes an expired slot: nobody live is dropped.
-        s.add_provider(k, entry(&k, 100, 3_600_000), at(11), 11_000, 7);
+        s.add_provider(k, entry(&k, 100, 3_600_000), at(11), 11_000, 7, true);
         let held: Vec<PeerId> = s.providers(&k, 11_000).iter().map(|e| e.provider).collect();
         assert_eq!(held.len(), 7);
         assert!((2..8).all(|p| held.contains(&PeerId::synthetic(p))));
-        s.add_provider(k, entry(&k, 101, 3_600_000), at(12), 12_000, 0);
+        s.add_provider(k, entry(&k, 101, 3_600_000), at(12), 12_000, 0, true);
         // Full: a long-lived newcomer pushes out one of the oldest quarter (providers 3 and
         // 4, announced at 3 s and 4 s), never the re-announced provider 2 nor a young one.
         for pick in 0..4u64 {
             let mut t = Store::new(limits(1 << 20, 100, 8));
             for (e, a) in s.providers[&k].values().map(|p| (p.entry, p.announced)) {
-                t.add_provider(k, e, a, 12_000, 0);
+                t.add_provider(k, e, a, 12_000, 0, true);
             }
             let long = entry(&k, 200, 7_200_000);
-            assert!(t.add_provider(k, long, at(13), 13_000, pick));
+            assert!(t.add_provider(k, long, at(13), 13_000, pick, true));
             let after: Vec<PeerId> = t.providers(&k, 13_000).iter().map(|e| e.provider).collect();
             assert_eq!(after.len(), 8);
             let gone: Vec<u64> = [2, 3, 4, 5, 6, 7, 100, 101]
@@ -792,15 +813,42 @@ mod tests {
     }
 
     #[test]
+    fn relayed_provider_entries_never_push_out_announced_ones() {
+        let k = Id::from_u64(4);
+        let mut s = Store::new(limits(1 << 20, 100, 8));
+        // Four providers announced themselves, four entries came relayed: full.
+        for p in 0..8 {
+            assert!(s.add_provider(k, entry(&k, p, 3_600_000), at(p), p * 1000, 0, p < 4));
+        }
+        // A flood of relayed entries (made-up identities, validly signed) takes only the
+        // relayed slots, whatever the pick; the announced providers stay.
+        for (i, p) in (100..140).enumerate() {
+            let t = 10_000 + i as u64;
+            s.add_provider(k, entry(&k, p, 3_600_000), at(t), t, i as u64, false);
+        }
+        let held: Vec<PeerId> = s.providers(&k, 20_000).iter().map(|e| e.provider).collect();
+        assert_eq!(held.len(), 8);
+        assert!((0..4).all(|p| held.contains(&PeerId::synthetic(p))));
+        // A set full of announced providers refuses relayed newcomers outright; an
+        // announced newcomer still makes room.
+        let mut s = Store::new(limits(1 << 20, 100, 2));
+        for p in 0..2 {
+            s.add_provider(k, entry(&k, p, 3_600_000), at(p), p * 1000, 0, true);
+        }
+        assert!(!s.add_provider(k, entry(&k, 9, 3_600_000), at(5), 5_000, 0, false));
+        assert!(s.add_provider(k, entry(&k, 9, 3_600_000), at(5), 5_000, 0, true));
+    }
+
+    #[test]
     fn without_defenses_a_full_provider_set_favours_longer_lifetimes() {
         let k = Id::from_u64(3);
         let mut l = limits(1 << 20, 100, 2);
         l.defenses = false;
         let mut s = Store::new(l);
-        s.add_provider(k, entry(&k, 1, 10_000), at(0), 0, 0);
-        s.add_provider(k, entry(&k, 2, 20_000), at(0), 0, 0);
-        assert!(!s.add_provider(k, entry(&k, 3, 5_000), at(0), 0, 0));
-        assert!(s.add_provider(k, entry(&k, 3, 30_000), at(0), 0, 0));
+        s.add_provider(k, entry(&k, 1, 10_000), at(0), 0, 0, true);
+        s.add_provider(k, entry(&k, 2, 20_000), at(0), 0, 0, true);
+        assert!(!s.add_provider(k, entry(&k, 3, 5_000), at(0), 0, 0, true));
+        assert!(s.add_provider(k, entry(&k, 3, 30_000), at(0), 0, 0, true));
         let held: Vec<PeerId> = s.providers(&k, 0).iter().map(|e| e.provider).collect();
         assert!(!held.contains(&PeerId::synthetic(1)));
     }

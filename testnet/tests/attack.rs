@@ -73,11 +73,9 @@ fn provider_flood_forgeries_are_convicted() {
 }
 
 /// The target for provider floods. The flood also pushes entries of made-up identities
-/// (validly signed, within the lifetime bound) in `Store` batches, which replicas merge
-/// like repair traffic and which then push honest entries out of the full set
-/// (docs/experiments/security.md, "Known limits").
+/// (validly signed, within the lifetime bound) in `Store` batches; relayed entries never
+/// push out providers that announced themselves, so honest providers stay found.
 #[test]
-#[ignore = "provider entries relayed by Store can evict entries announced by their providers"]
 fn provider_flood_is_refused_with_defenses() {
     separates(Kind::ProviderFlood, 0.99, 0.9);
 }

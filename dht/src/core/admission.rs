@@ -266,7 +266,8 @@ impl Dht {
             entry.expires_ms = entry.expires_ms.min(cap);
         }
         let pick = cx.rng().next_u64();
-        self.store.add_provider(key, entry, now, now_ms, pick);
+        self.store
+            .add_provider(key, entry, now, now_ms, pick, from.is_some());
         Ok(())
     }
 }
