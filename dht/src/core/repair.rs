@@ -254,9 +254,13 @@ impl Dht {
     ) -> Option<Offence> {
         let mut offence = None;
         for (k, r) in records {
+            let writer = r.writer();
             match self.admit_record(k, r, now, Intake::Relay { from }) {
                 Ok(Applied::Stored) => {}
                 Ok(Applied::Stale) => self.store.confirm(&k, now),
+                // A writer over its quota here is the writer's doing, not the relay's: an
+                // honest owner replicating a greedy writer's records must not be charged.
+                Err(Reject::QuotaExceeded) if writer != from => {}
                 Err(reason) => {
                     match reason {
                         Reject::ValueTooLarge => self.counters.oversized_value += 1,

@@ -379,13 +379,31 @@ fn one_writer_cannot_fill_a_peer() {
             providers: vec![],
         },
     );
+    // The relay is not the writer: an owner replicating a greedy writer is not charged.
+    assert!(offences(&out).is_empty(), "{out:?}");
+    assert_eq!(d.stored_keys(), 3);
+    assert_eq!(d.store().usage(&hostile.peer_id()).0, 3);
+    // The writer pushing its own records past its quota is charged, once per message.
+    let more: Vec<(Id, Record)> = (6..8)
+        .map(|i| {
+            let k = before(&v, i);
+            (k, signed(&hostile, k, Some(b"x"), 900, 900))
+        })
+        .collect();
+    let out = feed(
+        &mut d,
+        hostile.peer_id(),
+        Message::Store {
+            records: more,
+            providers: vec![],
+        },
+    );
     assert_eq!(
         offences(&out),
-        vec![(sender, Offence::Refused)],
+        vec![(hostile.peer_id(), Offence::Refused)],
         "one per message"
     );
     assert_eq!(d.stored_keys(), 3);
-    assert_eq!(d.store().usage(&hostile.peer_id()).0, 3);
     // Its own overwrite fits; a Put over the quota is refused with the reason.
     let k = before(&v, 5);
     let out = feed(
