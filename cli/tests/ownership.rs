@@ -6,9 +6,13 @@
 // Tests measure real deadlines with the wall clock.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{stderr, stdout};
 
 /// A `peerlab node` child process, killed when dropped.
 struct Node {
@@ -93,27 +97,12 @@ impl Drop for Node {
     }
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// Polls `cond` until it holds or `within` passes; panics with `what` on timeout.
-fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, within: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        common::eventually(within, cond),
+        "timed out after {within:?} waiting for: {what}"
+    );
 }
 
 /// The three nodes agree on the ring: every node joined, sees both others as peers, and
