@@ -257,6 +257,7 @@ fn up(a: &UpArgs, progress: bool) -> Result<Output, TestnetError> {
             gossip_interval_ms: a.gossip_interval_ms,
             gossip_fanout: a.gossip_fanout,
             gossip_view: a.gossip_view,
+            probe_ms: None,
         },
     };
     let t = std::time::Instant::now();
