@@ -45,11 +45,11 @@ impl ClientArgs {
         };
         let api = match &self.api {
             Some(a) => a.clone(),
-            None => read("api.addr", "--api")?,
+            None => read(peerlab_node::API_ADDR_FILE, "--api")?,
         };
         let token = match &self.token {
             Some(t) => t.clone(),
-            None => read("api.token", "--token")?,
+            None => read(peerlab_node::API_TOKEN_FILE, "--token")?,
         };
         Ok(Client::new(&api, &token))
     }
@@ -463,8 +463,8 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
                 let mut out = String::new();
                 for t in &list {
                     let kind = match t.kind {
-                        peerlab_node::node::TransferKind::Share => "share",
-                        peerlab_node::node::TransferKind::Fetch => "fetch",
+                        peerlab_node::api::TransferKind::Share => "share",
+                        peerlab_node::api::TransferKind::Fetch => "fetch",
                     };
                     let state = match (&t.error, t.written, t.have == t.total && t.total > 0) {
                         (Some(e), _, _) => format!("failed: {e}"),
@@ -558,7 +558,7 @@ fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
     let path = a
         .config
         .clone()
-        .unwrap_or_else(|| data_dir.join("config.toml"));
+        .unwrap_or_else(|| data_dir.join(peerlab_node::CONFIG_FILE));
     if a.config.is_some() && !path.exists() {
         bail!("config file {} does not exist", path.display());
     }

@@ -45,7 +45,8 @@ use peerlab_swarm::ContentId;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{DriverError, DriverHandle, NetStatus, PeerInfo};
-use crate::node::{Node, TransferKind, TransferRecord};
+pub use crate::node::TransferKind;
+use crate::node::{Node, TransferRecord};
 use crate::peer::{self, Command, Event};
 
 /// How long a handler waits for the driver before answering 504.

@@ -93,7 +93,10 @@ impl Client {
                     msg: format!("{name}: {e}"),
                 })
         };
-        Ok(Client::new(&read("api.addr")?, &read("api.token")?))
+        Ok(Client::new(
+            &read(crate::API_ADDR_FILE)?,
+            &read(crate::API_TOKEN_FILE)?,
+        ))
     }
 
     fn finish<T: DeserializeOwned>(

@@ -5,12 +5,12 @@
 //!
 //! - [`peer`]: `Peer`, the composition of the cores (sans-IO; also runs in the simulator).
 //! - [`wire`]: one libp2p protocol per core, stream framing, frame limits.
-//! - [`driver`]: the tokio task that owns the libp2p swarm and the `Peer`.
-//! - [`datadir`], [`config`], [`store`]: identity, configuration file, durable records;
-//!   [`storage`]: files written for the user (fetch outputs), whole or not at all.
-//! - [`api`]: the HTTP + JSON control API; [`api_server`]: its server and limits;
+//! - `driver`: the tokio task that owns the libp2p swarm and the `Peer`.
+//! - `datadir`, [`config`], `store`: identity, configuration file, durable records;
+//!   `storage`: files written for the user (fetch outputs), whole or not at all.
+//! - [`api`]: the HTTP + JSON control API; `api_server`: its server and limits;
 //!   [`client`]: a blocking client for it.
-//! - [`metrics`]: metric names and the per-node Prometheus recorder.
+//! - `metrics`: metric names and the per-node Prometheus recorder.
 //!
 //! # Starting a node in-process
 //!
@@ -35,19 +35,21 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod api;
-pub mod api_server;
+mod api_server;
 pub mod client;
 pub mod config;
-pub mod datadir;
-pub mod driver;
-pub mod metrics;
-pub mod node;
+mod datadir;
+mod driver;
+mod metrics;
+mod node;
 pub mod peer;
-pub mod storage;
-pub mod store;
+mod storage;
+mod store;
 pub mod wire;
 
+pub use datadir::{API_ADDR_FILE, API_TOKEN_FILE, CONFIG_FILE, LISTEN_ADDRS_FILE};
 pub use libp2p;
+pub use node::Node;
 pub use peer::Peer;
 
 /// Why a node could not start (or a data dir could not be used).

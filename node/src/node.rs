@@ -43,7 +43,7 @@ impl StoreFactory for CidDirFactory {
 }
 
 /// The peer type the real node runs.
-pub type NodePeer = Peer<CidDirFactory>;
+pub(crate) type NodePeer = Peer<CidDirFactory>;
 
 /// A share or fetch remembered across restarts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,7 +64,7 @@ pub struct TransferRecord {
     pub written: bool,
 }
 
-/// What a [`TransferRecord`] is.
+/// What a transfer is: shared by this node or fetched by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferKind {

@@ -22,7 +22,7 @@
 //! Query and QueryHit carry a 16-byte [`Guid`], a TTL and a hop count. On each hop the TTL
 //! is decremented and the hop count incremented; a message is never forwarded once its TTL is
 //! 0; a TTL above [`MAX_TTL`] from the network is clamped to it; a (type, GUID) already seen is
-//! dropped ([`SeenCache`] is bounded and expires). A node whose [`Index`] matches every
+//! dropped (the seen cache is bounded and expires). A node whose [`Index`] matches every
 //! keyword of a Query answers with a QueryHit, which travels back only along the reverse path
 //! of its Query; a QueryHit whose Query this node never saw is dropped. A new query's TTL
 //! defaults to [`DEFAULT_TTL`] (the spec: SHOULD be ≤ 7, MUST be ≤ 10).
@@ -52,9 +52,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::index::{Index, IndexError, MAX_NAME_LEN, keywords};
+pub use crate::neighbours::{Neighbour, Neighbours};
+
 use crate::guid::Guid;
-use crate::index::{Index, IndexError, MAX_NAME_LEN, keywords};
-use crate::neighbours::Neighbours;
 use crate::seen::SeenCache;
 use crate::{Cx, Instant, PeerId, Protocol};
 
