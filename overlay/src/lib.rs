@@ -74,12 +74,9 @@ pub mod flood;
 mod guid;
 mod id;
 mod identity;
-mod index;
-mod neighbours;
 mod peer;
 mod protocol;
 mod rng;
-mod seen;
 mod time;
 
 pub use codec::CodecError;
