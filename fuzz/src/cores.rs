@@ -14,12 +14,12 @@
 
 use std::collections::VecDeque;
 
-use peerlab_overlay::{PeerId, Protocol, codec, flood};
+use peerlab_overlay::{Keypair, PeerId, Protocol, codec, flood};
 use peerlab_swarm::bytes::Bytes;
 use peerlab_swarm::{Manifest, MemoryFactory, MemoryStore};
 
 use crate::check;
-use crate::harness::{self, FRAME_GAP, Node, SETTLE, Sent, local, remote};
+use crate::harness::{self, FRAME_GAP, Node, SETTLE, Sent, local, local_key, remote, remote_key};
 use crate::wire::Channel;
 
 /// The message type of a core.
@@ -109,14 +109,14 @@ pub fn record<C: Core>(steps: usize) -> Vec<Vec<u8>> {
 /// the remote created; the remote writes, reads, deletes and announces providers.
 pub struct Dht;
 
-fn dht_node(me: PeerId, seed: u64) -> Node<peerlab_dht::Dht> {
+fn dht_node(me: &Keypair, seed: u64) -> Node<peerlab_dht::Dht> {
     // Two virtual nodes instead of eight: the same code paths at a quarter of the cost per
     // input, so the fuzzer runs more inputs.
     let cfg = peerlab_dht::Config {
         vnodes: 2,
         ..peerlab_dht::Config::default()
     };
-    let core = peerlab_dht::Dht::new(cfg, me).expect("valid DHT config");
+    let core = peerlab_dht::Dht::new(cfg, me.clone()).expect("valid DHT config");
     Node::new(core, Channel::Dht, seed)
 }
 
@@ -125,7 +125,7 @@ impl Core for Dht {
     const CHANNEL: Channel = Channel::Dht;
 
     fn local() -> (Node<Self::P>, Sent<Self::P>) {
-        let mut n = dht_node(local(), 1);
+        let mut n = dht_node(local_key(), 1);
         let mut sent = n.start();
         sent.extend(n.command(peerlab_dht::Command::Join {
             req: 1,
@@ -135,7 +135,7 @@ impl Core for Dht {
     }
 
     fn remote() -> (Node<Self::P>, Sent<Self::P>) {
-        let mut n = dht_node(remote(), 2);
+        let mut n = dht_node(remote_key(), 2);
         let mut sent = n.start();
         sent.extend(n.command(peerlab_dht::Command::Join {
             req: 1,
@@ -152,6 +152,7 @@ impl Core for Dht {
                 req: 300 + i as u64,
                 key: key(&format!("mine-{i}")),
                 value: format!("mine {i}").into_bytes(),
+                ttl: None,
             }],
             50..=53 => vec![Command::Get {
                 req: 400 + i as u64,
@@ -177,6 +178,7 @@ impl Core for Dht {
                 req: 100 + i as u64,
                 key: key(&format!("key-{i}")),
                 value: format!("value {i}").into_bytes(),
+                ttl: None,
             }],
             60 => vec![Command::Get {
                 req: 200,
@@ -189,7 +191,6 @@ impl Core for Dht {
             64 => vec![Command::AddProvider {
                 req: 202,
                 key: peerlab_overlay::Id::hash(b"content"),
-                provider: remote(),
                 ttl: std::time::Duration::from_secs(3600),
             }],
             66 => vec![Command::GetProviders {
@@ -209,9 +210,9 @@ impl Core for Dht {
 /// remote, which publishes and deletes data.
 pub struct Gossip;
 
-fn gossip_node(me: PeerId, seed: u64) -> Node<peerlab_gossip::Gossip> {
+fn gossip_node(me: &Keypair, seed: u64) -> Node<peerlab_gossip::Gossip> {
     let addrs = vec![format!("/ip4/127.0.0.1/udp/{}/quic-v1", 4000 + seed)];
-    let core = peerlab_gossip::Gossip::new(me, addrs, peerlab_gossip::Config::default())
+    let core = peerlab_gossip::Gossip::new(me.clone(), addrs, peerlab_gossip::Config::default())
         .expect("valid gossip config");
     Node::new(core, Channel::Gossip, seed)
 }
@@ -221,7 +222,7 @@ impl Core for Gossip {
     const CHANNEL: Channel = Channel::Gossip;
 
     fn local() -> (Node<Self::P>, Sent<Self::P>) {
-        let mut n = gossip_node(local(), 1);
+        let mut n = gossip_node(local_key(), 1);
         let mut sent = n.start();
         sent.extend(n.command(peerlab_gossip::Command::Join {
             seeds: vec![remote()],
@@ -230,7 +231,7 @@ impl Core for Gossip {
     }
 
     fn remote() -> (Node<Self::P>, Sent<Self::P>) {
-        let mut n = gossip_node(remote(), 2);
+        let mut n = gossip_node(remote_key(), 2);
         let sent = n.start();
         (n, sent)
     }
@@ -292,7 +293,7 @@ impl Core for Flood {
     fn local_script(i: usize) -> Vec<Cmd<Self>> {
         match i {
             10 => vec![flood::Command::Search {
-                request: 1,
+                req: 1,
                 terms: "gamma".into(),
                 strategy: flood::Strategy::Flood,
                 ttl: None,
@@ -304,8 +305,8 @@ impl Core for Flood {
     }
 
     fn script(i: usize) -> Vec<Cmd<Self>> {
-        let search = |request, strategy| flood::Command::Search {
-            request,
+        let search = |req, strategy| flood::Command::Search {
+            req,
             terms: "alpha".into(),
             strategy,
             ttl: None,
@@ -336,7 +337,7 @@ type SwarmCore = peerlab_swarm::Swarm<MemoryFactory>;
 
 /// Chunk size of the files exchanged: the smallest accepted, so a few kilobytes make
 /// several chunks of one block each and the seeds stay small.
-const CHUNK: u32 = peerlab_swarm::manifest::MIN_CHUNK_SIZE;
+const CHUNK: u32 = peerlab_swarm::MIN_CHUNK_SIZE;
 
 /// A small deterministic file and its manifest.
 pub fn file(n: u8) -> (Manifest, Bytes) {
@@ -349,15 +350,21 @@ pub fn file(n: u8) -> (Manifest, Bytes) {
 
 fn swarm_node(me: PeerId, seed: u64) -> (Node<SwarmCore>, Sent<SwarmCore>) {
     use peerlab_swarm::Command;
-    let core = SwarmCore::new(peerlab_swarm::Config::default(), MemoryFactory);
+    let core = SwarmCore::new(peerlab_swarm::Config::default(), MemoryFactory)
+        .expect("valid swarm config");
     let mut n = Node::new(core, Channel::Swarm, seed);
     let (own, other) = if me == local() { (1, 2) } else { (2, 1) };
     let peer = if me == local() { remote() } else { local() };
     let (manifest, data) = file(own);
     let store = MemoryStore::full(&manifest, data);
     let mut sent = n.start();
-    sent.extend(n.command(Command::Share { manifest, store }));
+    sent.extend(n.command(Command::Share {
+        req: 1,
+        manifest,
+        store,
+    }));
     sent.extend(n.command(Command::Fetch {
+        req: 2,
         cid: file(other).0.content_id(),
         providers: vec![peer],
     }));

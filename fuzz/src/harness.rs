@@ -25,7 +25,7 @@ use std::sync::LazyLock;
 use std::task::{self, Poll, Waker};
 use std::time::Duration;
 
-use peerlab_overlay::{Context, Instant, Outbox, Output, PeerId, Protocol, Rng, codec};
+use peerlab_overlay::{Context, Instant, Keypair, Outbox, Output, PeerId, Protocol, Rng, codec};
 use serde::de::DeserializeOwned;
 
 use crate::wire::{Channel, StreamFrame, read_stream_frame};
@@ -47,17 +47,27 @@ pub const MAX_TIMERS: usize = 4096;
 /// Most frames taken from one input, for the same reason as [`MAX_FIRINGS`].
 pub const MAX_FRAMES: usize = 512;
 
+/// The node under test's key pair (cores that sign what they say take it).
+pub fn local_key() -> &'static Keypair {
+    // Deriving a synthetic identity is an Ed25519 scalar multiplication: once per process.
+    static LOCAL: LazyLock<Keypair> = LazyLock::new(|| Keypair::synthetic(1));
+    &LOCAL
+}
+
+/// The key pair of the peer the fuzz input comes from.
+pub fn remote_key() -> &'static Keypair {
+    static REMOTE: LazyLock<Keypair> = LazyLock::new(|| Keypair::synthetic(2));
+    &REMOTE
+}
+
 /// The node under test.
 pub fn local() -> PeerId {
-    // Deriving a synthetic identity is an Ed25519 scalar multiplication: once per process.
-    static LOCAL: LazyLock<PeerId> = LazyLock::new(|| PeerId::synthetic(1));
-    *LOCAL
+    local_key().peer_id()
 }
 
 /// The peer the fuzz input comes from: the sender of every frame.
 pub fn remote() -> PeerId {
-    static REMOTE: LazyLock<PeerId> = LazyLock::new(|| PeerId::synthetic(2));
-    *REMOTE
+    remote_key().peer_id()
 }
 
 /// Cuts a stream into frames with the node's reader: stops at a clean end, an end inside

@@ -8,7 +8,7 @@ use std::task::{self, Poll, Waker};
 
 use libp2p::futures::AsyncRead;
 use peerlab_overlay::codec::{self, CodecError};
-use peerlab_swarm::manifest::MAX_CHUNKS;
+use peerlab_swarm::MAX_CHUNKS;
 use peerlab_swarm::{Bitfield, Manifest};
 use serde::de::IgnoredAny;
 
@@ -206,7 +206,7 @@ pub fn manifest(data: &[u8]) {
 /// `from_bytes`; a well-formed bitfield — all a peer's bitfield is checked for before use —
 /// must count, list and update its bits consistently within its length.
 pub fn bitfield(data: &[u8]) {
-    let limit = peerlab_swarm::wire::MAX_SMALL_FRAME;
+    let limit = peerlab_swarm::MAX_SMALL_FRAME;
     let Ok(b) = codec::decode_with_limit::<Bitfield>(data, limit) else {
         return;
     };
@@ -247,7 +247,7 @@ pub fn bitfield(data: &[u8]) {
 /// Where a [`signature`] input's fields end: key, signature, domain length.
 const SIG_HEADER: usize = 32 + 64 + 1;
 
-const PEER_ID_LEN: usize = peerlab_overlay::peer::LIBP2P_PEER_ID_LEN;
+const PEER_ID_LEN: usize = peerlab_overlay::LIBP2P_PEER_ID_LEN;
 
 /// Signatures (`overlay::identity`), the check every signed record and member record goes
 /// through: a 32-byte public key, a 64-byte signature, a domain of the length in the next
@@ -265,9 +265,13 @@ pub fn signature(data: &[u8]) {
     let sig = Signature(data[32..96].try_into().unwrap());
     let rest = &data[SIG_HEADER..];
     let (domain, payload) = rest.split_at((data[96] as usize).min(rest.len()));
+    // Domains are constants in the code, never peer input, and contain no NUL.
     let Ok(domain) = std::str::from_utf8(domain) else {
         return;
     };
+    if domain.contains('\0') {
+        return;
+    }
     let _ = key.verify(domain, payload, &sig);
 
     // The libp2p form of a key round-trips, and what parses as one is one.

@@ -4,6 +4,8 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use peerlab_overlay::ConfigError;
+
+use crate::budget::MIN_DATA_MESSAGES;
 use serde::{Deserialize, Serialize};
 
 /// Which spreading mechanisms run.
@@ -150,6 +152,21 @@ pub struct Config {
     /// a claim beyond it is absurd (no origin publishes four billion updates between two
     /// exchanges) and is refused rather than allowed to block newer versions for ever.
     pub max_version_jump: u64,
+    /// Bytes of gossip state one node keeps, all of it: the member table, stored entries
+    /// and values, versions pending activation, hot rumors, feedback records and probe
+    /// relays. Default 64 MiB (the DHT's store budget). The member table and the rumor
+    /// buffers are bounded by their counts, and their worst case is set aside (see
+    /// [`Config::data_budget`]); stored data gets the rest, enforced on receipt: when it is
+    /// full, the origin holding the most data yields its newest entries to a smaller one, and
+    /// an origin that would become the largest is refused, so one origin (or a sybil
+    /// flooding with many) cannot push out everyone else's data. Without it the caps would
+    /// multiply out to `max_origins · max_entries_per_origin · max_value_len` ≈ 170 GB.
+    pub max_state_bytes: usize,
+    /// Member records must be signed by their members (see the crate docs, "Trust").
+    /// Default `true`; `false` skips every signature check — the behaviour without these
+    /// rules, for experiments that measure what the checks prevent (`peerlab sim attack
+    /// --no-defenses`). Never turn it off in a real node.
+    pub defenses: bool,
 }
 
 /// Largest [`Config::partner_view`]: beyond it the view is no longer partial for any group
@@ -198,6 +215,8 @@ impl Config {
             max_addr_len: 256,
             max_version_jump: 1 << 32,
             partner_view: 0,
+            max_state_bytes: 64 << 20,
+            defenses: true,
         }
     }
 
@@ -258,6 +277,16 @@ impl Config {
         }
         if self.max_message_bytes < 1024 {
             return ConfigError::err("max_message_bytes", "must be at least 1024");
+        }
+        if self.data_budget() < MIN_DATA_MESSAGES * self.max_message_bytes {
+            return ConfigError::err(
+                "max_state_bytes",
+                format!(
+                    "must leave room for {MIN_DATA_MESSAGES} messages of data beside the \
+                     member table and rumor buffers ({} bytes set aside)",
+                    self.reserved_bytes()
+                ),
+            );
         }
         if self.max_value_len + self.max_key_len + 128 > self.max_message_bytes {
             return ConfigError::err(

@@ -351,7 +351,7 @@ async fn memory(n: usize) {
         (all - base) / n as f64
     );
     for node in nodes {
-        node.kill().await;
+        node.abort().await;
     }
 }
 

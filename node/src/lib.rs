@@ -5,11 +5,12 @@
 //!
 //! - [`peer`]: `Peer`, the composition of the cores (sans-IO; also runs in the simulator).
 //! - [`wire`]: one libp2p protocol per core, stream framing, frame limits.
-//! - [`driver`]: the tokio task that owns the libp2p swarm and the `Peer`.
-//! - [`datadir`], [`config`], [`store`]: identity, configuration file, durable records.
-//! - [`api`]: the HTTP + JSON control API; [`api_server`]: its server and limits;
+//! - `driver`: the tokio task that owns the libp2p swarm and the `Peer`.
+//! - `datadir`, [`config`], `store`: identity, configuration file, durable records;
+//!   `storage`: files written for the user (fetch outputs), whole or not at all.
+//! - [`api`]: the HTTP + JSON control API; `api_server`: its server and limits;
 //!   [`client`]: a blocking client for it.
-//! - [`metrics`]: metric names and the per-node Prometheus recorder.
+//! - `metrics`: metric names and the per-node Prometheus recorder.
 //!
 //! # Starting a node in-process
 //!
@@ -34,18 +35,21 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod api;
-pub mod api_server;
+mod api_server;
 pub mod client;
 pub mod config;
-pub mod datadir;
-pub mod driver;
-pub mod metrics;
-pub mod node;
+mod datadir;
+mod driver;
+mod metrics;
+mod node;
 pub mod peer;
-pub mod store;
+mod storage;
+mod store;
 pub mod wire;
 
+pub use datadir::{API_ADDR_FILE, API_TOKEN_FILE, CONFIG_FILE, LISTEN_ADDRS_FILE};
 pub use libp2p;
+pub use node::{MEMBERS_LOG_TARGET, Node};
 pub use peer::Peer;
 
 /// Why a node could not start (or a data dir could not be used).
@@ -174,6 +178,8 @@ pub struct NodeHandle {
     driver_task: JoinHandle<()>,
     api_task: JoinHandle<()>,
     api_stop: Option<oneshot::Sender<()>>,
+    /// Writes finished fetches' outputs ([`api::write_outputs`]).
+    output_task: JoinHandle<()>,
 }
 
 impl NodeHandle {
@@ -219,6 +225,7 @@ impl NodeHandle {
 
     /// Leaves the overlay gracefully and stops the node.
     pub async fn shutdown(mut self) {
+        self.output_task.abort();
         let _ = self.driver.shutdown().await;
         let _ = (&mut self.driver_task).await;
         if let Some(stop) = self.api_stop.take() {
@@ -227,8 +234,12 @@ impl NodeHandle {
         let _ = (&mut self.api_task).await;
     }
 
-    /// Stops the node abruptly, as a crash would: no leave, no hand-off.
-    pub async fn kill(mut self) {
+    /// Stops the node abruptly: no leave, no hand-off — but this is **not** a crash. The
+    /// driver and API tasks are aborted, and dropping them still flushes the chunk store
+    /// and closes the database cleanly, so it cannot show what a crash loses. Crash
+    /// recovery is tested with real processes killed by SIGKILL (`cli/tests/crash.rs`).
+    pub async fn abort(mut self) {
+        self.output_task.abort();
         self.driver_task.abort();
         self.api_task.abort();
         let _ = (&mut self.driver_task).await;
@@ -282,17 +293,45 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         max_connections_per_ip: cfg.max_connections_per_ip,
         prefer_quic: cfg.transport == config::Transport::Quic,
         seed: cfg.seed,
+        known_peers_file: Some(dir.known_peers_file()),
         ..driver::NetConfig::default()
     };
 
-    let local = driver::from_libp2p(&key.public().to_peer_id()).ok_or(NodeError::NotEd25519)?;
+    let node_key = overlay_key(&key).ok_or(NodeError::NotEd25519)?;
     let factory = node::CidDirFactory {
         root: dir.chunks_dir(),
     };
-    let peer = Peer::new(local, cfg.peer_config(), factory)?;
+    let peer_cfg = cfg.peer_config();
+    if !peer_cfg.dht.defenses {
+        // Only the simulator's attack experiments run the DHT without its rules.
+        return Err(NodeError::Invalid(
+            "the DHT's defenses are off: a node on a network must not run without them".into(),
+        ));
+    }
+    let peer = Peer::new(node_key, peer_cfg, factory)?;
     let db = Arc::new(store::Store::open(&dir.store_file())?);
     let core = node::Node::new(peer, db, driver::wall_clock());
     let resume = core.transfers();
+    // Fetches that asked for an output and have not written it yet: the output writer
+    // finishes them after a restart too.
+    let fetches: api::Fetches = Default::default();
+    if let Ok(mut f) = fetches.lock() {
+        for (cid, rec) in &resume {
+            if rec.kind == node::TransferKind::Fetch
+                && let Some(out) = &rec.output
+            {
+                f.insert(
+                    *cid,
+                    api::FetchTarget {
+                        output: Some(PathBuf::from(out)),
+                        force: rec.force,
+                        written: rec.written,
+                        error: None,
+                    },
+                );
+            }
+        }
+    }
     let recorder = Arc::new(metrics::recorder());
     let metrics_handle = recorder.handle();
     let (mut drv, handle) = driver::Driver::new(key, core, &net, recorder)?;
@@ -326,8 +365,9 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         driver: handle.clone(),
         token: Arc::new(token.clone()),
         metrics: metrics_handle,
-        fetches: Default::default(),
+        fetches: fetches.clone(),
     });
+    let output_task = tokio::spawn(api::write_outputs(handle.clone(), fetches));
     let (api_stop, stop_rx) = oneshot::channel::<()>();
     let api_task = tokio::spawn(api_server::serve(
         listener,
@@ -346,7 +386,19 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         driver_task,
         api_task,
         api_stop: Some(api_stop),
+        output_task,
     })
+}
+
+/// Logs a resumed transfer the swarm did not take up.
+fn log_refusal(cid: &peerlab_swarm::ContentId, answer: Result<peer::Event, driver::DriverError>) {
+    match answer {
+        Ok(peer::Event::Swarm(peerlab_swarm::Event::Accepted { .. })) => {}
+        Ok(peer::Event::Swarm(peerlab_swarm::Event::Refused { error, .. })) => {
+            tracing::warn!(cid = %cid.to_hex(), %error, "a transfer was not resumed")
+        }
+        other => tracing::warn!(cid = %cid.to_hex(), ?other, "a transfer was not resumed"),
+    }
 }
 
 /// Re-shares the files shared before a restart and resumes unfinished fetches.
@@ -364,9 +416,12 @@ async fn resume_transfers(
                 .await;
                 match seeded {
                     Ok(Ok(store)) => {
-                        let _ = handle
-                            .command(peer::Command::Share { manifest, store })
-                            .await;
+                        let share = |req| peer::Command::Share {
+                            req,
+                            manifest,
+                            store,
+                        };
+                        log_refusal(&cid, handle.call_once(share, api::API_TIMEOUT).await);
                     }
                     _ => {
                         tracing::warn!(cid = %cid.to_hex(), "a shared file is gone or changed; not re-shared")
@@ -374,14 +429,23 @@ async fn resume_transfers(
                 }
             }
             (node::TransferKind::Fetch, _, _) => {
-                let _ = handle
-                    .command(peer::Command::Fetch {
-                        cid,
-                        providers: Vec::new(),
-                    })
-                    .await;
+                let fetch = |req| peer::Command::Fetch {
+                    req,
+                    cid,
+                    providers: Vec::new(),
+                };
+                log_refusal(&cid, handle.call_once(fetch, api::API_TIMEOUT).await);
             }
             _ => {}
         }
     }
+}
+
+/// The cores' view of the node key (the same Ed25519 key pair): it signs what only this node
+/// may say, such as its gossip member record. `None` unless the key is Ed25519.
+fn overlay_key(key: &libp2p::identity::Keypair) -> Option<peerlab_overlay::Keypair> {
+    let ed = key.clone().try_into_ed25519().ok()?;
+    let secret: [u8; 32] = ed.secret().as_ref().try_into().ok()?;
+    let ours = peerlab_overlay::Keypair::from_secret(secret);
+    (driver::from_libp2p(&key.public().to_peer_id()) == Some(ours.peer_id())).then_some(ours)
 }

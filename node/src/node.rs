@@ -2,20 +2,26 @@
 //! records and shares.
 //!
 //! `Node` wraps a `Peer` and forwards every input to it unchanged (the two have the same
-//! message, timer and event types). After each input that may have changed the DHT's
-//! store it compares the store with what the database holds and commits the difference in
-//! one redb transaction. The driver calls this hook before it hands any reply to the API
-//! or any frame to the network, so a write is durable before it is acknowledged.
+//! message, timer and event types). After each run of inputs the driver asks it to persist
+//! (`NetCore::after_input`): it takes the keys the DHT's store changed
+//! (`Dht::take_changed`), compares just those with what the database holds, and commits
+//! the difference in one redb transaction — every write of the run in one commit. The
+//! driver does this before it hands any reply to the API or any frame to the network.
+//! When the commit fails, the run's write acknowledgments do not leave: a local put is
+//! answered with `dht::Error::NotDurable`, and the acknowledgments this node owes other
+//! peers (`PutAck`, `HandoffAck`) are dropped, so their writers time out and retry rather
+//! than believe the write kept. Nothing is acknowledged that a crash could lose.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use peerlab_dht::{Record, Version};
+use peerlab_dht::{self as dht, Changed, Record, Version};
 use peerlab_overlay::{CodecError, Cx, Id, Instant, PeerId, Protocol, codec};
 use peerlab_swarm::{ContentId, FileStore, Manifest, StoreError, StoreFactory};
 use serde::{Deserialize, Serialize};
 
+use crate::NodeError;
 use crate::driver::NetCore;
 use crate::peer::{self, Command, Event, Message, Peer, Timer};
 use crate::store::{Change, DHT_RECORDS, SWARM_STATE, Store};
@@ -56,7 +62,7 @@ fn log_member_change(event: &Event) {
 }
 
 /// The peer type the real node runs.
-pub type NodePeer = Peer<CidDirFactory>;
+pub(crate) type NodePeer = Peer<CidDirFactory>;
 
 /// A share or fetch remembered across restarts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -69,9 +75,15 @@ pub struct TransferRecord {
     pub output: Option<String>,
     /// The manifest, once known.
     pub manifest: Option<Manifest>,
+    /// For fetches: replace an existing file at `output` (`--force`).
+    #[serde(default)]
+    pub force: bool,
+    /// For fetches: the output was written (not written again after a restart).
+    #[serde(default)]
+    pub written: bool,
 }
 
-/// What a [`TransferRecord`] is.
+/// What a transfer is: shared by this node or fetched by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferKind {
@@ -86,7 +98,8 @@ pub struct Node {
     peer: NodePeer,
     db: Arc<Store>,
     persisted: BTreeMap<Id, Version>,
-    dirty: bool,
+    /// A commit failed: the next persist compares every record, not only changed ones.
+    rescan: bool,
     persist_errors: u64,
 }
 
@@ -116,7 +129,7 @@ impl Node {
             peer,
             db,
             persisted,
-            dirty: false,
+            rescan: false,
             persist_errors: 0,
         }
     }
@@ -156,6 +169,32 @@ impl Node {
         }
     }
 
+    /// Forgets a share or fetch (cancelled: not resumed after a restart).
+    pub fn forget_transfer(&self, cid: &ContentId) {
+        if let Err(e) = self.db.apply(
+            SWARM_STATE,
+            &[Change::Delete {
+                key: cid.0.to_vec(),
+            }],
+        ) {
+            tracing::warn!(%e, "cannot forget a transfer");
+        }
+    }
+
+    /// Records that the output of fetch `cid` was written.
+    pub fn mark_written(&self, cid: &ContentId) {
+        let rec = self
+            .db
+            .get(SWARM_STATE, &cid.0)
+            .ok()
+            .flatten()
+            .and_then(|v| codec::decode::<TransferRecord>(&v).ok());
+        if let Some(mut rec) = rec {
+            rec.written = true;
+            self.remember_transfer(cid, &rec);
+        }
+    }
+
     /// Shares and fetches remembered in the database.
     pub fn transfers(&self) -> Vec<(ContentId, TransferRecord)> {
         self.db
@@ -169,56 +208,71 @@ impl Node {
             .collect()
     }
 
-    fn persist(&mut self) {
-        let store = self.peer.dht().store();
-        let keys = store.keys_in(&Id::ZERO, &Id::ZERO);
-        let mut changes = Vec::new();
-        let mut now_held = BTreeMap::new();
-        for k in keys {
-            let Some(rec) = store.get(&k) else { continue };
-            now_held.insert(k, rec.version);
-            if self.persisted.get(&k) != Some(&rec.version) {
-                match codec::encode(rec) {
-                    Ok(value) => changes.push(Change::Put {
-                        key: k.0.to_vec(),
-                        value,
-                    }),
-                    Err(e) => tracing::warn!(%e, "cannot encode a record"),
-                }
+    /// Commits the records the DHT changed since the last call; on failure the next call
+    /// compares everything again (the failed changes are not lost from memory).
+    fn persist(&mut self) -> Result<(), NodeError> {
+        let changed = self.peer.dht_mut().take_changed();
+        let keys: Vec<Id> = match changed {
+            Changed::Keys(k) if !self.rescan => k.into_iter().collect(),
+            _ => {
+                let store = self.peer.dht().store();
+                let mut all: BTreeSet<Id> =
+                    store.keys_in(&Id::ZERO, &Id::ZERO).into_iter().collect();
+                all.extend(self.persisted.keys().copied());
+                all.into_iter().collect()
             }
+        };
+        if keys.is_empty() {
+            return Ok(());
         }
-        for k in self.persisted.keys() {
-            if !now_held.contains_key(k) {
-                changes.push(Change::Delete { key: k.0.to_vec() });
+        let store = self.peer.dht().store();
+        let mut changes = Vec::new();
+        let mut done: Vec<(Id, Option<Version>)> = Vec::new();
+        for k in keys {
+            match store.get(&k) {
+                Some(rec) if self.persisted.get(&k) != Some(&rec.version) => {
+                    match codec::encode(rec) {
+                        Ok(value) => {
+                            changes.push(Change::Put {
+                                key: k.0.to_vec(),
+                                value,
+                            });
+                            done.push((k, Some(rec.version)));
+                        }
+                        Err(e) => tracing::warn!(%e, "cannot encode a record"),
+                    }
+                }
+                None if self.persisted.contains_key(&k) => {
+                    changes.push(Change::Delete { key: k.0.to_vec() });
+                    done.push((k, None));
+                }
+                _ => {}
             }
         }
         if changes.is_empty() {
-            return;
+            self.rescan = false;
+            return Ok(());
         }
         match self.db.apply(DHT_RECORDS, &changes) {
-            Ok(()) => self.persisted = now_held,
+            Ok(()) => {
+                self.rescan = false;
+                for (k, v) in done {
+                    match v {
+                        Some(v) => self.persisted.insert(k, v),
+                        None => self.persisted.remove(&k),
+                    };
+                }
+                Ok(())
+            }
             Err(e) => {
                 self.persist_errors += 1;
-                tracing::error!(%e, "cannot persist DHT records");
+                self.rescan = true;
+                tracing::error!(%e, "cannot persist DHT records; their writes are not acknowledged");
+                Err(e)
             }
         }
     }
 }
-
-/// DHT message kinds that never change the store (routing and reads).
-const READ_ONLY_KINDS: [&str; 11] = [
-    "find_step",
-    "step_reply",
-    "get_state",
-    "state",
-    "notify",
-    "get_fingers",
-    "fingers",
-    "get",
-    "get_reply",
-    "get_providers",
-    "providers",
-];
 
 impl Protocol for Node {
     type Message = Message;
@@ -231,25 +285,14 @@ impl Protocol for Node {
     }
 
     fn handle_message(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, msg: Message) {
-        if let Message::Dht(m) = &msg
-            && !READ_ONLY_KINDS.contains(&peerlab_overlay::Message::kind(m))
-        {
-            self.dirty = true;
-        }
         self.peer.handle_message(cx, from, msg);
     }
 
     fn handle_timer(&mut self, cx: &mut Cx<'_, Self>, timer: Timer) {
-        if matches!(timer, Timer::Dht(_)) {
-            self.dirty = true;
-        }
         self.peer.handle_timer(cx, timer);
     }
 
     fn handle_command(&mut self, cx: &mut Cx<'_, Self>, cmd: Command<FileStore>) {
-        if matches!(cmd, Command::Dht(_) | Command::Leave) {
-            self.dirty = true;
-        }
         self.peer.handle_command(cx, cmd);
     }
 
@@ -280,16 +323,177 @@ impl NetCore for Node {
     fn addresses_of(event: &Event) -> Vec<(PeerId, String)> {
         peer::net::addresses_of(event)
     }
+    fn isolated(&self) -> bool {
+        let dht = self.peer.dht();
+        let me = dht.peer();
+        // A ring of its own: every virtual node is its own only successor.
+        let lone_ring = dht.is_joined()
+            && dht.vnode_ids().iter().all(|id| {
+                dht.vnode(id)
+                    .is_none_or(|v| v.succs.iter().all(|s| s.peer == me))
+            });
+        let gossip = self.peer.gossip();
+        let no_member = gossip.up_count() == 0 && !gossip.is_joining();
+        !dht.has_left() && (lone_ring || no_member)
+    }
     fn leave_command() -> Option<Command<FileStore>> {
         Some(Command::Leave)
     }
     fn observe(&mut self, event: &Event) {
         log_member_change(event);
     }
-    fn after_input(&mut self) {
-        if self.dirty {
-            self.dirty = false;
-            self.persist();
+    fn after_input(&mut self) -> Result<(), String> {
+        self.persist().map_err(|e| e.to_string())
+    }
+    fn not_durable(event: Event, why: &str) -> Event {
+        match event {
+            Event::Dht(dht::Event::Reply {
+                req,
+                result: Ok(dht::Reply::Stored { .. }),
+            }) => Event::Dht(dht::Event::Reply {
+                req,
+                result: Err(dht::Error::NotDurable(why.to_string())),
+            }),
+            other => other,
         }
+    }
+    fn is_durable_ack(msg: &Message) -> bool {
+        matches!(
+            msg,
+            Message::Dht(dht::Message::PutAck { .. } | dht::Message::HandoffAck { .. })
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use peerlab_overlay::{Context, Keypair, Outbox, Output, Rng};
+
+    use super::*;
+
+    type Out = Outbox<Message, Timer, Event>;
+
+    /// Runs `f` on the node as the driver would: the input, then persistence, then what
+    /// leaves (events mapped, durable acks withheld when the commit failed).
+    fn turn(
+        node: &mut Node,
+        now: Instant,
+        f: impl FnOnce(&mut Node, &mut Cx<'_, Node>),
+    ) -> (Vec<Event>, Vec<Message>, Vec<(Instant, Timer)>) {
+        let (mut rng, mut out): (Rng, Out) = (Rng::seed(7), Outbox::new());
+        f(node, &mut Context::new(now, &mut rng, &mut out));
+        let failed = node.after_input().err();
+        let (mut evs, mut msgs, mut timers) = (Vec::new(), Vec::new(), Vec::new());
+        for o in out.drain() {
+            match o {
+                Output::Event(e) => evs.push(match &failed {
+                    Some(why) => Node::not_durable(e, why),
+                    None => e,
+                }),
+                Output::Send { msg, .. } => {
+                    if failed.is_none() || !Node::is_durable_ack(&msg) {
+                        msgs.push(msg)
+                    }
+                }
+                Output::Timer { at, timer } => timers.push((at, timer)),
+                Output::Offence { .. } => {}
+            }
+        }
+        (evs, msgs, timers)
+    }
+
+    fn put(req: u64, key: &str) -> Command<FileStore> {
+        Command::Dht(dht::Command::Put {
+            req,
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ttl: None,
+        })
+    }
+
+    fn reply(evs: &[Event], req: u64) -> Option<Result<(), dht::Error>> {
+        evs.iter().find_map(|e| match e {
+            Event::Dht(dht::Event::Reply { req: r, result }) if *r == req => {
+                Some(result.as_ref().map(|_| ()).map_err(Clone::clone))
+            }
+            _ => None,
+        })
+    }
+
+    /// A put is answered `Stored` only once its commit succeeded: a failed commit turns the
+    /// reply into `NotDurable`, the record is not in the database, and the next commit
+    /// (which succeeds) writes it.
+    #[test]
+    fn a_put_whose_commit_failed_is_not_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+        let peer = Peer::new(
+            Keypair::synthetic(1),
+            peer::Config::lan(),
+            CidDirFactory {
+                root: dir.path().join("chunks"),
+            },
+        )
+        .unwrap();
+        let mut now = Instant(1_000_000_000);
+        let mut node = Node::new(peer, db.clone(), now);
+        let (_, _, mut timers) = turn(&mut node, now, |n, cx| n.handle_start(cx));
+        // A lone node creates its ring; run its timers until it has.
+        for _ in 0..1000 {
+            if node.peer().dht().is_joined() {
+                break;
+            }
+            timers.sort_by_key(|(at, _)| *at);
+            let (at, t) = timers.remove(0);
+            now = now.max(at);
+            let (_, _, more) = turn(&mut node, now, |n, cx| n.handle_timer(cx, t));
+            timers.extend(more);
+        }
+        assert!(node.peer().dht().is_joined());
+
+        let (evs, _, _) = turn(&mut node, now, |n, cx| n.handle_command(cx, put(1, "a")));
+        assert_eq!(reply(&evs, 1), Some(Ok(())));
+        assert_eq!(node.persisted_records(), 1);
+
+        db.fail_commits.store(true, Ordering::Relaxed);
+        let (evs, _, _) = turn(&mut node, now, |n, cx| n.handle_command(cx, put(2, "b")));
+        assert!(
+            matches!(reply(&evs, 2), Some(Err(dht::Error::NotDurable(_)))),
+            "{evs:?}"
+        );
+        assert_eq!(node.persist_errors(), 1);
+        assert_eq!(
+            db.entries(DHT_RECORDS).unwrap().len(),
+            1,
+            "b is not on disk"
+        );
+
+        db.fail_commits.store(false, Ordering::Relaxed);
+        let (evs, _, _) = turn(&mut node, now, |n, cx| n.handle_command(cx, put(3, "c")));
+        assert_eq!(reply(&evs, 3), Some(Ok(())));
+        assert_eq!(
+            db.entries(DHT_RECORDS).unwrap().len(),
+            3,
+            "the commit after a failure writes what the failed one did not"
+        );
+    }
+
+    #[test]
+    fn write_acks_are_the_durable_ones() {
+        let v = Version {
+            wall_ms: 0,
+            logical: 0,
+            writer: Keypair::synthetic(1).peer_id(),
+        };
+        let ack = Message::Dht(dht::Message::PutAck { req: 1, stored: v });
+        assert!(Node::is_durable_ack(&ack));
+        let get = Message::Dht(dht::Message::Get {
+            req: 1,
+            vnode: Id::ZERO,
+            key: Id::ZERO,
+        });
+        assert!(!Node::is_durable_ack(&get));
     }
 }

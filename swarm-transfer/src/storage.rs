@@ -821,7 +821,8 @@ mod tests {
                 FileFactory {
                     dir: dir.path().to_owned(),
                 },
-            ),
+            )
+            .unwrap(),
             rng: peerlab_overlay::Rng::seed(3),
             sent: Vec::new(),
             events: Vec::new(),
@@ -833,6 +834,7 @@ mod tests {
             c.handle_command(
                 cx,
                 Command::Fetch {
+                    req: 1,
                     cid,
                     providers: vec![seeder],
                 },
@@ -845,7 +847,7 @@ mod tests {
         ] {
             h.deliver(seeder, body);
         }
-        let deliver_chunk0 = |h: &mut FileCore, corrupt: bool| {
+        let deliver_chunk0 = |h: &mut FileCore, seeder: PeerId, corrupt: bool| {
             for (b, data) in blocks_of(&m, &d, 0).into_iter().enumerate() {
                 let data = if corrupt && b == 2 {
                     let mut v = data.to_vec();
@@ -866,7 +868,7 @@ mod tests {
         };
         let part = dir.path().join("f.bin.part");
 
-        deliver_chunk0(&mut h, true);
+        deliver_chunk0(&mut h, seeder, true);
         assert!(
             h.events
                 .iter()
@@ -896,9 +898,18 @@ mod tests {
             h.sent
         );
 
-        // The same chunk sent correctly is verified, held, announced and written.
+        // The same chunk sent correctly (by another seeder: the first one proved a liar and
+        // is banned) is verified, held, announced and written.
+        let second = PeerId::synthetic(3);
+        for body in [
+            Body::Handshake,
+            Body::Bitfield(Bitfield::full(m.chunk_count())),
+            Body::Unchoke,
+        ] {
+            h.deliver(second, body);
+        }
         h.sent.clear();
-        deliver_chunk0(&mut h, false);
+        deliver_chunk0(&mut h, second, false);
         assert!(h.core.have(&cid).unwrap().get(0));
         assert!(h.core.store(&cid).unwrap().held().get(0));
         assert!(

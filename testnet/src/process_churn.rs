@@ -43,7 +43,6 @@ use peerlab_node::client::{Client, ClientError};
 use peerlab_overlay::{Id, PeerId, Rng};
 use serde::Serialize;
 
-use crate::experiments::chord::replica_peers;
 use crate::measure::Percentiles;
 use crate::plot::{self, Series};
 use crate::process::{
@@ -609,7 +608,8 @@ pub fn run(
         .filter(|(_, m)| **m)
         .take(MAX_LOST_LISTED)
         .map(|(&k, _)| {
-            let replicas = replica_peers(&ring0, &Id::hash(key(k).as_bytes()), replicas)
+            let replicas = ring0
+                .replica_peers(&Id::hash(key(k).as_bytes()), replicas)
                 .iter()
                 .filter_map(|p| index_of.get(p).copied())
                 .map(|i| ReplicaFate {

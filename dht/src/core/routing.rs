@@ -7,7 +7,7 @@
 //! [`Dht::finish_lookup`] hands the result to whoever started it (a client, a storage
 //! operation, a join, fix-fingers, a successor resync or a hand-back).
 
-use peerlab_overlay::{Cx, Id, PeerId};
+use peerlab_overlay::{Cx, Id, Offence, PeerId};
 
 use super::join::MAX_FALLBACK_PEERS;
 use super::lookup::{Found, Lookup, Next};
@@ -180,6 +180,7 @@ impl Dht {
         };
         if r.lookup.on_success(from, step) {
             self.counters.malformed += 1;
+            self.penalize(cx, from, Offence::Malformed);
         }
         self.advance_lookup(cx, lookup);
     }

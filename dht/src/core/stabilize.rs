@@ -225,7 +225,13 @@ impl Dht {
             None => true,
             Some(p) => p == from || from.id.in_open(&p.id, &v.id),
         };
-        if !better || v.pred == Some(from) {
+        if !better {
+            // `from` takes us for its successor although our predecessor lies between:
+            // either it has not met our predecessor yet or our predecessor is dead.
+            self.suspect_pred(cx, vi, from);
+            return;
+        }
+        if v.pred == Some(from) {
             return;
         }
         let old = v.pred.replace(from);
@@ -269,22 +275,15 @@ impl Dht {
     /// One check-predecessor tick: ask every predecessor on another peer for its state
     /// (a timeout evicts it).
     pub(super) fn check_predecessors(&mut self, cx: &mut Cx<'_, Self>) {
-        let preds: Vec<NodeRef> = self
+        let preds: Vec<(Id, NodeRef)> = self
             .vnodes
             .iter()
             .filter(|v| v.joined)
-            .filter_map(|v| v.pred)
-            .filter(|p| p.peer != self.me)
+            .filter_map(|v| v.pred.map(|p| (v.id, p)))
+            .filter(|(_, p)| p.peer != self.me)
             .collect();
-        for p in preds {
-            let req = self.fresh();
-            self.request(
-                cx,
-                p.peer,
-                req,
-                Message::GetState { req, vnode: p.id },
-                Pending::CheckPred,
-            );
+        for (vnode, p) in preds {
+            self.check_pred(cx, vnode, p);
         }
     }
 }

@@ -22,6 +22,8 @@
 //! - `limits`: leaking strike points and time-limited bans ([`STRIKE_LIMIT`],
 //!   [`STRIKE_LEAK`], [`BAN_DURATION`]);
 //! - `address_book`: where to dial the peers the cores name, confirmed or claimed;
+//! - `rejoin`: how a node that is alone finds the overlay again ([`REJOIN_MAX_DELAY`],
+//!   [`MAX_KNOWN_PEERS`]);
 //! - `handle`: [`DriverHandle`], how the API talks to the loop.
 //!
 //! **Hostile peers.** Every frame is checked in order: a banned sender's is dropped; one
@@ -50,6 +52,7 @@ mod gate;
 mod handle;
 mod limits;
 mod rate;
+mod rejoin;
 mod streams;
 mod transport;
 
@@ -74,24 +77,12 @@ use crate::NodeError;
 use crate::metrics as m;
 use crate::wire::Channel;
 
-pub use address_book::{MAX_ADDRESS_BOOK, MAX_ADDRS_PER_PEER, MAX_CLAIMED_PEERS};
-pub use gate::{MAX_CONNECTIONS_PER_IP, TooManyFromIp};
+pub(crate) use gate::MAX_CONNECTIONS_PER_IP;
 pub(crate) use handle::Request;
-pub use handle::{
-    DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo, REQUEST_CAPACITY, WAITER_CAPACITY,
-};
-pub use limits::{BAN_DURATION, MAX_BANNED, MAX_STRIKE_RECORDS, STRIKE_LEAK, STRIKE_LIMIT};
-pub use rate::{
-    ChannelRate, DHT_RATE, EXCESS_REPORT_INTERVAL, FLOOD_RATE, GOSSIP_RATE, SWARM_RATE, rate_of,
-};
-pub use streams::{
-    FRAME_READ_DEADLINE, INBOUND_QUEUE, MAX_INBOUND_STREAMS_PER_PEER, MAX_QUEUED_BYTES,
-    MAX_QUEUED_FRAMES, OpenError, STREAM_EVENT_CAPACITY, STREAM_IDLE, WRITE_COALESCE_BYTES,
-};
-pub use transport::{
-    IDENTIFY_INTERVAL, IDENTIFY_PROTOCOL, NetConfig, PING_INTERVAL, QUIC_IDLE_TIMEOUT,
-    QUIC_KEEP_ALIVE, QUIC_MAX_STREAMS, agent_version, from_libp2p, to_libp2p,
-};
+pub(crate) use handle::{DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo};
+pub(crate) use rejoin::{KNOWN_ADDRS_PER_PEER, MAX_KNOWN_PEERS, REJOIN_DIALS_PER_ROUND};
+pub(crate) use streams::{MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, STREAM_EVENT_CAPACITY};
+pub(crate) use transport::{NetConfig, from_libp2p, to_libp2p};
 
 use address_book::{AddressBook, Source};
 use limits::Strikes;
@@ -105,13 +96,17 @@ const STREAM_EVENTS_PER_TURN: usize = 64;
 
 /// Most pending timers; beyond this new timers are dropped with a warning (a core that
 /// sets this many is broken).
-pub const MAX_TIMERS: usize = 1 << 20;
+pub(crate) const MAX_TIMERS: usize = 1 << 20;
 
 /// Messages a core may send to itself in one turn before the rest wait for the next turn.
 const LOOPBACK_BATCH: usize = 10_000;
 
-/// Period of the driver's own housekeeping (gauges, bootstrap re-dials, ban expiry).
+/// Period of the driver's own housekeeping (gauges, rejoin rounds, ban expiry).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// How often the last-known peers are written to the data dir when they changed (a restart
+/// loses at most this much of the node's view; the file is small but written with fsync).
+const KNOWN_PEERS_SAVE: Duration = Duration::from_secs(10);
 
 /// What the driver needs from a core beyond [`Protocol`]: how its messages map onto
 /// channels and frames, and how its events answer API calls.
@@ -134,6 +129,11 @@ pub trait NetCore:
     fn address_command(_addrs: Vec<String>) -> Option<Self::Command> {
         None
     }
+    /// Whether the core sees no other live member (a ring of its own, an empty
+    /// membership): the driver then keeps looking for peers (see `rejoin`).
+    fn isolated(&self) -> bool {
+        false
+    }
     /// Peer addresses an event reveals (for example a gossip member's address).
     fn addresses_of(_event: &Self::Event) -> Vec<(PeerId, String)> {
         Vec::new()
@@ -144,9 +144,24 @@ pub trait NetCore:
     }
     /// Called with every event before it is dispatched (metrics, persistence).
     fn observe(&mut self, _event: &Self::Event) {}
-    /// Called after every input once the outbox is drained (persistence of acknowledged
-    /// writes happens here, before any reply leaves the driver).
-    fn after_input(&mut self) {}
+    /// Called after every run of inputs, before anything they produced leaves the driver:
+    /// persistence of the run's writes (one commit). An error means they are not durable:
+    /// the run's events then pass through [`NetCore::not_durable`] and its messages for
+    /// which [`NetCore::is_durable_ack`] holds are dropped, so nothing unkept is
+    /// acknowledged.
+    fn after_input(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// An event of a run whose writes could not be made durable (`why`): a write's
+    /// acknowledgment becomes an error; other events pass unchanged.
+    fn not_durable(event: Self::Event, _why: &str) -> Self::Event {
+        event
+    }
+    /// Whether a message acknowledges that this node keeps a write (dropped when the run's
+    /// writes could not be made durable).
+    fn is_durable_ack(_msg: &Self::Message) -> bool {
+        false
+    }
 }
 
 #[derive(Default)]
@@ -227,7 +242,16 @@ pub(crate) struct Driver<P: NetCore> {
     local_libp2p: libp2p::PeerId,
     listen_addrs: Vec<Multiaddr>,
     bootstrap: Vec<Multiaddr>,
-    bootstrapped: bool,
+    /// Backoff of the rejoin rounds while the node is alone.
+    rejoin: rejoin::Backoff,
+    /// The last-known peers' addresses (each ending in `/p2p/<id>`), newest first.
+    known: Vec<Multiaddr>,
+    /// Where `known` is kept across restarts, and what was written there last.
+    known_file: Option<std::path::PathBuf>,
+    known_saved: Vec<Multiaddr>,
+    known_saved_at: std::time::Instant,
+    /// Jitter of the rejoin backoff (apart from the core's random source).
+    jitter: Rng,
     bad_frames: u64,
     prefer_quic: bool,
     recorder: Arc<PrometheusRecorder>,
@@ -236,7 +260,7 @@ pub(crate) struct Driver<P: NetCore> {
 }
 
 /// Wall-clock protocol time: microseconds since 1970 (the driver's clock base).
-pub fn wall_clock() -> Instant {
+pub(crate) fn wall_clock() -> Instant {
     Instant(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -280,6 +304,12 @@ impl<P: NetCore> Driver<P> {
                     source,
                 })?;
         }
+        let known = cfg
+            .known_peers_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|t| rejoin::parse_known(&t))
+            .unwrap_or_default();
         let (handle, requests) = DriverHandle::channel();
         let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
         let streams = Streams::new(stream_tx);
@@ -307,7 +337,12 @@ impl<P: NetCore> Driver<P> {
             local_libp2p,
             listen_addrs: Vec::new(),
             bootstrap: cfg.bootstrap.clone(),
-            bootstrapped: cfg.bootstrap.is_empty(),
+            rejoin: rejoin::Backoff::default(),
+            known_saved: known.clone(),
+            known,
+            known_file: cfg.known_peers_file.clone(),
+            known_saved_at: std::time::Instant::now(),
+            jitter: Rng::seed(random_seed()),
             bad_frames: 0,
             prefer_quic: cfg.prefer_quic,
             recorder,
@@ -357,14 +392,24 @@ impl<P: NetCore> Driver<P> {
     /// Ends a run of inputs: persists, then sends everything in the outbox.
     fn end_inputs(&mut self) {
         // Persist before any reply or frame leaves (acknowledged writes are durable).
-        self.core.after_input();
-        self.flush();
+        match self.core.after_input() {
+            Ok(()) => self.flush(None),
+            Err(why) => {
+                metrics::counter!(m::PERSIST_FAILED).increment(1);
+                self.flush(Some(&why));
+            }
+        }
     }
 
-    fn flush(&mut self) {
+    /// Sends what the core produced; `not_durable` says the run's writes were not kept.
+    fn flush(&mut self, not_durable: Option<&str>) {
         let outs: Vec<_> = self.outbox.drain().collect();
         for out in outs {
             match out {
+                Output::Send { msg, .. } if not_durable.is_some() && P::is_durable_ack(&msg) => {}
+                Output::Event(ev) if let Some(why) = not_durable => {
+                    self.dispatch(P::not_durable(ev, why))
+                }
                 Output::Send { to, msg } => self.send(to, msg),
                 Output::Timer { at, timer } => {
                     if self.timer_vals.len() >= MAX_TIMERS {
@@ -663,11 +708,165 @@ impl<P: NetCore> Driver<P> {
             .absolute(self.swarm.behaviour().gate.denied());
         let connected = &self.connected;
         self.rates.retain(|p| connected.contains_key(p));
-        if !self.bootstrapped && self.connected.is_empty() {
-            for addr in self.bootstrap.clone() {
-                let _ = self.swarm.dial(addr);
+        self.heal();
+        if now.duration_since(self.known_saved_at) >= KNOWN_PEERS_SAVE {
+            self.save_known_peers();
+        }
+    }
+
+    /// Whether the node is alone: no connection, or no other live member in its cores.
+    fn alone(&self) -> bool {
+        self.connected.is_empty() || self.core.isolated()
+    }
+
+    /// Runs a rejoin round if the node is alone and the backoff allows (see `rejoin`):
+    /// dials the bootstrap addresses and some last-known peers, and bootstraps the core
+    /// through those already connected.
+    fn heal(&mut self) {
+        if !self.alone() {
+            if self.rejoin.active() {
+                tracing::info!("no longer alone; rejoin rounds stop");
+            }
+            self.rejoin.reset();
+            return;
+        }
+        if self.bootstrap.is_empty() && self.known.is_empty() {
+            return;
+        }
+        let jitter = self.jitter.unit_f64();
+        if !self.rejoin.due(std::time::Instant::now(), jitter) {
+            return;
+        }
+        metrics::counter!(m::REJOIN_ROUNDS).increment(1);
+        let mut through = Vec::new();
+        for addr in self.bootstrap.clone() {
+            match rejoin::peer_of(&addr) {
+                Some(p) if self.connected.contains_key(&p) => through.push(p),
+                _ => {
+                    if let Err(e) = self.swarm.dial(addr.clone()) {
+                        tracing::debug!(%addr, %e, "cannot dial bootstrap address");
+                    }
+                }
             }
         }
+        let mut peers: Vec<libp2p::PeerId> = Vec::new();
+        for a in &self.known {
+            if let Some(p) = rejoin::peer_of(a)
+                && !peers.contains(&p)
+                && p != self.local_libp2p
+            {
+                peers.push(p);
+            }
+        }
+        let picked = self
+            .jitter
+            .sample_indices(peers.len(), REJOIN_DIALS_PER_ROUND.min(peers.len()));
+        for i in picked {
+            let p = peers[i];
+            if self.connected.contains_key(&p) {
+                through.push(p);
+                continue;
+            }
+            let addrs: Vec<Multiaddr> = self
+                .known
+                .iter()
+                .filter(|a| rejoin::peer_of(a) == Some(p))
+                .map(strip_p2p)
+                .collect();
+            let _ = self
+                .swarm
+                .dial(DialOpts::peer_id(p).addresses(addrs).build());
+        }
+        tracing::debug!(
+            connected = self.connected.len(),
+            through = through.len(),
+            "alone: rejoin round"
+        );
+        self.bootstrap_through(through);
+    }
+
+    /// Hands the core a bootstrap command through `peers` (connected peers).
+    fn bootstrap_through(&mut self, peers: Vec<libp2p::PeerId>) {
+        let peers: Vec<PeerId> = peers.iter().filter_map(from_libp2p).collect();
+        if peers.is_empty() {
+            return;
+        }
+        if let Some(cmd) = P::bootstrap_command(peers) {
+            self.with_core(|core, cx| core.handle_command(cx, cmd));
+        }
+    }
+
+    /// Whether `peer`, reached at `remote`, is one the rejoin rounds look for: a bootstrap
+    /// address or a last-known peer.
+    fn is_rejoin_target(&self, peer: &libp2p::PeerId, remote: &Multiaddr) -> bool {
+        let plain = strip_p2p(remote);
+        self.bootstrap
+            .iter()
+            .any(|b| rejoin::peer_of(b).map_or(strip_p2p(b) == plain, |p| p == *peer))
+            || self.known.iter().any(|a| rejoin::peer_of(a) == Some(*peer))
+    }
+
+    /// Refreshes the last-known peers from the connected ones and writes them to the data
+    /// dir if they changed (in the blocking pool: the write syncs). A node that is alone
+    /// keeps the list it had: those are the peers to look for.
+    fn save_known_peers(&mut self) {
+        self.known_saved_at = std::time::Instant::now();
+        if self.connected.is_empty() {
+            return;
+        }
+        let mut fresh: Vec<Multiaddr> = Vec::new();
+        let mut n = 0;
+        for p in self.connected.keys() {
+            if n >= MAX_KNOWN_PEERS {
+                break;
+            }
+            let addrs = self.dial_addrs(p);
+            if addrs.is_empty() {
+                continue;
+            }
+            n += 1;
+            fresh.extend(
+                addrs
+                    .into_iter()
+                    .take(KNOWN_ADDRS_PER_PEER)
+                    .map(|a| a.with(AddrProto::P2p(*p))),
+            );
+        }
+        // Peers known before and not connected now fill the rest (they may come back).
+        for a in &self.known {
+            let Some(p) = rejoin::peer_of(a) else {
+                continue;
+            };
+            if self.connected.contains_key(&p) || fresh.contains(a) {
+                continue;
+            }
+            if !fresh.iter().any(|f| rejoin::peer_of(f) == Some(p)) {
+                if n >= MAX_KNOWN_PEERS {
+                    continue;
+                }
+                n += 1;
+            }
+            fresh.push(a.clone());
+        }
+        self.known = fresh;
+        if self.known == self.known_saved {
+            return;
+        }
+        self.known_saved = self.known.clone();
+        let Some(file) = self.known_file.clone() else {
+            return;
+        };
+        let text = self
+            .known
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::datadir::write_private(&file, text.as_bytes()) {
+                tracing::warn!(%e, "cannot save the last-known peers");
+            }
+        });
     }
 
     fn on_request(&mut self, req: Request<P>) -> Option<oneshot::Sender<()>> {
@@ -708,11 +907,8 @@ impl<P: NetCore> Driver<P> {
                 metrics::counter!(m::RATE_LIMITED, "protocol" => ch.name()).absolute(0);
             }
             self.with_core(|core, cx| core.handle_start(cx));
-            for addr in self.bootstrap.clone() {
-                if let Err(e) = self.swarm.dial(addr.clone()) {
-                    tracing::warn!(%addr, %e, "cannot dial bootstrap address");
-                }
-            }
+            // The first rejoin round: dial the bootstrap addresses and last-known peers.
+            self.heal();
         });
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         let shutdown = loop {
@@ -847,16 +1043,10 @@ impl<P: NetCore> Driver<P> {
                 c.conns.push((connection_id, remote.clone()));
                 self.flush_pending(peer_id);
                 metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
-                if endpoint.is_dialer() && !self.bootstrapped {
-                    let plain = strip_p2p(&remote);
-                    if self.bootstrap.iter().any(|b| strip_p2p(b) == plain)
-                        && let Some(p) = from_libp2p(&peer_id)
-                    {
-                        self.bootstrapped = true;
-                        if let Some(cmd) = P::bootstrap_command(vec![p]) {
-                            self.with_core(|core, cx| core.handle_command(cx, cmd));
-                        }
-                    }
+                // While alone, a connection to a peer the rejoin rounds look for (either
+                // direction: it may have found us first) bootstraps the core through it.
+                if self.rejoin.active() && self.is_rejoin_target(&peer_id, &remote) {
+                    self.bootstrap_through(vec![peer_id]);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -867,12 +1057,6 @@ impl<P: NetCore> Driver<P> {
             } => {
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
-                    if self.connected.is_empty() && !self.bootstrap.is_empty() {
-                        // Isolated: nothing else will reconnect this node, so housekeeping
-                        // re-dials the bootstrap addresses and the first one that answers
-                        // re-bootstraps the overlay (a seed that restarted, a dropped link).
-                        self.bootstrapped = false;
-                    }
                     self.pending.retain(|(p, _), _| *p != peer_id);
                     // Dropping a writer's sender ends its task (its stream is gone anyway).
                     self.streams.close_writers(peer_id);

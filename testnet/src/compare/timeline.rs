@@ -4,7 +4,7 @@
 //! Serf's `serf: EventMemberJoin: <name>` and `serf: EventMemberFailed: <name>` (written by
 //! Serf itself on receipt, before the agent's 3 s member-event coalescer that delays event
 //! handlers), peerlab's `peerlab::members` lines (`state=up`, `state=dead`;
-//! [`peerlab_node::node::MEMBERS_LOG_TARGET`]). Serf stamps its lines with whole seconds
+//! [`peerlab_node::MEMBERS_LOG_TARGET`]). Serf stamps its lines with whole seconds
 //! only, so the controller reads each agent's output through a pipe and stamps every line as
 //! it arrives; peerlab's lines carry the node's own RFC 3339 time with microseconds. Both
 //! clocks are this machine's wall clock.
@@ -195,7 +195,7 @@ pub fn parse_serf_line(line: &str) -> Option<(Seen, &str)> {
 /// (`up` → [`Seen::Up`], `dead` → [`Seen::Failed`]) and the member's peer id (hex).
 pub fn parse_member_line(line: &str) -> Option<(f64, Seen, String)> {
     let line = strip_ansi(line);
-    if !line.contains(peerlab_node::node::MEMBERS_LOG_TARGET) {
+    if !line.contains(peerlab_node::MEMBERS_LOG_TARGET) {
         return None;
     }
     let at = parse_rfc3339(line.split_whitespace().next()?)?;

@@ -121,9 +121,9 @@ fn set(ids: &[u64]) -> BTreeSet<PeerId> {
     ids.iter().map(|&n| p(n)).collect()
 }
 
-fn search(request: u64, t: &str, strategy: Strategy, ttl: Option<u8>) -> Command {
+fn search(req: u64, t: &str, strategy: Strategy, ttl: Option<u8>) -> Command {
     Command::Search {
-        request,
+        req,
         terms: t.into(),
         strategy,
         ttl,
@@ -336,7 +336,7 @@ fn new_query_ttl_defaults_to_seven_and_is_bounded() {
         assert_eq!(
             events(&out),
             vec![Event::SearchRejected {
-                request: 3,
+                req: 3,
                 error: Error::BadTtl(bad)
             }]
         );
@@ -576,7 +576,7 @@ fn flood_search_reports_hits_and_finishes_at_its_deadline() {
     assert_eq!(
         ev,
         vec![Event::SearchHit {
-            request: 7,
+            req: 7,
             responder: p(20),
             names: vec!["Abbey Road.flac".into()],
             hops: 3
@@ -591,7 +591,7 @@ fn flood_search_reports_hits_and_finishes_at_its_deadline() {
     assert_eq!(
         ev,
         vec![Event::SearchDone {
-            request: 7,
+            req: 7,
             hits: 2,
             first_hit_hops: Some(1),
             rings: 1
@@ -617,25 +617,13 @@ fn expanding_ring_doubles_ttl_until_a_hit() {
     let out = n.cmd(search(1, "x", Strategy::ExpandingRing, Some(7)));
     let (g0, t0) = ring_guid(&out);
     assert_eq!(t0, 1);
-    let out = n.timer(Timer::Deadline {
-        request: 1,
-        ring: 0,
-    });
+    let out = n.timer(Timer::Deadline { req: 1, ring: 0 });
     let (g1, t1) = ring_guid(&out);
     assert_eq!(t1, 2);
     assert_ne!(g0, g1, "each ring is a new query");
     // A stale deadline (ring 0 again) changes nothing.
-    assert!(
-        n.timer(Timer::Deadline {
-            request: 1,
-            ring: 0
-        })
-        .is_empty()
-    );
-    let out = n.timer(Timer::Deadline {
-        request: 1,
-        ring: 1,
-    });
+    assert!(n.timer(Timer::Deadline { req: 1, ring: 0 }).is_empty());
+    let out = n.timer(Timer::Deadline { req: 1, ring: 1 });
     let (g2, t2) = ring_guid(&out);
     assert_eq!(t2, 4);
     n.msg(
@@ -648,14 +636,11 @@ fn expanding_ring_doubles_ttl_until_a_hit() {
             names: vec!["x".into()],
         },
     );
-    let ev = events(&n.timer(Timer::Deadline {
-        request: 1,
-        ring: 2,
-    }));
+    let ev = events(&n.timer(Timer::Deadline { req: 1, ring: 2 }));
     assert_eq!(
         ev,
         vec![Event::SearchDone {
-            request: 1,
+            req: 1,
             hits: 1,
             first_hit_hops: Some(3),
             rings: 3
@@ -663,22 +648,11 @@ fn expanding_ring_doubles_ttl_until_a_hit() {
     );
     // Without hits the rings stop at the search's TTL.
     n.cmd(search(2, "y", Strategy::ExpandingRing, Some(3)));
-    let t = ring_guid(&n.timer(Timer::Deadline {
-        request: 2,
-        ring: 0,
-    }))
-    .1;
+    let t = ring_guid(&n.timer(Timer::Deadline { req: 2, ring: 0 })).1;
     assert_eq!(t, 2);
-    let t = ring_guid(&n.timer(Timer::Deadline {
-        request: 2,
-        ring: 1,
-    }))
-    .1;
+    let t = ring_guid(&n.timer(Timer::Deadline { req: 2, ring: 1 })).1;
     assert_eq!(t, 3, "capped at the search's TTL");
-    let ev = events(&n.timer(Timer::Deadline {
-        request: 2,
-        ring: 2,
-    }));
+    let ev = events(&n.timer(Timer::Deadline { req: 2, ring: 2 }));
     assert!(matches!(
         ev[..],
         [Event::SearchDone {
@@ -819,7 +793,7 @@ fn walk_origin_answers_check_backs_until_satisfied() {
     assert!(matches!(
         ev[1],
         Event::SearchDone {
-            request: 3,
+            req: 3,
             hits: 1,
             first_hit_hops: Some(12),
             ..
@@ -882,17 +856,14 @@ fn bad_commands_are_rejected_without_traffic() {
     for (cmd, error) in cases {
         let out = n.cmd(cmd);
         assert!(sends(&out).is_empty());
-        assert_eq!(
-            events(&out),
-            vec![Event::SearchRejected { request: 1, error }]
-        );
+        assert_eq!(events(&out), vec![Event::SearchRejected { req: 1, error }]);
     }
     n.cmd(search(1, "x", Strategy::Flood, None));
     let out = n.cmd(search(1, "y", Strategy::Flood, None));
     assert_eq!(
         events(&out),
         vec![Event::SearchRejected {
-            request: 1,
+            req: 1,
             error: Error::DuplicateRequest(1)
         }]
     );

@@ -29,11 +29,11 @@ fn link(sim: &mut Sim<Flood>, a: u64, b: u64) {
     sim.command(p(b), Command::AddNeighbours(vec![p(a)]));
 }
 
-fn search(sim: &mut Sim<Flood>, origin: u64, request: u64, ttl: u8, strategy: Strategy) {
+fn search(sim: &mut Sim<Flood>, origin: u64, req: u64, ttl: u8, strategy: Strategy) {
     sim.command(
         p(origin),
         Command::Search {
-            request,
+            req,
             terms: "needle".into(),
             strategy,
             ttl: Some(ttl),
@@ -42,14 +42,14 @@ fn search(sim: &mut Sim<Flood>, origin: u64, request: u64, ttl: u8, strategy: St
     );
 }
 
-fn done(events: &[(Instant, PeerId, Event)], request: u64) -> Option<(u32, Option<u16>)> {
+fn done(events: &[(Instant, PeerId, Event)], req: u64) -> Option<(u32, Option<u16>)> {
     events.iter().find_map(|(_, _, e)| match e {
         Event::SearchDone {
-            request: r,
+            req: r,
             hits,
             first_hit_hops,
             ..
-        } if *r == request => Some((*hits, *first_hit_hops)),
+        } if *r == req => Some((*hits, *first_hit_hops)),
         _ => None,
     })
 }
@@ -100,7 +100,7 @@ fn flood_reaches_exactly_ttl_hops_and_hits_return_along_the_path() {
     let ev = s.take_events();
     let rings = ev.iter().find_map(|(_, _, e)| match e {
         Event::SearchDone {
-            request: 3,
+            req: 3,
             rings,
             hits,
             ..

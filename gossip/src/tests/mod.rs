@@ -3,15 +3,24 @@
 use std::num::NonZeroU32;
 
 use peerlab_overlay::{Context, Outbox, Output, Rng};
+use peerlab_sim::testing::Net;
 use proptest::prelude::*;
 use serde_bytes::ByteBuf;
 
 use super::*;
 
+mod budget;
+mod group;
+mod trust;
+
 type Out = Output<Message, Timer, Event>;
 
 fn p(n: u64) -> PeerId {
     PeerId::synthetic(n)
+}
+
+fn k(n: u64) -> Keypair {
+    Keypair::synthetic(n)
 }
 
 /// Feeds one input to `g` at time `now_ms` and returns what it produced.
@@ -56,7 +65,7 @@ fn cfg(mode: Mode, variant: Variant, k: u32) -> Config {
 }
 
 fn static_node(n: u64, me: u64, config: Config) -> Gossip {
-    Gossip::with_static_view(p(me), view(n), config).unwrap()
+    Gossip::with_static_view(k(me), view(n), config).unwrap()
 }
 
 fn publish(g: &mut Gossip, key: &str, value: &[u8]) -> u64 {
@@ -141,7 +150,7 @@ fn presets_are_valid_and_bad_configs_are_refused() {
     ];
     for c in bad {
         assert!(matches!(
-            Gossip::new(p(1), vec![], c),
+            Gossip::new(k(1), vec![], c),
             Err(Error::Config(_))
         ));
     }
@@ -370,7 +379,7 @@ fn contiguous_rumors_advance_the_watermark() {
 #[test]
 fn deletes_spread_as_tombstones_and_are_not_resurrected() {
     let mut a = static_node(10, 0, cfg(Mode::Combined, Variant::BlindCounter, 1));
-    let mut b = static_node(10, 1, cfg(Mode::Combined, Variant::BlindCounter, 1));
+    let b = static_node(10, 1, cfg(Mode::Combined, Variant::BlindCounter, 1));
     publish(&mut a, "k", b"v");
     let out = run(&mut a, 1, |g, cx| {
         g.handle_command(
@@ -396,7 +405,9 @@ fn deletes_spread_as_tombstones_and_are_not_resurrected() {
         req: 9,
         error: Error::NotFound
     }));
-    reconcile(&mut b, &mut a, Exchange::Pull, 1 << 16);
+    let mut net = pair(a, b);
+    reconcile(&mut net, p(1), p(0), Exchange::Pull, 1 << 16);
+    let mut b = net.crash(p(1)).unwrap();
     assert_eq!(
         b.entry(&p(0), "k"),
         Some(&StoredEntry {
@@ -411,32 +422,32 @@ fn deletes_spread_as_tombstones_and_are_not_resurrected() {
     assert_eq!(b.entry(&p(0), "k").unwrap().value, None);
 }
 
-/// One anti-entropy exchange from `a` (initiator) to `b`, delivering every message.
-fn reconcile(a: &mut Gossip, b: &mut Gossip, exchange: Exchange, budget: usize) {
-    a.config.exchange = exchange;
-    a.config.max_message_bytes = budget;
-    b.config.max_message_bytes = budget;
-    let digest = a.store.digest(budget, &mut Rng::seed(1));
-    let (ida, idb) = (a.id(), b.id());
-    let out = run(b, 1, |g, cx| {
-        g.handle_message(cx, ida, Message::Syn { exchange, digest })
-    });
-    for (to, m) in sends(&out) {
-        assert_eq!(to, ida);
+/// Two cores in a [`Net`], to let them talk.
+fn pair(a: Gossip, b: Gossip) -> Net<Gossip> {
+    let mut net = Net::new(1);
+    net.add(a.id(), a);
+    net.add(b.id(), b);
+    net
+}
+
+/// One anti-entropy exchange from `a` (initiator) to `b`, delivering every message; every
+/// message between them must fit `budget`.
+fn reconcile(net: &mut Net<Gossip>, a: PeerId, b: PeerId, exchange: Exchange, budget: usize) {
+    for peer in [a, b] {
+        net.node_mut(&peer).config.max_message_bytes = budget;
+    }
+    net.node_mut(&a).config.exchange = exchange;
+    let digest = net.node(&a).store.digest(budget, &mut Rng::seed(1));
+    net.set_tap(move |sent| {
+        assert!((sent.from, sent.to) == (a, b) || (sent.from, sent.to) == (b, a));
         assert!(
-            peerlab_overlay::codec::encoded_len(&m) <= budget,
+            peerlab_overlay::codec::encoded_len(&sent.msg) <= budget,
             "over budget"
         );
-        let out = run(a, 2, |g, cx| g.handle_message(cx, idb, m.clone()));
-        for (to, m) in sends(&out) {
-            assert_eq!(to, idb);
-            assert!(
-                peerlab_overlay::codec::encoded_len(&m) <= budget,
-                "over budget"
-            );
-            run(b, 3, |g, cx| g.handle_message(cx, ida, m.clone()));
-        }
-    }
+        Vec::new()
+    });
+    net.deliver(a, b, Message::Syn { exchange, digest });
+    net.drive();
 }
 
 fn watermark(g: &Gossip, origin: u64) -> u64 {
@@ -457,12 +468,15 @@ fn deltas_respect_the_budget_and_send_prefixes() {
             publish(&mut b, &format!("j{i}"), &[i as u8; 500]);
         }
         let (mut rounds, budget) = (0, 8 * 1024);
-        while watermark(&b, 0) < 60 || watermark(&a, 1) < 60 {
-            let (a_before, b_before) = (watermark(&a, 1), watermark(&b, 0));
-            reconcile(&mut a, &mut b, exchange, budget);
+        let mut net = pair(a, b);
+        let marks =
+            |net: &Net<Gossip>| (watermark(net.node(&p(0)), 1), watermark(net.node(&p(1)), 0));
+        while marks(&net) != (60, 60) {
+            let (a_before, b_before) = marks(&net);
+            reconcile(&mut net, p(0), p(1), exchange, budget);
             rounds += 1;
             // Never a newer version without every older one: the watermark equals what is held.
-            for (g, origin) in [(&b, 0), (&a, 1)] {
+            for (g, origin) in [(net.node(&p(1)), 0), (net.node(&p(0)), 1)] {
                 let w = watermark(g, origin);
                 assert_eq!(
                     g.entries(&p(origin))
@@ -472,19 +486,20 @@ fn deltas_respect_the_budget_and_send_prefixes() {
                 );
                 assert_eq!(g.entries(&p(origin)).count() as u64, w);
             }
+            let (a_mark, b_mark) = marks(&net);
             if exchange == Exchange::Push {
-                assert_eq!(watermark(&a, 1), 0);
-                if watermark(&b, 0) == 60 {
+                assert_eq!(a_mark, 0);
+                if b_mark == 60 {
                     break;
                 }
             }
             if exchange == Exchange::Pull {
-                assert_eq!(watermark(&b, 0), 0);
-                if watermark(&a, 1) == 60 {
+                assert_eq!(b_mark, 0);
+                if a_mark == 60 {
                     break;
                 }
             }
-            assert!(watermark(&a, 1) > a_before || watermark(&b, 0) > b_before || rounds > 1);
+            assert!(a_mark > a_before || b_mark > b_before || rounds > 1);
             assert!(rounds < 40, "no progress");
         }
         assert!(
@@ -498,8 +513,9 @@ fn deltas_respect_the_budget_and_send_prefixes() {
 fn digest_within_budget_is_a_random_subset() {
     let mut g = static_node(3000, 0, cfg(Mode::AntiEntropy, Variant::BlindCounter, 1));
     for o in 1..2000 {
+        let budget = g.config.data_budget();
         g.store
-            .apply(p(o), "k", 1, None, &g.config.clone())
+            .apply(p(o), "k", 1, None, &g.config.clone(), &p(0), budget)
             .unwrap();
     }
     let d = g.store.digest(4096, &mut Rng::seed(3));
@@ -778,22 +794,34 @@ proptest! {
 // ---- membership ----
 
 fn swim(me: u64, others: &[u64]) -> Gossip {
+    with_config(me, others, Config::lan())
+}
+
+fn with_config(me: u64, others: &[u64], config: Config) -> Gossip {
     Gossip::with_members(
-        p(me),
+        k(me),
         vec![format!("/mem/{me}")],
-        Config::lan(),
-        others.iter().map(|o| (p(*o), vec![format!("/mem/{o}")])),
+        config,
+        others
+            .iter()
+            .map(|o| MemberUpdate::alive(&k(*o), 0, vec![format!("/mem/{o}")])),
     )
     .unwrap()
 }
 
-fn update(peer: u64, incarnation: u64, state: MemberState) -> MemberUpdate {
-    MemberUpdate {
-        peer: p(peer),
-        incarnation,
-        state,
-        addrs: vec![],
+/// `peer`'s own signed record at `incarnation` with `addrs`, or a claim about it.
+fn signed(peer: u64, incarnation: u64, state: MemberState, addrs: &[&str]) -> MemberUpdate {
+    let addrs = addrs.iter().map(|a| a.to_string()).collect();
+    match state {
+        MemberState::Alive => MemberUpdate::alive(&k(peer), incarnation, addrs),
+        MemberState::Left => MemberUpdate::left(&k(peer), incarnation, addrs),
+        claim => MemberUpdate::alive(&k(peer), incarnation, addrs).claim(claim),
     }
+}
+
+/// `peer`'s signed record without addresses, or a claim about it.
+fn update(peer: u64, incarnation: u64, state: MemberState) -> MemberUpdate {
+    signed(peer, incarnation, state, &[])
 }
 
 #[test]
@@ -829,7 +857,7 @@ fn suspicion_about_oneself_is_refuted_with_a_higher_incarnation() {
     assert!(events(&out).contains(&Event::Refuted { incarnation: 1 }));
     let direct = sends(&out);
     assert!(direct.iter().any(|(to, m)| *to == p(2)
-        && matches!(m, Message::Gossip { members, .. } if members[0] == MemberUpdate { peer: p(1), incarnation: 1, state: MemberState::Alive, addrs: vec!["/mem/1".into()] })));
+        && matches!(m, Message::Gossip { members, .. } if members[0] == MemberUpdate::alive(&k(1), 1, vec!["/mem/1".into()]))));
     // A stale suspicion (older incarnation) is ignored.
     let msg = Message::Gossip {
         seq: 2,
@@ -956,7 +984,7 @@ fn relays_forward_indirect_acks() {
 #[test]
 fn join_through_a_seed_and_member_events() {
     let mut seed = swim(1, &[2, 3]);
-    let mut joiner = Gossip::new(p(9), vec!["/mem/9".into()], Config::lan()).unwrap();
+    let mut joiner = Gossip::new(k(9), vec!["/mem/9".into()], Config::lan()).unwrap();
     let out = run(&mut joiner, 0, |g, cx| {
         g.handle_command(cx, Command::Join { seeds: vec![p(1)] })
     });
@@ -1006,10 +1034,7 @@ fn join_through_a_seed_and_member_events() {
 #[test]
 fn new_addresses_of_a_member_that_stayed_up_are_reported() {
     let mut g = swim(1, &[2, 3]);
-    let with = |inc, addr: &str| MemberUpdate {
-        addrs: vec![addr.to_string()],
-        ..update(2, inc, MemberState::Alive)
-    };
+    let with = |inc, addr: &str| signed(2, inc, MemberState::Alive, &[addr]);
     let msg = |u: MemberUpdate| Message::Gossip {
         seq: 1,
         feedback: false,
@@ -1045,7 +1070,7 @@ fn new_addresses_of_a_member_that_stayed_up_are_reported() {
 
 #[test]
 fn join_gives_up_after_every_seed_failed() {
-    let mut joiner = Gossip::new(p(9), vec![], Config::lan()).unwrap();
+    let mut joiner = Gossip::new(k(9), vec![], Config::lan()).unwrap();
     run(&mut joiner, 0, |g, cx| {
         g.handle_command(
             cx,
@@ -1131,7 +1156,7 @@ fn tombstones_expire() {
 fn member_table_and_addresses_are_bounded() {
     let mut config = Config::lan();
     config.max_members = 3;
-    let mut g = Gossip::new(p(1), vec![], config).unwrap();
+    let mut g = Gossip::new(k(1), vec![], config).unwrap();
     let ups: Vec<MemberUpdate> = (2..8).map(|i| update(i, 0, MemberState::Alive)).collect();
     run(&mut g, 1, |g, cx| {
         g.handle_message(
@@ -1219,7 +1244,7 @@ fn member_digests_are_answered_with_only_what_differs() {
     let mut g = swim(1, &[2, 3, 4, 5]);
     // Node 1 learned that 3 refuted a suspicion (incarnation 2).
     let refuted = Message::MemberDelta {
-        members: vec![update(3, 2, MemberState::Alive)],
+        members: vec![signed(3, 2, MemberState::Alive, &["/mem/3"])],
         want: vec![],
     };
     run(&mut g, 1, |g, cx| g.handle_message(cx, p(4), refuted));
@@ -1252,10 +1277,7 @@ fn member_digests_are_answered_with_only_what_differs() {
     // Node 2 answers the want with its record of 6, which node 1 then holds.
     let mut h = swim(2, &[1, 3, 4]);
     let six = Message::MemberDelta {
-        members: vec![MemberUpdate {
-            addrs: vec!["/mem/6".into()],
-            ..update(6, 1, MemberState::Alive)
-        }],
+        members: vec![signed(6, 1, MemberState::Alive, &["/mem/6"])],
         want: vec![],
     };
     run(&mut h, 1, |g, cx| g.handle_message(cx, p(3), six));
@@ -1321,10 +1343,10 @@ fn member_digests_and_their_answers_are_bounded() {
     config.max_message_bytes = 4096;
     config.max_value_len = 1024;
     config.max_key_len = 64;
-    let members: Vec<(PeerId, Vec<String>)> = (2..400)
-        .map(|i| (p(i), vec![format!("/ip4/127.0.0.1/udp/{i}/quic-v1")]))
+    let members: Vec<MemberUpdate> = (2..400)
+        .map(|i| MemberUpdate::alive(&k(i), 0, vec![format!("/ip4/127.0.0.1/udp/{i}/quic-v1")]))
         .collect();
-    let mut g = Gossip::with_members(p(1), vec!["/mem/1".into()], config, members).unwrap();
+    let mut g = Gossip::with_members(k(1), vec!["/mem/1".into()], config, members).unwrap();
     let out = run(&mut g, 1, |g, cx| g.handle_timer(cx, Timer::MemberSync));
     for (_, m) in sends(&out) {
         assert!(peerlab_overlay::codec::encoded_len(&m) <= 4096);
@@ -1426,4 +1448,21 @@ fn a_newer_version_replaces_the_hot_rumor_of_an_older_one() {
         g.handle_message(cx, p(3), gossip_msg(vec![entry(3, "x", 2, b"")]))
     });
     assert_eq!(h.hot_data_rumors(), 1);
+}
+
+proptest! {
+    /// The member table's count of members that are up always equals a count of the table,
+    /// whatever updates arrive and however tombstones expire.
+    #[test]
+    fn the_up_count_follows_the_table(ops in proptest::collection::vec((2u64..8, 0u64..4, 0u8..4, 0u64..120_000), 1..60)) {
+        let mut g = swim(1, &[2, 3]);
+        for (peer, inc, st, at_ms) in ops {
+            let state = [MemberState::Alive, MemberState::Suspect, MemberState::Dead, MemberState::Left][usize::from(st)];
+            let msg = Message::Gossip { seq: 1, feedback: false, members: vec![update(peer, inc, state)], entries: vec![] };
+            run(&mut g, at_ms, |g, cx| g.handle_message(cx, p(9), msg));
+            run(&mut g, at_ms, |g, cx| g.handle_timer(cx, Timer::Probe));
+            let counted = g.members().filter(|(_, m)| m.state.is_up()).count();
+            prop_assert_eq!(g.up_count(), counted);
+        }
+    }
 }
