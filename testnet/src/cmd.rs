@@ -161,6 +161,9 @@ pub enum TestnetCommand {
         after_help = "Example:\n  peerlab testnet churn --rate 0.1 --duration 600 --dir /tmp/tn"
     )]
     Churn(ChurnArgs),
+    /// Side by side with the systems users would pick instead (Serf).
+    #[command(subcommand)]
+    Compare(crate::compare::CompareCommand),
 }
 
 /// What a command printed: a human text and a JSON value.
@@ -222,6 +225,15 @@ impl TestnetCommand {
                 }
                 let out = a.out.clone().unwrap_or_else(|| net.dir().join("results"));
                 let r = process_churn::run(&mut net, &a.params, &out, progress)?;
+                Ok(Output {
+                    text: r.render_table(),
+                    json: to_json(&r),
+                })
+            }
+            TestnetCommand::Compare(crate::compare::CompareCommand::Serf(a)) => {
+                let exe = NodeProgram::current_peerlab()?.exe;
+                let path = std::env::var_os("PATH");
+                let r = crate::compare::run_serf(a, exe, path.as_deref(), progress)?;
                 Ok(Output {
                     text: r.render_table(),
                     json: to_json(&r),

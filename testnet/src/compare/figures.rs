@@ -201,10 +201,7 @@ impl Report {
             "target"
         );
         let mut row = |name: &str, a: String, b: String, ratio: Option<f64>, target: &str| {
-            out += &format!(
-                "{name:<24} {a:>10} {b:>10} {:>13}  {target}\n",
-                f(ratio, 2)
-            );
+            out += &format!("{name:<24} {a:>10} {b:>10} {:>13}  {target}\n", f(ratio, 2));
         };
         row(
             "join_secs",
@@ -246,10 +243,7 @@ impl Report {
             s.false_positives.to_string(),
             p.false_positives.to_string(),
             None,
-            &format!(
-                "0: {}",
-                if t.false_positives { "met" } else { "MISSED" }
-            ),
+            &format!("0: {}", if t.false_positives { "met" } else { "MISSED" }),
         );
         row(
             "bytes_per_node_per_sec",

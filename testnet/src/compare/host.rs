@@ -229,7 +229,10 @@ mod tests {
         assert_eq!(locate("serf", None, Some(&path)), Some(exe.clone()));
         assert_eq!(locate("serf", None, None), None);
         // An explicit path must exist; the PATH is not consulted then.
-        assert_eq!(locate("serf", Some(&dir.path().join("nope")), Some(&path)), None);
+        assert_eq!(
+            locate("serf", Some(&dir.path().join("nope")), Some(&path)),
+            None
+        );
         assert_eq!(locate("serf", Some(&exe), None), Some(exe));
     }
 

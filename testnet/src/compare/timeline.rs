@@ -366,7 +366,8 @@ mod tests {
 
     #[test]
     fn peerlab_member_lines_parse_with_or_without_colour() {
-        let plain = "2026-12-06T06:11:30.250000Z  INFO peerlab::members: member peer=ab12 state=dead";
+        let plain =
+            "2026-12-06T06:11:30.250000Z  INFO peerlab::members: member peer=ab12 state=dead";
         assert_eq!(
             parse_member_line(plain),
             Some((
@@ -382,7 +383,9 @@ mod tests {
         assert_eq!((seen, peer.as_str()), (Seen::Up, "cd34"));
         // Suspicion and other targets are not used.
         assert_eq!(
-            parse_member_line("2026-12-06T06:11:30Z  INFO peerlab::members: member peer=ab state=suspect"),
+            parse_member_line(
+                "2026-12-06T06:11:30Z  INFO peerlab::members: member peer=ab state=suspect"
+            ),
             None
         );
         assert_eq!(
@@ -395,7 +398,10 @@ mod tests {
     fn rfc3339_is_unix_time() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
         assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800.0));
-        assert_eq!(parse_rfc3339("2024-02-29T12:30:15.5Z"), Some(1_709_209_815.5));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:30:15.5Z"),
+            Some(1_709_209_815.5)
+        );
         assert_eq!(parse_rfc3339("2024-02-29 12:30:15Z"), None);
         assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
     }
