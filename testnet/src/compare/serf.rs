@@ -116,7 +116,8 @@ impl SerfCluster {
             .arg(format!("-rpc-addr=127.0.0.1:{}", self.rpc_port(i)))
             .arg("-profile=lan")
             .arg("-log-level=info");
-        for s in bootstrap_through(i, self.n, |_| true) {
+        // Seeds start in index order: a node joins through the seeds started before it.
+        for s in bootstrap_through(i, self.n, |s| s < i) {
             cmd.arg(format!("-join=127.0.0.1:{}", self.bind_port(s)));
         }
         let err_path = self.dir.join(format!("s{i}.err"));
