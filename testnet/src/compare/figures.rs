@@ -27,6 +27,9 @@ pub struct Figures {
     pub rss_mib_per_node: f64,
     /// CPU per node at rest, in cores (CPU seconds per second).
     pub cpu_per_node: f64,
+    /// What the system's own metrics say it sent at rest, per protocol, bytes per node and
+    /// second (message payloads, without transport headers; empty for Serf).
+    pub payload_bytes_per_node_per_sec: std::collections::BTreeMap<String, f64>,
     /// What limited the run (phases that timed out, counters that could not be read).
     pub notes: Vec<String>,
 }
@@ -270,6 +273,17 @@ impl Report {
             "",
         );
         for (who, fig) in [("serf", s), ("peerlab", p)] {
+            if !fig.payload_bytes_per_node_per_sec.is_empty() {
+                let parts: Vec<String> = fig
+                    .payload_bytes_per_node_per_sec
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.0}"))
+                    .collect();
+                out += &format!(
+                    "{who} payload bytes per node per second at rest, by protocol: {}\n",
+                    parts.join(", ")
+                );
+            }
             for n in &fig.notes {
                 out += &format!("note ({who}): {n}\n");
             }
@@ -297,6 +311,7 @@ mod tests {
             bytes_per_node_per_sec: Some(bytes),
             rss_mib_per_node: 20.0,
             cpu_per_node: 0.01,
+            payload_bytes_per_node_per_sec: Default::default(),
             notes: Vec::new(),
         }
     }

@@ -40,6 +40,7 @@
 
 #![allow(clippy::disallowed_methods)] // a driver: wall-clock time is its job
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -147,6 +148,11 @@ pub trait Cluster {
     fn stop(&mut self);
     /// The inclusive range of the ports its nodes talk to each other on.
     fn wire_ports(&self) -> (u16, u16);
+    /// Payload bytes sent so far by all live nodes, per protocol, from the system's own
+    /// metrics (none by default).
+    fn payload_bytes_out(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
 }
 
 /// The killed nodes: [`KILLED`] indices spread over the non-seed nodes, never `origin`.
@@ -221,12 +227,21 @@ pub fn measure(
     let cpu = |pids: &[u32]| pids.iter().filter_map(|&p| host::cpu_secs(p)).sum::<f64>();
     let b0 = counter.as_ref().map(host::WireCounter::bytes);
     let cpu0 = cpu(&pids);
+    let p0 = c.payload_bytes_out();
     let t0 = Instant::now();
     host::pause(rest)?;
     let b1 = counter.as_ref().map(host::WireCounter::bytes);
     let cpu1 = cpu(&pids);
     let secs = t0.elapsed().as_secs_f64();
+    let p1 = c.payload_bytes_out();
     let live = pids.len().max(1) as f64;
+    fig.payload_bytes_per_node_per_sec = p1
+        .iter()
+        .map(|(k, b)| {
+            let a = p0.get(k).copied().unwrap_or(0);
+            (k.clone(), b.saturating_sub(a) as f64 / secs / live)
+        })
+        .collect();
     fig.cpu_per_node = (cpu1 - cpu0).max(0.0) / secs / live;
     fig.rss_mib_per_node = pids
         .iter()

@@ -16,7 +16,7 @@ use peerlab_node::config::Transport;
 
 use super::timeline::{self, Observation, Seen};
 use super::{Cluster, EVENT_DEADLINE};
-use crate::process::{Mode, NodeProgram, Testnet, TestnetError, UpOptions, core_peer_id};
+use crate::process::{Mode, NodeProgram, Testnet, TestnetError, UpOptions, core_peer_id, par_map};
 
 /// The nodes' log filter: membership changes and warnings.
 fn log_filter() -> String {
@@ -178,6 +178,35 @@ impl Cluster for PeerlabCluster {
     fn wire_ports(&self) -> (u16, u16) {
         (self.base, self.base + self.n as u16 - 1)
     }
+
+    fn payload_bytes_out(&self) -> BTreeMap<String, u64> {
+        let Some(net) = self.net.as_ref() else {
+            return BTreeMap::new();
+        };
+        let texts = par_map(&net.alive(), |&i| {
+            net.client(i).metrics().unwrap_or_default()
+        });
+        let mut sum = BTreeMap::new();
+        for t in &texts {
+            for (k, v) in bytes_out_by_protocol(t) {
+                *sum.entry(k).or_insert(0) += v;
+            }
+        }
+        sum
+    }
+}
+
+/// `peerlab_bytes_out_total{protocol="P"} V` lines of a `/metrics` text, as (P, V).
+fn bytes_out_by_protocol(metrics: &str) -> Vec<(String, u64)> {
+    metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("peerlab_bytes_out_total{protocol=\"")?;
+            let (proto, rest) = rest.split_once("\"}")?;
+            let v: f64 = rest.trim().parse().ok()?;
+            Some((proto.to_string(), v as u64))
+        })
+        .collect()
 }
 
 impl Drop for PeerlabCluster {
@@ -189,6 +218,18 @@ impl Drop for PeerlabCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_bytes_out_are_read_per_protocol() {
+        let text = "# TYPE peerlab_bytes_out_total counter\n\
+                    peerlab_bytes_out_total{protocol=\"dht\"} 10365\n\
+                    peerlab_bytes_in_total{protocol=\"dht\"} 999\n\
+                    peerlab_bytes_out_total{protocol=\"gossip\"} 132.0\n";
+        assert_eq!(
+            bytes_out_by_protocol(text),
+            vec![("dht".to_string(), 10365), ("gossip".to_string(), 132)]
+        );
+    }
 
     #[test]
     fn log_tail_returns_whole_new_lines_only() {
