@@ -447,8 +447,7 @@ mod tests {
             ..a
         };
         let msg = run_serf(&a, PathBuf::from("/nonexistent/peerlab"), None, false)
-            .err()
-            .expect("no such file")
+            .expect_err("no such file")
             .to_string();
         assert!(msg.contains("/nonexistent/serf"), "{msg}");
         assert!(!std::path::Path::new("/nonexistent/never-created").exists());
