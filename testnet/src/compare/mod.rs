@@ -436,8 +436,7 @@ mod tests {
             Some(&path),
             false,
         )
-        .err()
-        .expect("no serf on this PATH");
+        .expect_err("no serf on this PATH");
         let msg = e.to_string();
         assert!(msg.contains("serf"), "{msg}");
         assert!(msg.contains(SERF_INSTALL_HINT), "{msg}");
