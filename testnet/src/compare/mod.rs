@@ -80,9 +80,11 @@ pub const EVENT_DEADLINE: Duration = Duration::from_secs(60);
 /// N = 100, 60 s at 300).
 pub const DETECT_DEADLINE: Duration = Duration::from_secs(120);
 
-/// The gossip and probe timers both systems run with.
-pub fn timings() -> Timings {
+/// The gossip and probe timers both systems run with; peerlab's DHT maintenance at rest
+/// (Serf has no DHT) is `maintenance_ms`, or the testnet's period for N when `None`.
+pub fn timings(maintenance_ms: Option<u64>) -> Timings {
     Timings {
+        maintenance_ms,
         gossip_interval_ms: 200,
         gossip_fanout: 3,
         probe_ms: Some(1000),
@@ -113,6 +115,10 @@ pub struct SerfArgs {
     /// Seconds the join may take, per system.
     #[arg(long, default_value_t = 300)]
     pub join_timeout: u64,
+    /// peerlab's DHT maintenance period at rest, ms (Serf has no DHT) [default: the
+    /// testnet's, 1000 up to 40 nodes, then 25 ms per node].
+    #[arg(long, value_name = "MS")]
+    pub maintenance_ms: Option<u64>,
     /// Run only Serf's side (`--only serf`) or only peerlab's (`--only peerlab`).
     #[arg(long, value_parser = ["serf", "peerlab"])]
     pub only: Option<String>,
@@ -373,12 +379,18 @@ pub fn run_serf(
     };
     let peerlab_fig = if only != Some("serf") {
         let base = a.base_port + 2 * n as u16;
-        let mut c = PeerlabCluster::new(node_exe, n, base, work.path.join("peerlab"));
+        let mut c = PeerlabCluster::new(
+            node_exe,
+            n,
+            base,
+            work.path.join("peerlab"),
+            timings(a.maintenance_ms),
+        );
         measure(&mut c, n, rest, join_timeout, progress)?
     } else {
         Figures::default()
     };
-    let t = timings();
+    let t = timings(a.maintenance_ms);
     Ok(Report::new(
         n,
         serf_fig,
@@ -426,6 +438,7 @@ mod tests {
             base_port: 24000,
             rest_secs: 30,
             join_timeout: 300,
+            maintenance_ms: None,
             only: None,
         };
         let empty = tempfile::tempdir().unwrap();

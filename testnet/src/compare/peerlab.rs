@@ -16,7 +16,9 @@ use peerlab_node::config::Transport;
 
 use super::timeline::{self, Observation, Seen};
 use super::{Cluster, EVENT_DEADLINE};
-use crate::process::{Mode, NodeProgram, Testnet, TestnetError, UpOptions, core_peer_id, par_map};
+use crate::process::{
+    Mode, NodeProgram, Testnet, TestnetError, Timings, UpOptions, core_peer_id, par_map,
+};
 
 /// The nodes' log filter: membership changes and warnings.
 fn log_filter() -> String {
@@ -60,6 +62,7 @@ pub struct PeerlabCluster {
     n: usize,
     base: u16,
     dir: PathBuf,
+    timings: Timings,
     net: Option<Testnet>,
     tails: Vec<LogTail>,
     /// (observer, time, what, member's core peer id in hex).
@@ -69,8 +72,15 @@ pub struct PeerlabCluster {
 
 impl PeerlabCluster {
     /// A testnet of `n` nodes running `exe` on ports from `base`, in `dir` (not started).
-    pub fn new(exe: PathBuf, n: usize, base: u16, dir: PathBuf) -> PeerlabCluster {
+    pub fn new(
+        exe: PathBuf,
+        n: usize,
+        base: u16,
+        dir: PathBuf,
+        timings: Timings,
+    ) -> PeerlabCluster {
         PeerlabCluster {
+            timings,
             exe,
             n,
             base,
@@ -102,7 +112,7 @@ impl Cluster for PeerlabCluster {
                 base_port: Some(self.base),
                 program: Some(program),
                 seed: 1,
-                timings: super::timings(),
+                timings: self.timings,
             },
             progress,
         )?;
