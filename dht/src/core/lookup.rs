@@ -27,10 +27,32 @@
 //! - a lookup whose every path died ("stranded": no candidate, no bootstrap peer left, at
 //!   least one failure) starts once more from this peer's own routing step, since the dead
 //!   peer has been evicted from the tables by then; nodes already asked may be asked again.
+//!
+//! Rules that keep a lying peer from ending a lookup (with [`Lookup::checked`], which the
+//! core sets when its defenses are on). A peer whose virtual node sits between a key and
+//! the key's true predecessor (an identity ground for that position: virtual-node ids are
+//! hashes of the peer id, so trying key pairs places one anywhere) is asked last, and
+//! could otherwise answer "the owner is me". A [`Step::Done`] `{ pred, owner }` from peer
+//! `from` is taken only if it is consistent:
+//! - `pred` is a virtual node of `from` (the sender is authenticated) at least as close
+//!   before the key as the virtual node asked (a peer answers from its own closest one);
+//! - the key lies in `(pred, owner]` and `owner != pred` — a ring of one virtual node aside,
+//!   which only a peer that knows no other ring member can meet (outside the ring, or
+//!   alone in one of its own that is about to merge);
+//! - both are real virtual nodes: `id == Id::vnode(peer, i)` for some `i` below the
+//!   network's virtual-node count, so a peer can name only positions its identities have.
+//!
+//! An inconsistent answer is reported by [`Lookup::on_success`], its sender is excluded
+//! from the rest of the lookup, and the lookup goes on by another route: it asks the
+//! *anchor* — the last node that answered with closer candidates, whose successors
+//! include the asked node, or this peer's own virtual node closest before the key — for
+//! its successor list ([`Next::AskState`]); the first node in it past the key (skipping
+//! excluded peers) is the owner. A list that ends before the key adds its nodes as
+//! candidates instead. Each anchor is asked once.
 
 use peerlab_overlay::{Id, PeerId};
 
-use crate::message::{MAX_STEP_CANDIDATES, NodeRef, Step};
+use crate::message::{MAX_STEP_CANDIDATES, MAX_SUCCESSORS, NodeRef, Step};
 use crate::ring::preceding_distance;
 
 /// Candidates a lookup remembers (best first). Enough to route around several dead hops.
@@ -50,6 +72,14 @@ pub(crate) enum Next {
         peer: PeerId,
         /// The virtual node asked, if known.
         node: Option<NodeRef>,
+    },
+    /// Ask `node` (on `peer`; possibly this peer itself) for its successor list and hand
+    /// it to [`Lookup::on_state`]: a `Done` was refused and the lookup goes on from there.
+    AskState {
+        /// The peer to send the `GetState` to.
+        peer: PeerId,
+        /// The virtual node whose successors are wanted.
+        node: NodeRef,
     },
     /// A step is in flight; wait for its answer or its failure.
     Waiting,
@@ -84,6 +114,8 @@ enum State {
     Ready,
     /// A step to `asked` is in flight.
     Waiting { asked: Option<NodeRef> },
+    /// A successor list of `anchor` is wanted.
+    WaitingState { anchor: NodeRef },
     /// The owner is known.
     Done { pred: NodeRef, owner: NodeRef },
 }
@@ -102,6 +134,32 @@ pub(crate) struct Lookup {
     /// The peer that answered the last step (the key's predecessor once done).
     last: Option<PeerId>,
     state: State,
+    /// Whether answers are checked, and against how many virtual nodes a peer runs.
+    check: Option<Check>,
+    /// Peers whose answer was inconsistent: neither asked nor taken as candidates again.
+    excluded: Vec<PeerId>,
+    /// The closest node before the key known to have answered with candidates (or this
+    /// peer's own closest virtual node): where a refused `Done` is routed around from.
+    anchor: Option<NodeRef>,
+    /// Anchors already asked for their successor list.
+    anchors_asked: Vec<Id>,
+    /// A `Done` was refused: ask the anchor next.
+    recover: bool,
+}
+
+/// How a lookup checks the answers it gets (module docs).
+#[derive(Clone, Copy, Debug)]
+struct Check {
+    /// Virtual nodes every peer runs (the network's `Config::vnodes`).
+    vnodes: u16,
+    /// Whether a ring of one virtual node is possible: this peer knows no other ring
+    /// member.
+    alone: bool,
+}
+
+/// Whether `n` is a virtual node its peer really has: `Id::vnode(peer, i)`, `i < vnodes`.
+pub(crate) fn is_vnode(n: &NodeRef, vnodes: u16) -> bool {
+    (0..vnodes).any(|i| Id::vnode(&n.peer, i) == n.id)
 }
 
 impl Lookup {
@@ -120,7 +178,26 @@ impl Lookup {
             timeouts: 0,
             last: None,
             state: State::Ready,
+            check: None,
+            excluded: Vec::new(),
+            anchor: None,
+            anchors_asked: Vec::new(),
+            recover: false,
         }
+    }
+
+    /// Checks every `Done` against the rules in the module docs, for a network whose peers
+    /// run `vnodes` virtual nodes each; `alone`: this peer knows no other ring member, so a
+    /// ring of one virtual node is possible.
+    pub(crate) fn checked(mut self, vnodes: u16, alone: bool) -> Lookup {
+        self.check = Some(Check { vnodes, alone });
+        self
+    }
+
+    /// This peer's own virtual node closest before the key: the anchor a refused first
+    /// `Done` is routed around from.
+    pub(crate) fn set_anchor(&mut self, node: Option<NodeRef>) {
+        self.anchor = node;
     }
 
     /// The id looked up.
@@ -141,14 +218,31 @@ impl Lookup {
     /// when the lookup is stranded (`None` when this peer is out of the ring).
     pub(crate) fn next(&mut self, restart: impl FnOnce(&Id) -> Option<Step>) -> Next {
         match self.state {
-            State::Waiting { .. } => return Next::Waiting,
+            State::Waiting { .. } | State::WaitingState { .. } => return Next::Waiting,
             State::Done { pred, owner } => return Next::Finished(Ok(self.found(pred, owner))),
             State::Ready => {}
         }
         if self.hops >= MAX_LOOKUP_HOPS || self.timeouts > self.retries {
             return Next::Finished(Err(self.failed()));
         }
-        let stranded = self.cands.is_empty() && self.bootstrap.is_empty() && self.timeouts > 0;
+        if std::mem::take(&mut self.recover)
+            && let Some(a) = self.anchor
+            && !self.anchors_asked.contains(&a.id)
+            && !self.excluded.contains(&a.peer)
+        {
+            self.anchors_asked.push(a.id);
+            if a.peer != self.me {
+                self.hops += 1;
+            }
+            self.state = State::WaitingState { anchor: a };
+            return Next::AskState {
+                peer: a.peer,
+                node: a,
+            };
+        }
+        let stranded = self.cands.is_empty()
+            && self.bootstrap.is_empty()
+            && (self.timeouts > 0 || !self.excluded.is_empty());
         if stranded && let Some(step) = restart(&self.key) {
             self.tried.clear();
             match step {
@@ -173,20 +267,39 @@ impl Lookup {
         Next::Ask { peer, node }
     }
 
-    /// The peer asked answered `step`. Returns whether the answer broke a protocol bound
-    /// (too many candidates: the surplus is ignored).
+    /// The peer asked answered `step`. Returns whether the answer broke a protocol rule:
+    /// too many candidates (the surplus is ignored), or an inconsistent `Done` (refused;
+    /// the lookup goes on around its sender, see the module docs).
     pub(crate) fn on_success(&mut self, from: PeerId, step: Step) -> bool {
         let State::Waiting { asked } = self.state else {
             return false;
         };
-        self.last = Some(from);
         match step {
             Step::Done { pred, owner } => {
+                if self.check.is_some() && self.excluded.contains(&owner.peer) {
+                    // An owner this lookup caught lying: routed around, the answer is not
+                    // the sender's fault.
+                    self.recover = true;
+                    self.state = State::Ready;
+                    return false;
+                }
+                if !self.consistent(from, asked, &pred, &owner) {
+                    self.excluded.push(from);
+                    self.cands.retain(|c| c.peer != from);
+                    self.recover = true;
+                    self.state = State::Ready;
+                    return true;
+                }
+                self.last = Some(from);
                 self.state = State::Done { pred, owner };
                 false
             }
             Step::Next { candidates } => {
+                self.last = Some(from);
                 self.state = State::Ready;
+                if asked.is_some() {
+                    self.anchor = asked;
+                }
                 let malformed = candidates.len() > MAX_STEP_CANDIDATES;
                 let c: Vec<NodeRef> = candidates.into_iter().take(MAX_STEP_CANDIDATES).collect();
                 self.merge(c, asked.map(|a| a.id));
@@ -195,9 +308,76 @@ impl Lookup {
         }
     }
 
+    /// Whether `Done { pred, owner }` from `from`, asked at `asked`, keeps the rules (module
+    /// docs). Always true without [`Lookup::checked`].
+    fn consistent(
+        &self,
+        from: PeerId,
+        asked: Option<NodeRef>,
+        pred: &NodeRef,
+        owner: &NodeRef,
+    ) -> bool {
+        let Some(check) = self.check else {
+            return true;
+        };
+        if pred.peer != from {
+            return false;
+        }
+        if let Some(a) = asked
+            && preceding_distance(&pred.id, &self.key) > preceding_distance(&a.id, &self.key)
+        {
+            return false;
+        }
+        let spans = if pred.id == owner.id {
+            check.alone && pred == owner
+        } else {
+            self.key.in_half_open(&pred.id, &owner.id)
+        };
+        spans && is_vnode(pred, check.vnodes) && is_vnode(owner, check.vnodes)
+    }
+
+    /// The anchor asked after a refused `Done` answered with its successor list (`from`:
+    /// the authenticated sender). Returns whether the list broke a rule (a node that is not
+    /// a real virtual node; ignored).
+    pub(crate) fn on_state(&mut self, from: PeerId, succs: Vec<NodeRef>) -> bool {
+        let State::WaitingState { anchor } = self.state else {
+            return false;
+        };
+        self.state = State::Ready;
+        self.last = Some(from);
+        let check = self.check;
+        let mut bad = false;
+        let mut prev = anchor;
+        let mut before = Vec::new();
+        for s in succs.into_iter().take(MAX_SUCCESSORS) {
+            if self.excluded.contains(&s.peer) || s.id == prev.id {
+                continue;
+            }
+            if check.is_some_and(|c| !is_vnode(&s, c.vnodes)) {
+                bad = true;
+                continue;
+            }
+            if self.key.in_half_open(&prev.id, &s.id) {
+                self.state = State::Done {
+                    pred: prev,
+                    owner: s,
+                };
+                return bad;
+            }
+            before.push(s);
+            prev = s;
+        }
+        // The list ends before the key: what it knows closer than the anchor is worth asking.
+        self.merge(before, Some(anchor.id));
+        bad
+    }
+
     /// The peer asked did not answer in time, or refused.
     pub(crate) fn on_failure(&mut self) {
-        if matches!(self.state, State::Waiting { .. }) {
+        if matches!(
+            self.state,
+            State::Waiting { .. } | State::WaitingState { .. }
+        ) {
             self.state = State::Ready;
         }
         self.timeouts += 1;
@@ -235,7 +415,11 @@ impl Lookup {
             {
                 continue;
             }
-            if c.peer == self.me || self.tried.contains(&c.id) || self.cands.contains(&c) {
+            if c.peer == self.me
+                || self.tried.contains(&c.id)
+                || self.cands.contains(&c)
+                || self.excluded.contains(&c.peer)
+            {
                 continue;
             }
             self.cands.push(c);
@@ -292,12 +476,13 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// In an ideal ring every lookup ends at the key's true owner, within `log2 N + 2`
-        /// requests, and never asks a node twice.
+        /// requests, and never asks a node twice; checked, no honest answer is refused.
         #[test]
         fn ideal_ring_lookup_finds_owner_without_asking_twice(
             n in 2u64..200,
             start in any::<prop::sample::Index>(),
             key in any::<[u8; 20]>(),
+            checked in any::<bool>(),
         ) {
             let ring = ring_of(n);
             let key = Id(key);
@@ -305,6 +490,9 @@ mod tests {
             let i = start.index(ring.len());
             let me = ring.nodes()[i].peer;
             let mut l = Lookup::new(key, me, 4, Vec::new());
+            if checked {
+                l = l.checked(1, false);
+            }
             l.start_local(Some(answer(&ring, i, &key, r)));
             let mut asked = Vec::new();
             let found = loop {
@@ -315,8 +503,9 @@ mod tests {
                         prop_assert!(!asked.contains(&node), "asked {:?} twice", node);
                         asked.push(node);
                         let step = answer(&ring, index_of(&ring, &node), &key, r);
-                        l.on_success(peer, step);
+                        prop_assert!(!l.on_success(peer, step), "an honest answer refused");
                     }
+                    Next::AskState { .. } => prop_assert!(false, "no answer was refused"),
                     Next::Waiting => prop_assert!(false, "nothing is in flight"),
                     Next::Finished(res) => break res,
                 }
@@ -327,20 +516,26 @@ mod tests {
             prop_assert!(found.hops <= bound, "{} hops > {}", found.hops, bound);
         }
 
-        /// Whatever the peers answer (random candidates, random owners, silence), a lookup
-        /// finishes within `MAX_LOOKUP_HOPS` requests, never asks itself, and between two
-        /// restarts never asks the same node twice.
+        /// Whatever the peers answer (random candidates, random owners, random successor
+        /// lists, silence), a lookup, checked or not, finishes within `MAX_LOOKUP_HOPS`
+        /// requests, never asks itself, and between two restarts never asks the same node
+        /// twice.
         #[test]
         fn any_answers_terminate_within_the_hop_bound(
             seed in any::<u64>(),
             retries in 0u32..8,
             answers in prop::collection::vec((0u8..4, any::<[u8; 20]>(), 0usize..6), 0..200),
+            checked in any::<bool>(),
         ) {
             let me = PeerId::synthetic(seed);
             let key = Id::hash(&seed.to_be_bytes());
             let node = |b: [u8; 20]| NodeRef { id: Id(b), peer: PeerId::synthetic(b[0] as u64 % 16) };
             let bootstrap = (100..104).map(PeerId::synthetic).collect();
             let mut l = Lookup::new(key, me, retries, bootstrap);
+            if checked {
+                l = l.checked(2, false);
+                l.set_anchor(Some(node(Id::hash(b"anchor").0)));
+            }
             let mut answers = answers.into_iter();
             let mut asked: Vec<Id> = Vec::new();
             let mut requests = 0u32;
@@ -355,8 +550,9 @@ mod tests {
                         prop_assert_ne!(peer, me);
                         if let Some(n) = n {
                             if asked.contains(&n.id) {
-                                // Only a restart (after a failure) may ask a node again.
-                                prop_assert!(l.timeouts > 0);
+                                // Only a restart (after a failure or a refused answer) may
+                                // ask a node again.
+                                prop_assert!(l.timeouts > 0 || !l.excluded.is_empty());
                                 asked.clear();
                             }
                             asked.push(n.id);
@@ -373,6 +569,22 @@ mod tests {
                                     .collect();
                                 l.on_success(peer, Step::Next { candidates });
                             }
+                        }
+                    }
+                    Next::AskState { peer, .. } => {
+                        prop_assert!(checked, "only a checked lookup routes around");
+                        if peer != me {
+                            requests += 1;
+                        }
+                        prop_assert!(requests <= MAX_LOOKUP_HOPS);
+                        let (kind, b, count) = answers.next().unwrap_or((0, [0; 20], 0));
+                        if kind == 0 {
+                            l.on_failure();
+                        } else {
+                            let succs = (0..count)
+                                .map(|j| { let mut c = b; c[0] = c[0].wrapping_add(j as u8); node(c) })
+                                .collect();
+                            l.on_state(peer, succs);
                         }
                     }
                     Next::Waiting => prop_assert!(false, "nothing is in flight"),
