@@ -48,7 +48,8 @@
 //! include the asked node, or this peer's own virtual node closest before the key — for
 //! its successor list ([`Next::AskState`]); the first node in it past the key (skipping
 //! excluded peers) is the owner. A list that ends before the key adds its nodes as
-//! candidates instead. Each anchor is asked once.
+//! candidates instead. A later node whose candidates name an excluded peer becomes the
+//! anchor asked next. Each anchor is asked once.
 
 use peerlab_overlay::{Id, PeerId};
 
@@ -299,6 +300,11 @@ impl Lookup {
                 self.state = State::Ready;
                 if asked.is_some() {
                     self.anchor = asked;
+                    // A node that leads to a peer caught lying sits right before it: its
+                    // successors pass the liar.
+                    if candidates.iter().any(|c| self.excluded.contains(&c.peer)) {
+                        self.recover = true;
+                    }
                 }
                 let malformed = candidates.len() > MAX_STEP_CANDIDATES;
                 let c: Vec<NodeRef> = candidates.into_iter().take(MAX_STEP_CANDIDATES).collect();
