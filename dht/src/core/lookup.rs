@@ -195,8 +195,18 @@ impl Lookup {
         self
     }
 
+    /// Leaves `peer` out of this lookup from the start: a peer that answered an earlier
+    /// attempt of the same operation with a forgery. A `Done` naming it as the owner is
+    /// routed around like a refused one (without blaming its sender), so the lookup ends at
+    /// the next holder of the key.
+    pub(crate) fn exclude(&mut self, peer: PeerId) {
+        if !self.excluded.contains(&peer) {
+            self.excluded.push(peer);
+        }
+    }
+
     /// This peer's own virtual node closest before the key: the anchor a refused first
-    /// `Done` is routed around from.
+    /// `Done` is routed around from. Set before [`Lookup::start_local`].
     pub(crate) fn set_anchor(&mut self, node: Option<NodeRef>) {
         self.anchor = node;
     }
@@ -209,6 +219,10 @@ impl Lookup {
     /// Seeds the lookup with this peer's own routing step (free: no message).
     pub(crate) fn start_local(&mut self, step: Option<Step>) {
         match step {
+            // An owner known to lie (see `exclude`): go past it.
+            Some(Step::Done { owner, .. }) if self.excluded.contains(&owner.peer) => {
+                self.recover = true;
+            }
             Some(Step::Done { pred, owner }) => self.state = State::Done { pred, owner },
             Some(Step::Next { candidates }) => self.merge(candidates, None),
             None => {}
@@ -247,6 +261,10 @@ impl Lookup {
         if stranded && let Some(step) = restart(&self.key) {
             self.tried.clear();
             match step {
+                // Our own tables lead to a peer caught lying: no route past it is left.
+                Step::Done { owner, .. } if self.excluded.contains(&owner.peer) => {
+                    return Next::Finished(Err(self.failed()));
+                }
                 Step::Done { pred, owner } => {
                     self.state = State::Done { pred, owner };
                     return Next::Finished(Ok(self.found(pred, owner)));

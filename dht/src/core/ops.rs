@@ -41,6 +41,10 @@ impl OpKind {
     }
 }
 
+/// A record in a `GetReply` whose signature does not verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Forged;
+
 /// A client's storage operation in flight.
 #[derive(Clone, Debug)]
 pub(super) struct Op {
@@ -52,6 +56,9 @@ pub(super) struct Op {
     pub(super) read: Option<Read>,
     /// Whether a put was already signed again after an [`Reject::Outdated`].
     pub(super) resigned: bool,
+    /// Peers that answered this get as its owner with a forged record: later attempts
+    /// look past them (at most [`MAX_OP_ATTEMPTS`]).
+    pub(super) liars: Vec<PeerId>,
 }
 
 impl Dht {
@@ -80,6 +87,7 @@ impl Dht {
                 route: None,
                 read: None,
                 resigned: false,
+                liars: Vec::new(),
             },
         );
         self.client_lookups += 1;
@@ -183,7 +191,19 @@ impl Dht {
                 },
                 OpKind::Get { key },
             ) => {
-                let record = record.and_then(|r| self.read_check(cx, target.peer, &key, r));
+                let record = match record.map(|r| self.read_check(cx, target.peer, &key, r)) {
+                    Some(Err(Forged)) => {
+                        // The owner lied: ask the key's next holders instead, found by a
+                        // lookup that goes past this peer.
+                        if let Some(o) = self.ops.get_mut(&op) {
+                            o.liars.push(target.peer);
+                        }
+                        self.retry_op(cx, op, Error::Rejected(Reject::BadSignature));
+                        return;
+                    }
+                    Some(Ok(r)) => r,
+                    None => None,
+                };
                 self.on_owner_read(cx, op, target, record, replicas);
             }
             (Message::Providers { .. }, OpKind::AddProvider { .. }) => {
@@ -265,29 +285,30 @@ impl Dht {
     }
 
     /// A record a `GetReply` from `from` returned for `key`: kept if its signature verifies
-    /// (a forgery is reported and read as a miss) and it has not expired.
+    /// and it has not expired (`Ok(None)`: expired). A forgery is reported and returned as
+    /// `Err(Forged)`.
     pub(super) fn read_check(
         &mut self,
         cx: &mut Cx<'_, Self>,
         from: PeerId,
         key: &Id,
         record: Record,
-    ) -> Option<Record> {
+    ) -> Result<Option<Record>, Forged> {
         let now = cx.now();
         if !self.cfg.defenses {
-            return Some(record);
+            return Ok(Some(record));
         }
         if record.check(key).is_err() {
             self.penalize(cx, from, Offence::Forged);
-            return None;
+            return Err(Forged);
         }
         if record.is_expired(self.clock.wall_ms(now)) {
-            return None;
+            return Ok(None);
         }
         if !self.clock.too_far_ahead(&record.version, now) {
             self.clock.observe(&record.version);
         }
-        Some(record)
+        Ok(Some(record))
     }
 
     /// Provider entries a `Providers` answer from `from` returned for `key`: the ones

@@ -244,7 +244,7 @@ impl Dht {
             (Pending::Read { op, target }, Message::GetReply { record, .. }) => {
                 let key = self.ops.get(&op).map(|o| o.kind.key());
                 let record = match (record, key) {
-                    (Some(r), Some(key)) => self.read_check(cx, from, &key, r),
+                    (Some(r), Some(key)) => self.read_check(cx, from, &key, r).ok().flatten(),
                     _ => None,
                 };
                 self.on_replica_read(cx, op, target, Some(record));

@@ -113,9 +113,16 @@ impl Dht {
                 .all(|v| v.succs.iter().all(|s| s.peer == self.me));
             lookup = lookup.checked(self.cfg.vnodes, alone);
         }
+        if let Purpose::Op { op } = purpose
+            && let Some(o) = self.ops.get(&op)
+        {
+            for p in &o.liars {
+                lookup.exclude(*p);
+            }
+        }
         if local {
-            lookup.start_local(self.local_step(&key));
             lookup.set_anchor(closest_vnode(&self.vnodes, &key).map(|v| self.me_at(v.id)));
+            lookup.start_local(self.local_step(&key));
         }
         self.lookups.insert(id, Running { lookup, purpose });
         self.advance_lookup(cx, id);
