@@ -618,6 +618,204 @@ mod tests {
         }
     }
 
+    /// Virtual node `i` of synthetic peer `p`.
+    fn vn(p: u64, i: u16) -> NodeRef {
+        let peer = PeerId::synthetic(p);
+        NodeRef {
+            id: Id::vnode(&peer, i),
+            peer,
+        }
+    }
+
+    /// A real virtual node (of peers 10 and up, two each) after which `key` lies in
+    /// `(after, node]`.
+    fn node_past(after: &Id, key: &Id) -> NodeRef {
+        (10..)
+            .flat_map(|p| [vn(p, 0), vn(p, 1)])
+            .find(|n| key.in_half_open(after, &n.id) && n.id != *key)
+            .unwrap()
+    }
+
+    /// A checked lookup by peer 1 (two virtual nodes a peer) of a key just past `a`, which
+    /// it has asked: what it asks next after `a` answers `step`, and whether the answer
+    /// was reported.
+    fn after_answer(key: Id, a: NodeRef, step: Step, alone: bool) -> (Lookup, bool, Next) {
+        let me = PeerId::synthetic(1);
+        let mut l = Lookup::new(key, me, 4, Vec::new()).checked(2, alone);
+        l.set_anchor(Some(vn(1, 0)));
+        l.start_local(Some(Step::Next {
+            candidates: vec![a],
+        }));
+        assert_eq!(
+            l.next(|_| None),
+            Next::Ask {
+                peer: a.peer,
+                node: Some(a)
+            }
+        );
+        let reported = l.on_success(a.peer, step);
+        let next = l.next(|_| None);
+        (l, reported, next)
+    }
+
+    #[test]
+    fn a_consistent_done_is_taken() {
+        let a = vn(2, 0);
+        let key = a.id.wrapping_add(&Id::from_u64(10));
+        let owner = node_past(&a.id, &key);
+        let (_, reported, next) = after_answer(key, a, Step::Done { pred: a, owner }, false);
+        assert!(!reported);
+        let Next::Finished(Ok(f)) = next else {
+            panic!("{next:?}")
+        };
+        assert_eq!((f.pred, f.owner), (a, owner));
+    }
+
+    #[test]
+    fn inconsistent_done_answers_are_refused_and_routed_around() {
+        let a = vn(2, 0);
+        let key = a.id.wrapping_add(&Id::from_u64(10));
+        let owner = node_past(&a.id, &key);
+        // A's other virtual node, farther before the key than the one asked.
+        let far = vn(2, 1);
+        let past_far = node_past(&far.id, &key);
+        // A real node, and a key just past it: (a, x] does not hold the key.
+        let x = vn(4, 0);
+        let key_past_x = x.id.wrapping_add(&Id::from_u64(5));
+        let made_up = NodeRef {
+            id: key,
+            peer: owner.peer,
+        };
+        let cases = [
+            ("the owner is me", key, Step::Done { pred: a, owner: a }),
+            (
+                "pred of another peer",
+                key,
+                Step::Done {
+                    pred: vn(3, 0),
+                    owner,
+                },
+            ),
+            (
+                "pred farther than the node asked",
+                key,
+                Step::Done {
+                    pred: far,
+                    owner: past_far,
+                },
+            ),
+            (
+                "key not in (pred, owner]",
+                key_past_x,
+                Step::Done { pred: a, owner: x },
+            ),
+            (
+                "owner not a real virtual node",
+                key,
+                Step::Done {
+                    pred: a,
+                    owner: made_up,
+                },
+            ),
+            (
+                "pred not a real virtual node",
+                key,
+                Step::Done {
+                    pred: NodeRef {
+                        id: key.wrapping_sub(&Id::from_u64(1)),
+                        peer: a.peer,
+                    },
+                    owner,
+                },
+            ),
+        ];
+        for (what, key, step) in cases {
+            let (mut l, reported, next) = after_answer(key, a, step.clone(), false);
+            assert!(reported, "{what}");
+            // Routed around through this peer's own successor list: the liar is skipped.
+            let mine = vn(1, 0);
+            assert_eq!(
+                next,
+                Next::AskState {
+                    peer: mine.peer,
+                    node: mine
+                },
+                "{what}"
+            );
+            let true_owner = node_past(&mine.id, &key);
+            assert!(
+                !l.on_state(mine.peer, vec![a, vn(2, 1), true_owner]),
+                "{what}"
+            );
+            let Next::Finished(Ok(f)) = l.next(|_| None) else {
+                panic!("{what}")
+            };
+            assert_eq!(f.owner, true_owner, "{what}");
+            // Unchecked (defenses off), the same answer ends the lookup.
+            let mut u = Lookup::new(key, PeerId::synthetic(1), 4, Vec::new());
+            u.start_local(Some(Step::Next {
+                candidates: vec![a],
+            }));
+            let _ = u.next(|_| None);
+            assert!(!u.on_success(a.peer, step), "{what}");
+            assert!(matches!(u.next(|_| None), Next::Finished(Ok(_))), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_ring_of_one_is_taken_only_by_a_peer_that_knows_no_other_member() {
+        let a = vn(2, 0);
+        let key = a.id.wrapping_add(&Id::from_u64(10));
+        let alone = Step::Done { pred: a, owner: a };
+        let (_, reported, next) = after_answer(key, a, alone.clone(), true);
+        assert!(!reported);
+        assert!(matches!(next, Next::Finished(Ok(f)) if f.owner == a));
+        let (_, reported, _) = after_answer(key, a, alone, false);
+        assert!(reported);
+    }
+
+    #[test]
+    fn the_anchor_is_the_last_node_that_led_towards_the_liar() {
+        // Peer 3 answers with candidates naming a; a lies; peer 3's successor list, with a
+        // skipped, names the owner. Each anchor is asked once.
+        let me = PeerId::synthetic(1);
+        let a = vn(2, 0);
+        let key = a.id.wrapping_add(&Id::from_u64(10));
+        let c = vn(3, 0);
+        let owner = node_past(&c.id, &key);
+        let mut l = Lookup::new(key, me, 4, Vec::new()).checked(2, false);
+        l.start_local(Some(Step::Next {
+            candidates: vec![c],
+        }));
+        assert!(matches!(l.next(|_| None), Next::Ask { node: Some(n), .. } if n == c));
+        assert!(!l.on_success(
+            c.peer,
+            Step::Next {
+                candidates: vec![a]
+            }
+        ));
+        assert!(matches!(l.next(|_| None), Next::Ask { node: Some(n), .. } if n == a));
+        assert!(l.on_success(a.peer, Step::Done { pred: a, owner: a }));
+        assert_eq!(
+            l.next(|_| None),
+            Next::AskState {
+                peer: c.peer,
+                node: c
+            }
+        );
+        // A made-up entry is skipped and reported; the liar is skipped.
+        let fake = NodeRef {
+            id: key,
+            peer: c.peer,
+        };
+        assert!(l.on_state(c.peer, vec![fake, a, owner]));
+        let Next::Finished(Ok(f)) = l.next(|_| None) else {
+            panic!()
+        };
+        assert_eq!(f.owner, owner);
+        assert_eq!(f.hops, 4, "c, a, c's successors, the owner");
+    }
+
     #[test]
     fn candidates_must_be_closer_than_the_node_that_named_them() {
         let me = PeerId::synthetic(1);

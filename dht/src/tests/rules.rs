@@ -11,7 +11,7 @@ use peerlab_overlay::{
 };
 
 use super::{Net, Out, RingNet, cfg, ideal, key_of, new_net};
-use crate::message::{Message, NodeRef, ProviderEntry, Record, Reject, Version};
+use crate::message::{Message, NodeRef, ProviderEntry, Record, Reject, Step, Version};
 use crate::{
     Command, Config, Dht, Error, Event, IdealRing, MAX_CLOCK_SKEW, MAX_PROVIDER_TTL, Reply, Timer,
 };
@@ -783,4 +783,68 @@ fn a_real_write_is_refused_to_another_writer_with_the_owner_named() {
         put(&mut net, peers[1], 3, b"3"),
         Some(Ok(Reply::Stored { .. }))
     ));
+}
+
+#[test]
+fn a_peer_just_before_a_key_cannot_end_lookups_for_it() {
+    // The virtual node just before a key answers every lookup step for it with "the owner
+    // is me" (the position a ground identity takes). Every lookup still ends at the true
+    // owner, and the liar is reported by whoever it answered. (A lookup that took the
+    // last answer as final would end at the liar.)
+    let c = cfg(2);
+    let peers: Vec<PeerId> = (1..=8).map(PeerId::synthetic).collect();
+    let mut net = new_net();
+    for (p, d) in peers.iter().zip(ideal(&peers, &c)) {
+        net.add(*p, d);
+    }
+    let ring = net.ring();
+    let n = ring.nodes().to_vec();
+    let (key, liar, owner) = (0u32..)
+        .map(|i| Id::hash(&i.to_be_bytes()))
+        .map(|k| {
+            let i = ring.successor_index(&k);
+            (k, n[(i + n.len() - 1) % n.len()], n[i])
+        })
+        .find(|(_, liar, owner)| liar.peer != owner.peer)
+        .unwrap();
+    net.set_tap(move |m| match &m.msg {
+        Message::FindStep { req, key: k, .. } if m.to == liar.peer && *k == key => {
+            let step = Step::Done {
+                pred: liar,
+                owner: liar,
+            };
+            vec![(liar.peer, m.from, Message::StepReply { req: *req, step })]
+        }
+        _ => vec![],
+    });
+    let readers: Vec<PeerId> = peers.iter().copied().filter(|p| *p != liar.peer).collect();
+    for (j, r) in readers.iter().enumerate() {
+        net.command(
+            *r,
+            Command::Lookup {
+                req: 100 + j as u64,
+                key,
+            },
+        );
+    }
+    net.run_for(Duration::from_secs(2));
+    for j in 0..readers.len() as u64 {
+        assert!(
+            matches!(net.reply(100 + j), Some(Ok(Reply::Lookup(r))) if r.owner == owner.peer && r.vnode == owner.id),
+            "reader {j}: {:?}",
+            net.reply(100 + j)
+        );
+    }
+    let reported: Vec<(PeerId, Offence)> = net
+        .offences()
+        .iter()
+        .map(|(_, _, offender, o)| (*offender, *o))
+        .collect();
+    assert!(!reported.is_empty(), "the liar was asked");
+    assert!(
+        reported
+            .iter()
+            .all(|r| *r == (liar.peer, Offence::Malformed)),
+        "{reported:?}"
+    );
 }
