@@ -116,7 +116,7 @@ enum State {
     /// A step to `asked` is in flight.
     Waiting { asked: Option<NodeRef> },
     /// A successor list of `anchor` is wanted.
-    WaitingState { anchor: NodeRef },
+    Successors { anchor: NodeRef },
     /// The owner is known.
     Done { pred: NodeRef, owner: NodeRef },
 }
@@ -233,7 +233,7 @@ impl Lookup {
     /// when the lookup is stranded (`None` when this peer is out of the ring).
     pub(crate) fn next(&mut self, restart: impl FnOnce(&Id) -> Option<Step>) -> Next {
         match self.state {
-            State::Waiting { .. } | State::WaitingState { .. } => return Next::Waiting,
+            State::Waiting { .. } | State::Successors { .. } => return Next::Waiting,
             State::Done { pred, owner } => return Next::Finished(Ok(self.found(pred, owner))),
             State::Ready => {}
         }
@@ -249,7 +249,7 @@ impl Lookup {
             if a.peer != self.me {
                 self.hops += 1;
             }
-            self.state = State::WaitingState { anchor: a };
+            self.state = State::Successors { anchor: a };
             return Next::AskState {
                 peer: a.peer,
                 node: a,
@@ -364,7 +364,7 @@ impl Lookup {
     /// the authenticated sender). Returns whether the list broke a rule (a node that is not
     /// a real virtual node; ignored).
     pub(crate) fn on_state(&mut self, from: PeerId, succs: Vec<NodeRef>) -> bool {
-        let State::WaitingState { anchor } = self.state else {
+        let State::Successors { anchor } = self.state else {
             return false;
         };
         self.state = State::Ready;
@@ -398,10 +398,7 @@ impl Lookup {
 
     /// The peer asked did not answer in time, or refused.
     pub(crate) fn on_failure(&mut self) {
-        if matches!(
-            self.state,
-            State::Waiting { .. } | State::WaitingState { .. }
-        ) {
+        if matches!(self.state, State::Waiting { .. } | State::Successors { .. }) {
             self.state = State::Ready;
         }
         self.timeouts += 1;
