@@ -3,7 +3,10 @@
 //! An operation looks its key's owner up, sends the request to it and retries with a fresh
 //! lookup (at most [`MAX_OP_ATTEMPTS`]) when the owner times out or no longer runs the
 //! virtual node. A get reads the owner and its replicas and returns the newest version
-//! (`read`).
+//! (`read`). An owner that answers a get with a record whose signature does not verify is
+//! reported, and the get is tried again with a lookup that goes past that peer
+//! ([`Lookup::exclude`](super::lookup::Lookup::exclude)), so it reads the key's next holder
+//! rather than trust the liar's word on who else holds the key.
 
 use std::time::Duration;
 
