@@ -350,14 +350,7 @@ impl Dht {
                     self.vnodes[vi].walk = 0;
                     if self.vnodes[vi].joined && !self.moved_closer(vi, &succ) {
                         self.adopt(vi, succ, &list);
-                        self.tell(
-                            cx,
-                            succ.peer,
-                            Message::Notify {
-                                vnode: succ.id,
-                                from: self.me_at(vnode),
-                            },
-                        );
+                        self.notify(cx, vnode, succ);
                     }
                     self.stabilize_if_hinted(cx, vi);
                 }
