@@ -85,6 +85,10 @@ pub(crate) struct NodeArgs {
     /// Allow the control API on a non-loopback address.
     #[arg(long)]
     allow_remote_api: bool,
+    /// Also serve the metrics, read-only and without a token, at GET /metrics on this
+    /// address (for a Prometheus scraper; e.g. 0.0.0.0:9100 in a container).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
     /// Virtual nodes on the Chord ring.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     vnodes: Option<u16>,
@@ -574,6 +578,9 @@ fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
     }
     if a.allow_remote_api {
         cfg.allow_remote_api = true;
+    }
+    if a.metrics.is_some() {
+        cfg.metrics = a.metrics.clone();
     }
     if let Some(v) = a.vnodes {
         cfg.vnodes = v;

@@ -1041,6 +1041,18 @@ async fn metrics_text(State(st): State<ApiState>) -> impl IntoResponse {
     )
 }
 
+/// The read-only metrics endpoint: `GET /metrics` alone, without a token (see
+/// `Config::metrics`).
+pub(crate) fn metrics_router(metrics: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = metrics.render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+        }),
+    )
+}
+
 /// Compares two byte strings in time independent of where they differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

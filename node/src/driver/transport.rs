@@ -157,12 +157,15 @@ impl Behaviour {
 }
 
 /// Builds a swarm with QUIC and TCP + Noise + Yamux transports.
+/// The system resolver's configuration, read when present.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
 pub(crate) fn build_swarm(
     key: Keypair,
     cfg: &NetConfig,
     boot: u64,
 ) -> Result<Swarm<Behaviour>, NodeError> {
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+    let transports = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
             libp2p::tcp::Config::default().nodelay(true),
@@ -175,11 +178,27 @@ pub(crate) fn build_swarm(
             q.max_idle_timeout = QUIC_IDLE_TIMEOUT.as_millis() as u32;
             q.max_concurrent_stream_limit = QUIC_MAX_STREAMS;
             q
-        })
-        .with_behaviour(|key| Behaviour::new(key, cfg, boot))
-        .unwrap_or_else(|never| match never {})
-        .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
-        .build();
+        });
+    // `/dns4`, `/dns6` and `/dns` addresses (a bootstrap peer named by a cluster's DNS, as in
+    // deploy/k8s) resolve through the system's resolver. A machine without a resolver
+    // configuration still runs: its names then simply do not resolve.
+    macro_rules! finish {
+        ($builder:expr) => {
+            $builder
+                .with_behaviour(|key| Behaviour::new(key, cfg, boot))
+                .unwrap_or_else(|never| match never {})
+                .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
+                .build()
+        };
+    }
+    let swarm = if std::path::Path::new(RESOLV_CONF).exists() {
+        finish!(transports.with_dns().map_err(NodeError::Dns)?)
+    } else {
+        finish!(transports.with_dns_config(
+            libp2p::dns::ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
+            libp2p::dns::ResolverOpts::default()
+        ))
+    };
     Ok(swarm)
 }
 

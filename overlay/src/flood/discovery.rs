@@ -96,15 +96,10 @@ impl Flood {
         ttl: u8,
         hops: u8,
     ) {
-        let Some(ttl) = self.accept_ttl(ttl) else {
+        let Some(ttl) = self.first_sight(cx.now(), Family::Ping, guid, from, ttl) else {
             return;
         };
-        let route = Some(from);
-        if !self.seen.insert(cx.now(), (Family::Ping, guid), route) {
-            self.counters.duplicate_pings += 1;
-            return;
-        }
-        let (ttl, hops) = (ttl - 1, hops.saturating_add(1));
+        let hops = hops.saturating_add(1);
         cx.send(
             from,
             Message::Pong {

@@ -40,6 +40,30 @@ impl Flood {
     }
 
     /// TTL for an answer that must travel `hops` hops back: a little slack, clamped.
+    /// A flooded Ping or Query from `from`: its TTL is accepted (clamped; 0 refused) and its
+    /// (type, GUID) remembered with the neighbour it came from, the reverse path of its
+    /// answers. Returns the TTL to forward it with (one less), or `None` for a TTL of 0 or a
+    /// duplicate (counted).
+    pub(super) fn first_sight(
+        &mut self,
+        now: Instant,
+        family: Family,
+        guid: Guid,
+        from: PeerId,
+        ttl: u8,
+    ) -> Option<u8> {
+        let ttl = self.accept_ttl(ttl)?;
+        if !self.seen.insert(now, (family, guid), Some(from)) {
+            match family {
+                Family::Ping => self.counters.duplicate_pings += 1,
+                Family::Query => self.counters.duplicate_queries += 1,
+                Family::Walk => {}
+            }
+            return None;
+        }
+        Some(ttl - 1)
+    }
+
     pub(super) fn answer_ttl(hops: u8) -> u8 {
         hops.saturating_add(2).min(MAX_TTL)
     }
@@ -78,15 +102,10 @@ impl Flood {
         if !self.terms_ok(&terms) {
             return;
         }
-        let Some(ttl) = self.accept_ttl(ttl) else {
+        let Some(ttl) = self.first_sight(cx.now(), Family::Query, guid, from, ttl) else {
             return;
         };
-        let route = Some(from);
-        if !self.seen.insert(cx.now(), (Family::Query, guid), route) {
-            self.counters.duplicate_queries += 1;
-            return;
-        }
-        let (ttl, hops) = (ttl - 1, hops.saturating_add(1));
+        let hops = hops.saturating_add(1);
         let names = self.index.search(&terms, self.config.max_hit_names);
         if !names.is_empty() {
             self.counters.queries_answered += 1;

@@ -490,6 +490,79 @@ mod tests {
         }
     }
 
+    /// `u1` is asked for chunk 0 and `u2`, asked for nothing, slips a garbage copy of the
+    /// chunk's first block in before `u1` delivers it; `rounds` times, each time `u1` having
+    /// been asked for the chunk again.
+    fn poison_chunk_zero(h: &mut Fetcher, u1: PeerId, u2: PeerId, rounds: usize) {
+        let good = Bytes::from(vec![3u8; BLOCK_SIZE as usize]);
+        let garbage = Bytes::from(vec![0x5a; BLOCK_SIZE as usize]);
+        for _ in 0..rounds {
+            h.deliver(
+                u2,
+                Body::Block {
+                    chunk: 0,
+                    block: 0,
+                    data: garbage.clone(),
+                },
+            );
+            for block in 0..8 {
+                h.deliver(
+                    u1,
+                    Body::Block {
+                        chunk: 0,
+                        block,
+                        data: good.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_poisoned_by_an_unasked_peer_still_completes_with_defenses() {
+        let (mut h, u1, u2) = fetcher(Config::default());
+        h.deliver(u1, Body::Unchoke);
+        assert_eq!(h.count(u1, "swarm_request"), 8);
+        poison_chunk_zero(&mut h, u1, u2, 1);
+        let st = h.net.node(&h.me).stats(&h.cid).unwrap();
+        assert_eq!(st.have, 1, "the chunk passed with u1's blocks");
+        assert_eq!(st.corrupt_chunks, 0);
+        assert_eq!(st.unsolicited, 1);
+        let charged: Vec<(PeerId, Offence)> = h
+            .net
+            .offences()
+            .iter()
+            .map(|(_, _, p, o)| (*p, *o))
+            .collect();
+        assert_eq!(charged, vec![(u2, Offence::Unsolicited)]);
+        assert_eq!(h.count(u1, "swarm_have"), 1);
+    }
+
+    #[test]
+    fn without_defenses_one_unasked_block_per_retry_stalls_a_chunk_and_strikes_nobody() {
+        let config = Config {
+            defenses: false,
+            ..Config::default()
+        };
+        let (mut h, u1, u2) = fetcher(config);
+        h.deliver(u1, Body::Unchoke);
+        assert_eq!(h.count(u1, "swarm_request"), 8);
+        poison_chunk_zero(&mut h, u1, u2, 3);
+        let st = h.net.node(&h.me).stats(&h.cid).unwrap();
+        // The garbage is taken for a requested slot, every attempt fails with two senders,
+        // and neither is struck: the chunk is asked for again each time and never held.
+        assert_eq!(st.have, 0);
+        assert_eq!(st.corrupt_chunks, 3);
+        assert_eq!(h.count(u1, "swarm_request"), 4 * 8);
+        assert!(h.net.offences().is_empty());
+        assert!(
+            !h.net
+                .events()
+                .iter()
+                .any(|(_, _, e)| matches!(e, Event::PeerBanned { .. }))
+        );
+    }
+
     #[test]
     fn unchoked_by_a_peer_with_nothing_requestable_we_release_its_slot() {
         let (mut h, u1, u2) = fetcher(request_now());
