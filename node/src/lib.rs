@@ -49,7 +49,7 @@ pub mod wire;
 
 pub use datadir::{API_ADDR_FILE, API_TOKEN_FILE, CONFIG_FILE, LISTEN_ADDRS_FILE};
 pub use libp2p;
-pub use node::Node;
+pub use node::{MEMBERS_LOG_TARGET, Node};
 pub use peer::Peer;
 
 /// Why a node could not start (or a data dir could not be used).

@@ -199,7 +199,9 @@ impl Testnet {
                     .stdin(Stdio::null())
                     .stdout(log)
                     .stderr(log2);
-                if std::env::var_os("RUST_LOG").is_none() {
+                if std::env::var_os("RUST_LOG").is_none()
+                    && !prog.env.iter().any(|(k, _)| k == "RUST_LOG")
+                {
                     cmd.env("RUST_LOG", "warn");
                 }
                 {
