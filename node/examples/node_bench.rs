@@ -46,6 +46,9 @@ use peerlab_node::libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use peerlab_node::libp2p::{self, Multiaddr, StreamProtocol, Swarm, noise, tcp, yamux};
 use peerlab_node::{NodeHandle, NodeOptions};
 
+/// Longest a benchmark fetch may take.
+const FETCH_DEADLINE: Duration = Duration::from_secs(600);
+
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -158,6 +161,9 @@ fn share_and_fetch(
     let path = loop {
         let p = cb.fetch_progress(&cid).unwrap();
         assert!(p.error.is_none(), "{p:?}");
+        // Far beyond a 1 GiB fetch at the slowest rate this machine has shown (~40 MiB/s):
+        // a stalled fetch ends the benchmark instead of hanging it.
+        assert!(start.elapsed() < FETCH_DEADLINE, "fetch stalled: {p:?}");
         if p.done {
             break std::path::PathBuf::from(p.path.expect("finished file path"));
         }
