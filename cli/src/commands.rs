@@ -45,11 +45,11 @@ impl ClientArgs {
         };
         let api = match &self.api {
             Some(a) => a.clone(),
-            None => read("api.addr", "--api")?,
+            None => read(peerlab_node::API_ADDR_FILE, "--api")?,
         };
         let token = match &self.token {
             Some(t) => t.clone(),
-            None => read("api.token", "--token")?,
+            None => read(peerlab_node::API_TOKEN_FILE, "--token")?,
         };
         Ok(Client::new(&api, &token))
     }
@@ -85,6 +85,10 @@ pub(crate) struct NodeArgs {
     /// Allow the control API on a non-loopback address.
     #[arg(long)]
     allow_remote_api: bool,
+    /// Also serve the metrics, read-only and without a token, at GET /metrics on this
+    /// address (for a Prometheus scraper; e.g. 0.0.0.0:9100 in a container).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
     /// Virtual nodes on the Chord ring.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     vnodes: Option<u16>,
@@ -463,8 +467,8 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
                 let mut out = String::new();
                 for t in &list {
                     let kind = match t.kind {
-                        peerlab_node::node::TransferKind::Share => "share",
-                        peerlab_node::node::TransferKind::Fetch => "fetch",
+                        peerlab_node::api::TransferKind::Share => "share",
+                        peerlab_node::api::TransferKind::Fetch => "fetch",
                     };
                     let state = match (&t.error, t.written, t.have == t.total && t.total > 0) {
                         (Some(e), _, _) => format!("failed: {e}"),
@@ -558,7 +562,7 @@ fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
     let path = a
         .config
         .clone()
-        .unwrap_or_else(|| data_dir.join("config.toml"));
+        .unwrap_or_else(|| data_dir.join(peerlab_node::CONFIG_FILE));
     if a.config.is_some() && !path.exists() {
         bail!("config file {} does not exist", path.display());
     }
@@ -574,6 +578,9 @@ fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
     }
     if a.allow_remote_api {
         cfg.allow_remote_api = true;
+    }
+    if a.metrics.is_some() {
+        cfg.metrics = a.metrics.clone();
     }
     if let Some(v) = a.vnodes {
         cfg.vnodes = v;

@@ -97,6 +97,9 @@
 //!   nothing, so a peer that sees a fresh write cannot take the key by back-dating one;
 //! - a peer stores records only for keys it owns or replicates by its own view, and each
 //!   writer only up to a quota ([`Config::max_writer_bytes`], [`Config::max_writer_records`]);
+//!   a full store admits a writer holding less than its fair share (the budget divided by
+//!   the writers present, in bytes and records) by evicting records of the writer holding
+//!   the most beyond its share, so a crowd of identities cannot lock honest writers out;
 //! - a provider entry is signed by its provider, announced only by the provider itself,
 //!   lives at most [`MAX_PROVIDER_TTL`]; a full set drops expired entries, then one at
 //!   random among the least recently announced;
@@ -141,6 +144,7 @@ pub use record::{
 pub use ring::{Fingers, IdealRing, IdealView};
 pub use store::{
     Applied, Changed, Limits, MAX_TRACKED_CHANGES, PROVIDER_OVERHEAD, RECORD_OVERHEAD, Store,
+    record_capacity,
 };
 
 /// DHT configuration. Defaults follow the Chord ToN experiments where they give one.

@@ -8,7 +8,7 @@
 //! determine. Lookups treat fingers purely as an optimisation (Zave 2017): a wrong finger
 //! costs hops, never correctness.
 
-use peerlab_overlay::id::ID_BITS;
+use peerlab_overlay::ID_BITS;
 use peerlab_overlay::{Id, PeerId};
 
 use crate::message::NodeRef;

@@ -15,6 +15,17 @@
 //!   again, and are swept;
 //! - **quotas**: each writer may hold at most [`Limits::writer_bytes`] and
 //!   [`Limits::writer_records`] here, so one writer cannot fill the store for everyone;
+//! - **fair shares** of a full store: identities are free, so a crowd of writers within
+//!   their quotas can still fill it. A write that does not fit is then admitted if its
+//!   writer, with it, holds at most its *fair share* — the budget divided by the writers
+//!   present, in bytes and in records ([`record_capacity`]) — by evicting records of the
+//!   writer holding the most, as long as that writer is over its fair share, and its oldest
+//!   record first (max-min fair sharing, as in fair queueing: Demers, Keshav and Shenker,
+//!   SIGCOMM 1989). A writer at or below its fair share is never evicted, and a writer
+//!   with little here always gets in; a crowd ends with an equal share each. Each eviction
+//!   lowers what the writers over their share hold beyond it, so evictions cannot go back
+//!   and forth: a record evicted from a writer over its share comes back (repair, read
+//!   repair) only once that writer is within its share with it;
 //! - **bounds**: values by [`Limits::max_value`], the whole store by [`Limits::max_bytes`],
 //!   providers per key by [`Limits::max_providers`].
 //!
@@ -35,7 +46,7 @@
 //! behaves as it did before records were signed: last writer wins by version, no quotas,
 //! a full provider set gives way only to an entry that outlives its soonest-expiring one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ops::Bound;
 
 use peerlab_overlay::{Id, Instant, PeerId};
@@ -49,6 +60,13 @@ pub const RECORD_OVERHEAD: u64 = 256;
 
 /// Fixed accounting cost of one provider entry (peer id, expiry, signature, map overhead).
 pub const PROVIDER_OVERHEAD: u64 = 160;
+
+/// The most records a store of `max_bytes` can hold: every record costs at least
+/// [`RECORD_OVERHEAD`]. A writer's fair share in records is this divided by the writers
+/// present, so records with empty values (which cost little in bytes) are shared out too.
+pub fn record_capacity(max_bytes: u64) -> u64 {
+    max_bytes / RECORD_OVERHEAD
+}
 
 /// A stored record and when its owner last confirmed this peer as a replica of it.
 #[derive(Clone, Debug)]
@@ -94,11 +112,20 @@ pub struct Limits {
     pub defenses: bool,
 }
 
-/// Records and bytes one writer holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Records and bytes one writer holds, and which (oldest first: the order a full store
+/// evicts them in).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Usage {
     records: u64,
     bytes: u64,
+    held: BTreeSet<(Version, Id)>,
+}
+
+impl Usage {
+    /// Whether this exceeds a fair share of `bytes` and `records` in either dimension.
+    fn over(&self, bytes: u64, records: u64) -> bool {
+        self.bytes > bytes || self.records > records
+    }
 }
 
 /// Most changed keys remembered between two [`Store::take_changed`]; past it the store
@@ -125,6 +152,7 @@ pub struct Store {
     writers: BTreeMap<PeerId, Usage>,
     bytes: u64,
     limits: Limits,
+    evicted: u64,
 }
 
 fn record_cost(r: &Record) -> u64 {
@@ -142,7 +170,13 @@ impl Store {
             writers: BTreeMap::new(),
             bytes: 0,
             limits,
+            evicted: 0,
         }
+    }
+
+    /// Records evicted so far to make room for writers within their fair share.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// Bytes accounted for.
@@ -228,36 +262,52 @@ impl Store {
                 }
             }
         }
-        let old_cost = old.map_or(0, record_cost);
+        let old = old.map(|o| (o.writer(), record_cost(o), o.version));
         let new_cost = record_cost(&record);
         let writer = record.writer();
-        let same = old.is_some_and(|o| o.writer() == writer);
-        if defenses {
-            let u = self.writers.get(&writer).copied().unwrap_or_default();
-            let (records, bytes) = if same {
-                (u.records, u.bytes - old_cost + new_cost)
-            } else {
-                (u.records + 1, u.bytes + new_cost)
-            };
-            if records > self.limits.writer_records || bytes > self.limits.writer_bytes {
-                return Err(Error::QuotaExceeded { writer });
+        let (records_after, bytes_after) = {
+            let (r, b) = self.usage(&writer);
+            match old {
+                Some((w, c, _)) if w == writer => (r, b - c + new_cost),
+                _ => (r + 1, b + new_cost),
             }
+        };
+        if defenses
+            && (records_after > self.limits.writer_records
+                || bytes_after > self.limits.writer_bytes)
+        {
+            return Err(Error::QuotaExceeded { writer });
         }
+        let old_cost = old.map_or(0, |(_, c, _)| c);
         let after = self.bytes - old_cost + new_cost;
         if after > self.limits.max_bytes {
-            return Err(Error::StoreFull {
+            let full = Error::StoreFull {
                 needed: new_cost,
                 max: self.limits.max_bytes,
-            });
+            };
+            if !defenses {
+                return Err(full);
+            }
+            let room = self.make_room(
+                &key,
+                &writer,
+                after - self.limits.max_bytes,
+                (records_after, bytes_after),
+            );
+            for k in room.ok_or(full)? {
+                self.remove(&k);
+                self.evicted += 1;
+            }
         }
-        self.bytes = after;
-        if let Some(o) = old {
-            let (w, c) = (o.writer(), record_cost(o));
-            self.charge_down(&w, c);
+        if let Some((w, c, v)) = old {
+            self.charge_down(&w, c, v, key);
+            self.bytes -= c;
         }
+        self.bytes += new_cost;
         let u = self.writers.entry(writer).or_default();
         u.records += 1;
         u.bytes += new_cost;
+        u.held.insert((record.version, key));
         self.records.insert(
             key,
             Entry {
@@ -269,10 +319,94 @@ impl Store {
         Ok(Applied::Stored)
     }
 
-    fn charge_down(&mut self, writer: &PeerId, cost: u64) {
+    /// A writer's fair share of this store, in bytes and records: the budget divided by
+    /// the writers present, `writer` counted (module docs).
+    fn fair_share(&self, writer: &PeerId) -> (u64, u64) {
+        let present = self.writers.len() as u64 + u64::from(!self.writers.contains_key(writer));
+        (
+            self.limits.max_bytes / present,
+            record_capacity(self.limits.max_bytes) / present,
+        )
+    }
+
+    /// The records to evict so that `needed` more bytes fit for `writer`, who would then
+    /// hold `after` (records, bytes); `None` if the write must be refused: the writer
+    /// would hold more than its fair share, or evicting from writers over their share does
+    /// not free enough. Victims: the writer holding the most bytes (then records; then the
+    /// larger peer id, for a deterministic choice) among those over their share, its
+    /// oldest record first, never the record under `key` itself. Each eviction frees at
+    /// least [`RECORD_OVERHEAD`], so one write evicts at most `needed / RECORD_OVERHEAD + 1`
+    /// records.
+    fn make_room(
+        &self,
+        key: &Id,
+        writer: &PeerId,
+        needed: u64,
+        after: (u64, u64),
+    ) -> Option<Vec<Id>> {
+        let (fair_bytes, fair_records) = self.fair_share(writer);
+        let (records, bytes) = after;
+        if bytes > fair_bytes || records > fair_records {
+            return None;
+        }
+        let mut over: BinaryHeap<(u64, u64, PeerId)> = self
+            .writers
+            .iter()
+            .filter(|(w, u)| *w != writer && u.over(fair_bytes, fair_records))
+            .map(|(w, u)| (u.bytes, u.records, *w))
+            .collect();
+        let mut taken: BTreeMap<PeerId, usize> = BTreeMap::new();
+        let mut evict = Vec::new();
+        let mut freed = 0;
+        while freed < needed {
+            let (bytes, records, w) = over.pop()?;
+            let skip = taken.entry(w).or_default();
+            let Some(&(_, k)) = self.writers[&w]
+                .held
+                .iter()
+                .filter(|(_, k)| k != key)
+                .nth(*skip)
+            else {
+                continue;
+            };
+            *skip += 1;
+            let cost = self
+                .records
+                .get(&k)
+                .map_or(RECORD_OVERHEAD, |e| record_cost(&e.record));
+            evict.push(k);
+            freed += cost;
+            let (bytes, records) = (bytes.saturating_sub(cost), records.saturating_sub(1));
+            if bytes > fair_bytes || records > fair_records {
+                over.push((bytes, records, w));
+            }
+        }
+        Some(evict)
+    }
+
+    /// Whether a record of `writer` for a key not held here would be refused whatever its
+    /// size: the writer's quota is used up, or the store is full and the writer holds its
+    /// fair share already. A replica does not ask for such records in repair (each would be
+    /// checked and refused at every repair round).
+    pub fn refuses(&self, writer: &PeerId) -> bool {
+        if !self.limits.defenses {
+            return false;
+        }
+        let (records, bytes) = self.usage(writer);
+        let (records, bytes) = (records + 1, bytes + RECORD_OVERHEAD);
+        if records > self.limits.writer_records || bytes > self.limits.writer_bytes {
+            return true;
+        }
+        let (fair_bytes, fair_records) = self.fair_share(writer);
+        self.bytes + RECORD_OVERHEAD > self.limits.max_bytes
+            && (bytes > fair_bytes || records > fair_records)
+    }
+
+    fn charge_down(&mut self, writer: &PeerId, cost: u64, version: Version, key: Id) {
         if let Some(u) = self.writers.get_mut(writer) {
             u.records -= 1;
             u.bytes -= cost;
+            u.held.remove(&(version, key));
             if u.records == 0 {
                 self.writers.remove(writer);
             }
@@ -291,7 +425,7 @@ impl Store {
         if let Some(e) = self.records.remove(key) {
             let c = record_cost(&e.record);
             self.bytes -= c;
-            self.charge_down(&e.record.writer(), c);
+            self.charge_down(&e.record.writer(), c, e.record.version, *key);
             self.mark_changed(*key);
         }
     }
@@ -672,6 +806,167 @@ mod tests {
             apply(&mut s, k, rec(k, 5, 5, 9, Some(&[0; 8])), 5),
             Err(Error::QuotaExceeded { .. })
         ));
+    }
+
+    /// A record of writer `w` with a value of `len` bytes, written at `t` ms.
+    fn sized(key: Id, t: u64, w: u64, len: usize) -> Record {
+        rec(key, t, t, w, Some(&vec![0; len]))
+    }
+
+    /// Keys held by writer `w`.
+    fn held_by(s: &Store, w: u64) -> Vec<Id> {
+        let p = PeerId::synthetic(w);
+        s.records
+            .iter()
+            .filter(|(_, e)| e.record.writer() == p)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    #[test]
+    fn a_full_store_admits_a_small_newcomer_by_evicting_from_the_largest_writer() {
+        // 50 writers fill the store: 49 with two records each, writer 100 with three.
+        let cost = RECORD_OVERHEAD + 64;
+        let mut s = Store::new(limits(101 * cost, 64, 8));
+        let mut t = 10;
+        for w in 1..=49u64 {
+            for j in 0..2 {
+                let k = Id::from_u64(w * 1000 + j);
+                apply(&mut s, k, sized(k, t, w, 64), t).unwrap();
+                t += 1;
+            }
+        }
+        let big: Vec<Id> = (0..3).map(|j| Id::from_u64(100_000 + j)).collect();
+        // Written newest-first by key, so "oldest" and "lowest key" differ.
+        for (j, k) in big.iter().enumerate().rev() {
+            apply(&mut s, *k, sized(*k, 100 + j as u64, 100, 64), 200).unwrap();
+        }
+        assert_eq!(s.bytes(), 101 * cost, "full");
+        s.take_changed();
+        // Without the rule the newcomer is refused.
+        let newcomer = Id::from_u64(7);
+        assert_eq!(
+            apply(&mut s, newcomer, sized(newcomer, 300, 200, 16), 300),
+            Ok(Applied::Stored)
+        );
+        // One record went, the oldest of the writer holding the most.
+        assert_eq!(s.evicted(), 1);
+        assert_eq!(held_by(&s, 100), vec![big[1], big[2]]);
+        assert!(s.get(&big[0]).is_none());
+        for w in 1..=49 {
+            assert_eq!(s.usage(&PeerId::synthetic(w)), (2, 2 * cost), "writer {w}");
+        }
+        assert!(s.bytes() <= 101 * cost);
+        // The eviction is a change (a node keeping the store on disk drops the record).
+        assert_eq!(s.take_changed(), Changed::Keys([big[0], newcomer].into()));
+        // The evicted record offered again (repair, read repair) is refused: its writer
+        // would be over its share with it. Nothing else is evicted for it.
+        let back = sized(big[0], 100, 100, 64);
+        assert!(matches!(
+            apply(&mut s, big[0], back, 300),
+            Err(Error::StoreFull { .. })
+        ));
+        assert_eq!(s.evicted(), 1);
+    }
+
+    #[test]
+    fn writers_within_their_fair_share_are_never_evicted() {
+        let cost = RECORD_OVERHEAD + 64;
+        let mut s = Store::new(limits(10 * cost, 64, 8));
+        // A small writer first (the oldest record in the store), then a heavy one.
+        let a = Id::from_u64(1);
+        apply(&mut s, a, sized(a, 1, 1, 64), 1).unwrap();
+        for j in 0..9 {
+            let k = Id::from_u64(100 + j);
+            apply(&mut s, k, sized(k, 10 + j, 2, 64), 20).unwrap();
+        }
+        // Newcomers of one record each: every one gets in until each writer holds its
+        // fair share (ten writers, one record each), always at the heavy writer's cost.
+        for n in 0..8u64 {
+            let k = Id::from_u64(1000 + n);
+            assert_eq!(
+                apply(&mut s, k, sized(k, 30, 10 + n, 64), 30),
+                Ok(Applied::Stored),
+                "newcomer {n}"
+            );
+            assert_eq!(s.usage(&PeerId::synthetic(1)), (1, cost), "newcomer {n}");
+        }
+        assert_eq!(s.usage(&PeerId::synthetic(2)), (1, cost));
+        // Every writer at its share: the eleventh is refused, and nobody is evicted.
+        let k = Id::from_u64(2000);
+        assert!(matches!(
+            apply(&mut s, k, sized(k, 30, 50, 64), 30),
+            Err(Error::StoreFull { .. })
+        ));
+        assert_eq!(s.evicted(), 8);
+        assert!(s.get(&a).is_some());
+        // A writer at its share writing more is refused too, rather than evicting others.
+        let k = Id::from_u64(2001);
+        assert!(matches!(
+            apply(&mut s, k, sized(k, 30, 1, 0), 30),
+            Err(Error::StoreFull { .. })
+        ));
+        assert_eq!(s.len(), 10);
+    }
+
+    #[test]
+    fn empty_valued_records_count_against_a_writers_share() {
+        // Room for 40 bare records. Writer 1: four records with 512-byte values; writer 2:
+        // 28 records with empty values, fewer value bytes but far more records and bytes.
+        let mut s = Store::new(limits(40 * RECORD_OVERHEAD, 512, 8));
+        for j in 0..4 {
+            let k = Id::from_u64(j);
+            apply(&mut s, k, sized(k, 1 + j, 1, 512), 10).unwrap();
+        }
+        for j in 0..28 {
+            let k = Id::from_u64(100 + j);
+            apply(&mut s, k, sized(k, 10 + j, 2, 0), 40).unwrap();
+        }
+        assert_eq!(s.bytes(), 40 * RECORD_OVERHEAD);
+        // A newcomer's empty record gets in at writer 2's cost (the one holding the most),
+        // never writer 1's, whose larger values are within its share.
+        for n in 0..6u64 {
+            let k = Id::from_u64(1000 + n);
+            assert_eq!(
+                apply(&mut s, k, sized(k, 50 + n, 3, 0), 60),
+                Ok(Applied::Stored)
+            );
+        }
+        assert_eq!(s.usage(&PeerId::synthetic(1)).0, 4);
+        assert_eq!(s.usage(&PeerId::synthetic(2)).0, 22);
+        // The newcomer's share is 40 / 3 records: past it, refused.
+        let mut refused = 0;
+        for n in 6..20u64 {
+            let k = Id::from_u64(1000 + n);
+            if apply(&mut s, k, sized(k, 50 + n, 3, 0), 70).is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(s.usage(&PeerId::synthetic(3)).0, 40 / 3);
+        assert_eq!(refused, 20 - 40 / 3);
+        assert_eq!(s.usage(&PeerId::synthetic(1)).0, 4);
+    }
+
+    /// Ten writers, one after the other, each try to write 30 empty records into a store
+    /// with room for 100: what each ends with, and the keys held.
+    fn crowd() -> (Vec<u64>, Vec<Id>) {
+        let mut s = Store::new(limits(100 * RECORD_OVERHEAD, 8, 8));
+        for w in 0..10u64 {
+            for j in 0..30 {
+                let k = Id::hash(&(w * 100 + j).to_be_bytes());
+                let _ = apply(&mut s, k, sized(k, 1000 * w + j, w, 0), 20_000);
+            }
+        }
+        let shares = (0..10).map(|w| s.usage(&PeerId::synthetic(w)).0).collect();
+        (shares, s.records.keys().copied().collect())
+    }
+
+    #[test]
+    fn a_crowd_of_writers_ends_with_equal_shares_deterministically() {
+        let (shares, keys) = crowd();
+        assert_eq!(shares, vec![10; 10]);
+        // The same writes evict the same records.
+        assert_eq!(crowd(), (shares, keys));
     }
 
     #[test]

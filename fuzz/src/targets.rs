@@ -247,7 +247,7 @@ pub fn bitfield(data: &[u8]) {
 /// Where a [`signature`] input's fields end: key, signature, domain length.
 const SIG_HEADER: usize = 32 + 64 + 1;
 
-const PEER_ID_LEN: usize = peerlab_overlay::peer::LIBP2P_PEER_ID_LEN;
+const PEER_ID_LEN: usize = peerlab_overlay::LIBP2P_PEER_ID_LEN;
 
 /// Signatures (`overlay::identity`), the check every signed record and member record goes
 /// through: a 32-byte public key, a 64-byte signature, a domain of the length in the next

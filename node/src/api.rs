@@ -45,7 +45,8 @@ use peerlab_swarm::ContentId;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{DriverError, DriverHandle, NetStatus, PeerInfo};
-use crate::node::{Node, TransferKind, TransferRecord};
+pub use crate::node::TransferKind;
+use crate::node::{Node, TransferRecord};
 use crate::peer::{self, Command, Event};
 
 /// How long a handler waits for the driver before answering 504.
@@ -1037,6 +1038,18 @@ async fn metrics_text(State(st): State<ApiState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(),
+    )
+}
+
+/// The read-only metrics endpoint: `GET /metrics` alone, without a token (see
+/// `Config::metrics`).
+pub(crate) fn metrics_router(metrics: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = metrics.render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+        }),
     )
 }
 

@@ -5,12 +5,12 @@
 //!
 //! - [`peer`]: `Peer`, the composition of the cores (sans-IO; also runs in the simulator).
 //! - [`wire`]: one libp2p protocol per core, stream framing, frame limits.
-//! - [`driver`]: the tokio task that owns the libp2p swarm and the `Peer`.
-//! - [`datadir`], [`config`], [`store`]: identity, configuration file, durable records;
-//!   [`storage`]: files written for the user (fetch outputs), whole or not at all.
-//! - [`api`]: the HTTP + JSON control API; [`api_server`]: its server and limits;
+//! - `driver`: the tokio task that owns the libp2p swarm and the `Peer`.
+//! - `datadir`, [`config`], `store`: identity, configuration file, durable records;
+//!   `storage`: files written for the user (fetch outputs), whole or not at all.
+//! - [`api`]: the HTTP + JSON control API; `api_server`: its server and limits;
 //!   [`client`]: a blocking client for it.
-//! - [`metrics`]: metric names and the per-node Prometheus recorder.
+//! - `metrics`: metric names and the per-node Prometheus recorder.
 //!
 //! # Starting a node in-process
 //!
@@ -35,19 +35,21 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod api;
-pub mod api_server;
+mod api_server;
 pub mod client;
 pub mod config;
-pub mod datadir;
-pub mod driver;
-pub mod metrics;
-pub mod node;
+mod datadir;
+mod driver;
+mod metrics;
+mod node;
 pub mod peer;
-pub mod storage;
-pub mod store;
+mod storage;
+mod store;
 pub mod wire;
 
+pub use datadir::{API_ADDR_FILE, API_TOKEN_FILE, CONFIG_FILE, LISTEN_ADDRS_FILE};
 pub use libp2p;
+pub use node::{MEMBERS_LOG_TARGET, Node};
 pub use peer::Peer;
 
 /// Why a node could not start (or a data dir could not be used).
@@ -128,6 +130,9 @@ pub enum NodeError {
     /// The Noise handshake configuration of the TCP transport could not be built.
     #[error("tcp transport: {0}")]
     Noise(#[source] libp2p::noise::Error),
+    /// The system's resolver configuration (`/etc/resolv.conf`) could not be read.
+    #[error("dns resolver: {0}")]
+    Dns(#[source] std::io::Error),
     /// The node cannot listen on an address.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -176,6 +181,10 @@ pub struct NodeHandle {
     driver_task: JoinHandle<()>,
     api_task: JoinHandle<()>,
     api_stop: Option<oneshot::Sender<()>>,
+    /// The read-only metrics endpoint's address, when configured.
+    metrics_addr: Option<SocketAddr>,
+    /// The read-only metrics server, when configured, and its stop signal.
+    metrics_server: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
     /// Writes finished fetches' outputs ([`api::write_outputs`]).
     output_task: JoinHandle<()>,
 }
@@ -221,6 +230,11 @@ impl NodeHandle {
         &self.driver
     }
 
+    /// The read-only metrics endpoint's address (`Config::metrics`), if it serves one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Leaves the overlay gracefully and stops the node.
     pub async fn shutdown(mut self) {
         self.output_task.abort();
@@ -230,6 +244,10 @@ impl NodeHandle {
             let _ = stop.send(());
         }
         let _ = (&mut self.api_task).await;
+        if let Some((task, stop)) = self.metrics_server.take() {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
     }
 
     /// Stops the node abruptly: no leave, no hand-off — but this is **not** a crash. The
@@ -242,6 +260,10 @@ impl NodeHandle {
         self.api_task.abort();
         let _ = (&mut self.driver_task).await;
         let _ = (&mut self.api_task).await;
+        if let Some((task, _)) = self.metrics_server.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
@@ -260,6 +282,16 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         value: cfg.api.clone(),
         source,
     })?;
+    let metrics_addr: Option<SocketAddr> = cfg
+        .metrics
+        .as_ref()
+        .map(|m| {
+            m.parse().map_err(|source| NodeError::ApiAddr {
+                value: m.clone(),
+                source,
+            })
+        })
+        .transpose()?;
     if !api::is_local(&api_addr) && !cfg.allow_remote_api {
         return Err(NodeError::Invalid(format!(
             "refusing to serve the control API on non-loopback {api_addr} without --allow-remote-api"
@@ -359,12 +391,40 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         source,
     })?;
     dir.write_api_addr(&api_addr)?;
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::ApiBind { addr, source })?,
+        ),
+        None => None,
+    };
     let app = api::router(api::ApiState {
         driver: handle.clone(),
         token: Arc::new(token.clone()),
-        metrics: metrics_handle,
+        metrics: metrics_handle.clone(),
         fetches: fetches.clone(),
     });
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| NodeError::ApiBind {
+            addr: metrics_addr.unwrap_or(api_addr),
+            source,
+        })?),
+        None => None,
+    };
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            let (stop, stop_rx) = oneshot::channel::<()>();
+            let task = tokio::spawn(api_server::serve(
+                listener,
+                api::metrics_router(metrics_handle),
+                api_server::Limits::default(),
+                stop_rx,
+            ));
+            Some((task, stop))
+        }
+        None => None,
+    };
     let output_task = tokio::spawn(api::write_outputs(handle.clone(), fetches));
     let (api_stop, stop_rx) = oneshot::channel::<()>();
     let api_task = tokio::spawn(api_server::serve(
@@ -373,7 +433,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         api_server::Limits::default(),
         stop_rx,
     ));
-    tracing::info!(%peer_id, %api_addr, "node started");
+    tracing::info!(%peer_id, %api_addr, ?metrics_addr, "node started");
     Ok(NodeHandle {
         peer_id,
         api_addr,
@@ -384,6 +444,8 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         driver_task,
         api_task,
         api_stop: Some(api_stop),
+        metrics_addr,
+        metrics_server,
         output_task,
     })
 }

@@ -42,8 +42,27 @@ impl StoreFactory for CidDirFactory {
     }
 }
 
+/// The `tracing` target of membership changes: one `info` line each time this node sees a
+/// member join, become suspect, fail, leave or refute a suspicion, so that its log tells
+/// when it learned of each (`peerlab testnet compare` reads these lines from every node).
+pub const MEMBERS_LOG_TARGET: &str = "peerlab::members";
+
+fn log_member_change(event: &Event) {
+    use peerlab_gossip as gossip;
+    let Event::Gossip(e) = event else { return };
+    let (peer, state) = match e {
+        gossip::Event::MemberUp { peer, .. } => (peer, "up"),
+        gossip::Event::MemberAlive { peer } => (peer, "alive"),
+        gossip::Event::MemberSuspect { peer } => (peer, "suspect"),
+        gossip::Event::MemberDown { peer } => (peer, "dead"),
+        gossip::Event::MemberLeft { peer } => (peer, "left"),
+        _ => return,
+    };
+    tracing::info!(target: MEMBERS_LOG_TARGET, %peer, %state, "member");
+}
+
 /// The peer type the real node runs.
-pub type NodePeer = Peer<CidDirFactory>;
+pub(crate) type NodePeer = Peer<CidDirFactory>;
 
 /// A share or fetch remembered across restarts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,7 +83,7 @@ pub struct TransferRecord {
     pub written: bool,
 }
 
-/// What a [`TransferRecord`] is.
+/// What a transfer is: shared by this node or fetched by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferKind {
@@ -319,6 +338,9 @@ impl NetCore for Node {
     }
     fn leave_command() -> Option<Command<FileStore>> {
         Some(Command::Leave)
+    }
+    fn observe(&mut self, event: &Event) {
+        log_member_change(event);
     }
     fn after_input(&mut self) -> Result<(), String> {
         self.persist().map_err(|e| e.to_string())

@@ -20,7 +20,7 @@
 //! The peer issues its own DHT requests with ids that have [`INTERNAL_REQUEST`] set, so
 //! they never collide with the caller's ids, and consumes their replies itself.
 //!
-//! The same type runs under the libp2p driver ([`crate::driver`], with a file-backed chunk
+//! The same type runs under the libp2p driver (the `driver` module, with a file-backed chunk
 //! store) and in the simulator (with `peerlab_swarm::MemoryFactory`).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -433,7 +433,7 @@ impl<F: StoreFactory> Peer<F> {
         let cid = manifest.content_id().to_hex();
         let mut name: String = manifest.name().to_string();
         // Keep the name within the index's limit while the content id stays whole.
-        let room = peerlab_overlay::index::MAX_NAME_LEN.saturating_sub(cid.len() + 1);
+        let room = peerlab_overlay::flood::MAX_NAME_LEN.saturating_sub(cid.len() + 1);
         while name.len() > room {
             name.pop();
         }

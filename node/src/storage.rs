@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 /// Why an output cannot be written.
 #[derive(Debug, thiserror::Error)]
-pub enum OutputError {
+pub(crate) enum OutputError {
     /// The output exists and replacing it was not asked for.
     #[error("{} exists; pass --force to replace it", .0.display())]
     Exists(PathBuf),
@@ -42,7 +42,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
 }
 
 /// Checks that `out` may be written: not a symbolic link, and absent unless `force`.
-pub fn check_output(out: &Path, force: bool) -> Result<(), OutputError> {
+pub(crate) fn check_output(out: &Path, force: bool) -> Result<(), OutputError> {
     if out.file_name().is_none() || out.parent().is_none() {
         return Err(OutputError::NotAFile(out.to_path_buf()));
     }
@@ -57,13 +57,13 @@ pub fn check_output(out: &Path, force: bool) -> Result<(), OutputError> {
 }
 
 /// Syncs directory `dir`, so that a rename in it survives a crash.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Copies `src` to `out` atomically and durably (see the module docs), refusing what
 /// [`check_output`] refuses.
-pub fn publish(src: &Path, out: &Path, force: bool) -> Result<(), OutputError> {
+pub(crate) fn publish(src: &Path, out: &Path, force: bool) -> Result<(), OutputError> {
     check_output(out, force)?;
     let dir = out
         .parent()

@@ -22,17 +22,19 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::NodeError;
 
 /// DHT records: key = 20-byte ring id of the key, value = the codec-encoded record.
-pub const DHT_RECORDS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("dht_records");
+pub(crate) const DHT_RECORDS: TableDefinition<'static, &[u8], &[u8]> =
+    TableDefinition::new("dht_records");
 
 /// Swarm state per content id: codec-encoded manifest and bitfield.
-pub const SWARM_STATE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("swarm_state");
+pub(crate) const SWARM_STATE: TableDefinition<'static, &[u8], &[u8]> =
+    TableDefinition::new("swarm_state");
 
 /// The table older versions created for gossip entries and never filled; removed at open.
 const OLD_GOSSIP_ENTRIES: TableDefinition<'static, &[u8], &[u8]> =
     TableDefinition::new("gossip_entries");
 
 /// Rows of a table: (key, value) pairs in key order.
-pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// One change to apply in a single transaction.
 #[derive(Clone, Debug)]

@@ -109,27 +109,24 @@ fn member_poison_is_refused_with_defenses_and_kills_members_without() {
     assert_eq!(off.detail["forged records refused"], 0, "{off:#?}");
 }
 
+/// Sybils placed just before target keys answer lookups for them with "the owner is me":
+/// lookups that check who answers their last step route around them.
 #[test]
-fn sybils_in_front_of_keys_eclipse_them_and_forge_nothing_unnoticed() {
-    let on = attack(Kind::SybilEclipse, true);
-    let off = attack(Kind::SybilEclipse, false);
+fn sybil_eclipse_is_contained_with_defenses() {
+    let (on, off) = separates(Kind::SybilEclipse, 0.95, 1.0);
     assert!(on.detail["target keys covered by sybils"] > 0, "{on:#?}");
-    // The eclipse works either way (nothing checks who answers a lookup's last step) …
-    assert!(on.honest_success_rate < on.baseline_success_rate, "{on:#?}");
-    // … but with the defenses the sybils' forged records are caught and reported.
+    // Without the checks the sybils end the lookups for the keys they cover …
     assert!(
-        on.offences_by_name.get("forged").copied().unwrap_or(0) > 0,
+        off.honest_success_rate < off.baseline_success_rate,
+        "{off:#?}"
+    );
+    // … with them every such answer is refused and reported, and no honest peer is blamed.
+    assert!(
+        on.offences_by_name.get("malformed").copied().unwrap_or(0) > 0,
         "{on:#?}"
     );
+    assert_eq!(on.offences_against_honest, 0, "{on:#?}");
     assert_eq!(off.offences_against_attackers, 0, "{off:#?}");
-}
-
-/// The target for sybil eclipses (0.95 of the baseline): lookups would need to check who
-/// answers their last step.
-#[test]
-#[ignore = "lookups trust the node that names a key's owner"]
-fn sybil_eclipse_is_contained_with_defenses() {
-    separates(Kind::SybilEclipse, 0.95, 1.0);
 }
 
 #[test]

@@ -201,14 +201,7 @@ impl Dht {
         v.join_attempts = 0;
         let last = v.succs.last().map_or(v.id, |s| s.id);
         let from = first_uncovered(&v.id, &last);
-        self.tell(
-            cx,
-            succ.peer,
-            Message::Notify {
-                vnode: succ.id,
-                from: self.me_at(vnode),
-            },
-        );
+        self.notify(cx, vnode, succ);
         if from < FINGERS && succ.peer != self.me {
             let req = self.fresh();
             let msg = Message::GetFingers {

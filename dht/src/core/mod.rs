@@ -89,6 +89,9 @@ pub struct Counters {
     pub store_full: u64,
     /// Messages over a list bound.
     pub malformed: u64,
+    /// Lookup answers refused as inconsistent (an owner the asked node cannot vouch for;
+    /// see `lookup`).
+    pub refused_steps: u64,
     /// Replies that matched no pending request (late, duplicate or forged).
     pub unexpected_reply: u64,
     /// Requests that timed out.

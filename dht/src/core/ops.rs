@@ -3,7 +3,10 @@
 //! An operation looks its key's owner up, sends the request to it and retries with a fresh
 //! lookup (at most [`MAX_OP_ATTEMPTS`]) when the owner times out or no longer runs the
 //! virtual node. A get reads the owner and its replicas and returns the newest version
-//! (`read`).
+//! (`read`). An owner that answers a get with a record whose signature does not verify is
+//! reported, and the get is tried again with a lookup that goes past that peer
+//! ([`Lookup::exclude`](super::lookup::Lookup::exclude)), so it reads the key's next holder
+//! rather than trust the liar's word on who else holds the key.
 
 use std::time::Duration;
 
@@ -41,6 +44,10 @@ impl OpKind {
     }
 }
 
+/// A record in a `GetReply` whose signature does not verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Forged;
+
 /// A client's storage operation in flight.
 #[derive(Clone, Debug)]
 pub(super) struct Op {
@@ -52,6 +59,9 @@ pub(super) struct Op {
     pub(super) read: Option<Read>,
     /// Whether a put was already signed again after an [`Reject::Outdated`].
     pub(super) resigned: bool,
+    /// Peers that answered this get as its owner with a forged record: later attempts
+    /// look past them (at most [`MAX_OP_ATTEMPTS`]).
+    pub(super) liars: Vec<PeerId>,
 }
 
 impl Dht {
@@ -80,6 +90,7 @@ impl Dht {
                 route: None,
                 read: None,
                 resigned: false,
+                liars: Vec::new(),
             },
         );
         self.client_lookups += 1;
@@ -183,7 +194,19 @@ impl Dht {
                 },
                 OpKind::Get { key },
             ) => {
-                let record = record.and_then(|r| self.read_check(cx, target.peer, &key, r));
+                let record = match record.map(|r| self.read_check(cx, target.peer, &key, r)) {
+                    Some(Err(Forged)) => {
+                        // The owner lied: ask the key's next holders instead, found by a
+                        // lookup that goes past this peer.
+                        if let Some(o) = self.ops.get_mut(&op) {
+                            o.liars.push(target.peer);
+                        }
+                        self.retry_op(cx, op, Error::Rejected(Reject::BadSignature));
+                        return;
+                    }
+                    Some(Ok(r)) => r,
+                    None => None,
+                };
                 self.on_owner_read(cx, op, target, record, replicas);
             }
             (Message::Providers { .. }, OpKind::AddProvider { .. }) => {
@@ -265,29 +288,30 @@ impl Dht {
     }
 
     /// A record a `GetReply` from `from` returned for `key`: kept if its signature verifies
-    /// (a forgery is reported and read as a miss) and it has not expired.
+    /// and it has not expired (`Ok(None)`: expired). A forgery is reported and returned as
+    /// `Err(Forged)`.
     pub(super) fn read_check(
         &mut self,
         cx: &mut Cx<'_, Self>,
         from: PeerId,
         key: &Id,
         record: Record,
-    ) -> Option<Record> {
+    ) -> Result<Option<Record>, Forged> {
         let now = cx.now();
         if !self.cfg.defenses {
-            return Some(record);
+            return Ok(Some(record));
         }
         if record.check(key).is_err() {
             self.penalize(cx, from, Offence::Forged);
-            return None;
+            return Err(Forged);
         }
         if record.is_expired(self.clock.wall_ms(now)) {
-            return None;
+            return Ok(None);
         }
         if !self.clock.too_far_ahead(&record.version, now) {
             self.clock.observe(&record.version);
         }
-        Some(record)
+        Ok(Some(record))
     }
 
     /// Provider entries a `Providers` answer from `from` returned for `key`: the ones

@@ -23,6 +23,11 @@ pub(super) enum Pending {
         lookup: u64,
         asked: Option<NodeRef>,
     },
+    /// A lookup's anchor asked for its successors after a refused answer (`lookup`).
+    StepState {
+        lookup: u64,
+        asked: NodeRef,
+    },
     Stabilize {
         vnode: Id,
         succ: NodeRef,
@@ -208,6 +213,9 @@ impl Dht {
                         self.on_finger_state(cx, vnode, index, cur, pred)
                     }
                     Pending::CheckPred { vnode } => self.on_pred_state(vnode, from, pred),
+                    Pending::StepState { lookup, .. } => {
+                        self.on_step_state(cx, from, lookup, succs)
+                    }
                     Pending::Ping => {}
                     other => self.bad_reply(cx, from, other),
                 }
@@ -236,7 +244,7 @@ impl Dht {
             (Pending::Read { op, target }, Message::GetReply { record, .. }) => {
                 let key = self.ops.get(&op).map(|o| o.kind.key());
                 let record = match (record, key) {
-                    (Some(r), Some(key)) => self.read_check(cx, from, &key, r),
+                    (Some(r), Some(key)) => self.read_check(cx, from, &key, r).ok().flatten(),
                     _ => None,
                 };
                 self.on_replica_read(cx, op, target, Some(record));
@@ -281,6 +289,7 @@ impl Dht {
                 // a timeout, without suspecting the whole peer.
                 let node = match &kind {
                     Pending::Step { asked, .. } => *asked,
+                    Pending::StepState { asked, .. } => Some(*asked),
                     Pending::Stabilize { succ, .. } | Pending::JoinState { ask: succ, .. } => {
                         Some(*succ)
                     }
@@ -314,7 +323,7 @@ impl Dht {
         timed_out: bool,
     ) {
         match kind {
-            Pending::Step { lookup, .. } => {
+            Pending::Step { lookup, .. } | Pending::StepState { lookup, .. } => {
                 if timed_out {
                     self.evict(cx, to);
                 }
@@ -341,14 +350,7 @@ impl Dht {
                     self.vnodes[vi].walk = 0;
                     if self.vnodes[vi].joined && !self.moved_closer(vi, &succ) {
                         self.adopt(vi, succ, &list);
-                        self.tell(
-                            cx,
-                            succ.peer,
-                            Message::Notify {
-                                vnode: succ.id,
-                                from: self.me_at(vnode),
-                            },
-                        );
+                        self.notify(cx, vnode, succ);
                     }
                     self.stabilize_if_hinted(cx, vi);
                 }

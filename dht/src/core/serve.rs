@@ -21,7 +21,7 @@ use crate::ring::FINGERS;
 enum Offer {
     /// Ask for it: missing here, or newer.
     Want,
-    /// Nothing to do: held as new, or the claims are settled.
+    /// Nothing to do: held as new, the claims are settled, or this store would refuse it.
     Have,
 }
 
@@ -62,6 +62,12 @@ impl Dht {
     fn offered(&mut self, from: PeerId, key: &Id, version: Version, now: Instant) -> Offer {
         let now_ms = self.clock.wall_ms(now);
         let Some(held) = self.store.live(key, now_ms) else {
+            // A record this store would refuse whatever its size (its writer's quota or
+            // fair share is used up) is not asked for: it would be checked and refused at
+            // every repair round.
+            if self.cfg.defenses && self.store.refuses(&version.writer) {
+                return Offer::Have;
+            }
             return Offer::Want;
         };
         if !self.cfg.defenses || held.writer() == version.writer {

@@ -28,6 +28,19 @@ use crate::message::{MAX_HINT_FORWARDS, Message, NodeRef};
 pub(super) const WALK_BEFORE_LOOKUP: u32 = 8;
 
 impl Dht {
+    /// Tells `succ` that this node's virtual node `vnode` may be its predecessor (Chord's
+    /// notify).
+    pub(super) fn notify(&mut self, cx: &mut Cx<'_, Self>, vnode: Id, succ: NodeRef) {
+        self.tell(
+            cx,
+            succ.peer,
+            Message::Notify {
+                vnode: succ.id,
+                from: self.me_at(vnode),
+            },
+        );
+    }
+
     pub(super) fn stabilize_vnode(&mut self, cx: &mut Cx<'_, Self>, vnode: Id) {
         let Some(vi) = self.vidx(&vnode) else { return };
         let v = &mut self.vnodes[vi];
@@ -112,14 +125,7 @@ impl Dht {
         v.walk = 0;
         self.adopt(vi, succ, &list);
         self.vnodes[vi].stabilizing = false;
-        self.tell(
-            cx,
-            succ.peer,
-            Message::Notify {
-                vnode: succ.id,
-                from: self.me_at(vnode),
-            },
-        );
+        self.notify(cx, vnode, succ);
     }
 
     /// Whether vnode `vi`'s first successor is now strictly closer than `succ`, the one a

@@ -11,7 +11,7 @@ use peerlab_overlay::{
 };
 
 use super::{Net, Out, RingNet, cfg, ideal, key_of, new_net};
-use crate::message::{Message, NodeRef, ProviderEntry, Record, Reject, Version};
+use crate::message::{Message, NodeRef, ProviderEntry, Record, Reject, Step, Version};
 use crate::{
     Command, Config, Dht, Error, Event, IdealRing, MAX_CLOCK_SKEW, MAX_PROVIDER_TTL, Reply, Timer,
 };
@@ -610,77 +610,91 @@ fn conflicting_first_writes_converge_on_the_owners_claim() {
     }
 }
 
+/// The request id of the `Get` among `out` sent to `to`.
+fn get_sent_to(out: &Outs, to: PeerId) -> Option<u64> {
+    out.iter().find_map(|o| match o {
+        Output::Send {
+            to: t,
+            msg: Message::Get { req, .. },
+        } if *t == to => Some(*req),
+        _ => None,
+    })
+}
+
+/// The value a get's reply among `out` returned, if it finished.
+fn value_of(out: &Outs, req: u64) -> Option<Option<Vec<u8>>> {
+    out.iter().find_map(|o| match o {
+        Output::Event(Event::Reply {
+            req: r,
+            result: Ok(Reply::Value { value, .. }),
+        }) if *r == req => Some(value.clone()),
+        _ => None,
+    })
+}
+
 #[test]
-fn a_forged_get_reply_is_read_as_a_miss_and_reported() {
+fn a_forged_get_reply_is_reported_and_the_get_goes_on_to_the_next_holder() {
+    // Three peers, one virtual node each; the reader precedes a key the next peer owns,
+    // and the third holds the next copy. The owner answers the get with a forged record
+    // and names no replica: the reader reports it and reads from the third instead. (A
+    // reader that took the owner's word for who else holds the key would end with a miss.)
     let c = cfg(1);
-    let peers = [PeerId::synthetic(1), PeerId::synthetic(2)];
-    let mut ds = ideal(&peers, &c);
     let ring = IdealRing::new(
-        peers
-            .iter()
-            .map(|&peer| NodeRef {
-                id: Id::vnode(&peer, 0),
-                peer,
+        (1..=3)
+            .map(|p| {
+                let peer = PeerId::synthetic(p);
+                NodeRef {
+                    id: Id::vnode(&peer, 0),
+                    peer,
+                }
             })
             .collect(),
     );
-    // A key the other peer owns.
+    // In ring order: the reader, the owner, the next holder.
+    let peers: Vec<PeerId> = ring.nodes().iter().map(|n| n.peer).collect();
     let key = (0u32..)
         .map(|i| i.to_be_bytes().to_vec())
-        .find(|k| ring.successor(&Id::hash(k)).unwrap().peer == peers[1])
+        .find(|k| ring.successor_index(&Id::hash(k)) == 1)
         .unwrap();
     let id = Id::hash(&key);
     let w = Keypair::synthetic(5);
     let good = signed(&w, id, Some(b"honest"), 900, 900);
     let mut forged = good.clone();
     forged.value = Some(b"forged".to_vec());
-    for (record, want) in [(forged, None), (good, Some(b"honest".to_vec()))] {
-        let d = &mut ds[0];
-        let out = command(
-            d,
-            Instant(NOW_MS * 1000),
-            Command::Get {
-                req: 7,
-                key: key.clone(),
-            },
-        );
-        let req = out
-            .iter()
-            .find_map(|o| match o {
-                Output::Send {
-                    to,
-                    msg: Message::Get { req, .. },
-                } if *to == peers[1] => Some(*req),
-                _ => None,
-            })
-            .expect("asked the owner");
-        let out = feed(
-            d,
-            peers[1],
-            Message::GetReply {
-                req,
-                record: Some(record),
-                replicas: vec![],
-            },
-        );
-        let forged = want.is_none();
-        assert_eq!(
-            offences(&out),
-            if forged {
-                vec![(peers[1], Offence::Forged)]
-            } else {
-                vec![]
-            }
-        );
-        let value = out.iter().find_map(|o| match o {
-            Output::Event(Event::Reply {
-                req: 7,
-                result: Ok(Reply::Value { value, .. }),
-            }) => Some(value.clone()),
-            _ => None,
-        });
-        assert_eq!(value, Some(want));
-    }
+    let mut d = ideal(&peers, &c).remove(0);
+    let at = Instant(NOW_MS * 1000);
+    let out = command(
+        &mut d,
+        at,
+        Command::Get {
+            req: 7,
+            key: key.clone(),
+        },
+    );
+    let req = get_sent_to(&out, peers[1]).expect("asked the owner");
+    let out = feed(
+        &mut d,
+        peers[1],
+        Message::GetReply {
+            req,
+            record: Some(forged),
+            replicas: vec![],
+        },
+    );
+    assert_eq!(offences(&out), vec![(peers[1], Offence::Forged)]);
+    assert_eq!(value_of(&out, 7), None, "not over yet");
+    let req = get_sent_to(&out, peers[2]).expect("the next holder asked");
+    let out = feed(
+        &mut d,
+        peers[2],
+        Message::GetReply {
+            req,
+            record: Some(good),
+            replicas: vec![],
+        },
+    );
+    assert!(offences(&out).is_empty());
+    assert_eq!(value_of(&out, 7), Some(Some(b"honest".to_vec())));
 }
 
 #[test]
@@ -769,4 +783,68 @@ fn a_real_write_is_refused_to_another_writer_with_the_owner_named() {
         put(&mut net, peers[1], 3, b"3"),
         Some(Ok(Reply::Stored { .. }))
     ));
+}
+
+#[test]
+fn a_peer_just_before_a_key_cannot_end_lookups_for_it() {
+    // The virtual node just before a key answers every lookup step for it with "the owner
+    // is me" (the position a ground identity takes). Every lookup still ends at the true
+    // owner, and the liar is reported by whoever it answered. (A lookup that took the
+    // last answer as final would end at the liar.)
+    let c = cfg(2);
+    let peers: Vec<PeerId> = (1..=8).map(PeerId::synthetic).collect();
+    let mut net = new_net();
+    for (p, d) in peers.iter().zip(ideal(&peers, &c)) {
+        net.add(*p, d);
+    }
+    let ring = net.ring();
+    let n = ring.nodes().to_vec();
+    let (key, liar, owner) = (0u32..)
+        .map(|i| Id::hash(&i.to_be_bytes()))
+        .map(|k| {
+            let i = ring.successor_index(&k);
+            (k, n[(i + n.len() - 1) % n.len()], n[i])
+        })
+        .find(|(_, liar, owner)| liar.peer != owner.peer)
+        .unwrap();
+    net.set_tap(move |m| match &m.msg {
+        Message::FindStep { req, key: k, .. } if m.to == liar.peer && *k == key => {
+            let step = Step::Done {
+                pred: liar,
+                owner: liar,
+            };
+            vec![(liar.peer, m.from, Message::StepReply { req: *req, step })]
+        }
+        _ => vec![],
+    });
+    let readers: Vec<PeerId> = peers.iter().copied().filter(|p| *p != liar.peer).collect();
+    for (j, r) in readers.iter().enumerate() {
+        net.command(
+            *r,
+            Command::Lookup {
+                req: 100 + j as u64,
+                key,
+            },
+        );
+    }
+    net.run_for(Duration::from_secs(2));
+    for j in 0..readers.len() as u64 {
+        assert!(
+            matches!(net.reply(100 + j), Some(Ok(Reply::Lookup(r))) if r.owner == owner.peer && r.vnode == owner.id),
+            "reader {j}: {:?}",
+            net.reply(100 + j)
+        );
+    }
+    let reported: Vec<(PeerId, Offence)> = net
+        .offences()
+        .iter()
+        .map(|(_, _, offender, o)| (*offender, *o))
+        .collect();
+    assert!(!reported.is_empty(), "the liar was asked");
+    assert!(
+        reported
+            .iter()
+            .all(|r| *r == (liar.peer, Offence::Malformed)),
+        "{reported:?}"
+    );
 }

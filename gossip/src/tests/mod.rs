@@ -3,12 +3,14 @@
 use std::num::NonZeroU32;
 
 use peerlab_overlay::{Context, Outbox, Output, Rng};
+use peerlab_sim::testing::Net;
 use proptest::prelude::*;
 use serde_bytes::ByteBuf;
 
 use super::*;
 
 mod budget;
+mod group;
 mod trust;
 
 type Out = Output<Message, Timer, Event>;
@@ -377,7 +379,7 @@ fn contiguous_rumors_advance_the_watermark() {
 #[test]
 fn deletes_spread_as_tombstones_and_are_not_resurrected() {
     let mut a = static_node(10, 0, cfg(Mode::Combined, Variant::BlindCounter, 1));
-    let mut b = static_node(10, 1, cfg(Mode::Combined, Variant::BlindCounter, 1));
+    let b = static_node(10, 1, cfg(Mode::Combined, Variant::BlindCounter, 1));
     publish(&mut a, "k", b"v");
     let out = run(&mut a, 1, |g, cx| {
         g.handle_command(
@@ -403,7 +405,9 @@ fn deletes_spread_as_tombstones_and_are_not_resurrected() {
         req: 9,
         error: Error::NotFound
     }));
-    reconcile(&mut b, &mut a, Exchange::Pull, 1 << 16);
+    let mut net = pair(a, b);
+    reconcile(&mut net, p(1), p(0), Exchange::Pull, 1 << 16);
+    let mut b = net.crash(p(1)).unwrap();
     assert_eq!(
         b.entry(&p(0), "k"),
         Some(&StoredEntry {
@@ -418,32 +422,32 @@ fn deletes_spread_as_tombstones_and_are_not_resurrected() {
     assert_eq!(b.entry(&p(0), "k").unwrap().value, None);
 }
 
-/// One anti-entropy exchange from `a` (initiator) to `b`, delivering every message.
-fn reconcile(a: &mut Gossip, b: &mut Gossip, exchange: Exchange, budget: usize) {
-    a.config.exchange = exchange;
-    a.config.max_message_bytes = budget;
-    b.config.max_message_bytes = budget;
-    let digest = a.store.digest(budget, &mut Rng::seed(1));
-    let (ida, idb) = (a.id(), b.id());
-    let out = run(b, 1, |g, cx| {
-        g.handle_message(cx, ida, Message::Syn { exchange, digest })
-    });
-    for (to, m) in sends(&out) {
-        assert_eq!(to, ida);
+/// Two cores in a [`Net`], to let them talk.
+fn pair(a: Gossip, b: Gossip) -> Net<Gossip> {
+    let mut net = Net::new(1);
+    net.add(a.id(), a);
+    net.add(b.id(), b);
+    net
+}
+
+/// One anti-entropy exchange from `a` (initiator) to `b`, delivering every message; every
+/// message between them must fit `budget`.
+fn reconcile(net: &mut Net<Gossip>, a: PeerId, b: PeerId, exchange: Exchange, budget: usize) {
+    for peer in [a, b] {
+        net.node_mut(&peer).config.max_message_bytes = budget;
+    }
+    net.node_mut(&a).config.exchange = exchange;
+    let digest = net.node(&a).store.digest(budget, &mut Rng::seed(1));
+    net.set_tap(move |sent| {
+        assert!((sent.from, sent.to) == (a, b) || (sent.from, sent.to) == (b, a));
         assert!(
-            peerlab_overlay::codec::encoded_len(&m) <= budget,
+            peerlab_overlay::codec::encoded_len(&sent.msg) <= budget,
             "over budget"
         );
-        let out = run(a, 2, |g, cx| g.handle_message(cx, idb, m.clone()));
-        for (to, m) in sends(&out) {
-            assert_eq!(to, idb);
-            assert!(
-                peerlab_overlay::codec::encoded_len(&m) <= budget,
-                "over budget"
-            );
-            run(b, 3, |g, cx| g.handle_message(cx, ida, m.clone()));
-        }
-    }
+        Vec::new()
+    });
+    net.deliver(a, b, Message::Syn { exchange, digest });
+    net.drive();
 }
 
 fn watermark(g: &Gossip, origin: u64) -> u64 {
@@ -464,12 +468,15 @@ fn deltas_respect_the_budget_and_send_prefixes() {
             publish(&mut b, &format!("j{i}"), &[i as u8; 500]);
         }
         let (mut rounds, budget) = (0, 8 * 1024);
-        while watermark(&b, 0) < 60 || watermark(&a, 1) < 60 {
-            let (a_before, b_before) = (watermark(&a, 1), watermark(&b, 0));
-            reconcile(&mut a, &mut b, exchange, budget);
+        let mut net = pair(a, b);
+        let marks =
+            |net: &Net<Gossip>| (watermark(net.node(&p(0)), 1), watermark(net.node(&p(1)), 0));
+        while marks(&net) != (60, 60) {
+            let (a_before, b_before) = marks(&net);
+            reconcile(&mut net, p(0), p(1), exchange, budget);
             rounds += 1;
             // Never a newer version without every older one: the watermark equals what is held.
-            for (g, origin) in [(&b, 0), (&a, 1)] {
+            for (g, origin) in [(net.node(&p(1)), 0), (net.node(&p(0)), 1)] {
                 let w = watermark(g, origin);
                 assert_eq!(
                     g.entries(&p(origin))
@@ -479,19 +486,20 @@ fn deltas_respect_the_budget_and_send_prefixes() {
                 );
                 assert_eq!(g.entries(&p(origin)).count() as u64, w);
             }
+            let (a_mark, b_mark) = marks(&net);
             if exchange == Exchange::Push {
-                assert_eq!(watermark(&a, 1), 0);
-                if watermark(&b, 0) == 60 {
+                assert_eq!(a_mark, 0);
+                if b_mark == 60 {
                     break;
                 }
             }
             if exchange == Exchange::Pull {
-                assert_eq!(watermark(&b, 0), 0);
-                if watermark(&a, 1) == 60 {
+                assert_eq!(b_mark, 0);
+                if a_mark == 60 {
                     break;
                 }
             }
-            assert!(watermark(&a, 1) > a_before || watermark(&b, 0) > b_before || rounds > 1);
+            assert!(a_mark > a_before || b_mark > b_before || rounds > 1);
             assert!(rounds < 40, "no progress");
         }
         assert!(

@@ -77,28 +77,12 @@ use crate::NodeError;
 use crate::metrics as m;
 use crate::wire::Channel;
 
-pub use address_book::{MAX_ADDRESS_BOOK, MAX_ADDRS_PER_PEER, MAX_CLAIMED_PEERS};
-pub use gate::{MAX_CONNECTIONS_PER_IP, TooManyFromIp};
+pub(crate) use gate::MAX_CONNECTIONS_PER_IP;
 pub(crate) use handle::Request;
-pub use handle::{
-    DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo, REQUEST_CAPACITY, WAITER_CAPACITY,
-};
-pub use limits::{BAN_DURATION, MAX_BANNED, MAX_STRIKE_RECORDS, STRIKE_LEAK, STRIKE_LIMIT};
-pub use rate::{
-    ChannelRate, DHT_RATE, EXCESS_REPORT_INTERVAL, FLOOD_RATE, GOSSIP_RATE, SWARM_RATE, rate_of,
-};
-pub use rejoin::{
-    KNOWN_ADDRS_PER_PEER, MAX_KNOWN_PEERS, REJOIN_DIALS_PER_ROUND, REJOIN_FIRST_DELAY,
-    REJOIN_MAX_DELAY,
-};
-pub use streams::{
-    FRAME_READ_DEADLINE, INBOUND_QUEUE, MAX_INBOUND_STREAMS_PER_PEER, MAX_QUEUED_BYTES,
-    MAX_QUEUED_FRAMES, OpenError, STREAM_EVENT_CAPACITY, STREAM_IDLE, WRITE_COALESCE_BYTES,
-};
-pub use transport::{
-    IDENTIFY_INTERVAL, IDENTIFY_PROTOCOL, NetConfig, PING_INTERVAL, QUIC_IDLE_TIMEOUT,
-    QUIC_KEEP_ALIVE, QUIC_MAX_STREAMS, agent_version, from_libp2p, to_libp2p,
-};
+pub(crate) use handle::{DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo};
+pub(crate) use rejoin::{KNOWN_ADDRS_PER_PEER, MAX_KNOWN_PEERS, REJOIN_DIALS_PER_ROUND};
+pub(crate) use streams::{MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, STREAM_EVENT_CAPACITY};
+pub(crate) use transport::{NetConfig, from_libp2p, to_libp2p};
 
 use address_book::{AddressBook, Source};
 use limits::Strikes;
@@ -112,7 +96,7 @@ const STREAM_EVENTS_PER_TURN: usize = 64;
 
 /// Most pending timers; beyond this new timers are dropped with a warning (a core that
 /// sets this many is broken).
-pub const MAX_TIMERS: usize = 1 << 20;
+pub(crate) const MAX_TIMERS: usize = 1 << 20;
 
 /// Messages a core may send to itself in one turn before the rest wait for the next turn.
 const LOOPBACK_BATCH: usize = 10_000;
@@ -276,7 +260,7 @@ pub(crate) struct Driver<P: NetCore> {
 }
 
 /// Wall-clock protocol time: microseconds since 1970 (the driver's clock base).
-pub fn wall_clock() -> Instant {
+pub(crate) fn wall_clock() -> Instant {
     Instant(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

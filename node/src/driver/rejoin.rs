@@ -26,22 +26,22 @@ use libp2p::multiaddr::Protocol;
 
 /// Delay before the second rejoin round (the first runs at once): a dropped link to a live
 /// peer is usually back within a second.
-pub const REJOIN_FIRST_DELAY: Duration = Duration::from_millis(500);
+pub(crate) const REJOIN_FIRST_DELAY: Duration = Duration::from_millis(500);
 
 /// Longest delay between rejoin rounds. A peer that comes back is found within this long
 /// (plus a dial), and a node alone for hours costs a handful of dials per this period.
-pub const REJOIN_MAX_DELAY: Duration = Duration::from_secs(10);
+pub(crate) const REJOIN_MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// Most last-known peers dialed in one round besides the bootstrap addresses (enough that a
 /// few dead ones do not hide a live one; few enough that a round is cheap).
-pub const REJOIN_DIALS_PER_ROUND: usize = 8;
+pub(crate) const REJOIN_DIALS_PER_ROUND: usize = 8;
 
 /// Most last-known peers remembered (and written to the data dir): a node needs one live
 /// peer to rejoin, and dials at most [`REJOIN_DIALS_PER_ROUND`] a round anyway.
-pub const MAX_KNOWN_PEERS: usize = 32;
+pub(crate) const MAX_KNOWN_PEERS: usize = 32;
 
 /// Most addresses kept per last-known peer.
-pub const KNOWN_ADDRS_PER_PEER: usize = 4;
+pub(crate) const KNOWN_ADDRS_PER_PEER: usize = 4;
 
 /// The backoff between rejoin rounds.
 #[derive(Debug)]

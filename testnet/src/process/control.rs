@@ -149,7 +149,7 @@ impl Testnet {
         let rec = &self.manifest.nodes[i];
         let data_dir = rec.data_dir.clone();
         fs::create_dir_all(&data_dir).map_err(io_err(&data_dir))?;
-        for stale in ["api.addr", "listen.addrs"] {
+        for stale in [peerlab_node::API_ADDR_FILE, peerlab_node::LISTEN_ADDRS_FILE] {
             let _ = fs::remove_file(data_dir.join(stale));
         }
         match self.manifest.mode {
@@ -178,7 +178,7 @@ impl Testnet {
                     index: i,
                     msg: e.to_string(),
                 })?;
-                let cfg_path = data_dir.join("config.toml");
+                let cfg_path = data_dir.join(peerlab_node::CONFIG_FILE);
                 fs::write(&cfg_path, text).map_err(io_err(&cfg_path))?;
                 let prog = self.program.as_ref().ok_or_else(|| TestnetError::Start {
                     index: i,
@@ -199,7 +199,9 @@ impl Testnet {
                     .stdin(Stdio::null())
                     .stdout(log)
                     .stderr(log2);
-                if std::env::var_os("RUST_LOG").is_none() {
+                if std::env::var_os("RUST_LOG").is_none()
+                    && !prog.env.iter().any(|(k, _)| k == "RUST_LOG")
+                {
                     cmd.env("RUST_LOG", "warn");
                 }
                 {
@@ -240,7 +242,7 @@ impl Testnet {
                         msg: format!("exited with {st}: {}", log_tail(&dir)),
                     });
                 }
-                let api = fs::read_to_string(dir.join("api.addr")).ok();
+                let api = fs::read_to_string(dir.join(peerlab_node::API_ADDR_FILE)).ok();
                 let token = fs::read_to_string(dir.join("api.token")).ok();
                 let listen = fs::read_to_string(dir.join("listen.addrs")).ok();
                 match (api, token, listen) {
@@ -490,7 +492,7 @@ pub fn run_child_from_env() -> bool {
     let dir = PathBuf::from(dir);
     let watch = std::env::var_os(CHILD_WATCH_PARENT_ENV).is_some();
     let parent = std::os::unix::process::parent_id();
-    let cfg = match Config::load(&dir.join("config.toml")) {
+    let cfg = match Config::load(&dir.join(peerlab_node::CONFIG_FILE)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("child node: {e}");

@@ -15,7 +15,7 @@ use crate::Instant;
 
 /// A bounded map from message keys to routing data whose entries expire.
 #[derive(Debug, Clone)]
-pub struct SeenCache<K, V> {
+pub(crate) struct SeenCache<K, V> {
     capacity: usize,
     ttl: Duration,
     map: BTreeMap<K, (Instant, V)>,
@@ -26,7 +26,7 @@ pub struct SeenCache<K, V> {
 
 impl<K: Ord + Copy, V> SeenCache<K, V> {
     /// An empty cache of at most `capacity` entries (at least one), each kept for `ttl`.
-    pub fn new(capacity: usize, ttl: Duration) -> Self {
+    pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
         SeenCache {
             capacity: capacity.max(1),
             ttl,
@@ -36,18 +36,20 @@ impl<K: Ord + Copy, V> SeenCache<K, V> {
     }
 
     /// Number of live (possibly expired but not yet purged) entries.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
     /// Whether the cache holds nothing.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
     /// Records `key` at `now` unless it is already present and unexpired. Returns `true` if
     /// the key was new (the message is not a duplicate). May evict the oldest entry.
-    pub fn insert(&mut self, now: Instant, key: K, value: V) -> bool {
+    pub(crate) fn insert(&mut self, now: Instant, key: K, value: V) -> bool {
         self.purge(now);
         if self.map.contains_key(&key) {
             return false;
@@ -67,12 +69,13 @@ impl<K: Ord + Copy, V> SeenCache<K, V> {
     }
 
     /// Whether `key` is present and unexpired at `now`.
-    pub fn contains(&self, now: Instant, key: &K) -> bool {
+    #[cfg(test)]
+    pub(crate) fn contains(&self, now: Instant, key: &K) -> bool {
         self.get(now, key).is_some()
     }
 
     /// The value of an unexpired entry.
-    pub fn get(&self, now: Instant, key: &K) -> Option<&V> {
+    pub(crate) fn get(&self, now: Instant, key: &K) -> Option<&V> {
         match self.map.get(key) {
             Some((exp, v)) if *exp > now => Some(v),
             _ => None,
@@ -80,7 +83,7 @@ impl<K: Ord + Copy, V> SeenCache<K, V> {
     }
 
     /// The value of an unexpired entry, mutably.
-    pub fn get_mut(&mut self, now: Instant, key: &K) -> Option<&mut V> {
+    pub(crate) fn get_mut(&mut self, now: Instant, key: &K) -> Option<&mut V> {
         match self.map.get_mut(key) {
             Some((exp, v)) if *exp > now => Some(v),
             _ => None,
@@ -88,7 +91,7 @@ impl<K: Ord + Copy, V> SeenCache<K, V> {
     }
 
     /// Forgets every entry that has expired by `now`.
-    pub fn purge(&mut self, now: Instant) {
+    pub(crate) fn purge(&mut self, now: Instant) {
         while let Some(&(exp, key)) = self.order.front() {
             if exp > now {
                 break;
