@@ -46,14 +46,16 @@ const SEEDERS: usize = 4;
 const NEIGHBOURS: usize = 20;
 /// When the attack starts (every fetcher has started by then).
 const ATTACK_FROM: Duration = Duration::from_secs(1);
-/// Time between two garbage blocks for one target chunk: shorter than a chunk stays
-/// started at a fetcher (a round trip of 20–180 ms, then four blocks over an 8 Mbit/s
-/// uplink, 64 ms), so every attempt at the chunk receives one.
-const ATTACK_EVERY: Duration = Duration::from_millis(50);
+/// Time between two garbage blocks for one target chunk. A restarted chunk's first block
+/// comes back from an honest peer at the earliest after a round trip of 20 ms and 16 ms on
+/// an 8 Mbit/s uplink; garbage sent every 5 ms (arriving with 10–90 ms of jitter, about
+/// 200 a second) leaves such a 36 ms window without garbage in e^-7 ≈ 0.1 % of attempts,
+/// so the chunk fails again and again — without defenses — until the deadline.
+const ATTACK_EVERY: Duration = Duration::from_millis(5);
 /// Fetchers one hostile peer keeps a chunk poisoned at: its uplink's worth. One 16 KiB
-/// block per target every [`ATTACK_EVERY`] is 328 kB/s, and 32 targets take 10.5 of its
-/// 12.5 MB/s.
-const MAX_TARGETS: usize = 32;
+/// block per target every [`ATTACK_EVERY`] is 3.3 MB/s, and 3 targets take 9.8 of its
+/// 12.5 MB/s. The attacker denies a few downloads for sure rather than many by chance.
+const MAX_TARGETS: usize = 3;
 /// When an unfinished download counts as failed: five times the 8 s (virtual) in which the
 /// last fetcher of the crowd completes without an attack (seeds 1–3, N = 500). A download
 /// slowed by the attack's traffic or by a few failed chunks still counts as a success; one
