@@ -3,24 +3,34 @@
 //! A flash crowd fetches one file ([`FILE_BYTES`], 64 KiB chunks of four 16 KiB blocks)
 //! from [`SEEDERS`] honest seeders; every peer's uplink is 8 Mbit/s and its downlink
 //! 100 Mbit/s, links 10–90 ms. Each fetcher is given [`NEIGHBOURS`] random peers of the
-//! swarm and one seeder as providers, as a DHT provider lookup would.
+//! swarm and one seeder as providers, as a DHT provider lookup would. Hostile peers hold
+//! the whole file and announce it (no super-seeding, in the baseline too), and their
+//! uplinks are 100 Mbit/s: attackers rent servers.
 //!
-//! Hostile peers claim the whole file, and every 250 ms, from 1 s on, each opens the
-//! transfer with [`TARGETS_PER_ROUND`] random honest fetchers (taking a connection slot
-//! there) and sends each [`INJECTS_PER_ROUND`] blocks of garbage nobody asked for, in
-//! chunks the fetcher has not announced (`Have`) yet. Hostile uplinks are 100 Mbit/s. A
-//! hostile peer unchokes every peer that is interested in it, and when a peer requests a
-//! block of a chunk, it sends garbage for the chunk's other blocks (asked of other peers)
-//! at once. An honest download succeeds when it completes before [`DEADLINE`]
-//! and its bytes equal the file.
+//! The attack goes after what a fetcher without defenses cannot survive: a chunk that
+//! fails verification with blocks of several senders strikes nobody, and a block is taken
+//! from any connected peer for a slot that is missing or requested. From [`ATTACK_FROM`]
+//! each hostile peer opens the transfer with every honest fetcher (taking a connection
+//! slot there) and answers interest with `Unchoke`, so fetchers ask it for blocks. It
+//! serves none: every request is refused (`Reject`), so it never contributes a block to a
+//! chunk but garbage. The first chunk a fetcher asks it for becomes that fetcher's target
+//! (one per fetcher, at most [`MAX_TARGETS`] fetchers per hostile peer): right away and
+//! then every [`ATTACK_EVERY`] until the fetcher announces the chunk, it sends one garbage
+//! block for the chunk's first block, nobody having asked. Whenever the fetcher is
+//! downloading the chunk, from whichever peers, one of its blocks is garbage: every
+//! attempt fails verification with mixed senders. A fetcher with defenses drops each of
+//! these blocks as unsolicited. An honest download succeeds when it completes before
+//! [`DEADLINE`] and its bytes equal the file.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::time::Duration;
 
 use peerlab_overlay::{Cx, Instant, Keypair, PeerId, Rng};
 use peerlab_sim::{Latency, Sim, SimConfig};
 use peerlab_swarm::bytes::Bytes;
-use peerlab_swarm::{Body, Command, Config, ContentId, Event, Manifest, Message, Swarm};
+use peerlab_swarm::{Bitfield, Body, Command, Config, ContentId, Event, Manifest, Message, Swarm};
 
 use super::node::{Attack, Node};
 use super::{ExperimentError, Offences, Outcome, Setup, sent_by};
@@ -34,17 +44,23 @@ const CHUNK_BYTES: u32 = 64 * 1024;
 const SEEDERS: usize = 4;
 /// Providers each fetcher starts with (besides one seeder).
 const NEIGHBOURS: usize = 20;
-/// Honest fetchers each hostile peer targets per round.
-const TARGETS_PER_ROUND: usize = 10;
-/// Garbage blocks per target per round.
-const INJECTS_PER_ROUND: usize = 16;
-/// When the attack starts.
+/// When the attack starts (every fetcher has started by then).
 const ATTACK_FROM: Duration = Duration::from_secs(1);
-/// Time between two rounds of the attack.
-const ATTACK_EVERY: Duration = Duration::from_millis(250);
-/// When an unfinished download counts as failed: far beyond the few seconds the flash
-/// crowd needs without an attack.
-const DEADLINE: Duration = Duration::from_secs(180);
+/// Time between two garbage blocks for one target chunk. A restarted chunk's first block
+/// comes back from an honest peer at the earliest after a round trip of 20 ms and 16 ms on
+/// an 8 Mbit/s uplink; garbage sent every 5 ms (arriving with 10–90 ms of jitter, about
+/// 200 a second) leaves such a 36 ms window without garbage in e^-7 ≈ 0.1 % of attempts,
+/// so the chunk fails again and again — without defenses — until the deadline.
+const ATTACK_EVERY: Duration = Duration::from_millis(5);
+/// Fetchers one hostile peer keeps a chunk poisoned at: its uplink's worth. One 16 KiB
+/// block per target every [`ATTACK_EVERY`] is 3.3 MB/s, and 3 targets take 9.8 of its
+/// 12.5 MB/s. The attacker denies a few downloads for sure rather than many by chance.
+const MAX_TARGETS: usize = 3;
+/// When an unfinished download counts as failed: five times the 8 s (virtual) in which the
+/// last fetcher of the crowd completes without an attack (seeds 1–3, N = 500). A download
+/// slowed by the attack's traffic or by a few failed chunks still counts as a success; one
+/// that is five times late has been denied.
+const DEADLINE: Duration = Duration::from_secs(40);
 /// Uplink of every peer, bytes/s (8 Mbit/s).
 const UPLINK: u64 = 1_000_000;
 /// Downlink of every peer, bytes/s (100 Mbit/s).
@@ -56,11 +72,16 @@ const ATTACKER_UPLINK: u64 = 12_500_000;
 pub(crate) struct Inject {
     cid: ContentId,
     manifest: Manifest,
-    victims: Vec<PeerId>,
-    opened: BTreeSet<PeerId>,
-    /// Chunks each victim announced (`Have`, `Bitfield`): the others are worth poisoning.
-    held: BTreeMap<PeerId, BTreeSet<u32>>,
-    rng: Rng,
+    /// Every honest fetcher: the transfer is opened with each.
+    victims: BTreeSet<PeerId>,
+    /// The fetchers this peer poisons a chunk at (see [`assign`]).
+    assigned: BTreeSet<PeerId>,
+    /// Fetchers told that we hold every chunk.
+    announced: BTreeSet<PeerId>,
+    /// Whether the transfer was opened with every victim.
+    opened: bool,
+    /// The chunk kept poisoned at each fetcher, shared by the colluding hostile peers.
+    targets: Rc<RefCell<BTreeMap<PeerId, u32>>>,
 }
 
 impl Attack<Swarm<SimFactory>> for Inject {
@@ -69,13 +90,12 @@ impl Attack<Swarm<SimFactory>> for Inject {
     }
 
     fn act(&mut self, _core: &mut Swarm<SimFactory>, cx: &mut Cx<'_, Swarm<SimFactory>>) {
-        if cx.now() > Instant::ZERO + DEADLINE || self.victims.is_empty() {
+        if cx.now() > Instant::ZERO + DEADLINE {
             return;
         }
-        let chunks = self.manifest.chunk_count();
-        for _ in 0..TARGETS_PER_ROUND {
-            let v = self.victims[self.rng.index(self.victims.len())];
-            if self.opened.insert(v) {
+        if !self.opened {
+            self.opened = true;
+            for &v in &self.victims {
                 cx.send(
                     v,
                     Message {
@@ -84,32 +104,11 @@ impl Attack<Swarm<SimFactory>> for Inject {
                     },
                 );
             }
-            let held = self.held.get(&v);
-            let missing: Vec<u32> = (0..chunks)
-                .filter(|c| held.is_none_or(|h| !h.contains(c)))
-                .collect();
-            if missing.is_empty() {
-                continue;
-            }
-            for _ in 0..INJECTS_PER_ROUND {
-                let chunk = missing[self.rng.index(missing.len())];
-                let blocks = self
-                    .manifest
-                    .chunk_len(chunk)
-                    .div_ceil(self.manifest.block_size());
-                let block = self.rng.below(u64::from(blocks.max(1))) as u32;
-                let len = self.manifest.block_len(chunk, block).unwrap_or(0) as usize;
-                cx.send(
-                    v,
-                    Message {
-                        cid: self.cid,
-                        body: Body::Block {
-                            chunk,
-                            block,
-                            data: Bytes::from(vec![0x5a; len]),
-                        },
-                    },
-                );
+        }
+        let targets = self.targets.borrow();
+        for v in &self.assigned {
+            if let Some(&chunk) = targets.get(v) {
+                self.garbage(cx, *v, chunk);
             }
         }
     }
@@ -125,7 +124,18 @@ impl Attack<Swarm<SimFactory>> for Inject {
             return true;
         }
         match msg.body {
-            // Serve anyone who asks (the core then answers requests from the corrupt store).
+            // The answer to our handshake: the connection stands, and the fetcher learns
+            // that we hold every chunk (our core never saw the connection).
+            Body::Bitfield(_) if self.victims.contains(&from) && self.announced.insert(from) => {
+                cx.send(
+                    from,
+                    Message {
+                        cid: self.cid,
+                        body: Body::Bitfield(Bitfield::full(self.manifest.chunk_count())),
+                    },
+                );
+            }
+            // Be asked (the core's choker would make most wait for a slot).
             Body::Interested => cx.send(
                 from,
                 Message {
@@ -133,15 +143,28 @@ impl Attack<Swarm<SimFactory>> for Inject {
                     body: Body::Unchoke,
                 },
             ),
-            // A request shows which chunk the asker is fetching: the rest of that chunk,
-            // asked of other peers, gets garbage first.
-            Body::Request { chunk, block } => self.poison_chunk(cx, from, chunk, block),
-            Body::Have { chunk } => {
-                self.held.entry(from).or_default().insert(chunk);
+            // A request names a chunk the asker is downloading now; none is served.
+            Body::Request { chunk, block } => {
+                let new =
+                    self.victims.contains(&from) && !self.targets.borrow().contains_key(&from);
+                if new {
+                    self.targets.borrow_mut().insert(from, chunk);
+                    if self.assigned.contains(&from) {
+                        self.garbage(cx, from, chunk);
+                    }
+                }
+                cx.send(
+                    from,
+                    Message {
+                        cid: self.cid,
+                        body: Body::Reject { chunk, block },
+                    },
+                );
+                return false;
             }
-            Body::Bitfield(ref b) => {
-                let h = self.held.entry(from).or_default();
-                h.extend((0..b.len()).filter(|&c| b.get(c)));
+            // The target chunk passed despite the garbage: the victim is left alone.
+            Body::Have { chunk } if self.targets.borrow().get(&from) == Some(&chunk) => {
+                self.targets.borrow_mut().remove(&from);
             }
             _ => {}
         }
@@ -150,33 +173,43 @@ impl Attack<Swarm<SimFactory>> for Inject {
 }
 
 impl Inject {
-    /// Garbage for every block of `chunk` but `except`, sent to `to` unasked.
-    fn poison_chunk(
-        &self,
-        cx: &mut Cx<'_, Swarm<SimFactory>>,
-        to: PeerId,
-        chunk: u32,
-        except: u32,
-    ) {
-        let blocks = self
-            .manifest
-            .chunk_len(chunk)
-            .div_ceil(self.manifest.block_size());
-        for block in (0..blocks).filter(|b| *b != except) {
-            let len = self.manifest.block_len(chunk, block).unwrap_or(0) as usize;
-            cx.send(
-                to,
-                Message {
-                    cid: self.cid,
-                    body: Body::Block {
-                        chunk,
-                        block,
-                        data: Bytes::from(vec![0x5a; len]),
-                    },
+    /// Garbage for the first block of `chunk`, sent to `to` unasked. The first block: an
+    /// uploader sends a chunk's blocks in order, so the honest copy of the first block
+    /// arrives (and is dropped as a duplicate) before the attempt fails. Were it a later
+    /// block, its honest copy would still be on the way when the attempt fails and would
+    /// fill that slot of the next attempt before the garbage could.
+    fn garbage(&self, cx: &mut Cx<'_, Swarm<SimFactory>>, to: PeerId, chunk: u32) {
+        let block = 0;
+        let len = self.manifest.block_len(chunk, block).unwrap_or(0) as usize;
+        cx.send(
+            to,
+            Message {
+                cid: self.cid,
+                body: Body::Block {
+                    chunk,
+                    block,
+                    data: Bytes::from(vec![0x5a; len]),
                 },
-            );
-        }
+            },
+        );
     }
+}
+
+/// The colluding hostile peers share the fetchers out: each takes [`MAX_TARGETS`] of them,
+/// every fetcher going to one more hostile peer before any goes to two, so the poison is
+/// spread evenly (a fetcher's downlink is not spent on one peer's garbage alone).
+fn assign(hostile: &[usize], victims: &[PeerId]) -> BTreeMap<usize, BTreeSet<PeerId>> {
+    let mut out: BTreeMap<usize, BTreeSet<PeerId>> = BTreeMap::new();
+    if victims.is_empty() {
+        return out;
+    }
+    let pairs = (hostile.len() * MAX_TARGETS).min(victims.len() * hostile.len());
+    for n in 0..pairs {
+        out.entry(hostile[n % hostile.len()])
+            .or_default()
+            .insert(victims[n % victims.len()]);
+    }
+    out
 }
 
 type SwarmNode = Node<Swarm<SimFactory>, Inject>;
@@ -198,6 +231,12 @@ pub(crate) fn run(s: Setup) -> Result<Outcome, ExperimentError> {
         progress_every: 0,
         defenses: s.defenses,
         ..Config::default()
+    };
+    // Hostile peers announce everything they hold, so fetchers ask them (a super-seeder
+    // reveals a few chunks at a time); in the baseline too, so that only the attack differs.
+    let hostile_config = Config {
+        super_seed: false,
+        ..config.clone()
     };
     let mut sim: Sim<SwarmNode> = Sim::new(SimConfig {
         seed: s.seed,
@@ -224,6 +263,9 @@ pub(crate) fn run(s: Setup) -> Result<Outcome, ExperimentError> {
         .filter(|&i| hostile[i])
         .map(|i| ids[i])
         .collect();
+    let hostile_idx: Vec<usize> = (0..s.nodes).filter(|&i| hostile[i]).collect();
+    let mut assigned = assign(&hostile_idx, &victims);
+    let targets = Rc::new(RefCell::new(BTreeMap::new()));
     let core = |c: &Config| {
         Swarm::new(c.clone(), SimFactory { corrupt: false })
             .map_err(|e| ExperimentError::InvalidArgument(e.to_string()))
@@ -235,12 +277,13 @@ pub(crate) fn run(s: Setup) -> Result<Outcome, ExperimentError> {
                 let attack = s.attack.then(|| Inject {
                     cid,
                     manifest: manifest.clone(),
-                    victims: victims.clone(),
-                    opened: BTreeSet::new(),
-                    held: BTreeMap::new(),
-                    rng: Rng::seed(s.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                    victims: victims.iter().copied().collect(),
+                    assigned: assigned.remove(&i).unwrap_or_default(),
+                    opened: false,
+                    announced: BTreeSet::new(),
+                    targets: Rc::clone(&targets),
                 });
-                Node::hostile(core(&config)?, attack)
+                Node::hostile(core(&hostile_config)?, attack)
             } else {
                 Node::honest(core(&config)?)
             };
@@ -290,14 +333,16 @@ pub(crate) fn run(s: Setup) -> Result<Outcome, ExperimentError> {
     let mut offences = Offences::default();
     let mut completed: BTreeSet<PeerId> = BTreeSet::new();
     let mut banned_honest = 0u64;
+    let mut last_done = Instant::ZERO;
     let deadline = Instant::ZERO + DEADLINE;
     while sim.now() < deadline && completed.len() < fetchers.len() {
         sim.run_until((sim.now() + Duration::from_secs(1)).min(deadline));
         offences.absorb(sim.take_offences(), &hostile_set);
-        for (_, who, ev) in sim.take_events() {
+        for (at, who, ev) in sim.take_events() {
             match ev {
                 Event::Completed { cid: c, .. } if c == cid && !hostile_set.contains(&who) => {
                     completed.insert(who);
+                    last_done = last_done.max(at);
                 }
                 Event::PeerBanned { peer, .. }
                     if !hostile_set.contains(&who) && !hostile_set.contains(&peer) =>
@@ -337,6 +382,10 @@ pub(crate) fn run(s: Setup) -> Result<Outcome, ExperimentError> {
         .insert("downloads completed", completed.len() as u64);
     out.detail.insert("corrupt chunks rejected", corrupt_chunks);
     out.detail.insert("unsolicited blocks dropped", unsolicited);
+    out.detail.insert(
+        "last download done (ms)",
+        last_done.saturating_since(Instant::ZERO).as_millis() as u64,
+    );
     out.detail
         .insert("honest peers banned by honest", banned_honest);
     out.virtual_seconds = sim.now().as_secs_f64();
