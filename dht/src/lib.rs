@@ -131,7 +131,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use crate::core::{Counters, Dht, MAX_READ_REPLICAS, Timer, VnodeView};
+pub use crate::core::{Counters, Dht, MAX_READ_REPLICAS, MAX_UNIFY_CANDIDATES, Timer, VnodeView};
 pub use message::{
     MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FINGER_ENTRIES, MAX_HINT_FORWARDS,
     MAX_PROVIDERS_PER_MESSAGE, MAX_STEP_CANDIDATES, MAX_SUCCESSORS, Message, NodeRef,
@@ -335,6 +335,14 @@ pub enum Command {
     /// only find its own virtual nodes and stays out of the ring.
     SetFallbackPeers {
         /// Live peers; this node is ignored.
+        peers: Vec<PeerId>,
+    },
+    /// Peers that may be in another ring: membership saw them come back after it had
+    /// declared them dead (a healed partition). The node looks its own place up through
+    /// each, and a successor found in another ring merges the two (ring unification, see
+    /// the `join` module). At most [`MAX_UNIFY_CANDIDATES`] wait at a time.
+    CheckRing {
+        /// The peers; this node is ignored.
         peers: Vec<PeerId>,
     },
     /// Leave gracefully: hand keys and pointers to neighbours, then stop.

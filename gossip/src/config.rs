@@ -129,6 +129,12 @@ pub struct Config {
     /// Time a dead or departed member is kept as a tombstone (so that stale "alive"
     /// updates are refused) before it is forgotten. Default 60 s.
     pub tombstone_expiry: Duration,
+    /// Time a member declared dead (not one that left) is kept, and now and then sent a
+    /// member sync, before it is forgotten: a member that was only cut off (a partition, a
+    /// frozen process) is found again when it comes back within this long, and the two
+    /// sides of a healed partition meet again. Serf keeps failed members 24 h for the same
+    /// reason (`reconnect_timeout`). Default 1 h; at least `tombstone_expiry`.
+    pub dead_expiry: Duration,
     /// Time to wait for a seed's answer before trying the next one. Default 1 s.
     pub join_timeout: Duration,
     /// Cap on the member table. Default 10 000; updates beyond it are refused and counted.
@@ -204,6 +210,7 @@ impl Config {
             member_retransmit_mult: 4,
             member_sync_period: Duration::from_secs(10),
             tombstone_expiry: Duration::from_secs(60),
+            dead_expiry: Duration::from_secs(3600),
             join_timeout: Duration::from_secs(1),
             max_members: 10_000,
             max_origins: 10_000,
@@ -265,6 +272,9 @@ impl Config {
         }
         if self.fanout == 0 {
             return ConfigError::err("fanout", "must be at least 1");
+        }
+        if self.dead_expiry < self.tombstone_expiry {
+            return ConfigError::err("dead_expiry", "must be at least tombstone_expiry");
         }
         if self.partner_view > MAX_PARTNER_VIEW {
             return ConfigError::err(

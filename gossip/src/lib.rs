@@ -84,8 +84,10 @@
 //! in which the initiator is behind and a list of the members it is behind on
 //! (`Message::MemberDelta`), and the initiator sends those. Tables that agree cost one
 //! digest and no answer; memberlist's full-state push-pull would send every record
-//! (with its addresses, ≈ 120 bytes) both ways and merge each one. Dead and departed
-//! members stay as tombstones for [`Config::tombstone_expiry`].
+//! (with its addresses, ≈ 120 bytes) both ways and merge each one. Departed members stay
+//! as tombstones for [`Config::tombstone_expiry`], members declared dead for
+//! [`Config::dead_expiry`]: member syncs go to them now and then, so a member that was only
+//! cut off is found again and the two sides of a healed partition meet.
 //!
 //! **Detection bound.** A crashed member is probed in a given probe period by at least one
 //! of the other `N − 1` members with probability `1 − (1 − 1/(N−1))^(N−1) ≥ 1 − 1/e`, so it

@@ -224,13 +224,25 @@ impl Table {
         self.up_count
     }
 
-    /// Forgets tombstones older than `expiry` (members that are up are never forgotten).
-    pub(crate) fn expire(&mut self, now: Instant, expiry: std::time::Duration) {
+    /// Forgets members that left more than `left` ago and members declared dead more than
+    /// `dead` ago (members that are up are never forgotten).
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        left: std::time::Duration,
+        dead: std::time::Duration,
+    ) {
         if self.members.len() == self.up_count {
             return;
         }
-        self.members
-            .retain(|_, m| m.state.is_up() || now.saturating_since(m.since) < expiry);
+        self.members.retain(|_, m| {
+            let age = now.saturating_since(m.since);
+            match m.state {
+                MemberState::Alive | MemberState::Suspect => true,
+                MemberState::Dead => age < dead,
+                MemberState::Left => age < left,
+            }
+        });
     }
 
     pub(crate) fn update_of(&self, p: &PeerId) -> Option<MemberUpdate> {

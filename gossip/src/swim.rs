@@ -108,9 +108,9 @@ impl Gossip {
         let period = self.config.probe_period;
         self.relays
             .retain(|_, r| now.saturating_since(r.born) < period);
-        let expiry = self.config.tombstone_expiry;
+        let (left, dead) = (self.config.tombstone_expiry, self.config.dead_expiry);
         if let View::Swim(t) = &mut self.view {
-            t.expire(now, expiry);
+            t.expire(now, left, dead);
         }
         // Next target: shuffled round-robin over members that are up.
         let target = loop {

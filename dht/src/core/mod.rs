@@ -28,6 +28,7 @@ mod admission;
 mod backoff;
 mod fingers;
 mod join;
+pub use join::MAX_UNIFY_CANDIDATES;
 mod lookup;
 mod ops;
 mod pending;
@@ -198,6 +199,10 @@ pub struct Dht {
     /// Stabilize rounds spent joined with no virtual node in the ring
     /// ([`join::LONE_RING_ROUNDS`]).
     orphan_rounds: u32,
+    /// Peers to look this peer's place up through: maybe in another ring (`unify_rings`).
+    pub(crate) unify_candidates: std::collections::VecDeque<PeerId>,
+    /// The virtual node (index) checked last by `unify_rings`.
+    unify_next: usize,
 }
 
 impl Dht {
@@ -259,6 +264,8 @@ impl Dht {
             finger_epoch: 0,
             schedule: Schedule::default(),
             orphan_rounds: 0,
+            unify_candidates: std::collections::VecDeque::new(),
+            unify_next: 0,
         })
     }
 
@@ -552,7 +559,7 @@ impl Dht {
         match t {
             Timer::Stabilize(_) => {
                 self.join_stragglers(cx);
-                self.merge_lone_ring(cx);
+                self.unify_rings(cx);
                 let ids = self.vnode_ids();
                 for id in ids {
                     self.stabilize_vnode(cx, id);
@@ -624,6 +631,11 @@ impl Protocol for Dht {
     fn handle_command(&mut self, cx: &mut Cx<'_, Self>, cmd: Command) {
         let now = cx.now();
         match cmd {
+            Command::CheckRing { peers } => {
+                if self.phase == Phase::Joined {
+                    self.check_ring(peers);
+                }
+            }
             Command::SetFallbackPeers { peers } => {
                 if self.phase != Phase::Joined {
                     // A join under way keeps the peers it was given.

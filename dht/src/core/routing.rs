@@ -75,7 +75,6 @@ impl Dht {
     }
 
     pub(super) fn start_lookup(&mut self, cx: &mut Cx<'_, Self>, key: Id, purpose: Purpose) -> u64 {
-        let id = self.fresh();
         // A join starts from the bootstrap peers when no virtual node of ours is in the
         // ring. Otherwise attempts alternate: our own routing state first (it knows the
         // live neighbours after a restart), the bootstrap peers on every other retry (our
@@ -101,8 +100,20 @@ impl Dht {
         } else {
             Vec::new()
         };
-        let local = bootstrap.is_empty();
-        let mut lookup = Lookup::new(key, self.me, self.cfg.lookup_retries, bootstrap);
+        self.start_lookup_via(cx, key, purpose, bootstrap)
+    }
+
+    /// [`Dht::start_lookup`] starting from `seeds` (from our own tables when empty).
+    pub(super) fn start_lookup_via(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        key: Id,
+        purpose: Purpose,
+        seeds: Vec<PeerId>,
+    ) -> u64 {
+        let id = self.fresh();
+        let local = seeds.is_empty();
+        let mut lookup = Lookup::new(key, self.me, self.cfg.lookup_retries, seeds);
         if self.cfg.defenses {
             // A ring of one virtual node can answer only a peer that knows no other ring
             // member: outside the ring, or alone in a ring of its own (rings merging).

@@ -1127,16 +1127,20 @@ fn leave_spreads_then_goes_silent() {
 }
 
 #[test]
-fn tombstones_expire() {
-    let mut g = swim(1, &[2, 3]);
+fn tombstones_expire_departed_members_first_and_dead_ones_after_dead_expiry() {
+    let mut g = swim(1, &[2, 3, 4]);
     let msg = Message::Gossip {
         seq: 1,
         feedback: false,
-        members: vec![update(2, 0, MemberState::Dead)],
+        members: vec![
+            update(2, 0, MemberState::Dead),
+            update(4, 0, MemberState::Left),
+        ],
         entries: vec![],
     };
     run(&mut g, 1, |g, cx| g.handle_message(cx, p(3), msg));
     assert_eq!(g.member(&p(2)).unwrap().state, MemberState::Dead);
+    assert_eq!(g.member(&p(4)).unwrap().state, MemberState::Left);
     // A stale "alive" does not resurrect the tombstone.
     let msg = Message::Gossip {
         seq: 2,
@@ -1147,9 +1151,25 @@ fn tombstones_expire() {
     run(&mut g, 2, |g, cx| g.handle_message(cx, p(3), msg));
     assert_eq!(g.member(&p(2)).unwrap().state, MemberState::Dead);
     run(&mut g, 30_000, |g, cx| g.handle_timer(cx, Timer::Probe));
-    assert!(g.member(&p(2)).is_some());
+    assert!(g.member(&p(2)).is_some() && g.member(&p(4)).is_some());
+    // Past `tombstone_expiry` (60 s) the departed member is forgotten; the dead one is kept
+    // (it may only be cut off, and member syncs still try it) until `dead_expiry` (1 h).
     run(&mut g, 62_000, |g, cx| g.handle_timer(cx, Timer::Probe));
+    assert!(g.member(&p(4)).is_none());
+    assert!(g.member(&p(2)).is_some());
+    run(&mut g, 3_590_000, |g, cx| g.handle_timer(cx, Timer::Probe));
+    assert!(g.member(&p(2)).is_some());
+    run(&mut g, 3_602_000, |g, cx| g.handle_timer(cx, Timer::Probe));
     assert!(g.member(&p(2)).is_none());
+}
+
+#[test]
+fn dead_expiry_below_tombstone_expiry_is_refused() {
+    let config = Config {
+        dead_expiry: Duration::from_secs(10),
+        ..Config::lan()
+    };
+    assert!(Gossip::new(k(1), vec![], config).is_err());
 }
 
 #[test]

@@ -275,7 +275,7 @@ fn request_id(cmd: &dht::Command) -> u64 {
         | dht::Command::AddProvider { req, .. }
         | dht::Command::GetProviders { req, .. } => *req,
         // Carries no request id and gets no answer.
-        dht::Command::SetFallbackPeers { .. } => 0,
+        dht::Command::SetFallbackPeers { .. } | dht::Command::CheckRing { .. } => 0,
     }
 }
 
