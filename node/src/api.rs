@@ -56,7 +56,9 @@ pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// was written (or failed) make room.
 pub const MAX_FETCHES: usize = 1024;
 
-/// How often the node looks for finished fetches whose output is still to be written.
+/// How often the node looks for finished fetches whose output is still to be written,
+/// besides right after each completed transfer (a restart's resumed fetches, a write that
+/// failed for lack of the file yet).
 pub const OUTPUT_CHECK: Duration = Duration::from_secs(1);
 
 /// Where a fetch's file goes and whether it was written there.
@@ -73,10 +75,17 @@ pub(crate) type Fetches = Arc<Mutex<BTreeMap<ContentId, FetchTarget>>>;
 
 /// Writes the output of every finished fetch that asked for one, whether or not a client
 /// is watching, in the blocking pool (see [`crate::storage::publish`]); runs until aborted.
-pub(crate) async fn write_outputs(driver: DriverHandle<Node>, fetches: Fetches) {
+pub(crate) async fn write_outputs(
+    driver: DriverHandle<Node>,
+    fetches: Fetches,
+    finished: Arc<tokio::sync::Notify>,
+) {
     let mut tick = tokio::time::interval(OUTPUT_CHECK);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = finished.notified() => {}
+        }
         let due: Vec<(ContentId, PathBuf, bool)> = match fetches.lock() {
             Ok(f) => f
                 .iter()

@@ -341,6 +341,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     let peer = Peer::new(node_key, peer_cfg, factory)?;
     let db = Arc::new(store::Store::open(&dir.store_file())?);
     let core = node::Node::new(peer, db, driver::wall_clock());
+    let finished = core.finished();
     let resume = core.transfers();
     // Fetches that asked for an output and have not written it yet: the output writer
     // finishes them after a restart too.
@@ -425,7 +426,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         }
         None => None,
     };
-    let output_task = tokio::spawn(api::write_outputs(handle.clone(), fetches));
+    let output_task = tokio::spawn(api::write_outputs(handle.clone(), fetches, finished));
     let (api_stop, stop_rx) = oneshot::channel::<()>();
     let api_task = tokio::spawn(api_server::serve(
         listener,

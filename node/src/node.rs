@@ -101,6 +101,9 @@ pub struct Node {
     /// A commit failed: the next persist compares every record, not only changed ones.
     rescan: bool,
     persist_errors: u64,
+    /// Woken when a transfer completes, so that its output is written at once rather than
+    /// at the output writer's next check ([`crate::api::OUTPUT_CHECK`]).
+    finished: Arc<tokio::sync::Notify>,
 }
 
 impl Node {
@@ -131,7 +134,13 @@ impl Node {
             persisted,
             rescan: false,
             persist_errors: 0,
+            finished: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Notified whenever a transfer completes (the output writer waits on it).
+    pub(crate) fn finished(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.finished)
     }
 
     /// The composed peer.
@@ -341,6 +350,10 @@ impl NetCore for Node {
     }
     fn observe(&mut self, event: &Event) {
         log_member_change(event);
+        if matches!(event, Event::Swarm(peerlab_swarm::Event::Completed { .. })) {
+            // A permit is kept if the writer is busy: it looks again right after.
+            self.finished.notify_one();
+        }
     }
     fn after_input(&mut self) -> Result<(), String> {
         self.persist().map_err(|e| e.to_string())
