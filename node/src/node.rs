@@ -350,6 +350,9 @@ impl NetCore for Node {
     }
     fn observe(&mut self, event: &Event) {
         log_member_change(event);
+        if let Event::Swarm(peerlab_swarm::Event::StoreFailed { cid, error }) = event {
+            tracing::warn!(cid = %cid.to_hex(), %error, "a transfer's file store failed");
+        }
         if matches!(event, Event::Swarm(peerlab_swarm::Event::Completed { .. })) {
             // A permit is kept if the writer is busy: it looks again right after.
             self.finished.notify_one();
