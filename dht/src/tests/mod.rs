@@ -800,9 +800,19 @@ fn converged_with(n: u64, c: Config) -> (Net, Vec<PeerId>) {
 /// [`converged_with`] on a given (empty) net.
 fn converge(mut net: Net, n: u64, c: Config) -> (Net, Vec<PeerId>) {
     let peers: Vec<PeerId> = (1..=n).map(PeerId::synthetic).collect();
+    join_one_by_one(&mut net, &c, &peers, |_| peers[0]);
+    net.run_for(Duration::from_secs(60));
+    net.assert_ideal();
+    (net, peers)
+}
+
+/// Adds `peers` to the net one every 500 ms, each joining through `first(i)` (creating
+/// the ring when it is that peer itself).
+fn join_one_by_one(net: &mut Net, c: &Config, peers: &[PeerId], first: impl Fn(usize) -> PeerId) {
     for (i, &p) in peers.iter().enumerate() {
-        net.add(p, dht(&c, p));
-        let bootstrap = if i == 0 { vec![] } else { vec![peers[0]] };
+        net.add(p, dht(c, p));
+        let first = first(i);
+        let bootstrap = if p == first { vec![] } else { vec![first] };
         net.command(
             p,
             Command::Join {
@@ -812,9 +822,6 @@ fn converge(mut net: Net, n: u64, c: Config) -> (Net, Vec<PeerId>) {
         );
         net.run_for(Duration::from_millis(500));
     }
-    net.run_for(Duration::from_secs(60));
-    net.assert_ideal();
-    (net, peers)
 }
 
 #[test]
@@ -918,20 +925,8 @@ fn rings_of_several_peers_formed_apart_merge_through_rediscovered_peers() {
     let mut net = new_net();
     let peers: Vec<PeerId> = (1..=10).map(PeerId::synthetic).collect();
     let (a, b) = peers.split_at(5);
-    for (i, &p) in peers.iter().enumerate() {
-        net.add(p, dht(&c, p));
-        // Ring A grows from its first peer, ring B from its own.
-        let first = if i < 5 { a[0] } else { b[0] };
-        let bootstrap = if p == first { vec![] } else { vec![first] };
-        net.command(
-            p,
-            Command::Join {
-                req: 100 + i as u64,
-                bootstrap,
-            },
-        );
-        net.run_for(Duration::from_millis(500));
-    }
+    // Ring A grows from its first peer, ring B from its own.
+    join_one_by_one(&mut net, &c, &peers, |i| if i < 5 { a[0] } else { b[0] });
     net.run_for(Duration::from_secs(60));
     assert!(net.cores().all(|(_, d)| d.is_joined()));
     assert!(
