@@ -264,15 +264,21 @@ def peerlab_swarm(exe, work, src, fetchers, port):
         ok = all(same_file(src, o) for o in outs)
         for o in outs:
             os.remove(o)
-        return {
-            "completion_secs": sorted(done),
-            "last_secs": max(done),
-            "mib_per_sec_per_fetcher": size / MIB / max(done),
-            "cpu_secs_per_gib": cpu / (size * fetchers / GIB),
-            "identical": ok,
-        }
+        return swarm_figures(done, size, fetchers, cpu, ok)
     finally:
         nodes.stop()
+
+
+def swarm_figures(done, size, fetchers, cpu, ok):
+    """One seeder to `fetchers`: completion times (s after the start), the slowest
+    fetcher's rate, CPU seconds per GiB delivered, and whether every copy is identical."""
+    return {
+        "completion_secs": sorted(done),
+        "last_secs": max(done),
+        "mib_per_sec_per_fetcher": size / MIB / max(done),
+        "cpu_secs_per_gib": cpu / (size * fetchers / GIB),
+        "identical": ok,
+    }
 
 
 # ---------------------------------------------------------------- sendme
@@ -422,11 +428,7 @@ def libtorrent_swarm(work, src, fetchers, port):
             "version": lt.__version__,
             "piece_length": ct.piece_length(),
             "hash_secs": hash_secs,
-            "completion_secs": sorted(done),
-            "last_secs": max(done),
-            "mib_per_sec_per_fetcher": size / MIB / max(done),
-            "cpu_secs_per_gib": cpu / (size * fetchers / GIB),
-            "identical": ok,
+            **swarm_figures(done, size, fetchers, cpu, ok),
         }
     finally:
         for p in ctx_procs:
