@@ -135,6 +135,12 @@ pub struct Config {
     /// sides of a healed partition meet again. Serf keeps failed members 24 h for the same
     /// reason (`reconnect_timeout`). Default 1 h; at least `tombstone_expiry`.
     pub dead_expiry: Duration,
+    /// Most members dead for longer than `tombstone_expiry` kept for `dead_expiry` (the
+    /// oldest go first). Identities are free: without a cap, members made up by a hostile
+    /// peer (signed by keys it generated) and then declared dead would hold slots of the
+    /// member table for `dead_expiry` instead of `tombstone_expiry`. Default 1000, a tenth
+    /// of `max_members`: a partition rarely cuts off more.
+    pub max_dead_kept: usize,
     /// Time to wait for a seed's answer before trying the next one. Default 1 s.
     pub join_timeout: Duration,
     /// Cap on the member table. Default 10 000; updates beyond it are refused and counted.
@@ -211,6 +217,7 @@ impl Config {
             member_sync_period: Duration::from_secs(10),
             tombstone_expiry: Duration::from_secs(60),
             dead_expiry: Duration::from_secs(3600),
+            max_dead_kept: 1000,
             join_timeout: Duration::from_secs(1),
             max_members: 10_000,
             max_origins: 10_000,

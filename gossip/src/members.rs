@@ -225,12 +225,14 @@ impl Table {
     }
 
     /// Forgets members that left more than `left` ago and members declared dead more than
-    /// `dead` ago (members that are up are never forgotten).
+    /// `dead` ago, and keeps at most `max_old_dead` of those dead for longer than `left`
+    /// (the most recently dead); members that are up are never forgotten.
     pub(crate) fn expire(
         &mut self,
         now: Instant,
         left: std::time::Duration,
         dead: std::time::Duration,
+        max_old_dead: usize,
     ) {
         if self.members.len() == self.up_count {
             return;
@@ -243,6 +245,18 @@ impl Table {
                 MemberState::Left => age < left,
             }
         });
+        let mut old_dead: Vec<(Instant, PeerId)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Dead && now.saturating_since(m.since) >= left)
+            .map(|(p, m)| (m.since, *p))
+            .collect();
+        if old_dead.len() > max_old_dead {
+            old_dead.sort_unstable();
+            for (_, p) in &old_dead[..old_dead.len() - max_old_dead] {
+                self.members.remove(p);
+            }
+        }
     }
 
     pub(crate) fn update_of(&self, p: &PeerId) -> Option<MemberUpdate> {

@@ -108,9 +108,10 @@ impl Gossip {
         let period = self.config.probe_period;
         self.relays
             .retain(|_, r| now.saturating_since(r.born) < period);
-        let (left, dead) = (self.config.tombstone_expiry, self.config.dead_expiry);
+        let c = &self.config;
+        let (left, dead, cap) = (c.tombstone_expiry, c.dead_expiry, c.max_dead_kept);
         if let View::Swim(t) = &mut self.view {
-            t.expire(now, left, dead);
+            t.expire(now, left, dead, cap);
         }
         // Next target: shuffled round-robin over members that are up.
         let target = loop {

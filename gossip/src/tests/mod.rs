@@ -1163,6 +1163,37 @@ fn tombstones_expire_departed_members_first_and_dead_ones_after_dead_expiry() {
     assert!(g.member(&p(2)).is_none());
 }
 
+/// Identities are free: members declared dead are kept past `tombstone_expiry` only up to
+/// `max_dead_kept`, the most recently dead first.
+#[test]
+fn dead_members_kept_past_the_tombstone_expiry_are_capped() {
+    let config = Config {
+        max_dead_kept: 1,
+        ..Config::lan()
+    };
+    let mut g = with_config(1, &[2, 3, 4, 5], config);
+    for (i, (member, at)) in [(2, 1), (3, 2_000), (4, 4_000)].into_iter().enumerate() {
+        let msg = Message::Gossip {
+            seq: i as u64 + 1,
+            feedback: false,
+            members: vec![update(member, 0, MemberState::Dead)],
+            entries: vec![],
+        };
+        run(&mut g, at, |g, cx| g.handle_message(cx, p(5), msg));
+    }
+    // Before `tombstone_expiry` (60 s) all three are kept.
+    run(&mut g, 30_000, |g, cx| g.handle_timer(cx, Timer::Probe));
+    assert!([2, 3, 4].iter().all(|m| g.member(&p(*m)).is_some()));
+    // Past it, only the one declared dead last.
+    run(&mut g, 70_000, |g, cx| g.handle_timer(cx, Timer::Probe));
+    assert!(g.member(&p(2)).is_none() && g.member(&p(3)).is_none());
+    assert_eq!(g.member(&p(4)).unwrap().state, MemberState::Dead);
+    assert!(
+        g.member(&p(5)).unwrap().state.is_up(),
+        "members that are up stay"
+    );
+}
+
 #[test]
 fn dead_expiry_below_tombstone_expiry_is_refused() {
     let config = Config {
