@@ -226,6 +226,12 @@ pub enum Event {
         /// Its addresses.
         addrs: Vec<String>,
     },
+    /// A member held dead is alive again (after its `MemberUp`): it was only cut off — a
+    /// partition, a frozen process — and may have been part of another overlay meanwhile.
+    MemberBack {
+        /// The member.
+        peer: PeerId,
+    },
     /// A member that stays up announced other addresses (a restarted process with the same
     /// identity listening on new ports, before anyone declared it dead): whoever dials
     /// members must learn them, or it keeps dialling the dead process's ports.

@@ -62,8 +62,10 @@ pub(crate) enum Change {
     None,
     /// Newer, but the member stays in the same up/down class with the same state.
     Refreshed,
-    /// The member became alive (newly known or back from dead/left).
+    /// The member became alive (newly known or back from having left).
     Up,
+    /// The member became alive again after it was held dead: it was only cut off.
+    Back,
     /// An alive member's suspicion was refuted.
     Refuted,
     /// The member became suspect.
@@ -192,7 +194,8 @@ impl Table {
                 }
                 use MemberState::*;
                 let change = match (was, u.state) {
-                    (Dead | Left, Alive) => Change::Up,
+                    (Dead, Alive) => Change::Back,
+                    (Left, Alive) => Change::Up,
                     (Suspect, Alive) => Change::Refuted,
                     (Alive, Alive) | (Suspect, Suspect) => Change::Refreshed,
                     (_, Suspect) => Change::Suspected,

@@ -402,6 +402,11 @@ impl Gossip {
                 self.offer_partner(cx, peer);
                 cx.emit(Event::MemberUp { peer, addrs });
             }
+            Change::Back => {
+                self.offer_partner(cx, peer);
+                cx.emit(Event::MemberUp { peer, addrs });
+                cx.emit(Event::MemberBack { peer });
+            }
             Change::Refuted => cx.emit(Event::MemberAlive { peer }),
             Change::Suspected => {
                 if !was_known {

@@ -23,7 +23,7 @@
 //! The same type runs under the libp2p driver (the `driver` module, with a file-backed chunk
 //! store) and in the simulator (with `peerlab_swarm::MemoryFactory`).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use peerlab_dht::{self as dht, Dht};
@@ -286,21 +286,12 @@ pub struct Peer<F: StoreFactory> {
     /// The peers this node was bootstrapped with (at most [`MAX_BOOTSTRAP_PEERS`]): the
     /// rejoin timer goes back to them while gossip knows no member.
     bootstrap: Vec<PeerId>,
-    /// Members gossip declared dead (at most [`MAX_DEAD_REMEMBERED`]): one that comes back
-    /// was cut off (a partition, a freeze), and may have been in another ring meanwhile.
-    dead: BTreeSet<PeerId>,
     /// Verified member records shared with the other peers of this process (simulations).
     verified: Option<gossip::VerifiedRecords>,
 }
 
 /// Live members handed to the DHT at every [`REJOIN_PERIOD`] as peers to rejoin through.
 pub const DHT_FALLBACK_PEERS: usize = 8;
-
-/// Most dead members remembered for ring unification (beyond it an arbitrary one is
-/// forgotten): after a partition heals, a few members of the other side coming back are
-/// enough for the DHT to merge the rings (it
-/// checks at most `dht::MAX_UNIFY_CANDIDATES` at a time); the rest only cost memory.
-pub const MAX_DEAD_REMEMBERED: usize = 1024;
 
 /// Most bootstrap peers remembered for rejoining.
 pub const MAX_BOOTSTRAP_PEERS: usize = 16;
@@ -369,7 +360,6 @@ impl<F: StoreFactory> Peer<F> {
             arrivals: BTreeMap::new(),
             arrival_order: VecDeque::new(),
             bootstrap: Vec::new(),
-            dead: BTreeSet::new(),
             verified: None,
         })
     }
@@ -592,23 +582,17 @@ impl<F: StoreFactory> Peer<F> {
                 if peer != self.id {
                     self.join_dht(cx, vec![peer]);
                 }
-                if self.dead.remove(&peer) {
-                    // Back from the dead: maybe from a ring of its own side of a partition.
-                    self.dht_do(cx, |d, cx| {
-                        d.handle_command(cx, dht::Command::CheckRing { peers: vec![peer] })
-                    });
-                }
                 self.gauges_stale = true;
+            }
+            gossip::Event::MemberBack { peer } => {
+                // Back from the dead: maybe from a ring of its own side of a partition.
+                let peer = *peer;
+                self.dht_do(cx, |d, cx| {
+                    d.handle_command(cx, dht::Command::CheckRing { peers: vec![peer] })
+                });
             }
             gossip::Event::MemberDown { peer } | gossip::Event::MemberLeft { peer } => {
                 let peer = *peer;
-                if matches!(e, gossip::Event::MemberDown { .. }) {
-                    if self.dead.len() >= MAX_DEAD_REMEMBERED {
-                        // Full (churn): forget one; it costs at most one missed check.
-                        self.dead.pop_first();
-                    }
-                    self.dead.insert(peer);
-                }
                 self.dht_do(cx, |d, cx| d.handle_peer_down(cx, peer));
                 self.flood_do(cx, |f, cx| f.handle_peer_down(cx, peer));
                 self.gauges_stale = true;

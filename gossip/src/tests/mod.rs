@@ -997,6 +997,8 @@ fn join_through_a_seed_and_member_events() {
         peer: p(9),
         addrs: vec!["/mem/9".into()]
     }));
+    // Newly known, not back from the dead.
+    assert!(!events(&out).contains(&Event::MemberBack { peer: p(9) }));
     let reply = sends(&out)
         .into_iter()
         .find(|(to, _)| *to == p(9))
@@ -1192,6 +1194,41 @@ fn dead_members_kept_past_the_tombstone_expiry_are_capped() {
         g.member(&p(5)).unwrap().state.is_up(),
         "members that are up stay"
     );
+}
+
+/// A member held dead that proves itself alive again (a newer incarnation) is reported up
+/// and back, once; one that left and comes back is only up.
+#[test]
+fn a_member_alive_again_after_being_dead_is_reported_back() {
+    let mut g = swim(1, &[2, 3]);
+    let gossip = |seq, u| Message::Gossip {
+        seq,
+        feedback: false,
+        members: vec![u],
+        entries: vec![],
+    };
+    run(&mut g, 1, |g, cx| {
+        g.handle_message(cx, p(3), gossip(1, update(2, 0, MemberState::Dead)))
+    });
+    let back = MemberUpdate::alive(&k(2), 1, vec!["/mem/2".into()]);
+    let out = run(&mut g, 2, |g, cx| {
+        g.handle_message(cx, p(2), gossip(2, back.clone()))
+    });
+    let evs = events(&out);
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::MemberUp { peer, .. } if *peer == p(2)))
+    );
+    assert_eq!(
+        evs.iter()
+            .filter(|e| **e == Event::MemberBack { peer: p(2) })
+            .count(),
+        1
+    );
+    let out = run(&mut g, 3, |g, cx| {
+        g.handle_message(cx, p(2), gossip(3, back))
+    });
+    assert!(!events(&out).contains(&Event::MemberBack { peer: p(2) }));
 }
 
 #[test]
