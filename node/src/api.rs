@@ -48,6 +48,7 @@ use crate::driver::{DriverError, DriverHandle, NetStatus, PeerInfo};
 pub use crate::node::TransferKind;
 use crate::node::{Node, TransferRecord};
 use crate::peer::{self, Command, Event};
+use crate::store::Store;
 
 /// How long a handler waits for the driver before answering 504.
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
@@ -122,9 +123,7 @@ pub(crate) async fn write_outputs(
             }
             if ok {
                 tracing::info!(cid = %cid.to_hex(), out = %out.display(), "fetch written");
-                let _ = driver
-                    .inspect(move |n: &mut Node, _| n.mark_written(&cid))
-                    .await;
+                let _ = on_db(&driver, move |db| Node::mark_written(db, &cid)).await;
             }
         }
     }
@@ -137,6 +136,19 @@ pub struct ApiState {
     pub(crate) token: Arc<String>,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) fetches: Fetches,
+}
+
+/// Runs `f` on the node's database on the blocking pool: the transfer records the API
+/// writes are committed there, not on the driver's loop. (The database is asked of the
+/// driver each time rather than kept, so that nothing outlives a stopped node's store.)
+async fn on_db<R: Send + 'static>(
+    driver: &DriverHandle<Node>,
+    f: impl FnOnce(&Store) -> R + Send + 'static,
+) -> Result<R, ApiError> {
+    let db = driver.inspect(|n: &mut Node, _| n.db().clone()).await?;
+    tokio::task::spawn_blocking(move || f(&db))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))
 }
 
 /// An API error: a status code, one line of text and, for a write refused because another
@@ -834,9 +846,10 @@ async fn share(
         )
         .await?;
     swarm_answer(reply, "share")?;
-    st.driver
-        .inspect(move |n: &mut Node, _| n.remember_transfer(&cid, &rec))
-        .await?;
+    on_db(&st.driver, move |db| {
+        Node::remember_transfer(db, &cid, &rec)
+    })
+    .await?;
     Ok(Json(out))
 }
 
@@ -909,9 +922,7 @@ async fn cancel(
     if let Ok(mut f) = st.fetches.lock() {
         f.remove(&cid);
     }
-    st.driver
-        .inspect(move |n: &mut Node, _| n.forget_transfer(&cid))
-        .await?;
+    on_db(&st.driver, move |db| Node::forget_transfer(db, &cid)).await?;
     Ok(Json(serde_json::json!({ "cid": cid_hex, "stopped": true })))
 }
 
@@ -990,9 +1001,10 @@ async fn fetch(
             )
             .await?;
         swarm_answer(reply, "fetch")?;
-        st.driver
-            .inspect(move |n: &mut Node, _| n.remember_transfer(&cid, &rec))
-            .await?;
+        on_db(&st.driver, move |db| {
+            Node::remember_transfer(db, &cid, &rec)
+        })
+        .await?;
     }
     progress(State(st), Path(body.cid)).await
 }

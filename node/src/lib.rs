@@ -187,7 +187,13 @@ pub struct NodeHandle {
     metrics_server: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
     /// Writes finished fetches' outputs ([`api::write_outputs`]).
     output_task: JoinHandle<()>,
+    /// The database, to wait for its closing when the node stops: a commit running on the
+    /// blocking pool holds it a little longer than the tasks.
+    db: std::sync::Weak<store::Store>,
 }
+
+/// Longest a stopped node waits for its database's last commit to finish and close it.
+const DB_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 impl NodeHandle {
     /// The node's libp2p peer id.
@@ -248,6 +254,19 @@ impl NodeHandle {
             let _ = stop.send(());
             let _ = task.await;
         }
+        let _ = (&mut self.output_task).await;
+        self.db_closed().await;
+    }
+
+    /// Waits (at most [`DB_CLOSE_WAIT`]) until nothing holds the database any more, so a
+    /// node restarted from the same data dir can open it.
+    async fn db_closed(&self) {
+        /// How often the count of the database's holders is looked at.
+        const POLL: Duration = Duration::from_millis(1);
+        let deadline = tokio::time::Instant::now() + DB_CLOSE_WAIT;
+        while self.db.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Stops the node abruptly: no leave, no hand-off — but this is **not** a crash. The
@@ -264,6 +283,8 @@ impl NodeHandle {
             task.abort();
             let _ = task.await;
         }
+        let _ = (&mut self.output_task).await;
+        self.db_closed().await;
     }
 }
 
@@ -328,9 +349,8 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     };
 
     let node_key = overlay_key(&key).ok_or(NodeError::NotEd25519)?;
-    let factory = node::CidDirFactory {
-        root: dir.chunks_dir(),
-    };
+    let factory = node::CidDirFactory::new(dir.chunks_dir());
+    let reopen = factory.clone();
     let peer_cfg = cfg.peer_config();
     if !peer_cfg.dht.defenses {
         // Only the simulator's attack experiments run the DHT without its rules.
@@ -340,7 +360,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
     }
     let peer = Peer::new(node_key, peer_cfg, factory)?;
     let db = Arc::new(store::Store::open(&dir.store_file())?);
-    let core = node::Node::new(peer, db, driver::wall_clock());
+    let core = node::Node::new(peer, db.clone(), driver::wall_clock());
     let finished = core.finished();
     let resume = core.transfers();
     // Fetches that asked for an output and have not written it yet: the output writer
@@ -379,7 +399,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
             .collect::<Vec<_>>(),
     )?;
     let driver_task = tokio::spawn(drv.run());
-    resume_transfers(&handle, resume).await;
+    resume_transfers(&handle, &reopen, resume).await;
 
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await
@@ -448,6 +468,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         metrics_addr,
         metrics_server,
         output_task,
+        db: Arc::downgrade(&db),
     })
 }
 
@@ -465,6 +486,7 @@ fn log_refusal(cid: &peerlab_swarm::ContentId, answer: Result<peer::Event, drive
 /// Re-shares the files shared before a restart and resumes unfinished fetches.
 async fn resume_transfers(
     handle: &driver::DriverHandle<node::Node>,
+    factory: &node::CidDirFactory,
     records: Vec<(peerlab_swarm::ContentId, node::TransferRecord)>,
 ) {
     for (cid, rec) in records {
@@ -490,6 +512,10 @@ async fn resume_transfers(
                 }
             }
             (node::TransferKind::Fetch, _, _) => {
+                // The partial file is verified here, on the blocking pool, rather than in
+                // the core when the manifest arrives (see `CidDirFactory`).
+                let f = factory.clone();
+                let _ = tokio::task::spawn_blocking(move || f.preopen(&cid)).await;
                 let fetch = |req| peer::Command::Fetch {
                     req,
                     cid,

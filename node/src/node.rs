@@ -2,15 +2,17 @@
 //! records and shares.
 //!
 //! `Node` wraps a `Peer` and forwards every input to it unchanged (the two have the same
-//! message, timer and event types). After each run of inputs the driver asks it to persist
-//! (`NetCore::after_input`): it takes the keys the DHT's store changed
-//! (`Dht::take_changed`), compares just those with what the database holds, and commits
-//! the difference in one redb transaction — every write of the run in one commit. The
-//! driver does this before it hands any reply to the API or any frame to the network.
-//! When the commit fails, the run's write acknowledgments do not leave: a local put is
-//! answered with `dht::Error::NotDurable`, and the acknowledgments this node owes other
-//! peers (`PutAck`, `HandoffAck`) are dropped, so their writers time out and retry rather
-//! than believe the write kept. Nothing is acknowledged that a crash could lose.
+//! message, timer and event types). After each run of inputs the driver takes the run's
+//! writes (`NetCore::take_writes`): the keys the DHT's store changed
+//! (`Dht::take_changed`), compared with what the database holds (or will hold once the
+//! commits already queued are done), as redb changes. The driver commits them off its loop,
+//! grouped with other runs' (see `driver::commit`), and holds the run's write
+//! acknowledgments until that commit succeeded: a local put's `Stored` reply, and the
+//! acknowledgments this node owes other peers (`PutAck`, `HandoffAck`). When the commit
+//! fails, a local put is answered with `dht::Error::NotDurable`, the frames are dropped so
+//! their writers time out and retry rather than believe the write kept, and the failed keys
+//! are written again with the next run's changes. Nothing is acknowledged that a crash
+//! could lose.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -21,24 +23,90 @@ use peerlab_overlay::{CodecError, Cx, Id, Instant, PeerId, Protocol, codec};
 use peerlab_swarm::{ContentId, FileStore, Manifest, StoreError, StoreFactory};
 use serde::{Deserialize, Serialize};
 
-use crate::NodeError;
-use crate::driver::NetCore;
+use crate::driver::{Committer, NetCore};
 use crate::peer::{self, Command, Event, Message, Peer, Timer};
 use crate::store::{Change, DHT_RECORDS, SWARM_STATE, Store};
 use crate::wire::Channel;
 
 /// Opens each download in its own directory `<root>/<content id>/`, so two files with the
 /// same name never collide.
+///
+/// Resuming a download re-reads and re-hashes every chunk its `.part` file claims, which
+/// for a large file takes seconds. The swarm core opens stores synchronously when a
+/// download's manifest arrives, so that would stall the event loop; instead the factory
+/// keeps each download's manifest beside its chunks ([`MANIFEST_FILE`]), and after a
+/// restart the node opens (and so verifies) the resumed downloads' stores on the blocking
+/// pool before it resumes them ([`CidDirFactory::preopen`]). When the manifest then
+/// arrives, the core gets the store already verified.
 #[derive(Clone, Debug)]
 pub struct CidDirFactory {
     /// The chunk directory of the data dir.
     pub root: PathBuf,
+    /// Stores opened ahead of their manifest's arrival, by content id.
+    preopened: Arc<std::sync::Mutex<BTreeMap<ContentId, FileStore>>>,
+}
+
+/// The file beside a download's chunks holding its manifest (codec-encoded), so that a
+/// restart can verify the partial file before the core resumes the download.
+pub(crate) const MANIFEST_FILE: &str = "manifest.cbor";
+
+impl CidDirFactory {
+    /// A factory opening downloads under `root`.
+    pub fn new(root: PathBuf) -> CidDirFactory {
+        CidDirFactory {
+            root,
+            preopened: Default::default(),
+        }
+    }
+
+    fn dir(&self, cid: &ContentId) -> PathBuf {
+        self.root.join(cid.to_hex())
+    }
+
+    /// Opens the store of download `cid` from its kept manifest, verifying what its
+    /// partial file claims (blocking: call it off the event loop). The core's next open of
+    /// that content takes this store. Returns whether a store was opened.
+    pub fn preopen(&self, cid: &ContentId) -> bool {
+        let dir = self.dir(cid);
+        let Some(manifest) = std::fs::read(dir.join(MANIFEST_FILE))
+            .ok()
+            .and_then(|b| codec::decode::<Manifest>(&b).ok())
+            .filter(|m| m.verify(cid).is_ok())
+        else {
+            return false;
+        };
+        match FileStore::open(&dir, &manifest) {
+            Ok(store) => {
+                if let Ok(mut p) = self.preopened.lock() {
+                    p.insert(*cid, store);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(cid = %cid.to_hex(), %e, "cannot reopen a download");
+                false
+            }
+        }
+    }
 }
 
 impl StoreFactory for CidDirFactory {
     type Store = FileStore;
     fn open(&mut self, manifest: &Manifest) -> Result<FileStore, StoreError> {
-        FileStore::open(&self.root.join(manifest.content_id().to_hex()), manifest)
+        let cid = manifest.content_id();
+        if let Some(store) = self.preopened.lock().ok().and_then(|mut p| p.remove(&cid)) {
+            return Ok(store);
+        }
+        let dir = self.dir(&cid);
+        let store = FileStore::open(&dir, manifest)?;
+        // Kept for a restart's resume (see above); without it a resume verifies in the core.
+        if !store.is_finished()
+            && let Ok(bytes) = codec::encode(manifest)
+            && let Err(e) = std::fs::write(dir.join(MANIFEST_FILE), bytes)
+        {
+            tracing::debug!(%e, "cannot keep a download's manifest");
+        }
+        Ok(store)
     }
 }
 
@@ -97,9 +165,12 @@ pub enum TransferKind {
 pub struct Node {
     peer: NodePeer,
     db: Arc<Store>,
+    /// The version of each record the database holds once the commits already handed to
+    /// the driver are done.
     persisted: BTreeMap<Id, Version>,
-    /// A commit failed: the next persist compares every record, not only changed ones.
-    rescan: bool,
+    /// Keys whose commit failed: what the database holds for them is unknown, so the next
+    /// writes include them whatever `persisted` says.
+    suspect: BTreeSet<Id>,
     persist_errors: u64,
     /// Woken when a transfer completes, so that its output is written at once rather than
     /// at the output writer's next check ([`crate::api::OUTPUT_CHECK`]).
@@ -132,7 +203,7 @@ impl Node {
             peer,
             db,
             persisted,
-            rescan: false,
+            suspect: BTreeSet::new(),
             persist_errors: 0,
             finished: Arc::new(tokio::sync::Notify::new()),
         }
@@ -153,20 +224,21 @@ impl Node {
         &self.db
     }
 
-    /// Records held durably.
+    /// Records held durably (or handed to the driver's commits).
     pub fn persisted_records(&self) -> usize {
         self.persisted.len()
     }
 
-    /// Failed commits so far (each is retried at the next change).
+    /// Failed commits so far (their keys are written again with the next writes).
     pub fn persist_errors(&self) -> u64 {
         self.persist_errors
     }
 
-    /// Remembers a share or fetch so that a restart resumes it.
-    pub fn remember_transfer(&self, cid: &ContentId, rec: &TransferRecord) {
+    /// Remembers a share or fetch in `db` so that a restart resumes it (a commit: call it
+    /// off the event loop).
+    pub fn remember_transfer(db: &Store, cid: &ContentId, rec: &TransferRecord) {
         if let Ok(v) = codec::encode(rec)
-            && let Err(e) = self.db.apply(
+            && let Err(e) = db.apply(
                 SWARM_STATE,
                 &[Change::Put {
                     key: cid.0.to_vec(),
@@ -178,9 +250,10 @@ impl Node {
         }
     }
 
-    /// Forgets a share or fetch (cancelled: not resumed after a restart).
-    pub fn forget_transfer(&self, cid: &ContentId) {
-        if let Err(e) = self.db.apply(
+    /// Forgets a share or fetch in `db` (cancelled: not resumed after a restart; a commit:
+    /// call it off the event loop).
+    pub fn forget_transfer(db: &Store, cid: &ContentId) {
+        if let Err(e) = db.apply(
             SWARM_STATE,
             &[Change::Delete {
                 key: cid.0.to_vec(),
@@ -190,17 +263,17 @@ impl Node {
         }
     }
 
-    /// Records that the output of fetch `cid` was written.
-    pub fn mark_written(&self, cid: &ContentId) {
-        let rec = self
-            .db
+    /// Records in `db` that the output of fetch `cid` was written (a commit: call it off
+    /// the event loop).
+    pub fn mark_written(db: &Store, cid: &ContentId) {
+        let rec = db
             .get(SWARM_STATE, &cid.0)
             .ok()
             .flatten()
             .and_then(|v| codec::decode::<TransferRecord>(&v).ok());
         if let Some(mut rec) = rec {
             rec.written = true;
-            self.remember_transfer(cid, &rec);
+            Node::remember_transfer(db, cid, &rec);
         }
     }
 
@@ -217,67 +290,55 @@ impl Node {
             .collect()
     }
 
-    /// Commits the records the DHT changed since the last call; on failure the next call
-    /// compares everything again (the failed changes are not lost from memory).
-    fn persist(&mut self) -> Result<(), NodeError> {
-        let changed = self.peer.dht_mut().take_changed();
-        let keys: Vec<Id> = match changed {
-            Changed::Keys(k) if !self.rescan => k.into_iter().collect(),
+    /// The changes to the database that bring it to the DHT's store: the keys the DHT
+    /// changed since the last call and those whose commit failed, compared with what the
+    /// database holds once the queued commits are done. `persisted` then assumes they
+    /// will be committed; [`Node::commit_failed`] corrects it.
+    fn writes(&mut self) -> Vec<Change> {
+        let mut keys = std::mem::take(&mut self.suspect);
+        let suspect = keys.clone();
+        match self.peer.dht_mut().take_changed() {
+            Changed::Keys(k) => keys.extend(k),
             _ => {
                 let store = self.peer.dht().store();
-                let mut all: BTreeSet<Id> =
-                    store.keys_in(&Id::ZERO, &Id::ZERO).into_iter().collect();
-                all.extend(self.persisted.keys().copied());
-                all.into_iter().collect()
+                keys.extend(store.keys_in(&Id::ZERO, &Id::ZERO));
+                keys.extend(self.persisted.keys().copied());
             }
-        };
-        if keys.is_empty() {
-            return Ok(());
         }
         let store = self.peer.dht().store();
         let mut changes = Vec::new();
-        let mut done: Vec<(Id, Option<Version>)> = Vec::new();
         for k in keys {
+            let unknown = suspect.contains(&k);
             match store.get(&k) {
-                Some(rec) if self.persisted.get(&k) != Some(&rec.version) => {
+                Some(rec) if unknown || self.persisted.get(&k) != Some(&rec.version) => {
                     match codec::encode(rec) {
                         Ok(value) => {
                             changes.push(Change::Put {
                                 key: k.0.to_vec(),
                                 value,
                             });
-                            done.push((k, Some(rec.version)));
+                            self.persisted.insert(k, rec.version);
                         }
                         Err(e) => tracing::warn!(%e, "cannot encode a record"),
                     }
                 }
-                None if self.persisted.contains_key(&k) => {
+                None if unknown || self.persisted.contains_key(&k) => {
                     changes.push(Change::Delete { key: k.0.to_vec() });
-                    done.push((k, None));
+                    self.persisted.remove(&k);
                 }
                 _ => {}
             }
         }
-        if changes.is_empty() {
-            self.rescan = false;
-            return Ok(());
-        }
-        match self.db.apply(DHT_RECORDS, &changes) {
-            Ok(()) => {
-                self.rescan = false;
-                for (k, v) in done {
-                    match v {
-                        Some(v) => self.persisted.insert(k, v),
-                        None => self.persisted.remove(&k),
-                    };
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.persist_errors += 1;
-                self.rescan = true;
-                tracing::error!(%e, "cannot persist DHT records; their writes are not acknowledged");
-                Err(e)
+        changes
+    }
+
+    /// A commit of `changes` failed: the database's state of their keys is unknown.
+    fn failed(&mut self, changes: &[Change]) {
+        self.persist_errors += 1;
+        for c in changes {
+            let (Change::Put { key, .. } | Change::Delete { key }) = c;
+            if let Ok(k) = <[u8; 20]>::try_from(key.as_slice()) {
+                self.suspect.insert(Id(k));
             }
         }
     }
@@ -358,8 +419,26 @@ impl NetCore for Node {
             self.finished.notify_one();
         }
     }
-    fn after_input(&mut self) -> Result<(), String> {
-        self.persist().map_err(|e| e.to_string())
+    fn committer(&self) -> Option<Committer> {
+        let db = self.db.clone();
+        Some(Arc::new(move |changes: &[Change]| {
+            db.apply(DHT_RECORDS, changes).map_err(|e| e.to_string())
+        }))
+    }
+    fn take_writes(&mut self) -> Vec<Change> {
+        self.writes()
+    }
+    fn commit_failed(&mut self, changes: &[Change]) {
+        self.failed(changes);
+    }
+    fn is_durable_event(event: &Event) -> bool {
+        matches!(
+            event,
+            Event::Dht(dht::Event::Reply {
+                result: Ok(dht::Reply::Stored { .. }),
+                ..
+            })
+        )
     }
     fn not_durable(event: Event, why: &str) -> Event {
         match event {
@@ -391,8 +470,9 @@ mod tests {
 
     type Out = Outbox<Message, Timer, Event>;
 
-    /// Runs `f` on the node as the driver would: the input, then persistence, then what
-    /// leaves (events mapped, durable acks withheld when the commit failed).
+    /// Runs `f` on the node as the driver would with a commit per run: the input, the
+    /// run's writes committed, then what leaves (durable acknowledgments failed when the
+    /// commit failed).
     fn turn(
         node: &mut Node,
         now: Instant,
@@ -400,13 +480,18 @@ mod tests {
     ) -> (Vec<Event>, Vec<Message>, Vec<(Instant, Timer)>) {
         let (mut rng, mut out): (Rng, Out) = (Rng::seed(7), Outbox::new());
         f(node, &mut Context::new(now, &mut rng, &mut out));
-        let failed = node.after_input().err();
+        let writes = node.take_writes();
+        let commit = node.committer().unwrap();
+        let failed = commit(&writes).err();
+        if failed.is_some() {
+            node.commit_failed(&writes);
+        }
         let (mut evs, mut msgs, mut timers) = (Vec::new(), Vec::new(), Vec::new());
         for o in out.drain() {
             match o {
                 Output::Event(e) => evs.push(match &failed {
-                    Some(why) => Node::not_durable(e, why),
-                    None => e,
+                    Some(why) if Node::is_durable_event(&e) => Node::not_durable(e, why),
+                    _ => e,
                 }),
                 Output::Send { msg, .. } => {
                     if failed.is_none() || !Node::is_durable_ack(&msg) {
@@ -448,9 +533,7 @@ mod tests {
         let peer = Peer::new(
             Keypair::synthetic(1),
             peer::Config::lan(),
-            CidDirFactory {
-                root: dir.path().join("chunks"),
-            },
+            CidDirFactory::new(dir.path().join("chunks")),
         )
         .unwrap();
         let mut now = Instant(1_000_000_000);

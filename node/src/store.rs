@@ -3,7 +3,8 @@
 //! Why redb: it is pure Rust, maintained, ACID with copy-on-write B-trees and a
 //! checksummed two-phase commit, so a write that `commit()` returned for survives a crash
 //! or `kill -9` without a recovery step, and a torn write is never visible. The node commits
-//! before it acknowledges (see `Peer::after_input` in the driver loop), so no acknowledged
+//! before it acknowledges (the driver holds a run's acknowledgments until its group commit,
+//! run off the event loop, reports success; see `driver::commit`), so no acknowledged
 //! write is lost. sled (the other candidate) is unmaintained in its stable line; SQLite would
 //! add a C dependency for two key/value tables.
 //!

@@ -21,6 +21,9 @@
 //! - `rate`: per-peer token buckets per channel ([`rate_of`]);
 //! - `limits`: leaking strike points and time-limited bans ([`STRIKE_LIMIT`],
 //!   [`STRIKE_LEAK`], [`BAN_DURATION`]);
+//! - `commit`: group commit of the cores' store writes off the loop, and the durable
+//!   acknowledgments held until their commit reports ([`commit::MAX_HELD_RUNS`],
+//!   [`commit::MAX_GROUP_BYTES`]);
 //! - `address_book`: where to dial the peers the cores name, confirmed or claimed;
 //! - `rejoin`: how a node that is alone finds the overlay again ([`REJOIN_MAX_DELAY`],
 //!   [`MAX_KNOWN_PEERS`]);
@@ -48,6 +51,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod address_book;
+mod commit;
 mod gate;
 mod handle;
 mod limits;
@@ -75,6 +79,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::NodeError;
 use crate::metrics as m;
+use crate::store::Change;
 use crate::wire::Channel;
 
 pub(crate) use gate::MAX_CONNECTIONS_PER_IP;
@@ -144,25 +149,52 @@ pub trait NetCore:
     }
     /// Called with every event before it is dispatched (metrics, persistence).
     fn observe(&mut self, _event: &Self::Event) {}
-    /// Called after every run of inputs, before anything they produced leaves the driver:
-    /// persistence of the run's writes (one commit). An error means they are not durable:
-    /// the run's events then pass through [`NetCore::not_durable`] and its messages for
-    /// which [`NetCore::is_durable_ack`] holds are dropped, so nothing unkept is
-    /// acknowledged.
-    fn after_input(&mut self) -> Result<(), String> {
-        Ok(())
+    /// How the core's store writes are committed; called once, when the driver starts. The
+    /// driver runs it off the loop (tokio's blocking pool), one group of runs at a time
+    /// (see `commit`). `None`: the core keeps nothing.
+    fn committer(&self) -> Option<Committer> {
+        None
     }
-    /// An event of a run whose writes could not be made durable (`why`): a write's
-    /// acknowledgment becomes an error; other events pass unchanged.
+    /// The store changes the last run of inputs made (taken after every run; they join
+    /// the next commit group). The run's durable acknowledgments — messages for which
+    /// [`NetCore::is_durable_ack`] and events for which [`NetCore::is_durable_event`]
+    /// holds — leave only once that group (and every earlier one) is committed.
+    fn take_writes(&mut self) -> Vec<Change> {
+        Vec::new()
+    }
+    /// A group commit of `changes` failed: they are not on disk (the next run's writes
+    /// must include them again).
+    fn commit_failed(&mut self, _changes: &[Change]) {}
+    /// A held event whose writes could not be made durable (`why`): a write's
+    /// acknowledgment becomes an error. (Held messages are dropped instead, so their
+    /// writers time out and retry.)
     fn not_durable(event: Self::Event, _why: &str) -> Self::Event {
         event
     }
-    /// Whether a message acknowledges that this node keeps a write (dropped when the run's
-    /// writes could not be made durable).
+    /// Whether a message acknowledges that this node keeps a write (held until the run's
+    /// writes are committed, dropped if the commit fails).
     fn is_durable_ack(_msg: &Self::Message) -> bool {
         false
     }
+    /// Whether an event acknowledges a write (held until the run's writes are committed,
+    /// passed through [`NetCore::not_durable`] if the commit fails).
+    fn is_durable_event(_event: &Self::Event) -> bool {
+        false
+    }
 }
+
+/// Commits a group of store changes in one transaction (runs on the blocking pool).
+pub(crate) type Committer = Arc<dyn Fn(&[Change]) -> Result<(), String> + Send + Sync>;
+
+/// A group commit running on the blocking pool: its number and the task that returns its
+/// changes with the outcome.
+type Committing = (
+    u64,
+    tokio::task::JoinHandle<(Vec<Change>, Result<(), String>)>,
+);
+
+/// What the outbox holds; durable acknowledgments wait in the commit pipeline as these.
+type Out<P> = Output<<P as Protocol>::Message, <P as Protocol>::Timer, <P as Protocol>::Event>;
 
 #[derive(Default)]
 struct Connected {
@@ -219,6 +251,10 @@ pub(crate) struct Driver<P: NetCore> {
     core: P,
     rng: Rng,
     outbox: Outbox<P::Message, P::Timer, P::Event>,
+    /// Group commit of the core's writes, and the acknowledgments waiting for it.
+    commits: commit::Pipeline<Out<P>>,
+    committer: Option<Committer>,
+    committing: Option<Committing>,
     epoch: std::time::Instant,
     /// Protocol time at `epoch`: wall-clock microseconds since 1970, so that versions
     /// written with protocol time keep growing across restarts and compare across nodes.
@@ -313,11 +349,15 @@ impl<P: NetCore> Driver<P> {
         let (handle, requests) = DriverHandle::channel();
         let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
         let streams = Streams::new(stream_tx);
+        let committer = core.committer();
         let driver = Driver {
             swarm,
             core,
             rng: Rng::seed(seed),
             outbox: Outbox::new(),
+            commits: commit::Pipeline::default(),
+            committer,
+            committing: None,
             epoch: std::time::Instant::now(),
             epoch_micros: wall_clock().0,
             timers: BinaryHeap::new(),
@@ -389,41 +429,100 @@ impl<P: NetCore> Driver<P> {
         f(&mut self.core, &mut cx);
     }
 
-    /// Ends a run of inputs: persists, then sends everything in the outbox.
+    /// Ends a run of inputs: its writes join the commit pipeline, its durable
+    /// acknowledgments wait there for their commit, and everything else leaves now.
     fn end_inputs(&mut self) {
-        // Persist before any reply or frame leaves (acknowledged writes are durable).
-        match self.core.after_input() {
-            Ok(()) => self.flush(None),
-            Err(why) => {
-                metrics::counter!(m::PERSIST_FAILED).increment(1);
-                self.flush(Some(&why));
-            }
-        }
-    }
-
-    /// Sends what the core produced; `not_durable` says the run's writes were not kept.
-    fn flush(&mut self, not_durable: Option<&str>) {
+        let changes = self.core.take_writes();
+        let mut acks = Vec::new();
         let outs: Vec<_> = self.outbox.drain().collect();
         for out in outs {
             match out {
-                Output::Send { msg, .. } if not_durable.is_some() && P::is_durable_ack(&msg) => {}
-                Output::Event(ev) if let Some(why) = not_durable => {
-                    self.dispatch(P::not_durable(ev, why))
-                }
-                Output::Send { to, msg } => self.send(to, msg),
-                Output::Timer { at, timer } => {
-                    if self.timer_vals.len() >= MAX_TIMERS {
-                        tracing::warn!("timer table full; dropping a timer");
-                        continue;
-                    }
-                    let seq = self.next_timer;
-                    self.next_timer += 1;
-                    self.timer_vals.insert(seq, timer);
-                    self.timers.push(Reverse((at, seq)));
-                }
-                Output::Event(ev) => self.dispatch(ev),
-                Output::Offence { peer, offence } => self.penalize(peer, offence),
+                Output::Send { ref msg, .. } if P::is_durable_ack(msg) => acks.push(out),
+                Output::Event(ref ev) if P::is_durable_event(ev) => acks.push(out),
+                out => self.emit(out),
             }
+        }
+        let step = self.commits.run(changes, acks);
+        self.on_commit_step(step);
+    }
+
+    /// Sends what a step of the commit pipeline released, fails what it failed, and starts
+    /// the group it started.
+    fn on_commit_step(&mut self, step: commit::Step<Out<P>>) {
+        for out in step.released {
+            self.emit(out);
+        }
+        if let Some((why, failed)) = step.failed {
+            metrics::counter!(m::PERSIST_FAILED).increment(1);
+            for out in failed {
+                // Held frames are dropped: their writers time out and retry.
+                if let Output::Event(ev) = out {
+                    self.dispatch(P::not_durable(ev, &why));
+                }
+            }
+        }
+        let Some(group) = step.start else { return };
+        let Some(commit) = self.committer.clone() else {
+            // A core without a store keeps nothing: its writes are as durable as they get.
+            let step = self.commits.completed(group.id, Ok(()));
+            return self.on_commit_step(step);
+        };
+        let changes = group.changes;
+        let task = tokio::task::spawn_blocking(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(&changes)))
+                .unwrap_or_else(|_| Err("the storage task panicked".into()));
+            (changes, r)
+        });
+        self.committing = Some((group.id, task));
+    }
+
+    /// The group commit `id` finished (or its task was lost).
+    fn on_committed(
+        &mut self,
+        id: u64,
+        done: Result<(Vec<Change>, Result<(), String>), tokio::task::JoinError>,
+    ) {
+        let result = match done {
+            Ok((changes, r)) => {
+                if r.is_err() {
+                    self.core.commit_failed(&changes);
+                }
+                r
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = &result {
+            tracing::error!(%why, "a store commit failed; its writes are not acknowledged");
+        }
+        let step = self.commits.completed(id, result);
+        self.on_commit_step(step);
+    }
+
+    /// Waits for every queued commit (at shutdown: what was written is kept).
+    async fn drain_commits(&mut self) {
+        let recorder = self.recorder.clone();
+        while let Some((id, task)) = self.committing.take() {
+            let done = task.await;
+            metrics::with_local_recorder(&*recorder, || self.on_committed(id, done));
+        }
+    }
+
+    /// Hands one output of the core to where it goes.
+    fn emit(&mut self, out: Out<P>) {
+        match out {
+            Output::Send { to, msg } => self.send(to, msg),
+            Output::Timer { at, timer } => {
+                if self.timer_vals.len() >= MAX_TIMERS {
+                    tracing::warn!("timer table full; dropping a timer");
+                    return;
+                }
+                let seq = self.next_timer;
+                self.next_timer += 1;
+                self.timer_vals.insert(seq, timer);
+                self.timers.push(Reverse((at, seq)));
+            }
+            Output::Event(ev) => self.dispatch(ev),
+            Output::Offence { peer, offence } => self.penalize(peer, offence),
         }
     }
 
@@ -912,6 +1011,15 @@ impl<P: NetCore> Driver<P> {
         });
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         let shutdown = loop {
+            // Back-pressure: with the commit pipeline full, no input is taken until the
+            // commit in flight reports.
+            if self.commits.is_full()
+                && let Some((id, task)) = self.committing.take()
+            {
+                let done = task.await;
+                metrics::with_local_recorder(&*recorder, || self.on_committed(id, done));
+                continue;
+            }
             let next = self.timers.peek().map(|Reverse((at, _))| *at);
             let wake = next.map(|at| {
                 tokio::time::Instant::from_std(
@@ -924,14 +1032,26 @@ impl<P: NetCore> Driver<P> {
                     None => std::future::pending().await,
                 }
             };
+            let committing = &mut self.committing;
+            let committed = async {
+                match committing {
+                    Some((id, task)) => (*id, task.await),
+                    None => std::future::pending().await,
+                }
+            };
             enum In<P: NetCore> {
                 Swarm(Box<SwarmEvent<BehaviourEvent>>),
                 Req(Option<Request<P>>),
                 Stream(StreamEvent),
+                Committed(
+                    u64,
+                    Result<(Vec<Change>, Result<(), String>), tokio::task::JoinError>,
+                ),
                 Wake,
                 Tick,
             }
             let input: In<P> = tokio::select! {
+                (id, done) = committed => In::Committed(id, done),
                 ev = self.swarm.select_next_some() => In::Swarm(Box::new(ev)),
                 Some(ev) = self.stream_rx.recv() => In::Stream(ev),
                 req = self.requests.recv() => In::Req(req),
@@ -959,6 +1079,11 @@ impl<P: NetCore> Driver<P> {
                         self.end_inputs();
                         None
                     }
+                    In::Committed(id, done) => {
+                        self.committing = None;
+                        self.on_committed(id, done);
+                        None
+                    }
                     In::Wake => None,
                     In::Tick => {
                         self.housekeeping();
@@ -974,6 +1099,7 @@ impl<P: NetCore> Driver<P> {
             }
         };
         self.leave().await;
+        self.drain_commits().await;
         if let Some(reply) = shutdown {
             let _ = reply.send(());
         }
