@@ -184,8 +184,11 @@ fn a_fetch_killed_mid_transfer_finishes_unwatched_after_restart() {
     let client = peerlab_node::client::Client::new(api.trim(), token.trim());
     assert!(
         written,
-        "the output never appeared byte-identical after the restart: {:?}\n{}",
+        "the output never appeared byte-identical after the restart: {:?}\n\
+         B's log:\n{}\nA's status: {}\nA's log:\n{}",
         client.fetch_progress(&cid),
-        b.log_tail()
+        b.log_tail(),
+        common::stdout(&a.cli(&["status"])),
+        a.log_tail()
     );
 }

@@ -468,6 +468,16 @@ pub struct FetchProgress {
     pub total: u32,
     /// Connected swarm peers.
     pub peers: u32,
+    /// Peers known to have the file, connected or not (before the manifest arrives: the
+    /// providers found so far).
+    #[serde(default)]
+    pub providers: u32,
+    /// Provider look-ups asked of the DHT so far.
+    #[serde(default)]
+    pub provider_lookups: u32,
+    /// Manifest requests sent so far.
+    #[serde(default)]
+    pub manifest_requests: u32,
     /// Payload bytes received.
     pub downloaded: u64,
     /// Payload bytes sent to others.
@@ -1046,6 +1056,9 @@ async fn progress(
         have: stats.have,
         total: stats.chunks,
         peers: stats.peers,
+        providers: stats.providers,
+        provider_lookups: stats.provider_lookups,
+        manifest_requests: stats.manifest_requests,
         downloaded: stats.downloaded,
         uploaded: stats.uploaded,
         corrupt_chunks: stats.corrupt_chunks,

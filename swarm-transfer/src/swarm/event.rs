@@ -178,6 +178,13 @@ pub struct TransferStats {
     pub banned: u32,
     /// Connected peers.
     pub peers: u32,
+    /// Peers known to have the file (providers found, peers that connected), connected
+    /// or not.
+    pub providers: u32,
+    /// Provider look-ups asked of the DHT so far.
+    pub provider_lookups: u32,
+    /// Manifest requests sent so far (0 once the manifest is known from the start).
+    pub manifest_requests: u32,
     /// When the transfer completed.
     pub completed_at: Option<Instant>,
 }

@@ -64,6 +64,7 @@ impl<S: ChunkStore> Transfer<S> {
         mf.asked = picks.clone();
         for &p in &picks {
             mf.tried.insert(p);
+            self.stats.manifest_requests = self.stats.manifest_requests.saturating_add(1);
             send(cx, p, self.cid, Body::ManifestRequest);
         }
         if !picks.is_empty() {

@@ -269,6 +269,7 @@ impl<F: StoreFactory> Swarm<F> {
                 let mut t = self.new_transfer(cid);
                 t.add_candidates(cx, providers);
                 t.last_lookup = Some(cx.now());
+                t.stats.provider_lookups = 1;
                 cx.emit(Event::Discovery(Discovery::FindProviders {
                     cid,
                     key: cid.dht_key(),

@@ -106,6 +106,7 @@ impl<S: ChunkStore> Transfer<S> {
             s.peers = a.peers.len() as u32;
         }
         s.banned = self.banned.len() as u32;
+        s.providers = self.candidates.len() as u32;
         s
     }
 
@@ -574,6 +575,7 @@ impl<S: ChunkStore> Transfer<S> {
         if wanted && due {
             self.last_lookup = Some(now);
             self.empty_lookups = self.empty_lookups.saturating_add(1);
+            self.stats.provider_lookups = self.stats.provider_lookups.saturating_add(1);
             cx.emit(Event::Discovery(Discovery::FindProviders {
                 cid,
                 key: cid.dht_key(),
