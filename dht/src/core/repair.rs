@@ -105,6 +105,39 @@ impl Dht {
         }
     }
 
+    /// The keys of the range `(from, to]` for which this replica holds a live provider entry
+    /// that an owner's complete offer (`offered`) lacks: the owner lost them (a restart
+    /// empties its provider sets, which live in memory only, and a quick restart changes
+    /// no ring pointer, so nothing else would hand them back). An offer carrying
+    /// [`MAX_BATCH_ENTRIES`] sets may have been cut short and is not compared. At most
+    /// [`MAX_BATCH_ENTRIES`] keys.
+    pub(super) fn providers_missing_from(
+        &self,
+        from: &Id,
+        to: &Id,
+        offered: &[(Id, Vec<ProviderEntry>)],
+        now: Instant,
+    ) -> Vec<Id> {
+        if offered.len() >= MAX_BATCH_ENTRIES {
+            return Vec::new();
+        }
+        let now_ms = self.clock.wall_ms(now);
+        self.store
+            .provider_keys_in(from, to)
+            .into_iter()
+            .filter(|k| {
+                let theirs = offered.iter().find(|(o, _)| o == k).map(|(_, l)| l);
+                self.store.providers(k, now_ms).iter().any(|e| {
+                    theirs.is_none_or(|l| {
+                        l.len() < MAX_PROVIDERS_PER_MESSAGE
+                            && !l.iter().any(|t| t.provider == e.provider)
+                    })
+                })
+            })
+            .take(MAX_BATCH_ENTRIES)
+            .collect()
+    }
+
     /// Takes the provider entries of a batch from `from` (each signed by its provider);
     /// returns the worst offence among those refused.
     pub(super) fn merge_providers(

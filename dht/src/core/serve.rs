@@ -283,8 +283,8 @@ impl Dht {
             }
             Message::Offer {
                 req,
-                from: _,
-                to: _,
+                from: range_from,
+                to: range_to,
                 digest,
                 providers,
             } => {
@@ -300,9 +300,11 @@ impl Dht {
                         keys.push(k);
                     }
                 }
+                let missing = self.providers_missing_from(&range_from, &range_to, &providers, now);
                 if let Some(o) = self.merge_providers(cx, providers) {
                     self.penalize(cx, from, o);
                 }
+                self.push_providers(cx, from, &missing, now);
                 Some(Message::Want { req, keys })
             }
             Message::Store { records, providers } => {

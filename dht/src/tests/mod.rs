@@ -1229,3 +1229,54 @@ fn concurrent_joins_converge_within_a_few_periods() {
     net.run_for(Duration::from_secs(120));
     net.assert_ideal();
 }
+
+/// A key's owner that crashes and restarts at once loses its provider sets (they live in
+/// memory) while no ring pointer changes, so no join hands them back: its replicas give
+/// them back when the owner's next repair offer lacks them, and look-ups find the provider
+/// again within a few repair periods instead of at the provider's next announcement.
+#[test]
+fn a_restarted_owner_gets_its_provider_sets_back_from_its_replicas() {
+    let c = cfg(2);
+    let (mut net, peers) = converged_with(6, c.clone());
+    let provider = peers[4];
+    let cid = (0u32..)
+        .map(|i| Id::hash(&i.to_be_bytes()))
+        .find(|k| {
+            let owner = net.ring().successor(k).unwrap().peer;
+            owner != provider && owner != peers[0]
+        })
+        .unwrap();
+    let owner = net.ring().successor(&cid).unwrap().peer;
+    net.command(
+        provider,
+        Command::AddProvider {
+            req: 1,
+            key: cid,
+            ttl: Duration::from_secs(3600),
+        },
+    );
+    net.run_for(Duration::from_secs(2));
+    // Crash and restart: a fresh core with the same identity, nobody told.
+    net.crash(owner);
+    net.add(owner, dht(&c, owner));
+    net.command(
+        owner,
+        Command::Join {
+            req: 2,
+            bootstrap: vec![peers[0]],
+        },
+    );
+    let found = |net: &mut Net, req: u64| {
+        net.command(peers[0], Command::GetProviders { req, key: cid });
+        net.run_for(Duration::from_millis(500));
+        matches!(net.reply(req), Some(Ok(Reply::Providers { providers, .. }))
+            if providers.iter().any(|p| p.provider == provider))
+    };
+    // Three repair periods (1 s here) after the restart.
+    net.run_for(Duration::from_secs(3));
+    assert!(
+        found(&mut net, 3),
+        "the provider is not found after the owner's restart: {:?}",
+        net.reply(3)
+    );
+}
