@@ -296,6 +296,13 @@ impl Dht {
                     Pending::Candidate { cand, .. } => Some(*cand),
                     Pending::FingerCheck { cur, .. } => Some(*cur),
                     Pending::Read { target, .. } => Some(*target),
+                    // A predecessor that is out of the ring (its peer restarted and is
+                    // rejoining) would otherwise be kept for as long as its peer answers,
+                    // and refuse every closer node's notify meanwhile.
+                    Pending::CheckPred { vnode } => self
+                        .vidx(vnode)
+                        .and_then(|vi| self.vnodes[vi].pred)
+                        .filter(|pred| pred.peer == p.to),
                     _ => None,
                 };
                 if let Some(n) = node {

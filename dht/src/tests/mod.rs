@@ -1280,3 +1280,99 @@ fn a_restarted_owner_gets_its_provider_sets_back_from_its_replicas() {
         net.reply(3)
     );
 }
+
+/// A run of adjacent virtual nodes that are all rejoining at once (as when several peers
+/// restart while a busy machine slows their joins) answer `NotJoined` for 20 s; their
+/// predecessor, whose whole successor list is that run, must not leave the ring for it
+/// (the gap would grow backwards, one predecessor after another), and once the joins can
+/// proceed — asked again every 2 s, as the node does — the ring takes the run back in
+/// (16.4 s here).
+#[test]
+fn a_predecessor_of_a_run_of_rejoining_nodes_stays_in_the_ring() {
+    let c = cfg(1);
+    let (mut net, _) = converged_with(16, c.clone());
+    let order: Vec<PeerId> = net.ring().nodes().iter().map(|n| n.peer).collect();
+    let pred = order[0];
+    let run: Vec<PeerId> = order[1..=c.successors].to_vec();
+    let through = order[order.len() / 2];
+    for (i, &p) in run.iter().enumerate() {
+        net.crash(p);
+        net.add(p, dht(&c, p));
+        net.command(
+            p,
+            Command::Join {
+                req: 100 + i as u64,
+                bootstrap: vec![through],
+            },
+        );
+    }
+    // For a while the restarted peers answer only refusals (their joins make no progress).
+    let slow = run.clone();
+    net.set_filter(move |s| !slow.contains(&s.from) || matches!(s.msg, Message::Rejected { .. }));
+    let start = net.now();
+    while net.now() < start + Duration::from_secs(20) {
+        net.run_for(Duration::from_millis(100));
+        let d = net.node(&pred);
+        let v = d.vnode(&d.vnode_ids()[0]).unwrap();
+        assert!(
+            v.joined,
+            "the predecessor left the ring at {:?} after the run restarted",
+            net.now() - start
+        );
+    }
+    net.clear_filter();
+    // Joins that gave up are asked again every 2 s, as the node does while out of a ring.
+    let healed = net.now();
+    let mut round = 0;
+    let whole = |net: &Net| run.iter().all(|p| net.node(p).is_joined()) && net.neighbours_ideal();
+    while !whole(&net) {
+        assert!(
+            net.now() < healed + Duration::from_secs(30),
+            "the ring did not take the run back in: joined {:?}",
+            run.iter()
+                .map(|p| net.node(p).is_joined())
+                .collect::<Vec<_>>()
+        );
+        for (i, &p) in run.iter().enumerate() {
+            if !net.node(&p).is_joined() && round % 20 == 0 {
+                net.command(
+                    p,
+                    Command::Join {
+                        req: 1000 + round * 10 + i as u64,
+                        bootstrap: vec![through],
+                    },
+                );
+            }
+        }
+        round += 1;
+        net.run_for(Duration::from_millis(100));
+    }
+    net.run_for(Duration::from_secs(60));
+    net.assert_ideal();
+}
+
+/// A predecessor whose peer restarted and has not rejoined answers `NotJoined` to the
+/// periodic check; it is dropped at once. Kept for as long as its peer answers, it made
+/// its successor refuse every closer node's notify, so a node that joined between them
+/// stayed out of the ring.
+#[test]
+fn a_predecessor_out_of_the_ring_is_dropped_at_its_check() {
+    let c = cfg(1);
+    let (mut net, _) = converged_with(8, c.clone());
+    let order: Vec<NodeRef> = net.ring().nodes().to_vec();
+    let (x, s) = (order[2], order[3]);
+    // X restarts and does not join: its peer answers, its virtual node is out of the ring.
+    net.crash(x.peer);
+    net.add(x.peer, dht(&c, x.peer));
+    let pred_of_s = |net: &Net| {
+        let d = net.node(&s.peer);
+        d.vnode(&s.id).unwrap().pred
+    };
+    assert_eq!(pred_of_s(&net), Some(x));
+    // A few check periods (1 s here).
+    let deadline = net.now() + Duration::from_secs(5);
+    assert!(
+        net.run_until(deadline, |n| pred_of_s(n) != Some(x)),
+        "the successor still names the restarted node as its predecessor"
+    );
+}
