@@ -539,7 +539,18 @@ fn fetch(
         let have = p["have"].as_u64().unwrap_or(0);
         let total = p["total"].as_u64().unwrap_or(0);
         if !c.json {
-            let line = format!("\r{have}/{total} chunks");
+            let line = if total == 0 {
+                // No manifest yet: say what the node is doing to find one.
+                let found = p["providers"].as_u64().unwrap_or(0);
+                let lookups = p["provider_lookups"].as_u64().unwrap_or(0);
+                let asked = p["manifest_requests"].as_u64().unwrap_or(0);
+                format!(
+                    "\rlooking for the manifest: {found} providers found in {lookups} look-ups, \
+                     {asked} asked"
+                )
+            } else {
+                format!("\r{have}/{total} chunks")
+            };
             if line != last {
                 eprint!("{line}");
                 let _ = std::io::stderr().flush();
