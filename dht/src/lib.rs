@@ -78,7 +78,9 @@
 //! A peer that holds records nobody confirmed for a while hands them back
 //! to their current owner. On join the old owner hands the new node its range; on a
 //! graceful leave a node hands its range to its successor. Provider records (for swarm
-//! discovery) are per-key sets of signed entries kept the same way.
+//! discovery) are per-key sets of signed entries kept the same way, but in memory only: a
+//! replica whose owner's repair offer lacks entries it holds gives them back, so an owner
+//! that restarted (without any ring pointer changing) has its sets again one period later.
 //!
 //! # Records only their writer can change
 //!
