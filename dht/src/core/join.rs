@@ -36,7 +36,8 @@ pub(super) const MAX_FALLBACK_PEERS: usize = 64;
 /// one lookup), so a peer only cut off for a moment goes back into the one ring.
 pub(super) const LONE_RING_ROUNDS: u32 = 10;
 
-/// Most peers waiting for a ring-unification check ([`Dht::unify_rings`]). After a
+/// Most peers waiting for a ring-unification check (`Dht::unify_rings`, sent by
+/// [`Command::CheckRing`](crate::Command::CheckRing)). After a
 /// partition heals, membership names every peer of the other side at once; one live peer
 /// of the other ring is enough to merge, a few more cover those that fail, and more would
 /// only cost lookups.
