@@ -284,6 +284,14 @@ def swarm_figures(done, size, fetchers, cpu, ok):
 # ---------------------------------------------------------------- sendme
 
 
+# Loopback only, no relay servers: this machine has no route to iroh's relays (sendme
+# otherwise waits for them and gives up with "deadline has elapsed"), and the comparison is
+# of a direct transfer on 127.0.0.1, like peerlab's.
+SENDME_SEND_FLAGS = ["--relay", "disabled", "--ticket-type", "addresses",
+                     "--magic-ipv4-addr", "127.0.0.1:0", "--no-progress"]
+SENDME_RECEIVE_FLAGS = ["--relay", "disabled", "--no-progress"]
+
+
 def run_sendme(exe, work, src):
     if not exe or not os.path.exists(exe):
         return {"skipped": "sendme not found (cargo install sendme --root /work/tools)"}
@@ -297,7 +305,7 @@ def run_sendme(exe, work, src):
         else shutil.copy(src, os.path.join(sdir, name))
     logp = os.path.join(work, "sendme-send.log")
     logf = open(logp, "w")
-    sender = start([exe, "send", name], cwd=sdir, stdout=logf, stderr=subprocess.STDOUT,
+    sender = start([exe, "send", name] + SENDME_SEND_FLAGS, cwd=sdir, stdout=logf, stderr=subprocess.STDOUT,
                    stdin=subprocess.DEVNULL)
     ticket = None
     end = time.time() + START_DEADLINE * 5
@@ -312,7 +320,7 @@ def run_sendme(exe, work, src):
         cpu0 = cpu_secs(sender.pid)
         r0 = os.times()
         t0 = time.time()
-        recv = subprocess.run([exe, "receive", ticket], cwd=rdir, capture_output=True,
+        recv = subprocess.run([exe, "receive", ticket] + SENDME_RECEIVE_FLAGS, cwd=rdir, capture_output=True,
                               text=True, timeout=TRANSFER_DEADLINE, stdin=subprocess.DEVNULL)
         secs = time.time() - t0
         r1 = os.times()
