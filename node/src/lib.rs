@@ -282,6 +282,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         max_connections_per_ip: cfg.max_connections_per_ip,
         prefer_quic: cfg.transport == config::Transport::Quic,
         seed: cfg.seed,
+        delay: driver::Delay::from_millis(cfg.delay_ms, cfg.delay_jitter_ms),
         ..driver::NetConfig::default()
     };
 

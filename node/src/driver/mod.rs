@@ -85,8 +85,8 @@ pub use rate::{
     ChannelRate, DHT_RATE, EXCESS_REPORT_INTERVAL, FLOOD_RATE, GOSSIP_RATE, SWARM_RATE, rate_of,
 };
 pub use streams::{
-    FRAME_READ_DEADLINE, INBOUND_QUEUE, MAX_INBOUND_STREAMS_PER_PEER, MAX_QUEUED_BYTES,
-    MAX_QUEUED_FRAMES, OpenError, STREAM_EVENT_CAPACITY, STREAM_IDLE, WRITE_COALESCE_BYTES,
+    Delay, FRAME_READ_DEADLINE, INBOUND_QUEUE, MAX_DELAY, MAX_INBOUND_STREAMS_PER_PEER,
+    MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, OpenError, STREAM_EVENT_CAPACITY, STREAM_IDLE, WRITE_COALESCE_BYTES,
 };
 pub use transport::{
     IDENTIFY_INTERVAL, IDENTIFY_PROTOCOL, NetConfig, PING_INTERVAL, QUIC_IDLE_TIMEOUT,
@@ -282,7 +282,7 @@ impl<P: NetCore> Driver<P> {
         }
         let (handle, requests) = DriverHandle::channel();
         let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
-        let streams = Streams::new(stream_tx);
+        let streams = Streams::new(stream_tx, cfg.delay.map(|d| (d, seed)));
         let driver = Driver {
             swarm,
             core,

@@ -76,6 +76,10 @@ pub struct NetConfig {
     pub prefer_quic: bool,
     /// Seed of the core's random source (`None`: from the OS).
     pub seed: Option<u64>,
+    /// Delay of every outgoing core frame (`None`: sent at once; see [`Delay`]).
+    ///
+    /// [`Delay`]: super::Delay
+    pub delay: Option<super::Delay>,
 }
 
 impl Default for NetConfig {
@@ -90,6 +94,7 @@ impl Default for NetConfig {
             limit_loopback: false,
             prefer_quic: true,
             seed: None,
+            delay: None,
         }
     }
 }
