@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use peerlab_node::client::{Client, urlencode};
+use peerlab_node::client::{Client, ClientError, urlencode};
 use peerlab_node::config::{self, Config, Transport};
 use serde_json::{Value, json};
 
@@ -45,11 +45,11 @@ impl ClientArgs {
         };
         let api = match &self.api {
             Some(a) => a.clone(),
-            None => read("api.addr", "--api")?,
+            None => read(peerlab_node::API_ADDR_FILE, "--api")?,
         };
         let token = match &self.token {
             Some(t) => t.clone(),
-            None => read("api.token", "--token")?,
+            None => read(peerlab_node::API_TOKEN_FILE, "--token")?,
         };
         Ok(Client::new(&api, &token))
     }
@@ -85,6 +85,10 @@ pub(crate) struct NodeArgs {
     /// Allow the control API on a non-loopback address.
     #[arg(long)]
     allow_remote_api: bool,
+    /// Also serve the metrics, read-only and without a token, at GET /metrics on this
+    /// address (for a Prometheus scraper; e.g. 0.0.0.0:9100 in a container).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
     /// Virtual nodes on the Chord ring.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     vnodes: Option<u16>,
@@ -218,16 +222,62 @@ pub(crate) enum NodeCommand {
         c: ClientArgs,
     },
     /// Fetch a file by content id from its providers (verifies every chunk; resumes).
-    #[command(after_help = "Example:\n  peerlab fetch 3f9a…e1 -o video.mp4 --data-dir /tmp/b")]
+    ///
+    /// The node does the work: it writes the file to OUTPUT when the last chunk is
+    /// verified (whole or not at all: a temporary file, synced, then renamed), whether or
+    /// not this command is still watching, and after a restart of the node too. An existing
+    /// OUTPUT is never replaced without --force, and a symbolic link is never written
+    /// through.
+    #[command(
+        after_help = "Examples:\n  peerlab fetch 3f9a…e1 -o video.mp4 --data-dir /tmp/b\n  \
+        peerlab fetch 3f9a…e1 -o video.mp4 --detach   # return at once; the node finishes it"
+    )]
     Fetch {
-        /// The content id (hex).
+        /// The content id (hex): 64 hex digits, as `peerlab share` prints it.
         cid: String,
         /// Where to write the file [default: ./<cid>].
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Replace OUTPUT if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Start the fetch and return without waiting (`peerlab fetch CID` again shows
+        /// its progress).
+        #[arg(long)]
+        detach: bool,
         #[command(flatten)]
         c: ClientArgs,
     },
+    /// List the node's shares and fetches: progress, peers, bytes moved and, for a fetch,
+    /// where its output goes and whether it was written.
+    #[command(after_help = "Example:\n  peerlab fetches --data-dir /tmp/b")]
+    Fetches(ClientArgs),
+    /// Stop a fetch and forget it: its slot is free at once and it is not resumed after a
+    /// restart (the partial file stays in the chunk dir; fetching the CID again resumes it).
+    #[command(after_help = "Example:\n  peerlab cancel 3f9a…e1 --data-dir /tmp/b")]
+    Cancel {
+        /// The content id of the fetch (see `peerlab fetches`).
+        cid: String,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
+    /// Stop serving a shared file (the file itself is left alone; announcements of it
+    /// expire).
+    #[command(after_help = "Example:\n  peerlab unshare 3f9a…e1 --data-dir /tmp/a")]
+    Unshare {
+        /// The content id `peerlab share` printed (see `peerlab fetches`).
+        cid: String,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
+}
+
+/// A write refused because another writer owns `key` reads as one line naming the owner.
+fn owned(key: &str, e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::NotOwner { owner } => anyhow::anyhow!("key {key:?} belongs to {owner}"),
+        e => e.into(),
+    }
 }
 
 fn print(json: bool, v: &Value, text: impl FnOnce(&Value) -> String) -> anyhow::Result<()> {
@@ -323,10 +373,13 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
             })
         }
         NodeCommand::Put { key, value, c } => {
-            let v: Value = c.client()?.put(
-                &format!("/kv/{}", urlencode(&key)),
-                &json!({ "value": value }),
-            )?;
+            let v: Value = c
+                .client()?
+                .put(
+                    &format!("/kv/{}", urlencode(&key)),
+                    &json!({ "value": value }),
+                )
+                .map_err(|e| owned(&key, e))?;
             print(c.json, &v, |v| {
                 format!("stored at {} ({} hops)", s(&v["owner"]), s(&v["hops"]))
             })
@@ -339,7 +392,10 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
             print(c.json, &v, |v| s(&v["value"]))
         }
         NodeCommand::Delete { key, c } => {
-            let v: Value = c.client()?.delete(&format!("/kv/{}", urlencode(&key)))?;
+            let v: Value = c
+                .client()?
+                .delete(&format!("/kv/{}", urlencode(&key)))
+                .map_err(|e| owned(&key, e))?;
             print(c.json, &v, |_| format!("deleted {key}"))
         }
         NodeCommand::Publish { key, value, c } => {
@@ -401,11 +457,67 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
                 .post("/share", &json!({ "path": abs.display().to_string() }))?;
             print(c.json, &v, |v| s(&v["cid"]))
         }
-        NodeCommand::Fetch { cid, output, c } => fetch(&cid, output, &c),
+        NodeCommand::Fetch {
+            cid,
+            output,
+            force,
+            detach,
+            c,
+        } => fetch(&cid, output, force, detach, &c),
+        NodeCommand::Fetches(c) => {
+            let list = c.client()?.transfers()?;
+            let v = serde_json::to_value(&list)?;
+            print(c.json, &v, |_| {
+                if list.is_empty() {
+                    return "no shares or fetches\n".into();
+                }
+                let mut out = String::new();
+                for t in &list {
+                    let kind = match t.kind {
+                        peerlab_node::api::TransferKind::Share => "share",
+                        peerlab_node::api::TransferKind::Fetch => "fetch",
+                    };
+                    let state = match (&t.error, t.written, t.have == t.total && t.total > 0) {
+                        (Some(e), _, _) => format!("failed: {e}"),
+                        (None, true, _) => "written".into(),
+                        (None, false, true) => "complete".into(),
+                        _ => "running".into(),
+                    };
+                    out.push_str(&format!(
+                        "{}  {kind}  {}/{} chunks  {} peers  down {} B  up {} B  {state}{}\n",
+                        t.cid,
+                        t.have,
+                        t.total,
+                        t.peers,
+                        t.downloaded,
+                        t.uploaded,
+                        t.output
+                            .as_deref()
+                            .map(|o| format!("  -> {o}"))
+                            .unwrap_or_default(),
+                    ));
+                }
+                out
+            })
+        }
+        NodeCommand::Cancel { cid, c } => {
+            let v = c.client()?.cancel(&cid, false)?;
+            print(c.json, &v, |_| format!("cancelled {cid}"))
+        }
+        NodeCommand::Unshare { cid, c } => {
+            let v = c.client()?.cancel(&cid, true)?;
+            print(c.json, &v, |_| format!("no longer sharing {cid}"))
+        }
     }
 }
 
-fn fetch(cid: &str, output: Option<PathBuf>, c: &ClientArgs) -> anyhow::Result<()> {
+fn fetch(
+    cid: &str,
+    output: Option<PathBuf>,
+    force: bool,
+    detach: bool,
+    c: &ClientArgs,
+) -> anyhow::Result<()> {
     let out = output.unwrap_or_else(|| PathBuf::from(cid));
     let out = if out.is_absolute() {
         out
@@ -413,10 +525,15 @@ fn fetch(cid: &str, output: Option<PathBuf>, c: &ClientArgs) -> anyhow::Result<(
         std::env::current_dir()?.join(out)
     };
     let client = c.client()?;
-    let _: Value = client.post(
+    let started: Value = client.post(
         "/fetch",
-        &json!({ "cid": cid, "output": out.display().to_string() }),
+        &json!({ "cid": cid, "output": out.display().to_string(), "force": force }),
     )?;
+    if detach {
+        return print(c.json, &started, |_| {
+            format!("fetching {cid}; the node writes it to {}", out.display())
+        });
+    }
     let mut last = String::new();
     loop {
         let p: Value = client.get(&format!("/fetch/{}", urlencode(cid)))?;
@@ -452,7 +569,7 @@ fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
     let path = a
         .config
         .clone()
-        .unwrap_or_else(|| data_dir.join("config.toml"));
+        .unwrap_or_else(|| data_dir.join(peerlab_node::CONFIG_FILE));
     if a.config.is_some() && !path.exists() {
         bail!("config file {} does not exist", path.display());
     }
@@ -468,6 +585,9 @@ fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
     }
     if a.allow_remote_api {
         cfg.allow_remote_api = true;
+    }
+    if a.metrics.is_some() {
+        cfg.metrics = a.metrics.clone();
     }
     if let Some(v) = a.vnodes {
         cfg.vnodes = v;

@@ -64,17 +64,49 @@
 //!
 //! # Storage
 //!
-//! `put`/`get`/`delete` work on byte keys placed at `SHA-1(key)`. Records carry a
-//! [`Version`] (writer time, writer id); a replica only ever replaces a record with a newer
-//! one, and deletes are versioned tombstones. The owner stores a write and pushes it to its
-//! replica set: the first `R − 1` successors that belong to peers other than the owner and
-//! each other ([`Config::replicas`] = `R`). Every [`Config::repair_period`] an owner sends
-//! each replica a digest of its range; the replica asks for what it lacks (that is also the
-//! replicas' liveness check, usually faster than stabilization). A peer that holds records
-//! nobody confirmed for a while hands them back to their current owner. On join the old
-//! owner hands the new node its range; on a graceful leave a node hands its range to its
-//! successor. Provider records (for swarm discovery) are per-key sets of
-//! `(provider, expiry)` kept the same way and merged by union.
+//! `put`/`get`/`delete` work on byte keys placed at `SHA-1(key)`. The owner stores a write
+//! and pushes it to its replica set: the first `R − 1` successors that belong to peers
+//! other than the owner and each other ([`Config::replicas`] = `R`). Every
+//! [`Config::repair_period`] an owner sends each replica a digest of its range; the replica
+//! asks for what it lacks (that is also the replicas' liveness check, usually faster than
+//! stabilization). A death is acted on when it is detected, not at the next period: a peer
+//! that evicts a silent peer offers its ranges at once to the replicas that took its place,
+//! a successor takes a dead predecessor's range over as soon as a request to it times out,
+//! and the new successor of a dead node is notified at once (`core::window`). A `get`
+//! reads the owner and up to [`MAX_READ_REPLICAS`] replicas, returns the newest version
+//! found and pushes it to the holders that answered older or nothing (read repair).
+//! A peer that holds records nobody confirmed for a while hands them back
+//! to their current owner. On join the old owner hands the new node its range; on a
+//! graceful leave a node hands its range to its successor. Provider records (for swarm
+//! discovery) are per-key sets of signed entries kept the same way.
+//!
+//! # Records only their writer can change
+//!
+//! An open overlay admits anyone, so no peer is trusted with more than it can prove
+//! (docs/wire.md has the byte-level rules):
+//!
+//! - every [`Record`] is signed by its writer's node key over the ring id, value or
+//!   tombstone, [`Version`], claim and expiry; replicas verify it when it arrives and
+//!   readers when a `GetReply` brings it. Versions are hybrid logical clocks (Kulkarni et
+//!   al., OPODIS 2014): a version more than [`MAX_CLOCK_SKEW`] ahead of the receiver's
+//!   clock is refused, and clocks advance past what they accept;
+//! - a key belongs to its first writer until the record expires (at most
+//!   [`MAX_RECORD_TTL`]): others are refused with [`Error::NotOwner`]. Conflicting first
+//!   writes converge on the claim the key's owner holds, relayed by the owner while the
+//!   replaced claim is younger than [`CLAIM_WINDOW`]; a claim's self-chosen date decides
+//!   nothing, so a peer that sees a fresh write cannot take the key by back-dating one;
+//! - a peer stores records only for keys it owns or replicates by its own view, and each
+//!   writer only up to a quota ([`Config::max_writer_bytes`], [`Config::max_writer_records`]);
+//!   a full store admits a writer holding less than its fair share (the budget divided by
+//!   the writers present, in bytes and records) by evicting records of the writer holding
+//!   the most beyond its share, so a crowd of identities cannot lock honest writers out;
+//! - a provider entry is signed by its provider, announced only by the provider itself,
+//!   lives at most [`MAX_PROVIDER_TTL`]; a full set drops expired entries, then one at
+//!   random among the least recently announced;
+//! - every rejection of a peer's input is reported as an [`Offence`](peerlab_overlay::Offence)
+//!   against the sender.
+//!
+//! [`Config::defenses`] turns these rules off, for the lab's attack baselines only.
 //!
 //! # Layout
 //!
@@ -88,8 +120,10 @@
 //!   operations), `repair` (replication and hand-off), `serve` (answering requests) and
 //!   `pending` (requests in flight, answers and timeouts).
 
+mod clock;
 mod core;
 mod message;
+mod record;
 mod ring;
 mod store;
 #[cfg(test)]
@@ -97,15 +131,21 @@ mod tests;
 
 use std::time::Duration;
 
-pub use crate::core::{Counters, Dht, Timer, VnodeView};
+pub use crate::core::{Counters, Dht, MAX_READ_REPLICAS, MAX_UNIFY_CANDIDATES, Timer, VnodeView};
 pub use message::{
     MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FINGER_ENTRIES, MAX_HINT_FORWARDS,
     MAX_PROVIDERS_PER_MESSAGE, MAX_STEP_CANDIDATES, MAX_SUCCESSORS, Message, NodeRef,
     ProviderEntry, Record, Reject, Step, Version,
 };
-pub use peerlab_overlay::{ConfigError, Id, PeerId};
+pub use peerlab_overlay::{ConfigError, Id, Keypair, PeerId, Signature};
+pub use record::{
+    CLAIM_WINDOW, MAX_CLOCK_SKEW, MAX_RECORD_TTL, PROVIDER_DOMAIN, RECORD_DOMAIN, RecordError,
+};
 pub use ring::{Fingers, IdealRing, IdealView};
-pub use store::{Applied, PROVIDER_OVERHEAD, RECORD_OVERHEAD, Store};
+pub use store::{
+    Applied, Changed, Limits, MAX_TRACKED_CHANGES, PROVIDER_OVERHEAD, RECORD_OVERHEAD, Store,
+    record_capacity,
+};
 
 /// DHT configuration. Defaults follow the Chord ToN experiments where they give one.
 #[derive(Clone, Debug, PartialEq)]
@@ -144,10 +184,26 @@ pub struct Config {
     /// Storage budget of the peer in bytes (values plus a fixed per-record overhead).
     /// Default 64 MiB.
     pub max_stored_bytes: u64,
-    /// Providers kept per key. Default 32; when full the one expiring soonest gives way.
+    /// Providers kept per key. Default 32; a full set drops expired entries, then one at
+    /// random among the least recently announced quarter.
     pub max_providers_per_key: usize,
-    /// Longest provider lifetime accepted. Default 24 h.
-    pub max_provider_ttl: Duration,
+    /// Lifetime a put or delete gets when its command names none. Default 24 h; at most
+    /// [`MAX_RECORD_TTL`].
+    pub record_ttl: Duration,
+    /// Bytes of records one writer may hold on this peer (values plus the per-record
+    /// overhead). Default 4 MiB, a sixteenth of the default store: one writer cannot make
+    /// the store refuse honest writes; it takes sixteen writers' full shares in one
+    /// peer's range to fill it.
+    pub max_writer_bytes: u64,
+    /// Records one writer may hold on this peer. Default 16 384: 4 MiB of empty records,
+    /// so a writer of many tiny records meets the same bound as one of large ones.
+    pub max_writer_records: u64,
+    /// Whether the rules against hostile peers apply: signatures, ownership, the clock
+    /// skew bound, storage only for keys this peer replicates, per-writer quotas and
+    /// providers only from themselves. Default true. `false` is the behaviour without
+    /// them, for the lab's attack experiments to measure what they buy; a real node
+    /// refuses to start with it.
+    pub defenses: bool,
     /// Adaptive maintenance: how far quiet rounds may stretch the periods above, as a
     /// factor (at most [`MAX_BACKOFF`]). While the ring around this peer changes, every
     /// periodic task runs at its period; after a round in which nothing changed it waits
@@ -159,6 +215,16 @@ pub struct Config {
     /// Default 1: fixed periods, as in the paper.
     pub max_backoff: u32,
 }
+
+/// Longest provider entry accepted: twice the hour an honest node's entries live (it
+/// re-announces every 15 minutes), so an entry survives a missed announcement while one
+/// that would outlive its provider's departure by a day, as a flood of fake entries wants
+/// to, is refused.
+pub const MAX_PROVIDER_TTL: Duration = Duration::from_secs(2 * 3600);
+
+/// Longest provider entry accepted with [`Config::defenses`] off: what peers accepted
+/// before provider entries were bounded (the lab's undefended baseline).
+pub const UNDEFENDED_PROVIDER_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Largest [`Config::max_backoff`] accepted: beyond it a quiet node checks its
 /// neighbours too rarely to notice a silent failure in useful time.
@@ -181,7 +247,10 @@ impl Default for Config {
             max_value_size: 64 * 1024,
             max_stored_bytes: 64 << 20,
             max_providers_per_key: 32,
-            max_provider_ttl: Duration::from_secs(24 * 3600),
+            record_ttl: Duration::from_secs(24 * 3600),
+            max_writer_bytes: 4 << 20,
+            max_writer_records: 16 * 1024,
+            defenses: true,
             max_backoff: 1,
         }
     }
@@ -239,6 +308,12 @@ impl Config {
         if self.max_providers_per_key == 0 {
             return ConfigError::err("max_providers_per_key", "must be positive");
         }
+        if self.record_ttl.is_zero() || self.record_ttl > MAX_RECORD_TTL {
+            return ConfigError::err("record_ttl", "must be positive and at most MAX_RECORD_TTL");
+        }
+        if self.max_writer_bytes == 0 || self.max_writer_records == 0 {
+            return ConfigError::err("max_writer_bytes", "writer quotas must be positive");
+        }
         Ok(())
     }
 }
@@ -262,6 +337,14 @@ pub enum Command {
         /// Live peers; this node is ignored.
         peers: Vec<PeerId>,
     },
+    /// Peers that may be in another ring: membership saw them come back after it had
+    /// declared them dead (a healed partition). The node looks its own place up through
+    /// each, and a successor found in another ring merges the two (ring unification, see
+    /// the `join` module). At most [`MAX_UNIFY_CANDIDATES`] wait at a time.
+    CheckRing {
+        /// The peers; this node is ignored.
+        peers: Vec<PeerId>,
+    },
     /// Leave gracefully: hand keys and pointers to neighbours, then stop.
     Leave {
         /// Request id.
@@ -274,7 +357,8 @@ pub enum Command {
         /// The ring id.
         key: Id,
     },
-    /// Store `value` under `key`.
+    /// Store `value` under `key`, signed by this peer. The key then belongs to this peer
+    /// until the record expires: other writers are refused ([`Error::NotOwner`]).
     Put {
         /// Request id.
         req: u64,
@@ -282,6 +366,9 @@ pub enum Command {
         key: Vec<u8>,
         /// The value.
         value: Vec<u8>,
+        /// How long the record lives; `None` for [`Config::record_ttl`]. At most
+        /// [`MAX_RECORD_TTL`].
+        ttl: Option<Duration>,
     },
     /// Read `key`.
     Get {
@@ -290,22 +377,22 @@ pub enum Command {
         /// The key bytes.
         key: Vec<u8>,
     },
-    /// Delete `key` (writes a versioned tombstone).
+    /// Delete `key`: a tombstone signed by this peer, which must own the key. The
+    /// tombstone keeps the key this peer's for [`Config::record_ttl`].
     Delete {
         /// Request id.
         req: u64,
         /// The key bytes.
         key: Vec<u8>,
     },
-    /// Announce `provider` for `key` for `ttl` (capped at [`Config::max_provider_ttl`]).
+    /// Announce this peer as a provider of `key` for `ttl` (capped at
+    /// [`MAX_PROVIDER_TTL`]).
     AddProvider {
         /// Request id.
         req: u64,
         /// The key (e.g. a content id).
         key: Id,
-        /// The providing peer.
-        provider: PeerId,
-        /// How long the record lives.
+        /// How long the entry lives.
         ttl: Duration,
     },
     /// Find providers of `key`.
@@ -338,12 +425,11 @@ pub enum Reply {
     Left,
     /// Lookup result.
     Lookup(Route),
-    /// A put or delete was stored at the owner; `version` is what the owner holds now (newer
-    /// than the write if a concurrent write won).
+    /// A put or delete was stored at the owner under `version`.
     Stored {
         /// The route to the owner.
         route: Route,
-        /// The owner's version after the write.
+        /// The version written.
         version: Version,
     },
     /// A get's result: `value` is `None` when the key is absent or deleted.
@@ -426,6 +512,19 @@ pub enum Error {
         /// The budget.
         max: u64,
     },
+    /// Another writer holds the key and its record has not expired; nothing stored.
+    #[error("key belongs to {owner}")]
+    NotOwner {
+        /// The writer that holds the key.
+        owner: PeerId,
+    },
+    /// The writer's share of the store ([`Config::max_writer_bytes`],
+    /// [`Config::max_writer_records`]) is used up; nothing stored.
+    #[error("writer {writer:?} has used up its share of the store")]
+    QuotaExceeded {
+        /// The writer.
+        writer: PeerId,
+    },
     /// A message named a virtual node this peer does not run.
     #[error("unknown virtual node {0:?}")]
     UnknownVnode(Id),
@@ -441,4 +540,8 @@ pub enum Error {
     /// The node is leaving or has left.
     #[error("node is leaving")]
     Leaving,
+    /// The write was applied in memory but could not be made durable (the node's database
+    /// commit failed); it is not acknowledged and may be lost on a restart.
+    #[error("the write could not be made durable: {0}")]
+    NotDurable(String),
 }

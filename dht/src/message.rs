@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use peerlab_overlay::{Id, PeerId};
 
+pub use crate::record::{ProviderEntry, Record, Version};
+
 /// Most successor-list entries a message may carry: the largest successor list a node keeps
 /// (Chord's `r = 2·log2 N` reaches 32 near N = 65 536 and is capped there).
 pub const MAX_SUCCESSORS: usize = 32;
@@ -30,8 +32,10 @@ pub const MAX_HINT_FORWARDS: u8 = 8;
 /// never builds one huge frame; larger sets go in several batches.
 pub const MAX_BATCH_ENTRIES: usize = 512;
 
-/// Payload budget of one storage batch in bytes, well under the codec's 1 MiB frame limit.
-pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// Payload budget of one storage batch in bytes (values plus a fixed per-record size for
+/// key, versions, expiry and signature), under the node's 256 KiB frame limit for the DHT
+/// protocol with room for the message around it.
+pub const MAX_BATCH_BYTES: usize = 192 * 1024;
 
 /// Most finger runs one `Fingers` reply carries (a finger table has 160 entries; in compact
 /// form far fewer distinct runs).
@@ -47,43 +51,6 @@ pub struct NodeRef {
     pub id: Id,
     /// Physical peer running it.
     pub peer: PeerId,
-}
-
-/// A write's version. Versions are totally ordered (writer time in µs, then writer id), so
-/// replicas agree on the newest write without coordination: last writer wins, and an older
-/// write never overwrites a newer one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Version {
-    /// Writer's protocol time in microseconds (bumped past the newest version it has seen).
-    pub time: u64,
-    /// The writing peer, to break ties between writers.
-    pub writer: PeerId,
-}
-
-/// A stored value with its version; `value: None` is a tombstone (a versioned delete).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// Version of this write.
-    pub version: Version,
-    /// The value, or `None` for a delete.
-    #[serde(with = "serde_bytes")]
-    pub value: Option<Vec<u8>>,
-}
-
-impl Record {
-    /// Bytes of payload this record holds.
-    pub fn value_len(&self) -> usize {
-        self.value.as_ref().map_or(0, Vec::len)
-    }
-}
-
-/// One provider of a key with its remaining lifetime.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProviderEntry {
-    /// The providing peer.
-    pub provider: PeerId,
-    /// Remaining time to live in milliseconds (relative, so peers need no common clock).
-    pub ttl_ms: u64,
 }
 
 /// The answer of one routing step.
@@ -121,9 +88,40 @@ pub enum Reject {
     /// The receiver is not (or no longer) part of a ring.
     #[error("not joined")]
     NotJoined,
-    /// A list in the request is longer than the protocol allows.
+    /// A list in the request is longer than the protocol allows, or a record breaks its
+    /// own rules (a claim after its version, a lifetime over the limit).
     #[error("malformed request")]
     Malformed,
+    /// The record's signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// Another writer holds the key (its record has not expired).
+    #[error("key belongs to {owner}")]
+    NotOwner {
+        /// The writer that holds the key.
+        owner: PeerId,
+    },
+    /// The writer's own record held here is newer, or stands on another claim: sign the
+    /// write again with this `since` and a version newer than `version`.
+    #[error("a newer record of the same writer is held")]
+    Outdated {
+        /// The claim held.
+        since: Version,
+        /// The version held.
+        version: Version,
+    },
+    /// The version is further ahead of the receiver's clock than the skew bound.
+    #[error("version too far in the future")]
+    TooFarAhead,
+    /// The record has already expired.
+    #[error("record expired")]
+    Expired,
+    /// The key is outside the ranges the receiver owns or replicates.
+    #[error("not a replica of the key")]
+    NotReplica,
+    /// The writer's share of the receiver's store is used up.
+    #[error("writer quota exceeded")]
+    QuotaExceeded,
 }
 
 /// A DHT message between peers.
@@ -253,7 +251,7 @@ pub enum Message {
         /// The owner's replica peers, for a read that missed at the owner.
         replicas: Vec<NodeRef>,
     },
-    /// Add a provider of `key` at its owner.
+    /// Add a provider of `key` at its owner; the entry's provider must be the sender.
     AddProvider {
         /// Request id.
         req: u64,
@@ -261,7 +259,7 @@ pub enum Message {
         vnode: Id,
         /// Key id.
         key: Id,
-        /// The provider and its lifetime.
+        /// The provider's signed entry.
         entry: ProviderEntry,
     },
     /// Ask the owner for providers of `key`.
@@ -289,8 +287,10 @@ pub enum Message {
         from: Id,
         /// Range end (inclusive).
         to: Id,
-        /// `(key, version)` pairs, at most [`MAX_BATCH_ENTRIES`].
-        digest: Vec<(Id, Version)>,
+        /// `(key, version, claim)` of each record held, at most [`MAX_BATCH_ENTRIES`]: the
+        /// claim ([`Record::since`]) lets the replica tell which of two writers' records
+        /// wins without fetching it.
+        digest: Vec<(Id, Version, Version)>,
         /// Provider sets of the range, merged by the replica.
         providers: Vec<(Id, Vec<ProviderEntry>)>,
     },

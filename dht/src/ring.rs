@@ -8,8 +8,8 @@
 //! determine. Lookups treat fingers purely as an optimisation (Zave 2017): a wrong finger
 //! costs hops, never correctness.
 
-use peerlab_overlay::Id;
-use peerlab_overlay::id::ID_BITS;
+use peerlab_overlay::ID_BITS;
+use peerlab_overlay::{Id, PeerId};
 
 use crate::message::NodeRef;
 
@@ -224,6 +224,28 @@ impl IdealRing {
             .collect()
     }
 
+    /// The peers that should hold `key` on this ring when each key is kept by `r` peers:
+    /// the owner's peer, then the peers of the following virtual nodes, each peer once
+    /// (a peer's other virtual nodes add no copy). Fewer than `r` when the ring has fewer
+    /// peers; empty on an empty ring. This is the replica set the core keeps
+    /// ([`Dht::replica_set`](crate::Dht::replica_set) with the owner added) once the ring
+    /// has converged, so it is the oracle experiments and testnets check stored keys
+    /// against.
+    pub fn replica_peers(&self, key: &Id, r: usize) -> Vec<PeerId> {
+        let mut out: Vec<PeerId> = Vec::with_capacity(r.min(self.nodes.len()));
+        let start = self.successor_index(key);
+        for k in 0..self.nodes.len() {
+            if out.len() >= r {
+                break;
+            }
+            let p = self.nodes[(start + k) % self.nodes.len()].peer;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
     /// The ideal finger `f` of the node at index `i`.
     pub fn finger(&self, i: usize, f: usize) -> NodeRef {
         self.nodes[self.successor_index(&self.nodes[i].id.add_pow2(f))]
@@ -258,7 +280,6 @@ impl IdealRing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peerlab_overlay::PeerId;
 
     fn n(v: u64) -> NodeRef {
         NodeRef {
@@ -324,6 +345,39 @@ mod tests {
         assert_eq!(f.runs().len(), 2);
         f.set_range(5, 5, n(9)); // empty range: no-op
         assert_eq!(f.get(5), None);
+    }
+
+    #[test]
+    fn replica_peers_skip_a_peers_other_vnodes_and_wrap() {
+        let (a, b, c) = (
+            PeerId::synthetic(1),
+            PeerId::synthetic(2),
+            PeerId::synthetic(3),
+        );
+        let at = |v: u64, peer: PeerId| NodeRef {
+            id: Id::from_u64(v),
+            peer,
+        };
+        // Ring order: 10 a, 20 a, 30 b, 40 a, 50 c.
+        let ring = IdealRing::new(vec![at(40, a), at(10, a), at(50, c), at(30, b), at(20, a)]);
+        // Owned by 20 (a); 30 (b) next; 40 is a again, so 50 (c) is the third copy.
+        assert_eq!(ring.replica_peers(&Id::from_u64(15), 3), vec![a, b, c]);
+        assert_eq!(ring.replica_peers(&Id::from_u64(15), 2), vec![a, b]);
+        // Past the last node the owner is the first: 10 (a), then b, then c.
+        assert_eq!(ring.replica_peers(&Id::from_u64(60), 3), vec![a, b, c]);
+        // Owned by 50 (c), wrapping to a, then b.
+        assert_eq!(ring.replica_peers(&Id::from_u64(45), 3), vec![c, a, b]);
+        assert_eq!(
+            ring.replica_peers(&Id::from_u64(45), 9),
+            vec![c, a, b],
+            "three peers"
+        );
+        assert!(ring.replica_peers(&Id::from_u64(45), 0).is_empty());
+        assert!(
+            IdealRing::new(vec![])
+                .replica_peers(&Id::ZERO, 3)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -20,14 +20,14 @@
 
 use std::collections::BTreeMap;
 
-use peerlab_overlay::{Cx, PeerId, Rng};
+use peerlab_overlay::{Cx, Offence, PeerId, Rng};
 use serde_bytes::ByteBuf;
 
 use crate::Gossip;
 use crate::config::{Activation, Exchange, MAX_VERSION};
 use crate::data::Pending;
 use crate::message::{Digest, Entry, FRAME_SLACK, MAX_ITEMS, Message, OriginDelta, item_len};
-use crate::store::Store;
+use crate::store::{Rejection, Store};
 
 impl Gossip {
     /// Opens an exchange with one partner (called by the round).
@@ -111,15 +111,16 @@ impl Gossip {
     pub(crate) fn receive_deltas(&mut self, cx: &mut Cx<'_, Self>, deltas: Vec<OriginDelta>) {
         if deltas.len() > MAX_ITEMS {
             self.rejected.oversized_messages += 1;
+            self.offend(Offence::Malformed);
             return;
         }
         for d in deltas {
             if !self.is_member(&d.origin) {
-                self.rejected.unknown_origin += 1;
+                self.refuse(Rejection::UnknownOrigin);
                 continue;
             }
             if let Err(r) = self.store.check_delta(&self.me, &d, &self.config) {
-                self.count(r);
+                self.refuse(r);
                 continue;
             }
             match self.config.activation {
@@ -140,7 +141,7 @@ impl Gossip {
             };
             if let Err(r) = self.store.check_entry(&self.me, &e, &self.config) {
                 // One bad row entry spoils the row's completeness claim: apply nothing more.
-                self.count(r);
+                self.refuse(r);
                 return;
             }
             self.activate_entry(
@@ -158,11 +159,15 @@ impl Gossip {
     fn check_digest(&mut self, d: &mut Digest) -> bool {
         if d.versions.len() > self.config.max_origins.min(MAX_ITEMS) {
             self.rejected.oversized_messages += 1;
+            self.offend(Offence::Malformed);
             return false;
         }
         let before = d.versions.len();
         d.versions.retain(|(_, v)| *v <= MAX_VERSION);
-        self.rejected.absurd_version += (before - d.versions.len()) as u64;
+        if d.versions.len() < before {
+            self.rejected.absurd_version += (before - d.versions.len()) as u64;
+            self.offend(Offence::Malformed);
+        }
         true
     }
 }

@@ -4,6 +4,8 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use peerlab_overlay::ConfigError;
+
+use crate::budget::MIN_DATA_MESSAGES;
 use serde::{Deserialize, Serialize};
 
 /// Which spreading mechanisms run.
@@ -127,6 +129,18 @@ pub struct Config {
     /// Time a dead or departed member is kept as a tombstone (so that stale "alive"
     /// updates are refused) before it is forgotten. Default 60 s.
     pub tombstone_expiry: Duration,
+    /// Time a member declared dead (not one that left) is kept, and now and then sent a
+    /// member sync, before it is forgotten: a member that was only cut off (a partition, a
+    /// frozen process) is found again when it comes back within this long, and the two
+    /// sides of a healed partition meet again. Serf keeps failed members 24 h for the same
+    /// reason (`reconnect_timeout`). Default 1 h; at least `tombstone_expiry`.
+    pub dead_expiry: Duration,
+    /// Most members dead for longer than `tombstone_expiry` kept for `dead_expiry` (the
+    /// oldest go first). Identities are free: without a cap, members made up by a hostile
+    /// peer (signed by keys it generated) and then declared dead would hold slots of the
+    /// member table for `dead_expiry` instead of `tombstone_expiry`. Default 1000, a tenth
+    /// of `max_members`: a partition rarely cuts off more.
+    pub max_dead_kept: usize,
     /// Time to wait for a seed's answer before trying the next one. Default 1 s.
     pub join_timeout: Duration,
     /// Cap on the member table. Default 10 000; updates beyond it are refused and counted.
@@ -150,6 +164,21 @@ pub struct Config {
     /// a claim beyond it is absurd (no origin publishes four billion updates between two
     /// exchanges) and is refused rather than allowed to block newer versions for ever.
     pub max_version_jump: u64,
+    /// Bytes of gossip state one node keeps, all of it: the member table, stored entries
+    /// and values, versions pending activation, hot rumors, feedback records and probe
+    /// relays. Default 64 MiB (the DHT's store budget). The member table and the rumor
+    /// buffers are bounded by their counts, and their worst case is set aside (see
+    /// [`Config::data_budget`]); stored data gets the rest, enforced on receipt: when it is
+    /// full, the origin holding the most data yields its newest entries to a smaller one, and
+    /// an origin that would become the largest is refused, so one origin (or a sybil
+    /// flooding with many) cannot push out everyone else's data. Without it the caps would
+    /// multiply out to `max_origins · max_entries_per_origin · max_value_len` ≈ 170 GB.
+    pub max_state_bytes: usize,
+    /// Member records must be signed by their members (see the crate docs, "Trust").
+    /// Default `true`; `false` skips every signature check — the behaviour without these
+    /// rules, for experiments that measure what the checks prevent (`peerlab sim attack
+    /// --no-defenses`). Never turn it off in a real node.
+    pub defenses: bool,
 }
 
 /// Largest [`Config::partner_view`]: beyond it the view is no longer partial for any group
@@ -187,6 +216,8 @@ impl Config {
             member_retransmit_mult: 4,
             member_sync_period: Duration::from_secs(10),
             tombstone_expiry: Duration::from_secs(60),
+            dead_expiry: Duration::from_secs(3600),
+            max_dead_kept: 1000,
             join_timeout: Duration::from_secs(1),
             max_members: 10_000,
             max_origins: 10_000,
@@ -198,6 +229,8 @@ impl Config {
             max_addr_len: 256,
             max_version_jump: 1 << 32,
             partner_view: 0,
+            max_state_bytes: 64 << 20,
+            defenses: true,
         }
     }
 
@@ -247,6 +280,9 @@ impl Config {
         if self.fanout == 0 {
             return ConfigError::err("fanout", "must be at least 1");
         }
+        if self.dead_expiry < self.tombstone_expiry {
+            return ConfigError::err("dead_expiry", "must be at least tombstone_expiry");
+        }
         if self.partner_view > MAX_PARTNER_VIEW {
             return ConfigError::err(
                 "partner_view",
@@ -258,6 +294,16 @@ impl Config {
         }
         if self.max_message_bytes < 1024 {
             return ConfigError::err("max_message_bytes", "must be at least 1024");
+        }
+        if self.data_budget() < MIN_DATA_MESSAGES * self.max_message_bytes {
+            return ConfigError::err(
+                "max_state_bytes",
+                format!(
+                    "must leave room for {MIN_DATA_MESSAGES} messages of data beside the \
+                     member table and rumor buffers ({} bytes set aside)",
+                    self.reserved_bytes()
+                ),
+            );
         }
         if self.max_value_len + self.max_key_len + 128 > self.max_message_bytes {
             return ConfigError::err(

@@ -10,9 +10,10 @@
 //! next tick ([`Activation::CycleEnd`](crate::Activation::CycleEnd), the synchronous-cycle model of the papers), in
 //! which case they wait in a bounded pending list.
 
-use peerlab_overlay::{Cx, PeerId};
+use peerlab_overlay::{Cx, Offence, PeerId};
 use serde_bytes::ByteBuf;
 
+use crate::budget::PENDING_OVERHEAD;
 use crate::config::Mode;
 use crate::message::{Entry, OriginDelta};
 use crate::store::{Applied, Rejection};
@@ -24,6 +25,23 @@ pub(crate) enum Pending {
     Entry(Entry),
     /// One anti-entropy delta row (applied whole).
     Delta(OriginDelta),
+}
+
+impl Pending {
+    /// Bytes it costs while it waits (`budget.rs`).
+    fn cost(&self) -> usize {
+        let value = |v: &Option<ByteBuf>| v.as_ref().map_or(0, |v| v.len());
+        match self {
+            Pending::Entry(e) => PENDING_OVERHEAD + e.key.len() + value(&e.value),
+            Pending::Delta(d) => {
+                PENDING_OVERHEAD
+                    + d.entries
+                        .iter()
+                        .map(|(k, _, v)| PENDING_OVERHEAD + k.len() + value(v))
+                        .sum::<usize>()
+            }
+        }
+    }
 }
 
 impl Gossip {
@@ -51,10 +69,16 @@ impl Gossip {
         let version = self.store.watermark(&self.me) + 1;
         let deleted = value.is_none();
         let older = self.store.get(&self.me, &key).map(|e| e.version);
-        match self
-            .store
-            .apply(self.me, &key, version, value, &self.config)
-        {
+        let budget = self.store_budget();
+        match self.store.apply(
+            self.me,
+            &key,
+            version,
+            value,
+            &self.config,
+            &self.me,
+            budget,
+        ) {
             Ok(_) => {}
             Err(_) => return fail(cx, Error::CapacityReached),
         }
@@ -97,7 +121,11 @@ impl Gossip {
     ) {
         let deleted = value.is_none();
         let older = self.store.get(&origin, key).map(|e| e.version);
-        match self.store.apply(origin, key, version, value, &self.config) {
+        let budget = self.store_budget();
+        match self
+            .store
+            .apply(origin, key, version, value, &self.config, &self.me, budget)
+        {
             Ok(Applied::New) => {
                 cx.emit(Event::EntryUpdated {
                     origin,
@@ -117,6 +145,7 @@ impl Gossip {
 
     /// Activates what was received during the last cycle ([`Activation::CycleEnd`](crate::Activation::CycleEnd)).
     pub(crate) fn activate_pending(&mut self, cx: &mut Cx<'_, Self>) {
+        self.pending_bytes = 0;
         for p in std::mem::take(&mut self.pending) {
             match p {
                 Pending::Entry(e) => self.activate_entry(
@@ -131,23 +160,50 @@ impl Gossip {
         }
     }
 
-    /// Keeps a received version for the cycle's end, within the `max_rumors` bound.
+    /// Keeps a received version for the cycle's end, within the `max_rumors` bound and the
+    /// data budget.
     pub(crate) fn push_pending(&mut self, p: Pending) {
-        if self.pending.len() >= self.config.max_rumors {
+        let cost = p.cost();
+        if self.pending.len() >= self.config.max_rumors
+            || self.data_bytes() + cost > self.config.data_budget()
+        {
             self.rejected.over_capacity += 1;
         } else {
+            self.pending_bytes += cost;
             self.pending.push(p);
         }
+    }
+
+    /// What the store may hold: the data budget less what pending versions take.
+    fn store_budget(&self) -> usize {
+        self.config.data_budget().saturating_sub(self.pending_bytes)
     }
 
     /// Counts a refused entry or delta row.
     pub(crate) fn count(&mut self, r: Rejection) {
         match r {
             Rejection::UnknownOrigin => self.rejected.unknown_origin += 1,
-            Rejection::AbsurdVersion => self.rejected.absurd_version += 1,
+            Rejection::AbsurdVersion | Rejection::NotWritten => self.rejected.absurd_version += 1,
             Rejection::Oversized => self.rejected.oversized += 1,
             Rejection::Malformed => self.rejected.malformed += 1,
             Rejection::OverCapacity => self.rejected.over_capacity += 1,
+        }
+    }
+
+    /// Counts a refused entry or delta row of the message being handled and holds its
+    /// sender to account. Input no honest peer sends is `Malformed`; input an honest peer
+    /// with an older or newer view may send (an origin it knows and this node not yet, a
+    /// version of this node's data from before it restarted) is `Refused`. A refusal for
+    /// lack of room is no offence: the sender may be relaying an origin's data faithfully,
+    /// and the budget's fairness rule already bounds what that origin gets.
+    pub(crate) fn refuse(&mut self, r: Rejection) {
+        self.count(r);
+        match r {
+            Rejection::AbsurdVersion | Rejection::Oversized | Rejection::Malformed => {
+                self.offend(Offence::Malformed)
+            }
+            Rejection::UnknownOrigin | Rejection::NotWritten => self.offend(Offence::Refused),
+            Rejection::OverCapacity => {}
         }
     }
 

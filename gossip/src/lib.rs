@@ -84,8 +84,10 @@
 //! in which the initiator is behind and a list of the members it is behind on
 //! (`Message::MemberDelta`), and the initiator sends those. Tables that agree cost one
 //! digest and no answer; memberlist's full-state push-pull would send every record
-//! (with its addresses, ≈ 120 bytes) both ways and merge each one. Dead and departed
-//! members stay as tombstones for [`Config::tombstone_expiry`].
+//! (with its addresses, ≈ 120 bytes) both ways and merge each one. Departed members stay
+//! as tombstones for [`Config::tombstone_expiry`], members declared dead for
+//! [`Config::dead_expiry`]: member syncs go to them now and then, so a member that was only
+//! cut off is found again and the two sides of a healed partition meet.
 //!
 //! **Detection bound.** A crashed member is probed in a given probe period by at least one
 //! of the other `N − 1` members with probability `1 − (1 − 1/(N−1))^(N−1) ≥ 1 − 1/e`, so it
@@ -130,23 +132,26 @@
 //! counted in [`Rejected`].
 
 mod anti_entropy;
+mod budget;
 mod config;
 mod data;
 mod member_sync;
 mod members;
 mod message;
 mod partners;
+mod record;
 mod rumor;
 mod store;
 mod swim;
 
 use std::time::Duration;
 
-use peerlab_overlay::{ConfigError, Cx, Instant, PeerId, Protocol};
+use peerlab_overlay::{ConfigError, Cx, Instant, Keypair, Offence, PeerId, Protocol, Signature};
 
 pub use config::{Activation, Config, Exchange, MAX_PARTNER_VIEW, MAX_VERSION, Mode, Variant};
 pub use members::{Member, MemberState, StaticView};
 pub use message::{Digest, Entry, MAX_ITEMS, MemberRow, MemberUpdate, Message, OriginDelta};
+pub use record::{MEMBER_DOMAIN, VerifiedRecords};
 pub use store::{Rejection, StoredEntry};
 
 use data::Pending;
@@ -220,6 +225,12 @@ pub enum Event {
         peer: PeerId,
         /// Its addresses.
         addrs: Vec<String>,
+    },
+    /// A member held dead is alive again (after its `MemberUp`): it was only cut off — a
+    /// partition, a frozen process — and may have been part of another overlay meanwhile.
+    MemberBack {
+        /// The member.
+        peer: PeerId,
     },
     /// A member that stays up announced other addresses (a restarted process with the same
     /// identity listening on new ports, before anyone declared it dead): whoever dials
@@ -335,8 +346,11 @@ pub struct Rejected {
     pub oversized_messages: u64,
     /// Delta rows whose range or order is inconsistent.
     pub malformed: u64,
-    /// Items refused because a cap (members, origins, entries, pending) is reached.
+    /// Items refused because a cap (members, origins, entries, pending) or the data budget
+    /// is reached.
     pub over_capacity: u64,
+    /// Member records whose signature is not their member's (see `record.rs`).
+    pub forged: u64,
 }
 
 impl Rejected {
@@ -348,6 +362,7 @@ impl Rejected {
             + self.oversized_messages
             + self.malformed
             + self.over_capacity
+            + self.forged
     }
 }
 
@@ -367,13 +382,19 @@ enum Phase {
 /// its role as an `impl Gossip` block; this one holds the dispatch.
 pub struct Gossip {
     me: PeerId,
+    /// This node's key: it signs this node's member record.
+    key: Keypair,
     addrs: Vec<String>,
+    /// This node's signature of its current record (see `record.rs`).
+    signature: Signature,
     config: Config,
     incarnation: u64,
     view: View,
     store: Store,
     rumors: Rumors,
     pending: Vec<Pending>,
+    /// Bytes the pending versions cost (`budget.rs`).
+    pending_bytes: usize,
     probe: Option<Probe>,
     probe_order: Vec<PeerId>,
     relays: std::collections::BTreeMap<u64, Relay>,
@@ -387,11 +408,28 @@ pub struct Gossip {
     corrections: Vec<MemberUpdate>,
     /// The partial view (see [`Config::partner_view`]).
     partners: Partners,
+    /// The worst offence of the message being handled, reported against its sender once
+    /// the message is done (one report per message, however many of its items were bad).
+    offence: Option<Offence>,
+    /// A memo of verified records shared with other cores of this process, if any.
+    verified: Option<VerifiedRecords>,
 }
 
 impl Gossip {
-    /// A node with SWIM membership that knows nobody yet (send [`Command::Join`]).
-    pub fn new(me: PeerId, addrs: Vec<String>, config: Config) -> Result<Gossip, Error> {
+    /// A node with SWIM membership that knows nobody yet (send [`Command::Join`]). `key` is
+    /// the node's key: its id, and the signer of its member record.
+    pub fn new(key: Keypair, addrs: Vec<String>, config: Config) -> Result<Gossip, Error> {
+        let mut g = Gossip::build(key, addrs, config, View::Swim(Table::default()))?;
+        g.sign_self();
+        Ok(g)
+    }
+
+    fn build(
+        key: Keypair,
+        addrs: Vec<String>,
+        config: Config,
+        view: View,
+    ) -> Result<Gossip, Error> {
         config.validate()?;
         let ae_every = (config.anti_entropy_period.as_micros() / config.period.as_micros().max(1))
             .max(1) as u64;
@@ -399,14 +437,17 @@ impl Gossip {
         addrs.truncate(config.max_addrs);
         addrs.retain(|a| a.len() <= config.max_addr_len);
         Ok(Gossip {
-            me,
+            me: key.peer_id(),
+            key,
             addrs,
+            signature: record::UNSIGNED,
             config,
             incarnation: 0,
-            view: View::Swim(Table::default()),
+            view,
             store: Store::default(),
             rumors: Rumors::default(),
             pending: Vec::new(),
+            pending_bytes: 0,
             probe: None,
             probe_order: Vec::new(),
             relays: std::collections::BTreeMap::new(),
@@ -418,30 +459,28 @@ impl Gossip {
             join: None,
             corrections: Vec::new(),
             partners: Partners::default(),
+            offence: None,
+            verified: None,
         })
     }
 
-    /// A node with SWIM membership whose table starts with `members` alive (incarnation 0):
-    /// a restart from a saved table, or a simulated group that starts formed. No events are
-    /// emitted for them.
+    /// A node with SWIM membership whose table starts with `members` (no events are emitted
+    /// for them): a restart from a saved table, or a simulated group that starts formed.
+    /// The records must be signed by their members ([`MemberUpdate::alive`]); they are
+    /// trusted, not verified, since they come from this node's caller, not from a peer.
     pub fn with_members(
-        me: PeerId,
+        key: Keypair,
         addrs: Vec<String>,
         config: Config,
-        members: impl IntoIterator<Item = (PeerId, Vec<String>)>,
+        members: impl IntoIterator<Item = MemberUpdate>,
     ) -> Result<Gossip, Error> {
-        let mut g = Gossip::new(me, addrs, config)?;
+        let mut g = Gossip::new(key, addrs, config)?;
+        let me = g.me;
         if let View::Swim(t) = &mut g.view {
-            for (peer, addrs) in members {
-                if peer == me {
+            for u in members {
+                if u.peer == me {
                     continue;
                 }
-                let u = MemberUpdate {
-                    peer,
-                    incarnation: 0,
-                    state: MemberState::Alive,
-                    addrs,
-                };
                 if t.apply(&u, Instant::ZERO, g.config.max_members).is_err() {
                     break;
                 }
@@ -452,10 +491,19 @@ impl Gossip {
 
     /// A node with ideal membership: `view` (shared by all nodes), all assumed alive, no
     /// probing. For data experiments at scale.
-    pub fn with_static_view(me: PeerId, view: StaticView, config: Config) -> Result<Gossip, Error> {
-        let mut g = Gossip::new(me, Vec::new(), config)?;
-        g.view = View::Static(view);
-        Ok(g)
+    pub fn with_static_view(
+        key: Keypair,
+        view: StaticView,
+        config: Config,
+    ) -> Result<Gossip, Error> {
+        Gossip::build(key, Vec::new(), config, View::Static(view))
+    }
+
+    /// Shares `memo` of verified member records with the other cores of this process that
+    /// hold it (a simulated group): each record is then verified once for all of them. It
+    /// changes no result, only how often the same signature is checked (see `record.rs`).
+    pub fn share_verified(&mut self, memo: VerifiedRecords) {
+        self.verified = Some(memo);
     }
 
     // ---- getters ----
@@ -501,7 +549,7 @@ impl Gossip {
     /// Number of members that are alive or suspect (the static view's size minus this node).
     pub fn up_count(&self) -> usize {
         match &self.view {
-            View::Swim(t) => t.members.values().filter(|m| m.state.is_up()).count(),
+            View::Swim(t) => t.up_count(),
             View::Static(v) => v.len_without(&self.me),
         }
     }
@@ -551,6 +599,12 @@ impl Gossip {
         &self.rejected
     }
 
+    /// Bytes the stored data and the versions pending activation cost, against
+    /// [`Config::data_budget`].
+    pub fn data_bytes(&self) -> usize {
+        self.store.bytes() + self.pending_bytes
+    }
+
     /// Whether a join through seeds is under way (between `Command::Join` and
     /// [`Event::Joined`] or [`Event::JoinFailed`]).
     pub fn is_joining(&self) -> bool {
@@ -567,6 +621,22 @@ impl Gossip {
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
+    }
+
+    /// Whether `seq` could answer something this node sent (sequence numbers are issued in
+    /// order; a later answer may have lost a race with its timeout, a higher one cannot).
+    fn issued(&self, seq: u64) -> bool {
+        seq <= self.seq
+    }
+
+    /// Notes that the message being handled broke a rule (see [`Gossip::offence`]).
+    fn offend(&mut self, offence: Offence) {
+        if self
+            .offence
+            .is_none_or(|o| o.severity() < offence.severity())
+        {
+            self.offence = Some(offence);
+        }
     }
 
     fn first_deadline(&self, cx: &mut Cx<'_, Self>, period: Duration) -> Instant {
@@ -646,27 +716,10 @@ impl Protocol for Gossip {
         if self.phase == Phase::Gone {
             return;
         }
-        match msg {
-            Message::Ping { seq } => self.on_ping(cx, from, seq),
-            Message::Ack { seq } => self.on_ack(cx, from, seq),
-            Message::PingReq { seq, target } => self.on_ping_req(cx, from, seq, target),
-            Message::IndirectAck { seq, target } => self.on_indirect_ack(seq, target),
-            Message::Join { incarnation, addrs } => self.on_join(cx, from, incarnation, addrs),
-            Message::JoinReply { members } => self.on_join_reply(cx, from, members),
-            Message::MemberDigest { complete, rows } => {
-                self.on_member_digest(cx, from, complete, rows)
-            }
-            Message::MemberDelta { members, want } => self.on_member_delta(cx, from, members, want),
-            Message::Gossip {
-                seq,
-                feedback,
-                members,
-                entries,
-            } => self.on_gossip(cx, from, seq, feedback, members, entries),
-            Message::GossipReply { seq, known } => self.on_feedback(cx, seq, known),
-            Message::Syn { exchange, digest } => self.on_syn(cx, from, exchange, digest),
-            Message::SynAck { deltas, request } => self.on_syn_ack(cx, from, deltas, request),
-            Message::Delta { deltas } => self.receive_deltas(cx, deltas),
+        self.offence = None;
+        self.dispatch(cx, from, msg);
+        if let Some(offence) = self.offence.take() {
+            cx.penalize(from, offence);
         }
     }
 
@@ -695,6 +748,38 @@ impl Protocol for Gossip {
     fn handle_peer_down(&mut self, _cx: &mut Cx<'_, Self>, _peer: PeerId) {
         // A hint only: SWIM's probes and suspicion decide; acting on transport hints would
         // let one flaky connection declare a member dead.
+    }
+}
+
+impl Gossip {
+    /// Routes a message to its role's handler.
+    fn dispatch(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, msg: Message) {
+        match msg {
+            Message::Ping { seq } => self.on_ping(cx, from, seq),
+            Message::Ack { seq } => self.on_ack(cx, from, seq),
+            Message::PingReq { seq, target } => self.on_ping_req(cx, from, seq, target),
+            Message::IndirectAck { seq, target } => self.on_indirect_ack(seq, target),
+            Message::Join {
+                incarnation,
+                addrs,
+                signature,
+            } => self.on_join(cx, from, incarnation, addrs, signature),
+            Message::JoinReply { members } => self.on_join_reply(cx, from, members),
+            Message::MemberDigest { complete, rows } => {
+                self.on_member_digest(cx, from, complete, rows)
+            }
+            Message::MemberDelta { members, want } => self.on_member_delta(cx, from, members, want),
+            Message::Gossip {
+                seq,
+                feedback,
+                members,
+                entries,
+            } => self.on_gossip(cx, from, seq, feedback, members, entries),
+            Message::GossipReply { seq, known } => self.on_feedback(cx, seq, known),
+            Message::Syn { exchange, digest } => self.on_syn(cx, from, exchange, digest),
+            Message::SynAck { deltas, request } => self.on_syn_ack(cx, from, deltas, request),
+            Message::Delta { deltas } => self.receive_deltas(cx, deltas),
+        }
     }
 }
 

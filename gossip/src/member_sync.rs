@@ -21,7 +21,7 @@
 
 use std::collections::BTreeSet;
 
-use peerlab_overlay::{Cx, PeerId, Rng};
+use peerlab_overlay::{Cx, Offence, PeerId, Rng};
 
 use crate::config::MAX_VERSION;
 use crate::members::{self, MemberState, View};
@@ -142,6 +142,7 @@ impl Gossip {
     ) {
         if rows.len() > MAX_ITEMS {
             self.rejected.oversized_messages += 1;
+            self.offend(Offence::Malformed);
             return;
         }
         if !matches!(self.view, View::Swim(_)) || from == self.me {
@@ -153,20 +154,22 @@ impl Gossip {
         for MemberRow(peer, incarnation, state) in rows {
             if incarnation > MAX_VERSION {
                 self.rejected.absurd_version += 1;
+                self.offend(Offence::Malformed);
                 continue;
             }
             listed.insert(peer);
             if peer == self.me {
+                if self.config.defenses && incarnation > self.incarnation {
+                    // A record of this node newer than this life's: only its signature can
+                    // prove it (a previous life under the same key), so ask for the record
+                    // rather than outbid a bare row.
+                    want.push(peer);
+                    continue;
+                }
                 let before = self.incarnation;
-                let u = MemberUpdate {
-                    peer,
-                    incarnation,
-                    state,
-                    addrs: Vec::new(),
-                };
                 // A suspicion of this node at its current incarnation is refuted (and the
                 // refutation sent) as any other; an older record is answered with this one.
-                self.about_me(cx, &u, Some(from));
+                self.about_me(cx, incarnation, state, Some(from));
                 if self.incarnation == before
                     && (incarnation, state) != (before, MemberState::Alive)
                 {
@@ -222,6 +225,7 @@ impl Gossip {
     ) {
         if want.len() > MAX_ITEMS {
             self.rejected.oversized_messages += 1;
+            self.offend(Offence::Malformed);
             return;
         }
         self.merge_members(cx, members, from);
@@ -257,6 +261,7 @@ impl Gossip {
     ) {
         if members.len() > MAX_ITEMS {
             self.rejected.oversized_messages += 1;
+            self.offend(Offence::Malformed);
             return;
         }
         for mut u in members {

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use peerlab_overlay::{Instant, PeerId};
+use peerlab_overlay::{Instant, PeerId, Signature};
 use serde::{Deserialize, Serialize};
 
 use crate::message::MemberUpdate;
@@ -51,6 +51,8 @@ pub struct Member {
     pub state: MemberState,
     /// When the state last changed.
     pub since: Instant,
+    /// The member's signature of `(incarnation, addrs)` (see [`MemberUpdate`]).
+    pub signature: Signature,
 }
 
 /// How an update changed the table.
@@ -60,8 +62,10 @@ pub(crate) enum Change {
     None,
     /// Newer, but the member stays in the same up/down class with the same state.
     Refreshed,
-    /// The member became alive (newly known or back from dead/left).
+    /// The member became alive (newly known or back from having left).
     Up,
+    /// The member became alive again after it was held dead: it was only cut off.
+    Back,
     /// An alive member's suspicion was refuted.
     Refuted,
     /// The member became suspect.
@@ -81,6 +85,9 @@ pub(crate) struct Table {
     /// Up members, for uniform random choice; rebuilt lazily.
     up: Vec<PeerId>,
     dirty: bool,
+    /// How many members are up (counted every round; a walk of the table would cost
+    /// `O(N)` each time).
+    up_count: usize,
 }
 
 /// Whether an update `(i, s)` overrides a record `(j, t)`.
@@ -103,9 +110,30 @@ impl Table {
         self.members.get(p)
     }
 
+    /// Whether `u` needs its signature checked before it is applied: it would change the
+    /// table (a new member with room for it, or newer than the record held) and its signed
+    /// part (incarnation, addresses, signature) is not the record held, which was checked
+    /// when it arrived.
+    pub(crate) fn needs_proof(&self, u: &MemberUpdate, cap: usize) -> bool {
+        match self.members.get(&u.peer) {
+            None => self.members.len() < cap,
+            Some(m) => {
+                overrides(u.incarnation, u.state, m.incarnation, m.state)
+                    && !(m.incarnation == u.incarnation
+                        && m.signature == u.signature
+                        && (m.state == MemberState::Left) == (u.state == MemberState::Left)
+                        && m.addrs == u.addrs)
+            }
+        }
+    }
+
     /// Applies an update (already validated and not about this node), and tells whether it
     /// gave a known member other addresses. `Err(())` when the table is full and the member
     /// is new.
+    ///
+    /// The member's signed record (addresses, signature) is taken from the member's own
+    /// statements and from claims that raise the incarnation; a claim at the incarnation
+    /// held changes only the state, so the record held stays the member's own.
     pub(crate) fn apply(
         &mut self,
         u: &MemberUpdate,
@@ -124,9 +152,11 @@ impl Table {
                         incarnation: u.incarnation,
                         state: u.state,
                         since: now,
+                        signature: u.signature,
                     },
                 );
                 self.dirty = true;
+                self.up_count += usize::from(u.state.is_up());
                 let change = match u.state {
                     MemberState::Alive => Change::Up,
                     MemberState::Suspect => Change::Suspected,
@@ -140,21 +170,32 @@ impl Table {
                     return Ok((Change::None, false));
                 }
                 let was = m.state;
-                m.incarnation = u.incarnation;
-                let moved = !u.addrs.is_empty() && m.addrs != u.addrs;
-                if moved {
-                    m.addrs = u.addrs.clone();
+                let own = matches!(u.state, MemberState::Alive | MemberState::Left);
+                let mut moved = false;
+                if own || u.incarnation > m.incarnation {
+                    moved = !u.addrs.is_empty() && m.addrs != u.addrs;
+                    if m.addrs != u.addrs {
+                        m.addrs = u.addrs.clone();
+                    }
+                    m.signature = u.signature;
                 }
+                m.incarnation = u.incarnation;
                 if was != u.state {
                     m.since = now;
                 }
                 m.state = u.state;
                 if was.is_up() != u.state.is_up() {
                     self.dirty = true;
+                    if u.state.is_up() {
+                        self.up_count += 1;
+                    } else {
+                        self.up_count -= 1;
+                    }
                 }
                 use MemberState::*;
                 let change = match (was, u.state) {
-                    (Dead | Left, Alive) => Change::Up,
+                    (Dead, Alive) => Change::Back,
+                    (Left, Alive) => Change::Up,
                     (Suspect, Alive) => Change::Refuted,
                     (Alive, Alive) | (Suspect, Suspect) => Change::Refreshed,
                     (_, Suspect) => Change::Suspected,
@@ -181,10 +222,44 @@ impl Table {
         &self.up
     }
 
-    /// Forgets tombstones older than `expiry`.
-    pub(crate) fn expire(&mut self, now: Instant, expiry: std::time::Duration) {
-        self.members
-            .retain(|_, m| m.state.is_up() || now.saturating_since(m.since) < expiry);
+    /// How many members are up.
+    pub(crate) fn up_count(&self) -> usize {
+        self.up_count
+    }
+
+    /// Forgets members that left more than `left` ago and members declared dead more than
+    /// `dead` ago, and keeps at most `max_old_dead` of those dead for longer than `left`
+    /// (the most recently dead); members that are up are never forgotten.
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        left: std::time::Duration,
+        dead: std::time::Duration,
+        max_old_dead: usize,
+    ) {
+        if self.members.len() == self.up_count {
+            return;
+        }
+        self.members.retain(|_, m| {
+            let age = now.saturating_since(m.since);
+            match m.state {
+                MemberState::Alive | MemberState::Suspect => true,
+                MemberState::Dead => age < dead,
+                MemberState::Left => age < left,
+            }
+        });
+        let mut old_dead: Vec<(Instant, PeerId)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Dead && now.saturating_since(m.since) >= left)
+            .map(|(p, m)| (m.since, *p))
+            .collect();
+        if old_dead.len() > max_old_dead {
+            old_dead.sort_unstable();
+            for (_, p) in &old_dead[..old_dead.len() - max_old_dead] {
+                self.members.remove(p);
+            }
+        }
     }
 
     pub(crate) fn update_of(&self, p: &PeerId) -> Option<MemberUpdate> {
@@ -193,6 +268,7 @@ impl Table {
             incarnation: m.incarnation,
             state: m.state,
             addrs: m.addrs.clone(),
+            signature: m.signature,
         })
     }
 }

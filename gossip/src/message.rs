@@ -4,7 +4,7 @@
 //! receipt, list lengths are checked against [`MAX_ITEMS`] (and digests against
 //! `max_origins`) before anything is applied.
 
-use peerlab_overlay::PeerId;
+use peerlab_overlay::{PeerId, Signature};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Exchange;
@@ -15,17 +15,23 @@ use crate::members::MemberState;
 /// longer list is hostile and is refused whole.
 pub const MAX_ITEMS: usize = 4096;
 
-/// One membership fact: `peer` is in `state` at `incarnation`.
+/// One membership fact: `peer` is in `state` at `incarnation`, with the member's own signed
+/// record of that incarnation (see the rules in `record.rs`: [`MemberUpdate::alive`],
+/// [`MemberUpdate::verify`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberUpdate {
     /// The member.
     pub peer: PeerId,
     /// The member's incarnation; only the member itself raises it (to refute suspicion).
     pub incarnation: u64,
-    /// Its state at that incarnation.
+    /// Its state at that incarnation: `Alive` and `Left` are the member's own statements,
+    /// `Suspect` and `Dead` are claims by others about its record at `incarnation`.
     pub state: MemberState,
-    /// Its addresses (opaque strings, e.g. multiaddrs).
+    /// Its addresses (opaque strings, e.g. multiaddrs), as the member signed them.
     pub addrs: Vec<String>,
+    /// The member's signature of `(incarnation, addrs)`: of its `left` statement when
+    /// `state` is `Left`, of its `alive` statement otherwise.
+    pub signature: Signature,
 }
 
 /// One row of a member digest: what the sender holds of `peer`, without its addresses.
@@ -109,6 +115,8 @@ pub enum Message {
         incarnation: u64,
         /// The joiner's addresses.
         addrs: Vec<String>,
+        /// The joiner's signature of its `alive` record (see [`MemberUpdate`]).
+        signature: Signature,
     },
     /// The seed's answer: its member table (a random subset if it does not fit the budget).
     JoinReply {

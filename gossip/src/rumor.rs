@@ -22,19 +22,21 @@
 //! transmissions first.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use peerlab_overlay::{Cx, PeerId};
+use peerlab_overlay::{Cx, Offence, PeerId};
 use serde_bytes::ByteBuf;
 
 use crate::Gossip;
 use crate::config::{Activation, Variant};
+use crate::data::Pending;
 use crate::members::View;
 use crate::message::{Entry, FRAME_SLACK, MAX_ITEMS, MemberUpdate, Message, item_len};
 
 /// Ticks a feedback record waits for its reply (late replies are ignored).
-const IN_FLIGHT_TICKS: u64 = 5;
+pub(crate) const IN_FLIGHT_TICKS: u64 = 5;
 /// Rumor batches awaiting feedback; with fan-out F a node has about `F · IN_FLIGHT_TICKS`.
-const MAX_IN_FLIGHT: usize = 1024;
+pub(crate) const MAX_IN_FLIGHT: usize = 1024;
 
 /// What a hot rumor is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -61,7 +63,8 @@ struct Rumor {
 #[derive(Debug)]
 struct InFlight {
     tick: u64,
-    ids: Vec<(PeerId, u64)>,
+    /// The pushed versions, shared by the push's targets.
+    ids: Arc<[(PeerId, u64)]>,
 }
 
 /// The hot rumors and the pushes awaiting feedback.
@@ -222,6 +225,11 @@ impl Gossip {
             return;
         }
         let feedback = self.config.variant.needs_feedback() && !entries.is_empty();
+        let shared: Arc<[(PeerId, u64)]> = if feedback {
+            ids.as_slice().into()
+        } else {
+            Arc::new([])
+        };
         for to in &targets {
             let seq = self.next_seq();
             if feedback && self.rumors.in_flight.len() < MAX_IN_FLIGHT {
@@ -229,7 +237,7 @@ impl Gossip {
                     seq,
                     InFlight {
                         tick: self.tick,
-                        ids: ids.clone(),
+                        ids: Arc::clone(&shared),
                     },
                 );
             }
@@ -270,11 +278,15 @@ impl Gossip {
 
     /// A feedback reply: which rumors of push `seq` the recipient already knew.
     pub(crate) fn on_feedback(&mut self, cx: &mut Cx<'_, Self>, seq: u64, known: Vec<bool>) {
+        if !self.issued(seq) {
+            self.offend(Offence::Unsolicited);
+            return;
+        }
         let Some(f) = self.rumors.in_flight.remove(&seq) else {
             return;
         };
         let k = self.config.k.get();
-        for ((origin, version), knew) in f.ids.into_iter().zip(known) {
+        for (&(origin, version), knew) in f.ids.iter().zip(known) {
             let key = RumorKey::Data(origin, version);
             let Some(r) = self.rumors.hot.get_mut(&key) else {
                 continue;
@@ -310,6 +322,7 @@ impl Gossip {
     ) {
         if members.len() > MAX_ITEMS || entries.len() > MAX_ITEMS {
             self.rejected.oversized_messages += 1;
+            self.offend(Offence::Malformed);
             return;
         }
         for u in members {
@@ -320,7 +333,7 @@ impl Gossip {
         for e in entries {
             let knew = match self.check_entry(&e) {
                 Err(r) => {
-                    self.count(r);
+                    self.refuse(r);
                     true
                 }
                 Ok(()) => self.store.knows(&e.origin, &e.key, e.version),
@@ -339,7 +352,7 @@ impl Gossip {
                     e.version,
                     e.value.map(ByteBuf::into_vec),
                 ),
-                Activation::CycleEnd => self.push_pending(crate::data::Pending::Entry(e)),
+                Activation::CycleEnd => self.push_pending(Pending::Entry(e)),
             }
         }
         if feedback {

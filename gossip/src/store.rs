@@ -8,11 +8,18 @@
 //!
 //! Rumors may deliver versions out of order; they are stored at once but move the
 //! watermark only when they are contiguous with it, so anti-entropy still fills any gap.
+//!
+//! The store's bytes are bounded by the data budget and shared fairly between origins
+//! (see `budget.rs`): when an entry does not fit, the origin holding the most bytes gives
+//! up its newest entries — its watermark falls below the first one given up, so the
+//! watermark still means "everything up to here is held" — unless the entry's own origin
+//! would then hold the most, in which case the entry is refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use peerlab_overlay::PeerId;
 
+use crate::budget::{ORIGIN_OVERHEAD, entry_cost};
 use crate::config::{Config, MAX_VERSION};
 use crate::message::{Entry, MAX_ITEMS, OriginDelta};
 
@@ -34,6 +41,8 @@ pub(crate) struct OriginState {
     pub(crate) entries: BTreeMap<String, StoredEntry>,
     /// Index: version → key, for the entries above.
     pub(crate) by_version: BTreeMap<u64, String>,
+    /// Bytes this origin's data costs (`budget.rs`).
+    bytes: usize,
 }
 
 impl OriginState {
@@ -50,17 +59,21 @@ pub enum Rejection {
     /// The origin is not a known member.
     #[error("unknown origin")]
     UnknownOrigin,
-    /// Version 0, above [`MAX_VERSION`], too far above what is known, or a version of this
-    /// node's own data that it never wrote.
+    /// Version 0, above [`MAX_VERSION`], or too far above what is known.
     #[error("absurd version")]
     AbsurdVersion,
+    /// A version of this node's own data beyond what it wrote: forged, or remembered from
+    /// a previous life of this node.
+    #[error("version of this node's data it never wrote")]
+    NotWritten,
     /// Key or value longer than the configured limit.
     #[error("oversized key or value")]
     Oversized,
     /// A delta row whose range or entries are inconsistent.
     #[error("malformed delta")]
     Malformed,
-    /// The origin or entry cap is reached.
+    /// The origin or entry cap is reached, or the data budget is full and the entry's
+    /// origin holds the most data.
     #[error("capacity reached")]
     OverCapacity,
 }
@@ -78,6 +91,10 @@ pub(crate) enum Applied {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Store {
     pub(crate) origins: BTreeMap<PeerId, OriginState>,
+    /// Bytes all origins' data costs.
+    bytes: usize,
+    /// `(bytes, origin)` for every origin: who holds the most.
+    by_size: BTreeSet<(usize, PeerId)>,
 }
 
 impl Store {
@@ -107,8 +124,9 @@ impl Store {
         }
         let w = self.watermark(origin);
         if origin == me && version > w {
-            // Only this node writes its own data; a higher version is forged.
-            return Err(Rejection::AbsurdVersion);
+            // Only this node writes its own data; a higher version is forged (or remembered
+            // from before this node restarted).
+            return Err(Rejection::NotWritten);
         }
         if version - 1 > w.saturating_add(config.max_version_jump) {
             return Err(Rejection::AbsurdVersion);
@@ -132,8 +150,15 @@ impl Store {
         self.check_version(me, &e.origin, e.version, config)
     }
 
-    /// Stores `key@version` of `origin` unless the same or a newer version is held.
-    /// The caller has validated the entry.
+    /// Bytes all stored data costs.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Stores `key@version` of `origin` unless the same or a newer version is held, within
+    /// `budget` bytes of data; `me`'s data is never evicted to make room. The caller has
+    /// validated the entry.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn apply(
         &mut self,
         origin: PeerId,
@@ -141,33 +166,112 @@ impl Store {
         version: u64,
         value: Option<Vec<u8>>,
         config: &Config,
+        me: &PeerId,
+        budget: usize,
     ) -> Result<Applied, Rejection> {
-        if !self.origins.contains_key(&origin) && self.origins.len() >= config.max_origins {
-            return Err(Rejection::OverCapacity);
-        }
-        let o = self.origins.entry(origin).or_default();
-        if version <= o.watermark && !o.entries.contains_key(key) {
-            // Below the watermark and absent: it was superseded or is a stale replay of a
-            // key we hold newer; either way nothing to learn.
-            return Ok(Applied::Known);
-        }
-        match o.entries.get(key) {
-            Some(cur) if cur.version >= version => return Ok(Applied::Known),
-            Some(cur) => {
-                let old = cur.version;
-                o.by_version.remove(&old);
-            }
+        let replaced = match self.origins.get(&origin) {
             None => {
-                if o.entries.len() >= config.max_entries_per_origin {
+                if self.origins.len() >= config.max_origins {
                     return Err(Rejection::OverCapacity);
                 }
+                None
             }
+            Some(o) => {
+                if version <= o.watermark && !o.entries.contains_key(key) {
+                    // Below the watermark and absent: it was superseded or is a stale replay
+                    // of a key we hold newer; either way nothing to learn.
+                    return Ok(Applied::Known);
+                }
+                match o.entries.get(key) {
+                    Some(cur) if cur.version >= version => return Ok(Applied::Known),
+                    Some(cur) => Some((cur.version, entry_cost(key, cur.value.as_deref()))),
+                    None => {
+                        if o.entries.len() >= config.max_entries_per_origin {
+                            return Err(Rejection::OverCapacity);
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        let new_origin = !self.origins.contains_key(&origin);
+        let cost = entry_cost(key, value.as_deref()) + if new_origin { ORIGIN_OVERHEAD } else { 0 };
+        let freed = replaced.map_or(0, |(_, c)| c);
+        self.make_room(&origin, cost.saturating_sub(freed), budget, me)?;
+        let before = self.size(&origin);
+        let o = self.origins.entry(origin).or_default();
+        if let Some((old, _)) = replaced {
+            o.by_version.remove(&old);
         }
         o.entries
             .insert(key.to_string(), StoredEntry { version, value });
         o.by_version.insert(version, key.to_string());
         o.advance();
+        self.resize(&origin, before, before + cost - freed);
         Ok(Applied::New)
+    }
+
+    fn size(&self, origin: &PeerId) -> usize {
+        self.origins.get(origin).map_or(0, |o| o.bytes)
+    }
+
+    /// Sets `origin`'s size from `before` to `after` bytes in the totals and the index.
+    fn resize(&mut self, origin: &PeerId, before: usize, after: usize) {
+        if before > 0 {
+            self.by_size.remove(&(before, *origin));
+        }
+        if after > 0 {
+            self.by_size.insert((after, *origin));
+        }
+        self.bytes = self.bytes - before + after;
+        if let Some(o) = self.origins.get_mut(origin) {
+            o.bytes = after;
+        }
+    }
+
+    /// Evicts until `need` more bytes for `origin` fit `budget`: from the origin holding the
+    /// most (never `me`, never `origin` itself), while it holds more than `origin` would.
+    fn make_room(
+        &mut self,
+        origin: &PeerId,
+        need: usize,
+        budget: usize,
+        me: &PeerId,
+    ) -> Result<(), Rejection> {
+        while self.bytes + need > budget {
+            let wanted = self.size(origin) + need;
+            let victim = self
+                .by_size
+                .iter()
+                .rev()
+                .find(|(_, p)| p != me && p != origin)
+                .copied();
+            match victim {
+                Some((size, victim)) if size > wanted => self.evict_newest(&victim),
+                _ => return Err(Rejection::OverCapacity),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops `origin`'s newest entry (or the origin itself when it holds none), lowering its
+    /// watermark below the dropped version.
+    fn evict_newest(&mut self, origin: &PeerId) {
+        let before = self.size(origin);
+        let Some(o) = self.origins.get_mut(origin) else {
+            return;
+        };
+        let Some((version, key)) = o.by_version.pop_last() else {
+            self.origins.remove(origin);
+            self.resize(origin, before, 0);
+            return;
+        };
+        let cost = o
+            .entries
+            .remove(&key)
+            .map_or(0, |e| entry_cost(&key, e.value.as_deref()));
+        o.watermark = o.watermark.min(version - 1);
+        self.resize(origin, before, before - cost);
     }
 
     /// After a delta row `(from, to]` was applied: the holder is now complete up to `to`

@@ -20,16 +20,17 @@
 //! - **Joining and leaving.** A joiner asks its seeds in turn for the member list; a
 //!   leaving node gossips its `left` record for a few rounds, then goes silent.
 
-use peerlab_overlay::{Cx, Instant, PeerId};
+use peerlab_overlay::{Cx, Instant, Offence, PeerId, Signature};
 
 use crate::config::MAX_VERSION;
 use crate::members::{self, Change, MemberState, View};
 use crate::message::{MemberUpdate, Message};
+use crate::record::{MEMBER_DOMAIN, statement};
 use crate::{Event, Gossip, Phase, Timer};
 
 /// Indirect-probe relays kept at once; each lives one probe period. Bounds the state a
 /// burst of `PingReq`s can create.
-const MAX_RELAYS: usize = 256;
+pub(crate) const MAX_RELAYS: usize = 256;
 /// Join attempts per seed before giving up.
 const JOIN_ROUNDS: u32 = 3;
 /// Ticks a leaving node keeps gossiping its departure before going silent.
@@ -59,18 +60,30 @@ pub(crate) struct Join {
 }
 
 impl Gossip {
-    /// This node's own record.
-    pub(crate) fn self_update(&self) -> MemberUpdate {
-        let state = match self.phase {
+    /// This node's own state: alive, or left once it leaves.
+    fn own_state(&self) -> MemberState {
+        match self.phase {
             Phase::Running => MemberState::Alive,
             _ => MemberState::Left,
-        };
+        }
+    }
+
+    /// This node's own record, signed.
+    pub(crate) fn self_update(&self) -> MemberUpdate {
         MemberUpdate {
             peer: self.me,
             incarnation: self.incarnation,
-            state,
+            state: self.own_state(),
             addrs: self.addrs.clone(),
+            signature: self.signature,
         }
+    }
+
+    /// Signs this node's current record: at start, and whenever its incarnation or its
+    /// state (leaving) changes.
+    pub(crate) fn sign_self(&mut self) {
+        let bytes = statement(&self.me, self.incarnation, self.own_state(), &self.addrs);
+        self.signature = self.key.sign(MEMBER_DOMAIN, &bytes);
     }
 
     // ---- probing ----
@@ -95,9 +108,10 @@ impl Gossip {
         let period = self.config.probe_period;
         self.relays
             .retain(|_, r| now.saturating_since(r.born) < period);
-        let expiry = self.config.tombstone_expiry;
+        let c = &self.config;
+        let (left, dead, cap) = (c.tombstone_expiry, c.dead_expiry, c.max_dead_kept);
         if let View::Swim(t) = &mut self.view {
-            t.expire(now, expiry);
+            t.expire(now, left, dead, cap);
         }
         // Next target: shuffled round-robin over members that are up.
         let target = loop {
@@ -145,6 +159,10 @@ impl Gossip {
     }
 
     pub(crate) fn on_ack(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, seq: u64) {
+        if !self.issued(seq) {
+            self.offend(Offence::Unsolicited);
+            return;
+        }
         if let Some(p) = &mut self.probe
             && p.seq == seq
             && p.target == from
@@ -166,6 +184,10 @@ impl Gossip {
     }
 
     pub(crate) fn on_indirect_ack(&mut self, seq: u64, target: PeerId) {
+        if !self.issued(seq) {
+            self.offend(Offence::Unsolicited);
+            return;
+        }
         if let Some(p) = &mut self.probe
             && p.seq == seq
             && p.target == target
@@ -181,7 +203,13 @@ impl Gossip {
         seq: u64,
         target: PeerId,
     ) {
-        if self.relays.len() >= MAX_RELAYS || target == self.me {
+        if target == self.me {
+            // Nobody chooses a member to probe a member on its own behalf.
+            self.offend(Offence::Malformed);
+            return;
+        }
+        if self.relays.len() >= MAX_RELAYS {
+            self.offend(Offence::Excess);
             return;
         }
         let relay_seq = self.next_seq();
@@ -200,18 +228,13 @@ impl Gossip {
     // ---- suspicion ----
 
     fn suspect(&mut self, cx: &mut Cx<'_, Self>, peer: PeerId) {
-        let Some(m) = self.member(&peer) else {
+        let Some(held) = self.update_of(&peer) else {
             return;
         };
-        if m.state != MemberState::Alive {
+        if held.state != MemberState::Alive {
             return;
         }
-        let u = MemberUpdate {
-            peer,
-            incarnation: m.incarnation,
-            state: MemberState::Suspect,
-            addrs: Vec::new(),
-        };
+        let u = held.claim(MemberState::Suspect);
         self.on_member_update(cx, u.clone(), None);
         // Tell the suspect itself so it can refute before the timeout.
         let seq = self.next_seq();
@@ -235,17 +258,11 @@ impl Gossip {
         if self.phase == Phase::Gone {
             return;
         }
-        let Some(m) = self.member(&peer) else {
+        let Some(held) = self.update_of(&peer) else {
             return;
         };
-        if m.state == MemberState::Suspect && m.incarnation == incarnation {
-            let u = MemberUpdate {
-                peer,
-                incarnation,
-                state: MemberState::Dead,
-                addrs: Vec::new(),
-            };
-            self.on_member_update(cx, u, None);
+        if held.state == MemberState::Suspect && held.incarnation == incarnation {
+            self.on_member_update(cx, held.claim(MemberState::Dead), None);
         }
     }
 
@@ -256,17 +273,55 @@ impl Gossip {
             || u.addrs.iter().any(|a| a.len() > self.config.max_addr_len)
         {
             self.rejected.oversized += 1;
+            self.offend(Offence::Malformed);
             return false;
         }
         if u.incarnation > MAX_VERSION {
             self.rejected.absurd_version += 1;
+            self.offend(Offence::Malformed);
             return false;
         }
         true
     }
 
+    /// Whether `u`'s signature is its member's (from the shared memo when there is one).
+    fn verify(&self, u: &MemberUpdate) -> bool {
+        match &self.verified {
+            Some(memo) => memo.verify(u),
+            None => u.verify(),
+        }
+    }
+
+    /// A record whose signature is not its member's: dropped, counted, reported.
+    fn forged(&mut self) {
+        self.rejected.forged += 1;
+        self.offend(Offence::Forged);
+    }
+
+    /// Whether a claim `(incarnation, state)` about this node makes it refute.
+    fn refutes(&self, incarnation: u64, state: MemberState) -> bool {
+        self.phase == Phase::Running
+            && match state {
+                MemberState::Alive => incarnation > self.incarnation,
+                _ => incarnation >= self.incarnation,
+            }
+    }
+
+    /// Whether an update about this node carries a record it signed: its current one (no
+    /// need to verify), or one of a previous life (a restart with the same key), verified.
+    fn signed_by_me(&self, u: &MemberUpdate) -> bool {
+        !self.config.defenses
+            || (u.incarnation == self.incarnation
+                && u.signature == self.signature
+                && (u.state == MemberState::Left) == (self.own_state() == MemberState::Left)
+                && u.addrs == self.addrs)
+            || self.verify(u)
+    }
+
     /// Applies one membership update, from `from` (or from this node's own detector when
-    /// `None`): events, suspicion timer, rumor, and corrections of stale claims.
+    /// `None`): events, suspicion timer, rumor, and corrections of stale claims. An update
+    /// from a peer that would change the table is applied only if its member signed it
+    /// (see `record.rs`).
     pub(crate) fn on_member_update(
         &mut self,
         cx: &mut Cx<'_, Self>,
@@ -286,10 +341,15 @@ impl Gossip {
                 // A stale suspicion of this node is still travelling: answer it.
                 self.corrections.push(self.self_update());
             }
-            self.about_me(cx, &u, from);
+            if from.is_some() && self.refutes(u.incarnation, u.state) && !self.signed_by_me(&u) {
+                return self.forged();
+            }
+            self.about_me(cx, u.incarnation, u.state, from);
             return;
         }
         let cap = self.config.max_members;
+        let defenses = self.config.defenses;
+        let memo = self.verified.as_ref();
         let View::Swim(t) = &mut self.view else {
             return;
         };
@@ -303,6 +363,13 @@ impl Gossip {
             // The sender suspects a member whose refutation it missed (the refutation's
             // rumor has died out); without a correction its timer would declare it dead.
             self.corrections.push(newer);
+        }
+        if from.is_some()
+            && defenses
+            && t.needs_proof(&u, cap)
+            && !memo.map_or_else(|| u.verify(), |m| m.verify(&u))
+        {
+            return self.forged();
         }
         let was_known = t.get(&u.peer).is_some();
         let (change, moved) = match t.apply(&u, now, cap) {
@@ -335,6 +402,11 @@ impl Gossip {
                 self.offer_partner(cx, peer);
                 cx.emit(Event::MemberUp { peer, addrs });
             }
+            Change::Back => {
+                self.offer_partner(cx, peer);
+                cx.emit(Event::MemberUp { peer, addrs });
+                cx.emit(Event::MemberBack { peer });
+            }
             Change::Refuted => cx.emit(Event::MemberAlive { peer }),
             Change::Suspected => {
                 if !was_known {
@@ -356,25 +428,20 @@ impl Gossip {
         self.add_member_rumor(peer);
     }
 
-    /// A claim about this node: a suspicion or death at its current incarnation (or an
-    /// `alive` above it) is refuted by raising the incarnation.
+    /// A claim `(incarnation, state)` about this node: a suspicion or death at its current
+    /// incarnation (or an `alive` above it) is refuted by raising the incarnation.
     pub(crate) fn about_me(
         &mut self,
         cx: &mut Cx<'_, Self>,
-        u: &MemberUpdate,
+        incarnation: u64,
+        state: MemberState,
         from: Option<PeerId>,
     ) {
-        if self.phase != Phase::Running {
+        if !self.refutes(incarnation, state) {
             return;
         }
-        let stale = match u.state {
-            MemberState::Alive => u.incarnation > self.incarnation,
-            _ => u.incarnation >= self.incarnation,
-        };
-        if !stale {
-            return;
-        }
-        self.incarnation = u.incarnation + 1;
+        self.incarnation = incarnation + 1;
+        self.sign_self();
         cx.emit(Event::Refuted {
             incarnation: self.incarnation,
         });
@@ -429,6 +496,7 @@ impl Gossip {
             return;
         }
         self.phase = Phase::Leaving { ticks: LEAVE_TICKS };
+        self.sign_self();
         self.add_member_rumor(self.me);
     }
 
@@ -448,6 +516,7 @@ impl Gossip {
             Message::Join {
                 incarnation: self.incarnation,
                 addrs: self.addrs.clone(),
+                signature: self.signature,
             },
         );
         cx.set_timer(self.config.join_timeout, Timer::JoinRetry { attempt });
@@ -469,6 +538,7 @@ impl Gossip {
         from: PeerId,
         incarnation: u64,
         addrs: Vec<String>,
+        signature: Signature,
     ) {
         if !matches!(self.view, View::Swim(_)) || from == self.me {
             return;
@@ -478,8 +548,9 @@ impl Gossip {
             incarnation,
             state: MemberState::Alive,
             addrs,
+            signature,
         };
-        self.on_member_update(cx, u, None);
+        self.on_member_update(cx, u, Some(from));
         let members = self.member_sample(cx);
         cx.send(from, Message::JoinReply { members });
     }

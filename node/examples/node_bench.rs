@@ -4,6 +4,7 @@
 //! cargo run --release -p peerlab-node --example node_bench -- fetch 256      # MiB, QUIC and TCP
 //! cargo run --release -p peerlab-node --example node_bench -- fetch 256 /dev/shm quic
 //! cargo run --release -p peerlab-node --example node_bench -- fetch 256 /dev/shm both 5
+//! cargo run --release -p peerlab-node --example node_bench -- loop-latency quic 1024 # MiB
 //! cargo run --release -p peerlab-node --example node_bench -- memory 100     # nodes in one process
 //! ```
 //!
@@ -21,7 +22,12 @@
 //! each was timed: both nodes, or both bare swarms, run in this one process. The optional
 //! directory holds both nodes' data dirs (default: the system's temporary directory); on a
 //! tmpfs such as `/dev/shm` the chunk store's `fsync`s cost nothing, which separates the
-//! network path from the disk. `memory` reports the resident set size of the process with
+//! network path from the disk. `loop-latency` measures the fetching node's event loop:
+//! node B is probed every 20 ms with a DHT lookup of a random key and a `/status` request
+//! (answered by the driver task), first idle for 5 s, then while it fetches a file of
+//! pseudo-random bytes (default 1024 MiB, data dirs in the system's temporary directory or
+//! the directory given) from node A; it prints p50 / p99 / max of each and the fetch's MiB/s.
+//! `memory` reports the resident set size of the process with
 //! one idle node and with N connected nodes.
 //!
 //! With `NODE_BENCH_WINDOW` set, every fetch prints its timed window to stderr as two
@@ -39,6 +45,9 @@ use peerlab_node::libp2p::request_response::{self, ProtocolSupport};
 use peerlab_node::libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use peerlab_node::libp2p::{self, Multiaddr, StreamProtocol, Swarm, noise, tcp, yamux};
 use peerlab_node::{NodeHandle, NodeOptions};
+
+/// Longest a benchmark fetch may take.
+const FETCH_DEADLINE: Duration = Duration::from_secs(600);
 
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -93,58 +102,95 @@ fn cpu_secs() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Two nodes in one process with both DHTs joined (so provider records can be found): `a`
+/// shares, `b` fetches. Their data dirs live in `base` and are removed on drop.
+struct Pair {
+    a: NodeHandle,
+    b: NodeHandle,
+    dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Pair {
+    async fn start(transport: Transport, base: &std::path::Path) -> Pair {
+        let dirs = (
+            tempfile::tempdir_in(base).unwrap(),
+            tempfile::tempdir_in(base).unwrap(),
+        );
+        let a = start(dirs.0.path(), transport, None).await;
+        let b = start(dirs.1.path(), transport, Some(addr_of(&a, transport))).await;
+        let (ca, cb) = (a.client(), b.client());
+        tokio::task::spawn_blocking(move || {
+            let t0 = Instant::now();
+            while !(ca.status().map(|s| s.dht_joined).unwrap_or(false)
+                && cb.status().map(|s| s.dht_joined).unwrap_or(false))
+            {
+                assert!(t0.elapsed() < Duration::from_secs(30), "DHT join");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .unwrap();
+        Pair { a, b, dirs }
+    }
+
+    async fn stop(self) {
+        self.a.shutdown().await;
+        self.b.shutdown().await;
+    }
+}
+
+/// Shares `file` on `ca`'s node and fetches it on `cb`'s, the provider given explicitly;
+/// returns the seconds from the fetch request until the file is complete, verified and
+/// renamed in the fetcher's chunk store, the CPU seconds meanwhile, and that file's path.
+/// (With `-o PATH` the node copies it out afterwards; callers time that separately.)
+fn share_and_fetch(
+    ca: &peerlab_node::client::Client,
+    cb: &peerlab_node::client::Client,
+    file: &std::path::Path,
+) -> (f64, f64, std::path::PathBuf) {
+    let cid = ca.share(file).unwrap().cid;
+    let provider = ca.status().unwrap().peer_id;
+    let start = Instant::now();
+    let cpu0 = cpu_secs();
+    let _: serde_json::Value = cb
+        .post(
+            "/fetch",
+            &serde_json::json!({"cid": cid, "providers": [provider]}),
+        )
+        .unwrap();
+    let path = loop {
+        let p = cb.fetch_progress(&cid).unwrap();
+        assert!(p.error.is_none(), "{p:?}");
+        // Far beyond a 1 GiB fetch at the slowest rate this machine has shown (~40 MiB/s):
+        // a stalled fetch ends the benchmark instead of hanging it.
+        assert!(start.elapsed() < FETCH_DEADLINE, "fetch stalled: {p:?}");
+        if p.done {
+            break std::path::PathBuf::from(p.path.expect("finished file path"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
+    if std::env::var_os("NODE_BENCH_WINDOW").is_some() {
+        eprintln!("fetch window {start:?} .. {:?}", Instant::now());
+    }
+    (secs, cpu, path)
+}
+
 /// Shares `size` bytes on node A and fetches them on node B; returns MiB/s of the fetch,
 /// of the fetch plus a copy to an output file (what `fetch -o PATH` adds across file
 /// systems), and the CPU seconds the process used during the timed fetch.
 async fn fetch_once(transport: Transport, size: usize, base: &std::path::Path) -> (f64, f64, f64) {
-    let dirs = (
-        tempfile::tempdir_in(base).unwrap(),
-        tempfile::tempdir_in(base).unwrap(),
-    );
-    let a = start(dirs.0.path(), transport, None).await;
-    let b = start(dirs.1.path(), transport, Some(addr_of(&a, transport))).await;
-    let (ca, cb) = (a.client(), b.client());
-    let file = dirs.0.path().join("payload.bin");
+    let pair = Pair::start(transport, base).await;
+    let (ca, cb) = (pair.a.client(), pair.b.client());
+    let file = pair.dirs.0.path().join("payload.bin");
     let data: Vec<u8> = (0..size)
         .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[2])
         .collect();
     std::fs::write(&file, &data).unwrap();
-    let out = dirs.1.path().join("out.bin");
+    let out = pair.dirs.1.path().join("out.bin");
     let res = tokio::task::spawn_blocking(move || {
-        // Wait for both DHTs to join, so the provider record can be found.
-        let t0 = Instant::now();
-        while !(ca.status().map(|s| s.dht_joined).unwrap_or(false)
-            && cb.status().map(|s| s.dht_joined).unwrap_or(false))
-        {
-            assert!(t0.elapsed() < Duration::from_secs(30), "DHT join");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let cid = ca.share(&file).unwrap().cid;
-        let provider = ca.status().unwrap().peer_id;
-        let start = Instant::now();
-        let cpu0 = cpu_secs();
-        // No output path: the timed transfer ends when the file is complete, verified and
-        // renamed in the fetcher's chunk store. With `-o PATH` the API copies it out
-        // afterwards; that copy is timed separately below.
-        let _: serde_json::Value = cb
-            .post(
-                "/fetch",
-                &serde_json::json!({"cid": cid, "providers": [provider]}),
-            )
-            .unwrap();
-        let path = loop {
-            let p = cb.fetch_progress(&cid).unwrap();
-            assert!(p.error.is_none(), "{p:?}");
-            if p.done {
-                break std::path::PathBuf::from(p.path.expect("finished file path"));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let secs = start.elapsed().as_secs_f64();
-        let cpu = cpu_secs() - cpu0;
-        if std::env::var_os("NODE_BENCH_WINDOW").is_some() {
-            eprintln!("fetch window {start:?} .. {:?}", Instant::now());
-        }
+        let (secs, cpu, path) = share_and_fetch(&ca, &cb, &file);
         let copy_start = Instant::now();
         std::fs::copy(&path, &out).unwrap();
         let copy_secs = copy_start.elapsed().as_secs_f64();
@@ -157,9 +203,150 @@ async fn fetch_once(transport: Transport, size: usize, base: &std::path::Path) -
     })
     .await
     .unwrap();
-    a.shutdown().await;
-    b.shutdown().await;
+    pair.stop().await;
     res
+}
+
+/// Period of the latency probe: one lookup and one status request per period.
+const PROBE_PERIOD: Duration = Duration::from_millis(20);
+
+/// How long the idle probe runs (no transfer) before the fetch starts.
+const IDLE_PROBE: Duration = Duration::from_secs(5);
+
+/// Round-trip times in milliseconds of the requests one probe made, by kind.
+#[derive(Default)]
+struct Probe {
+    lookup_ms: Vec<f64>,
+    status_ms: Vec<f64>,
+    failed: usize,
+}
+
+/// Probes the event loop of the node behind `c` every [`PROBE_PERIOD`] until `stop` is set
+/// (or `max` has passed): a DHT lookup of a fresh random key (`GET /lookup`, a route the
+/// driver's DHT core computes, asking the ring as needed) and `GET /status` (answered by
+/// the driver itself between two inputs). Each is timed from request to answer.
+fn probe(
+    c: &peerlab_node::client::Client,
+    stop: &std::sync::atomic::AtomicBool,
+    max: Duration,
+    seed: u64,
+) -> Probe {
+    let mut p = Probe::default();
+    let mut x = seed | 1;
+    let t0 = Instant::now();
+    let mut next = t0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && t0.elapsed() < max {
+        x = xorshift(x);
+        let t = Instant::now();
+        match c.lookup(&format!("probe-{x:016x}")) {
+            Ok(_) => p.lookup_ms.push(t.elapsed().as_secs_f64() * 1e3),
+            Err(_) => p.failed += 1,
+        }
+        let t = Instant::now();
+        match c.status() {
+            Ok(_) => p.status_ms.push(t.elapsed().as_secs_f64() * 1e3),
+            Err(_) => p.failed += 1,
+        }
+        next += PROBE_PERIOD;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            // A slow answer: the next probe goes out now, not in a burst of missed ones.
+            next = now;
+        }
+    }
+    p
+}
+
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+/// Writes `size` pseudo-random bytes to `path` (streamed, 1 MiB at a time); returns their
+/// BLAKE3 hash.
+fn write_random(path: &std::path::Path, size: usize, seed: u64) -> blake3::Hash {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut h = blake3::Hasher::new();
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len());
+        for w in buf[..n].chunks_mut(8) {
+            x = xorshift(x);
+            w.copy_from_slice(&x.to_le_bytes()[..w.len()]);
+        }
+        f.write_all(&buf[..n]).unwrap();
+        h.update(&buf[..n]);
+        left -= n;
+    }
+    f.into_inner().unwrap().sync_all().unwrap();
+    h.finalize()
+}
+
+/// p-quantile (0..=1) of `v` by the nearest-rank method; NaN if empty.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
+}
+
+fn latency_json(v: &[f64]) -> String {
+    format!(
+        "{{\"n\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2}}}",
+        v.len(),
+        quantile(v, 0.5),
+        quantile(v, 0.99),
+        v.iter().copied().fold(f64::NAN, f64::max)
+    )
+}
+
+/// The fetching node's event-loop latency: probes node B idle, then while it fetches
+/// `size` pseudo-random bytes from node A; prints both probes and the fetch's MiB/s.
+async fn loop_latency(transport: Transport, size: usize, base: &std::path::Path) {
+    let pair = Pair::start(transport, base).await;
+    let (ca, cb) = (pair.a.client(), pair.b.client());
+    let file = pair.dirs.0.path().join("payload.bin");
+    let mib = size as f64 / (1 << 20) as f64;
+    tokio::task::spawn_blocking(move || {
+        let want = write_random(&file, size, 0x9e37_79b9_7f4a_7c15);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let idle = probe(&cb, &stop, IDLE_PROBE, 1);
+        let cb2 = cb.clone();
+        let (busy, (secs, cpu, path)) = std::thread::scope(|s| {
+            let prober = s.spawn(|| probe(&cb2, &stop, Duration::from_secs(3600), 2));
+            let r = share_and_fetch(&ca, &cb, &file);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            (prober.join().unwrap(), r)
+        });
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(&path).unwrap())
+            .unwrap();
+        assert_eq!(h.finalize(), want, "fetched bytes differ");
+        println!(
+            "{{\"bench\":\"loop_latency\",\"transport\":\"{transport:?}\",\"mib\":{mib},\"fetch_mib_s\":{:.1},\"fetch_cpu_s\":{cpu:.2},\"idle\":{{\"lookup\":{},\"status\":{},\"failed\":{}}},\"fetching\":{{\"lookup\":{},\"status\":{},\"failed\":{}}},\"load1\":{:.2}}}",
+            mib / secs,
+            latency_json(&idle.lookup_ms),
+            latency_json(&idle.status_ms),
+            idle.failed,
+            latency_json(&busy.lookup_ms),
+            latency_json(&busy.status_ms),
+            busy.failed,
+            load1()
+        );
+    })
+    .await
+    .unwrap();
+    pair.stop().await;
 }
 
 /// A codec whose one request is `n` bytes streamed on one substream.
@@ -351,7 +538,7 @@ async fn memory(n: usize) {
         (all - base) / n as f64
     );
     for node in nodes {
-        node.kill().await;
+        node.abort().await;
     }
 }
 
@@ -424,12 +611,26 @@ fn main() {
                 }
             }
         }
+        Some("loop-latency") => {
+            let transport = match args.get(2).map(String::as_str) {
+                Some("tcp") => Transport::Tcp,
+                _ => Transport::Quic,
+            };
+            let mib: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1024);
+            let base = args
+                .get(4)
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir);
+            rt.block_on(loop_latency(transport, mib << 20, &base));
+        }
         Some("memory") => {
             let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
             rt.block_on(memory(n));
         }
         _ => {
-            eprintln!("usage: node_bench fetch [MiB [DIR [quic|tcp|both [REPS]]]] | memory [nodes]")
+            eprintln!(
+                "usage: node_bench fetch [MiB [DIR [quic|tcp|both [REPS]]]] | loop-latency [quic|tcp [MiB [DIR]]] | memory [nodes]"
+            )
         }
     }
 }

@@ -20,6 +20,9 @@
 //! | POST | `/share` | share `{"path"}`; answers the content id |
 //! | POST | `/fetch` | fetch `{"cid", "output"}` |
 //! | GET | `/fetch/{cid}` | fetch progress |
+//! | DELETE | `/fetch/{cid}` | cancel a fetch (frees its slot; not resumed) |
+//! | DELETE | `/share/{cid}` | stop serving a shared file |
+//! | GET | `/transfers` | shares and fetches with their progress |
 //! | GET | `/metrics` | Prometheus text format |
 
 use std::collections::BTreeMap;
@@ -42,21 +45,88 @@ use peerlab_swarm::ContentId;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{DriverError, DriverHandle, NetStatus, PeerInfo};
-use crate::node::{Node, TransferKind, TransferRecord};
+pub use crate::node::TransferKind;
+use crate::node::{Node, TransferRecord};
 use crate::peer::{self, Command, Event};
+use crate::store::Store;
 
 /// How long a handler waits for the driver before answering 504.
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Most fetches whose output path the API remembers.
+/// Most fetches whose output the node tracks; when the table is full, entries whose output
+/// was written (or failed) make room.
 pub const MAX_FETCHES: usize = 1024;
+
+/// How often the node looks for finished fetches whose output is still to be written,
+/// besides right after each completed transfer (a restart's resumed fetches, a write that
+/// failed for lack of the file yet).
+pub const OUTPUT_CHECK: Duration = Duration::from_secs(1);
 
 /// Where a fetch's file goes and whether it was written there.
 #[derive(Clone, Debug)]
 pub(crate) struct FetchTarget {
-    output: Option<PathBuf>,
-    written: bool,
-    error: Option<String>,
+    pub(crate) output: Option<PathBuf>,
+    pub(crate) force: bool,
+    pub(crate) written: bool,
+    pub(crate) error: Option<String>,
+}
+
+/// The fetches the node tracks, shared by the API and the output writer.
+pub(crate) type Fetches = Arc<Mutex<BTreeMap<ContentId, FetchTarget>>>;
+
+/// Writes the output of every finished fetch that asked for one, whether or not a client
+/// is watching, in the blocking pool (see [`crate::storage::publish`]); runs until aborted.
+pub(crate) async fn write_outputs(
+    driver: DriverHandle<Node>,
+    fetches: Fetches,
+    finished: Arc<tokio::sync::Notify>,
+) {
+    let mut tick = tokio::time::interval(OUTPUT_CHECK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = finished.notified() => {}
+        }
+        let due: Vec<(ContentId, PathBuf, bool)> = match fetches.lock() {
+            Ok(f) => f
+                .iter()
+                .filter(|(_, t)| !t.written && t.error.is_none())
+                .filter_map(|(c, t)| Some((*c, t.output.clone()?, t.force)))
+                .collect(),
+            Err(_) => return,
+        };
+        for (cid, out, force) in due {
+            let src = driver
+                .inspect(move |n: &mut Node, _| {
+                    let s = n.peer().swarm().store(&cid)?;
+                    s.is_finished().then(|| s.final_path().to_path_buf())
+                })
+                .await;
+            let Ok(Some(src)) = src else { continue };
+            let out2 = out.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                if src == out2 {
+                    return Ok(());
+                }
+                crate::storage::publish(&src, &out2, force)
+            })
+            .await;
+            let ok = matches!(r, Ok(Ok(())));
+            if let Ok(mut f) = fetches.lock()
+                && let Some(t) = f.get_mut(&cid)
+            {
+                match r {
+                    Ok(Ok(())) => t.written = true,
+                    Ok(Err(e)) => t.error = Some(e.to_string()),
+                    Err(e) => t.error = Some(e.to_string()),
+                }
+            }
+            if ok {
+                tracing::info!(cid = %cid.to_hex(), out = %out.display(), "fetch written");
+                let _ = on_db(&driver, move |db| Node::mark_written(db, &cid)).await;
+            }
+        }
+    }
 }
 
 /// Shared state of the API handlers.
@@ -65,16 +135,34 @@ pub struct ApiState {
     pub(crate) driver: DriverHandle<Node>,
     pub(crate) token: Arc<String>,
     pub(crate) metrics: PrometheusHandle,
-    pub(crate) fetches: Arc<Mutex<BTreeMap<ContentId, FetchTarget>>>,
+    pub(crate) fetches: Fetches,
 }
 
-/// An API error: a status code and one line of text, sent as `{"error": "..."}`.
+/// Runs `f` on the node's database on the blocking pool: the transfer records the API
+/// writes are committed there, not on the driver's loop. (The database is asked of the
+/// driver each time rather than kept, so that nothing outlives a stopped node's store.)
+async fn on_db<R: Send + 'static>(
+    driver: &DriverHandle<Node>,
+    f: impl FnOnce(&Store) -> R + Send + 'static,
+) -> Result<R, ApiError> {
+    let db = driver.inspect(|n: &mut Node, _| n.db().clone()).await?;
+    tokio::task::spawn_blocking(move || f(&db))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))
+}
+
+/// An API error: a status code, one line of text and, for a write refused because another
+/// writer owns the key, that owner's libp2p peer id; sent as `{"error": "...", "owner": ...}`.
 #[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub String);
+pub struct ApiError(pub StatusCode, pub String, pub Option<String>);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+        let body = ErrorBody {
+            error: self.1,
+            owner: self.2,
+        };
+        (self.0, Json(body)).into_response()
     }
 }
 
@@ -85,12 +173,12 @@ impl From<DriverError> for ApiError {
             DriverError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             DriverError::Refused(_) => StatusCode::BAD_REQUEST,
         };
-        ApiError(code, e.to_string())
+        ApiError(code, e.to_string(), None)
     }
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
+    ApiError(StatusCode::BAD_REQUEST, msg.into(), None)
 }
 
 /// The JSON body of an error.
@@ -98,6 +186,9 @@ fn bad(msg: impl Into<String>) -> ApiError {
 pub struct ErrorBody {
     /// One line saying what went wrong.
     pub error: String,
+    /// For a put or delete of a key another writer owns: the owner's libp2p peer id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `GET /status`.
@@ -193,6 +284,10 @@ pub struct Route {
 pub struct PutBody {
     /// The value (UTF-8).
     pub value: String,
+    /// How long the record lives, in seconds; the node's default when absent (capped at
+    /// `peerlab_dht::MAX_RECORD_TTL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
 }
 
 /// Answer to put and delete.
@@ -201,7 +296,7 @@ pub struct Stored {
     /// Route to the owner.
     #[serde(flatten)]
     pub route: Route,
-    /// The owner's version time (µs).
+    /// The version written: its wall-clock time in milliseconds since 1970.
     pub version: u64,
 }
 
@@ -213,7 +308,7 @@ pub struct Value {
     pub route: Route,
     /// The value (lossy UTF-8), `None` when absent or deleted.
     pub value: Option<String>,
-    /// The value's version time (µs), if any record was found.
+    /// The version read (wall-clock milliseconds since 1970), if any record was found.
     pub version: Option<u64>,
 }
 
@@ -330,6 +425,36 @@ pub struct FetchBody {
     /// libp2p peer ids of peers known to have it (optional; the DHT finds providers).
     #[serde(default)]
     pub providers: Vec<String>,
+    /// Replace an existing file at `output` (otherwise such a fetch is refused).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One entry of `GET /transfers`: a share or fetch the node runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferInfo {
+    /// Content id.
+    pub cid: String,
+    /// `share` or `fetch`.
+    pub kind: TransferKind,
+    /// The file's name (once the manifest is known).
+    pub name: Option<String>,
+    /// Chunks held.
+    pub have: u32,
+    /// Chunks in the file (0 until the manifest arrived).
+    pub total: u32,
+    /// Connected swarm peers.
+    pub peers: u32,
+    /// Payload bytes received.
+    pub downloaded: u64,
+    /// Payload bytes sent to others.
+    pub uploaded: u64,
+    /// For fetches: where the file is written, and whether it was.
+    pub output: Option<String>,
+    /// Whether the output was written.
+    pub written: bool,
+    /// Why writing the output failed, if it did.
+    pub error: Option<String>,
 }
 
 /// `GET /fetch/{cid}`.
@@ -343,6 +468,16 @@ pub struct FetchProgress {
     pub total: u32,
     /// Connected swarm peers.
     pub peers: u32,
+    /// Peers known to have the file, connected or not (before the manifest arrives: the
+    /// providers found so far).
+    #[serde(default)]
+    pub providers: u32,
+    /// Provider look-ups asked of the DHT so far.
+    #[serde(default)]
+    pub provider_lookups: u32,
+    /// Manifest requests sent so far.
+    #[serde(default)]
+    pub manifest_requests: u32,
     /// Payload bytes received.
     pub downloaded: u64,
     /// Payload bytes sent to others.
@@ -396,13 +531,20 @@ async fn dht_call(
             let code = match e {
                 dht::Error::NotJoined | dht::Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 dht::Error::LookupFailed { .. } => StatusCode::BAD_GATEWAY,
+                dht::Error::NotDurable(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                dht::Error::NotOwner { owner } => {
+                    let owner = libp2p_string(&owner);
+                    let msg = format!("key belongs to {owner}");
+                    return ApiError(StatusCode::CONFLICT, msg, Some(owner));
+                }
                 _ => StatusCode::BAD_REQUEST,
             };
-            ApiError(code, e.to_string())
+            ApiError(code, e.to_string(), None)
         }),
         other => Err(ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("unexpected answer {other:?}"),
+            None,
         )),
     }
 }
@@ -500,16 +642,18 @@ async fn kv_put(
     let id = peer::key_id(key.as_bytes());
     let k = key.into_bytes();
     let v = body.value.into_bytes();
+    let ttl = body.ttl_secs.map(Duration::from_secs);
     match dht_call(&st, |req| dht::Command::Put {
         req,
         key: k,
         value: v,
+        ttl,
     })
     .await?
     {
         dht::Reply::Stored { route: r, version } => Ok(Json(Stored {
             route: route(id, &r),
-            version: version.time,
+            version: version.wall_ms,
         })),
         other => Err(unexpected(other)),
     }
@@ -529,7 +673,7 @@ async fn kv_get(
         } => Ok(Json(Value {
             route: route(id, &r),
             value: value.as_deref().map(lossy),
-            version: version.map(|v| v.time),
+            version: version.map(|v| v.wall_ms),
         })),
         other => Err(unexpected(other)),
     }
@@ -544,7 +688,7 @@ async fn kv_delete(
     match dht_call(&st, |req| dht::Command::Delete { req, key: k }).await? {
         dht::Reply::Stored { route: r, version } => Ok(Json(Stored {
             route: route(id, &r),
-            version: version.time,
+            version: version.wall_ms,
         })),
         other => Err(unexpected(other)),
     }
@@ -634,9 +778,9 @@ async fn search(
     let ttl = q.ttl;
     let mut rx = st
         .driver
-        .call(|request| {
+        .call(|req| {
             Command::Flood(flood::Command::Search {
-                request,
+                req,
                 terms,
                 strategy: flood::Strategy::Flood,
                 ttl,
@@ -683,7 +827,7 @@ async fn share(
         peerlab_swarm::FileStore::share(&p2, peerlab_swarm::DEFAULT_CHUNK_SIZE)
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
     .map_err(|e| bad(format!("cannot share {}: {e}", path.display())))?;
     let cid = manifest.content_id();
     let out = Shared {
@@ -697,26 +841,99 @@ async fn share(
         path: Some(body.path.clone()),
         output: None,
         manifest: Some(manifest.clone()),
+        force: false,
+        written: false,
     };
-    st.driver
-        .command(Command::Share { manifest, store })
+    let reply = st
+        .driver
+        .call_once(
+            |req| Command::Share {
+                req,
+                manifest,
+                store,
+            },
+            API_TIMEOUT,
+        )
         .await?;
-    let running = st
+    swarm_answer(reply, "share")?;
+    on_db(&st.driver, move |db| {
+        Node::remember_transfer(db, &cid, &rec)
+    })
+    .await?;
+    Ok(Json(out))
+}
+
+/// The swarm's answer to a share or fetch: accepted, or refused with its reason.
+fn swarm_answer(reply: Event, what: &str) -> Result<(), ApiError> {
+    match reply {
+        Event::Swarm(peerlab_swarm::Event::Accepted { .. }) => Ok(()),
+        Event::Swarm(peerlab_swarm::Event::Refused { error, .. }) => {
+            Err(bad(format!("the swarm refused the {what}: {error}")))
+        }
+        other => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected answer to a {what}: {other:?}"),
+            None,
+        )),
+    }
+}
+
+/// `GET /transfers`: every share and fetch the node runs, with its progress.
+async fn transfers(State(st): State<ApiState>) -> Result<Json<Vec<TransferInfo>>, ApiError> {
+    let targets = st.fetches.lock().map(|f| f.clone()).unwrap_or_default();
+    let list = st
         .driver
         .inspect(move |n: &mut Node, _| {
-            let ok = n.peer().swarm().manifest(&cid).is_some();
-            if ok {
-                n.remember_transfer(&cid, &rec);
-            }
-            ok
+            let sw = n.peer().swarm();
+            n.transfers()
+                .into_iter()
+                .filter_map(|(cid, rec)| {
+                    let stats = sw.stats(&cid)?;
+                    let t = targets.get(&cid);
+                    Some(TransferInfo {
+                        cid: cid.to_hex(),
+                        kind: rec.kind,
+                        name: rec.manifest.as_ref().map(|m| m.name().to_string()),
+                        have: stats.have,
+                        total: stats.chunks,
+                        peers: stats.peers,
+                        downloaded: stats.downloaded,
+                        uploaded: stats.uploaded,
+                        output: rec.output.clone(),
+                        written: t.map_or(rec.written, |t| t.written),
+                        error: t.and_then(|t| t.error.clone()),
+                    })
+                })
+                .collect::<Vec<_>>()
         })
         .await?;
-    if !running {
-        return Err(bad(
-            "the swarm refused the share (already shared, or too many transfers)",
+    Ok(Json(list))
+}
+
+/// `DELETE /fetch/{cid}` and `DELETE /share/{cid}`: stops the transfer, frees its slot and
+/// forgets it (not resumed after a restart). A fetch's partial file stays in the chunk dir.
+async fn cancel(
+    State(st): State<ApiState>,
+    Path(cid_hex): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cid = parse_cid(&cid_hex)?;
+    let reply = st
+        .driver
+        .call_once(|req| Command::Cancel { req, cid }, API_TIMEOUT)
+        .await?;
+    if let Event::Swarm(peerlab_swarm::Event::Refused { error, .. }) = &reply {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no transfer of {cid_hex}: {error}"),
+            None,
         ));
     }
-    Ok(Json(out))
+    swarm_answer(reply, "cancel")?;
+    if let Ok(mut f) = st.fetches.lock() {
+        f.remove(&cid);
+    }
+    on_db(&st.driver, move |db| Node::forget_transfer(db, &cid)).await?;
+    Ok(Json(serde_json::json!({ "cid": cid_hex, "stopped": true })))
 }
 
 fn parse_cid(s: &str) -> Result<ContentId, ApiError> {
@@ -734,6 +951,10 @@ async fn fetch(
     {
         return Err(bad("fetch output must be an absolute path"));
     }
+    if let Some(o) = &output {
+        crate::storage::check_output(o, body.force)
+            .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string(), None))?;
+    }
     let mut providers = Vec::new();
     for p in &body.providers {
         let pid: libp2p::PeerId = p.parse().map_err(|e| bad(format!("provider {p:?}: {e}")))?;
@@ -745,15 +966,21 @@ async fn fetch(
     {
         let mut f = st.fetches.lock().map_err(|_| bad("poisoned"))?;
         if f.len() >= MAX_FETCHES && !f.contains_key(&cid) {
+            // Finished entries make room.
+            f.retain(|_, t| !t.written && t.error.is_none());
+        }
+        if f.len() >= MAX_FETCHES && !f.contains_key(&cid) {
             return Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many fetches".into(),
+                None,
             ));
         }
         f.insert(
             cid,
             FetchTarget {
                 output: output.clone(),
+                force: body.force,
                 written: false,
                 error: None,
             },
@@ -764,16 +991,30 @@ async fn fetch(
         path: None,
         output: output.map(|o| o.display().to_string()),
         manifest: None,
+        force: body.force,
+        written: false,
     };
     let already = st
         .driver
         .inspect(move |n: &mut Node, _| n.peer().swarm().stats(&cid).is_some())
         .await?;
     if !already {
-        st.driver.command(Command::Fetch { cid, providers }).await?;
-        st.driver
-            .inspect(move |n: &mut Node, _| n.remember_transfer(&cid, &rec))
+        let reply = st
+            .driver
+            .call_once(
+                |req| Command::Fetch {
+                    req,
+                    cid,
+                    providers,
+                },
+                API_TIMEOUT,
+            )
             .await?;
+        swarm_answer(reply, "fetch")?;
+        on_db(&st.driver, move |db| {
+            Node::remember_transfer(db, &cid, &rec)
+        })
+        .await?;
     }
     progress(State(st), Path(body.cid)).await
 }
@@ -797,44 +1038,27 @@ async fn progress(
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no transfer of {cid_hex} (refused or never started)"),
+            None,
         ));
     };
+    // The output is written by `write_outputs`, watched or not; this only reports.
     let target = st.fetches.lock().ok().and_then(|f| f.get(&cid).cloned());
-    let mut done = finished;
-    let mut error = target.as_ref().and_then(|t| t.error.clone());
-    let mut shown = path.clone();
-    if finished
-        && let Some(t) = &target
-        && let (Some(out), Some(src)) = (&t.output, &path)
+    let error = target.as_ref().and_then(|t| t.error.clone());
+    let (done, shown) = match target
+        .as_ref()
+        .and_then(|t| t.output.clone().map(|o| (t, o)))
     {
-        shown = Some(out.clone());
-        if !t.written && error.is_none() {
-            let (src, out2) = (src.clone(), out.clone());
-            let r = tokio::task::spawn_blocking(move || {
-                if src != out2 {
-                    std::fs::copy(&src, &out2).map(|_| ())
-                } else {
-                    Ok(())
-                }
-            })
-            .await;
-            let mut f = st.fetches.lock().map_err(|_| bad("poisoned"))?;
-            if let Some(t) = f.get_mut(&cid) {
-                match r {
-                    Ok(Ok(())) => t.written = true,
-                    Ok(Err(e)) => t.error = Some(format!("cannot write {}: {e}", out.display())),
-                    Err(e) => t.error = Some(e.to_string()),
-                }
-                error = t.error.clone();
-                done = t.written;
-            }
-        }
-    }
+        Some((t, out)) => (finished && t.written, Some(out)),
+        None => (finished, path),
+    };
     Ok(Json(FetchProgress {
         cid: cid_hex,
         have: stats.have,
         total: stats.chunks,
         peers: stats.peers,
+        providers: stats.providers,
+        provider_lookups: stats.provider_lookups,
+        manifest_requests: stats.manifest_requests,
         downloaded: stats.downloaded,
         uploaded: stats.uploaded,
         corrupt_chunks: stats.corrupt_chunks,
@@ -848,6 +1072,18 @@ async fn metrics_text(State(st): State<ApiState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(),
+    )
+}
+
+/// The read-only metrics endpoint: `GET /metrics` alone, without a token (see
+/// `Config::metrics`).
+pub(crate) fn metrics_router(metrics: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = metrics.render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+        }),
     )
 }
 
@@ -870,6 +1106,7 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
         return ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token (see api.token in the data dir)".into(),
+            None,
         )
         .into_response();
     }
@@ -890,7 +1127,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/search", get(search))
         .route("/share", post(share))
         .route("/fetch", post(fetch))
-        .route("/fetch/{cid}", get(progress))
+        .route("/fetch/{cid}", get(progress).delete(cancel))
+        .route("/share/{cid}", axum::routing::delete(cancel))
+        .route("/transfers", get(transfers))
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -906,5 +1145,6 @@ fn unexpected(reply: impl std::fmt::Debug) -> ApiError {
     ApiError(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("unexpected {reply:?}"),
+        None,
     )
 }

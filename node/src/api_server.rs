@@ -28,18 +28,18 @@ use crate::api::ApiError;
 
 /// Most API connections open at once. The CLI opens one per command, the testnet poller 16;
 /// 64 leaves room for both with scripts beside them.
-pub const API_MAX_CONNECTIONS: usize = 64;
+pub(crate) const API_MAX_CONNECTIONS: usize = 64;
 
 /// A connection that sends no request for this long is closed; so is one whose request
 /// headers have not all arrived this long after they began. The client's pooled
 /// connections are dropped after 15 s idle, before this.
-pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const API_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most time a request may take, from its headers to its answer. Every handler answers
 /// within its own deadline (30 s for the driver, 10 s of search), a share within the time
 /// its file takes to hash; this bounds what a slow client (a body sent a byte a minute)
 /// can hold, and stays under the client's 120 s timeout so the client hears why.
-pub const API_REQUEST_TIMEOUT: Duration = Duration::from_secs(110);
+pub(crate) const API_REQUEST_TIMEOUT: Duration = Duration::from_secs(110);
 
 /// How long a stopping server waits for the requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -49,7 +49,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The limits a server runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Most connections open at once.
     pub max_connections: usize,
     /// Idle (and header) timeout of a connection.
@@ -78,6 +78,7 @@ async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
                 "the request did not complete within {} s",
                 limit.as_secs_f64()
             ),
+            None,
         )
         .into_response(),
     }
@@ -85,7 +86,7 @@ async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
 
 /// Serves `app` on `listener` within `limits` until `stop` fires (or its sender is
 /// dropped); then lets the requests in flight finish (for at most a few seconds).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,

@@ -15,6 +15,11 @@ use crate::api::{
 };
 use crate::driver::PeerInfo;
 
+/// Largest answer the client reads from the API: a `/ring` or `/fetches` listing of a big
+/// node fits many times over, and a node that answers without end cannot exhaust the
+/// client's memory.
+const MAX_ANSWER_BYTES: u64 = 256 << 20;
+
 /// How long one API call may take. Searches and fetches take the longest.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -36,6 +41,12 @@ pub enum ClientError {
         status: u16,
         /// The node's error line.
         msg: String,
+    },
+    /// A put or delete was refused: another writer owns the key until its record expires.
+    #[error("key belongs to {owner}")]
+    NotOwner {
+        /// The owner's libp2p peer id.
+        owner: String,
     },
     /// The answer could not be read.
     #[error("unreadable answer: {0}")]
@@ -87,13 +98,17 @@ impl Client {
                     msg: format!("{name}: {e}"),
                 })
         };
-        Ok(Client::new(&read("api.addr")?, &read("api.token")?))
+        Ok(Client::new(
+            &read(crate::API_ADDR_FILE)?,
+            &read(crate::API_TOKEN_FILE)?,
+        ))
     }
 
-    fn finish<T: DeserializeOwned>(
+    /// Reads an answer's status and body (at most [`MAX_ANSWER_BYTES`]).
+    fn answer(
         &self,
         r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<T, ClientError> {
+    ) -> Result<(u16, String), ClientError> {
         let mut resp = r.map_err(|e| ClientError::Unreachable {
             addr: self.addr.clone(),
             msg: e.to_string(),
@@ -102,14 +117,28 @@ impl Client {
         let text = resp
             .body_mut()
             .with_config()
-            .limit(256 << 20)
+            .limit(MAX_ANSWER_BYTES)
             .read_to_string()
             .map_err(|e| ClientError::Body(e.to_string()))?;
+        Ok((status, text))
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let (status, text) = self.answer(r)?;
         if status >= 400 {
-            let msg = serde_json::from_str::<ErrorBody>(&text)
-                .map(|b| b.error)
-                .unwrap_or(text);
-            return Err(ClientError::Api { status, msg });
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(ErrorBody {
+                    owner: Some(owner), ..
+                }) => ClientError::NotOwner { owner },
+                Ok(b) => ClientError::Api {
+                    status,
+                    msg: b.error,
+                },
+                Err(_) => ClientError::Api { status, msg: text },
+            });
         }
         serde_json::from_str(&text).map_err(|e| ClientError::Body(e.to_string()))
     }
@@ -118,14 +147,30 @@ impl Client {
         format!("Bearer {}", self.token)
     }
 
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request that carries no body, with the token.
+    fn call(
+        &self,
+        req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        req.header("Authorization", self.auth()).call()
+    }
+
+    /// Sends `body` as JSON with the token, answer decoded as JSON.
+    fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        req: ureq::RequestBuilder<ureq::typestate::WithBody>,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.finish(req.header("Authorization", self.auth()).send_json(body))
+    }
+
     /// `GET path` decoded as JSON.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let r = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("Authorization", self.auth())
-            .call();
-        self.finish(r)
+        self.finish(self.call(self.agent.get(self.url(path))))
     }
 
     /// `POST path` with a JSON body, answer decoded as JSON.
@@ -134,12 +179,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let r = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", self.auth())
-            .send_json(body);
-        self.finish(r)
+        self.send_json(self.agent.post(self.url(path)), body)
     }
 
     /// `PUT path` with a JSON body.
@@ -148,40 +188,17 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let r = self
-            .agent
-            .put(format!("{}{path}", self.base))
-            .header("Authorization", self.auth())
-            .send_json(body);
-        self.finish(r)
+        self.send_json(self.agent.put(self.url(path)), body)
     }
 
     /// `DELETE path`.
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let r = self
-            .agent
-            .delete(format!("{}{path}", self.base))
-            .header("Authorization", self.auth())
-            .call();
-        self.finish(r)
+        self.finish(self.call(self.agent.delete(self.url(path))))
     }
 
     /// The raw Prometheus text of `/metrics`.
     pub fn metrics(&self) -> Result<String, ClientError> {
-        let r = self
-            .agent
-            .get(format!("{}/metrics", self.base))
-            .header("Authorization", self.auth())
-            .call();
-        let mut resp = r.map_err(|e| ClientError::Unreachable {
-            addr: self.addr.clone(),
-            msg: e.to_string(),
-        })?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| ClientError::Body(e.to_string()))?;
+        let (status, text) = self.answer(self.call(self.agent.get(self.url("/metrics"))))?;
         if status >= 400 {
             return Err(ClientError::Api { status, msg: text });
         }
@@ -214,6 +231,7 @@ impl Client {
             &format!("/kv/{}", urlencode(key)),
             &PutBody {
                 value: value.into(),
+                ttl_secs: None,
             },
         )
     }
@@ -267,8 +285,20 @@ impl Client {
                 cid: cid.into(),
                 output: output.map(|p| p.display().to_string()),
                 providers: Vec::new(),
+                force: false,
             },
         )
+    }
+
+    /// `GET /transfers`.
+    pub fn transfers(&self) -> Result<Vec<crate::api::TransferInfo>, ClientError> {
+        self.get("/transfers")
+    }
+
+    /// `DELETE /fetch/{cid}` (`share == false`) or `DELETE /share/{cid}`.
+    pub fn cancel(&self, cid: &str, share: bool) -> Result<serde_json::Value, ClientError> {
+        let kind = if share { "share" } else { "fetch" };
+        self.delete(&format!("/{kind}/{}", urlencode(cid)))
     }
 
     /// `GET /fetch/{cid}`.

@@ -45,6 +45,10 @@ pub struct Config {
     /// Allow the control API to bind a non-loopback address. Default false: the API can
     /// change what the node stores and shares, so it stays local unless asked.
     pub allow_remote_api: bool,
+    /// Address of a read-only Prometheus endpoint (`GET /metrics`, no token), for scrapers
+    /// that cannot hold each node's API token. Default none: metrics only through the
+    /// token-protected control API. The counters reveal traffic volumes, not keys or data.
+    pub metrics: Option<String>,
     /// Transport choice. Default QUIC (+ TCP).
     pub transport: Transport,
     /// Virtual nodes this peer runs on the Chord ring. Default 4: enough to even out the
@@ -123,6 +127,7 @@ impl Default for Config {
             bootstrap: Vec::new(),
             api: "127.0.0.1:0".into(),
             allow_remote_api: false,
+            metrics: None,
             transport: Transport::Quic,
             vnodes: 4,
             profile: Profile::Lan,

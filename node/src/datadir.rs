@@ -7,6 +7,7 @@
 //! | `api.token` | the control API's bearer token (mode 0600) |
 //! | `api.addr` | the address the control API bound (written at start) |
 //! | `listen.addrs` | the node's listen multiaddrs with `/p2p/<id>` (written at start) |
+//! | `peers` | last-known peers, one multiaddr with `/p2p/<id>` a line (for rejoining) |
 //! | `store.redb` | DHT records and swarm bitfields ([`crate::store`]) |
 //! | `chunks/` | chunk files of shared and fetched content |
 //!
@@ -22,9 +23,18 @@ use libp2p::identity::Keypair;
 
 use crate::NodeError;
 
+/// The configuration file's name inside a data dir.
+pub const CONFIG_FILE: &str = "config.toml";
+/// The name of the file holding the control API's address (written at start).
+pub const API_ADDR_FILE: &str = "api.addr";
+/// The name of the file holding the control API's bearer token.
+pub const API_TOKEN_FILE: &str = "api.token";
+/// The name of the file listing the node's listen multiaddrs (written at start).
+pub const LISTEN_ADDRS_FILE: &str = "listen.addrs";
+
 /// Paths inside a data dir.
 #[derive(Clone, Debug)]
-pub struct DataDir {
+pub(crate) struct DataDir {
     root: PathBuf,
 }
 
@@ -36,13 +46,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
 }
 
 /// Mode of the data dir and the directories in it: the owner's only.
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// Mode of the secret files: readable and writable by the owner only.
-pub const SECRET_MODE: u32 = 0o600;
+pub(crate) const SECRET_MODE: u32 = 0o600;
 
 /// Writes `data` to `path` atomically (temp file + rename) with mode 0600 on Unix.
-pub fn write_private(path: &Path, data: &[u8]) -> Result<(), NodeError> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), NodeError> {
     let tmp = path.with_extension("tmp");
     {
         let mut opts = std::fs::OpenOptions::new();
@@ -102,7 +112,7 @@ fn create_private_dir(dir: &Path) -> Result<(), NodeError> {
 impl DataDir {
     /// Opens the data dir at `root`, creating it (mode 0700) if needed. An existing
     /// directory keeps its mode (a warning says so if others may enter it).
-    pub fn open(root: impl Into<PathBuf>) -> Result<DataDir, NodeError> {
+    pub(crate) fn open(root: impl Into<PathBuf>) -> Result<DataDir, NodeError> {
         let root = root.into();
         create_private_dir(&root)?;
         create_private_dir(&root.join("chunks"))?;
@@ -124,43 +134,39 @@ impl DataDir {
         Ok(DataDir { root })
     }
 
-    /// The directory itself.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// The configuration file.
-    pub fn config_file(&self) -> PathBuf {
-        self.root.join("config.toml")
-    }
-
     /// The embedded database file.
-    pub fn store_file(&self) -> PathBuf {
+    pub(crate) fn store_file(&self) -> PathBuf {
         self.root.join("store.redb")
     }
 
     /// The chunk directory.
-    pub fn chunks_dir(&self) -> PathBuf {
+    pub(crate) fn chunks_dir(&self) -> PathBuf {
         self.root.join("chunks")
     }
 
     /// The file holding the API address.
-    pub fn api_addr_file(&self) -> PathBuf {
-        self.root.join("api.addr")
+    pub(crate) fn api_addr_file(&self) -> PathBuf {
+        self.root.join(API_ADDR_FILE)
     }
 
     /// The file holding the API token.
-    pub fn token_file(&self) -> PathBuf {
-        self.root.join("api.token")
+    pub(crate) fn token_file(&self) -> PathBuf {
+        self.root.join(API_TOKEN_FILE)
     }
 
     /// The file listing the listen multiaddrs.
-    pub fn listen_file(&self) -> PathBuf {
-        self.root.join("listen.addrs")
+    pub(crate) fn listen_file(&self) -> PathBuf {
+        self.root.join(LISTEN_ADDRS_FILE)
+    }
+
+    /// The last-known peers' multiaddrs, one per line (rewritten while the node runs; read at
+    /// start so that a restarted node can find the overlay without its bootstrap peers).
+    pub(crate) fn known_peers_file(&self) -> PathBuf {
+        self.root.join("peers")
     }
 
     /// Loads the identity, creating and saving a new Ed25519 key on first use.
-    pub fn identity(&self) -> Result<Keypair, NodeError> {
+    pub(crate) fn identity(&self) -> Result<Keypair, NodeError> {
         let path = self.root.join("identity.key");
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -192,7 +198,7 @@ impl DataDir {
     }
 
     /// Loads the API token, creating a fresh random one (256 bits) on first use.
-    pub fn token(&self) -> Result<String, NodeError> {
+    pub(crate) fn token(&self) -> Result<String, NodeError> {
         let path = self.token_file();
         match std::fs::read_to_string(&path) {
             Ok(s) if s.trim().len() >= 32 => {
@@ -215,22 +221,13 @@ impl DataDir {
     }
 
     /// Records the bound API address.
-    pub fn write_api_addr(&self, addr: &std::net::SocketAddr) -> Result<(), NodeError> {
+    pub(crate) fn write_api_addr(&self, addr: &std::net::SocketAddr) -> Result<(), NodeError> {
         write_private(&self.api_addr_file(), addr.to_string().as_bytes())
     }
 
     /// Records the listen multiaddrs, one per line.
-    pub fn write_listen_addrs(&self, addrs: &[String]) -> Result<(), NodeError> {
+    pub(crate) fn write_listen_addrs(&self, addrs: &[String]) -> Result<(), NodeError> {
         write_private(&self.listen_file(), addrs.join("\n").as_bytes())
-    }
-
-    /// Reads the API address and token a running node wrote (for the CLI client).
-    pub fn api_endpoint(&self) -> Result<(String, String), NodeError> {
-        let addr_path = self.api_addr_file();
-        let addr = std::fs::read_to_string(&addr_path).map_err(io_err(&addr_path))?;
-        let tok_path = self.token_file();
-        let token = std::fs::read_to_string(&tok_path).map_err(io_err(&tok_path))?;
-        Ok((addr.trim().to_string(), token.trim().to_string()))
     }
 }
 

@@ -5,11 +5,12 @@
 //!
 //! - [`peer`]: `Peer`, the composition of the cores (sans-IO; also runs in the simulator).
 //! - [`wire`]: one libp2p protocol per core, stream framing, frame limits.
-//! - [`driver`]: the tokio task that owns the libp2p swarm and the `Peer`.
-//! - [`datadir`], [`config`], [`store`]: identity, configuration file, durable records.
-//! - [`api`]: the HTTP + JSON control API; [`api_server`]: its server and limits;
+//! - `driver`: the tokio task that owns the libp2p swarm and the `Peer`.
+//! - `datadir`, [`config`], `store`: identity, configuration file, durable records;
+//!   `storage`: files written for the user (fetch outputs), whole or not at all.
+//! - [`api`]: the HTTP + JSON control API; `api_server`: its server and limits;
 //!   [`client`]: a blocking client for it.
-//! - [`metrics`]: metric names and the per-node Prometheus recorder.
+//! - `metrics`: metric names and the per-node Prometheus recorder.
 //!
 //! # Starting a node in-process
 //!
@@ -34,18 +35,21 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod api;
-pub mod api_server;
+mod api_server;
 pub mod client;
 pub mod config;
-pub mod datadir;
-pub mod driver;
-pub mod metrics;
-pub mod node;
+mod datadir;
+mod driver;
+mod metrics;
+mod node;
 pub mod peer;
-pub mod store;
+mod storage;
+mod store;
 pub mod wire;
 
+pub use datadir::{API_ADDR_FILE, API_TOKEN_FILE, CONFIG_FILE, LISTEN_ADDRS_FILE};
 pub use libp2p;
+pub use node::{MEMBERS_LOG_TARGET, Node};
 pub use peer::Peer;
 
 /// Why a node could not start (or a data dir could not be used).
@@ -126,6 +130,9 @@ pub enum NodeError {
     /// The Noise handshake configuration of the TCP transport could not be built.
     #[error("tcp transport: {0}")]
     Noise(#[source] libp2p::noise::Error),
+    /// The system's resolver configuration (`/etc/resolv.conf`) could not be read.
+    #[error("dns resolver: {0}")]
+    Dns(#[source] std::io::Error),
     /// The node cannot listen on an address.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -174,7 +181,19 @@ pub struct NodeHandle {
     driver_task: JoinHandle<()>,
     api_task: JoinHandle<()>,
     api_stop: Option<oneshot::Sender<()>>,
+    /// The read-only metrics endpoint's address, when configured.
+    metrics_addr: Option<SocketAddr>,
+    /// The read-only metrics server, when configured, and its stop signal.
+    metrics_server: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
+    /// Writes finished fetches' outputs ([`api::write_outputs`]).
+    output_task: JoinHandle<()>,
+    /// The database, to wait for its closing when the node stops: a commit running on the
+    /// blocking pool holds it a little longer than the tasks.
+    db: std::sync::Weak<store::Store>,
 }
+
+/// Longest a stopped node waits for its database's last commit to finish and close it.
+const DB_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 impl NodeHandle {
     /// The node's libp2p peer id.
@@ -217,22 +236,55 @@ impl NodeHandle {
         &self.driver
     }
 
+    /// The read-only metrics endpoint's address (`Config::metrics`), if it serves one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Leaves the overlay gracefully and stops the node.
     pub async fn shutdown(mut self) {
+        self.output_task.abort();
         let _ = self.driver.shutdown().await;
         let _ = (&mut self.driver_task).await;
         if let Some(stop) = self.api_stop.take() {
             let _ = stop.send(());
         }
         let _ = (&mut self.api_task).await;
+        if let Some((task, stop)) = self.metrics_server.take() {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        let _ = (&mut self.output_task).await;
+        self.db_closed().await;
     }
 
-    /// Stops the node abruptly, as a crash would: no leave, no hand-off.
-    pub async fn kill(mut self) {
+    /// Waits (at most [`DB_CLOSE_WAIT`]) until nothing holds the database any more, so a
+    /// node restarted from the same data dir can open it.
+    async fn db_closed(&self) {
+        /// How often the count of the database's holders is looked at.
+        const POLL: Duration = Duration::from_millis(1);
+        let deadline = tokio::time::Instant::now() + DB_CLOSE_WAIT;
+        while self.db.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Stops the node abruptly: no leave, no hand-off — but this is **not** a crash. The
+    /// driver and API tasks are aborted, and dropping them still flushes the chunk store
+    /// and closes the database cleanly, so it cannot show what a crash loses. Crash
+    /// recovery is tested with real processes killed by SIGKILL (`cli/tests/crash.rs`).
+    pub async fn abort(mut self) {
+        self.output_task.abort();
         self.driver_task.abort();
         self.api_task.abort();
         let _ = (&mut self.driver_task).await;
         let _ = (&mut self.api_task).await;
+        if let Some((task, _)) = self.metrics_server.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        let _ = (&mut self.output_task).await;
+        self.db_closed().await;
     }
 }
 
@@ -251,6 +303,16 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         value: cfg.api.clone(),
         source,
     })?;
+    let metrics_addr: Option<SocketAddr> = cfg
+        .metrics
+        .as_ref()
+        .map(|m| {
+            m.parse().map_err(|source| NodeError::ApiAddr {
+                value: m.clone(),
+                source,
+            })
+        })
+        .transpose()?;
     if !api::is_local(&api_addr) && !cfg.allow_remote_api {
         return Err(NodeError::Invalid(format!(
             "refusing to serve the control API on non-loopback {api_addr} without --allow-remote-api"
@@ -282,18 +344,46 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         max_connections_per_ip: cfg.max_connections_per_ip,
         prefer_quic: cfg.transport == config::Transport::Quic,
         seed: cfg.seed,
+        known_peers_file: Some(dir.known_peers_file()),
         delay: driver::Delay::from_millis(cfg.delay_ms, cfg.delay_jitter_ms),
         ..driver::NetConfig::default()
     };
 
-    let local = driver::from_libp2p(&key.public().to_peer_id()).ok_or(NodeError::NotEd25519)?;
-    let factory = node::CidDirFactory {
-        root: dir.chunks_dir(),
-    };
-    let peer = Peer::new(local, cfg.peer_config(), factory)?;
+    let node_key = overlay_key(&key).ok_or(NodeError::NotEd25519)?;
+    let factory = node::CidDirFactory::new(dir.chunks_dir());
+    let reopen = factory.clone();
+    let peer_cfg = cfg.peer_config();
+    if !peer_cfg.dht.defenses {
+        // Only the simulator's attack experiments run the DHT without its rules.
+        return Err(NodeError::Invalid(
+            "the DHT's defenses are off: a node on a network must not run without them".into(),
+        ));
+    }
+    let peer = Peer::new(node_key, peer_cfg, factory)?;
     let db = Arc::new(store::Store::open(&dir.store_file())?);
-    let core = node::Node::new(peer, db, driver::wall_clock());
+    let core = node::Node::new(peer, db.clone(), driver::wall_clock());
+    let finished = core.finished();
     let resume = core.transfers();
+    // Fetches that asked for an output and have not written it yet: the output writer
+    // finishes them after a restart too.
+    let fetches: api::Fetches = Default::default();
+    if let Ok(mut f) = fetches.lock() {
+        for (cid, rec) in &resume {
+            if rec.kind == node::TransferKind::Fetch
+                && let Some(out) = &rec.output
+            {
+                f.insert(
+                    *cid,
+                    api::FetchTarget {
+                        output: Some(PathBuf::from(out)),
+                        force: rec.force,
+                        written: rec.written,
+                        error: None,
+                    },
+                );
+            }
+        }
+    }
     let recorder = Arc::new(metrics::recorder());
     let metrics_handle = recorder.handle();
     let (mut drv, handle) = driver::Driver::new(key, core, &net, recorder)?;
@@ -310,7 +400,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
             .collect::<Vec<_>>(),
     )?;
     let driver_task = tokio::spawn(drv.run());
-    resume_transfers(&handle, resume).await;
+    resume_transfers(&handle, &reopen, resume).await;
 
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await
@@ -323,12 +413,41 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         source,
     })?;
     dir.write_api_addr(&api_addr)?;
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::ApiBind { addr, source })?,
+        ),
+        None => None,
+    };
     let app = api::router(api::ApiState {
         driver: handle.clone(),
         token: Arc::new(token.clone()),
-        metrics: metrics_handle,
-        fetches: Default::default(),
+        metrics: metrics_handle.clone(),
+        fetches: fetches.clone(),
     });
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| NodeError::ApiBind {
+            addr: metrics_addr.unwrap_or(api_addr),
+            source,
+        })?),
+        None => None,
+    };
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            let (stop, stop_rx) = oneshot::channel::<()>();
+            let task = tokio::spawn(api_server::serve(
+                listener,
+                api::metrics_router(metrics_handle),
+                api_server::Limits::default(),
+                stop_rx,
+            ));
+            Some((task, stop))
+        }
+        None => None,
+    };
+    let output_task = tokio::spawn(api::write_outputs(handle.clone(), fetches, finished));
     let (api_stop, stop_rx) = oneshot::channel::<()>();
     let api_task = tokio::spawn(api_server::serve(
         listener,
@@ -336,7 +455,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         api_server::Limits::default(),
         stop_rx,
     ));
-    tracing::info!(%peer_id, %api_addr, "node started");
+    tracing::info!(%peer_id, %api_addr, ?metrics_addr, "node started");
     Ok(NodeHandle {
         peer_id,
         api_addr,
@@ -347,12 +466,28 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         driver_task,
         api_task,
         api_stop: Some(api_stop),
+        metrics_addr,
+        metrics_server,
+        output_task,
+        db: Arc::downgrade(&db),
     })
+}
+
+/// Logs a resumed transfer the swarm did not take up.
+fn log_refusal(cid: &peerlab_swarm::ContentId, answer: Result<peer::Event, driver::DriverError>) {
+    match answer {
+        Ok(peer::Event::Swarm(peerlab_swarm::Event::Accepted { .. })) => {}
+        Ok(peer::Event::Swarm(peerlab_swarm::Event::Refused { error, .. })) => {
+            tracing::warn!(cid = %cid.to_hex(), %error, "a transfer was not resumed")
+        }
+        other => tracing::warn!(cid = %cid.to_hex(), ?other, "a transfer was not resumed"),
+    }
 }
 
 /// Re-shares the files shared before a restart and resumes unfinished fetches.
 async fn resume_transfers(
     handle: &driver::DriverHandle<node::Node>,
+    factory: &node::CidDirFactory,
     records: Vec<(peerlab_swarm::ContentId, node::TransferRecord)>,
 ) {
     for (cid, rec) in records {
@@ -365,9 +500,12 @@ async fn resume_transfers(
                 .await;
                 match seeded {
                     Ok(Ok(store)) => {
-                        let _ = handle
-                            .command(peer::Command::Share { manifest, store })
-                            .await;
+                        let share = |req| peer::Command::Share {
+                            req,
+                            manifest,
+                            store,
+                        };
+                        log_refusal(&cid, handle.call_once(share, api::API_TIMEOUT).await);
                     }
                     _ => {
                         tracing::warn!(cid = %cid.to_hex(), "a shared file is gone or changed; not re-shared")
@@ -375,14 +513,27 @@ async fn resume_transfers(
                 }
             }
             (node::TransferKind::Fetch, _, _) => {
-                let _ = handle
-                    .command(peer::Command::Fetch {
-                        cid,
-                        providers: Vec::new(),
-                    })
-                    .await;
+                // The partial file is verified here, on the blocking pool, rather than in
+                // the core when the manifest arrives (see `CidDirFactory`).
+                let f = factory.clone();
+                let _ = tokio::task::spawn_blocking(move || f.preopen(&cid)).await;
+                let fetch = |req| peer::Command::Fetch {
+                    req,
+                    cid,
+                    providers: Vec::new(),
+                };
+                log_refusal(&cid, handle.call_once(fetch, api::API_TIMEOUT).await);
             }
             _ => {}
         }
     }
+}
+
+/// The cores' view of the node key (the same Ed25519 key pair): it signs what only this node
+/// may say, such as its gossip member record. `None` unless the key is Ed25519.
+fn overlay_key(key: &libp2p::identity::Keypair) -> Option<peerlab_overlay::Keypair> {
+    let ed = key.clone().try_into_ed25519().ok()?;
+    let secret: [u8; 32] = ed.secret().as_ref().try_into().ok()?;
+    let ours = peerlab_overlay::Keypair::from_secret(secret);
+    (driver::from_libp2p(&key.public().to_peer_id()) == Some(ours.peer_id())).then_some(ours)
 }

@@ -7,66 +7,71 @@
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 /// Gauge: peers with at least one open connection.
-pub const CONNECTED_PEERS: &str = "peerlab_connected_peers";
+pub(crate) const CONNECTED_PEERS: &str = "peerlab_connected_peers";
 /// Counter: dials of peers without a connection, by the kind of message that needed one
 /// (which protocol steps make a node meet new peers; what a large testnet's connection
 /// count is made of).
-pub const DIALS: &str = "peerlab_dials_total";
+pub(crate) const DIALS: &str = "peerlab_dials_total";
+/// Counter: rejoin rounds run while the node was alone (no connection, or no other live
+/// member in its ring or membership).
+pub(crate) const REJOIN_ROUNDS: &str = "peerlab_rejoin_rounds_total";
+/// Counter: database commits that failed (the writes of that turn were not acknowledged).
+pub(crate) const PERSIST_FAILED: &str = "peerlab_persist_failed_total";
 /// Gauge: protocol timers pending in the driver.
-pub const PENDING_TIMERS: &str = "peerlab_pending_timers";
+pub(crate) const PENDING_TIMERS: &str = "peerlab_pending_timers";
 /// Counter (label `protocol`): frame bytes received.
-pub const BYTES_IN: &str = "peerlab_bytes_in_total";
+pub(crate) const BYTES_IN: &str = "peerlab_bytes_in_total";
 /// Counter (label `protocol`): frame bytes sent.
-pub const BYTES_OUT: &str = "peerlab_bytes_out_total";
+pub(crate) const BYTES_OUT: &str = "peerlab_bytes_out_total";
 /// Counter (label `protocol`): frames received.
-pub const MESSAGES_IN: &str = "peerlab_messages_in_total";
+pub(crate) const MESSAGES_IN: &str = "peerlab_messages_in_total";
 /// Counter (label `protocol`): frames sent.
-pub const MESSAGES_OUT: &str = "peerlab_messages_out_total";
+pub(crate) const MESSAGES_OUT: &str = "peerlab_messages_out_total";
 /// Counter (label `protocol`): frames dropped because too many were in flight to a peer.
-pub const SEND_DROPPED: &str = "peerlab_send_dropped_total";
+pub(crate) const SEND_DROPPED: &str = "peerlab_send_dropped_total";
 /// Counter (label `protocol`): frames whose delivery failed.
-pub const SEND_FAILED: &str = "peerlab_send_failed_total";
+pub(crate) const SEND_FAILED: &str = "peerlab_send_failed_total";
 /// Counter (label `reason`): inbound streams refused at accept — `queue`: the driver was
 /// `driver::INBOUND_QUEUE` streams behind; `per_peer`: the peer already held
 /// `driver::MAX_INBOUND_STREAMS_PER_PEER` streams on the channel.
-pub const STREAMS_REFUSED: &str = "peerlab_streams_refused_total";
+pub(crate) const STREAMS_REFUSED: &str = "peerlab_streams_refused_total";
 /// Counter (label `reason`): connections refused by the driver's gate — `per_ip`: the
 /// remote address already held `driver::MAX_CONNECTIONS_PER_IP` (or the configured cap).
-pub const CONNECTIONS_DENIED: &str = "peerlab_connections_denied_total";
+pub(crate) const CONNECTIONS_DENIED: &str = "peerlab_connections_denied_total";
 /// Counter (label `protocol`): frames dropped because their sender was over its rate
 /// (`driver::rate_of`).
-pub const RATE_LIMITED: &str = "peerlab_frames_rate_limited_total";
+pub(crate) const RATE_LIMITED: &str = "peerlab_frames_rate_limited_total";
 /// Counter (label `protocol`): undecodable, oversized or unattributable frames received.
-pub const BAD_FRAMES: &str = "peerlab_bad_frames_total";
+pub(crate) const BAD_FRAMES: &str = "peerlab_bad_frames_total";
 /// Counter (label `offence`): peer input a core rejected (`Offence::name`).
-pub const OFFENCES: &str = "peerlab_offences_total";
+pub(crate) const OFFENCES: &str = "peerlab_offences_total";
 /// Counter: peers banned for bad frames or offences.
-pub const PEERS_BANNED: &str = "peerlab_peers_banned_total";
+pub(crate) const PEERS_BANNED: &str = "peerlab_peers_banned_total";
 /// Counter: peers seen to restart with the same identity (a new boot nonce in identify).
-pub const PEER_RESTARTS: &str = "peerlab_peer_restarts_total";
+pub(crate) const PEER_RESTARTS: &str = "peerlab_peer_restarts_total";
 /// Counter: DHT lookups completed (label `result`: ok / failed).
-pub const LOOKUPS: &str = "peerlab_dht_lookups_total";
+pub(crate) const LOOKUPS: &str = "peerlab_dht_lookups_total";
 /// Histogram: hops of completed DHT lookups.
-pub const LOOKUP_HOPS: &str = "peerlab_dht_lookup_hops";
+pub(crate) const LOOKUP_HOPS: &str = "peerlab_dht_lookup_hops";
 /// Histogram: latency of API-issued DHT lookups, seconds.
-pub const LOOKUP_LATENCY: &str = "peerlab_dht_lookup_latency_seconds";
+pub(crate) const LOOKUP_LATENCY: &str = "peerlab_dht_lookup_latency_seconds";
 /// Counter (label `kind`): gossip messages sent, by message kind.
-pub const GOSSIP_MESSAGES: &str = "peerlab_gossip_messages_total";
+pub(crate) const GOSSIP_MESSAGES: &str = "peerlab_gossip_messages_total";
 /// Gauge (label `state`): gossip members by state.
-pub const MEMBERS: &str = "peerlab_gossip_members";
+pub(crate) const MEMBERS: &str = "peerlab_gossip_members";
 /// Counter: gossip entries updated locally (new versions learned).
-pub const GOSSIP_UPDATES: &str = "peerlab_gossip_entry_updates_total";
+pub(crate) const GOSSIP_UPDATES: &str = "peerlab_gossip_entry_updates_total";
 /// Counter: flooding searches issued by this node.
-pub const FLOOD_QUERIES: &str = "peerlab_flood_queries_total";
+pub(crate) const FLOOD_QUERIES: &str = "peerlab_flood_queries_total";
 /// Counter: flooding search hits received.
-pub const FLOOD_HITS: &str = "peerlab_flood_hits_total";
+pub(crate) const FLOOD_HITS: &str = "peerlab_flood_hits_total";
 /// Counter: chunks that verified against their manifest hash.
-pub const CHUNKS_VERIFIED: &str = "peerlab_chunks_verified_total";
+pub(crate) const CHUNKS_VERIFIED: &str = "peerlab_chunks_verified_total";
 /// Counter: chunks rejected (hash mismatch).
-pub const CHUNKS_REJECTED: &str = "peerlab_chunks_rejected_total";
+pub(crate) const CHUNKS_REJECTED: &str = "peerlab_chunks_rejected_total";
 
 /// A fresh recorder with histogram buckets suited to hop counts and latencies.
-pub fn recorder() -> PrometheusRecorder {
+pub(crate) fn recorder() -> PrometheusRecorder {
     let builder = PrometheusBuilder::new();
     let builder = builder
         .set_buckets_for_metric(

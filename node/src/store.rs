@@ -3,9 +3,15 @@
 //! Why redb: it is pure Rust, maintained, ACID with copy-on-write B-trees and a
 //! checksummed two-phase commit, so a write that `commit()` returned for survives a crash
 //! or `kill -9` without a recovery step, and a torn write is never visible. The node commits
-//! before it acknowledges (see `Peer::after_input` in the driver loop), so no acknowledged
+//! before it acknowledges (the driver holds a run's acknowledgments until its group commit,
+//! run off the event loop, reports success; see `driver::commit`), so no acknowledged
 //! write is lost. sled (the other candidate) is unmaintained in its stable line; SQLite would
 //! add a C dependency for two key/value tables.
+//!
+//! Gossip entries are not kept: they are the overlay's soft state, held by every member
+//! and re-learned by anti-entropy when a restarted node rejoins (its own entries too, from
+//! the members that hold them), and a restarted node that found nobody would only serve
+//! stale entries. What must outlive every other node is written to the DHT.
 //!
 //! Tables are plain byte maps; what goes in them is the caller's business (CBOR through the
 //! overlay codec).
@@ -17,17 +23,19 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::NodeError;
 
 /// DHT records: key = 20-byte ring id of the key, value = the codec-encoded record.
-pub const DHT_RECORDS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("dht_records");
+pub(crate) const DHT_RECORDS: TableDefinition<'static, &[u8], &[u8]> =
+    TableDefinition::new("dht_records");
 
 /// Swarm state per content id: codec-encoded manifest and bitfield.
-pub const SWARM_STATE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("swarm_state");
+pub(crate) const SWARM_STATE: TableDefinition<'static, &[u8], &[u8]> =
+    TableDefinition::new("swarm_state");
 
-/// Gossip entries published or learned (key → codec-encoded entry).
-pub const GOSSIP_ENTRIES: TableDefinition<'static, &[u8], &[u8]> =
+/// The table older versions created for gossip entries and never filled; removed at open.
+const OLD_GOSSIP_ENTRIES: TableDefinition<'static, &[u8], &[u8]> =
     TableDefinition::new("gossip_entries");
 
 /// Rows of a table: (key, value) pairs in key order.
-pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// One change to apply in a single transaction.
 #[derive(Clone, Debug)]
@@ -49,6 +57,9 @@ pub enum Change {
 /// The node's embedded database.
 pub struct Store {
     db: Database,
+    /// Tests make commits fail with this (a full disk, an I/O error).
+    #[cfg(test)]
+    pub(crate) fail_commits: std::sync::atomic::AtomicBool,
 }
 
 fn db_err(e: impl Into<redb::Error>) -> NodeError {
@@ -61,11 +72,16 @@ impl Store {
         let db = Database::create(path).map_err(db_err)?;
         // Create the tables so that readers never see "table does not exist".
         let tx = db.begin_write().map_err(db_err)?;
-        for def in [DHT_RECORDS, SWARM_STATE, GOSSIP_ENTRIES] {
+        for def in [DHT_RECORDS, SWARM_STATE] {
             tx.open_table(def).map_err(db_err)?;
         }
+        tx.delete_table(OLD_GOSSIP_ENTRIES).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            #[cfg(test)]
+            fail_commits: Default::default(),
+        })
     }
 
     /// Applies `changes` to `table` in one durable transaction; returns once committed.
@@ -76,6 +92,13 @@ impl Store {
     ) -> Result<(), NodeError> {
         if changes.is_empty() {
             return Ok(());
+        }
+        #[cfg(test)]
+        if self.fail_commits.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(NodeError::Io {
+                path: "store.redb".into(),
+                source: std::io::Error::other("injected commit failure"),
+            });
         }
         let tx = self.db.begin_write().map_err(db_err)?;
         {

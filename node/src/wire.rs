@@ -47,7 +47,7 @@ pub const TRANSFER_FRAME_LIMIT: usize = peerlab_overlay::codec::DEFAULT_MAX_FRAM
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
-    /// Chord DHT (`/peerlab/dht/4`).
+    /// Chord DHT (`/peerlab/dht/5`).
     Dht,
     /// Gossip membership and data (`/peerlab/gossip/3`).
     Gossip,
@@ -69,7 +69,7 @@ impl Channel {
     /// The libp2p protocol name.
     pub const fn protocol(self) -> &'static str {
         match self {
-            Channel::Dht => "/peerlab/dht/4",
+            Channel::Dht => "/peerlab/dht/5",
             Channel::Gossip => "/peerlab/gossip/3",
             Channel::Flood => "/peerlab/flood/2",
             Channel::Swarm => "/peerlab/swarm/2",

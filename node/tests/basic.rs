@@ -52,3 +52,38 @@ fn three_nodes_connect_store_and_gossip() {
     let metrics = clients[0].metrics().unwrap();
     assert!(metrics.contains("peerlab_connected_peers"), "{metrics}");
 }
+
+#[test]
+fn the_metrics_endpoint_serves_only_metrics_and_without_a_token() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = peerlab_node::config::Config {
+        metrics: Some("127.0.0.1:0".into()),
+        ..peerlab_node::config::Config::local(Transport::Tcp)
+    };
+    let node = rt
+        .block_on(peerlab_node::spawn(peerlab_node::NodeOptions::new(
+            dir.path(),
+            cfg,
+        )))
+        .unwrap();
+    let addr = node.metrics_addr().expect("a metrics address");
+    let mut r = ureq::get(format!("http://{addr}/metrics")).call().unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    assert!(
+        text.contains("# TYPE peerlab_bytes_in_total counter"),
+        "{text}"
+    );
+    // Nothing else is served there, the control API least of all.
+    match ureq::get(format!("http://{addr}/status")).call() {
+        Err(ureq::Error::StatusCode(404)) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
+    // The control API still wants its token.
+    let bad = Client::new(&node.api_addr().to_string(), "wrong");
+    assert!(matches!(
+        bad.status(),
+        Err(ClientError::Api { status: 401, .. })
+    ));
+    rt.block_on(node.shutdown());
+}

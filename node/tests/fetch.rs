@@ -1,11 +1,10 @@
-//! Regression test for the stalled swarm fetch between real nodes (issue 7).
+//! Regression test for stalled swarm fetches between real nodes.
 //!
-//! Before frames were batched, every 16 KiB block was its own request-response substream;
-//! a seeder answering a deep pipeline opened substreams faster than they finished, past
-//! the stream limits, and the transfer stopped for minutes (32 MiB over TCP never
-//! finished). Here four nodes over TCP + Yamux (the transport that stalled first) fetch a
-//! 6 MiB file (384 blocks, well over the 64-block pipeline per sharer) from three sharers
-//! within a bounded time, byte-identical.
+//! A driver that gives every 16 KiB block its own substream lets a seeder answering a deep
+//! pipeline open substreams faster than they finish, past the transports' stream limits,
+//! and the transfer stops for minutes. Here four nodes over TCP + Yamux (the transport
+//! whose stream limit is reached first) fetch a 6 MiB file (384 blocks, well over the LAN
+//! pipeline per sharer) from three sharers within a bounded time, byte-identical.
 
 mod common;
 

@@ -218,7 +218,7 @@ fn scenario(transport: Transport, file_size: usize) {
                 .unwrap_or(false)
         })
         .count();
-    // The transfer (64 MiB, 256 chunks) must draw on all three sharers at once; a
+    // The full-size transfer (64 MiB, 256 chunks) must draw on all three sharers at once; a
     // small file's few chunks may all come from two of them.
     let want = if file_size >= 64 << 20 { 3 } else { 2 };
     assert!(
@@ -286,7 +286,7 @@ fn scenario(transport: Transport, file_size: usize) {
 
 #[test]
 fn eight_nodes_over_quic() {
-    // The full-size transfer: 64 MiB shared by three nodes, fetched by a fourth.
+    // The full-size transfer: 64 MiB shared by three nodes, fetched by a fourth.
     scenario(Transport::Quic, 64 << 20);
 }
 

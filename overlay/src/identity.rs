@@ -80,6 +80,9 @@ impl PeerId {
 }
 
 fn tagged(domain: &str, payload: &[u8]) -> Vec<u8> {
+    // The NUL separator is unambiguous only while no domain contains one; domains are
+    // constants in the code, never peer input.
+    debug_assert!(!domain.contains('\0'), "signature domain contains NUL");
     let mut b = Vec::with_capacity(domain.len() + 1 + payload.len());
     b.extend_from_slice(domain.as_bytes());
     b.push(0);

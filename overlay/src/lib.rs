@@ -2,17 +2,17 @@
 //!
 //! # Layout
 //!
-//! - [`id`]: 160-bit ring identifiers with Chord's interval arithmetic and SHA-1 placement.
-//! - [`peer`]: peer identities (Ed25519 public keys, convertible to libp2p `PeerId`s).
-//! - [`identity`]: node key pairs and domain-separated Ed25519 signatures.
-//! - [`time`], [`rng`]: protocol time and the seeded random source cores receive.
+//! - [`Id`]: 160-bit ring identifiers with Chord's interval arithmetic and SHA-1 placement.
+//! - [`PeerId`]: peer identities (Ed25519 public keys, convertible to libp2p `PeerId`s).
+//! - [`Keypair`], [`Signature`]: node key pairs and domain-separated Ed25519 signatures.
+//! - [`Instant`], [`Rng`]: protocol time and the seeded random source cores receive.
 //! - [`codec`]: the wire codec — version byte + CBOR, size-limited before decoding.
-//! - [`protocol`]: the sans-IO contract every core follows, and the [`Offence`]s a core
-//!   reports against peers whose input it rejects.
+//! - [`Protocol`], [`Context`], [`Output`]: the sans-IO contract every core follows, and the
+//!   [`Offence`]s a core reports against peers whose input it rejects.
 //! - [`ConfigError`]: the one error every core's `Config::validate` returns.
-//! - [`guid`], [`seen`], [`index`], [`neighbours`]: the pieces of the unstructured overlay —
-//!   16-byte message ids, the bounded expiring seen-GUID routing table, the keyword index of
-//!   shared names, and the bounded neighbour set with its host cache.
+//! - [`Guid`], [`flood::Index`], [`flood::Neighbours`] and a bounded expiring seen-GUID
+//!   routing table: the pieces of the unstructured overlay — 16-byte message ids, the keyword
+//!   index of shared names, and the bounded neighbour set with its host cache.
 //! - [`flood`]: the unstructured overlay (Ping/Pong) and Gnutella 0.6 search — flooding,
 //!   expanding ring and k random walkers — as one sans-IO core.
 //!
@@ -71,24 +71,21 @@
 pub mod codec;
 mod config;
 pub mod flood;
-pub mod guid;
-pub mod id;
-pub mod identity;
-pub mod index;
-pub mod neighbours;
-pub mod peer;
-pub mod protocol;
-pub mod rng;
-pub mod seen;
-pub mod time;
+mod guid;
+mod id;
+mod identity;
+mod peer;
+mod protocol;
+mod rng;
+mod time;
 
 pub use codec::CodecError;
 pub use config::ConfigError;
 pub use flood::Flood;
-pub use guid::Guid;
-pub use id::Id;
-pub use identity::{Keypair, Signature};
-pub use peer::PeerId;
+pub use guid::{GUID_LEN, Guid};
+pub use id::{ID_BITS, ID_BYTES, Id};
+pub use identity::{Keypair, SIGNATURE_LEN, Signature};
+pub use peer::{LIBP2P_PEER_ID_LEN, PeerId};
 pub use protocol::{Context, Cx, Message, Offence, Outbox, Output, Protocol};
 pub use rng::Rng;
 pub use time::Instant;

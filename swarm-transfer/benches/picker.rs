@@ -8,11 +8,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use peerlab_overlay::Rng;
-use peerlab_swarm::Manifest;
-use peerlab_swarm::bitfield::Bitfield;
-use peerlab_swarm::manifest::MIN_CHUNK_SIZE;
+use peerlab_overlay::{PeerId, Rng};
 use peerlab_swarm::picker::{Config, Picker};
+use peerlab_swarm::{Bitfield, MIN_CHUNK_SIZE, Manifest};
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick_every_chunk_one_seeder");
@@ -21,6 +19,7 @@ fn bench(c: &mut Criterion) {
         let m = Manifest::from_bytes("bench.bin", &data, MIN_CHUNK_SIZE).unwrap();
         assert_eq!(m.chunk_count(), chunks);
         let seeder = Bitfield::full(chunks);
+        let from = PeerId::synthetic(1);
         g.throughput(Throughput::Elements(chunks as u64));
         g.bench_function(format!("{chunks}_chunks"), |b| {
             b.iter_batched(
@@ -30,7 +29,7 @@ fn bench(c: &mut Criterion) {
                     (p, Rng::seed(1))
                 },
                 |(mut p, mut rng)| {
-                    while let Some((chunk, _)) = p.pick(&m, &seeder, &[], &mut rng) {
+                    while let Some((chunk, _)) = p.pick(&m, from, &seeder, &[], &mut rng) {
                         p.mark_have(black_box(chunk));
                     }
                     assert!(p.is_complete());

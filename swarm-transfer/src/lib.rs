@@ -12,39 +12,65 @@
 //! file distribution: the minimum distribution time" (2006) give the bound the
 //! simulator experiment compares against.
 //!
+//! # Hostile peers
+//!
+//! Anyone who can reach a node can join a swarm, so no peer is trusted with more than it
+//! can prove ([`Config::defenses`], on by default). A block is accepted only from the peer
+//! it was requested from, so every chunk knows who contributed each of its blocks. A chunk
+//! that fails verification convicts its sender when it came from one peer; one that mixed
+//! several peers is fetched again whole from one peer (libtorrent's "parole"), so the next
+//! failure, or the comparison once it passes (libtorrent's "smart ban"), names the liar
+//! and only the liar. Peers that take requests and answer none are evicted; newcomers that
+//! opened the transfer with us hold a bounded share of the connection slots and give way
+//! to newer ones before any peer that delivered. Every rejected input is reported to the
+//! driver as an [`Offence`](peerlab_overlay::Offence) of its sender, which turns them into
+//! strikes and bans.
+//!
 //! # Layout
 //!
-//! - [`manifest`]: manifests, content ids, chunk/block geometry and verification.
-//! - [`bitfield`]: chunk sets as sent on the wire.
-//! - [`wire`]: the peer messages and their frame limits.
+//! - `manifest`: [`Manifest`]s, [`ContentId`]s, chunk/block geometry and verification.
+//! - `bitfield`: [`Bitfield`], chunk sets as sent on the wire.
+//! - `wire`: the peer [`Message`]s and their frame limits.
 //! - [`picker`]: random first, strict priority, rarest first, endgame.
 //! - [`choker`]: tit-for-tat with four slots every 10 s and an optimistic unchoke every 30 s.
-//! - [`swarm`]: the sans-IO core ([`Swarm`], a [`peerlab_overlay::Protocol`]) running
-//!   many transfers keyed by content id.
-//! - [`storage`]: the [`ChunkStore`] trait, the in-memory store the simulator uses and
-//!   the resumable file store the node uses — the only module doing I/O.
-//! - [`discovery`]: the DHT interface (provider announcements and lookups).
+//! - `swarm`: the sans-IO core ([`Swarm`], a [`peerlab_overlay::Protocol`]) running many
+//!   transfers keyed by content id; its own docs map its files (transfer, connection,
+//!   manifest fetch, download, upload, super-seeding).
+//! - `storage`: the [`ChunkStore`] trait, the in-memory store the simulator uses and the
+//!   resumable file store the node uses — the only module doing I/O.
+//! - `discovery`: the DHT interface ([`Discovery`]: provider announcements and lookups).
+//!
+//! The picker and the choker are public modules because their `Config`s are part of
+//! [`Config`]; everything else is re-exported here.
 
-pub mod bitfield;
+mod bitfield;
 pub mod choker;
-pub mod discovery;
-pub mod manifest;
+mod discovery;
+mod manifest;
 pub mod picker;
-pub mod storage;
-pub mod swarm;
-pub mod wire;
+mod storage;
+mod swarm;
+mod wire;
 
 pub use bitfield::Bitfield;
 pub use discovery::{Discovery, dht_key};
-pub use manifest::{BLOCK_SIZE, ContentId, DEFAULT_CHUNK_SIZE, Manifest, ManifestError};
+pub use manifest::{
+    BLOCK_SIZE, ContentId, DEFAULT_CHUNK_SIZE, HASH_LEN, MAX_CHUNK_SIZE, MAX_CHUNKS, MAX_NAME_LEN,
+    MIN_CHUNK_SIZE, Manifest, ManifestBuilder, ManifestError,
+};
 pub use picker::Strategy;
 pub use storage::{
-    ChunkStore, FileFactory, FileStore, MemoryFactory, MemoryStore, StoreError, StoreFactory,
+    ChunkStore, FLUSH_BYTES, FLUSH_INTERVAL, FileFactory, FileStore, FlushPolicy, MemoryFactory,
+    MemoryStore, READ_CACHE_BYTES, StoreError, StoreFactory, manifest_from_file,
 };
 pub use swarm::{
-    Command, CommandError, Config, Event, Link, ProtocolError, Swarm, Timer, TransferStats,
+    Command, CommandError, Config, Event, Link, MAX_PIPELINE_DEPTH, MAX_QUEUED_REQUESTS,
+    ProtocolError, Swarm, Timer, TransferStats,
 };
-pub use wire::{Body, Message};
+pub use wire::{
+    Body, FrameError, MAX_BLOCK_FRAME, MAX_SMALL_FRAME, Message, PROTOCOL_NAME, decode_frame,
+    encode_frame,
+};
 
 /// Re-exported so users build blocks and hashes with the same versions as this crate.
 pub use blake3;

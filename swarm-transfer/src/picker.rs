@@ -18,6 +18,13 @@
 //!
 //! [`Strategy::Random`] replaces rule 3 by rule 2 for comparison experiments.
 //!
+//! **Parole** (libtorrent's name for it): a chunk that failed verification with blocks
+//! from several peers is put on parole ([`Picker::put_on_parole`]). The peer that starts it
+//! next owns it: every block of the chunk is requested from that peer alone, no other peer
+//! continues it and endgame does not duplicate its requests, so if it fails again its one
+//! contributor is the liar. [`Picker::abandon`] gives an owned chunk up (its owner refused
+//! or left) so that the next peer starts it afresh.
+//!
 //! The picker buffers the blocks of started chunks until the chunk is complete; the
 //! caller then verifies it as a whole. Its memory is bounded by the number of started
 //! chunks, which is bounded by the caller's request pipeline (every started chunk has a
@@ -82,6 +89,8 @@ struct Partial {
     received: u32,
     /// Slots still `Missing`.
     missing: u32,
+    /// For a chunk on parole: the one peer it is fetched from.
+    owner: Option<PeerId>,
 }
 
 /// What became of a received block.
@@ -122,6 +131,8 @@ pub struct Picker {
     by_availability: Vec<u32>,
     /// Whether `unstarted` has been shuffled.
     shuffled: bool,
+    /// Chunks on parole: fetched whole from one peer when next started.
+    parole: Bitfield,
 }
 
 /// [`Picker::position`] of a chunk that is held or started.
@@ -147,6 +158,7 @@ impl Picker {
             unstarted,
             position,
             shuffled: false,
+            parole: Bitfield::new(n),
         }
     }
 
@@ -244,19 +256,20 @@ impl Picker {
         self.change_availability(i, 1);
     }
 
-    /// Picks the next block to request from a peer holding `peer_has`, skipping blocks
-    /// already outstanding at that peer (`outstanding`). Marks it requested.
+    /// Picks the next block to request from `peer`, which holds `peer_has`, skipping
+    /// blocks already outstanding at that peer (`outstanding`). Marks it requested.
     pub fn pick(
         &mut self,
         manifest: &Manifest,
+        peer: PeerId,
         peer_has: &Bitfield,
         outstanding: &[BlockRef],
         rng: &mut Rng,
     ) -> Option<BlockRef> {
-        // 1. Strict priority: continue a started chunk.
+        // 1. Strict priority: continue a started chunk (one on parole only by its owner).
         if self.missing_in_partials > 0 {
             for (&chunk, p) in self.partial.iter_mut() {
-                if p.missing == 0 || !peer_has.get(chunk) {
+                if p.missing == 0 || !peer_has.get(chunk) || p.owner.is_some_and(|o| o != peer) {
                     continue;
                 }
                 if let Some(b) = p.slots.iter().position(|s| matches!(s, Slot::Missing)) {
@@ -273,21 +286,23 @@ impl Picker {
             let mut slots = vec![Slot::Missing; blocks as usize];
             slots[0] = Slot::Requested(1);
             self.unlist(chunk);
+            let owner = self.parole.get(chunk).then_some(peer);
             self.partial.insert(
                 chunk,
                 Partial {
                     slots,
                     received: 0,
                     missing: blocks - 1,
+                    owner,
                 },
             );
             self.missing_in_partials += (blocks - 1) as u64;
             return Some((chunk, 0));
         }
-        // 4. Endgame: duplicate an outstanding request.
+        // 4. Endgame: duplicate an outstanding request (never one of a chunk on parole).
         if self.in_endgame() {
             for (&chunk, p) in self.partial.iter_mut() {
-                if !peer_has.get(chunk) {
+                if !peer_has.get(chunk) || p.owner.is_some() {
                     continue;
                 }
                 for (b, s) in p.slots.iter_mut().enumerate() {
@@ -352,21 +367,26 @@ impl Picker {
         best.map(|(_, i)| i)
     }
 
-    /// Whether [`Picker::pick`] could find a block in `peer_has` right now: a chunk not held
-    /// and not started, a started chunk with a block nobody has been asked for, or — in
-    /// endgame — a block requested fewer than [`Config::endgame_copies`] times. Stricter
-    /// than [`Picker::wants_from`]: a peer whose only chunks we lack are already fully
-    /// requested elsewhere has nothing to give us *now*.
-    pub fn can_pick(&self, peer_has: &Bitfield) -> bool {
+    /// Whether [`Picker::pick`] could find a block in `peer_has` for `peer` right now: a
+    /// chunk not held and not started, a started chunk (not another peer's on parole) with a
+    /// block nobody has been asked for, or — in endgame — a block requested fewer than
+    /// [`Config::endgame_copies`] times. Stricter than [`Picker::wants_from`]: a peer whose
+    /// only chunks we lack are already fully requested elsewhere has nothing to give us
+    /// *now*.
+    pub fn can_pick(&self, peer: PeerId, peer_has: &Bitfield) -> bool {
         let endgame = self.in_endgame();
         for i in peer_has.ones_missing_from(&self.have) {
             let Some(p) = self.partial.get(&i) else {
                 return true;
             };
+            if p.owner.is_some_and(|o| o != peer) {
+                continue;
+            }
             if p.missing > 0 {
                 return true;
             }
             if endgame
+                && p.owner.is_none()
                 && p.slots
                     .iter()
                     .any(|s| matches!(s, Slot::Requested(n) if *n < self.config.endgame_copies))
@@ -419,21 +439,59 @@ impl Picker {
         }
         *slot = Slot::Received(data, from);
         p.received += 1;
-        if p.received as usize == p.slots.len() {
-            let p = self.partial.remove(&r.0).unwrap_or_else(|| unreachable!());
-            self.relist(r.0);
-            let blocks = p
-                .slots
-                .into_iter()
-                .filter_map(|s| match s {
-                    Slot::Received(d, f) => Some((d, f)),
-                    _ => None,
-                })
-                .collect();
-            BlockOutcome::Complete(blocks)
-        } else {
-            BlockOutcome::Stored
+        if (p.received as usize) < p.slots.len() {
+            return BlockOutcome::Stored;
         }
+        let Some(p) = self.partial.remove(&r.0) else {
+            return BlockOutcome::Stored;
+        };
+        self.relist(r.0);
+        let blocks = p
+            .slots
+            .into_iter()
+            .filter_map(|s| match s {
+                Slot::Received(d, f) => Some((d, f)),
+                _ => None,
+            })
+            .collect();
+        BlockOutcome::Complete(blocks)
+    }
+
+    /// Puts chunk `i` on parole: whoever starts it next fetches all of it (see the module
+    /// docs). Lifted when the chunk is held.
+    pub fn put_on_parole(&mut self, i: u32) {
+        if !self.have.get(i) {
+            self.parole.set(i);
+        }
+    }
+
+    /// Whether chunk `i` is on parole.
+    pub fn on_parole(&self, i: u32) -> bool {
+        self.parole.get(i)
+    }
+
+    /// The peer a started chunk on parole is fetched from.
+    pub fn owner(&self, i: u32) -> Option<PeerId> {
+        self.partial.get(&i)?.owner
+    }
+
+    /// Gives up the started chunk `i` (its owner refused or left): its blocks are dropped
+    /// and the next peer to start it fetches it whole. The caller withdraws the requests
+    /// still outstanding for it.
+    pub fn abandon(&mut self, i: u32) {
+        if let Some(p) = self.partial.remove(&i) {
+            self.missing_in_partials -= p.missing as u64;
+            self.relist(i);
+        }
+    }
+
+    /// The started chunks on parole that `peer` owns.
+    pub fn owned_by(&self, peer: PeerId) -> Vec<u32> {
+        self.partial
+            .iter()
+            .filter(|(_, p)| p.owner == Some(peer))
+            .map(|(&i, _)| i)
+            .collect()
     }
 
     /// Chunk `i` verified and stored.
@@ -441,6 +499,7 @@ impl Picker {
         if self.have.set(i) {
             self.have_count += 1;
         }
+        self.parole.clear(i);
         self.unlist(i);
         if let Some(p) = self.partial.remove(&i) {
             self.missing_in_partials -= p.missing as u64;
@@ -470,6 +529,11 @@ mod tests {
         b
     }
 
+    /// The peer every pick is for, where it does not matter.
+    fn peer() -> PeerId {
+        PeerId::synthetic(100)
+    }
+
     fn picker(n: u32, random_first: u32) -> Picker {
         Picker::new(
             Config {
@@ -490,7 +554,7 @@ mod tests {
         p.add_peer(&all);
         p.add_peer(&bits(8, &[0, 1, 2, 3, 4, 6, 7]));
         let mut rng = Rng::seed(1);
-        assert_eq!(p.pick(&m, &all, &[], &mut rng), Some((5, 0)));
+        assert_eq!(p.pick(&m, peer(), &all, &[], &mut rng), Some((5, 0)));
     }
 
     #[test]
@@ -504,7 +568,11 @@ mod tests {
             let mut p = picker(64, 4);
             p.add_peer(&all);
             p.add_peer(&rare);
-            picked.insert(p.pick(&m, &all, &[], &mut Rng::seed(seed)).unwrap().0);
+            picked.insert(
+                p.pick(&m, peer(), &all, &[], &mut Rng::seed(seed))
+                    .unwrap()
+                    .0,
+            );
         }
         assert!(picked.len() > 5, "random first spreads: {picked:?}");
         // After the random-first phase, rarest (63) is always chosen.
@@ -512,7 +580,10 @@ mod tests {
             let mut p = picker(64, 0);
             p.add_peer(&all);
             p.add_peer(&rare);
-            assert_eq!(p.pick(&m, &all, &[], &mut Rng::seed(seed)), Some((63, 0)));
+            assert_eq!(
+                p.pick(&m, peer(), &all, &[], &mut Rng::seed(seed)),
+                Some((63, 0))
+            );
         }
     }
 
@@ -530,7 +601,7 @@ mod tests {
             let mut p = picker(64, 0);
             p.add_peer(&all);
             p.add_peer(&common);
-            let (c, _) = p.pick(&m, &all, &[], &mut Rng::seed(seed)).unwrap();
+            let (c, _) = p.pick(&m, peer(), &all, &[], &mut Rng::seed(seed)).unwrap();
             assert!(
                 rare.contains(&c),
                 "seed {seed}: {c} is not among the rarest"
@@ -547,7 +618,7 @@ mod tests {
         let mut p = picker(32, 0);
         p.add_peer(&all);
         let mut rng = Rng::seed(3);
-        let (first, _) = p.pick(&m, &all, &[], &mut rng).unwrap();
+        let (first, _) = p.pick(&m, peer(), &all, &[], &mut rng).unwrap();
         p.mark_have(first);
         // A second neighbour arrives with everything but chunk 9 (or 10, if 9 is held):
         // that chunk is now the rarest and must come next, wherever the shuffle put it.
@@ -555,12 +626,12 @@ mod tests {
         let mut most = Bitfield::full(32);
         most.clear(rare);
         p.add_peer(&most);
-        assert_eq!(p.pick(&m, &all, &[], &mut rng), Some((rare, 0)));
+        assert_eq!(p.pick(&m, peer(), &all, &[], &mut rng), Some((rare, 0)));
         p.mark_have(rare);
         // Once it leaves, every chunk is equally rare again and the picks cover the rest.
         p.remove_peer(&most);
         let mut seen = std::collections::BTreeSet::from([first, rare]);
-        while let Some((c, _)) = p.pick(&m, &all, &[], &mut rng) {
+        while let Some((c, _)) = p.pick(&m, peer(), &all, &[], &mut rng) {
             assert!(seen.insert(c), "chunk {c} started twice");
             p.mark_have(c);
         }
@@ -575,7 +646,7 @@ mod tests {
         let mut p = picker(4, 0);
         p.add_peer(&all);
         let mut rng = Rng::seed(5);
-        let (bad, _) = p.pick(&m, &all, &[], &mut rng).unwrap();
+        let (bad, _) = p.pick(&m, peer(), &all, &[], &mut rng).unwrap();
         let from = PeerId::synthetic(9);
         assert!(matches!(
             p.block_received((bad, 0), Bytes::from_static(b"x"), from),
@@ -584,7 +655,7 @@ mod tests {
         // The caller found the chunk corrupt and did not mark it held: it is started
         // again (once), and the download completes.
         let mut started = vec![];
-        while let Some((c, _)) = p.pick(&m, &all, &[], &mut rng) {
+        while let Some((c, _)) = p.pick(&m, peer(), &all, &[], &mut rng) {
             started.push(c);
             p.mark_have(c);
         }
@@ -600,20 +671,23 @@ mod tests {
         let all = Bitfield::full(4);
         p.add_peer(&all);
         let mut rng = Rng::seed(3);
-        let (c, b) = p.pick(&m, &all, &[], &mut rng).unwrap();
+        let (c, b) = p.pick(&m, peer(), &all, &[], &mut rng).unwrap();
         assert_eq!(b, 0);
         // The next three requests continue the same chunk, in block order.
         for want in 1..4 {
-            assert_eq!(p.pick(&m, &all, &[], &mut rng), Some((c, want)));
+            assert_eq!(p.pick(&m, peer(), &all, &[], &mut rng), Some((c, want)));
         }
         // Only then is a new chunk started.
-        let (c2, b2) = p.pick(&m, &all, &[], &mut rng).unwrap();
+        let (c2, b2) = p.pick(&m, peer(), &all, &[], &mut rng).unwrap();
         assert!(c2 != c && b2 == 0);
         // A peer without chunk c cannot continue it.
         let mut p2 = picker(4, 0);
-        let (c3, _) = p2.pick(&m, &bits(4, &[1]), &[], &mut rng).unwrap();
+        let (c3, _) = p2.pick(&m, peer(), &bits(4, &[1]), &[], &mut rng).unwrap();
         assert_eq!(c3, 1);
-        assert_eq!(p2.pick(&m, &bits(4, &[2]), &[], &mut rng), Some((2, 0)));
+        assert_eq!(
+            p2.pick(&m, peer(), &bits(4, &[2]), &[], &mut rng),
+            Some((2, 0))
+        );
     }
 
     #[test]
@@ -622,8 +696,8 @@ mod tests {
         let mut p = picker(4, 0);
         p.mark_have(1);
         let mut rng = Rng::seed(0);
-        assert_eq!(p.pick(&m, &bits(4, &[1]), &[], &mut rng), None);
-        assert_eq!(p.pick(&m, &bits(4, &[]), &[], &mut rng), None);
+        assert_eq!(p.pick(&m, peer(), &bits(4, &[1]), &[], &mut rng), None);
+        assert_eq!(p.pick(&m, peer(), &bits(4, &[]), &[], &mut rng), None);
     }
 
     #[test]
@@ -632,10 +706,10 @@ mod tests {
         let mut p = picker(1, 0);
         let all = Bitfield::full(1);
         let mut rng = Rng::seed(0);
-        let r = p.pick(&m, &all, &[], &mut rng).unwrap();
+        let r = p.pick(&m, peer(), &all, &[], &mut rng).unwrap();
         p.request_dropped(r);
         assert!(!p.in_endgame());
-        assert_eq!(p.pick(&m, &all, &[], &mut rng), Some(r));
+        assert_eq!(p.pick(&m, peer(), &all, &[], &mut rng), Some(r));
     }
 
     #[test]
@@ -644,13 +718,13 @@ mod tests {
         let mut p = picker(1, 0);
         let all = Bitfield::full(1);
         let mut rng = Rng::seed(0);
-        let r = p.pick(&m, &all, &[], &mut rng).unwrap();
+        let r = p.pick(&m, peer(), &all, &[], &mut rng).unwrap();
         assert!(p.in_endgame());
         // Same peer: nothing new (it already has r outstanding).
-        assert_eq!(p.pick(&m, &all, &[r], &mut rng), None);
+        assert_eq!(p.pick(&m, peer(), &all, &[r], &mut rng), None);
         // Another peer gets a duplicate, a third one nothing (endgame_copies = 2).
-        assert_eq!(p.pick(&m, &all, &[], &mut rng), Some(r));
-        assert_eq!(p.pick(&m, &all, &[], &mut rng), None);
+        assert_eq!(p.pick(&m, peer(), &all, &[], &mut rng), Some(r));
+        assert_eq!(p.pick(&m, peer(), &all, &[], &mut rng), None);
         let a = PeerId::synthetic(1);
         match p.block_received(r, Bytes::from_static(&[7; 1024]), a) {
             BlockOutcome::Complete(blocks) => assert_eq!(blocks.len(), 1),
@@ -692,15 +766,63 @@ mod tests {
         let mut pk = picker(2, 0);
         let only0 = bits(2, &[0]);
         let mut rng = Rng::seed(1);
-        assert!(pk.can_pick(&only0));
+        assert!(pk.can_pick(peer(), &only0));
         // Both blocks of chunk 0 requested: nothing left to ask a holder of chunk 0 only.
-        assert_eq!(pk.pick(&m, &only0, &[], &mut rng), Some((0, 0)));
-        assert_eq!(pk.pick(&m, &only0, &[], &mut rng), Some((0, 1)));
-        assert!(!pk.can_pick(&only0));
+        assert_eq!(pk.pick(&m, peer(), &only0, &[], &mut rng), Some((0, 0)));
+        assert_eq!(pk.pick(&m, peer(), &only0, &[], &mut rng), Some((0, 1)));
+        assert!(!pk.can_pick(peer(), &only0));
         assert!(pk.wants_from(&only0));
         // Chunk 1 is unstarted; a dropped request makes chunk 0 requestable again.
-        assert!(pk.can_pick(&bits(2, &[0, 1])));
+        assert!(pk.can_pick(peer(), &bits(2, &[0, 1])));
         pk.request_dropped((0, 1));
-        assert!(pk.can_pick(&only0));
+        assert!(pk.can_pick(peer(), &only0));
+    }
+    #[test]
+    fn a_chunk_on_parole_is_fetched_whole_from_the_peer_that_starts_it() {
+        let m = manifest(2, 4 * crate::manifest::BLOCK_SIZE); // 4 blocks per chunk
+        let all = Bitfield::full(2);
+        let (a, b) = (PeerId::synthetic(1), PeerId::synthetic(2));
+        let mut pk = picker(2, 0);
+        pk.add_peer(&all);
+        pk.add_peer(&all);
+        pk.put_on_parole(0);
+        pk.put_on_parole(1);
+        let mut rng = Rng::seed(4);
+        let (c, _) = pk.pick(&m, a, &all, &[], &mut rng).unwrap();
+        assert_eq!(pk.owner(c), Some(a));
+        // `b` may not continue `a`'s chunk: it starts the other one and owns it.
+        let (d, _) = pk.pick(&m, b, &all, &[], &mut rng).unwrap();
+        assert_ne!(c, d);
+        assert_eq!(pk.owner(d), Some(b));
+        // Each continues only its own chunk; nobody duplicates the other's requests, even
+        // once every block is requested (endgame).
+        for _ in 0..3 {
+            assert_eq!(pk.pick(&m, a, &all, &[], &mut rng).map(|r| r.0), Some(c));
+            assert_eq!(pk.pick(&m, b, &all, &[], &mut rng).map(|r| r.0), Some(d));
+        }
+        assert!(pk.in_endgame());
+        assert_eq!(pk.pick(&m, a, &all, &[], &mut rng), None);
+        assert!(!pk.can_pick(b, &all));
+        // `a` goes away: its chunk is abandoned and `b` may start it afresh, alone.
+        assert_eq!(pk.owned_by(a), vec![c]);
+        pk.abandon(c);
+        assert_eq!(pk.owner(c), None);
+        assert_eq!(pk.pick(&m, b, &all, &[], &mut rng), Some((c, 0)));
+        assert_eq!(pk.owner(c), Some(b));
+        // Parole ends when the chunk is held.
+        pk.mark_have(c);
+        assert!(!pk.on_parole(c) && pk.on_parole(d));
+    }
+
+    #[test]
+    fn without_parole_any_peer_continues_a_started_chunk() {
+        let m = manifest(1, 4 * crate::manifest::BLOCK_SIZE);
+        let all = Bitfield::full(1);
+        let (a, b) = (PeerId::synthetic(1), PeerId::synthetic(2));
+        let mut pk = picker(1, 0);
+        let mut rng = Rng::seed(4);
+        assert_eq!(pk.pick(&m, a, &all, &[], &mut rng), Some((0, 0)));
+        assert_eq!(pk.owner(0), None);
+        assert_eq!(pk.pick(&m, b, &all, &[], &mut rng), Some((0, 1)));
     }
 }

@@ -21,6 +21,17 @@
 //!   claims is read back and re-verified against the manifest, and whatever fails is
 //!   fetched again. When every chunk is in, the file is synced and renamed to `<name>`.
 //!
+//!   The flushes that writes trigger run *behind* them, on a thread of their own (a
+//!   write-behind store): the write that triggers one takes a snapshot of the chunks held
+//!   — each already written to the file — and a helper thread syncs the data and then
+//!   persists that snapshot, while the caller (the node's event loop) goes on. One flush
+//!   runs at a time; a write that triggers the next while one is still running waits for
+//!   it, so at most two batches ([`FLUSH_BYTES`] each) are unsynced and a disk slower than
+//!   the network slows the writes down instead of letting dirty data pile up. A failed
+//!   background flush is reported by the next write (that chunk is not stored) and its
+//!   chunks are flushed again. [`FileStore::flush`], completion and drop flush in the
+//!   caller's thread, after the background flush in flight.
+//!
 //! The store does I/O and reads the wall clock (only to decide when to flush); the swarm
 //! core itself stays sans-IO and never sees either.
 
@@ -303,6 +314,8 @@ pub struct FileStore {
     unflushed: u64,
     /// When the last flush happened (or the store was opened).
     last_flush: Instant,
+    /// The flush running behind the writes, and the bytes it covers.
+    flushing: Option<(std::thread::JoinHandle<Result<(), StoreError>>, u64)>,
     /// Recently read chunks, newest last, at most [`READ_CACHE_BYTES`] in all.
     read_cache: VecDeque<(u32, Bytes)>,
     finished: bool,
@@ -342,6 +355,7 @@ impl FileStore {
             policy: FlushPolicy::default(),
             unflushed: 0,
             last_flush: now(),
+            flushing: None,
             read_cache: VecDeque::new(),
             finished: false,
         };
@@ -404,6 +418,7 @@ impl FileStore {
             policy: FlushPolicy::default(),
             unflushed: 0,
             last_flush: now(),
+            flushing: None,
             read_cache: VecDeque::new(),
             finished: true,
         }
@@ -428,6 +443,7 @@ impl FileStore {
     /// bitfield. Until this returns, a crash leaves those chunks unclaimed on disk (they
     /// are fetched again), never claimed but missing.
     pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.settle()?;
         if self.finished || self.unflushed == 0 {
             return Ok(());
         }
@@ -435,6 +451,40 @@ impl FileStore {
         // synced before it was written.
         self.file.sync_data()?;
         self.save_bits()?;
+        self.unflushed = 0;
+        self.last_flush = now();
+        Ok(())
+    }
+
+    /// Waits for the flush running behind the writes, if any; its error, if it failed
+    /// (its chunks then count as unflushed again, for the next flush).
+    pub fn settle(&mut self) -> Result<(), StoreError> {
+        let Some((task, bytes)) = self.flushing.take() else {
+            return Ok(());
+        };
+        let r = task
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the flush thread panicked").into()));
+        if r.is_err() {
+            self.unflushed += bytes;
+        }
+        r
+    }
+
+    /// Starts a flush behind the writes (see the module docs), after the one running.
+    fn flush_behind(&mut self) -> Result<(), StoreError> {
+        self.settle()?;
+        // Every chunk in the snapshot is in the file already: the sync covers it.
+        let bits = self.held.clone();
+        let file = self.file.try_clone()?;
+        let (path, cid) = (self.bits_path.clone(), self.manifest.content_id());
+        let task = std::thread::Builder::new()
+            .name("chunk-flush".into())
+            .spawn(move || {
+                file.sync_data()?;
+                write_bits(&path, &cid.0, &bits)
+            })?;
+        self.flushing = Some((task, self.unflushed));
         self.unflushed = 0;
         self.last_flush = now();
         Ok(())
@@ -504,17 +554,23 @@ impl FileStore {
         Bitfield::from_bytes(n, raw[header..].to_vec()).unwrap_or_else(|| Bitfield::new(n))
     }
 
-    /// Persists the bitfield atomically: write a temporary file, sync it, rename it.
+    /// Persists the bitfield atomically (see [`write_bits`]).
     fn save_bits(&self) -> Result<(), StoreError> {
-        let tmp = self.bits_path.with_extension("bits.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(BITS_MAGIC)?;
-        f.write_all(&self.manifest.content_id().0)?;
-        f.write_all(self.held.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, &self.bits_path)?;
-        Ok(())
+        write_bits(&self.bits_path, &self.manifest.content_id().0, &self.held)
     }
+}
+
+/// Persists bitfield `bits` of content `cid` at `path` atomically: write a temporary file,
+/// sync it, rename it.
+fn write_bits(path: &Path, cid: &[u8], bits: &Bitfield) -> Result<(), StoreError> {
+    let tmp = path.with_extension("bits.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(BITS_MAGIC)?;
+    f.write_all(cid)?;
+    f.write_all(bits.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 impl ChunkStore for FileStore {
@@ -557,6 +613,10 @@ impl ChunkStore for FileStore {
         if self.held.get(chunk) {
             return Ok(());
         }
+        // A background flush that failed is reported here (its chunks are flushed again).
+        if self.flushing.as_ref().is_some_and(|(t, _)| t.is_finished()) {
+            self.settle()?;
+        }
         self.write_blocks_at(self.manifest.chunk_offset(chunk), blocks)?;
         // Held (and servable) now; durable at the next flush, which syncs the data
         // before it lists the chunk in the bitfield on disk.
@@ -564,7 +624,7 @@ impl ChunkStore for FileStore {
         self.unflushed += self.manifest.chunk_len(chunk) as u64;
         if (self.unflushed >= self.policy.bytes
             || now().duration_since(self.last_flush) >= self.policy.interval)
-            && let Err(e) = self.flush()
+            && let Err(e) = self.flush_behind()
         {
             // The caller learns that this chunk was not stored, so store and caller agree:
             // it is not held, and the earlier unflushed ones wait for the next flush.
@@ -588,6 +648,7 @@ impl ChunkStore for FileStore {
         }
         // Everything is written: one sync covers the last batch, and the bitfield is
         // removed below, so no final bitfield write is needed.
+        self.settle()?;
         self.file.sync_all()?;
         self.unflushed = 0;
         fs::rename(&self.part_path, &self.final_path)?;
@@ -821,7 +882,8 @@ mod tests {
                 FileFactory {
                     dir: dir.path().to_owned(),
                 },
-            ),
+            )
+            .unwrap(),
             rng: peerlab_overlay::Rng::seed(3),
             sent: Vec::new(),
             events: Vec::new(),
@@ -833,6 +895,7 @@ mod tests {
             c.handle_command(
                 cx,
                 Command::Fetch {
+                    req: 1,
                     cid,
                     providers: vec![seeder],
                 },
@@ -845,7 +908,7 @@ mod tests {
         ] {
             h.deliver(seeder, body);
         }
-        let deliver_chunk0 = |h: &mut FileCore, corrupt: bool| {
+        let deliver_chunk0 = |h: &mut FileCore, seeder: PeerId, corrupt: bool| {
             for (b, data) in blocks_of(&m, &d, 0).into_iter().enumerate() {
                 let data = if corrupt && b == 2 {
                     let mut v = data.to_vec();
@@ -866,7 +929,7 @@ mod tests {
         };
         let part = dir.path().join("f.bin.part");
 
-        deliver_chunk0(&mut h, true);
+        deliver_chunk0(&mut h, seeder, true);
         assert!(
             h.events
                 .iter()
@@ -896,9 +959,18 @@ mod tests {
             h.sent
         );
 
-        // The same chunk sent correctly is verified, held, announced and written.
+        // The same chunk sent correctly (by another seeder: the first one proved a liar and
+        // is banned) is verified, held, announced and written.
+        let second = PeerId::synthetic(3);
+        for body in [
+            Body::Handshake,
+            Body::Bitfield(Bitfield::full(m.chunk_count())),
+            Body::Unchoke,
+        ] {
+            h.deliver(second, body);
+        }
         h.sent.clear();
-        deliver_chunk0(&mut h, false);
+        deliver_chunk0(&mut h, second, false);
         assert!(h.core.have(&cid).unwrap().get(0));
         assert!(h.core.store(&cid).unwrap().held().get(0));
         assert!(
@@ -975,7 +1047,8 @@ mod tests {
             &s.read_block(9, 0, 1024).unwrap()[..],
             &d[9 * 1024..10 * 1024]
         );
-        // The crash: no drop, no flush.
+        // The crash, after the flush running behind the writes is done: no drop, no flush.
+        s.settle().unwrap();
         std::mem::forget(s);
         let part = dir.path().join("c.bin.part");
         let mut raw = fs::read(&part).unwrap();
@@ -991,6 +1064,30 @@ mod tests {
         }
         s.finish().unwrap();
         assert_eq!(fs::read(dir.path().join("c.bin")).unwrap(), d);
+    }
+
+    /// A flush behind the writes persists the chunks held when it was triggered, not those
+    /// written while it ran: their data may not be covered by its sync.
+    #[test]
+    fn a_flush_behind_the_writes_claims_only_what_preceded_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = data(8 * 1024, 23);
+        let m = Manifest::from_bytes("w.bin", &d, 1024).unwrap();
+        let mut s = FileStore::open(dir.path(), &m).unwrap();
+        s.set_flush_policy(FlushPolicy {
+            bytes: 3 * 1024,
+            interval: Duration::from_secs(3600),
+        });
+        for c in 0..3 {
+            s.write_chunk(c, &blocks_of(&m, &d, c)).unwrap();
+        }
+        assert_eq!(s.unflushed_bytes(), 0, "the third write started a flush");
+        s.write_chunk(3, &blocks_of(&m, &d, 3)).unwrap();
+        s.write_chunk(4, &blocks_of(&m, &d, 4)).unwrap();
+        s.settle().unwrap();
+        std::mem::forget(s);
+        let s = FileStore::open(dir.path(), &m).unwrap();
+        assert_eq!(s.held().ones().collect::<Vec<_>>(), vec![0, 1, 2]);
     }
 
     /// Even if the unflushed data did reach the disk, the chunks are not counted: only a

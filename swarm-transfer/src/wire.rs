@@ -7,7 +7,11 @@
 //! whether it will serve requests, `Request` asks for one block, `Block` carries it and
 //! `Cancel` withdraws a request (endgame) and `Reject` refuses one that arrived after
 //! a `Choke` (BEP 6). `ManifestRequest`/`Manifest` fetch the
-//! manifest for a content id before joining.
+//! manifest for a content id before joining. `Close` ends the sender's part in the
+//! transfer with the receiver (BitTorrent closes the TCP connection; here one connection
+//! carries every protocol, so closing is a message): a peer that evicts another, refuses
+//! its handshake because its slots are full, or stops the transfer says so, and the
+//! receiver forgets the connection instead of waiting on it.
 //!
 //! Limits: a `Block` carries at most [`BLOCK_SIZE`] bytes and its frame is at most
 //! [`MAX_BLOCK_FRAME`]; every other message except `Manifest` fits in [`MAX_SMALL_FRAME`];
@@ -91,6 +95,9 @@ pub enum Body {
         /// Block index inside the chunk.
         block: u32,
     },
+    /// The sender no longer takes part in the transfer with the receiver; the receiver
+    /// drops the connection (and its requests to the sender go elsewhere).
+    Close,
     /// Asks for the manifest of the content id.
     ManifestRequest,
     /// The manifest; the receiver verifies it against the content id.
@@ -118,6 +125,7 @@ impl Body {
             Body::Block { .. } => "swarm_block",
             Body::Cancel { .. } => "swarm_cancel",
             Body::Reject { .. } => "swarm_reject",
+            Body::Close => "swarm_close",
             Body::ManifestRequest => "swarm_manifest_request",
             Body::Manifest(_) => "swarm_manifest",
         }
@@ -194,6 +202,7 @@ mod tests {
                 data: Bytes::from(vec![9u8; BLOCK_SIZE as usize]),
             },
             Body::Cancel { chunk: 1, block: 2 },
+            Body::Close,
             Body::Manifest(Manifest::from_bytes("f", b"hello", 1024).unwrap()),
         ];
         for body in msgs {

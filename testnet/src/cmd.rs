@@ -161,6 +161,9 @@ pub enum TestnetCommand {
         after_help = "Example:\n  peerlab testnet churn --rate 0.1 --duration 600 --dir /tmp/tn"
     )]
     Churn(ChurnArgs),
+    /// Side by side with the systems users would pick instead (Serf).
+    #[command(subcommand)]
+    Compare(crate::compare::CompareCommand),
 }
 
 /// What a command printed: a human text and a JSON value.
@@ -227,6 +230,15 @@ impl TestnetCommand {
                     json: to_json(&r),
                 })
             }
+            TestnetCommand::Compare(crate::compare::CompareCommand::Serf(a)) => {
+                let exe = NodeProgram::current_peerlab()?.exe;
+                let path = std::env::var_os("PATH");
+                let r = crate::compare::run_serf(a, exe, path.as_deref(), progress)?;
+                Ok(Output {
+                    text: r.render_table(),
+                    json: to_json(&r),
+                })
+            }
         }
     }
 }
@@ -257,6 +269,7 @@ fn up(a: &UpArgs, progress: bool) -> Result<Output, TestnetError> {
             gossip_interval_ms: a.gossip_interval_ms,
             gossip_fanout: a.gossip_fanout,
             gossip_view: a.gossip_view,
+            probe_ms: None,
         },
     };
     let t = std::time::Instant::now();

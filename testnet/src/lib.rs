@@ -16,11 +16,14 @@
 //!   prediction for the same network; [`converge`]: `testnet converge`;
 //!   [`process_churn`]: `testnet churn`, which kills and restarts node processes under a
 //!   workload. [`plot`]: PNG + SVG charts of their results.
+//! - [`compare`]: `testnet compare serf`, peerlab's membership and gossip beside HashiCorp
+//!   Serf's on the same machine.
 //!
 //! The commands:
 //! - [`cmd`]: the `peerlab testnet …` commands (flags and output); [`demo`]: `peerlab demo`.
 
 pub mod cmd;
+pub mod compare;
 pub mod converge;
 pub mod demo;
 pub mod experiments;

@@ -34,7 +34,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use peerlab_gossip::{Command, Config as GossipConfig, Event, Gossip, StaticView};
-use peerlab_overlay::{Instant as SimInstant, PeerId, Rng};
+use peerlab_overlay::{Instant as SimInstant, Keypair, PeerId, Rng};
 use serde::Serialize;
 
 use crate::process::{POLL_THREADS, Testnet, TestnetError, key_owner, par_map};
@@ -320,7 +320,8 @@ pub fn simulated_arrivals(
         latency: Latency::Fixed(Duration::from_millis(1)),
         ..Default::default()
     });
-    let peers: Vec<PeerId> = (0..n as u64).map(PeerId::synthetic).collect();
+    let keys: Vec<Keypair> = (0..n as u64).map(Keypair::synthetic).collect();
+    let peers: Vec<PeerId> = keys.iter().map(Keypair::peer_id).collect();
     let view = StaticView::new(peers.clone());
     let mut cfg = GossipConfig::lan();
     cfg.fanout = fanout.min(n.saturating_sub(1)).max(1);
@@ -330,8 +331,9 @@ pub fn simulated_arrivals(
     } else {
         partner_view.max(cfg.fanout)
     };
-    for &p in &peers {
-        if let Ok(core) = Gossip::with_static_view(p, view.clone(), cfg.clone()) {
+    for key in keys {
+        let p = key.peer_id();
+        if let Ok(core) = Gossip::with_static_view(key, view.clone(), cfg.clone()) {
             sim.add_node(p, core);
         }
     }

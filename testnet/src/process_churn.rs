@@ -9,14 +9,20 @@
 //! (with probability `--crash-fraction`; otherwise SIGTERM, a graceful leave); a restart
 //! brings a random node back from its data dir (same identity and records) that has been
 //! down for at least `--min-downtime` seconds (when none has, the event is skipped). At most a
-//! fifth of the nodes are down at once. Meanwhile [`WORKERS`] threads issue lookups and gets
-//! at `--ops-rate` per second in total, each at a random live node:
+//! fifth of the nodes are down at once. Meanwhile [`WORKERS`] threads issue lookups, gets
+//! and updates at `--ops-rate` per second in total (half lookups; of the rest, one in
+//! [`UPDATE_EVERY`] an update), each at a random live node:
 //!
 //! - a lookup *fails* when the API answers an error, and has the *wrong owner* when the
 //!   answer differs from the ideal ring of the nodes alive at that moment (right after a
 //!   crash the ideal ring already excludes the victim, while the overlay has not noticed it
 //!   yet, so wrong owners are expected to follow each crash for about the detection time);
-//! - a get *fails* when it errors or does not return the value that was put;
+//! - an update writes the next version of a record through the node that first wrote it
+//!   (a record belongs to its writer), when that node is up;
+//! - a get is *right* when it returns the newest version acknowledged before it was sent
+//!   (or a newer one), *stale* when it returns an older version, *missing* when the record
+//!   is not found, and *failed* when the API answers an error; a get that does not return
+//!   the right value counts as a failed get in the per-bucket figures;
 //! - a request that cannot reach its node at all (it was killed in between) is counted as
 //!   *unreachable* and is no overlay failure.
 //!
@@ -24,7 +30,8 @@
 //! none lists the victim as alive or suspect (`GET /members`). Join latency: from a
 //! restart's spawn until the node's ring view is the ideal ring of the live nodes. Lost
 //! keys: after churn, once the ring re-converged (or `--settle` seconds passed), every
-//! acknowledged record is read from a random node; a wrong or missing value is lost.
+//! acknowledged record is read from a random node; a missing value, or one older than the
+//! newest acknowledged version, is lost.
 //!
 //! Output: a JSON report, `churn.csv` (one row per [`BUCKET`]), and `churn.png` /
 //! `churn.svg` (failure rates over time) plus `churn_nodes.png/.svg` (live nodes).
@@ -34,7 +41,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -43,12 +50,16 @@ use peerlab_node::client::{Client, ClientError};
 use peerlab_overlay::{Id, PeerId, Rng};
 use serde::Serialize;
 
-use crate::experiments::chord::replica_peers;
 use crate::measure::Percentiles;
 use crate::plot::{self, Series};
 use crate::process::{
     Testnet, TestnetError, core_peer_id, key_owner, par_map, progress_bar, view_is_ideal,
 };
+
+/// Of the workload's non-lookup operations, one in this many is an update (the others are
+/// gets): enough versions to see stale reads while ownership moves, few enough that most
+/// operations measure reads.
+pub const UPDATE_EVERY: usize = 5;
 
 /// Width of one time bucket in the CSV and plots.
 pub const BUCKET: Duration = Duration::from_secs(10);
@@ -148,8 +159,18 @@ pub struct Bucket {
     pub wrong_owner: usize,
     /// Gets issued.
     pub gets: usize,
-    /// Gets that failed or returned a wrong value.
+    /// Gets that did not return the right value (stale, missing or an error).
     pub failed_gets: usize,
+    /// Gets that returned an older version than the newest acknowledged.
+    pub stale_gets: usize,
+    /// Gets that found no record.
+    pub missing_gets: usize,
+    /// Gets the API answered with an error.
+    pub errored_gets: usize,
+    /// Updates issued.
+    pub updates: usize,
+    /// Updates the API answered with an error.
+    pub failed_updates: usize,
     /// Requests whose node was unreachable.
     pub unreachable: usize,
     /// Requests refused because their node was not in the ring (yet).
@@ -195,6 +216,20 @@ pub struct ChurnReport {
     pub gets: usize,
     /// Failed gets.
     pub failed_gets: usize,
+    /// Gets that returned the newest acknowledged version (or a newer one).
+    pub reads_right: usize,
+    /// Gets that returned an older version.
+    pub reads_stale: usize,
+    /// Gets that found no record.
+    pub reads_missing: usize,
+    /// Gets the API answered with an error.
+    pub reads_failed: usize,
+    /// `reads_stale / gets`.
+    pub stale_read_rate: f64,
+    /// Updates acknowledged or refused.
+    pub updates: usize,
+    /// Updates the API refused.
+    pub failed_updates: usize,
     /// Requests to nodes that were gone.
     pub unreachable: usize,
     /// Requests refused by nodes not in the ring (restarted, still rejoining); not counted
@@ -223,6 +258,57 @@ pub struct ChurnReport {
     pub buckets: Vec<Bucket>,
     /// Files written.
     pub files: Vec<String>,
+}
+
+/// What a workload operation does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Lookup,
+    Get,
+    Update,
+}
+
+/// What a get returned, against the newest version acknowledged before it was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    Right,
+    Stale,
+    Missing,
+    Failed,
+}
+
+impl Read {
+    fn name(self) -> &'static str {
+        match self {
+            Read::Right => "right value",
+            Read::Stale => "stale value",
+            Read::Missing => "missing value",
+            Read::Failed => "failed",
+        }
+    }
+}
+
+/// The value of version `v` of record `k`.
+fn value(k: usize, v: u64) -> String {
+    format!("value-{k}-{v}")
+}
+
+/// Classifies what a get of record `k` returned when `newest` was the newest acknowledged
+/// version: a version at least as new is right (an update may have landed meanwhile), an
+/// older one stale, anything that is no version of this record wrong (counted as failed).
+fn classify(got: Option<&str>, k: usize, newest: u64) -> Read {
+    let Some(got) = got else {
+        return Read::Missing;
+    };
+    let prefix = format!("value-{k}-");
+    match got
+        .strip_prefix(&prefix)
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(v) if v >= newest => Read::Right,
+        Some(_) => Read::Stale,
+        None => Read::Failed,
+    }
 }
 
 #[derive(Clone)]
@@ -308,7 +394,6 @@ pub fn run(
         .map(|d| d.as_millis())
         .unwrap_or(0);
     let key = |k: usize| format!("churn/{run_id}/{k}");
-    let value = |k: usize| format!("value-{k}");
 
     // 1. Records.
     let alive0 = net.alive();
@@ -318,15 +403,21 @@ pub fn run(
         .dht
         .replicas;
     let ks: Vec<usize> = (0..a.keys).collect();
+    // Each record's writer: the node that puts it, and the only one that may update it.
+    let writer_of = |k: usize| alive0[(k * 7919) % alive0.len()];
     let acked: Vec<usize> = par_map(&ks, |&k| {
-        let i = alive0[(k * 7919) % alive0.len()];
+        let i = writer_of(k);
         (0..3)
-            .any(|_| net.client(i).kv_put(&key(k), &value(k)).is_ok())
+            .any(|_| net.client(i).kv_put(&key(k), &value(k, 0)).is_ok())
             .then_some(k)
     })
     .into_iter()
     .flatten()
     .collect();
+
+    // Newest acknowledged version of each record, and the last version handed out.
+    let versions: Vec<AtomicU64> = (0..a.keys).map(|_| AtomicU64::new(0)).collect();
+    let next_version: Vec<AtomicU64> = (0..a.keys).map(|_| AtomicU64::new(0)).collect();
 
     // 2. Churn with a workload.
     let shared = Mutex::new(snapshot(net));
@@ -359,6 +450,8 @@ pub fn run(
         for w in 0..WORKERS {
             let (shared, stop, buckets, acked, failures) =
                 (&shared, &stop, &buckets, &acked, &failures);
+            let (versions, next_version, writer_of, key) =
+                (&versions, &next_version, &writer_of, &key);
             let mut wr = Rng::seed(a.seed ^ (0x5151 + w as u64));
             let gap = Duration::from_secs_f64(WORKERS as f64 / a.ops_rate);
             s.spawn(move || {
@@ -372,47 +465,82 @@ pub fn run(
                     }
                     next += gap;
                     op += 1;
+                    let kind = if op % 2 == 0 {
+                        Op::Lookup
+                    } else if (op / 2) % UPDATE_EVERY == 0 {
+                        Op::Update
+                    } else {
+                        Op::Get
+                    };
+                    let k = acked[wr
+                        .index(acked.len().max(1))
+                        .min(acked.len().saturating_sub(1))];
                     let (node, ring) = {
                         let Ok(sh) = shared.lock() else { return };
                         if sh.live.is_empty() {
                             continue;
                         }
-                        (sh.live[wr.index(sh.live.len())].clone(), sh.ring.clone())
+                        let node = if kind == Op::Update {
+                            // A record belongs to its writer: only it may update it.
+                            match sh.live.iter().find(|l| l.index == writer_of(k)) {
+                                Some(l) => l.clone(),
+                                None => continue,
+                            }
+                        } else {
+                            sh.live[wr.index(sh.live.len())].clone()
+                        };
+                        (node, sh.ring.clone())
                     };
-                    let k = acked[wr
-                        .index(acked.len().max(1))
-                        .min(acked.len().saturating_sub(1))];
-                    let lookup = op % 2 == 0;
                     let (mut failed, mut wrong, mut unr) = (false, false, false);
                     let mut why: Option<String> = None;
                     let mut joining = false;
-                    if lookup {
-                        let lk = format!("churn-lookup/{}", wr.next_u64());
-                        match node.client.lookup(&lk) {
-                            Ok(r) => {
-                                wrong =
-                                    key_owner(&ring, &lk).map(|o| o.id.to_hex()) != Some(r.vnode);
-                            }
-                            Err(e) if unreachable(&e) => unr = true,
-                            Err(e) if still_joining(&e) => joining = true,
-                            Err(e) => {
-                                failed = true;
-                                why = Some(failure_kind(&e));
-                            }
-                        }
-                    } else {
-                        match node.client.kv_get(&key(k)) {
-                            Ok(v) => {
-                                failed = v.value.as_deref() != Some(value(k).as_str());
-                                if failed {
-                                    why = Some("get: wrong or missing value".into());
+                    let mut read = None;
+                    match kind {
+                        Op::Lookup => {
+                            let lk = format!("churn-lookup/{}", wr.next_u64());
+                            match node.client.lookup(&lk) {
+                                Ok(r) => {
+                                    wrong = key_owner(&ring, &lk).map(|o| o.id.to_hex())
+                                        != Some(r.vnode);
+                                }
+                                Err(e) if unreachable(&e) => unr = true,
+                                Err(e) if still_joining(&e) => joining = true,
+                                Err(e) => {
+                                    failed = true;
+                                    why = Some(failure_kind(&e));
                                 }
                             }
-                            Err(e) if unreachable(&e) => unr = true,
-                            Err(e) if still_joining(&e) => joining = true,
-                            Err(e) => {
-                                failed = true;
-                                why = Some(format!("get: {}", failure_kind(&e)));
+                        }
+                        Op::Update => {
+                            let v = next_version[k].fetch_add(1, Ordering::Relaxed) + 1;
+                            match node.client.kv_put(&key(k), &value(k, v)) {
+                                Ok(_) => {
+                                    versions[k].fetch_max(v, Ordering::Relaxed);
+                                }
+                                Err(e) if unreachable(&e) => unr = true,
+                                Err(e) if still_joining(&e) => joining = true,
+                                Err(e) => {
+                                    failed = true;
+                                    why = Some(format!("put: {}", failure_kind(&e)));
+                                }
+                            }
+                        }
+                        Op::Get => {
+                            let newest = versions[k].load(Ordering::Relaxed);
+                            match node.client.kv_get(&key(k)) {
+                                Ok(v) => {
+                                    let r = classify(v.value.as_deref(), k, newest);
+                                    if r != Read::Right {
+                                        why = Some(format!("get: {}", r.name()));
+                                    }
+                                    read = Some(r);
+                                }
+                                Err(e) if unreachable(&e) => unr = true,
+                                Err(e) if still_joining(&e) => joining = true,
+                                Err(e) => {
+                                    read = Some(Read::Failed);
+                                    why = Some(format!("get: {}", failure_kind(&e)));
+                                }
                             }
                         }
                     }
@@ -435,13 +563,28 @@ pub fn run(
                             bk.unreachable += 1;
                         } else if joining {
                             bk.joining += 1;
-                        } else if lookup {
-                            bk.lookups += 1;
-                            bk.failed_lookups += usize::from(failed);
-                            bk.wrong_owner += usize::from(wrong);
                         } else {
-                            bk.gets += 1;
-                            bk.failed_gets += usize::from(failed);
+                            match kind {
+                                Op::Lookup => {
+                                    bk.lookups += 1;
+                                    bk.failed_lookups += usize::from(failed);
+                                    bk.wrong_owner += usize::from(wrong);
+                                }
+                                Op::Update => {
+                                    bk.updates += 1;
+                                    bk.failed_updates += usize::from(failed);
+                                }
+                                Op::Get => {
+                                    bk.gets += 1;
+                                    match read {
+                                        Some(Read::Right) | None => {}
+                                        Some(Read::Stale) => bk.stale_gets += 1,
+                                        Some(Read::Missing) => bk.missing_gets += 1,
+                                        Some(Read::Failed) => bk.errored_gets += 1,
+                                    }
+                                    bk.failed_gets += usize::from(read != Some(Read::Right));
+                                }
+                            }
                         }
                     }
                 }
@@ -593,9 +736,10 @@ pub fn run(
     let missing = par_map(&acked, |&k| {
         let i = alive[(k * 31) % alive.len()];
         let c = net.client(i);
+        let newest = versions[k].load(Ordering::Relaxed);
         !(0..3).any(|_| {
             c.kv_get(&key(k))
-                .is_ok_and(|v| v.value.as_deref() == Some(value(k).as_str()))
+                .is_ok_and(|v| classify(v.value.as_deref(), k, newest) == Read::Right)
         })
     });
     // Where each lost record's replicas were when it was written, and what befell them.
@@ -609,7 +753,8 @@ pub fn run(
         .filter(|(_, m)| **m)
         .take(MAX_LOST_LISTED)
         .map(|(&k, _)| {
-            let replicas = replica_peers(&ring0, &Id::hash(key(k).as_bytes()), replicas)
+            let replicas = ring0
+                .replica_peers(&Id::hash(key(k).as_bytes()), replicas)
                 .iter()
                 .filter_map(|p| index_of.get(p).copied())
                 .map(|i| ReplicaFate {
@@ -630,6 +775,8 @@ pub fn run(
     let lookups = sum(&|b| b.lookups);
     let failed_lookups = sum(&|b| b.failed_lookups);
     let wrong_owners = sum(&|b| b.wrong_owner);
+    let gets = sum(&|b| b.gets);
+    let reads_stale = sum(&|b| b.stale_gets);
     let det = detections.into_inner().unwrap_or_default();
     let jn = joins.into_inner().unwrap_or_default();
     let files = write_outputs(&buckets, out);
@@ -647,8 +794,15 @@ pub fn run(
         failed_lookup_rate: failed_lookups as f64 / lookups.max(1) as f64,
         wrong_owners,
         wrong_owner_rate: wrong_owners as f64 / lookups.max(1) as f64,
-        gets: sum(&|b| b.gets),
+        gets,
         failed_gets: sum(&|b| b.failed_gets),
+        reads_right: gets - sum(&|b| b.failed_gets),
+        reads_stale,
+        reads_missing: sum(&|b| b.missing_gets),
+        reads_failed: sum(&|b| b.errored_gets),
+        stale_read_rate: reads_stale as f64 / gets.max(1) as f64,
+        updates: sum(&|b| b.updates),
+        failed_updates: sum(&|b| b.failed_updates),
         unreachable: sum(&|b| b.unreachable),
         refused_while_joining: sum(&|b| b.joining),
         failures_by_error: failures.into_inner().unwrap_or_default(),
@@ -669,17 +823,22 @@ fn write_outputs(buckets: &[Bucket], out: &Path) -> Vec<String> {
     let mut files = Vec::new();
     let csv_path = out.join("churn.csv");
     let mut csv = String::from(
-        "t,lookups,failed_lookups,wrong_owner,gets,failed_gets,unreachable,joining,alive,departures,restarts\n",
+        "t,lookups,failed_lookups,wrong_owner,gets,failed_gets,stale_gets,missing_gets,errored_gets,updates,failed_updates,unreachable,joining,alive,departures,restarts\n",
     );
     for b in buckets {
         csv += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             b.t,
             b.lookups,
             b.failed_lookups,
             b.wrong_owner,
             b.gets,
             b.failed_gets,
+            b.stale_gets,
+            b.missing_gets,
+            b.errored_gets,
+            b.updates,
+            b.failed_updates,
             b.unreachable,
             b.joining,
             b.alive,
@@ -718,6 +877,10 @@ fn write_outputs(buckets: &[Bucket], out: &Path) -> Vec<String> {
         Series {
             label: "failed gets %".into(),
             points: pct(&|b| (b.failed_gets, b.gets)),
+        },
+        Series {
+            label: "stale gets %".into(),
+            points: pct(&|b| (b.stale_gets, b.gets)),
         },
     ];
     match plot::line_chart(
@@ -767,8 +930,17 @@ impl ChurnReport {
             100.0 * self.wrong_owner_rate
         );
         s += &format!(
-            "gets                {} · failed {} · unreachable requests {}\n",
-            self.gets, self.failed_gets, self.unreachable
+            "gets                {} · right {} · stale {} ({:.3} %) · missing {} · failed {}\n",
+            self.gets,
+            self.reads_right,
+            self.reads_stale,
+            100.0 * self.stale_read_rate,
+            self.reads_missing,
+            self.reads_failed
+        );
+        s += &format!(
+            "updates             {} · refused {} · unreachable requests {}\n",
+            self.updates, self.failed_updates, self.unreachable
         );
         s += &format!(
             "refused             {} requests to restarted nodes not yet back in the ring\n",
@@ -813,5 +985,24 @@ impl ChurnReport {
             s += &format!("wrote {f}\n");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_judged_against_the_newest_acknowledged_version() {
+        assert_eq!(classify(Some("value-7-3"), 7, 3), Read::Right);
+        // An update acknowledged after the get was sent may already be visible.
+        assert_eq!(classify(Some("value-7-4"), 7, 3), Read::Right);
+        assert_eq!(classify(Some("value-7-2"), 7, 3), Read::Stale);
+        assert_eq!(classify(None, 7, 0), Read::Missing);
+        // Another record's value, or no version at all, is wrong: a failure.
+        assert_eq!(classify(Some("value-8-3"), 7, 3), Read::Failed);
+        assert_eq!(classify(Some("value-7-"), 7, 0), Read::Failed);
+        assert_eq!(classify(Some("value-77-3"), 7, 0), Read::Failed);
+        assert_eq!(value(7, 3), "value-7-3");
     }
 }

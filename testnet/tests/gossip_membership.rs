@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use peerlab_gossip::{Command, Config, Event, Gossip, MemberState};
-use peerlab_overlay::PeerId;
+use peerlab_gossip::{Command, Config, Event, Gossip, MemberState, MemberUpdate};
+use peerlab_overlay::{Keypair, PeerId};
 use peerlab_sim::testing::for_each_seed;
 use peerlab_sim::{Latency, Sim, SimConfig};
 use peerlab_testnet::experiments::gossip::{MembershipParams, run_membership};
@@ -64,17 +64,34 @@ fn group(n: u64, seed: u64) -> (Sim<Gossip>, Vec<PeerId>) {
         loss: 0.02,
         ..Default::default()
     });
-    let peers: Vec<PeerId> = (0..n).map(PeerId::synthetic).collect();
-    for &p in &peers {
-        let others = peers
-            .iter()
-            .filter(|q| **q != p)
-            .map(|q| (*q, vec![format!("/sim/{q}")]));
+    let keys: Vec<Keypair> = (0..n).map(Keypair::synthetic).collect();
+    let peers: Vec<PeerId> = keys.iter().map(Keypair::peer_id).collect();
+    let records: Vec<MemberUpdate> = keys
+        .iter()
+        .map(|k| MemberUpdate::alive(k, 0, vec![format!("/sim/{}", k.peer_id())]))
+        .collect();
+    for key in keys {
+        let p = key.peer_id();
+        let others = records.iter().filter(|r| r.peer != p).cloned();
         let core =
-            Gossip::with_members(p, vec![format!("/sim/{p}")], Config::lan(), others).unwrap();
+            Gossip::with_members(key, vec![format!("/sim/{p}")], Config::lan(), others).unwrap();
         sim.add_node(p, core);
     }
     (sim, peers)
+}
+
+/// Honest members never charge each other: every record verifies, nothing is refused.
+fn assert_honest(sim: &mut Sim<Gossip>, seed: u64) {
+    let offences = sim.take_offences();
+    assert!(
+        offences.is_empty(),
+        "seed {seed}: {} offences among honest members, first {:?}",
+        offences.len(),
+        offences.first()
+    );
+    for (p, g) in sim.cores() {
+        assert_eq!(g.rejected().forged, 0, "seed {seed}: {p:?}");
+    }
 }
 
 #[test]
@@ -137,6 +154,7 @@ fn data_spreads_over_a_swim_group_and_a_leave_is_seen_once_by_all() {
             "seed {seed}: not every member saw the leave"
         );
         assert!(sim.node(&peers[5]).unwrap().has_left());
+        assert_honest(&mut sim, seed);
         for (p, g) in sim.cores() {
             if p != peers[5] {
                 assert_eq!(
@@ -179,6 +197,7 @@ fn a_member_that_was_declared_dead_rejoins_with_a_higher_incarnation() {
         .collect();
     assert_eq!(ups.len(), 19, "it is back up everywhere once it refutes");
     assert!(sim.node(&peers[2]).unwrap().incarnation() > 0);
+    assert_honest(&mut sim, 5);
 }
 
 /// Partial view (`Config::partner_view`): a group that grows one join at a time through a
@@ -204,15 +223,20 @@ fn a_partial_view_stays_bounded_and_unbiased_and_data_still_spreads() {
         };
         let peers: Vec<PeerId> = (0..N).map(PeerId::synthetic).collect();
         let first = Gossip::with_members(
-            peers[0],
+            Keypair::synthetic(0),
             vec![format!("/sim/{}", peers[0])],
             cfg.clone(),
             std::iter::empty(),
         )
         .unwrap();
         sim.add_node(peers[0], first);
-        for &p in &peers[1..] {
-            let core = Gossip::new(p, vec![format!("/sim/{p}")], cfg.clone()).unwrap();
+        for (i, &p) in peers.iter().enumerate().skip(1) {
+            let core = Gossip::new(
+                Keypair::synthetic(i as u64),
+                vec![format!("/sim/{p}")],
+                cfg.clone(),
+            )
+            .unwrap();
             sim.add_node(p, core);
             sim.command(
                 p,
@@ -258,5 +282,6 @@ fn a_partial_view_stays_bounded_and_unbiased_and_data_still_spreads() {
                 "seed {seed}: {p:?} lacks the update"
             );
         }
+        assert_honest(&mut sim, seed);
     });
 }

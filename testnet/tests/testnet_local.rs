@@ -96,7 +96,12 @@ fn up_lookups_converge_churn_down() {
         seed: 5,
     };
     let r = process_churn::run(&mut net, &params, &out, false).unwrap();
-    assert!(r.lookups > 0 && r.gets > 0, "{r:?}");
+    assert!(r.lookups > 0 && r.gets > 0 && r.updates > 0, "{r:?}");
+    assert_eq!(
+        r.reads_right + r.reads_stale + r.reads_missing + r.reads_failed,
+        r.gets,
+        "every get is classified once: {r:?}"
+    );
     assert!(r.crashes > 0 && r.restarts > 0, "churn happened: {r:?}");
     assert_eq!(r.keys, 20);
     assert_eq!(r.lost_keys, 0, "{r:?}");

@@ -6,7 +6,8 @@
 //! correct*, IEEE TSE 2017). The first virtual node of a peer joins through a bootstrap
 //! peer; the others join through it (a free first hop). A virtual node whose successors all
 //! died rejoins; a peer cut off from every ring for [`LONE_RING_ROUNDS`] starts one of its
-//! own and merges it back into any ring a fallback peer knows.
+//! own and merges it back into any ring a fallback peer knows; rings of several peers that
+//! formed apart are unified the same way ([`Dht::unify_rings`]).
 //!
 //! **Leave** is graceful: the leaving virtual node tells its predecessor and successor
 //! (`Leaving`, with its last view, so they patch their pointers) and hands its whole range
@@ -34,6 +35,12 @@ pub(super) const MAX_FALLBACK_PEERS: usize = 64;
 /// be in a ring again. Ten rounds let a rejoin through a live ring succeed first (it takes
 /// one lookup), so a peer only cut off for a moment goes back into the one ring.
 pub(super) const LONE_RING_ROUNDS: u32 = 10;
+
+/// Most peers waiting for a ring-unification check ([`Dht::unify_rings`]). After a
+/// partition heals, membership names every peer of the other side at once; one live peer
+/// of the other ring is enough to merge, a few more cover those that fail, and more would
+/// only cost lookups.
+pub const MAX_UNIFY_CANDIDATES: usize = 16;
 
 impl Dht {
     pub(super) fn create_ring(&mut self) {
@@ -88,7 +95,7 @@ impl Dht {
             self.orphan_rounds += 1;
             if self.orphan_rounds >= LONE_RING_ROUNDS {
                 // Every rejoin went through peers out of the ring for many rounds: the
-                // ring is gone (or out of reach). Be a ring of our own; `merge_lone_ring`
+                // ring is gone (or out of reach). Be a ring of our own; `unify_rings`
                 // brings it into any other ring a fallback peer knows.
                 self.orphan_rounds = 0;
                 self.create_ring();
@@ -117,14 +124,24 @@ impl Dht {
         }
     }
 
-    /// A peer whose virtual nodes are each other's only successors (a ring of its own: it
-    /// created the ring and nobody joined yet, or it started one after losing the ring, see
-    /// [`LONE_RING_ROUNDS`]) looks the successor of each vnode up through its fallback
-    /// peers every stabilize round. An answer from another ring is checked like any
-    /// successor hint and adopted, and stabilization then merges the two rings; an answer
-    /// from a peer out of any ring fails and changes nothing.
-    pub(super) fn merge_lone_ring(&mut self, cx: &mut Cx<'_, Self>) {
-        if self.phase != Phase::Joined || self.bootstrap.is_empty() {
+    /// Ring unification (Shafaat, Ghodsi and Haridi, *Handling network partitions and
+    /// mergers in structured overlay networks*, P2P 2007): rings that formed apart — a
+    /// partition, a restart of every bootstrap peer — become one once a peer looks its own
+    /// place up through a peer of the other ring. Each stabilize round this peer takes one
+    /// waiting candidate (a peer membership saw come back after declaring it dead,
+    /// [`Command::CheckRing`](crate::Command::CheckRing)) and looks the successor of one
+    /// of its virtual nodes (in turn) up through it alone. The answer is checked like any
+    /// successor hint ([`Dht::on_successor_hint`]: adopted only if it lies between the
+    /// virtual node and its successor and answers), and stabilization then zips the two
+    /// rings together. Through a peer of our own ring the answer is our successor, and
+    /// nothing changes. A ring at rest has no candidates and sends nothing for this.
+    ///
+    /// A peer whose virtual nodes are each other's only successors (it created the ring and
+    /// nobody joined yet, or it started one after losing the ring, see
+    /// [`LONE_RING_ROUNDS`]) looks every virtual node up through its fallback peers every
+    /// stabilize round. An answer from a peer out of any ring fails and changes nothing.
+    pub(super) fn unify_rings(&mut self, cx: &mut Cx<'_, Self>) {
+        if self.phase != Phase::Joined {
             return;
         }
         let me = self.me;
@@ -132,20 +149,45 @@ impl Dht {
             .vnodes
             .iter()
             .all(|v| v.joined && v.succs.iter().all(|s| s.peer == me));
-        if !lone {
-            return;
-        }
-        for vi in 0..self.vnodes.len() {
+        let (check, via): (Vec<usize>, Option<PeerId>) = if lone {
+            if self.bootstrap.is_empty() {
+                return;
+            }
+            ((0..self.vnodes.len()).collect(), None)
+        } else {
+            let Some(via) = self.unify_candidates.pop_front() else {
+                return;
+            };
+            self.unify_next = (self.unify_next + 1) % self.vnodes.len();
+            (vec![self.unify_next], Some(via))
+        };
+        for vi in check {
             if self.lookups.len() >= MAX_INTERNAL_LOOKUPS {
                 break;
             }
             let v = &mut self.vnodes[vi];
-            if v.resyncing {
+            if !v.joined || v.resyncing {
                 continue;
             }
             v.resyncing = true;
             let vnode = v.id;
-            self.start_lookup(cx, vnode.add_pow2(0), Purpose::Resync { vnode });
+            let key = vnode.add_pow2(0);
+            match via {
+                Some(p) => self.start_lookup_via(cx, key, Purpose::Resync { vnode }, vec![p]),
+                None => self.start_lookup(cx, key, Purpose::Resync { vnode }),
+            };
+        }
+    }
+
+    /// Queues `peers` for ring-unification checks (see [`Dht::unify_rings`]).
+    pub(super) fn check_ring(&mut self, peers: Vec<PeerId>) {
+        for p in peers {
+            if p != self.me
+                && !self.unify_candidates.contains(&p)
+                && self.unify_candidates.len() < MAX_UNIFY_CANDIDATES
+            {
+                self.unify_candidates.push_back(p);
+            }
         }
     }
 
@@ -201,14 +243,7 @@ impl Dht {
         v.join_attempts = 0;
         let last = v.succs.last().map_or(v.id, |s| s.id);
         let from = first_uncovered(&v.id, &last);
-        self.tell(
-            cx,
-            succ.peer,
-            Message::Notify {
-                vnode: succ.id,
-                from: self.me_at(vnode),
-            },
-        );
+        self.notify(cx, vnode, succ);
         if from < FINGERS && succ.peer != self.me {
             let req = self.fresh();
             let msg = Message::GetFingers {

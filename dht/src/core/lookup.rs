@@ -27,10 +27,33 @@
 //! - a lookup whose every path died ("stranded": no candidate, no bootstrap peer left, at
 //!   least one failure) starts once more from this peer's own routing step, since the dead
 //!   peer has been evicted from the tables by then; nodes already asked may be asked again.
+//!
+//! Rules that keep a lying peer from ending a lookup (with [`Lookup::checked`], which the
+//! core sets when its defenses are on). A peer whose virtual node sits between a key and
+//! the key's true predecessor (an identity ground for that position: virtual-node ids are
+//! hashes of the peer id, so trying key pairs places one anywhere) is asked last, and
+//! could otherwise answer "the owner is me". A [`Step::Done`] `{ pred, owner }` from peer
+//! `from` is taken only if it is consistent:
+//! - `pred` is a virtual node of `from` (the sender is authenticated) at least as close
+//!   before the key as the virtual node asked (a peer answers from its own closest one);
+//! - the key lies in `(pred, owner]` and `owner != pred` — a ring of one virtual node aside,
+//!   which only a peer that knows no other ring member can meet (outside the ring, or
+//!   alone in one of its own that is about to merge);
+//! - both are real virtual nodes: `id == Id::vnode(peer, i)` for some `i` below the
+//!   network's virtual-node count, so a peer can name only positions its identities have.
+//!
+//! An inconsistent answer is reported by [`Lookup::on_success`], its sender is excluded
+//! from the rest of the lookup, and the lookup goes on by another route: it asks the
+//! *anchor* — the last node that answered with closer candidates, whose successors
+//! include the asked node, or this peer's own virtual node closest before the key — for
+//! its successor list ([`Next::AskState`]); the first node in it past the key (skipping
+//! excluded peers) is the owner. A list that ends before the key adds its nodes as
+//! candidates instead. A later node whose candidates name an excluded peer becomes the
+//! anchor asked next. Each anchor is asked once.
 
 use peerlab_overlay::{Id, PeerId};
 
-use crate::message::{MAX_STEP_CANDIDATES, NodeRef, Step};
+use crate::message::{MAX_STEP_CANDIDATES, MAX_SUCCESSORS, NodeRef, Step};
 use crate::ring::preceding_distance;
 
 /// Candidates a lookup remembers (best first). Enough to route around several dead hops.
@@ -50,6 +73,14 @@ pub(crate) enum Next {
         peer: PeerId,
         /// The virtual node asked, if known.
         node: Option<NodeRef>,
+    },
+    /// Ask `node` (on `peer`; possibly this peer itself) for its successor list and hand
+    /// it to [`Lookup::on_state`]: a `Done` was refused and the lookup goes on from there.
+    AskState {
+        /// The peer to send the `GetState` to.
+        peer: PeerId,
+        /// The virtual node whose successors are wanted.
+        node: NodeRef,
     },
     /// A step is in flight; wait for its answer or its failure.
     Waiting,
@@ -84,6 +115,8 @@ enum State {
     Ready,
     /// A step to `asked` is in flight.
     Waiting { asked: Option<NodeRef> },
+    /// A successor list of `anchor` is wanted.
+    Successors { anchor: NodeRef },
     /// The owner is known.
     Done { pred: NodeRef, owner: NodeRef },
 }
@@ -102,6 +135,32 @@ pub(crate) struct Lookup {
     /// The peer that answered the last step (the key's predecessor once done).
     last: Option<PeerId>,
     state: State,
+    /// Whether answers are checked, and against how many virtual nodes a peer runs.
+    check: Option<Check>,
+    /// Peers whose answer was inconsistent: neither asked nor taken as candidates again.
+    excluded: Vec<PeerId>,
+    /// The closest node before the key known to have answered with candidates (or this
+    /// peer's own closest virtual node): where a refused `Done` is routed around from.
+    anchor: Option<NodeRef>,
+    /// Anchors already asked for their successor list.
+    anchors_asked: Vec<Id>,
+    /// A `Done` was refused: ask the anchor next.
+    recover: bool,
+}
+
+/// How a lookup checks the answers it gets (module docs).
+#[derive(Clone, Copy, Debug)]
+struct Check {
+    /// Virtual nodes every peer runs (the network's `Config::vnodes`).
+    vnodes: u16,
+    /// Whether a ring of one virtual node is possible: this peer knows no other ring
+    /// member.
+    alone: bool,
+}
+
+/// Whether `n` is a virtual node its peer really has: `Id::vnode(peer, i)`, `i < vnodes`.
+pub(crate) fn is_vnode(n: &NodeRef, vnodes: u16) -> bool {
+    (0..vnodes).any(|i| Id::vnode(&n.peer, i) == n.id)
 }
 
 impl Lookup {
@@ -120,7 +179,36 @@ impl Lookup {
             timeouts: 0,
             last: None,
             state: State::Ready,
+            check: None,
+            excluded: Vec::new(),
+            anchor: None,
+            anchors_asked: Vec::new(),
+            recover: false,
         }
+    }
+
+    /// Checks every `Done` against the rules in the module docs, for a network whose peers
+    /// run `vnodes` virtual nodes each; `alone`: this peer knows no other ring member, so a
+    /// ring of one virtual node is possible.
+    pub(crate) fn checked(mut self, vnodes: u16, alone: bool) -> Lookup {
+        self.check = Some(Check { vnodes, alone });
+        self
+    }
+
+    /// Leaves `peer` out of this lookup from the start: a peer that answered an earlier
+    /// attempt of the same operation with a forgery. A `Done` naming it as the owner is
+    /// routed around like a refused one (without blaming its sender), so the lookup ends at
+    /// the next holder of the key.
+    pub(crate) fn exclude(&mut self, peer: PeerId) {
+        if !self.excluded.contains(&peer) {
+            self.excluded.push(peer);
+        }
+    }
+
+    /// This peer's own virtual node closest before the key: the anchor a refused first
+    /// `Done` is routed around from. Set before [`Lookup::start_local`].
+    pub(crate) fn set_anchor(&mut self, node: Option<NodeRef>) {
+        self.anchor = node;
     }
 
     /// The id looked up.
@@ -131,6 +219,10 @@ impl Lookup {
     /// Seeds the lookup with this peer's own routing step (free: no message).
     pub(crate) fn start_local(&mut self, step: Option<Step>) {
         match step {
+            // An owner known to lie (see `exclude`): go past it.
+            Some(Step::Done { owner, .. }) if self.excluded.contains(&owner.peer) => {
+                self.recover = true;
+            }
             Some(Step::Done { pred, owner }) => self.state = State::Done { pred, owner },
             Some(Step::Next { candidates }) => self.merge(candidates, None),
             None => {}
@@ -141,17 +233,38 @@ impl Lookup {
     /// when the lookup is stranded (`None` when this peer is out of the ring).
     pub(crate) fn next(&mut self, restart: impl FnOnce(&Id) -> Option<Step>) -> Next {
         match self.state {
-            State::Waiting { .. } => return Next::Waiting,
+            State::Waiting { .. } | State::Successors { .. } => return Next::Waiting,
             State::Done { pred, owner } => return Next::Finished(Ok(self.found(pred, owner))),
             State::Ready => {}
         }
         if self.hops >= MAX_LOOKUP_HOPS || self.timeouts > self.retries {
             return Next::Finished(Err(self.failed()));
         }
-        let stranded = self.cands.is_empty() && self.bootstrap.is_empty() && self.timeouts > 0;
+        if std::mem::take(&mut self.recover)
+            && let Some(a) = self.anchor
+            && !self.anchors_asked.contains(&a.id)
+            && !self.excluded.contains(&a.peer)
+        {
+            self.anchors_asked.push(a.id);
+            if a.peer != self.me {
+                self.hops += 1;
+            }
+            self.state = State::Successors { anchor: a };
+            return Next::AskState {
+                peer: a.peer,
+                node: a,
+            };
+        }
+        let stranded = self.cands.is_empty()
+            && self.bootstrap.is_empty()
+            && (self.timeouts > 0 || !self.excluded.is_empty());
         if stranded && let Some(step) = restart(&self.key) {
             self.tried.clear();
             match step {
+                // Our own tables lead to a peer caught lying: no route past it is left.
+                Step::Done { owner, .. } if self.excluded.contains(&owner.peer) => {
+                    return Next::Finished(Err(self.failed()));
+                }
                 Step::Done { pred, owner } => {
                     self.state = State::Done { pred, owner };
                     return Next::Finished(Ok(self.found(pred, owner)));
@@ -173,20 +286,44 @@ impl Lookup {
         Next::Ask { peer, node }
     }
 
-    /// The peer asked answered `step`. Returns whether the answer broke a protocol bound
-    /// (too many candidates: the surplus is ignored).
+    /// The peer asked answered `step`. Returns whether the answer broke a protocol rule:
+    /// too many candidates (the surplus is ignored), or an inconsistent `Done` (refused;
+    /// the lookup goes on around its sender, see the module docs).
     pub(crate) fn on_success(&mut self, from: PeerId, step: Step) -> bool {
         let State::Waiting { asked } = self.state else {
             return false;
         };
-        self.last = Some(from);
         match step {
             Step::Done { pred, owner } => {
+                if self.check.is_some() && self.excluded.contains(&owner.peer) {
+                    // An owner this lookup caught lying: routed around, the answer is not
+                    // the sender's fault.
+                    self.recover = true;
+                    self.state = State::Ready;
+                    return false;
+                }
+                if !self.consistent(from, asked, &pred, &owner) {
+                    self.excluded.push(from);
+                    self.cands.retain(|c| c.peer != from);
+                    self.recover = true;
+                    self.state = State::Ready;
+                    return true;
+                }
+                self.last = Some(from);
                 self.state = State::Done { pred, owner };
                 false
             }
             Step::Next { candidates } => {
+                self.last = Some(from);
                 self.state = State::Ready;
+                if asked.is_some() {
+                    self.anchor = asked;
+                    // A node that leads to a peer caught lying sits right before it: its
+                    // successors pass the liar.
+                    if candidates.iter().any(|c| self.excluded.contains(&c.peer)) {
+                        self.recover = true;
+                    }
+                }
                 let malformed = candidates.len() > MAX_STEP_CANDIDATES;
                 let c: Vec<NodeRef> = candidates.into_iter().take(MAX_STEP_CANDIDATES).collect();
                 self.merge(c, asked.map(|a| a.id));
@@ -195,9 +332,73 @@ impl Lookup {
         }
     }
 
+    /// Whether `Done { pred, owner }` from `from`, asked at `asked`, keeps the rules (module
+    /// docs). Always true without [`Lookup::checked`].
+    fn consistent(
+        &self,
+        from: PeerId,
+        asked: Option<NodeRef>,
+        pred: &NodeRef,
+        owner: &NodeRef,
+    ) -> bool {
+        let Some(check) = self.check else {
+            return true;
+        };
+        if pred.peer != from {
+            return false;
+        }
+        if let Some(a) = asked
+            && preceding_distance(&pred.id, &self.key) > preceding_distance(&a.id, &self.key)
+        {
+            return false;
+        }
+        let spans = if pred.id == owner.id {
+            check.alone && pred == owner
+        } else {
+            self.key.in_half_open(&pred.id, &owner.id)
+        };
+        spans && is_vnode(pred, check.vnodes) && is_vnode(owner, check.vnodes)
+    }
+
+    /// The anchor asked after a refused `Done` answered with its successor list (`from`:
+    /// the authenticated sender). Returns whether the list broke a rule (a node that is not
+    /// a real virtual node; ignored).
+    pub(crate) fn on_state(&mut self, from: PeerId, succs: Vec<NodeRef>) -> bool {
+        let State::Successors { anchor } = self.state else {
+            return false;
+        };
+        self.state = State::Ready;
+        self.last = Some(from);
+        let check = self.check;
+        let mut bad = false;
+        let mut prev = anchor;
+        let mut before = Vec::new();
+        for s in succs.into_iter().take(MAX_SUCCESSORS) {
+            if self.excluded.contains(&s.peer) || s.id == prev.id {
+                continue;
+            }
+            if check.is_some_and(|c| !is_vnode(&s, c.vnodes)) {
+                bad = true;
+                continue;
+            }
+            if self.key.in_half_open(&prev.id, &s.id) {
+                self.state = State::Done {
+                    pred: prev,
+                    owner: s,
+                };
+                return bad;
+            }
+            before.push(s);
+            prev = s;
+        }
+        // The list ends before the key: what it knows closer than the anchor is worth asking.
+        self.merge(before, Some(anchor.id));
+        bad
+    }
+
     /// The peer asked did not answer in time, or refused.
     pub(crate) fn on_failure(&mut self) {
-        if matches!(self.state, State::Waiting { .. }) {
+        if matches!(self.state, State::Waiting { .. } | State::Successors { .. }) {
             self.state = State::Ready;
         }
         self.timeouts += 1;
@@ -235,7 +436,11 @@ impl Lookup {
             {
                 continue;
             }
-            if c.peer == self.me || self.tried.contains(&c.id) || self.cands.contains(&c) {
+            if c.peer == self.me
+                || self.tried.contains(&c.id)
+                || self.cands.contains(&c)
+                || self.excluded.contains(&c.peer)
+            {
                 continue;
             }
             self.cands.push(c);
@@ -292,12 +497,13 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// In an ideal ring every lookup ends at the key's true owner, within `log2 N + 2`
-        /// requests, and never asks a node twice.
+        /// requests, and never asks a node twice; checked, no honest answer is refused.
         #[test]
         fn ideal_ring_lookup_finds_owner_without_asking_twice(
             n in 2u64..200,
             start in any::<prop::sample::Index>(),
             key in any::<[u8; 20]>(),
+            checked in any::<bool>(),
         ) {
             let ring = ring_of(n);
             let key = Id(key);
@@ -305,6 +511,9 @@ mod tests {
             let i = start.index(ring.len());
             let me = ring.nodes()[i].peer;
             let mut l = Lookup::new(key, me, 4, Vec::new());
+            if checked {
+                l = l.checked(1, false);
+            }
             l.start_local(Some(answer(&ring, i, &key, r)));
             let mut asked = Vec::new();
             let found = loop {
@@ -315,8 +524,9 @@ mod tests {
                         prop_assert!(!asked.contains(&node), "asked {:?} twice", node);
                         asked.push(node);
                         let step = answer(&ring, index_of(&ring, &node), &key, r);
-                        l.on_success(peer, step);
+                        prop_assert!(!l.on_success(peer, step), "an honest answer refused");
                     }
+                    Next::AskState { .. } => prop_assert!(false, "no answer was refused"),
                     Next::Waiting => prop_assert!(false, "nothing is in flight"),
                     Next::Finished(res) => break res,
                 }
@@ -327,20 +537,26 @@ mod tests {
             prop_assert!(found.hops <= bound, "{} hops > {}", found.hops, bound);
         }
 
-        /// Whatever the peers answer (random candidates, random owners, silence), a lookup
-        /// finishes within `MAX_LOOKUP_HOPS` requests, never asks itself, and between two
-        /// restarts never asks the same node twice.
+        /// Whatever the peers answer (random candidates, random owners, random successor
+        /// lists, silence), a lookup, checked or not, finishes within `MAX_LOOKUP_HOPS`
+        /// requests, never asks itself, and between two restarts never asks the same node
+        /// twice.
         #[test]
         fn any_answers_terminate_within_the_hop_bound(
             seed in any::<u64>(),
             retries in 0u32..8,
             answers in prop::collection::vec((0u8..4, any::<[u8; 20]>(), 0usize..6), 0..200),
+            checked in any::<bool>(),
         ) {
             let me = PeerId::synthetic(seed);
             let key = Id::hash(&seed.to_be_bytes());
             let node = |b: [u8; 20]| NodeRef { id: Id(b), peer: PeerId::synthetic(b[0] as u64 % 16) };
             let bootstrap = (100..104).map(PeerId::synthetic).collect();
             let mut l = Lookup::new(key, me, retries, bootstrap);
+            if checked {
+                l = l.checked(2, false);
+                l.set_anchor(Some(node(Id::hash(b"anchor").0)));
+            }
             let mut answers = answers.into_iter();
             let mut asked: Vec<Id> = Vec::new();
             let mut requests = 0u32;
@@ -355,8 +571,9 @@ mod tests {
                         prop_assert_ne!(peer, me);
                         if let Some(n) = n {
                             if asked.contains(&n.id) {
-                                // Only a restart (after a failure) may ask a node again.
-                                prop_assert!(l.timeouts > 0);
+                                // Only a restart (after a failure or a refused answer) may
+                                // ask a node again.
+                                prop_assert!(l.timeouts > 0 || !l.excluded.is_empty());
                                 asked.clear();
                             }
                             asked.push(n.id);
@@ -375,11 +592,225 @@ mod tests {
                             }
                         }
                     }
+                    Next::AskState { peer, .. } => {
+                        prop_assert!(checked, "only a checked lookup routes around");
+                        if peer != me {
+                            requests += 1;
+                        }
+                        prop_assert!(requests <= MAX_LOOKUP_HOPS);
+                        let (kind, b, count) = answers.next().unwrap_or((0, [0; 20], 0));
+                        if kind == 0 {
+                            l.on_failure();
+                        } else {
+                            let succs = (0..count)
+                                .map(|j| { let mut c = b; c[0] = c[0].wrapping_add(j as u8); node(c) })
+                                .collect();
+                            l.on_state(peer, succs);
+                        }
+                    }
                     Next::Waiting => prop_assert!(false, "nothing is in flight"),
                     Next::Finished(_) => break,
                 }
             }
         }
+    }
+
+    /// Virtual node `i` of synthetic peer `p`.
+    fn vn(p: u64, i: u16) -> NodeRef {
+        let peer = PeerId::synthetic(p);
+        NodeRef {
+            id: Id::vnode(&peer, i),
+            peer,
+        }
+    }
+
+    /// A real virtual node (of peers 10 and up, two each) after which `key` lies in
+    /// `(after, node]`.
+    fn node_past(after: &Id, key: &Id) -> NodeRef {
+        (10..)
+            .flat_map(|p| [vn(p, 0), vn(p, 1)])
+            .find(|n| key.in_half_open(after, &n.id) && n.id != *key)
+            .unwrap()
+    }
+
+    /// A checked lookup by peer 1 (two virtual nodes a peer) of a key just past `a`, which
+    /// it has asked: what it asks next after `a` answers `step`, and whether the answer
+    /// was reported.
+    fn after_answer(key: Id, a: NodeRef, step: Step, alone: bool) -> (Lookup, bool, Next) {
+        let me = PeerId::synthetic(1);
+        let mut l = Lookup::new(key, me, 4, Vec::new()).checked(2, alone);
+        l.set_anchor(Some(vn(1, 0)));
+        l.start_local(Some(Step::Next {
+            candidates: vec![a],
+        }));
+        assert_eq!(
+            l.next(|_| None),
+            Next::Ask {
+                peer: a.peer,
+                node: Some(a)
+            }
+        );
+        let reported = l.on_success(a.peer, step);
+        let next = l.next(|_| None);
+        (l, reported, next)
+    }
+
+    #[test]
+    fn a_consistent_done_is_taken() {
+        let a = vn(2, 0);
+        let key = a.id.wrapping_add(&Id::from_u64(10));
+        let owner = node_past(&a.id, &key);
+        let (_, reported, next) = after_answer(key, a, Step::Done { pred: a, owner }, false);
+        assert!(!reported);
+        let Next::Finished(Ok(f)) = next else {
+            panic!("{next:?}")
+        };
+        assert_eq!((f.pred, f.owner), (a, owner));
+    }
+
+    #[test]
+    fn inconsistent_done_answers_are_refused_and_routed_around() {
+        let a = vn(2, 0);
+        let key = a.id.wrapping_add(&Id::from_u64(10));
+        let owner = node_past(&a.id, &key);
+        // A's other virtual node, farther before the key than the one asked.
+        let far = vn(2, 1);
+        let past_far = node_past(&far.id, &key);
+        // A real node, and a key just past it: (a, x] does not hold the key.
+        let x = vn(4, 0);
+        let key_past_x = x.id.wrapping_add(&Id::from_u64(5));
+        let made_up = NodeRef {
+            id: key,
+            peer: owner.peer,
+        };
+        let cases = [
+            ("the owner is me", key, Step::Done { pred: a, owner: a }),
+            (
+                "pred of another peer",
+                key,
+                Step::Done {
+                    pred: vn(3, 0),
+                    owner,
+                },
+            ),
+            (
+                "pred farther than the node asked",
+                key,
+                Step::Done {
+                    pred: far,
+                    owner: past_far,
+                },
+            ),
+            (
+                "key not in (pred, owner]",
+                key_past_x,
+                Step::Done { pred: a, owner: x },
+            ),
+            (
+                "owner not a real virtual node",
+                key,
+                Step::Done {
+                    pred: a,
+                    owner: made_up,
+                },
+            ),
+            (
+                "pred not a real virtual node",
+                key,
+                Step::Done {
+                    pred: NodeRef {
+                        id: key.wrapping_sub(&Id::from_u64(1)),
+                        peer: a.peer,
+                    },
+                    owner,
+                },
+            ),
+        ];
+        for (what, key, step) in cases {
+            let (mut l, reported, next) = after_answer(key, a, step.clone(), false);
+            assert!(reported, "{what}");
+            // Routed around through this peer's own successor list: the liar is skipped.
+            let mine = vn(1, 0);
+            assert_eq!(
+                next,
+                Next::AskState {
+                    peer: mine.peer,
+                    node: mine
+                },
+                "{what}"
+            );
+            let true_owner = node_past(&mine.id, &key);
+            assert!(
+                !l.on_state(mine.peer, vec![a, vn(2, 1), true_owner]),
+                "{what}"
+            );
+            let Next::Finished(Ok(f)) = l.next(|_| None) else {
+                panic!("{what}")
+            };
+            assert_eq!(f.owner, true_owner, "{what}");
+            // Unchecked (defenses off), the same answer ends the lookup.
+            let mut u = Lookup::new(key, PeerId::synthetic(1), 4, Vec::new());
+            u.start_local(Some(Step::Next {
+                candidates: vec![a],
+            }));
+            let _ = u.next(|_| None);
+            assert!(!u.on_success(a.peer, step), "{what}");
+            assert!(matches!(u.next(|_| None), Next::Finished(Ok(_))), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_ring_of_one_is_taken_only_by_a_peer_that_knows_no_other_member() {
+        let a = vn(2, 0);
+        let key = a.id.wrapping_add(&Id::from_u64(10));
+        let alone = Step::Done { pred: a, owner: a };
+        let (_, reported, next) = after_answer(key, a, alone.clone(), true);
+        assert!(!reported);
+        assert!(matches!(next, Next::Finished(Ok(f)) if f.owner == a));
+        let (_, reported, _) = after_answer(key, a, alone, false);
+        assert!(reported);
+    }
+
+    #[test]
+    fn the_anchor_is_the_last_node_that_led_towards_the_liar() {
+        // Peer 3 answers with candidates naming a; a lies; peer 3's successor list, with a
+        // skipped, names the owner. Each anchor is asked once.
+        let me = PeerId::synthetic(1);
+        let a = vn(2, 0);
+        let key = a.id.wrapping_add(&Id::from_u64(10));
+        let c = vn(3, 0);
+        let owner = node_past(&c.id, &key);
+        let mut l = Lookup::new(key, me, 4, Vec::new()).checked(2, false);
+        l.start_local(Some(Step::Next {
+            candidates: vec![c],
+        }));
+        assert!(matches!(l.next(|_| None), Next::Ask { node: Some(n), .. } if n == c));
+        assert!(!l.on_success(
+            c.peer,
+            Step::Next {
+                candidates: vec![a]
+            }
+        ));
+        assert!(matches!(l.next(|_| None), Next::Ask { node: Some(n), .. } if n == a));
+        assert!(l.on_success(a.peer, Step::Done { pred: a, owner: a }));
+        assert_eq!(
+            l.next(|_| None),
+            Next::AskState {
+                peer: c.peer,
+                node: c
+            }
+        );
+        // A made-up entry is skipped and reported; the liar is skipped.
+        let fake = NodeRef {
+            id: key,
+            peer: c.peer,
+        };
+        assert!(l.on_state(c.peer, vec![fake, a, owner]));
+        let Next::Finished(Ok(f)) = l.next(|_| None) else {
+            panic!()
+        };
+        assert_eq!(f.owner, owner);
+        assert_eq!(f.hops, 4, "c, a, c's successors, the owner");
     }
 
     #[test]

@@ -15,36 +15,48 @@
 //! - `stabilize`: stabilize, notify, successor hints and the predecessor check;
 //! - `fingers`: fix-fingers;
 //! - `ops`: the client side of put/get/delete and provider records;
+//! - `read`: a get's reads of the owner and its replicas, and read repair;
 //! - `repair`: replication, repair digests and hand-off of records;
+//! - `window`: acting on a detected death at once (re-replication, taking over a dead
+//!   predecessor's range);
 //! - `serve`: answering requests from other peers;
+//! - `admission`: which records and provider entries from peers are taken, and what a
+//!   refusal costs the sender;
 //! - `pending`: requests in flight, their answers, refusals and timeouts.
 
+mod admission;
 mod backoff;
 mod fingers;
 mod join;
+pub use join::MAX_UNIFY_CANDIDATES;
 mod lookup;
 mod ops;
 mod pending;
+mod read;
 mod repair;
 mod routing;
 mod serve;
 mod stabilize;
+mod window;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use peerlab_overlay::{Cx, Id, Instant, PeerId, Protocol};
+use peerlab_overlay::{Cx, Id, Instant, Keypair, PeerId, Protocol};
 
+use crate::clock::Hlc;
 use crate::message::{Message, NodeRef, ProviderEntry, Record};
 use crate::ring::{FINGERS, Fingers, IdealRing};
-use crate::store::{Applied, Store};
-use crate::{Command, Config, Error, Event, Reply};
+use crate::store::{Applied, Limits, Store};
+use crate::{Command, Config, Error, Event, MAX_PROVIDER_TTL, Reply};
 
 use self::backoff::{Schedule, Task};
 use self::fingers::finger_of;
 use self::ops::{Op, OpKind};
 use self::pending::{Pending, PendingReq};
 use self::routing::{Purpose, Running};
+
+pub use self::read::MAX_READ_REPLICAS;
 
 /// Internal (maintenance) lookups in flight at once; beyond it a tick's work is skipped.
 const MAX_INTERNAL_LOOKUPS: usize = 1024;
@@ -78,12 +90,26 @@ pub struct Counters {
     pub store_full: u64,
     /// Messages over a list bound.
     pub malformed: u64,
+    /// Lookup answers refused as inconsistent (an owner the asked node cannot vouch for;
+    /// see `lookup`).
+    pub refused_steps: u64,
     /// Replies that matched no pending request (late, duplicate or forged).
     pub unexpected_reply: u64,
     /// Requests that timed out.
     pub timeouts: u64,
     /// Peers dropped from the tables after a timeout.
     pub evictions: u64,
+    /// Forgeries: signatures that do not verify, claims made in another peer's name.
+    pub forged: u64,
+    /// Input refused by the storage rules (another writer's key, a version too far
+    /// ahead, a key this peer does not replicate, a quota, an unknown virtual node).
+    pub refused: u64,
+    /// Ranges offered to replicas at once after an eviction changed a replica set or
+    /// handed over a dead predecessor's range (`window`).
+    pub prompt_repairs: u64,
+    /// Stale or missing copies a read found at replicas and pushed the newest to (read
+    /// repair).
+    pub read_repairs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +138,12 @@ struct VNode {
     walk: u32,
     /// Whether a resync lookup of this vnode's successor is in flight.
     resyncing: bool,
+    /// Who takes over as predecessor the moment the predecessor is found dead: a notifier
+    /// that lay before the predecessor, or else the predecessor's own predecessor as the
+    /// last check-predecessor answer gave it. With it the range of a dead predecessor is
+    /// owned, and re-replicated, as soon as a request to the predecessor times out,
+    /// rather than after the next notify (`window`).
+    pred_hint: Option<NodeRef>,
 }
 
 /// Read-only view of one virtual node.
@@ -137,6 +169,9 @@ pub struct VnodeView {
 #[derive(Debug)]
 pub struct Dht {
     cfg: Config,
+    /// This node's key: signs its records and provider entries.
+    key: Keypair,
+    /// Its peer id (`key.peer_id()`).
     me: PeerId,
     phase: Phase,
     generation: u64,
@@ -151,7 +186,8 @@ pub struct Dht {
     client_lookups: usize,
     handbacks: usize,
     next_id: u64,
-    last_version: u64,
+    /// Wall clock and hybrid logical clock for versions.
+    clock: Hlc,
     counters: Counters,
     /// Bumped whenever a successor list, a predecessor or a vnode's membership of the ring
     /// changes (adaptive maintenance: see [`Config::max_backoff`]).
@@ -163,15 +199,22 @@ pub struct Dht {
     /// Stabilize rounds spent joined with no virtual node in the ring
     /// ([`join::LONE_RING_ROUNDS`]).
     orphan_rounds: u32,
+    /// Peers to look this peer's place up through: maybe in another ring (`unify_rings`).
+    pub(crate) unify_candidates: std::collections::VecDeque<PeerId>,
+    /// The virtual node (index) checked last by `unify_rings`.
+    unify_next: usize,
 }
 
 impl Dht {
-    /// A DHT core for peer `me`, not yet joined (send [`Command::Join`]).
+    /// A DHT core for the peer of `key` (its node key, which signs its records), not yet
+    /// joined (send [`Command::Join`]). Its wall clock is protocol time until
+    /// [`Dht::set_clock_offset`] says otherwise.
     ///
     /// # Errors
     /// [`Error::Config`].
-    pub fn new(cfg: Config, me: PeerId) -> Result<Dht, Error> {
+    pub fn new(cfg: Config, key: Keypair) -> Result<Dht, Error> {
         cfg.validate()?;
+        let me = key.peer_id();
         let mut vnodes: Vec<VNode> = (0..cfg.vnodes)
             .map(|i| VNode {
                 id: Id::vnode(&me, i),
@@ -186,17 +229,22 @@ impl Dht {
                 hint: None,
                 walk: 0,
                 resyncing: false,
+                pred_hint: None,
             })
             .collect();
         vnodes.sort_by_key(|v| v.id);
         vnodes.dedup_by(|a, b| a.id == b.id);
-        let store = Store::new(
-            cfg.max_stored_bytes,
-            cfg.max_value_size,
-            cfg.max_providers_per_key,
-        );
+        let store = Store::new(Limits {
+            max_bytes: cfg.max_stored_bytes,
+            max_value: cfg.max_value_size,
+            max_providers: cfg.max_providers_per_key,
+            writer_bytes: cfg.max_writer_bytes,
+            writer_records: cfg.max_writer_records,
+            defenses: cfg.defenses,
+        });
         Ok(Dht {
             cfg,
+            key,
             me,
             phase: Phase::Idle,
             generation: 0,
@@ -210,12 +258,14 @@ impl Dht {
             client_lookups: 0,
             handbacks: 0,
             next_id: 1,
-            last_version: 0,
+            clock: Hlc::default(),
             counters: Counters::default(),
             ring_epoch: 0,
             finger_epoch: 0,
             schedule: Schedule::default(),
             orphan_rounds: 0,
+            unify_candidates: std::collections::VecDeque::new(),
+            unify_next: 0,
         })
     }
 
@@ -226,8 +276,8 @@ impl Dht {
     /// # Errors
     /// [`Error::Config`], or [`Error::UnknownVnode`] if a virtual node is missing
     /// from the ring.
-    pub fn from_ideal(cfg: Config, me: PeerId, ring: &IdealRing) -> Result<Dht, Error> {
-        let mut d = Dht::new(cfg, me)?;
+    pub fn from_ideal(cfg: Config, key: Keypair, ring: &IdealRing) -> Result<Dht, Error> {
+        let mut d = Dht::new(cfg, key)?;
         let r = d.cfg.successors;
         for v in &mut d.vnodes {
             let i = ring.successor_index(&v.id);
@@ -307,6 +357,12 @@ impl Dht {
         &self.store
     }
 
+    /// The keys written or removed since the last call (for a holder that keeps the store
+    /// on disk; see [`Store::take_changed`]).
+    pub fn take_changed(&mut self) -> crate::Changed {
+        self.store.take_changed()
+    }
+
     /// Number of stored records (tombstones included).
     pub fn stored_keys(&self) -> usize {
         self.store.len()
@@ -322,17 +378,34 @@ impl Dht {
         (self.pending.len(), self.lookups.len(), self.ops.len())
     }
 
-    /// Stores `record` directly (experiment set-up, bypassing the network).
+    /// Stores `record` directly: local, trusted input (experiment set-up, the node's own
+    /// records read back from its disk), so neither its signature nor the range is
+    /// checked; the store's rules (order, ownership, quotas, bounds) still apply.
     ///
     /// # Errors
-    /// [`Error::ValueTooLarge`], [`Error::StoreFull`].
+    /// [`Error::ValueTooLarge`], [`Error::NotOwner`], [`Error::QuotaExceeded`],
+    /// [`Error::StoreFull`].
     pub fn insert_record(
         &mut self,
         key: Id,
         record: Record,
         now: Instant,
     ) -> Result<Applied, Error> {
-        self.store.apply(key, record, now)
+        let now_ms = self.clock.wall_ms(now);
+        self.store.apply(key, record, now, now_ms, false)
+    }
+
+    /// Sets the offset from protocol time to the Unix epoch, in microseconds: the wall
+    /// clock that versions and expiries are read from is `now + offset`. A real node whose
+    /// protocol time is Unix time leaves it at 0; a simulator gives each node its own (and
+    /// skews one to model a fast or slow clock).
+    pub fn set_clock_offset(&mut self, offset_us: i64) {
+        self.clock.set_offset(offset_us);
+    }
+
+    /// Wall-clock milliseconds since 1970 at protocol time `now`, as this node reads them.
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        self.clock.wall_ms(now)
     }
 
     /// The peers this virtual node replicates its range to (the first `R − 1` successors
@@ -419,6 +492,7 @@ impl Dht {
     }
 
     fn drop_where(&mut self, cx: &mut Cx<'_, Self>, dead: impl Fn(&NodeRef) -> bool) {
+        let before = self.window_snapshot();
         let mut orphaned = Vec::new();
         let mut changed = false;
         for v in &mut self.vnodes {
@@ -426,8 +500,14 @@ impl Dht {
             let len = v.succs.len();
             v.succs.retain(|s| !dead(s));
             changed |= v.succs.len() != len;
+            if v.pred_hint.is_some_and(|h| dead(&h)) {
+                v.pred_hint = None;
+            }
             if v.pred.is_some_and(|p| dead(&p)) {
-                v.pred = None;
+                // The dead predecessor's range is ours now: take the node before it as
+                // predecessor at once (`window`); without one, the periodic check and the
+                // next notify settle it.
+                v.pred = v.pred_hint.take().filter(|h| h.id != v.id);
                 changed = true;
             }
             let runs = v.fingers.runs().len();
@@ -446,6 +526,7 @@ impl Dht {
         for id in orphaned {
             self.rejoin_vnode(cx, id);
         }
+        self.close_window(cx, &before);
     }
 
     fn on_periodic(&mut self, cx: &mut Cx<'_, Self>, t: Timer) {
@@ -478,7 +559,7 @@ impl Dht {
         match t {
             Timer::Stabilize(_) => {
                 self.join_stragglers(cx);
-                self.merge_lone_ring(cx);
+                self.unify_rings(cx);
                 let ids = self.vnode_ids();
                 for id in ids {
                     self.stabilize_vnode(cx, id);
@@ -550,6 +631,11 @@ impl Protocol for Dht {
     fn handle_command(&mut self, cx: &mut Cx<'_, Self>, cmd: Command) {
         let now = cx.now();
         match cmd {
+            Command::CheckRing { peers } => {
+                if self.phase == Phase::Joined {
+                    self.check_ring(peers);
+                }
+            }
             Command::SetFallbackPeers { peers } => {
                 if self.phase != Phase::Joined {
                     // A join under way keeps the peers it was given.
@@ -597,8 +683,13 @@ impl Protocol for Dht {
                 self.client_lookups += 1;
                 self.start_lookup(cx, key, Purpose::Client { req });
             }
-            Command::Put { req, key, value } => self.write(cx, req, &key, Some(value), now),
-            Command::Delete { req, key } => self.write(cx, req, &key, None, now),
+            Command::Put {
+                req,
+                key,
+                value,
+                ttl,
+            } => self.write(cx, req, &key, Some(value), ttl, now),
+            Command::Delete { req, key } => self.write(cx, req, &key, None, None, now),
             Command::Get { req, key } => self.start_op(
                 cx,
                 req,
@@ -606,17 +697,13 @@ impl Protocol for Dht {
                     key: Id::hash(&key),
                 },
             ),
-            Command::AddProvider {
-                req,
-                key,
-                provider,
-                ttl,
-            } => {
-                let ttl = ttl.min(self.cfg.max_provider_ttl);
-                let entry = ProviderEntry {
-                    provider,
-                    ttl_ms: ttl.as_millis() as u64,
-                };
+            Command::AddProvider { req, key, ttl } => {
+                let ttl = ttl.min(MAX_PROVIDER_TTL);
+                let expires_ms = self
+                    .clock
+                    .wall_ms(now)
+                    .saturating_add(ttl.as_millis() as u64);
+                let entry = ProviderEntry::sign(&key, expires_ms, &self.key);
                 self.start_op(cx, req, OpKind::AddProvider { key, entry });
             }
             Command::GetProviders { req, key } => {

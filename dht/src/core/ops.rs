@@ -2,18 +2,24 @@
 //!
 //! An operation looks its key's owner up, sends the request to it and retries with a fresh
 //! lookup (at most [`MAX_OP_ATTEMPTS`]) when the owner times out or no longer runs the
-//! virtual node. A get that misses at the owner asks the owner's replicas in turn.
+//! virtual node. A get reads the owner and its replicas and returns the newest version
+//! (`read`). An owner that answers a get with a record whose signature does not verify is
+//! reported, and the get is tried again with a lookup that goes past that peer
+//! ([`Lookup::exclude`](super::lookup::Lookup::exclude)), so it reads the key's next holder
+//! rather than trust the liar's word on who else holds the key.
 
-use peerlab_overlay::{Cx, Id, Instant};
+use std::time::Duration;
+
+use peerlab_overlay::{Cx, Id, Instant, Offence, PeerId};
 
 use super::pending::Pending;
+use super::read::Read;
 use super::routing::Purpose;
 use super::{Dht, Phase};
 use crate::message::{
-    MAX_PROVIDERS_PER_MESSAGE, MAX_SUCCESSORS, Message, NodeRef, ProviderEntry, Record, Reject,
-    Version,
+    MAX_PROVIDERS_PER_MESSAGE, Message, NodeRef, ProviderEntry, Record, Reject, Version,
 };
-use crate::{Error, Reply, Route};
+use crate::{Error, MAX_RECORD_TTL, Reply, Route};
 
 /// Attempts of a storage operation (a fresh lookup each) before it fails.
 const MAX_OP_ATTEMPTS: u32 = 3;
@@ -38,6 +44,10 @@ impl OpKind {
     }
 }
 
+/// A record in a `GetReply` whose signature does not verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Forged;
+
 /// A client's storage operation in flight.
 #[derive(Clone, Debug)]
 pub(super) struct Op {
@@ -45,8 +55,13 @@ pub(super) struct Op {
     pub(super) kind: OpKind,
     pub(super) attempts: u32,
     pub(super) route: Option<Route>,
-    pub(super) replicas: Vec<NodeRef>,
-    pub(super) asked_replicas: bool,
+    /// A get's answers once the owner has answered (`read`).
+    pub(super) read: Option<Read>,
+    /// Whether a put was already signed again after an [`Reject::Outdated`].
+    pub(super) resigned: bool,
+    /// Peers that answered this get as its owner with a forged record: later attempts
+    /// look past them (at most [`MAX_OP_ATTEMPTS`]).
+    pub(super) liars: Vec<PeerId>,
 }
 
 impl Dht {
@@ -73,8 +88,9 @@ impl Dht {
                 kind,
                 attempts: 1,
                 route: None,
-                replicas: Vec::new(),
-                asked_replicas: false,
+                read: None,
+                resigned: false,
+                liars: Vec::new(),
             },
         );
         self.client_lookups += 1;
@@ -138,8 +154,7 @@ impl Dht {
             return;
         }
         o.attempts += 1;
-        o.replicas.clear();
-        o.asked_replicas = false;
+        o.read = None;
         let key = o.kind.key();
         self.client_lookups += 1;
         self.start_lookup(cx, key, Purpose::Op { op });
@@ -152,7 +167,7 @@ impl Dht {
         target: NodeRef,
         msg: Message,
     ) {
-        let Some(o) = self.ops.get_mut(&op) else {
+        let Some(o) = self.ops.get(&op) else {
             return;
         };
         let route = o.route.unwrap_or(Route {
@@ -160,85 +175,177 @@ impl Dht {
             vnode: target.id,
             hops: 0,
         });
-        match (msg, &o.kind) {
+        let kind = o.kind.clone();
+        match (msg, kind) {
             (Message::PutAck { stored, .. }, OpKind::Put { .. }) => {
-                let req = o.req;
-                self.ops.remove(&op);
-                self.emit(
+                self.clock.observe(&stored);
+                self.finish_op(
                     cx,
-                    req,
-                    Ok(Reply::Stored {
+                    op,
+                    Reply::Stored {
                         route,
                         version: stored,
-                    }),
+                    },
                 );
             }
             (
                 Message::GetReply {
                     record, replicas, ..
                 },
-                OpKind::Get { .. },
+                OpKind::Get { key },
             ) => {
-                if record.is_none() && !o.asked_replicas {
-                    o.asked_replicas = true;
-                    o.replicas = replicas
-                        .into_iter()
-                        .filter(|r| r.peer != target.peer)
-                        .take(MAX_SUCCESSORS)
-                        .collect();
-                }
-                if record.is_none() && !o.replicas.is_empty() {
-                    let next = o.replicas.remove(0);
-                    let kind = o.kind.clone();
-                    self.send_op_to(cx, op, next, &kind);
-                    return;
-                }
-                let req = o.req;
-                self.ops.remove(&op);
-                let version = record.as_ref().map(|r| r.version);
-                let value = record.and_then(|r| r.value);
-                self.emit(
-                    cx,
-                    req,
-                    Ok(Reply::Value {
-                        route,
-                        value,
-                        version,
-                    }),
-                );
-            }
-            (Message::Providers { providers, .. }, kind) => {
-                let reply = match kind {
-                    OpKind::AddProvider { .. } => Reply::ProviderAdded { route },
-                    _ => Reply::Providers {
-                        route,
-                        providers: providers
-                            .into_iter()
-                            .take(MAX_PROVIDERS_PER_MESSAGE)
-                            .collect(),
-                    },
+                let record = match record.map(|r| self.read_check(cx, target.peer, &key, r)) {
+                    Some(Err(Forged)) => {
+                        // The owner lied: ask the key's next holders instead, found by a
+                        // lookup that goes past this peer.
+                        if let Some(o) = self.ops.get_mut(&op) {
+                            o.liars.push(target.peer);
+                        }
+                        self.retry_op(cx, op, Error::Rejected(Reject::BadSignature));
+                        return;
+                    }
+                    Some(Ok(r)) => r,
+                    None => None,
                 };
-                let req = o.req;
-                self.ops.remove(&op);
-                self.emit(cx, req, Ok(reply));
+                self.on_owner_read(cx, op, target, record, replicas);
             }
-            (Message::Rejected { reason, .. }, _) => match reason {
+            (Message::Providers { .. }, OpKind::AddProvider { .. }) => {
+                self.finish_op(cx, op, Reply::ProviderAdded { route });
+            }
+            (Message::Providers { providers, .. }, OpKind::GetProviders { key }) => {
+                let providers = self.read_providers(cx, target.peer, &key, providers);
+                self.finish_op(cx, op, Reply::Providers { route, providers });
+            }
+            (Message::Rejected { reason, .. }, kind) => match reason {
                 Reject::UnknownVnode | Reject::NotJoined => {
                     self.forget_vnode(cx, target);
                     self.retry_op(cx, op, Error::Rejected(reason));
                 }
+                // The target does not see the key in its ranges: our route was stale.
+                Reject::NotReplica => self.retry_op(cx, op, Error::Rejected(reason)),
+                Reject::NotOwner { owner } => self.fail_op(cx, op, Error::NotOwner { owner }),
+                Reject::QuotaExceeded => {
+                    let writer = self.me;
+                    self.fail_op(cx, op, Error::QuotaExceeded { writer });
+                }
+                Reject::Outdated { since, version } => {
+                    self.resign(cx, op, target, kind, since, version, reason);
+                }
                 _ => self.fail_op(cx, op, Error::Rejected(reason)),
             },
-            _ => self.counters.unexpected_reply += 1,
+            _ => {
+                self.counters.unexpected_reply += 1;
+                self.penalize(cx, target.peer, Offence::Malformed);
+            }
         }
     }
 
+    pub(super) fn finish_op(&mut self, cx: &mut Cx<'_, Self>, op: u64, reply: Reply) {
+        if let Some(o) = self.ops.remove(&op) {
+            self.emit(cx, o.req, Ok(reply));
+        }
+    }
+
+    /// The owner holds this peer's own record of the key under claim `since` at `version`:
+    /// sign the write again on that claim, newer than `version`, and send it once more.
+    #[allow(clippy::too_many_arguments)]
+    fn resign(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        op: u64,
+        target: NodeRef,
+        kind: OpKind,
+        since: Version,
+        version: Version,
+        reason: Reject,
+    ) {
+        let OpKind::Put { key, record } = kind else {
+            return self.fail_op(cx, op, Error::Rejected(reason));
+        };
+        let Some(o) = self.ops.get_mut(&op) else {
+            return;
+        };
+        if o.resigned || since.writer != self.me || version.writer != self.me {
+            return self.fail_op(cx, op, Error::Rejected(reason));
+        }
+        o.resigned = true;
+        self.clock.observe(&version);
+        let ver = self.clock.tick(cx.now(), self.me);
+        let ttl = record.expires_ms.saturating_sub(record.version.wall_ms);
+        let record = Record::sign(
+            &key,
+            record.value,
+            ver,
+            since,
+            ver.wall_ms.saturating_add(ttl),
+            &self.key,
+        );
+        let kind = OpKind::Put { key, record };
+        if let Some(o) = self.ops.get_mut(&op) {
+            o.kind = kind.clone();
+        }
+        self.send_op_to(cx, op, target, &kind);
+    }
+
+    /// A record a `GetReply` from `from` returned for `key`: kept if its signature verifies
+    /// and it has not expired (`Ok(None)`: expired). A forgery is reported and returned as
+    /// `Err(Forged)`.
+    pub(super) fn read_check(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        from: PeerId,
+        key: &Id,
+        record: Record,
+    ) -> Result<Option<Record>, Forged> {
+        let now = cx.now();
+        if !self.cfg.defenses {
+            return Ok(Some(record));
+        }
+        if record.check(key).is_err() {
+            self.penalize(cx, from, Offence::Forged);
+            return Err(Forged);
+        }
+        if record.is_expired(self.clock.wall_ms(now)) {
+            return Ok(None);
+        }
+        if !self.clock.too_far_ahead(&record.version, now) {
+            self.clock.observe(&record.version);
+        }
+        Ok(Some(record))
+    }
+
+    /// Provider entries a `Providers` answer from `from` returned for `key`: the ones
+    /// their providers signed (a forgery is reported once), at most
+    /// [`MAX_PROVIDERS_PER_MESSAGE`].
+    fn read_providers(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        from: PeerId,
+        key: &Id,
+        providers: Vec<ProviderEntry>,
+    ) -> Vec<ProviderEntry> {
+        let mut list: Vec<ProviderEntry> = providers
+            .into_iter()
+            .take(MAX_PROVIDERS_PER_MESSAGE)
+            .collect();
+        if self.cfg.defenses {
+            let before = list.len();
+            list.retain(|e| e.verify(key));
+            if list.len() < before {
+                self.penalize(cx, from, Offence::Forged);
+            }
+        }
+        list
+    }
+
+    /// Signs and sends a put (`value`) or delete (`None`) of `key` that lives `ttl`.
     pub(super) fn write(
         &mut self,
         cx: &mut Cx<'_, Self>,
         req: u64,
         key: &[u8],
         value: Option<Vec<u8>>,
+        ttl: Option<Duration>,
         now: Instant,
     ) {
         let len = value.as_ref().map_or(0, Vec::len);
@@ -253,22 +360,24 @@ impl Dht {
             );
             return;
         }
-        let time = now.as_micros().max(self.last_version + 1);
-        self.last_version = time;
-        let record = Record {
-            version: Version {
-                time,
-                writer: self.me,
-            },
-            value,
+        let id = Id::hash(key);
+        let now_ms = self.clock.wall_ms(now);
+        // A copy held here tells the claim to write on (and the version to pass).
+        let held = self
+            .store
+            .live(&id, now_ms)
+            .map(|h| (h.writer(), h.since, h.version));
+        if let Some((_, _, v)) = held {
+            self.clock.observe(&v);
+        }
+        let version = self.clock.tick(now, self.me);
+        let since = match held {
+            Some((w, since, _)) if w == self.me => since,
+            _ => version,
         };
-        self.start_op(
-            cx,
-            req,
-            OpKind::Put {
-                key: Id::hash(key),
-                record,
-            },
-        );
+        let ttl = ttl.unwrap_or(self.cfg.record_ttl).min(MAX_RECORD_TTL);
+        let expires_ms = version.wall_ms.saturating_add(ttl.as_millis() as u64);
+        let record = Record::sign(&id, value, version, since, expires_ms, &self.key);
+        self.start_op(cx, req, OpKind::Put { key: id, record });
     }
 }

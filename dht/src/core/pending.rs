@@ -6,7 +6,7 @@
 //! detector: the peer is evicted from every table. A refusal (the addressed virtual node is
 //! not there) forgets that virtual node only.
 
-use peerlab_overlay::{Cx, Id, PeerId};
+use peerlab_overlay::{Cx, Id, Offence, PeerId};
 
 use super::{Dht, Timer};
 use crate::Error;
@@ -22,6 +22,11 @@ pub(super) enum Pending {
     Step {
         lookup: u64,
         asked: Option<NodeRef>,
+    },
+    /// A lookup's anchor asked for its successors after a refused answer (`lookup`).
+    StepState {
+        lookup: u64,
+        asked: NodeRef,
     },
     Stabilize {
         vnode: Id,
@@ -43,7 +48,10 @@ pub(super) enum Pending {
         /// The joining vnode's predecessor as the lookup found it (told once joined).
         pred: NodeRef,
     },
-    CheckPred,
+    /// Check-predecessor: is virtual node `vnode`'s predecessor alive, and who precedes it?
+    CheckPred {
+        vnode: Id,
+    },
     Ping,
     /// Fix-fingers through the current finger: is its predecessor a closer one?
     FingerCheck {
@@ -56,6 +64,11 @@ pub(super) enum Pending {
         from: usize,
     },
     Op {
+        op: u64,
+        target: NodeRef,
+    },
+    /// A get's read of one replica (`read`).
+    Read {
         op: u64,
         target: NodeRef,
     },
@@ -117,8 +130,22 @@ impl Dht {
         };
         match self.pending.get(&req) {
             Some(p) if p.to == from => {}
-            _ => {
+            Some(_) => {
+                // An answer to what was asked of another peer.
                 self.counters.unexpected_reply += 1;
+                self.penalize(cx, from, Offence::Unsolicited);
+                return;
+            }
+            None => {
+                // Late (after its timeout), duplicate, or never asked for. Only the last is
+                // an offence: a peer that was slow, frozen or cut off delivers its backlog of
+                // answers at once when it comes back, and charging each would ban it just as
+                // it becomes reachable again. Request ids are issued in order, so an id above
+                // the last issued one was never asked for.
+                self.counters.unexpected_reply += 1;
+                if req > self.next_id {
+                    self.penalize(cx, from, Offence::Unsolicited);
+                }
                 return;
             }
         }
@@ -135,7 +162,7 @@ impl Dht {
             }
             (kind, Message::State { pred, succs, .. }) => {
                 if succs.len() > MAX_SUCCESSORS {
-                    self.counters.malformed += 1;
+                    self.bad_reply(cx, from, kind);
                     return;
                 }
                 match kind {
@@ -185,21 +212,26 @@ impl Dht {
                     Pending::FingerCheck { vnode, index, cur } => {
                         self.on_finger_state(cx, vnode, index, cur, pred)
                     }
-                    Pending::CheckPred | Pending::Ping => {}
-                    _ => self.counters.unexpected_reply += 1,
+                    Pending::CheckPred { vnode } => self.on_pred_state(vnode, from, pred),
+                    Pending::StepState { lookup, .. } => {
+                        self.on_step_state(cx, from, lookup, succs)
+                    }
+                    Pending::Ping => {}
+                    other => self.bad_reply(cx, from, other),
                 }
             }
-            (Pending::Fingers { vnode, from }, Message::Fingers { runs, .. }) => {
+            (Pending::Fingers { vnode, from: first }, Message::Fingers { runs, .. }) => {
                 if runs.len() > MAX_FINGER_ENTRIES
                     || runs.iter().any(|(i, _)| *i as usize >= FINGERS)
                 {
                     self.counters.bad_finger_index += 1;
+                    self.penalize(cx, from, Offence::Malformed);
                     return;
                 }
                 if let Some(vi) = self.vidx(&vnode) {
                     let v = &mut self.vnodes[vi];
                     if v.fingers.runs().is_empty() {
-                        v.fingers.install(&runs, from);
+                        v.fingers.install(&runs, first);
                     }
                 }
             }
@@ -209,9 +241,17 @@ impl Dht {
             ) => {
                 self.on_op_reply(cx, op, target, m);
             }
+            (Pending::Read { op, target }, Message::GetReply { record, .. }) => {
+                let key = self.ops.get(&op).map(|o| o.kind.key());
+                let record = match (record, key) {
+                    (Some(r), Some(key)) => self.read_check(cx, from, &key, r).ok().flatten(),
+                    _ => None,
+                };
+                self.on_replica_read(cx, op, target, Some(record));
+            }
             (Pending::Offer, Message::Want { keys, .. }) => {
                 if keys.len() > MAX_BATCH_ENTRIES {
-                    self.counters.malformed += 1;
+                    self.bad_reply(cx, from, Pending::Offer);
                     return;
                 }
                 self.push_records(cx, from, &keys);
@@ -226,8 +266,16 @@ impl Dht {
                     }
                 }
             }
-            _ => self.counters.unexpected_reply += 1,
+            (kind, _) => self.bad_reply(cx, from, kind),
         }
+    }
+
+    /// A reply from `from` that breaks a bound or does not fit its request: reported, and
+    /// the request is over as if refused (whatever waited on it carries on).
+    fn bad_reply(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, kind: Pending) {
+        self.counters.malformed += 1;
+        self.penalize(cx, from, Offence::Malformed);
+        self.on_failed(cx, from, kind, false);
     }
 
     pub(super) fn on_rejected(&mut self, cx: &mut Cx<'_, Self>, p: PendingReq, reason: Reject) {
@@ -241,11 +289,13 @@ impl Dht {
                 // a timeout, without suspecting the whole peer.
                 let node = match &kind {
                     Pending::Step { asked, .. } => *asked,
+                    Pending::StepState { asked, .. } => Some(*asked),
                     Pending::Stabilize { succ, .. } | Pending::JoinState { ask: succ, .. } => {
                         Some(*succ)
                     }
                     Pending::Candidate { cand, .. } => Some(*cand),
                     Pending::FingerCheck { cur, .. } => Some(*cur),
+                    Pending::Read { target, .. } => Some(*target),
                     _ => None,
                 };
                 if let Some(n) = node {
@@ -273,7 +323,7 @@ impl Dht {
         timed_out: bool,
     ) {
         match kind {
-            Pending::Step { lookup, .. } => {
+            Pending::Step { lookup, .. } | Pending::StepState { lookup, .. } => {
                 if timed_out {
                     self.evict(cx, to);
                 }
@@ -300,14 +350,7 @@ impl Dht {
                     self.vnodes[vi].walk = 0;
                     if self.vnodes[vi].joined && !self.moved_closer(vi, &succ) {
                         self.adopt(vi, succ, &list);
-                        self.tell(
-                            cx,
-                            succ.peer,
-                            Message::Notify {
-                                vnode: succ.id,
-                                from: self.me_at(vnode),
-                            },
-                        );
+                        self.notify(cx, vnode, succ);
                     }
                     self.stabilize_if_hinted(cx, vi);
                 }
@@ -318,7 +361,7 @@ impl Dht {
                 }
                 self.retry_join(cx, vnode);
             }
-            Pending::CheckPred | Pending::Ping | Pending::Offer => {
+            Pending::CheckPred { .. } | Pending::Ping | Pending::Offer => {
                 if timed_out {
                     self.evict(cx, to);
                 }
@@ -333,6 +376,12 @@ impl Dht {
                 }
             }
             Pending::Fingers { .. } | Pending::Handoff { .. } => {}
+            Pending::Read { op, target } => {
+                if timed_out {
+                    self.evict(cx, target.peer);
+                }
+                self.on_replica_read(cx, op, target, None);
+            }
             Pending::Op { op, target } => {
                 if timed_out {
                     self.evict(cx, target.peer);

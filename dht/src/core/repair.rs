@@ -8,19 +8,17 @@
 //! owner confirmed for [`ORPHAN_PERIODS`] repair periods looks their owner up and hands
 //! them back (`Handoff`); the owner answers whether the sender is still a replica.
 
-use std::time::Duration;
+use peerlab_overlay::{Cx, Id, Instant, Offence, PeerId};
 
-use peerlab_overlay::{Cx, Id, Instant, PeerId};
-
+use super::admission::{Intake, offence_of, worse};
 use super::pending::Pending;
 use super::routing::Purpose;
 use super::{Dht, MAX_INTERNAL_LOOKUPS};
-use crate::Error;
 use crate::message::{
     MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_PROVIDERS_PER_MESSAGE, Message, NodeRef, ProviderEntry,
-    Record, Version,
+    Record, Reject, Version,
 };
-use crate::store::Applied;
+use crate::store::{Applied, RECORD_OVERHEAD};
 
 /// Hand-back lookups in flight at once (each moves up to one batch of orphaned records).
 const MAX_HANDBACKS: usize = 4;
@@ -35,11 +33,15 @@ impl Dht {
         if to == self.me {
             return;
         }
+        let now_ms = self.clock.wall_ms(cx.now());
         let mut batch: Vec<(Id, Record)> = Vec::new();
         let mut bytes = 0usize;
         for k in keys {
-            let Some(r) = self.store.get(k) else { continue };
-            if batch.len() >= MAX_BATCH_ENTRIES || bytes + r.value_len() > MAX_BATCH_BYTES {
+            let Some(r) = self.store.live(k, now_ms) else {
+                continue;
+            };
+            let size = batch_size(r);
+            if batch.len() >= MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES {
                 cx.send(
                     to,
                     Message::Store {
@@ -49,7 +51,7 @@ impl Dht {
                 );
                 bytes = 0;
             }
-            bytes += r.value_len();
+            bytes += size;
             batch.push((*k, r.clone()));
         }
         if !batch.is_empty() {
@@ -68,9 +70,10 @@ impl Dht {
         keys: &[Id],
         now: Instant,
     ) -> Vec<(Id, Vec<ProviderEntry>)> {
+        let now_ms = self.clock.wall_ms(now);
         keys.iter()
             .map(|k| {
-                let mut p = self.store.providers(k, now);
+                let mut p = self.store.providers(k, now_ms);
                 p.truncate(MAX_PROVIDERS_PER_MESSAGE);
                 (*k, p)
             })
@@ -102,18 +105,25 @@ impl Dht {
         }
     }
 
+    /// Takes the provider entries of a batch from `from` (each signed by its provider);
+    /// returns the worst offence among those refused.
     pub(super) fn merge_providers(
         &mut self,
+        cx: &mut Cx<'_, Self>,
         providers: Vec<(Id, Vec<ProviderEntry>)>,
-        now: Instant,
-    ) {
-        let max_ttl = self.cfg.max_provider_ttl.as_millis() as u64;
+    ) -> Option<Offence> {
+        let mut offence = None;
         for (k, list) in providers.into_iter().take(MAX_BATCH_ENTRIES) {
+            if list.len() > MAX_PROVIDERS_PER_MESSAGE {
+                offence = worse(offence, Some(Offence::Malformed));
+            }
             for e in list.into_iter().take(MAX_PROVIDERS_PER_MESSAGE) {
-                let ttl = Duration::from_millis(e.ttl_ms.min(max_ttl));
-                self.store.add_provider(k, e.provider, now + ttl, now);
+                if let Err(reason) = self.admit_provider(cx, k, e, None) {
+                    offence = worse(offence, offence_of(reason));
+                }
             }
         }
+        offence
     }
 
     pub(super) fn is_primary(&self, key: &Id) -> bool {
@@ -124,7 +134,9 @@ impl Dht {
 
     pub(super) fn repair(&mut self, cx: &mut Cx<'_, Self>) {
         let now = cx.now();
-        self.store.expire_providers(now);
+        let now_ms = self.clock.wall_ms(now);
+        self.store.expire_providers(now_ms);
+        self.store.expire_records(now_ms);
         let owned: Vec<(Id, Id, Vec<NodeRef>)> = self
             .vnodes
             .iter()
@@ -132,41 +144,7 @@ impl Dht {
             .filter_map(|v| v.pred.map(|p| (p.id, v.id, self.replicas_of(v))))
             .collect();
         for (from, to, replicas) in owned {
-            let keys = self.store.keys_in(&from, &to);
-            for k in &keys {
-                self.store.confirm(k, now);
-            }
-            let pkeys = self.store.provider_keys_in(&from, &to);
-            let providers = self.provider_batch(&pkeys[..pkeys.len().min(MAX_BATCH_ENTRIES)], now);
-            let chunks: Vec<&[Id]> = if keys.is_empty() {
-                vec![&[][..]]
-            } else {
-                keys.chunks(MAX_BATCH_ENTRIES).collect()
-            };
-            for r in replicas {
-                for (n, chunk) in chunks.iter().enumerate() {
-                    let digest: Vec<(Id, Version)> = chunk
-                        .iter()
-                        .filter_map(|k| self.store.version(k).map(|v| (*k, v)))
-                        .collect();
-                    // Provider sets ride on the first offer; the first offer goes out even
-                    // when empty, since it is also the replica's liveness check.
-                    let p = if n == 0 {
-                        providers.clone()
-                    } else {
-                        Vec::new()
-                    };
-                    let req = self.fresh();
-                    let msg = Message::Offer {
-                        req,
-                        from,
-                        to,
-                        digest,
-                        providers: p,
-                    };
-                    self.request(cx, r.peer, req, msg, Pending::Offer);
-                }
-            }
+            self.offer_range(cx, from, to, &replicas);
         }
         // Hand back records nobody has confirmed for a while.
         let stale = now
@@ -191,20 +169,68 @@ impl Dht {
         }
     }
 
+    /// Offers the digest of the range `(from, to]` this peer owns to each of `replicas`
+    /// (in [`MAX_BATCH_ENTRIES`] chunks; the first offer carries the range's provider sets
+    /// and goes out even when empty, since it is also the replica's liveness check).
+    pub(super) fn offer_range(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        from: Id,
+        to: Id,
+        replicas: &[NodeRef],
+    ) {
+        let now = cx.now();
+        let keys = self.store.keys_in(&from, &to);
+        for k in &keys {
+            self.store.confirm(k, now);
+        }
+        let pkeys = self.store.provider_keys_in(&from, &to);
+        let providers = self.provider_batch(&pkeys[..pkeys.len().min(MAX_BATCH_ENTRIES)], now);
+        let chunks: Vec<&[Id]> = if keys.is_empty() {
+            vec![&[][..]]
+        } else {
+            keys.chunks(MAX_BATCH_ENTRIES).collect()
+        };
+        for r in replicas {
+            for (n, chunk) in chunks.iter().enumerate() {
+                let digest: Vec<(Id, Version, Version)> = chunk
+                    .iter()
+                    .filter_map(|k| self.store.get(k).map(|r| (*k, r.version, r.since)))
+                    .collect();
+                let p = if n == 0 {
+                    providers.clone()
+                } else {
+                    Vec::new()
+                };
+                let req = self.fresh();
+                let msg = Message::Offer {
+                    req,
+                    from,
+                    to,
+                    digest,
+                    providers: p,
+                };
+                self.request(cx, r.peer, req, msg, Pending::Offer);
+            }
+        }
+    }
+
     pub(super) fn hand_back(&mut self, cx: &mut Cx<'_, Self>, pred: NodeRef, owner: NodeRef) {
         if owner.peer == self.me {
             return;
         }
+        let now_ms = self.clock.wall_ms(cx.now());
         let mut keys = self.store.keys_in(&pred.id, &owner.id);
         keys.truncate(MAX_BATCH_ENTRIES);
         let mut records = Vec::with_capacity(keys.len());
         let mut bytes = 0;
         for k in &keys {
-            if let Some(r) = self.store.get(k) {
-                if bytes + r.value_len() > MAX_BATCH_BYTES {
+            if let Some(r) = self.store.live(k, now_ms) {
+                let size = batch_size(r);
+                if bytes + size > MAX_BATCH_BYTES {
                     break;
                 }
-                bytes += r.value_len();
+                bytes += size;
                 records.push((*k, r.clone()));
             }
         }
@@ -218,14 +244,39 @@ impl Dht {
         self.request(cx, owner.peer, req, msg, Pending::Handoff { keys });
     }
 
-    pub(super) fn apply_batch(&mut self, records: Vec<(Id, Record)>, now: Instant) {
+    /// Takes the records of a batch (a `Store`, `Handoff` or repair push) from `from`;
+    /// returns the worst offence among those refused.
+    pub(super) fn apply_batch(
+        &mut self,
+        from: PeerId,
+        records: Vec<(Id, Record)>,
+        now: Instant,
+    ) -> Option<Offence> {
+        let mut offence = None;
         for (k, r) in records {
-            match self.store.apply(k, r, now) {
+            let writer = r.writer();
+            match self.admit_record(k, r, now, Intake::Relay { from }) {
                 Ok(Applied::Stored) => {}
                 Ok(Applied::Stale) => self.store.confirm(&k, now),
-                Err(Error::ValueTooLarge { .. }) => self.counters.oversized_value += 1,
-                Err(_) => self.counters.store_full += 1,
+                // A writer over its quota here is the writer's doing, not the relay's: an
+                // honest owner replicating a greedy writer's records must not be charged.
+                Err(Reject::QuotaExceeded) if writer != from => {}
+                Err(reason) => {
+                    match reason {
+                        Reject::ValueTooLarge => self.counters.oversized_value += 1,
+                        Reject::StoreFull => self.counters.store_full += 1,
+                        _ => {}
+                    }
+                    offence = worse(offence, offence_of(reason));
+                }
             }
         }
+        offence
     }
+}
+
+/// What a record counts for against [`MAX_BATCH_BYTES`]: its value and the fixed size of
+/// its key, versions, expiry and signature.
+fn batch_size(r: &Record) -> usize {
+    r.value_len() + RECORD_OVERHEAD as usize
 }

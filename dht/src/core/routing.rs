@@ -7,7 +7,7 @@
 //! [`Dht::finish_lookup`] hands the result to whoever started it (a client, a storage
 //! operation, a join, fix-fingers, a successor resync or a hand-back).
 
-use peerlab_overlay::{Cx, Id, PeerId};
+use peerlab_overlay::{Cx, Id, Offence, PeerId};
 
 use super::join::MAX_FALLBACK_PEERS;
 use super::lookup::{Found, Lookup, Next};
@@ -42,12 +42,17 @@ pub(super) struct Running {
     pub(super) purpose: Purpose,
 }
 
-/// One routing step over all of `vnodes` (this peer's, `me`).
-fn local_step(vnodes: &[VNode], me: PeerId, key: &Id) -> Option<Step> {
-    let v = vnodes
+/// This peer's joined virtual node closest before `key` (with successors).
+fn closest_vnode<'a>(vnodes: &'a [VNode], key: &Id) -> Option<&'a VNode> {
+    vnodes
         .iter()
         .filter(|v| v.joined && !v.succs.is_empty())
-        .min_by_key(|v| preceding_distance(&v.id, key))?;
+        .min_by_key(|v| preceding_distance(&v.id, key))
+}
+
+/// One routing step over all of `vnodes` (this peer's, `me`).
+fn local_step(vnodes: &[VNode], me: PeerId, key: &Id) -> Option<Step> {
+    let v = closest_vnode(vnodes, key)?;
     let s = v.succs[0];
     if key.in_half_open(&v.id, &s.id) {
         return Some(Step::Done {
@@ -70,7 +75,6 @@ impl Dht {
     }
 
     pub(super) fn start_lookup(&mut self, cx: &mut Cx<'_, Self>, key: Id, purpose: Purpose) -> u64 {
-        let id = self.fresh();
         // A join starts from the bootstrap peers when no virtual node of ours is in the
         // ring. Otherwise attempts alternate: our own routing state first (it knows the
         // live neighbours after a restart), the bootstrap peers on every other retry (our
@@ -96,9 +100,39 @@ impl Dht {
         } else {
             Vec::new()
         };
-        let local = bootstrap.is_empty();
-        let mut lookup = Lookup::new(key, self.me, self.cfg.lookup_retries, bootstrap);
+        self.start_lookup_via(cx, key, purpose, bootstrap)
+    }
+
+    /// [`Dht::start_lookup`] starting from `seeds` (from our own tables when empty).
+    pub(super) fn start_lookup_via(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        key: Id,
+        purpose: Purpose,
+        seeds: Vec<PeerId>,
+    ) -> u64 {
+        let id = self.fresh();
+        let local = seeds.is_empty();
+        let mut lookup = Lookup::new(key, self.me, self.cfg.lookup_retries, seeds);
+        if self.cfg.defenses {
+            // A ring of one virtual node can answer only a peer that knows no other ring
+            // member: outside the ring, or alone in a ring of its own (rings merging).
+            let alone = self
+                .vnodes
+                .iter()
+                .filter(|v| v.joined)
+                .all(|v| v.succs.iter().all(|s| s.peer == self.me));
+            lookup = lookup.checked(self.cfg.vnodes, alone);
+        }
+        if let Purpose::Op { op } = purpose
+            && let Some(o) = self.ops.get(&op)
+        {
+            for p in &o.liars {
+                lookup.exclude(*p);
+            }
+        }
         if local {
+            lookup.set_anchor(closest_vnode(&self.vnodes, &key).map(|v| self.me_at(v.id)));
             lookup.start_local(self.local_step(&key));
         }
         self.lookups.insert(id, Running { lookup, purpose });
@@ -161,6 +195,34 @@ impl Dht {
                     },
                 );
             }
+            Next::AskState { peer, node } if peer == self.me => {
+                // This peer's own successor list: no message.
+                let succs = self
+                    .vidx(&node.id)
+                    .map(|vi| self.vnodes[vi].succs.clone())
+                    .unwrap_or_default();
+                if let Some(r) = self.lookups.get_mut(&id) {
+                    r.lookup.on_state(peer, succs);
+                }
+                self.advance_lookup(cx, id);
+            }
+            Next::AskState { peer, node } => {
+                let req = self.fresh();
+                let msg = Message::GetState {
+                    req,
+                    vnode: node.id,
+                };
+                self.request(
+                    cx,
+                    peer,
+                    req,
+                    msg,
+                    Pending::StepState {
+                        lookup: id,
+                        asked: node,
+                    },
+                );
+            }
             Next::Waiting => {}
             Next::Finished(Ok(found)) => self.finish_lookup(cx, id, Ok(found)),
             Next::Finished(Err(f)) => {
@@ -178,8 +240,32 @@ impl Dht {
         let Some(r) = self.lookups.get_mut(&lookup) else {
             return;
         };
+        let done = matches!(step, Step::Done { .. });
         if r.lookup.on_success(from, step) {
+            if done {
+                self.counters.refused_steps += 1;
+            } else {
+                self.counters.malformed += 1;
+            }
+            self.penalize(cx, from, Offence::Malformed);
+        }
+        self.advance_lookup(cx, lookup);
+    }
+
+    /// The anchor asked by lookup `lookup` after a refused answer sent its successors.
+    pub(super) fn on_step_state(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        from: PeerId,
+        lookup: u64,
+        succs: Vec<NodeRef>,
+    ) {
+        let Some(r) = self.lookups.get_mut(&lookup) else {
+            return;
+        };
+        if r.lookup.on_state(from, succs) {
             self.counters.malformed += 1;
+            self.penalize(cx, from, Offence::Malformed);
         }
         self.advance_lookup(cx, lookup);
     }

@@ -28,6 +28,19 @@ use crate::message::{MAX_HINT_FORWARDS, Message, NodeRef};
 pub(super) const WALK_BEFORE_LOOKUP: u32 = 8;
 
 impl Dht {
+    /// Tells `succ` that this node's virtual node `vnode` may be its predecessor (Chord's
+    /// notify).
+    pub(super) fn notify(&mut self, cx: &mut Cx<'_, Self>, vnode: Id, succ: NodeRef) {
+        self.tell(
+            cx,
+            succ.peer,
+            Message::Notify {
+                vnode: succ.id,
+                from: self.me_at(vnode),
+            },
+        );
+    }
+
     pub(super) fn stabilize_vnode(&mut self, cx: &mut Cx<'_, Self>, vnode: Id) {
         let Some(vi) = self.vidx(&vnode) else { return };
         let v = &mut self.vnodes[vi];
@@ -112,14 +125,7 @@ impl Dht {
         v.walk = 0;
         self.adopt(vi, succ, &list);
         self.vnodes[vi].stabilizing = false;
-        self.tell(
-            cx,
-            succ.peer,
-            Message::Notify {
-                vnode: succ.id,
-                from: self.me_at(vnode),
-            },
-        );
+        self.notify(cx, vnode, succ);
     }
 
     /// Whether vnode `vi`'s first successor is now strictly closer than `succ`, the one a
@@ -225,7 +231,13 @@ impl Dht {
             None => true,
             Some(p) => p == from || from.id.in_open(&p.id, &v.id),
         };
-        if !better || v.pred == Some(from) {
+        if !better {
+            // `from` takes us for its successor although our predecessor lies between:
+            // either it has not met our predecessor yet or our predecessor is dead.
+            self.suspect_pred(cx, vi, from);
+            return;
+        }
+        if v.pred == Some(from) {
             return;
         }
         let old = v.pred.replace(from);
@@ -269,22 +281,15 @@ impl Dht {
     /// One check-predecessor tick: ask every predecessor on another peer for its state
     /// (a timeout evicts it).
     pub(super) fn check_predecessors(&mut self, cx: &mut Cx<'_, Self>) {
-        let preds: Vec<NodeRef> = self
+        let preds: Vec<(Id, NodeRef)> = self
             .vnodes
             .iter()
             .filter(|v| v.joined)
-            .filter_map(|v| v.pred)
-            .filter(|p| p.peer != self.me)
+            .filter_map(|v| v.pred.map(|p| (v.id, p)))
+            .filter(|(_, p)| p.peer != self.me)
             .collect();
-        for p in preds {
-            let req = self.fresh();
-            self.request(
-                cx,
-                p.peer,
-                req,
-                Message::GetState { req, vnode: p.id },
-                Pending::CheckPred,
-            );
+        for (vnode, p) in preds {
+            self.check_pred(cx, vnode, p);
         }
     }
 }

@@ -26,15 +26,15 @@ use libp2p::Multiaddr;
 use super::transport::strip_p2p;
 
 /// Most peers whose addresses are remembered.
-pub const MAX_ADDRESS_BOOK: usize = 4096;
+pub(crate) const MAX_ADDRESS_BOOK: usize = 4096;
 
 /// Most peers remembered only from claims (half the book: the other half is always there
 /// for peers a connection confirmed).
-pub const MAX_CLAIMED_PEERS: usize = MAX_ADDRESS_BOOK / 2;
+pub(crate) const MAX_CLAIMED_PEERS: usize = MAX_ADDRESS_BOOK / 2;
 
 /// Most addresses remembered per peer (a node listens on a few: QUIC and TCP, IPv4 and
 /// IPv6, a couple of interfaces).
-pub const MAX_ADDRS_PER_PEER: usize = 8;
+pub(crate) const MAX_ADDRS_PER_PEER: usize = 8;
 
 /// How an address came to be known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -30,12 +30,12 @@ use libp2p::{Multiaddr, PeerId};
 
 /// Default cap on connections per remote IP address: room for a few nodes behind one NAT
 /// or on one host, not for a crowd of identities from one machine.
-pub const MAX_CONNECTIONS_PER_IP: u32 = 8;
+pub(crate) const MAX_CONNECTIONS_PER_IP: u32 = 8;
 
 /// Why the gate refused a connection.
 #[derive(Debug, thiserror::Error)]
 #[error("{ip} already holds {limit} connections")]
-pub struct TooManyFromIp {
+pub(crate) struct TooManyFromIp {
     /// The remote address.
     pub ip: IpAddr,
     /// The cap in force.

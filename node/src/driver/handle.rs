@@ -18,13 +18,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::NetCore;
 
 /// Most API calls waiting for their reply events at once.
-pub const MAX_WAITERS: usize = 4096;
+pub(crate) const MAX_WAITERS: usize = 4096;
 
 /// Capacity of one waiter's event channel (search hits, fetch progress).
-pub const WAITER_CAPACITY: usize = 256;
+pub(crate) const WAITER_CAPACITY: usize = 256;
 
 /// Capacity of the API → driver request channel.
-pub const REQUEST_CAPACITY: usize = 256;
+pub(crate) const REQUEST_CAPACITY: usize = 256;
 
 /// A connected peer as the API shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]

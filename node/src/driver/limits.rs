@@ -22,24 +22,24 @@ use peerlab_overlay::Offence;
 /// Strike points at which a peer is disconnected and banned: one proven offence
 /// (`Offence::PROVEN`, a forged signature or corrupt data), three malformed frames within
 /// the leak of one point, or six stalls or rate excesses close together.
-pub const STRIKE_LIMIT: u32 = Offence::PROVEN;
+pub(crate) const STRIKE_LIMIT: u32 = Offence::PROVEN;
 
 /// A peer sheds one strike point per this much time. An honest peer whose view is stale
 /// earns a 1-point offence now and then (a write sent to a former replica, a reply that
 /// raced its timeout); at one per 10 s or fewer its points never grow, while a peer that
 /// sends three malformed frames (4 points each) within 10 s reaches the limit.
-pub const STRIKE_LEAK: Duration = Duration::from_secs(10);
+pub(crate) const STRIKE_LEAK: Duration = Duration::from_secs(10);
 
 /// How long a banned peer is refused.
-pub const BAN_DURATION: Duration = Duration::from_secs(600);
+pub(crate) const BAN_DURATION: Duration = Duration::from_secs(600);
 
 /// Most peers remembered as banned; the ban that ends first is forgotten first beyond this.
-pub const MAX_BANNED: usize = 1024;
+pub(crate) const MAX_BANNED: usize = 1024;
 
 /// Most peers with strike points remembered. Beyond it, records that leaked to zero go
 /// first, then the one with the fewest points (a peer far from a ban loses little by being
 /// forgotten).
-pub const MAX_STRIKE_RECORDS: usize = 4096;
+pub(crate) const MAX_STRIKE_RECORDS: usize = 4096;
 
 /// One peer's points as of `at`.
 #[derive(Clone, Copy, Debug)]

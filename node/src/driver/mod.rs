@@ -21,7 +21,12 @@
 //! - `rate`: per-peer token buckets per channel ([`rate_of`]);
 //! - `limits`: leaking strike points and time-limited bans ([`STRIKE_LIMIT`],
 //!   [`STRIKE_LEAK`], [`BAN_DURATION`]);
+//! - `commit`: group commit of the cores' store writes off the loop, and the durable
+//!   acknowledgments held until their commit reports ([`commit::MAX_HELD_RUNS`],
+//!   [`commit::MAX_GROUP_BYTES`]);
 //! - `address_book`: where to dial the peers the cores name, confirmed or claimed;
+//! - `rejoin`: how a node that is alone finds the overlay again ([`REJOIN_MAX_DELAY`],
+//!   [`MAX_KNOWN_PEERS`]);
 //! - `handle`: [`DriverHandle`], how the API talks to the loop.
 //!
 //! **Hostile peers.** Every frame is checked in order: a banned sender's is dropped; one
@@ -46,10 +51,12 @@
 #![allow(clippy::disallowed_methods)]
 
 mod address_book;
+mod commit;
 mod gate;
 mod handle;
 mod limits;
 mod rate;
+mod rejoin;
 mod streams;
 mod transport;
 
@@ -72,26 +79,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::NodeError;
 use crate::metrics as m;
+use crate::store::Change;
 use crate::wire::Channel;
 
-pub use address_book::{MAX_ADDRESS_BOOK, MAX_ADDRS_PER_PEER, MAX_CLAIMED_PEERS};
-pub use gate::{MAX_CONNECTIONS_PER_IP, TooManyFromIp};
+pub(crate) use gate::MAX_CONNECTIONS_PER_IP;
 pub(crate) use handle::Request;
-pub use handle::{
-    DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo, REQUEST_CAPACITY, WAITER_CAPACITY,
+pub(crate) use handle::{DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo};
+pub(crate) use rejoin::{KNOWN_ADDRS_PER_PEER, MAX_KNOWN_PEERS, REJOIN_DIALS_PER_ROUND};
+pub(crate) use streams::{
+    Delay, MAX_DELAY, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, STREAM_EVENT_CAPACITY,
 };
-pub use limits::{BAN_DURATION, MAX_BANNED, MAX_STRIKE_RECORDS, STRIKE_LEAK, STRIKE_LIMIT};
-pub use rate::{
-    ChannelRate, DHT_RATE, EXCESS_REPORT_INTERVAL, FLOOD_RATE, GOSSIP_RATE, SWARM_RATE, rate_of,
-};
-pub use streams::{
-    Delay, FRAME_READ_DEADLINE, INBOUND_QUEUE, MAX_DELAY, MAX_INBOUND_STREAMS_PER_PEER,
-    MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, OpenError, STREAM_EVENT_CAPACITY, STREAM_IDLE, WRITE_COALESCE_BYTES,
-};
-pub use transport::{
-    IDENTIFY_INTERVAL, IDENTIFY_PROTOCOL, NetConfig, PING_INTERVAL, QUIC_IDLE_TIMEOUT,
-    QUIC_KEEP_ALIVE, QUIC_MAX_STREAMS, agent_version, from_libp2p, to_libp2p,
-};
+pub(crate) use transport::{NetConfig, from_libp2p, to_libp2p};
 
 use address_book::{AddressBook, Source};
 use limits::Strikes;
@@ -105,13 +103,17 @@ const STREAM_EVENTS_PER_TURN: usize = 64;
 
 /// Most pending timers; beyond this new timers are dropped with a warning (a core that
 /// sets this many is broken).
-pub const MAX_TIMERS: usize = 1 << 20;
+pub(crate) const MAX_TIMERS: usize = 1 << 20;
 
 /// Messages a core may send to itself in one turn before the rest wait for the next turn.
 const LOOPBACK_BATCH: usize = 10_000;
 
-/// Period of the driver's own housekeeping (gauges, bootstrap re-dials, ban expiry).
+/// Period of the driver's own housekeeping (gauges, rejoin rounds, ban expiry).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// How often the last-known peers are written to the data dir when they changed (a restart
+/// loses at most this much of the node's view; the file is small but written with fsync).
+const KNOWN_PEERS_SAVE: Duration = Duration::from_secs(10);
 
 /// What the driver needs from a core beyond [`Protocol`]: how its messages map onto
 /// channels and frames, and how its events answer API calls.
@@ -134,6 +136,11 @@ pub trait NetCore:
     fn address_command(_addrs: Vec<String>) -> Option<Self::Command> {
         None
     }
+    /// Whether the core sees no other live member (a ring of its own, an empty
+    /// membership): the driver then keeps looking for peers (see `rejoin`).
+    fn isolated(&self) -> bool {
+        false
+    }
     /// Peer addresses an event reveals (for example a gossip member's address).
     fn addresses_of(_event: &Self::Event) -> Vec<(PeerId, String)> {
         Vec::new()
@@ -144,10 +151,52 @@ pub trait NetCore:
     }
     /// Called with every event before it is dispatched (metrics, persistence).
     fn observe(&mut self, _event: &Self::Event) {}
-    /// Called after every input once the outbox is drained (persistence of acknowledged
-    /// writes happens here, before any reply leaves the driver).
-    fn after_input(&mut self) {}
+    /// How the core's store writes are committed; called once, when the driver starts. The
+    /// driver runs it off the loop (tokio's blocking pool), one group of runs at a time
+    /// (see `commit`). `None`: the core keeps nothing.
+    fn committer(&self) -> Option<Committer> {
+        None
+    }
+    /// The store changes the last run of inputs made (taken after every run; they join
+    /// the next commit group). The run's durable acknowledgments — messages for which
+    /// [`NetCore::is_durable_ack`] and events for which [`NetCore::is_durable_event`]
+    /// holds — leave only once that group (and every earlier one) is committed.
+    fn take_writes(&mut self) -> Vec<Change> {
+        Vec::new()
+    }
+    /// A group commit of `changes` failed: they are not on disk (the next run's writes
+    /// must include them again).
+    fn commit_failed(&mut self, _changes: &[Change]) {}
+    /// A held event whose writes could not be made durable (`why`): a write's
+    /// acknowledgment becomes an error. (Held messages are dropped instead, so their
+    /// writers time out and retry.)
+    fn not_durable(event: Self::Event, _why: &str) -> Self::Event {
+        event
+    }
+    /// Whether a message acknowledges that this node keeps a write (held until the run's
+    /// writes are committed, dropped if the commit fails).
+    fn is_durable_ack(_msg: &Self::Message) -> bool {
+        false
+    }
+    /// Whether an event acknowledges a write (held until the run's writes are committed,
+    /// passed through [`NetCore::not_durable`] if the commit fails).
+    fn is_durable_event(_event: &Self::Event) -> bool {
+        false
+    }
 }
+
+/// Commits a group of store changes in one transaction (runs on the blocking pool).
+pub(crate) type Committer = Arc<dyn Fn(&[Change]) -> Result<(), String> + Send + Sync>;
+
+/// A group commit running on the blocking pool: its number and the task that returns its
+/// changes with the outcome.
+type Committing = (
+    u64,
+    tokio::task::JoinHandle<(Vec<Change>, Result<(), String>)>,
+);
+
+/// What the outbox holds; durable acknowledgments wait in the commit pipeline as these.
+type Out<P> = Output<<P as Protocol>::Message, <P as Protocol>::Timer, <P as Protocol>::Event>;
 
 #[derive(Default)]
 struct Connected {
@@ -204,6 +253,10 @@ pub(crate) struct Driver<P: NetCore> {
     core: P,
     rng: Rng,
     outbox: Outbox<P::Message, P::Timer, P::Event>,
+    /// Group commit of the core's writes, and the acknowledgments waiting for it.
+    commits: commit::Pipeline<Out<P>>,
+    committer: Option<Committer>,
+    committing: Option<Committing>,
     epoch: std::time::Instant,
     /// Protocol time at `epoch`: wall-clock microseconds since 1970, so that versions
     /// written with protocol time keep growing across restarts and compare across nodes.
@@ -227,7 +280,16 @@ pub(crate) struct Driver<P: NetCore> {
     local_libp2p: libp2p::PeerId,
     listen_addrs: Vec<Multiaddr>,
     bootstrap: Vec<Multiaddr>,
-    bootstrapped: bool,
+    /// Backoff of the rejoin rounds while the node is alone.
+    rejoin: rejoin::Backoff,
+    /// The last-known peers' addresses (each ending in `/p2p/<id>`), newest first.
+    known: Vec<Multiaddr>,
+    /// Where `known` is kept across restarts, and what was written there last.
+    known_file: Option<std::path::PathBuf>,
+    known_saved: Vec<Multiaddr>,
+    known_saved_at: std::time::Instant,
+    /// Jitter of the rejoin backoff (apart from the core's random source).
+    jitter: Rng,
     bad_frames: u64,
     prefer_quic: bool,
     recorder: Arc<PrometheusRecorder>,
@@ -236,7 +298,7 @@ pub(crate) struct Driver<P: NetCore> {
 }
 
 /// Wall-clock protocol time: microseconds since 1970 (the driver's clock base).
-pub fn wall_clock() -> Instant {
+pub(crate) fn wall_clock() -> Instant {
     Instant(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -280,14 +342,24 @@ impl<P: NetCore> Driver<P> {
                     source,
                 })?;
         }
+        let known = cfg
+            .known_peers_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|t| rejoin::parse_known(&t))
+            .unwrap_or_default();
         let (handle, requests) = DriverHandle::channel();
         let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
         let streams = Streams::new(stream_tx, cfg.delay.map(|d| (d, seed)));
+        let committer = core.committer();
         let driver = Driver {
             swarm,
             core,
             rng: Rng::seed(seed),
             outbox: Outbox::new(),
+            commits: commit::Pipeline::default(),
+            committer,
+            committing: None,
             epoch: std::time::Instant::now(),
             epoch_micros: wall_clock().0,
             timers: BinaryHeap::new(),
@@ -307,7 +379,12 @@ impl<P: NetCore> Driver<P> {
             local_libp2p,
             listen_addrs: Vec::new(),
             bootstrap: cfg.bootstrap.clone(),
-            bootstrapped: cfg.bootstrap.is_empty(),
+            rejoin: rejoin::Backoff::default(),
+            known_saved: known.clone(),
+            known,
+            known_file: cfg.known_peers_file.clone(),
+            known_saved_at: std::time::Instant::now(),
+            jitter: Rng::seed(random_seed()),
             bad_frames: 0,
             prefer_quic: cfg.prefer_quic,
             recorder,
@@ -354,31 +431,100 @@ impl<P: NetCore> Driver<P> {
         f(&mut self.core, &mut cx);
     }
 
-    /// Ends a run of inputs: persists, then sends everything in the outbox.
+    /// Ends a run of inputs: its writes join the commit pipeline, its durable
+    /// acknowledgments wait there for their commit, and everything else leaves now.
     fn end_inputs(&mut self) {
-        // Persist before any reply or frame leaves (acknowledged writes are durable).
-        self.core.after_input();
-        self.flush();
-    }
-
-    fn flush(&mut self) {
+        let changes = self.core.take_writes();
+        let mut acks = Vec::new();
         let outs: Vec<_> = self.outbox.drain().collect();
         for out in outs {
             match out {
-                Output::Send { to, msg } => self.send(to, msg),
-                Output::Timer { at, timer } => {
-                    if self.timer_vals.len() >= MAX_TIMERS {
-                        tracing::warn!("timer table full; dropping a timer");
-                        continue;
-                    }
-                    let seq = self.next_timer;
-                    self.next_timer += 1;
-                    self.timer_vals.insert(seq, timer);
-                    self.timers.push(Reverse((at, seq)));
-                }
-                Output::Event(ev) => self.dispatch(ev),
-                Output::Offence { peer, offence } => self.penalize(peer, offence),
+                Output::Send { ref msg, .. } if P::is_durable_ack(msg) => acks.push(out),
+                Output::Event(ref ev) if P::is_durable_event(ev) => acks.push(out),
+                out => self.emit(out),
             }
+        }
+        let step = self.commits.run(changes, acks);
+        self.on_commit_step(step);
+    }
+
+    /// Sends what a step of the commit pipeline released, fails what it failed, and starts
+    /// the group it started.
+    fn on_commit_step(&mut self, step: commit::Step<Out<P>>) {
+        for out in step.released {
+            self.emit(out);
+        }
+        if let Some((why, failed)) = step.failed {
+            metrics::counter!(m::PERSIST_FAILED).increment(1);
+            for out in failed {
+                // Held frames are dropped: their writers time out and retry.
+                if let Output::Event(ev) = out {
+                    self.dispatch(P::not_durable(ev, &why));
+                }
+            }
+        }
+        let Some(group) = step.start else { return };
+        let Some(commit) = self.committer.clone() else {
+            // A core without a store keeps nothing: its writes are as durable as they get.
+            let step = self.commits.completed(group.id, Ok(()));
+            return self.on_commit_step(step);
+        };
+        let changes = group.changes;
+        let task = tokio::task::spawn_blocking(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(&changes)))
+                .unwrap_or_else(|_| Err("the storage task panicked".into()));
+            (changes, r)
+        });
+        self.committing = Some((group.id, task));
+    }
+
+    /// The group commit `id` finished (or its task was lost).
+    fn on_committed(
+        &mut self,
+        id: u64,
+        done: Result<(Vec<Change>, Result<(), String>), tokio::task::JoinError>,
+    ) {
+        let result = match done {
+            Ok((changes, r)) => {
+                if r.is_err() {
+                    self.core.commit_failed(&changes);
+                }
+                r
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = &result {
+            tracing::error!(%why, "a store commit failed; its writes are not acknowledged");
+        }
+        let step = self.commits.completed(id, result);
+        self.on_commit_step(step);
+    }
+
+    /// Waits for every queued commit (at shutdown: what was written is kept).
+    async fn drain_commits(&mut self) {
+        let recorder = self.recorder.clone();
+        while let Some((id, task)) = self.committing.take() {
+            let done = task.await;
+            metrics::with_local_recorder(&*recorder, || self.on_committed(id, done));
+        }
+    }
+
+    /// Hands one output of the core to where it goes.
+    fn emit(&mut self, out: Out<P>) {
+        match out {
+            Output::Send { to, msg } => self.send(to, msg),
+            Output::Timer { at, timer } => {
+                if self.timer_vals.len() >= MAX_TIMERS {
+                    tracing::warn!("timer table full; dropping a timer");
+                    return;
+                }
+                let seq = self.next_timer;
+                self.next_timer += 1;
+                self.timer_vals.insert(seq, timer);
+                self.timers.push(Reverse((at, seq)));
+            }
+            Output::Event(ev) => self.dispatch(ev),
+            Output::Offence { peer, offence } => self.penalize(peer, offence),
         }
     }
 
@@ -663,11 +809,165 @@ impl<P: NetCore> Driver<P> {
             .absolute(self.swarm.behaviour().gate.denied());
         let connected = &self.connected;
         self.rates.retain(|p| connected.contains_key(p));
-        if !self.bootstrapped && self.connected.is_empty() {
-            for addr in self.bootstrap.clone() {
-                let _ = self.swarm.dial(addr);
+        self.heal();
+        if now.duration_since(self.known_saved_at) >= KNOWN_PEERS_SAVE {
+            self.save_known_peers();
+        }
+    }
+
+    /// Whether the node is alone: no connection, or no other live member in its cores.
+    fn alone(&self) -> bool {
+        self.connected.is_empty() || self.core.isolated()
+    }
+
+    /// Runs a rejoin round if the node is alone and the backoff allows (see `rejoin`):
+    /// dials the bootstrap addresses and some last-known peers, and bootstraps the core
+    /// through those already connected.
+    fn heal(&mut self) {
+        if !self.alone() {
+            if self.rejoin.active() {
+                tracing::info!("no longer alone; rejoin rounds stop");
+            }
+            self.rejoin.reset();
+            return;
+        }
+        if self.bootstrap.is_empty() && self.known.is_empty() {
+            return;
+        }
+        let jitter = self.jitter.unit_f64();
+        if !self.rejoin.due(std::time::Instant::now(), jitter) {
+            return;
+        }
+        metrics::counter!(m::REJOIN_ROUNDS).increment(1);
+        let mut through = Vec::new();
+        for addr in self.bootstrap.clone() {
+            match rejoin::peer_of(&addr) {
+                Some(p) if self.connected.contains_key(&p) => through.push(p),
+                _ => {
+                    if let Err(e) = self.swarm.dial(addr.clone()) {
+                        tracing::debug!(%addr, %e, "cannot dial bootstrap address");
+                    }
+                }
             }
         }
+        let mut peers: Vec<libp2p::PeerId> = Vec::new();
+        for a in &self.known {
+            if let Some(p) = rejoin::peer_of(a)
+                && !peers.contains(&p)
+                && p != self.local_libp2p
+            {
+                peers.push(p);
+            }
+        }
+        let picked = self
+            .jitter
+            .sample_indices(peers.len(), REJOIN_DIALS_PER_ROUND.min(peers.len()));
+        for i in picked {
+            let p = peers[i];
+            if self.connected.contains_key(&p) {
+                through.push(p);
+                continue;
+            }
+            let addrs: Vec<Multiaddr> = self
+                .known
+                .iter()
+                .filter(|a| rejoin::peer_of(a) == Some(p))
+                .map(strip_p2p)
+                .collect();
+            let _ = self
+                .swarm
+                .dial(DialOpts::peer_id(p).addresses(addrs).build());
+        }
+        tracing::debug!(
+            connected = self.connected.len(),
+            through = through.len(),
+            "alone: rejoin round"
+        );
+        self.bootstrap_through(through);
+    }
+
+    /// Hands the core a bootstrap command through `peers` (connected peers).
+    fn bootstrap_through(&mut self, peers: Vec<libp2p::PeerId>) {
+        let peers: Vec<PeerId> = peers.iter().filter_map(from_libp2p).collect();
+        if peers.is_empty() {
+            return;
+        }
+        if let Some(cmd) = P::bootstrap_command(peers) {
+            self.with_core(|core, cx| core.handle_command(cx, cmd));
+        }
+    }
+
+    /// Whether `peer`, reached at `remote`, is one the rejoin rounds look for: a bootstrap
+    /// address or a last-known peer.
+    fn is_rejoin_target(&self, peer: &libp2p::PeerId, remote: &Multiaddr) -> bool {
+        let plain = strip_p2p(remote);
+        self.bootstrap
+            .iter()
+            .any(|b| rejoin::peer_of(b).map_or(strip_p2p(b) == plain, |p| p == *peer))
+            || self.known.iter().any(|a| rejoin::peer_of(a) == Some(*peer))
+    }
+
+    /// Refreshes the last-known peers from the connected ones and writes them to the data
+    /// dir if they changed (in the blocking pool: the write syncs). A node that is alone
+    /// keeps the list it had: those are the peers to look for.
+    fn save_known_peers(&mut self) {
+        self.known_saved_at = std::time::Instant::now();
+        if self.connected.is_empty() {
+            return;
+        }
+        let mut fresh: Vec<Multiaddr> = Vec::new();
+        let mut n = 0;
+        for p in self.connected.keys() {
+            if n >= MAX_KNOWN_PEERS {
+                break;
+            }
+            let addrs = self.dial_addrs(p);
+            if addrs.is_empty() {
+                continue;
+            }
+            n += 1;
+            fresh.extend(
+                addrs
+                    .into_iter()
+                    .take(KNOWN_ADDRS_PER_PEER)
+                    .map(|a| a.with(AddrProto::P2p(*p))),
+            );
+        }
+        // Peers known before and not connected now fill the rest (they may come back).
+        for a in &self.known {
+            let Some(p) = rejoin::peer_of(a) else {
+                continue;
+            };
+            if self.connected.contains_key(&p) || fresh.contains(a) {
+                continue;
+            }
+            if !fresh.iter().any(|f| rejoin::peer_of(f) == Some(p)) {
+                if n >= MAX_KNOWN_PEERS {
+                    continue;
+                }
+                n += 1;
+            }
+            fresh.push(a.clone());
+        }
+        self.known = fresh;
+        if self.known == self.known_saved {
+            return;
+        }
+        self.known_saved = self.known.clone();
+        let Some(file) = self.known_file.clone() else {
+            return;
+        };
+        let text = self
+            .known
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::datadir::write_private(&file, text.as_bytes()) {
+                tracing::warn!(%e, "cannot save the last-known peers");
+            }
+        });
     }
 
     fn on_request(&mut self, req: Request<P>) -> Option<oneshot::Sender<()>> {
@@ -708,14 +1008,20 @@ impl<P: NetCore> Driver<P> {
                 metrics::counter!(m::RATE_LIMITED, "protocol" => ch.name()).absolute(0);
             }
             self.with_core(|core, cx| core.handle_start(cx));
-            for addr in self.bootstrap.clone() {
-                if let Err(e) = self.swarm.dial(addr.clone()) {
-                    tracing::warn!(%addr, %e, "cannot dial bootstrap address");
-                }
-            }
+            // The first rejoin round: dial the bootstrap addresses and last-known peers.
+            self.heal();
         });
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         let shutdown = loop {
+            // Back-pressure: with the commit pipeline full, no input is taken until the
+            // commit in flight reports.
+            if self.commits.is_full()
+                && let Some((id, task)) = self.committing.take()
+            {
+                let done = task.await;
+                metrics::with_local_recorder(&*recorder, || self.on_committed(id, done));
+                continue;
+            }
             let next = self.timers.peek().map(|Reverse((at, _))| *at);
             let wake = next.map(|at| {
                 tokio::time::Instant::from_std(
@@ -728,14 +1034,26 @@ impl<P: NetCore> Driver<P> {
                     None => std::future::pending().await,
                 }
             };
+            let committing = &mut self.committing;
+            let committed = async {
+                match committing {
+                    Some((id, task)) => (*id, task.await),
+                    None => std::future::pending().await,
+                }
+            };
             enum In<P: NetCore> {
                 Swarm(Box<SwarmEvent<BehaviourEvent>>),
                 Req(Option<Request<P>>),
                 Stream(StreamEvent),
+                Committed(
+                    u64,
+                    Result<(Vec<Change>, Result<(), String>), tokio::task::JoinError>,
+                ),
                 Wake,
                 Tick,
             }
             let input: In<P> = tokio::select! {
+                (id, done) = committed => In::Committed(id, done),
                 ev = self.swarm.select_next_some() => In::Swarm(Box::new(ev)),
                 Some(ev) = self.stream_rx.recv() => In::Stream(ev),
                 req = self.requests.recv() => In::Req(req),
@@ -763,6 +1081,11 @@ impl<P: NetCore> Driver<P> {
                         self.end_inputs();
                         None
                     }
+                    In::Committed(id, done) => {
+                        self.committing = None;
+                        self.on_committed(id, done);
+                        None
+                    }
                     In::Wake => None,
                     In::Tick => {
                         self.housekeeping();
@@ -778,6 +1101,7 @@ impl<P: NetCore> Driver<P> {
             }
         };
         self.leave().await;
+        self.drain_commits().await;
         if let Some(reply) = shutdown {
             let _ = reply.send(());
         }
@@ -847,16 +1171,10 @@ impl<P: NetCore> Driver<P> {
                 c.conns.push((connection_id, remote.clone()));
                 self.flush_pending(peer_id);
                 metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
-                if endpoint.is_dialer() && !self.bootstrapped {
-                    let plain = strip_p2p(&remote);
-                    if self.bootstrap.iter().any(|b| strip_p2p(b) == plain)
-                        && let Some(p) = from_libp2p(&peer_id)
-                    {
-                        self.bootstrapped = true;
-                        if let Some(cmd) = P::bootstrap_command(vec![p]) {
-                            self.with_core(|core, cx| core.handle_command(cx, cmd));
-                        }
-                    }
+                // While alone, a connection to a peer the rejoin rounds look for (either
+                // direction: it may have found us first) bootstraps the core through it.
+                if self.rejoin.active() && self.is_rejoin_target(&peer_id, &remote) {
+                    self.bootstrap_through(vec![peer_id]);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -867,12 +1185,6 @@ impl<P: NetCore> Driver<P> {
             } => {
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
-                    if self.connected.is_empty() && !self.bootstrap.is_empty() {
-                        // Isolated: nothing else will reconnect this node, so housekeeping
-                        // re-dials the bootstrap addresses and the first one that answers
-                        // re-bootstraps the overlay (a seed that restarted, a dropped link).
-                        self.bootstrapped = false;
-                    }
                     self.pending.retain(|(p, _), _| *p != peer_id);
                     // Dropping a writer's sender ends its task (its stream is gone anyway).
                     self.streams.close_writers(peer_id);

@@ -22,7 +22,7 @@ use crate::wire::Channel;
 
 /// The limits of one channel's traffic from one peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChannelRate {
+pub(crate) struct ChannelRate {
     /// Messages per second, sustained.
     pub messages_per_sec: u64,
     /// Messages at once (the message bucket's size).
@@ -36,7 +36,7 @@ pub struct ChannelRate {
 /// DHT traffic from one peer: maintenance is a few messages a second, a node answering a
 /// flood of lookups forwards a few hundred to one peer; the byte burst lets a whole 64 MiB
 /// store (the DHT's store budget) arrive in one hand-off.
-pub const DHT_RATE: ChannelRate = ChannelRate {
+pub(crate) const DHT_RATE: ChannelRate = ChannelRate {
     messages_per_sec: 2_000,
     message_burst: 4_000,
     bytes_per_sec: 16 << 20,
@@ -45,7 +45,7 @@ pub const DHT_RATE: ChannelRate = ChannelRate {
 
 /// Gossip traffic from one peer: a round every 200 ms with an anti-entropy batch of at most
 /// 64 KiB, probes and member syncs; the burst covers a start-up's full member exchange.
-pub const GOSSIP_RATE: ChannelRate = ChannelRate {
+pub(crate) const GOSSIP_RATE: ChannelRate = ChannelRate {
     messages_per_sec: 1_000,
     message_burst: 4_000,
     bytes_per_sec: 8 << 20,
@@ -54,7 +54,7 @@ pub const GOSSIP_RATE: ChannelRate = ChannelRate {
 
 /// Flooding traffic from one peer: pings, pongs, and queries and hits forwarded along the
 /// neighbour graph.
-pub const FLOOD_RATE: ChannelRate = ChannelRate {
+pub(crate) const FLOOD_RATE: ChannelRate = ChannelRate {
     messages_per_sec: 1_000,
     message_burst: 2_000,
     bytes_per_sec: 4 << 20,
@@ -63,7 +63,7 @@ pub const FLOOD_RATE: ChannelRate = ChannelRate {
 
 /// Transfer traffic from one peer: 16 KiB blocks at the speed of loopback (fetches measured
 /// at 150–500 MiB/s) with room to spare; a 64 MiB fetch fits in the burst alone.
-pub const SWARM_RATE: ChannelRate = ChannelRate {
+pub(crate) const SWARM_RATE: ChannelRate = ChannelRate {
     messages_per_sec: 100_000,
     message_burst: 20_000,
     bytes_per_sec: 1 << 30,
@@ -71,7 +71,7 @@ pub const SWARM_RATE: ChannelRate = ChannelRate {
 };
 
 /// The limits of `ch`.
-pub const fn rate_of(ch: Channel) -> ChannelRate {
+pub(crate) const fn rate_of(ch: Channel) -> ChannelRate {
     match ch {
         Channel::Dht => DHT_RATE,
         Channel::Gossip => GOSSIP_RATE,
@@ -82,7 +82,7 @@ pub const fn rate_of(ch: Channel) -> ChannelRate {
 
 /// Shortest time between two `Excess` offences charged for one peer and channel: a peer
 /// over its rate is charged once a second while it stays over, not once per dropped frame.
-pub const EXCESS_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const EXCESS_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A token bucket: `tokens` as of `at`.
 #[derive(Clone, Copy, Debug)]

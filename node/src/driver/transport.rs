@@ -24,24 +24,24 @@ use crate::NodeError;
 /// shows; the first ping goes out when the connection opens). libp2p's default of 15 s made
 /// a node connected to 300 peers send 20 pings a second; failure detection does not depend
 /// on it (gossip probes do that).
-pub const PING_INTERVAL: Duration = Duration::from_secs(300);
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Interval of identify's periodic re-identification on every connection. Addresses and
 /// protocols of a node do not change while it runs; libp2p's default of 5 minutes cost a
 /// fully connected 300-node testnet 300 identify exchanges a second.
-pub const IDENTIFY_INTERVAL: Duration = Duration::from_secs(1800);
+pub(crate) const IDENTIFY_INTERVAL: Duration = Duration::from_secs(1800);
 
 /// QUIC keep-alive: a connection that sent nothing for this long sends a PING frame, so
 /// that idle connections live until libp2p's idle timeout closes them and a connection to
 /// a vanished peer is noticed. quinn's default through libp2p (5 s) cost a fully connected
 /// 300-node testnet tens of thousands of packets per second.
-pub const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(60);
+pub(crate) const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 /// QUIC idle timeout: a connection that received nothing (not even a keep-alive) for this
 /// long is dead. Two and a half keep-alive periods, so one lost keep-alive does not close a
 /// live connection. A peer that crashed is noticed by the gossip probes, and one that
 /// restarted by its boot nonce, long before this.
-pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(150);
+pub(crate) const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Streams a peer may open concurrently on one QUIC connection. A peer uses one long-lived
 /// stream per channel (a few briefly, see
@@ -49,14 +49,14 @@ pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 /// and ping: well under 32. quinn reserves per-stream map slots for the whole limit when a
 /// connection opens, so libp2p's default of 256 cost ~25 KiB per connection — at 1000
 /// in-process nodes with ~100 connections each, gigabytes of empty stream slots.
-pub const QUIC_MAX_STREAMS: u32 = 32;
+pub(crate) const QUIC_MAX_STREAMS: u32 = 32;
 
 /// Identify protocol version string nodes announce.
-pub const IDENTIFY_PROTOCOL: &str = "/peerlab/id/1";
+pub(crate) const IDENTIFY_PROTOCOL: &str = "/peerlab/id/1";
 
 /// Network-level settings of the driver.
 #[derive(Clone, Debug)]
-pub struct NetConfig {
+pub(crate) struct NetConfig {
     /// Multiaddrs to listen on.
     pub listen: Vec<Multiaddr>,
     /// Multiaddrs of peers to join through.
@@ -76,6 +76,9 @@ pub struct NetConfig {
     pub prefer_quic: bool,
     /// Seed of the core's random source (`None`: from the OS).
     pub seed: Option<u64>,
+    /// The file that keeps the last-known peers across restarts (see `rejoin`); `None`:
+    /// remembered in memory only.
+    pub known_peers_file: Option<std::path::PathBuf>,
     /// Delay of every outgoing core frame (`None`: sent at once; see [`Delay`]).
     ///
     /// [`Delay`]: super::Delay
@@ -94,6 +97,7 @@ impl Default for NetConfig {
             limit_loopback: false,
             prefer_quic: true,
             seed: None,
+            known_peers_file: None,
             delay: None,
         }
     }
@@ -114,7 +118,7 @@ pub(crate) struct Behaviour {
 
 /// The identify agent string: the version and a nonce drawn at each start, by which peers
 /// tell a restarted node (same identity, new process) from the one they were connected to.
-pub fn agent_version(boot: u64) -> String {
+pub(crate) fn agent_version(boot: u64) -> String {
     format!("peerlab/{} boot={boot:016x}", env!("CARGO_PKG_VERSION"))
 }
 
@@ -158,12 +162,15 @@ impl Behaviour {
 }
 
 /// Builds a swarm with QUIC and TCP + Noise + Yamux transports.
+/// The system resolver's configuration, read when present.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
 pub(crate) fn build_swarm(
     key: Keypair,
     cfg: &NetConfig,
     boot: u64,
 ) -> Result<Swarm<Behaviour>, NodeError> {
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+    let transports = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
             libp2p::tcp::Config::default().nodelay(true),
@@ -176,21 +183,37 @@ pub(crate) fn build_swarm(
             q.max_idle_timeout = QUIC_IDLE_TIMEOUT.as_millis() as u32;
             q.max_concurrent_stream_limit = QUIC_MAX_STREAMS;
             q
-        })
-        .with_behaviour(|key| Behaviour::new(key, cfg, boot))
-        .unwrap_or_else(|never| match never {})
-        .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
-        .build();
+        });
+    // `/dns4`, `/dns6` and `/dns` addresses (a bootstrap peer named by a cluster's DNS, as in
+    // deploy/k8s) resolve through the system's resolver. A machine without a resolver
+    // configuration still runs: its names then simply do not resolve.
+    macro_rules! finish {
+        ($builder:expr) => {
+            $builder
+                .with_behaviour(|key| Behaviour::new(key, cfg, boot))
+                .unwrap_or_else(|never| match never {})
+                .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
+                .build()
+        };
+    }
+    let swarm = if std::path::Path::new(RESOLV_CONF).exists() {
+        finish!(transports.with_dns().map_err(NodeError::Dns)?)
+    } else {
+        finish!(transports.with_dns_config(
+            libp2p::dns::ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
+            libp2p::dns::ResolverOpts::default()
+        ))
+    };
     Ok(swarm)
 }
 
 /// Converts a core peer id into a libp2p one.
-pub fn to_libp2p(p: &PeerId) -> Option<libp2p::PeerId> {
+pub(crate) fn to_libp2p(p: &PeerId) -> Option<libp2p::PeerId> {
     libp2p::PeerId::from_bytes(&p.to_libp2p_bytes()).ok()
 }
 
 /// Converts a libp2p peer id into a core one (`None` unless it names an Ed25519 key).
-pub fn from_libp2p(p: &libp2p::PeerId) -> Option<PeerId> {
+pub(crate) fn from_libp2p(p: &libp2p::PeerId) -> Option<PeerId> {
     PeerId::from_libp2p_bytes(&p.to_bytes())
 }
 

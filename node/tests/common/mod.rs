@@ -92,9 +92,11 @@ impl Net {
             .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
     }
 
+    /// Stops node `i` abruptly ([`NodeHandle::abort`]): no leave, but not a crash either
+    /// (its tasks' drops still close the database cleanly).
     pub fn kill(&mut self, i: usize) {
         if let Some(n) = self.nodes[i].take() {
-            self.rt.block_on(n.kill());
+            self.rt.block_on(n.abort());
         }
     }
 
@@ -125,4 +127,19 @@ pub fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The sum of the samples of counter `name` in Prometheus text `metrics` whose labels
+/// contain `label` (`""` for all of them); 0 when there is none.
+pub fn counter(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let labels = series.strip_prefix(name)?;
+            let matches = (labels.is_empty() || labels.starts_with('{')) && labels.contains(label);
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }

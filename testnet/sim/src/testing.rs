@@ -8,7 +8,8 @@
 //! settles fails at a livelock bound instead of hanging, and every failure names the seed.
 //! Messages travel through the real codec ([`peerlab_overlay::codec`]), so what a core
 //! receives is what the wire would give it; events and `Output::Offence` reports are kept
-//! for assertions; muting, deafening, isolation and partitions script failures.
+//! for assertions; muting, deafening, isolation, partitions and a message filter script
+//! failures, and a tap plays an adversary that answers what it sees on the wire.
 //!
 //! # Seeds
 //!

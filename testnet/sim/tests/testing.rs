@@ -411,6 +411,81 @@ fn mute_deafen_isolate_and_partitions_lose_messages_until_healed() {
 }
 
 #[test]
+fn a_filter_loses_the_messages_it_picks_when_they_would_arrive() {
+    let mut net = net(1, 2).with_latency(Duration::from_secs(1));
+    // Odd pings are lost; the filter sees the sender, receiver, send time and message.
+    net.set_filter(|m| !matches!(m.msg, Msg::Ping(n) if n % 2 == 1));
+    for n in 0..4 {
+        net.command(p(0), Cmd::Send(p(1), Msg::Ping(n)));
+    }
+    net.drive();
+    let got: Vec<_> = net
+        .take_events()
+        .into_iter()
+        .filter_map(|(_, at, e)| match e {
+            Event::Got(_, Msg::Ping(n)) if at == p(1) => Some(n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![0, 2]);
+    assert_eq!(net.stats().kinds["ping"].dropped, 2);
+    // Judged on arrival: a message sent before the filter was removed still gets through.
+    net.command(p(0), Cmd::Send(p(1), Msg::Ping(5)));
+    net.clear_filter();
+    net.drive();
+    assert_eq!(net.stats().kinds["ping"].delivered, 3);
+}
+
+#[test]
+fn a_tap_answers_what_it_sees_before_the_message_arrives() {
+    let mut net = net(1, 2);
+    // Peer 9 (no core) races every ping from 0 to 1 with a pong of its own.
+    net.set_tap(|m| match m.msg {
+        Msg::Ping(n) if (m.from, m.to) == (p(0), p(1)) => vec![(p(9), p(1), Msg::Pong(n))],
+        _ => Vec::new(),
+    });
+    net.command(p(0), Cmd::Send(p(1), Msg::Ping(7)));
+    net.drive();
+    let got: Vec<_> = net
+        .take_events()
+        .into_iter()
+        .map(|(_, at, e)| (at, e))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (p(1), Event::Got(p(9), Msg::Pong(7))),
+            (p(1), Event::Got(p(0), Msg::Ping(7))),
+            (p(0), Event::Got(p(1), Msg::Pong(7))),
+        ]
+    );
+    net.clear_tap();
+    net.command(p(0), Cmd::Send(p(1), Msg::Ping(8)));
+    net.drive();
+    assert_eq!(net.take_events().len(), 2, "no race once the tap is gone");
+}
+
+#[test]
+fn messages_taken_off_the_wire_never_arrive() {
+    let mut net = net(1, 2).with_latency(Duration::from_secs(1));
+    net.command(p(0), Cmd::Send(p(1), Msg::Ping(1)));
+    net.command(p(1), Cmd::Send(p(0), Msg::Ping(2)));
+    net.command(p(0), Cmd::Timer(Duration::from_secs(3), tick(4)));
+    let taken = net.take_in_flight();
+    assert_eq!(
+        taken
+            .iter()
+            .map(|m| (m.from, m.to, &m.msg))
+            .collect::<Vec<_>>(),
+        vec![(p(0), p(1), &Msg::Ping(1)), (p(1), p(0), &Msg::Ping(2))]
+    );
+    assert_eq!(net.in_flight(), 0);
+    net.run_for(Duration::from_secs(5));
+    let events: Vec<_> = net.take_events().into_iter().map(|e| e.2).collect();
+    assert_eq!(events, vec![Event::Fired(4)], "the timer stays queued");
+}
+
+#[test]
 fn messages_to_outside_peers_are_logged_and_may_be_refused() {
     let mut net = Net::new(1)
         .with_send_log()

@@ -15,6 +15,13 @@
 //! 3. **Measurement** (`D` seconds, without churn): the `L` lookups, evenly spread, each
 //!    from a random joined peer for a random stored key (random ids when `--keys 0`).
 //!
+//! Under churn, each lookup is accompanied by a **get** of a random stored key from a random
+//! joined peer and (with `--init join`, whose keys are written by peers) an **update**: the
+//! writer of a random key, if still alive, writes it again. A get is **right** when it
+//! returns the newest version acknowledged to its writer by the time the answer arrives (or
+//! a newer one), **stale** when it returns an older version, **missing** when it finds no
+//! value, and **failed** when the DHT answers with an error or not at all.
+//!
 //! A lookup **fails** when the DHT answers with an error (after its retries); it has the
 //! **wrong owner** when the answer differs from the successor of the key among the virtual
 //! nodes of live peers that have finished joining, judged when the answer arrives. A key is
@@ -27,8 +34,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use peerlab_dht::{Command, Config, Dht, Event, IdealRing, NodeRef, Record, Reply, Version};
-use peerlab_overlay::{Id, Instant, PeerId, Rng};
+use peerlab_dht::{
+    Command, Config, Dht, Event, IdealRing, MAX_RECORD_TTL, NodeRef, Record, Reply, Version,
+};
+use peerlab_overlay::{Id, Instant, Keypair, PeerId, Rng};
 
 use super::{ExperimentError, invalid};
 use peerlab_sim::{Latency, Sim, SimConfig};
@@ -139,6 +148,18 @@ pub struct Report {
     pub keys_per_peer_p99: f64,
     /// Keys no live peer holds at the end.
     pub keys_lost: u64,
+    /// Gets under churn that returned the newest acknowledged version (or a newer one).
+    pub reads_right: u64,
+    /// Gets under churn that returned an older version.
+    pub reads_stale: u64,
+    /// Gets under churn that found no value.
+    pub reads_missing: u64,
+    /// Gets under churn that failed (an error, or no answer).
+    pub reads_failed: u64,
+    /// Updates (writes of a key by its writer) issued under churn.
+    pub updates: u64,
+    /// Updates that failed.
+    pub updates_failed: u64,
     /// Peers crashed at once.
     pub crashed_at_once: usize,
     /// Peers that joined during churn.
@@ -198,6 +219,20 @@ impl Report {
             ),
         );
         row("keys / lost", format!("{} / {}", self.keys, self.keys_lost));
+        let reads = self.reads_right + self.reads_stale + self.reads_missing + self.reads_failed;
+        if reads > 0 {
+            row(
+                "reads right/stale/missing/failed",
+                format!(
+                    "{} / {} / {} / {}",
+                    self.reads_right, self.reads_stale, self.reads_missing, self.reads_failed
+                ),
+            );
+            row(
+                "updates (failed)",
+                format!("{} ({})", self.updates, self.updates_failed),
+            );
+        }
         if self.crashed_at_once > 0 {
             row("crashed at once", self.crashed_at_once.to_string());
         }
@@ -326,27 +361,6 @@ pub fn key_bytes(i: usize) -> Vec<u8> {
     format!("key-{i}").into_bytes()
 }
 
-/// The `r` replica peers of `key` on the ideal ring: the owner, then the next successors on
-/// distinct peers.
-pub fn replica_peers(ring: &IdealRing, key: &Id, r: usize) -> Vec<PeerId> {
-    let nodes = ring.nodes();
-    let mut out: Vec<PeerId> = Vec::with_capacity(r);
-    if nodes.is_empty() {
-        return out;
-    }
-    let start = ring.successor_index(key);
-    for k in 0..nodes.len() {
-        if out.len() >= r {
-            break;
-        }
-        let p = nodes[(start + k) % nodes.len()].peer;
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    }
-    out
-}
-
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -365,6 +379,26 @@ struct Tracker {
     joined_pending: BTreeSet<u64>,
     puts_ok: u64,
     puts_failed: u64,
+    /// Per key: the newest version acknowledged to its writer.
+    latest: Vec<Option<Version>>,
+    /// Per key: the peer that wrote it (`--init join`), which alone may update it.
+    writer: Vec<Option<PeerId>>,
+    /// Gets in flight: request → key index.
+    gets: BTreeMap<u64, usize>,
+    /// Updates in flight: request → key index.
+    updates: BTreeMap<u64, usize>,
+    reads: Reads,
+    updates_issued: u64,
+    updates_failed: u64,
+}
+
+/// How the gets under churn were answered.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reads {
+    right: u64,
+    stale: u64,
+    missing: u64,
+    failed: u64,
 }
 
 impl Tracker {
@@ -386,9 +420,59 @@ impl Tracker {
         self.truth.retain(|_, q| q != p);
     }
 
+    /// Records an acknowledged write of key `k`.
+    fn acked(&mut self, k: usize, result: &Result<Reply, peerlab_dht::Error>) -> bool {
+        let Ok(Reply::Stored { version, .. }) = result else {
+            return false;
+        };
+        if let Some(l) = self.latest.get_mut(k)
+            && l.is_none_or(|old| old < *version)
+        {
+            *l = Some(*version);
+        }
+        true
+    }
+
     fn drain(&mut self, sim: &mut Sim<Dht>) {
         for (_, peer, ev) in sim.take_events() {
             let Event::Reply { req, result } = ev;
+            if let Some(k) = self.gets.remove(&req) {
+                let latest = self.latest.get(k).copied().flatten();
+                match result {
+                    Ok(Reply::Value {
+                        value: Some(_),
+                        version: Some(v),
+                        ..
+                    }) => {
+                        if latest.is_none_or(|l| v >= l) {
+                            self.reads.right += 1;
+                        } else {
+                            self.reads.stale += 1;
+                        }
+                    }
+                    Ok(_) => self.reads.missing += 1,
+                    Err(_) => self.reads.failed += 1,
+                }
+                continue;
+            }
+            if let Some(k) = self.updates.remove(&req) {
+                if !self.acked(k, &result) {
+                    self.updates_failed += 1;
+                }
+                continue;
+            }
+            if (PUT_REQ..PUT_REQ + self.latest.len() as u64).contains(&req) {
+                let k = (req - PUT_REQ) as usize;
+                if self.acked(k, &result) {
+                    self.puts_ok += 1;
+                    if let Some(w) = self.writer.get_mut(k) {
+                        *w = Some(peer);
+                    }
+                } else {
+                    self.puts_failed += 1;
+                }
+                continue;
+            }
             if self.joined_pending.remove(&req) {
                 if result.is_ok()
                     && let Some(d) = sim.node(&peer)
@@ -412,18 +496,30 @@ impl Tracker {
                 }
                 continue;
             }
-            match result {
-                Ok(Reply::Stored { .. }) => self.puts_ok += 1,
-                Err(_) => self.puts_failed += 1,
-                _ => {}
-            }
         }
     }
+}
+
+/// The Unix time (µs) simulated time 0 stands for, every node's wall-clock offset: records
+/// carry wall-clock versions and expiries, so a simulated node reads 2025-01-01 00:00 UTC
+/// at the start of a run.
+pub const SIM_EPOCH_US: i64 = 1_735_689_600_000_000;
+
+/// Writers of the keys an `--init ideal` run places: the workload's records are signed by
+/// real keys, spread over several writers so no one writer meets a peer's per-writer quota
+/// (`dht::Config::max_writer_records`) however many keys a peer holds.
+const WORKLOAD_WRITERS: u64 = 64;
+
+/// The key pair of workload writer `i` (numbered from the top, apart from the peers').
+fn writer_key(i: u64) -> Keypair {
+    Keypair::synthetic(u64::MAX - i)
 }
 
 /// Request ids: lookups, joins and puts use disjoint ranges so replies are told apart.
 const JOIN_REQ: u64 = 1 << 60;
 const PUT_REQ: u64 = 1 << 61;
+const GET_REQ: u64 = 1 << 62;
+const UPDATE_REQ: u64 = (1 << 62) + (1 << 61);
 
 /// Lookups between refreshes of the joined-peer list in the measurement phase. No peer joins
 /// or crashes then, so the list only changes if an `--init join` peer finishes joining late;
@@ -490,14 +586,18 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         joined_pending: BTreeSet::new(),
         puts_ok: 0,
         puts_failed: 0,
+        latest: vec![None; p.keys],
+        writer: vec![None; p.keys],
+        gets: BTreeMap::new(),
+        updates: BTreeMap::new(),
+        reads: Reads::default(),
+        updates_issued: 0,
+        updates_failed: 0,
     };
-    let peers: Vec<PeerId> = (0..p.nodes as u64).map(PeerId::synthetic).collect();
+    let keys: Vec<Keypair> = (0..p.nodes as u64).map(Keypair::synthetic).collect();
+    let peers: Vec<PeerId> = keys.iter().map(Keypair::peer_id).collect();
     let mut converge_secs = None;
     let mut ring_check = None;
-    let version = Version {
-        time: 1,
-        writer: PeerId::synthetic(u64::MAX),
-    };
     match p.init {
         Init::Ideal => {
             let nodes: Vec<NodeRef> = peers
@@ -511,20 +611,29 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                 .collect();
             let ring = IdealRing::new(nodes);
             let mut cores: BTreeMap<PeerId, Dht> = BTreeMap::new();
-            for &peer in &peers {
-                let d = Dht::from_ideal(cfg.clone(), peer, &ring)
+            for (i, &peer) in peers.iter().enumerate() {
+                let mut d = Dht::from_ideal(cfg.clone(), keys[i].clone(), &ring)
                     .map_err(|e| ExperimentError::Failed(e.to_string()))?;
+                d.set_clock_offset(SIM_EPOCH_US);
                 cores.insert(peer, d);
             }
+            let writers: Vec<Keypair> = (0..WORKLOAD_WRITERS).map(writer_key).collect();
+            let epoch_ms = (SIM_EPOCH_US / 1000) as u64;
             for k in 0..p.keys {
                 let key = Id::hash(&key_bytes(k));
-                for peer in replica_peers(&ring, &key, p.replicas) {
+                let w = &writers[k % writers.len()];
+                let version = Version {
+                    wall_ms: epoch_ms,
+                    logical: 0,
+                    writer: w.peer_id(),
+                };
+                let expires_ms = epoch_ms + MAX_RECORD_TTL.as_millis() as u64;
+                let value = Some(k.to_be_bytes().to_vec());
+                let rec = Record::sign(&key, value, version, version, expires_ms, w);
+                t.latest[k] = Some(version);
+                for peer in ring.replica_peers(&key, p.replicas) {
                     if let Some(d) = cores.get_mut(&peer) {
-                        let rec = Record {
-                            version,
-                            value: Some(k.to_be_bytes().to_vec()),
-                        };
-                        let _ = d.insert_record(key, rec, Instant::ZERO);
+                        let _ = d.insert_record(key, rec.clone(), Instant::ZERO);
                     }
                 }
             }
@@ -538,8 +647,9 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         Init::Join => {
             let mut rng = Rng::seed(p.seed ^ 0x6a6f696e);
             for (i, &peer) in peers.iter().enumerate() {
-                let d = Dht::new(cfg.clone(), peer)
+                let mut d = Dht::new(cfg.clone(), keys[i].clone())
                     .map_err(|e| ExperimentError::Failed(e.to_string()))?;
+                d.set_clock_offset(SIM_EPOCH_US);
                 let at = Instant::ZERO + Duration::from_millis(200 * i as u64);
                 sim.run_until(at);
                 t.drain(&mut sim);
@@ -580,6 +690,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                     req: PUT_REQ + k as u64,
                     key: key_bytes(k),
                     value: k.to_be_bytes().to_vec(),
+                    ttl: Some(MAX_RECORD_TTL),
                 };
                 let at = sim.now() + Duration::from_millis(5);
                 sim.run_until(at);
@@ -617,6 +728,48 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         t.issued.insert(req, key);
         sim.command(from, Command::Lookup { req, key });
     };
+
+    // Gets and updates under churn draw from their own generator, so the churn and lookup
+    // schedule is the same as without them.
+    let mut read_rng = Rng::seed(p.seed ^ 0x72656164);
+    let mut next_read = 0u64;
+    let mut read_and_update =
+        |sim: &mut Sim<Dht>, t: &mut Tracker, rng: &mut Rng, joined: &[PeerId]| {
+            if p.keys == 0 {
+                return;
+            }
+            let Some(&from) = rng.choose(joined) else {
+                return;
+            };
+            let k = rng.index(p.keys);
+            next_read += 1;
+            t.gets.insert(GET_REQ + next_read, k);
+            sim.command(
+                from,
+                Command::Get {
+                    req: GET_REQ + next_read,
+                    key: key_bytes(k),
+                },
+            );
+            let k = rng.index(p.keys);
+            let Some(w) = t.writer[k] else { return };
+            if !sim.node(&w).is_some_and(Dht::is_joined) {
+                return;
+            }
+            let mut value = k.to_be_bytes().to_vec();
+            value.extend_from_slice(&next_read.to_be_bytes());
+            t.updates.insert(UPDATE_REQ + next_read, k);
+            t.updates_issued += 1;
+            sim.command(
+                w,
+                Command::Put {
+                    req: UPDATE_REQ + next_read,
+                    key: key_bytes(k),
+                    value,
+                    ttl: Some(MAX_RECORD_TTL),
+                },
+            );
+        };
 
     // Disruption.
     let mut crashed_at_once = 0;
@@ -662,9 +815,11 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                 0 => {
                     let joined = joined_peers(&sim);
                     lookup_at(&mut sim, &mut t, &mut rng, &joined);
+                    read_and_update(&mut sim, &mut t, &mut read_rng, &joined);
                 }
                 1 => {
-                    let peer = PeerId::synthetic(next_ordinal);
+                    let key = Keypair::synthetic(next_ordinal);
+                    let peer = key.peer_id();
                     next_ordinal += 1;
                     let joined: Vec<PeerId> = t
                         .truth
@@ -674,8 +829,9 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                         .into_iter()
                         .collect();
                     let bootstrap = rng.choose(&joined).map(|b| vec![*b]).unwrap_or_default();
-                    let d = Dht::new(cfg.clone(), peer)
+                    let mut d = Dht::new(cfg.clone(), key)
                         .map_err(|e| ExperimentError::Failed(e.to_string()))?;
+                    d.set_clock_offset(SIM_EPOCH_US);
                     sim.add_node(peer, d);
                     let req = JOIN_REQ + next_ordinal;
                     t.joined_pending.insert(req);
@@ -716,8 +872,10 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
     // Let the last lookups finish (their retries are bounded).
     sim.run_for(Duration::from_secs(30));
     t.drain(&mut sim);
-    // Lookups still unanswered count as failed.
+    // Lookups and gets still unanswered count as failed.
     t.failed += t.issued.len() as u64;
+    t.reads.failed += t.gets.len() as u64;
+    t.updates_failed += t.updates.len() as u64;
 
     // Keys: ownership by ground truth, loss by what live peers hold.
     let mut per_peer: BTreeMap<PeerId, f64> = sim.peers().map(|p| (p, 0.0)).collect();
@@ -774,6 +932,12 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         keys_per_peer_p1: percentile(&loads, 0.01),
         keys_per_peer_p99: percentile(&loads, 0.99),
         keys_lost,
+        reads_right: t.reads.right,
+        reads_stale: t.reads.stale,
+        reads_missing: t.reads.missing,
+        reads_failed: t.reads.failed,
+        updates: t.updates_issued,
+        updates_failed: t.updates_failed,
         crashed_at_once,
         churn_joins,
         churn_crashes,

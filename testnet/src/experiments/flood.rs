@@ -397,7 +397,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
             sim.command(
                 origin,
                 Command::Search {
-                    request: q as u64,
+                    req: q as u64,
                     terms: item,
                     strategy,
                     ttl: Some(ttl),
@@ -433,9 +433,9 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                         hop_sum += u64::from(f);
                     }
                 }
-                Event::SearchRejected { request, error } => {
+                Event::SearchRejected { req, error } => {
                     return Err(ExperimentError::Failed(format!(
-                        "query {request} rejected: {error}"
+                        "query {req} rejected: {error}"
                     )));
                 }
                 Event::SearchHit { .. } | Event::ShareRejected { .. } => {}

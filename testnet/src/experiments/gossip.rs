@@ -43,8 +43,8 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant as WallInstant};
 
 use clap::{Args, ValueEnum};
-use peerlab_gossip::{self as gossip, Command, Config, Event, Gossip, StaticView};
-use peerlab_overlay::{Instant, PeerId};
+use peerlab_gossip::{self as gossip, Command, Config, Event, Gossip, MemberUpdate, StaticView};
+use peerlab_overlay::{Instant, Keypair, PeerId};
 use serde::Serialize;
 
 use super::{ExperimentError, invalid};
@@ -65,6 +65,10 @@ pub const MAX_RUNS: u64 = 1000;
 pub const JOIN_AT: Duration = Duration::from_secs(5);
 /// When the `K` nodes of `sim membership` crash.
 pub const CRASH_AT: Duration = Duration::from_secs(30);
+/// Member records the simulated group's shared memo of verified signatures holds (about
+/// 200 bytes each): every member's record and every refutation of a run of
+/// [`MAX_MEMBERSHIP_NODES`] fit many times over.
+pub const VERIFIED_MEMO: usize = 1 << 16;
 /// How long `sim membership` waits for every crash to be detected everywhere.
 pub const DETECTION_DEADLINE: Duration = Duration::from_secs(120);
 /// Virtual time `sim membership` runs after the last detection, looking for false positives.
@@ -364,11 +368,13 @@ fn run_once(p: &Params, seed: u64) -> RunResult {
         loss: p.loss,
         ..Default::default()
     });
-    let peers: Vec<PeerId> = (0..n as u64).map(PeerId::synthetic).collect();
+    let keys: Vec<Keypair> = (0..n as u64).map(Keypair::synthetic).collect();
+    let peers: Vec<PeerId> = keys.iter().map(Keypair::peer_id).collect();
     let view = StaticView::new(peers.clone());
     let config = core_config(p);
-    for &peer in &peers {
-        let core = Gossip::with_static_view(peer, view.clone(), config.clone())
+    for key in keys {
+        let peer = key.peer_id();
+        let core = Gossip::with_static_view(key, view.clone(), config.clone())
             .expect("experiment config is valid");
         sim.add_node(peer, core);
     }
@@ -726,17 +732,25 @@ fn membership_once(p: &MembershipParams, seed: u64) -> MembershipRun {
         loss: p.loss,
         ..Default::default()
     });
-    let peers: Vec<PeerId> = (0..p.nodes as u64).map(PeerId::synthetic).collect();
+    let mut keys: Vec<Keypair> = (0..p.nodes as u64).map(Keypair::synthetic).collect();
+    let peers: Vec<PeerId> = keys.iter().map(Keypair::peer_id).collect();
     let addr = |i: usize| vec![format!("/sim/{i}")];
+    let joiner_key = keys.pop().expect("nodes ≥ 4");
     let (joiner, founders) = peers.split_last().expect("nodes ≥ 4");
-    for (i, &peer) in founders.iter().enumerate() {
-        let others = founders
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(j, q)| (*q, addr(j)));
-        let core = Gossip::with_members(peer, addr(i), config.clone(), others)
+    // Verification is a pure function: the simulated nodes share what they verified.
+    let verified = gossip::VerifiedRecords::new(VERIFIED_MEMO);
+    // Each founder's own signed record, as every other founder starts out holding it.
+    let records: Vec<MemberUpdate> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| MemberUpdate::alive(k, 0, addr(i)))
+        .collect();
+    for (i, key) in keys.into_iter().enumerate() {
+        let peer = key.peer_id();
+        let others = records.iter().filter(|r| r.peer != peer).cloned();
+        let mut core = Gossip::with_members(key, addr(i), config.clone(), others)
             .expect("LAN config is valid");
+        core.share_verified(verified.clone());
         sim.add_node(peer, core);
     }
     let joiner = *joiner;
@@ -750,7 +764,8 @@ fn membership_once(p: &MembershipParams, seed: u64) -> MembershipRun {
     let jaddr = addr(p.nodes - 1);
     let jconfig = config.clone();
     sim.schedule(t_join, move |s| {
-        let core = Gossip::new(joiner, jaddr, jconfig).expect("LAN config is valid");
+        let mut core = Gossip::new(joiner_key, jaddr, jconfig).expect("LAN config is valid");
+        core.share_verified(verified);
         s.add_node(joiner, core);
         s.command(
             joiner,

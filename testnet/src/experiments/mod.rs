@@ -7,6 +7,7 @@
 
 use clap::Subcommand;
 
+pub mod attack;
 pub mod chord;
 pub mod flood;
 pub mod gossip;
@@ -34,6 +35,8 @@ pub(crate) fn invalid<T>(msg: impl Into<String>) -> Result<T, ExperimentError> {
 /// The experiments `peerlab sim` offers.
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
+    /// Hostile peers against the real cores: honest success with and without the defenses.
+    Attack(attack::Params),
     /// Chord DHT: path length, load balance, simultaneous failures and churn.
     Chord(chord::Params),
     /// Gnutella-style search (flood, expanding ring, random walkers) over an unstructured overlay.
@@ -66,6 +69,7 @@ impl SimCommand {
     /// Runs the chosen experiment.
     pub fn run(&self) -> Result<Rendered, ExperimentError> {
         match self {
+            SimCommand::Attack(p) => attack::render(p),
             SimCommand::Chord(p) => chord::run(p).map(|r| rendered(&r, r.render_table())),
             SimCommand::Flood(p) => flood::run(p).map(|r| rendered(&r, r.render_table())),
             SimCommand::Gossip(p) => gossip::run(p).map(|r| rendered(&r, r.render_table())),

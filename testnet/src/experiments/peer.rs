@@ -28,10 +28,11 @@ use clap::Args;
 use peerlab_dht as dht;
 use peerlab_gossip as gossip;
 use peerlab_node::peer::{self, Command, Event, Peer};
-use peerlab_overlay::{Id, Instant, PeerId};
+use peerlab_overlay::{Id, Instant, Keypair, PeerId};
 use peerlab_swarm::MemoryFactory;
 use serde::Serialize;
 
+use super::chord::SIM_EPOCH_US;
 use super::{ExperimentError, invalid};
 use peerlab_sim::{Latency, Sim, SimConfig, churn};
 
@@ -171,15 +172,21 @@ struct Run {
     joined: BTreeSet<PeerId>,
     crashed_at: BTreeMap<PeerId, Instant>,
     detected: BTreeMap<PeerId, Instant>,
+    /// Member signatures verified by any simulated peer (a pure function, so shared).
+    verified: gossip::VerifiedRecords,
 }
 
 impl Run {
     fn spawn(&mut self, bootstrap: Option<PeerId>) -> PeerId {
-        let id = PeerId::synthetic(self.next_ordinal);
+        let key = Keypair::synthetic(self.next_ordinal);
+        let id = key.peer_id();
         self.next_ordinal += 1;
         let mut cfg = self.cfg.clone();
         cfg.create_ring = bootstrap.is_none();
-        let core = Peer::new(id, cfg, MemoryFactory).expect("configuration validated up front");
+        let mut core =
+            Peer::new(key, cfg, MemoryFactory).expect("configuration validated up front");
+        core.dht_mut().set_clock_offset(SIM_EPOCH_US);
+        core.share_verified(self.verified.clone());
         self.sim.add_node(id, core);
         if let Some(b) = bootstrap {
             self.sim.command(id, Command::Bootstrap(vec![b]));
@@ -268,7 +275,7 @@ fn request_id(cmd: &dht::Command) -> u64 {
         | dht::Command::AddProvider { req, .. }
         | dht::Command::GetProviders { req, .. } => *req,
         // Carries no request id and gets no answer.
-        dht::Command::SetFallbackPeers { .. } => 0,
+        dht::Command::SetFallbackPeers { .. } | dht::Command::CheckRing { .. } => 0,
     }
 }
 
@@ -375,7 +382,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
     cfg.dht.vnodes = p.vnodes;
     cfg.dht.replicas = p.replicas;
     // Validate the combined configuration once, so spawning cannot fail later.
-    Peer::new(PeerId::synthetic(u64::MAX), cfg.clone(), MemoryFactory)
+    Peer::new(Keypair::synthetic(u64::MAX), cfg.clone(), MemoryFactory)
         .map_err(|e| ExperimentError::InvalidArgument(e.to_string()))?;
     let sim = Sim::new(SimConfig {
         seed: p.seed,
@@ -394,6 +401,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         joined: BTreeSet::new(),
         crashed_at: BTreeMap::new(),
         detected: BTreeMap::new(),
+        verified: gossip::VerifiedRecords::new(super::gossip::VERIFIED_MEMO),
     };
     let mut tally = Tally::default();
 
@@ -430,6 +438,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
                     req,
                     key: key_of(key),
                     value: value_of(key),
+                    ttl: None,
                 },
             );
         }

@@ -17,10 +17,11 @@ use std::time::{Duration, Instant as WallInstant};
 use clap::Args;
 use peerlab_node::config::{Config, Transport};
 use peerlab_node::peer::{Command, Peer};
-use peerlab_overlay::{Id, PeerId};
+use peerlab_overlay::{Id, Keypair, PeerId};
 use peerlab_swarm::MemoryFactory;
 use serde::Serialize;
 
+use super::chord::SIM_EPOCH_US;
 use super::{ExperimentError, invalid};
 use crate::process::{Timings, bootstrap_through};
 use peerlab_sim::{Latency, Sim, SimConfig};
@@ -210,6 +211,8 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         ..Default::default()
     });
     let ids: Vec<PeerId> = (0..p.nodes as u64).map(PeerId::synthetic).collect();
+    // Member signatures verified by any simulated peer (a pure function, so shared).
+    let verified = peerlab_gossip::VerifiedRecords::new(super::gossip::VERIFIED_MEMO);
     // Whole microseconds: protocol time has no finer grain, so a finer spacing would never
     // be reached.
     let spacing = Duration::from_micros((p.start_secs * 1e6 / p.nodes as f64) as u64);
@@ -228,8 +231,10 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
             // Nodes start in index order: the seeds before `i` are up.
             let through = bootstrap_through(i, p.nodes, |s| s < i);
             cfg.create_ring = through.is_empty();
-            let core = Peer::new(ids[i], cfg, MemoryFactory)
+            let mut core = Peer::new(Keypair::synthetic(i as u64), cfg, MemoryFactory)
                 .map_err(|e| ExperimentError::InvalidArgument(e.to_string()))?;
+            core.dht_mut().set_clock_offset(SIM_EPOCH_US);
+            core.share_verified(verified.clone());
             sim.add_node(ids[i], core);
             if !through.is_empty() {
                 sim.command(

@@ -33,8 +33,10 @@ use clap::{Args, ValueEnum};
 use peerlab_overlay::{Instant, PeerId, Rng};
 use peerlab_swarm::blake3;
 use peerlab_swarm::bytes::Bytes;
-use peerlab_swarm::storage::{ChunkStore, MemoryStore, StoreError, StoreFactory};
-use peerlab_swarm::{Bitfield, Command, Config, Event, Manifest, Strategy, Swarm};
+use peerlab_swarm::{
+    Bitfield, ChunkStore, Command, Config, Event, Manifest, MemoryStore, StoreError, StoreFactory,
+    Strategy, Swarm,
+};
 use serde::Serialize;
 
 use super::{ExperimentError, invalid};
@@ -50,9 +52,10 @@ pub const MAX_PIPELINE_DEPTH: usize = 1024;
 /// which keeps the core's default of 8). A paced uploader serves a chunk's turn back to
 /// back, so a downloader's refills (one round trip after the first blocks reach it) must
 /// arrive before the turn's queued requests run out; 8 blocks (131 ms at 8 Mbit/s) barely
-/// cover the ~120 ms request round trip. Measured at N = 300 (`docs/experiments/swarm.md`):
-/// depth 6 / 8 / 12 / 16 / 24 gave efficiency 0.850 / 0.874 / 0.880 / 0.879 / 0.863 paced,
-/// while with FIFO uplinks 12 was worse than 8 (0.819 against 0.843).
+/// cover the ~120 ms request round trip, while deeper queues lock more blocks on one
+/// uploader and raise duplicate traffic. With FIFO uplinks deeper queues lengthen the
+/// interleaved queue instead, so 12 is for paced uplinks only (the sweep is in
+/// docs/experiments/swarm.md).
 pub const PACED_PIPELINE_DEPTH: usize = 12;
 /// How often chunk diversity is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -493,6 +496,14 @@ pub struct SimStore {
 }
 
 impl SimStore {
+    /// An honest store holding all of `data`, the file of `manifest` (a seeder's).
+    pub fn full(manifest: &Manifest, data: Bytes) -> SimStore {
+        SimStore {
+            inner: MemoryStore::full(manifest, data),
+            corrupt: false,
+        }
+    }
+
     /// The honest in-memory store underneath.
     pub fn memory(&self) -> &MemoryStore {
         &self.inner
@@ -559,10 +570,10 @@ fn validate(p: &Params) -> Result<(), ExperimentError> {
         return invalid("--chunk-kib must be a power of two up to 16384");
     }
     let chunks = p.file_mib * 1024 / p.chunk_kib as u64;
-    if chunks > peerlab_swarm::manifest::MAX_CHUNKS as u64 {
+    if chunks > peerlab_swarm::MAX_CHUNKS as u64 {
         return invalid(format!(
             "{chunks} chunks exceed the manifest limit of {}; use larger chunks",
-            peerlab_swarm::manifest::MAX_CHUNKS
+            peerlab_swarm::MAX_CHUNKS
         ));
     }
     let bw_ok = |x: f64| x.is_finite() && (0.01..=100_000.0).contains(&x);
@@ -637,6 +648,12 @@ fn bounds(p: &Params) -> (f64, f64, f64, f64) {
     (f, lower, client_server, us)
 }
 
+/// One simulated peer's core.
+fn core(config: Config, corrupt: bool) -> Result<Node, ExperimentError> {
+    Swarm::new(config, SimFactory { corrupt })
+        .map_err(|e| ExperimentError::InvalidArgument(e.to_string()))
+}
+
 fn run_one(
     p: &Params,
     manifest: &Manifest,
@@ -672,15 +689,13 @@ fn run_one(
     for &s in &seeders {
         let mut cfg = config.clone();
         cfg.upload_rate = (!p.fifo_upload).then_some(seed_up);
-        sim.add_node(s, Swarm::new(cfg, SimFactory { corrupt: false }));
+        sim.add_node(s, core(cfg, false)?);
         sim.set_bandwidth(s, Some(seed_up), Some(down));
-        let store = SimStore {
-            inner: MemoryStore::full(manifest, data.clone()),
-            corrupt: false,
-        };
+        let store = SimStore::full(manifest, data.clone());
         sim.command(
             s,
             Command::Share {
+                req: 0,
                 manifest: manifest.clone(),
                 store,
             },
@@ -734,9 +749,17 @@ fn run_one(
         let corrupt = is_bad[i];
         let mut cfg = config.clone();
         cfg.upload_rate = (!p.fifo_upload).then_some(up);
+        let node = core(cfg, corrupt)?;
         sim.schedule(arrivals[i], move |sim| {
-            sim.add_node(me, Swarm::new(cfg, SimFactory { corrupt }));
-            sim.command(me, Command::Fetch { cid, providers });
+            sim.add_node(me, node);
+            sim.command(
+                me,
+                Command::Fetch {
+                    req: 0,
+                    cid,
+                    providers,
+                },
+            );
         });
     }
 

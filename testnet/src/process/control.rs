@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use peerlab_node::config::Config;
 use peerlab_node::{NodeHandle, NodeOptions};
 
-use super::{Mode, SEEDS, Testnet, TestnetError, cmdline_contains, io_err, par_map, pid_alive};
+use super::{Mode, SEEDS, Testnet, TestnetError, cmdline_contains, io_err, pid_alive};
 
 /// How long a node may take to stop after SIGTERM before it gets SIGKILL.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
@@ -25,10 +25,6 @@ pub const START_DEADLINE: Duration = Duration::from_secs(60);
 /// Processes spawned before the controller waits for the batch's API addresses (bounds the
 /// join storm on the seeds and the start-up CPU burst).
 pub const SPAWN_BATCH: usize = 25;
-/// How long a freshly started node may have no connection before it is restarted.
-pub const ISOLATION_WAIT: Duration = Duration::from_secs(15);
-/// Restarts of isolated nodes per start-up batch.
-pub const ISOLATION_RETRIES: usize = 2;
 /// Environment variable holding a child node's data dir for [`run_child_from_env`].
 pub const CHILD_ENV: &str = "PEERLAB_TESTNET_CHILD_DIR";
 /// Environment variable asking a child to exit when its parent process goes away.
@@ -139,43 +135,12 @@ impl Testnet {
             for &i in batch {
                 self.spawn(i)?;
             }
+            // A node that lost its first connections under the start-up load rejoins by
+            // itself (the driver's rejoin rounds): the harness does not restart anyone.
             self.await_ready(batch)?;
-            self.respawn_isolated(batch)?;
             bar.inc(batch.len() as u64);
         }
         self.save()
-    }
-
-    /// Restarts nodes of `batch` that have no connection [`ISOLATION_WAIT`] after start:
-    /// the node driver does not re-dial its bootstrap peers once a first connection was
-    /// made and dropped (seen under heavy load), so such a node would never join.
-    fn respawn_isolated(&mut self, batch: &[usize]) -> Result<(), TestnetError> {
-        for _attempt in 0..ISOLATION_RETRIES {
-            let deadline = Instant::now() + ISOLATION_WAIT;
-            let mut isolated: Vec<usize> = batch.to_vec();
-            while !isolated.is_empty() && Instant::now() < deadline {
-                isolated = par_map(&isolated, |&i| {
-                    let ok = self.client(i).status().is_ok_and(|s| s.connected_peers > 0);
-                    (!ok).then_some(i)
-                })
-                .into_iter()
-                .flatten()
-                .collect();
-                if !isolated.is_empty() {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-            if isolated.is_empty() {
-                return Ok(());
-            }
-            tracing::warn!(?isolated, "nodes without any connection; restarting them");
-            for &i in &isolated {
-                self.kill(i);
-                self.spawn(i)?;
-            }
-            self.await_ready(&isolated)?;
-        }
-        Ok(())
     }
 
     /// Starts node `i` (fresh or from its data dir) without waiting for it.
@@ -184,7 +149,7 @@ impl Testnet {
         let rec = &self.manifest.nodes[i];
         let data_dir = rec.data_dir.clone();
         fs::create_dir_all(&data_dir).map_err(io_err(&data_dir))?;
-        for stale in ["api.addr", "listen.addrs"] {
+        for stale in [peerlab_node::API_ADDR_FILE, peerlab_node::LISTEN_ADDRS_FILE] {
             let _ = fs::remove_file(data_dir.join(stale));
         }
         match self.manifest.mode {
@@ -213,7 +178,7 @@ impl Testnet {
                     index: i,
                     msg: e.to_string(),
                 })?;
-                let cfg_path = data_dir.join("config.toml");
+                let cfg_path = data_dir.join(peerlab_node::CONFIG_FILE);
                 fs::write(&cfg_path, text).map_err(io_err(&cfg_path))?;
                 let prog = self.program.as_ref().ok_or_else(|| TestnetError::Start {
                     index: i,
@@ -234,7 +199,9 @@ impl Testnet {
                     .stdin(Stdio::null())
                     .stdout(log)
                     .stderr(log2);
-                if std::env::var_os("RUST_LOG").is_none() {
+                if std::env::var_os("RUST_LOG").is_none()
+                    && !prog.env.iter().any(|(k, _)| k == "RUST_LOG")
+                {
                     cmd.env("RUST_LOG", "warn");
                 }
                 {
@@ -275,7 +242,7 @@ impl Testnet {
                         msg: format!("exited with {st}: {}", log_tail(&dir)),
                     });
                 }
-                let api = fs::read_to_string(dir.join("api.addr")).ok();
+                let api = fs::read_to_string(dir.join(peerlab_node::API_ADDR_FILE)).ok();
                 let token = fs::read_to_string(dir.join("api.token")).ok();
                 let listen = fs::read_to_string(dir.join("listen.addrs")).ok();
                 match (api, token, listen) {
@@ -320,7 +287,7 @@ impl Testnet {
         match self.manifest.mode {
             Mode::InProcess => {
                 if let (Some(h), Some(rt)) = (self.handles[i].take(), self.rt.as_ref()) {
-                    rt.block_on(h.kill());
+                    rt.block_on(h.abort());
                 }
             }
             Mode::Processes => {
@@ -525,7 +492,7 @@ pub fn run_child_from_env() -> bool {
     let dir = PathBuf::from(dir);
     let watch = std::env::var_os(CHILD_WATCH_PARENT_ENV).is_some();
     let parent = std::os::unix::process::parent_id();
-    let cfg = match Config::load(&dir.join("config.toml")) {
+    let cfg = match Config::load(&dir.join(peerlab_node::CONFIG_FILE)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("child node: {e}");
@@ -565,7 +532,7 @@ pub fn run_child_from_env() -> bool {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
             _ = tokio::signal::ctrl_c() => {}
             _ = orphaned => {
-                node.kill().await;
+                node.abort().await;
                 std::process::exit(0);
             }
         }

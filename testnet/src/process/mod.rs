@@ -44,8 +44,8 @@ mod ring;
 mod testnet_file;
 
 pub use control::{
-    CHILD_ENV, CHILD_WATCH_PARENT_ENV, ISOLATION_RETRIES, ISOLATION_WAIT, NodeProgram, SPAWN_BATCH,
-    START_DEADLINE, STOP_DEADLINE, run_child_from_env,
+    CHILD_ENV, CHILD_WATCH_PARENT_ENV, NodeProgram, SPAWN_BATCH, START_DEADLINE, STOP_DEADLINE,
+    run_child_from_env,
 };
 pub use health::{CHECK_PERIOD_PER_NODE, Health};
 pub use node_config::{

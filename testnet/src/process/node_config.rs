@@ -58,6 +58,10 @@ pub struct Timings {
     pub gossip_fanout: usize,
     /// Gossip partial view (0: partners from all members).
     pub gossip_view: usize,
+    /// SWIM probe period, ms; `None`: the maintenance period (see [`Timings::apply`]).
+    /// `testnet compare` sets memberlist's 1 s here while DHT maintenance keeps its scaled
+    /// period.
+    pub probe_ms: Option<u64>,
 }
 
 impl Default for Timings {
@@ -68,6 +72,7 @@ impl Default for Timings {
             gossip_interval_ms: 200,
             gossip_fanout: 3,
             gossip_view: TESTNET_GOSSIP_VIEW,
+            probe_ms: None,
         }
     }
 }
@@ -79,7 +84,7 @@ impl Timings {
         cfg.maintenance_ms = Some(self.maintenance_for(n));
         // The failure detector's period scales like maintenance: under a load of hundreds
         // of runnable processes, a 500 ms probe timeout mostly measures the scheduler.
-        cfg.probe_ms = Some(self.maintenance_for(n));
+        cfg.probe_ms = Some(self.probe_ms.unwrap_or_else(|| self.maintenance_for(n)));
         cfg.gossip_interval_ms = Some(self.gossip_interval_ms);
         cfg.gossip_fanout = Some(self.gossip_fanout);
         cfg.gossip_view = Some(self.gossip_view);

@@ -83,7 +83,6 @@ mod tests {
     use peerlab_node::api::{RingNode, VnodeInfo};
 
     use super::*;
-    use crate::experiments::chord::replica_peers;
 
     fn peers(n: u64) -> Vec<String> {
         (0..n)
@@ -132,12 +131,12 @@ mod tests {
                     want.push(p);
                 }
             }
-            let got = replica_peers(&ring, &Id::hash(key.as_bytes()), 3);
+            let got = ring.replica_peers(&Id::hash(key.as_bytes()), 3);
             assert_eq!(got, want, "{key}");
             assert_eq!(got.iter().collect::<BTreeSet<_>>().len(), 3);
         }
         assert_eq!(
-            replica_peers(&ring, &Id::hash(b"x"), 9).len(),
+            ring.replica_peers(&Id::hash(b"x"), 9).len(),
             7,
             "no more than the peers"
         );

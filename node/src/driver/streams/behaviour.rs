@@ -38,11 +38,11 @@ use crate::wire::Channel;
 /// default 512 connections (`NetConfig::max_connections`): a burst of every peer opening
 /// every channel at once fits; beyond that the driver is so far behind that refusing (and
 /// counting) is better than holding more.
-pub const INBOUND_QUEUE: usize = 2048;
+pub(crate) const INBOUND_QUEUE: usize = 2048;
 
 /// Why an outbound stream could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// No connection to the peer (or it closed before the stream was negotiated).
     #[error("not connected")]
     NotConnected,

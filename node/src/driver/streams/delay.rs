@@ -17,20 +17,20 @@ use tokio::time::Instant;
 
 /// Longest one-way delay accepted (mean plus jitter): beyond it the cores' request
 /// timeouts (a second or two on a LAN profile) expire on every exchange.
-pub const MAX_DELAY: Duration = Duration::from_secs(10);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// A distribution of one-way delays: uniform in `mean ± jitter`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Delay {
+pub(crate) struct Delay {
     /// Mean delay.
-    pub mean: Duration,
+    pub(crate) mean: Duration,
     /// Half-width of the uniform spread around the mean (at most the mean).
-    pub jitter: Duration,
+    pub(crate) jitter: Duration,
 }
 
 impl Delay {
     /// `mean_ms ± jitter_ms`, or `None` when both are 0 (no stage at all).
-    pub fn from_millis(mean_ms: u64, jitter_ms: u64) -> Option<Delay> {
+    pub(crate) fn from_millis(mean_ms: u64, jitter_ms: u64) -> Option<Delay> {
         (mean_ms > 0 || jitter_ms > 0).then(|| Delay {
             mean: Duration::from_millis(mean_ms),
             jitter: Duration::from_millis(jitter_ms.min(mean_ms)),
@@ -38,7 +38,7 @@ impl Delay {
     }
 
     /// One delay drawn from `rng`.
-    pub fn sample(&self, rng: &mut Rng) -> Duration {
+    pub(crate) fn sample(&self, rng: &mut Rng) -> Duration {
         let lo = self.mean.saturating_sub(self.jitter).as_micros() as u64;
         let hi = (self.mean + self.jitter).as_micros() as u64;
         Duration::from_micros(if hi > lo { rng.range(lo, hi + 1) } else { lo })
@@ -94,12 +94,18 @@ mod tests {
         let d = Delay::from_millis(30, 10).unwrap();
         let mut rng = Rng::seed(7);
         let s: Vec<Duration> = (0..1000).map(|_| d.sample(&mut rng)).collect();
-        assert!(s.iter().all(|x| (20..=40).contains(&x.as_millis())), "{s:?}");
+        assert!(
+            s.iter().all(|x| (20..=40).contains(&x.as_millis())),
+            "{s:?}"
+        );
         assert!(s.iter().any(|x| x.as_millis() < 25) && s.iter().any(|x| x.as_millis() > 35));
         // Jitter beyond the mean would make negative delays: it is capped.
         let c = Delay::from_millis(5, 50).unwrap();
         assert_eq!(c.jitter, Duration::from_millis(5));
-        assert_eq!(Delay::from_millis(12, 0).unwrap().sample(&mut rng), Duration::from_millis(12));
+        assert_eq!(
+            Delay::from_millis(12, 0).unwrap().sample(&mut rng),
+            Duration::from_millis(12)
+        );
     }
 
     #[tokio::test]
@@ -118,7 +124,10 @@ mod tests {
         while let Some(f) = out_rx.recv().await {
             // Never before the shortest delay the distribution draws.
             let waited = sent[usize::from(f[0])].elapsed();
-            assert!(waited >= Duration::from_millis(5), "frame {f:?} after {waited:?}");
+            assert!(
+                waited >= Duration::from_millis(5),
+                "frame {f:?} after {waited:?}"
+            );
             got.push(f[0]);
         }
         // Everything arrives (dropping the driver's sender flushes), in order.

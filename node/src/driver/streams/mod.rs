@@ -38,44 +38,43 @@ use crate::metrics as m;
 use crate::wire::Channel;
 
 pub(crate) use behaviour::{Behaviour, Event};
-pub use behaviour::{INBOUND_QUEUE, OpenError};
-pub use delay::{Delay, MAX_DELAY};
+pub(crate) use delay::{Delay, MAX_DELAY};
 
 /// Most bytes of encoded frames waiting to one peer on one channel (for the connection, or
 /// in front of a stream writer); further sends are dropped (delivery is best-effort) so a
 /// slow or dead peer cannot grow memory without bound. 16 MiB is many times a swarm
 /// pipeline (128 blocks of 16 KiB, `crate::peer::LAN_PIPELINE_DEPTH`).
-pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+pub(crate) const MAX_QUEUED_BYTES: usize = 16 << 20;
 
 /// Most frames waiting to one peer on one channel (bounds the queue of small messages the
 /// byte limit would let grow long).
-pub const MAX_QUEUED_FRAMES: usize = 4096;
+pub(crate) const MAX_QUEUED_FRAMES: usize = 4096;
 
 /// Most bytes a stream writer puts into one write: frames waiting together leave in one
 /// transport write (fewer Yamux frames, QUIC packets built from a full buffer), while a
 /// single write stays small enough not to hold a large copy per peer.
-pub const WRITE_COALESCE_BYTES: usize = 256 * 1024;
+pub(crate) const WRITE_COALESCE_BYTES: usize = 256 * 1024;
 
 /// Capacity of the channel from stream reader tasks to the driver, in frames. Readers wait
 /// when it is full, which stops them reading and lets flow control slow the senders; 128
 /// frames is one LAN swarm pipeline of 16 KiB blocks (2 MiB), so the driver has work
 /// queued while a batch is handled, and at most 128 MiB if every frame is at the 1 MiB
 /// transfer limit.
-pub const STREAM_EVENT_CAPACITY: usize = 128;
+pub(crate) const STREAM_EVENT_CAPACITY: usize = 128;
 
 /// Most inbound streams one peer may hold open per channel. An honest peer uses one
 /// (two briefly, when it replaced an idle writer or holds two connections); more are dropped
 /// so that a peer cannot make the node run unbounded reader tasks.
-pub const MAX_INBOUND_STREAMS_PER_PEER: usize = 4;
+pub(crate) const MAX_INBOUND_STREAMS_PER_PEER: usize = 4;
 
 /// How long a frame may take to arrive once its first byte has: a 1 MiB frame (the
 /// transfer limit) at 35 KiB/s, far below any link a node runs on, so only a peer that
 /// starts a frame and stops sending hits it. Between frames a stream may stay idle.
-pub const FRAME_READ_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const FRAME_READ_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A stream writer with nothing to send for this long closes its stream, so a connection
 /// without traffic can reach the idle timeout; the next frame opens a new stream.
-pub const STREAM_IDLE: Duration = Duration::from_secs(30);
+pub(crate) const STREAM_IDLE: Duration = Duration::from_secs(30);
 
 /// What waits in front of one stream writer (frames handed over, not yet written).
 #[derive(Default)]

@@ -32,8 +32,9 @@ pub struct Sent<M> {
 
 /// What a queued entry does when its time comes.
 enum Entry<P: Protocol> {
-    /// Hands `msg` to `to`'s core.
+    /// Hands `msg`, sent at `at`, to `to`'s core.
     Deliver {
+        at: Instant,
         from: PeerId,
         to: PeerId,
         msg: P::Message,
@@ -67,6 +68,12 @@ struct Node<P> {
     rng: Rng,
 }
 
+/// A test's verdict on each message in flight (see [`Net::set_filter`]).
+type Filter<M> = Box<dyn FnMut(&Sent<M>) -> bool>;
+
+/// A test's adversary watching the wire (see [`Net::set_tap`]).
+type Tap<M> = Box<dyn FnMut(&Sent<M>) -> Vec<(PeerId, PeerId, M)>>;
+
 /// A deterministic in-memory network of sans-IO cores for protocol tests.
 ///
 /// Cores are keyed by [`PeerId`] and iterated in key order. Everything waits in one queue
@@ -88,8 +95,13 @@ struct Node<P> {
 /// - **Failures:** [`crash`](Net::crash) removes a core with its timers and its messages in
 ///   flight; [`mute`](Net::mute), [`deafen`](Net::deafen) and [`isolate`](Net::isolate)
 ///   lose a node's outgoing, incoming or all messages until a time;
-///   [`set_partition`](Net::set_partition) cuts the net into groups. A lost message is
+///   [`set_partition`](Net::set_partition) cuts the net into groups;
+///   [`set_filter`](Net::set_filter) loses the messages a test picks. A lost message is
 ///   judged when it would be delivered, so a cut also loses what was in flight.
+///   [`take_in_flight`](Net::take_in_flight) empties the wire at once.
+/// - **Adversaries:** [`set_tap`](Net::set_tap) shows every message to the test just
+///   before it is delivered, and delivers what the test answers first: an attacker that
+///   reacts to what it sees on the wire.
 /// - **Observation:** [`events`](Net::events) and [`offences`](Net::offences) capture every
 ///   `Output::Event` and `Output::Offence` with time and peer; [`sent`](Net::sent) logs
 ///   every message when [`with_send_log`](Net::with_send_log) is on; [`stats`](Net::stats)
@@ -119,6 +131,8 @@ pub struct Net<P: Protocol> {
     at_instant: u64,
     faults: BTreeMap<PeerId, Fault>,
     partitions: BTreeMap<PeerId, u32>,
+    filter: Option<Filter<P::Message>>,
+    tap: Option<Tap<P::Message>>,
     events: Vec<(Instant, PeerId, P::Event)>,
     offences: Vec<(Instant, PeerId, PeerId, Offence)>,
     log: Option<Vec<Sent<P::Message>>>,
@@ -146,6 +160,8 @@ impl<P: Protocol> Net<P> {
             at_instant: 0,
             faults: BTreeMap::new(),
             partitions: BTreeMap::new(),
+            filter: None,
+            tap: None,
             events: Vec::new(),
             offences: Vec::new(),
             log: None,
@@ -401,6 +417,55 @@ impl<P: Protocol> Net<P> {
         self.partitions.clear();
     }
 
+    /// Loses every message for which `keep` returns `false`, judged when the message would
+    /// be delivered (like the faults): a link that loses what a test picks, by sender,
+    /// receiver or content. Replaces any earlier filter.
+    pub fn set_filter(&mut self, keep: impl FnMut(&Sent<P::Message>) -> bool + 'static) {
+        self.filter = Some(Box::new(keep));
+    }
+
+    /// Removes the filter: no message is lost to it any more.
+    pub fn clear_filter(&mut self) {
+        self.filter = None;
+    }
+
+    /// Shows every message to `tap` just before it is delivered; the messages `tap` returns,
+    /// as (from, to, message), are handed to their receivers first, at once, as
+    /// [`deliver`](Net::deliver) would (those to a peer that is not a node are lost). This
+    /// plays an adversary that reacts to what it sees on the wire, such as a peer racing
+    /// an honest answer with a forged one. Replaces any earlier tap.
+    pub fn set_tap(
+        &mut self,
+        tap: impl FnMut(&Sent<P::Message>) -> Vec<(PeerId, PeerId, P::Message)> + 'static,
+    ) {
+        self.tap = Some(Box::new(tap));
+    }
+
+    /// Removes the tap.
+    pub fn clear_tap(&mut self) {
+        self.tap = None;
+    }
+
+    /// Takes every message in flight off the wire, in the order they would have arrived:
+    /// they are never delivered, and the test may look at them or play them itself.
+    /// Timers and peer-down notices stay queued.
+    pub fn take_in_flight(&mut self) -> Vec<Sent<P::Message>> {
+        let keys: Vec<_> = self
+            .queue
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Deliver { .. }))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut taken = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(Entry::Deliver { at, from, to, msg }) = self.queue.remove(&k) {
+                self.in_flight -= 1;
+                taken.push(Sent { at, from, to, msg });
+            }
+        }
+        taken
+    }
+
     // ---- running ---------------------------------------------------------------------
 
     /// Current virtual time.
@@ -465,13 +530,25 @@ impl<P: Protocol> Net<P> {
         }
         self.processed += 1;
         match entry {
-            Entry::Deliver { from, to, msg } => {
+            Entry::Deliver {
+                at: sent,
+                from,
+                to,
+                msg,
+            } => {
                 let kind = msg.kind();
-                if !self.nodes.contains_key(&to) || self.lost(&from, &to) {
+                let msg = Sent {
+                    at: sent,
+                    from,
+                    to,
+                    msg,
+                };
+                if !self.nodes.contains_key(&to) || self.lost(&from, &to) || !self.kept(&msg) {
                     self.stats.on_drop(kind);
                 } else {
-                    self.stats.on_deliver(kind, msg.wire_len());
-                    self.with(to, |core, cx| core.handle_message(cx, from, msg));
+                    self.tapped(&msg);
+                    self.stats.on_deliver(kind, msg.msg.wire_len());
+                    self.with(to, |core, cx| core.handle_message(cx, from, msg.msg));
                 }
             }
             Entry::PeerDown { node, peer } => {
@@ -618,7 +695,12 @@ impl<P: Protocol> Net<P> {
         self.push(
             self.now + self.latency,
             Lane::Network,
-            Entry::Deliver { from, to, msg },
+            Entry::Deliver {
+                at: self.now,
+                from,
+                to,
+                msg,
+            },
         );
     }
 
@@ -636,6 +718,26 @@ impl<P: Protocol> Net<P> {
                 self.seed
             ),
         }
+    }
+
+    /// Whether the filter, if any, lets `msg` through.
+    fn kept(&mut self, msg: &Sent<P::Message>) -> bool {
+        self.filter.as_mut().is_none_or(|keep| keep(msg))
+    }
+
+    /// Shows `msg` to the tap, if any, and delivers what it answers.
+    fn tapped(&mut self, msg: &Sent<P::Message>) {
+        let Some(mut tap) = self.tap.take() else {
+            return;
+        };
+        for (from, to, m) in tap(msg) {
+            if self.nodes.contains_key(&to) {
+                self.deliver(from, to, m);
+            } else {
+                self.stats.on_drop(m.kind());
+            }
+        }
+        self.tap = Some(tap);
     }
 
     /// Whether a message `from → to` is lost now to a mute, deafness or partition.

@@ -1,0 +1,1231 @@
+//! Unit tests of the core: bad input fed to one core by hand, and rings of a few cores on
+//! the shared test harness ([`peerlab_sim::testing::Net`]) for join, stabilize, storage,
+//! leave and crashes.
+
+mod rules;
+mod window;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use peerlab_overlay::{Context, Id, Instant, Keypair, Outbox, Output, PeerId, Protocol, Rng};
+
+use crate::message::{MAX_SUCCESSORS, Message, NodeRef, Record, Reject, Version};
+use crate::{Command, Config, Dht, Error, Event, IdealRing, Reply, Timer};
+
+type Out = Outbox<Message, Timer, Event>;
+
+fn cfg(vnodes: u16) -> Config {
+    Config {
+        vnodes,
+        successors: 4,
+        stabilize_period: Duration::from_secs(1),
+        fix_fingers_period: Duration::from_secs(1),
+        check_predecessor_period: Duration::from_secs(1),
+        repair_period: Duration::from_secs(1),
+        request_timeout: Duration::from_millis(300),
+        max_value_size: 16,
+        ..Config::default()
+    }
+}
+
+/// The key pair of synthetic peer `p` (`PeerId::synthetic(n)` for a small `n`).
+pub(crate) fn key_of(p: &PeerId) -> Keypair {
+    (0..1000)
+        .map(Keypair::synthetic)
+        .find(|k| k.peer_id() == *p)
+        .expect("a synthetic peer")
+}
+
+/// A fresh core for synthetic peer `p`.
+pub(crate) fn dht(c: &Config, p: PeerId) -> Dht {
+    Dht::new(c.clone(), key_of(&p)).unwrap()
+}
+
+fn ideal(peers: &[PeerId], c: &Config) -> Vec<Dht> {
+    let nodes = peers
+        .iter()
+        .flat_map(|&peer| {
+            (0..c.vnodes).map(move |i| NodeRef {
+                id: Id::vnode(&peer, i),
+                peer,
+            })
+        })
+        .collect();
+    let ring = IdealRing::new(nodes);
+    peers
+        .iter()
+        .map(|p| Dht::from_ideal(c.clone(), key_of(p), &ring).unwrap())
+        .collect()
+}
+
+/// Feeds one message and returns what the core sent back.
+fn feed(d: &mut Dht, from: PeerId, msg: Message) -> Vec<Output<Message, Timer, Event>> {
+    let (mut rng, mut out): (Rng, Out) = (Rng::seed(1), Outbox::new());
+    d.handle_message(
+        &mut Context::new(Instant(1_000_000), &mut rng, &mut out),
+        from,
+        msg,
+    );
+    out.drain().collect()
+}
+
+fn rejected(out: &[Output<Message, Timer, Event>]) -> Option<Reject> {
+    out.iter().find_map(|o| match o {
+        Output::Send {
+            msg: Message::Rejected { reason, .. },
+            ..
+        } => Some(*reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn unknown_vnode_is_rejected_and_counted() {
+    let peers = [PeerId::synthetic(1), PeerId::synthetic(2)];
+    let mut ds = ideal(&peers, &cfg(2));
+    let d = &mut ds[0];
+    let bogus = Id::from_u64(12345);
+    let out = feed(
+        d,
+        peers[1],
+        Message::GetState {
+            req: 7,
+            vnode: bogus,
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::UnknownVnode));
+    let out = feed(
+        d,
+        peers[1],
+        Message::FindStep {
+            req: 8,
+            vnode: Some(bogus),
+            key: bogus,
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::UnknownVnode));
+    feed(
+        d,
+        peers[1],
+        Message::Notify {
+            vnode: bogus,
+            from: NodeRef {
+                id: bogus,
+                peer: peers[1],
+            },
+        },
+    );
+    assert_eq!(d.counters().unknown_vnode, 3);
+    assert_eq!(d.finger(&bogus, 0), Err(Error::UnknownVnode(bogus)));
+}
+
+#[test]
+fn absurd_finger_index_is_rejected_and_counted() {
+    let peers = [PeerId::synthetic(1), PeerId::synthetic(2)];
+    let mut ds = ideal(&peers, &cfg(2));
+    let d = &mut ds[0];
+    let v = d.vnode_ids()[0];
+    let out = feed(
+        d,
+        peers[1],
+        Message::GetFingers {
+            req: 1,
+            vnode: v,
+            from_index: 160,
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::BadFingerIndex));
+    let out = feed(
+        d,
+        peers[1],
+        Message::GetFingers {
+            req: 2,
+            vnode: v,
+            from_index: u16::MAX,
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::BadFingerIndex));
+    assert_eq!(d.counters().bad_finger_index, 2);
+    assert_eq!(d.finger(&v, 999), Err(Error::BadFingerIndex(999)));
+    // A valid request is answered with runs in range.
+    let out = feed(
+        d,
+        peers[1],
+        Message::GetFingers {
+            req: 3,
+            vnode: v,
+            from_index: 0,
+        },
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::Send { msg: Message::Fingers { req: 3, runs }, .. } if runs.iter().all(|(i, _)| *i < 160))));
+}
+
+#[test]
+fn oversized_value_is_rejected_counted_and_not_stored() {
+    let peers = [PeerId::synthetic(1), PeerId::synthetic(2)];
+    let mut ds = ideal(&peers, &cfg(1));
+    let d = &mut ds[0];
+    let v = d.vnode_ids()[0];
+    let w = key_of(&peers[1]);
+    let version = Version {
+        wall_ms: 5,
+        logical: 0,
+        writer: peers[1],
+    };
+    let big = Record::sign(
+        &Id::from_u64(1),
+        Some(vec![0; 17]),
+        version,
+        version,
+        3_600_000,
+        &w,
+    );
+    let out = feed(
+        d,
+        peers[1],
+        Message::Put {
+            req: 1,
+            vnode: v,
+            key: Id::from_u64(1),
+            record: big.clone(),
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::ValueTooLarge));
+    feed(
+        d,
+        peers[1],
+        Message::Store {
+            records: vec![(Id::from_u64(2), big)],
+            providers: vec![],
+        },
+    );
+    assert_eq!(d.counters().oversized_value, 2);
+    assert_eq!(d.stored_keys(), 0);
+    // The same through a local command: a typed error, no lookup started.
+    let (mut rng, mut out): (Rng, Out) = (Rng::seed(1), Outbox::new());
+    d.handle_command(
+        &mut Context::new(Instant::ZERO, &mut rng, &mut out),
+        Command::Put {
+            req: 9,
+            key: b"k".to_vec(),
+            value: vec![0; 17],
+            ttl: None,
+        },
+    );
+    let evs: Vec<_> = out.drain().collect();
+    assert_eq!(evs.len(), 1);
+    assert!(matches!(
+        &evs[0],
+        Output::Event(Event::Reply {
+            req: 9,
+            result: Err(Error::ValueTooLarge { len: 17, max: 16 })
+        })
+    ));
+}
+
+#[test]
+fn over_long_lists_and_stray_replies_are_counted_not_trusted() {
+    let peers = [PeerId::synthetic(1), PeerId::synthetic(2)];
+    let mut ds = ideal(&peers, &cfg(1));
+    let d = &mut ds[0];
+    let before = d.vnode(&d.vnode_ids()[0]).unwrap();
+    // A reply nobody asked for.
+    feed(
+        d,
+        peers[1],
+        Message::State {
+            req: 424242,
+            pred: None,
+            succs: vec![],
+        },
+    );
+    assert_eq!(d.counters().unexpected_reply, 1);
+    // A leave notice with an absurd successor list.
+    let n = NodeRef {
+        id: Id::from_u64(3),
+        peer: peers[1],
+    };
+    let succs = vec![n; MAX_SUCCESSORS + 1];
+    feed(
+        d,
+        peers[1],
+        Message::Leaving {
+            vnode: before.id,
+            leaving: n,
+            pred: None,
+            succs,
+        },
+    );
+    assert_eq!(d.counters().malformed, 1);
+    // A notify claiming to come from another peer's node.
+    let other = NodeRef {
+        id: Id::from_u64(4),
+        peer: PeerId::synthetic(77),
+    };
+    feed(
+        d,
+        peers[1],
+        Message::Notify {
+            vnode: before.id,
+            from: other,
+        },
+    );
+    assert_eq!(d.counters().malformed, 2);
+    assert_eq!(d.vnode(&before.id).unwrap(), before, "state unchanged");
+    // An offer with too many digest entries.
+    let digest = vec![
+        (
+            Id::ZERO,
+            Version {
+                wall_ms: 0,
+                logical: 0,
+                writer: peers[1]
+            },
+            Version {
+                wall_ms: 0,
+                logical: 0,
+                writer: peers[1]
+            }
+        );
+        crate::message::MAX_BATCH_ENTRIES + 1
+    ];
+    let out = feed(
+        d,
+        peers[1],
+        Message::Offer {
+            req: 1,
+            from: Id::ZERO,
+            to: Id::ZERO,
+            digest,
+            providers: vec![],
+        },
+    );
+    assert_eq!(rejected(&out), Some(Reject::Malformed));
+}
+
+/// A reply that comes after its request timed out (a peer that was frozen or cut off
+/// delivering its backlog) is dropped but not charged; a reply to a request id never
+/// issued is.
+#[test]
+fn late_replies_are_dropped_uncharged_and_unissued_ones_charged() {
+    let peers = [PeerId::synthetic(1), PeerId::synthetic(2)];
+    let mut ds = ideal(&peers, &cfg(1));
+    let d = &mut ds[0];
+    let offences = |out: &[Output<Message, Timer, Event>]| {
+        out.iter()
+            .filter(|o| matches!(o, Output::Offence { .. }))
+            .count()
+    };
+    let (mut rng, mut out): (Rng, Out) = (Rng::seed(1), Outbox::new());
+    let now = Instant(1_000_000);
+    // Gets until one of them asks the other peer something.
+    let mut asked = None;
+    for i in 0..64u64 {
+        d.handle_command(
+            &mut Context::new(now, &mut rng, &mut out),
+            Command::Get {
+                req: 1000 + i,
+                key: format!("k{i}").into_bytes(),
+            },
+        );
+        let outs: Vec<_> = out.drain().collect();
+        asked = outs.iter().find_map(|o| match o {
+            Output::Timer {
+                timer: Timer::Request(r),
+                ..
+            } => Some(*r),
+            _ => None,
+        });
+        if asked.is_some() {
+            break;
+        }
+    }
+    let req = asked.expect("some get asks the other peer");
+    d.handle_timer(
+        &mut Context::new(now, &mut rng, &mut out),
+        Timer::Request(req),
+    );
+    out.drain().for_each(drop);
+    let before = d.counters().unexpected_reply;
+    let late = feed(
+        d,
+        peers[1],
+        Message::State {
+            req,
+            pred: None,
+            succs: vec![],
+        },
+    );
+    assert_eq!(offences(&late), 0, "a late reply is not an offence");
+    assert_eq!(
+        d.counters().unexpected_reply,
+        before + 1,
+        "but it is counted"
+    );
+    let stray = feed(
+        d,
+        peers[1],
+        Message::State {
+            req: req + 1_000_000,
+            pred: None,
+            succs: vec![],
+        },
+    );
+    assert_eq!(offences(&stray), 1, "a reply to nothing ever asked is");
+}
+
+#[test]
+fn requests_before_joining_are_refused() {
+    let p = PeerId::synthetic(1);
+    let mut d = dht(&cfg(2), p);
+    let v = d.vnode_ids()[0];
+    let out = feed(
+        &mut d,
+        PeerId::synthetic(2),
+        Message::GetState { req: 1, vnode: v },
+    );
+    assert_eq!(rejected(&out), Some(Reject::NotJoined));
+    let (mut rng, mut out): (Rng, Out) = (Rng::seed(1), Outbox::new());
+    d.handle_command(
+        &mut Context::new(Instant::ZERO, &mut rng, &mut out),
+        Command::Lookup {
+            req: 1,
+            key: Id::ZERO,
+        },
+    );
+    assert!(out.drain().any(|o| matches!(
+        o,
+        Output::Event(Event::Reply {
+            req: 1,
+            result: Err(Error::NotJoined)
+        })
+    )));
+}
+
+#[test]
+fn config_validation() {
+    assert!(Config::default().validate().is_ok());
+    assert_eq!(Config::default().successors, 20);
+    assert_eq!(Config::for_network(100_000).successors, 32, "capped");
+    assert_eq!(Config::for_network(1000).successors, 20);
+    assert_eq!(Config::for_network(2).successors, 2);
+    assert!(
+        Config {
+            vnodes: 0,
+            ..Config::default()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        Config {
+            successors: 33,
+            ..Config::default()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        Config {
+            jitter: 1.0,
+            ..Config::default()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        Dht::new(
+            Config {
+                replicas: 0,
+                ..Config::default()
+            },
+            Keypair::synthetic(1)
+        )
+        .is_err()
+    );
+}
+
+/// The test network: [`peerlab_sim::testing::Net`] of DHT cores, messages delivered at
+/// once (before any timer due at the same instant), timers by deadline.
+type Net = peerlab_sim::testing::Net<Dht>;
+
+/// The seed of every network test here: each core's random source is forked from it.
+const SEED: u64 = 3;
+
+fn new_net() -> Net {
+    Net::new(SEED)
+}
+
+/// Whether a message answers a request (goes back to whoever asked) rather than starting
+/// an exchange.
+fn is_reply(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::State { .. }
+            | Message::StepReply { .. }
+            | Message::Fingers { .. }
+            | Message::PutAck { .. }
+            | Message::GetReply { .. }
+            | Message::Providers { .. }
+            | Message::Want { .. }
+            | Message::HandoffAck { .. }
+            | Message::Rejected { .. }
+    )
+}
+
+/// What the ring tests ask of a net of DHT cores.
+trait RingNet {
+    /// The latest answer to request `req`, from any peer.
+    fn reply(&self, req: u64) -> Option<&Result<Reply, Error>>;
+    /// The ideal ring of the joined peers' virtual nodes.
+    fn ring(&self) -> IdealRing;
+    /// Whether every vnode's first successor and predecessor are the ideal ones.
+    fn neighbours_ideal(&self) -> bool;
+    /// Asserts that every vnode's predecessor, successor list and fingers are ideal.
+    fn assert_ideal(&self);
+}
+
+impl RingNet for Net {
+    fn reply(&self, req: u64) -> Option<&Result<Reply, Error>> {
+        self.events()
+            .iter()
+            .rev()
+            .find_map(|(_, _, Event::Reply { req: r, result })| (*r == req).then_some(result))
+    }
+
+    fn ring(&self) -> IdealRing {
+        IdealRing::new(
+            self.cores()
+                .filter(|(_, d)| d.is_joined())
+                .flat_map(|(p, d)| {
+                    d.vnode_ids()
+                        .into_iter()
+                        .map(move |id| NodeRef { id, peer: p })
+                })
+                .collect(),
+        )
+    }
+
+    fn neighbours_ideal(&self) -> bool {
+        let ring = self.ring();
+        self.cores().all(|(_, d)| {
+            d.is_joined()
+                && d.vnode_ids().iter().all(|id| {
+                    let want = ring.view(ring.successor_index(id), 1);
+                    let got = d.vnode(id).unwrap();
+                    got.pred == Some(want.pred) && got.succs.first() == want.succs.first()
+                })
+        })
+    }
+
+    fn assert_ideal(&self) {
+        let ring = self.ring();
+        for (_, d) in self.cores() {
+            assert!(d.is_joined());
+            for id in d.vnode_ids() {
+                let i = ring.successor_index(&id);
+                let want = ring.view(i, d.config().successors);
+                let got = d.vnode(&id).unwrap();
+                assert_eq!(got.pred, Some(want.pred), "pred of {id:?}");
+                assert_eq!(got.succs, want.succs, "successors of {id:?}");
+                for f in 0..160 {
+                    assert_eq!(
+                        got.fingers[f],
+                        Some(ring.finger(i, f)),
+                        "finger {f} of {id:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn single_peer_ring_answers_locally() {
+    let p = PeerId::synthetic(1);
+    let mut net = new_net();
+    net.add(p, dht(&cfg(3), p));
+    net.command(
+        p,
+        Command::Join {
+            req: 1,
+            bootstrap: vec![],
+        },
+    );
+    assert_eq!(net.reply(1), Some(&Ok(Reply::Joined)));
+    net.command(
+        p,
+        Command::Lookup {
+            req: 2,
+            key: Id::from_u64(99),
+        },
+    );
+    let Some(Ok(Reply::Lookup(route))) = net.reply(2) else {
+        panic!("{:?}", net.reply(2))
+    };
+    assert_eq!(
+        (route.owner, route.hops),
+        (p, 0),
+        "own vnodes are free hops"
+    );
+    net.command(
+        p,
+        Command::Put {
+            req: 3,
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+            ttl: None,
+        },
+    );
+    net.command(
+        p,
+        Command::Get {
+            req: 4,
+            key: b"a".to_vec(),
+        },
+    );
+    assert!(matches!(net.reply(4), Some(Ok(Reply::Value { value: Some(v), .. })) if v == b"1"));
+    assert_eq!(net.in_flight(), 0, "a lone peer sends nothing to itself");
+    net.run_for(Duration::from_secs(5));
+    net.assert_ideal();
+}
+
+#[test]
+fn peers_join_converge_store_and_leave() {
+    let mut net = new_net();
+    let peers: Vec<PeerId> = (1..=6).map(PeerId::synthetic).collect();
+    for (i, &p) in peers.iter().enumerate() {
+        net.add(p, dht(&cfg(3), p));
+        let bootstrap = if i == 0 { vec![] } else { vec![peers[i / 2]] };
+        net.command(
+            p,
+            Command::Join {
+                req: 100 + i as u64,
+                bootstrap,
+            },
+        );
+        net.run_for(Duration::from_millis(500));
+        assert_eq!(
+            net.reply(100 + i as u64),
+            Some(&Ok(Reply::Joined)),
+            "peer {i}"
+        );
+    }
+    net.run_for(Duration::from_secs(60));
+    net.assert_ideal();
+
+    // Storage: put; another writer's overwrite and delete are refused; the writer
+    // overwrites; get from another peer; the writer deletes.
+    let put = |net: &mut Net, p: PeerId, req: u64, v: &[u8]| {
+        net.command(
+            p,
+            Command::Put {
+                req,
+                key: b"k".to_vec(),
+                value: v.to_vec(),
+                ttl: None,
+            },
+        );
+        net.run_for(Duration::from_millis(10));
+    };
+    let get = |net: &mut Net, p: PeerId, req: u64| {
+        net.command(
+            p,
+            Command::Get {
+                req,
+                key: b"k".to_vec(),
+            },
+        );
+        net.run_for(Duration::from_millis(10));
+        match net.reply(req) {
+            Some(Ok(Reply::Value { value, .. })) => value.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    put(&mut net, peers[0], 1, b"v1");
+    put(&mut net, peers[3], 2, b"v2");
+    assert_eq!(
+        net.reply(2),
+        Some(&Err(Error::NotOwner { owner: peers[0] })),
+        "another writer's put"
+    );
+    net.command(
+        peers[1],
+        Command::Delete {
+            req: 20,
+            key: b"k".to_vec(),
+        },
+    );
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(
+        net.reply(20),
+        Some(&Err(Error::NotOwner { owner: peers[0] })),
+        "another writer's delete"
+    );
+    assert_eq!(get(&mut net, peers[5], 21), Some(b"v1".to_vec()));
+    put(&mut net, peers[0], 22, b"v3");
+    assert!(matches!(net.reply(22), Some(Ok(Reply::Stored { .. }))));
+    assert_eq!(get(&mut net, peers[5], 3), Some(b"v3".to_vec()));
+    let holders = net
+        .cores()
+        .filter(|(_, d)| d.store().get(&Id::hash(b"k")).is_some())
+        .count();
+    assert_eq!(holders, 3, "owner plus R-1 replicas");
+    net.command(
+        peers[0],
+        Command::Delete {
+            req: 4,
+            key: b"k".to_vec(),
+        },
+    );
+    net.run_for(Duration::from_millis(10));
+    net.command(
+        peers[2],
+        Command::Get {
+            req: 5,
+            key: b"k".to_vec(),
+        },
+    );
+    net.run_for(Duration::from_millis(10));
+    assert!(
+        matches!(
+            net.reply(5),
+            Some(Ok(Reply::Value {
+                value: None,
+                version: Some(_),
+                ..
+            }))
+        ),
+        "{:?}",
+        net.reply(5)
+    );
+    assert!(
+        net.offences()
+            .iter()
+            .all(|(_, _, _, o)| *o == peerlab_overlay::Offence::Refused),
+        "only the refused writes are offences: {:?}",
+        net.offences()
+    );
+
+    // Providers.
+    let cid = Id::hash(b"content");
+    net.command(
+        peers[4],
+        Command::AddProvider {
+            req: 6,
+            key: cid,
+            ttl: Duration::from_secs(600),
+        },
+    );
+    net.run_for(Duration::from_millis(10));
+    net.command(peers[0], Command::GetProviders { req: 7, key: cid });
+    net.run_for(Duration::from_millis(10));
+    assert!(
+        matches!(net.reply(7), Some(Ok(Reply::Providers { providers, .. })) if providers.len() == 1 && providers[0].provider == peers[4])
+    );
+
+    // Many keys, then the owner of one leaves gracefully: nothing is lost.
+    for k in 0..50u32 {
+        net.command(
+            peers[(k % 6) as usize],
+            Command::Put {
+                req: 1000 + k as u64,
+                key: k.to_be_bytes().to_vec(),
+                value: vec![1],
+                ttl: None,
+            },
+        );
+    }
+    net.run_for(Duration::from_secs(5));
+    let leaver = peers[2];
+    net.command(leaver, Command::Leave { req: 8 });
+    assert_eq!(net.reply(8), Some(&Ok(Reply::Left)));
+    // Its goodbyes reach the others; then it is gone.
+    net.drive();
+    net.crash(leaver);
+    net.run_for(Duration::from_secs(60));
+    net.assert_ideal();
+    for k in 0..50u32 {
+        let id = Id::hash(&k.to_be_bytes());
+        let n = net
+            .cores()
+            .filter(|(_, d)| d.store().get(&id).is_some())
+            .count();
+        assert!(n >= 3, "key {k} on {n} peers");
+    }
+    // A crash: the ring heals and keys are re-replicated.
+    let crashed = peers[4];
+    net.crash(crashed);
+    net.run_for(Duration::from_secs(60));
+    net.assert_ideal();
+    for k in 0..50u32 {
+        let id = Id::hash(&k.to_be_bytes());
+        let n = net
+            .cores()
+            .filter(|(_, d)| d.store().get(&id).is_some())
+            .count();
+        assert!(n >= 3, "key {k} on {n} peers after a crash");
+    }
+    net.command(
+        peers[0],
+        Command::Lookup {
+            req: 9,
+            key: Id::from_u64(5),
+        },
+    );
+    net.run_for(Duration::from_secs(1));
+    let Some(Ok(Reply::Lookup(route))) = net.reply(9) else {
+        panic!("{:?}", net.reply(9))
+    };
+    assert_eq!(
+        Some(route.vnode),
+        net.ring().successor(&Id::from_u64(5)).map(|n| n.id)
+    );
+}
+
+/// A peer that crashes and restarts at once (same key, so the same vnode ids) finds itself
+/// still listed in everyone's tables: its join lookups end at its own stale entries. It
+/// must join anyway, through the predecessor's successor list, and the ring must converge.
+/// Builds a converged ring of `n` peers with `vnodes` virtual nodes each, peer 1 first.
+fn converged(n: u64, vnodes: u16) -> (Net, Vec<PeerId>) {
+    converged_with(n, cfg(vnodes))
+}
+
+/// [`converged`] with a given configuration.
+fn converged_with(n: u64, c: Config) -> (Net, Vec<PeerId>) {
+    converge(new_net(), n, c)
+}
+
+/// [`converged_with`] on a given (empty) net.
+fn converge(mut net: Net, n: u64, c: Config) -> (Net, Vec<PeerId>) {
+    let peers: Vec<PeerId> = (1..=n).map(PeerId::synthetic).collect();
+    join_one_by_one(&mut net, &c, &peers, |_| peers[0]);
+    net.run_for(Duration::from_secs(60));
+    net.assert_ideal();
+    (net, peers)
+}
+
+/// Adds `peers` to the net one every 500 ms, each joining through `first(i)` (creating
+/// the ring when it is that peer itself).
+fn join_one_by_one(net: &mut Net, c: &Config, peers: &[PeerId], first: impl Fn(usize) -> PeerId) {
+    for (i, &p) in peers.iter().enumerate() {
+        net.add(p, dht(c, p));
+        let first = first(i);
+        let bootstrap = if p == first { vec![] } else { vec![first] };
+        net.command(
+            p,
+            Command::Join {
+                req: 100 + i as u64,
+                bootstrap,
+            },
+        );
+        net.run_for(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn ring_creator_that_dropped_every_successor_rejoins_through_fallback_peers() {
+    for vnodes in [1, 3] {
+        let (mut net, peers) = converged(6, vnodes);
+        let creator = peers[0];
+        // Membership hands the creator live peers (it was started without bootstrap).
+        net.command(
+            creator,
+            Command::SetFallbackPeers {
+                peers: peers[1..].to_vec(),
+            },
+        );
+        // Overload: the creator's requests time out for a while, so it drops every
+        // successor (and the others drop it).
+        net.isolate(creator, net.now() + Duration::from_secs(10));
+        net.run_for(Duration::from_secs(10));
+        // Once its messages flow again it is back in the one ring: its rejoins go to the
+        // fallback peers rather than only to its own virtual nodes.
+        net.run_for(Duration::from_secs(60));
+        net.assert_ideal();
+    }
+}
+
+#[test]
+fn a_ring_whose_peers_all_dropped_each_other_forms_again() {
+    for vnodes in [1, 3] {
+        let (mut net, peers) = converged(3, vnodes);
+        for &p in &peers {
+            let others: Vec<PeerId> = peers.iter().copied().filter(|q| *q != p).collect();
+            net.command(p, Command::SetFallbackPeers { peers: others });
+        }
+        // A load spike: every request of every peer times out, so each drops every other
+        // and rejoins through peers that are out of the ring as well.
+        let until = net.now() + Duration::from_secs(5);
+        for &p in &peers {
+            net.isolate(p, until);
+        }
+        net.run_for(Duration::from_secs(5));
+        assert!(
+            net.cores().all(|(p, d)| d.vnode_ids().iter().all(|id| {
+                let v = d.vnode(id).unwrap();
+                !v.joined || v.succs.iter().all(|s| s.peer == p)
+            })),
+            "the spike left every peer out of the ring or alone in one"
+        );
+        // Once messages flow again one ring forms (a lone ring first, the others merge in).
+        net.run_for(Duration::from_secs(60));
+        net.assert_ideal();
+    }
+}
+
+#[test]
+fn lone_rings_with_fallback_peers_merge() {
+    let c = cfg(2);
+    let mut net = new_net();
+    let peers: Vec<PeerId> = (1..=4).map(PeerId::synthetic).collect();
+    for (i, &p) in peers.iter().enumerate() {
+        net.add(p, dht(&c, p));
+        // Every peer creates a ring of its own: four islands.
+        net.command(
+            p,
+            Command::Join {
+                req: 100 + i as u64,
+                bootstrap: vec![],
+            },
+        );
+    }
+    net.run_for(Duration::from_secs(5));
+    let islands = |net: &Net| {
+        net.cores()
+            .filter(|(p, d)| {
+                d.vnode_ids()
+                    .iter()
+                    .all(|id| d.vnode(id).unwrap().succs.iter().all(|s| s.peer == *p))
+            })
+            .count()
+    };
+    assert_eq!(
+        islands(&net),
+        4,
+        "without fallback peers the islands stay apart"
+    );
+    // Membership names the other peers: each lone ring looks itself up through them.
+    for &p in &peers {
+        let others: Vec<PeerId> = peers.iter().copied().filter(|q| *q != p).collect();
+        net.command(p, Command::SetFallbackPeers { peers: others });
+    }
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(islands(&net), 0);
+    net.assert_ideal();
+}
+
+/// Two rings of several peers that formed apart (a partition) become one once membership
+/// names peers of the other ring as back from the dead: ring unification, not only a lone
+/// peer merged into a ring.
+#[test]
+fn rings_of_several_peers_formed_apart_merge_through_rediscovered_peers() {
+    let c = cfg(2);
+    let mut net = new_net();
+    let peers: Vec<PeerId> = (1..=10).map(PeerId::synthetic).collect();
+    let (a, b) = peers.split_at(5);
+    // Ring A grows from its first peer, ring B from its own.
+    join_one_by_one(&mut net, &c, &peers, |i| if i < 5 { a[0] } else { b[0] });
+    net.run_for(Duration::from_secs(60));
+    assert!(net.cores().all(|(_, d)| d.is_joined()));
+    assert!(
+        !net.neighbours_ideal(),
+        "two rings formed apart, each closed on itself"
+    );
+    // Membership reports every peer of the other side back: each peer checks its place
+    // through them.
+    for (i, &p) in peers.iter().enumerate() {
+        let other = if i < 5 { b } else { a };
+        net.command(
+            p,
+            Command::CheckRing {
+                peers: other.to_vec(),
+            },
+        );
+    }
+    // One check a stabilize round (1 s): across seeds 1–12 the rings had merged after 0.25
+    // to 1.25 s; four times the slowest.
+    let deadline = net.now() + Duration::from_secs(5);
+    while !net.neighbours_ideal() {
+        assert!(
+            net.now() < deadline,
+            "the rings did not merge by the deadline"
+        );
+        net.run_for(Duration::from_millis(250));
+    }
+    net.run_for(Duration::from_secs(30));
+    net.assert_ideal();
+    // The candidates are used up: a ring at rest checks nothing more.
+    assert!(net.cores().all(|(_, d)| d.unify_candidates.is_empty()));
+}
+
+#[test]
+fn restart_with_same_identity_rejoins_while_still_listed() {
+    for vnodes in [1, 3, 8] {
+        let (mut net, peers) = converged(6, vnodes);
+        let r = peers[3];
+        let stale = net.cores().map(|(_, d)| d).filter(|d| {
+            d.peer() != r
+                && d.vnode_ids()
+                    .iter()
+                    .any(|id| d.vnode(id).unwrap().succs.iter().any(|s| s.peer == r))
+        });
+        assert!(stale.count() > 0, "others list the peer before it restarts");
+        // Crash and restart: a fresh core, nobody told.
+        net.crash(r);
+        net.add(r, dht(&cfg(vnodes), r));
+        net.command(
+            r,
+            Command::Join {
+                req: 7,
+                bootstrap: vec![peers[0]],
+            },
+        );
+        net.run_for(Duration::from_secs(30));
+        assert_eq!(net.reply(7), Some(&Ok(Reply::Joined)), "V = {vnodes}");
+        net.run_for(Duration::from_secs(60));
+        net.assert_ideal();
+    }
+}
+
+/// Adaptive maintenance (`max_backoff`): a ring at rest sends far fewer maintenance
+/// messages than with fixed periods, yet a join and a crash are still repaired to the
+/// ideal ring (successors, predecessors and every finger).
+#[test]
+fn adaptive_maintenance_quiets_a_ring_at_rest_and_still_repairs_it() {
+    let quiet = |backoff: u32| {
+        let c = Config {
+            max_backoff: backoff,
+            ..cfg(2)
+        };
+        let (mut net, peers) = converged_with(6, c.clone());
+        let before = net.stats().total.sent;
+        net.run_for(Duration::from_secs(120));
+        (net.stats().total.sent - before, net, peers, c)
+    };
+    let (fixed, _, _, _) = quiet(1);
+    let (adaptive, mut net, peers, c) = quiet(8);
+    assert!(
+        adaptive * 4 <= fixed,
+        "at rest: {adaptive} messages with backoff 8 vs {fixed} with fixed periods"
+    );
+    // A join into the quiet ring.
+    let p = PeerId::synthetic(7);
+    net.add(p, dht(&c, p));
+    net.command(
+        p,
+        Command::Join {
+            req: 9,
+            bootstrap: vec![peers[2]],
+        },
+    );
+    // The joiner tells its predecessor (`SuccessorHint`), so successors and predecessors
+    // are right within a few fast periods, not after a backed-off (up to 12 s) round.
+    net.run_for(Duration::from_secs(4));
+    assert!(
+        net.neighbours_ideal(),
+        "neighbours 4 s after a join into a quiet ring"
+    );
+    net.run_for(Duration::from_secs(120));
+    assert_eq!(net.reply(9), Some(&Ok(Reply::Joined)));
+    net.assert_ideal();
+    // A crash nobody is told about: the others find out by their own timeouts.
+    let dead = peers[4];
+    net.crash(dead);
+    net.run_for(Duration::from_secs(120));
+    net.assert_ideal();
+}
+
+/// Fix-fingers on a ring at rest confirms each finger with the finger itself, so a peer
+/// only ever talks to the peers in its own tables (fingers, successors, predecessor), not
+/// to the intermediate hops of fresh lookups — which over time would connect every node to
+/// every other.
+#[test]
+fn a_ring_at_rest_talks_only_to_its_neighbours_and_fingers() {
+    let (mut net, peers) = converge(new_net().with_send_log(), 24, cfg(2));
+    net.take_sent();
+    net.run_for(Duration::from_secs(120));
+    // Who sent a request or one-way message to whom (replies go back to whoever asked;
+    // only what a peer starts counts).
+    let mut talked: BTreeMap<PeerId, BTreeSet<PeerId>> = BTreeMap::new();
+    for m in net.sent().iter().filter(|m| !is_reply(&m.msg)) {
+        talked.entry(m.from).or_default().insert(m.to);
+    }
+    for p in &peers {
+        let d = net.node(p);
+        let mut known = std::collections::BTreeSet::new();
+        for id in d.vnode_ids() {
+            let v = d.vnode(&id).unwrap();
+            known.extend(v.pred.map(|n| n.peer));
+            known.extend(v.succs.iter().map(|n| n.peer));
+            known.extend(v.fingers.iter().flatten().map(|n| n.peer));
+        }
+        let talked = talked.get(p).cloned().unwrap_or_default();
+        assert!(!talked.is_empty(), "{p:?} sent nothing at rest");
+        let strangers: Vec<_> = talked.difference(&known).collect();
+        assert!(strangers.is_empty(), "{p:?} talked to {strangers:?}");
+    }
+}
+
+/// Lookups right after silent crashes, before stabilization has repaired anything: a hop
+/// that times out leaves the lookup with fewer candidates, and when none is left the lookup
+/// starts again from the asking peer's own tables (the dead peer evicted) instead of
+/// failing, so every lookup is answered.
+#[test]
+fn lookups_through_fresh_crashes_start_again_from_own_tables() {
+    let (mut net, peers) = converged(10, 1);
+    for dead in [peers[2], peers[5], peers[6]] {
+        net.crash(dead);
+    }
+    let live: Vec<PeerId> = net.peers().collect();
+    let mut reqs = Vec::new();
+    for (i, p) in live.iter().enumerate() {
+        for k in 0..20u64 {
+            let req = 50_000 + (i as u64) * 100 + k;
+            net.command(
+                *p,
+                Command::Lookup {
+                    req,
+                    key: Id::hash(&k.to_be_bytes()),
+                },
+            );
+            reqs.push(req);
+        }
+    }
+    net.run_for(Duration::from_secs(20));
+    let failed = reqs
+        .iter()
+        .filter(|r| !matches!(net.reply(**r), Some(Ok(_))))
+        .count();
+    assert_eq!(failed, 0, "{failed} of {} lookups failed", reqs.len());
+}
+
+/// The three hint rules on one core: a candidate between a vnode and its successor is asked
+/// for its state (and not adopted before it answers); a candidate past the successor is
+/// passed on along the successor with one forward less; with no forwards left it is dropped.
+#[test]
+fn successor_hints_are_checked_forwarded_or_dropped() {
+    let peers: Vec<PeerId> = (1..=3).map(PeerId::synthetic).collect();
+    let mut ds = ideal(&peers, &cfg(1));
+    let d = &mut ds[0];
+    let me = d.vnode_ids()[0];
+    let succ = d.vnode(&me).unwrap().succs[0];
+    let stranger = PeerId::synthetic(99);
+    // Between the vnode and its successor.
+    let close = NodeRef {
+        id: me.add_pow2(0),
+        peer: stranger,
+    };
+    let hint = |candidate, forwards| Message::SuccessorHint {
+        vnode: me,
+        candidate,
+        forwards,
+    };
+    let out = feed(d, peers[1], hint(close, 2));
+    let asked = out.iter().any(|o| {
+        matches!(o, Output::Send { to, msg: Message::GetState { vnode, .. } }
+            if *to == stranger && *vnode == close.id)
+    });
+    assert!(asked, "the candidate is asked for its state: {out:?}");
+    assert_eq!(d.vnode(&me).unwrap().succs[0], succ, "nothing adopted yet");
+    // Past the successor: forwarded to it.
+    let far = NodeRef {
+        id: succ.id.add_pow2(0),
+        peer: stranger,
+    };
+    let mut ds = ideal(&peers, &cfg(1));
+    let d = &mut ds[0];
+    let out = feed(d, peers[1], hint(far, 2));
+    let forwarded: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                msg:
+                    Message::SuccessorHint {
+                        vnode,
+                        candidate,
+                        forwards,
+                    },
+            } => Some((*to, *vnode, *candidate, *forwards)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forwarded, vec![(succ.peer, succ.id, far, 1)]);
+    let out = feed(d, peers[1], hint(far, 0));
+    assert!(out.is_empty(), "no forwards left: dropped, got {out:?}");
+}
+
+/// A vnode that takes a closer predecessor tells the one it displaced (whose successor is
+/// now the newcomer, not itself).
+#[test]
+fn a_displaced_predecessor_is_told_of_the_newcomer() {
+    let peers: Vec<PeerId> = (1..=3).map(PeerId::synthetic).collect();
+    let mut ds = ideal(&peers, &cfg(1));
+    let d = &mut ds[0];
+    let me = d.vnode_ids()[0];
+    let old = d.vnode(&me).unwrap().pred.unwrap();
+    // Just after the old predecessor, so between it and `me`.
+    let newcomer = NodeRef {
+        id: old.id.add_pow2(0),
+        peer: PeerId::synthetic(50),
+    };
+    assert!(newcomer.id.in_open(&old.id, &me));
+    let out = feed(
+        d,
+        newcomer.peer,
+        Message::Notify {
+            vnode: me,
+            from: newcomer,
+        },
+    );
+    assert_eq!(d.vnode(&me).unwrap().pred, Some(newcomer));
+    let told = out.iter().any(|o| {
+        matches!(o, Output::Send { to, msg: Message::SuccessorHint { vnode, candidate, .. } }
+            if *to == old.peer && *vnode == old.id && *candidate == newcomer)
+    });
+    assert!(
+        told,
+        "the displaced predecessor hears of the newcomer: {out:?}"
+    );
+}
+
+/// Forty peers of four vnodes join one ring at the same instant (a testnet's start-up in
+/// miniature). Concurrent joins into one gap leave interleaved chains; without hints they
+/// zip together one node per stabilize period, with hints (joiner → predecessor, displaced
+/// predecessor → newcomer, old successor → candidate) and the walk answered by round trips
+/// instead of periods, the ring is ideal within a few periods (without the hints it takes
+/// several times as long and the test fails).
+#[test]
+fn concurrent_joins_converge_within_a_few_periods() {
+    let c = Config {
+        max_backoff: 1,
+        ..cfg(4)
+    };
+    let mut net = new_net();
+    let peers: Vec<PeerId> = (1..=40).map(PeerId::synthetic).collect();
+    for (i, &p) in peers.iter().enumerate() {
+        net.add(p, dht(&c, p));
+        let bootstrap = if i == 0 { vec![] } else { vec![peers[0]] };
+        net.command(
+            p,
+            Command::Join {
+                req: i as u64 + 1,
+                bootstrap,
+            },
+        );
+    }
+    let mut half_secs = 0u32;
+    while !net.neighbours_ideal() && half_secs < 600 {
+        net.run_for(Duration::from_millis(500));
+        half_secs += 1;
+    }
+    let secs = f64::from(half_secs) / 2.0;
+    assert!(
+        secs <= 6.0,
+        "neighbours ideal after {secs} s (stabilize period 1 s)"
+    );
+    net.run_for(Duration::from_secs(120));
+    net.assert_ideal();
+}

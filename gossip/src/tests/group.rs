@@ -1,0 +1,130 @@
+//! A whole group in the [`Net`] harness: SWIM joins, failure detection and data spread,
+//! end to end through the codec, with message latency.
+
+use std::time::Duration;
+
+use peerlab_overlay::{Instant, Keypair, PeerId};
+use peerlab_sim::testing::{Net, for_each_seed};
+
+use super::{k, p};
+use crate::{Command, Config, Event, Gossip, MemberState};
+
+/// Members of the test group.
+const N: u64 = 16;
+/// One-way message latency.
+const LATENCY: Duration = Duration::from_millis(5);
+
+fn member(n: u64) -> Gossip {
+    let key: Keypair = k(n);
+    Gossip::new(key, vec![format!("/mem/{n}")], Config::lan()).unwrap()
+}
+
+/// Whether `who` sees every one of `members` alive (or suspected) and nobody else.
+fn sees_exactly(net: &Net<Gossip>, who: PeerId, members: &[PeerId]) -> bool {
+    let g = net.node(&who);
+    members
+        .iter()
+        .filter(|m| **m != who)
+        .all(|m| g.member(m).is_some_and(|s| s.state.is_up()))
+        && g.members().filter(|(_, s)| s.state.is_up()).count() == members.len() - 1
+}
+
+/// N members, each joined through member 0; returns the net once every member lists all
+/// the others, or panics naming the seed.
+fn group(seed: u64) -> (Net<Gossip>, Vec<PeerId>) {
+    let mut net = Net::new(seed).with_latency(LATENCY);
+    let peers: Vec<PeerId> = (0..N).map(p).collect();
+    for n in 0..N {
+        net.add(p(n), member(n));
+        if n > 0 {
+            net.command(p(n), Command::Join { seeds: vec![p(0)] });
+        }
+    }
+    // Joins answer within a round trip; the news of each joiner then spreads by rumor in
+    // O(log N) rounds of 200 ms: well under a second for 16 members.
+    let deadline = Instant::ZERO + Duration::from_millis(1500);
+    let all = peers.clone();
+    assert!(
+        net.run_until(deadline, |net| all
+            .iter()
+            .all(|m| sees_exactly(net, *m, &all))),
+        "seed {seed}: the group did not converge within 1.5 s"
+    );
+    (net, peers)
+}
+
+#[test]
+fn joins_through_one_seed_reach_every_member() {
+    for_each_seed(1..4, |seed| {
+        let (net, _) = group(seed);
+        let joined = net
+            .events()
+            .iter()
+            .filter(|(_, _, e)| matches!(e, Event::Joined { .. }))
+            .count();
+        assert_eq!(joined as u64, N - 1, "seed {seed}");
+    });
+}
+
+#[test]
+fn a_crash_is_detected_by_every_member_and_nobody_else_is_declared_dead() {
+    for_each_seed(1..4, |seed| {
+        let (mut net, peers) = group(seed);
+        let victim = p(7);
+        net.take_events();
+        let crashed_at = net.now();
+        net.crash(victim);
+        let live: Vec<PeerId> = peers.iter().copied().filter(|m| *m != victim).collect();
+        // With 15 members probing one target a second each, the victim is probed within a
+        // second or two; the probe and its indirect probes fail within the probe timeout,
+        // the suspicion expires 5 s later, and the verdict spreads by rumor within a second.
+        let deadline = crashed_at + Duration::from_secs(12);
+        let watch = live.clone();
+        assert!(
+            net.run_until(deadline, |net| watch.iter().all(|m| net
+                .node(m)
+                .member(&victim)
+                .is_some_and(|s| s.state == MemberState::Dead))),
+            "seed {seed}: not every member declared the crashed one dead within {} s",
+            (deadline - crashed_at).as_secs()
+        );
+        let false_downs: Vec<_> = net
+            .events()
+            .iter()
+            .filter(|(_, _, e)| matches!(e, Event::MemberDown { peer } if *peer != victim))
+            .collect();
+        assert!(false_downs.is_empty(), "seed {seed}: {false_downs:?}");
+        assert!(
+            live.iter().all(|m| sees_exactly(&net, *m, &live)),
+            "seed {seed}"
+        );
+    });
+}
+
+#[test]
+fn a_publication_reaches_every_member() {
+    for_each_seed(1..4, |seed| {
+        let (mut net, peers) = group(seed);
+        let origin = p(3);
+        net.command(
+            origin,
+            Command::Publish {
+                req: 1,
+                key: "k".into(),
+                value: b"v".to_vec(),
+            },
+        );
+        let published = net.now();
+        // Rumor mongering reaches everyone in O(log N) rounds of 200 ms; anti-entropy
+        // (every second) catches the rest.
+        let deadline = published + Duration::from_millis(1500);
+        let all = peers.clone();
+        assert!(
+            net.run_until(deadline, |net| all.iter().all(|m| net
+                .node(m)
+                .entry(&origin, "k")
+                .is_some_and(|e| e.value.as_deref() == Some(&b"v"[..])))),
+            "seed {seed}: the value did not reach every member within 1.5 s"
+        );
+    });
+}
