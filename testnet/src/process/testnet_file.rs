@@ -48,6 +48,9 @@ pub struct NodeRecord {
     pub alive: bool,
     /// Whether it is a seed that others bootstrap from.
     pub seed: bool,
+    /// The emulated host it runs on (1-based); `None`: 127.0.0.1.
+    #[serde(default)]
+    pub host: Option<usize>,
 }
 
 /// `testnet.json`.

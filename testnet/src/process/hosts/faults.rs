@@ -63,8 +63,12 @@ pub fn parse_hosts(s: &str, hosts: usize) -> Result<Vec<usize>, TestnetError> {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (part, part),
         };
-        let a: usize = a.parse().map_err(|_| bad(format!("{a:?} is not a host number")))?;
-        let b: usize = b.parse().map_err(|_| bad(format!("{b:?} is not a host number")))?;
+        let a: usize = a
+            .parse()
+            .map_err(|_| bad(format!("{a:?} is not a host number")))?;
+        let b: usize = b
+            .parse()
+            .map_err(|_| bad(format!("{b:?} is not a host number")))?;
         if a == 0 || b < a || b > hosts {
             return Err(bad(format!(
                 "{part} is not a range within the testnet's hosts 1..={hosts}"
@@ -238,7 +242,11 @@ mod tests {
         assert!(s.starts_with("add table bridge peerlab_7\ndelete table bridge peerlab_7\n"));
         assert!(s.contains(r#"iifname { "plv7h1", "plv7h2" } oifname { "plv7h3" } drop"#));
         assert!(s.contains(r#"iifname { "plv7h3" } oifname { "plv7h1", "plv7h2" } drop"#));
-        assert_eq!(s.matches("oifname").count(), 2, "no rule within a group:\n{s}");
+        assert_eq!(
+            s.matches("oifname").count(),
+            2,
+            "no rule within a group:\n{s}"
+        );
         assert!(s.contains(r#"iifname "plv7h2" numgen random mod 1000000 < 50000 drop"#));
         assert_eq!(s.matches("numgen").count(), 1, "loss only where set");
         // Healed and unimpaired: the table stays, empty.
@@ -249,9 +257,27 @@ mod tests {
 
     #[test]
     fn link_faults_are_range_checked_and_the_bucket_holds_a_frame() {
-        assert!(validate_link(&LinkFaults { loss: Some(1.5), rate_mbit: None }).is_err());
-        assert!(validate_link(&LinkFaults { loss: None, rate_mbit: Some(0.0) }).is_err());
-        assert!(validate_link(&LinkFaults { loss: Some(0.0), rate_mbit: Some(10.0) }).is_ok());
+        assert!(
+            validate_link(&LinkFaults {
+                loss: Some(1.5),
+                rate_mbit: None
+            })
+            .is_err()
+        );
+        assert!(
+            validate_link(&LinkFaults {
+                loss: None,
+                rate_mbit: Some(0.0)
+            })
+            .is_err()
+        );
+        assert!(
+            validate_link(&LinkFaults {
+                loss: Some(0.0),
+                rate_mbit: Some(10.0)
+            })
+            .is_ok()
+        );
         let a = tbf_args("eth0", 10.0);
         assert_eq!(a[7], "10000kbit");
         assert_eq!(a[9], "16384", "10 ms at 10 Mbit/s is below the floor");

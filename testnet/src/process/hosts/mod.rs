@@ -31,7 +31,10 @@
 //! What is about to be built is recorded in `hosts.json` in the testnet dir *before* it is
 //! built, and every name derives from `X` and `H`, so `testnet down` removes every table,
 //! link and namespace also after the controller died or `up` failed half-way; removing
-//! what does not exist is not an error.
+//! what does not exist is not an error. It also sweeps every name with the testnet's
+//! prefixes (`peerlabXh*`, `plvXh*`), whatever `H` says. `testnet down --sweep` removes the
+//! emulated hosts of every testnet whose namespaces hold no process, for when the testnet
+//! dir itself is gone ([`sweep_idle`]).
 
 #![allow(clippy::disallowed_methods)] // a driver: wall-clock time is its job
 
@@ -66,6 +69,15 @@ pub const SUBNET_PREFIX: [u8; 2] = [10, 77];
 pub const HOST_OFFSET: u8 = 10;
 /// The interface of each host on its link to the bridge.
 pub const HOST_IFACE: &str = "eth0";
+
+/// What `testnet up --hosts` builds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostsOptions {
+    /// Number of hosts (network namespaces).
+    pub count: usize,
+    /// Loss and bandwidth every host's link starts with.
+    pub link: LinkFaults,
+}
 
 /// A testnet's emulated hosts (`hosts.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -193,7 +205,11 @@ impl Hosts {
                 None,
             )?;
             sys::run("ip", &["link", "set", &port, "master", &br, "up"], None)?;
-            sys::run("ip", &["-n", &ns, "addr", "add", &addr, "dev", HOST_IFACE], None)?;
+            sys::run(
+                "ip",
+                &["-n", &ns, "addr", "add", &addr, "dev", HOST_IFACE],
+                None,
+            )?;
             sys::run("ip", &["-n", &ns, "link", "set", HOST_IFACE, "up"], None)?;
             sys::run("ip", &["-n", &ns, "link", "set", "lo", "up"], None)?;
         }
@@ -213,10 +229,18 @@ impl Hosts {
                     // What the host receives leaves the bridge through its port; what it
                     // sends leaves the namespace through its eth0.
                     let a = tbf_args(&port, mbit);
-                    sys::run("tc", &a.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+                    sys::run(
+                        "tc",
+                        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+                        None,
+                    )?;
                     let mut b = vec!["-n".to_string(), ns.clone()];
                     b.extend(tbf_args(HOST_IFACE, mbit));
-                    sys::run("tc", &b.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+                    sys::run(
+                        "tc",
+                        &b.iter().map(String::as_str).collect::<Vec<_>>(),
+                        None,
+                    )?;
                 }
                 None => {
                     // No qdisc of ours there is fine.
@@ -246,22 +270,7 @@ impl Hosts {
     /// exists), then `hosts.json`. Run after the nodes stopped: a namespace with a
     /// process in it lives on until the process ends. Returns what could not be removed.
     pub fn destroy(&self, dir: &Path) -> Vec<String> {
-        let _ = sys::run("nft", &["delete", "table", "bridge", &self.table()], None);
-        let present = sys::namespaces();
-        for h in 1..=self.count {
-            let port = self.port(h);
-            if sys::link_exists(&port) {
-                // Deleting one end removes the pair, the host's eth0 with it.
-                let _ = sys::run("ip", &["link", "del", &port], None);
-            }
-            let ns = self.namespace(h);
-            if present.contains(&ns) {
-                let _ = sys::run("ip", &["netns", "del", &ns], None);
-            }
-        }
-        if sys::link_exists(&self.bridge()) {
-            let _ = sys::run("ip", &["link", "del", &self.bridge()], None);
-        }
+        remove_net(self.net);
         let left = self.leftovers();
         if left.is_empty() {
             let _ = fs::remove_file(dir.join(HOSTS_FILE));
@@ -269,24 +278,25 @@ impl Hosts {
         left
     }
 
-    /// Tables, links and namespaces of these hosts that exist.
+    /// Tables, links and namespaces with this testnet's names that exist.
     pub fn leftovers(&self) -> Vec<String> {
+        let names = Names::of(self.net);
         let mut left = Vec::new();
-        if sys::nft_table_exists("bridge", &self.table()) {
-            left.push(format!("nftables table bridge {}", self.table()));
+        if sys::nft_table_exists("bridge", &names.table) {
+            left.push(format!("nftables table bridge {}", names.table));
         }
-        if sys::link_exists(&self.bridge()) {
-            left.push(format!("link {}", self.bridge()));
-        }
-        let present = sys::namespaces();
-        for h in 1..=self.count {
-            if sys::link_exists(&self.port(h)) {
-                left.push(format!("link {}", self.port(h)));
-            }
-            if present.contains(&self.namespace(h)) {
-                left.push(format!("namespace {}", self.namespace(h)));
-            }
-        }
+        left.extend(
+            sys::links()
+                .into_iter()
+                .filter(|l| names.is_link(l))
+                .map(|l| format!("link {l}")),
+        );
+        left.extend(
+            sys::namespaces()
+                .into_iter()
+                .filter(|n| names.is_namespace(n))
+                .map(|n| format!("namespace {n}")),
+        );
         left
     }
 
@@ -297,6 +307,112 @@ impl Hosts {
         cmd.arg("netns").arg("exec").arg(self.namespace(h)).arg(exe);
         cmd
     }
+}
+
+/// The names every resource of subnet `X` carries: what `down` sweeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// The bridge.
+    pub bridge: String,
+    /// Prefix of the hosts' ports on the bridge.
+    pub port_prefix: String,
+    /// Prefix of the hosts' namespaces.
+    pub namespace_prefix: String,
+    /// The nftables table (family `bridge`).
+    pub table: String,
+}
+
+impl Names {
+    /// The names of subnet `net`.
+    pub fn of(net: u8) -> Names {
+        Names {
+            bridge: format!("plb{net}"),
+            port_prefix: format!("plv{net}h"),
+            namespace_prefix: format!("peerlab{net}h"),
+            table: format!("peerlab_{net}"),
+        }
+    }
+
+    /// Whether link `l` is this subnet's bridge or one of its ports.
+    pub fn is_link(&self, l: &str) -> bool {
+        l == self.bridge || host_number(l, &self.port_prefix).is_some()
+    }
+
+    /// Whether namespace `n` is one of this subnet's hosts.
+    pub fn is_namespace(&self, n: &str) -> bool {
+        host_number(n, &self.namespace_prefix).is_some()
+    }
+}
+
+/// `H` when `name` is `prefix` followed by a host number (so that `peerlab1h` does not
+/// claim `peerlab11h2`: the `h` ends the subnet's digits).
+fn host_number(name: &str, prefix: &str) -> Option<usize> {
+    name.strip_prefix(prefix)?.parse().ok()
+}
+
+/// The subnet `X` a peerlab namespace name `peerlabXhH` belongs to.
+fn net_of_namespace(name: &str) -> Option<u8> {
+    let rest = name.strip_prefix("peerlab")?;
+    let (x, h) = rest.split_once('h')?;
+    h.parse::<usize>().ok()?;
+    x.parse().ok()
+}
+
+/// Removes the table, ports, namespaces and bridge named after subnet `net`, whichever
+/// exist.
+fn remove_net(net: u8) {
+    let names = Names::of(net);
+    let _ = sys::run("nft", &["delete", "table", "bridge", &names.table], None);
+    for l in sys::links() {
+        if host_number(&l, &names.port_prefix).is_some() {
+            // Deleting one end removes the pair, the host's eth0 with it.
+            let _ = sys::run("ip", &["link", "del", &l], None);
+        }
+    }
+    for n in sys::namespaces() {
+        if names.is_namespace(&n) {
+            let _ = sys::run("ip", &["netns", "del", &n], None);
+        }
+    }
+    if sys::link_exists(&names.bridge) {
+        let _ = sys::run("ip", &["link", "del", &names.bridge], None);
+    }
+}
+
+/// Removes the emulated hosts of every testnet on this machine none of whose namespaces
+/// holds a process (a testnet whose dir and controller are gone); returns the subnets
+/// removed. Subnets with a running node are left alone.
+pub fn sweep_idle() -> Result<Vec<u8>, TestnetError> {
+    sys::preflight()?;
+    let namespaces = sys::namespaces();
+    let mut nets: Vec<u8> = namespaces
+        .iter()
+        .filter_map(|n| net_of_namespace(n))
+        .collect();
+    for l in sys::links() {
+        if let Some(x) = l.strip_prefix("plb").and_then(|x| x.parse().ok()) {
+            nets.push(x);
+        }
+    }
+    for t in sys::bridge_tables() {
+        if let Some(x) = t.strip_prefix("peerlab_").and_then(|x| x.parse().ok()) {
+            nets.push(x);
+        }
+    }
+    nets.sort_unstable();
+    nets.dedup();
+    let mut removed = Vec::new();
+    for x in nets {
+        let names = Names::of(x);
+        let busy = namespaces
+            .iter()
+            .any(|n| names.is_namespace(n) && sys::namespace_busy(n));
+        if !busy {
+            remove_net(x);
+            removed.push(x);
+        }
+    }
+    Ok(removed)
 }
 
 /// The first `X` in 1..=254 such that `10.77.X.0/24` appears in no address or route of
@@ -311,10 +427,11 @@ fn free_subnet() -> Result<u8, TestnetError> {
             count: 1,
             faults: Faults::default(),
         };
+        let names = Names::of(h.net);
         let taken = used.contains(&prefix)
             || sys::link_exists(&h.bridge())
-            || sys::link_exists(&h.port(1))
-            || namespaces.iter().any(|n| n.starts_with(&format!("peerlab{x}h")));
+            || sys::nft_table_exists("bridge", &names.table)
+            || namespaces.iter().any(|n| names.is_namespace(n));
         if !taken {
             return Ok(x);
         }
@@ -342,9 +459,38 @@ mod tests {
         assert_eq!(h.gateway(), Ipv4Addr::new(10, 77, 254, 1));
         assert!(usize::from(HOST_OFFSET) + MAX_HOSTS < 255);
         let six = Hosts { count: 6, ..h };
-        assert_eq!((0..3).map(|i| six.host_of(i)).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            (0..3).map(|i| six.host_of(i)).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
         assert_eq!(six.host_of(6), 1);
         let back: Hosts = serde_json::from_str(&serde_json::to_string(&six).unwrap()).unwrap();
         assert_eq!(back, six);
+    }
+
+    #[test]
+    fn the_sweep_claims_exactly_its_subnets_names() {
+        let one = Names::of(1);
+        assert!(one.is_namespace("peerlab1h1") && one.is_namespace("peerlab1h64"));
+        assert!(
+            !one.is_namespace("peerlab11h2"),
+            "subnet 11 is another testnet's"
+        );
+        assert!(!one.is_namespace("peerlab1h") && !one.is_namespace("peerlab1hx"));
+        assert!(one.is_link("plb1") && one.is_link("plv1h3"));
+        assert!(!one.is_link("plb12") && !one.is_link("plv12h3") && !one.is_link("eth0"));
+        assert_eq!(net_of_namespace("peerlab17h4"), Some(17));
+        assert_eq!(net_of_namespace("peerlab17"), None);
+        assert_eq!(net_of_namespace("other"), None);
+        // Every name a testnet builds is one its sweep claims.
+        let h = Hosts {
+            net: 9,
+            count: 3,
+            faults: Faults::default(),
+        };
+        let n = Names::of(9);
+        assert!(n.is_link(&h.bridge()) && (1..=3).all(|i| n.is_link(&h.port(i))));
+        assert!((1..=3).all(|i| n.is_namespace(&h.namespace(i))));
+        assert_eq!(n.table, h.table());
     }
 }

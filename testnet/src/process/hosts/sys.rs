@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use crate::process::TestnetError;
 
 /// The programs a multi-host testnet needs, with the Debian package that has each.
-pub const PROGRAMS: [(&str, &str); 3] = [("ip", "iproute2"), ("nft", "nftables"), ("tc", "iproute2")];
+pub const PROGRAMS: [(&str, &str); 3] =
+    [("ip", "iproute2"), ("nft", "nftables"), ("tc", "iproute2")];
 
 /// Directories searched for [`PROGRAMS`] beside `PATH` (root's usual sbin dirs, which a
 /// non-login shell's `PATH` may lack).
@@ -65,9 +66,15 @@ pub fn preflight() -> Result<(), TestnetError> {
 
 /// Runs `program args…` (with `stdin` fed in when given); an error carries the command
 /// line and what it printed on stderr.
-pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, TestnetError> {
+pub(super) fn run(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, TestnetError> {
     let exe = find_program(program).ok_or_else(|| {
-        TestnetError::Resources(format!("`{program}` not found (install iproute2 / nftables)"))
+        TestnetError::Resources(format!(
+            "`{program}` not found (install iproute2 / nftables)"
+        ))
     })?;
     let mut cmd = Command::new(exe);
     cmd.args(args)
@@ -100,7 +107,7 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, 
 }
 
 /// Network namespaces that exist (`ip netns list`, first word of each line).
-pub fn namespaces() -> Vec<String> {
+pub(super) fn namespaces() -> Vec<String> {
     run("ip", &["netns", "list"], None)
         .map(|s| {
             s.lines()
@@ -111,19 +118,47 @@ pub fn namespaces() -> Vec<String> {
 }
 
 /// Whether a network link `name` exists in this namespace.
-pub fn link_exists(name: &str) -> bool {
+pub(super) fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
 /// The IPv4 addresses and routes of this namespace, as `ip` prints them (used to find a
 /// subnet nobody uses).
-pub fn ipv4_in_use() -> String {
+pub(super) fn ipv4_in_use() -> String {
     let mut s = run("ip", &["-4", "-o", "addr", "show"], None).unwrap_or_default();
     s.push_str(&run("ip", &["-4", "route", "show", "table", "all"], None).unwrap_or_default());
     s
 }
 
 /// Whether the nftables table `family name` exists.
-pub fn nft_table_exists(family: &str, name: &str) -> bool {
+pub(super) fn nft_table_exists(family: &str, name: &str) -> bool {
     run("nft", &["list", "table", family, name], None).is_ok()
+}
+
+/// Names of the network links in this namespace (`/sys/class/net`).
+pub(super) fn links() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a process runs in namespace `ns` (`ip netns pids`).
+pub(super) fn namespace_busy(ns: &str) -> bool {
+    run("ip", &["netns", "pids", ns], None).is_ok_and(|s| !s.trim().is_empty())
+}
+
+/// nftables tables of family `bridge`, by name.
+pub(super) fn bridge_tables() -> Vec<String> {
+    run("nft", &["list", "tables", "bridge"], None)
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| l.strip_prefix("table bridge "))
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
