@@ -117,7 +117,8 @@ pub fn validate_link(f: &LinkFaults) -> Result<(), TestnetError> {
         && !(0.0..=1.0).contains(&p)
     {
         return Err(TestnetError::Invalid(format!(
-            "--loss {p}: a probability in 0..=1"
+            "--loss {}: a percentage in 0..=100",
+            p * 100.0
         )));
     }
     if let Some(r) = f.rate_mbit

@@ -45,23 +45,17 @@ pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
 pub fn preflight() -> Result<(), TestnetError> {
     if !is_root() {
         return Err(TestnetError::Resources(
-            "emulated hosts (--hosts) need root: network namespaces, veth links, nftables and \
-             tc change the machine's network; run as root (sudo), or leave out --hosts"
+            "must run as root to create network namespaces (emulated hosts: namespaces, veth \
+             links, nftables and tc change the machine's network); run as root, or leave out --hosts"
                 .into(),
         ));
     }
-    let missing: Vec<String> = PROGRAMS
-        .iter()
-        .filter(|(p, _)| find_program(p).is_none())
-        .map(|(p, pkg)| format!("`{p}` (package {pkg})"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(TestnetError::Resources(format!(
-            "emulated hosts (--hosts) need {}: install it (e.g. `apt-get install iproute2 nftables`)",
-            missing.join(" and ")
-        )));
+    match PROGRAMS.iter().find(|(p, _)| find_program(p).is_none()) {
+        Some((p, pkg)) => Err(TestnetError::Resources(format!(
+            "`{p}` not found: install {pkg} (emulated hosts need `ip`, `nft` and `tc`)"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Runs `program args…` (with `stdin` fed in when given); an error carries the command
