@@ -110,6 +110,9 @@ pub struct SplitReport {
     /// Seconds from the heal until every acknowledged key read back and every conflict
     /// was reconciled (`None`: not by the deadline).
     pub keys_seconds: Option<f64>,
+    /// Keys lost or unreconciled at the deadline because a reader answered with an error
+    /// (a request that failed, not a missing or different value).
+    pub unread_by_error: usize,
     /// Nodes with the ideal ring view at the end.
     pub ring_correct: usize,
     /// Nodes with complete membership at the end.
@@ -164,6 +167,10 @@ impl SplitReport {
         }
         t.push_str(&row("conflicting keys", &self.conflicts));
         t.push_str(&format!(
+            "not read back by an error  {} (a reader's request failed)\n",
+            self.unread_by_error
+        ));
+        t.push_str(&format!(
             "conflicts reconciled       {}/{} (values kept per side: {})\n",
             self.conflicts_reconciled,
             self.conflicts.acked,
@@ -188,6 +195,8 @@ struct Check {
     done: bool,
     /// The value read when `done`.
     read: Option<String>,
+    /// Whether a reader answered with an error in the last round (rather than a value).
+    read_error: bool,
     /// Index of the class in the report: 0 before, 1.. during per side, usize::MAX conflict.
     class: usize,
 }
@@ -267,6 +276,7 @@ pub fn run(net: &mut Testnet, p: &Params, progress: bool) -> Result<SplitReport,
                 sides: None,
                 done: false,
                 read: None,
+                read_error: false,
                 class: 0,
             });
         }
@@ -318,6 +328,7 @@ pub fn run(net: &mut Testnet, p: &Params, progress: bool) -> Result<SplitReport,
         report.membership_complete = h.membership_complete;
     }
     for c in &checks {
+        report.unread_by_error += usize::from(!c.done && c.read_error);
         match c.class {
             usize::MAX => {
                 if c.done {
@@ -390,6 +401,7 @@ fn during_partition(
                     sides: None,
                     done: false,
                     read: None,
+                    read_error: false,
                     class: s + 1,
                 });
             }
@@ -419,6 +431,7 @@ fn during_partition(
                 sides: Some((a, b)),
                 done: false,
                 read: None,
+                read_error: false,
                 class: usize::MAX,
             });
         }
@@ -436,11 +449,13 @@ fn read_round(net: &Testnet, checks: &mut [Check]) -> bool {
     let open: Vec<usize> = (0..checks.len()).filter(|&c| !checks[c].done).collect();
     let results = par_map(&open, |&c| {
         let ch = &checks[c];
-        let values: Vec<Option<String>> = ch
+        let answers: Vec<Option<Option<String>>> = ch
             .readers
             .iter()
-            .map(|&r| net.client(r).kv_get(&ch.key).ok().and_then(|v| v.value))
+            .map(|&r| net.client(r).kv_get(&ch.key).ok().map(|v| v.value))
             .collect();
+        let read_error = answers.iter().any(Option::is_none);
+        let values: Vec<Option<String>> = answers.into_iter().map(Option::flatten).collect();
         let first = values.first().cloned().flatten();
         let agreed = values.iter().all(|v| *v == first);
         let ok = match (&ch.value, &ch.sides) {
@@ -450,11 +465,12 @@ fn read_round(net: &Testnet, checks: &mut [Check]) -> bool {
             }
             (None, None) => false,
         };
-        (ok, first)
+        (ok, first, read_error)
     });
-    for (&c, (ok, read)) in open.iter().zip(results) {
+    for (&c, (ok, read, read_error)) in open.iter().zip(results) {
         checks[c].done = ok;
         checks[c].read = read;
+        checks[c].read_error = read_error;
     }
     checks.iter().all(|c| c.done)
 }
