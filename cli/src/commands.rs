@@ -111,6 +111,13 @@ pub(crate) struct NodeArgs {
     /// instead of from all (0 = all) [default: 0].
     #[arg(long, value_name = "K")]
     gossip_view: Option<usize>,
+    /// Delay every frame sent to a peer by this many ms (latency injected by the node
+    /// itself, for emulated hosts on one machine) [default: 0].
+    #[arg(long, value_name = "MS")]
+    delay_ms: Option<u64>,
+    /// Spread the delay uniformly over delay-ms ± this many ms [default: 0].
+    #[arg(long, value_name = "MS")]
+    delay_jitter_ms: Option<u64>,
     /// Worker threads of the node's runtime; 1 runs everything on one thread (local
     /// testnets of hundreds of processes on a few cores: no work stealing, fewer context
     /// switches) [default: one per core].
@@ -613,6 +620,12 @@ fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
     }
     if a.gossip_view.is_some() {
         cfg.gossip_view = a.gossip_view;
+    }
+    if let Some(d) = a.delay_ms {
+        cfg.delay_ms = d;
+    }
+    if let Some(j) = a.delay_jitter_ms {
+        cfg.delay_jitter_ms = j;
     }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("bad timing setting: {e}"))?;

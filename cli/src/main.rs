@@ -37,7 +37,8 @@ enum Command {
         #[command(subcommand)]
         experiment: SimCommand,
     },
-    /// Local testnets of real nodes on 127.0.0.1: up, status, down, lookups, converge, churn.
+    /// Local testnets of real nodes on 127.0.0.1 or on emulated hosts: up, status, down,
+    /// lookups, converge, churn, partition, heal, impair, split.
     Testnet {
         /// Print one JSON object instead of text.
         #[arg(long, global = true)]

@@ -90,6 +90,13 @@ pub struct Config {
     /// Groups of hundreds set it so that a node keeps ~2·view connections for gossip
     /// instead of one to every member.
     pub gossip_view: Option<usize>,
+    /// One-way delay in ms the node adds to every frame it sends to a peer (its own latency
+    /// injection, for testnets whose hosts share a machine). Default 0: none.
+    pub delay_ms: u64,
+    /// Spread of that delay: each frame waits a time drawn uniformly from
+    /// `delay_ms ± delay_jitter_ms` (capped at `delay_ms`), frames keep their order.
+    /// Default 0.
+    pub delay_jitter_ms: u64,
 }
 
 /// Shortest DHT maintenance or probe period accepted: below it maintenance floods the links.
@@ -133,6 +140,8 @@ impl Default for Config {
             gossip_interval_ms: None,
             gossip_fanout: None,
             gossip_view: None,
+            delay_ms: 0,
+            delay_jitter_ms: 0,
         }
     }
 }
@@ -229,6 +238,12 @@ impl Config {
             self.gossip_view.map(|v| v as u64),
             0,
             peerlab_gossip::MAX_PARTNER_VIEW as u64,
+        )?;
+        within(
+            "delay_ms + delay_jitter_ms",
+            Some(self.delay_ms.saturating_add(self.delay_jitter_ms)),
+            0,
+            crate::driver::MAX_DELAY.as_millis() as u64,
         )?;
         match (self.gossip_view, self.gossip_fanout) {
             (Some(v), f) if v != 0 && v < f.unwrap_or(1) => Err(format!(

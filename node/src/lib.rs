@@ -345,6 +345,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         prefer_quic: cfg.transport == config::Transport::Quic,
         seed: cfg.seed,
         known_peers_file: Some(dir.known_peers_file()),
+        delay: driver::Delay::from_millis(cfg.delay_ms, cfg.delay_jitter_ms),
         ..driver::NetConfig::default()
     };
 

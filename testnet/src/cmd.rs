@@ -10,10 +10,11 @@ use peerlab_node::config::Transport;
 use serde_json::json;
 
 use crate::process::{
-    MANIFEST, Mode, NodeProgram, TESTNET_GOSSIP_VIEW, Testnet, TestnetError, Timings, UpOptions,
-    pid_alive,
+    Faults, HOSTS_FILE, Hosts, HostsOptions, LinkFaults, MANIFEST, Mode, NodeProgram,
+    TESTNET_GOSSIP_VIEW, Testnet, TestnetError, Timings, UpOptions, parse_groups, parse_hosts,
+    pid_alive, sweep_idle,
 };
-use crate::process_churn;
+use crate::{process_churn, split};
 
 /// Default testnet dir.
 pub const DEFAULT_DIR: &str = "peerlab-testnet";
@@ -80,6 +81,67 @@ pub struct UpArgs {
     /// members (0 = all members, a full mesh of connections).
     #[arg(long, value_name = "K", default_value_t = TESTNET_GOSSIP_VIEW)]
     pub gossip_view: usize,
+    /// Spread the nodes over H emulated hosts: one network namespace each with its own
+    /// address on a bridge (a free 10.77.X.0/24); node i runs on host i mod H + 1. Needs
+    /// root, `ip`, `nft` and `tc`.
+    #[arg(long, value_name = "H")]
+    pub hosts: Option<usize>,
+    /// Drop this percentage of the frames every host sends to other hosts (nftables
+    /// `numgen random`; needs --hosts) [default: 0].
+    #[arg(long, value_name = "PERCENT", requires = "hosts")]
+    pub loss: Option<f64>,
+    /// Limit every host's link to this many Mbit/s each way (`tc tbf`; needs --hosts)
+    /// [default: unlimited].
+    #[arg(long, value_name = "MBIT", requires = "hosts")]
+    pub rate: Option<f64>,
+    /// One-way delay every node adds to each frame it sends to a peer, ms (latency
+    /// injected by the node; uniform in delay-ms ± delay-jitter-ms) [default: 0].
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Spread of the injected delay, ms (at most --delay-ms).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub delay_jitter_ms: u64,
+}
+
+/// `peerlab testnet down`.
+#[derive(Debug, Clone, Args)]
+pub struct DownArgs {
+    /// The testnet dir.
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Also remove the emulated hosts of every other testnet on this machine whose
+    /// namespaces hold no process (left behind by a testnet whose dir is gone).
+    #[arg(long)]
+    pub sweep: bool,
+}
+
+/// `peerlab testnet partition`.
+#[derive(Debug, Clone, Args)]
+pub struct PartitionArgs {
+    /// The testnet dir.
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Groups of hosts that cannot reach each other, separated by '/': `1-3/4-6`, `1,2/3`.
+    /// Hosts in no group keep reaching everyone.
+    #[arg(long)]
+    pub groups: String,
+}
+
+/// `peerlab testnet impair`.
+#[derive(Debug, Clone, Args)]
+pub struct ImpairArgs {
+    /// The testnet dir.
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The hosts to change, e.g. `1-3,5` [default: all].
+    #[arg(long, value_name = "LIST")]
+    pub on: Option<String>,
+    /// Percentage of the frames these hosts send to other hosts that is dropped (0: none).
+    #[arg(long, value_name = "PERCENT")]
+    pub loss: Option<f64>,
+    /// Bandwidth of these hosts' links each way, Mbit/s (0: unlimited).
+    #[arg(long, value_name = "MBIT")]
+    pub rate: Option<f64>,
 }
 
 /// `peerlab testnet lookups`.
@@ -138,18 +200,38 @@ pub struct ChurnArgs {
 /// The `peerlab testnet` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TestnetCommand {
-    /// Start N nodes on 127.0.0.1 and wait until the ring and membership converge.
+    /// Start N nodes on 127.0.0.1 (or on H emulated hosts) and wait until the ring and
+    /// membership converge.
     #[command(
         after_help = "Example:\n  peerlab testnet up --nodes 64 --dir /tmp/tn\n  \
-        peerlab testnet up --nodes 1000 --in-process --dir /tmp/big"
+        peerlab testnet up --nodes 1000 --in-process --dir /tmp/big\n  \
+        sudo peerlab testnet up --nodes 60 --hosts 6 --delay-ms 10 --dir /tmp/hosts"
     )]
     Up(UpArgs),
     /// Summarise the health of a running testnet.
     #[command(after_help = "Example:\n  peerlab testnet status --dir /tmp/tn")]
     Status(DirArg),
-    /// Stop every node of the testnet (also after the controlling process died).
+    /// Stop every node of the testnet and remove its emulated hosts (also after the
+    /// controlling process died).
     #[command(after_help = "Example:\n  peerlab testnet down --dir /tmp/tn")]
-    Down(DirArg),
+    Down(DownArgs),
+    /// Cut the emulated hosts into groups that cannot reach each other (silent drops).
+    #[command(after_help = "Example:\n  peerlab testnet partition --groups 1-3/4-6 --dir /tmp/tn")]
+    Partition(PartitionArgs),
+    /// Remove the partition between the emulated hosts.
+    #[command(after_help = "Example:\n  peerlab testnet heal --dir /tmp/tn")]
+    Heal(DirArg),
+    /// Set packet loss and bandwidth of emulated hosts' links.
+    #[command(
+        after_help = "Example:\n  peerlab testnet impair --on 2,5 --loss 5 --rate 10 --dir /tmp/tn"
+    )]
+    Impair(ImpairArgs),
+    /// Partition the hosts, write keys on both sides, heal: time until the ring and
+    /// membership are whole again, keys lost, conflicting writes reconciled.
+    #[command(
+        after_help = "Example:\n  peerlab testnet split --groups 1-3/4-6 --seconds 60 --dir /tmp/tn"
+    )]
+    Split(split::Params),
     /// DHT lookups of random keys: hop distribution and latency against ½·log2 N.
     #[command(after_help = "Example:\n  peerlab testnet lookups --count 2000 --dir /tmp/tn")]
     Lookups(LookupsArgs),
@@ -185,18 +267,36 @@ impl TestnetCommand {
         match self {
             TestnetCommand::Up(a) => up(a, progress),
             TestnetCommand::Status(d) => status(&d.dir),
-            TestnetCommand::Down(d) => {
-                let mut net = Testnet::attach(&d.dir, None)?;
-                let n = net.down();
-                let left = net.leftover_pids();
-                if !left.is_empty() {
-                    return Err(TestnetError::Failed(format!(
-                        "processes still running after down: {left:?}"
-                    )));
-                }
+            TestnetCommand::Down(a) => down(a),
+            TestnetCommand::Partition(a) => {
+                let mut net = Testnet::attach(&a.dir.dir, None)?;
+                let count = hosts_of(&net)?.count;
+                let groups = parse_groups(&a.groups, count)?;
+                let mut f = hosts_of(&net)?.faults.clone();
+                f.partition = groups.clone();
+                net.set_faults(f)?;
                 Ok(Output {
-                    text: format!("stopped {n} nodes in {}\n", net.dir().display()),
-                    json: json!({"stopped": n, "dir": net.dir()}),
+                    text: format!("partitioned the hosts into {}\n", render_groups(&groups)),
+                    json: json!({"partition": groups}),
+                })
+            }
+            TestnetCommand::Heal(d) => {
+                let mut net = Testnet::attach(&d.dir, None)?;
+                let mut f = hosts_of(&net)?.faults.clone();
+                f.partition.clear();
+                net.set_faults(f)?;
+                Ok(Output {
+                    text: "healed: every host reaches every other\n".into(),
+                    json: json!({"partition": []}),
+                })
+            }
+            TestnetCommand::Impair(a) => impair(a),
+            TestnetCommand::Split(p) => {
+                let mut net = Testnet::attach(&p.dir.dir, None)?;
+                let r = split::run(&mut net, p, progress)?;
+                Ok(Output {
+                    text: r.render_table(),
+                    json: to_json(&r),
                 })
             }
             TestnetCommand::Lookups(a) => {
@@ -270,7 +370,16 @@ fn up(a: &UpArgs, progress: bool) -> Result<Output, TestnetError> {
             gossip_fanout: a.gossip_fanout,
             gossip_view: a.gossip_view,
             probe_ms: None,
+            delay_ms: a.delay_ms,
+            delay_jitter_ms: a.delay_jitter_ms,
         },
+        hosts: a.hosts.map(|count| HostsOptions {
+            count,
+            link: LinkFaults {
+                loss: a.loss.map(|p| p / 100.0),
+                rate_mbit: a.rate,
+            },
+        }),
     };
     let t = std::time::Instant::now();
     let net = Testnet::start(opts, progress)?;
@@ -302,6 +411,122 @@ fn up(a: &UpArgs, progress: bool) -> Result<Output, TestnetError> {
         net.detach();
     }
     Ok(Output { text, json: js })
+}
+
+fn hosts_of(net: &Testnet) -> Result<&Hosts, TestnetError> {
+    net.hosts().ok_or_else(|| {
+        TestnetError::Invalid(format!(
+            "the testnet in {} runs on 127.0.0.1: faults between hosts need `testnet up --hosts H`",
+            net.dir().display()
+        ))
+    })
+}
+
+/// `1-3 / 4-6` style text of partition groups.
+pub fn render_groups(groups: &[Vec<usize>]) -> String {
+    groups
+        .iter()
+        .map(|g| g.iter().map(usize::to_string).collect::<Vec<_>>().join(","))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn down(a: &DownArgs) -> Result<Output, TestnetError> {
+    let swept = if a.sweep { sweep_idle()? } else { Vec::new() };
+    let mut net = match Testnet::attach(&a.dir.dir, None) {
+        Ok(net) => net,
+        Err(TestnetError::NoTestnet(d)) => {
+            // `up` may have died after building the hosts and before any node started.
+            if let Some(h) = Hosts::load(&a.dir.dir)? {
+                let left = h.destroy(&a.dir.dir);
+                if !left.is_empty() {
+                    return Err(TestnetError::Failed(format!(
+                        "left after down: {}",
+                        left.join(", ")
+                    )));
+                }
+                return Ok(Output {
+                    text: format!("removed the emulated hosts of {d} (no node had started)\n"),
+                    json: json!({"stopped": 0, "dir": d, "hosts_removed": h.count}),
+                });
+            }
+            if a.sweep {
+                return Ok(Output {
+                    text: format!("swept emulated hosts of subnets {swept:?}\n"),
+                    json: json!({"stopped": 0, "swept": swept}),
+                });
+            }
+            return Err(TestnetError::NoTestnet(d));
+        }
+        Err(e) => return Err(e),
+    };
+    let hosts = net.hosts().map(|h| h.count);
+    let n = net.down();
+    let left = net.leftover_pids();
+    if !left.is_empty() {
+        return Err(TestnetError::Failed(format!(
+            "processes still running after down: {left:?}"
+        )));
+    }
+    if !net.leftover_hosts().is_empty() {
+        return Err(TestnetError::Failed(format!(
+            "left after down: {} (see {HOSTS_FILE}; `peerlab testnet down --sweep` retries)",
+            net.leftover_hosts().join(", ")
+        )));
+    }
+    let mut text = format!("stopped {n} nodes in {}\n", net.dir().display());
+    if let Some(h) = hosts {
+        text.push_str(&format!(
+            "removed {h} emulated hosts (namespaces, links, nftables table)\n"
+        ));
+    }
+    Ok(Output {
+        text,
+        json: json!({"stopped": n, "dir": net.dir(), "hosts_removed": hosts, "swept": swept}),
+    })
+}
+
+fn impair(a: &ImpairArgs) -> Result<Output, TestnetError> {
+    let mut net = Testnet::attach(&a.dir.dir, None)?;
+    let h = hosts_of(&net)?;
+    let on = match &a.on {
+        Some(l) => parse_hosts(l, h.count)?,
+        None => (1..=h.count).collect(),
+    };
+    if a.loss.is_none() && a.rate.is_none() {
+        return Err(TestnetError::Invalid(
+            "name --loss PERCENT, --rate MBIT or both".into(),
+        ));
+    }
+    let mut f: Faults = h.faults.clone();
+    f.links.resize(h.count, LinkFaults::default());
+    for &host in &on {
+        let l = &mut f.links[host - 1];
+        if let Some(p) = a.loss {
+            l.loss = (p != 0.0).then_some(p / 100.0);
+        }
+        if let Some(r) = a.rate {
+            l.rate_mbit = (r != 0.0).then_some(r);
+        }
+    }
+    net.set_faults(f.clone())?;
+    let text = on
+        .iter()
+        .map(|&h| {
+            let l = f.links[h - 1];
+            format!(
+                "host {h}: loss {}, rate {}\n",
+                l.loss
+                    .map_or("none".into(), |p| format!("{:.2} %", p * 100.0)),
+                l.rate_mbit
+                    .map_or("unlimited".into(), |r| format!("{r} Mbit/s"))
+            )
+        })
+        .collect();
+    Ok(Output {
+        text,
+        json: json!({"hosts": on, "links": f.links}),
+    })
 }
 
 fn status(dir: &std::path::Path) -> Result<Output, TestnetError> {
@@ -336,9 +561,25 @@ fn status(dir: &std::path::Path) -> Result<Output, TestnetError> {
         h.rss_kib as f64 / 1024.0,
         if h.converged() { "yes" } else { "no" }
     );
+    let mut text = text;
+    if let Some(hosts) = net.hosts() {
+        text.push_str(&format!(
+            "emulated hosts      {} on 10.77.{}.0/24 (bridge {})\n\
+             partition           {}\n",
+            hosts.count,
+            hosts.net,
+            hosts.bridge(),
+            if hosts.faults.partition.is_empty() {
+                "none".into()
+            } else {
+                render_groups(&hosts.faults.partition)
+            }
+        ));
+    }
     Ok(Output {
         text,
         json: json!({"dir": net.dir(), "nodes": m.nodes.len(), "expected": alive.len(),
-            "processes_alive": running, "health": h, "converged": h.converged()}),
+            "processes_alive": running, "health": h, "converged": h.converged(),
+            "hosts": net.hosts()}),
     })
 }

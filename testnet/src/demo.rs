@@ -218,6 +218,7 @@ pub fn run(
         program,
         seed: 1,
         timings: Timings::default(),
+        hosts: None,
     };
     let net = steps.run("start testnet", || {
         let net = Testnet::start(opts, verbose)?;

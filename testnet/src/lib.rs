@@ -15,7 +15,8 @@
 //! - [`measure`]: lookups and gossip arrival times on a running testnet, and the simulator's
 //!   prediction for the same network; [`converge`]: `testnet converge`;
 //!   [`process_churn`]: `testnet churn`, which kills and restarts node processes under a
-//!   workload. [`plot`]: PNG + SVG charts of their results.
+//!   workload; [`split`]: `testnet split`, a partition between emulated hosts and its
+//!   heal. [`plot`]: PNG + SVG charts of their results.
 //! - [`compare`]: `testnet compare serf`, peerlab's membership and gossip beside HashiCorp
 //!   Serf's on the same machine.
 //!
@@ -31,6 +32,7 @@ pub mod measure;
 pub mod plot;
 pub mod process;
 pub mod process_churn;
+pub mod split;
 
 pub use cmd::TestnetCommand;
 pub use demo::DemoArgs;

@@ -43,6 +43,7 @@ fn up_lookups_converge_churn_down() {
             gossip_interval_ms: 150,
             ..Timings::default()
         },
+        hosts: None,
     };
     let mut net = Testnet::start(opts, false).expect("testnet starts");
 
@@ -152,6 +153,7 @@ fn preflight_refuses_what_the_machine_cannot_host() {
         program: None,
         seed: 1,
         timings: Timings::default(),
+        hosts: None,
     };
     assert!(
         peerlab_testnet::process::preflight(&base).is_err(),

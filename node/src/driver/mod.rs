@@ -86,7 +86,9 @@ pub(crate) use gate::MAX_CONNECTIONS_PER_IP;
 pub(crate) use handle::Request;
 pub(crate) use handle::{DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo};
 pub(crate) use rejoin::{KNOWN_ADDRS_PER_PEER, MAX_KNOWN_PEERS, REJOIN_DIALS_PER_ROUND};
-pub(crate) use streams::{MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, STREAM_EVENT_CAPACITY};
+pub(crate) use streams::{
+    Delay, MAX_DELAY, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, STREAM_EVENT_CAPACITY,
+};
 pub(crate) use transport::{NetConfig, from_libp2p, to_libp2p};
 
 use address_book::{AddressBook, Source};
@@ -348,7 +350,7 @@ impl<P: NetCore> Driver<P> {
             .unwrap_or_default();
         let (handle, requests) = DriverHandle::channel();
         let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
-        let streams = Streams::new(stream_tx);
+        let streams = Streams::new(stream_tx, cfg.delay.map(|d| (d, seed)));
         let committer = core.committer();
         let driver = Driver {
             swarm,

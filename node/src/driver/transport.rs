@@ -79,6 +79,10 @@ pub(crate) struct NetConfig {
     /// The file that keeps the last-known peers across restarts (see `rejoin`); `None`:
     /// remembered in memory only.
     pub known_peers_file: Option<std::path::PathBuf>,
+    /// Delay of every outgoing core frame (`None`: sent at once; see [`Delay`]).
+    ///
+    /// [`Delay`]: super::Delay
+    pub delay: Option<super::Delay>,
 }
 
 impl Default for NetConfig {
@@ -94,6 +98,7 @@ impl Default for NetConfig {
             prefer_quic: true,
             seed: None,
             known_peers_file: None,
+            delay: None,
         }
     }
 }

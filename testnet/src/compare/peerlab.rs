@@ -113,6 +113,7 @@ impl Cluster for PeerlabCluster {
                 program: Some(program),
                 seed: 1,
                 timings: self.timings,
+                hosts: None,
             },
             progress,
         )?;

@@ -193,7 +193,11 @@ impl Testnet {
                     .open(&log_path)
                     .map_err(io_err(&log_path))?;
                 let log2 = log.try_clone().map_err(io_err(&log_path))?;
-                let mut cmd = Command::new(&prog.exe);
+                let mut cmd = match &self.hosts {
+                    // `ip netns exec` enters the namespace and execs the node: same pid.
+                    Some(h) => h.command(h.host_of(i), &prog.exe),
+                    None => Command::new(&prog.exe),
+                };
                 cmd.args(prog.args.iter().map(subst))
                     .envs(prog.env.iter().map(|(k, v)| (k.clone(), subst(v))))
                     .stdin(Stdio::null())
@@ -422,6 +426,13 @@ impl Testnet {
         }
         self.stopped = true;
         let _ = self.save();
+        if let Some(h) = self.hosts.take() {
+            // After the nodes: a namespace lives on while a process runs in it.
+            self.hosts_left = h.destroy(&self.dir);
+            if !self.hosts_left.is_empty() {
+                self.hosts = Some(h);
+            }
+        }
         running
     }
 

@@ -1,4 +1,5 @@
-//! Local testnets: many real `peerlab` nodes on 127.0.0.1.
+//! Local testnets: many real `peerlab` nodes on 127.0.0.1, or on emulated hosts (network
+//! namespaces joined by a bridge, see `hosts`).
 //!
 //! A [`Testnet`] starts `N` nodes — one OS process each (the `peerlab node` command, or any
 //! [`NodeProgram`]), or all inside this process with `--in-process` — each with its own data
@@ -23,6 +24,8 @@
 //! - `health.rs`: [`Health`], the convergence check and the wait for it.
 //! - `ring.rs`: the ideal ring of the live nodes ([`peerlab_dht::IdealRing`]), the one
 //!   oracle lookups, replica sets and ring views are judged against.
+//! - `hosts/`: emulated hosts ([`Hosts`]): namespaces, the bridge, and the faults between
+//!   hosts (partitions, loss, bandwidth) as nftables rules and token buckets.
 //! - `probes.rs`: what the OS says — open-file limits, pids, resident memory — and the
 //!   [`preflight`] check that the machine can host the testnet.
 
@@ -38,6 +41,7 @@ use peerlab_node::config::Transport;
 
 mod control;
 mod health;
+mod hosts;
 mod node_config;
 mod probes;
 mod ring;
@@ -48,6 +52,12 @@ pub use control::{
     run_child_from_env,
 };
 pub use health::{CHECK_PERIOD_PER_NODE, Health};
+pub use hosts::{
+    Faults, HOST_IFACE, HOST_OFFSET, HOSTS_FILE, Hosts, HostsOptions, LOSS_RESOLUTION, LinkFaults,
+    MAX_HOSTS, MAX_RATE_MBIT, MIN_RATE_MBIT, Names, PROGRAMS, SUBNET_PREFIX, TBF_LATENCY_MS,
+    find_program, hosts_preflight, is_root, nft_script, parse_groups, parse_hosts, sweep_idle,
+    tbf_args, validate_link,
+};
 pub use node_config::{
     BASE_MAINTENANCE_MS, IN_PROCESS_IDLE_TIMEOUT_SECS, NODES_PER_BASE_PERIOD, TESTNET_GOSSIP_VIEW,
     TESTNET_IDLE_TIMEOUT_SECS, TESTNET_SPARE_CONNECTIONS, Timings, bootstrap_through,
@@ -136,6 +146,9 @@ pub struct UpOptions {
     pub seed: u64,
     /// Protocol timings every node runs with.
     pub timings: Timings,
+    /// Emulated hosts to spread the nodes over (processes only); `None`: every node on
+    /// 127.0.0.1.
+    pub hosts: Option<HostsOptions>,
 }
 
 /// A running local testnet.
@@ -148,6 +161,10 @@ pub struct Testnet {
     children: Vec<Option<Child>>,
     handles: Vec<Option<NodeHandle>>,
     rt: Option<tokio::runtime::Runtime>,
+    /// The emulated hosts (`hosts.json`), until `down` removed them.
+    hosts: Option<Hosts>,
+    /// What `down` could not remove of the emulated hosts.
+    hosts_left: Vec<String>,
     stopped: bool,
     /// Started by this value (dropping it stops the nodes) rather than attached to.
     owned: bool,
@@ -177,6 +194,19 @@ impl Testnet {
     /// Starts every node (without waiting for convergence; see [`Testnet::wait_converged`]).
     pub fn start(opts: UpOptions, progress: bool) -> Result<Testnet, TestnetError> {
         preflight(&opts)?;
+        if opts.hosts.is_some() && opts.mode == Mode::InProcess {
+            return Err(TestnetError::Invalid(
+                "--hosts runs every node as a process inside its host's namespace: leave out --in-process".into(),
+            ));
+        }
+        if let Some(h) = &opts.hosts
+            && h.count > opts.nodes
+        {
+            return Err(TestnetError::Invalid(format!(
+                "--hosts {} is more than --nodes {}: a host without a node measures nothing",
+                h.count, opts.nodes
+            )));
+        }
         fs::create_dir_all(&opts.dir).map_err(io_err(&opts.dir))?;
         let dir = fs::canonicalize(&opts.dir).map_err(io_err(&opts.dir))?;
         if let Ok(m) = Manifest::load(&dir)
@@ -193,6 +223,21 @@ impl Testnet {
                 dir.display()
             )));
         }
+        // What a dead testnet in this dir left of its hosts goes before new ones come.
+        if let Some(old) = Hosts::load(&dir)? {
+            let left = old.destroy(&dir);
+            if !left.is_empty() {
+                return Err(TestnetError::Failed(format!(
+                    "emulated hosts of an earlier testnet in {} could not be removed: {}",
+                    dir.display(),
+                    left.join(", ")
+                )));
+            }
+        }
+        let hosts = match &opts.hosts {
+            Some(h) => Some(Hosts::create(&dir, h.count, h.link)?),
+            None => None,
+        };
         let rt = match opts.mode {
             Mode::InProcess => Some(
                 tokio::runtime::Builder::new_multi_thread()
@@ -214,6 +259,7 @@ impl Testnet {
                 pid: None,
                 alive: false,
                 seed: i < SEEDS,
+                host: hosts.as_ref().map(|h| h.host_of(i)),
             })
             .collect();
         let mut net = Testnet {
@@ -235,6 +281,8 @@ impl Testnet {
             children: (0..opts.nodes).map(|_| None).collect(),
             handles: (0..opts.nodes).map(|_| None).collect(),
             rt,
+            hosts,
+            hosts_left: Vec::new(),
             stopped: false,
             owned: true,
         };
@@ -253,6 +301,7 @@ impl Testnet {
         let dir = fs::canonicalize(dir)
             .map_err(|_| TestnetError::NoTestnet(dir.display().to_string()))?;
         let manifest = Manifest::load(&dir)?;
+        let hosts = Hosts::load(&dir)?;
         let n = manifest.nodes.len();
         Ok(Testnet {
             dir,
@@ -263,6 +312,8 @@ impl Testnet {
             children: (0..n).map(|_| None).collect(),
             handles: (0..n).map(|_| None).collect(),
             rt: None,
+            hosts,
+            hosts_left: Vec::new(),
             stopped: false,
             owned: false,
         })
@@ -306,6 +357,29 @@ impl Testnet {
     /// Node `i`'s record.
     pub fn node(&self, i: usize) -> &NodeRecord {
         &self.manifest.nodes[i]
+    }
+
+    /// The emulated hosts, if the nodes run on some.
+    pub fn hosts(&self) -> Option<&Hosts> {
+        self.hosts.as_ref()
+    }
+
+    /// Replaces the faults between the emulated hosts (applied at once, recorded in
+    /// `hosts.json`).
+    pub fn set_faults(&mut self, faults: Faults) -> Result<(), TestnetError> {
+        let dir = self.dir.clone();
+        let h = self.hosts.as_mut().ok_or_else(|| {
+            TestnetError::Invalid(format!(
+                "the testnet in {} runs on 127.0.0.1: faults between hosts need `testnet up --hosts H`",
+                dir.display()
+            ))
+        })?;
+        h.set_faults(&dir, faults)
+    }
+
+    /// What `down` could not remove of the emulated hosts (empty: everything went).
+    pub fn leftover_hosts(&self) -> &[String] {
+        &self.hosts_left
     }
 
     /// A blocking API client of node `i`.

@@ -62,6 +62,12 @@ pub struct Timings {
     /// `testnet compare` sets memberlist's 1 s here while DHT maintenance keeps its scaled
     /// period.
     pub probe_ms: Option<u64>,
+    /// One-way delay every node adds to each frame it sends, ms (`peerlab node
+    /// --delay-ms`: latency injected by the node, as emulated hosts share one machine and
+    /// its kernel may lack `netem`); 0: none.
+    pub delay_ms: u64,
+    /// Spread of that delay: uniform in `delay_ms ± delay_jitter_ms`, ms.
+    pub delay_jitter_ms: u64,
 }
 
 impl Default for Timings {
@@ -73,6 +79,8 @@ impl Default for Timings {
             gossip_fanout: 3,
             gossip_view: TESTNET_GOSSIP_VIEW,
             probe_ms: None,
+            delay_ms: 0,
+            delay_jitter_ms: 0,
         }
     }
 }
@@ -88,6 +96,8 @@ impl Timings {
         cfg.gossip_interval_ms = Some(self.gossip_interval_ms);
         cfg.gossip_fanout = Some(self.gossip_fanout);
         cfg.gossip_view = Some(self.gossip_view);
+        cfg.delay_ms = self.delay_ms;
+        cfg.delay_jitter_ms = self.delay_jitter_ms;
         cfg.idle_timeout_secs = TESTNET_IDLE_TIMEOUT_SECS;
         cfg.max_connections = cfg
             .max_connections
@@ -132,16 +142,31 @@ impl Testnet {
         if self.manifest.mode == Mode::InProcess {
             cfg.idle_timeout_secs = IN_PROCESS_IDLE_TIMEOUT_SECS;
         }
-        if let Some(base) = self.base_port {
-            let p = base as usize + i;
+        let ip = match &self.hosts {
+            Some(h) => {
+                // The controller reaches the API through the bridge (see `hosts`), and
+                // every peer of a host shares its address: the per-IP connection limit,
+                // meant for identities crowding in from one machine, would cut the
+                // testnet's own nodes off.
+                cfg.allow_remote_api = true;
+                cfg.max_connections_per_ip = cfg.max_connections;
+                h.addr(h.host_of(i))
+            }
+            None => std::net::Ipv4Addr::LOCALHOST,
+        };
+        let (p, api) = match self.base_port {
+            Some(base) => (base as usize + i, base as usize + n + i),
+            None => (0, 0),
+        };
+        if self.base_port.is_some() || self.hosts.is_some() {
             cfg.listen = match self.manifest.transport {
                 Transport::Quic => vec![
-                    format!("/ip4/127.0.0.1/udp/{p}/quic-v1"),
-                    format!("/ip4/127.0.0.1/tcp/{p}"),
+                    format!("/ip4/{ip}/udp/{p}/quic-v1"),
+                    format!("/ip4/{ip}/tcp/{p}"),
                 ],
-                Transport::Tcp => vec![format!("/ip4/127.0.0.1/tcp/{p}")],
+                Transport::Tcp => vec![format!("/ip4/{ip}/tcp/{p}")],
             };
-            cfg.api = format!("127.0.0.1:{}", base as usize + n + i);
+            cfg.api = format!("{ip}:{api}");
         }
         let through = bootstrap_through(i, n, |s| self.manifest.nodes[s].alive);
         cfg.bootstrap = through

@@ -48,6 +48,9 @@ pub struct NodeRecord {
     pub alive: bool,
     /// Whether it is a seed that others bootstrap from.
     pub seed: bool,
+    /// The emulated host it runs on (1-based); `None`: 127.0.0.1.
+    #[serde(default)]
+    pub host: Option<usize>,
 }
 
 /// `testnet.json`.
@@ -95,5 +98,25 @@ impl Manifest {
         })?;
         fs::write(&tmp, text).map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_testnet_file_without_hosts_reads_as_nodes_on_loopback() {
+        let old = r#"{"index":3,"data_dir":"/tmp/tn/node-0003","peer_id":"","api":"127.0.0.1:1",
+            "token":"t","listen_addrs":[],"pid":null,"alive":false,"seed":false}"#;
+        let rec: NodeRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(rec.host, None);
+        let on_host = NodeRecord {
+            host: Some(2),
+            ..rec
+        };
+        let back: NodeRecord =
+            serde_json::from_str(&serde_json::to_string(&on_host).unwrap()).unwrap();
+        assert_eq!(back.host, Some(2));
     }
 }

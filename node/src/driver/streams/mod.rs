@@ -5,6 +5,8 @@
 //!   `ConnectionHandler` for the channels' protocols, with a bounded queue of inbound
 //!   streams ([`INBOUND_QUEUE`]) that refuses and counts rather than drops silently;
 //! - `writer.rs`, `reader.rs`: the tasks that own one stream each;
+//! - `delay.rs`: the optional stage in front of each writer that delays outgoing frames
+//!   ([`Delay`], off by default);
 //! - this file: [`Streams`], the driver's book of those tasks.
 //!
 //! The tasks are the only part of the driver that runs concurrently with the event loop;
@@ -19,6 +21,7 @@
 //! frame that has begun [`FRAME_READ_DEADLINE`] to arrive whole.
 
 mod behaviour;
+mod delay;
 mod handler;
 mod reader;
 mod upgrade;
@@ -35,6 +38,7 @@ use crate::metrics as m;
 use crate::wire::Channel;
 
 pub(crate) use behaviour::{Behaviour, Event};
+pub(crate) use delay::{Delay, MAX_DELAY};
 
 /// Most bytes of encoded frames waiting to one peer on one channel (for the connection, or
 /// in front of a stream writer); further sends are dropped (delivery is best-effort) so a
@@ -122,16 +126,19 @@ pub(super) struct Streams {
     readers: BTreeMap<(libp2p::PeerId, Channel), usize>,
     /// Where stream tasks report (cloned into each).
     events: mpsc::Sender<StreamEvent>,
+    /// Delay of outgoing frames, and the seed each writer's delay stage draws from.
+    delay: Option<(Delay, u64)>,
 }
 
 impl Streams {
     /// No tasks yet; they will report to `events`.
-    pub(super) fn new(events: mpsc::Sender<StreamEvent>) -> Streams {
+    pub(super) fn new(events: mpsc::Sender<StreamEvent>, delay: Option<(Delay, u64)>) -> Streams {
         Streams {
             writers: BTreeMap::new(),
             next_writer: 0,
             readers: BTreeMap::new(),
             events,
+            delay,
         }
     }
 
@@ -179,6 +186,15 @@ impl Streams {
         let load = Arc::new(Load::default());
         let id = self.next_writer;
         self.next_writer += 1;
+        let rx = match self.delay {
+            Some((delay, seed)) => {
+                let (stage_tx, stage_rx) = mpsc::unbounded_channel();
+                let rng = peerlab_overlay::Rng::seed(seed ^ id);
+                tokio::spawn(delay::delay_stage(rx, stage_tx, delay, rng));
+                stage_rx
+            }
+            None => rx,
+        };
         tokio::spawn(writer::write_stream(
             net.open(peer, ch),
             peer,
