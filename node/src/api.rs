@@ -855,7 +855,25 @@ async fn share(
             API_TIMEOUT,
         )
         .await?;
-    swarm_answer(reply, "share")?;
+    let running = matches!(
+        reply,
+        Event::Swarm(peerlab_swarm::Event::Refused {
+            error: peerlab_swarm::CommandError::Duplicate,
+            ..
+        })
+    );
+    if !running {
+        swarm_answer(reply, "share")?;
+    } else if st.fetches.lock().is_ok_and(|f| f.contains_key(&cid)) {
+        return Err(bad(format!(
+            "a fetch of {} is running; `peerlab cancel` it to share this file instead",
+            cid.to_hex()
+        )));
+    } else {
+        // Shared already (again after a restart, or twice): the same content, the same
+        // answer; the first share's record stands.
+        return Ok(Json(out));
+    }
     on_db(&st.driver, move |db| {
         Node::remember_transfer(db, &cid, &rec)
     })
