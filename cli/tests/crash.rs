@@ -118,18 +118,7 @@ const FETCH_BYTES: usize = 48 << 20;
 #[test]
 fn a_fetch_killed_mid_transfer_finishes_unwatched_after_restart() {
     let root = tempfile::tempdir().unwrap();
-    let a = Proc::start(&root.path().join("a"), common::free_port(), None, &[]);
-    let mut b = Proc::start(
-        &root.path().join("b"),
-        common::free_port(),
-        Some(&a.addr()),
-        &[],
-    );
-    assert!(
-        eventually(Duration::from_secs(60), || a.sees_alive(&b.peer_id)
-            && b.sees_alive(&a.peer_id)),
-        "A and B never joined"
-    );
+    let (a, mut b) = common::started_pair(root.path());
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let data: Vec<u8> = (0..FETCH_BYTES / 8)
         .flat_map(|_| rng.below(u64::MAX).to_le_bytes())
@@ -215,18 +204,7 @@ fn a_share_killed_midway_is_whole_or_absent_after_restart() {
     eprintln!("PEERLAB_CRASH_SEED={seed}");
     let mut rng = XorShift(seed);
     let root = tempfile::tempdir().unwrap();
-    let mut a = Proc::start(&root.path().join("a"), common::free_port(), None, &[]);
-    let b = Proc::start(
-        &root.path().join("b"),
-        common::free_port(),
-        Some(&a.addr()),
-        &[],
-    );
-    assert!(
-        eventually(Duration::from_secs(60), || a.sees_alive(&b.peer_id)
-            && b.sees_alive(&a.peer_id)),
-        "A and B never joined"
-    );
+    let (mut a, b) = common::started_pair(root.path());
     let mut bytes = XorShift(0x2545_f491_4f6c_dd1d);
     let data: Vec<u8> = (0..SHARE_BYTES / 8)
         .flat_map(|_| bytes.below(u64::MAX).to_le_bytes())

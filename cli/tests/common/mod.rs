@@ -189,3 +189,18 @@ impl Drop for Proc {
         self.crash();
     }
 }
+
+/// Starts A, then B bootstrapped from A (data dirs `a` and `b` under `root`), and waits
+/// until each lists the other as alive.
+#[allow(dead_code)] // not every test binary uses it
+pub(crate) fn started_pair(root: &Path) -> (Proc, Proc) {
+    let a = Proc::start(&root.join("a"), free_port(), None, &[]);
+    let b = Proc::start(&root.join("b"), free_port(), Some(&a.addr()), &[]);
+    assert!(
+        eventually(std::time::Duration::from_secs(60), || a
+            .sees_alive(&b.peer_id)
+            && b.sees_alive(&a.peer_id)),
+        "A and B never joined"
+    );
+    (a, b)
+}

@@ -117,6 +117,18 @@ pub enum TestnetError {
     Failed(String),
 }
 
+/// Writes `value` as pretty JSON to `dir/name` atomically (a temporary file, then a rename).
+fn save_json(dir: &Path, name: &str, value: &impl serde::Serialize) -> Result<(), TestnetError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let text = serde_json::to_string_pretty(value).map_err(|e| TestnetError::Io {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TestnetError + '_ {
     move |e| TestnetError::Io {
         path: path.display().to_string(),

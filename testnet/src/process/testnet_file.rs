@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use peerlab_node::config::Transport;
 use serde::{Deserialize, Serialize};
 
-use super::{TestnetError, Timings, io_err};
+use super::{TestnetError, Timings, io_err, save_json};
 
 /// Name of the testnet description file in the testnet dir.
 pub const MANIFEST: &str = "testnet.json";
@@ -90,14 +90,7 @@ impl Manifest {
 
     /// Writes `testnet.json` into `dir` atomically (write, then rename).
     pub fn save(&self, dir: &Path) -> Result<(), TestnetError> {
-        let path = dir.join(MANIFEST);
-        let tmp = dir.join(format!("{MANIFEST}.tmp"));
-        let text = serde_json::to_string_pretty(self).map_err(|e| TestnetError::Io {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
-        fs::write(&tmp, text).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))
+        save_json(dir, MANIFEST, self)
     }
 }
 

@@ -45,7 +45,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use super::{TestnetError, io_err};
+use super::{TestnetError, io_err, save_json};
 
 mod faults;
 mod sys;
@@ -149,14 +149,7 @@ impl Hosts {
 
     /// Writes `hosts.json` into `dir` atomically.
     pub fn save(&self, dir: &Path) -> Result<(), TestnetError> {
-        let path = dir.join(HOSTS_FILE);
-        let tmp = dir.join(format!("{HOSTS_FILE}.tmp"));
-        let text = serde_json::to_string_pretty(self).map_err(|e| TestnetError::Io {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
-        fs::write(&tmp, text).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))
+        save_json(dir, HOSTS_FILE, self)
     }
 
     /// Builds `count` hosts on a free subnet, recording them in `dir` first; on failure
