@@ -23,6 +23,22 @@ const KILL_WINDOW_MS: u64 = 1500;
 struct XorShift(u64);
 
 impl XorShift {
+    /// Seeded from `PEERLAB_CRASH_SEED`, or from the clock (the seed is printed).
+    fn seeded() -> XorShift {
+        let seed = std::env::var("PEERLAB_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("PEERLAB_CRASH_SEED={seed}");
+        XorShift(seed)
+    }
+
     fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -35,18 +51,7 @@ impl XorShift {
 /// they do, then restarted: every put that returned success is read back.
 #[test]
 fn every_acknowledged_put_survives_sigkill() {
-    let seed = std::env::var("PEERLAB_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("PEERLAB_CRASH_SEED={seed}");
-    let mut rng = XorShift(seed);
+    let mut rng = XorShift::seeded();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("n");
     let port = common::free_port();
@@ -58,7 +63,7 @@ fn every_acknowledged_put_survives_sigkill() {
             assert_eq!(
                 node.get(key).as_deref(),
                 Some(key.as_str()),
-                "round {round}: acknowledged {key} lost (seed {seed})"
+                "round {round}: acknowledged {key} lost (seed printed above)"
             );
         }
         // A lone node creates its ring shortly after start.
@@ -103,7 +108,7 @@ fn every_acknowledged_put_survives_sigkill() {
         assert_eq!(
             node.get(key).as_deref(),
             Some(key.as_str()),
-            "acknowledged {key} lost (seed {seed})"
+            "acknowledged {key} lost (seed printed above)"
         );
     }
 }
@@ -191,18 +196,7 @@ const SHARE_BYTES: usize = 64 << 20;
 /// leaves a whole share or none, never one that serves what the manifest does not say.
 #[test]
 fn a_share_killed_midway_is_whole_or_absent_after_restart() {
-    let seed = std::env::var("PEERLAB_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("PEERLAB_CRASH_SEED={seed}");
-    let mut rng = XorShift(seed);
+    let mut rng = XorShift::seeded();
     let root = tempfile::tempdir().unwrap();
     let (mut a, b) = common::started_pair(root.path());
     let mut bytes = XorShift(0x2545_f491_4f6c_dd1d);
