@@ -187,9 +187,9 @@ pub struct NodeHandle {
     metrics_server: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
     /// Writes finished fetches' outputs ([`api::write_outputs`]).
     output_task: JoinHandle<()>,
-    /// The database, to wait for its closing when the node stops: a commit running on the
-    /// blocking pool holds it a little longer than the tasks.
-    db: std::sync::Weak<store::Store>,
+    /// Resolves once the database is closed, waited for when the node stops: a commit
+    /// running on the blocking pool holds it a little longer than the tasks.
+    db_closed: Option<oneshot::Receiver<()>>,
 }
 
 /// Longest a stopped node waits for its database's last commit to finish and close it.
@@ -260,12 +260,9 @@ impl NodeHandle {
 
     /// Waits (at most [`DB_CLOSE_WAIT`]) until nothing holds the database any more, so a
     /// node restarted from the same data dir can open it.
-    async fn db_closed(&self) {
-        /// How often the count of the database's holders is looked at.
-        const POLL: Duration = Duration::from_millis(1);
-        let deadline = tokio::time::Instant::now() + DB_CLOSE_WAIT;
-        while self.db.strong_count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(POLL).await;
+    async fn db_closed(&mut self) {
+        if let Some(closed) = self.db_closed.take() {
+            let _ = tokio::time::timeout(DB_CLOSE_WAIT, closed).await;
         }
     }
 
@@ -360,7 +357,9 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         ));
     }
     let peer = Peer::new(node_key, peer_cfg, factory)?;
-    let db = Arc::new(store::Store::open(&dir.store_file())?);
+    let mut db = store::Store::open(&dir.store_file())?;
+    let db_closed = db.watch_close();
+    let db = Arc::new(db);
     let core = node::Node::new(peer, db.clone(), driver::wall_clock());
     let finished = core.finished();
     let resume = core.transfers();
@@ -469,7 +468,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         metrics_addr,
         metrics_server,
         output_task,
-        db: Arc::downgrade(&db),
+        db_closed: Some(db_closed),
     })
 }
 

@@ -60,6 +60,9 @@ pub struct Store {
     /// Tests make commits fail with this (a full disk, an I/O error).
     #[cfg(test)]
     pub(crate) fail_commits: std::sync::atomic::AtomicBool,
+    /// Dropped after `db` (fields drop in order), so its receiver learns that the database
+    /// is closed ([`Store::watch_close`]).
+    closed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 fn db_err(e: impl Into<redb::Error>) -> NodeError {
@@ -81,7 +84,16 @@ impl Store {
             db,
             #[cfg(test)]
             fail_commits: Default::default(),
+            closed: None,
         })
+    }
+
+    /// Resolves (with an error: nothing is ever sent) once this store has been dropped and
+    /// its database closed, whoever held it last (a commit on the blocking pool may).
+    pub fn watch_close(&mut self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.closed = Some(tx);
+        rx
     }
 
     /// Applies `changes` to `table` in one durable transaction; returns once committed.

@@ -23,7 +23,7 @@
 //!
 //!   The flushes that writes trigger run *behind* them, on a thread of their own (a
 //!   write-behind store): the write that triggers one takes a snapshot of the chunks held
-//!   — each already written to the file — and a helper thread syncs the data and then
+//!   — each already written to the file — and the flush thread syncs the data and then
 //!   persists that snapshot, while the caller (the node's event loop) goes on. One flush
 //!   runs at a time; a write that triggers the next while one is still running waits for
 //!   it, so at most two batches ([`FLUSH_BYTES`] each) are unsynced and a disk slower than
