@@ -122,11 +122,13 @@ impl Dht {
             return Vec::new();
         }
         let now_ms = self.clock.wall_ms(now);
+        let offered: std::collections::BTreeMap<&Id, &Vec<ProviderEntry>> =
+            offered.iter().map(|(k, l)| (k, l)).collect();
         self.store
             .provider_keys_in(from, to)
             .into_iter()
             .filter(|k| {
-                let theirs = offered.iter().find(|(o, _)| o == k).map(|(_, l)| l);
+                let theirs = offered.get(k);
                 self.store.providers(k, now_ms).iter().any(|e| {
                     theirs.is_none_or(|l| {
                         l.len() < MAX_PROVIDERS_PER_MESSAGE
