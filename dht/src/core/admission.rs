@@ -32,6 +32,17 @@
 //! ([`offence_of`]): forgeries are proof of malice; refusals an honest peer with a stale
 //! view can earn are mild; refusals that are part of the protocol's normal flow (a full
 //! store, a write to re-sign, a record that expired on its way) cost nothing.
+//!
+//! Refusals that only say the sender's view differs from this peer's (a range this peer
+//! does not own or replicate, a virtual node it does not have, and for relayed copies a
+//! claim this peer holds for another writer: [`view_dependent`]) are charged at most once
+//! per sender per [`VIEW_REFUSAL_SPACING`]. Views disagree for as
+//! long as the ring changes — two rings merging after a partition heals take a minute or
+//! more — and an honest peer then sends many such messages in a row: charged each time,
+//! they added up to a ban between honest neighbours. Charged once a spacing, they never
+//! outgrow the node's leaky strike bucket, while every refusal is still counted.
+
+use std::time::Duration;
 
 use peerlab_overlay::{Cx, Id, Instant, Offence, PeerId};
 
@@ -46,6 +57,16 @@ use crate::{Error, MAX_CLOCK_SKEW, MAX_PROVIDER_TTL, UNDEFENDED_PROVIDER_TTL};
 /// replica set's `R` nodes spread over more than `6R` average gaps about once in a
 /// thousand sets, while a peer accepts about `6R / N` of arbitrary keys.
 const REPLICA_SPAN: f64 = 6.0;
+
+/// The least time between two view-dependent refusals charged to one sender: the node's
+/// strike bucket sheds one point per 10 s, so a 1-point charge per 10 s never accumulates,
+/// however long a ring change keeps two views apart.
+pub(crate) const VIEW_REFUSAL_SPACING: Duration = Duration::from_secs(10);
+
+/// Most senders whose last view-dependent charge is remembered. Beyond it, charges older
+/// than [`VIEW_REFUSAL_SPACING`] are forgotten first, then the oldest one: forgetting a
+/// sender only means its next such refusal is charged again.
+pub(crate) const MAX_VIEW_REFUSAL_RECORDS: usize = 1024;
 
 /// How a record arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +95,19 @@ pub(super) fn offence_of(reason: Reject) -> Option<Offence> {
     }
 }
 
+/// Whether refusing for `reason` may mean no more than that the sender's view differs from
+/// this peer's: of the ring (a range or virtual node), or — for a copy `relayed` by another
+/// holder — of a key's claim, which two sides of a healed partition hold differently until
+/// the claims settle. A write sent to the owner for another writer's key stays charged
+/// each time: nothing but the writer's own choice makes it.
+pub(super) fn view_dependent(reason: Reject, relayed: bool) -> bool {
+    match reason {
+        Reject::UnknownVnode | Reject::NotReplica => true,
+        Reject::NotOwner { .. } => relayed,
+        _ => false,
+    }
+}
+
 /// The worse of two offences (by severity).
 pub(super) fn worse(a: Option<Offence>, b: Option<Offence>) -> Option<Offence> {
     match (a, b) {
@@ -95,6 +129,39 @@ impl Dht {
             _ => {}
         }
         cx.penalize(peer, offence);
+    }
+
+    /// What refusing `from`'s input (`relayed`: a copy pushed by another holder) for
+    /// `reason` at `now` charges it: [`offence_of`], except that a [`view_dependent`]
+    /// refusal is charged only if none was in the last [`VIEW_REFUSAL_SPACING`].
+    pub(super) fn charge(
+        &mut self,
+        from: PeerId,
+        reason: Reject,
+        relayed: bool,
+        now: Instant,
+    ) -> Option<Offence> {
+        let offence = offence_of(reason)?;
+        if !view_dependent(reason, relayed) {
+            return Some(offence);
+        }
+        let charged = &mut self.view_refusals;
+        if charged
+            .get(&from)
+            .is_some_and(|&at| now.saturating_since(at) < VIEW_REFUSAL_SPACING)
+        {
+            self.counters.view_refusals_uncharged += 1;
+            return None;
+        }
+        if charged.len() >= MAX_VIEW_REFUSAL_RECORDS && !charged.contains_key(&from) {
+            charged.retain(|_, at| now.saturating_since(*at) < VIEW_REFUSAL_SPACING);
+            let oldest = charged.iter().min_by_key(|(_, at)| **at).map(|(p, _)| *p);
+            if let Some(oldest) = oldest.filter(|_| charged.len() >= MAX_VIEW_REFUSAL_RECORDS) {
+                charged.remove(&oldest);
+            }
+        }
+        charged.insert(from, now);
+        Some(offence)
     }
 
     /// Whether ring id `key` lies in a range this peer owns or replicates, by its own

@@ -28,6 +28,8 @@ mod admission;
 mod backoff;
 mod fingers;
 mod join;
+#[cfg(test)]
+pub(crate) use admission::VIEW_REFUSAL_SPACING;
 pub use join::MAX_UNIFY_CANDIDATES;
 mod lookup;
 mod ops;
@@ -102,8 +104,12 @@ pub struct Counters {
     /// Forgeries: signatures that do not verify, claims made in another peer's name.
     pub forged: u64,
     /// Input refused by the storage rules (another writer's key, a version too far
-    /// ahead, a key this peer does not replicate, a quota, an unknown virtual node).
+    /// ahead, a key this peer does not replicate, a quota, an unknown virtual node) and
+    /// charged to the sender.
     pub refused: u64,
+    /// View-dependent refusals not charged: the sender had been charged for one within
+    /// the spacing (`admission`).
+    pub view_refusals_uncharged: u64,
     /// Ranges offered to replicas at once after an eviction changed a replica set or
     /// handed over a dead predecessor's range (`window`).
     pub prompt_repairs: u64,
@@ -203,6 +209,9 @@ pub struct Dht {
     pub(crate) unify_candidates: std::collections::VecDeque<PeerId>,
     /// The virtual node (index) checked last by `unify_rings`.
     unify_next: usize,
+    /// When each sender was last charged for a view-dependent refusal
+    /// (`admission::VIEW_REFUSAL_SPACING`; at most `MAX_VIEW_REFUSAL_RECORDS`).
+    view_refusals: BTreeMap<PeerId, Instant>,
 }
 
 impl Dht {
@@ -266,6 +275,7 @@ impl Dht {
             orphan_rounds: 0,
             unify_candidates: std::collections::VecDeque::new(),
             unify_next: 0,
+            view_refusals: BTreeMap::new(),
         })
     }
 

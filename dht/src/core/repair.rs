@@ -10,7 +10,7 @@
 
 use peerlab_overlay::{Cx, Id, Instant, Offence, PeerId};
 
-use super::admission::{Intake, offence_of, worse};
+use super::admission::{Intake, worse};
 use super::pending::Pending;
 use super::routing::Purpose;
 use super::{Dht, MAX_INTERNAL_LOOKUPS};
@@ -145,8 +145,10 @@ impl Dht {
     pub(super) fn merge_providers(
         &mut self,
         cx: &mut Cx<'_, Self>,
+        from: PeerId,
         providers: Vec<(Id, Vec<ProviderEntry>)>,
     ) -> Option<Offence> {
+        let now = cx.now();
         let mut offence = None;
         for (k, list) in providers.into_iter().take(MAX_BATCH_ENTRIES) {
             if list.len() > MAX_PROVIDERS_PER_MESSAGE {
@@ -154,7 +156,7 @@ impl Dht {
             }
             for e in list.into_iter().take(MAX_PROVIDERS_PER_MESSAGE) {
                 if let Err(reason) = self.admit_provider(cx, k, e, None) {
-                    offence = worse(offence, offence_of(reason));
+                    offence = worse(offence, self.charge(from, reason, true, now));
                 }
             }
         }
@@ -302,7 +304,7 @@ impl Dht {
                         Reject::StoreFull => self.counters.store_full += 1,
                         _ => {}
                     }
-                    offence = worse(offence, offence_of(reason));
+                    offence = worse(offence, self.charge(from, reason, true, now));
                 }
             }
         }

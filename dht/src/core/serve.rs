@@ -7,7 +7,7 @@
 
 use peerlab_overlay::{Cx, Id, Instant, Offence, PeerId};
 
-use super::admission::{Intake, offence_of, worse};
+use super::admission::{Intake, worse};
 use super::fingers::finger_of;
 use super::{Dht, Phase};
 use crate::CLAIM_WINDOW;
@@ -43,7 +43,7 @@ impl Dht {
             Reject::Malformed => self.counters.malformed += 1,
             _ => {}
         }
-        if let Some(o) = offence_of(reason) {
+        if let Some(o) = self.charge(from, reason, false, cx.now()) {
             self.penalize(cx, from, o);
         }
         Some(Message::Rejected { req, reason })
@@ -301,7 +301,7 @@ impl Dht {
                     }
                 }
                 let missing = self.providers_missing_from(&range_from, &range_to, &providers, now);
-                if let Some(o) = self.merge_providers(cx, providers) {
+                if let Some(o) = self.merge_providers(cx, from, providers) {
                     self.penalize(cx, from, o);
                 }
                 self.push_providers(cx, from, &missing, now);
@@ -316,7 +316,7 @@ impl Dht {
                     return None;
                 }
                 let a = self.apply_batch(from, records, now);
-                let b = self.merge_providers(cx, providers);
+                let b = self.merge_providers(cx, from, providers);
                 if let Some(o) = worse(a, b) {
                     self.penalize(cx, from, o);
                 }

@@ -2,6 +2,7 @@
 //! the shared test harness ([`peerlab_sim::testing::Net`]) for join, stabilize, storage,
 //! leave and crashes.
 
+mod heal;
 mod rules;
 mod window;
 

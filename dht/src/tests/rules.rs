@@ -235,6 +235,63 @@ fn an_expired_record_can_be_claimed_by_another_writer() {
     assert_eq!(d.store().get(&v).unwrap().writer(), b.peer_id());
 }
 
+/// Copies refused only because the sender's view differs (storage outside the receiver's
+/// range, another writer's claim relayed) are charged once per spacing: a ring that takes
+/// minutes to settle must not add them up to a ban of an honest holder. Each sender has its
+/// own spacing, and a write sent to the owner for another writer's key is charged every time.
+#[test]
+fn view_dependent_refusals_are_charged_once_a_spacing() {
+    let c = cfg(1);
+    let peers: Vec<PeerId> = (1..=100).map(PeerId::synthetic).collect();
+    let mut ds = ideal(&peers, &c);
+    let d = &mut ds[0];
+    let v = d.vnode_ids()[0];
+    let w = Keypair::synthetic(100);
+    let far = v.add_pow2(159);
+    let spacing = crate::core::VIEW_REFUSAL_SPACING;
+    // One refused copy a second for a minute, from two senders.
+    let mut charged = Vec::new();
+    for s in 0..60u64 {
+        let at = Instant(NOW_MS * 1000) + Duration::from_secs(s);
+        for sender in [peers[1], peers[2]] {
+            let out = feed_at(
+                d,
+                at,
+                sender,
+                store(far, signed(&w, far, Some(b"x"), 900, 900)),
+            );
+            charged.extend(offences(&out).into_iter().map(|o| (s, o)));
+        }
+    }
+    let per_sender = |p: PeerId| charged.iter().filter(|(_, (o, _))| *o == p).count();
+    let want = 60usize.div_ceil(spacing.as_secs() as usize);
+    assert_eq!(per_sender(peers[1]), want, "{charged:?}");
+    assert_eq!(per_sender(peers[2]), want, "{charged:?}");
+    assert!(charged.iter().all(|(_, (_, o))| *o == Offence::Refused));
+    assert_eq!(d.counters().view_refusals_uncharged, 2 * (60 - want as u64));
+
+    // Another writer's claim: relayed copies are spaced, direct writes are not.
+    let (mut d, v, sender) = pair(&c);
+    let (a, b) = (Keypair::synthetic(5), Keypair::synthetic(6));
+    assert_eq!(
+        answer(&feed(
+            &mut d,
+            sender,
+            put(1, v, v, signed(&a, v, Some(b"a"), 900, 900))
+        )),
+        Ok(())
+    );
+    let theirs = || signed(&b, v, Some(b"b"), 990, 990);
+    let relayed: usize = (0..5)
+        .map(|_| offences(&feed(&mut d, sender, store(v, theirs()))).len())
+        .sum();
+    assert_eq!(relayed, 1);
+    let direct: usize = (0..5)
+        .map(|i| offences(&feed(&mut d, sender, put(2 + i, v, v, theirs()))).len())
+        .sum();
+    assert_eq!(direct, 5);
+}
+
 #[test]
 fn versions_too_far_ahead_of_the_receivers_clock_are_refused() {
     let (mut d, v, sender) = pair(&cfg(1));
