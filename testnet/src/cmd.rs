@@ -95,7 +95,7 @@ pub struct UpArgs {
     #[arg(long, value_name = "MBIT", requires = "hosts")]
     pub rate: Option<f64>,
     /// One-way delay every node adds to each frame it sends to a peer, ms (latency
-    /// injected by the node; uniform in delay-ms ± delay-jitter-ms) [default: 0].
+    /// injected by the node; uniform in delay-ms ± delay-jitter-ms).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub delay_ms: u64,
     /// Spread of the injected delay, ms (at most --delay-ms).
