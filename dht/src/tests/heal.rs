@@ -46,26 +46,21 @@ fn a_healing_partition_bans_no_honest_peer() {
     let (mut net, peers) = converged_with(12, c);
     // Twice: the second heal starts from the state the first one left.
     for round in 0..2 {
-        let put = |net: &mut super::Net, p: PeerId, req: u64, key: String, value: u8| {
-            net.command(
-                p,
-                Command::Put {
-                    req,
-                    key: key.into_bytes(),
-                    value: vec![value],
-                    ttl: None,
-                },
-            );
+        // Writes `count` keys named `prefix`-i, key i at the node `at(i)`.
+        let write = |net: &mut super::Net, prefix: &str, count: u64, at: &dyn Fn(u64) -> PeerId| {
+            for i in 0..count {
+                net.command(
+                    at(i),
+                    Command::Put {
+                        req: 1000 + i,
+                        key: format!("{prefix}{round}-{i}").into_bytes(),
+                        value: vec![round as u8],
+                        ttl: None,
+                    },
+                );
+            }
         };
-        for i in 0..120u64 {
-            put(
-                &mut net,
-                peers[i as usize % 12],
-                1000 + i,
-                format!("k{round}-{i}"),
-                1,
-            );
-        }
+        write(&mut net, "k", 120, &|i| peers[i as usize % 12]);
         net.run_for(Duration::from_secs(10));
 
         // Cut the ring in two halves long enough for each to close on itself and repair its
@@ -75,16 +70,10 @@ fn a_healing_partition_bans_no_honest_peer() {
             net.set_partition(p, 1);
         }
         net.run_for(Duration::from_secs(30));
-        for i in 0..120u64 {
+        write(&mut net, "n", 120, &|i| {
             let side = if i % 2 == 0 { a } else { b };
-            put(
-                &mut net,
-                side[i as usize % 6],
-                2000 + i,
-                format!("n{round}-{i}"),
-                2,
-            );
-        }
+            side[i as usize % 6]
+        });
         net.run_for(Duration::from_secs(30));
         assert!(!net.neighbours_ideal(), "each side closed on itself");
 

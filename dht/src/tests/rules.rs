@@ -97,6 +97,18 @@ fn store(key: Id, record: Record) -> Message {
     }
 }
 
+/// Has `d` take writer `w`'s value `a` for key `v`, written at 900 ms, from `sender`.
+fn hold(d: &mut Dht, v: Id, sender: PeerId, w: &Keypair) {
+    assert_eq!(
+        answer(&feed(
+            d,
+            sender,
+            put(1, v, v, signed(w, v, Some(b"a"), 900, 900))
+        )),
+        Ok(())
+    );
+}
+
 /// Two peers, one virtual node each: the first core, its virtual node (a key in its own
 /// range) and the other peer (the sender in these tests).
 fn pair(c: &Config) -> (Dht, Id, PeerId) {
@@ -147,14 +159,7 @@ fn forged_and_tampered_records_are_refused_as_forgeries() {
 fn another_writer_can_neither_overwrite_nor_delete_until_expiry() {
     let (mut d, v, sender) = pair(&cfg(1));
     let (a, b) = (Keypair::synthetic(5), Keypair::synthetic(6));
-    assert_eq!(
-        answer(&feed(
-            &mut d,
-            sender,
-            put(1, v, v, signed(&a, v, Some(b"a"), 900, 900))
-        )),
-        Ok(())
-    );
+    hold(&mut d, v, sender, &a);
     let owner = a.peer_id();
     // b's newer value and b's delete: refused, reported, not stored.
     for value in [Some(&b"b"[..]), None] {
@@ -273,14 +278,7 @@ fn view_dependent_refusals_are_charged_once_a_spacing() {
     // Another writer's claim: relayed copies are spaced, direct writes are not.
     let (mut d, v, sender) = pair(&c);
     let (a, b) = (Keypair::synthetic(5), Keypair::synthetic(6));
-    assert_eq!(
-        answer(&feed(
-            &mut d,
-            sender,
-            put(1, v, v, signed(&a, v, Some(b"a"), 900, 900))
-        )),
-        Ok(())
-    );
+    hold(&mut d, v, sender, &a);
     let theirs = || signed(&b, v, Some(b"b"), 990, 990);
     let relayed: usize = (0..5)
         .map(|_| offences(&feed(&mut d, sender, store(v, theirs()))).len())
@@ -593,14 +591,7 @@ fn a_back_dated_claim_over_a_fresh_write_is_refused() {
     // is young would hand the key over.)
     let (mut d, v, sender) = pair(&cfg(1));
     let (a, thief) = (Keypair::synthetic(5), Keypair::synthetic(6));
-    assert_eq!(
-        answer(&feed(
-            &mut d,
-            sender,
-            put(1, v, v, signed(&a, v, Some(b"a"), 900, 900))
-        )),
-        Ok(())
-    );
+    hold(&mut d, v, sender, &a);
     let owner = a.peer_id();
     let back_dated = signed(&thief, v, Some(b"stolen"), 899, 899);
     let out = feed(&mut d, sender, put(2, v, v, back_dated.clone()));
@@ -762,14 +753,7 @@ fn without_defenses_the_rules_are_off() {
     };
     let (mut d, v, sender) = pair(&c);
     let (a, b) = (Keypair::synthetic(5), Keypair::synthetic(6));
-    assert_eq!(
-        answer(&feed(
-            &mut d,
-            sender,
-            put(1, v, v, signed(&a, v, Some(b"a"), 900, 900))
-        )),
-        Ok(())
-    );
+    hold(&mut d, v, sender, &a);
     // Another writer's newer write wins; a third party's provider entry is taken.
     assert_eq!(
         answer(&feed(
