@@ -124,8 +124,17 @@ pub struct Config {
     /// (memberlist's rule). Default 4.
     pub member_retransmit_mult: u32,
     /// Period of the membership anti-entropy (a push-pull of the member table with one
-    /// random member). Default 10 s.
+    /// random member) while the member table changes. Default 10 s.
     pub member_sync_period: Duration,
+    /// Longest period of the push-pulls (data anti-entropy, member sync) of a group at rest,
+    /// before the size scale (`cadence.rs`): each push-pull runs at its period while news
+    /// arrives and stretches, doubling after each run that saw nothing new, up to this
+    /// period scaled by group size as memberlist scales its push-pull
+    /// (`rest · (⌈log2 N − log2 32⌉ + 1)` beyond 32 members: 90 s at N = 100). Rumors still
+    /// carry anything new at once; the push-pulls are the backstop. Default 30 s
+    /// (memberlist's LAN `PushPullInterval`); `None`: fixed periods, as in the papers. A
+    /// push-pull whose own period is longer never backs off.
+    pub push_pull_rest: Option<Duration>,
     /// Time a dead or departed member is kept as a tombstone (so that stale "alive"
     /// updates are refused) before it is forgotten. Default 60 s.
     pub tombstone_expiry: Duration,
@@ -215,6 +224,7 @@ impl Config {
             suspicion_timeout: Duration::from_secs(5),
             member_retransmit_mult: 4,
             member_sync_period: Duration::from_secs(10),
+            push_pull_rest: Some(Duration::from_secs(30)),
             tombstone_expiry: Duration::from_secs(60),
             dead_expiry: Duration::from_secs(3600),
             max_dead_kept: 1000,
@@ -245,6 +255,7 @@ impl Config {
             probe_timeout: Duration::from_secs(3),
             suspicion_timeout: Duration::from_secs(30),
             member_sync_period: Duration::from_secs(30),
+            push_pull_rest: Some(Duration::from_secs(60)),
             tombstone_expiry: Duration::from_secs(300),
             join_timeout: Duration::from_secs(5),
             max_message_bytes: 16 * 1024,
@@ -254,12 +265,13 @@ impl Config {
     }
 
     /// The synchronous-round model of the epidemic-algorithm papers: ticks at multiples of
-    /// `period`, anti-entropy every round, learning takes effect at the cycle's end.
-    /// Drive it with latencies much smaller than the period.
+    /// `period`, anti-entropy every round whatever it brings, learning takes effect at the
+    /// cycle's end. Drive it with latencies much smaller than the period.
     pub fn synchronous_rounds(mode: Mode) -> Config {
         Config {
             mode,
             anti_entropy_period: Config::lan().period,
+            push_pull_rest: None,
             activation: Activation::CycleEnd,
             synchronous_ticks: true,
             ..Config::lan()

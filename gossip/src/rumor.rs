@@ -126,11 +126,13 @@ impl Gossip {
         if let Some(v) = older {
             self.rumors.remove(&RumorKey::Data(origin, v));
         }
+        self.note_news();
         let cap = self.config.max_rumors;
         self.rumors.add(RumorKey::Data(origin, version), key, cap);
     }
 
     pub(crate) fn add_member_rumor(&mut self, peer: PeerId) {
+        self.note_news();
         let cap = self.config.max_rumors;
         self.rumors.add(RumorKey::Member(peer), String::new(), cap);
     }
