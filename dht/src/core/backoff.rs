@@ -9,6 +9,13 @@
 //! IPDPS 2006): a ring at rest costs `max_backoff` times fewer maintenance messages, a ring
 //! under change is repaired at full speed. Only the timing changes; stabilization itself
 //! stays Chord's. With `max_backoff` 1 every tick does its work.
+//!
+//! What counts as a change: a new successor list or predecessor, a joining virtual node, a
+//! new finger (fix-fingers), an eviction after a failed request, and a failure notice
+//! (`handle_peer_down`) about a peer in this node's tables — so a death is handled at the
+//! base period however long the ring was at rest. Repair backs off only while the peer
+//! holds no record: replicas count a record orphaned after a fixed time without an offer
+//! from its owner (`repair`).
 
 /// The periodic maintenance tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
