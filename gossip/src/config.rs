@@ -89,6 +89,12 @@ pub struct Config {
     /// The variant's k (counter limit, or 1/k coin probability). Default 3: with fan-out 3
     /// the residue is far below 10^-3, and anti-entropy repairs the rest.
     pub k: NonZeroU32,
+    /// Push a data rumor this node has just learned (published or received in a push) at
+    /// once, to `fanout` partners, instead of at the next round — at most once per round
+    /// (`rumor.rs`). Each hop of a fresh rumor then costs a message's latency instead of
+    /// up to a period. Default `true`; [`Config::synchronous_rounds`] turns it off (the
+    /// papers' rounds).
+    pub eager_push: bool,
     /// Rounds after which a data rumor is dropped whatever its variant says, so that a
     /// feedback rumor whose replies are all lost cannot stay hot for ever. Default 64.
     pub max_rumor_rounds: u32,
@@ -213,6 +219,7 @@ impl Config {
             variant: Variant::FeedbackCounter,
             k: NonZeroU32::new(3).expect("non-zero"),
             max_rumor_rounds: 64,
+            eager_push: true,
             anti_entropy_period: Duration::from_secs(1),
             exchange: Exchange::PushPull,
             max_message_bytes: 64 * 1024,
@@ -272,6 +279,7 @@ impl Config {
             mode,
             anti_entropy_period: Config::lan().period,
             push_pull_rest: None,
+            eager_push: false,
             activation: Activation::CycleEnd,
             synchronous_ticks: true,
             ..Config::lan()

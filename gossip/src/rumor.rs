@@ -17,6 +17,12 @@
 //! rumor is evicted when [`Config::max_rumors`](crate::Config) is reached. Anti-entropy
 //! delivers whatever a dropped rumor would have.
 //!
+//! A data rumor a node has just learned (published, or received in a push) is pushed at
+//! once rather than at the next round ([`Config::eager_push`](crate::Config), at most one
+//! such push per round): each hop of a fresh rumor then costs a message's latency instead
+//! of up to a period, which is what an event's spread time is made of (memberlist queues
+//! a broadcast until its next gossip round). Rounds that bring nothing new send nothing.
+//!
 //! Membership updates ride on the same pushes, ahead of the data: each is sent
 //! `member_retransmit_mult · ⌈log10(N + 1)⌉` times (memberlist's rule), fewest
 //! transmissions first.
@@ -74,6 +80,8 @@ pub(crate) struct Rumors {
     /// Insertion counter.
     born: u64,
     in_flight: BTreeMap<u64, InFlight>,
+    /// The round of the last eager push (at most one per round).
+    eager_tick: Option<u64>,
 }
 
 impl Rumors {
@@ -140,6 +148,32 @@ impl Gossip {
     /// One round of rumor mongering: one batch (membership updates, fewest transmissions
     /// first, then entries) to `fanout` partners, then loss of interest.
     pub(crate) fn push_rumors(&mut self, cx: &mut Cx<'_, Self>) {
+        self.push_batch(cx, false);
+    }
+
+    /// The eager push ([`Config::eager_push`](crate::Config)): data rumors never pushed
+    /// yet go to `fanout` partners at once instead of at the next round, at most once per
+    /// round, so that each hop of a fresh rumor costs a message's latency rather than up
+    /// to a period. Loss of interest counts it as one of the rumor's rounds.
+    pub(crate) fn push_fresh(&mut self, cx: &mut Cx<'_, Self>) {
+        if !self.config.eager_push
+            || self.config.activation != Activation::Immediate
+            || self.rumors.eager_tick == Some(self.tick)
+            || !self
+                .rumors
+                .hot
+                .iter()
+                .any(|(k, r)| matches!(k, RumorKey::Data(..)) && r.rounds == 0)
+        {
+            return;
+        }
+        self.rumors.eager_tick = Some(self.tick);
+        self.push_batch(cx, true);
+    }
+
+    /// One batch to `fanout` partners: every hot rumor, or (`fresh`) only the data rumors
+    /// never pushed yet.
+    fn push_batch(&mut self, cx: &mut Cx<'_, Self>, fresh: bool) {
         let tick = self.tick;
         self.rumors
             .in_flight
@@ -158,8 +192,8 @@ impl Gossip {
             .hot
             .iter()
             .filter_map(|(k, r)| match k {
-                RumorKey::Member(p) => Some((r.counter, *p)),
-                RumorKey::Data(..) => None,
+                RumorKey::Member(p) if !fresh => Some((r.counter, *p)),
+                RumorKey::Member(_) | RumorKey::Data(..) => None,
             })
             .collect();
         member_keys.sort();
@@ -193,6 +227,9 @@ impl Gossip {
             let RumorKey::Data(origin, version) = *k else {
                 continue;
             };
+            if fresh && r.rounds > 0 {
+                continue;
+            }
             let Some(e) = self
                 .store
                 .get(&origin, &r.key)
@@ -360,5 +397,6 @@ impl Gossip {
         if feedback {
             cx.send(from, Message::GossipReply { seq, known });
         }
+        self.push_fresh(cx);
     }
 }
