@@ -13,8 +13,11 @@
 //!   knew — `k` rounds (counter) or a coin of probability `1/k` per round (coin).
 //!
 //! A rumor is dropped after [`Config::max_rumor_rounds`](crate::Config) whatever its variant
-//! says, so a feedback rumor whose replies are all lost cannot stay hot for ever; the oldest
-//! rumor is evicted when [`Config::max_rumors`](crate::Config) is reached. Anti-entropy
+//! says, so a feedback rumor whose replies are all lost cannot stay hot for ever. Before
+//! any variant may drop it, a data rumor gets memberlist's budget of transmissions,
+//! `data_retransmit_mult · ⌈log10(N + 1)⌉` ([`Config::data_retransmits`](crate::Config)):
+//! the variants alone leave a residue of nodes that only anti-entropy reaches, and in a
+//! group at rest anti-entropy is slow (`cadence.rs`). The oldest rumor is evicted when [`Config::max_rumors`](crate::Config) is reached. Anti-entropy
 //! delivers whatever a dropped rumor would have.
 //!
 //! A data rumor a node has just learned (published, or received in a push) is pushed at
@@ -61,6 +64,8 @@ struct Rumor {
     rounds: u32,
     /// Feedback counter, or transmissions for membership rumors.
     counter: u32,
+    /// Data rumors: transmissions so far (against [`Config::data_retransmits`]).
+    sent: u32,
     /// Insertion order, for evicting the oldest.
     born: u64,
 }
@@ -115,6 +120,7 @@ impl Rumors {
                 key: data_key,
                 rounds: 0,
                 counter: 0,
+                sent: 0,
                 born: self.born,
             },
         );
@@ -298,12 +304,17 @@ impl Gossip {
             }
         }
         let k = self.config.k.get();
+        let budget = self.config.data_retransmits(n + 1);
         for (origin, version) in ids {
             let key = RumorKey::Data(origin, version);
             let Some(r) = self.rumors.hot.get_mut(&key) else {
                 continue;
             };
             r.rounds += 1;
+            r.sent = r.sent.saturating_add(targets.len() as u32);
+            if r.sent < budget {
+                continue;
+            }
             let drop = match self.config.variant {
                 Variant::BlindCounter => r.rounds >= k,
                 Variant::BlindCoin => cx.rng().chance(1.0 / k as f64),
@@ -325,21 +336,23 @@ impl Gossip {
             return;
         };
         let k = self.config.k.get();
+        let budget = self.config.data_retransmits(self.up_count() + 1);
         for (&(origin, version), knew) in f.ids.iter().zip(known) {
             let key = RumorKey::Data(origin, version);
             let Some(r) = self.rumors.hot.get_mut(&key) else {
                 continue;
             };
+            let spent = r.sent >= budget;
             let drop = match (self.config.variant, knew) {
                 (Variant::FeedbackCounter, true) => {
                     r.counter += 1;
-                    r.counter >= k
+                    spent && r.counter >= k
                 }
                 (Variant::FeedbackCounter, false) => {
                     r.counter = 0;
                     false
                 }
-                (Variant::FeedbackCoin, true) => cx.rng().chance(1.0 / k as f64),
+                (Variant::FeedbackCoin, true) => spent && cx.rng().chance(1.0 / k as f64),
                 _ => false,
             };
             if drop {

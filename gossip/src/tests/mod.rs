@@ -54,7 +54,8 @@ fn view(n: u64) -> StaticView {
     StaticView::new((0..n).map(p).collect())
 }
 
-/// The variant tests count rounds: pushes happen at ticks only (no eager push).
+/// The variant tests count rounds: pushes happen at ticks only (no eager push), and the
+/// variant alone decides when a rumor is dropped (no minimum budget).
 fn cfg(mode: Mode, variant: Variant, k: u32) -> Config {
     Config {
         mode,
@@ -62,6 +63,7 @@ fn cfg(mode: Mode, variant: Variant, k: u32) -> Config {
         k: NonZeroU32::new(k).unwrap(),
         fanout: 1,
         eager_push: false,
+        data_retransmit_mult: 0,
         ..Config::lan()
     }
 }
@@ -283,6 +285,30 @@ fn feedback_counter_counts_consecutive_unnecessary_contacts() {
     assert_eq!(g.hot_data_rumors(), 1);
     let s = next(&mut g);
     reply(&mut g, s, true);
+    assert_eq!(g.hot_data_rumors(), 0);
+}
+
+#[test]
+fn a_data_rumor_gets_memberlists_transmission_budget_before_it_may_be_dropped() {
+    let config = Config {
+        data_retransmit_mult: 4,
+        ..cfg(Mode::Rumor, Variant::FeedbackCounter, 1)
+    };
+    // 10 members: 4 · ⌈log10(11)⌉ = 8 transmissions (fan-out 1: one per round).
+    assert_eq!(config.data_retransmits(10), 8);
+    let mut g = static_node(10, 0, config);
+    publish(&mut g, "a", b"1");
+    let mut pushed = 0;
+    for t in 1..20 {
+        let ps = pushes(&tick(&mut g, t * 200));
+        if ps.is_empty() {
+            break;
+        }
+        pushed += 1;
+        // Every contact already knew it: with k = 1 the variant alone drops it at once.
+        reply(&mut g, ps[0].1, true);
+    }
+    assert_eq!(pushed, 8, "pushed until the budget was spent, then dropped");
     assert_eq!(g.hot_data_rumors(), 0);
 }
 
