@@ -212,7 +212,7 @@ pub struct Config {
     /// Adaptive maintenance: how far quiet rounds may stretch the periods above, as a
     /// factor (at most [`MAX_BACKOFF`]). While the ring around this peer changes, every
     /// periodic task runs at its period; after a round in which nothing changed it waits
-    /// twice as many periods, up to this factor, and any change (a new successor or
+    /// four times as many periods, up to this factor, and any change (a new successor or
     /// predecessor, an eviction, a join, a new finger, a failure notice about a peer in the
     /// tables) brings it back to one period — the
     /// adaptive stabilization of Ghinita & Teo (IPDPS 2006). Stabilization stays Chord's
