@@ -25,6 +25,8 @@
 //! - `store.rs`: the versioned per-origin data with its watermarks.
 //! - `partners.rs`: whom to gossip with — uniform members or a partial view kept uniform
 //!   by reservoir sampling.
+//! - `cadence.rs`: when the push-pulls run — at their periods while news arrives, slowing
+//!   to memberlist's size-scaled push-pull period at rest.
 //!
 //! # Data: rumor mongering and anti-entropy
 //!
@@ -49,6 +51,21 @@
 //!
 //! [`Mode::Combined`] (the default) runs both: rumors for speed, anti-entropy so that the
 //! residue rumor mongering leaves is eventually reached.
+//!
+//! # Quiet at rest
+//!
+//! A group with nothing new to say sends only SWIM's probes and, now and then, a push-pull:
+//!
+//! - a round without hot rumors sends nothing;
+//! - the push-pulls (data anti-entropy, member sync) run at their periods while news
+//!   arrives and back off while it does not, up to [`Config::push_pull_rest`] scaled by
+//!   group size as memberlist scales its push-pull (30 s up to 32 members, 90 s at 100,
+//!   150 s at 300; [`rest_period`]); any news — a new version, a join, a suspicion, a
+//!   death — brings them back to their periods (`cadence.rs`);
+//! - so that news needs no fast anti-entropy, a data rumor gets memberlist's budget of
+//!   `4 · ⌈log10(N + 1)⌉` transmissions before its [`Variant`] may drop it
+//!   ([`Config::data_retransmit_mult`]), and a rumor a node has just learned is pushed at
+//!   once rather than at its next round ([`Config::eager_push`], at most once per round).
 //!
 //! Partners are uniform random members, as in the papers, unless [`Config::partner_view`]
 //! sets a partial view: then rumor and anti-entropy partners come from a uniform sample of
