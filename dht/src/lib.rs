@@ -31,7 +31,10 @@
 //! - **adaptive maintenance** ([`Config::max_backoff`], off by default): each periodic
 //!   task runs at its period while the ring around the peer changes and backs off
 //!   exponentially while it is quiet (Ghinita & Teo, "An Adaptive Stabilization Framework
-//!   for Distributed Hash Tables", IPDPS 2006).
+//!   for Distributed Hash Tables", IPDPS 2006). A failure notice about a peer in the
+//!   tables counts as a change, so a death is handled at the base period; repair backs
+//!   off only on a peer that holds no record. A node's LAN profile runs it
+//!   ([`LAN_MAX_BACKOFF`]: 1 s under change, 32 s at rest).
 //! - **successor hints** (beyond the paper, for many concurrent joins): a
 //!   `SuccessorHint { candidate }` names a possible closer successor. A joining virtual
 //!   node sends one to the predecessor its lookup found, a node that takes a closer
@@ -209,8 +212,9 @@ pub struct Config {
     /// Adaptive maintenance: how far quiet rounds may stretch the periods above, as a
     /// factor (at most [`MAX_BACKOFF`]). While the ring around this peer changes, every
     /// periodic task runs at its period; after a round in which nothing changed it waits
-    /// twice as many periods, up to this factor, and any change (a new successor or
-    /// predecessor, an eviction, a join, a new finger) brings it back to one period — the
+    /// four times as many periods, up to this factor, and any change (a new successor or
+    /// predecessor, an eviction, a join, a new finger, a failure notice about a peer in the
+    /// tables) brings it back to one period — the
     /// adaptive stabilization of Ghinita & Teo (IPDPS 2006). Stabilization stays Chord's
     /// (and stays correct: only its timing changes); a ring at rest costs `max_backoff`
     /// times fewer maintenance messages, a ring under change is repaired at full speed.
@@ -227,6 +231,12 @@ pub const MAX_PROVIDER_TTL: Duration = Duration::from_secs(2 * 3600);
 /// Longest provider entry accepted with [`Config::defenses`] off: what peers accepted
 /// before provider entries were bounded (the lab's undefended baseline).
 pub const UNDEFENDED_PROVIDER_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The [`Config::max_backoff`] of a node's LAN profile: maintenance at the LAN's 1 s period
+/// while the ring around the node changes stretches to 32 s at rest — about the 30 s
+/// period of the Chord paper's experiments, which a ring at rest needs no faster, since a
+/// failure notice, a join or an eviction brings the base period back at once.
+pub const LAN_MAX_BACKOFF: u32 = 32;
 
 /// Largest [`Config::max_backoff`] accepted: beyond it a quiet node checks its
 /// neighbours too rarely to notice a silent failure in useful time.

@@ -89,6 +89,20 @@ pub struct Config {
     /// The variant's k (counter limit, or 1/k coin probability). Default 3: with fan-out 3
     /// the residue is far below 10^-3, and anti-entropy repairs the rest.
     pub k: NonZeroU32,
+    /// Transmissions a data rumor gets before its [`Variant`] may drop it:
+    /// `data_retransmit_mult · ⌈log10(N + 1)⌉`, memberlist's budget for every broadcast
+    /// (12 at N = 100). Demers' variants alone leave a residue (with feedback and k = 3 a
+    /// node of a hundred is missed now and then) that only anti-entropy reaches — slowly
+    /// in a group at rest, whose push-pulls have backed off; with every node sending each
+    /// rumor 12 times the chance that a node is missed is about `e^(−12)`. It costs only
+    /// when there is news. Default 4; 0: the variant alone (the papers' model).
+    pub data_retransmit_mult: u32,
+    /// Push a data rumor this node has just learned (published or received in a push) at
+    /// once, to `fanout` partners, instead of at the next round — at most once per round
+    /// (`rumor.rs`). Each hop of a fresh rumor then costs a message's latency instead of
+    /// up to a period. Default `true`; [`Config::synchronous_rounds`] turns it off (the
+    /// papers' rounds).
+    pub eager_push: bool,
     /// Rounds after which a data rumor is dropped whatever its variant says, so that a
     /// feedback rumor whose replies are all lost cannot stay hot for ever. Default 64.
     pub max_rumor_rounds: u32,
@@ -124,8 +138,17 @@ pub struct Config {
     /// (memberlist's rule). Default 4.
     pub member_retransmit_mult: u32,
     /// Period of the membership anti-entropy (a push-pull of the member table with one
-    /// random member). Default 10 s.
+    /// random member) while the member table changes. Default 10 s.
     pub member_sync_period: Duration,
+    /// Longest period of the push-pulls (data anti-entropy, member sync) of a group at rest,
+    /// before the size scale (`cadence.rs`): each push-pull runs at its period while news
+    /// arrives and stretches, doubling after each run that saw nothing new, up to this
+    /// period scaled by group size as memberlist scales its push-pull
+    /// (`rest · (⌈log2 N − log2 32⌉ + 1)` beyond 32 members: 90 s at N = 100). Rumors still
+    /// carry anything new at once; the push-pulls are the backstop. Default 30 s
+    /// (memberlist's LAN `PushPullInterval`); `None`: fixed periods, as in the papers. A
+    /// push-pull whose own period is longer never backs off.
+    pub push_pull_rest: Option<Duration>,
     /// Time a dead or departed member is kept as a tombstone (so that stale "alive"
     /// updates are refused) before it is forgotten. Default 60 s.
     pub tombstone_expiry: Duration,
@@ -204,6 +227,8 @@ impl Config {
             variant: Variant::FeedbackCounter,
             k: NonZeroU32::new(3).expect("non-zero"),
             max_rumor_rounds: 64,
+            eager_push: true,
+            data_retransmit_mult: 4,
             anti_entropy_period: Duration::from_secs(1),
             exchange: Exchange::PushPull,
             max_message_bytes: 64 * 1024,
@@ -215,6 +240,7 @@ impl Config {
             suspicion_timeout: Duration::from_secs(5),
             member_retransmit_mult: 4,
             member_sync_period: Duration::from_secs(10),
+            push_pull_rest: Some(Duration::from_secs(30)),
             tombstone_expiry: Duration::from_secs(60),
             dead_expiry: Duration::from_secs(3600),
             max_dead_kept: 1000,
@@ -245,6 +271,7 @@ impl Config {
             probe_timeout: Duration::from_secs(3),
             suspicion_timeout: Duration::from_secs(30),
             member_sync_period: Duration::from_secs(30),
+            push_pull_rest: Some(Duration::from_secs(60)),
             tombstone_expiry: Duration::from_secs(300),
             join_timeout: Duration::from_secs(5),
             max_message_bytes: 16 * 1024,
@@ -254,12 +281,15 @@ impl Config {
     }
 
     /// The synchronous-round model of the epidemic-algorithm papers: ticks at multiples of
-    /// `period`, anti-entropy every round, learning takes effect at the cycle's end.
-    /// Drive it with latencies much smaller than the period.
+    /// `period`, anti-entropy every round whatever it brings, learning takes effect at the
+    /// cycle's end. Drive it with latencies much smaller than the period.
     pub fn synchronous_rounds(mode: Mode) -> Config {
         Config {
             mode,
             anti_entropy_period: Config::lan().period,
+            push_pull_rest: None,
+            eager_push: false,
+            data_retransmit_mult: 0,
             activation: Activation::CycleEnd,
             synchronous_ticks: true,
             ..Config::lan()
@@ -316,7 +346,17 @@ impl Config {
 
     /// Transmissions of one membership update in a group of `n` members.
     pub fn member_retransmits(&self, n: usize) -> u32 {
-        let digits = ((n as f64) + 1.0).log10().ceil().max(1.0) as u32;
-        self.member_retransmit_mult.max(1) * digits
+        self.member_retransmit_mult.max(1) * log10_digits(n)
     }
+
+    /// Transmissions a data rumor gets before its variant may drop it, in a group of `n`
+    /// members ([`Config::data_retransmit_mult`]).
+    pub fn data_retransmits(&self, n: usize) -> u32 {
+        self.data_retransmit_mult * log10_digits(n)
+    }
+}
+
+/// `⌈log10(n + 1)⌉`, at least 1 (memberlist's retransmit scale).
+fn log10_digits(n: usize) -> u32 {
+    ((n as f64) + 1.0).log10().ceil().max(1.0) as u32
 }

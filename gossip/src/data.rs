@@ -91,6 +91,7 @@ impl Gossip {
         cx.emit(Event::Published { req, version });
         if self.config.mode != Mode::AntiEntropy {
             self.add_data_rumor(self.me, key, version, older);
+            self.push_fresh(cx);
         }
     }
 

@@ -25,6 +25,8 @@
 //! - `store.rs`: the versioned per-origin data with its watermarks.
 //! - `partners.rs`: whom to gossip with — uniform members or a partial view kept uniform
 //!   by reservoir sampling.
+//! - `cadence.rs`: when the push-pulls run — at their periods while news arrives, slowing
+//!   to memberlist's size-scaled push-pull period at rest.
 //!
 //! # Data: rumor mongering and anti-entropy
 //!
@@ -49,6 +51,21 @@
 //!
 //! [`Mode::Combined`] (the default) runs both: rumors for speed, anti-entropy so that the
 //! residue rumor mongering leaves is eventually reached.
+//!
+//! # Quiet at rest
+//!
+//! A group with nothing new to say sends only SWIM's probes and, now and then, a push-pull:
+//!
+//! - a round without hot rumors sends nothing;
+//! - the push-pulls (data anti-entropy, member sync) run at their periods while news
+//!   arrives and back off while it does not, up to [`Config::push_pull_rest`] scaled by
+//!   group size as memberlist scales its push-pull (30 s up to 32 members, 90 s at 100,
+//!   150 s at 300; [`rest_period`]); any news — a new version, a join, a suspicion, a
+//!   death — brings them back to their periods (`cadence.rs`);
+//! - so that news needs no fast anti-entropy, a data rumor gets memberlist's budget of
+//!   `4 · ⌈log10(N + 1)⌉` transmissions before its [`Variant`] may drop it
+//!   ([`Config::data_retransmit_mult`]), and a rumor a node has just learned is pushed at
+//!   once rather than at its next round ([`Config::eager_push`], at most once per round).
 //!
 //! Partners are uniform random members, as in the papers, unless [`Config::partner_view`]
 //! sets a partial view: then rumor and anti-entropy partners come from a uniform sample of
@@ -133,6 +150,7 @@
 
 mod anti_entropy;
 mod budget;
+mod cadence;
 mod config;
 mod data;
 mod member_sync;
@@ -148,12 +166,14 @@ use std::time::Duration;
 
 use peerlab_overlay::{ConfigError, Cx, Instant, Keypair, Offence, PeerId, Protocol, Signature};
 
+pub use cadence::{PUSH_PULL_SCALE_THRESHOLD, rest_period};
 pub use config::{Activation, Config, Exchange, MAX_PARTNER_VIEW, MAX_VERSION, Mode, Variant};
 pub use members::{Member, MemberState, StaticView};
 pub use message::{Digest, Entry, MAX_ITEMS, MemberRow, MemberUpdate, Message, OriginDelta};
 pub use record::{MEMBER_DOMAIN, VerifiedRecords};
 pub use store::{Rejection, StoredEntry};
 
+use cadence::Cadence;
 use data::Pending;
 use members::{Table, View};
 use partners::Partners;
@@ -401,6 +421,12 @@ pub struct Gossip {
     seq: u64,
     tick: u64,
     ae_every: u64,
+    /// Bumped by every news: a new version, any change of the member table (`cadence.rs`).
+    news: u64,
+    /// When the data anti-entropy runs (`cadence.rs`).
+    ae_cadence: Cadence,
+    /// When the member sync runs (`cadence.rs`).
+    sync_cadence: Cadence,
     rejected: Rejected,
     phase: Phase,
     join: Option<Join>,
@@ -454,6 +480,9 @@ impl Gossip {
             seq: 0,
             tick: 0,
             ae_every,
+            news: 0,
+            ae_cadence: Cadence::default(),
+            sync_cadence: Cadence::default(),
             rejected: Rejected::default(),
             phase: Phase::Running,
             join: None,
@@ -657,6 +686,19 @@ impl Gossip {
             }
     }
 
+    /// The longest wait of a push-pull of period `base` at rest, in periods
+    /// ([`Config::push_pull_rest`] scaled by the group's size; 1 without it).
+    fn rest_periods(&self, base: Duration) -> u64 {
+        self.config.push_pull_rest.map_or(1, |rest| {
+            cadence::periods_in(cadence::rest_period(rest, self.up_count() + 1), base)
+        })
+    }
+
+    /// Notes news: the push-pulls return to their base periods (`cadence.rs`).
+    fn note_news(&mut self) {
+        self.news = self.news.wrapping_add(1);
+    }
+
     fn update_of(&self, p: &PeerId) -> Option<MemberUpdate> {
         match &self.view {
             View::Swim(t) => t.update_of(p),
@@ -680,7 +722,15 @@ impl Gossip {
             && self.config.mode != Mode::Rumor
             && self.tick.is_multiple_of(self.ae_every)
         {
-            self.start_exchange(cx);
+            // In combined mode rumors carry the news and the exchange is a backstop that
+            // may slow down at rest; otherwise it is the only carrier and never does.
+            let rest = match self.config.mode {
+                Mode::Combined => self.rest_periods(self.config.anti_entropy_period),
+                Mode::AntiEntropy | Mode::Rumor => 1,
+            };
+            if self.ae_cadence.due(self.news, rest) {
+                self.start_exchange(cx);
+            }
         }
         if let Phase::Leaving { ticks } = self.phase {
             if ticks <= 1 {

@@ -12,7 +12,8 @@
 //!    partner itself is behind (`want`);
 //! 3. the initiator answers the `want` with those records.
 //!
-//! Tables that agree cost one digest and no answer; memberlist's full-state push-pull
+//! While the table changes the sync runs every period; at rest it stretches to memberlist's
+//! scaled push-pull period (`cadence.rs`). Tables that agree cost one digest and no answer; memberlist's full-state push-pull
 //! would send every record with its addresses both ways. A list of records merged from
 //! another node (a join reply, a member delta) is second-hand and may be old, so a `dead`
 //! it claims about a member held up here only makes that member suspect, giving it the
@@ -66,7 +67,10 @@ impl Gossip {
         if self.phase != Phase::Running {
             return;
         }
-        if let Some(p) = self.sync_partner(cx) {
+        let rest = self.rest_periods(self.config.member_sync_period);
+        if self.sync_cadence.due(self.news, rest)
+            && let Some(p) = self.sync_partner(cx)
+        {
             let (complete, rows) = self.member_digest(cx);
             cx.send(p, Message::MemberDigest { complete, rows });
         }

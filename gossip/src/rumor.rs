@@ -13,9 +13,18 @@
 //!   knew — `k` rounds (counter) or a coin of probability `1/k` per round (coin).
 //!
 //! A rumor is dropped after [`Config::max_rumor_rounds`](crate::Config) whatever its variant
-//! says, so a feedback rumor whose replies are all lost cannot stay hot for ever; the oldest
-//! rumor is evicted when [`Config::max_rumors`](crate::Config) is reached. Anti-entropy
+//! says, so a feedback rumor whose replies are all lost cannot stay hot for ever. Before
+//! any variant may drop it, a data rumor gets memberlist's budget of transmissions,
+//! `data_retransmit_mult · ⌈log10(N + 1)⌉` ([`Config::data_retransmits`](crate::Config)):
+//! the variants alone leave a residue of nodes that only anti-entropy reaches, and in a
+//! group at rest anti-entropy is slow (`cadence.rs`). The oldest rumor is evicted when [`Config::max_rumors`](crate::Config) is reached. Anti-entropy
 //! delivers whatever a dropped rumor would have.
+//!
+//! A data rumor a node has just learned (published, or received in a push) is pushed at
+//! once rather than at the next round ([`Config::eager_push`](crate::Config), at most one
+//! such push per round): each hop of a fresh rumor then costs a message's latency instead
+//! of up to a period, which is what an event's spread time is made of (memberlist queues
+//! a broadcast until its next gossip round). Rounds that bring nothing new send nothing.
 //!
 //! Membership updates ride on the same pushes, ahead of the data: each is sent
 //! `member_retransmit_mult · ⌈log10(N + 1)⌉` times (memberlist's rule), fewest
@@ -55,6 +64,8 @@ struct Rumor {
     rounds: u32,
     /// Feedback counter, or transmissions for membership rumors.
     counter: u32,
+    /// Data rumors: transmissions so far (against [`Config::data_retransmits`]).
+    sent: u32,
     /// Insertion order, for evicting the oldest.
     born: u64,
 }
@@ -74,6 +85,8 @@ pub(crate) struct Rumors {
     /// Insertion counter.
     born: u64,
     in_flight: BTreeMap<u64, InFlight>,
+    /// The round of the last eager push (at most one per round).
+    eager_tick: Option<u64>,
 }
 
 impl Rumors {
@@ -107,6 +120,7 @@ impl Rumors {
                 key: data_key,
                 rounds: 0,
                 counter: 0,
+                sent: 0,
                 born: self.born,
             },
         );
@@ -126,11 +140,13 @@ impl Gossip {
         if let Some(v) = older {
             self.rumors.remove(&RumorKey::Data(origin, v));
         }
+        self.note_news();
         let cap = self.config.max_rumors;
         self.rumors.add(RumorKey::Data(origin, version), key, cap);
     }
 
     pub(crate) fn add_member_rumor(&mut self, peer: PeerId) {
+        self.note_news();
         let cap = self.config.max_rumors;
         self.rumors.add(RumorKey::Member(peer), String::new(), cap);
     }
@@ -138,6 +154,32 @@ impl Gossip {
     /// One round of rumor mongering: one batch (membership updates, fewest transmissions
     /// first, then entries) to `fanout` partners, then loss of interest.
     pub(crate) fn push_rumors(&mut self, cx: &mut Cx<'_, Self>) {
+        self.push_batch(cx, false);
+    }
+
+    /// The eager push ([`Config::eager_push`](crate::Config)): data rumors never pushed
+    /// yet go to `fanout` partners at once instead of at the next round, at most once per
+    /// round, so that each hop of a fresh rumor costs a message's latency rather than up
+    /// to a period. Loss of interest counts it as one of the rumor's rounds.
+    pub(crate) fn push_fresh(&mut self, cx: &mut Cx<'_, Self>) {
+        if !self.config.eager_push
+            || self.config.activation != Activation::Immediate
+            || self.rumors.eager_tick == Some(self.tick)
+            || !self
+                .rumors
+                .hot
+                .iter()
+                .any(|(k, r)| matches!(k, RumorKey::Data(..)) && r.rounds == 0)
+        {
+            return;
+        }
+        self.rumors.eager_tick = Some(self.tick);
+        self.push_batch(cx, true);
+    }
+
+    /// One batch to `fanout` partners: every hot rumor, or (`fresh`) only the data rumors
+    /// never pushed yet.
+    fn push_batch(&mut self, cx: &mut Cx<'_, Self>, fresh: bool) {
         let tick = self.tick;
         self.rumors
             .in_flight
@@ -156,8 +198,8 @@ impl Gossip {
             .hot
             .iter()
             .filter_map(|(k, r)| match k {
-                RumorKey::Member(p) => Some((r.counter, *p)),
-                RumorKey::Data(..) => None,
+                RumorKey::Member(p) if !fresh => Some((r.counter, *p)),
+                RumorKey::Member(_) | RumorKey::Data(..) => None,
             })
             .collect();
         member_keys.sort();
@@ -191,6 +233,9 @@ impl Gossip {
             let RumorKey::Data(origin, version) = *k else {
                 continue;
             };
+            if fresh && r.rounds > 0 {
+                continue;
+            }
             let Some(e) = self
                 .store
                 .get(&origin, &r.key)
@@ -259,12 +304,17 @@ impl Gossip {
             }
         }
         let k = self.config.k.get();
+        let budget = self.config.data_retransmits(n + 1);
         for (origin, version) in ids {
             let key = RumorKey::Data(origin, version);
             let Some(r) = self.rumors.hot.get_mut(&key) else {
                 continue;
             };
             r.rounds += 1;
+            r.sent = r.sent.saturating_add(targets.len() as u32);
+            if r.sent < budget {
+                continue;
+            }
             let drop = match self.config.variant {
                 Variant::BlindCounter => r.rounds >= k,
                 Variant::BlindCoin => cx.rng().chance(1.0 / k as f64),
@@ -286,21 +336,23 @@ impl Gossip {
             return;
         };
         let k = self.config.k.get();
+        let budget = self.config.data_retransmits(self.up_count() + 1);
         for (&(origin, version), knew) in f.ids.iter().zip(known) {
             let key = RumorKey::Data(origin, version);
             let Some(r) = self.rumors.hot.get_mut(&key) else {
                 continue;
             };
+            let spent = r.sent >= budget;
             let drop = match (self.config.variant, knew) {
                 (Variant::FeedbackCounter, true) => {
                     r.counter += 1;
-                    r.counter >= k
+                    spent && r.counter >= k
                 }
                 (Variant::FeedbackCounter, false) => {
                     r.counter = 0;
                     false
                 }
-                (Variant::FeedbackCoin, true) => cx.rng().chance(1.0 / k as f64),
+                (Variant::FeedbackCoin, true) => spent && cx.rng().chance(1.0 / k as f64),
                 _ => false,
             };
             if drop {
@@ -358,5 +410,6 @@ impl Gossip {
         if feedback {
             cx.send(from, Message::GossipReply { seq, known });
         }
+        self.push_fresh(cx);
     }
 }

@@ -68,13 +68,15 @@ pub struct Config {
     pub max_connections_per_ip: u32,
     /// Seed of the protocol random source; default none (from the OS). Tests set it.
     pub seed: Option<u64>,
-    /// DHT maintenance period in ms of a ring at rest: stabilize and fix-fingers run this
-    /// often, check-predecessor and replica repair every second period. When it is longer
-    /// than the profile's period, maintenance is adaptive (`dht::Config::max_backoff`): it
-    /// runs at the profile's period while the ring around the node changes (joins,
-    /// failures) and stretches to this one once it is quiet. Default: the profile's (1000
-    /// for `lan`, the paper's 30 000 for `wan`). Local testnets of hundreds of processes
-    /// lengthen it so that the machine's cores are not spent on maintenance at rest.
+    /// DHT maintenance period in ms: stabilize and fix-fingers run this often,
+    /// check-predecessor and replica repair every second period. Maintenance is adaptive
+    /// (`dht::Config::max_backoff`): it runs at the profile's period (or this one, if
+    /// shorter, but at most [`MAX_MAINTENANCE_SPEEDUP`] times faster) while the ring
+    /// around the node changes (joins, failures) and stretches, once it is quiet, to this
+    /// period or the profile's own rest period (32 s for `lan`), whichever is longer.
+    /// Default: the profile's (1000 for `lan`, the paper's 30 000 for `wan`). Local
+    /// testnets of hundreds of processes lengthen it so that start-up does not load the
+    /// machine's cores with maintenance.
     pub maintenance_ms: Option<u64>,
     /// SWIM failure-detector probe period in ms; the direct-probe timeout is half of it
     /// and the suspicion timeout five periods. Default: the profile's (1000 for `lan`).
@@ -271,7 +273,10 @@ impl Config {
                 .stabilize_period
                 .max(p / MAX_MAINTENANCE_SPEEDUP)
                 .min(p);
-            let backoff = p.as_millis().div_ceil(fast.as_millis().max(1));
+            // At rest, this period or the profile's rest period, whichever is longer: a
+            // quiet ring needs no faster maintenance (a death or a join is a change).
+            let rest = p.max(c.dht.stabilize_period * c.dht.max_backoff);
+            let backoff = rest.as_millis().div_ceil(fast.as_millis().max(1));
             c.dht.max_backoff = u32::try_from(backoff)
                 .unwrap_or(u32::MAX)
                 .clamp(1, peerlab_dht::MAX_BACKOFF);
@@ -357,10 +362,22 @@ mod tests {
         };
         assert!(c.validate().is_ok());
         let p = c.peer_config();
-        // Adaptive: the LAN profile's 1 s while the ring changes, 3 s at rest.
+        // Adaptive: the LAN profile's 1 s while the ring changes, its 32 s at rest (longer
+        // than the 3 s asked for).
         assert_eq!(p.dht.stabilize_period, Duration::from_secs(1));
         assert_eq!(p.dht.repair_period, Duration::from_secs(2));
-        assert_eq!(p.dht.max_backoff, 3);
+        assert_eq!(p.dht.max_backoff, 32);
+        assert_eq!(Config::default().peer_config().dht.max_backoff, 32);
+        // A period longer than the profile's rest period is the rest period.
+        let long = Config {
+            maintenance_ms: Some(60_000),
+            ..Config::default()
+        };
+        let d = long.peer_config().dht;
+        assert_eq!(
+            (d.stabilize_period, d.max_backoff),
+            (Duration::from_secs(15), 4)
+        );
         assert_eq!(p.dht.request_timeout, Duration::from_millis(1500));
         assert_eq!(p.gossip.probe_period, Duration::from_secs(2));
         assert_eq!(p.gossip.probe_timeout, Duration::from_secs(1));

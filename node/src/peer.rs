@@ -200,7 +200,8 @@ pub struct Config {
 pub const LAN_PIPELINE_DEPTH: usize = 128;
 
 impl Config {
-    /// Timings for a LAN or a local testnet: DHT maintenance every second, gossip's LAN
+    /// Timings for a LAN or a local testnet: DHT maintenance every second while the ring
+    /// changes, backing off to 32 s at rest ([`dht::LAN_MAX_BACKOFF`]), gossip's LAN
     /// preset, provider lookups every 5 s.
     pub fn lan() -> Config {
         let dht = dht::Config {
@@ -209,6 +210,7 @@ impl Config {
             check_predecessor_period: Duration::from_secs(2),
             repair_period: Duration::from_secs(2),
             vnodes: 4,
+            max_backoff: dht::LAN_MAX_BACKOFF,
             ..dht::Config::default()
         };
         let swarm = swarm::Config {

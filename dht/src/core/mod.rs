@@ -552,10 +552,15 @@ impl Dht {
             _ => self.ring_epoch,
         };
         let joining = self.vnodes.iter().any(|v| !v.joined);
-        if !self
-            .schedule
-            .due(task, epoch, joining, self.cfg.max_backoff)
-        {
+        let max = match task {
+            // A replica counts a record orphaned when its owner's offers have not confirmed
+            // it for `ORPHAN_PERIODS` repair periods of time: offers slower than the period
+            // would make every replica hand its records back. Only a peer that holds no
+            // record (nothing to confirm, nothing to orphan) lets repair back off.
+            Task::Repair if !self.store.is_empty() => 1,
+            _ => self.cfg.max_backoff,
+        };
+        if !self.schedule.due(task, epoch, joining, max) {
             let period = match task {
                 Task::Stabilize => self.cfg.stabilize_period,
                 Task::FixFingers => self.cfg.fix_fingers_period,
@@ -734,6 +739,10 @@ impl Protocol for Dht {
             .find(|n| n.peer == peer)
             .copied();
         if let Some(n) = known {
+            // A failure notice about a peer in this node's tables: whatever the check
+            // finds, maintenance returns to its base period (`backoff`), so a ring at rest
+            // repairs around a death as fast as a ring under change.
+            self.ring_epoch += 1;
             let req = self.fresh();
             self.request(
                 cx,

@@ -1038,6 +1038,82 @@ fn adaptive_maintenance_quiets_a_ring_at_rest_and_still_repairs_it() {
     net.assert_ideal();
 }
 
+/// Maintenance messages `from` started (requests and one-way messages, not replies).
+fn started_by(net: &Net, from: PeerId) -> usize {
+    net.sent()
+        .iter()
+        .filter(|m| m.from == from && !is_reply(&m.msg))
+        .count()
+}
+
+/// A failure notice about a peer in the tables brings a quiet peer's maintenance back to
+/// its base period: it stabilizes at once instead of up to `max_backoff` periods later,
+/// whatever the check of the named peer finds.
+#[test]
+fn a_failure_notice_brings_quiet_maintenance_back_to_its_base_period() {
+    let c = Config {
+        max_backoff: 32,
+        ..cfg(2)
+    };
+    let (mut net, peers) = converge(new_net().with_send_log(), 6, c);
+    // Long enough at rest for every task to reach its longest wait (1 + 2 + … + 32 s).
+    net.run_for(Duration::from_secs(200));
+    let x = peers[1];
+    let succ = {
+        let d = net.node(&x);
+        d.vnode(&d.vnode_ids()[0]).unwrap().succs[0].peer
+    };
+    net.take_sent();
+    net.run_for(Duration::from_secs(3));
+    let quiet = started_by(&net, x);
+    net.take_sent();
+    net.peer_down(x, succ);
+    net.run_for(Duration::from_secs(3));
+    let after = started_by(&net, x);
+    // The check of the named peer, then stabilize (one request per virtual node),
+    // fix-fingers and check-predecessor, each within a base period or two.
+    assert!(
+        after >= quiet + 4,
+        "{after} requests in the 3 s after the notice, {quiet} in 3 s at rest"
+    );
+    net.assert_ideal();
+}
+
+/// A peer that holds records keeps repair at its period however quiet the ring: replicas
+/// count a record orphaned after `ORPHAN_PERIODS` repair periods without an offer from its
+/// owner, so backed-off offers would make every replica hand its records back.
+#[test]
+fn a_quiet_ring_holding_records_hands_nothing_back() {
+    let c = Config {
+        max_backoff: 32,
+        ..cfg(2)
+    };
+    let (mut net, peers) = converge(new_net().with_send_log(), 6, c);
+    for (i, p) in peers.iter().enumerate() {
+        net.command(
+            *p,
+            Command::Put {
+                req: 100 + i as u64,
+                key: format!("key-{i}").into_bytes(),
+                value: b"v".to_vec(),
+                ttl: None,
+            },
+        );
+    }
+    net.run_for(Duration::from_secs(30));
+    net.take_sent();
+    net.run_for(Duration::from_secs(120));
+    let handoffs = net
+        .sent()
+        .iter()
+        .filter(|m| matches!(m.msg, Message::Handoff { .. }))
+        .count();
+    assert_eq!(
+        handoffs, 0,
+        "replicas handed records back on a ring at rest"
+    );
+}
+
 /// Fix-fingers on a ring at rest confirms each finger with the finger itself, so a peer
 /// only ever talks to the peers in its own tables (fingers, successors, predecessor), not
 /// to the intermediate hops of fresh lookups — which over time would connect every node to

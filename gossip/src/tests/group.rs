@@ -128,3 +128,73 @@ fn a_publication_reaches_every_member() {
         );
     });
 }
+
+/// Messages of each kind sent in `sent`: (rumor pushes, data syns, member digests).
+fn kinds(sent: &[peerlab_sim::testing::Sent<crate::Message>]) -> (usize, usize, usize) {
+    use crate::Message;
+    let count = |f: fn(&Message) -> bool| sent.iter().filter(|s| f(&s.msg)).count();
+    (
+        count(|m| matches!(m, Message::Gossip { .. })),
+        count(|m| matches!(m, Message::Syn { .. })),
+        count(|m| matches!(m, Message::MemberDigest { .. })),
+    )
+}
+
+#[test]
+fn a_group_at_rest_pushes_no_rumors_and_its_push_pulls_slow_to_the_rest_period() {
+    for_each_seed(1..4, |seed| {
+        let (mut net, _) = group(seed);
+        // The join rumors die out and the push-pulls back off.
+        net.run_for(Duration::from_secs(120));
+        net = net.with_send_log();
+        net.take_sent();
+        let window = Duration::from_secs(120);
+        net.run_for(window);
+        let (pushes, syns, digests) = kinds(&net.take_sent());
+        assert_eq!(pushes, 0, "seed {seed}: a round without news sends no push");
+        // At rest each push-pull runs once per rest period (30 s for 16 members): 4 per
+        // node in the window, where the base periods (1 s, 10 s) would give 120 and 12.
+        let rest_runs = (N as usize) * (window.as_secs() as usize / 30 + 1);
+        assert!(
+            syns <= rest_runs,
+            "seed {seed}: {syns} data syns at rest, more than {rest_runs}"
+        );
+        assert!(
+            digests <= rest_runs,
+            "seed {seed}: {digests} member digests at rest, more than {rest_runs}"
+        );
+    });
+}
+
+#[test]
+fn news_brings_the_push_pulls_back_to_their_base_period() {
+    for_each_seed(1..4, |seed| {
+        let (mut net, _) = group(seed);
+        net.run_for(Duration::from_secs(120));
+        net = net.with_send_log();
+        net.command(
+            p(3),
+            Command::Publish {
+                req: 1,
+                key: "k".into(),
+                value: b"v".to_vec(),
+            },
+        );
+        net.take_sent();
+        // Every member hears the rumor within a second; each then runs its data exchange
+        // at its next base period (1 s) instead of up to 30 s later.
+        net.run_for(Duration::from_millis(2500));
+        let senders: std::collections::BTreeSet<PeerId> = net
+            .take_sent()
+            .iter()
+            .filter(|s| matches!(s.msg, crate::Message::Syn { .. }))
+            .map(|s| s.from)
+            .collect();
+        assert_eq!(
+            senders.len(),
+            N as usize,
+            "seed {seed}: only {} members synced after the news",
+            senders.len()
+        );
+    });
+}

@@ -54,12 +54,16 @@ fn view(n: u64) -> StaticView {
     StaticView::new((0..n).map(p).collect())
 }
 
+/// The variant tests count rounds: pushes happen at ticks only (no eager push), and the
+/// variant alone decides when a rumor is dropped (no minimum budget).
 fn cfg(mode: Mode, variant: Variant, k: u32) -> Config {
     Config {
         mode,
         variant,
         k: NonZeroU32::new(k).unwrap(),
         fanout: 1,
+        eager_push: false,
+        data_retransmit_mult: 0,
         ..Config::lan()
     }
 }
@@ -161,6 +165,51 @@ fn presets_are_valid_and_bad_configs_are_refused() {
 // ---- loss of interest, one test per variant ----
 
 #[test]
+fn a_fresh_rumor_is_pushed_at_once_and_only_once_per_round() {
+    let config = Config {
+        eager_push: true,
+        ..cfg(Mode::Combined, Variant::FeedbackCounter, 3)
+    };
+    let mut g = static_node(10, 0, config.clone());
+    // Published: pushed at once, without waiting for the round.
+    let out = run(&mut g, 0, |g, cx| {
+        g.handle_command(
+            cx,
+            Command::Publish {
+                req: 1,
+                key: "a".into(),
+                value: b"1".to_vec(),
+            },
+        )
+    });
+    assert_eq!(pushes(&out).len(), 1, "a publication is pushed at once");
+    // A second publication in the same round waits for the round.
+    let out = run(&mut g, 1, |g, cx| {
+        g.handle_command(
+            cx,
+            Command::Publish {
+                req: 2,
+                key: "b".into(),
+                value: b"2".to_vec(),
+            },
+        )
+    });
+    assert!(pushes(&out).is_empty(), "one eager push per round");
+    // Received in a push: forwarded at once, only what was new.
+    let mut h = static_node(10, 1, config);
+    let out = run(&mut h, 0, |h, cx| {
+        h.handle_message(cx, p(2), gossip_msg(vec![entry(3, "k", 1, b"v")]))
+    });
+    let forwarded = pushes(&out);
+    assert_eq!(forwarded.len(), 1, "a fresh rumor is forwarded at once");
+    assert_eq!(forwarded[0].2.len(), 1);
+    let out = run(&mut h, 1, |h, cx| {
+        h.handle_message(cx, p(4), gossip_msg(vec![entry(3, "k", 1, b"v")]))
+    });
+    assert!(pushes(&out).is_empty(), "a known rumor is not pushed again");
+}
+
+#[test]
 fn blind_counter_pushes_exactly_k_rounds() {
     let mut g = static_node(10, 0, cfg(Mode::Rumor, Variant::BlindCounter, 3));
     publish(&mut g, "a", b"1");
@@ -236,6 +285,30 @@ fn feedback_counter_counts_consecutive_unnecessary_contacts() {
     assert_eq!(g.hot_data_rumors(), 1);
     let s = next(&mut g);
     reply(&mut g, s, true);
+    assert_eq!(g.hot_data_rumors(), 0);
+}
+
+#[test]
+fn a_data_rumor_gets_memberlists_transmission_budget_before_it_may_be_dropped() {
+    let config = Config {
+        data_retransmit_mult: 4,
+        ..cfg(Mode::Rumor, Variant::FeedbackCounter, 1)
+    };
+    // 10 members: 4 · ⌈log10(11)⌉ = 8 transmissions (fan-out 1: one per round).
+    assert_eq!(config.data_retransmits(10), 8);
+    let mut g = static_node(10, 0, config);
+    publish(&mut g, "a", b"1");
+    let mut pushed = 0;
+    for t in 1..20 {
+        let ps = pushes(&tick(&mut g, t * 200));
+        if ps.is_empty() {
+            break;
+        }
+        pushed += 1;
+        // Every contact already knew it: with k = 1 the variant alone drops it at once.
+        reply(&mut g, ps[0].1, true);
+    }
+    assert_eq!(pushed, 8, "pushed until the budget was spent, then dropped");
     assert_eq!(g.hot_data_rumors(), 0);
 }
 
