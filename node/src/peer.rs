@@ -423,6 +423,27 @@ impl<F: StoreFactory> Peer<F> {
         &self.swarm
     }
 
+    /// The peers this peer's protocols rely on, ascending, without itself: every virtual
+    /// node's predecessor, successor list and fingers, the gossip partners (the partial
+    /// view, or every member without one) and the flooding neighbours. A driver keeps its
+    /// connections to them open and may close any other once idle.
+    pub fn needed_peers(&self) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = Vec::new();
+        for id in self.dht.vnode_ids() {
+            if let Some(v) = self.dht.vnode(&id) {
+                let fingers = v.fingers.iter().flatten();
+                peers.extend(v.pred.iter().chain(&v.succs).chain(fingers).map(|n| n.peer));
+            }
+        }
+        peers.extend(self.gossip.partners());
+        peers.extend(self.flood.neighbours().peers());
+        peers.sort();
+        peers.dedup();
+        let me = self.id();
+        peers.retain(|p| *p != me);
+        peers
+    }
+
     /// This node's announced addresses.
     pub fn addresses(&self) -> &[String] {
         &self.addresses
@@ -957,6 +978,9 @@ where
     }
     fn leave_command() -> Option<Self::Command> {
         Some(Command::Leave)
+    }
+    fn needed_peers(&self) -> Vec<PeerId> {
+        Peer::needed_peers(self)
     }
 }
 
