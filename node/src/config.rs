@@ -233,7 +233,12 @@ impl Config {
             1,
             MAX_GOSSIP_FANOUT as u64,
         )?;
-        within("max_peers", Some(u64::from(self.max_peers)), 1, u64::from(u32::MAX))?;
+        within(
+            "max_peers",
+            Some(u64::from(self.max_peers)),
+            1,
+            u64::from(u32::MAX),
+        )?;
         within(
             "max_connections_per_ip",
             Some(u64::from(self.max_connections_per_ip)),

@@ -62,11 +62,7 @@ fn contact(addr: Multiaddr, up: mpsc::UnboundedSender<()>) {
 }
 
 fn connected_peers(c: &Client) -> BTreeSet<String> {
-    c.peers()
-        .unwrap()
-        .into_iter()
-        .map(|p| p.peer_id)
-        .collect()
+    c.peers().unwrap().into_iter().map(|p| p.peer_id).collect()
 }
 
 #[test]
@@ -136,7 +132,10 @@ fn a_burst_of_contacts_is_trimmed_back_to_the_bound_and_needed_peers_stay() {
     );
     let after = connected_peers(&c0);
     let lost: Vec<&String> = before.difference(&after).collect();
-    assert!(lost.is_empty(), "needed members were disconnected: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "needed members were disconnected: {lost:?}"
+    );
     // At least the contacts beyond the room the members left were closed, and counted.
     let room = BOUND as usize - before.len();
     let metrics = c0.metrics().unwrap();

@@ -119,7 +119,14 @@ pub(super) fn to_close<P: Copy + Ord>(
     let mut close: Vec<P> = peers
         .iter()
         .filter(|c| !c.needed)
-        .filter(|c| quiet(c) >= if c.dialled { OUTBOUND_IDLE } else { INBOUND_IDLE })
+        .filter(|c| {
+            quiet(c)
+                >= if c.dialled {
+                    OUTBOUND_IDLE
+                } else {
+                    INBOUND_IDLE
+                }
+        })
         .map(|c| c.peer)
         .collect();
     let left = peers.len() - close.len();
@@ -183,9 +190,8 @@ mod tests {
         let s = Duration::from_secs(1);
         let now = t0 + s * 5;
         // Ten inbound peers, none idle long enough to go by itself; peer i last used at i s.
-        let mut peers: Vec<Candidate<u32>> = (0..10)
-            .map(|i| cand(i, false, false, t0 + s * i))
-            .collect();
+        let mut peers: Vec<Candidate<u32>> =
+            (0..10).map(|i| cand(i, false, false, t0 + s * i)).collect();
         // Needed peers count towards the bound but are never picked.
         peers.push(cand(100, true, true, t0));
         peers.push(cand(101, false, true, t0));

@@ -88,8 +88,8 @@ use crate::wire::Channel;
 
 pub(crate) use gate::MAX_CONNECTIONS_PER_IP;
 pub(crate) use handle::Request;
-pub(crate) use keep::DEFAULT_MAX_PEERS;
 pub(crate) use handle::{DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo};
+pub(crate) use keep::DEFAULT_MAX_PEERS;
 pub(crate) use rejoin::{KNOWN_ADDRS_PER_PEER, MAX_KNOWN_PEERS, REJOIN_DIALS_PER_ROUND};
 pub(crate) use streams::{
     Delay, MAX_DELAY, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, STREAM_EVENT_CAPACITY,

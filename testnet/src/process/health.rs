@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{
-    Mode, Testnet, TestnetError, par_map, progress_bar, pss_kib, rss_kib, view_is_ideal,
-};
+use super::{Mode, Testnet, TestnetError, par_map, progress_bar, pss_kib, rss_kib, view_is_ideal};
 
 /// Pause between two convergence checks, per node checked.
 pub const CHECK_PERIOD_PER_NODE: Duration = Duration::from_millis(20);
@@ -144,7 +142,11 @@ mod tests {
         assert_eq!(quantile(&v, 0.99), 99);
         assert_eq!(quantile(&[7], 0.99), 7);
         assert_eq!(quantile(&[3, 9], 0.5), 3);
-        assert_eq!(quantile(&[3, 9], 0.99), 9, "p99 of few nodes is their maximum");
+        assert_eq!(
+            quantile(&[3, 9], 0.99),
+            9,
+            "p99 of few nodes is their maximum"
+        );
         assert_eq!(quantile(&[], 0.5), 0);
     }
 }
