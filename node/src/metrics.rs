@@ -10,6 +10,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 pub(crate) const CONNECTED_PEERS: &str = "peerlab_connected_peers";
 /// Gauge: established connections, both directions (a peer may hold two briefly).
 pub(crate) const CONNECTIONS: &str = "peerlab_connections";
+/// Gauge: peers the node's protocols rely on (DHT neighbours and fingers, gossip partners,
+/// flooding neighbours), connected or not: the connections the manager keeps.
+pub(crate) const NEEDED_PEERS: &str = "peerlab_needed_peers";
 /// Counter: connections the connection manager closed (idle and not needed, or beyond the
 /// bound; see `driver::OUTBOUND_IDLE`): with `peerlab_dials_total`, how much re-dialling
 /// the bound costs.

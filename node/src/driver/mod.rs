@@ -856,6 +856,7 @@ impl<P: NetCore> Driver<P> {
             .iter()
             .filter_map(to_libp2p)
             .collect();
+        metrics::gauge!(m::NEEDED_PEERS).set(needed.len() as f64);
         let peers: Vec<keep::Candidate<libp2p::PeerId>> = self
             .connected
             .iter()
