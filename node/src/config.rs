@@ -63,7 +63,8 @@ pub struct Config {
     /// The connection manager's bound: while more peers than this are connected, the
     /// connections to peers the node's protocols do not need (DHT neighbours and fingers,
     /// gossip partners, flooding neighbours) are closed, least recently used first. Needed
-    /// peers are kept beyond it. Default 40 (`driver::DEFAULT_MAX_PEERS`).
+    /// peers are kept beyond it. Default 0: the manager is off (`driver::DEFAULT_MAX_PEERS`
+    /// says why).
     pub max_peers: u32,
     /// Most connections (both directions) per remote IP address, so that identities, which
     /// are free, cannot crowd out other peers from one host. Default 8
@@ -236,7 +237,7 @@ impl Config {
         within(
             "max_peers",
             Some(u64::from(self.max_peers)),
-            1,
+            0,
             u64::from(u32::MAX),
         )?;
         within(

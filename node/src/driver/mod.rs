@@ -287,7 +287,7 @@ pub(crate) struct Driver<P: NetCore> {
     /// Peers whose connections the manager closed and whose close is not yet reported:
     /// their close is no hint to the core that they are down.
     trimmed: std::collections::BTreeSet<libp2p::PeerId>,
-    /// The connection manager's bound (`NetConfig::max_peers`).
+    /// The connection manager's bound (`NetConfig::max_peers`; 0: off).
     max_peers: usize,
     /// Frames waiting per peer and channel for a connection to that peer.
     pending: BTreeMap<(libp2p::PeerId, Channel), Pending>,
@@ -848,8 +848,12 @@ impl<P: NetCore> Driver<P> {
         self.connected.values().map(|c| c.conns.len()).sum()
     }
 
-    /// Closes the connections the manager no longer keeps (see `keep`).
+    /// Closes the connections the manager no longer keeps (see `keep`); nothing with the
+    /// manager off (`max_peers` 0).
     fn trim(&mut self, now: std::time::Instant) {
+        if self.max_peers == 0 {
+            return;
+        }
         let needed: std::collections::BTreeSet<libp2p::PeerId> = self
             .core
             .needed_peers()

@@ -67,7 +67,7 @@ pub(crate) struct NetConfig {
     pub max_connections: u32,
     /// The connection manager's bound: while more peers than this are connected, the
     /// connections to peers the core does not need are closed, least recently used first
-    /// (see `keep`). Needed peers are kept even beyond it.
+    /// (see `keep`). Needed peers are kept even beyond it. 0: the manager is off.
     pub max_peers: u32,
     /// Most established connections per peer.
     pub max_connections_per_peer: u32,
