@@ -601,7 +601,9 @@ impl<P: NetCore> Driver<P> {
             }
         };
         if self.connected.contains_key(&peer) {
-            self.activity.touch(peer, std::time::Instant::now());
+            if self.max_peers > 0 {
+                self.activity.touch(peer, std::time::Instant::now());
+            }
             let len = frame.len();
             if self
                 .streams
@@ -718,7 +720,9 @@ impl<P: NetCore> Driver<P> {
             t.bytes_in.increment(frame.len() as u64);
             t.messages_in.increment(1);
         }
-        self.activity.touch(peer, now);
+        if self.max_peers > 0 {
+            self.activity.touch(peer, now);
+        }
         match P::decode(ch, frame) {
             Ok(msg) if P::channel(&msg) == ch => {
                 self.feed_core(|core, cx| core.handle_message(cx, from, msg));
