@@ -66,11 +66,11 @@ pub(crate) const INBOUND_IDLE: Duration = Duration::from_secs(90);
 pub(crate) const EVICT_QUIET: Duration = Duration::from_secs(30);
 
 /// The default of `NetConfig::max_peers`: 0, the manager off (connections live until
-/// libp2p's idle timeout, as without it). With it on, a 1000-node in-process testnet (one
-/// virtual node each, bound 40) kept 27–45 connected peers per node but did not converge
-/// within 15 minutes (API up on 800 of 1000 nodes, ~150 members suspected per node), and a
-/// 100-process testnet with four virtual nodes did not converge within 7 minutes; until
-/// that is understood (docs/experiments/testnet.md, Lighter nodes) a node opts in.
+/// libp2p's idle timeout, as without it). With a bound of 40, a 100-process testnet with
+/// four virtual nodes did not converge within 7 minutes (18.6 s without the manager), and a
+/// 1000-node in-process testnet kept 27–45 connected peers per node but did not converge
+/// within 15 minutes (neither did one without the manager within 10); until that is
+/// understood (docs/experiments/testnet.md, Lighter nodes) a node opts in.
 pub(crate) const DEFAULT_MAX_PEERS: u32 = 0;
 
 /// One connected peer as the manager sees it.
