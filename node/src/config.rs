@@ -60,6 +60,12 @@ pub struct Config {
     pub idle_timeout_secs: u64,
     /// Most established connections. Default 512.
     pub max_connections: u32,
+    /// The connection manager's bound: while more peers than this are connected, the
+    /// connections to peers the node's protocols do not need (DHT neighbours and fingers,
+    /// gossip partners, flooding neighbours) are closed, least recently used first. Needed
+    /// peers are kept beyond it. Default 0: the manager is off (`driver::DEFAULT_MAX_PEERS`
+    /// says why).
+    pub max_peers: u32,
     /// Most connections (both directions) per remote IP address, so that identities, which
     /// are free, cannot crowd out other peers from one host. Default 8
     /// (`driver::MAX_CONNECTIONS_PER_IP`). Loopback addresses are exempt: every node of a
@@ -135,6 +141,7 @@ impl Default for Config {
             profile: Profile::Lan,
             idle_timeout_secs: 60,
             max_connections: 512,
+            max_peers: crate::driver::DEFAULT_MAX_PEERS,
             max_connections_per_ip: crate::driver::MAX_CONNECTIONS_PER_IP,
             seed: None,
             maintenance_ms: None,
@@ -228,6 +235,12 @@ impl Config {
             self.gossip_fanout.map(|f| f as u64),
             1,
             MAX_GOSSIP_FANOUT as u64,
+        )?;
+        within(
+            "max_peers",
+            Some(u64::from(self.max_peers)),
+            0,
+            u64::from(u32::MAX),
         )?;
         within(
             "max_connections_per_ip",

@@ -338,6 +338,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         bootstrap,
         idle_timeout: cfg.idle_timeout(),
         max_connections: cfg.max_connections,
+        max_peers: cfg.max_peers,
         max_connections_per_ip: cfg.max_connections_per_ip,
         prefer_quic: cfg.transport == config::Transport::Quic,
         seed: cfg.seed,

@@ -8,6 +8,15 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 /// Gauge: peers with at least one open connection.
 pub(crate) const CONNECTED_PEERS: &str = "peerlab_connected_peers";
+/// Gauge: established connections, both directions (a peer may hold two briefly).
+pub(crate) const CONNECTIONS: &str = "peerlab_connections";
+/// Gauge: peers the node's protocols rely on (DHT neighbours and fingers, gossip partners,
+/// flooding neighbours), connected or not: the connections the manager keeps.
+pub(crate) const NEEDED_PEERS: &str = "peerlab_needed_peers";
+/// Counter: connections the connection manager closed (idle and not needed, or beyond the
+/// bound; see `driver::OUTBOUND_IDLE`): with `peerlab_dials_total`, how much re-dialling
+/// the bound costs.
+pub(crate) const CONNECTIONS_TRIMMED: &str = "peerlab_connections_trimmed_total";
 /// Counter: dials of peers without a connection, by the kind of message that needed one
 /// (which protocol steps make a node meet new peers; what a large testnet's connection
 /// count is made of).

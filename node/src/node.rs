@@ -409,6 +409,9 @@ impl NetCore for Node {
     fn leave_command() -> Option<Command<FileStore>> {
         Some(Command::Leave)
     }
+    fn needed_peers(&self) -> Vec<PeerId> {
+        self.peer.needed_peers()
+    }
     fn observe(&mut self, event: &Event) {
         log_member_change(event);
         if let Event::Swarm(peerlab_swarm::Event::StoreFailed { cid, error }) = event {

@@ -425,6 +425,35 @@ impl<F: StoreFactory> Peer<F> {
         &self.swarm
     }
 
+    /// The peers this peer's protocols rely on, ascending, without itself: every virtual
+    /// node's predecessor, first successors and fingers, the gossip partners (the partial
+    /// view, or every member without one) and the flooding neighbours. A driver keeps its
+    /// connections to them open and may close any other once idle.
+    ///
+    /// Of the successor list, the first `R` (the replica count) are talked to all the time
+    /// (stabilize asks the first, replica repair the first `R - 1`); the rest are backups,
+    /// copied from the successor's list and contacted only once those before them failed —
+    /// 20 of them per virtual node would make a ring of 1000 keep ~30 connections for
+    /// peers it does not talk to.
+    pub fn needed_peers(&self) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = Vec::new();
+        let first = self.dht.config().replicas.max(1);
+        for id in self.dht.vnode_ids() {
+            if let Some(v) = self.dht.vnode(&id) {
+                let succs = v.succs.iter().take(first);
+                let fingers = v.fingers.iter().flatten();
+                peers.extend(v.pred.iter().chain(succs).chain(fingers).map(|n| n.peer));
+            }
+        }
+        peers.extend(self.gossip.partners());
+        peers.extend(self.flood.neighbours().peers());
+        peers.sort();
+        peers.dedup();
+        let me = self.id();
+        peers.retain(|p| *p != me);
+        peers
+    }
+
     /// This node's announced addresses.
     pub fn addresses(&self) -> &[String] {
         &self.addresses
@@ -960,6 +989,9 @@ where
     fn leave_command() -> Option<Self::Command> {
         Some(Command::Leave)
     }
+    fn needed_peers(&self) -> Vec<PeerId> {
+        Peer::needed_peers(self)
+    }
 }
 
 /// The ring id a user key is placed at.
@@ -1032,6 +1064,44 @@ mod tests {
             _ => None,
         });
         assert_eq!(got, Some(Some(b"v".to_vec())));
+    }
+
+    #[test]
+    fn needed_peers_are_the_ring_neighbours_fingers_partners_and_flooding_neighbours() {
+        let keys: Vec<Keypair> = (1..=24).map(Keypair::synthetic).collect();
+        let ids: Vec<PeerId> = keys.iter().map(Keypair::peer_id).collect();
+        let mut net = Net::new(11);
+        for (i, id) in ids.iter().enumerate() {
+            let mut cfg = Config::lan();
+            cfg.create_ring = i == 0;
+            cfg.dht.vnodes = 1;
+            cfg.gossip.partner_view = 4;
+            net.add(*id, Peer::new(keys[i].clone(), cfg, MemoryFactory).unwrap());
+            if i > 0 {
+                net.command(*id, Command::Bootstrap(vec![ids[0]]));
+            }
+        }
+        net.advance_to(Instant(30_000_000));
+        let p = net.node(&ids[5]);
+        let needed = p.needed_peers();
+        let vnode = p.dht().vnode(&p.dht().vnode_ids()[0]).unwrap();
+        assert!(vnode.succs.len() > 3, "a successor list with backups");
+        let mut want: Vec<PeerId> = vnode.pred.iter().map(|n| n.peer).collect();
+        want.extend(vnode.succs.iter().take(3).map(|n| n.peer));
+        want.extend(vnode.fingers.iter().flatten().map(|n| n.peer));
+        want.extend(p.gossip().partners());
+        want.extend(p.flood().neighbours().peers());
+        want.sort();
+        want.dedup();
+        want.retain(|q| *q != ids[5]);
+        assert_eq!(needed, want);
+        assert!(!needed.contains(&ids[5]), "never itself");
+        assert!(
+            needed.len() < ids.len() - 1,
+            "backup successors alone do not make a peer needed: {} of {}",
+            needed.len(),
+            ids.len() - 1
+        );
     }
 
     /// Whether every peer's virtual nodes have their ideal successor and predecessor in the

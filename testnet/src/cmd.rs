@@ -388,15 +388,21 @@ fn up(a: &UpArgs, progress: bool) -> Result<Output, TestnetError> {
     let secs = t.elapsed().as_secs_f64();
     let text = format!(
         "{} nodes up and converged in {secs:.1} s (all started after {started:.1} s; {} ring \
-         positions; total RSS {:.0} MiB)\n\
+         positions; total RSS {:.0} MiB, PSS {:.0} MiB; connected peers per node p50 {}, \
+         p99 {}, max {})\n\
          testnet description: {}\n",
         h.expected,
         net.ideal_ring().len(),
         h.rss_kib as f64 / 1024.0,
+        h.pss_kib as f64 / 1024.0,
+        h.peers_p50,
+        h.peers_p99,
+        h.peers_max,
         net.dir().join(MANIFEST).display()
     );
     let js = json!({"nodes": h.expected, "seconds": secs, "started_seconds": started, "rss_kib": h.rss_kib,
-        "dir": net.dir(), "mode": mode});
+        "pss_kib": h.pss_kib, "peers_p50": h.peers_p50, "peers_p99": h.peers_p99,
+        "peers_max": h.peers_max, "dir": net.dir(), "mode": mode});
     if mode == Mode::InProcess {
         // The nodes live in this process: serve until Ctrl-C / SIGTERM, then stop them.
         eprint!("{text}");
@@ -547,7 +553,8 @@ fn status(dir: &std::path::Path) -> Result<Output, TestnetError> {
          API reachable       {}\n\
          ring correct        {}\n\
          membership complete {}\n\
-         total RSS           {:.0} MiB\n\
+         total RSS           {:.0} MiB (PSS {:.0} MiB)\n\
+         peers per node      p50 {}, p99 {}, max {}\n\
          converged           {}\n",
         net.dir().display(),
         m.mode,
@@ -559,6 +566,10 @@ fn status(dir: &std::path::Path) -> Result<Output, TestnetError> {
         h.ring_correct,
         h.membership_complete,
         h.rss_kib as f64 / 1024.0,
+        h.pss_kib as f64 / 1024.0,
+        h.peers_p50,
+        h.peers_p99,
+        h.peers_max,
         if h.converged() { "yes" } else { "no" }
     );
     let mut text = text;

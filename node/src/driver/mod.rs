@@ -24,6 +24,8 @@
 //! - `commit`: group commit of the cores' store writes off the loop, and the durable
 //!   acknowledgments held until their commit reports ([`commit::MAX_HELD_RUNS`],
 //!   [`commit::MAX_GROUP_BYTES`]);
+//! - `keep`: the connection manager — which connections stay open (`keep::OUTBOUND_IDLE`,
+//!   `keep::INBOUND_IDLE`, `keep::EVICT_QUIET`, the bound `NetConfig::max_peers`);
 //! - `address_book`: where to dial the peers the cores name, confirmed or claimed;
 //! - `rejoin`: how a node that is alone finds the overlay again ([`REJOIN_MAX_DELAY`],
 //!   [`MAX_KNOWN_PEERS`]);
@@ -37,8 +39,9 @@
 //! points that leak away; at [`STRIKE_LIMIT`] the peer is disconnected and refused for
 //! [`BAN_DURATION`]. Nothing a peer sends can panic the task.
 //!
-//! **Connections.** Connections stay open while streams are in use and for the idle timeout
-//! after. A peer that restarted with the same identity is recognised by the boot nonce in
+//! **Connections.** The connection manager (`keep`) keeps the connections to the peers the
+//! core needs and closes the others once their exchange is over, so that a node's
+//! connections stay near what its protocols need rather than growing towards a full mesh. A peer that restarted with the same identity is recognised by the boot nonce in
 //! its identify agent string ([`agent_version`]); its older connections, which lead to the
 //! dead process, are closed at once instead of swallowing frames until they time out.
 //!
@@ -54,6 +57,7 @@ mod address_book;
 mod commit;
 mod gate;
 mod handle;
+mod keep;
 mod limits;
 mod rate;
 mod rejoin;
@@ -85,6 +89,7 @@ use crate::wire::Channel;
 pub(crate) use gate::MAX_CONNECTIONS_PER_IP;
 pub(crate) use handle::Request;
 pub(crate) use handle::{DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo};
+pub(crate) use keep::DEFAULT_MAX_PEERS;
 pub(crate) use rejoin::{KNOWN_ADDRS_PER_PEER, MAX_KNOWN_PEERS, REJOIN_DIALS_PER_ROUND};
 pub(crate) use streams::{
     Delay, MAX_DELAY, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, STREAM_EVENT_CAPACITY,
@@ -140,6 +145,11 @@ pub trait NetCore:
     /// membership): the driver then keeps looking for peers (see `rejoin`).
     fn isolated(&self) -> bool {
         false
+    }
+    /// The peers the core relies on and whose connections the driver keeps open (see
+    /// `keep`); any other connection is closed once it has been idle for a while.
+    fn needed_peers(&self) -> Vec<PeerId> {
+        Vec::new()
     }
     /// Peer addresses an event reveals (for example a gossip member's address).
     fn addresses_of(_event: &Self::Event) -> Vec<(PeerId, String)> {
@@ -202,6 +212,8 @@ type Out<P> = Output<<P as Protocol>::Message, <P as Protocol>::Timer, <P as Pro
 struct Connected {
     /// Open connections and their remote addresses.
     conns: Vec<(ConnectionId, Multiaddr)>,
+    /// Whether this node dialled one of them (otherwise the peer did: see `keep`).
+    dialled: bool,
     rtt: Option<Duration>,
     agent: Option<String>,
     /// The boot nonce of the peer's process, from identify.
@@ -270,6 +282,13 @@ pub(crate) struct Driver<P: NetCore> {
     connected: BTreeMap<libp2p::PeerId, Connected>,
     strikes: Strikes,
     rates: RateLimits,
+    /// When each connected peer last sent or was sent a frame (for `keep`).
+    activity: keep::Activity<libp2p::PeerId>,
+    /// Peers whose connections the manager closed and whose close is not yet reported:
+    /// their close is no hint to the core that they are down.
+    trimmed: std::collections::BTreeSet<libp2p::PeerId>,
+    /// The connection manager's bound (`NetConfig::max_peers`; 0: off).
+    max_peers: usize,
     /// Frames waiting per peer and channel for a connection to that peer.
     pending: BTreeMap<(libp2p::PeerId, Channel), Pending>,
     /// The stream writer and reader tasks.
@@ -371,6 +390,9 @@ impl<P: NetCore> Driver<P> {
             connected: BTreeMap::new(),
             strikes: Strikes::default(),
             rates: RateLimits::default(),
+            activity: keep::Activity::default(),
+            trimmed: std::collections::BTreeSet::new(),
+            max_peers: cfg.max_peers as usize,
             pending: BTreeMap::new(),
             streams,
             stream_rx,
@@ -579,6 +601,9 @@ impl<P: NetCore> Driver<P> {
             }
         };
         if self.connected.contains_key(&peer) {
+            if self.max_peers > 0 {
+                self.activity.touch(peer, std::time::Instant::now());
+            }
             let len = frame.len();
             if self
                 .streams
@@ -695,6 +720,9 @@ impl<P: NetCore> Driver<P> {
             t.bytes_in.increment(frame.len() as u64);
             t.messages_in.increment(1);
         }
+        if self.max_peers > 0 {
+            self.activity.touch(peer, now);
+        }
         match P::decode(ch, frame) {
             Ok(msg) if P::channel(&msg) == ch => {
                 self.feed_core(|core, cx| core.handle_message(cx, from, msg));
@@ -801,7 +829,11 @@ impl<P: NetCore> Driver<P> {
         self.strikes.expire(now);
         // Callers that gave up (timed out) no longer hold their receiver.
         self.waiters.retain(|_, w| !w.tx.is_closed());
+        let connected = &self.connected;
+        self.activity.retain(|p| connected.contains_key(p));
+        self.trim(now);
         metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
+        metrics::gauge!(m::CONNECTIONS).set(self.connections() as f64);
         metrics::gauge!(m::PENDING_TIMERS).set(self.timer_vals.len() as f64);
         metrics::counter!(m::STREAMS_REFUSED, "reason" => "queue")
             .absolute(self.swarm.behaviour().streams.refused());
@@ -812,6 +844,42 @@ impl<P: NetCore> Driver<P> {
         self.heal();
         if now.duration_since(self.known_saved_at) >= KNOWN_PEERS_SAVE {
             self.save_known_peers();
+        }
+    }
+
+    /// Established connections, both directions.
+    fn connections(&self) -> usize {
+        self.connected.values().map(|c| c.conns.len()).sum()
+    }
+
+    /// Closes the connections the manager no longer keeps (see `keep`); nothing with the
+    /// manager off (`max_peers` 0).
+    fn trim(&mut self, now: std::time::Instant) {
+        if self.max_peers == 0 {
+            return;
+        }
+        let needed: std::collections::BTreeSet<libp2p::PeerId> = self
+            .core
+            .needed_peers()
+            .iter()
+            .filter_map(to_libp2p)
+            .collect();
+        metrics::gauge!(m::NEEDED_PEERS).set(needed.len() as f64);
+        let peers: Vec<keep::Candidate<libp2p::PeerId>> = self
+            .connected
+            .iter()
+            .map(|(p, c)| keep::Candidate {
+                peer: *p,
+                dialled: c.dialled,
+                needed: needed.contains(p) || self.streams.busy(p) || self.trimmed.contains(p),
+                last: self.activity.last(p).unwrap_or(now),
+            })
+            .collect();
+        for peer in keep::to_close(&peers, self.max_peers, now) {
+            tracing::trace!(%peer, "closing an idle connection the node does not need");
+            metrics::counter!(m::CONNECTIONS_TRIMMED).increment(1);
+            self.trimmed.insert(peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
@@ -1169,6 +1237,9 @@ impl<P: NetCore> Driver<P> {
                 }
                 let c = self.connected.entry(peer_id).or_default();
                 c.conns.push((connection_id, remote.clone()));
+                c.dialled |= endpoint.is_dialer();
+                self.activity.touch(peer_id, std::time::Instant::now());
+                self.trimmed.remove(&peer_id);
                 self.flush_pending(peer_id);
                 metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
                 // While alone, a connection to a peer the rejoin rounds look for (either
@@ -1189,7 +1260,9 @@ impl<P: NetCore> Driver<P> {
                     // Dropping a writer's sender ends its task (its stream is gone anyway).
                     self.streams.close_writers(peer_id);
                     metrics::gauge!(m::CONNECTED_PEERS).set(self.connected.len() as f64);
-                    if let Some(p) = from_libp2p(&peer_id) {
+                    // A connection the manager closed says nothing about the peer.
+                    let trimmed = self.trimmed.remove(&peer_id);
+                    if !trimmed && let Some(p) = from_libp2p(&peer_id) {
                         self.with_core(|core, cx| core.handle_peer_down(cx, p));
                     }
                 } else if let Some(c) = self.connected.get_mut(&peer_id) {

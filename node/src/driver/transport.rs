@@ -65,6 +65,10 @@ pub(crate) struct NetConfig {
     pub idle_timeout: Duration,
     /// Most established connections in total.
     pub max_connections: u32,
+    /// The connection manager's bound: while more peers than this are connected, the
+    /// connections to peers the core does not need are closed, least recently used first
+    /// (see `keep`). Needed peers are kept even beyond it. 0: the manager is off.
+    pub max_peers: u32,
     /// Most established connections per peer.
     pub max_connections_per_peer: u32,
     /// Most connections (both directions) per remote IP address (see `gate.rs`).
@@ -92,6 +96,7 @@ impl Default for NetConfig {
             bootstrap: Vec::new(),
             idle_timeout: Duration::from_secs(60),
             max_connections: 512,
+            max_peers: super::DEFAULT_MAX_PEERS,
             max_connections_per_peer: 2,
             max_connections_per_ip: super::MAX_CONNECTIONS_PER_IP,
             limit_loopback: false,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{Mode, Testnet, TestnetError, par_map, progress_bar, rss_kib, view_is_ideal};
+use super::{Mode, Testnet, TestnetError, par_map, progress_bar, pss_kib, rss_kib, view_is_ideal};
 
 /// Pause between two convergence checks, per node checked.
 pub const CHECK_PERIOD_PER_NODE: Duration = Duration::from_millis(20);
@@ -23,6 +23,25 @@ pub struct Health {
     pub membership_complete: usize,
     /// Sum of resident memory of the node processes (or of this process in-process), KiB.
     pub rss_kib: u64,
+    /// Sum of their proportional set sizes, KiB: resident memory with the pages processes
+    /// share (the binary) counted once (see [`pss_kib`]).
+    pub pss_kib: u64,
+    /// Connected peers per reachable node (`/status`'s `connected_peers`): median, 99th
+    /// percentile (nearest rank) and maximum.
+    pub peers_p50: usize,
+    /// See `peers_p50`.
+    pub peers_p99: usize,
+    /// See `peers_p50`.
+    pub peers_max: usize,
+}
+
+/// The `q`-quantile of `sorted` by nearest rank (0 when empty).
+fn quantile(sorted: &[usize], q: f64) -> usize {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 impl Health {
@@ -48,25 +67,31 @@ impl Testnet {
             (
                 st.is_some(),
                 ring_ok,
-                st.is_some_and(|s| s.members_alive == want_members),
+                st.as_ref().is_some_and(|s| s.members_alive == want_members),
+                st.map(|s| s.connected_peers),
             )
         });
-        let rss_kib = match self.manifest.mode {
+        let pids: Vec<u32> = match self.manifest.mode {
             // The nodes live in the controller, which `testnet status` (another process)
             // is not.
-            Mode::InProcess => rss_kib(self.manifest.controller_pid),
+            Mode::InProcess => vec![self.manifest.controller_pid],
             Mode::Processes => alive
                 .iter()
                 .filter_map(|&i| self.manifest.nodes[i].pid)
-                .map(rss_kib)
-                .sum(),
+                .collect(),
         };
+        let mut peers: Vec<usize> = checks.iter().filter_map(|c| c.3).collect();
+        peers.sort_unstable();
         Health {
             expected: alive.len(),
             reachable: checks.iter().filter(|c| c.0).count(),
             ring_correct: checks.iter().filter(|c| c.1).count(),
             membership_complete: checks.iter().filter(|c| c.2).count(),
-            rss_kib,
+            rss_kib: pids.iter().map(|&p| rss_kib(p)).sum(),
+            pss_kib: pids.iter().map(|&p| pss_kib(p)).sum(),
+            peers_p50: quantile(&peers, 0.5),
+            peers_p99: quantile(&peers, 0.99),
+            peers_max: peers.last().copied().unwrap_or(0),
         }
     }
 
@@ -103,5 +128,25 @@ impl Testnet {
             }
             std::thread::sleep(pause);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v: Vec<usize> = (1..=100).collect();
+        assert_eq!(quantile(&v, 0.5), 50);
+        assert_eq!(quantile(&v, 0.99), 99);
+        assert_eq!(quantile(&[7], 0.99), 7);
+        assert_eq!(quantile(&[3, 9], 0.5), 3);
+        assert_eq!(
+            quantile(&[3, 9], 0.99),
+            9,
+            "p99 of few nodes is their maximum"
+        );
+        assert_eq!(quantile(&[], 0.5), 0);
     }
 }

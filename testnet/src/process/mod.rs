@@ -64,7 +64,7 @@ pub use node_config::{
 };
 pub use probes::{
     FDS_PER_IN_PROCESS_NODE, FDS_PER_PROCESS, cmdline_contains, fd_limits, pid_alive, preflight,
-    rss_kib,
+    pss_kib, rss_kib,
 };
 pub use ring::{core_peer_id, ideal_ring, key_owner, view_is_ideal};
 pub use testnet_file::{MANIFEST, Manifest, Mode, NodeRecord};

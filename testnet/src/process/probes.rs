@@ -132,6 +132,22 @@ pub fn cmdline_contains(pid: u32, needle: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Proportional set size of `pid` in KiB (`Pss` in `/proc/<pid>/smaps_rollup`): its
+/// resident memory with every page shared by k processes counted 1/k. Node processes share
+/// the `peerlab` binary's pages (~20 MiB resident in each), which a sum of RSS counts once
+/// per process; a sum of PSS is what the machine holds.
+pub fn pss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Resident memory of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))

@@ -181,6 +181,16 @@ impl Streams {
         false
     }
 
+    /// Whether frames wait in front of a writer to `peer` (a transfer or a burst in
+    /// flight).
+    pub(super) fn busy(&self, peer: &libp2p::PeerId) -> bool {
+        Channel::ALL.into_iter().any(|ch| {
+            self.writers
+                .get(&(*peer, ch))
+                .is_some_and(|w| w.load.frames.load(Ordering::Relaxed) > 0)
+        })
+    }
+
     fn spawn_writer(&mut self, net: &mut Behaviour, peer: libp2p::PeerId, ch: Channel) -> &Writer {
         let (tx, rx) = mpsc::unbounded_channel();
         let load = Arc::new(Load::default());
