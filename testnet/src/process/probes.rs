@@ -137,24 +137,22 @@ pub fn cmdline_contains(pid: u32, needle: &str) -> bool {
 /// the `peerlab` binary's pages (~20 MiB resident in each), which a sum of RSS counts once
 /// per process; a sum of PSS is what the machine holds.
 pub fn pss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_kib(pid, "smaps_rollup", "Pss:")
 }
 
 /// Resident memory of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_kib(pid, "status", "VmRSS:")
+}
+
+/// The KiB figure of the line starting with `field` in `/proc/<pid>/<file>`; 0 if the
+/// process or the line is gone.
+fn proc_kib(pid: u32, file: &str, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
