@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use peerlab_node::api_tls::API_CERT_FILE;
 use peerlab_node::client::{Client, ClientError, urlencode};
 use peerlab_node::config::{self, Config, Transport};
 use serde_json::{Value, json};
@@ -22,6 +23,11 @@ pub(crate) struct ClientArgs {
     /// API bearer token (overrides the data dir's `api.token`).
     #[arg(long, env = "PEERLAB_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The node's API certificate (PEM, its `api.cert`, as `peerlab credentials` prints
+    /// it): speak TLS to --api and trust only this certificate. Needed for a node started
+    /// with --allow-remote-api [default: the data dir's `api.cert`, when there is one].
+    #[arg(long, value_name = "FILE")]
+    api_cert: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -47,11 +53,25 @@ impl ClientArgs {
             Some(a) => a.clone(),
             None => read(peerlab_node::API_ADDR_FILE, "--api")?,
         };
+        let api = peerlab_node::client::reachable(&api);
         let token = match &self.token {
             Some(t) => t.clone(),
             None => read(peerlab_node::API_TOKEN_FILE, "--token")?,
         };
-        Ok(Client::new(&api, &token))
+        let cert = match &self.api_cert {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the API certificate {}", path.display()))?,
+            ),
+            None if self.api.is_none() && dir.join(API_CERT_FILE).exists() => {
+                Some(read(API_CERT_FILE, "--api-cert")?)
+            }
+            None => None,
+        };
+        Ok(match cert {
+            Some(pem) => Client::with_cert(&api, &token, &pem)?,
+            None => Client::new(&api, &token),
+        })
     }
 }
 
@@ -82,9 +102,18 @@ pub(crate) struct NodeArgs {
     /// Control API address [default: 127.0.0.1:0].
     #[arg(long, value_name = "HOST:PORT")]
     api: Option<String>,
-    /// Allow the control API on a non-loopback address.
+    /// Allow the control API on a non-loopback address. It then speaks only TLS with a
+    /// certificate the node makes (`api.cert`); clients pin it (`peerlab credentials`).
     #[arg(long)]
     allow_remote_api: bool,
+    /// A name (DNS name or IP) other hosts reach the API by, added to its certificate
+    /// (repeatable; e.g. a pod's `peerlab-3.peerlab`).
+    #[arg(long = "api-name", value_name = "NAME")]
+    api_names: Vec<String>,
+    /// Let the API's POST /crash end this process at once, as SIGKILL would: what `testnet
+    /// churn` uses against nodes on other hosts, whose orchestrator restarts them.
+    #[arg(long)]
+    accept_crash: bool,
     /// Also serve the metrics, read-only and without a token, at GET /metrics on this
     /// address (for a Prometheus scraper; e.g. 0.0.0.0:9100 in a container).
     #[arg(long, value_name = "HOST:PORT")]
@@ -140,6 +169,22 @@ pub(crate) enum NodeCommand {
     /// Show the node's identity, addresses and counts.
     #[command(after_help = "Example:\n  peerlab status --data-dir /tmp/a")]
     Status(ClientArgs),
+    /// Print what a controller on another host needs to reach this node's API, as one JSON
+    /// line: peer id, API address, token and TLS certificate. The token is a secret: move
+    /// the line only over an encrypted channel (kubectl exec, ssh) into a file only you
+    /// read, then `peerlab testnet attach --credentials FILE`.
+    #[command(
+        after_help = "Example:\n  peerlab credentials --data-dir /tmp/a --address node-3.example:7000\n  \
+        kubectl exec peerlab-3 -- peerlab credentials --address peerlab-3.peerlab:7000 >> creds.jsonl"
+    )]
+    Credentials {
+        /// The address other hosts reach the API at, `host:port` (a name the certificate
+        /// holds: see --api-name) [default: the address the API bound].
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+        #[command(flatten)]
+        c: ClientArgs,
+    },
     /// List connected peers.
     #[command(after_help = "Example:\n  peerlab peers --data-dir /tmp/a --json")]
     Peers(ClientArgs),
@@ -306,10 +351,42 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// `peerlab credentials`: the node's peer id, API address, token and certificate, read
+/// from its data dir (and the node asked for its peer id, so that only a running node's
+/// credentials are printed).
+fn credentials(address: Option<String>, c: &ClientArgs) -> anyhow::Result<()> {
+    let dir = c.data_dir.clone().unwrap_or_else(config::default_data_dir);
+    let cert_path = dir.join(API_CERT_FILE);
+    let cert = std::fs::read_to_string(&cert_path).with_context(|| {
+        format!(
+            "no API certificate in {}: the node's API is loopback-only (start it with --allow-remote-api)",
+            dir.display()
+        )
+    })?;
+    let client = c.client()?;
+    let status = client.status()?;
+    let token = match &c.token {
+        Some(t) => t.clone(),
+        None => std::fs::read_to_string(dir.join(peerlab_node::API_TOKEN_FILE))?
+            .trim()
+            .to_string(),
+    };
+    let address = address.unwrap_or_else(|| client.addr().to_string());
+    let line = json!({
+        "peer_id": status.peer_id,
+        "api": address,
+        "token": token,
+        "cert": cert,
+    });
+    println!("{}", serde_json::to_string(&line)?);
+    Ok(())
+}
+
 /// Runs a node-facing command.
 pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
     match cmd {
         NodeCommand::Node(a) => run_node(a),
+        NodeCommand::Credentials { address, c } => credentials(address, &c),
         NodeCommand::Status(c) => {
             let v: Value = c.client()?.get("/status")?;
             print(c.json, &v, |v| {
@@ -596,6 +673,12 @@ fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
     }
     if a.allow_remote_api {
         cfg.allow_remote_api = true;
+    }
+    if !a.api_names.is_empty() {
+        cfg.api_names = a.api_names.clone();
+    }
+    if a.accept_crash {
+        cfg.accept_crash = true;
     }
     if a.metrics.is_some() {
         cfg.metrics = a.metrics.clone();

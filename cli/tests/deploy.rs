@@ -75,6 +75,10 @@ fn manifests_render_as_checked_in() {
         "livenessProbe:",
         "runAsNonRoot: true",
         "image: localhost/peerlab:latest",
+        // The API other pods reach is TLS with the pod's names in its certificate.
+        "--allow-remote-api",
+        "--api-name=\"${POD_NAME}.peerlab\"",
+        "containerPort: 7000",
     ] {
         assert!(
             rendered.contains(needle),
@@ -263,6 +267,8 @@ fn three_containers_form_a_ring() {
             "node",
             &listen,
             "--threads=1",
+            // The controller below reaches the API from outside the container.
+            "--allow-remote-api",
         ];
         let flag = boot.as_ref().map(|b| format!("--bootstrap={b}"));
         if let Some(f) = &flag {
@@ -306,5 +312,36 @@ fn three_containers_form_a_ring() {
     assert!(
         read_back,
         "a put in one container is not read in all: {logs:#?}"
+    );
+
+    // A controller outside the containers, as on a cluster: credentials out through the
+    // engine's exec, then lookups over each node's pinned TLS API.
+    let creds: Vec<String> = p
+        .containers
+        .iter()
+        .map(|c| {
+            let o = exec(c, &["credentials"]);
+            assert!(o.status.success(), "credentials: {o:?}");
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        })
+        .collect();
+    let creds_file = p.dir.path().join("creds.jsonl");
+    std::fs::write(&creds_file, creds.join("\n")).unwrap();
+    let tn = p.dir.path().join("tn");
+    let peerlab = |args: &[&str]| {
+        let mut all = vec!["testnet"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--dir", tn.to_str().unwrap(), "--json"]);
+        run(env!("CARGO_BIN_EXE_peerlab"), &all)
+    };
+    let o = peerlab(&["attach", "--credentials", creds_file.to_str().unwrap()]);
+    assert!(o.status.success(), "attach: {o:?}");
+    let o = peerlab(&["lookups", "--count", "30"]);
+    assert!(o.status.success(), "lookups: {o:?}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (r["failed"].as_u64(), r["wrong_owner"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
     );
 }

@@ -2,7 +2,8 @@
 //!
 //! Every route requires `Authorization: Bearer <token>`, where the token is the content of
 //! `api.token` in the data dir (mode 0600); without it the answer is 401. The API refuses
-//! to bind a non-loopback address unless `allow_remote_api` is set. Handlers never touch
+//! to bind a non-loopback address unless `allow_remote_api` is set, and then speaks only
+//! TLS ([`crate::api_tls`]). Handlers never touch
 //! protocol state themselves: they send a command or an inspection closure to the driver
 //! task and await the answer with a deadline.
 //!
@@ -24,6 +25,7 @@
 //! | DELETE | `/share/{cid}` | stop serving a shared file |
 //! | GET | `/transfers` | shares and fetches with their progress |
 //! | GET | `/metrics` | Prometheus text format |
+//! | POST | `/crash` | end the process as SIGKILL would (only with `accept_crash`) |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -136,6 +138,8 @@ pub struct ApiState {
     pub(crate) token: Arc<String>,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) fetches: Fetches,
+    /// Whether `POST /crash` ends the process (`Config::accept_crash`).
+    pub(crate) accept_crash: bool,
 }
 
 /// Runs `f` on the node's database on the blocking pool: the transfer records the API
@@ -1131,6 +1135,32 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
     next.run(req).await
 }
 
+/// Exit status of a process ended by `POST /crash`: a shell's for death by SIGKILL.
+pub const CRASH_EXIT_CODE: i32 = 137;
+
+/// How long a crashing node waits before it ends, so that its answer leaves first.
+const CRASH_ANSWER_GRACE: Duration = Duration::from_millis(100);
+
+/// `POST /crash`: ends the process at once, as SIGKILL would — no leave, no hand-off, no
+/// closing of connections or the database — for churn experiments against nodes on other
+/// hosts, which a controller cannot signal (their orchestrator restarts them). Refused
+/// unless the node runs with `accept_crash`.
+async fn crash(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if !st.accept_crash {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "this node does not accept /crash (start it with --accept-crash)".into(),
+            None,
+        ));
+    }
+    tracing::warn!("POST /crash: ending the process as a crash would");
+    tokio::spawn(async {
+        tokio::time::sleep(CRASH_ANSWER_GRACE).await;
+        std::process::exit(CRASH_EXIT_CODE);
+    });
+    Ok(Json(serde_json::json!({ "crashing": true })))
+}
+
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -1149,6 +1179,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/share/{cid}", axum::routing::delete(cancel))
         .route("/transfers", get(transfers))
         .route("/metrics", get(metrics_text))
+        .route("/crash", post(crash))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
 }

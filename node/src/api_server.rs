@@ -23,6 +23,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::api::ApiError;
 
@@ -86,10 +87,13 @@ async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
 
 /// Serves `app` on `listener` within `limits` until `stop` fires (or its sender is
 /// dropped); then lets the requests in flight finish (for at most a few seconds).
+/// With `tls`, every connection is a TLS one whose handshake must complete within the
+/// idle timeout.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     stop: oneshot::Receiver<()>,
 ) {
     let request_timeout = limits.request_timeout;
@@ -120,21 +124,20 @@ pub(crate) async fn serve(
             _ = &mut stop => break,
         };
         let svc = TowerToHyperService::new(app.clone());
-        let mut closing = closing_rx.clone();
+        let closing = closing_rx.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
             let _permit = permit;
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.idle_timeout)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = closing.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+            match tls {
+                None => connection(TokioIo::new(tcp), svc, limits, closing).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.idle_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            connection(TokioIo::new(stream), svc, limits, closing).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%e, "API TLS handshake failed"),
+                        Err(_) => tracing::debug!("API TLS handshake timed out"),
+                    }
                 }
             }
         });
@@ -144,6 +147,31 @@ pub(crate) async fn serve(
     let drain = async { while conns.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
         conns.abort_all();
+    }
+}
+
+/// Serves one HTTP/1 connection until it ends or the server closes.
+async fn connection<I>(
+    io: I,
+    svc: TowerToHyperService<Router>,
+    limits: Limits,
+    mut closing: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = closing.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 
@@ -167,7 +195,7 @@ mod tests {
             axum::routing::post(|body: String| async move { body }),
         );
         let (stop, rx) = oneshot::channel();
-        tokio::spawn(serve(listener, app, limits, rx));
+        tokio::spawn(serve(listener, app, limits, None, rx));
         (addr, stop)
     }
 

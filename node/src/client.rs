@@ -4,16 +4,39 @@
 //! explicitly. Every call returns a typed answer or a [`ClientError`] with one clear line.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use crate::api::{
     ErrorBody, FetchBody, FetchProgress, GossipValue, MemberInfo, PublishBody, Published, PutBody,
     RingView, Route, SearchResult, ShareBody, Shared, Status, Stored, Value,
 };
 use crate::driver::PeerInfo;
+
+/// Parses a PEM certificate (the first one in `pem`).
+pub fn parse_cert(pem: &str) -> Result<Certificate<'static>, ClientError> {
+    Certificate::from_pem(pem.as_bytes()).map_err(|e| ClientError::Certificate(e.to_string()))
+}
+
+/// `addr` with an unspecified IP (the API bound every interface) replaced by loopback, the
+/// address a client on the same machine reaches it at (and one the certificate names).
+pub fn reachable(addr: &str) -> String {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let ip: std::net::IpAddr = if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            std::net::SocketAddr::new(ip, a.port()).to_string()
+        }
+        _ => addr.to_string(),
+    }
+}
 
 /// Largest answer the client reads from the API: a `/ring` or `/fetches` listing of a big
 /// node fits many times over, and a node that answers without end cannot exhaust the
@@ -51,6 +74,9 @@ pub enum ClientError {
     /// The answer could not be read.
     #[error("unreadable answer: {0}")]
     Body(String),
+    /// A pinned API certificate is not a PEM certificate.
+    #[error("not an API certificate: {0}")]
+    Certificate(String),
     /// The data dir holds no running node's address or token.
     #[error(
         "no running node found in {dir}: {msg} (start one with `peerlab node`, or pass --api and --token)"
@@ -73,22 +99,57 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the API at `addr` (`host:port`) with bearer `token`.
+    /// A client for the plain-HTTP API at `addr` (`host:port`, a loopback one) with
+    /// bearer `token`.
     pub fn new(addr: &str, token: &str) -> Client {
-        let agent = ureq::Agent::config_builder()
+        Client::build(addr, token, None)
+    }
+
+    /// A client for the TLS API at `addr` with bearer `token` that trusts exactly the
+    /// certificate `cert_pem` (the node's `api.cert`, as `peerlab credentials` prints it):
+    /// the token goes only to a server that proves it holds that certificate's key.
+    pub fn with_cert(addr: &str, token: &str, cert_pem: &str) -> Result<Client, ClientError> {
+        Ok(Client::with_certificate(addr, token, parse_cert(cert_pem)?))
+    }
+
+    /// [`Client::with_cert`] for a certificate read earlier (a testnet file's): when
+    /// `cert_pem` is no certificate, every call fails the TLS handshake — the client trusts
+    /// nothing rather than falling back to plain HTTP.
+    pub fn pinned(addr: &str, token: &str, cert_pem: &str) -> Client {
+        let cert = parse_cert(cert_pem).unwrap_or_else(|_| Certificate::from_der(&[]));
+        Client::with_certificate(addr, token, cert)
+    }
+
+    /// [`Client::with_cert`] with the certificate already parsed.
+    pub fn with_certificate(addr: &str, token: &str, cert: Certificate<'static>) -> Client {
+        Client::build(addr, token, Some(cert))
+    }
+
+    fn build(addr: &str, token: &str, cert: Option<Certificate<'static>>) -> Client {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(CLIENT_TIMEOUT))
-            .build()
-            .new_agent();
+            .timeout_global(Some(CLIENT_TIMEOUT));
+        let scheme = match cert {
+            Some(cert) => {
+                config = config.tls_config(
+                    TlsConfig::builder()
+                        .root_certs(RootCerts::Specific(Arc::new(vec![cert])))
+                        .build(),
+                );
+                "https"
+            }
+            None => "http",
+        };
         Client {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             addr: addr.to_string(),
             token: token.to_string(),
-            agent,
+            agent: config.build().new_agent(),
         }
     }
 
-    /// A client for the node whose data dir is `dir`.
+    /// A client for the node whose data dir is `dir`: TLS pinned to `api.cert` when the
+    /// node wrote one (its API allows remote clients), plain HTTP otherwise.
     pub fn from_data_dir(dir: &Path) -> Result<Client, ClientError> {
         let read = |name: &str| {
             std::fs::read_to_string(dir.join(name))
@@ -98,10 +159,18 @@ impl Client {
                     msg: format!("{name}: {e}"),
                 })
         };
-        Ok(Client::new(
-            &read(crate::API_ADDR_FILE)?,
-            &read(crate::API_TOKEN_FILE)?,
-        ))
+        let addr = reachable(&read(crate::API_ADDR_FILE)?);
+        let token = read(crate::API_TOKEN_FILE)?;
+        if dir.join(crate::api_tls::API_CERT_FILE).exists() {
+            Client::with_cert(&addr, &token, &read(crate::api_tls::API_CERT_FILE)?)
+        } else {
+            Ok(Client::new(&addr, &token))
+        }
+    }
+
+    /// The API address this client calls.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// Reads an answer's status and body (at most [`MAX_ANSWER_BYTES`]).

@@ -42,9 +42,19 @@ pub struct Config {
     /// Address of the control API. Default `127.0.0.1:0` (an OS-assigned port; the chosen
     /// address is written to `api.addr` in the data dir).
     pub api: String,
-    /// Allow the control API to bind a non-loopback address. Default false: the API can
-    /// change what the node stores and shares, so it stays local unless asked.
+    /// Allow the control API to bind a non-loopback address; it then speaks only TLS, with
+    /// a certificate the node makes (`api.cert`, see `api_tls`), so that the token never
+    /// crosses a network in cleartext. Default false: the API can change what the node
+    /// stores and shares, so it stays local (plain HTTP on loopback) unless asked.
     pub allow_remote_api: bool,
+    /// Names (DNS names or IPs) other hosts reach the control API by, put in its TLS
+    /// certificate beside the bound IP and the host name; used with `allow_remote_api`
+    /// (for example a pod's `peerlab-3.peerlab`). Default none.
+    pub api_names: Vec<String>,
+    /// Let the control API's `POST /crash` end the process at once, as SIGKILL would (for
+    /// `testnet churn` against nodes on other hosts, which an orchestrator restarts).
+    /// Default false.
+    pub accept_crash: bool,
     /// Address of a read-only Prometheus endpoint (`GET /metrics`, no token), for scrapers
     /// that cannot hold each node's API token. Default none: metrics only through the
     /// token-protected control API. The counters reveal traffic volumes, not keys or data.
@@ -135,6 +145,8 @@ impl Default for Config {
             bootstrap: Vec::new(),
             api: "127.0.0.1:0".into(),
             allow_remote_api: false,
+            api_names: Vec::new(),
+            accept_crash: false,
             metrics: None,
             transport: Transport::Quic,
             vnodes: 4,

@@ -6,13 +6,15 @@
 //! | `config.toml` | the configuration file (optional) |
 //! | `api.token` | the control API's bearer token (mode 0600) |
 //! | `api.addr` | the address the control API bound (written at start) |
+//! | `api.key` | the control API's TLS key (PKCS#8 PEM, mode 0600), with `allow_remote_api` ([`crate::api_tls`]) |
+//! | `api.cert` | the control API's current certificate (PEM), with `allow_remote_api` |
 //! | `listen.addrs` | the node's listen multiaddrs with `/p2p/<id>` (written at start) |
 //! | `peers` | last-known peers, one multiaddr with `/p2p/<id>` a line (for rejoining) |
 //! | `store.redb` | DHT records and swarm bitfields ([`crate::store`]) |
 //! | `chunks/` | chunk files of shared and fetched content |
 //!
 //! The data dir is private: created with mode 0700 (its `chunks/` too), secrets written
-//! with mode 0600. A secret file (`identity.key`, `api.token`) that group or others may
+//! with mode 0600. A secret file (`identity.key`, `api.token`, `api.key`) that group or others may
 //! read is refused at start, as ssh refuses such a key: the token lets anyone who reads it
 //! drive the node, and the key lets them be it.
 
@@ -77,7 +79,7 @@ pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), NodeError> {
 }
 
 /// Refuses a secret file that group or others may read or write.
-fn check_private(path: &Path) -> Result<(), NodeError> {
+pub(crate) fn check_private(path: &Path) -> Result<(), NodeError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -132,6 +134,11 @@ impl DataDir {
             }
         }
         Ok(DataDir { root })
+    }
+
+    /// The data dir itself.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The embedded database file.

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 
 pub mod api;
 mod api_server;
+pub mod api_tls;
 pub mod client;
 pub mod config;
 mod datadir;
@@ -176,6 +177,8 @@ pub struct NodeHandle {
     api_addr: SocketAddr,
     listen_addrs: Vec<Multiaddr>,
     token: String,
+    /// The API's TLS certificate (PEM and parsed), when it serves TLS (`allow_remote_api`).
+    api_cert: Option<(String, ureq::tls::Certificate<'static>)>,
     data_dir: PathBuf,
     driver: driver::DriverHandle<node::Node>,
     driver_task: JoinHandle<()>,
@@ -216,6 +219,11 @@ impl NodeHandle {
         &self.token
     }
 
+    /// The control API's TLS certificate (PEM), when it serves TLS (`allow_remote_api`).
+    pub fn api_cert(&self) -> Option<&str> {
+        self.api_cert.as_ref().map(|c| c.0.as_str())
+    }
+
     /// The listen multiaddrs, each ending in `/p2p/<peer id>`.
     pub fn listen_addrs(&self) -> &[Multiaddr] {
         &self.listen_addrs
@@ -228,7 +236,11 @@ impl NodeHandle {
 
     /// A blocking API client for this node (do not call it from an async task).
     pub fn client(&self) -> client::Client {
-        client::Client::new(&self.api_addr.to_string(), &self.token)
+        let addr = client::reachable(&self.api_addr.to_string());
+        match &self.api_cert {
+            Some((_, cert)) => client::Client::with_certificate(&addr, &self.token, cert.clone()),
+            None => client::Client::new(&addr, &self.token),
+        }
     }
 
     /// The driver handle, for in-process control without HTTP.
@@ -412,7 +424,22 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         addr: api_addr,
         source,
     })?;
+    // The certificate before the address: `api.addr` tells a waiting client that the API
+    // is ready, `api.cert` then how to speak to it.
+    let tls = if cfg.allow_remote_api {
+        Some(api_tls::start(&dir, api_addr, &cfg.api_names)?)
+    } else {
+        api_tls::forget(&dir)?;
+        None
+    };
     dir.write_api_addr(&api_addr)?;
+    let api_cert = match &tls {
+        Some(t) => Some((
+            t.cert_pem.clone(),
+            client::parse_cert(&t.cert_pem).map_err(|e| NodeError::Invalid(e.to_string()))?,
+        )),
+        None => None,
+    };
     let metrics_listener = match metrics_addr {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -426,6 +453,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         token: Arc::new(token.clone()),
         metrics: metrics_handle.clone(),
         fetches: fetches.clone(),
+        accept_crash: cfg.accept_crash,
     });
     let metrics_addr = match &metrics_listener {
         Some(l) => Some(l.local_addr().map_err(|source| NodeError::ApiBind {
@@ -441,6 +469,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
                 listener,
                 api::metrics_router(metrics_handle),
                 api_server::Limits::default(),
+                None,
                 stop_rx,
             ));
             Some((task, stop))
@@ -453,6 +482,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         listener,
         app,
         api_server::Limits::default(),
+        tls.map(|t| t.acceptor),
         stop_rx,
     ));
     tracing::info!(%peer_id, %api_addr, ?metrics_addr, "node started");
@@ -461,6 +491,7 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         api_addr,
         listen_addrs,
         token,
+        api_cert,
         data_dir: opts.data_dir,
         driver: handle,
         driver_task,

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::process::{
     Faults, HOSTS_FILE, Hosts, HostsOptions, LinkFaults, MANIFEST, Mode, NodeProgram,
-    TESTNET_GOSSIP_VIEW, Testnet, TestnetError, Timings, UpOptions, parse_groups, parse_hosts,
-    pid_alive, sweep_idle,
+    RemoteOptions, TESTNET_GOSSIP_VIEW, Testnet, TestnetError, Timings, UpOptions, parse_groups,
+    parse_hosts, pid_alive, read_credentials, sweep_idle,
 };
 use crate::{process_churn, split};
 
@@ -115,6 +115,31 @@ pub struct DownArgs {
     pub sweep: bool,
 }
 
+/// `peerlab testnet attach`.
+#[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
+    /// The testnet dir to write (testnet.json, mode 0600: it holds the tokens).
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The nodes' credentials: one JSON line per node as `peerlab credentials` prints it
+    /// ('-': standard input). The first --seeds lines are the nodes others bootstrap from.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: PathBuf,
+    /// Nodes at the head of the list that churn never crashes (the bootstrap nodes).
+    #[arg(long, default_value_t = 1)]
+    pub seeds: usize,
+    /// The nodes' transport (what their --listen addresses use).
+    #[arg(long, value_enum, default_value_t = TransportArg::Quic)]
+    pub transport: TransportArg,
+    /// Gossip round period the nodes run, in ms (`converge` compares with the simulator
+    /// at it).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub gossip_interval_ms: u64,
+    /// Gossip fan-out the nodes run.
+    #[arg(long, value_name = "F", default_value_t = 3)]
+    pub gossip_fanout: usize,
+}
+
 /// `peerlab testnet partition`.
 #[derive(Debug, Clone, Args)]
 pub struct PartitionArgs {
@@ -208,6 +233,14 @@ pub enum TestnetCommand {
         sudo peerlab testnet up --nodes 60 --hosts 6 --delay-ms 10 --dir /tmp/hosts"
     )]
     Up(UpArgs),
+    /// Record nodes running on other hosts (a cluster's pods) as a testnet, from the
+    /// credentials each printed with `peerlab credentials`; `status`, `lookups`,
+    /// `converge` and `churn` then measure them over their TLS control APIs.
+    #[command(after_help = "Example:\n  \
+        for i in 0 1 2; do kubectl exec peerlab-$i -- peerlab credentials --address peerlab-$i.peerlab:7000; done > creds.jsonl\n  \
+        peerlab testnet attach --credentials creds.jsonl --dir /tmp/cluster\n  \
+        peerlab testnet lookups --dir /tmp/cluster")]
+    Attach(AttachArgs),
     /// Summarise the health of a running testnet.
     #[command(after_help = "Example:\n  peerlab testnet status --dir /tmp/tn")]
     Status(DirArg),
@@ -266,6 +299,7 @@ impl TestnetCommand {
     pub fn run(&self, progress: bool) -> Result<Output, TestnetError> {
         match self {
             TestnetCommand::Up(a) => up(a, progress),
+            TestnetCommand::Attach(a) => attach(a),
             TestnetCommand::Status(d) => status(&d.dir),
             TestnetCommand::Down(a) => down(a),
             TestnetCommand::Partition(a) => {
@@ -323,6 +357,11 @@ impl TestnetCommand {
                         "churn kills and restarts node processes: start the testnet without --in-process".into(),
                     ));
                 }
+                if net.manifest().mode == Mode::Remote && a.params.crash_fraction < 1.0 {
+                    return Err(TestnetError::Invalid(
+                        "nodes on other hosts can only be crashed (POST /crash), not signalled to leave: use --crash-fraction 1".into(),
+                    ));
+                }
                 let out = a.out.clone().unwrap_or_else(|| net.dir().join("results"));
                 let r = process_churn::run(&mut net, &a.params, &out, progress)?;
                 Ok(Output {
@@ -361,7 +400,7 @@ fn up(a: &UpArgs, progress: bool) -> Result<Output, TestnetError> {
         base_port: a.base_port,
         program: match mode {
             Mode::Processes => Some(NodeProgram::current_peerlab()?),
-            Mode::InProcess => None,
+            Mode::InProcess | Mode::Remote => None,
         },
         seed: a.seed,
         timings: Timings {
@@ -419,6 +458,40 @@ fn up(a: &UpArgs, progress: bool) -> Result<Output, TestnetError> {
     Ok(Output { text, json: js })
 }
 
+fn attach(a: &AttachArgs) -> Result<Output, TestnetError> {
+    let creds = read_credentials(&a.credentials)?;
+    if a.seeds == 0 || a.seeds > creds.len() {
+        return Err(TestnetError::Invalid(format!(
+            "--seeds must be in 1..={} (the nodes listed)",
+            creds.len()
+        )));
+    }
+    let opts = RemoteOptions {
+        seeds: a.seeds,
+        transport: match a.transport {
+            TransportArg::Quic => Transport::Quic,
+            TransportArg::Tcp => Transport::Tcp,
+        },
+        timings: Timings {
+            gossip_interval_ms: a.gossip_interval_ms,
+            gossip_fanout: a.gossip_fanout,
+            ..Timings::default()
+        },
+    };
+    let net = Testnet::attach_remote(&a.dir.dir, creds, opts)?;
+    let text = format!(
+        "attached {} nodes on other hosts ({} vnodes each; every API answered over TLS with its pinned certificate)\n\
+         testnet description: {}\n",
+        net.len(),
+        net.manifest().vnodes,
+        net.dir().join(MANIFEST).display()
+    );
+    Ok(Output {
+        text,
+        json: json!({"nodes": net.len(), "vnodes": net.manifest().vnodes, "dir": net.dir(), "mode": Mode::Remote}),
+    })
+}
+
 fn hosts_of(net: &Testnet) -> Result<&Hosts, TestnetError> {
     net.hosts().ok_or_else(|| {
         TestnetError::Invalid(format!(
@@ -466,6 +539,21 @@ fn down(a: &DownArgs) -> Result<Output, TestnetError> {
         }
         Err(e) => return Err(e),
     };
+    if net.manifest().mode == Mode::Remote {
+        let n = net.len();
+        let file = net.dir().join(MANIFEST);
+        std::fs::remove_file(&file).map_err(|e| TestnetError::Io {
+            path: file.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        return Ok(Output {
+            text: format!(
+                "forgot {n} nodes on other hosts ({} removed); they keep running: their orchestrator stops them\n",
+                file.display()
+            ),
+            json: json!({"stopped": 0, "forgotten": n, "dir": net.dir()}),
+        });
+    }
     let hosts = net.hosts().map(|h| h.count);
     let n = net.down();
     let left = net.leftover_pids();

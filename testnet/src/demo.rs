@@ -88,6 +88,7 @@ impl DemoReport {
             match self.mode {
                 Mode::Processes => "one OS process per node",
                 Mode::InProcess => "all nodes in this process",
+                Mode::Remote => "nodes on other hosts",
             }
         );
         s += &format!("{:<22} {:<5} {:>7}  {}\n", "step", "ok", "secs", "measured");
@@ -251,7 +252,9 @@ pub fn run(
                     Mode::Processes => {
                         format!("{was} node processes stopped (SIGTERM, graceful leave); none left")
                     }
-                    Mode::InProcess => format!("{was} nodes left the ring and stopped"),
+                    Mode::InProcess | Mode::Remote => {
+                        format!("{was} nodes left the ring and stopped")
+                    }
                 },
             ))
         })

@@ -137,6 +137,22 @@ impl Proc {
         }
     }
 
+    /// Waits (at most `within`) for the process to end by itself; its exit status.
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// The last lines of its log (RUST_LOG taken from `PEERLAB_TEST_LOG`, `warn` if unset).
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();

@@ -22,6 +22,10 @@ use super::{Mode, SEEDS, Testnet, TestnetError, cmdline_contains, io_err, pid_al
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a started node may take to write its API address.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a restart of a node on another host waits for its orchestrator to bring it
+/// back: Kubernetes restarts a crashed container after 10 s, then after 20, 40, … up to
+/// 5 min for one that keeps crashing; three minutes covers the first few restarts.
+pub const REMOTE_RETURN_DEADLINE: Duration = Duration::from_secs(180);
 /// Processes spawned before the controller waits for the batch's API addresses (bounds the
 /// join storm on the seeds and the start-up CPU burst).
 pub const SPAWN_BATCH: usize = 25;
@@ -149,7 +153,11 @@ impl Testnet {
         let rec = &self.manifest.nodes[i];
         let data_dir = rec.data_dir.clone();
         fs::create_dir_all(&data_dir).map_err(io_err(&data_dir))?;
-        for stale in [peerlab_node::API_ADDR_FILE, peerlab_node::LISTEN_ADDRS_FILE] {
+        for stale in [
+            peerlab_node::API_ADDR_FILE,
+            peerlab_node::LISTEN_ADDRS_FILE,
+            peerlab_node::api_tls::API_CERT_FILE,
+        ] {
             let _ = fs::remove_file(data_dir.join(stale));
         }
         match self.manifest.mode {
@@ -168,10 +176,17 @@ impl Testnet {
                 rec.peer_id = h.peer_id().to_string();
                 rec.api = h.api_addr().to_string();
                 rec.token = h.token().to_string();
+                rec.api_cert = h.api_cert().map(str::to_string);
                 rec.listen_addrs = h.listen_addrs().iter().map(|a| a.to_string()).collect();
                 rec.pid = Some(std::process::id());
                 rec.alive = true;
                 self.handles[i] = Some(h);
+            }
+            Mode::Remote => {
+                return Err(TestnetError::Start {
+                    index: i,
+                    msg: "a node on another host is started by its orchestrator, not here".into(),
+                });
             }
             Mode::Processes => {
                 let text = toml::to_string(&cfg).map_err(|e| TestnetError::Start {
@@ -254,6 +269,8 @@ impl Testnet {
                         let rec = &mut self.manifest.nodes[i];
                         rec.api = a.trim().to_string();
                         rec.token = t.trim().to_string();
+                        rec.api_cert =
+                            fs::read_to_string(dir.join(peerlab_node::api_tls::API_CERT_FILE)).ok();
                         rec.listen_addrs = l.lines().map(|s| s.trim().to_string()).collect();
                         rec.peer_id = rec
                             .listen_addrs
@@ -285,10 +302,20 @@ impl Testnet {
         self.save()
     }
 
-    /// Kills node `i` abruptly (SIGKILL; in-process: the tasks are aborted).
+    /// Kills node `i` abruptly (SIGKILL; in-process: the tasks are aborted; on another
+    /// host: `POST /crash`, which ends the process as SIGKILL would).
     pub fn kill(&mut self, i: usize) {
         self.manifest.nodes[i].alive = false;
         match self.manifest.mode {
+            Mode::Remote => {
+                // The answer may be lost with the process; either way it is gone.
+                let r = self
+                    .client(i)
+                    .post::<_, serde_json::Value>("/crash", &serde_json::json!({}));
+                if let Err(e @ peerlab_node::client::ClientError::Api { .. }) = r {
+                    eprintln!("warning: node {i} refused to crash: {e}");
+                }
+            }
             Mode::InProcess => {
                 if let (Some(h), Some(rt)) = (self.handles[i].take(), self.rt.as_ref()) {
                     rt.block_on(h.abort());
@@ -309,10 +336,15 @@ impl Testnet {
     }
 
     /// Stops node `i` gracefully (SIGTERM: it leaves the ring and hands its records off),
-    /// with SIGKILL after [`STOP_DEADLINE`].
+    /// with SIGKILL after [`STOP_DEADLINE`]. A node on another host cannot be signalled:
+    /// it is crashed as by [`Testnet::kill`].
     pub fn stop(&mut self, i: usize) {
+        if self.manifest.mode == Mode::Remote {
+            return self.kill(i);
+        }
         self.manifest.nodes[i].alive = false;
         match self.manifest.mode {
+            Mode::Remote => {}
             Mode::InProcess => {
                 if let (Some(h), Some(rt)) = (self.handles[i].take(), self.rt.as_ref()) {
                     rt.block_on(async {
@@ -326,9 +358,30 @@ impl Testnet {
     }
 
     /// Restarts node `i` from its data dir (same identity and records) and waits for its API.
+    /// A node on another host was restarted by its orchestrator: this waits until its API
+    /// answers again (at most [`REMOTE_RETURN_DEADLINE`]).
     pub fn restart(&mut self, i: usize) -> Result<(), TestnetError> {
         if self.manifest.nodes[i].alive {
             return Ok(());
+        }
+        if self.manifest.mode == Mode::Remote {
+            let client = self.client(i);
+            let deadline = Instant::now() + REMOTE_RETURN_DEADLINE;
+            while client.status().is_err() {
+                if Instant::now() > deadline {
+                    return Err(TestnetError::Start {
+                        index: i,
+                        msg: format!(
+                            "its API at {} did not answer within {} s of the crash: is its orchestrator restarting it?",
+                            self.manifest.nodes[i].api,
+                            REMOTE_RETURN_DEADLINE.as_secs()
+                        ),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            self.manifest.nodes[i].alive = true;
+            return self.save();
         }
         self.spawn(i)?;
         self.await_ready(&[i])
@@ -384,6 +437,8 @@ impl Testnet {
     pub fn down(&mut self) -> usize {
         let running = self.alive().len();
         match self.manifest.mode {
+            // Not this controller's to stop: only forgotten.
+            Mode::Remote => {}
             Mode::InProcess => {
                 if let Some(rt) = self.rt.as_ref() {
                     let hs: Vec<NodeHandle> =

@@ -75,6 +75,8 @@ impl Testnet {
             // The nodes live in the controller, which `testnet status` (another process)
             // is not.
             Mode::InProcess => vec![self.manifest.controller_pid],
+            // Another host's processes: their memory is the orchestrator's to report.
+            Mode::Remote => Vec::new(),
             Mode::Processes => alive
                 .iter()
                 .filter_map(|&i| self.manifest.nodes[i].pid)

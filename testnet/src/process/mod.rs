@@ -26,6 +26,8 @@
 //!   oracle lookups, replica sets and ring views are judged against.
 //! - `hosts/`: emulated hosts ([`Hosts`]): namespaces, the bridge, and the faults between
 //!   hosts (partitions, loss, bandwidth) as nftables rules and token buckets.
+//! - `remote.rs`: nodes on other hosts ([`Mode::Remote`], `testnet attach`): credentials
+//!   checked over TLS, crash through the API, restarts by their orchestrator.
 //! - `probes.rs`: what the OS says — open-file limits, pids, resident memory — and the
 //!   [`preflight`] check that the machine can host the testnet.
 
@@ -44,12 +46,13 @@ mod health;
 mod hosts;
 mod node_config;
 mod probes;
+mod remote;
 mod ring;
 mod testnet_file;
 
 pub use control::{
-    CHILD_ENV, CHILD_WATCH_PARENT_ENV, NodeProgram, SPAWN_BATCH, START_DEADLINE, STOP_DEADLINE,
-    run_child_from_env,
+    CHILD_ENV, CHILD_WATCH_PARENT_ENV, NodeProgram, REMOTE_RETURN_DEADLINE, SPAWN_BATCH,
+    START_DEADLINE, STOP_DEADLINE, run_child_from_env,
 };
 pub use health::{CHECK_PERIOD_PER_NODE, Health};
 pub use hosts::{
@@ -65,6 +68,10 @@ pub use node_config::{
 pub use probes::{
     FDS_PER_IN_PROCESS_NODE, FDS_PER_PROCESS, cmdline_contains, fd_limits, pid_alive, preflight,
     pss_kib, rss_kib,
+};
+pub use remote::{
+    Credentials, MAX_CREDENTIALS_LINE, MAX_REMOTE_NODES, RemoteOptions, parse_credentials,
+    read_credentials,
 };
 pub use ring::{core_peer_id, ideal_ring, key_owner, view_is_ideal};
 pub use testnet_file::{MANIFEST, Manifest, Mode, NodeRecord};
@@ -125,8 +132,30 @@ fn save_json(dir: &Path, name: &str, value: &impl serde::Serialize) -> Result<()
         path: path.display().to_string(),
         msg: e.to_string(),
     })?;
-    std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+    // Private: `testnet.json` holds every node's API token.
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        f.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
+    }
     std::fs::rename(&tmp, &path).map_err(io_err(&path))
+}
+
+/// Creates `dir` (mode 0700: it will hold API tokens) if it does not exist.
+fn private_dir(dir: &Path) -> Result<(), TestnetError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TestnetError + '_ {
@@ -206,6 +235,11 @@ impl Testnet {
     /// Starts every node (without waiting for convergence; see [`Testnet::wait_converged`]).
     pub fn start(opts: UpOptions, progress: bool) -> Result<Testnet, TestnetError> {
         preflight(&opts)?;
+        if opts.mode == Mode::Remote {
+            return Err(TestnetError::Invalid(
+                "nodes on other hosts are started by their orchestrator; `testnet attach` records them".into(),
+            ));
+        }
         if opts.hosts.is_some() && opts.mode == Mode::InProcess {
             return Err(TestnetError::Invalid(
                 "--hosts runs every node as a process inside its host's namespace: leave out --in-process".into(),
@@ -258,7 +292,7 @@ impl Testnet {
                     .build()
                     .map_err(|e| TestnetError::Resources(format!("tokio runtime: {e}")))?,
             ),
-            Mode::Processes => None,
+            Mode::Processes | Mode::Remote => None,
         };
         let nodes = (0..opts.nodes)
             .map(|i| NodeRecord {
@@ -267,6 +301,7 @@ impl Testnet {
                 peer_id: String::new(),
                 api: String::new(),
                 token: String::new(),
+                api_cert: None,
                 listen_addrs: Vec::new(),
                 pid: None,
                 alive: false,
@@ -397,7 +432,10 @@ impl Testnet {
     /// A blocking API client of node `i`.
     pub fn client(&self, i: usize) -> Client {
         let n = &self.manifest.nodes[i];
-        Client::new(&n.api, &n.token)
+        match &n.api_cert {
+            Some(pem) => Client::pinned(&n.api, &n.token, pem),
+            None => Client::new(&n.api, &n.token),
+        }
     }
 }
 

@@ -52,6 +52,8 @@ pub fn preflight(opts: &UpOptions) -> Result<(), TestnetError> {
             },
             // Each node process may hold a TCP connection to every other node.
             Mode::Processes => n + FDS_PER_PROCESS,
+            // Not started here.
+            Mode::Remote => 0,
         };
         if soft < need {
             return Err(TestnetError::Resources(format!(

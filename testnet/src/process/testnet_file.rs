@@ -25,6 +25,9 @@ pub enum Mode {
     Processes,
     /// Every node inside the controlling process.
     InProcess,
+    /// Nodes this controller did not start, on other hosts (a cluster's pods), reached
+    /// through their TLS control APIs (`testnet attach`). Their orchestrator restarts them.
+    Remote,
 }
 
 /// One node as `testnet.json` records it.
@@ -40,6 +43,10 @@ pub struct NodeRecord {
     pub api: String,
     /// Control API token.
     pub token: String,
+    /// The control API's TLS certificate (PEM) when it serves TLS (a node whose API other
+    /// hosts reach); `None`: plain HTTP on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_cert: Option<String>,
     /// Listen multiaddrs.
     pub listen_addrs: Vec<String>,
     /// OS process id (the controller's own for in-process nodes).

@@ -16,10 +16,10 @@
 //!
 //! # How the controller reaches the control API
 //!
-//! A node's API binds its host's address (`allow_remote_api`), and the controller, in the
-//! machine's own namespace, reaches it through the bridge with the bearer token from the
-//! node's data dir. The bridge is a virtual link inside this kernel: no frame of it leaves
-//! the machine, and only root (who can read every data dir anyway) can attach to it.
+//! A node's API binds its host's address (`allow_remote_api`, so TLS only), and the
+//! controller, in the machine's own namespace, reaches it through the bridge with the
+//! bearer token from the node's data dir, inside TLS pinned to the node's `api.cert`: no
+//! token crosses the bridge in cleartext.
 //! Binding 127.0.0.1 inside the namespace instead would make every API call enter the
 //! namespace (`ip netns exec` per call, or a thread that switches namespaces), and the
 //! measurements, written against plain API addresses, would have to know about it. Frames

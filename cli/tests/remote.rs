@@ -1,0 +1,185 @@
+//! A controller on another host: nodes whose control API allows remote clients speak only
+//! TLS with their own certificate; `peerlab credentials` hands a controller what it needs,
+//! `peerlab testnet attach` checks it, and the measurements then run over TLS; `POST /crash`
+//! ends a node as SIGKILL would, only where the node accepts it.
+
+// Real processes run on the wall clock.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{Proc, eventually, free_port, stderr, stdout};
+use peerlab_node::client::Client;
+
+/// Flags of a node whose API other hosts may reach and that churn may crash.
+const REMOTE: [&str; 2] = ["--allow-remote-api", "--accept-crash"];
+
+/// How long four nodes on loopback take at most to form one ring and one membership
+/// (a few seconds; the bound leaves room for a loaded machine).
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn peerlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peerlab"))
+        .args(args)
+        .output()
+        .expect("run peerlab")
+}
+
+fn testnet(dir: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["testnet"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--dir", dir.to_str().unwrap(), "--json"]);
+    peerlab(&all)
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("{e}: {} {}", stdout(o), stderr(o)))
+}
+
+/// What a plain-HTTP request to `addr` gets back (TLS servers answer none).
+fn plain_http(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_controller_reaches_remote_nodes_only_through_their_pinned_tls() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Proc::start(&root.path().join("a"), free_port(), None, &REMOTE);
+    let mut nodes = vec![a];
+    for name in ["b", "c"] {
+        let boot = nodes[0].addr();
+        nodes.push(Proc::start(
+            &root.path().join(name),
+            free_port(),
+            Some(&boot),
+            &REMOTE,
+        ));
+    }
+    // A node that lets remote clients in but does not accept /crash.
+    let boot = nodes[0].addr();
+    let mut plain = Proc::start(
+        &root.path().join("d"),
+        free_port(),
+        Some(&boot),
+        &["--allow-remote-api"],
+    );
+
+    // Its API speaks only TLS: a cleartext request gets no HTTP answer.
+    let api = std::fs::read_to_string(nodes[0].dir.join("api.addr")).unwrap();
+    let answer = plain_http(api.trim());
+    assert!(!answer.starts_with("HTTP/"), "cleartext answered: {answer}");
+    // The CLI on the node's own host pins the certificate from the data dir.
+    assert!(nodes[0].cli(&["status"]).status.success());
+
+    // Credentials, as a controller would collect them over an encrypted channel.
+    let mut lines = Vec::new();
+    for p in nodes.iter().chain([&plain]) {
+        let o = p.cli(&["credentials"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v = json(&o);
+        assert_eq!(v["peer_id"], p.peer_id.as_str());
+        lines.push(v);
+    }
+    let write = |name: &str, lines: &[serde_json::Value]| {
+        let path = root.path().join(name);
+        let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        std::fs::write(&path, text.join("\n")).unwrap();
+        path
+    };
+
+    // A certificate that is not the node's own (another node's) is refused: whoever
+    // answers at that address cannot prove it holds the pinned key.
+    let mut swapped = lines.clone();
+    swapped[0]["cert"] = lines[1]["cert"].clone();
+    let tn = root.path().join("tn");
+    let o = testnet(
+        &tn,
+        &[
+            "attach",
+            "--credentials",
+            write("swapped.jsonl", &swapped).to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success(), "attached with a foreign certificate");
+    assert!(stderr(&o).contains(api.trim()), "{}", stderr(&o));
+    // So is a line that names another peer id than the one that answers.
+    let mut other = lines.clone();
+    other[0]["peer_id"] = lines[1]["peer_id"].clone();
+    other[1]["peer_id"] = lines[0]["peer_id"].clone();
+    let o = testnet(
+        &tn,
+        &[
+            "attach",
+            "--credentials",
+            write("other.jsonl", &other).to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success(), "attached under another peer id");
+    assert!(stderr(&o).contains("answers as"), "{}", stderr(&o));
+
+    let creds = write("creds.jsonl", &lines);
+    let o = testnet(&tn, &["attach", "--credentials", creds.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["nodes"], 4);
+    let converged = eventually(CONVERGE, || {
+        let o = testnet(&tn, &["status"]);
+        o.status.success() && json(&o)["converged"] == true
+    });
+    assert!(converged, "{}", stdout(&testnet(&tn, &["status"])));
+    let o = testnet(&tn, &["lookups", "--count", "40"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(&o);
+    assert_eq!(
+        (r["lookups"].as_u64(), r["failed"].as_u64()),
+        (Some(40), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["wrong_owner"], 0, "{r}");
+
+    // POST /crash: refused by a node that does not accept it, the end of one that does
+    // (exit status 137, as after SIGKILL).
+    let refused = Client::from_data_dir(&plain.dir)
+        .unwrap()
+        .post::<_, serde_json::Value>("/crash", &serde_json::json!({}));
+    assert!(
+        matches!(
+            refused,
+            Err(peerlab_node::client::ClientError::Api { status: 403, .. })
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        plain.wait_exit(Duration::from_secs(1)).is_none(),
+        "a refused crash ended the node"
+    );
+    let victim = nodes.last_mut().unwrap();
+    let _ = Client::from_data_dir(&victim.dir)
+        .unwrap()
+        .post::<_, serde_json::Value>("/crash", &serde_json::json!({}));
+    let st = victim
+        .wait_exit(Duration::from_secs(10))
+        .expect("the node did not end");
+    assert_eq!(
+        st.code().or(st.signal().map(|s| 128 + s)),
+        Some(137),
+        "{st:?}"
+    );
+
+    // Down forgets the nodes; they keep running.
+    let o = testnet(&tn, &["down"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["forgotten"], 4);
+    assert!(nodes[0].cli(&["status"]).status.success());
+}
