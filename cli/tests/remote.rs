@@ -183,3 +183,119 @@ fn a_controller_reaches_remote_nodes_only_through_their_pinned_tls() {
     assert_eq!(json(&o)["forgotten"], 4);
     assert!(nodes[0].cli(&["status"]).status.success());
 }
+
+/// How long the test's orchestrator leaves a crashed node down (a kubelet waits 10 s before
+/// its first restart of a container).
+const RESTART_DELAY: Duration = Duration::from_secs(3);
+
+/// `testnet churn` against nodes on "other hosts": departures are `POST /crash`, returns
+/// are an orchestrator's (here a thread restarting every process that ended, from its data
+/// dir on its ports, as a kubelet restarts a container). The pinned certificates keep
+/// verifying the restarted nodes, which issue themselves new certificates from the same key.
+#[test]
+fn churn_crashes_remote_nodes_and_waits_for_their_orchestrator() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let root = tempfile::tempdir().unwrap();
+    let mut procs = Vec::new();
+    let mut flags = Vec::new();
+    for i in 0..5 {
+        let api = format!("127.0.0.1:{}", free_port());
+        let f: Vec<String> = REMOTE
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--api".to_string(), api])
+            .collect();
+        let boot = (i > 0).then(|| Proc::addr(&procs[0]));
+        let refs: Vec<&str> = f.iter().map(String::as_str).collect();
+        procs.push(Proc::start(
+            &root.path().join(format!("n{i}")),
+            free_port(),
+            boot.as_deref(),
+            &refs,
+        ));
+        flags.push((f, boot));
+    }
+    let creds: Vec<String> = procs
+        .iter()
+        .map(|p| stdout(&p.cli(&["credentials"])).trim().to_string())
+        .collect();
+    let file = root.path().join("creds.jsonl");
+    std::fs::write(&file, creds.join("\n")).unwrap();
+    let tn = root.path().join("tn");
+    let o = testnet(&tn, &["attach", "--credentials", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        eventually(CONVERGE, || json(&testnet(&tn, &["status"]))["converged"]
+            == true),
+        "never converged"
+    );
+
+    // The orchestrator.
+    let procs = Arc::new(Mutex::new(procs));
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarted = Arc::new(Mutex::new(0usize));
+    let kubelet = {
+        let (procs, stop, restarted) = (procs.clone(), stop.clone(), restarted.clone());
+        std::thread::spawn(move || {
+            let mut ended: Vec<Option<std::time::Instant>> = vec![None; flags.len()];
+            while !stop.load(Ordering::Relaxed) {
+                let mut ps = procs.lock().unwrap();
+                for (i, p) in ps.iter_mut().enumerate() {
+                    if ended[i].is_none() && p.wait_exit(Duration::ZERO).is_some() {
+                        ended[i] = Some(std::time::Instant::now());
+                    }
+                    if ended[i].is_some_and(|t| t.elapsed() >= RESTART_DELAY) {
+                        ended[i] = None;
+                        let (f, boot) = &flags[i];
+                        let refs: Vec<&str> = f.iter().map(String::as_str).collect();
+                        *p = Proc::start(&p.dir.clone(), p.port, boot.as_deref(), &refs);
+                        *restarted.lock().unwrap() += 1;
+                    }
+                }
+                drop(ps);
+                std::thread::sleep(common::POLL);
+            }
+        })
+    };
+    let o = testnet(
+        &tn,
+        &[
+            "churn",
+            "--rate",
+            "0.2",
+            "--duration",
+            "20",
+            "--keys",
+            "20",
+            "--ops-rate",
+            "5",
+            "--min-downtime",
+            "2",
+            "--settle",
+            "60",
+        ],
+    );
+    stop.store(true, Ordering::Relaxed);
+    kubelet.join().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(&o);
+    assert!(
+        r["crashes"].as_u64() >= Some(1),
+        "no crash in 20 s at 0.2/s: {r}"
+    );
+    assert!(
+        *restarted.lock().unwrap() >= r["crashes"].as_u64().unwrap() as usize,
+        "a crash did not end its process: {r}"
+    );
+    assert!(r["restarts"].as_u64() >= Some(1), "{r}");
+    assert_eq!(r["lost_keys"], 0, "{r}");
+    // Churn to the nodes, refused where a node can only be crashed: graceful leaves.
+    let o = testnet(
+        &tn,
+        &["churn", "--crash-fraction", "0.5", "--duration", "1"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--crash-fraction 1"), "{}", stderr(&o));
+}

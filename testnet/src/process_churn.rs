@@ -27,7 +27,8 @@
 //!   *unreachable* and is no overlay failure.
 //!
 //! Failure-detection latency: after a crash, three random live observers are polled until
-//! none lists the victim as alive or suspect (`GET /members`). Join latency: from a
+//! none lists the victim as alive or suspect (`GET /members`); a victim that answers its API
+//! again first (restarted by an orchestrator) leaves its detection unmeasured. Join latency: from a
 //! restart's spawn until the node's ring view is the ideal ring of the live nodes. Lost
 //! keys: after churn, once the ring re-converged (or `--settle` seconds passed), every
 //! acknowledged record is read from a random node; a missing value, or one older than the
@@ -641,6 +642,7 @@ pub fn run(
                     if crash && probes.load(Ordering::Relaxed) < MAX_PROBES {
                         probes.fetch_add(1, Ordering::Relaxed);
                         let (detections, probes) = (&detections, &probes);
+                        let victim = net.client(v);
                         s.spawn(move || {
                             let seen_down = |c: &Client| {
                                 c.members().is_ok_and(|ms| {
@@ -651,6 +653,11 @@ pub fn run(
                                 })
                             };
                             while t_dead.elapsed() < PROBE_DEADLINE {
+                                // Back before the overlay declared it dead (an orchestrator
+                                // restarted it): no detection to time.
+                                if victim.status().is_ok() {
+                                    break;
+                                }
                                 if observers.iter().all(seen_down) {
                                     if let Ok(mut d) = detections.lock() {
                                         d.push(t_dead.elapsed().as_secs_f64());
@@ -728,7 +735,15 @@ pub fn run(
     })?;
     bar.finish_and_clear();
 
-    // 3. Settle, then count lost keys.
+    // 3. Settle, then count lost keys. Nodes on other hosts that churn crashed come back by
+    // themselves (their orchestrator restarts them), so the ring to settle on has them all:
+    // wait for each to answer again first.
+    if net.manifest().mode == crate::process::Mode::Remote {
+        let down: Vec<usize> = (0..n).filter(|&i| !net.node(i).alive).collect();
+        for i in down {
+            net.restart(i)?;
+        }
+    }
     let settled = net
         .wait_converged(Duration::from_secs(a.settle), progress)
         .is_ok();
