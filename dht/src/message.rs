@@ -151,6 +151,12 @@ pub enum Message {
         req: u64,
         /// Addressed virtual node.
         vnode: Id,
+        /// The asker needs only the predecessor (a finger, predecessor or liveness check):
+        /// the answer's successor list stays empty. A successor list is most of a state
+        /// answer (up to [`MAX_SUCCESSORS`] entries of ≈ 70 bytes), and these checks are
+        /// most of what a ring at rest sends. Absent on the wire when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pred_only: bool,
     },
     /// Reply to [`Message::GetState`].
     State {

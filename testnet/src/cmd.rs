@@ -633,11 +633,16 @@ fn status(dir: &std::path::Path) -> Result<Output, TestnetError> {
         .filter(|n| n.alive && n.pid.is_some_and(pid_alive))
         .count();
     let h = net.health();
+    let running_text = if m.mode == Mode::Remote {
+        "- (on other hosts)".to_string()
+    } else {
+        running.to_string()
+    };
     let text = format!(
         "testnet {} ({:?}, {:?}, {} vnodes each)\n\
          nodes recorded      {}\n\
          should be running   {}\n\
-         processes alive     {running}\n\
+         processes alive     {running_text}\n\
          API reachable       {}\n\
          ring correct        {}\n\
          membership complete {}\n\
@@ -678,7 +683,7 @@ fn status(dir: &std::path::Path) -> Result<Output, TestnetError> {
     Ok(Output {
         text,
         json: json!({"dir": net.dir(), "nodes": m.nodes.len(), "expected": alive.len(),
-            "processes_alive": running, "health": h, "converged": h.converged(),
+            "processes_alive": (m.mode != Mode::Remote).then_some(running), "health": h, "converged": h.converged(),
             "hosts": net.hosts()}),
     })
 }

@@ -51,7 +51,11 @@ impl Dht {
                         cx,
                         cur.peer,
                         req,
-                        Message::GetState { req, vnode: cur.id },
+                        Message::GetState {
+                            req,
+                            vnode: cur.id,
+                            pred_only: true,
+                        },
                         Pending::FingerCheck { vnode, index, cur },
                     );
                 }

@@ -748,7 +748,11 @@ impl Protocol for Dht {
                 cx,
                 peer,
                 req,
-                Message::GetState { req, vnode: n.id },
+                Message::GetState {
+                    req,
+                    vnode: n.id,
+                    pred_only: true,
+                },
                 Pending::Ping,
             );
         }

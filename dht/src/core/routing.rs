@@ -211,6 +211,7 @@ impl Dht {
                 let msg = Message::GetState {
                     req,
                     vnode: node.id,
+                    pred_only: false,
                 };
                 self.request(
                     cx,
@@ -312,6 +313,7 @@ impl Dht {
                     let msg = Message::GetState {
                         req,
                         vnode: owner.id,
+                        pred_only: false,
                     };
                     self.request(
                         cx,
@@ -334,6 +336,7 @@ impl Dht {
                     let msg = Message::GetState {
                         req,
                         vnode: pred.id,
+                        pred_only: false,
                     };
                     self.request(
                         cx,

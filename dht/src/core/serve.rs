@@ -125,13 +125,21 @@ impl Dht {
                     None => self.reject(cx, from, req, Reject::NotJoined),
                 }
             }
-            Message::GetState { req, vnode } => match self.served_vnode(&vnode) {
+            Message::GetState {
+                req,
+                vnode,
+                pred_only,
+            } => match self.served_vnode(&vnode) {
                 Ok(vi) => {
                     let v = &self.vnodes[vi];
                     Some(Message::State {
                         req,
                         pred: v.pred,
-                        succs: v.succs.clone(),
+                        succs: if pred_only {
+                            Vec::new()
+                        } else {
+                            v.succs.clone()
+                        },
                     })
                 }
                 Err(r) => self.reject(cx, from, req, r),

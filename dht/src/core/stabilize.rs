@@ -64,7 +64,11 @@ impl Dht {
             cx,
             s.peer,
             req,
-            Message::GetState { req, vnode: s.id },
+            Message::GetState {
+                req,
+                vnode: s.id,
+                pred_only: false,
+            },
             Pending::Stabilize { vnode, succ: s },
         );
     }
@@ -107,6 +111,7 @@ impl Dht {
             let msg = Message::GetState {
                 req,
                 vnode: cand.id,
+                pred_only: false,
             };
             self.request(
                 cx,
@@ -155,6 +160,7 @@ impl Dht {
             Message::GetState {
                 req,
                 vnode: cand.id,
+                pred_only: false,
             },
             Pending::Candidate {
                 vnode,

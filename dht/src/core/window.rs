@@ -129,6 +129,7 @@ impl Dht {
             Message::GetState {
                 req,
                 vnode: pred.id,
+                pred_only: true,
             },
             Pending::CheckPred { vnode },
         );

@@ -93,6 +93,7 @@ fn unknown_vnode_is_rejected_and_counted() {
         Message::GetState {
             req: 7,
             vnode: bogus,
+            pred_only: false,
         },
     );
     assert_eq!(rejected(&out), Some(Reject::UnknownVnode));
@@ -384,7 +385,11 @@ fn requests_before_joining_are_refused() {
     let out = feed(
         &mut d,
         PeerId::synthetic(2),
-        Message::GetState { req: 1, vnode: v },
+        Message::GetState {
+            req: 1,
+            vnode: v,
+            pred_only: false,
+        },
     );
     assert_eq!(rejected(&out), Some(Reject::NotJoined));
     let (mut rng, mut out): (Rng, Out) = (Rng::seed(1), Outbox::new());
@@ -1452,4 +1457,60 @@ fn a_predecessor_out_of_the_ring_is_dropped_at_its_check() {
         net.run_until(deadline, |n| pred_of_s(n) != Some(x)),
         "the successor still names the restarted node as its predecessor"
     );
+}
+
+/// A state answer carries the successor list only to askers that use it: finger,
+/// predecessor and liveness checks ask for the predecessor alone (`pred_only`), stabilize
+/// asks for both. A successor list is most of a state answer, and these checks are most
+/// of what a ring at rest sends.
+#[test]
+fn only_stabilize_asks_for_a_successor_list() {
+    let peers: Vec<PeerId> = (1..=4).map(PeerId::synthetic).collect();
+    let mut ds = ideal(&peers, &cfg(2));
+    let v = ds[0].vnode_ids()[0];
+    let answer = |out: &[Output<Message, Timer, Event>]| {
+        out.iter().find_map(|o| match o {
+            Output::Send {
+                msg: Message::State { succs, .. },
+                ..
+            } => Some(succs.len()),
+            _ => None,
+        })
+    };
+    let ask = |pred_only| Message::GetState {
+        req: 1,
+        vnode: v,
+        pred_only,
+    };
+    let full = answer(&feed(&mut ds[0], peers[1], ask(false)));
+    assert!(full.is_some_and(|n| n > 1), "{full:?}");
+    assert_eq!(answer(&feed(&mut ds[0], peers[1], ask(true))), Some(0));
+
+    // What each maintenance task asks.
+    let asks = |d: &mut Dht, t: Timer| {
+        let (mut rng, mut out): (Rng, Out) = (Rng::seed(1), Outbox::new());
+        d.handle_timer(&mut Context::new(Instant(1_000_000), &mut rng, &mut out), t);
+        out.drain()
+            .filter_map(|o| match o {
+                Output::Send {
+                    msg: Message::GetState { pred_only, .. },
+                    ..
+                } => Some(pred_only),
+                _ => None,
+            })
+            .collect::<Vec<bool>>()
+    };
+    let d = &mut ds[1];
+    let stabilize = asks(d, Timer::Stabilize(0));
+    assert!(
+        !stabilize.is_empty() && stabilize.iter().all(|p| !p),
+        "{stabilize:?}"
+    );
+    let checks = asks(d, Timer::CheckPredecessor(0));
+    assert!(
+        !checks.is_empty() && checks.iter().all(|p| *p),
+        "{checks:?}"
+    );
+    let fingers = asks(d, Timer::FixFingers(0));
+    assert!(fingers.iter().all(|p| *p), "{fingers:?}");
 }
