@@ -177,7 +177,18 @@ pub fn read_credentials(path: &Path) -> Result<Vec<Credentials>, TestnetError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Whatever a credentials file holds, parsing answers (an error or nodes) and never
+        /// panics.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "(\\PC|\n|[{}\":,]){0,400}") {
+            let _ = parse_credentials(&text);
+        }
+    }
 
     fn cert() -> String {
         rcgen::generate_simple_self_signed(vec!["example".to_string()])
