@@ -633,10 +633,20 @@ fn status(dir: &std::path::Path) -> Result<Output, TestnetError> {
         .filter(|n| n.alive && n.pid.is_some_and(pid_alive))
         .count();
     let h = net.health();
-    let running_text = if m.mode == Mode::Remote {
-        "- (on other hosts)".to_string()
+    let (running_text, memory_text) = if m.mode == Mode::Remote {
+        (
+            "- (on other hosts)".to_string(),
+            "- (on other hosts)".to_string(),
+        )
     } else {
-        running.to_string()
+        (
+            running.to_string(),
+            format!(
+                "{:.0} MiB (PSS {:.0} MiB)",
+                h.rss_kib as f64 / 1024.0,
+                h.pss_kib as f64 / 1024.0
+            ),
+        )
     };
     let text = format!(
         "testnet {} ({:?}, {:?}, {} vnodes each)\n\
@@ -646,7 +656,7 @@ fn status(dir: &std::path::Path) -> Result<Output, TestnetError> {
          API reachable       {}\n\
          ring correct        {}\n\
          membership complete {}\n\
-         total RSS           {:.0} MiB (PSS {:.0} MiB)\n\
+         total RSS           {memory_text}\n\
          peers per node      p50 {}, p99 {}, max {}\n\
          converged           {}\n",
         net.dir().display(),
@@ -658,8 +668,6 @@ fn status(dir: &std::path::Path) -> Result<Output, TestnetError> {
         h.reachable,
         h.ring_correct,
         h.membership_complete,
-        h.rss_kib as f64 / 1024.0,
-        h.pss_kib as f64 / 1024.0,
         h.peers_p50,
         h.peers_p99,
         h.peers_max,
