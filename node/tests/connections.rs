@@ -123,6 +123,13 @@ fn a_burst_of_contacts_is_trimmed_back_to_the_bound_and_needed_peers_stay() {
                 .expect("contact task alive");
         }
     });
+    // A contact's side of the handshake can finish before node 0 has counted the
+    // connection: the trim below is only measured once node 0 is over its bound.
+    wait_for(
+        "node 0 counts the contacts beyond its bound",
+        Duration::from_secs(10),
+        || c0.status().is_ok_and(|s| s.connected_peers as u32 > BOUND),
+    );
     // EVICT_QUIET (30 s) and a housekeeping period (1 s) after the contacts went quiet;
     // node 0's idle timeout (60 s) is beyond this deadline.
     wait_for(
