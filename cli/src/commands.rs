@@ -365,17 +365,11 @@ fn credentials(address: Option<String>, c: &ClientArgs) -> anyhow::Result<()> {
     })?;
     let client = c.client()?;
     let status = client.status()?;
-    let token = match &c.token {
-        Some(t) => t.clone(),
-        None => std::fs::read_to_string(dir.join(peerlab_node::API_TOKEN_FILE))?
-            .trim()
-            .to_string(),
-    };
     let address = address.unwrap_or_else(|| client.addr().to_string());
     let line = json!({
         "peer_id": status.peer_id,
         "api": address,
-        "token": token,
+        "token": client.token(),
         "cert": cert,
     });
     println!("{}", serde_json::to_string(&line)?);

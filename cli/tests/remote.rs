@@ -99,38 +99,27 @@ fn a_controller_reaches_remote_nodes_only_through_their_pinned_tls() {
         path
     };
 
+    let tn = root.path().join("tn");
+    let attach = |name: &str, lines: &[serde_json::Value]| {
+        let file = write(name, lines);
+        testnet(&tn, &["attach", "--credentials", file.to_str().unwrap()])
+    };
     // A certificate that is not the node's own (another node's) is refused: whoever
     // answers at that address cannot prove it holds the pinned key.
     let mut swapped = lines.clone();
     swapped[0]["cert"] = lines[1]["cert"].clone();
-    let tn = root.path().join("tn");
-    let o = testnet(
-        &tn,
-        &[
-            "attach",
-            "--credentials",
-            write("swapped.jsonl", &swapped).to_str().unwrap(),
-        ],
-    );
+    let o = attach("swapped.jsonl", &swapped);
     assert!(!o.status.success(), "attached with a foreign certificate");
     assert!(stderr(&o).contains(api.trim()), "{}", stderr(&o));
     // So is a line that names another peer id than the one that answers.
     let mut other = lines.clone();
     other[0]["peer_id"] = lines[1]["peer_id"].clone();
     other[1]["peer_id"] = lines[0]["peer_id"].clone();
-    let o = testnet(
-        &tn,
-        &[
-            "attach",
-            "--credentials",
-            write("other.jsonl", &other).to_str().unwrap(),
-        ],
-    );
+    let o = attach("other.jsonl", &other);
     assert!(!o.status.success(), "attached under another peer id");
     assert!(stderr(&o).contains("answers as"), "{}", stderr(&o));
 
-    let creds = write("creds.jsonl", &lines);
-    let o = testnet(&tn, &["attach", "--credentials", creds.to_str().unwrap()]);
+    let o = attach("creds.jsonl", &lines);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json(&o)["nodes"], 4);
     let converged = eventually(CONVERGE, || {
@@ -194,7 +183,7 @@ const RESTART_DELAY: Duration = Duration::from_secs(3);
 /// verifying the restarted nodes, which issue themselves new certificates from the same key.
 #[test]
 fn churn_crashes_remote_nodes_and_waits_for_their_orchestrator() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
     use std::sync::{Arc, Mutex};
 
     let root = tempfile::tempdir().unwrap();
@@ -232,33 +221,33 @@ fn churn_crashes_remote_nodes_and_waits_for_their_orchestrator() {
         "never converged"
     );
 
-    // The orchestrator.
-    let procs = Arc::new(Mutex::new(procs));
-    let stop = Arc::new(AtomicBool::new(false));
+    // The orchestrator: a thread per node that waits for its process to end and starts
+    // it again after RESTART_DELAY, until told to stop (its channel closes).
     let restarted = Arc::new(Mutex::new(0usize));
-    let kubelet = {
-        let (procs, stop, restarted) = (procs.clone(), stop.clone(), restarted.clone());
-        std::thread::spawn(move || {
-            let mut ended: Vec<Option<std::time::Instant>> = vec![None; flags.len()];
-            while !stop.load(Ordering::Relaxed) {
-                let mut ps = procs.lock().unwrap();
-                for (i, p) in ps.iter_mut().enumerate() {
-                    if ended[i].is_none() && p.wait_exit(Duration::ZERO).is_some() {
-                        ended[i] = Some(std::time::Instant::now());
-                    }
-                    if ended[i].is_some_and(|t| t.elapsed() >= RESTART_DELAY) {
-                        ended[i] = None;
-                        let (f, boot) = &flags[i];
-                        let refs: Vec<&str> = f.iter().map(String::as_str).collect();
-                        *p = Proc::start(&p.dir.clone(), p.port, boot.as_deref(), &refs);
-                        *restarted.lock().unwrap() += 1;
-                    }
+    let mut kubelets = Vec::new();
+    for (mut p, (f, boot)) in procs.into_iter().zip(flags) {
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let pid = Arc::new(Mutex::new(p.pid()));
+        let restarted = restarted.clone();
+        let current = pid.clone();
+        let thread = std::thread::spawn(move || {
+            let refs: Vec<&str> = f.iter().map(String::as_str).collect();
+            loop {
+                p.wait();
+                if stop_rx.recv_timeout(RESTART_DELAY) != Err(RecvTimeoutError::Timeout) {
+                    return;
                 }
-                drop(ps);
-                std::thread::sleep(common::POLL);
+                let mut pid = current.lock().unwrap();
+                if stop_rx.try_recv() != Err(TryRecvError::Empty) {
+                    return;
+                }
+                p = Proc::start(&p.dir.clone(), p.port, boot.as_deref(), &refs);
+                *pid = p.pid();
+                *restarted.lock().unwrap() += 1;
             }
-        })
-    };
+        });
+        kubelets.push((stop_tx, pid, thread));
+    }
     let o = testnet(
         &tn,
         &[
@@ -277,8 +266,15 @@ fn churn_crashes_remote_nodes_and_waits_for_their_orchestrator() {
             "60",
         ],
     );
-    stop.store(true, Ordering::Relaxed);
-    kubelet.join().unwrap();
+    for (stop_tx, pid, thread) in kubelets {
+        drop(stop_tx);
+        // The process may have ended already (crashed, restart cancelled).
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.lock().unwrap().to_string())
+            .status();
+        thread.join().unwrap();
+    }
     assert!(o.status.success(), "{}", stderr(&o));
     let r = json(&o);
     assert!(

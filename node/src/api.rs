@@ -1138,13 +1138,11 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
 /// Exit status of a process ended by `POST /crash`: a shell's for death by SIGKILL.
 pub const CRASH_EXIT_CODE: i32 = 137;
 
-/// How long a crashing node waits before it ends, so that its answer leaves first.
-const CRASH_ANSWER_GRACE: Duration = Duration::from_millis(100);
-
 /// `POST /crash`: ends the process at once, as SIGKILL would — no leave, no hand-off, no
-/// closing of connections or the database — for churn experiments against nodes on other
-/// hosts, which a controller cannot signal (their orchestrator restarts them). Refused
-/// unless the node runs with `accept_crash`.
+/// closing of connections or the database, and no answer: the caller sees its connection
+/// close — for churn experiments against nodes on other hosts, which a controller cannot
+/// signal (their orchestrator restarts them). Refused (403) unless the node runs with
+/// `accept_crash`.
 async fn crash(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     if !st.accept_crash {
         return Err(ApiError(
@@ -1154,11 +1152,7 @@ async fn crash(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, Ap
         ));
     }
     tracing::warn!("POST /crash: ending the process as a crash would");
-    tokio::spawn(async {
-        tokio::time::sleep(CRASH_ANSWER_GRACE).await;
-        std::process::exit(CRASH_EXIT_CODE);
-    });
-    Ok(Json(serde_json::json!({ "crashing": true })))
+    std::process::exit(CRASH_EXIT_CODE)
 }
 
 /// The API's routes.

@@ -173,6 +173,11 @@ impl Client {
         &self.addr
     }
 
+    /// The bearer token this client sends.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Reads an answer's status and body (at most [`MAX_ANSWER_BYTES`]).
     fn answer(
         &self,

@@ -23,7 +23,9 @@ use peerlab_node::config::Transport;
 use serde::Serialize;
 
 use crate::measure;
-use crate::process::{Mode, NodeProgram, Testnet, TestnetError, Timings, UpOptions, key_owner};
+use crate::process::{
+    Mode, NodeProgram, Testnet, TestnetError, Timings, UpOptions, key_owner, wait_until,
+};
 
 /// Deadline for the testnet to converge.
 pub const CONVERGE_DEADLINE: Duration = Duration::from_secs(90);
@@ -153,26 +155,6 @@ impl Steps {
                 Err(e)
             }
         }
-    }
-}
-
-fn wait_until<T>(
-    what: &str,
-    within: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> Result<T, TestnetError> {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if t.elapsed() > within {
-            return Err(TestnetError::Timeout {
-                what: what.into(),
-                secs: within.as_secs_f64(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

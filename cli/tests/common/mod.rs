@@ -139,18 +139,25 @@ impl Proc {
 
     /// Waits (at most `within`) for the process to end by itself; its exit status.
     pub(crate) fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            let c = self.child.as_mut()?;
-            if let Ok(Some(st)) = c.try_wait() {
-                self.child = None;
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(POLL);
+        let mut status = None;
+        eventually(within, || {
+            status = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            status.is_some() || self.child.is_none()
+        });
+        if status.is_some() {
+            self.child = None;
         }
+        status
+    }
+
+    /// Blocks until the process ends by itself or is killed; its exit status.
+    pub(crate) fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        let st = self.child.as_mut()?.wait().ok();
+        self.child = None;
+        st
     }
 
     /// The last lines of its log (RUST_LOG taken from `PEERLAB_TEST_LOG`, `warn` if unset).

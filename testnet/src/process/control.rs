@@ -308,7 +308,7 @@ impl Testnet {
         self.manifest.nodes[i].alive = false;
         match self.manifest.mode {
             Mode::Remote => {
-                // The answer may be lost with the process; either way it is gone.
+                // A node that accepts the crash ends without answering.
                 let r = self
                     .client(i)
                     .post::<_, serde_json::Value>("/crash", &serde_json::json!({}));
@@ -366,20 +366,11 @@ impl Testnet {
         }
         if self.manifest.mode == Mode::Remote {
             let client = self.client(i);
-            let deadline = Instant::now() + REMOTE_RETURN_DEADLINE;
-            while client.status().is_err() {
-                if Instant::now() > deadline {
-                    return Err(TestnetError::Start {
-                        index: i,
-                        msg: format!(
-                            "its API at {} did not answer within {} s of the crash: is its orchestrator restarting it?",
-                            self.manifest.nodes[i].api,
-                            REMOTE_RETURN_DEADLINE.as_secs()
-                        ),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            let what = format!(
+                "node {i}'s API at {} to answer again after its crash (is its orchestrator restarting it?)",
+                self.manifest.nodes[i].api
+            );
+            super::wait_until(&what, REMOTE_RETURN_DEADLINE, || client.status().ok())?;
             self.manifest.nodes[i].alive = true;
             return self.save();
         }

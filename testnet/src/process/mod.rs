@@ -148,6 +148,28 @@ fn save_json(dir: &Path, name: &str, value: &impl serde::Serialize) -> Result<()
     std::fs::rename(&tmp, &path).map_err(io_err(&path))
 }
 
+/// Polls `f` every 100 ms until it yields a value, or fails with a timeout naming `what`
+/// once `within` has passed.
+pub(crate) fn wait_until<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T, TestnetError> {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if t.elapsed() > within {
+            return Err(TestnetError::Timeout {
+                what: what.into(),
+                secs: within.as_secs_f64(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Creates `dir` (mode 0700: it will hold API tokens) if it does not exist.
 fn private_dir(dir: &Path) -> Result<(), TestnetError> {
     use std::os::unix::fs::DirBuilderExt as _;
