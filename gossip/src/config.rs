@@ -130,6 +130,12 @@ pub struct Config {
     pub probe_timeout: Duration,
     /// Members asked to probe indirectly after a direct probe times out. Default 3.
     pub indirect_probes: usize,
+    /// Largest local health multiplier (Lifeguard; `health.rs`): a node whose probes fail
+    /// without its helpers' nacks, or that has to refute suspicions of itself, stretches its
+    /// probe period and probe timeout up to this many times, so that an overloaded node stops
+    /// suspecting healthy members. Default 8 (memberlist's `AwarenessMaxMultiplier`); 1 turns
+    /// it off (the papers' SWIM).
+    pub max_health_multiplier: u32,
     /// Time a member stays suspect before it is declared dead, giving it the chance to
     /// refute. Default 5 s (25 rounds): a suspicion reaches the suspect and the refutation
     /// returns within a few rounds (see the crate docs).
@@ -208,6 +214,10 @@ pub struct Config {
 /// this crate is meant for, and it bounds the per-node partner list.
 pub const MAX_PARTNER_VIEW: usize = 1024;
 
+/// Largest [`Config::max_health_multiplier`]: a probe period stretched further than this
+/// many times would leave members unprobed for minutes.
+pub const MAX_HEALTH_MULTIPLIER: u32 = 64;
+
 /// Highest version accepted at all: 2^53, exact in every JSON and f64 consumer.
 pub const MAX_VERSION: u64 = 1 << 53;
 
@@ -237,6 +247,7 @@ impl Config {
             probe_period: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(500),
             indirect_probes: 3,
+            max_health_multiplier: 8,
             suspicion_timeout: Duration::from_secs(5),
             member_retransmit_mult: 4,
             member_sync_period: Duration::from_secs(10),
@@ -306,6 +317,12 @@ impl Config {
         }
         if self.probe_period.is_zero() || self.probe_timeout >= self.probe_period {
             return ConfigError::err("probe_timeout", "must be positive and below probe_period");
+        }
+        if !(1..=MAX_HEALTH_MULTIPLIER).contains(&self.max_health_multiplier) {
+            return ConfigError::err(
+                "max_health_multiplier",
+                format!("must be 1 (off) to {MAX_HEALTH_MULTIPLIER}"),
+            );
         }
         if self.fanout == 0 {
             return ConfigError::err("fanout", "must be at least 1");

@@ -106,6 +106,16 @@
 //! [`Config::dead_expiry`]: member syncs go to them now and then, so a member that was only
 //! cut off is found again and the two sides of a healed partition meet.
 //!
+//! **Local health (Lifeguard).** A member that is itself slow — an overloaded machine, a
+//! stalled event loop — times out its probes of healthy members and accuses them; their
+//! refutations then load everyone further. Following Lifeguard (Dadgar, Phillips, Currey,
+//! DSN Workshops 2018) and memberlist, a node keeps a local health score that rises when its
+//! probes fail without the helpers' `Nack` (a helper that cannot reach the target says so
+//! after 80 % of its probe timeout, so a healthy prober of a dead member is not blamed) and
+//! when it must refute a suspicion of itself, and falls with every answered probe; its probe
+//! period and timeout are multiplied by `score + 1`, up to
+//! [`Config::max_health_multiplier`] (`health.rs`). The bounds below hold for a healthy node.
+//!
 //! **Detection bound.** A crashed member is probed in a given probe period by at least one
 //! of the other `N − 1` members with probability `1 − (1 − 1/(N−1))^(N−1) ≥ 1 − 1/e`, so it
 //! stays unprobed for `m` periods with probability at most `e^(−m)`. The failed probe makes
@@ -153,6 +163,7 @@ mod budget;
 mod cadence;
 mod config;
 mod data;
+mod health;
 mod member_sync;
 mod members;
 mod message;
@@ -167,7 +178,10 @@ use std::time::Duration;
 use peerlab_overlay::{ConfigError, Cx, Instant, Keypair, Offence, PeerId, Protocol, Signature};
 
 pub use cadence::{PUSH_PULL_SCALE_THRESHOLD, rest_period};
-pub use config::{Activation, Config, Exchange, MAX_PARTNER_VIEW, MAX_VERSION, Mode, Variant};
+pub use config::{
+    Activation, Config, Exchange, MAX_HEALTH_MULTIPLIER, MAX_PARTNER_VIEW, MAX_VERSION, Mode,
+    Variant,
+};
 pub use members::{Member, MemberState, StaticView};
 pub use message::{Digest, Entry, MAX_ITEMS, MemberRow, MemberUpdate, Message, OriginDelta};
 pub use record::{MEMBER_DOMAIN, VerifiedRecords};
@@ -175,6 +189,7 @@ pub use store::{Rejection, StoredEntry};
 
 use cadence::Cadence;
 use data::Pending;
+use health::LocalHealth;
 use members::{Table, View};
 use partners::Partners;
 use rumor::Rumors;
@@ -335,6 +350,11 @@ pub enum Timer {
         /// Probe sequence number.
         seq: u64,
     },
+    /// The indirect probe this node relays as `seq` may be owed a nack.
+    RelayNack {
+        /// The relay's own sequence number.
+        seq: u64,
+    },
     /// `peer`'s suspicion at `incarnation` may have expired.
     Suspicion {
         /// The suspect.
@@ -418,6 +438,8 @@ pub struct Gossip {
     probe: Option<Probe>,
     probe_order: Vec<PeerId>,
     relays: std::collections::BTreeMap<u64, Relay>,
+    /// Lifeguard's local health score (`health.rs`).
+    health: LocalHealth,
     seq: u64,
     tick: u64,
     ae_every: u64,
@@ -430,6 +452,8 @@ pub struct Gossip {
     rejected: Rejected,
     phase: Phase,
     join: Option<Join>,
+    /// Whether a seed has answered a join of this node's (in this life).
+    joined: bool,
     /// Newer records to send back to the sender of stale suspicions (see `swim.rs`).
     corrections: Vec<MemberUpdate>,
     /// The partial view (see [`Config::partner_view`]).
@@ -462,6 +486,7 @@ impl Gossip {
         let mut addrs = addrs;
         addrs.truncate(config.max_addrs);
         addrs.retain(|a| a.len() <= config.max_addr_len);
+        let health = LocalHealth::new(config.max_health_multiplier);
         Ok(Gossip {
             me: key.peer_id(),
             key,
@@ -477,6 +502,7 @@ impl Gossip {
             probe: None,
             probe_order: Vec::new(),
             relays: std::collections::BTreeMap::new(),
+            health,
             seq: 0,
             tick: 0,
             ae_every,
@@ -486,6 +512,7 @@ impl Gossip {
             rejected: Rejected::default(),
             phase: Phase::Running,
             join: None,
+            joined: false,
             corrections: Vec::new(),
             partners: Partners::default(),
             offence: None,
@@ -778,6 +805,7 @@ impl Protocol for Gossip {
             Timer::Tick => self.on_tick(cx),
             Timer::Probe => self.on_probe(cx),
             Timer::ProbeTimeout { seq } => self.on_probe_timeout(cx, seq),
+            Timer::RelayNack { seq } => self.on_relay_nack(cx, seq),
             Timer::Suspicion { peer, incarnation } => {
                 self.on_suspicion_timeout(cx, peer, incarnation)
             }
@@ -809,6 +837,7 @@ impl Gossip {
             Message::Ack { seq } => self.on_ack(cx, from, seq),
             Message::PingReq { seq, target } => self.on_ping_req(cx, from, seq, target),
             Message::IndirectAck { seq, target } => self.on_indirect_ack(seq, target),
+            Message::Nack { seq } => self.on_nack(from, seq),
             Message::Join {
                 incarnation,
                 addrs,

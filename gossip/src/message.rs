@@ -109,6 +109,13 @@ pub enum Message {
         /// The member that answered.
         target: PeerId,
     },
+    /// The receiver asked this node to probe `target` (a [`Message::PingReq`]) and `target`
+    /// has not answered in time (Lifeguard's nack): the requester's own missed acks were not
+    /// its own fault. Only the requester's probe sequence number travels.
+    Nack {
+        /// The requester's probe sequence number.
+        seq: u64,
+    },
     /// A joining node asks a seed for the member list.
     Join {
         /// The joiner's incarnation.
@@ -188,6 +195,7 @@ impl peerlab_overlay::Message for Message {
             Message::Ack { .. } => "gossip_ack",
             Message::PingReq { .. } => "gossip_ping_req",
             Message::IndirectAck { .. } => "gossip_indirect_ack",
+            Message::Nack { .. } => "gossip_nack",
             Message::Join { .. } => "gossip_join",
             Message::JoinReply { .. } => "gossip_join_reply",
             Message::MemberDigest { .. } => "gossip_member_digest",

@@ -6,6 +6,9 @@
 //!   `probe_timeout` it asks `indirect_probes` other members to ping the target for it
 //!   ([`Message::PingReq`]); they relay the target's ack ([`Message::IndirectAck`]).
 //!   Without any ack by the next probe, the target becomes suspect.
+//!   A helper that cannot reach the target in time answers [`Message::Nack`]; what the
+//!   concluded probe shows of this node's own health scales its next probe period and
+//!   timeout (Lifeguard's local health, `health.rs`).
 //! - **Suspicion** (§4.2). A suspect that does not refute within `suspicion_timeout` is
 //!   declared dead. The prober tells the suspect directly as well as gossiping the
 //!   suspicion, so the suspect can answer at once.
@@ -17,7 +20,9 @@
 //!   refutation whose rumor died out cannot be lost.
 //! - **Dissemination** (§4.1). Updates piggyback on the rumor pushes (`rumor.rs`); the
 //!   member sync (`member_sync.rs`) catches what they miss.
-//! - **Joining and leaving.** A joiner asks its seeds in turn for the member list; a
+//! - **Joining and leaving.** A joiner asks its seeds in turn for the member list, waiting
+//!   one more join timeout each round; a join asked for while one is under way only adds
+//!   seeds, and a node a seed has answered does not join again while it has members. A
 //!   leaving node gossips its `left` record for a few rounds, then goes silent.
 
 use peerlab_overlay::{Cx, Instant, Offence, PeerId, Signature};
@@ -33,6 +38,9 @@ use crate::{Event, Gossip, Phase, Timer};
 pub(crate) const MAX_RELAYS: usize = 256;
 /// Join attempts per seed before giving up.
 const JOIN_ROUNDS: u32 = 3;
+/// Seeds a join rotates through (the driver offers its bootstrap peers and, while alone,
+/// some last-known peers).
+const MAX_JOIN_SEEDS: usize = 16;
 /// Ticks a leaving node keeps gossiping its departure before going silent.
 const LEAVE_TICKS: u32 = 3;
 /// Most corrections sent back for one received message (each is one member record).
@@ -43,6 +51,24 @@ pub(crate) struct Probe {
     seq: u64,
     target: PeerId,
     acked: bool,
+    /// Members asked to probe `target` indirectly (at most `indirect_probes`).
+    helpers: Vec<PeerId>,
+    /// Helpers that nacked (each counted once).
+    nacked: Vec<PeerId>,
+}
+
+impl Probe {
+    /// What the concluded probe says about this node's own health (see `health.rs`): an
+    /// ack `−1`; a failure `+1` per helper that did not nack, or `+1` without helpers.
+    fn health_delta(&self) -> i64 {
+        if self.acked {
+            -1
+        } else if self.helpers.is_empty() {
+            1
+        } else {
+            (self.helpers.len() - self.nacked.len()) as i64
+        }
+    }
 }
 
 /// An indirect probe this node makes for another.
@@ -100,10 +126,11 @@ impl Gossip {
         }
         let now = cx.now();
         // Conclude the previous probe.
-        if let Some(p) = self.probe.take()
-            && !p.acked
-        {
-            self.suspect(cx, p.target);
+        if let Some(p) = self.probe.take() {
+            self.health.apply(p.health_delta());
+            if !p.acked {
+                self.suspect(cx, p.target);
+            }
         }
         let period = self.config.probe_period;
         self.relays
@@ -137,11 +164,20 @@ impl Gossip {
                 seq,
                 target,
                 acked: false,
+                helpers: Vec::new(),
+                nacked: Vec::new(),
             });
             cx.send(target, Message::Ping { seq });
-            cx.set_timer(self.config.probe_timeout, Timer::ProbeTimeout { seq });
+            let timeout = self.health.scale(self.config.probe_timeout);
+            cx.set_timer(timeout, Timer::ProbeTimeout { seq });
         }
-        cx.set_timer(period, Timer::Probe);
+        cx.set_timer(self.health.scale(period), Timer::Probe);
+    }
+
+    /// Lifeguard's local health score: 0 when healthy, up to `max_health_multiplier − 1`
+    /// while this node's probes fail for reasons of its own (`health.rs`).
+    pub fn local_health(&self) -> u32 {
+        self.health.score()
     }
 
     pub(crate) fn on_probe_timeout(&mut self, cx: &mut Cx<'_, Self>, seq: u64) {
@@ -153,8 +189,34 @@ impl Gossip {
         }
         let target = p.target;
         let helpers = self.random_peers(cx, self.config.indirect_probes, Some(target));
-        for h in helpers {
+        for &h in &helpers {
             cx.send(h, Message::PingReq { seq, target });
+        }
+        if let Some(p) = &mut self.probe {
+            p.helpers = helpers;
+        }
+    }
+
+    /// A helper could not reach the target of this node's probe `seq`.
+    pub(crate) fn on_nack(&mut self, from: PeerId, seq: u64) {
+        if !self.issued(seq) {
+            self.offend(Offence::Unsolicited);
+            return;
+        }
+        if let Some(p) = &mut self.probe
+            && p.seq == seq
+            && p.helpers.contains(&from)
+            && !p.nacked.contains(&from)
+        {
+            p.nacked.push(from);
+        }
+    }
+
+    /// The nack deadline of an indirect probe this node relays: still unanswered, the
+    /// requester hears so.
+    pub(crate) fn on_relay_nack(&mut self, cx: &mut Cx<'_, Self>, seq: u64) {
+        if let Some(r) = self.relays.get(&seq) {
+            cx.send(r.requester, Message::Nack { seq: r.seq });
         }
     }
 
@@ -223,6 +285,11 @@ impl Gossip {
             },
         );
         cx.send(target, Message::Ping { seq: relay_seq });
+        let nack_after = self
+            .config
+            .probe_timeout
+            .mul_f64(crate::health::NACK_FRACTION);
+        cx.set_timer(nack_after, Timer::RelayNack { seq: relay_seq });
     }
 
     // ---- suspicion ----
@@ -441,6 +508,8 @@ impl Gossip {
             return;
         }
         self.incarnation = incarnation + 1;
+        // Others found this node unresponsive: it may be the slow one (Lifeguard).
+        self.health.apply(1);
         self.sign_self();
         cx.emit(Event::Refuted {
             incarnation: self.incarnation,
@@ -485,7 +554,28 @@ impl Gossip {
         if self.phase != Phase::Running || !matches!(self.view, View::Swim(_)) {
             return;
         }
-        let seeds: Vec<PeerId> = seeds.into_iter().filter(|s| *s != self.me).collect();
+        let me = self.me;
+        let fresh = seeds.into_iter().filter(|s| *s != me);
+        if let Some(j) = &mut self.join {
+            // A join under way keeps its own pace; new seeds join its rotation.
+            for s in fresh {
+                if j.seeds.len() < MAX_JOIN_SEEDS && !j.seeds.contains(&s) {
+                    j.seeds.push(s);
+                }
+            }
+            return;
+        }
+        if self.joined && self.up_count() > 0 {
+            // Already a member with members: another join would only fetch the table again
+            // (the driver asks again while the node's other protocols are still alone).
+            return;
+        }
+        let mut seeds: Vec<PeerId> = Vec::new();
+        for s in fresh {
+            if seeds.len() < MAX_JOIN_SEEDS && !seeds.contains(&s) {
+                seeds.push(s);
+            }
+        }
         self.join = Some(Join { seeds, attempt: 0 });
         self.on_join_attempt(cx);
     }
@@ -519,7 +609,11 @@ impl Gossip {
                 signature: self.signature,
             },
         );
-        cx.set_timer(self.config.join_timeout, Timer::JoinRetry { attempt });
+        // Round r (every seed asked once per round) waits r + 1 timeouts: a seed slow to
+        // answer under load is not asked again before its first answer could arrive.
+        let round = attempt / j.seeds.len() as u32;
+        let wait = self.config.join_timeout.saturating_mul(round + 1);
+        cx.set_timer(wait, Timer::JoinRetry { attempt });
     }
 
     pub(crate) fn on_join_retry(&mut self, cx: &mut Cx<'_, Self>, attempt: u32) {
@@ -564,6 +658,7 @@ impl Gossip {
     ) {
         self.merge_members(cx, members, from);
         if self.join.take().is_some() {
+            self.joined = true;
             let members = self.up_count();
             cx.emit(Event::Joined { members });
             self.add_member_rumor(self.me);

@@ -68,6 +68,9 @@ pub(crate) const LOOKUP_LATENCY: &str = "peerlab_dht_lookup_latency_seconds";
 pub(crate) const GOSSIP_MESSAGES: &str = "peerlab_gossip_messages_total";
 /// Gauge (label `state`): gossip members by state.
 pub(crate) const MEMBERS: &str = "peerlab_gossip_members";
+/// Gauge: Lifeguard's local health score (0 healthy; the node stretches its probe period and
+/// timeout `score + 1` times while its own probes fail for reasons of its own).
+pub(crate) const LOCAL_HEALTH: &str = "peerlab_gossip_local_health";
 /// Counter: gossip entries updated locally (new versions learned).
 pub(crate) const GOSSIP_UPDATES: &str = "peerlab_gossip_entry_updates_total";
 /// Counter: flooding searches issued by this node.

@@ -751,6 +751,7 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                 if std::mem::take(&mut self.gauges_stale) {
                     self.member_gauges();
                 }
+                metrics::gauge!(m::LOCAL_HEALTH).set(f64::from(self.gossip.local_health()));
                 if self.dht.has_left() {
                     return;
                 }

@@ -49,7 +49,7 @@ pub const TRANSFER_FRAME_LIMIT: usize = peerlab_overlay::codec::DEFAULT_MAX_FRAM
 pub enum Channel {
     /// Chord DHT (`/peerlab/dht/5`).
     Dht,
-    /// Gossip membership and data (`/peerlab/gossip/3`).
+    /// Gossip membership and data (`/peerlab/gossip/4`).
     Gossip,
     /// Unstructured neighbour graph and flooding search (`/peerlab/flood/2`).
     Flood,
@@ -70,7 +70,7 @@ impl Channel {
     pub const fn protocol(self) -> &'static str {
         match self {
             Channel::Dht => "/peerlab/dht/5",
-            Channel::Gossip => "/peerlab/gossip/3",
+            Channel::Gossip => "/peerlab/gossip/4",
             Channel::Flood => "/peerlab/flood/2",
             Channel::Swarm => "/peerlab/swarm/2",
         }

@@ -11,6 +11,7 @@ use super::*;
 
 mod budget;
 mod group;
+mod health;
 mod trust;
 
 type Out = Output<Message, Timer, Event>;
@@ -809,6 +810,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
         }),
         (any::<u64>(), proptest::collection::vec(any::<bool>(), 0..4))
             .prop_map(|(seq, known)| Message::GossipReply { seq, known }),
+        any::<u64>().prop_map(|seq| Message::Nack { seq }),
         (
             proptest::collection::vec((0u64..8, any::<u64>(), 0u8..4), 0..8),
             any::<bool>()

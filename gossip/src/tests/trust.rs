@@ -4,7 +4,7 @@ use peerlab_overlay::{Offence, Signature};
 
 use super::*;
 
-fn offences(out: &[Out]) -> Vec<(PeerId, Offence)> {
+pub(super) fn offences(out: &[Out]) -> Vec<(PeerId, Offence)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Offence { peer, offence } => Some((*peer, *offence)),
