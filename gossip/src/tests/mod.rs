@@ -1166,6 +1166,73 @@ fn join_gives_up_after_every_seed_failed() {
     assert!(failed);
 }
 
+/// The Join messages in `out`, by seed.
+fn joins_to(out: &[Out]) -> Vec<PeerId> {
+    sends(out)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::Join { .. }))
+        .map(|(to, _)| to)
+        .collect()
+}
+
+#[test]
+fn a_join_under_way_gains_seeds_without_asking_again_and_waits_longer_each_round() {
+    let mut joiner = Gossip::new(k(9), vec![], Config::lan()).unwrap();
+    let join = |seeds: Vec<PeerId>| {
+        move |g: &mut Gossip, cx: &mut Cx<'_, Gossip>| g.handle_command(cx, Command::Join { seeds })
+    };
+    let out = run(&mut joiner, 0, join(vec![p(1)]));
+    assert_eq!(joins_to(&out), vec![p(1)]);
+    // Asked again (the driver's rejoin round) while the first is under way: nothing sent.
+    let out = run(&mut joiner, 10, join(vec![p(1), p(2)]));
+    assert!(joins_to(&out).is_empty(), "{:?}", sends(&out));
+    // The rotation now has both seeds; round 0 waits one timeout, round 1 two.
+    let mut now = 1000;
+    let mut asked = Vec::new();
+    for attempt in 0..3 {
+        let out = run(&mut joiner, now, |g, cx| {
+            g.handle_timer(cx, Timer::JoinRetry { attempt })
+        });
+        asked.extend(joins_to(&out));
+        let next = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Timer {
+                    at,
+                    timer: Timer::JoinRetry { .. },
+                } => Some(at.0 / 1000),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            next - now,
+            if attempt == 0 { 1000 } else { 2000 },
+            "attempt {attempt}"
+        );
+        now = next;
+    }
+    assert_eq!(asked, vec![p(2), p(1), p(2)]);
+}
+
+#[test]
+fn a_node_a_seed_answered_does_not_join_again_while_it_has_members() {
+    let mut seed = swim(1, &[2, 3]);
+    let mut joiner = Gossip::new(k(9), vec!["/mem/9".into()], Config::lan()).unwrap();
+    let cmd = |g: &mut Gossip, cx: &mut Cx<'_, Gossip>| {
+        g.handle_command(cx, Command::Join { seeds: vec![p(1)] })
+    };
+    let out = run(&mut joiner, 0, cmd);
+    let (_, request) = sends(&out).remove(0);
+    let out = run(&mut seed, 1, |g, cx| g.handle_message(cx, p(9), request));
+    let (_, reply) = sends(&out)
+        .into_iter()
+        .find(|(_, m)| matches!(m, Message::JoinReply { .. }))
+        .unwrap();
+    run(&mut joiner, 2, |g, cx| g.handle_message(cx, p(1), reply));
+    assert_eq!(joiner.up_count(), 3);
+    assert!(joins_to(&run(&mut joiner, 3, cmd)).is_empty());
+}
+
 #[test]
 fn leave_spreads_then_goes_silent() {
     let mut g = swim(1, &[2, 3, 4]);
