@@ -14,11 +14,19 @@
 //! the node sees of its own probes:
 //!
 //! - a probe acknowledged (directly or through a helper): `−1`;
-//! - a probe that failed: `+1` for every helper that did not send a *nack* — a helper that
+//! - a probe that failed without a single *nack* from its helpers: `+1` — a helper that
 //!   could not reach the target says so after part of the probe timeout
-//!   ([`NACK_FRACTION`]), so a prober whose helpers all nack learns that the target, not
-//!   itself, is unreachable (`+0`); a failed probe without helpers counts `+1`;
+//!   ([`NACK_FRACTION`]), so a prober that hears a nack learns that the target, not itself,
+//!   is unreachable (`+0`); a failed probe without helpers counts `+1`;
 //! - having to refute a suspicion of itself: `+1` (others found it unresponsive).
+//!
+//! memberlist adds one for *every* helper that did not nack. That also blames a prober cut
+//! off from part of the group: on the small side of a partition most helpers are across it,
+//! their nacks never come, the score saturates within seconds and the probe period
+//! stretches eight-fold just when the other side has to be detected (a 4 + 8-node partition
+//! test did not see its sides split within 30 s). A slow node misses *all* nacks, a
+//! partitioned one hears those of the helpers on its side, so counting only probes without
+//! any nack keeps the first signal and drops the second.
 //!
 //! `max` is [`Config::max_health_multiplier`](crate::Config) (memberlist's
 //! `AwarenessMaxMultiplier`, 8 on a LAN); `1` turns local health off.

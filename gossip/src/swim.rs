@@ -59,14 +59,15 @@ pub(crate) struct Probe {
 
 impl Probe {
     /// What the concluded probe says about this node's own health (see `health.rs`): an
-    /// ack `−1`; a failure `+1` per helper that did not nack, or `+1` without helpers.
+    /// ack `−1`; a failure without a single nack from its helpers (or without helpers) `+1`;
+    /// a failure some helper nacked `0`.
     fn health_delta(&self) -> i64 {
         if self.acked {
             -1
-        } else if self.helpers.is_empty() {
+        } else if self.nacked.is_empty() {
             1
         } else {
-            (self.helpers.len() - self.nacked.len()) as i64
+            0
         }
     }
 }
