@@ -13,19 +13,19 @@
 //! and probe timeout by `s + 1` (the local health multiplier, LHM). The score moves on what
 //! the node sees of its own probes:
 //!
-//! - a probe acknowledged (directly or through a helper): `−1`;
-//! - a probe that failed without a single *nack* from its helpers: `+1` — a helper that
+//! - a probe acknowledged (directly or through a relay): `−1`;
+//! - a probe that failed without a single *nack* from its relays: `+1` — a relay that
 //!   could not reach the target says so after part of the probe timeout
 //!   ([`NACK_FRACTION`]), so a prober that hears a nack learns that the target, not itself,
-//!   is unreachable (`+0`); a failed probe without helpers counts `+1`;
+//!   is unreachable (`+0`); a failed probe without relays counts `+1`;
 //! - having to refute a suspicion of itself: `+1` (others found it unresponsive).
 //!
-//! memberlist adds one for *every* helper that did not nack. That also blames a prober cut
-//! off from part of the group: on the small side of a partition most helpers are across it,
+//! memberlist adds one for *every* relay that did not nack. That also blames a prober cut
+//! off from part of the group: on the small side of a partition most relays are across it,
 //! their nacks never come, the score saturates within seconds and the probe period
 //! stretches eight-fold just when the other side has to be detected (a 4 + 8-node partition
 //! test did not see its sides split within 30 s). A slow node misses *all* nacks, a
-//! partitioned one hears those of the helpers on its side, so counting only probes without
+//! partitioned one hears those of the relays on its side, so counting only probes without
 //! any nack keeps the first signal and drops the second.
 //!
 //! `max` is [`Config::max_health_multiplier`](crate::Config) (memberlist's
@@ -33,7 +33,7 @@
 
 use std::time::Duration;
 
-/// Part of a helper's own probe timeout after which it nacks an indirect probe whose target
+/// Part of a relay's own probe timeout after which it nacks an indirect probe whose target
 /// has not answered (memberlist nacks at 80 %), so that the nack reaches the requester before
 /// the requester's probe ends.
 pub(crate) const NACK_FRACTION: f64 = 0.8;

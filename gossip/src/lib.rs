@@ -110,7 +110,7 @@
 //! stalled event loop — times out its probes of healthy members and accuses them; their
 //! refutations then load everyone further. Following Lifeguard (Dadgar, Phillips, Currey,
 //! DSN Workshops 2018) and memberlist, a node keeps a local health score that rises when its
-//! probes fail without the helpers' `Nack` (a helper that cannot reach the target says so
+//! probes fail without the relays' `Nack` (a relay that cannot reach the target says so
 //! after 80 % of its probe timeout, so a healthy prober of a dead member is not blamed) and
 //! when it must refute a suspicion of itself, and falls with every answered probe; its probe
 //! period and timeout are multiplied by `score + 1`, up to

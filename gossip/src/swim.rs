@@ -6,7 +6,7 @@
 //!   `probe_timeout` it asks `indirect_probes` other members to ping the target for it
 //!   ([`Message::PingReq`]); they relay the target's ack ([`Message::IndirectAck`]).
 //!   Without any ack by the next probe, the target becomes suspect.
-//!   A helper that cannot reach the target in time answers [`Message::Nack`]; what the
+//!   A relay that cannot reach the target in time answers [`Message::Nack`]; what the
 //!   concluded probe shows of this node's own health scales its next probe period and
 //!   timeout (Lifeguard's local health, `health.rs`).
 //! - **Suspicion** (§4.2). A suspect that does not refute within `suspicion_timeout` is
@@ -51,16 +51,16 @@ pub(crate) struct Probe {
     seq: u64,
     target: PeerId,
     acked: bool,
-    /// Members asked to probe `target` indirectly (at most `indirect_probes`).
-    helpers: Vec<PeerId>,
-    /// Helpers that nacked (each counted once).
+    /// Relays: members asked to probe `target` indirectly (at most `indirect_probes`).
+    asked: Vec<PeerId>,
+    /// Relays that nacked (each counted once).
     nacked: Vec<PeerId>,
 }
 
 impl Probe {
     /// What the concluded probe says about this node's own health (see `health.rs`): an
-    /// ack `−1`; a failure without a single nack from its helpers (or without helpers) `+1`;
-    /// a failure some helper nacked `0`.
+    /// ack `−1`; a failure without a single nack from its relays (or without relays) `+1`;
+    /// a failure some relay nacked `0`.
     fn health_delta(&self) -> i64 {
         if self.acked {
             -1
@@ -165,7 +165,7 @@ impl Gossip {
                 seq,
                 target,
                 acked: false,
-                helpers: Vec::new(),
+                asked: Vec::new(),
                 nacked: Vec::new(),
             });
             cx.send(target, Message::Ping { seq });
@@ -189,28 +189,33 @@ impl Gossip {
             return;
         }
         let target = p.target;
-        let helpers = self.random_peers(cx, self.config.indirect_probes, Some(target));
-        for &h in &helpers {
+        let relays = self.random_peers(cx, self.config.indirect_probes, Some(target));
+        for &h in &relays {
             cx.send(h, Message::PingReq { seq, target });
         }
         if let Some(p) = &mut self.probe {
-            p.helpers = helpers;
+            p.asked = relays;
         }
     }
 
-    /// A helper could not reach the target of this node's probe `seq`.
+    /// A relay could not reach the target of this node's probe `seq`.
     pub(crate) fn on_nack(&mut self, from: PeerId, seq: u64) {
-        if !self.issued(seq) {
-            self.offend(Offence::Unsolicited);
-            return;
-        }
-        if let Some(p) = &mut self.probe
-            && p.seq == seq
-            && p.helpers.contains(&from)
+        if let Some(p) = self.answered_probe(seq)
+            && p.asked.contains(&from)
             && !p.nacked.contains(&from)
         {
             p.nacked.push(from);
         }
+    }
+
+    /// The probe under way if `seq` is its; an answer to a sequence number never issued is
+    /// an offence.
+    fn answered_probe(&mut self, seq: u64) -> Option<&mut Probe> {
+        if !self.issued(seq) {
+            self.offend(Offence::Unsolicited);
+            return None;
+        }
+        self.probe.as_mut().filter(|p| p.seq == seq)
     }
 
     /// The nack deadline of an indirect probe this node relays: still unanswered, the
@@ -247,12 +252,7 @@ impl Gossip {
     }
 
     pub(crate) fn on_indirect_ack(&mut self, seq: u64, target: PeerId) {
-        if !self.issued(seq) {
-            self.offend(Offence::Unsolicited);
-            return;
-        }
-        if let Some(p) = &mut self.probe
-            && p.seq == seq
+        if let Some(p) = self.answered_probe(seq)
             && p.target == target
         {
             p.acked = true;

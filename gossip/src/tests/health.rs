@@ -87,7 +87,7 @@ fn acks_bring_the_score_back_one_probe_at_a_time() {
 }
 
 #[test]
-fn helpers_that_nack_keep_the_prober_healthy() {
+fn relays_that_nack_keep_the_prober_healthy() {
     let mut g = swim(1, &OTHERS);
     let (target, seq, _, _) = probe(&mut g, 0);
     let helpers = time_out(&mut g, 500, seq);
@@ -107,7 +107,7 @@ fn helpers_that_nack_keep_the_prober_healthy() {
 }
 
 #[test]
-fn one_helpers_nack_clears_the_prober_and_strangers_nacks_do_not() {
+fn one_relays_nack_clears_the_prober_and_strangers_nacks_do_not() {
     let mut g = swim(1, &OTHERS);
     let (target, seq, _, _) = probe(&mut g, 0);
     let helpers = time_out(&mut g, 500, seq);
