@@ -65,7 +65,7 @@ pub use storage::{
 };
 pub use swarm::{
     Command, CommandError, Config, Event, Link, MAX_PIPELINE_DEPTH, MAX_QUEUED_REQUESTS,
-    ProtocolError, Swarm, Timer, TransferStats,
+    MAX_REQUEST_QUEUE_RTTS, ProtocolError, Swarm, Timer, TransferStats,
 };
 pub use wire::{
     Body, FrameError, MAX_BLOCK_FRAME, MAX_SMALL_FRAME, Message, PROTOCOL_NAME, decode_frame,

@@ -525,7 +525,8 @@ fn super_seeder_with_two_peers() -> (Net, PeerId, PeerId, PeerId, ContentId, Vec
     let mut net = new_net();
     let s = net.add_node(1);
     // 128 KiB chunks (8 blocks): the default pipeline of 8 blocks spans one chunk, so the
-    // seeder keeps the default 2 revealed (see `a_super_seeder_reveals_enough_for_a_deep_pipeline`).
+    // seeder keeps the default 2 revealed (see
+    // `a_super_seeder_reveals_more_to_a_peer_whose_queue_spans_every_chunk_shown`).
     let data = file(8 * 128 * 1024);
     let (m, cid) = share(&mut net, s, &data, 128 * 1024, false);
     assert!(Config::default().super_seed);
@@ -553,44 +554,79 @@ fn super_seeder_with_two_peers() -> (Net, PeerId, PeerId, PeerId, ContentId, Vec
     (net, s, a, b, cid, revealed_b)
 }
 
+/// Chunks `s` has revealed to `p` with `Have`, in order.
+fn shown_to(net: &Net, s: PeerId, p: PeerId) -> Vec<u32> {
+    net.sent()
+        .iter()
+        .filter_map(|m| match m.msg.body {
+            Body::Have { chunk } if m.from == s && m.to == p => Some(chunk),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn a_super_seeder_reveals_enough_for_a_deep_pipeline() {
-    // 64 KiB chunks of four 16 KiB blocks. A downloader keeping 16 blocks in flight spans
-    // four chunks: the seeder keeps twice that revealed, so the pipeline never waits for a
-    // reveal. With the default pipeline (8 blocks, two chunks) it reveals four.
-    for (depth, want) in [(16usize, 8usize), (8, 4), (2, 2)] {
+fn a_super_seeder_reveals_more_to_a_peer_whose_queue_spans_every_chunk_shown() {
+    // 64 KiB chunks of four 16 KiB blocks. The seeder starts every peer at the floor of 2
+    // chunks; a peer that asks for every chunk shown is shown one more each time, up to
+    // twice the chunks the seeder's own queue cap spans.
+    for (cap_blocks, cap_chunks) in [(16usize, 8usize), (8, 4)] {
         let mut net = new_net();
         let config = Config {
-            pipeline_depth: depth,
+            pipeline_depth: cap_blocks,
+            min_pipeline_depth: cap_blocks.min(Config::default().min_pipeline_depth),
             ..Config::default()
         };
         let s = net.add_with(1, config);
         let data = file(32 * 64 * 1024);
         let (m, cid) = share(&mut net, s, &data, 64 * 1024, false);
-        let f = PeerId::synthetic(30);
+        let deep = PeerId::synthetic(30);
         connect_interested(
             &mut net,
-            f,
+            deep,
             s,
             cid,
             peerlab_swarm::Bitfield::new(m.chunk_count()),
         );
-        assert_eq!(net.sent_count(s, f, "swarm_have"), want, "pipeline {depth}");
-        // A chunk announced back is replaced by a fresh one: the count stays at the target.
-        let shown: Vec<u32> = net
-            .sent()
-            .iter()
-            .filter_map(|m| match m.msg.body {
-                Body::Have { chunk } if m.from == s && m.to == f => Some(chunk),
-                _ => None,
-            })
-            .collect();
-        net.inject(f, s, Body::Have { chunk: shown[0] }, cid);
+        assert_eq!(shown_to(&net, s, deep).len(), 2, "the floor first");
+        let mut asked = std::collections::BTreeSet::new();
+        loop {
+            let fresh: Vec<u32> = shown_to(&net, s, deep)
+                .into_iter()
+                .filter(|c| !asked.contains(c))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for chunk in fresh {
+                asked.insert(chunk);
+                net.inject(deep, s, Body::Request { chunk, block: 0 }, cid);
+            }
+        }
         assert_eq!(
-            net.sent_count(s, f, "swarm_have"),
-            want + 1,
-            "pipeline {depth}"
+            shown_to(&net, s, deep).len(),
+            cap_chunks,
+            "cap {cap_blocks}"
         );
+        // A chunk announced back is replaced: the count stays at what the peer earned.
+        let first = shown_to(&net, s, deep)[0];
+        net.inject(deep, s, Body::Have { chunk: first }, cid);
+        assert_eq!(shown_to(&net, s, deep).len(), cap_chunks + 1);
+
+        // A queue that fits in one chunk asks for one chunk at a time: never shown more.
+        let shallow = PeerId::synthetic(31);
+        connect_interested(
+            &mut net,
+            shallow,
+            s,
+            cid,
+            peerlab_swarm::Bitfield::new(m.chunk_count()),
+        );
+        let chunk = shown_to(&net, s, shallow)[0];
+        for block in 0..4 {
+            net.inject(shallow, s, Body::Request { chunk, block }, cid);
+        }
+        assert_eq!(shown_to(&net, s, shallow).len(), 2, "cap {cap_blocks}");
     }
 }
 

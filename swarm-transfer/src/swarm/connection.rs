@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use peerlab_overlay::{Instant, PeerId};
 
+use super::estimate::LinkEstimate;
 use super::{SwarmCx, send};
 use crate::bitfield::Bitfield;
 use crate::manifest::ContentId;
@@ -63,6 +64,16 @@ pub(crate) struct Connection {
     pub(crate) withdrawn: VecDeque<BlockRef>,
     /// Handshakes received on this connection after the one that opened it.
     pub(crate) reopens: u32,
+    /// Its round trip and delivery rate as a source of blocks, which size our request
+    /// queue to it (see the `estimate` module).
+    pub(crate) estimate: LinkEstimate,
+    /// While super-seeding: the chunks revealed to it that it has asked us for (a subset
+    /// of `revealed`, pruned to it when read).
+    pub(crate) revealed_asked: Vec<u32>,
+    /// While super-seeding: chunks revealed to it beyond
+    /// [`Config::super_seed_reveals`](crate::Config::super_seed_reveals), one more each
+    /// time it had asked for every chunk revealed to it (see the `super_seed` module).
+    pub(crate) reveal_extra: usize,
 }
 
 impl Connection {
@@ -89,6 +100,9 @@ impl Connection {
             awaiting_since: now,
             withdrawn: VecDeque::new(),
             reopens: 0,
+            estimate: LinkEstimate::new(),
+            revealed_asked: Vec::new(),
+            reveal_extra: 0,
         }
     }
 

@@ -2,8 +2,10 @@
 //!
 //! We declare interest in a peer that has a chunk we lack (BEP 3; or, with
 //! [`Config::release_idle_interest`], a block we could request now) and, once it unchokes
-//! us, keep up to [`Config::pipeline_depth`] block requests outstanding at it, chosen by
-//! the [`Picker`](crate::picker::Picker). Blocks are buffered by the picker until their
+//! us, keep block requests outstanding at it, chosen by the
+//! [`Picker`](crate::picker::Picker): as many as its measured delivery rate times its round
+//! trip calls for (libtorrent's request queue, see the `estimate` module), between
+//! [`Config::min_pipeline_depth`] and [`Config::pipeline_depth`]. Blocks are buffered by the picker until their
 //! chunk is complete; the chunk is then hashed with BLAKE3 by the store and only a matching
 //! chunk is written, announced with `Have` and served. A chunk that fails is dropped and
 //! fetched again. Its blocks are kept (at most [`Config::max_failed_records`] such records)
@@ -84,7 +86,12 @@ impl<S: ChunkStore> Transfer<S> {
             });
         }
         let r = (chunk, block);
-        let asked = p.outstanding.iter().any(|(o, _)| *o == r);
+        let asked_at = p
+            .outstanding
+            .iter()
+            .find(|(o, _)| *o == r)
+            .map(|(_, at)| *at);
+        let asked = asked_at.is_some();
         // A block answering a request we withdrew: dropped, but not held against the peer.
         let late = defenses && !asked && p.take_withdrawn(r);
         if defenses && !asked && !late {
@@ -95,6 +102,9 @@ impl<S: ChunkStore> Transfer<S> {
         if defenses && asked {
             p.proven = true;
             p.awaiting_since = cx.now();
+        }
+        if let Some(at) = asked_at {
+            p.estimate.on_block(cx.now(), r, at, expected as u64);
         }
         let mut retry = None;
         self.stats.downloaded += expected as u64;
@@ -259,8 +269,9 @@ impl<S: ChunkStore> Transfer<S> {
 }
 
 impl<S: ChunkStore> Local<S> {
-    /// Tops up our requests to `peer` (unchoking us, and interesting) to
-    /// [`Config::pipeline_depth`].
+    /// Tops up our requests to `peer` (unchoking us, and interesting) to the depth its
+    /// measured rate and round trip call for (see the `estimate` module), between
+    /// [`Config::min_pipeline_depth`] and [`Config::pipeline_depth`].
     pub(crate) fn fill_requests(
         &mut self,
         config: &Config,
@@ -273,18 +284,23 @@ impl<S: ChunkStore> Local<S> {
             return;
         }
         let offer = offer(&p.has, &p.refused);
-        if p.outstanding.is_empty() {
+        let burst = p.outstanding.is_empty();
+        if burst {
             p.awaiting_since = now;
         }
+        let depth = p.estimate.queue_depth(config, self.manifest.block_size());
         // Kept in step with `p.outstanding` below: one copy per fill, not one per pick.
         let mut outstanding: Vec<BlockRef> = p.outstanding.iter().map(|(r, _)| *r).collect();
-        while p.outstanding.len() < config.pipeline_depth {
+        while p.outstanding.len() < depth {
             let Some(r) = self
                 .picker
                 .pick(&self.manifest, peer, &offer, &outstanding, cx.rng())
             else {
                 break;
             };
+            if burst && p.outstanding.is_empty() {
+                p.estimate.head_of_burst(r);
+            }
             p.outstanding.push((r, now));
             outstanding.push(r);
             send(
@@ -452,7 +468,10 @@ mod tests {
     /// connected to two peers that hold chunk 0 only, interested in both, both still
     /// choking it. Chunk 1 is nowhere, so endgame never starts.
     fn fetcher(config: Config) -> (Fetcher, PeerId, PeerId) {
-        assert_eq!(config.pipeline_depth, 8);
+        assert!(
+            config.min_pipeline_depth >= 8,
+            "a fresh peer is asked for a whole chunk"
+        );
         let data = Bytes::from(vec![3u8; 16 * BLOCK_SIZE as usize]);
         let m = Manifest::from_bytes("f", &data, 8 * BLOCK_SIZE).unwrap();
         let (u1, u2) = (PeerId::synthetic(1), PeerId::synthetic(2));

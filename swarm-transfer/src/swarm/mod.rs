@@ -47,6 +47,7 @@ mod command;
 mod config;
 mod connection;
 mod download;
+mod estimate;
 mod event;
 mod manifest_fetch;
 mod slots;
@@ -60,7 +61,7 @@ use std::sync::Arc;
 use peerlab_overlay::{ConfigError, Context, Cx, PeerId, Protocol};
 
 pub use self::command::{Command, CommandError};
-pub use self::config::{Config, MAX_PIPELINE_DEPTH, MAX_QUEUED_REQUESTS};
+pub use self::config::{Config, MAX_PIPELINE_DEPTH, MAX_QUEUED_REQUESTS, MAX_REQUEST_QUEUE_RTTS};
 pub use self::event::{Event, Link, ProtocolError, TransferStats};
 use self::transfer::Transfer;
 use self::upload::Uplink;
@@ -330,11 +331,8 @@ impl<F: StoreFactory> Swarm<F> {
                 if let Some(t) = self.transfers.get_mut(&cid)
                     && t.generation == generation
                 {
-                    t.rechoke(cx);
-                    cx.set_timer(
-                        self.config.choker.interval,
-                        Timer::Choke { cid, generation },
-                    );
+                    let next = t.rechoke(cx);
+                    cx.set_timer(next, Timer::Choke { cid, generation });
                 }
             }
             Timer::ManifestTimeout { cid, attempt } => {

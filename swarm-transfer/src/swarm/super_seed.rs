@@ -3,8 +3,10 @@
 //! A transfer started by [`Command::Share`](crate::Command::Share) advertises an empty
 //! bitfield and reveals chunks to each peer a few at a time with `Have`: always the chunk
 //! with the fewest copies out (held by neighbours or already sent by us), then the least
-//! revealed, ties at random. A peer is shown more only when it announces a chunk it was
-//! shown. While some chunk has never left us, a request for a chunk already sent to another
+//! revealed, ties at random. A peer is shown more when it announces a chunk it was shown,
+//! and it is shown one chunk more for good each time it has asked for every chunk shown
+//! to it, so the reveals grow with its request queue (rate × round trip) instead of a
+//! constant tuned to one link (see `reveal_target`). While some chunk has never left us, a request for a chunk already sent to another
 //! peer is refused (`Reject`, see the `upload` module) and a fresh chunk revealed instead,
 //! so the seeder's upload carries each chunk once before any chunk twice. Once every chunk
 //! is held by some neighbour the seeder sends everyone its full bitfield and seeds
@@ -53,20 +55,25 @@ impl SuperSeed {
     }
 }
 
-/// Chunks a super-seeder keeps revealed to one peer: [`Config::super_seed_reveals`], or
-/// twice as many as a downloader's request pipeline spans, whichever is more. Fewer cap
-/// what the peer can have outstanding below its pipeline, and each chunk then waits out a
-/// reveal round trip (`Have` up, `Have` down, through both nodes) before its blocks can be
-/// asked for; twice the span keeps a pipeline's worth of blocks revealed and unrequested
-/// while that round trip runs (with the node's LAN pipeline of 128 blocks over 16-block
-/// chunks that is 16 chunks; two reveals held a lone downloader to 32 blocks in flight).
-/// The pipeline is taken to be ours ([`Config::pipeline_depth`]); the simulator's (8 or 12
-/// blocks over 16-block chunks) gives the default 2.
-pub(crate) fn reveal_target(config: &Config, m: &Manifest) -> usize {
+/// Chunks a super-seeder keeps revealed to `p`: [`Config::super_seed_reveals`] plus one
+/// for each time the peer had asked for every chunk revealed to it
+/// ([`Connection::reveal_extra`]). A peer whose request queue spans every revealed chunk
+/// is held back by the reveals — each chunk it could ask for next waits out a reveal round
+/// trip (`Have` up, `Have` down) — so it is shown one more; a queue that fits in fewer
+/// chunks never asks for the last one shown, and the count stops growing. The count
+/// follows the downloader's own queue (rate × round trip, see the `estimate` module)
+/// without knowing it, on a paced or a FIFO uplink alike. At most twice the chunks our own
+/// cap [`Config::pipeline_depth`] spans (16 with the node's 128-block LAN queue over
+/// 16-block chunks), so a peer asking for everything cannot have the whole file shown.
+pub(crate) fn reveal_target(config: &Config, m: &Manifest, p: &Connection) -> usize {
+    let floor = config.super_seed_reveals;
+    (floor + p.reveal_extra).min(reveal_cap(config, m).max(floor))
+}
+
+/// Most chunks revealed to one peer (see [`reveal_target`]).
+fn reveal_cap(config: &Config, m: &Manifest) -> usize {
     let blocks_per_chunk = (m.chunk_size() / m.block_size().max(1)).max(1) as usize;
-    config
-        .super_seed_reveals
-        .max(2 * config.pipeline_depth.div_ceil(blocks_per_chunk))
+    2 * config.pipeline_depth.div_ceil(blocks_per_chunk)
 }
 
 impl<S: ChunkStore> Local<S> {
@@ -105,7 +112,7 @@ impl<S: ChunkStore> Local<S> {
         let Some(ss) = &mut self.super_seed else {
             return;
         };
-        let target = reveal_target(config, &self.manifest);
+        let target = reveal_target(config, &self.manifest, p);
         while p.revealed.len() < target {
             let mut best: Option<u32> = None;
             let mut best_key = u64::MAX;
@@ -132,6 +139,35 @@ impl<S: ChunkStore> Local<S> {
             ss.revealed[c as usize] += 1;
             p.revealed.push(c);
             send(cx, peer, self.cid, Body::Have { chunk: c });
+        }
+    }
+}
+
+impl<S: ChunkStore> Local<S> {
+    /// Super-seeding: `peer` asked for a block of `chunk`. Once it has asked for every
+    /// chunk revealed to it, it is shown one more (see [`reveal_target`]).
+    pub(crate) fn note_request(
+        &mut self,
+        config: &Config,
+        cx: &mut SwarmCx<'_>,
+        peer: PeerId,
+        p: &mut Connection,
+        chunk: u32,
+    ) {
+        if self.super_seed.is_none() || !p.revealed.contains(&chunk) {
+            return;
+        }
+        let revealed = &p.revealed;
+        p.revealed_asked.retain(|c| revealed.contains(c));
+        if p.revealed_asked.contains(&chunk) {
+            return;
+        }
+        p.revealed_asked.push(chunk);
+        if p.revealed_asked.len() == p.revealed.len()
+            && reveal_target(config, &self.manifest, p) < reveal_cap(config, &self.manifest)
+        {
+            p.reveal_extra += 1;
+            self.reveal(config, cx, peer, p);
         }
     }
 }

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use peerlab_overlay::{Instant, Offence, PeerId};
 
 use super::connection::Connection;
+use super::estimate::UplinkUse;
 use super::manifest_fetch::ManifestFetch;
 use super::slots::MAX_REOPENS;
 use super::super_seed::SuperSeed;
@@ -76,6 +77,10 @@ pub(crate) struct Local<S> {
     pub(crate) failed: BTreeMap<u32, Vec<(Bytes, PeerId)>>,
     /// While super-seeding: how often each chunk was revealed and served.
     pub(crate) super_seed: Option<SuperSeed>,
+    /// How much of the uplink the current choke round used (adapts the unchoke slots).
+    pub(crate) uplink_use: UplinkUse,
+    /// When the current choke round began.
+    pub(crate) round_started: Instant,
 }
 
 impl<S: ChunkStore> Transfer<S> {
@@ -152,12 +157,15 @@ impl<S: ChunkStore> Transfer<S> {
                 choker: Choker::new(),
                 failed: BTreeMap::new(),
                 super_seed,
+                uplink_use: UplinkUse::default(),
+                round_started: cx.now(),
             },
             peers: BTreeMap::new(),
         });
         self.announce(cx);
+        // The first round comes early: the start-up unchokes were first come, first served.
         cx.set_timer(
-            self.config.choker.interval,
+            self.config.choker.round(None, 0, 0),
             Timer::Choke {
                 cid,
                 generation: self.generation,
@@ -379,7 +387,7 @@ impl<S: ChunkStore> Transfer<S> {
                 };
                 p.peer_interested = true;
                 // A free slot need not wait for the next choke round.
-                if p.am_choking && unchoked < config.choker.slots + 1 {
+                if p.am_choking && unchoked < a.local.choker.slots(&config.choker) + 1 {
                     p.am_choking = false;
                     send(cx, from, cid, Body::Unchoke);
                 }
@@ -462,6 +470,9 @@ impl<S: ChunkStore> Transfer<S> {
                 }
                 if !local.picker.have().get(chunk) {
                     return Err(ProtocolError::ChunkNotHeld(chunk));
+                }
+                if local.super_seed.is_some() {
+                    local.note_request(config, cx, from, p, chunk);
                 }
                 if config.upload_rate.is_some() {
                     p.queue_request(cx, cid, from, chunk, block, request_seq);

@@ -1,8 +1,8 @@
 //! The uploading role: whom we serve (choking) and in which order blocks leave.
 //!
-//! Uploads follow the [`Choker`](crate::choker::Choker): every
-//! [`choker::Config::interval`](crate::choker::Config::interval) the transfer re-chooses
-//! the peers it unchokes, by tit-for-tat.
+//! Uploads follow the [`Choker`](crate::choker::Choker): every round the transfer
+//! re-chooses the peers it unchokes, by tit-for-tat, with as many slots and rounds as long
+//! as the uplink's measured use calls for (see the [`choker`](crate::choker) module).
 //!
 //! By default a requested block goes to the driver as soon as the request arrives. A core
 //! told its uplink rate ([`Config::upload_rate`]) queues requests itself, hands the driver a
@@ -126,6 +126,7 @@ impl<S: ChunkStore> Local<S> {
                 }
                 p.up_round += len as u64;
                 p.served += len as u64;
+                self.uplink_use.round_bytes += len as u64;
                 if p.served >= self.manifest.chunk_size() as u64 {
                     p.proven = true;
                 }
@@ -141,19 +142,36 @@ impl<S: ChunkStore> Local<S> {
 }
 
 impl<S: ChunkStore> Transfer<S> {
-    /// A choke round: the choker picks whom we unchoke from the last round's rates.
-    pub(crate) fn rechoke(&mut self, cx: &mut SwarmCx<'_>) {
-        if let Some(a) = &mut self.active {
-            a.rechoke(&self.config, cx);
+    /// A choke round: the choker adapts its slots to how much of the uplink the last round
+    /// used and picks whom we unchoke from the last round's rates. Returns how long the
+    /// next round lasts (see the [`choker`](crate::choker) module).
+    pub(crate) fn rechoke(&mut self, cx: &mut SwarmCx<'_>) -> Duration {
+        match &mut self.active {
+            Some(a) => a.rechoke(&self.config, cx),
+            None => self.config.choker.interval,
         }
     }
 }
 
 impl<S: ChunkStore> Active<S> {
-    fn rechoke(&mut self, config: &Config, cx: &mut SwarmCx<'_>) {
+    fn rechoke(&mut self, config: &Config, cx: &mut SwarmCx<'_>) -> Duration {
         let cid = self.local.cid;
+        let now = cx.now();
         let seeding = self.local.picker.is_complete();
-        let secs = config.choker.interval.as_secs_f64().max(1e-3);
+        let span = now.saturating_since(self.local.round_started);
+        let secs = span.as_secs_f64().max(1e-3);
+        let optimistic = self.local.choker.optimistic();
+        let choked_demand = self
+            .peers
+            .values()
+            .any(|p| p.peer_interested && p.am_choking);
+        let idle_slot = self.peers.iter().any(|(peer, p)| {
+            !p.am_choking && p.peer_interested && p.up_round == 0 && Some(*peer) != optimistic
+        });
+        let used = self.local.uplink_use.end_round(span, config.upload_rate);
+        self.local
+            .choker
+            .adapt_slots(&config.choker, used, choked_demand, idle_slot);
         let candidates: Vec<Candidate> = self
             .peers
             .iter_mut()
@@ -169,11 +187,10 @@ impl<S: ChunkStore> Active<S> {
                 }
             })
             .collect();
-        let now = cx.now();
         let unchoked = self
             .local
             .choker
-            .rechoke(&config.choker, &candidates, now, cx.rng());
+            .rechoke(&config.choker, &candidates, now, span, cx.rng());
         for (peer, p) in self.peers.iter_mut() {
             let want_choke = !unchoked.contains(peer);
             if want_choke != p.am_choking {
@@ -189,6 +206,15 @@ impl<S: ChunkStore> Active<S> {
                 }
             }
         }
+        self.local.round_started = now;
+        let capacity = config.upload_rate.or(self.local.uplink_use.best_rate());
+        config.choker.round(
+            capacity,
+            unchoked
+                .len()
+                .max(self.local.choker.slots(&config.choker) + 1),
+            self.local.manifest.chunk_size(),
+        )
     }
 }
 

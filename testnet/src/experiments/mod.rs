@@ -14,6 +14,7 @@ pub mod gossip;
 pub mod peer;
 pub mod startup;
 pub mod swarm;
+pub mod swarm_sweep;
 
 /// Why an experiment could not run.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,11 @@ impl SimCommand {
             }
             SimCommand::Peer(p) => peer::run(p).map(|r| rendered(&r, r.render_table())),
             SimCommand::Startup(p) => startup::run(p).map(|r| rendered(&r, r.render_table())),
+            SimCommand::Swarm(p) if p.sweep => {
+                let points = swarm_sweep::grid(p);
+                swarm_sweep::run_sweep(&points, p.seeds, p.jobs, !p.sweep_full)
+                    .map(|r| rendered(&r, r.render_table()))
+            }
             SimCommand::Swarm(p) => swarm::run(p).map(|r| rendered(&r, r.render_table())),
         }
     }

@@ -48,8 +48,11 @@ pub const MAX_PEERS: usize = 20_000;
 pub const MAX_FILE_MIB: u64 = 4096;
 /// Largest `--pipeline-depth` accepted (1024 blocks = 16 MiB in flight per peer).
 pub const MAX_PIPELINE_DEPTH: usize = 1024;
-/// Default `--pipeline-depth` with paced uplinks (the default; not with `--fifo-upload`,
-/// which keeps the core's default of 8). A paced uploader serves a chunk's turn back to
+/// `--fixed-rules` request queue with `--fifo-upload`: the core's fixed depth before it
+/// adapted (enough for 10 Mbit/s over a 100 ms round trip).
+pub const FIFO_PIPELINE_DEPTH: usize = 8;
+/// `--fixed-rules` request queue with paced uplinks (the default; not with
+/// `--fifo-upload`, which uses [`FIFO_PIPELINE_DEPTH`]). A paced uploader serves a chunk's turn back to
 /// back, so a downloader's refills (one round trip after the first blocks reach it) must
 /// arrive before the turn's queued requests run out; 8 blocks (131 ms at 8 Mbit/s) barely
 /// cover the ~120 ms request round trip, while deeper queues lock more blocks on one
@@ -334,10 +337,33 @@ pub struct Params {
     /// Turn off initial super-seeding (BEP 16) on the seeders.
     #[arg(long)]
     pub no_super_seed: bool,
-    /// Outstanding block requests per peer (the core's `Config::pipeline_depth`). Default:
-    /// 12 (`PACED_PIPELINE_DEPTH`), or the core's default 8 with `--fifo-upload`.
+    /// A fixed number of outstanding block requests per peer (the core's
+    /// `Config::min_pipeline_depth` and `Config::pipeline_depth` both set to it). Default:
+    /// the core's adaptive queue (rate × round trip between 8 and 128 blocks); with
+    /// `--fixed-rules` 12 (`PACED_PIPELINE_DEPTH`), or 8 with `--fifo-upload`.
     #[arg(long)]
     pub pipeline_depth: Option<usize>,
+    /// BEP 3's constants instead of the adaptive rules: 4 regular unchoke slots, 10 s choke
+    /// rounds (the first after 10 s), an optimistic unchoke every 30 s and a fixed request
+    /// queue (`--pipeline-depth`), so super-seeding reveals follow that fixed queue.
+    #[arg(long)]
+    pub fixed_rules: bool,
+    /// Most regular unchoke slots (the core's `choker::Config::max_slots`; its floor is
+    /// BEP 3's 4). Default: the core's 16.
+    #[arg(long)]
+    pub max_slots: Option<usize>,
+    /// Shortest choke round in ms (the core's `choker::Config::min_interval`). Default:
+    /// the core's 2 s.
+    #[arg(long)]
+    pub min_round_ms: Option<u64>,
+    /// Chunks each unchoked peer could receive per choke round (the core's
+    /// `choker::Config::round_chunks`). Default: the core's 8.
+    #[arg(long)]
+    pub round_chunks: Option<u32>,
+    /// Round trips of data in a request queue (the core's `Config::request_queue_rtts`).
+    /// Default: the core's 2.
+    #[arg(long)]
+    pub queue_rtts: Option<u32>,
     /// Interest means "the peer has a block we can request now" instead of BEP 3's "the
     /// peer has a chunk we lack" (`Config::release_idle_interest`).
     #[arg(long)]
@@ -351,6 +377,29 @@ pub struct Params {
     /// Seed of every random choice (file, arrivals, neighbours, network, cores).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Run the grid of `swarm_sweep` (N, file size, links, latency) instead of one swarm;
+    /// the other flags apply to every point.
+    #[arg(long)]
+    pub sweep: bool,
+    /// With `--sweep`: every grid point, including the large (N, file) pairs the default
+    /// grid leaves out.
+    #[arg(long)]
+    pub sweep_full: bool,
+    /// With `--sweep`: only these swarm sizes (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub sweep_peers: Vec<usize>,
+    /// With `--sweep`: only these file sizes in MiB (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub sweep_file_mib: Vec<u64>,
+    /// With `--sweep`: only these one-way latencies in ms (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub sweep_latency_ms: Vec<u64>,
+    /// With `--sweep`: seeds per point (`--seed`, `--seed` + 1, …).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// With `--sweep`: simulations run at once on this many threads.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
 }
 
 impl Default for Params {
@@ -375,6 +424,18 @@ impl Default for Params {
             request_now_interest: false,
             fifo_upload: false,
             seed: 1,
+            fixed_rules: false,
+            max_slots: None,
+            min_round_ms: None,
+            round_chunks: None,
+            queue_rtts: None,
+            sweep: false,
+            sweep_full: false,
+            sweep_peers: Vec::new(),
+            sweep_file_mib: Vec::new(),
+            sweep_latency_ms: Vec::new(),
+            seeds: 3,
+            jobs: 1,
         }
     }
 }
@@ -675,11 +736,34 @@ fn run_one(
     let mut config = Config::default();
     config.picker.strategy = strategy;
     config.super_seed = !p.no_super_seed;
-    config.pipeline_depth = p.pipeline_depth.unwrap_or(if p.fifo_upload {
-        Config::default().pipeline_depth
-    } else {
-        PACED_PIPELINE_DEPTH
-    });
+    let fixed_depth = p
+        .pipeline_depth
+        .or(p.fixed_rules.then_some(if p.fifo_upload {
+            FIFO_PIPELINE_DEPTH
+        } else {
+            PACED_PIPELINE_DEPTH
+        }));
+    if let Some(d) = fixed_depth {
+        config.pipeline_depth = d;
+        config.min_pipeline_depth = d;
+    }
+    if let Some(n) = p.max_slots {
+        config.choker.max_slots = n;
+    }
+    if let Some(ms) = p.min_round_ms {
+        config.choker.min_interval = Duration::from_millis(ms);
+    }
+    if let Some(n) = p.round_chunks {
+        config.choker.round_chunks = n;
+    }
+    if let Some(n) = p.queue_rtts {
+        config.request_queue_rtts = n;
+    }
+    if p.fixed_rules {
+        let c = &mut config.choker;
+        c.max_slots = c.slots;
+        c.min_interval = c.interval;
+    }
     config.release_idle_interest = p.request_now_interest;
     // Progress events are not needed here; completion events are.
     config.progress_every = 0;
