@@ -288,12 +288,16 @@ mod tests {
 
     #[test]
     fn uplink_use_is_measured_against_the_known_rate_or_the_best_round() {
-        let mut u = UplinkUse::default();
-        u.round_bytes = 500_000;
+        let mut u = UplinkUse {
+            round_bytes: 500_000,
+            ..UplinkUse::default()
+        };
         assert_eq!(u.end_round(Duration::from_secs(1), Some(1_000_000)), 50);
         // Unknown capacity: the first round is the best so far, so fully used.
-        let mut u = UplinkUse::default();
-        u.round_bytes = 500_000;
+        let mut u = UplinkUse {
+            round_bytes: 500_000,
+            ..UplinkUse::default()
+        };
         assert_eq!(u.end_round(Duration::from_secs(1), None), 100);
         u.round_bytes = 100_000;
         assert_eq!(u.end_round(Duration::from_secs(1), None), 20);

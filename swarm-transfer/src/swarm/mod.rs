@@ -7,8 +7,7 @@
 //! a store opened through the [`StoreFactory`] and the swarm joined.
 //!
 //! Per connected peer the transfer keeps BEP 3's four flags (am/peer choking, am/peer
-//! interested), the peer's bitfield and up to [`Config::pipeline_depth`] outstanding
-//! block requests. Only a chunk whose BLAKE3 hash matches the manifest is stored,
+//! interested), the peer's bitfield and its outstanding block requests. Only a chunk whose BLAKE3 hash matches the manifest is stored,
 //! announced with `Have` and served. Protocol violations (a block outside the file, an
 //! oversized block, a request for a chunk we never announced, a malformed bitfield, a
 //! manifest that does not match its id) are typed [`ProtocolError`]s: the message is
@@ -19,6 +18,26 @@
 //! to announce a content id in the DHT (every [`Config::announce_interval`], with
 //! [`Config::provider_ttl`]) or to look up providers, and the answer comes back as
 //! [`Command::AddPeers`]. See [`Discovery`].
+//!
+//! # Adapting to the links
+//!
+//! BEP 3 fixes 4 unchoke slots, 10 s choke rounds, a 30 s optimistic unchoke, and clients
+//! keep a fixed number of requests in flight; those constants suit one link speed. Here
+//! each is measured from the core's own clock and the messages it sees, within named
+//! floors and caps in [`Config`]:
+//!
+//! - **Request queue** (`estimate`): libtorrent's rate × queue time, with the queue time
+//!   [`Config::request_queue_rtts`] round trips — the peer's smoothed delivery rate times
+//!   the smallest round trip of a request sent while nothing else of ours was outstanding
+//!   there, between [`Config::min_pipeline_depth`] and [`Config::pipeline_depth`].
+//! - **Unchoke slots and choke rounds** ([`choker`](crate::choker)): after each round a
+//!   slot is added while the uplink (its known rate, or the fastest round so far) had room
+//!   and peers waited choked, and given up when a slot's peer took nothing (libtorrent's
+//!   rate-based choker); a round lasts until each unchoked peer could have received
+//!   `round_chunks` chunks, within 2–10 s, the first after 2 s; the optimistic unchoke
+//!   rotates every three rounds, at most 30 s.
+//! - **Super-seeding reveals** (`super_seed`): a peer that asked for every chunk shown to
+//!   it is shown one more for good, so the reveals follow its request queue.
 //!
 //! # Layout
 //!
@@ -33,6 +52,8 @@
 //! - `manifest_fetch`: asking providers for the manifest before a download starts.
 //! - `download`: requests, received blocks, chunk verification, smart ban.
 //! - `upload`: serving requests, choke rounds, the paced uplink.
+//! - `estimate`: round trips and delivery rates measured per peer, and the uplink's use
+//!   per choke round.
 //! - `super_seed`: BEP 16 initial seeding.
 //! - `slots`: who may take a connection slot and who must give it up (probation,
 //!   stallers).
