@@ -828,7 +828,10 @@ async fn share(
     }
     let p2 = path.clone();
     let (manifest, store) = tokio::task::spawn_blocking(move || {
-        peerlab_swarm::FileStore::share(&p2, peerlab_swarm::DEFAULT_CHUNK_SIZE)
+        // The chunk size follows the file's length (a file that changes length while it
+        // is read is refused by `share` itself).
+        let len = std::fs::metadata(&p2)?.len();
+        peerlab_swarm::FileStore::share(&p2, peerlab_swarm::auto_chunk_size(len))
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?

@@ -55,8 +55,9 @@ mod wire;
 pub use bitfield::Bitfield;
 pub use discovery::{Discovery, dht_key};
 pub use manifest::{
-    BLOCK_SIZE, ContentId, DEFAULT_CHUNK_SIZE, HASH_LEN, MAX_CHUNK_SIZE, MAX_CHUNKS, MAX_NAME_LEN,
-    MIN_CHUNK_SIZE, Manifest, ManifestBuilder, ManifestError,
+    AUTO_MIN_CHUNK_SIZE, AUTO_TARGET_CHUNKS, BLOCK_SIZE, ContentId, DEFAULT_CHUNK_SIZE, HASH_LEN,
+    MAX_CHUNK_SIZE, MAX_CHUNKS, MAX_NAME_LEN, MIN_CHUNK_SIZE, Manifest, ManifestBuilder,
+    ManifestError, auto_chunk_size,
 };
 pub use picker::Strategy;
 pub use storage::{

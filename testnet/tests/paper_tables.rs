@@ -134,7 +134,7 @@ fn small_flash_crowd_is_near_the_lower_bound() {
             peers: 10,
             seeders: 1,
             file_mib: 16,
-            chunk_kib: 64,
+            chunk_kib: Some(64),
             arrival: swarm::Arrival::Flash,
             seed,
             ..swarm::Params::default()

@@ -8,7 +8,7 @@ fn small(peers: usize, bad: usize, seed: u64) -> Params {
         peers,
         seeders: 1,
         file_mib: 2,
-        chunk_kib: 64,
+        chunk_kib: Some(64),
         upload_mbps: 8.0,
         download_mbps: 32.0,
         bad_peers: bad,
@@ -95,7 +95,7 @@ fn same_seed_same_report() {
 #[test]
 fn invalid_parameters_are_refused() {
     let mut p = small(10, 0, 1);
-    p.chunk_kib = 100;
+    p.chunk_kib = Some(100);
     assert!(run(&p).is_err());
     let mut p = small(10, 10, 1);
     p.bad_peers = 10;

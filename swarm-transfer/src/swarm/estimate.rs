@@ -235,9 +235,9 @@ mod tests {
         // uploader's queue behind ours, for 12 s of blocks. Only
         // the head is a sample: the depth stays sized by 100 ms, not by the wait.
         e.head_of_burst((0, 0));
-        e.on_block(at(1000), (0, 0), at(900), BLOCK as u64);
+        e.on_block(at(3000), (0, 0), at(2900), BLOCK as u64);
         for k in 1..1200u32 {
-            let t = 1000 + 10 * k as u64;
+            let t = 3000 + 10 * k as u64;
             e.on_block(at(t), (0, k), at(t - 2000), BLOCK as u64);
         }
         let d = e.queue_depth(&c, BLOCK);

@@ -301,9 +301,11 @@ pub struct Params {
     /// File size in MiB.
     #[arg(long, default_value_t = 100)]
     pub file_mib: u64,
-    /// Chunk size in KiB (a power of two, 1..=16384).
-    #[arg(long, default_value_t = 256)]
-    pub chunk_kib: u32,
+    /// Chunk size in KiB (a power of two, 1..=16384). Default: what `peerlab share` picks
+    /// for the file's size (`peerlab_swarm::auto_chunk_size`: 64 KiB up to 64 MiB, 128 KiB
+    /// up to 128 MiB, then 256 KiB), or 256 KiB with `--fixed-rules`.
+    #[arg(long)]
+    pub chunk_kib: Option<u32>,
     /// Upload bandwidth of every downloading peer, Mbit/s.
     #[arg(long, default_value_t = 8.0)]
     pub upload_mbps: f64,
@@ -364,10 +366,11 @@ pub struct Params {
     /// Default: the core's 2.
     #[arg(long)]
     pub queue_rtts: Option<u32>,
-    /// Interest means "the peer has a block we can request now" instead of BEP 3's "the
-    /// peer has a chunk we lack" (`Config::release_idle_interest`).
+    /// BEP 3's interest, "the peer has a chunk we lack", instead of the core's default
+    /// "the peer has a block we can request now" (`Config::release_idle_interest`);
+    /// implied by `--fixed-rules`.
     #[arg(long)]
-    pub request_now_interest: bool,
+    pub lack_interest: bool,
     /// Hand each requested block to the simulated uplink as its request arrives, so the
     /// uplink's FIFO queue interleaves all unchoked peers' blocks. By default every core is
     /// told its uplink rate (`Config::upload_rate`) and serves unchoked peers one chunk at
@@ -402,13 +405,27 @@ pub struct Params {
     pub jobs: usize,
 }
 
+impl Params {
+    /// The chunk size in KiB: `--chunk-kib`, else 256 with `--fixed-rules`, else what
+    /// `peerlab share` picks for this file size.
+    pub fn chunk_kib(&self) -> u32 {
+        self.chunk_kib.unwrap_or_else(|| {
+            if self.fixed_rules {
+                peerlab_swarm::DEFAULT_CHUNK_SIZE / 1024
+            } else {
+                peerlab_swarm::auto_chunk_size(self.file_mib.saturating_mul(1 << 20)) / 1024
+            }
+        })
+    }
+}
+
 impl Default for Params {
     fn default() -> Self {
         Params {
             peers: 100,
             seeders: 1,
             file_mib: 100,
-            chunk_kib: 256,
+            chunk_kib: None,
             upload_mbps: 8.0,
             download_mbps: 32.0,
             seeder_upload_mbps: None,
@@ -421,7 +438,7 @@ impl Default for Params {
             max_secs: None,
             no_super_seed: false,
             pipeline_depth: None,
-            request_now_interest: false,
+            lack_interest: false,
             fifo_upload: false,
             seed: 1,
             fixed_rules: false,
@@ -627,10 +644,11 @@ fn validate(p: &Params) -> Result<(), ExperimentError> {
     if p.file_mib == 0 || p.file_mib > MAX_FILE_MIB {
         return invalid(format!("--file-mib must be in 1..={MAX_FILE_MIB}"));
     }
-    if !p.chunk_kib.is_power_of_two() || p.chunk_kib > 16 * 1024 {
+    let chunk_kib = p.chunk_kib();
+    if !chunk_kib.is_power_of_two() || chunk_kib > 16 * 1024 {
         return invalid("--chunk-kib must be a power of two up to 16384");
     }
-    let chunks = p.file_mib * 1024 / p.chunk_kib as u64;
+    let chunks = p.file_mib * 1024 / chunk_kib as u64;
     if chunks > peerlab_swarm::MAX_CHUNKS as u64 {
         return invalid(format!(
             "{chunks} chunks exceed the manifest limit of {}; use larger chunks",
@@ -670,7 +688,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
     let mut buf = vec![0u8; size];
     rng.fill(&mut buf);
     let data = Bytes::from(buf);
-    let manifest = Manifest::from_bytes("file.bin", &data, p.chunk_kib * 1024)
+    let manifest = Manifest::from_bytes("file.bin", &data, p.chunk_kib() * 1024)
         .map_err(|e| ExperimentError::InvalidArgument(e.to_string()))?;
     let original = blake3::hash(&data);
 
@@ -764,7 +782,7 @@ fn run_one(
         c.max_slots = c.slots;
         c.min_interval = c.interval;
     }
-    config.release_idle_interest = p.request_now_interest;
+    config.release_idle_interest = !(p.lack_interest || p.fixed_rules);
     // Progress events are not needed here; completion events are.
     config.progress_every = 0;
     let cid = manifest.content_id();
@@ -1062,7 +1080,7 @@ fn run_one(
         peers: p.peers,
         seeders: p.seeders,
         file_mib: p.file_mib,
-        chunk_kib: p.chunk_kib,
+        chunk_kib: p.chunk_kib(),
         upload_mbps: p.upload_mbps,
         download_mbps: p.download_mbps,
         seeder_upload_mbps: p.seeder_upload_mbps.unwrap_or(p.upload_mbps),
