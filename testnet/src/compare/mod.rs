@@ -15,7 +15,8 @@
 //!    batches of [`crate::process::SPAWN_BATCH`] through two seeds (the testnet's own start procedure, which
 //!    the Serf agents follow with `-join`). `join_secs` runs from the first start until every
 //!    node has logged every other node up.
-//! 2. **settle** for [`SETTLE`], then **rest** for `--rest-secs`: bytes on the loopback wire
+//! 2. **settle** (peerlab: until every ring view is ideal, at most [`RING_DEADLINE`]) and
+//!    for [`SETTLE`] more, then **rest** for `--rest-secs`: bytes on the loopback wire
 //!    (nftables counters on each system's ports, see [`host`]), CPU time and resident memory
 //!    of every node process.
 //! 3. **event**: one user event (`serf event`) / one `publish` at a non-seed node; the
@@ -71,6 +72,10 @@ pub const MAX_NODES: usize = 500;
 /// Pause between the end of the join and the start of the window at rest: joins leave
 /// rumors in flight and peerlab's DHT maintenance at its fast rate for a few periods.
 pub const SETTLE: Duration = Duration::from_secs(15);
+/// Longest wait, after the join, for a system's own structures beyond membership to be
+/// complete before the window at rest (peerlab: every node's ring view ideal). A ring
+/// still settling sends its fast-rate maintenance, which is not traffic at rest.
+pub const RING_DEADLINE: Duration = Duration::from_secs(180);
 /// How often the waits read the nodes' logs.
 pub const POLL: Duration = Duration::from_millis(250);
 /// How long a user event / publish may take to reach every node.
@@ -159,6 +164,12 @@ pub trait Cluster {
     fn payload_bytes_out(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()
     }
+    /// Waits up to `within` until what the system builds beyond membership is complete
+    /// (nothing by default; peerlab's ring); `Err` says what was still incomplete.
+    fn wait_settled(&mut self, within: Duration, progress: bool) -> Result<(), String> {
+        let _ = (within, progress);
+        Ok(())
+    }
 }
 
 /// The killed nodes: [`KILLED`] indices spread over the non-seed nodes, never `origin`.
@@ -226,7 +237,17 @@ pub fn measure(
         ),
     );
 
-    // At rest.
+    // At rest, once the system's other structures are complete.
+    let settling = Instant::now();
+    match c.wait_settled(RING_DEADLINE, progress) {
+        Ok(()) => fig.notes.push(format!(
+            "settled {:.1} s after the join",
+            settling.elapsed().as_secs_f64()
+        )),
+        Err(e) => fig
+            .notes
+            .push(format!("window at rest started unsettled: {e}")),
+    }
     host::pause(SETTLE)?;
     progress_note(progress, &format!("{name}: {} s at rest", rest.as_secs()));
     let pids = c.pids();

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use peerlab_node::config::Transport;
 
@@ -188,6 +189,15 @@ impl Cluster for PeerlabCluster {
 
     fn wire_ports(&self) -> (u16, u16) {
         (self.base, self.base + self.n as u16 - 1)
+    }
+
+    fn wait_settled(&mut self, within: Duration, progress: bool) -> Result<(), String> {
+        let Some(net) = self.net.as_ref() else {
+            return Err("not started".into());
+        };
+        net.wait_converged(within, progress)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn payload_bytes_out(&self) -> BTreeMap<String, u64> {
