@@ -259,6 +259,10 @@ pub(crate) enum NodeCommand {
         c: ClientArgs,
     },
     /// Share a file: chunk it, announce it, and print its content id.
+    ///
+    /// The chunk size follows the file's size: 64 KiB up to 64 MiB, 128 KiB up to 128
+    /// MiB, then 256 KiB (larger only past 30 000 chunks), so small files still spread
+    /// through a swarm in many verified pieces.
     #[command(after_help = "Example:\n  peerlab share ./video.mp4 --data-dir /tmp/a")]
     Share {
         /// The file.
