@@ -267,6 +267,10 @@ pub(crate) enum NodeCommand {
     Share {
         /// The file.
         path: PathBuf,
+        /// Chunk size in KiB instead of the one chosen for the file's size: a power of two
+        /// from 1 to 16384, and at most 30 000 chunks.
+        #[arg(long, value_name = "KIB")]
+        chunk_kib: Option<u32>,
         #[command(flatten)]
         c: ClientArgs,
     },
@@ -524,12 +528,14 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
                 out
             })
         }
-        NodeCommand::Share { path, c } => {
+        NodeCommand::Share { path, chunk_kib, c } => {
             let abs = std::fs::canonicalize(&path)
                 .with_context(|| format!("cannot share {}", path.display()))?;
-            let v: Value = c
-                .client()?
-                .post("/share", &json!({ "path": abs.display().to_string() }))?;
+            let mut body = json!({ "path": abs.display().to_string() });
+            if let Some(k) = chunk_kib {
+                body["chunk_kib"] = json!(k);
+            }
+            let v: Value = c.client()?.post("/share", &body)?;
             print(c.json, &v, |v| s(&v["cid"]))
         }
         NodeCommand::Fetch {

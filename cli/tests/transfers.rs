@@ -62,3 +62,42 @@ fn fetches_lists_cancel_and_unshare_stop_and_forget() {
     let node = Proc::start(&dir, port, None, &[]);
     assert!(!listed(&node, &shared) && !listed(&node, &missing));
 }
+
+#[test]
+fn share_picks_the_chunk_size_for_the_file_and_takes_a_valid_one_asked_for() {
+    let root = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let node = Proc::start(&root.path().join("n"), port, None, &[]);
+    assert!(
+        eventually(Duration::from_secs(20), || node.put("ready", "1")),
+        "the node never accepted a put"
+    );
+    let file = root.path().join("one-mib.bin");
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let chunks = |args: &[&str]| {
+        let mut all = vec!["share", "--json", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let o = node.cli(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v["chunks"].as_u64().unwrap()
+    };
+    // 1 MiB: the smallest automatic chunk, 64 KiB.
+    assert_eq!(chunks(&[]), 16);
+    assert_eq!(chunks(&["--chunk-kib", "16"]), 64);
+
+    let o = node.cli(&["share", file.to_str().unwrap(), "--chunk-kib", "3"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("power of two"), "{}", stderr(&o));
+    // A sparse 40 MiB file in 1 KiB chunks would need 40 960 chunks: refused before it is
+    // read.
+    let big = root.path().join("sparse.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    let o = node.cli(&["share", big.to_str().unwrap(), "--chunk-kib", "1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("exceed the limit"), "{}", stderr(&o));
+}

@@ -404,6 +404,10 @@ pub struct SearchResult {
 pub struct ShareBody {
     /// Absolute path of the file.
     pub path: String,
+    /// Chunk size in KiB (a power of two, 1..=16384); absent: chosen from the file's size
+    /// (`peerlab_swarm::auto_chunk_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_kib: Option<u32>,
 }
 
 /// Answer to share.
@@ -827,11 +831,23 @@ async fn share(
         )));
     }
     let p2 = path.clone();
+    let chunk_kib = body.chunk_kib;
     let (manifest, store) = tokio::task::spawn_blocking(move || {
-        // The chunk size follows the file's length (a file that changes length while it
-        // is read is refused by `share` itself).
+        // Unless asked for, the chunk size follows the file's length (a file that changes
+        // length while it is read is refused by `share` itself). A requested size is
+        // checked by the manifest builder: a power of two within the manifest's bounds,
+        // and no more than `MAX_CHUNKS` chunks.
         let len = std::fs::metadata(&p2)?.len();
-        peerlab_swarm::FileStore::share(&p2, peerlab_swarm::auto_chunk_size(len))
+        let chunk_size = match chunk_kib {
+            Some(k) => k.saturating_mul(1024),
+            None => peerlab_swarm::auto_chunk_size(len),
+        };
+        // Refused before the file is read rather than after hashing all of it.
+        let chunks = len.div_ceil(u64::from(chunk_size.max(1)));
+        if chunks > u64::from(peerlab_swarm::MAX_CHUNKS) {
+            return Err(peerlab_swarm::ManifestError::TooManyChunks(chunks).into());
+        }
+        peerlab_swarm::FileStore::share(&p2, chunk_size)
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?

@@ -341,12 +341,22 @@ impl Client {
         self.get("/members")
     }
 
-    /// `POST /share` (the path must be absolute).
+    /// `POST /share` (the path must be absolute), chunked as the node chooses for the size.
     pub fn share(&self, path: &Path) -> Result<Shared, ClientError> {
+        self.share_chunked(path, None)
+    }
+
+    /// `POST /share` with a chunk size in KiB (`None`: the node chooses for the size).
+    pub fn share_chunked(
+        &self,
+        path: &Path,
+        chunk_kib: Option<u32>,
+    ) -> Result<Shared, ClientError> {
         self.post(
             "/share",
             &ShareBody {
                 path: path.display().to_string(),
+                chunk_kib,
             },
         )
     }
