@@ -196,7 +196,8 @@ pub struct Config {
 /// that a fast local link stays busy while requests and blocks cross both nodes' tasks;
 /// the core's default of 8 (128 KiB) caps a local fetch at a few tens of MiB/s, and 64
 /// leaves TCP on loopback short of what it carries (docs/experiments/node.md). A
-/// super-seeding sharer reveals twice the chunks this spans (16 of 256 KiB).
+/// super-seeding sharer reveals at most twice the chunks this spans (16 of 256 KiB, 64 of
+/// 64 KiB).
 pub const LAN_PIPELINE_DEPTH: usize = 128;
 
 impl Config {
