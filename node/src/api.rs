@@ -833,20 +833,12 @@ async fn share(
     let p2 = path.clone();
     let chunk_kib = body.chunk_kib;
     let (manifest, store) = tokio::task::spawn_blocking(move || {
-        // Unless asked for, the chunk size follows the file's length (a file that changes
-        // length while it is read is refused by `share` itself). A requested size is
-        // checked by the manifest builder: a power of two within the manifest's bounds,
-        // and no more than `MAX_CHUNKS` chunks.
-        let len = std::fs::metadata(&p2)?.len();
+        // Unless asked for, the chunk size follows the file's length; `share` checks a
+        // requested one (and refuses a file whose length changes while it is read).
         let chunk_size = match chunk_kib {
             Some(k) => k.saturating_mul(1024),
-            None => peerlab_swarm::auto_chunk_size(len),
+            None => peerlab_swarm::auto_chunk_size(std::fs::metadata(&p2)?.len()),
         };
-        // Refused before the file is read rather than after hashing all of it.
-        let chunks = len.div_ceil(u64::from(chunk_size.max(1)));
-        if chunks > u64::from(peerlab_swarm::MAX_CHUNKS) {
-            return Err(peerlab_swarm::ManifestError::TooManyChunks(chunks).into());
-        }
         peerlab_swarm::FileStore::share(&p2, chunk_size)
     })
     .await

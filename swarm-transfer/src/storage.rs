@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::bitfield::Bitfield;
-use crate::manifest::{Manifest, ManifestBuilder, ManifestError};
+use crate::manifest::{MAX_CHUNKS, Manifest, ManifestBuilder, ManifestError};
 
 /// Why a store operation failed. A failed write leaves the chunk not held.
 #[derive(Debug, thiserror::Error)]
@@ -394,9 +394,17 @@ impl FileStore {
     /// serving it from one read of the file, where [`manifest_from_file`] then
     /// [`FileStore::seed`] read it twice (the second pass only re-hashes what the first
     /// just hashed). Fails with [`StoreError::Conflict`] if the file's length changed while
-    /// it was read.
+    /// it was read; a chunk count over [`MAX_CHUNKS`] is refused before any of it is read.
     pub fn share(path: &Path, chunk_size: u32) -> Result<(Manifest, FileStore), StoreError> {
         let mut file = OpenOptions::new().read(true).open(path)?;
+        // (A zero chunk size is left to the manifest builder, which names it.)
+        let chunks = file
+            .metadata()?
+            .len()
+            .div_ceil(u64::from(chunk_size.max(1)));
+        if chunk_size > 0 && chunks > u64::from(MAX_CHUNKS) {
+            return Err(ManifestError::TooManyChunks(chunks).into());
+        }
         let manifest = manifest_from_reader(path, chunk_size, &mut file)?;
         if file.metadata()?.len() != manifest.size() {
             return Err(StoreError::Conflict(path.to_owned()));
