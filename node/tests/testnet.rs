@@ -218,7 +218,7 @@ fn scenario(transport: Transport, file_size: usize) {
                 .unwrap_or(false)
         })
         .count();
-    // The full-size transfer (64 MiB, 256 chunks) must draw on all three sharers at once; a
+    // The full-size transfer (64 MiB, 1 024 chunks) must draw on all three sharers at once; a
     // small file's few chunks may all come from two of them.
     let want = if file_size >= 64 << 20 { 3 } else { 2 };
     assert!(
