@@ -65,7 +65,9 @@ impl Dht {
 
     pub(super) fn retry_join(&mut self, cx: &mut Cx<'_, Self>, vnode: Id) {
         let Some(vi) = self.vidx(&vnode) else { return };
-        if self.phase == Phase::Left || self.phase == Phase::Idle {
+        if self.phase == Phase::Left || self.phase == Phase::Idle || self.vnodes[vi].joined {
+            // A failed duplicate join of a vnode another join already placed: nothing to
+            // retry.
             return;
         }
         self.vnodes[vi].join_attempts += 1;
@@ -229,6 +231,12 @@ impl Dht {
             // A late answer to a join that already failed (or a peer that left).
             return;
         }
+        if self.vnodes[vi].joined {
+            // Another join of this vnode got in first, and stabilization keeps its
+            // successors since: this answer's list may predate them (adopting it could move
+            // the successor back past nodes that joined in between).
+            return;
+        }
         self.adopt(vi, succ, &list);
         // `adopt` drops this vnode's own entry, so the head is the true successor.
         let succ = self.vnodes[vi].succs[0];
@@ -260,11 +268,14 @@ impl Dht {
                 self.emit(cx, req, Ok(Reply::Joined));
             } else if self.vnodes.iter().filter(|v| v.joined).count() == 1 {
                 // The first virtual node is in: the others join through it (free first hop).
+                // Those whose join the stabilize tick restarted meanwhile
+                // (`join_stragglers`) have one under way already.
                 let rest: Vec<Id> = self
                     .vnodes
                     .iter()
                     .filter(|v| !v.joined)
                     .map(|v| v.id)
+                    .filter(|id| !self.joining_vnode(*id))
                     .collect();
                 for id in rest {
                     self.start_lookup(cx, id, Purpose::Join { vnode: id });

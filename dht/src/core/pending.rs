@@ -198,9 +198,11 @@ impl Dht {
                     Pending::JoinState {
                         vnode, succ, pred, ..
                     } => {
+                        let joined =
+                            |d: &Self| d.vidx(&vnode).is_some_and(|vi| d.vnodes[vi].joined);
+                        let before = joined(self);
                         self.on_join_state(cx, vnode, succ, succs);
-                        let joined = self.vidx(&vnode).is_some_and(|vi| self.vnodes[vi].joined);
-                        if joined && pred.id != vnode {
+                        if !before && joined(self) && pred.id != vnode {
                             let hint = Message::SuccessorHint {
                                 vnode: pred.id,
                                 candidate: self.me_at(vnode),

@@ -307,6 +307,9 @@ impl Dht {
                     Err(e) => self.fail_op(cx, op, e),
                 }
             }
+            // A duplicate join of a vnode already in the ring (see `on_join_state`).
+            Purpose::Join { vnode }
+                if self.vidx(&vnode).is_some_and(|vi| self.vnodes[vi].joined) => {}
             Purpose::Join { vnode } => match res {
                 Ok(Found { pred, owner, .. }) if owner.id != vnode => {
                     let req = self.fresh();
@@ -385,6 +388,22 @@ impl Dht {
         for l in lookups {
             self.finish_lookup(cx, l, Err(e.clone()));
         }
+    }
+
+    /// Joins of `vnode` under way: lookups, and requests for the found successor's state.
+    #[cfg(test)]
+    pub(crate) fn joins_under_way(&self, vnode: Id) -> usize {
+        let lookups = self
+            .lookups
+            .values()
+            .filter(|r| matches!(r.purpose, Purpose::Join { vnode: v } if v == vnode))
+            .count();
+        let states = self
+            .pending
+            .values()
+            .filter(|p| matches!(p.kind, Pending::JoinState { vnode: v, .. } if v == vnode))
+            .count();
+        lookups + states
     }
 
     /// Whether a join lookup for `vnode` is running.

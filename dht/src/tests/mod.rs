@@ -1312,6 +1312,53 @@ fn concurrent_joins_converge_within_a_few_periods() {
     net.assert_ideal();
 }
 
+/// A join slower than the stabilize period: the stabilize tick restarts the joins of the
+/// vnodes still out of the ring while the first one is on its way, so when the first gets
+/// in it must not start them again, and a vnode already in the ring takes no join answer
+/// (a second join's successor list predates the nodes stabilization found since).
+#[test]
+fn a_slow_join_places_each_vnode_once() {
+    let c = Config {
+        request_timeout: Duration::from_secs(3),
+        max_backoff: 1,
+        ..cfg(4)
+    };
+    // 400 ms each way: a join lookup and its state request take two round trips, 1.6 s.
+    let net = Net::new(SEED).with_latency(Duration::from_millis(400));
+    let (mut net, peers) = converge(net, 5, c.clone());
+    let joiner = PeerId::synthetic(50);
+    net.add(joiner, dht(&c, joiner));
+    net.command(
+        joiner,
+        Command::Join {
+            req: 1,
+            bootstrap: vec![peers[0]],
+        },
+    );
+    let vnodes = net.node(&joiner).vnode_ids();
+    for _ in 0..600 {
+        net.run_for(Duration::from_millis(50));
+        let d = net.node(&joiner);
+        for id in &vnodes {
+            let joined = d.vnode(id).is_some_and(|v| v.joined);
+            let joins = d.joins_under_way(*id);
+            assert!(
+                joins <= 1,
+                "{joins} joins of one vnode under way at {:?}",
+                net.now()
+            );
+            assert!(
+                !joined || joins == 0,
+                "a join of a vnode already in the ring is under way at {:?}",
+                net.now()
+            );
+        }
+    }
+    assert!(net.node(&joiner).is_joined(), "the joiner is in the ring");
+    net.run_for(Duration::from_secs(30));
+    net.assert_ideal();
+}
+
 /// A key's owner that crashes and restarts at once loses its provider sets (they live in
 /// memory) while no ring pointer changes, so no join hands them back: its replicas give
 /// them back when the owner's next repair offer lacks them, and look-ups find the provider
