@@ -237,7 +237,7 @@ impl Dht {
             // the successor back past nodes that joined in between).
             return;
         }
-        self.adopt(vi, succ, &list);
+        self.adopt(cx, vi, succ, &list);
         // `adopt` drops this vnode's own entry, so the head is the true successor.
         let succ = self.vnodes[vi].succs[0];
         if succ.id == vnode {
@@ -284,9 +284,17 @@ impl Dht {
         }
     }
 
-    /// Sets `succ` followed by `list` as the successor list of vnode `vi`.
-    pub(super) fn adopt(&mut self, vi: usize, succ: NodeRef, list: &[NodeRef]) {
+    /// Sets `succ` followed by `list` as the successor list of vnode `vi`; replicas the
+    /// list adds to the vnode's replica set are offered its range at once.
+    pub(super) fn adopt(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        vi: usize,
+        succ: NodeRef,
+        list: &[NodeRef],
+    ) {
         let r = self.cfg.successors;
+        let replicas_before = self.replicas_of(&self.vnodes[vi]);
         let v = &mut self.vnodes[vi];
         let mut out: Vec<NodeRef> = Vec::with_capacity(r);
         for n in std::iter::once(&succ).chain(list.iter()) {
@@ -313,10 +321,13 @@ impl Dht {
                 peer: self.me,
             });
         }
-        // Only a new first successor counts as a change for adaptive maintenance: the
-        // rest of the list follows it one stabilize round at a time anyway, and counting
-        // every far entry would keep whole arcs of a growing ring at the fast period.
-        let changed = v.succs.first() != out.first();
+        // A new first successor counts as a change for adaptive maintenance, and so does a
+        // new replica set: a joined node reaches the lists of the vnodes before it one
+        // stabilize round per vnode, and the replica sets it belongs to must not wait for
+        // backed-off rounds (a record put meanwhile had one replica too few for tens of
+        // seconds). Further entries do not count: that would keep whole arcs of a growing
+        // ring at the fast period.
+        let first_changed = v.succs.first() != out.first();
         v.succs = out;
         // Fingers the successor list now determines need not be stored.
         let last = v.succs.last().map_or(v.id, |s| s.id);
@@ -328,8 +339,23 @@ impl Dht {
         {
             v.fingers.remove_below(lo);
         }
-        if changed {
+        let v = &self.vnodes[vi];
+        let replicas = self.replicas_of(v);
+        if first_changed || replicas != replicas_before {
             self.ring_epoch += 1;
+        }
+        let gained: Vec<NodeRef> = replicas
+            .into_iter()
+            .filter(|n| !replicas_before.iter().any(|b| b.peer == n.peer))
+            .collect();
+        if let Some(pred) = v.pred.filter(|_| v.joined && !gained.is_empty()) {
+            let (from, to) = (pred.id, v.id);
+            if !self.store.keys_in(&from, &to).is_empty()
+                || !self.store.provider_keys_in(&from, &to).is_empty()
+            {
+                self.counters.prompt_repairs += 1;
+                self.offer_range(cx, from, to, &gained);
+            }
         }
     }
 
@@ -392,7 +418,7 @@ impl Dht {
             list.extend(succs.iter().copied());
             list.extend(v.succs[pos + 1..].iter().copied());
             if let Some((&first, rest)) = list.split_first() {
-                self.adopt(vi, first, rest);
+                self.adopt(cx, vi, first, rest);
             }
             // The hand-over came from the leaver; check the new successor at once.
             if pos == 0 {

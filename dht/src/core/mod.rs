@@ -111,7 +111,8 @@ pub struct Counters {
     /// the spacing (`admission`).
     pub view_refusals_uncharged: u64,
     /// Ranges offered to replicas at once after an eviction changed a replica set or
-    /// handed over a dead predecessor's range (`window`).
+    /// handed over a dead predecessor's range (`window`), or a new successor list added a
+    /// replica.
     pub prompt_repairs: u64,
     /// Stale or missing copies a read found at replicas and pushed the newest to (read
     /// repair).

@@ -358,7 +358,7 @@ impl Dht {
                     self.vnodes[vi].stabilizing = false;
                     self.vnodes[vi].walk = 0;
                     if self.vnodes[vi].joined && !self.moved_closer(vi, &succ) {
-                        self.adopt(vi, succ, &list);
+                        self.adopt(cx, vi, succ, &list);
                         self.notify(cx, vnode, succ);
                     }
                     self.stabilize_if_hinted(cx, vi);

@@ -128,7 +128,7 @@ impl Dht {
             return;
         }
         v.walk = 0;
-        self.adopt(vi, succ, &list);
+        self.adopt(cx, vi, succ, &list);
         self.vnodes[vi].stabilizing = false;
         self.notify(cx, vnode, succ);
     }

@@ -1359,6 +1359,74 @@ fn a_slow_join_places_each_vnode_once() {
     net.assert_ideal();
 }
 
+/// A peer that joins a ring at rest (maintenance backed off to its longest period) becomes
+/// a replica of the records whose replica set it enters within a few base periods: its
+/// place travels back through the successor lists one stabilize round per vnode, and each
+/// new replica set is a change (base period again) whose range is offered to the replica
+/// at once, so no round on the way waits a backed-off period.
+#[test]
+fn a_peer_joining_a_ring_at_rest_gets_its_replicas_within_a_few_periods() {
+    let c = Config {
+        successors: 8,
+        max_backoff: crate::LAN_MAX_BACKOFF,
+        ..cfg(4)
+    };
+    let (mut net, peers) = converged_with(2, c.clone());
+    // At rest: every task backs off to its longest period.
+    net.run_for(Duration::from_secs(120));
+    let joiner = PeerId::synthetic(3);
+    let all: Vec<NodeRef> = [peers[0], peers[1], joiner]
+        .iter()
+        .flat_map(|&peer| {
+            (0..c.vnodes).map(move |i| NodeRef {
+                id: Id::vnode(&peer, i),
+                peer,
+            })
+        })
+        .collect();
+    let after = IdealRing::new(all);
+    // A key the writer owns before and after the join: the joiner can get it only as a
+    // replica.
+    let key = (0u32..)
+        .map(|i| i.to_be_bytes().to_vec())
+        .find(|k| {
+            let id = Id::hash(k);
+            after.successor(&id).unwrap().peer == peers[0]
+                && net.ring().successor(&id).unwrap().peer == peers[0]
+        })
+        .unwrap();
+    net.command(
+        peers[0],
+        Command::Put {
+            req: 1,
+            key: key.clone(),
+            value: b"v".to_vec(),
+            ttl: None,
+        },
+    );
+    net.run_for(Duration::from_millis(100));
+    assert!(matches!(net.reply(1), Some(Ok(Reply::Stored { .. }))));
+    net.add(joiner, dht(&c, joiner));
+    net.command(
+        joiner,
+        Command::Join {
+            req: 2,
+            bootstrap: vec![peers[1]],
+        },
+    );
+    let id = Id::hash(&key);
+    let start = net.now();
+    let held = net.run_until(Instant(start.0 + 60_000_000), |net| {
+        net.node(&joiner).store().get(&id).is_some()
+    });
+    let secs = (net.now().0 - start.0) as f64 / 1e6;
+    assert!(held, "the joiner never became a replica");
+    assert!(
+        secs <= 8.0,
+        "the joiner held the record after {secs} s (base period 1 s)"
+    );
+}
+
 /// A key's owner that crashes and restarts at once loses its provider sets (they live in
 /// memory) while no ring pointer changes, so no join hands them back: its replicas give
 /// them back when the owner's next repair offer lacks them, and look-ups find the provider
