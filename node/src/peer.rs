@@ -259,7 +259,7 @@ pub enum Error {
 #[derive(Clone, Debug)]
 enum Internal {
     Join,
-    Announce,
+    Announce(ContentId),
     FindProviders(ContentId),
 }
 
@@ -603,6 +603,13 @@ impl<F: StoreFactory> Peer<F> {
                     });
                 }
             }
+            (Internal::Announce(cid), result) => {
+                // A failed announcement is retried by the swarm core, not in 15 minutes.
+                let stored = result.is_ok();
+                self.swarm_do(cx, |s, cx| {
+                    s.handle_command(cx, swarm::Command::Announced { cid, stored })
+                });
+            }
             _ => {}
         }
     }
@@ -659,8 +666,8 @@ impl<F: StoreFactory> Peer<F> {
 
     fn on_swarm_event(&mut self, cx: &mut Cx<'_, Self>, e: swarm::Event) {
         match e {
-            swarm::Event::Discovery(Discovery::Announce { key, ttl, .. }) => {
-                let req = self.internal_id(Internal::Announce);
+            swarm::Event::Discovery(Discovery::Announce { cid, key, ttl }) => {
+                let req = self.internal_id(Internal::Announce(cid));
                 self.dht_do(cx, |d, cx| {
                     d.handle_command(cx, dht::Command::AddProvider { req, key, ttl })
                 });

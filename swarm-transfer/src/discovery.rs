@@ -7,11 +7,13 @@
 //!
 //! | swarm emits | node does |
 //! |---|---|
-//! | `Discovery::Announce { key, ttl, .. }` | `dht::Command::AddProvider { key, provider: self, ttl }` |
+//! | `Discovery::Announce { key, ttl, .. }` | `dht::Command::AddProvider { key, provider: self, ttl }`, then `swarm::Command::Announced { cid, stored }` with the outcome |
 //! | `Discovery::FindProviders { cid, key }` | `dht::Command::GetProviders { key }`, then `swarm::Command::AddPeers { cid, peers }` with the answer |
 //!
 //! A provider announces when its manifest is known (it can serve at least the manifest)
-//! and again every [`Config::announce_interval`](crate::Config::announce_interval); records
+//! and again every [`Config::announce_interval`](crate::Config::announce_interval) — or,
+//! when the DHT could not store the record (the node is not in the ring yet, a lookup
+//! failed), after [`ANNOUNCE_RETRY`](crate::ANNOUNCE_RETRY), doubling per failure; records
 //! live [`Config::provider_ttl`](crate::Config::provider_ttl) in the DHT, so a provider
 //! that leaves disappears from lookups within that time. A fetcher looks up providers
 //! when it starts and whenever it has fewer than

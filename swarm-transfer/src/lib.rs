@@ -65,8 +65,9 @@ pub use storage::{
     MemoryStore, READ_CACHE_BYTES, StoreError, StoreFactory, manifest_from_file,
 };
 pub use swarm::{
-    Command, CommandError, Config, Event, Link, MAX_PIPELINE_DEPTH, MAX_QUEUED_REQUESTS,
-    MAX_REQUEST_QUEUE_RTTS, ProtocolError, Swarm, Timer, TransferStats,
+    ANNOUNCE_RETRY, Command, CommandError, Config, Event, Link, MAX_ANNOUNCE_DOUBLINGS,
+    MAX_PIPELINE_DEPTH, MAX_QUEUED_REQUESTS, MAX_REQUEST_QUEUE_RTTS, ProtocolError, Swarm, Timer,
+    TransferStats,
 };
 pub use wire::{
     Body, FrameError, MAX_BLOCK_FRAME, MAX_SMALL_FRAME, Message, PROTOCOL_NAME, decode_frame,

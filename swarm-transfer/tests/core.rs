@@ -452,6 +452,63 @@ fn fetch_announces_and_looks_up_providers() {
     assert!(df.iter().any(|d| matches!(d, Discovery::Announce { .. })));
 }
 
+/// A sharer whose announcement the DHT could not store (not in the ring yet, a failed
+/// lookup) announces again after 2 s, then 4 s, … and once one is stored, only at the
+/// periodic interval again: it is not unfindable for the 15 minutes in between.
+#[test]
+fn a_failed_announcement_is_retried_with_backoff() {
+    use peerlab_overlay::Instant;
+    use peerlab_swarm::{ANNOUNCE_RETRY, Discovery};
+    let mut net = new_net();
+    let s = net.add_node(1);
+    let data = file(10_000);
+    let (_, cid) = share(&mut net, s, &data, 4096, false);
+    let announced = |net: &Net| {
+        net.events()
+            .iter()
+            .filter(|(_, q, e)| {
+                *q == s && matches!(e, Event::Discovery(Discovery::Announce { .. }))
+            })
+            .count()
+    };
+    let after = |net: &Net, d: Duration| Instant(net.now().0 + d.as_micros() as u64);
+    let fail = |net: &mut Net| net.command(s, Command::Announced { cid, stored: false });
+    let shared_at = net.now();
+    assert_eq!(announced(&net), 1, "announced when shared");
+    let ms = Duration::from_millis;
+    fail(&mut net);
+    let t = after(&net, ANNOUNCE_RETRY - ms(10));
+    net.run(t);
+    assert_eq!(announced(&net), 1, "not before the retry delay");
+    let t = after(&net, ms(20));
+    net.run(t);
+    assert_eq!(
+        announced(&net),
+        2,
+        "again {ANNOUNCE_RETRY:?} after a failure"
+    );
+    fail(&mut net);
+    let t = after(&net, 2 * ANNOUNCE_RETRY - ms(10));
+    net.run(t);
+    assert_eq!(announced(&net), 2, "the second retry waits twice as long");
+    let t = after(&net, ms(20));
+    net.run(t);
+    assert_eq!(announced(&net), 3);
+    net.command(s, Command::Announced { cid, stored: true });
+    net.run(Instant(shared_at.0 + secs(15 * 60).0 - 1_000_000));
+    assert_eq!(
+        announced(&net),
+        3,
+        "stored: nothing until the periodic announcement"
+    );
+    net.run(Instant(shared_at.0 + secs(15 * 60).0 + 1_000_000));
+    assert_eq!(
+        announced(&net),
+        4,
+        "the periodic announcement 15 minutes after sharing"
+    );
+}
+
 #[test]
 fn duplicate_and_incomplete_shares_are_refused() {
     let mut net = new_net();

@@ -36,6 +36,19 @@ pub enum Command<S> {
         /// The peers.
         peers: Vec<PeerId>,
     },
+    /// What became of a [`Discovery::Announce`](crate::Discovery::Announce) of `cid`: the
+    /// DHT stored this node's provider record, or could not (not in the ring yet, a lookup
+    /// that failed). A failed announcement is made again after
+    /// [`ANNOUNCE_RETRY`](crate::ANNOUNCE_RETRY), doubling per failure up to
+    /// [`Config::announce_interval`](crate::Config::announce_interval); without it the
+    /// provider would stay unfindable until its next periodic announcement. A hint: no
+    /// answer, and one for a transfer that no longer runs is ignored.
+    Announced {
+        /// The transfer.
+        cid: ContentId,
+        /// Whether the provider record was stored.
+        stored: bool,
+    },
     /// Stop a transfer and forget it (the store is dropped, so a file store can resume).
     Cancel {
         /// Request id.
@@ -57,6 +70,7 @@ impl<S> std::fmt::Debug for Command<S> {
                 write!(f, "Fetch(#{req}, {cid:?}, {} providers)", providers.len())
             }
             Command::AddPeers { cid, peers } => write!(f, "AddPeers({cid:?}, {})", peers.len()),
+            Command::Announced { cid, stored } => write!(f, "Announced({cid:?}, {stored})"),
             Command::Cancel { req, cid } => write!(f, "Cancel(#{req}, {cid:?})"),
         }
     }

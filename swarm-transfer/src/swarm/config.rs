@@ -154,6 +154,15 @@ pub const MAX_QUEUED_REQUESTS: usize = 256;
 /// locks blocks at one peer for seconds on any link.
 pub const MAX_REQUEST_QUEUE_RTTS: u32 = 16;
 
+/// First retry of an announcement the DHT could not store (see
+/// [`Command::Announced`](crate::Command::Announced)): long enough for a node that is still
+/// joining the ring to get in, short against the 15 minutes between periodic announcements.
+pub const ANNOUNCE_RETRY: Duration = Duration::from_secs(2);
+
+/// Doublings of [`ANNOUNCE_RETRY`] after failures in a row: 2 s up to 1024 s, capped by
+/// [`Config::announce_interval`] anyway.
+pub const MAX_ANNOUNCE_DOUBLINGS: u32 = 9;
+
 /// Largest [`Config::pipeline_depth`]: 1024 blocks of 16 KiB are 16 MiB in flight per peer,
 /// far beyond what any link's bandwidth-delay product needs, and it bounds the per-peer
 /// request list every received block is looked up in.

@@ -82,7 +82,10 @@ use std::sync::Arc;
 use peerlab_overlay::{ConfigError, Context, Cx, PeerId, Protocol};
 
 pub use self::command::{Command, CommandError};
-pub use self::config::{Config, MAX_PIPELINE_DEPTH, MAX_QUEUED_REQUESTS, MAX_REQUEST_QUEUE_RTTS};
+pub use self::config::{
+    ANNOUNCE_RETRY, Config, MAX_ANNOUNCE_DOUBLINGS, MAX_PIPELINE_DEPTH, MAX_QUEUED_REQUESTS,
+    MAX_REQUEST_QUEUE_RTTS,
+};
 pub use self::event::{Event, Link, ProtocolError, TransferStats};
 use self::transfer::Transfer;
 use self::upload::Uplink;
@@ -117,6 +120,16 @@ pub enum Timer {
         cid: ContentId,
         /// Transfer generation.
         generation: u64,
+    },
+    /// Announce again after failed announcement number `attempt` (see
+    /// [`Command::Announced`]).
+    AnnounceRetry {
+        /// The transfer.
+        cid: ContentId,
+        /// Transfer generation.
+        generation: u64,
+        /// Failed announcements in a row when the retry was scheduled.
+        attempt: u32,
     },
     /// With [`Config::upload_rate`]: the driver's send queue has drained to the horizon;
     /// hand it the next queued block.
@@ -312,6 +325,11 @@ impl<F: StoreFactory> Swarm<F> {
                     t.ask_manifest(cx);
                 }
             }
+            Command::Announced { cid, stored } => {
+                if let Some(t) = self.transfers.get_mut(&cid) {
+                    t.on_announced(cx, stored);
+                }
+            }
             Command::Cancel { req, cid } => match self.transfers.remove(&cid) {
                 Some(t) => {
                     t.cancel(cx);
@@ -366,6 +384,18 @@ impl<F: StoreFactory> Swarm<F> {
                     && t.generation == generation
                 {
                     t.announce(cx);
+                }
+            }
+            Timer::AnnounceRetry {
+                cid,
+                generation,
+                attempt,
+            } => {
+                if let Some(t) = self.transfers.get(&cid)
+                    && t.generation == generation
+                    && t.announce_failures == attempt
+                {
+                    t.emit_announce(cx);
                 }
             }
         }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use peerlab_overlay::{Instant, Offence, PeerId};
 
+use super::config::{ANNOUNCE_RETRY, MAX_ANNOUNCE_DOUBLINGS};
 use super::connection::Connection;
 use super::estimate::UplinkUse;
 use super::manifest_fetch::ManifestFetch;
@@ -53,6 +54,8 @@ pub(crate) struct Transfer<S> {
     pub(crate) last_lookup: Option<Instant>,
     /// Provider look-ups since one last found somebody (see [`Transfer::tick`]).
     pub(crate) empty_lookups: u32,
+    /// Announcements in a row the DHT could not store (see [`Command::Announced`]).
+    pub(crate) announce_failures: u32,
     pub(crate) stats: TransferStats,
 }
 
@@ -98,6 +101,7 @@ impl<S: ChunkStore> Transfer<S> {
             manifest_fetch: ManifestFetch::default(),
             last_lookup: None,
             empty_lookups: 0,
+            announce_failures: 0,
             stats: TransferStats::default(),
         }
     }
@@ -177,16 +181,46 @@ impl<S: ChunkStore> Transfer<S> {
     /// Announces us as a provider in the DHT and schedules the next announcement.
     pub(crate) fn announce(&self, cx: &mut SwarmCx<'_>) {
         let cid = self.cid;
-        cx.emit(Event::Discovery(Discovery::Announce {
-            cid,
-            key: cid.dht_key(),
-            ttl: self.config.provider_ttl,
-        }));
+        self.emit_announce(cx);
         cx.set_timer(
             self.config.announce_interval,
             Timer::Announce {
                 cid,
                 generation: self.generation,
+            },
+        );
+    }
+
+    /// Asks the application's DHT to store us as a provider.
+    pub(crate) fn emit_announce(&self, cx: &mut SwarmCx<'_>) {
+        cx.emit(Event::Discovery(Discovery::Announce {
+            cid: self.cid,
+            key: self.cid.dht_key(),
+            ttl: self.config.provider_ttl,
+        }));
+    }
+
+    /// The DHT stored our provider record, or could not: then announce again after
+    /// [`ANNOUNCE_RETRY`], twice as long after each failure in a row, at most the
+    /// announcement interval.
+    pub(crate) fn on_announced(&mut self, cx: &mut SwarmCx<'_>, stored: bool) {
+        if stored {
+            self.announce_failures = 0;
+            return;
+        }
+        if self.active.is_none() {
+            // Nothing to serve yet: the announcement made once the manifest is known counts.
+            return;
+        }
+        self.announce_failures = self.announce_failures.saturating_add(1);
+        let doublings = (self.announce_failures - 1).min(MAX_ANNOUNCE_DOUBLINGS);
+        let delay = (ANNOUNCE_RETRY * (1 << doublings)).min(self.config.announce_interval);
+        cx.set_timer(
+            delay,
+            Timer::AnnounceRetry {
+                cid: self.cid,
+                generation: self.generation,
+                attempt: self.announce_failures,
             },
         );
     }
