@@ -183,7 +183,9 @@ pub enum Message {
     /// candidate before adopting it); a candidate that is not between the receiver and its
     /// successor is passed on along the successor, at most [`MAX_HINT_FORWARDS`] times.
     /// Without hints, a node learns of a closer successor one stabilize period per node
-    /// walked back (after concurrent joins, hundreds of periods).
+    /// walked back (after concurrent joins, hundreds of periods). A successor naming itself
+    /// says its successor list changed its replica set: the receiver stabilizes now (a new
+    /// peer reaches the replica sets before it one round trip per virtual node).
     SuccessorHint {
         /// Addressed virtual node.
         vnode: Id,

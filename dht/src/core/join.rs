@@ -321,12 +321,9 @@ impl Dht {
                 peer: self.me,
             });
         }
-        // A new first successor counts as a change for adaptive maintenance, and so does a
-        // new replica set: a joined node reaches the lists of the vnodes before it one
-        // stabilize round per vnode, and the replica sets it belongs to must not wait for
-        // backed-off rounds (a record put meanwhile had one replica too few for tens of
-        // seconds). Further entries do not count: that would keep whole arcs of a growing
-        // ring at the fast period.
+        // Only a new first successor counts as a change for adaptive maintenance: counting
+        // every list change kept whole arcs of a growing ring at the fast period. A new
+        // replica set is passed back to the predecessor at once instead (below).
         let first_changed = v.succs.first() != out.first();
         v.succs = out;
         // Fingers the successor list now determines need not be stored.
@@ -339,24 +336,44 @@ impl Dht {
         {
             v.fingers.remove_below(lo);
         }
-        let v = &self.vnodes[vi];
-        let replicas = self.replicas_of(v);
-        if first_changed || replicas != replicas_before {
+        if first_changed {
             self.ring_epoch += 1;
         }
+        let v = &self.vnodes[vi];
+        let replicas = self.replicas_of(v);
+        if replicas == replicas_before || !v.joined {
+            return;
+        }
+        let Some(pred) = v.pred.filter(|p| p.id != v.id) else {
+            return;
+        };
         let gained: Vec<NodeRef> = replicas
             .into_iter()
             .filter(|n| !replicas_before.iter().any(|b| b.peer == n.peer))
             .collect();
-        if let Some(pred) = v.pred.filter(|_| v.joined && !gained.is_empty()) {
-            let (from, to) = (pred.id, v.id);
-            if !self.store.keys_in(&from, &to).is_empty()
-                || !self.store.provider_keys_in(&from, &to).is_empty()
-            {
-                self.counters.prompt_repairs += 1;
-                self.offer_range(cx, from, to, &gained);
-            }
+        let (from, to) = (pred.id, v.id);
+        if !gained.is_empty()
+            && (!self.store.keys_in(&from, &to).is_empty()
+                || !self.store.provider_keys_in(&from, &to).is_empty())
+        {
+            self.counters.prompt_repairs += 1;
+            self.offer_range(cx, from, to, &gained);
         }
+        // The predecessor's list is this vnode and this list: its replica set has likely
+        // changed too. Tell it to stabilize now (a hint naming its own successor), so a
+        // joined peer reaches the replica sets before it one round trip per vnode rather
+        // than one stabilize round per vnode, backed off at rest (a record put meanwhile
+        // kept one replica too few for tens of seconds). The chain ends where replica sets
+        // stop changing.
+        self.tell(
+            cx,
+            pred.peer,
+            Message::SuccessorHint {
+                vnode: pred.id,
+                candidate: self.me_at(to),
+                forwards: 0,
+            },
+        );
     }
 
     pub(super) fn leave(&mut self, cx: &mut Cx<'_, Self>, req: u64) {

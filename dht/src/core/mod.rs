@@ -368,6 +368,12 @@ impl Dht {
         &self.store
     }
 
+    /// The local store, for tests that script a copy going missing.
+    #[cfg(test)]
+    pub(crate) fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
     /// The keys written or removed since the last call (for a holder that keeps the store
     /// on disk; see [`Store::take_changed`]).
     pub fn take_changed(&mut self) -> crate::Changed {
@@ -429,9 +435,21 @@ impl Dht {
     }
 
     fn replicas_of(&self, v: &VNode) -> Vec<NodeRef> {
+        self.distinct_successors(v, self.cfg.replicas.saturating_sub(1))
+    }
+
+    /// The replica set of `v` and as many distinct peers after it, within
+    /// [`MAX_READ_REPLICAS`](read::MAX_READ_REPLICAS): what an owner names to a get (`read`).
+    fn read_candidates(&self, v: &VNode) -> Vec<NodeRef> {
+        let n = 2 * self.cfg.replicas.saturating_sub(1);
+        self.distinct_successors(v, n.min(read::MAX_READ_REPLICAS))
+    }
+
+    /// The first `n` successors of `v` on distinct peers other than this one.
+    fn distinct_successors(&self, v: &VNode, n: usize) -> Vec<NodeRef> {
         let mut out: Vec<NodeRef> = Vec::new();
         for s in &v.succs {
-            if out.len() + 1 >= self.cfg.replicas {
+            if out.len() >= n {
                 break;
             }
             if s.peer != self.me && !out.iter().any(|o| o.peer == s.peer) {

@@ -10,6 +10,12 @@
 //! admits by the usual rules). Records of another writer than the owner's are never
 //! preferred to the owner's: the owner settles conflicting claims (`admission`).
 //!
+//! While ownership moves, the copies can sit past the replica set: a run of peers that just
+//! joined in front of a key owns it and replicates it before the hand-offs reach them. So
+//! the owner names the next distinct peers of its successor list too (up to `R − 1` more),
+//! and when the owner and every replica answered "none", the get asks those before it
+//! reports the key missing (and repairs the owner and replicas from what it finds).
+//!
 //! A replica that does not answer within the request timeout is evicted like any silent
 //! peer (which starts the re-replication of `window`); the read completes with the
 //! answers it has.
@@ -22,8 +28,9 @@ use super::pending::Pending;
 use crate::message::{Message, NodeRef, Record};
 use crate::{Reply, Route};
 
-/// Replicas a get asks besides the owner, at most: `R − 1` for any usual `R`, and a bound
-/// on what one get costs however long a replica list the owner returns.
+/// Peers a get asks besides the owner, at most: the `R − 1` replicas and as many after
+/// them for any usual `R`, and a bound on what one get costs however long a list the owner
+/// returns.
 pub const MAX_READ_REPLICAS: usize = 8;
 
 /// A get's answers: the owner's first, then the replicas'.
@@ -33,6 +40,8 @@ pub(super) struct Read {
     answers: Vec<(NodeRef, Option<Record>)>,
     /// Replicas asked that have neither answered nor failed yet.
     waiting: usize,
+    /// Peers after the replica set, asked only when every answer was "none".
+    further: Vec<NodeRef>,
 }
 
 impl Dht {
@@ -47,29 +56,40 @@ impl Dht {
         replicas: Vec<NodeRef>,
     ) {
         let fanout = self.cfg.replicas.saturating_sub(1).min(MAX_READ_REPLICAS);
-        let mut asked: Vec<NodeRef> = Vec::new();
+        let mut named: Vec<NodeRef> = Vec::new();
         for r in replicas {
-            if asked.len() >= fanout {
+            if named.len() >= (2 * fanout).min(MAX_READ_REPLICAS) {
                 break;
             }
-            if r.peer != target.peer && !asked.iter().any(|a| a.peer == r.peer) {
-                asked.push(r);
+            if r.peer != target.peer && !named.iter().any(|a| a.peer == r.peer) {
+                named.push(r);
             }
         }
+        let further = named.split_off(fanout.min(named.len()));
         let Some(o) = self.ops.get_mut(&op) else {
             return;
         };
         o.read = Some(Read {
             answers: vec![(target, record)],
-            waiting: asked.len(),
+            waiting: 0,
+            further,
         });
-        let kind = o.kind.clone();
-        let OpKind::Get { key } = kind else { return };
-        if asked.is_empty() {
+        self.ask_replicas(cx, op, named);
+    }
+
+    /// Asks `replicas` for get `op`'s key, or finishes the read when there are none.
+    fn ask_replicas(&mut self, cx: &mut Cx<'_, Self>, op: u64, replicas: Vec<NodeRef>) {
+        let Some(o) = self.ops.get_mut(&op) else {
+            return;
+        };
+        let OpKind::Get { key } = o.kind else { return };
+        let Some(read) = o.read.as_mut() else { return };
+        read.waiting = replicas.len();
+        if replicas.is_empty() {
             self.finish_read(cx, op, key);
             return;
         }
-        for r in asked {
+        for r in replicas {
             let req = self.fresh();
             let msg = Message::Get {
                 req,
@@ -98,9 +118,16 @@ impl Dht {
             read.answers.push((target, record));
         }
         read.waiting = read.waiting.saturating_sub(1);
-        if read.waiting == 0 {
-            self.finish_read(cx, op, key);
+        if read.waiting > 0 {
+            return;
         }
+        if read.answers.iter().all(|(_, r)| r.is_none()) && !read.further.is_empty() {
+            // Nobody in the replica set holds the key: maybe it has not reached them yet.
+            let further = std::mem::take(&mut read.further);
+            self.ask_replicas(cx, op, further);
+            return;
+        }
+        self.finish_read(cx, op, key);
     }
 
     /// Answers get `op` with the newest record found and repairs the holders behind it.

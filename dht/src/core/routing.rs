@@ -370,7 +370,7 @@ impl Dht {
                 let Some(vi) = self.vidx(&vnode) else { return };
                 self.vnodes[vi].resyncing = false;
                 if let Ok(f) = res {
-                    self.on_successor_hint(cx, vnode, f.owner, 0);
+                    self.on_successor_hint(cx, self.me, vnode, f.owner, 0);
                 }
             }
             Purpose::Handback => {

@@ -153,7 +153,7 @@ impl Dht {
                     self.refuse(cx, from, Reject::UnknownVnode);
                 } else if self.in_ring() {
                     let forwards = forwards.min(MAX_HINT_FORWARDS);
-                    self.on_successor_hint(cx, vnode, candidate, forwards);
+                    self.on_successor_hint(cx, from, vnode, candidate, forwards);
                 }
                 None
             }
@@ -243,7 +243,7 @@ impl Dht {
                     Ok(vi) => vi,
                     Err(r) => return self.reject(cx, from, req, r),
                 };
-                let replicas = self.replicas_of(&self.vnodes[vi]);
+                let replicas = self.read_candidates(&self.vnodes[vi]);
                 Some(Message::GetReply {
                     req,
                     record: self.store.live(&key, now_ms).cloned(),

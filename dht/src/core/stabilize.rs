@@ -13,7 +13,7 @@
 //!   own successor on along the ring (bounded by `MAX_HINT_FORWARDS`);
 //! - **check-predecessor** asks each predecessor for its state; silence evicts it.
 
-use peerlab_overlay::{Cx, Id};
+use peerlab_overlay::{Cx, Id, PeerId};
 
 use super::Dht;
 use super::pending::Pending;
@@ -180,10 +180,13 @@ impl Dht {
         }
     }
 
-    /// A [`Message::SuccessorHint`]: `candidate` may be the successor of `vnode`.
+    /// A [`Message::SuccessorHint`] from `from`: `candidate` may be the successor of
+    /// `vnode`. A hint from the successor naming itself says its successor list changed
+    /// the replica set: stabilize now (one round in flight at a time).
     pub(super) fn on_successor_hint(
         &mut self,
         cx: &mut Cx<'_, Self>,
+        from: PeerId,
         vnode: Id,
         candidate: NodeRef,
         forwards: u8,
@@ -197,6 +200,12 @@ impl Dht {
             return;
         }
         let Some(&succ) = v.succs.first() else { return };
+        if candidate == succ {
+            if from == succ.peer && !v.stabilizing {
+                self.stabilize_vnode(cx, vnode);
+            }
+            return;
+        }
         if candidate.id == succ.id {
             return;
         }
