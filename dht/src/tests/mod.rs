@@ -812,6 +812,25 @@ fn converge(mut net: Net, n: u64, c: Config) -> (Net, Vec<PeerId>) {
     (net, peers)
 }
 
+/// `p` puts `key` = `value` (request `req`), which must be acknowledged within 100 ms.
+fn put_acked(net: &mut Net, p: PeerId, req: u64, key: &[u8], value: &[u8]) {
+    net.command(
+        p,
+        Command::Put {
+            req,
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ttl: None,
+        },
+    );
+    net.run_for(Duration::from_millis(100));
+    assert!(
+        matches!(net.reply(req), Some(Ok(Reply::Stored { .. }))),
+        "put {req}: {:?}",
+        net.reply(req)
+    );
+}
+
 /// Adds `peers` to the net one every 500 ms, each joining through `first(i)` (creating
 /// the ring when it is that peer itself).
 fn join_one_by_one(net: &mut Net, c: &Config, peers: &[PeerId], first: impl Fn(usize) -> PeerId) {
@@ -1417,17 +1436,7 @@ fn a_peer_joining_a_ring_at_rest_gets_its_replicas_within_a_period() {
             after.successor(&id) == Some(owner) && net.ring().successor(&id) == Some(owner)
         })
         .unwrap();
-    net.command(
-        peers[0],
-        Command::Put {
-            req: 1,
-            key: key.clone(),
-            value: b"v".to_vec(),
-            ttl: None,
-        },
-    );
-    net.run_for(Duration::from_millis(100));
-    assert!(matches!(net.reply(1), Some(Ok(Reply::Stored { .. }))));
+    put_acked(&mut net, peers[0], 1, &key, b"v");
     net.add(joiner, dht(&c, joiner));
     net.command(
         joiner,
@@ -1461,17 +1470,7 @@ fn a_get_reads_past_a_replica_set_that_has_not_received_the_key() {
     let (mut net, peers) = converged_with(5, c.clone());
     let key = b"moving".to_vec();
     let id = Id::hash(&key);
-    net.command(
-        peers[0],
-        Command::Put {
-            req: 1,
-            key: key.clone(),
-            value: b"v".to_vec(),
-            ttl: None,
-        },
-    );
-    net.run_for(Duration::from_secs(2));
-    assert!(matches!(net.reply(1), Some(Ok(Reply::Stored { .. }))));
+    put_acked(&mut net, peers[0], 1, &key, b"v");
     // Three peers whose (only) vnode falls between the key and its owner: the first becomes
     // the owner, the others its replicas.
     let owner = net.ring().successor(&id).unwrap();
