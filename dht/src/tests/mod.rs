@@ -43,7 +43,8 @@ pub(crate) fn dht(c: &Config, p: PeerId) -> Dht {
     Dht::new(c.clone(), key_of(&p)).unwrap()
 }
 
-fn ideal(peers: &[PeerId], c: &Config) -> Vec<Dht> {
+/// The ideal ring of `peers`' virtual nodes.
+fn ideal_ring(peers: &[PeerId], c: &Config) -> IdealRing {
     let nodes = peers
         .iter()
         .flat_map(|&peer| {
@@ -53,7 +54,11 @@ fn ideal(peers: &[PeerId], c: &Config) -> Vec<Dht> {
             })
         })
         .collect();
-    let ring = IdealRing::new(nodes);
+    IdealRing::new(nodes)
+}
+
+fn ideal(peers: &[PeerId], c: &Config) -> Vec<Dht> {
+    let ring = ideal_ring(peers, c);
     peers
         .iter()
         .map(|p| Dht::from_ideal(c.clone(), key_of(p), &ring).unwrap())
@@ -812,6 +817,18 @@ fn converge(mut net: Net, n: u64, c: Config) -> (Net, Vec<PeerId>) {
     (net, peers)
 }
 
+/// Adds a fresh core for `p` and has it join through `bootstrap` (request `req`).
+fn add_joining(net: &mut Net, c: &Config, p: PeerId, req: u64, bootstrap: PeerId) {
+    net.add(p, dht(c, p));
+    net.command(
+        p,
+        Command::Join {
+            req,
+            bootstrap: vec![bootstrap],
+        },
+    );
+}
+
 /// `p` puts `key` = `value` (request `req`), which must be acknowledged within 100 ms.
 fn put_acked(net: &mut Net, p: PeerId, req: u64, key: &[u8], value: &[u8]) {
     net.command(
@@ -1037,14 +1054,7 @@ fn adaptive_maintenance_quiets_a_ring_at_rest_and_still_repairs_it() {
     );
     // A join into the quiet ring.
     let p = PeerId::synthetic(7);
-    net.add(p, dht(&c, p));
-    net.command(
-        p,
-        Command::Join {
-            req: 9,
-            bootstrap: vec![peers[2]],
-        },
-    );
+    add_joining(&mut net, &c, p, 9, peers[2]);
     // The joiner tells its predecessor (`SuccessorHint`), so successors and predecessors
     // are right within a few fast periods, not after a backed-off (up to 12 s) round.
     net.run_for(Duration::from_secs(4));
@@ -1346,14 +1356,7 @@ fn a_slow_join_places_each_vnode_once() {
     let net = Net::new(SEED).with_latency(Duration::from_millis(400));
     let (mut net, peers) = converge(net, 5, c.clone());
     let joiner = PeerId::synthetic(50);
-    net.add(joiner, dht(&c, joiner));
-    net.command(
-        joiner,
-        Command::Join {
-            req: 1,
-            bootstrap: vec![peers[0]],
-        },
-    );
+    add_joining(&mut net, &c, joiner, 1, peers[0]);
     let vnodes = net.node(&joiner).vnode_ids();
     for _ in 0..600 {
         net.run_for(Duration::from_millis(50));
@@ -1399,18 +1402,7 @@ fn a_peer_joining_a_ring_at_rest_gets_its_replicas_within_a_period() {
     assert!(net.neighbours_ideal());
     // A joiner and a record of peer 0 whose owner vnode lies at least four vnodes before
     // the joiner's nearest one: the join must travel back through that many lists.
-    let ring_with = |joiner: PeerId| {
-        let all: Vec<NodeRef> = [peers[0], peers[1], joiner]
-            .iter()
-            .flat_map(|&peer| {
-                (0..c.vnodes).map(move |i| NodeRef {
-                    id: Id::vnode(&peer, i),
-                    peer,
-                })
-            })
-            .collect();
-        IdealRing::new(all)
-    };
+    let ring_with = |joiner: PeerId| ideal_ring(&[peers[0], peers[1], joiner], &c);
     let gap = |ring: &IdealRing, joiner: PeerId, i: usize| {
         let n = ring.nodes().len();
         (1..n)
@@ -1437,14 +1429,7 @@ fn a_peer_joining_a_ring_at_rest_gets_its_replicas_within_a_period() {
         })
         .unwrap();
     put_acked(&mut net, peers[0], 1, &key, b"v");
-    net.add(joiner, dht(&c, joiner));
-    net.command(
-        joiner,
-        Command::Join {
-            req: 2,
-            bootstrap: vec![peers[1]],
-        },
-    );
+    add_joining(&mut net, &c, joiner, 2, peers[1]);
     let id = Id::hash(&key);
     let start = net.now();
     let held = net.run_until(Instant(start.0 + 60_000_000), |net| {
@@ -1481,14 +1466,7 @@ fn a_get_reads_past_a_replica_set_that_has_not_received_the_key() {
         .collect();
     assert_eq!(joiners.len(), 3);
     for (i, &j) in joiners.iter().enumerate() {
-        net.add(j, dht(&c, j));
-        net.command(
-            j,
-            Command::Join {
-                req: 10 + i as u64,
-                bootstrap: vec![peers[0]],
-            },
-        );
+        add_joining(&mut net, &c, j, 10 + i as u64, peers[0]);
     }
     let deadline = Instant(net.now().0 + 30_000_000);
     assert!(net.run_until(deadline, |net| net.neighbours_ideal()));
@@ -1543,14 +1521,7 @@ fn a_restarted_owner_gets_its_provider_sets_back_from_its_replicas() {
     net.run_for(Duration::from_secs(2));
     // Crash and restart: a fresh core with the same identity, nobody told.
     net.crash(owner);
-    net.add(owner, dht(&c, owner));
-    net.command(
-        owner,
-        Command::Join {
-            req: 2,
-            bootstrap: vec![peers[0]],
-        },
-    );
+    add_joining(&mut net, &c, owner, 2, peers[0]);
     let found = |net: &mut Net, req: u64| {
         net.command(peers[0], Command::GetProviders { req, key: cid });
         net.run_for(Duration::from_millis(500));
