@@ -577,21 +577,39 @@ impl Store {
     pub fn provider_keys_in(&self, from: &Id, to: &Id) -> Vec<Id> {
         range_keys(&self.providers, from, to)
     }
+
+    /// Whether any record or provider set lies in `(from, to]` (the whole ring when
+    /// `from == to`), without listing them.
+    pub fn holds_any_in(&self, from: &Id, to: &Id) -> bool {
+        range_iter(&self.records, from, to).next().is_some()
+            || range_iter(&self.providers, from, to).next().is_some()
+    }
 }
 
 fn range_keys<V>(map: &BTreeMap<Id, V>, from: &Id, to: &Id) -> Vec<Id> {
-    let after = (Bound::Excluded(*from), Bound::Unbounded);
+    range_iter(map, from, to).collect()
+}
+
+/// The keys of `map` in the ring interval `(from, to]` (the whole ring when `from == to`),
+/// in ring order starting after `from`, without collecting them.
+fn range_iter<'a, V>(
+    map: &'a BTreeMap<Id, V>,
+    from: &'a Id,
+    to: &'a Id,
+) -> Box<dyn Iterator<Item = Id> + 'a> {
     if from < to {
-        map.range((Bound::Excluded(*from), Bound::Included(*to)))
-            .map(|(k, _)| *k)
-            .collect()
+        Box::new(
+            map.range((Bound::Excluded(*from), Bound::Included(*to)))
+                .map(|(k, _)| *k),
+        )
     } else {
         // wraps (or whole ring when from == to)
-        map.range(after)
-            .map(|(k, _)| *k)
-            .chain(map.range(..=*to).map(|(k, _)| *k))
-            .filter(|k| from == to || k.in_half_open(from, to))
-            .collect()
+        Box::new(
+            map.range((Bound::Excluded(*from), Bound::Unbounded))
+                .map(|(k, _)| *k)
+                .chain(map.range(..=*to).map(|(k, _)| *k))
+                .filter(move |k| from == to || k.in_half_open(from, to)),
+        )
     }
 }
 
@@ -1041,6 +1059,12 @@ mod tests {
             vec![Id::from_u64(50), Id::from_u64(1)]
         );
         assert_eq!(s.keys_in(&Id::from_u64(5), &Id::from_u64(5)).len(), 4);
+        let any = |a, b| s.holds_any_in(&Id::from_u64(a), &Id::from_u64(b));
+        assert!(
+            any(1, 5) && any(60, 1) && any(7, 7),
+            "an end, a wrap, the whole ring"
+        );
+        assert!(!any(1, 4) && !any(10, 49) && !any(50, 0), "empty intervals");
     }
 
     fn entry(key: &Id, p: u64, expires_ms: u64) -> ProviderEntry {

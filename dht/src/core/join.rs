@@ -352,10 +352,7 @@ impl Dht {
             .filter(|n| !replicas_before.iter().any(|b| b.peer == n.peer))
             .collect();
         let (from, to) = (pred.id, v.id);
-        if !gained.is_empty()
-            && (!self.store.keys_in(&from, &to).is_empty()
-                || !self.store.provider_keys_in(&from, &to).is_empty())
-        {
+        if !gained.is_empty() && self.store.holds_any_in(&from, &to) {
             self.counters.prompt_repairs += 1;
             self.offer_range(cx, from, to, &gained);
         }

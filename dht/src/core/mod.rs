@@ -474,6 +474,11 @@ impl Dht {
         self.vnodes.binary_search_by(|v| v.id.cmp(id)).ok()
     }
 
+    /// Whether this peer's virtual node `id` is in the ring.
+    fn vnode_joined(&self, id: &Id) -> bool {
+        self.vidx(id).is_some_and(|vi| self.vnodes[vi].joined)
+    }
+
     fn jittered(&self, cx: &mut Cx<'_, Self>, period: Duration) -> Duration {
         let j = self.cfg.jitter;
         let f = 1.0 - j + 2.0 * j * cx.rng().unit_f64();

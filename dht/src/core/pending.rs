@@ -198,11 +198,9 @@ impl Dht {
                     Pending::JoinState {
                         vnode, succ, pred, ..
                     } => {
-                        let joined =
-                            |d: &Self| d.vidx(&vnode).is_some_and(|vi| d.vnodes[vi].joined);
-                        let before = joined(self);
+                        let before = self.vnode_joined(&vnode);
                         self.on_join_state(cx, vnode, succ, succs);
-                        if !before && joined(self) && pred.id != vnode {
+                        if !before && self.vnode_joined(&vnode) && pred.id != vnode {
                             let hint = Message::SuccessorHint {
                                 vnode: pred.id,
                                 candidate: self.me_at(vnode),

@@ -308,8 +308,7 @@ impl Dht {
                 }
             }
             // A duplicate join of a vnode already in the ring (see `on_join_state`).
-            Purpose::Join { vnode }
-                if self.vidx(&vnode).is_some_and(|vi| self.vnodes[vi].joined) => {}
+            Purpose::Join { vnode } if self.vnode_joined(&vnode) => {}
             Purpose::Join { vnode } => match res {
                 Ok(Found { pred, owner, .. }) if owner.id != vnode => {
                     let req = self.fresh();
