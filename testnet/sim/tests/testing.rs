@@ -187,6 +187,39 @@ fn latency_delays_every_message() {
 }
 
 #[test]
+fn a_slowed_peer_delays_what_it_sends_and_receives() {
+    let mut net = Net::new(1).with_latency(Duration::from_millis(10));
+    for n in 0..3 {
+        net.add(p(n), Probe::default());
+    }
+    net.slow_down(p(1), Duration::from_millis(300));
+    // To and from the slowed peer: 310 ms each way; between the others: 10 ms.
+    net.command(p(0), Cmd::Send(p(1), Msg::Ping(1)));
+    net.command(p(0), Cmd::Send(p(2), Msg::Ping(2)));
+    net.drive();
+    assert_eq!(net.now(), Instant(620_000));
+    let got: Vec<_> = net
+        .take_events()
+        .into_iter()
+        .map(|(t, _, e)| (t, e))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Instant(10_000), Event::Got(p(0), Msg::Ping(2))),
+            (Instant(20_000), Event::Got(p(2), Msg::Pong(2))),
+            (Instant(310_000), Event::Got(p(0), Msg::Ping(1))),
+            (Instant(620_000), Event::Got(p(1), Msg::Pong(1))),
+        ]
+    );
+    // Ended: back to the plain latency.
+    net.slow_down(p(1), Duration::ZERO);
+    net.command(p(0), Cmd::Send(p(1), Msg::Ping(3)));
+    net.drive();
+    assert_eq!(net.now(), Instant(640_000));
+}
+
+#[test]
 fn drive_settles_the_exchange_and_leaves_later_timers_queued() {
     let mut net = net(1, 2);
     net.command(

@@ -95,6 +95,8 @@ type Tap<M> = Box<dyn FnMut(&Sent<M>) -> Vec<(PeerId, PeerId, M)>>;
 /// - **Failures:** [`crash`](Net::crash) removes a core with its timers and its messages in
 ///   flight; [`mute`](Net::mute), [`deafen`](Net::deafen) and [`isolate`](Net::isolate)
 ///   lose a node's outgoing, incoming or all messages until a time;
+///   [`slow_down`](Net::slow_down) delays every message to or from a node (an overloaded
+///   host);
 ///   [`set_partition`](Net::set_partition) cuts the net into groups;
 ///   [`set_filter`](Net::set_filter) loses the messages a test picks. A lost message is
 ///   judged when it would be delivered, so a cut also loses what was in flight.
@@ -130,6 +132,8 @@ pub struct Net<P: Protocol> {
     instant: Instant,
     at_instant: u64,
     faults: BTreeMap<PeerId, Fault>,
+    /// Delay added to every message to or from a peer (see [`Net::slow_down`]).
+    slow: BTreeMap<PeerId, Duration>,
     partitions: BTreeMap<PeerId, u32>,
     filter: Option<Filter<P::Message>>,
     tap: Option<Tap<P::Message>>,
@@ -159,6 +163,7 @@ impl<P: Protocol> Net<P> {
             instant: Instant::ZERO,
             at_instant: 0,
             faults: BTreeMap::new(),
+            slow: BTreeMap::new(),
             partitions: BTreeMap::new(),
             filter: None,
             tap: None,
@@ -400,6 +405,18 @@ impl<P: Protocol> Net<P> {
     /// Ends every mute, deafness and isolation at once.
     pub fn restore(&mut self, peer: PeerId) {
         self.faults.remove(&peer);
+    }
+
+    /// Every message `peer` sends or is sent takes `extra` longer to arrive, on top of the
+    /// latency (twice `extra` between two slowed peers): a live peer that answers late, as
+    /// an overloaded host does. Applies to messages sent from now on; `Duration::ZERO` ends
+    /// it.
+    pub fn slow_down(&mut self, peer: PeerId, extra: Duration) {
+        if extra.is_zero() {
+            self.slow.remove(&peer);
+        } else {
+            self.slow.insert(peer, extra);
+        }
     }
 
     /// Puts `peer` into partition `group`: messages between different groups are lost.
@@ -692,8 +709,10 @@ impl<P: Protocol> Net<P> {
             }
             return;
         }
+        let slow = |p: &PeerId| self.slow.get(p).copied().unwrap_or_default();
+        let delay = self.latency + slow(&from) + slow(&to);
         self.push(
-            self.now + self.latency,
+            self.now + delay,
             Lane::Network,
             Entry::Deliver {
                 at: self.now,
