@@ -16,8 +16,8 @@
 //!   alive by fetching its state, and copies its successor list; the predecessor starts
 //!   unknown;
 //! - **stabilize** asks the first *live* successor for its predecessor and successor list;
-//!   a successor that does not answer within [`Config::request_timeout`] is dropped and the
-//!   next one is asked at once; a better successor candidate (the successor's predecessor)
+//!   a successor that does not answer within its request timeout (below) is dropped and
+//!   the next one is asked at once; a better successor candidate (the successor's predecessor)
 //!   is adopted only after it answered a liveness check;
 //! - **notify / rectify**: a node adopts a notifier as predecessor when it has none (a dead
 //!   predecessor is cleared by the periodic check) or the notifier lies between the old
@@ -50,7 +50,14 @@
 //!   Measured with `peerlab sim startup` (docs/experiments/testnet.md).
 //!
 //! Liveness is judged only by this core's own request timeouts; the driver's
-//! `handle_peer_down` is a hint that triggers a check.
+//! `handle_peer_down` is a hint that triggers a check. A request's timeout is its peer's
+//! retransmission timeout (Jacobson's rule as RFC 6298 states it: smoothed round trip plus
+//! four times its mean deviation) clamped between [`Config::request_timeout`] and
+//! [`MAX_RTO_FACTOR`] times that, and doubled, within that ceiling, after a timeout of a
+//! peer known to be slow until its next answer; answers that arrive after their timeout
+//! are samples too. On fast links every timeout is
+//! `request_timeout`; a live peer that answers slower than that is evicted once and then
+//! waited for, instead of being declared dead at every request.
 //!
 //! # Lookups and hops
 //!
@@ -136,7 +143,10 @@ mod tests;
 
 use std::time::Duration;
 
-pub use crate::core::{Counters, Dht, MAX_READ_REPLICAS, MAX_UNIFY_CANDIDATES, Timer, VnodeView};
+pub use crate::core::{
+    CLOCK_GRANULARITY, Counters, Dht, Estimate, MAX_READ_REPLICAS, MAX_RTO_FACTOR, MAX_TIMED_OUT,
+    MAX_TIMED_PEERS, MAX_UNIFY_CANDIDATES, Timer, VnodeView,
+};
 pub use message::{
     MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FINGER_ENTRIES, MAX_HINT_FORWARDS,
     MAX_PROVIDERS_PER_MESSAGE, MAX_STEP_CANDIDATES, MAX_SUCCESSORS, Message, NodeRef,
@@ -177,7 +187,9 @@ pub struct Config {
     /// (15–45 s for a 30 s period), so peers do not synchronise.
     pub jitter: f64,
     /// How long a request (a lookup hop, a state query, a store operation) may go
-    /// unanswered before the peer is considered dead. Default 1 s.
+    /// unanswered before the peer is considered dead, at least: the timeout of a peer
+    /// never answered, and the floor of the timeout a peer's round trips give it, whose
+    /// ceiling is [`MAX_RTO_FACTOR`] times this. Default 1 s.
     pub request_timeout: Duration,
     /// Timed-out hops a lookup tolerates before it fails. Default 4.
     pub lookup_retries: u32,

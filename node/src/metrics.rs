@@ -60,6 +60,14 @@ pub(crate) const PEERS_BANNED: &str = "peerlab_peers_banned_total";
 pub(crate) const PEER_RESTARTS: &str = "peerlab_peer_restarts_total";
 /// Counter: DHT lookups completed (label `result`: ok / failed).
 pub(crate) const LOOKUPS: &str = "peerlab_dht_lookups_total";
+/// Counter: DHT requests that went unanswered within their peer's timeout (each evicts the
+/// peer: Chord's failure detector; `dht::MAX_RTO_FACTOR`).
+pub(crate) const DHT_TIMEOUTS: &str = "peerlab_dht_request_timeouts_total";
+/// Counter: peers the DHT dropped from its tables after a timeout.
+pub(crate) const DHT_EVICTIONS: &str = "peerlab_dht_evictions_total";
+/// Counter: DHT answers that came after their request timed out (round-trip samples that
+/// lengthen that peer's timeout): how often live peers were taken for dead.
+pub(crate) const DHT_LATE_REPLIES: &str = "peerlab_dht_late_replies_total";
 /// Histogram: hops of completed DHT lookups.
 pub(crate) const LOOKUP_HOPS: &str = "peerlab_dht_lookup_hops";
 /// Histogram: latency of API-issued DHT lookups, seconds.

@@ -760,6 +760,10 @@ impl<F: StoreFactory> Protocol for Peer<F> {
                     self.member_gauges();
                 }
                 metrics::gauge!(m::LOCAL_HEALTH).set(f64::from(self.gossip.local_health()));
+                let c = self.dht.counters();
+                metrics::counter!(m::DHT_TIMEOUTS).absolute(c.timeouts);
+                metrics::counter!(m::DHT_EVICTIONS).absolute(c.evictions);
+                metrics::counter!(m::DHT_LATE_REPLIES).absolute(c.late_replies);
                 if self.dht.has_left() {
                     return;
                 }

@@ -51,6 +51,22 @@ fn three_nodes_connect_store_and_gossip() {
     });
     let metrics = clients[0].metrics().unwrap();
     assert!(metrics.contains("peerlab_connected_peers"), "{metrics}");
+    // The DHT's failure-detector counters are published at the node's rejoin tick (2 s).
+    wait_for(
+        "the DHT counters are published",
+        Duration::from_secs(6),
+        || {
+            clients[0].metrics().is_ok_and(|m| {
+                [
+                    "peerlab_dht_request_timeouts_total",
+                    "peerlab_dht_evictions_total",
+                    "peerlab_dht_late_replies_total",
+                ]
+                .iter()
+                .all(|name| m.contains(name))
+            })
+        },
+    );
 }
 
 #[test]

@@ -24,6 +24,12 @@
 //! - at most [`MAX_LOOKUP_CANDIDATES`] candidates are kept, best first;
 //! - the lookup fails after [`MAX_LOOKUP_HOPS`] requests or when more than `retries`
 //!   requests failed;
+//! - a peer whose request timed out is left out of the rest of the lookup with all its
+//!   virtual nodes, however many other peers still name them, and a `Done` naming it as
+//!   the owner, or an answer whose closest node before the key is one of its virtual
+//!   nodes, makes the lookup ask the sender for its successor list ([`Next::AskState`]),
+//!   which passes the dead node to the live successor that takes its range over: a dead
+//!   peer costs a lookup one timeout, not one per virtual node, and never strands it;
 //! - a lookup whose every path died ("stranded": no candidate, no bootstrap peer left, at
 //!   least one failure) starts once more from this peer's own routing step, since the dead
 //!   peer has been evicted from the tables by then; nodes already asked may be asked again.
@@ -139,6 +145,12 @@ pub(crate) struct Lookup {
     check: Option<Check>,
     /// Peers whose answer was inconsistent: neither asked nor taken as candidates again.
     excluded: Vec<PeerId>,
+    /// Peers a request of this lookup timed out at: neither asked nor taken as candidates
+    /// again either. A dead peer runs several virtual nodes, and peers that have not
+    /// noticed its death yet keep naming them: without this a lookup could spend every
+    /// retry on one dead peer. At most `retries + 1` entries (one per timeout), and an
+    /// operation's owners found dead by its earlier attempts.
+    dead: Vec<PeerId>,
     /// The closest node before the key known to have answered with candidates (or this
     /// peer's own closest virtual node): where a refused `Done` is routed around from.
     anchor: Option<NodeRef>,
@@ -181,6 +193,7 @@ impl Lookup {
             state: State::Ready,
             check: None,
             excluded: Vec::new(),
+            dead: Vec::new(),
             anchor: None,
             anchors_asked: Vec::new(),
             recover: false,
@@ -205,6 +218,15 @@ impl Lookup {
         }
     }
 
+    /// Leaves `peer` out of this lookup from the start as if a request of it had timed out
+    /// there: an owner an earlier attempt of the same operation found dead. A `Done`
+    /// naming it is routed around to the next live successor.
+    pub(crate) fn timed_out_at(&mut self, peer: PeerId) {
+        if peer != self.me && !self.dead.contains(&peer) {
+            self.dead.push(peer);
+        }
+    }
+
     /// This peer's own virtual node closest before the key: the anchor a refused first
     /// `Done` is routed around from. Set before [`Lookup::start_local`].
     pub(crate) fn set_anchor(&mut self, node: Option<NodeRef>) {
@@ -219,8 +241,8 @@ impl Lookup {
     /// Seeds the lookup with this peer's own routing step (free: no message).
     pub(crate) fn start_local(&mut self, step: Option<Step>) {
         match step {
-            // An owner known to lie (see `exclude`): go past it.
-            Some(Step::Done { owner, .. }) if self.excluded.contains(&owner.peer) => {
+            // An owner known to lie (see `exclude`) or found dead: go past it.
+            Some(Step::Done { owner, .. }) if self.left_out(&owner.peer) => {
                 self.recover = true;
             }
             Some(Step::Done { pred, owner }) => self.state = State::Done { pred, owner },
@@ -243,7 +265,7 @@ impl Lookup {
         if std::mem::take(&mut self.recover)
             && let Some(a) = self.anchor
             && !self.anchors_asked.contains(&a.id)
-            && !self.excluded.contains(&a.peer)
+            && !self.left_out(&a.peer)
         {
             self.anchors_asked.push(a.id);
             if a.peer != self.me {
@@ -309,6 +331,17 @@ impl Lookup {
                     self.state = State::Ready;
                     return true;
                 }
+                if self.dead.contains(&owner.peer) {
+                    // A consistent answer naming an owner found dead, which the sender has
+                    // not noticed yet: the sender is the dead node's predecessor, and its
+                    // successor list goes past it.
+                    if let Some(a) = asked {
+                        self.anchor = Some(a);
+                    }
+                    self.recover = true;
+                    self.state = State::Ready;
+                    return false;
+                }
                 self.last = Some(from);
                 self.state = State::Done { pred, owner };
                 false
@@ -316,16 +349,25 @@ impl Lookup {
             Step::Next { candidates } => {
                 self.last = Some(from);
                 self.state = State::Ready;
+                // Only the first MAX_STEP_CANDIDATES are read; a longer list is an offence.
+                let malformed = candidates.len() > MAX_STEP_CANDIDATES;
+                let c: Vec<NodeRef> = candidates.into_iter().take(MAX_STEP_CANDIDATES).collect();
                 if asked.is_some() {
                     self.anchor = asked;
                     // A node that leads to a peer caught lying sits right before it: its
-                    // successors pass the liar.
-                    if candidates.iter().any(|c| self.excluded.contains(&c.peer)) {
+                    // successors pass the liar. So does a node whose closest node before the
+                    // key is a peer found dead: the key lies past the dead node, which the
+                    // answering one (its predecessor) has not noticed yet, and the only way
+                    // on is through that node's successor list.
+                    let key = self.key;
+                    let closest_dead = c
+                        .iter()
+                        .min_by_key(|n| preceding_distance(&n.id, &key))
+                        .is_some_and(|n| self.dead.contains(&n.peer));
+                    if closest_dead || c.iter().any(|n| self.excluded.contains(&n.peer)) {
                         self.recover = true;
                     }
                 }
-                let malformed = candidates.len() > MAX_STEP_CANDIDATES;
-                let c: Vec<NodeRef> = candidates.into_iter().take(MAX_STEP_CANDIDATES).collect();
                 self.merge(c, asked.map(|a| a.id));
                 malformed
             }
@@ -374,7 +416,7 @@ impl Lookup {
         let mut prev = anchor;
         let mut before = Vec::new();
         for s in succs.into_iter().take(MAX_SUCCESSORS) {
-            if self.excluded.contains(&s.peer) || s.id == prev.id {
+            if self.left_out(&s.peer) || s.id == prev.id {
                 continue;
             }
             if check.is_some_and(|c| !is_vnode(&s, c.vnodes)) {
@@ -396,17 +438,29 @@ impl Lookup {
         bad
     }
 
-    /// The peer asked did not answer in time, or refused.
-    pub(crate) fn on_failure(&mut self) {
+    /// The peer asked did not answer in time (`dead`: that peer), or refused (`None`: the
+    /// virtual node asked is gone, its peer may run others). A dead peer is left out of the
+    /// rest of the lookup, all its virtual nodes with it, and a `Done` naming it as the
+    /// owner is routed around to the next live successor.
+    pub(crate) fn on_failure(&mut self, dead: Option<PeerId>) {
         if matches!(self.state, State::Waiting { .. } | State::Successors { .. }) {
             self.state = State::Ready;
         }
         self.timeouts += 1;
+        if let Some(p) = dead {
+            self.timed_out_at(p);
+            self.cands.retain(|c| c.peer != p);
+        }
     }
 
     /// Drops candidates known to be dead.
     pub(crate) fn remove_where(&mut self, dead: impl Fn(&NodeRef) -> bool) {
         self.cands.retain(|c| !dead(c));
+    }
+
+    /// Whether `peer` is out of this lookup: caught lying, or timed out.
+    fn left_out(&self, peer: &PeerId) -> bool {
+        self.excluded.contains(peer) || self.dead.contains(peer)
     }
 
     fn found(&self, pred: NodeRef, owner: NodeRef) -> Found {
@@ -439,7 +493,7 @@ impl Lookup {
             if c.peer == self.me
                 || self.tried.contains(&c.id)
                 || self.cands.contains(&c)
-                || self.excluded.contains(&c.peer)
+                || self.left_out(&c.peer)
             {
                 continue;
             }
@@ -580,7 +634,7 @@ mod tests {
                         }
                         let (kind, b, count) = answers.next().unwrap_or((0, [0; 20], 0));
                         match kind {
-                            0 => l.on_failure(),
+                            0 => l.on_failure(Some(peer)),
                             1 => {
                                 l.on_success(peer, Step::Done { pred: node(b), owner: node(b) });
                             }
@@ -593,14 +647,17 @@ mod tests {
                         }
                     }
                     Next::AskState { peer, .. } => {
-                        prop_assert!(checked, "only a checked lookup routes around");
+                        prop_assert!(
+                            checked || l.timeouts > 0,
+                            "only a checked lookup, or one that met a dead peer, routes around"
+                        );
                         if peer != me {
                             requests += 1;
                         }
                         prop_assert!(requests <= MAX_LOOKUP_HOPS);
                         let (kind, b, count) = answers.next().unwrap_or((0, [0; 20], 0));
                         if kind == 0 {
-                            l.on_failure();
+                            l.on_failure(Some(peer));
                         } else {
                             let succs = (0..count)
                                 .map(|j| { let mut c = b; c[0] = c[0].wrapping_add(j as u8); node(c) })
@@ -813,6 +870,129 @@ mod tests {
         assert_eq!(f.hops, 4, "c, a, c's successors, the owner");
     }
 
+    /// A node at ring position `id` of synthetic peer `p`.
+    fn at(id: u64, p: u64) -> NodeRef {
+        NodeRef {
+            id: Id::from_u64(id),
+            peer: PeerId::synthetic(p),
+        }
+    }
+
+    #[test]
+    fn a_dead_peer_costs_a_lookup_one_timeout_and_is_routed_around_as_the_owner() {
+        let me = PeerId::synthetic(1);
+        let key = Id::from_u64(1000);
+        // Peer 9 is dead and runs four virtual nodes around the key; peers 3, 4 and 5 live.
+        let (d990, d980, d1005) = (at(990, 9), at(980, 9), at(1005, 9));
+        let (c, e, f) = (at(970, 3), at(995, 4), at(1010, 5));
+        let mut l = Lookup::new(key, me, 4, Vec::new());
+        l.start_local(Some(Step::Next {
+            candidates: vec![d990, d980, c],
+        }));
+        assert_eq!(
+            l.next(|_| None),
+            Next::Ask {
+                peer: d990.peer,
+                node: Some(d990)
+            }
+        );
+        l.on_failure(Some(d990.peer));
+        assert_eq!(
+            l.next(|_| None),
+            Next::Ask {
+                peer: c.peer,
+                node: Some(c)
+            },
+            "the dead peer's other virtual node is not asked"
+        );
+        // A peer that has not noticed the death names another of its virtual nodes, behind
+        // a live one: the live one is asked, the dead one never.
+        assert!(!l.on_success(
+            c.peer,
+            Step::Next {
+                candidates: vec![e, d980]
+            }
+        ));
+        assert_eq!(
+            l.next(|_| None),
+            Next::Ask {
+                peer: e.peer,
+                node: Some(e)
+            },
+        );
+        // The key's predecessor names the dead peer as the owner: its successor list, the
+        // dead peer skipped, gives the live successor that takes its range over.
+        assert!(!l.on_success(
+            e.peer,
+            Step::Done {
+                pred: e,
+                owner: d1005
+            }
+        ));
+        assert_eq!(
+            l.next(|_| None),
+            Next::AskState {
+                peer: e.peer,
+                node: e
+            },
+            "the sender, the dead owner's predecessor, is asked for its successors"
+        );
+        assert!(!l.on_state(e.peer, vec![d1005, f]));
+        let Next::Finished(Ok(found)) = l.next(|_| None) else {
+            panic!("the lookup ends at the live successor")
+        };
+        assert_eq!((found.pred, found.owner), (e, f));
+        assert_eq!(l.timeouts, 1, "one timeout for the dead peer");
+    }
+
+    #[test]
+    fn a_lookup_passes_a_dead_node_through_its_predecessors_successor_list() {
+        // The key lies just past a dead node whose live predecessor has not noticed: the
+        // predecessor names the dead node as the closest before the key (its successor), so
+        // no candidate leads on. Its successor list does, the dead node skipped.
+        let me = PeerId::synthetic(1);
+        let key = Id::from_u64(1000);
+        let (dead, pred, owner, far) = (at(990, 9), at(970, 3), at(1010, 5), at(500, 6));
+        let mut l = Lookup::new(key, me, 4, Vec::new());
+        l.start_local(Some(Step::Next {
+            candidates: vec![far],
+        }));
+        assert!(matches!(l.next(|_| None), Next::Ask { node: Some(n), .. } if n == far));
+        assert!(!l.on_success(
+            far.peer,
+            Step::Next {
+                candidates: vec![dead, pred]
+            }
+        ));
+        assert!(matches!(l.next(|_| None), Next::Ask { node: Some(n), .. } if n == dead));
+        l.on_failure(Some(dead.peer));
+        assert!(matches!(l.next(|_| None), Next::Ask { node: Some(n), .. } if n == pred));
+        assert!(!l.on_success(
+            pred.peer,
+            Step::Next {
+                candidates: vec![dead]
+            }
+        ));
+        assert_eq!(
+            l.next(|_| None),
+            Next::AskState {
+                peer: pred.peer,
+                node: pred
+            },
+            "the predecessor of the dead node is asked for its successors"
+        );
+        assert!(!l.on_state(pred.peer, vec![dead, owner]));
+        let Next::Finished(Ok(found)) = l.next(|_| None) else {
+            panic!("the lookup ends at the dead node's live successor")
+        };
+        assert_eq!((found.pred, found.owner), (pred, owner));
+        assert_eq!(
+            (found.hops, l.timeouts),
+            (5, 1),
+            "far, dead, pred, its list, the owner"
+        );
+    }
+
     #[test]
     fn candidates_must_be_closer_than_the_node_that_named_them() {
         let me = PeerId::synthetic(1);
@@ -859,7 +1039,7 @@ mod tests {
             },
             "only the node past the one asked, and never this peer"
         );
-        l.on_failure();
+        l.on_failure(Some(ahead.peer));
         // Stranded, out of the ring: over.
         assert_eq!(
             l.next(|_| None),

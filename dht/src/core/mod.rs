@@ -22,7 +22,9 @@
 //! - `serve`: answering requests from other peers;
 //! - `admission`: which records and provider entries from peers are taken, and what a
 //!   refusal costs the sender;
-//! - `pending`: requests in flight, their answers, refusals and timeouts.
+//! - `pending`: requests in flight, their answers, refusals and timeouts;
+//! - `rtt`: round-trip estimation per peer (Jacobson/Karels, RFC 6298), which sets each
+//!   request's timeout.
 
 mod admission;
 mod backoff;
@@ -37,6 +39,7 @@ mod pending;
 mod read;
 mod repair;
 mod routing;
+mod rtt;
 mod serve;
 mod stabilize;
 mod window;
@@ -59,6 +62,8 @@ use self::pending::{Pending, PendingReq};
 use self::routing::{Purpose, Running};
 
 pub use self::read::MAX_READ_REPLICAS;
+use self::rtt::RttTable;
+pub use self::rtt::{CLOCK_GRANULARITY, Estimate, MAX_RTO_FACTOR, MAX_TIMED_OUT, MAX_TIMED_PEERS};
 
 /// Internal (maintenance) lookups in flight at once; beyond it a tick's work is skipped.
 const MAX_INTERNAL_LOOKUPS: usize = 1024;
@@ -99,6 +104,9 @@ pub struct Counters {
     pub unexpected_reply: u64,
     /// Requests that timed out.
     pub timeouts: u64,
+    /// Answers that arrived after their request timed out, from the peer asked: not acted
+    /// on (they count as `unexpected_reply` too), but taken as round-trip samples (`rtt`).
+    pub late_replies: u64,
     /// Peers dropped from the tables after a timeout.
     pub evictions: u64,
     /// Forgeries: signatures that do not verify, claims made in another peer's name.
@@ -213,6 +221,8 @@ pub struct Dht {
     /// When each sender was last charged for a view-dependent refusal
     /// (`admission::VIEW_REFUSAL_SPACING`; at most `MAX_VIEW_REFUSAL_RECORDS`).
     view_refusals: BTreeMap<PeerId, Instant>,
+    /// Round-trip estimates per peer: each request's timeout (`rtt`).
+    rtt: RttTable,
 }
 
 impl Dht {
@@ -225,6 +235,7 @@ impl Dht {
     pub fn new(cfg: Config, key: Keypair) -> Result<Dht, Error> {
         cfg.validate()?;
         let me = key.peer_id();
+        let rtt = RttTable::new(cfg.request_timeout);
         let mut vnodes: Vec<VNode> = (0..cfg.vnodes)
             .map(|i| VNode {
                 id: Id::vnode(&me, i),
@@ -277,6 +288,7 @@ impl Dht {
             unify_candidates: std::collections::VecDeque::new(),
             unify_next: 0,
             view_refusals: BTreeMap::new(),
+            rtt,
         })
     }
 
@@ -388,6 +400,19 @@ impl Dht {
     /// Counters of rejected input and failure detection.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// How long a request to `peer` may go unanswered now: its round-trip timeout clamped
+    /// to [`Config::request_timeout`] ..= [`MAX_RTO_FACTOR`] times that, backed off after a
+    /// timeout of a peer known to be slow (`rtt`).
+    pub fn request_timeout_to(&self, peer: &PeerId) -> Duration {
+        self.rtt.timeout(peer)
+    }
+
+    /// The round-trip estimate of `peer`, if a request to it was ever answered (and the
+    /// estimate not dropped for newer ones, see [`MAX_TIMED_PEERS`]).
+    pub fn rtt_estimate(&self, peer: &PeerId) -> Option<Estimate> {
+        self.rtt.estimate(peer)
     }
 
     /// Requests and lookups in flight (for tests that check nothing leaks).

@@ -62,6 +62,10 @@ pub(super) struct Op {
     /// Peers that answered this get as its owner with a forged record: later attempts
     /// look past them (at most [`MAX_OP_ATTEMPTS`]).
     pub(super) liars: Vec<PeerId>,
+    /// Owners a request of this operation timed out at: later attempts look past them too
+    /// (at most [`MAX_OP_ATTEMPTS`]). The key's predecessor may not have noticed the death
+    /// yet and would name the same dead owner to every attempt.
+    pub(super) dead: Vec<PeerId>,
 }
 
 impl Dht {
@@ -91,6 +95,7 @@ impl Dht {
                 read: None,
                 resigned: false,
                 liars: Vec::new(),
+                dead: Vec::new(),
             },
         );
         self.client_lookups += 1;

@@ -1,12 +1,19 @@
 //! Requests in flight: sending them, matching their answers, refusals and timeouts.
 //!
-//! Every request carries a fresh `req` and is remembered with the peer it went to; an
-//! answer is accepted only from that peer and only once. A request that goes unanswered
-//! for [`Config::request_timeout`](crate::Config::request_timeout) is Chord's failure
-//! detector: the peer is evicted from every table. A refusal (the addressed virtual node is
-//! not there) forgets that virtual node only.
+//! Every request carries a fresh `req` and is remembered with the peer it went to and when
+//! it was sent; an answer is accepted only from that peer and only once, and is a
+//! round-trip sample of it (`rtt`). A request that goes unanswered for that peer's timeout
+//! — its round-trip timeout clamped between
+//! [`Config::request_timeout`](crate::Config::request_timeout) and
+//! [`MAX_RTO_FACTOR`](super::MAX_RTO_FACTOR) times that, so with no sample or on fast
+//! links exactly `request_timeout` — is Chord's failure detector: the peer is evicted from
+//! every table. An answer that comes after its timeout is not acted on, but still gives a
+//! sample, so a live peer that answers late is evicted once and then given time to answer.
+//! A refusal (the addressed virtual node is not there) forgets that virtual node only.
 
-use peerlab_overlay::{Cx, Id, Offence, PeerId};
+use std::time::Duration;
+
+use peerlab_overlay::{Cx, Id, Instant, Offence, PeerId};
 
 use super::{Dht, Timer};
 use crate::Error;
@@ -78,11 +85,15 @@ pub(super) enum Pending {
     },
 }
 
-/// A request in flight: whom it went to and what it was for.
+/// A request in flight: whom it went to, when, with what timeout, and what it was for.
 #[derive(Clone, Debug)]
 pub(super) struct PendingReq {
     pub(super) to: PeerId,
     pub(super) kind: Pending,
+    /// When it was sent (its answer's round trip is measured from here).
+    pub(super) sent: Instant,
+    /// The timeout its timer was set with (zero for requests served inline).
+    pub(super) timeout: Duration,
 }
 
 impl Dht {
@@ -95,13 +106,27 @@ impl Dht {
         msg: Message,
         kind: Pending,
     ) {
-        self.pending.insert(req, PendingReq { to, kind });
+        let timeout = if to == self.me {
+            Duration::ZERO
+        } else {
+            self.rtt.timeout(&to)
+        };
+        let sent = cx.now();
+        self.pending.insert(
+            req,
+            PendingReq {
+                to,
+                kind,
+                sent,
+                timeout,
+            },
+        );
         if to == self.me {
             if let Some(reply) = self.serve(cx, to, msg) {
                 self.on_reply(cx, to, reply);
             }
         } else {
-            cx.set_timer(self.cfg.request_timeout, Timer::Request(req));
+            cx.set_timer(timeout, Timer::Request(req));
             cx.send(to, msg);
         }
     }
@@ -141,8 +166,12 @@ impl Dht {
                 // an offence: a peer that was slow, frozen or cut off delivers its backlog of
                 // answers at once when it comes back, and charging each would ban it just as
                 // it becomes reachable again. Request ids are issued in order, so an id above
-                // the last issued one was never asked for.
+                // the last issued one was never asked for. A late answer from the peer asked
+                // is still a round-trip sample: the next request to it waits long enough.
                 self.counters.unexpected_reply += 1;
+                if self.rtt.late_answer(req, from, cx.now()) {
+                    self.counters.late_replies += 1;
+                }
                 if req > self.next_id {
                     self.penalize(cx, from, Offence::Unsolicited);
                 }
@@ -152,6 +181,9 @@ impl Dht {
         let Some(p) = self.pending.remove(&req) else {
             return;
         };
+        if p.to != self.me {
+            self.rtt.sample(p.to, p.sent, cx.now());
+        }
         if let Message::Rejected { reason, .. } = msg {
             self.on_rejected(cx, p, reason);
             return;
@@ -318,6 +350,7 @@ impl Dht {
             return;
         };
         self.counters.timeouts += 1;
+        self.rtt.timed_out(req, p.to, p.sent, p.timeout);
         self.on_failed(cx, p.to, p.kind, true);
     }
 
@@ -334,7 +367,7 @@ impl Dht {
                 if timed_out {
                     self.evict(cx, to);
                 }
-                self.on_step_failed(cx, lookup);
+                self.on_step_failed(cx, lookup, timed_out.then_some(to));
             }
             Pending::Stabilize { vnode, .. } => {
                 if timed_out {
@@ -392,6 +425,11 @@ impl Dht {
             Pending::Op { op, target } => {
                 if timed_out {
                     self.evict(cx, target.peer);
+                    if let Some(o) = self.ops.get_mut(&op)
+                        && !o.dead.contains(&target.peer)
+                    {
+                        o.dead.push(target.peer);
+                    }
                 }
                 self.retry_op(cx, op, Error::Timeout);
             }

@@ -130,6 +130,9 @@ impl Dht {
             for p in &o.liars {
                 lookup.exclude(*p);
             }
+            for p in &o.dead {
+                lookup.timed_out_at(*p);
+            }
         }
         if local {
             lookup.set_anchor(closest_vnode(&self.vnodes, &key).map(|v| self.me_at(v.id)));
@@ -271,10 +274,15 @@ impl Dht {
         self.advance_lookup(cx, lookup);
     }
 
-    /// The request of lookup `lookup` failed (timed out or refused).
-    pub(super) fn on_step_failed(&mut self, cx: &mut Cx<'_, Self>, lookup: u64) {
+    /// The request of lookup `lookup` failed: timed out at `dead`, or refused (`None`).
+    pub(super) fn on_step_failed(
+        &mut self,
+        cx: &mut Cx<'_, Self>,
+        lookup: u64,
+        dead: Option<PeerId>,
+    ) {
         if let Some(r) = self.lookups.get_mut(&lookup) {
-            r.lookup.on_failure();
+            r.lookup.on_failure(dead);
             self.advance_lookup(cx, lookup);
         }
     }

@@ -3,6 +3,7 @@
 //! leave and crashes.
 
 mod heal;
+mod rtt;
 mod rules;
 mod window;
 
@@ -600,6 +601,7 @@ fn single_peer_ring_answers_locally() {
     assert_eq!(net.in_flight(), 0, "a lone peer sends nothing to itself");
     net.run_for(Duration::from_secs(5));
     net.assert_ideal();
+    assert_eq!(net.node(&p).rtt_estimate(&p), None, "nor times its answers");
 }
 
 #[test]
@@ -1687,4 +1689,61 @@ fn only_stabilize_asks_for_a_successor_list() {
     );
     let fingers = asks(d, Timer::FixFingers(0));
     assert!(fingers.iter().all(|p| *p), "{fingers:?}");
+}
+
+/// A put whose owner crashed, before the owner's predecessor noticed: the first attempt
+/// times out at the dead owner, and the retry must not be sent to it again (the
+/// predecessor still names it) but to the live successor that takes its range over.
+#[test]
+fn a_put_whose_owner_died_unnoticed_is_stored_at_the_next_live_successor() {
+    // Maintenance far slower than the test: nobody notices the crash by stabilizing.
+    let c = Config {
+        stabilize_period: Duration::from_secs(600),
+        fix_fingers_period: Duration::from_secs(600),
+        check_predecessor_period: Duration::from_secs(600),
+        repair_period: Duration::from_secs(600),
+        ..cfg(1)
+    };
+    let peers: Vec<PeerId> = (1..=8).map(PeerId::synthetic).collect();
+    let mut net = new_net();
+    for (p, d) in peers.iter().zip(ideal(&peers, &c)) {
+        net.add(*p, d);
+    }
+    let ring = ideal_ring(&peers, &c);
+    let key = b"k".to_vec();
+    let i = ring.successor_index(&Id::hash(&key));
+    let n = ring.len();
+    let owner = ring.nodes()[i].peer;
+    let owner_succ = ring.nodes()[(i + 1) % n].peer;
+    let pred = ring.nodes()[(i + n - 1) % n].peer;
+    net.crash(owner);
+    let from = *peers
+        .iter()
+        .find(|p| ![owner, owner_succ, pred].contains(p))
+        .unwrap();
+    net.command(
+        from,
+        Command::Put {
+            req: 7,
+            key,
+            value: b"v".to_vec(),
+            ttl: None,
+        },
+    );
+    // Three attempts of a 300 ms timeout each at most; the second one must succeed.
+    net.run_for(Duration::from_millis(800));
+    match net.reply(7) {
+        Some(Ok(Reply::Stored { route, .. })) => {
+            assert_eq!(
+                route.owner, owner_succ,
+                "stored at the dead owner's successor"
+            )
+        }
+        other => panic!("the put was not stored after one timeout: {other:?}"),
+    }
+    assert_eq!(
+        net.node(&from).counters().timeouts,
+        1,
+        "one timeout, at the dead owner"
+    );
 }
