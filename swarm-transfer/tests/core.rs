@@ -909,3 +909,66 @@ fn paced_uploader_gives_the_next_turn_to_a_peer_holding_nothing() {
     // `a` asked first.
     assert_eq!(order, [vec![c; 4], vec![b; 4], vec![a; 4]].concat());
 }
+
+/// The order in which a paced uploader serves three peers after `c`'s chunk 2: `a` asks
+/// first for chunk 0, which five other neighbours hold, then `b` for chunk 1, which nobody
+/// else holds. `a`, `b` and `c` each hold chunk 3, so none of them is new.
+fn turns_after_a_common_and_a_scarce_request(scarce_holders: Option<u32>) -> Vec<PeerId> {
+    let mut net = new_net();
+    let config = Config {
+        super_seed: false,
+        upload_rate: Some(1_000_000),
+        scarce_holders,
+        ..Config::default()
+    };
+    let s = net.add_with(1, config);
+    let data = file(256 * 1024);
+    let (m, cid) = share(&mut net, s, &data, 64 * 1024, false);
+    let bits = |chunk: u32| {
+        let mut b = peerlab_swarm::Bitfield::new(m.chunk_count());
+        b.set(chunk);
+        b
+    };
+    // Five neighbours holding chunk 0 and wanting nothing from us.
+    for i in 30..35 {
+        let p = PeerId::synthetic(i);
+        net.inject(p, s, Body::Handshake, cid);
+        net.inject(p, s, Body::Bitfield(bits(0)), cid);
+    }
+    let (a, b, c) = (
+        PeerId::synthetic(20),
+        PeerId::synthetic(21),
+        PeerId::synthetic(22),
+    );
+    for p in [a, b, c] {
+        connect_interested(&mut net, p, s, cid, bits(3));
+        assert_eq!(net.sent_count(s, p, "swarm_unchoke"), 1);
+    }
+    for (peer, chunk) in [(c, 2), (a, 0), (b, 1)] {
+        for block in 0..4 {
+            net.inject(peer, s, Body::Request { chunk, block }, cid);
+        }
+    }
+    net.run(secs(5));
+    blocks_sent(&net, s).iter().map(|(p, _, _)| *p).collect()
+}
+
+#[test]
+fn paced_uploader_gives_the_next_turn_to_a_chunk_few_neighbours_hold() {
+    let (a, b, c) = (
+        PeerId::synthetic(20),
+        PeerId::synthetic(21),
+        PeerId::synthetic(22),
+    );
+    assert_eq!(Config::default().scarce_holders, Some(4));
+    // `b`'s chunk, held by no other neighbour, goes before `a`'s, although `a` asked first.
+    assert_eq!(
+        turns_after_a_common_and_a_scarce_request(Some(4)),
+        [vec![c; 4], vec![b; 4], vec![a; 4]].concat()
+    );
+    // Oldest first without the rule.
+    assert_eq!(
+        turns_after_a_common_and_a_scarce_request(None),
+        [vec![c; 4], vec![a; 4], vec![b; 4]].concat()
+    );
+}

@@ -133,6 +133,16 @@ pub struct Config {
     /// 16 KiB blocks at 8 Mbit/s): enough that the uplink never idles between two releases,
     /// short enough that the core, not the driver's FIFO, decides the order.
     pub upload_horizon: Duration,
+    /// With [`Config::upload_rate`]: a turn on our uplink goes first to a queued request for
+    /// a chunk that at most this many of our connected peers hold (the fewest first), and
+    /// only then to the oldest request. Default `Some(4)`; `None`: oldest first. The chunks
+    /// released last in a flash crowd sit at one or two peers, and every hop they wait
+    /// behind a round trip of older requests for chunks that many neighbours could serve;
+    /// serving them first shortens each hop. In `peerlab sim swarm` (seeds 1–3) it gained
+    /// 0.010–0.026 of the bound at N = 100 and 0.032 at N = 300 (8 / 32 Mbit/s, 50 ms), with
+    /// 3 to 6 holders alike; with no threshold (every request by its chunk's holders) it fell
+    /// below oldest first (0.804 against 0.830 at N = 100, 8 / 32 Mbit/s, 50 ms).
+    pub scarce_holders: Option<u32>,
     /// The rules that keep hostile peers from hurting a transfer (default true; see the
     /// `slots` module and the crate docs): a block is accepted only from a peer it is
     /// outstanding at, a chunk that fails verification with blocks from several peers is
@@ -198,6 +208,7 @@ impl Default for Config {
             release_idle_interest: true,
             upload_rate: None,
             upload_horizon: Duration::from_millis(30),
+            scarce_holders: Some(4),
             defenses: true,
         }
     }

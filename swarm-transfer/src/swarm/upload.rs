@@ -44,6 +44,14 @@ pub(crate) struct Uplink {
     pub(crate) timer_at: Option<Instant>,
 }
 
+/// Orders the queued requests that may start a turn, least first: whether the peer holds
+/// any chunk, how many of our peers hold the chunk (`u32::MAX` unless it is scarce), and
+/// the request's arrival sequence number.
+type TurnKey = (bool, u32, u64);
+
+/// A queued request: its transfer, its peer and its index in that peer's queue.
+type QueuedAt = (ContentId, PeerId, usize);
+
 /// One peer's turn on our uplink: one chunk served to it back to back.
 #[derive(Debug, Clone, Copy)]
 struct Turn {
@@ -299,10 +307,11 @@ impl<F: StoreFactory> Swarm<F> {
 
     /// The queued request to serve next, removed from its queue. Unchoked peers are served
     /// one chunk at a time: while the peer whose chunk has the turn has a request for it
-    /// waiting, that request; otherwise the oldest waiting request of any peer, whose
-    /// chunk gets the turn if none is running — peers holding no chunk yet first, since
-    /// a chunk they receive makes them uploaders (in a 1000-peer flash crowd 87 % of the
-    /// peers hold nothing 5 s in). A turn ends when the chunk's last block is
+    /// waiting, that request; otherwise a request for a chunk held by at most
+    /// [`Config::scarce_holders`] of our peers (the fewest first), else the oldest
+    /// waiting request of any peer; its chunk gets the turn if none is running — peers
+    /// holding no chunk yet first, since a chunk they receive makes them uploaders (in a
+    /// 1000-peer flash crowd 87 % of the peers hold nothing 5 s in). A turn ends when the chunk's last block is
     /// sent, when its peer asks for another chunk instead, or after
     /// [`TURN_PATIENCE_BLOCKS`] blocks went to others while it had nothing waiting.
     fn next_upload(&mut self) -> Option<(ContentId, PeerId, u32, u32)> {
@@ -333,21 +342,35 @@ impl<F: StoreFactory> Swarm<F> {
                 _ => self.uplink.turn = None,
             }
         }
-        let mut oldest: Option<((bool, u64), ContentId, PeerId)> = None;
+        // The key orders candidates: peers holding nothing first, then scarce chunks
+        // (fewest holders first), then the oldest request.
+        let mut best: Option<(TurnKey, QueuedAt)> = None;
         for (cid, t) in &self.transfers {
             let Some(a) = &t.active else { continue };
+            let scarce = t.config.scarce_holders;
             for (peer, p) in &a.peers {
-                if let Some(&(_, _, seq)) = p.queued.front() {
-                    let key = (p.has.count() > 0, seq);
-                    if oldest.is_none_or(|o| key < o.0) {
-                        oldest = Some((key, *cid, *peer));
+                let holds_some = p.has.count() > 0;
+                for (i, &(chunk, _, seq)) in p.queued.iter().enumerate() {
+                    let holders = a.local.picker.availability(chunk);
+                    let rank = match scarce {
+                        Some(max) if holders <= max => holders,
+                        _ if i == 0 => u32::MAX,
+                        // Only a peer's oldest request competes by age.
+                        _ => continue,
+                    };
+                    let key = (holds_some, rank, seq);
+                    if best.is_none_or(|b| key < b.0) {
+                        best = Some((key, (*cid, *peer, i)));
+                    }
+                    if scarce.is_none() {
+                        break;
                     }
                 }
             }
         }
-        let (_, cid, peer) = oldest?;
+        let (_, (cid, peer, i)) = best?;
         let a = self.transfers.get_mut(&cid)?.active.as_mut()?;
-        let (chunk, block, _) = a.peers.get_mut(&peer)?.queued.pop_front()?;
+        let (chunk, block, _) = a.peers.get_mut(&peer)?.queued.remove(i)?;
         match &mut self.uplink.turn {
             Some(turn) => {
                 turn.waited += 1;

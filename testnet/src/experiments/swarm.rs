@@ -363,7 +363,7 @@ pub struct Params {
     #[arg(long)]
     pub round_chunks: Option<u32>,
     /// Round trips of data in a request queue (the core's `Config::request_queue_rtts`).
-    /// Default: the core's 2.
+    /// Default: the core's 1.
     #[arg(long)]
     pub queue_rtts: Option<u32>,
     /// BEP 3's interest, "the peer has a chunk we lack", instead of the core's default
@@ -371,6 +371,11 @@ pub struct Params {
     /// implied by `--fixed-rules`.
     #[arg(long)]
     pub lack_interest: bool,
+    /// Serve the requests queued at an uplink oldest first, instead of the core's default
+    /// of chunks held by at most 4 of the uploader's peers first
+    /// (`Config::scarce_holders`); implied by `--fixed-rules`.
+    #[arg(long)]
+    pub oldest_first: bool,
     /// Hand each requested block to the simulated uplink as its request arrives, so the
     /// uplink's FIFO queue interleaves all unchoked peers' blocks. By default every core is
     /// told its uplink rate (`Config::upload_rate`) and serves unchoked peers one chunk at
@@ -439,6 +444,7 @@ impl Default for Params {
             no_super_seed: false,
             pipeline_depth: None,
             lack_interest: false,
+            oldest_first: false,
             fifo_upload: false,
             seed: 1,
             fixed_rules: false,
@@ -783,6 +789,9 @@ fn run_one(
         c.min_interval = c.interval;
     }
     config.release_idle_interest = !(p.lack_interest || p.fixed_rules);
+    if p.oldest_first || p.fixed_rules {
+        config.scarce_holders = None;
+    }
     // Progress events are not needed here; completion events are.
     config.progress_every = 0;
     let cid = manifest.content_id();
