@@ -9,7 +9,8 @@
 //!
 //! A run's cost grows with N × file size (every block is one simulated message), so the
 //! default grid keeps every link speed and latency but only the (N, file) pairs with
-//! N × file ≤ [`PRUNE_PEER_MIB`]: all files at N = 100, 32 MiB at N = 300 and 1000.
+//! N × file ≤ [`PRUNE_PEER_MIB`]: all files at N = 100, 32 and 100 MiB at N = 300, 32 MiB at
+//! N = 1000.
 //! `--sweep-full` runs all 81 points.
 
 use std::fmt::Write as _;
@@ -31,8 +32,8 @@ pub const SWEEP_LINKS: [(f64, f64); 3] = [(2.0, 8.0), (8.0, 32.0), (20.0, 100.0)
 pub const SWEEP_LATENCY_MS: [u64; 3] = [20, 50, 150];
 /// The default grid keeps the (N, file) pairs with N × file MiB at most this. A run costs
 /// about 3 ms of CPU per MiB × peer on a loaded 2-core machine (N = 100 at 32 MiB: 10 s),
-/// so the default grid is ~2 h of CPU for 3 seeds, and the pairs it leaves out (N = 300
-/// and 1000 at 100 and 256 MiB) would add ~11 h.
+/// so the default grid is ~2.5 h of CPU for 3 seeds, and the pairs it leaves out (N = 300
+/// at 256 MiB, N = 1000 at 100 and 256 MiB) would add ~11 h.
 pub const PRUNE_PEER_MIB: u64 = 32_000;
 /// Most seeds per point (each point's cost is multiplied by it).
 pub const MAX_SEEDS: u64 = 100;
