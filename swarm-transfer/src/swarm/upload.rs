@@ -311,8 +311,8 @@ impl<F: StoreFactory> Swarm<F> {
     /// [`Config::scarce_holders`] of our peers (the fewest first), else the oldest
     /// waiting request of any peer; its chunk gets the turn if none is running — peers
     /// holding no chunk yet first, since a chunk they receive makes them uploaders (in a
-    /// 1000-peer flash crowd 87 % of the peers hold nothing 5 s in). A turn ends when the chunk's last block is
-    /// sent, when its peer asks for another chunk instead, or after
+    /// 1000-peer flash crowd 87 % of the peers hold nothing 5 s in). A turn ends when the
+    /// chunk's last block is sent, when its peer asks for another chunk instead, or after
     /// [`TURN_PATIENCE_BLOCKS`] blocks went to others while it had nothing waiting.
     fn next_upload(&mut self) -> Option<(ContentId, PeerId, u32, u32)> {
         if let Some(turn) = self.uplink.turn {
@@ -350,7 +350,12 @@ impl<F: StoreFactory> Swarm<F> {
             let scarce = t.config.scarce_holders;
             for (peer, p) in &a.peers {
                 let holds_some = p.has.count() > 0;
+                let mut previous = None;
                 for (i, &(chunk, _, seq)) in p.queued.iter().enumerate() {
+                    // A chunk's later blocks rank as its first one and arrived after it.
+                    if previous.replace(chunk) == Some(chunk) {
+                        continue;
+                    }
                     let holders = a.local.picker.availability(chunk);
                     let rank = match scarce {
                         Some(max) if holders <= max => holders,
