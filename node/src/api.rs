@@ -202,6 +202,10 @@ pub struct Status {
     pub peer_id: String,
     /// Listen multiaddrs with `/p2p/<id>`.
     pub listen_addrs: Vec<String>,
+    /// Where the node takes SWIM's probe datagrams (`/ip4/…/udp/…`); absent when its
+    /// probes travel on connections (`probe_datagrams = false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_addr: Option<String>,
     /// Connected peers.
     pub connected_peers: usize,
     /// Seconds since start.
@@ -565,6 +569,7 @@ async fn status(State(st): State<ApiState>) -> Result<Json<Status>, ApiError> {
             Status {
                 peer_id: net.peer_id.clone(),
                 listen_addrs: net.listen_addrs.clone(),
+                probe_addr: net.probe_addr.clone(),
                 connected_peers: net.peers.len(),
                 uptime_secs: net.uptime_secs,
                 dht_joined: p.dht().is_joined(),

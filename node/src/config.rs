@@ -111,6 +111,16 @@ pub struct Config {
     /// One-way delay in ms the node adds to every frame it sends to a peer (its own latency
     /// injection, for testnets whose hosts share a machine). Default 0: none.
     pub delay_ms: u64,
+    /// Send SWIM's probes (ping, indirect ping and their answers) as bare UDP datagrams
+    /// rather than on the QUIC or TCP connections, as memberlist does: probing every member
+    /// then needs no connection to every member. The socket's address is advertised in the
+    /// node's signed member record; peers without one are probed on a connection. Default
+    /// true.
+    pub probe_datagrams: bool,
+    /// UDP port of the probe socket, on the IP of the first listen address. Default 0: a
+    /// port the OS picks (advertised, so peers need not know it in advance). Set it where
+    /// a firewall or a container's published ports must name it.
+    pub probe_port: u16,
     /// Spread of that delay: each frame waits a time drawn uniformly from
     /// `delay_ms ± delay_jitter_ms` (capped at `delay_ms`), frames keep their order.
     /// Default 0.
@@ -158,6 +168,8 @@ impl Default for Config {
             seed: None,
             maintenance_ms: None,
             probe_ms: None,
+            probe_datagrams: true,
+            probe_port: 0,
             gossip_interval_ms: None,
             gossip_fanout: None,
             gossip_view: None,

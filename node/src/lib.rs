@@ -142,6 +142,16 @@ pub enum NodeError {
         /// The transport's error.
         source: libp2p::TransportError<std::io::Error>,
     },
+    /// The probe datagram socket cannot bind its address (`probe_port` taken?).
+    #[error(
+        "cannot bind the probe socket on {addr}: {source} (set probe_port, or probe_datagrams = false)"
+    )]
+    ProbeSocket {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The control API cannot bind its address.
     #[error("cannot bind the API on {addr}: {source}")]
     ApiBind {
@@ -356,6 +366,8 @@ pub async fn spawn(opts: NodeOptions) -> Result<NodeHandle, NodeError> {
         seed: cfg.seed,
         known_peers_file: Some(dir.known_peers_file()),
         delay: driver::Delay::from_millis(cfg.delay_ms, cfg.delay_jitter_ms),
+        probe_datagrams: cfg.probe_datagrams,
+        probe_port: cfg.probe_port,
         ..driver::NetConfig::default()
     };
 

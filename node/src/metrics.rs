@@ -54,6 +54,13 @@ pub(crate) const RATE_LIMITED: &str = "peerlab_frames_rate_limited_total";
 pub(crate) const BAD_FRAMES: &str = "peerlab_bad_frames_total";
 /// Counter (label `offence`): peer input a core rejected (`Offence::name`).
 pub(crate) const OFFENCES: &str = "peerlab_offences_total";
+/// Counter (label `offence`): offences a core found in a probe datagram, not charged to
+/// its claimed sender (a datagram's sender is unproven; see `driver::probe`).
+pub(crate) const OFFENCES_UNPROVEN: &str = "peerlab_offences_unproven_total";
+/// Counter (label `outcome`): probe datagrams sent (`sent`, `send_failed`) and received
+/// (`received`, or why one was dropped: `short`, `long`, `version`, `channel`,
+/// `not_for_me`, `unknown_peer`, `banned`, `rate`, `malformed`, `not_a_probe`, `nonce`).
+pub(crate) const PROBE_DATAGRAMS: &str = "peerlab_probe_datagrams_total";
 /// Counter: peers banned for bad frames or offences.
 pub(crate) const PEERS_BANNED: &str = "peerlab_peers_banned_total";
 /// Counter: peers seen to restart with the same identity (a new boot nonce in identify).

@@ -390,6 +390,9 @@ impl NetCore for Node {
     fn address_command(addrs: Vec<String>) -> Option<Command<FileStore>> {
         Some(Command::Addresses(addrs))
     }
+    fn probe_role(msg: &Message) -> Option<crate::driver::ProbeRole> {
+        peer::net::probe_role(msg)
+    }
     fn addresses_of(event: &Event) -> Vec<(PeerId, String)> {
         peer::net::addresses_of(event)
     }

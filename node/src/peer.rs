@@ -35,7 +35,7 @@ use peerlab_overlay::{
 use peerlab_swarm::{self as swarm, ContentId, Discovery, StoreFactory, Swarm};
 use serde::{Deserialize, Serialize};
 
-use crate::driver::NetCore;
+use crate::driver::{NetCore, ProbeRole};
 use crate::metrics as m;
 use crate::wire::Channel;
 
@@ -963,6 +963,21 @@ pub(crate) mod net {
         }
     }
 
+    /// SWIM's probe messages may travel as datagrams (`driver::probe`).
+    pub(crate) fn probe_role(msg: &Message) -> Option<ProbeRole> {
+        match msg {
+            Message::Gossip(
+                gossip::Message::Ping { seq } | gossip::Message::PingReq { seq, .. },
+            ) => Some(ProbeRole::Request(*seq)),
+            Message::Gossip(
+                gossip::Message::Ack { seq }
+                | gossip::Message::IndirectAck { seq, .. }
+                | gossip::Message::Nack { seq },
+            ) => Some(ProbeRole::Answer(*seq)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn addresses_of(event: &Event) -> Vec<(PeerId, String)> {
         match event {
             Event::Gossip(
@@ -995,6 +1010,9 @@ where
     }
     fn address_command(addrs: Vec<String>) -> Option<Self::Command> {
         Some(Command::Addresses(addrs))
+    }
+    fn probe_role(msg: &Message) -> Option<ProbeRole> {
+        net::probe_role(msg)
     }
     fn addresses_of(event: &Event) -> Vec<(PeerId, String)> {
         net::addresses_of(event)

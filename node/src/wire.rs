@@ -187,6 +187,118 @@ where
     Ok(Some(StreamFrame::Data(frame)))
 }
 
+/// Version byte of a probe datagram.
+pub const DATAGRAM_VERSION: u8 = 1;
+
+/// Bytes in front of a probe datagram's message: version, sender key (32), receiver tag
+/// (8), nonce (8), echo (8), channel (1).
+pub const DATAGRAM_HEADER: usize = 1 + 32 + 8 + 8 + 8 + 1;
+
+/// Largest probe datagram sent or accepted: 1200 bytes, what every IP path carries in one
+/// packet (QUIC's own floor). A probe's message is a few tens of bytes; a bigger datagram
+/// is hostile and is dropped unread.
+pub const MAX_DATAGRAM: usize = 1200;
+
+/// One of SWIM's probe messages as a bare UDP datagram (see `driver::probe`): a fixed
+/// header, then the core's frame exactly as a stream would carry it.
+///
+/// The sender's key is a claim, not a proof: the receiver answers a request only at the
+/// sender's own signed address and accepts an answer only if it echoes the nonce of its
+/// request. The receiver tag (the first 8 bytes of the receiver's key) lets a node drop
+/// datagrams meant for an identity that used its port before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Datagram<'a> {
+    /// The sender's Ed25519 public key.
+    pub from: [u8; 32],
+    /// The first 8 bytes of the receiver's public key.
+    pub to_tag: [u8; 8],
+    /// Fresh random number of a request (0 in an answer).
+    pub nonce: u64,
+    /// The nonce of the request an answer answers (0 in a request).
+    pub echo: u64,
+    /// The channel whose frame the body is.
+    pub channel: Channel,
+    /// The core's frame.
+    pub body: &'a [u8],
+}
+
+/// Why a received datagram was dropped before its body was looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatagramError {
+    /// Shorter than the header.
+    Short,
+    /// Longer than [`MAX_DATAGRAM`].
+    Long,
+    /// A version this node does not speak.
+    Version,
+    /// A channel byte that names no channel.
+    Channel,
+}
+
+impl DatagramError {
+    /// A short name for metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DatagramError::Short => "short",
+            DatagramError::Long => "long",
+            DatagramError::Version => "version",
+            DatagramError::Channel => "channel",
+        }
+    }
+}
+
+impl<'a> Datagram<'a> {
+    /// Reads a datagram's header; the body is not decoded.
+    pub fn parse(b: &'a [u8]) -> Result<Datagram<'a>, DatagramError> {
+        if b.len() > MAX_DATAGRAM {
+            return Err(DatagramError::Long);
+        }
+        if b.len() < DATAGRAM_HEADER {
+            return Err(DatagramError::Short);
+        }
+        if b[0] != DATAGRAM_VERSION {
+            return Err(DatagramError::Version);
+        }
+        let u64_at = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_be_bytes(w)
+        };
+        let mut from = [0u8; 32];
+        from.copy_from_slice(&b[1..33]);
+        let mut to_tag = [0u8; 8];
+        to_tag.copy_from_slice(&b[33..41]);
+        let channel = *Channel::ALL
+            .get(usize::from(b[DATAGRAM_HEADER - 1]))
+            .ok_or(DatagramError::Channel)?;
+        Ok(Datagram {
+            from,
+            to_tag,
+            nonce: u64_at(41),
+            echo: u64_at(49),
+            channel,
+            body: &b[DATAGRAM_HEADER..],
+        })
+    }
+
+    /// The datagram's bytes; `None` if they would exceed [`MAX_DATAGRAM`].
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
+        let len = DATAGRAM_HEADER + self.body.len();
+        if len > MAX_DATAGRAM {
+            return None;
+        }
+        let mut b = Vec::with_capacity(len);
+        b.push(DATAGRAM_VERSION);
+        b.extend_from_slice(&self.from);
+        b.extend_from_slice(&self.to_tag);
+        b.extend_from_slice(&self.nonce.to_be_bytes());
+        b.extend_from_slice(&self.echo.to_be_bytes());
+        b.push(self.channel.index() as u8);
+        b.extend_from_slice(self.body);
+        Some(b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +330,36 @@ mod tests {
             let r = libp2p::futures::executor::block_on(read_stream_frame(&mut io, 8));
             assert_eq!(r.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         }
+    }
+
+    #[test]
+    fn datagrams_round_trip_and_malformed_ones_are_named() {
+        let d = Datagram {
+            from: [3; 32],
+            to_tag: [4; 8],
+            nonce: 0x0102_0304_0506_0708,
+            echo: 9,
+            channel: Channel::Gossip,
+            body: &[1, 2, 3],
+        };
+        let b = d.to_bytes().unwrap();
+        assert_eq!(b.len(), DATAGRAM_HEADER + 3);
+        assert_eq!(Datagram::parse(&b), Ok(d));
+        assert_eq!(
+            Datagram::parse(&b[..DATAGRAM_HEADER - 1]),
+            Err(DatagramError::Short)
+        );
+        let mut v = b.clone();
+        v[0] = 2;
+        assert_eq!(Datagram::parse(&v), Err(DatagramError::Version));
+        let mut c = b.clone();
+        c[DATAGRAM_HEADER - 1] = Channel::ALL.len() as u8;
+        assert_eq!(Datagram::parse(&c), Err(DatagramError::Channel));
+        let body = vec![0u8; MAX_DATAGRAM - DATAGRAM_HEADER + 1];
+        assert_eq!(Datagram { body: &body, ..d }.to_bytes(), None);
+        let mut long = b;
+        long.resize(MAX_DATAGRAM + 1, 0);
+        assert_eq!(Datagram::parse(&long), Err(DatagramError::Long));
     }
 
     /// A reader that serves `data` in pieces of at most `piece` bytes and remembers the

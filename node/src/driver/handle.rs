@@ -48,6 +48,8 @@ pub struct NetStatus {
     pub peer_id: String,
     /// The addresses this node listens on (with `/p2p/<id>`).
     pub listen_addrs: Vec<String>,
+    /// Where this node takes probe datagrams (`None`: probes travel on connections).
+    pub probe_addr: Option<String>,
     /// Connected peers.
     pub peers: Vec<PeerInfo>,
     /// Seconds since the driver started.

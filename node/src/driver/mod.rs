@@ -29,6 +29,8 @@
 //! - `address_book`: where to dial the peers the cores name, confirmed or claimed;
 //! - `rejoin`: how a node that is alone finds the overlay again ([`REJOIN_MAX_DELAY`],
 //!   [`MAX_KNOWN_PEERS`]);
+//! - `probe`: SWIM's probes as bare UDP datagrams beside the streams, with the rules
+//!   that make an unauthenticated datagram harmless to believe;
 //! - `handle`: [`DriverHandle`], how the API talks to the loop.
 //!
 //! **Hostile peers.** Every frame is checked in order: a banned sender's is dropped; one
@@ -59,6 +61,7 @@ mod gate;
 mod handle;
 mod keep;
 mod limits;
+mod probe;
 mod rate;
 mod rejoin;
 mod streams;
@@ -84,12 +87,13 @@ use tokio::sync::{mpsc, oneshot};
 use crate::NodeError;
 use crate::metrics as m;
 use crate::store::Change;
-use crate::wire::Channel;
+use crate::wire::{self, Channel};
 
 pub(crate) use gate::MAX_CONNECTIONS_PER_IP;
 pub(crate) use handle::Request;
 pub(crate) use handle::{DriverError, DriverHandle, MAX_WAITERS, NetStatus, PeerInfo};
 pub(crate) use keep::DEFAULT_MAX_PEERS;
+pub(crate) use probe::ProbeRole;
 pub(crate) use rejoin::{KNOWN_ADDRS_PER_PEER, MAX_KNOWN_PEERS, REJOIN_DIALS_PER_ROUND};
 pub(crate) use streams::{
     Delay, MAX_DELAY, MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, STREAM_EVENT_CAPACITY,
@@ -98,6 +102,7 @@ pub(crate) use transport::{NetConfig, from_libp2p, to_libp2p};
 
 use address_book::{AddressBook, Source};
 use limits::Strikes;
+use probe::Probes;
 use rate::{RateLimits, Verdict};
 use streams::{StreamEvent, Streams};
 use transport::{Behaviour, BehaviourEvent, boot_nonce, build_swarm, preferred_addrs, strip_p2p};
@@ -150,6 +155,11 @@ pub trait NetCore:
     /// `keep`); any other connection is closed once it has been idle for a while.
     fn needed_peers(&self) -> Vec<PeerId> {
         Vec::new()
+    }
+    /// Whether a message may travel as a bare datagram, and as what (see `probe`): `None`
+    /// for every message that needs a stream.
+    fn probe_role(_msg: &Self::Message) -> Option<ProbeRole> {
+        None
     }
     /// Peer addresses an event reveals (for example a gossip member's address).
     fn addresses_of(_event: &Self::Event) -> Vec<(PeerId, String)> {
@@ -282,6 +292,13 @@ pub(crate) struct Driver<P: NetCore> {
     connected: BTreeMap<libp2p::PeerId, Connected>,
     strikes: Strikes,
     rates: RateLimits,
+    /// The probe datagram path, and the rate buckets of what arrives on it (apart from the
+    /// streams', so that forged datagrams cannot spend a peer's stream budget).
+    probes: Probes,
+    datagram_rates: RateLimits,
+    /// The claimed sender of the datagram being handled: what the core holds against it is
+    /// not charged (the claim is unproven).
+    unproven: Option<PeerId>,
     /// When each connected peer last sent or was sent a frame (for `keep`).
     activity: keep::Activity<libp2p::PeerId>,
     /// Peers whose connections the manager closed and whose close is not yet reported:
@@ -371,6 +388,11 @@ impl<P: NetCore> Driver<P> {
         let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
         let streams = Streams::new(stream_tx, cfg.delay.map(|d| (d, seed)));
         let committer = core.committer();
+        let probes = match cfg.probe_socket() {
+            Some(at) => Probes::bind(local, at)
+                .map_err(|source| NodeError::ProbeSocket { addr: at, source })?,
+            None => Probes::off(local),
+        };
         let driver = Driver {
             swarm,
             core,
@@ -390,6 +412,9 @@ impl<P: NetCore> Driver<P> {
             connected: BTreeMap::new(),
             strikes: Strikes::default(),
             rates: RateLimits::default(),
+            probes,
+            datagram_rates: RateLimits::default(),
+            unproven: None,
             activity: keep::Activity::default(),
             trimmed: std::collections::BTreeSet::new(),
             max_peers: cfg.max_peers as usize,
@@ -556,9 +581,21 @@ impl<P: NetCore> Driver<P> {
     }
 
     fn dispatch(&mut self, ev: P::Event) {
+        // An event lists all of a member's addresses: its probe addresses replace what was
+        // known, the others go to the address book.
+        let mut probe_addrs: BTreeMap<PeerId, Vec<std::net::SocketAddr>> = BTreeMap::new();
         for (peer, addr) in P::addresses_of(&ev) {
+            let probes = probe_addrs.entry(peer).or_default();
             if let (Some(p), Ok(a)) = (to_libp2p(&peer), addr.parse::<Multiaddr>()) {
-                self.remember(p, strip_p2p(&a), Source::Claimed);
+                match probe::probe_addr(&a) {
+                    Some(sa) => probes.push(sa),
+                    None => self.remember(p, strip_p2p(&a), Source::Claimed),
+                }
+            }
+        }
+        for (peer, addrs) in probe_addrs {
+            if peer != self.local {
+                self.probes.learn(peer, addrs);
             }
         }
         self.core.observe(&ev);
@@ -585,6 +622,7 @@ impl<P: NetCore> Driver<P> {
         }
         let ch = P::channel(&msg);
         let kind = peerlab_overlay::Message::kind(&msg);
+        let role = P::probe_role(&msg);
         let frame = match P::encode(&msg) {
             Ok(f) if f.len() <= ch.max_frame() => f,
             Ok(f) => {
@@ -600,6 +638,22 @@ impl<P: NetCore> Driver<P> {
                 return;
             }
         };
+        if let Some(role) = role
+            && let Some(datagrams) = self.probes.outgoing(to, role, ch, &frame)
+        {
+            for (dest, bytes) in datagrams {
+                let outcome = if self.probes.send_to(dest, &bytes) {
+                    if let Some(t) = self.traffic.get(ch.index()) {
+                        t.sent(bytes.len());
+                    }
+                    "sent"
+                } else {
+                    "send_failed"
+                };
+                metrics::counter!(m::PROBE_DATAGRAMS, "outcome" => outcome).increment(1);
+            }
+            return;
+        }
         if self.connected.contains_key(&peer) {
             if self.max_peers > 0 {
                 self.activity.touch(peer, std::time::Instant::now());
@@ -732,6 +786,53 @@ impl<P: NetCore> Driver<P> {
         }
     }
 
+    /// Hands one probe datagram to the core, if it passes the rules of `probe`; what the
+    /// core holds against its claimed sender is not charged.
+    fn on_datagram(&mut self, bytes: &[u8], src: std::net::SocketAddr) {
+        let refused = |why: &'static str| {
+            metrics::counter!(m::PROBE_DATAGRAMS, "outcome" => why).increment(1);
+        };
+        let d = match wire::Datagram::parse(bytes) {
+            Ok(d) => d,
+            Err(e) => return refused(e.name()),
+        };
+        if !self.probes.is_for_me(&d) {
+            return refused("not_for_me");
+        }
+        let from = PeerId::from_public_key(d.from);
+        let Some(peer) = to_libp2p(&from) else {
+            return refused("unknown_peer");
+        };
+        if from == self.local || !self.probes.knows(&from) {
+            return refused("unknown_peer");
+        }
+        let now = std::time::Instant::now();
+        if self.strikes.is_banned(&peer, now) {
+            return refused("banned");
+        }
+        if let Verdict::Drop { .. } = self.datagram_rates.admit(peer, d.channel, bytes.len(), now) {
+            return refused("rate");
+        }
+        let msg = match P::decode(d.channel, d.body) {
+            Ok(msg) if P::channel(&msg) == d.channel => msg,
+            _ => return refused("malformed"),
+        };
+        let Some(role) = P::probe_role(&msg) else {
+            return refused("not_a_probe");
+        };
+        if let Err(why) = self.probes.admit(from, role, &d, src) {
+            return refused(why.name());
+        }
+        metrics::counter!(m::PROBE_DATAGRAMS, "outcome" => "received").increment(1);
+        if let Some(t) = self.traffic.get(d.channel.index()) {
+            t.bytes_in.increment(bytes.len() as u64);
+            t.messages_in.increment(1);
+        }
+        self.unproven = Some(from);
+        self.with_core(|core, cx| core.handle_message(cx, from, msg));
+        self.unproven = None;
+    }
+
     fn remember(&mut self, peer: libp2p::PeerId, addr: Multiaddr, source: Source) {
         if peer == self.local_libp2p {
             return;
@@ -750,6 +851,10 @@ impl<P: NetCore> Driver<P> {
 
     /// A core rejected `peer`'s input.
     fn penalize(&mut self, peer: PeerId, offence: Offence) {
+        if self.unproven == Some(peer) {
+            metrics::counter!(m::OFFENCES_UNPROVEN, "offence" => offence.name()).increment(1);
+            return;
+        }
         let Some(peer) = to_libp2p(&peer) else {
             metrics::counter!(m::OFFENCES, "offence" => offence.name()).increment(1);
             return;
@@ -782,6 +887,10 @@ impl<P: NetCore> Driver<P> {
                 .iter()
                 .map(|a| a.clone().with(AddrProto::P2p(local)).to_string())
                 .collect(),
+            probe_addr: self
+                .probes
+                .local_addr()
+                .map(|sa| probe::probe_multiaddr(sa).to_string()),
             peers: self
                 .connected
                 .iter()
@@ -1080,6 +1189,7 @@ impl<P: NetCore> Driver<P> {
             self.heal();
         });
         let mut tick = tokio::time::interval(HOUSEKEEPING);
+        let mut datagram = [0u8; wire::MAX_DATAGRAM + 1];
         let shutdown = loop {
             // Back-pressure: with the commit pipeline full, no input is taken until the
             // commit in flight reports.
@@ -1117,6 +1227,7 @@ impl<P: NetCore> Driver<P> {
                     u64,
                     Result<(Vec<Change>, Result<(), String>), tokio::task::JoinError>,
                 ),
+                Datagram(usize, std::net::SocketAddr),
                 Wake,
                 Tick,
             }
@@ -1125,6 +1236,7 @@ impl<P: NetCore> Driver<P> {
                 ev = self.swarm.select_next_some() => In::Swarm(Box::new(ev)),
                 Some(ev) = self.stream_rx.recv() => In::Stream(ev),
                 req = self.requests.recv() => In::Req(req),
+                (n, src) = self.probes.recv(&mut datagram) => In::Datagram(n, src),
                 _ = sleep => In::Wake,
                 _ = tick.tick() => In::Tick,
             };
@@ -1152,6 +1264,16 @@ impl<P: NetCore> Driver<P> {
                     In::Committed(id, done) => {
                         self.committing = None;
                         self.on_committed(id, done);
+                        None
+                    }
+                    In::Datagram(n, src) => {
+                        self.on_datagram(&datagram[..n], src);
+                        for _ in 1..probe::DATAGRAMS_PER_TURN {
+                            match self.probes.try_recv(&mut datagram) {
+                                Some((n, src)) => self.on_datagram(&datagram[..n], src),
+                                None => break,
+                            }
+                        }
                         None
                     }
                     In::Wake => None,
@@ -1209,10 +1331,14 @@ impl<P: NetCore> Driver<P> {
                     self.listen_addrs.push(address);
                 }
                 let local = self.local_libp2p;
-                let addrs = self
-                    .listen_addrs
-                    .iter()
-                    .map(|a| a.clone().with(AddrProto::P2p(local)).to_string())
+                // The probe addresses go second: gossip keeps the first `max_addrs` of a
+                // record, and the first is what `peerlab members` shows.
+                let mut own = self.listen_addrs.clone();
+                let probes = self.probes.advertised(&self.listen_addrs);
+                own.splice(1.min(own.len())..1.min(own.len()), probes);
+                let addrs = own
+                    .into_iter()
+                    .map(|a| a.with(AddrProto::P2p(local)).to_string())
                     .collect();
                 if let Some(cmd) = P::address_command(addrs) {
                     self.with_core(|core, cx| core.handle_command(cx, cmd));

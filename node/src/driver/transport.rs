@@ -87,6 +87,30 @@ pub(crate) struct NetConfig {
     ///
     /// [`Delay`]: super::Delay
     pub delay: Option<super::Delay>,
+    /// Whether SWIM's probes travel as bare UDP datagrams (see `probe`).
+    pub probe_datagrams: bool,
+    /// UDP port of the probe socket (0: one the OS picks).
+    pub probe_port: u16,
+}
+
+impl NetConfig {
+    /// Where the probe socket binds: the IP of the first listen address that has one (the
+    /// unspecified IPv4 address without one), at `probe_port`; `None` without datagrams.
+    pub(crate) fn probe_socket(&self) -> Option<std::net::SocketAddr> {
+        if !self.probe_datagrams {
+            return None;
+        }
+        let ip = self
+            .listen
+            .iter()
+            .find_map(|a| match a.iter().next() {
+                Some(AddrProto::Ip4(ip)) => Some(std::net::IpAddr::from(ip)),
+                Some(AddrProto::Ip6(ip)) => Some(std::net::IpAddr::from(ip)),
+                _ => None,
+            })
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        Some(std::net::SocketAddr::new(ip, self.probe_port))
+    }
 }
 
 impl Default for NetConfig {
@@ -104,6 +128,8 @@ impl Default for NetConfig {
             seed: None,
             known_peers_file: None,
             delay: None,
+            probe_datagrams: true,
+            probe_port: 0,
         }
     }
 }
