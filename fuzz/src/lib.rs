@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! - [`targets`]: decoders checked on their own — the frame codec ([`targets::codec`]), the
-//!   node's stream reader ([`targets::stream_frame`]), manifests, bitfields, and the
+//!   node's stream reader ([`targets::stream_frame`]), its probe datagram reader
+//!   ([`targets::datagram`]), manifests, bitfields, and the
 //!   signature check signed records go through ([`targets::signature`]).
 //! - [`cores`]: one target per protocol — DHT, gossip, flooding, swarm — that reads a
 //!   hostile stream the way the node does and hands every message to a real core.
@@ -30,9 +31,10 @@ pub mod targets;
 pub mod wire;
 
 /// Every target, by the name of its binary.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "codec",
     "stream_frame",
+    "datagram",
     "dht",
     "gossip",
     "flood",
@@ -50,6 +52,7 @@ pub fn run(name: &str, data: &[u8]) {
     match name {
         "codec" => targets::codec(data),
         "stream_frame" => targets::stream_frame(data),
+        "datagram" => targets::datagram(data),
         "dht" => cores::run::<cores::Dht>(data),
         "gossip" => cores::run::<cores::Gossip>(data),
         "flood" => cores::run::<cores::Flood>(data),

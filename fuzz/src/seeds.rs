@@ -34,6 +34,7 @@ pub fn seeds(name: &str) -> Vec<Seed> {
     match name {
         "codec" => codec_seeds(),
         "stream_frame" => stream_seeds(),
+        "datagram" => datagram_seeds(),
         "dht" => core_seeds::<cores::Dht>(),
         "gossip" => core_seeds::<cores::Gossip>(),
         "flood" => core_seeds::<cores::Flood>(),
@@ -108,6 +109,36 @@ fn stream_seeds() -> Vec<Seed> {
     out.push(("oversized".into(), over));
     debug_assert!(out.iter().all(|(_, s)| s.len() >= STREAM_HEADER));
     out
+}
+
+/// Probe datagrams as nodes send them: a ping, an indirect ping and their answers.
+fn datagram_seeds() -> Vec<Seed> {
+    use peerlab_gossip::Message as G;
+    let (a, b) = (
+        peerlab_overlay::PeerId::synthetic(1),
+        peerlab_overlay::PeerId::synthetic(2),
+    );
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&b.public_key()[..8]);
+    let one = |name: &str, msg: G, nonce: u64, echo: u64| -> Seed {
+        let body = codec::encode(&msg).expect("encodes");
+        let d = crate::wire::Datagram {
+            from: *a.public_key(),
+            to_tag: tag,
+            nonce,
+            echo,
+            channel: Channel::Gossip,
+            body: &body,
+        };
+        (name.into(), d.to_bytes().expect("fits"))
+    };
+    vec![
+        one("ping", G::Ping { seq: 7 }, 0x1234_5678_9abc_def0, 0),
+        one("ack", G::Ack { seq: 7 }, 0, 0x1234_5678_9abc_def0),
+        one("ping-req", G::PingReq { seq: 8, target: b }, 42, 0),
+        one("indirect-ack", G::IndirectAck { seq: 8, target: b }, 0, 42),
+        one("nack", G::Nack { seq: 8 }, 0, 42),
+    ]
 }
 
 /// Manifests of files of a few shapes (empty, one partial chunk, several chunks of one

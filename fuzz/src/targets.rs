@@ -102,6 +102,28 @@ pub fn stream_frame(data: &[u8]) {
     }
 }
 
+/// The node's probe datagram reader (node/src/wire.rs, `Datagram::parse`) on any bytes,
+/// and the gossip decoder behind it on the body. A datagram is refused exactly when it is
+/// over [`MAX_DATAGRAM`](crate::wire::MAX_DATAGRAM), shorter than the header, of another
+/// version or of no channel; one that is read writes back to the same bytes.
+pub fn datagram(data: &[u8]) {
+    use crate::wire::{DATAGRAM_HEADER, DATAGRAM_VERSION, Datagram, DatagramError, MAX_DATAGRAM};
+    match Datagram::parse(data) {
+        Ok(d) => {
+            assert_eq!(d.to_bytes().as_deref(), Some(data), "not the bytes read");
+            let _ = codec::decode_with_limit::<peerlab_gossip::Message>(d.body, MAX_DATAGRAM);
+        }
+        Err(DatagramError::Long) => assert!(data.len() > MAX_DATAGRAM),
+        Err(DatagramError::Short) => {
+            assert!(data.len() <= MAX_DATAGRAM && data.len() < DATAGRAM_HEADER)
+        }
+        Err(DatagramError::Version) => assert!(data[0] != DATAGRAM_VERSION),
+        Err(DatagramError::Channel) => {
+            assert!(usize::from(data[DATAGRAM_HEADER - 1]) >= Channel::ALL.len())
+        }
+    }
+}
+
 /// Polls a read to its end, as an executor would after each wake-up.
 fn poll_to_end<F: std::future::Future>(fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);

@@ -28,6 +28,11 @@
 //! only after the read finished within the limit. The buffer a frame is read into grows
 //! with the bytes that actually arrive ([`FRAME_BUFFER_START`], then doubling), so a length
 //! prefix costs nothing until the peer sends the bytes it announced.
+//!
+//! **Probe datagrams.** SWIM's probe messages may instead travel as bare UDP datagrams
+//! ([`Datagram`]: a fixed header, then the same frame), at most [`MAX_DATAGRAM`] bytes; the
+//! rules that make their unauthenticated sender harmless to believe are the driver's
+//! (`driver::probe`).
 
 use std::io;
 

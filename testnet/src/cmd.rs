@@ -55,8 +55,8 @@ pub struct UpArgs {
     /// foreground until Ctrl-C or `testnet down`.
     #[arg(long)]
     pub in_process: bool,
-    /// First port of a fixed range (node i: QUIC/TCP on BASE+i, API on BASE+N+i)
-    /// [default: OS-assigned ports].
+    /// First port of a fixed range (node i: QUIC/TCP on BASE+i, API on BASE+N+i, probe
+    /// datagrams on UDP BASE+2N+i) [default: OS-assigned ports].
     #[arg(long)]
     pub base_port: Option<u16>,
     /// Seconds to wait for the ring and membership to converge.

@@ -3,10 +3,11 @@
 //!
 //! # Bytes on the wire
 //!
-//! Each system's agents use a port range of their own on 127.0.0.1 (Serf: memberlist's UDP
-//! and TCP on `bind` ports; peerlab: QUIC and TCP on the nodes' listen ports). An nftables
-//! table of this process's own (`inet peerlab_compare_<pid>`) counts, at the `output` hook,
-//! every packet whose source or destination port lies in that range — two rules, the first
+//! Each system's agents use port ranges of their own on 127.0.0.1 (Serf: memberlist's UDP
+//! and TCP on `bind` ports; peerlab: QUIC and TCP on the nodes' listen ports, and the UDP
+//! ports of their probe datagrams). An nftables table of this process's own (`inet
+//! peerlab_compare_<pid>`) counts, at the `output` hook, every packet whose source or
+//! destination port lies in one of those ranges — two rules, the first
 //! that matches counts, so a packet between two agents is counted once, when it is sent.
 //! Counted are whole IP packets (IP, UDP/TCP and QUIC headers included), the same for both
 //! systems; control traffic (Serf RPC, peerlab's HTTP API) uses other ports and is not
@@ -134,7 +135,7 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / USER_HZ)
 }
 
-/// Counts bytes on the loopback wire whose source or destination port lies in a range
+/// Counts bytes on the loopback wire whose source or destination port lies in given ranges
 /// (see the module docs); deletes its nftables table when dropped.
 pub struct WireCounter {
     table: String,
@@ -171,17 +172,20 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
 }
 
 impl WireCounter {
-    /// Installs counters for ports `lo..=hi` (needs root, or CAP_NET_ADMIN, and `nft`).
-    pub fn install(lo: u16, hi: u16) -> Result<WireCounter, String> {
+    /// Installs counters for the port ranges `lo..=hi` (needs root, or CAP_NET_ADMIN, and
+    /// `nft`). A packet is counted once, by the first rule it matches.
+    pub fn install(ranges: &[(u16, u16)]) -> Result<WireCounter, String> {
         let table = format!("peerlab_compare_{}", std::process::id());
         // A table left by an earlier run of this pid (killed with SIGKILL) goes first.
         let _ = nft(&["delete", "table", "inet", &table], None);
+        let set: Vec<String> = ranges.iter().map(|(lo, hi)| format!("{lo}-{hi}")).collect();
+        let set = set.join(", ");
         let script = format!(
             "table inet {table} {{\n\
                chain out {{\n\
                  type filter hook output priority 0; policy accept;\n\
-                 meta l4proto {{ tcp, udp }} th sport {lo}-{hi} counter accept\n\
-                 meta l4proto {{ tcp, udp }} th dport {lo}-{hi} counter accept\n\
+                 meta l4proto {{ tcp, udp }} th sport {{ {set} }} counter accept\n\
+                 meta l4proto {{ tcp, udp }} th dport {{ {set} }} counter accept\n\
                }}\n\
              }}\n"
         );

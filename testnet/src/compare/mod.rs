@@ -158,7 +158,7 @@ pub trait Cluster {
     /// Stops every node (also done on drop).
     fn stop(&mut self);
     /// The inclusive range of the ports its nodes talk to each other on.
-    fn wire_ports(&self) -> (u16, u16);
+    fn wire_ports(&self) -> Vec<(u16, u16)>;
     /// Payload bytes sent so far by all live nodes, per protocol, from the system's own
     /// metrics (none by default).
     fn payload_bytes_out(&self) -> BTreeMap<String, u64> {
@@ -200,8 +200,7 @@ pub fn measure(
 ) -> Result<Figures, TestnetError> {
     let name = c.name();
     let mut fig = Figures::default();
-    let (lo, hi) = c.wire_ports();
-    let counter = match host::WireCounter::install(lo, hi) {
+    let counter = match host::WireCounter::install(&c.wire_ports()) {
         Ok(w) => Some(w),
         Err(e) => {
             fig.notes
@@ -366,9 +365,9 @@ pub fn run_serf(
         )));
     }
     let n = a.nodes;
-    if a.base_port as usize + 4 * n > u16::MAX as usize {
+    if a.base_port as usize + 5 * n > u16::MAX as usize {
         return Err(TestnetError::Invalid(format!(
-            "--base-port {} leaves no room for 4 × {n} ports",
+            "--base-port {} leaves no room for 5 × {n} ports",
             a.base_port
         )));
     }

@@ -187,8 +187,14 @@ impl Cluster for PeerlabCluster {
         }
     }
 
-    fn wire_ports(&self) -> (u16, u16) {
-        (self.base, self.base + self.n as u16 - 1)
+    fn wire_ports(&self) -> Vec<(u16, u16)> {
+        // The nodes' QUIC and TCP ports, and their probe datagrams' (see
+        // `process::node_config`); not the API's, which the controller polls.
+        let n = self.n as u16;
+        vec![
+            (self.base, self.base + n - 1),
+            (self.base + 2 * n, self.base + 3 * n - 1),
+        ]
     }
 
     fn wait_settled(&mut self, within: Duration, progress: bool) -> Result<(), String> {

@@ -324,8 +324,8 @@ impl Cluster for SerfCluster {
         }
     }
 
-    fn wire_ports(&self) -> (u16, u16) {
-        (self.base, self.base + self.n as u16 - 1)
+    fn wire_ports(&self) -> Vec<(u16, u16)> {
+        vec![(self.base, self.base + self.n as u16 - 1)]
     }
 }
 

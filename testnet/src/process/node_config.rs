@@ -154,10 +154,15 @@ impl Testnet {
             }
             None => std::net::Ipv4Addr::LOCALHOST,
         };
-        let (p, api) = match self.base_port {
-            Some(base) => (base as usize + i, base as usize + n + i),
-            None => (0, 0),
+        let (p, api, probe) = match self.base_port {
+            Some(base) => (
+                base as usize + i,
+                base as usize + n + i,
+                base as usize + 2 * n + i,
+            ),
+            None => (0, 0, 0),
         };
+        cfg.probe_port = probe as u16;
         if self.base_port.is_some() || self.hosts.is_some() {
             cfg.listen = match self.manifest.transport {
                 Transport::Quic => vec![

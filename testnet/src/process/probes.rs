@@ -88,7 +88,7 @@ pub fn preflight(opts: &UpOptions) -> Result<(), TestnetError> {
         }
     }
     if let Some(base) = opts.base_port {
-        let last = base as usize + 2 * opts.nodes;
+        let last = base as usize + 3 * opts.nodes - 1;
         if base < 1024 || last > u16::MAX as usize {
             return Err(TestnetError::Invalid(format!(
                 "--base-port {base}: ports {base}..{last} must lie in 1024..=65535"
@@ -97,13 +97,15 @@ pub fn preflight(opts: &UpOptions) -> Result<(), TestnetError> {
         for i in 0..opts.nodes {
             let p = base + i as u16;
             let api = base + (opts.nodes + i) as u16;
+            let probe = base + (2 * opts.nodes + i) as u16;
             let busy = std::net::UdpSocket::bind(("127.0.0.1", p)).is_err()
                 || std::net::TcpListener::bind(("127.0.0.1", p)).is_err()
-                || std::net::TcpListener::bind(("127.0.0.1", api)).is_err();
+                || std::net::TcpListener::bind(("127.0.0.1", api)).is_err()
+                || std::net::UdpSocket::bind(("127.0.0.1", probe)).is_err();
             if busy {
                 return Err(TestnetError::Resources(format!(
-                    "port {p} or {api} on 127.0.0.1 is in use: choose another --base-port, \
-                     or omit it to let the OS assign ports"
+                    "port {p}, {api} or {probe} on 127.0.0.1 is in use: choose another \
+                     --base-port, or omit it to let the OS assign ports"
                 )));
             }
         }
