@@ -764,6 +764,15 @@ async fn gossip_read(
     Ok(Json(v))
 }
 
+/// A member's address as users dial it: with `/p2p/<id>` (records leave it out).
+fn with_peer_id(addr: &str, peer: &PeerId) -> String {
+    if addr.contains("/p2p/") {
+        addr.to_string()
+    } else {
+        format!("{addr}/p2p/{}", libp2p_string(peer))
+    }
+}
+
 async fn members(State(st): State<ApiState>) -> Result<Json<Vec<MemberInfo>>, ApiError> {
     let v = st
         .driver
@@ -774,7 +783,7 @@ async fn members(State(st): State<ApiState>) -> Result<Json<Vec<MemberInfo>>, Ap
                 .map(|(p, m)| MemberInfo {
                     peer_id: libp2p_string(p),
                     state: format!("{:?}", m.state).to_lowercase(),
-                    address: m.addrs.first().cloned(),
+                    address: m.addrs.first().map(|a| with_peer_id(a, p)),
                     incarnation: m.incarnation,
                 })
                 .collect::<Vec<_>>()

@@ -1330,16 +1330,15 @@ impl<P: NetCore> Driver<P> {
                 if !self.listen_addrs.contains(&address) {
                     self.listen_addrs.push(address);
                 }
-                let local = self.local_libp2p;
                 // The probe addresses go second: gossip keeps the first `max_addrs` of a
-                // record, and the first is what `peerlab members` shows.
+                // record, and the first is what `peerlab members` shows. No `/p2p/<id>`:
+                // the record names its peer already, and every copy of it, sent a dozen
+                // times by every member while a group forms, would carry the id once per
+                // address (52 bytes each).
                 let mut own = self.listen_addrs.clone();
                 let probes = self.probes.advertised(&self.listen_addrs);
                 own.splice(1.min(own.len())..1.min(own.len()), probes);
-                let addrs = own
-                    .into_iter()
-                    .map(|a| a.with(AddrProto::P2p(local)).to_string())
-                    .collect();
+                let addrs = own.into_iter().map(|a| a.to_string()).collect();
                 if let Some(cmd) = P::address_command(addrs) {
                     self.with_core(|core, cx| core.handle_command(cx, cmd));
                 }
