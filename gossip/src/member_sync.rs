@@ -113,7 +113,7 @@ impl Gossip {
 
     /// This node's member table as digest rows, its own row first, within the message
     /// budget (a random subset when the table does not fit). Returns `(complete, rows)`.
-    fn member_digest(&mut self, cx: &mut Cx<'_, Self>) -> (bool, Vec<MemberRow>) {
+    pub(crate) fn member_digest(&mut self, cx: &mut Cx<'_, Self>) -> (bool, Vec<MemberRow>) {
         let mut rows = vec![MemberRow(self.me, self.incarnation, MemberState::Alive)];
         let View::Swim(t) = &self.view else {
             return (true, rows);

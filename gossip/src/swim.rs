@@ -663,6 +663,14 @@ impl Gossip {
             let members = self.up_count();
             cx.emit(Event::Joined { members });
             self.add_member_rumor(self.me);
+            // The seed's table lacks the members whose rumors died down before they
+            // reached it; the next member sync would bring them, up to a sync period
+            // later. One digest to another member brings them a round trip after the join
+            // (memberlist's join is a full push-pull for the same reason).
+            if let Some(p) = self.random_peers(cx, 1, Some(from)).first().copied() {
+                let (complete, rows) = self.member_digest(cx);
+                cx.send(p, Message::MemberDigest { complete, rows });
+            }
         }
     }
 }

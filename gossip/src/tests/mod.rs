@@ -1082,6 +1082,17 @@ fn join_through_a_seed_and_member_events() {
     let out = run(&mut joiner, 2, |g, cx| g.handle_message(cx, p(1), reply));
     let ev = events(&out);
     assert!(ev.contains(&Event::Joined { members: 3 }));
+    // What the seed did not know, another member brings: the joiner sends one of them
+    // its digest at once, not a member sync period later.
+    let digests: Vec<PeerId> = sends(&out)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::MemberDigest { .. }))
+        .map(|(to, _)| to)
+        .collect();
+    assert!(
+        matches!(digests.as_slice(), [to] if *to == p(2) || *to == p(3)),
+        "a digest to a member other than the seed: {digests:?}"
+    );
     assert_eq!(
         ev.iter()
             .filter(|e| matches!(e, Event::MemberUp { .. }))
