@@ -30,7 +30,12 @@
 //!   peer with that sequence number ([`Nonces`]); the nonces are drawn from a keyed hash
 //!   whose key never leaves the process. An attacker off the path cannot make a dead member
 //!   look alive; one on the path could, as with memberlist without its keyring, and gains
-//!   what cutting the member off would give it.
+//!   what cutting the member off would give it. A request's nonce is remembered under the
+//!   requester's sequence number, the latest one winning: an ack leaves in the same turn
+//!   as its ping, but a relay's answer to an indirect probe leaves later, and a request
+//!   forged in the requester's name with the same sequence number in between makes that
+//!   answer echo the wrong nonce — the requester then counts the indirect probe as
+//!   unanswered, which dropping the packet would have done too.
 //! - Nothing a datagram carries is charged to its claimed sender as an offence, and
 //!   datagrams have rate buckets of their own, so forged datagrams cannot get an honest
 //!   peer banned or eat into its stream budget.
