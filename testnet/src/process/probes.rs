@@ -10,10 +10,11 @@ use peerlab_node::config::Transport;
 
 use super::{MAX_NODES, Mode, TestnetError, UpOptions};
 
-/// File descriptors one in-process node needs (its QUIC UDP socket, TCP and API listeners,
-/// a few API connections, its store file; the runtime is shared), with margin: a node
-/// process of a 300-node testnet, runtime and log files included, held 16.
-pub const FDS_PER_IN_PROCESS_NODE: u64 = 16;
+/// File descriptors one in-process node needs (its QUIC and probe UDP sockets, TCP and API
+/// listeners, a few API connections, its store file; the runtime is shared), with margin:
+/// a node process of a 300-node testnet, runtime and log files included, held 16 before it
+/// had a probe socket.
+pub const FDS_PER_IN_PROCESS_NODE: u64 = 17;
 /// File descriptors one node process needs beyond one per TCP connection.
 pub const FDS_PER_PROCESS: u64 = 128;
 
