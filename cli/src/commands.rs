@@ -147,6 +147,16 @@ pub(crate) struct NodeArgs {
     /// Spread the delay uniformly over delay-ms ± this many ms [default: 0].
     #[arg(long, value_name = "MS")]
     delay_jitter_ms: Option<u64>,
+    /// UDP port of the probe socket (SWIM's probes travel as datagrams beside QUIC), on
+    /// the first listen address's IP; advertised to peers, so it need not be known in
+    /// advance; fix it where a firewall or published container ports must name it
+    /// [default: 0, a port the OS picks].
+    #[arg(long, value_name = "PORT")]
+    probe_port: Option<u16>,
+    /// Carry SWIM's probes on the QUIC/TCP connections instead of as datagrams (peers
+    /// probe this node that way too).
+    #[arg(long)]
+    no_probe_datagrams: bool,
     /// Worker threads of the node's runtime; 1 runs everything on one thread (local
     /// testnets of hundreds of processes on a few cores: no work stealing, fewer context
     /// switches) [default: one per core].
@@ -713,6 +723,12 @@ fn load_config(a: &NodeArgs, data_dir: &Path) -> anyhow::Result<Config> {
     }
     if let Some(j) = a.delay_jitter_ms {
         cfg.delay_jitter_ms = j;
+    }
+    if let Some(p) = a.probe_port {
+        cfg.probe_port = p;
+    }
+    if a.no_probe_datagrams {
+        cfg.probe_datagrams = false;
     }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("bad timing setting: {e}"))?;
