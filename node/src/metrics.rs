@@ -58,7 +58,7 @@ pub(crate) const OFFENCES: &str = "peerlab_offences_total";
 /// its claimed sender (a datagram's sender is unproven; see `driver::probe`).
 pub(crate) const OFFENCES_UNPROVEN: &str = "peerlab_offences_unproven_total";
 /// Counter (label `outcome`): probe datagrams sent (`sent`, `send_failed`) and received
-/// (`received`, or why one was dropped: `short`, `long`, `version`, `channel`,
+/// (`received`, `receive_failed`, or why one was dropped: `short`, `long`, `version`, `channel`,
 /// `not_for_me`, `unknown_peer`, `banned`, `rate`, `malformed`, `not_a_probe`, `nonce`).
 pub(crate) const PROBE_DATAGRAMS: &str = "peerlab_probe_datagrams_total";
 /// Counter: peers banned for bad frames or offences.

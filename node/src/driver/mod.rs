@@ -1227,7 +1227,7 @@ impl<P: NetCore> Driver<P> {
                     u64,
                     Result<(Vec<Change>, Result<(), String>), tokio::task::JoinError>,
                 ),
-                Datagram(usize, std::net::SocketAddr),
+                Datagram(std::io::Result<(usize, std::net::SocketAddr)>),
                 Wake,
                 Tick,
             }
@@ -1236,7 +1236,7 @@ impl<P: NetCore> Driver<P> {
                 ev = self.swarm.select_next_some() => In::Swarm(Box::new(ev)),
                 Some(ev) = self.stream_rx.recv() => In::Stream(ev),
                 req = self.requests.recv() => In::Req(req),
-                (n, src) = self.probes.recv(&mut datagram) => In::Datagram(n, src),
+                r = self.probes.recv(&mut datagram) => In::Datagram(r),
                 _ = sleep => In::Wake,
                 _ = tick.tick() => In::Tick,
             };
@@ -1266,7 +1266,13 @@ impl<P: NetCore> Driver<P> {
                         self.on_committed(id, done);
                         None
                     }
-                    In::Datagram(n, src) => {
+                    In::Datagram(Err(e)) => {
+                        tracing::debug!(%e, "probe socket receive failed");
+                        metrics::counter!(m::PROBE_DATAGRAMS, "outcome" => "receive_failed")
+                            .increment(1);
+                        None
+                    }
+                    In::Datagram(Ok((n, src))) => {
                         self.on_datagram(&datagram[..n], src);
                         for _ in 1..probe::DATAGRAMS_PER_TURN {
                             match self.probes.try_recv(&mut datagram) {

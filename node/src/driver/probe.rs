@@ -98,6 +98,15 @@ pub(crate) fn probe_addr(addr: &Multiaddr) -> Option<SocketAddr> {
     it.next().is_none().then_some(SocketAddr::new(ip, port))
 }
 
+/// The IP a multiaddr starts with (a listen address's host).
+pub(crate) fn leading_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        AddrProto::Ip4(ip) => Some(ip.into()),
+        AddrProto::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
 /// The multiaddr of a probe address.
 pub(crate) fn probe_multiaddr(sa: SocketAddr) -> Multiaddr {
     Multiaddr::from(sa.ip()).with(AddrProto::Udp(sa.port()))
@@ -205,12 +214,7 @@ impl Probes {
             return Vec::new();
         };
         let mut out: Vec<Multiaddr> = Vec::new();
-        for a in listen {
-            let ip = match a.iter().next() {
-                Some(AddrProto::Ip4(ip)) => IpAddr::from(ip),
-                Some(AddrProto::Ip6(ip)) => IpAddr::from(ip),
-                _ => continue,
-            };
+        for ip in listen.iter().filter_map(leading_ip) {
             let serves = if local.ip().is_unspecified() {
                 local.is_ipv4() == ip.is_ipv4() && !ip.is_unspecified()
             } else {
@@ -232,6 +236,10 @@ impl Probes {
     /// `peer`'s signed record lists these probe addresses (all of them: an empty list
     /// forgets the peer's).
     pub(crate) fn learn(&mut self, peer: PeerId, mut addrs: Vec<SocketAddr>) {
+        if self.socket.is_none() {
+            // Off: nothing is sent to these addresses, so nothing is kept.
+            return;
+        }
         addrs.dedup();
         addrs.truncate(ADDRS_PER_PEER);
         if addrs.is_empty() {
@@ -296,7 +304,7 @@ impl Probes {
             }
             ProbeRole::Answer(seq) => {
                 let echo = self.received.get(&(to, seq))?;
-                let dest = addrs.confirmed.unwrap_or(addrs.advertised[0]);
+                let dest = addrs.confirmed.or(addrs.advertised.first().copied())?;
                 (0, echo, vec![dest])
             }
         };
@@ -360,14 +368,14 @@ impl Probes {
 
     /// Waits for the next datagram (never, when off). Datagrams longer than
     /// [`MAX_DATAGRAM`] come back with a length above it (the buffer holds one byte more).
-    pub(crate) async fn recv(&self, buf: &mut [u8; MAX_DATAGRAM + 1]) -> (usize, SocketAddr) {
-        let Some(s) = &self.socket else {
-            return std::future::pending().await;
-        };
-        loop {
-            if let Ok(r) = s.recv_from(buf).await {
-                return r;
-            }
+    /// A receive error comes back to the driver, which counts it and reads on.
+    pub(crate) async fn recv(
+        &self,
+        buf: &mut [u8; MAX_DATAGRAM + 1],
+    ) -> io::Result<(usize, SocketAddr)> {
+        match &self.socket {
+            Some(s) => s.recv_from(buf).await,
+            None => std::future::pending().await,
         }
     }
 
@@ -405,7 +413,8 @@ mod tests {
     }
 
     fn probes_with_socket(me: PeerId) -> Probes {
-        // A socket is needed only for `outgoing` to produce datagrams; nothing is sent.
+        // The tables are kept and `outgoing` produces datagrams only with a socket; nothing
+        // is sent.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
@@ -497,7 +506,7 @@ mod tests {
     #[test]
     fn tables_stay_within_their_bounds() {
         let me = PeerId::synthetic(0);
-        let mut p = Probes::off(me);
+        let mut p = probes_with_socket(me);
         let many: Vec<SocketAddr> = (1..=10).map(|i| addr(&format!("127.0.0.1:{i}"))).collect();
         for n in 1..=(MAX_PROBE_PEERS as u64 + 10) {
             p.learn(PeerId::synthetic(n), many.clone());

@@ -103,11 +103,7 @@ impl NetConfig {
         let ip = self
             .listen
             .iter()
-            .find_map(|a| match a.iter().next() {
-                Some(AddrProto::Ip4(ip)) => Some(std::net::IpAddr::from(ip)),
-                Some(AddrProto::Ip6(ip)) => Some(std::net::IpAddr::from(ip)),
-                _ => None,
-            })
+            .find_map(super::probe::leading_ip)
             .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
         Some(std::net::SocketAddr::new(ip, self.probe_port))
     }
