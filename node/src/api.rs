@@ -487,6 +487,10 @@ pub struct FetchProgress {
     /// Provider look-ups asked of the DHT so far.
     #[serde(default)]
     pub provider_lookups: u32,
+    /// This node's announcements as a provider that the DHT stored (a share is found by
+    /// provider look-ups once this is at least 1).
+    #[serde(default)]
+    pub announcements: u32,
     /// Manifest requests sent so far.
     #[serde(default)]
     pub manifest_requests: u32,
@@ -1105,6 +1109,7 @@ async fn progress(
         peers: stats.peers,
         providers: stats.providers,
         provider_lookups: stats.provider_lookups,
+        announcements: stats.announcements,
         manifest_requests: stats.manifest_requests,
         downloaded: stats.downloaded,
         uploaded: stats.uploaded,

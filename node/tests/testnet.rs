@@ -181,6 +181,21 @@ fn scenario(transport: Transport, file_size: usize) {
         );
         cid = shared.cid;
     }
+    // Each sharer's provider record is stored before the fetch starts: the fetcher's first
+    // provider look-up must be able to find all three (a later one comes only after
+    // `lookup_interval`, when the transfer is long done).
+    wait_for(
+        "every sharer announced in the DHT",
+        Duration::from_secs(30),
+        || {
+            sharers.iter().all(|&s| {
+                net.node(s)
+                    .client()
+                    .fetch_progress(&cid)
+                    .is_ok_and(|p| p.announcements >= 1)
+            })
+        },
+    );
     let fetcher = cs.last().unwrap().0;
     let fc = net.node(fetcher).client();
     let mut found = false;

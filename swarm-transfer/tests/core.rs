@@ -494,7 +494,14 @@ fn a_failed_announcement_is_retried_with_backoff() {
     let t = after(&net, ms(20));
     net.run(t);
     assert_eq!(announced(&net), 3);
+    let stored = |net: &Net| net.core(s).stats(&cid).unwrap().announcements;
+    assert_eq!(
+        stored(&net),
+        0,
+        "failed announcements are not counted as stored"
+    );
     net.command(s, Command::Announced { cid, stored: true });
+    assert_eq!(stored(&net), 1, "the stored announcement is counted");
     net.run(Instant(shared_at.0 + secs(15 * 60).0 - 1_000_000));
     assert_eq!(
         announced(&net),

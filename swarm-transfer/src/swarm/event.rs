@@ -183,6 +183,8 @@ pub struct TransferStats {
     pub providers: u32,
     /// Provider look-ups asked of the DHT so far.
     pub provider_lookups: u32,
+    /// Announcements of this node as a provider that the DHT stored.
+    pub announcements: u32,
     /// Manifest requests sent so far (0 once the manifest is known from the start).
     pub manifest_requests: u32,
     /// When the transfer completed.

@@ -206,6 +206,7 @@ impl<S: ChunkStore> Transfer<S> {
     pub(crate) fn on_announced(&mut self, cx: &mut SwarmCx<'_>, stored: bool) {
         if stored {
             self.announce_failures = 0;
+            self.stats.announcements = self.stats.announcements.saturating_add(1);
             return;
         }
         if self.active.is_none() {
