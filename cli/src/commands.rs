@@ -574,6 +574,13 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
                         (None, false, true) => "complete".into(),
                         _ => "running".into(),
                     };
+                    // A share nobody can find yet says so: its provider record is not
+                    // stored in the DHT (the node retries with backoff).
+                    let state = if t.announcements == 0 && t.error.is_none() {
+                        format!("{state}, not announced yet")
+                    } else {
+                        state
+                    };
                     out.push_str(&format!(
                         "{}  {kind}  {}/{} chunks  {} peers  down {} B  up {} B  {state}{}\n",
                         t.cid,

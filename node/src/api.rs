@@ -461,6 +461,10 @@ pub struct TransferInfo {
     pub downloaded: u64,
     /// Payload bytes sent to others.
     pub uploaded: u64,
+    /// This node's announcements as a provider that the DHT stored (0: provider look-ups
+    /// cannot find this node for the file yet).
+    #[serde(default)]
+    pub announcements: u32,
     /// For fetches: where the file is written, and whether it was.
     pub output: Option<String>,
     /// Whether the output was written.
@@ -950,6 +954,7 @@ async fn transfers(State(st): State<ApiState>) -> Result<Json<Vec<TransferInfo>>
                         peers: stats.peers,
                         downloaded: stats.downloaded,
                         uploaded: stats.uploaded,
+                        announcements: stats.announcements,
                         output: rec.output.clone(),
                         written: t.map_or(rec.written, |t| t.written),
                         error: t.and_then(|t| t.error.clone()),
