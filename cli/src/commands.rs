@@ -574,8 +574,8 @@ pub(crate) fn run(cmd: NodeCommand) -> anyhow::Result<()> {
                         (None, false, true) => "complete".into(),
                         _ => "running".into(),
                     };
-                    // A share nobody can find yet says so: its provider record is not
-                    // stored in the DHT (the node retries with backoff).
+                    // A transfer whose provider record the DHT has not stored yet cannot
+                    // be found by other nodes' provider look-ups: say so.
                     let state = if t.announcements == 0 && t.error.is_none() {
                         format!("{state}, not announced yet")
                     } else {
