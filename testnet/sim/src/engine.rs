@@ -1,7 +1,7 @@
 //! The simulator's event loop and network model ([`Sim`]).
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::time::Duration;
 
 use peerlab_overlay::{Context, Instant, Message, Offence, Outbox, Output, PeerId, Protocol, Rng};
@@ -112,6 +112,9 @@ pub struct Sim<P: Protocol> {
     offences: Vec<(Instant, PeerId, PeerId, Offence)>,
     stats: NetStats,
     processed: u64,
+    /// Pairs of peers that have exchanged a message (smaller id first), once
+    /// [`Sim::track_contacts`] turned counting on.
+    contacts: Option<BTreeSet<(PeerId, PeerId)>>,
 }
 
 impl<P: Protocol> Sim<P> {
@@ -138,7 +141,17 @@ impl<P: Protocol> Sim<P> {
             offences: Vec::new(),
             stats: NetStats::default(),
             processed: 0,
+            contacts: None,
         }
+    }
+
+    /// Counts, from now on, the pairs of peers that exchange messages: per node in
+    /// [`NodeStats::contacts`](crate::NodeStats) and per message kind that made the first
+    /// contact in `KindStats::first_contacts`. A node holds a transport connection per such
+    /// pair until it closes idle ones, so this is the connection count of a run without
+    /// idle timeouts. Off by default: it keeps one entry per pair.
+    pub fn track_contacts(&mut self) {
+        self.contacts.get_or_insert_with(BTreeSet::new);
     }
 
     /// Current virtual time.
@@ -513,6 +526,19 @@ impl<P: Protocol> Sim<P> {
             self.stats.on_drop(kind);
             return;
         }
+        if let Some(pairs) = &mut self.contacts
+            && pairs.insert((from.min(to), from.max(to)))
+        {
+            self.stats.on_first_contact(kind);
+            for slot in [from_slot, to_slot] {
+                if let Some(n) = self.slots[slot].as_mut() {
+                    n.stats.contacts += 1;
+                }
+            }
+        }
+        let receiver = self.slots[to_slot]
+            .as_ref()
+            .expect("indexed slots are live");
         let limited_download = receiver.down_bps.is_some();
         let arrive = departed + self.link_latency(&from, &to);
         if limited_download {

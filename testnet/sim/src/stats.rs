@@ -17,6 +17,11 @@ pub struct KindStats {
     pub delivered_bytes: u64,
     /// Messages lost (random loss, partition, dead or unknown destination).
     pub dropped: u64,
+    /// With [`Sim::track_contacts`](crate::Sim::track_contacts): messages that were the
+    /// first between their two peers, i.e. the ones a node would dial a connection for
+    /// (the simulator's `peerlab_dials_total{kind}`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub first_contacts: u64,
 }
 
 /// Network-wide counters.
@@ -57,6 +62,10 @@ impl NetStats {
         });
     }
 
+    pub(crate) fn on_first_contact(&mut self, kind: &'static str) {
+        self.bump(kind, |k| k.first_contacts += 1);
+    }
+
     pub(crate) fn on_drop(&mut self, kind: &'static str) {
         self.bump(kind, |k| k.dropped += 1);
     }
@@ -73,4 +82,9 @@ pub struct NodeStats {
     pub received: u64,
     /// Bytes delivered to this node.
     pub received_bytes: u64,
+    /// With [`Sim::track_contacts`](crate::Sim::track_contacts): peers this node has
+    /// exchanged a message with, either way — the connections it would hold if none were
+    /// ever closed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub contacts: u64,
 }

@@ -106,6 +106,14 @@ pub struct Report {
     pub messages_per_node: f64,
     /// The most sent message kinds, with messages per node.
     pub top_kinds: Vec<(String, f64)>,
+    /// Peers each node exchanged a message with, either way, until convergence (or the
+    /// timeout): the connections it would hold if none were closed. `[p50, p99, max]`
+    /// over the nodes.
+    pub contacts_per_node: [u64; 3],
+    /// The message kinds that made those contacts, per node (the kind of the first
+    /// message between two peers, as the nodes' `peerlab_dials_total{kind}` counts the
+    /// message a connection was dialled for), most first.
+    pub dials_per_node: Vec<(String, f64)>,
     /// Ring and membership every [`SERIES_EVERY`].
     pub series: Vec<Point>,
     /// Simulated seconds.
@@ -210,6 +218,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         latency: Latency::Fixed(Duration::from_millis(p.latency_ms)),
         ..Default::default()
     });
+    sim.track_contacts();
     let ids: Vec<PeerId> = (0..p.nodes as u64).map(PeerId::synthetic).collect();
     // Member signatures verified by any simulated peer (a pure function, so shared).
     let verified = peerlab_gossip::VerifiedRecords::new(super::gossip::VERIFIED_MEMO);
@@ -305,6 +314,23 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         .collect();
     top_kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
     top_kinds.truncate(TOP_KINDS);
+    let mut dials: Vec<(String, f64)> = stats
+        .kinds
+        .iter()
+        .filter(|(_, s)| s.first_contacts > 0)
+        .map(|(k, s)| (k.to_string(), s.first_contacts as f64 / n))
+        .collect();
+    dials.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut contacts: Vec<u64> = ids
+        .iter()
+        .filter_map(|id| sim.node_stats(id))
+        .map(|s| s.contacts)
+        .collect();
+    contacts.sort_unstable();
+    let at = |q: f64| {
+        let i = ((contacts.len() as f64 * q).ceil() as usize).saturating_sub(1);
+        contacts.get(i).copied().unwrap_or(0)
+    };
     Ok(Report {
         nodes: p.nodes,
         vnodes: p.vnodes,
@@ -317,6 +343,8 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         converged_secs: converged,
         messages_per_node: stats.total.sent as f64 / n,
         top_kinds,
+        contacts_per_node: [at(0.5), at(0.99), contacts.last().copied().unwrap_or(0)],
+        dials_per_node: dials,
         series,
         sim_seconds: sim.now().as_secs_f64(),
         events: sim.events_processed(),
@@ -334,7 +362,8 @@ impl Report {
              ring correct          {}\n\
              members complete      {}\n\
              converged             {}\n\
-             messages per node     {:.0} ({})\n",
+             messages per node     {:.0} ({})\n\
+             contacts per node     p50 {}, p99 {}, max {} (made by {})\n",
             self.nodes,
             self.vnodes,
             self.maintenance_ms,
@@ -348,6 +377,14 @@ impl Report {
             self.top_kinds
                 .iter()
                 .map(|(k, v)| format!("{k} {v:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.contacts_per_node[0],
+            self.contacts_per_node[1],
+            self.contacts_per_node[2],
+            self.dials_per_node
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.1}"))
                 .collect::<Vec<_>>()
                 .join(", "),
         );
@@ -417,5 +454,40 @@ mod tests {
         assert_eq!(a.messages_per_node, b.messages_per_node);
         let last = a.series.last().expect("a point at convergence");
         assert_eq!((last.ring_correct, last.members_complete), (24, 24));
+        assert_eq!(a.contacts_per_node, b.contacts_per_node);
+    }
+
+    #[test]
+    fn contacts_are_counted_per_pair_and_attributed_to_the_kinds_that_made_them() {
+        let r = run(&params(24, 2)).expect("runs");
+        let [p50, p99, max] = r.contacts_per_node;
+        // Every node talks at least to its successor and predecessor, at most to all.
+        assert!(
+            2 <= p50 && p50 <= p99 && p99 <= max && max <= 23,
+            "{p50} {p99} {max}"
+        );
+        // Each pair is one contact at both ends and one dial: the mean of the contacts is
+        // twice the dials per node.
+        let mean = 2.0 * r.dials_per_node.iter().map(|(_, v)| v).sum::<f64>();
+        assert!((2.0..=max as f64).contains(&mean), "mean {mean}, max {max}");
+        assert!(r.dials_per_node.iter().any(|(k, _)| k == "find_step"));
+        // A smaller gossip view makes fewer gossip contacts.
+        let narrow = run(&Params {
+            gossip_view: 3,
+            ..params(24, 2)
+        })
+        .expect("runs");
+        let rumor = |r: &Report| {
+            r.dials_per_node
+                .iter()
+                .find(|(k, _)| k == "gossip_rumor")
+                .map_or(0.0, |(_, v)| *v)
+        };
+        assert!(
+            rumor(&narrow) < rumor(&r),
+            "{} vs {}",
+            rumor(&narrow),
+            rumor(&r)
+        );
     }
 }

@@ -188,6 +188,37 @@ fn partitions_cut_and_heal() {
 }
 
 #[test]
+fn contacts_count_each_pair_once_either_way_and_name_the_kind_that_made_it() {
+    let mut s = sim(SimConfig::default(), 4);
+    // Before tracking starts nothing is counted.
+    s.command(p(0), Cmd::Ping(p(3), 1));
+    s.run_until_idle(Instant(1_000_000));
+    s.track_contacts();
+    // 0 → 1 by a blob, then pings both ways between them: one pair, made by the blob.
+    s.command(p(0), Cmd::Blob(p(1), 10));
+    s.command(p(1), Cmd::Ping(p(0), 2));
+    s.command(p(0), Cmd::Ping(p(1), 3));
+    // 2 → 0 by a ping (its pong travels on the same pair).
+    s.command(p(2), Cmd::Ping(p(0), 4));
+    // A message to a peer that is not there makes no contact.
+    s.command(p(2), Cmd::Ping(p(9), 5));
+    // Nor one the partition drops.
+    s.set_partition(p(3), 1);
+    s.command(p(1), Cmd::Ping(p(3), 6));
+    s.run_until_idle(Instant(2_000_000));
+    let contacts = |n| s.node_stats(&p(n)).unwrap().contacts;
+    assert_eq!(
+        [contacts(0), contacts(1), contacts(2), contacts(3)],
+        [2, 1, 1, 0]
+    );
+    let kinds = &s.stats().kinds;
+    assert_eq!(kinds["blob"].first_contacts, 1);
+    assert_eq!(kinds["ping"].first_contacts, 1);
+    assert_eq!(kinds["pong"].first_contacts, 0);
+    assert_eq!(s.stats().total.first_contacts, 2);
+}
+
+#[test]
 fn crashed_nodes_get_nothing_and_senders_may_learn_it() {
     let cfg = SimConfig {
         unreachable_notice: Some(Duration::from_millis(100)),
