@@ -72,6 +72,18 @@
 //! peer's own virtual nodes is never counted. This is the paper's path length (nodes
 //! traversed from the initiator to the key's successor).
 //!
+//! **Member hints** (`member_hints`). A peer that runs beside a membership protocol (the
+//! node's SWIM gossip) tells the core which peers are up ([`Dht::member_up`],
+//! [`Dht::member_down`]); their virtual nodes' ids follow from their peer ids, so the core
+//! places them on the ring and starts each lookup of its own at the member just before the
+//! key instead of at its closest finger. When membership is right that member answers with
+//! the owner: two hops instead of about ½·log2 N, and a lookup meets one peer it may not
+//! know instead of one per hop (Gupta, Liskov & Rodrigues, "One Hop Lookups for
+//! Peer-to-Peer Overlays", HotOS 2003, with full membership from gossip). The rest of the
+//! lookup — its checks, timeouts and detours — is unchanged, so a stale hint costs a
+//! timeout or a referral. A core told of no members (the simulator's Chord experiments)
+//! routes as in Chord.
+//!
 //! # Storage
 //!
 //! `put`/`get`/`delete` work on byte keys placed at `SHA-1(key)`. The owner stores a write
@@ -127,7 +139,8 @@
 //! - `ring`: finger tables, closest-preceding selection, the ideal ring ([`IdealRing`]).
 //! - `store`: the versioned store and provider sets ([`Store`]).
 //! - `core`: the state machine [`Dht`], in rooms named after Chord's vocabulary —
-//!   `lookup` (the iterative lookup as a pure state machine), `routing`, `join`,
+//!   `lookup` (the iterative lookup as a pure state machine), `routing`,
+//!   `member_hints` (where a lookup starts), `join`,
 //!   `stabilize`, `fingers`, `backoff` (adaptive maintenance), `ops` (client storage
 //!   operations), `repair` (replication and hand-off), `serve` (answering requests) and
 //!   `pending` (requests in flight, answers and timeouts).

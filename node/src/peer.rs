@@ -618,6 +618,7 @@ impl<F: StoreFactory> Peer<F> {
         match &e {
             gossip::Event::MemberUp { peer, .. } => {
                 let peer = *peer;
+                self.dht.member_up(peer);
                 if peer != self.id {
                     self.join_dht(cx, vec![peer]);
                 }
@@ -626,12 +627,14 @@ impl<F: StoreFactory> Peer<F> {
             gossip::Event::MemberBack { peer } => {
                 // Back from the dead: maybe from a ring of its own side of a partition.
                 let peer = *peer;
+                self.dht.member_up(peer);
                 self.dht_do(cx, |d, cx| {
                     d.handle_command(cx, dht::Command::CheckRing { peers: vec![peer] })
                 });
             }
             gossip::Event::MemberDown { peer } | gossip::Event::MemberLeft { peer } => {
                 let peer = *peer;
+                self.dht.member_down(peer);
                 self.dht_do(cx, |d, cx| d.handle_peer_down(cx, peer));
                 self.flood_do(cx, |f, cx| f.handle_peer_down(cx, peer));
                 self.gauges_stale = true;

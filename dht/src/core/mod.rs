@@ -30,6 +30,7 @@ mod admission;
 mod backoff;
 mod fingers;
 mod join;
+mod member_hints;
 #[cfg(test)]
 pub(crate) use admission::VIEW_REFUSAL_SPACING;
 pub use join::MAX_UNIFY_CANDIDATES;
@@ -223,6 +224,8 @@ pub struct Dht {
     view_refusals: BTreeMap<PeerId, Instant>,
     /// Round-trip estimates per peer: each request's timeout (`rtt`).
     rtt: RttTable,
+    /// The live members' virtual nodes, where lookups start (`member_hints`).
+    member_hints: member_hints::MemberHints,
 }
 
 impl Dht {
@@ -289,6 +292,7 @@ impl Dht {
             unify_next: 0,
             view_refusals: BTreeMap::new(),
             rtt,
+            member_hints: member_hints::MemberHints::default(),
         })
     }
 

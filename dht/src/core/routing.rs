@@ -50,8 +50,9 @@ fn closest_vnode<'a>(vnodes: &'a [VNode], key: &Id) -> Option<&'a VNode> {
         .min_by_key(|v| preceding_distance(&v.id, key))
 }
 
-/// One routing step over all of `vnodes` (this peer's, `me`).
-fn local_step(vnodes: &[VNode], me: PeerId, key: &Id) -> Option<Step> {
+/// One routing step over all of `vnodes` (this peer's, `me`), and the virtual nodes of
+/// members placed just before `key` (`member_hints`; empty when answering another peer).
+fn local_step(vnodes: &[VNode], me: PeerId, key: &Id, hints: &[NodeRef]) -> Option<Step> {
     let v = closest_vnode(vnodes, key)?;
     let s = v.succs[0];
     if key.in_half_open(&v.id, &s.id) {
@@ -63,7 +64,8 @@ fn local_step(vnodes: &[VNode], me: PeerId, key: &Id) -> Option<Step> {
     let all = vnodes
         .iter()
         .filter(|w| w.joined)
-        .flat_map(|w| w.succs.iter().chain(w.fingers.nodes()).chain(w.pred.iter()));
+        .flat_map(|w| w.succs.iter().chain(w.fingers.nodes()).chain(w.pred.iter()))
+        .chain(hints);
     let candidates = closest_preceding(&v.id, key, all, MAX_STEP_CANDIDATES);
     Some(Step::Next { candidates })
 }
@@ -71,7 +73,17 @@ fn local_step(vnodes: &[VNode], me: PeerId, key: &Id) -> Option<Step> {
 impl Dht {
     /// One routing step over all of this peer's joined virtual nodes.
     pub(super) fn local_step(&self, key: &Id) -> Option<Step> {
-        local_step(&self.vnodes, self.me, key)
+        local_step(&self.vnodes, self.me, key, &[])
+    }
+
+    /// [`Dht::local_step`] for a lookup of our own: it may start at a member hint.
+    fn own_step(&self, key: &Id) -> Option<Step> {
+        local_step(
+            &self.vnodes,
+            self.me,
+            key,
+            &self.member_hints.preceding(key, self.me),
+        )
     }
 
     pub(super) fn start_lookup(&mut self, cx: &mut Cx<'_, Self>, key: Id, purpose: Purpose) -> u64 {
@@ -136,7 +148,7 @@ impl Dht {
         }
         if local {
             lookup.set_anchor(closest_vnode(&self.vnodes, &key).map(|v| self.me_at(v.id)));
-            lookup.start_local(self.local_step(&key));
+            lookup.start_local(self.own_step(&key));
         }
         self.lookups.insert(id, Running { lookup, purpose });
         self.advance_lookup(cx, id);
@@ -164,7 +176,7 @@ impl Dht {
     /// Sends the request lookup `id` asks for, or finishes it.
     pub(super) fn advance_lookup(&mut self, cx: &mut Cx<'_, Self>, id: u64) {
         let in_ring = self.in_ring();
-        let (vnodes, me) = (&self.vnodes, self.me);
+        let (vnodes, me, hints) = (&self.vnodes, self.me, &self.member_hints);
         let Some(r) = self.lookups.get_mut(&id) else {
             return;
         };
@@ -173,7 +185,7 @@ impl Dht {
         // still answer.
         let next = r.lookup.next(|key| {
             if in_ring {
-                local_step(vnodes, me, key)
+                local_step(vnodes, me, key, &hints.preceding(key, me))
             } else {
                 None
             }

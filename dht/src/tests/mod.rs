@@ -3,6 +3,7 @@
 //! leave and crashes.
 
 mod heal;
+mod member_hints;
 mod rtt;
 mod rules;
 mod window;
