@@ -11,7 +11,9 @@
 //! - **membership feeds the other overlays**: every gossip `MemberUp` becomes a flooding
 //!   host candidate (shuffled; connected with a hello while below the minimum degree), and while the DHT is not joined (its bootstrap failed, or it
 //!   started alone before others appeared) the peer retries the join through live members
-//!   every [`REJOIN_PERIOD`]. Members' addresses reach the driver through events.
+//!   every [`REJOIN_PERIOD`]. Members up, back, down and gone are the DHT's member hints
+//!   (`Dht::member_up` / `member_down`: its lookups start at the member just before the
+//!   key). Members' addresses reach the driver through events.
 //! - **swarm discovery through the DHT**: the swarm core's `Discovery::Announce` becomes a
 //!   DHT `AddProvider`, `Discovery::FindProviders` a `GetProviders` whose answer goes back to
 //!   the swarm as `AddPeers` (the table in `peerlab_swarm::discovery`). Sharing a file also
