@@ -32,22 +32,20 @@ pub(crate) const MAX_MEMBER_HINT_PEERS: usize = 10_000;
 /// key, so that a stale nearest one leaves a second to try.
 const MEMBER_HINTS_PER_LOOKUP: usize = 2;
 
-/// The live members' virtual nodes, by id.
+/// The live members' virtual nodes, by id (this peer's own are never among them).
 #[derive(Debug, Default)]
 pub(crate) struct MemberHints {
     ring: BTreeMap<Id, PeerId>,
-    peers: usize,
 }
 
 impl MemberHints {
     /// Up to [`MEMBER_HINTS_PER_LOOKUP`] hinted virtual nodes preceding `key` (before it on the
-    /// ring, wrapping), nearest first, none of `me`.
-    pub(crate) fn preceding(&self, key: &Id, me: PeerId) -> Vec<NodeRef> {
+    /// ring, wrapping), nearest first.
+    pub(crate) fn preceding(&self, key: &Id) -> Vec<NodeRef> {
         self.ring
             .range(..*key)
             .rev()
             .chain(self.ring.range(*key..).rev())
-            .filter(|(_, p)| **p != me)
             .take(MEMBER_HINTS_PER_LOOKUP)
             .map(|(id, peer)| NodeRef {
                 id: *id,
@@ -64,12 +62,13 @@ impl Dht {
         if peer == self.me {
             return;
         }
-        let first = Id::vnode(&peer, 0);
+        let vnodes = usize::from(self.cfg.vnodes);
         let h = &mut self.member_hints;
-        if h.ring.get(&first) == Some(&peer) || h.peers >= MAX_MEMBER_HINT_PEERS {
+        if h.ring.get(&Id::vnode(&peer, 0)) == Some(&peer)
+            || h.ring.len() >= MAX_MEMBER_HINT_PEERS * vnodes
+        {
             return;
         }
-        h.peers += 1;
         for i in 0..self.cfg.vnodes {
             h.ring.insert(Id::vnode(&peer, i), peer);
         }
@@ -81,7 +80,6 @@ impl Dht {
         if h.ring.get(&Id::vnode(&peer, 0)) != Some(&peer) {
             return;
         }
-        h.peers -= 1;
         for i in 0..self.cfg.vnodes {
             h.ring.remove(&Id::vnode(&peer, i));
         }

@@ -82,7 +82,7 @@ impl Dht {
             &self.vnodes,
             self.me,
             key,
-            &self.member_hints.preceding(key, self.me),
+            &self.member_hints.preceding(key),
         )
     }
 
@@ -185,7 +185,7 @@ impl Dht {
         // still answer.
         let next = r.lookup.next(|key| {
             if in_ring {
-                local_step(vnodes, me, key, &hints.preceding(key, me))
+                local_step(vnodes, me, key, &hints.preceding(key))
             } else {
                 None
             }

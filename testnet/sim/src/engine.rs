@@ -526,6 +526,7 @@ impl<P: Protocol> Sim<P> {
             self.stats.on_drop(kind);
             return;
         }
+        let limited_download = receiver.down_bps.is_some();
         if let Some(pairs) = &mut self.contacts
             && pairs.insert((from.min(to), from.max(to)))
         {
@@ -536,10 +537,6 @@ impl<P: Protocol> Sim<P> {
                 }
             }
         }
-        let receiver = self.slots[to_slot]
-            .as_ref()
-            .expect("indexed slots are live");
-        let limited_download = receiver.down_bps.is_some();
         let arrive = departed + self.link_latency(&from, &to);
         if limited_download {
             self.push(
