@@ -190,6 +190,7 @@ pub use store::{Rejection, StoredEntry};
 use cadence::Cadence;
 use data::Pending;
 use health::LocalHealth;
+use member_sync::CatchUp;
 use members::{Table, View};
 use partners::Partners;
 use rumor::Rumors;
@@ -458,6 +459,9 @@ pub struct Gossip {
     corrections: Vec<MemberUpdate>,
     /// The partial view (see [`Config::partner_view`]).
     partners: Partners,
+    /// When the member table last grew and when a probe's member count last made this
+    /// node ask for a sync (`member_sync.rs`, "Stragglers").
+    catch_up: CatchUp,
     /// The worst offence of the message being handled, reported against its sender once
     /// the message is done (one report per message, however many of its items were bad).
     offence: Option<Offence>,
@@ -515,6 +519,7 @@ impl Gossip {
             joined: false,
             corrections: Vec::new(),
             partners: Partners::default(),
+            catch_up: CatchUp::default(),
             offence: None,
             verified: None,
         })
@@ -833,8 +838,8 @@ impl Gossip {
     /// Routes a message to its role's handler.
     fn dispatch(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, msg: Message) {
         match msg {
-            Message::Ping { seq } => self.on_ping(cx, from, seq),
-            Message::Ack { seq } => self.on_ack(cx, from, seq),
+            Message::Ping { seq, members } => self.on_ping(cx, from, seq, members),
+            Message::Ack { seq, members } => self.on_ack(cx, from, seq, members),
             Message::PingReq { seq, target } => self.on_ping_req(cx, from, seq, target),
             Message::IndirectAck { seq, target } => self.on_indirect_ack(seq, target),
             Message::Nack { seq } => self.on_nack(from, seq),

@@ -19,10 +19,22 @@
 //! it claims about a member held up here only makes that member suspect, giving it the
 //! chance to refute (memberlist does the same). Member syncs also go now and then to
 //! members held dead, so the two sides of a healed partition find each other again.
+//!
+//! # Stragglers
+//!
+//! A node that joins while others do can miss a member's rumor altogether: the rumor had
+//! died down before anyone knew of the joiner, and its seed's answer predates the member.
+//! Such a node would wait for its next member sync — at rest, up to memberlist's scaled
+//! push-pull period. So every probe carries its sender's count of members held up
+//! ([`Message::Ping`], [`Message::Ack`], a few bytes), and a node that hears a count above
+//! its own and whose table has not grown for a probe period (it is not merely still taking
+//! in rumors) sends that prober a digest at once, at most once per probe period. A count
+//! is a claim: the most a false one buys is one digest, within that rate, to a peer that
+//! is probing or was probed.
 
 use std::collections::BTreeSet;
 
-use peerlab_overlay::{Cx, Offence, PeerId, Rng};
+use peerlab_overlay::{Cx, Instant, Offence, PeerId, Rng};
 
 use crate::config::MAX_VERSION;
 use crate::members::{self, MemberState, View};
@@ -33,6 +45,15 @@ use crate::{Gossip, Phase, Timer};
 /// A dead-but-alive member (one that was cut off) is found again within about
 /// `member_sync_period / DEAD_SYNC_CHANCE / N_dead`; the cost is one wasted sync in four.
 const DEAD_SYNC_CHANCE: f64 = 0.25;
+
+/// When the member table last grew, and when a member count last started a sync.
+#[derive(Debug, Default)]
+pub(crate) struct CatchUp {
+    /// The last time a member was added (or came back).
+    pub(crate) grew: Option<Instant>,
+    /// The last time a probe's member count made this node send a digest.
+    asked: Option<Instant>,
+}
 
 /// `first`, then `then`, as many as fit `budget` bytes after `reserved`; `first` is
 /// shuffled when it does not all fit. `then` is taken lazily: no record past the budget is
@@ -75,6 +96,29 @@ impl Gossip {
             cx.send(p, Message::MemberDigest { complete, rows });
         }
         cx.set_timer(self.config.member_sync_period, Timer::MemberSync);
+    }
+
+    /// Members this node holds up, itself included: the count its probes carry.
+    pub(crate) fn members_held_up(&self) -> u32 {
+        u32::try_from(self.up_count() + 1).unwrap_or(u32::MAX)
+    }
+
+    /// A probe from or answered by `from` says it holds `theirs` members up: a node that
+    /// holds fewer and has stopped learning members is a straggler and asks `from` for a
+    /// sync (see "Stragglers" above).
+    pub(crate) fn on_member_count(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, theirs: u32) {
+        if self.phase != Phase::Running || theirs <= self.members_held_up() {
+            return;
+        }
+        let now = cx.now();
+        let period = self.config.probe_period;
+        let recent = |t: Option<Instant>| t.is_some_and(|t| now.saturating_since(t) < period);
+        if recent(self.catch_up.grew) || recent(self.catch_up.asked) {
+            return;
+        }
+        self.catch_up.asked = Some(now);
+        let (complete, rows) = self.member_digest(cx);
+        cx.send(from, Message::MemberDigest { complete, rows });
     }
 
     /// The member-sync partner: a random member that is up, or now and then (always, when

@@ -89,11 +89,18 @@ pub enum Message {
     Ping {
         /// Probe sequence number, echoed in the ack.
         seq: u64,
+        /// Members the sender holds up, itself included: a receiver that holds fewer asks
+        /// for a member sync (`member_sync.rs`, "Stragglers"). Absent (0) from older nodes.
+        #[serde(default)]
+        members: u32,
     },
     /// Answer to [`Message::Ping`].
     Ack {
         /// The ping's sequence number.
         seq: u64,
+        /// Members the sender holds up, itself included (as in [`Message::Ping`]).
+        #[serde(default)]
+        members: u32,
     },
     /// Asks the receiver to probe `target` on the sender's behalf.
     PingReq {

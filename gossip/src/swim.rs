@@ -115,9 +115,11 @@ impl Gossip {
 
     // ---- probing ----
 
-    pub(crate) fn on_ping(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, seq: u64) {
+    pub(crate) fn on_ping(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, seq: u64, members: u32) {
         if self.phase == Phase::Running {
-            cx.send(from, Message::Ack { seq });
+            let ours = self.members_held_up();
+            cx.send(from, Message::Ack { seq, members: ours });
+            self.on_member_count(cx, from, members);
         }
     }
 
@@ -168,7 +170,8 @@ impl Gossip {
                 asked: Vec::new(),
                 nacked: Vec::new(),
             });
-            cx.send(target, Message::Ping { seq });
+            let members = self.members_held_up();
+            cx.send(target, Message::Ping { seq, members });
             let timeout = self.health.scale(self.config.probe_timeout);
             cx.set_timer(timeout, Timer::ProbeTimeout { seq });
         }
@@ -226,7 +229,7 @@ impl Gossip {
         }
     }
 
-    pub(crate) fn on_ack(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, seq: u64) {
+    pub(crate) fn on_ack(&mut self, cx: &mut Cx<'_, Self>, from: PeerId, seq: u64, members: u32) {
         if !self.issued(seq) {
             self.offend(Offence::Unsolicited);
             return;
@@ -236,11 +239,13 @@ impl Gossip {
             && p.target == from
         {
             p.acked = true;
+            self.on_member_count(cx, from, members);
             return;
         }
         if self.relays.get(&seq).is_some_and(|r| r.target == from)
             && let Some(r) = self.relays.remove(&seq)
         {
+            self.on_member_count(cx, from, members);
             cx.send(
                 r.requester,
                 Message::IndirectAck {
@@ -285,7 +290,14 @@ impl Gossip {
                 born: cx.now(),
             },
         );
-        cx.send(target, Message::Ping { seq: relay_seq });
+        let members = self.members_held_up();
+        cx.send(
+            target,
+            Message::Ping {
+                seq: relay_seq,
+                members,
+            },
+        );
         let nack_after = self
             .config
             .probe_timeout
@@ -462,6 +474,9 @@ impl Gossip {
                 peer,
                 addrs: addrs.clone(),
             });
+        }
+        if matches!(change, Change::Up | Change::Back) || !was_known {
+            self.catch_up.grew = Some(now);
         }
         match change {
             Change::None => return,

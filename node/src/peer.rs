@@ -972,10 +972,10 @@ pub(crate) mod net {
     pub(crate) fn probe_role(msg: &Message) -> Option<ProbeRole> {
         match msg {
             Message::Gossip(
-                gossip::Message::Ping { seq } | gossip::Message::PingReq { seq, .. },
+                gossip::Message::Ping { seq, .. } | gossip::Message::PingReq { seq, .. },
             ) => Some(ProbeRole::Request(*seq)),
             Message::Gossip(
-                gossip::Message::Ack { seq }
+                gossip::Message::Ack { seq, .. }
                 | gossip::Message::IndirectAck { seq, .. }
                 | gossip::Message::Nack { seq },
             ) => Some(ProbeRole::Answer(*seq)),

@@ -157,8 +157,11 @@ fn forged_datagrams_are_refused_and_answers_go_only_to_signed_addresses() {
     forger.set_nonblocking(true).unwrap();
     let mut tag = [0u8; 8];
     tag.copy_from_slice(&a_id.public_key()[..8]);
-    let ping = peerlab_overlay::codec::encode(&peerlab_gossip::Message::Ping { seq: 1 }).unwrap();
-    let ack = peerlab_overlay::codec::encode(&peerlab_gossip::Message::Ack { seq: 1 }).unwrap();
+    let ping =
+        peerlab_overlay::codec::encode(&peerlab_gossip::Message::Ping { seq: 1, members: 1 })
+            .unwrap();
+    let ack = peerlab_overlay::codec::encode(&peerlab_gossip::Message::Ack { seq: 1, members: 1 })
+        .unwrap();
     let datagram = |from: PeerId, to_tag, nonce, echo, body: &[u8]| {
         Datagram {
             from: *from.public_key(),

@@ -198,3 +198,55 @@ fn news_brings_the_push_pulls_back_to_their_base_period() {
         );
     });
 }
+
+/// A member that missed a joiner's rumor (and every member sync meanwhile) learns of the
+/// joiner from the member counts its probes carry within a few probe periods — not at its
+/// next member sync, which at rest comes far later.
+#[test]
+fn a_member_that_missed_a_join_catches_up_from_the_probes_member_counts() {
+    for_each_seed(1..4, |seed| {
+        let (mut net, mut peers) = group(seed);
+        let (straggler, joiner) = (p(5), p(N));
+        // While the joiner joins, nothing about membership reaches the straggler.
+        net.set_filter(move |s| {
+            s.to != straggler
+                || !matches!(
+                    s.msg,
+                    crate::Message::Gossip { .. }
+                        | crate::Message::MemberDigest { .. }
+                        | crate::Message::MemberDelta { .. }
+                )
+        });
+        net.add(joiner, member(N));
+        net.command(joiner, Command::Join { seeds: vec![p(0)] });
+        peers.push(joiner);
+        let others: Vec<PeerId> = peers.iter().copied().filter(|m| *m != straggler).collect();
+        let deadline = net.now() + Duration::from_secs(5);
+        assert!(
+            net.run_until(deadline, |net| others
+                .iter()
+                .all(|m| sees_exactly(net, *m, &peers))),
+            "seed {seed}: the others did not all see the joiner"
+        );
+        assert!(
+            net.node(&straggler).member(&joiner).is_none(),
+            "seed {seed}: the straggler heard of the joiner through the filter"
+        );
+        // Let the rumor die down, then open the straggler up again.
+        let quiet = net.now() + Duration::from_secs(3);
+        let _ = net.run_until(quiet, |_| false);
+        net.clear_filter();
+        // 16 members probe one member a second each, and the straggler probes one itself:
+        // counts above its own reach it within a second or two; its digest is answered
+        // within a round trip. The member sync alone would take up to 10 s (its period).
+        let opened = net.now();
+        let deadline = opened + Duration::from_secs(3);
+        assert!(
+            net.run_until(deadline, |net| net
+                .node(&straggler)
+                .member(&joiner)
+                .is_some_and(|s| s.state.is_up())),
+            "seed {seed}: the straggler did not learn of the joiner within 3 s"
+        );
+    });
+}

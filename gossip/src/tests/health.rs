@@ -20,7 +20,7 @@ fn probe(g: &mut Gossip, now: u64) -> (PeerId, u64, u64, Vec<Out>) {
     let (target, seq) = sends(&out)
         .into_iter()
         .find_map(|(to, m)| match m {
-            Message::Ping { seq } => Some((to, seq)),
+            Message::Ping { seq, .. } => Some((to, seq)),
             _ => None,
         })
         .expect("a ping");
@@ -80,7 +80,7 @@ fn acks_bring_the_score_back_one_probe_at_a_time() {
         let (target, seq, _, out) = probe(&mut g, now);
         assert_eq!(g.local_health(), expected);
         run(&mut g, now + 1, |g, cx| {
-            g.handle_message(cx, target, Message::Ack { seq })
+            g.handle_message(cx, target, Message::Ack { seq, members: 0 })
         });
         now = next_probe_ms(&out);
     }
@@ -156,7 +156,7 @@ fn a_relay_nacks_a_silent_target_before_the_requesters_probe_ends() {
     let nack_at = timer_ms(&out, |t| matches!(t, Timer::RelayNack { .. })).unwrap();
     assert_eq!(nack_at, 400, "80 % of the probe timeout");
     let relay = match sends(&out).as_slice() {
-        [(to, Message::Ping { seq })] if *to == p(3) => *seq,
+        [(to, Message::Ping { seq, .. })] if *to == p(3) => *seq,
         o => panic!("{o:?}"),
     };
     let out = run(&mut h, 400, |g, cx| {
@@ -166,11 +166,18 @@ fn a_relay_nacks_a_silent_target_before_the_requesters_probe_ends() {
     // A target that answered is owed no nack.
     let out = run(&mut h, 500, |g, cx| g.handle_message(cx, p(1), req));
     let relay = match sends(&out).as_slice() {
-        [(_, Message::Ping { seq })] => *seq,
+        [(_, Message::Ping { seq, .. })] => *seq,
         o => panic!("{o:?}"),
     };
     run(&mut h, 600, |g, cx| {
-        g.handle_message(cx, p(3), Message::Ack { seq: relay })
+        g.handle_message(
+            cx,
+            p(3),
+            Message::Ack {
+                seq: relay,
+                members: 0,
+            },
+        )
     });
     let out = run(&mut h, 900, |g, cx| {
         g.handle_timer(cx, Timer::RelayNack { seq: relay })

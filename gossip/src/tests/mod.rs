@@ -951,7 +951,7 @@ fn failed_probes_lead_to_suspicion_then_death() {
     let (target, seq) = sends(&out)
         .into_iter()
         .find_map(|(to, m)| match m {
-            Message::Ping { seq } => Some((to, seq)),
+            Message::Ping { seq, .. } => Some((to, seq)),
             _ => None,
         })
         .unwrap();
@@ -996,7 +996,7 @@ fn indirect_acks_prevent_suspicion() {
     let (target, seq) = sends(&out)
         .into_iter()
         .find_map(|(to, m)| match m {
-            Message::Ping { seq } => Some((to, seq)),
+            Message::Ping { seq, .. } => Some((to, seq)),
             _ => None,
         })
         .unwrap();
@@ -1029,7 +1029,7 @@ fn relays_forward_indirect_acks() {
         )
     });
     let relay_seq = match sends(&out).as_slice() {
-        [(to, Message::Ping { seq })] if *to == p(3) => *seq,
+        [(to, Message::Ping { seq, .. })] if *to == p(3) => *seq,
         o => panic!("{o:?}"),
     };
     // An ack from someone else is not the target's.
@@ -1037,12 +1037,22 @@ fn relays_forward_indirect_acks() {
         sends(&run(&mut h, 1, |g, cx| g.handle_message(
             cx,
             p(1),
-            Message::Ack { seq: relay_seq }
+            Message::Ack {
+                seq: relay_seq,
+                members: 0
+            }
         )))
         .is_empty()
     );
     let out = run(&mut h, 1, |g, cx| {
-        g.handle_message(cx, p(3), Message::Ack { seq: relay_seq })
+        g.handle_message(
+            cx,
+            p(3),
+            Message::Ack {
+                seq: relay_seq,
+                members: 0,
+            },
+        )
     });
     assert_eq!(
         sends(&out),
@@ -1264,7 +1274,7 @@ fn leave_spreads_then_goes_silent() {
         sends(&run(&mut g, 2000, |g, cx| g.handle_message(
             cx,
             p(2),
-            Message::Ping { seq: 1 }
+            Message::Ping { seq: 1, members: 0 }
         )))
         .is_empty()
     );

@@ -321,7 +321,10 @@ fn rejected_input_is_reported_against_its_sender() {
     let mut g = swim(1, &[2, 3, 4]);
     // Acks and feedback for sequence numbers never issued: unsolicited.
     for msg in [
-        Message::Ack { seq: 99 },
+        Message::Ack {
+            seq: 99,
+            members: 0,
+        },
         Message::IndirectAck {
             seq: 99,
             target: p(2),
@@ -338,7 +341,7 @@ fn rejected_input_is_reported_against_its_sender() {
     run(&mut g, 2, |g, cx| g.handle_timer(cx, Timer::Probe));
     run(&mut g, 1002, |g, cx| g.handle_timer(cx, Timer::Probe));
     let out = run(&mut g, 1003, |g, cx| {
-        g.handle_message(cx, p(2), Message::Ack { seq: 1 })
+        g.handle_message(cx, p(2), Message::Ack { seq: 1, members: 0 })
     });
     assert!(offences(&out).is_empty());
     // Asked to probe oneself: malformed.
