@@ -7,6 +7,13 @@
 //! confirms fingers in one exchange and a node talks only to the peers in its own tables;
 //! missing fingers are looked up. Indices a successor list already determines are not
 //! stored.
+//!
+//! A node that knows the overlay's live members (`member_hints`) confirms a finger without
+//! any exchange when membership places no member between the finger's start and the
+//! finger and holds the finger up: at rest every finger is confirmed so, and a finger
+//! table costs no connection to peers it no longer talks to. Where membership and the
+//! finger disagree (a member joined in between, the finger died, or a member is up but
+//! not yet in the ring) the finger is checked with the finger itself as above.
 
 use peerlab_overlay::{Cx, Id};
 
@@ -36,9 +43,19 @@ impl Dht {
                 v.next_finger = lo;
             }
             let index = v.next_finger;
-            v.fixing = true;
             let (vnode, key) = (v.id, v.id.add_pow2(index));
-            match v.fingers.get(index) {
+            let cur = v.fingers.get(index);
+            if let Some(cur) = cur
+                && key.in_half_open(&vnode, &cur.id)
+                && self.members_confirm_finger(&key, &cur)
+            {
+                self.counters.fingers_confirmed_by_members += 1;
+                let hi = self.set_finger(vi, index, cur);
+                self.vnodes[vi].next_finger = hi;
+                continue;
+            }
+            self.vnodes[vi].fixing = true;
+            match cur {
                 // Ask the finger itself rather than look its start up again: a
                 // converged ring confirms it in one exchange, and a node keeps to
                 // its own fingers instead of touching a new lookup path each round

@@ -53,9 +53,31 @@ impl MemberHints {
             })
             .collect()
     }
+
+    /// Whether `finger` is the first hinted virtual node at or after `start`: membership
+    /// knows no member between the finger's start and the finger, and holds the finger's
+    /// peer up.
+    pub(crate) fn confirm(&self, start: &Id, finger: &NodeRef) -> bool {
+        self.ring
+            .range(*start..)
+            .chain(self.ring.range(..*start))
+            .next()
+            .is_some_and(|(id, peer)| *id == finger.id && *peer == finger.peer)
+    }
 }
 
 impl Dht {
+    /// Whether membership confirms `finger` as the successor of `start` without asking
+    /// anyone: the first hinted virtual node at or after `start` is the finger, and none of
+    /// this peer's own virtual nodes lies in `[start, finger)` (`fingers`).
+    pub(super) fn members_confirm_finger(&self, start: &Id, finger: &NodeRef) -> bool {
+        self.member_hints.confirm(start, finger)
+            && !self
+                .vnodes
+                .iter()
+                .any(|v| v.id == *start || v.id.in_open(start, &finger.id))
+    }
+
     /// The overlay's membership reports `peer` up: its virtual nodes become lookup hints
     /// (at most `MAX_MEMBER_HINT_PEERS`, 10 000, peers).
     pub fn member_up(&mut self, peer: PeerId) {

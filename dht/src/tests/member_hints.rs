@@ -72,3 +72,50 @@ fn a_stale_hint_costs_a_detour_not_a_failed_lookup() {
     let h = hops(&mut net, asker, 40_000, 60);
     assert!(h.iter().all(|&h| h <= 2), "{h:?}");
 }
+
+/// Requests each peer sends, over `secs` seconds of a ring at rest, to peers that are
+/// neither its predecessor nor among its successors.
+fn requests_beyond_neighbours(net: &mut super::Net, secs: u64) -> usize {
+    let ring = net.ring();
+    let n = ring.len();
+    let neighbours = |p: &PeerId| -> Vec<PeerId> {
+        let i = (0..n).find(|i| ring.nodes()[*i].peer == *p).unwrap();
+        let mut v: Vec<PeerId> = ring.successor_list(i, 4).iter().map(|r| r.peer).collect();
+        v.push(ring.nodes()[(i + n - 1) % n].peer);
+        v
+    };
+    net.take_sent();
+    net.run_for(Duration::from_secs(secs));
+    net.take_sent()
+        .iter()
+        .filter(|s| !super::is_reply(&s.msg) && !neighbours(&s.from).contains(&s.to))
+        .count()
+}
+
+#[test]
+fn membership_confirms_fingers_so_a_ring_at_rest_talks_only_to_its_neighbours() {
+    let (mut net, peers) = super::converge(super::new_net().with_send_log(), 32, cfg(1));
+    // Without membership, fix-fingers checks each finger with the finger itself.
+    let unhinted = requests_beyond_neighbours(&mut net, 120);
+    assert!(unhinted > 0, "fix-fingers sent no finger checks at all");
+    for a in &peers {
+        for b in &peers {
+            net.node_mut(a).member_up(*b);
+        }
+    }
+    let hinted = requests_beyond_neighbours(&mut net, 120);
+    assert_eq!(hinted, 0, "with membership (without: {unhinted})");
+    assert!(
+        peers
+            .iter()
+            .all(|p| net.node(p).counters().fingers_confirmed_by_members > 0)
+    );
+    // A finger that died is no longer confirmed: the ring repairs its fingers as before.
+    let dead = peers[7];
+    net.crash(dead);
+    for p in peers.iter().filter(|p| **p != dead) {
+        net.node_mut(p).member_down(dead);
+    }
+    net.run_for(Duration::from_secs(120));
+    net.assert_ideal();
+}
