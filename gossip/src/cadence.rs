@@ -12,7 +12,10 @@
 //! - a push-pull that saw the counter move since its last run runs again after one base
 //!   period; one that saw nothing new waits twice as many base periods as last time, up to
 //!   the rest period [`rest_period`] — the adaptive scheme of the DHT's maintenance
-//!   (Ghinita & Teo, IPDPS 2006) applied to gossip's backstop.
+//!   (Ghinita & Teo, IPDPS 2006) applied to gossip's backstop;
+//! - the member sync goes to the rest period after its first quiet run: a node its rumors
+//!   missed learns so from the member counts its probes carry (`member_sync.rs`,
+//!   "Stragglers") rather than from a sync that happens to come soon.
 //!
 //! A partition that heals, a node that joins or dies is news, so the push-pulls run at full
 //! speed exactly when their work matters. Data anti-entropy backs off only in
@@ -49,6 +52,8 @@ pub(crate) struct Cadence {
     ticks: u64,
     /// The news counter the last run saw.
     seen: u64,
+    /// Whether a quiet run goes straight to the maximum instead of doubling.
+    leap: bool,
 }
 
 impl Default for Cadence {
@@ -57,11 +62,22 @@ impl Default for Cadence {
             level: 1,
             ticks: 0,
             seen: u64::MAX,
+            leap: false,
         }
     }
 }
 
 impl Cadence {
+    /// A cadence whose first quiet run goes straight to the rest period: for a push-pull
+    /// whose misses something else reports at once (the member sync, whose stragglers the
+    /// probes' member counts find; `member_sync.rs`).
+    pub(crate) fn leaping() -> Cadence {
+        Cadence {
+            leap: true,
+            ..Cadence::default()
+        }
+    }
+
     /// One base period passed; `news` is the news counter now, `max` the longest wait in
     /// base periods (1: every period, no backoff). Whether the push-pull runs now.
     pub(crate) fn due(&mut self, news: u64, max: u64) -> bool {
@@ -74,10 +90,12 @@ impl Cadence {
         if self.ticks < self.level.min(max) {
             return false;
         }
-        self.level = if news == self.seen {
-            self.level.saturating_mul(2).min(max)
-        } else {
+        self.level = if news != self.seen {
             1
+        } else if self.leap {
+            max
+        } else {
+            self.level.saturating_mul(2).min(max)
         };
         self.seen = news;
         self.ticks = 0;
@@ -127,6 +145,14 @@ mod tests {
         assert_eq!(pattern(&mut c, &[1, 1, 1, 1], 8), "xx.x");
         // A stream of news keeps it at every period.
         assert_eq!(pattern(&mut c, &[2, 3, 4, 5], 8), "xxxx");
+    }
+
+    #[test]
+    fn a_leaping_cadence_goes_to_the_rest_period_after_one_quiet_run() {
+        let mut c = Cadence::leaping();
+        assert_eq!(pattern(&mut c, &[0; 12], 5), "xx....x....x");
+        // News still brings the base period back at once.
+        assert_eq!(pattern(&mut c, &[1, 2, 2, 2, 2, 2, 2], 5), "xxx....");
     }
 
     #[test]

@@ -512,7 +512,7 @@ impl Gossip {
             ae_every,
             news: 0,
             ae_cadence: Cadence::default(),
-            sync_cadence: Cadence::default(),
+            sync_cadence: Cadence::leaping(),
             rejected: Rejected::default(),
             phase: Phase::Running,
             join: None,
