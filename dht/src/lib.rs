@@ -81,12 +81,12 @@
 //! know instead of one per hop (Gupta, Liskov & Rodrigues, "One Hop Lookups for
 //! Peer-to-Peer Overlays", HotOS 2003, with full membership from gossip). The rest of the
 //! lookup — its checks, timeouts and detours — is unchanged, so a stale hint costs a
-//! timeout or a referral. The same placement confirms fingers: fix-fingers takes a finger
-//! as right without asking it when membership places no member between the finger's start
-//! and the finger and holds the finger up, so a ring at rest exchanges messages with its
-//! ring neighbours only and re-opens no connection to its fingers (`core::fingers`). A core
-//! told of no members (the simulator's Chord experiments) routes and checks fingers as in
-//! Chord.
+//! timeout or a referral. The same placement gives the fingers: fix-fingers takes the
+//! member placed first at or after a finger's start as that finger without asking anyone,
+//! so a joiner's finger table costs no lookups and a ring at rest exchanges messages with
+//! its ring neighbours only (`core::fingers`); a member membership reports down leaves the
+//! fingers at once. A core told of no members (the simulator's Chord experiments) routes
+//! and checks fingers as in Chord.
 //!
 //! # Storage
 //!

@@ -8,12 +8,15 @@
 //! missing fingers are looked up. Indices a successor list already determines are not
 //! stored.
 //!
-//! A node that knows the overlay's live members (`member_hints`) confirms a finger without
-//! any exchange when membership places no member between the finger's start and the
-//! finger and holds the finger up: at rest every finger is confirmed so, and a finger
-//! table costs no connection to peers it no longer talks to. Where membership and the
-//! finger disagree (a member joined in between, the finger died, or a member is up but
-//! not yet in the ring) the finger is checked with the finger itself as above.
+//! A node that knows the overlay's live members (`member_hints`) takes each finger from
+//! membership without any exchange: the first member's virtual node at or after the
+//! finger's start (unless one of its own lies in between). At rest that confirms the finger
+//! held, so a ring talks only to its neighbours; while a group forms it fills a missing or
+//! outdated finger without a lookup, so a joiner's finger table costs no connections. A
+//! member that is up but not yet in the ring, or has died unnoticed, costs a lookup that
+//! uses the finger a timeout or a refusal and a detour, as any stale finger does; membership
+//! reporting a peer down removes it from the fingers at once (`Dht::member_down`). Without
+//! members, fingers are checked with the finger itself as above.
 
 use peerlab_overlay::{Cx, Id};
 
@@ -45,12 +48,11 @@ impl Dht {
             let index = v.next_finger;
             let (vnode, key) = (v.id, v.id.add_pow2(index));
             let cur = v.fingers.get(index);
-            if let Some(cur) = cur
-                && key.in_half_open(&vnode, &cur.id)
-                && self.members_confirm_finger(&key, &cur)
-            {
-                self.counters.fingers_confirmed_by_members += 1;
-                let hi = self.set_finger(vi, index, cur);
+            if let Some(f) = self.finger_by_members(&key) {
+                // Membership places the finger: take it without an exchange, whether it
+                // confirms the finger held or names a missing or outdated one.
+                self.counters.fingers_by_members += 1;
+                let hi = self.set_finger(vi, index, f);
                 self.vnodes[vi].next_finger = hi;
                 continue;
             }

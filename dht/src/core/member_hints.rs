@@ -54,28 +54,31 @@ impl MemberHints {
             .collect()
     }
 
-    /// Whether `finger` is the first hinted virtual node at or after `start`: membership
-    /// knows no member between the finger's start and the finger, and holds the finger's
-    /// peer up.
-    pub(crate) fn confirm(&self, start: &Id, finger: &NodeRef) -> bool {
+    /// The first hinted virtual node at or after `start` (wrapping): where membership
+    /// places `start`'s successor among the other peers.
+    pub(crate) fn successor(&self, start: &Id) -> Option<NodeRef> {
         self.ring
             .range(*start..)
             .chain(self.ring.range(..*start))
             .next()
-            .is_some_and(|(id, peer)| *id == finger.id && *peer == finger.peer)
+            .map(|(id, peer)| NodeRef {
+                id: *id,
+                peer: *peer,
+            })
     }
 }
 
 impl Dht {
-    /// Whether membership confirms `finger` as the successor of `start` without asking
-    /// anyone: the first hinted virtual node at or after `start` is the finger, and none of
-    /// this peer's own virtual nodes lies in `[start, finger)` (`fingers`).
-    pub(super) fn members_confirm_finger(&self, start: &Id, finger: &NodeRef) -> bool {
-        self.member_hints.confirm(start, finger)
-            && !self
-                .vnodes
-                .iter()
-                .any(|v| v.id == *start || v.id.in_open(start, &finger.id))
+    /// Where membership places the successor of `start`, finger `start`'s holder: the
+    /// first hinted virtual node at or after it, unless one of this peer's own virtual
+    /// nodes lies in between (`fingers`).
+    pub(super) fn finger_by_members(&self, start: &Id) -> Option<NodeRef> {
+        let f = self.member_hints.successor(start)?;
+        let own_between = self
+            .vnodes
+            .iter()
+            .any(|v| v.id == *start || v.id.in_open(start, &f.id));
+        (!own_between).then_some(f)
     }
 
     /// The overlay's membership reports `peer` up: its virtual nodes become lookup hints
@@ -96,7 +99,9 @@ impl Dht {
         }
     }
 
-    /// The overlay's membership reports `peer` down or gone: no longer a hint.
+    /// The overlay's membership reports `peer` down or gone: no longer a hint, and no
+    /// longer a finger (fingers are membership's word too; successors and predecessors
+    /// keep their own checks).
     pub fn member_down(&mut self, peer: PeerId) {
         let h = &mut self.member_hints;
         if h.ring.get(&Id::vnode(&peer, 0)) != Some(&peer) {
@@ -105,5 +110,9 @@ impl Dht {
         for i in 0..self.cfg.vnodes {
             h.ring.remove(&Id::vnode(&peer, i));
         }
+        for v in &mut self.vnodes {
+            v.fingers.remove_where(|n| n.peer == peer);
+        }
+        self.finger_epoch += 1;
     }
 }

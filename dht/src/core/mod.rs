@@ -126,9 +126,9 @@ pub struct Counters {
     /// Stale or missing copies a read found at replicas and pushed the newest to (read
     /// repair).
     pub read_repairs: u64,
-    /// Fix-fingers checks settled by the overlay's membership without an exchange
+    /// Fix-fingers rounds settled by the overlay's membership without an exchange
     /// (`fingers`).
-    pub fingers_confirmed_by_members: u64,
+    pub fingers_by_members: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

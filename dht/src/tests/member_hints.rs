@@ -108,7 +108,7 @@ fn membership_confirms_fingers_so_a_ring_at_rest_talks_only_to_its_neighbours() 
     assert!(
         peers
             .iter()
-            .all(|p| net.node(p).counters().fingers_confirmed_by_members > 0)
+            .all(|p| net.node(p).counters().fingers_by_members > 0)
     );
     // A finger that died is no longer confirmed: the ring repairs its fingers as before.
     let dead = peers[7];
