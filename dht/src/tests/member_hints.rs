@@ -119,3 +119,42 @@ fn membership_confirms_fingers_so_a_ring_at_rest_talks_only_to_its_neighbours() 
     net.run_for(Duration::from_secs(120));
     net.assert_ideal();
 }
+
+/// Lookup steps a peer joining a converged ring of 64 sends in its first minute, with or
+/// without the members known.
+fn joiner_lookup_steps(with_members: bool) -> usize {
+    let (mut net, mut peers) = super::converge(super::new_net().with_send_log(), 64, cfg(1));
+    let joiner = PeerId::synthetic(65);
+    peers.push(joiner);
+    super::add_joining(&mut net, &cfg(1), joiner, 1, peers[0]);
+    if with_members {
+        for a in &peers {
+            for b in &peers {
+                net.node_mut(a).member_up(*b);
+            }
+        }
+    }
+    net.take_sent();
+    net.run_for(Duration::from_secs(60));
+    net.assert_ideal();
+    net.take_sent()
+        .iter()
+        .filter(|s| s.from == joiner && matches!(s.msg, crate::message::Message::FindStep { .. }))
+        .count()
+}
+
+#[test]
+fn a_joiner_takes_its_fingers_from_membership_instead_of_looking_them_up() {
+    let alone = joiner_lookup_steps(false);
+    let with_members = joiner_lookup_steps(true);
+    // Its own join lookup (two steps from a hint) at most; from fingers, a lookup per
+    // finger index not covered by the successor list.
+    assert!(
+        with_members <= 2,
+        "{with_members} lookup steps (without members: {alone})"
+    );
+    assert!(
+        alone >= with_members + 3,
+        "without members {alone}, with {with_members}"
+    );
+}
