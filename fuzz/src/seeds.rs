@@ -133,8 +133,18 @@ fn datagram_seeds() -> Vec<Seed> {
         (name.into(), d.to_bytes().expect("fits"))
     };
     vec![
-        one("ping", G::Ping { seq: 7, members: 3 }, 0x1234_5678_9abc_def0, 0),
-        one("ack", G::Ack { seq: 7, members: 3 }, 0, 0x1234_5678_9abc_def0),
+        one(
+            "ping",
+            G::Ping { seq: 7, members: 3 },
+            0x1234_5678_9abc_def0,
+            0,
+        ),
+        one(
+            "ack",
+            G::Ack { seq: 7, members: 3 },
+            0,
+            0x1234_5678_9abc_def0,
+        ),
         one("ping-req", G::PingReq { seq: 8, target: b }, 42, 0),
         one("indirect-ack", G::IndirectAck { seq: 8, target: b }, 0, 42),
         one("nack", G::Nack { seq: 8 }, 0, 42),
