@@ -8,15 +8,18 @@
 //! missing fingers are looked up. Indices a successor list already determines are not
 //! stored.
 //!
-//! A node that knows the overlay's live members (`member_hints`) takes each finger from
-//! membership without any exchange: the first member's virtual node at or after the
-//! finger's start (unless one of its own lies in between). At rest that confirms the finger
-//! held, so a ring talks only to its neighbours; while a group forms it fills a missing or
-//! outdated finger without a lookup, so a joiner's finger table costs no connections. A
-//! member that is up but not yet in the ring, or has died unnoticed, costs a lookup that
-//! uses the finger a timeout or a refusal and a detour, as any stale finger does; membership
-//! reporting a peer down removes it from the fingers at once (`Dht::member_down`). Without
-//! members, fingers are checked with the finger itself as above.
+//! A node that knows the overlay's live members (`member_hints`) asks membership first:
+//! where the first member's virtual node at or after the finger's start (unless one of its
+//! own lies in between) is the finger held, the finger is confirmed without an exchange, so
+//! a ring at rest talks only to its neighbours; where no finger is held (a joiner's table,
+//! a finger membership reported down), that member becomes the finger without a lookup, so
+//! a joiner's finger table costs no connections. Where membership names another member
+//! than the finger held, that member may be up but not yet in the ring (a node restarting
+//! under churn), and the finger is checked with the finger itself as above, which only
+//! ever leads to nodes in the ring. A member that died unnoticed costs a lookup that uses
+//! it a timeout and a detour, as any stale finger does; membership reporting a peer down
+//! removes it from the fingers at once (`Dht::member_down`). Without members, fingers are
+//! checked as in Chord.
 
 use peerlab_overlay::{Cx, Id};
 
@@ -48,9 +51,13 @@ impl Dht {
             let index = v.next_finger;
             let (vnode, key) = (v.id, v.id.add_pow2(index));
             let cur = v.fingers.get(index);
-            if let Some(f) = self.finger_by_members(&key) {
-                // Membership places the finger: take it without an exchange, whether it
-                // confirms the finger held or names a missing or outdated one.
+            let held = cur.filter(|c| key.in_half_open(&vnode, &c.id));
+            if let Some(f) = self.finger_by_members(&key)
+                && held.is_none_or(|c| c == f)
+            {
+                // Membership confirms the finger held, or places a missing one: taken
+                // without an exchange. A member it names in place of a finger held may be
+                // up but not yet in the ring, so that case is checked with the finger.
                 self.counters.fingers_by_members += 1;
                 let hi = self.set_finger(vi, index, f);
                 self.vnodes[vi].next_finger = hi;

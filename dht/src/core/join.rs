@@ -253,7 +253,10 @@ impl Dht {
         let last = v.succs.last().map_or(v.id, |s| s.id);
         let from = first_uncovered(&v.id, &last);
         self.notify(cx, vnode, succ);
-        if from < FINGERS && succ.peer != self.me {
+        // The successor's fingers seed this vnode's, unless membership places them: fingers
+        // copied from the successor would be held, and a held finger that membership
+        // contradicts is checked and looked up (`fingers`).
+        if from < FINGERS && succ.peer != self.me && self.member_hints.is_empty() {
             let req = self.fresh();
             let msg = Message::GetFingers {
                 req,

@@ -54,6 +54,11 @@ impl MemberHints {
             .collect()
     }
 
+    /// Whether no member is hinted (a core told of no members).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
     /// The first hinted virtual node at or after `start` (wrapping): where membership
     /// places `start`'s successor among the other peers.
     pub(crate) fn successor(&self, start: &Id) -> Option<NodeRef> {
