@@ -13,8 +13,9 @@
 //! 3. the initiator answers the `want` with those records.
 //!
 //! While the table changes the sync runs every period; after one quiet run it stretches to
-//! memberlist's scaled push-pull period (`cadence.rs`). Tables that agree cost one digest and no answer; memberlist's full-state push-pull
-//! would send every record with its addresses both ways. A list of records merged from
+//! memberlist's scaled push-pull period (`cadence.rs`). Tables that agree cost one digest
+//! and no answer; memberlist's full-state push-pull would send every record with its
+//! addresses both ways. A list of records merged from
 //! another node (a join reply, a member delta) is second-hand and may be old, so a `dead`
 //! it claims about a member held up here only makes that member suspect, giving it the
 //! chance to refute (memberlist does the same). Member syncs also go now and then to

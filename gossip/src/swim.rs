@@ -475,7 +475,10 @@ impl Gossip {
                 addrs: addrs.clone(),
             });
         }
-        if matches!(change, Change::Up | Change::Back) || !was_known {
+        // The members held up grew: a member joined, came back, or arrived suspect.
+        if matches!(change, Change::Up | Change::Back)
+            || (matches!(change, Change::Suspected) && !was_known)
+        {
             self.catch_up.grew = Some(now);
         }
         match change {
