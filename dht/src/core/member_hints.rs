@@ -15,6 +15,26 @@
 //! not yet in the ring) costs one timeout or one referral, and a member that lies is
 //! routed around like any other liar. Without members (a core on its own, or in a test)
 //! lookups start from the finger table as in Chord.
+//!
+//! # Neighbours at rest
+//!
+//! The same placement settles most of a ring at rest's stabilization. A stabilize round
+//! asks the first successor for its predecessor and successor list; check-predecessor asks
+//! the predecessor whether it is alive. When membership places the head of the successor
+//! list a virtual node holds (its first `R` entries, where a record's replicas go; among
+//! the members' and this peer's own joined virtual nodes), and the successor's last answer named this node its predecessor, the round could only
+//! confirm what both already know, and it is skipped; when membership places the
+//! predecessor held just before the node, check-predecessor is skipped, and the member
+//! before the predecessor becomes the stand-in that takes its range should it die
+//! (`window`). Nothing is *taken* from membership: a member that membership places
+//! differently (up but not yet in the ring, or in the ring but not yet a member) leaves
+//! the exchange to run as in Chord, a joiner still announces itself by notify and
+//! successor hints, and a member that dies reaches the ring as a failure notice
+//! (`handle_peer_down`) that the node checks with a request of its own. Every
+//! [`ROUNDS_BETWEEN_EXCHANGES`]-th round runs the exchange anyway, for what membership
+//! cannot see (a successor that restarted within its suspicion time and lost its
+//! predecessor). A ring at rest then sends a fifth of Chord's stabilization messages, and
+//! none for fingers (`fingers`).
 
 use std::collections::BTreeMap;
 
@@ -31,6 +51,13 @@ pub(crate) const MAX_MEMBER_HINT_PEERS: usize = 10_000;
 /// Hints offered to a lookup's first step: the members' virtual nodes just before its
 /// key, so that a stale nearest one leaves a second to try.
 const MEMBER_HINTS_PER_LOOKUP: usize = 2;
+
+/// Stabilize or check-predecessor rounds in a row that membership may settle without an
+/// exchange; the next one runs it. Four: a ring at rest (32 s rounds on a LAN) still
+/// exchanges with its neighbours every two minutes or so, which bounds how long a
+/// successor that restarted unnoticed waits for its predecessor's notify, while the
+/// stabilization traffic of a ring at rest falls five-fold.
+pub(crate) const ROUNDS_BETWEEN_EXCHANGES: u32 = 4;
 
 /// The live members' virtual nodes, by id (this peer's own are never among them).
 #[derive(Debug, Default)]
@@ -74,6 +101,114 @@ impl MemberHints {
 }
 
 impl Dht {
+    /// Where membership places the `n` virtual nodes after vnode `vi`, nearest first: the
+    /// members' and this peer's other joined virtual nodes.
+    fn placed_after(&self, vi: usize, n: usize) -> Vec<NodeRef> {
+        let id = self.vnodes[vi].id;
+        let mut out: Vec<NodeRef> = self
+            .member_hints
+            .ring
+            .range(id..)
+            .chain(self.member_hints.ring.range(..id))
+            .filter(|(h, _)| **h != id)
+            .take(n)
+            .map(|(id, peer)| NodeRef {
+                id: *id,
+                peer: *peer,
+            })
+            .chain(self.own_joined_except(id))
+            .collect();
+        out.sort_by_key(|r| id.distance_to(&r.id));
+        out.truncate(n);
+        out
+    }
+
+    /// Where membership places the virtual node just before `id`: the nearest of the
+    /// members' and this peer's joined virtual nodes (other than `id` itself).
+    fn placed_before(&self, id: &Id) -> Option<NodeRef> {
+        let hint = self
+            .member_hints
+            .ring
+            .range(..*id)
+            .rev()
+            .chain(self.member_hints.ring.range(*id..).rev())
+            .find(|(h, _)| *h != id)
+            .map(|(id, peer)| NodeRef {
+                id: *id,
+                peer: *peer,
+            });
+        hint.into_iter()
+            .chain(self.own_joined_except(*id))
+            .max_by_key(|r| id.distance_to(&r.id))
+    }
+
+    fn own_joined_except(&self, id: Id) -> impl Iterator<Item = NodeRef> + '_ {
+        self.vnodes
+            .iter()
+            .filter(move |v| v.joined && v.id != id)
+            .map(|v| self.me_at(v.id))
+    }
+
+    /// Whether vnode `vi`'s periodic stabilize round may be skipped ("Neighbours at
+    /// rest"): no round or successor hint is pending, its successor's last answer named it
+    /// predecessor, membership places the successor list
+    /// it holds, and the last few rounds did not all skip. Counts the skip.
+    pub(super) fn succs_at_rest(&mut self, vi: usize) -> bool {
+        if self.member_hints.is_empty() {
+            return false;
+        }
+        let v = &self.vnodes[vi];
+        let settled = v.joined
+            && !v.stabilizing
+            && v.hint.is_none()
+            && v.succs.first().map(|s| s.id) == v.succ_confirmed
+            && v.succ_confirmed.is_some()
+            && v.succ_rounds_by_members < ROUNDS_BETWEEN_EXCHANGES
+            && {
+                // The replica set's part of the list: deeper entries follow the
+                // successor's own list a round behind, and a change there that moves a
+                // replica set comes with the successor's hint (`on_successor_hint`).
+                let k = v.succs.len().min(self.cfg.replicas);
+                self.placed_after(vi, k) == v.succs[..k]
+            };
+        let v = &mut self.vnodes[vi];
+        if settled {
+            v.succ_rounds_by_members += 1;
+            self.counters.neighbours_by_members += 1;
+        } else {
+            v.succ_rounds_by_members = 0;
+        }
+        settled
+    }
+
+    /// Whether vnode `vi`'s check-predecessor round may be skipped ("Neighbours at rest"):
+    /// membership places the predecessor it holds just before it, and the last few rounds
+    /// did not all skip. The member before that predecessor becomes the stand-in should it
+    /// die. Counts the skip.
+    pub(super) fn pred_at_rest(&mut self, vi: usize) -> bool {
+        if self.member_hints.is_empty() {
+            return false;
+        }
+        let v = &self.vnodes[vi];
+        let Some(pred) = v.pred else { return false };
+        let settled = v.pred_rounds_by_members < ROUNDS_BETWEEN_EXCHANGES
+            && self.placed_before(&v.id) == Some(pred);
+        let stand_in = self
+            .placed_before(&pred.id)
+            .filter(|h| settled && h.id != v.id && h.peer != pred.peer);
+        let v = &mut self.vnodes[vi];
+        if settled {
+            v.pred_rounds_by_members += 1;
+            if stand_in.is_some() {
+                v.pred_hint = stand_in;
+            }
+            self.counters.neighbours_by_members += 1;
+        } else {
+            v.pred_rounds_by_members = 0;
+        }
+        settled
+    }
+
     /// Where membership places the successor of `start`, finger `start`'s holder: the
     /// first hinted virtual node at or after it, unless one of this peer's own virtual
     /// nodes lies in between (`fingers`).

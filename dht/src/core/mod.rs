@@ -129,6 +129,9 @@ pub struct Counters {
     /// Fix-fingers rounds settled by the overlay's membership without an exchange
     /// (`fingers`).
     pub fingers_by_members: u64,
+    /// Stabilize and check-predecessor rounds of a virtual node settled by the overlay's
+    /// membership without an exchange (`member_hints`, "Neighbours at rest").
+    pub neighbours_by_members: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +166,14 @@ struct VNode {
     /// owned, and re-replicated, as soon as a request to the predecessor times out,
     /// rather than after the next notify (`window`).
     pred_hint: Option<NodeRef>,
+    /// The first successor whose last stabilize answer named this vnode its predecessor:
+    /// with membership placing the same successors, a round may be skipped
+    /// (`member_hints`, "Neighbours at rest").
+    succ_confirmed: Option<Id>,
+    /// Stabilize rounds in a row that membership settled without an exchange.
+    succ_rounds_by_members: u32,
+    /// Check-predecessor rounds in a row that membership settled without an exchange.
+    pred_rounds_by_members: u32,
 }
 
 /// Read-only view of one virtual node.
@@ -257,6 +268,9 @@ impl Dht {
                 walk: 0,
                 resyncing: false,
                 pred_hint: None,
+                succ_confirmed: None,
+                succ_rounds_by_members: 0,
+                pred_rounds_by_members: 0,
             })
             .collect();
         vnodes.sort_by_key(|v| v.id);
@@ -633,6 +647,9 @@ impl Dht {
                 self.unify_rings(cx);
                 let ids = self.vnode_ids();
                 for id in ids {
+                    if self.vidx(&id).is_some_and(|vi| self.succs_at_rest(vi)) {
+                        continue;
+                    }
                     self.stabilize_vnode(cx, id);
                 }
                 let d = self.jittered(cx, self.cfg.stabilize_period);

@@ -89,6 +89,8 @@ impl Dht {
             self.stabilize_if_hinted(cx, vi);
             return;
         }
+        // The successor knows this node as its predecessor ("Neighbours at rest").
+        let confirmed = (pred == Some(self.me_at(vnode))).then_some(succ.id);
         // The closest of the successor's predecessor and a hint that came in meanwhile.
         let v = &mut self.vnodes[vi];
         let mut best = pred.filter(|p| p.id.in_open(&vnode, &succ.id));
@@ -128,6 +130,7 @@ impl Dht {
             return;
         }
         v.walk = 0;
+        v.succ_confirmed = confirmed;
         self.adopt(cx, vi, succ, &list);
         self.vnodes[vi].stabilizing = false;
         self.notify(cx, vnode, succ);
@@ -294,17 +297,17 @@ impl Dht {
     }
 
     /// One check-predecessor tick: ask every predecessor on another peer for its state
-    /// (a timeout evicts it).
+    /// (a timeout evicts it), unless membership settles it (`member_hints`).
     pub(super) fn check_predecessors(&mut self, cx: &mut Cx<'_, Self>) {
-        let preds: Vec<(Id, NodeRef)> = self
-            .vnodes
-            .iter()
-            .filter(|v| v.joined)
-            .filter_map(|v| v.pred.map(|p| (v.id, p)))
-            .filter(|(_, p)| p.peer != self.me)
-            .collect();
-        for (vnode, p) in preds {
-            self.check_pred(cx, vnode, p);
+        for vi in 0..self.vnodes.len() {
+            let v = &self.vnodes[vi];
+            let Some(p) = v.pred.filter(|p| v.joined && p.peer != self.me) else {
+                continue;
+            };
+            let vnode = v.id;
+            if !self.pred_at_rest(vi) {
+                self.check_pred(cx, vnode, p);
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use peerlab_overlay::{Id, PeerId};
 
 use super::{RingNet, cfg, converged_with};
+use crate::message::Message;
 use crate::{Command, Reply};
 
 /// Hops of lookups for `keys` keys asked at `p` (request ids from `base`).
@@ -139,7 +140,7 @@ fn joiner_lookup_steps(with_members: bool) -> usize {
     net.assert_ideal();
     net.take_sent()
         .iter()
-        .filter(|s| s.from == joiner && matches!(s.msg, crate::message::Message::FindStep { .. }))
+        .filter(|s| s.from == joiner && matches!(s.msg, Message::FindStep { .. }))
         .count()
 }
 
@@ -157,4 +158,70 @@ fn a_joiner_takes_its_fingers_from_membership_instead_of_looking_them_up() {
         alone >= with_members + 3,
         "without members {alone}, with {with_members}"
     );
+}
+
+/// Stabilization messages each peer sends, over `secs` seconds, to its predecessor or its
+/// successors: state requests of stabilize rounds and predecessor checks, and notifies.
+fn requests_to_neighbours(net: &mut super::Net, secs: u64) -> usize {
+    let ring = net.ring();
+    let n = ring.len();
+    let neighbours = |p: &PeerId| -> Vec<PeerId> {
+        let i = (0..n).find(|i| ring.nodes()[*i].peer == *p).unwrap();
+        let mut v: Vec<PeerId> = ring.successor_list(i, 4).iter().map(|r| r.peer).collect();
+        v.push(ring.nodes()[(i + n - 1) % n].peer);
+        v
+    };
+    net.take_sent();
+    net.run_for(Duration::from_secs(secs));
+    net.take_sent()
+        .iter()
+        .filter(|s| matches!(s.msg, Message::GetState { .. } | Message::Notify { .. }))
+        .filter(|s| neighbours(&s.from).contains(&s.to))
+        .count()
+}
+
+/// Every peer of `peers` learns every other from membership.
+fn all_members(net: &mut super::Net, peers: &[PeerId]) {
+    for a in peers {
+        for b in peers {
+            net.node_mut(a).member_up(*b);
+        }
+    }
+}
+
+#[test]
+fn membership_settles_a_ring_at_rest_so_neighbours_exchange_a_fifth_as_often() {
+    let (mut net, mut peers) = super::converge(super::new_net().with_send_log(), 32, cfg(1));
+    // At rest (maintenance backed off) and without membership: Chord's stabilization.
+    net.run_for(Duration::from_secs(120));
+    let unhinted = requests_to_neighbours(&mut net, 600);
+    all_members(&mut net, &peers);
+    let hinted = requests_to_neighbours(&mut net, 600);
+    // One round in five exchanges: what membership cannot see still gets checked.
+    assert!(hinted > 0, "no exchange at all with membership");
+    assert!(
+        hinted * 4 <= unhinted,
+        "with membership {hinted} stabilization messages, without {unhinted}"
+    );
+    assert!(
+        peers
+            .iter()
+            .all(|p| net.node(p).counters().neighbours_by_members > 0)
+    );
+    // What membership reports still reaches the ring at once: a crash …
+    let dead = peers.remove(7);
+    net.crash(dead);
+    for p in &peers {
+        net.node_mut(p).member_down(dead);
+        net.peer_down(*p, dead);
+    }
+    net.run_for(Duration::from_secs(30));
+    net.assert_ideal();
+    // … and a joiner, which announces itself through the ring as in Chord.
+    let joiner = PeerId::synthetic(99);
+    peers.push(joiner);
+    super::add_joining(&mut net, &cfg(1), joiner, 1, peers[0]);
+    all_members(&mut net, &peers);
+    net.run_for(Duration::from_secs(30));
+    net.assert_ideal();
 }

@@ -10,6 +10,11 @@
 //! message counts spent on the way. Because it is deterministic, a slow convergence seen
 //! on a real testnet can be reproduced here, taken apart and fixed — the real machine adds
 //! scheduling delays, which `--latency-ms` stands in for.
+//!
+//! With `--rest-secs S` the run goes on after convergence: [`REST_SETTLE`] to settle, as
+//! `testnet compare serf` waits, then `S` seconds at rest, for which it reports the
+//! messages and payload bytes each node sends per second, by message kind — what a
+//! testnet at rest spends its bytes on, without the real machine's run-to-run spread.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant as WallInstant};
@@ -32,6 +37,12 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 const SERIES_EVERY: Duration = Duration::from_secs(10);
 /// Message kinds listed in the report.
 const TOP_KINDS: usize = 6;
+/// Simulated time between convergence and the window at rest (`--rest-secs`): the settle
+/// time of `testnet compare serf`, so that both measure the same stretch of a testnet's
+/// life.
+pub const REST_SETTLE: Duration = Duration::from_secs(15);
+/// Upper bound on `--rest-secs`.
+const MAX_REST_SECS: u64 = 3600;
 /// Upper bound on nodes (a testnet's own limit).
 const MAX_NODES: usize = crate::process::MAX_NODES;
 /// Upper bound on the simulated run, seconds: a day of virtual time is far beyond any
@@ -57,9 +68,17 @@ pub struct Params {
     /// Gossip partial view (0: partners from all members).
     #[arg(long, default_value_t = crate::process::TESTNET_GOSSIP_VIEW)]
     pub gossip_view: usize,
+    /// SWIM probe period, ms (default: the maintenance period, as `testnet up` does;
+    /// `testnet compare serf` uses memberlist's 1000).
+    #[arg(long)]
+    pub probe_ms: Option<u64>,
     /// One-way message latency, ms (stands in for a loaded machine's scheduling delay).
     #[arg(long, default_value_t = 2)]
     pub latency_ms: u64,
+    /// After convergence, settle 15 s and report S seconds at rest: messages and payload
+    /// bytes per node and second, by message kind (0: stop at convergence).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub rest_secs: u64,
     /// Give up after this many simulated seconds.
     #[arg(long, default_value_t = 1200)]
     pub timeout_secs: u64,
@@ -116,12 +135,32 @@ pub struct Report {
     pub dials_per_node: Vec<(String, f64)>,
     /// Ring and membership every [`SERIES_EVERY`].
     pub series: Vec<Point>,
+    /// The window at rest (`--rest-secs`), if one was run after convergence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rest: Option<Rest>,
     /// Simulated seconds.
     pub sim_seconds: f64,
     /// Simulator events processed.
     pub events: u64,
     /// Wall-clock seconds (the only key that differs between runs with the same seed).
     pub wall_seconds: f64,
+}
+
+/// What the nodes sent in the window at rest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rest {
+    /// Length of the window, simulated seconds.
+    pub secs: u64,
+    /// Messages per node and second.
+    pub messages_per_node_per_sec: f64,
+    /// Payload bytes (frame lengths) per node and second.
+    pub bytes_per_node_per_sec: f64,
+    /// Per message kind, most bytes first: (kind, messages per node and second, bytes per
+    /// node and second, new contacts per node in the window).
+    pub kinds: Vec<(String, f64, f64, f64)>,
+    /// Pairs of peers that exchanged their first message in the window, per node (each
+    /// one a connection dialled at rest, as far as connections were kept).
+    pub new_contacts_per_node: f64,
 }
 
 fn validate(p: &Params) -> Result<(), ExperimentError> {
@@ -139,6 +178,12 @@ fn validate(p: &Params) -> Result<(), ExperimentError> {
     }
     if p.latency_ms > 10_000 {
         return invalid("--latency-ms must be at most 10000");
+    }
+    if p.rest_secs > MAX_REST_SECS {
+        return invalid(format!("--rest-secs must be at most {MAX_REST_SECS}"));
+    }
+    if p.probe_ms == Some(0) {
+        return invalid("--probe-ms must be at least 1");
     }
     Ok(())
 }
@@ -206,6 +251,7 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
     let timings = Timings {
         maintenance_ms: p.maintenance_ms,
         gossip_view: p.gossip_view,
+        probe_ms: p.probe_ms,
         ..Timings::default()
     };
     let node_cfg = node_config(p, &timings);
@@ -305,7 +351,16 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         // Nobody reads the cores' events here; dropping them keeps the buffer small.
         drop(sim.take_events());
     }
-    let stats = sim.stats();
+    let converged_at = sim.now();
+    let mut contacts: Vec<u64> = ids
+        .iter()
+        .filter_map(|id| sim.node_stats(id))
+        .map(|s| s.contacts)
+        .collect();
+    let stats = sim.stats().clone();
+    let rest =
+        (converged.is_some() && p.rest_secs > 0).then(|| rest_window(&mut sim, &ids, p.rest_secs));
+    let stats = &stats;
     let n = p.nodes as f64;
     let mut top_kinds: Vec<(String, f64)> = stats
         .kinds
@@ -321,11 +376,6 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         .map(|(k, s)| (k.to_string(), s.first_contacts as f64 / n))
         .collect();
     dials.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut contacts: Vec<u64> = ids
-        .iter()
-        .filter_map(|id| sim.node_stats(id))
-        .map(|s| s.contacts)
-        .collect();
     contacts.sort_unstable();
     let at = |q: f64| {
         let i = ((contacts.len() as f64 * q).ceil() as usize).saturating_sub(1);
@@ -346,10 +396,61 @@ pub fn run(p: &Params) -> Result<Report, ExperimentError> {
         contacts_per_node: [at(0.5), at(0.99), contacts.last().copied().unwrap_or(0)],
         dials_per_node: dials,
         series,
-        sim_seconds: sim.now().as_secs_f64(),
+        rest,
+        sim_seconds: converged_at.as_secs_f64(),
         events: sim.events_processed(),
         wall_seconds: wall.elapsed().as_secs_f64(),
     })
+}
+
+/// Runs the settle time and the window at rest after convergence.
+fn rest_window(sim: &mut Sim<Peer<MemoryFactory>>, ids: &[PeerId], secs: u64) -> Rest {
+    sim.run_for(REST_SETTLE);
+    drop(sim.take_events());
+    let before = sim.stats().clone();
+    let contacts_before: u64 = ids
+        .iter()
+        .filter_map(|id| sim.node_stats(id))
+        .map(|s| s.contacts)
+        .sum();
+    // In steps, dropping the cores' events as the start-up loop does.
+    let end = sim.now() + Duration::from_secs(secs);
+    while sim.now() < end {
+        let step = (sim.now() + CHECK_EVERY).min(end);
+        sim.run_until(step);
+        drop(sim.take_events());
+    }
+    let after = sim.stats();
+    let per = (ids.len() as u64 * secs) as f64;
+    let n = ids.len() as f64;
+    let mut kinds: Vec<(String, f64, f64, f64)> = after
+        .kinds
+        .iter()
+        .map(|(k, a)| {
+            let b = before.kinds.get(k).copied().unwrap_or_default();
+            (
+                k.to_string(),
+                (a.sent - b.sent) as f64 / per,
+                (a.sent_bytes - b.sent_bytes) as f64 / per,
+                (a.first_contacts - b.first_contacts) as f64 / n,
+            )
+        })
+        .filter(|(_, m, _, _)| *m > 0.0)
+        .collect();
+    kinds.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let contacts_after: u64 = ids
+        .iter()
+        .filter_map(|id| sim.node_stats(id))
+        .map(|s| s.contacts)
+        .sum();
+    Rest {
+        secs,
+        messages_per_node_per_sec: (after.total.sent - before.total.sent) as f64 / per,
+        bytes_per_node_per_sec: (after.total.sent_bytes - before.total.sent_bytes) as f64 / per,
+        kinds,
+        // Each new pair counts once at both of its ends.
+        new_contacts_per_node: (contacts_after - contacts_before) as f64 / 2.0 / n,
+    }
 }
 
 impl Report {
@@ -388,6 +489,21 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(", "),
         );
+        if let Some(r) = &self.rest {
+            t.push_str(&format!(
+                "at rest ({} s, after {} s)  {:.2} messages, {:.0} B per node and second;                  new contacts {:.2} per node\n",
+                r.secs,
+                REST_SETTLE.as_secs(),
+                r.messages_per_node_per_sec,
+                r.bytes_per_node_per_sec,
+                r.new_contacts_per_node,
+            ));
+            for (k, m, b, c) in &r.kinds {
+                t.push_str(&format!(
+                    "  {k:<28} {m:>7.3} msg/s {b:>8.1} B/s {c:>6.2} new contacts\n"
+                ));
+            }
+        }
         t.push_str("  secs  joined  ring-correct  members-complete\n");
         for pt in &self.series {
             t.push_str(&format!(
@@ -410,7 +526,9 @@ mod tests {
             start_secs: 5.0,
             maintenance_ms: None,
             gossip_view: crate::process::TESTNET_GOSSIP_VIEW,
+            probe_ms: None,
             latency_ms,
+            rest_secs: 0,
             timeout_secs: 600,
             seed: 7,
         }
@@ -435,6 +553,14 @@ mod tests {
                 timeout_secs: 0,
                 ..params(8, 2)
             },
+            Params {
+                rest_secs: 3601,
+                ..params(8, 2)
+            },
+            Params {
+                probe_ms: Some(0),
+                ..params(8, 2)
+            },
         ] {
             assert!(matches!(run(&p), Err(ExperimentError::InvalidArgument(_))));
         }
@@ -455,6 +581,39 @@ mod tests {
         let last = a.series.last().expect("a point at convergence");
         assert_eq!((last.ring_correct, last.members_complete), (24, 24));
         assert_eq!(a.contacts_per_node, b.contacts_per_node);
+    }
+
+    #[test]
+    fn the_window_at_rest_reports_what_each_node_sends_per_second() {
+        let p = Params {
+            probe_ms: Some(500),
+            rest_secs: 30,
+            ..params(24, 2)
+        };
+        let r = run(&p).expect("runs");
+        let rest = r.rest.expect("converged, so the window at rest ran");
+        assert_eq!(rest.secs, 30);
+        let kinds: f64 = rest.kinds.iter().map(|(_, _, b, _)| b).sum();
+        assert!(
+            (kinds - rest.bytes_per_node_per_sec).abs() < 1e-6,
+            "kinds {kinds} against the total {}",
+            rest.bytes_per_node_per_sec
+        );
+        // Every node probes one member per probe period, at rest as ever.
+        let pings = rest
+            .kinds
+            .iter()
+            .find(|(k, ..)| k == "gossip_ping")
+            .map_or(0.0, |(_, m, ..)| *m);
+        assert!(
+            (1.8..=2.2).contains(&pings),
+            "{pings} probes per node and second"
+        );
+        // The start-up figures stop at convergence, whatever follows.
+        let plain = run(&Params { rest_secs: 0, ..p }).expect("runs");
+        assert_eq!(plain.contacts_per_node, r.contacts_per_node);
+        assert_eq!(plain.converged_secs, r.converged_secs);
+        assert!(plain.rest.is_none());
     }
 
     #[test]
