@@ -513,6 +513,20 @@ impl<F: StoreFactory> Peer<F> {
             // learns the whole member list at once, in id order, and linking to its head
             // would make every node pick the same few neighbours (which then refuse).
             cx.rng().shuffle(&mut up);
+            // Gossip partners go last, so they are tried first (the host cache hands out
+            // its newest): rumors already keep connections to them, so a hello to one
+            // costs no handshake, where one to a random member opens a connection (~20 KB
+            // of QUIC handshake on loopback) that only flooding then uses. The partial
+            // view is a uniform sample of the members, so the flooding graph stays random.
+            let mut partners: Vec<PeerId> = self
+                .gossip
+                .partners()
+                .iter()
+                .copied()
+                .filter(|p| *p != self.id)
+                .collect();
+            cx.rng().shuffle(&mut partners);
+            up.extend(partners);
             self.flood_do(cx, |f, cx| {
                 f.handle_command(cx, flood::Command::AddHosts(up))
             });

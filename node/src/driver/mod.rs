@@ -386,7 +386,11 @@ impl<P: NetCore> Driver<P> {
             .unwrap_or_default();
         let (handle, requests) = DriverHandle::channel();
         let (stream_tx, stream_rx) = mpsc::channel(STREAM_EVENT_CAPACITY);
-        let streams = Streams::new(stream_tx, cfg.delay.map(|d| (d, seed)));
+        let streams = Streams::new(
+            stream_tx,
+            cfg.delay.map(|d| (d, seed)),
+            streams::stream_idle(cfg.idle_timeout),
+        );
         let committer = core.committer();
         let probes = match cfg.probe_socket() {
             Some(at) => Probes::bind(local, at)
@@ -683,6 +687,7 @@ impl<P: NetCore> Driver<P> {
         q.frames.push_back(frame);
         if fresh {
             metrics::counter!(m::DIALS, "kind" => kind).increment(1);
+            tracing::debug!(target: "peerlab::dials", %peer, kind, "dial");
             let addrs = self.dial_addrs(&peer);
             match self
                 .swarm

@@ -23,7 +23,10 @@ use crate::process::{
 
 /// The nodes' log filter: membership changes and warnings.
 fn log_filter() -> String {
-    format!("warn,{}=info", peerlab_node::MEMBERS_LOG_TARGET)
+    format!(
+        "warn,{}=info,peerlab::dials=debug",
+        peerlab_node::MEMBERS_LOG_TARGET
+    )
 }
 
 /// The part of a log file read so far.

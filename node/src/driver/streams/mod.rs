@@ -73,8 +73,26 @@ pub(crate) const MAX_INBOUND_STREAMS_PER_PEER: usize = 4;
 pub(crate) const FRAME_READ_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A stream writer with nothing to send for this long closes its stream, so a connection
-/// without traffic can reach the idle timeout; the next frame opens a new stream.
+/// without traffic can reach libp2p's idle timeout; the next frame opens a new stream.
+/// [`stream_idle`] picks it from the connection idle timeout, between these bounds.
 pub(crate) const STREAM_IDLE: Duration = Duration::from_secs(30);
+
+/// The longest a stream writer idles: longer than the periods at which a node's protocols
+/// use a connection at rest (flooding keepalives every 30 s, DHT maintenance at 32 s,
+/// gossip's push-pulls at 30–150 s), so that periodic traffic does not pay for a stream's
+/// close and reopening every time — on loopback ten small packets, which made half of a
+/// 100-node testnet's bytes at rest when streams idled for 30 s
+/// (docs/experiments/compare.md).
+pub(crate) const STREAM_IDLE_MAX: Duration = Duration::from_secs(120);
+
+/// How long a stream writer idles before it closes its stream, for connections that close
+/// after `idle_timeout` without streams: half of it (so a connection nobody uses closes
+/// within one and a half idle timeouts, and in-process testnets, at 60 s, keep their
+/// connections as short-lived as they need), between [`STREAM_IDLE`] and
+/// [`STREAM_IDLE_MAX`].
+pub(crate) fn stream_idle(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 2).clamp(STREAM_IDLE, STREAM_IDLE_MAX)
+}
 
 /// What waits in front of one stream writer (frames handed over, not yet written).
 #[derive(Default)]
@@ -128,17 +146,25 @@ pub(super) struct Streams {
     events: mpsc::Sender<StreamEvent>,
     /// Delay of outgoing frames, and the seed each writer's delay stage draws from.
     delay: Option<(Delay, u64)>,
+    /// How long a writer idles before it closes its stream ([`stream_idle`]).
+    idle: Duration,
 }
 
 impl Streams {
-    /// No tasks yet; they will report to `events`.
-    pub(super) fn new(events: mpsc::Sender<StreamEvent>, delay: Option<(Delay, u64)>) -> Streams {
+    /// No tasks yet; they will report to `events`, and writers close their streams after
+    /// `idle` without a frame.
+    pub(super) fn new(
+        events: mpsc::Sender<StreamEvent>,
+        delay: Option<(Delay, u64)>,
+        idle: Duration,
+    ) -> Streams {
         Streams {
             writers: BTreeMap::new(),
             next_writer: 0,
             readers: BTreeMap::new(),
             events,
             delay,
+            idle,
         }
     }
 
@@ -210,6 +236,7 @@ impl Streams {
             peer,
             ch,
             id,
+            self.idle,
             rx,
             load.clone(),
             self.events.clone(),

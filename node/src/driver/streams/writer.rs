@@ -8,12 +8,12 @@ use libp2p::futures::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::OpenError;
-use super::{Load, STREAM_IDLE, StreamEvent, WRITE_COALESCE_BYTES};
+use super::{Load, StreamEvent, WRITE_COALESCE_BYTES};
 use crate::wire::{Channel, write_stream_frame};
 
 /// Owns one outbound stream: waits for it to be opened, then writes the frames the driver
 /// hands over, coalescing those waiting into one write, until the driver drops its sender,
-/// the stream fails, or nothing was sent for [`STREAM_IDLE`].
+/// the stream fails, or nothing was sent for `idle` (`super::stream_idle`).
 ///
 /// The peer never writes on the stream, so a pending read on it ends only when the peer's
 /// side is gone; the writer watches for that and ends at once rather than at its next
@@ -24,6 +24,7 @@ pub(super) async fn write_stream(
     peer: libp2p::PeerId,
     ch: Channel,
     id: u64,
+    idle: std::time::Duration,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     load: Arc<Load>,
     events: mpsc::Sender<StreamEvent>,
@@ -40,7 +41,7 @@ pub(super) async fn write_stream(
         let mut probe = [0u8; 1];
         loop {
             let next = tokio::select! {
-                r = tokio::time::timeout(STREAM_IDLE, rx.recv()) => r,
+                r = tokio::time::timeout(idle, rx.recv()) => r,
                 _ = rd.read(&mut probe) => {
                     return Err("stream closed by the peer".to_string());
                 }
