@@ -233,9 +233,7 @@ impl Streams {
         };
         tokio::spawn(writer::write_stream(
             net.open(peer, ch),
-            peer,
-            ch,
-            id,
+            (peer, ch, id),
             self.idle,
             rx,
             load.clone(),

@@ -21,9 +21,7 @@ use crate::wire::{Channel, write_stream_frame};
 /// lost, and the next frame starts a new writer.
 pub(super) async fn write_stream(
     open: oneshot::Receiver<Result<Stream, OpenError>>,
-    peer: libp2p::PeerId,
-    ch: Channel,
-    id: u64,
+    (peer, ch, id): (libp2p::PeerId, Channel, u64),
     idle: std::time::Duration,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     load: Arc<Load>,
