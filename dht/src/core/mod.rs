@@ -129,8 +129,9 @@ pub struct Counters {
     /// Fix-fingers rounds settled by the overlay's membership without an exchange
     /// (`fingers`).
     pub fingers_by_members: u64,
-    /// Stabilize and check-predecessor rounds of a virtual node settled by the overlay's
-    /// membership without an exchange (`member_hints`, "Neighbours at rest").
+    /// Stabilize, check-predecessor and empty-range repair rounds of a virtual node settled
+    /// by the overlay's membership without an exchange (`member_hints`, "Neighbours at
+    /// rest").
     pub neighbours_by_members: u64,
 }
 
@@ -174,6 +175,8 @@ struct VNode {
     succ_rounds_by_members: u32,
     /// Check-predecessor rounds in a row that membership settled without an exchange.
     pred_rounds_by_members: u32,
+    /// Repair rounds of an empty range in a row that membership settled without an offer.
+    repair_rounds_by_members: u32,
 }
 
 /// Read-only view of one virtual node.
@@ -271,6 +274,7 @@ impl Dht {
                 succ_confirmed: None,
                 succ_rounds_by_members: 0,
                 pred_rounds_by_members: 0,
+                repair_rounds_by_members: 0,
             })
             .collect();
         vnodes.sort_by_key(|v| v.id);
