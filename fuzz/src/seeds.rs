@@ -118,15 +118,18 @@ fn datagram_seeds() -> Vec<Seed> {
         peerlab_overlay::PeerId::synthetic(1),
         peerlab_overlay::PeerId::synthetic(2),
     );
-    let mut tag = [0u8; 8];
-    tag.copy_from_slice(&b.public_key()[..8]);
-    let one = |name: &str, msg: G, nonce: u64, echo: u64| -> Seed {
+    let tag = |p: &peerlab_overlay::PeerId| {
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&p.public_key()[..8]);
+        t
+    };
+    // A request's token is its nonce, an answer's the nonce it echoes.
+    let one = |name: &str, msg: G, token: u64| -> Seed {
         let body = codec::encode(&msg).expect("encodes");
         let d = crate::wire::Datagram {
-            from: *a.public_key(),
-            to_tag: tag,
-            nonce,
-            echo,
+            from_tag: tag(&a),
+            to_tag: tag(&b),
+            token,
             channel: Channel::Gossip,
             body: &body,
         };
@@ -137,17 +140,11 @@ fn datagram_seeds() -> Vec<Seed> {
             "ping",
             G::Ping { seq: 7, members: 3 },
             0x1234_5678_9abc_def0,
-            0,
         ),
-        one(
-            "ack",
-            G::Ack { seq: 7, members: 3 },
-            0,
-            0x1234_5678_9abc_def0,
-        ),
-        one("ping-req", G::PingReq { seq: 8, target: b }, 42, 0),
-        one("indirect-ack", G::IndirectAck { seq: 8, target: b }, 0, 42),
-        one("nack", G::Nack { seq: 8 }, 0, 42),
+        one("ack", G::Ack { seq: 7, members: 3 }, 0x1234_5678_9abc_def0),
+        one("ping-req", G::PingReq { seq: 8, target: b }, 42),
+        one("indirect-ack", G::IndirectAck { seq: 8, target: b }, 42),
+        one("nack", G::Nack { seq: 8 }, 42),
     ]
 }
 

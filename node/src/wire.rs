@@ -192,12 +192,14 @@ where
     Ok(Some(StreamFrame::Data(frame)))
 }
 
-/// Version byte of a probe datagram.
-pub const DATAGRAM_VERSION: u8 = 1;
+/// Version byte of a probe datagram. Version 1 carried the sender's whole key and a nonce
+/// and an echo side by side (58 header bytes, a third of a node's probe bytes); it is no
+/// longer read.
+pub const DATAGRAM_VERSION: u8 = 2;
 
-/// Bytes in front of a probe datagram's message: version, sender key (32), receiver tag
-/// (8), nonce (8), echo (8), channel (1).
-pub const DATAGRAM_HEADER: usize = 1 + 32 + 8 + 8 + 8 + 1;
+/// Bytes in front of a probe datagram's message: version, sender tag (8), receiver tag
+/// (8), token (8), channel (1).
+pub const DATAGRAM_HEADER: usize = 1 + 8 + 8 + 8 + 1;
 
 /// Largest probe datagram sent or accepted: 1200 bytes, what every IP path carries in one
 /// packet (QUIC's own floor). A probe's message is a few tens of bytes; a bigger datagram
@@ -207,20 +209,21 @@ pub const MAX_DATAGRAM: usize = 1200;
 /// One of SWIM's probe messages as a bare UDP datagram (see `driver::probe`): a fixed
 /// header, then the core's frame exactly as a stream would carry it.
 ///
-/// The sender's key is a claim, not a proof: the receiver answers a request only at the
+/// The sender is a claim, not a proof: the receiver answers a request only at the
 /// sender's own signed address and accepts an answer only if it echoes the nonce of its
-/// request. The receiver tag (the first 8 bytes of the receiver's key) lets a node drop
-/// datagrams meant for an identity that used its port before.
+/// request. Both ends are named by a tag, the first 8 bytes of their Ed25519 public keys:
+/// the receiver finds the sender among the members whose signed records name a probe
+/// address (a key with another member's tag would take 2^64 key generations to find), and
+/// drops datagrams meant for an identity that used its port before.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Datagram<'a> {
-    /// The sender's Ed25519 public key.
-    pub from: [u8; 32],
+    /// The first 8 bytes of the sender's public key.
+    pub from_tag: [u8; 8],
     /// The first 8 bytes of the receiver's public key.
     pub to_tag: [u8; 8],
-    /// Fresh random number of a request (0 in an answer).
-    pub nonce: u64,
-    /// The nonce of the request an answer answers (0 in a request).
-    pub echo: u64,
+    /// A request's fresh nonce, or the nonce of the request an answer answers (the
+    /// message says which it is).
+    pub token: u64,
     /// The channel whose frame the body is.
     pub channel: Channel,
     /// The core's frame.
@@ -269,18 +272,18 @@ impl<'a> Datagram<'a> {
             w.copy_from_slice(&b[i..i + 8]);
             u64::from_be_bytes(w)
         };
-        let mut from = [0u8; 32];
-        from.copy_from_slice(&b[1..33]);
-        let mut to_tag = [0u8; 8];
-        to_tag.copy_from_slice(&b[33..41]);
+        let tag_at = |i: usize| {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&b[i..i + 8]);
+            t
+        };
         let channel = *Channel::ALL
             .get(usize::from(b[DATAGRAM_HEADER - 1]))
             .ok_or(DatagramError::Channel)?;
         Ok(Datagram {
-            from,
-            to_tag,
-            nonce: u64_at(41),
-            echo: u64_at(49),
+            from_tag: tag_at(1),
+            to_tag: tag_at(9),
+            token: u64_at(17),
             channel,
             body: &b[DATAGRAM_HEADER..],
         })
@@ -294,10 +297,9 @@ impl<'a> Datagram<'a> {
         }
         let mut b = Vec::with_capacity(len);
         b.push(DATAGRAM_VERSION);
-        b.extend_from_slice(&self.from);
+        b.extend_from_slice(&self.from_tag);
         b.extend_from_slice(&self.to_tag);
-        b.extend_from_slice(&self.nonce.to_be_bytes());
-        b.extend_from_slice(&self.echo.to_be_bytes());
+        b.extend_from_slice(&self.token.to_be_bytes());
         b.push(self.channel.index() as u8);
         b.extend_from_slice(self.body);
         Some(b)
@@ -340,10 +342,9 @@ mod tests {
     #[test]
     fn datagrams_round_trip_and_malformed_ones_are_named() {
         let d = Datagram {
-            from: [3; 32],
+            from_tag: [3; 8],
             to_tag: [4; 8],
-            nonce: 0x0102_0304_0506_0708,
-            echo: 9,
+            token: 0x0102_0304_0506_0708,
             channel: Channel::Gossip,
             body: &[1, 2, 3],
         };
@@ -355,7 +356,7 @@ mod tests {
             Err(DatagramError::Short)
         );
         let mut v = b.clone();
-        v[0] = 2;
+        v[0] = 1;
         assert_eq!(Datagram::parse(&v), Err(DatagramError::Version));
         let mut c = b.clone();
         c[DATAGRAM_HEADER - 1] = Channel::ALL.len() as u8;

@@ -162,12 +162,14 @@ fn forged_datagrams_are_refused_and_answers_go_only_to_signed_addresses() {
             .unwrap();
     let ack = peerlab_overlay::codec::encode(&peerlab_gossip::Message::Ack { seq: 1, members: 1 })
         .unwrap();
-    let datagram = |from: PeerId, to_tag, nonce, echo, body: &[u8]| {
+    // A request's token is its nonce, an answer's the nonce it echoes.
+    let datagram = |from: PeerId, to_tag, token, body: &[u8]| {
+        let mut from_tag = [0u8; 8];
+        from_tag.copy_from_slice(&from.public_key()[..8]);
         Datagram {
-            from: *from.public_key(),
+            from_tag,
             to_tag,
-            nonce,
-            echo,
+            token,
             channel: Channel::Gossip,
             body,
         }
@@ -188,12 +190,12 @@ fn forged_datagrams_are_refused_and_answers_go_only_to_signed_addresses() {
         .collect();
 
     send(&[1, 2, 3]);
-    let mut wrong_version = datagram(b_id, tag, 5, 0, &ping);
+    let mut wrong_version = datagram(b_id, tag, 5, &ping);
     wrong_version[0] = 0xee;
     send(&wrong_version);
-    send(&datagram(b_id, [0xab; 8], 5, 0, &ping));
-    send(&datagram(PeerId::synthetic(77), tag, 5, 0, &ping));
-    send(&datagram(b_id, tag, 0, 0x1234_5678, &ack));
+    send(&datagram(b_id, [0xab; 8], 5, &ping));
+    send(&datagram(PeerId::synthetic(77), tag, 5, &ping));
+    send(&datagram(b_id, tag, 0x1234_5678, &ack));
     for (o, was) in ["short", "version", "not_for_me", "unknown_peer", "nonce"]
         .iter()
         .zip(&before)
@@ -208,7 +210,7 @@ fn forged_datagrams_are_refused_and_answers_go_only_to_signed_addresses() {
     // A ping in B's name: A answers at B's signed address, where B refuses an ack that
     // echoes no request of its own.
     let b_nonce_before = counter(&b.metrics().unwrap(), DATAGRAMS, "outcome=\"nonce\"");
-    send(&datagram(b_id, tag, 0x0bad_cafe, 0, &ping));
+    send(&datagram(b_id, tag, 0x0bad_cafe, &ping));
     wait_for(
         "B receives A's answer to the ping forged in its name",
         Duration::from_secs(5),

@@ -804,11 +804,13 @@ impl<P: NetCore> Driver<P> {
         if !self.probes.is_for_me(&d) {
             return refused("not_for_me");
         }
-        let from = PeerId::from_public_key(d.from);
+        let Some(from) = self.probes.peer_of(&d.from_tag) else {
+            return refused("unknown_peer");
+        };
         let Some(peer) = to_libp2p(&from) else {
             return refused("unknown_peer");
         };
-        if from == self.local || !self.probes.knows(&from) {
+        if from == self.local {
             return refused("unknown_peer");
         }
         let now = std::time::Instant::now();

@@ -19,7 +19,7 @@
 //! (`probe_datagrams = false`) still takes part. An answer goes back the way its request
 //! came: by datagram to a request that came by datagram, on a stream otherwise.
 //!
-//! **What a datagram proves.** Nothing: it has no handshake, and its sender's key is a
+//! **What a datagram proves.** Nothing: it has no handshake, and its sender's tag is a
 //! claim. The rules make the claim harmless to believe:
 //!
 //! - A request is taken only from a peer whose signed record names a probe address, and
@@ -107,6 +107,13 @@ pub(crate) fn leading_ip(addr: &Multiaddr) -> Option<IpAddr> {
     }
 }
 
+/// A peer's tag on the datagram path: the first 8 bytes of its public key.
+pub(crate) fn tag(peer: &PeerId) -> [u8; 8] {
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&peer.public_key()[..8]);
+    t
+}
+
 /// The multiaddr of a probe address.
 pub(crate) fn probe_multiaddr(sa: SocketAddr) -> Multiaddr {
     Multiaddr::from(sa.ip()).with(AddrProto::Udp(sa.port()))
@@ -167,6 +174,9 @@ pub(crate) struct Probes {
     socket: Option<tokio::net::UdpSocket>,
     me: PeerId,
     peers: BTreeMap<PeerId, PeerAddrs>,
+    /// The peers of `peers` by tag (the first 8 bytes of their keys; see
+    /// [`Datagram`]): whoever was learned first keeps a tag.
+    by_tag: BTreeMap<[u8; 8], PeerId>,
     /// Peers in the order their addresses were first learned (for the bound).
     learned: VecDeque<PeerId>,
     sent: Nonces,
@@ -183,6 +193,7 @@ impl Probes {
             socket: None,
             me,
             peers: BTreeMap::new(),
+            by_tag: BTreeMap::new(),
             learned: VecDeque::new(),
             sent: Nonces::default(),
             received: Nonces::default(),
@@ -229,8 +240,20 @@ impl Probes {
     }
 
     /// Whether `peer` has a signed probe address.
+    #[cfg(test)]
     pub(crate) fn knows(&self, peer: &PeerId) -> bool {
         self.peers.contains_key(peer)
+    }
+
+    /// The peer with a signed probe address whose key starts with `tag`.
+    pub(crate) fn peer_of(&self, tag: &[u8; 8]) -> Option<PeerId> {
+        self.by_tag.get(tag).copied()
+    }
+
+    fn forget(&mut self, peer: &PeerId) {
+        if self.peers.remove(peer).is_some() && self.by_tag.get(&tag(peer)) == Some(peer) {
+            self.by_tag.remove(&tag(peer));
+        }
     }
 
     /// `peer`'s signed record lists these probe addresses (all of them: an empty list
@@ -243,7 +266,8 @@ impl Probes {
         addrs.dedup();
         addrs.truncate(ADDRS_PER_PEER);
         if addrs.is_empty() {
-            if self.peers.remove(&peer).is_some() {
+            if self.peers.contains_key(&peer) {
+                self.forget(&peer);
                 self.learned.retain(|p| *p != peer);
             }
             return;
@@ -263,10 +287,11 @@ impl Probes {
                         confirmed: None,
                     },
                 );
+                self.by_tag.entry(tag(&peer)).or_insert(peer);
                 self.learned.push_back(peer);
                 while self.learned.len() > MAX_PROBE_PEERS {
                     if let Some(old) = self.learned.pop_front() {
-                        self.peers.remove(&old);
+                        self.forget(&old);
                     }
                 }
             }
@@ -292,7 +317,7 @@ impl Probes {
     ) -> Option<Vec<(SocketAddr, Vec<u8>)>> {
         self.socket.as_ref()?;
         let addrs = self.peers.get(&to)?;
-        let (nonce, echo, dests) = match role {
+        let (token, dests) = match role {
             ProbeRole::Request(seq) => {
                 let dests = match addrs.confirmed {
                     Some(c) => vec![c],
@@ -300,21 +325,18 @@ impl Probes {
                 };
                 let nonce = self.fresh_nonce();
                 self.sent.insert((to, seq), nonce);
-                (nonce, 0, dests)
+                (nonce, dests)
             }
             ProbeRole::Answer(seq) => {
                 let echo = self.received.get(&(to, seq))?;
                 let dest = addrs.confirmed.or(addrs.advertised.first().copied())?;
-                (0, echo, vec![dest])
+                (echo, vec![dest])
             }
         };
-        let mut to_tag = [0u8; 8];
-        to_tag.copy_from_slice(&to.public_key()[..8]);
         let bytes = Datagram {
-            from: *self.me.public_key(),
-            to_tag,
-            nonce,
-            echo,
+            from_tag: tag(&self.me),
+            to_tag: tag(&to),
+            token,
             channel: ch,
             body: frame,
         }
@@ -324,7 +346,7 @@ impl Probes {
 
     /// Whether a datagram is for this node's identity.
     pub(crate) fn is_for_me(&self, d: &Datagram<'_>) -> bool {
-        d.to_tag[..] == self.me.public_key()[..8]
+        d.to_tag == tag(&self.me)
     }
 
     /// Admits a datagram from `from` (arrived from `src`) in `role`: a request is
@@ -343,10 +365,10 @@ impl Probes {
         };
         match role {
             ProbeRole::Request(seq) => {
-                self.received.insert((from, seq), d.nonce);
+                self.received.insert((from, seq), d.token);
             }
             ProbeRole::Answer(seq) => {
-                if d.echo == 0 || self.sent.get(&(from, seq)) != Some(d.echo) {
+                if d.token == 0 || self.sent.get(&(from, seq)) != Some(d.token) {
                     return Err(Refusal::Nonce);
                 }
                 if addrs.advertised.contains(&src) {
@@ -439,28 +461,29 @@ mod tests {
             "to every advertised address until one answers"
         );
         let sent = Datagram::parse(&out[0].1).unwrap();
-        assert_eq!(sent.to_tag[..], peer.public_key()[..8]);
+        assert_eq!(sent.to_tag, tag(&peer));
+        assert_eq!(sent.from_tag, tag(&me));
+        assert_eq!(p.peer_of(&tag(&peer)), Some(peer));
         let answer = |echo| Datagram {
-            from: *peer.public_key(),
+            from_tag: tag(&peer),
             to_tag: [0; 8],
-            nonce: 0,
-            echo,
+            token: echo,
             channel: ch,
             body: b"ack",
         };
         let src = addr("127.0.0.2:9");
-        let forged = answer(sent.nonce ^ 1);
+        let forged = answer(sent.token ^ 1);
         assert_eq!(
             p.admit(peer, ProbeRole::Answer(7), &forged, src),
             Err(Refusal::Nonce)
         );
         assert_eq!(
-            p.admit(peer, ProbeRole::Answer(8), &answer(sent.nonce), src),
+            p.admit(peer, ProbeRole::Answer(8), &answer(sent.token), src),
             Err(Refusal::Nonce),
             "another sequence number"
         );
         assert_eq!(
-            p.admit(peer, ProbeRole::Answer(7), &answer(sent.nonce), src),
+            p.admit(peer, ProbeRole::Answer(7), &answer(sent.token), src),
             Ok(())
         );
         let next = p
@@ -470,7 +493,7 @@ mod tests {
         assert_eq!(next[0].0, src, "the answering address is confirmed");
         let stranger = PeerId::synthetic(3);
         assert_eq!(
-            p.admit(stranger, ProbeRole::Answer(7), &answer(sent.nonce), src),
+            p.admit(stranger, ProbeRole::Answer(7), &answer(sent.token), src),
             Err(Refusal::Unknown)
         );
     }
@@ -484,10 +507,9 @@ mod tests {
         // A request that came on a stream is answered on a stream.
         assert!(p.outgoing(peer, ProbeRole::Answer(5), ch, b"ack").is_none());
         let req = Datagram {
-            from: *peer.public_key(),
+            from_tag: tag(&peer),
             to_tag: [0; 8],
-            nonce: 42,
-            echo: 0,
+            token: 42,
             channel: ch,
             body: b"ping",
         };
@@ -500,7 +522,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, addr("127.0.0.1:9"));
         let d = Datagram::parse(&out[0].1).unwrap();
-        assert_eq!((d.nonce, d.echo), (0, 42));
+        assert_eq!(d.token, 42);
     }
 
     #[test]
@@ -512,11 +534,14 @@ mod tests {
             p.learn(PeerId::synthetic(n), many.clone());
         }
         assert_eq!(p.peers.len(), MAX_PROBE_PEERS);
+        assert_eq!(p.by_tag.len(), MAX_PROBE_PEERS);
         assert!(!p.knows(&PeerId::synthetic(1)), "the earliest is forgotten");
+        assert_eq!(p.peer_of(&tag(&PeerId::synthetic(1))), None);
         let last = PeerId::synthetic(MAX_PROBE_PEERS as u64 + 10);
         assert_eq!(p.peers[&last].advertised.len(), ADDRS_PER_PEER);
         p.learn(last, Vec::new());
         assert!(!p.knows(&last));
+        assert_eq!(p.peer_of(&tag(&last)), None);
         for seq in 0..(NONCES_KEPT as u64 + 10) {
             p.received.insert((me, seq), seq + 1);
         }
