@@ -34,9 +34,9 @@
 //! [`ROUNDS_BETWEEN_EXCHANGES`]-th round runs the exchange anyway, for what membership
 //! cannot see (a successor that restarted within its suspicion time and lost its
 //! predecessor). Repair's offer of a range that holds nothing is only the replicas'
-//! liveness check, so it is skipped the same way while membership holds every replica up.
-//! A ring at rest then sends a fifth of Chord's stabilization messages and of its empty
-//! offers, and none for fingers (`fingers`).
+//! liveness check, so it is skipped while membership holds every replica up. A ring at
+//! rest then sends a fifth of Chord's stabilization messages, no empty offers and nothing
+//! for fingers (`fingers`).
 
 use std::collections::BTreeMap;
 
@@ -214,29 +214,18 @@ impl Dht {
     /// Whether vnode `vi`'s repair round for its range `(from, to]` may be skipped
     /// ("Neighbours at rest"): the range holds no record and no provider, so its offer
     /// would be an empty digest whose only use is the replicas' liveness check, which
-    /// membership makes as long as it holds every replica up; and the last few rounds did
-    /// not all skip. Counts the skip.
-    pub(super) fn replicas_at_rest(
-        &mut self,
-        vi: usize,
-        from: &Id,
-        to: &Id,
-        replicas: &[NodeRef],
-    ) -> bool {
-        let v = &self.vnodes[vi];
+    /// membership makes as long as it holds every replica up. Nothing a replica could
+    /// have lost is at stake, so no round is kept for what membership cannot see. Counts
+    /// the skip.
+    pub(super) fn replicas_at_rest(&mut self, from: &Id, to: &Id, replicas: &[NodeRef]) -> bool {
         let settled = !self.member_hints.is_empty()
-            && v.repair_rounds_by_members < ROUNDS_BETWEEN_EXCHANGES
             && replicas
                 .iter()
                 .all(|r| self.member_hints.ring.get(&r.id) == Some(&r.peer))
             && self.store.keys_in(from, to).is_empty()
             && self.store.provider_keys_in(from, to).is_empty();
-        let v = &mut self.vnodes[vi];
         if settled {
-            v.repair_rounds_by_members += 1;
             self.counters.neighbours_by_members += 1;
-        } else {
-            v.repair_rounds_by_members = 0;
         }
         settled
     }

@@ -175,8 +175,6 @@ struct VNode {
     succ_rounds_by_members: u32,
     /// Check-predecessor rounds in a row that membership settled without an exchange.
     pred_rounds_by_members: u32,
-    /// Repair rounds of an empty range in a row that membership settled without an offer.
-    repair_rounds_by_members: u32,
 }
 
 /// Read-only view of one virtual node.
@@ -274,7 +272,6 @@ impl Dht {
                 succ_confirmed: None,
                 succ_rounds_by_members: 0,
                 pred_rounds_by_members: 0,
-                repair_rounds_by_members: 0,
             })
             .collect();
         vnodes.sort_by_key(|v| v.id);

@@ -174,15 +174,14 @@ impl Dht {
         let now_ms = self.clock.wall_ms(now);
         self.store.expire_providers(now_ms);
         self.store.expire_records(now_ms);
-        let owned: Vec<(usize, Id, Id, Vec<NodeRef>)> = self
+        let owned: Vec<(Id, Id, Vec<NodeRef>)> = self
             .vnodes
             .iter()
-            .enumerate()
-            .filter(|(_, v)| v.joined)
-            .filter_map(|(vi, v)| v.pred.map(|p| (vi, p.id, v.id, self.replicas_of(v))))
+            .filter(|v| v.joined)
+            .filter_map(|v| v.pred.map(|p| (p.id, v.id, self.replicas_of(v))))
             .collect();
-        for (vi, from, to, replicas) in owned {
-            if !self.replicas_at_rest(vi, &from, &to, &replicas) {
+        for (from, to, replicas) in owned {
+            if !self.replicas_at_rest(&from, &to, &replicas) {
                 self.offer_range(cx, from, to, &replicas);
             }
         }
