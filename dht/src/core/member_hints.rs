@@ -19,24 +19,25 @@
 //! # Neighbours at rest
 //!
 //! The same placement settles most of a ring at rest's stabilization. A stabilize round
-//! asks the first successor for its predecessor and successor list; check-predecessor asks
-//! the predecessor whether it is alive. When membership places the head of the successor
-//! list a virtual node holds (its first `R` entries, where a record's replicas go; among
-//! the members' and this peer's own joined virtual nodes), and the successor's last answer named this node its predecessor, the round could only
-//! confirm what both already know, and it is skipped; when membership places the
-//! predecessor held just before the node, check-predecessor is skipped, and the member
-//! before the predecessor becomes the stand-in that takes its range should it die
-//! (`window`). Nothing is *taken* from membership: a member that membership places
+//! asks the first successor for its predecessor and successor list — about 1 KB with 20
+//! successors, most of what a ring at rest sends. When membership places the head of the
+//! successor list a virtual node holds (its first `R` entries, where a record's replicas
+//! go; among the members' and this peer's own joined virtual nodes), and the successor's
+//! last answer named this node its predecessor, the round could only confirm what both
+//! already know: it asks the successor for its predecessor only, a liveness check that
+//! finds a dead successor as fast as a full round (a timeout evicts it, and the node
+//! stabilizes through the next), and a successor that no longer names this node starts a
+//! full round at once. Nothing is *taken* from membership: a member that membership places
 //! differently (up but not yet in the ring, or in the ring but not yet a member) leaves
-//! the exchange to run as in Chord, a joiner still announces itself by notify and
-//! successor hints, and a member that dies reaches the ring as a failure notice
-//! (`handle_peer_down`) that the node checks with a request of its own. Every
-//! [`ROUNDS_BETWEEN_EXCHANGES`]-th round runs the exchange anyway, for what membership
-//! cannot see (a successor that restarted within its suspicion time and lost its
-//! predecessor). Repair's offer of a range that holds nothing is only the replicas'
-//! liveness check, so it is skipped while membership holds every replica up. A ring at
-//! rest then sends a fifth of Chord's stabilization messages, no empty offers and nothing
-//! for fingers (`fingers`).
+//! the full round to run as in Chord, and a joiner still announces itself by notify and
+//! successor hints. After [`ROUNDS_BETWEEN_EXCHANGES`] settled rounds the next is a full
+//! one anyway, for the deeper entries of the list. Predecessor checks run as before: they are small, and
+//! they are how a dead predecessor's range is taken over (`window`) before membership,
+//! whose failure detection takes tens of seconds on a large testnet, reports the death.
+//! Repair's offer of a range that holds nothing is only the replicas' liveness check, and
+//! nothing a replica could lose is at stake, so it is skipped while membership holds every
+//! replica up. A ring at rest then sends about a fifth of Chord's stabilization bytes, no
+//! empty offers and nothing for fingers (`fingers`).
 
 use std::collections::BTreeMap;
 
@@ -54,11 +55,10 @@ pub(crate) const MAX_MEMBER_HINT_PEERS: usize = 10_000;
 /// key, so that a stale nearest one leaves a second to try.
 const MEMBER_HINTS_PER_LOOKUP: usize = 2;
 
-/// Stabilize or check-predecessor rounds in a row that membership may settle without an
-/// exchange; the next one runs it. Four: a ring at rest (32 s rounds on a LAN) still
-/// exchanges with its neighbours every two minutes or so, which bounds how long a
-/// successor that restarted unnoticed waits for its predecessor's notify, while the
-/// stabilization traffic of a ring at rest falls five-fold.
+/// Stabilize rounds in a row that membership may settle with a liveness check; the next
+/// one is a full round. Four: a ring at rest (32 s rounds on a LAN) still refreshes its
+/// successor lists every two minutes or so, while the stabilization bytes of a ring at
+/// rest fall about five-fold.
 pub(crate) const ROUNDS_BETWEEN_EXCHANGES: u32 = 4;
 
 /// The live members' virtual nodes, by id (this peer's own are never among them).
@@ -125,25 +125,6 @@ impl Dht {
         out
     }
 
-    /// Where membership places the virtual node just before `id`: the nearest of the
-    /// members' and this peer's joined virtual nodes (other than `id` itself).
-    fn placed_before(&self, id: &Id) -> Option<NodeRef> {
-        let hint = self
-            .member_hints
-            .ring
-            .range(..*id)
-            .rev()
-            .chain(self.member_hints.ring.range(*id..).rev())
-            .find(|(h, _)| *h != id)
-            .map(|(id, peer)| NodeRef {
-                id: *id,
-                peer: *peer,
-            });
-        hint.into_iter()
-            .chain(self.own_joined_except(*id))
-            .max_by_key(|r| id.distance_to(&r.id))
-    }
-
     fn own_joined_except(&self, id: Id) -> impl Iterator<Item = NodeRef> + '_ {
         self.vnodes
             .iter()
@@ -151,8 +132,8 @@ impl Dht {
             .map(|v| self.me_at(v.id))
     }
 
-    /// Whether vnode `vi`'s periodic stabilize round may be skipped ("Neighbours at
-    /// rest"): no round or successor hint is pending, its successor's last answer named it
+    /// Whether vnode `vi`'s periodic stabilize round may be settled by a liveness check of
+    /// its successor ("Neighbours at rest"): no round or successor hint is pending, its successor's last answer named it
     /// predecessor, membership places the successor list
     /// it holds, and the last few rounds did not all skip. Counts the skip.
     pub(super) fn succs_at_rest(&mut self, vi: usize) -> bool {
@@ -179,34 +160,6 @@ impl Dht {
             self.counters.neighbours_by_members += 1;
         } else {
             v.succ_rounds_by_members = 0;
-        }
-        settled
-    }
-
-    /// Whether vnode `vi`'s check-predecessor round may be skipped ("Neighbours at rest"):
-    /// membership places the predecessor it holds just before it, and the last few rounds
-    /// did not all skip. The member before that predecessor becomes the stand-in should it
-    /// die. Counts the skip.
-    pub(super) fn pred_at_rest(&mut self, vi: usize) -> bool {
-        if self.member_hints.is_empty() {
-            return false;
-        }
-        let v = &self.vnodes[vi];
-        let Some(pred) = v.pred else { return false };
-        let settled = v.pred_rounds_by_members < ROUNDS_BETWEEN_EXCHANGES
-            && self.placed_before(&v.id) == Some(pred);
-        let stand_in = self
-            .placed_before(&pred.id)
-            .filter(|h| settled && h.id != v.id && h.peer != pred.peer);
-        let v = &mut self.vnodes[vi];
-        if settled {
-            v.pred_rounds_by_members += 1;
-            if stand_in.is_some() {
-                v.pred_hint = stand_in;
-            }
-            self.counters.neighbours_by_members += 1;
-        } else {
-            v.pred_rounds_by_members = 0;
         }
         settled
     }

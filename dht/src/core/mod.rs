@@ -129,8 +129,8 @@ pub struct Counters {
     /// Fix-fingers rounds settled by the overlay's membership without an exchange
     /// (`fingers`).
     pub fingers_by_members: u64,
-    /// Stabilize, check-predecessor and empty-range repair rounds of a virtual node settled
-    /// by the overlay's membership without an exchange (`member_hints`, "Neighbours at
+    /// Stabilize rounds settled by the overlay's membership with a liveness check, and
+    /// empty-range repair rounds settled without an offer (`member_hints`, "Neighbours at
     /// rest").
     pub neighbours_by_members: u64,
 }
@@ -171,10 +171,8 @@ struct VNode {
     /// with membership placing the same successors, a round may be skipped
     /// (`member_hints`, "Neighbours at rest").
     succ_confirmed: Option<Id>,
-    /// Stabilize rounds in a row that membership settled without an exchange.
+    /// Stabilize rounds in a row that membership settled (with a liveness check only).
     succ_rounds_by_members: u32,
-    /// Check-predecessor rounds in a row that membership settled without an exchange.
-    pred_rounds_by_members: u32,
 }
 
 /// Read-only view of one virtual node.
@@ -271,7 +269,6 @@ impl Dht {
                 pred_hint: None,
                 succ_confirmed: None,
                 succ_rounds_by_members: 0,
-                pred_rounds_by_members: 0,
             })
             .collect();
         vnodes.sort_by_key(|v| v.id);
@@ -648,10 +645,10 @@ impl Dht {
                 self.unify_rings(cx);
                 let ids = self.vnode_ids();
                 for id in ids {
-                    if self.vidx(&id).is_some_and(|vi| self.succs_at_rest(vi)) {
-                        continue;
+                    match self.vidx(&id) {
+                        Some(vi) if self.succs_at_rest(vi) => self.check_succ(cx, vi),
+                        _ => self.stabilize_vnode(cx, id),
                     }
-                    self.stabilize_vnode(cx, id);
                 }
                 let d = self.jittered(cx, self.cfg.stabilize_period);
                 cx.set_timer(d, Timer::Stabilize(self.generation));

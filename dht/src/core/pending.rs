@@ -59,6 +59,12 @@ pub(super) enum Pending {
     CheckPred {
         vnode: Id,
     },
+    /// A stabilize round that membership settled (`member_hints`, "Neighbours at rest"):
+    /// is `succ` alive, and does it still take `vnode` for its predecessor?
+    SuccCheck {
+        vnode: Id,
+        succ: NodeRef,
+    },
     Ping,
     /// Fix-fingers through the current finger: is its predecessor a closer one?
     FingerCheck {
@@ -245,6 +251,7 @@ impl Dht {
                         self.on_finger_state(cx, vnode, index, cur, pred)
                     }
                     Pending::CheckPred { vnode } => self.on_pred_state(vnode, from, pred),
+                    Pending::SuccCheck { vnode, succ } => self.on_succ_check(cx, vnode, succ, pred),
                     Pending::StepState { lookup, .. } => {
                         self.on_step_state(cx, from, lookup, succs)
                     }
@@ -326,6 +333,7 @@ impl Dht {
                         Some(*succ)
                     }
                     Pending::Candidate { cand, .. } => Some(*cand),
+                    Pending::SuccCheck { succ, .. } => Some(*succ),
                     Pending::FingerCheck { cur, .. } => Some(*cur),
                     Pending::Read { target, .. } => Some(*target),
                     // A predecessor that is out of the ring (its peer restarted and is
@@ -369,7 +377,7 @@ impl Dht {
                 }
                 self.on_step_failed(cx, lookup, timed_out.then_some(to));
             }
-            Pending::Stabilize { vnode, .. } => {
+            Pending::Stabilize { vnode, .. } | Pending::SuccCheck { vnode, .. } => {
                 if timed_out {
                     self.evict(cx, to);
                 }
