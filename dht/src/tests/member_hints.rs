@@ -74,17 +74,22 @@ fn a_stale_hint_costs_a_detour_not_a_failed_lookup() {
     assert!(h.iter().all(|&h| h <= 2), "{h:?}");
 }
 
-/// Requests each peer sends, over `secs` seconds of a ring at rest, to peers that are
-/// neither its predecessor nor among its successors.
-fn requests_beyond_neighbours(net: &mut super::Net, secs: u64) -> usize {
+/// Each peer's predecessor and first four successors in the ideal ring.
+fn ring_neighbours(net: &super::Net) -> impl Fn(&PeerId) -> Vec<PeerId> + use<> {
     let ring = net.ring();
-    let n = ring.len();
-    let neighbours = |p: &PeerId| -> Vec<PeerId> {
+    move |p: &PeerId| {
+        let n = ring.len();
         let i = (0..n).find(|i| ring.nodes()[*i].peer == *p).unwrap();
         let mut v: Vec<PeerId> = ring.successor_list(i, 4).iter().map(|r| r.peer).collect();
         v.push(ring.nodes()[(i + n - 1) % n].peer);
         v
-    };
+    }
+}
+
+/// Requests each peer sends, over `secs` seconds of a ring at rest, to peers that are
+/// neither its predecessor nor among its successors.
+fn requests_beyond_neighbours(net: &mut super::Net, secs: u64) -> usize {
+    let neighbours = ring_neighbours(net);
     net.take_sent();
     net.run_for(Duration::from_secs(secs));
     net.take_sent()
@@ -164,14 +169,7 @@ fn a_joiner_takes_its_fingers_from_membership_instead_of_looking_them_up() {
 /// (full stabilize rounds — state requests that ask for the successor list, and
 /// notifies —, repair offers).
 fn requests_to_neighbours(net: &mut super::Net, secs: u64) -> (usize, usize) {
-    let ring = net.ring();
-    let n = ring.len();
-    let neighbours = |p: &PeerId| -> Vec<PeerId> {
-        let i = (0..n).find(|i| ring.nodes()[*i].peer == *p).unwrap();
-        let mut v: Vec<PeerId> = ring.successor_list(i, 4).iter().map(|r| r.peer).collect();
-        v.push(ring.nodes()[(i + n - 1) % n].peer);
-        v
-    };
+    let neighbours = ring_neighbours(net);
     net.take_sent();
     net.run_for(Duration::from_secs(secs));
     let sent = net.take_sent();
