@@ -338,7 +338,8 @@ impl Dht {
     }
 
     /// The successor's answer to a settled round's check: if it no longer takes this
-    /// vnode for its predecessor, the next round is a full one — at once.
+    /// vnode for its predecessor, the next round is a full one — at once; a successor hint
+    /// that arrived meanwhile is checked now.
     pub(super) fn on_succ_check(
         &mut self,
         cx: &mut Cx<'_, Self>,
@@ -351,6 +352,9 @@ impl Dht {
         if pred != Some(self.me_at(vnode)) && self.vnodes[vi].succs.first() == Some(&succ) {
             self.vnodes[vi].succ_confirmed = None;
             self.stabilize_vnode(cx, vnode);
+        } else {
+            // A successor hint that came in while the check was out.
+            self.stabilize_if_hinted(cx, vi);
         }
     }
 }
