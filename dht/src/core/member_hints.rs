@@ -34,10 +34,10 @@
 //! one anyway, for the deeper entries of the list. Predecessor checks run as before: they are small, and
 //! they are how a dead predecessor's range is taken over (`window`) before membership,
 //! whose failure detection takes tens of seconds on a large testnet, reports the death.
-//! Repair's offer of a range that holds nothing is only the replicas' liveness check, and
-//! nothing a replica could lose is at stake, so it is skipped while membership holds every
-//! replica up. A ring at rest then sends about a fifth of Chord's stabilization bytes, no
-//! empty offers and nothing for fingers (`fingers`).
+//! Repair's offers are not settled this way, not even for a range that holds nothing: an
+//! owner that restarted without its providers gets them back from its replicas through
+//! that offer. A ring at rest then sends about a fifth of Chord's stabilization bytes and
+//! nothing for fingers (`fingers`).
 
 use std::collections::BTreeMap;
 
@@ -160,25 +160,6 @@ impl Dht {
             self.counters.neighbours_by_members += 1;
         } else {
             v.succ_rounds_by_members = 0;
-        }
-        settled
-    }
-
-    /// Whether vnode `vi`'s repair round for its range `(from, to]` may be skipped
-    /// ("Neighbours at rest"): the range holds no record and no provider, so its offer
-    /// would be an empty digest whose only use is the replicas' liveness check, which
-    /// membership makes as long as it holds every replica up. Nothing a replica could
-    /// have lost is at stake, so no round is kept for what membership cannot see. Counts
-    /// the skip.
-    pub(super) fn replicas_at_rest(&mut self, from: &Id, to: &Id, replicas: &[NodeRef]) -> bool {
-        let settled = !self.member_hints.is_empty()
-            && replicas
-                .iter()
-                .all(|r| self.member_hints.ring.get(&r.id) == Some(&r.peer))
-            && self.store.keys_in(from, to).is_empty()
-            && self.store.provider_keys_in(from, to).is_empty();
-        if settled {
-            self.counters.neighbours_by_members += 1;
         }
         settled
     }

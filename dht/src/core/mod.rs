@@ -129,9 +129,8 @@ pub struct Counters {
     /// Fix-fingers rounds settled by the overlay's membership without an exchange
     /// (`fingers`).
     pub fingers_by_members: u64,
-    /// Stabilize rounds settled by the overlay's membership with a liveness check, and
-    /// empty-range repair rounds settled without an offer (`member_hints`, "Neighbours at
-    /// rest").
+    /// Stabilize rounds settled by the overlay's membership with a liveness check
+    /// (`member_hints`, "Neighbours at rest").
     pub neighbours_by_members: u64,
 }
 

@@ -181,9 +181,7 @@ impl Dht {
             .filter_map(|v| v.pred.map(|p| (p.id, v.id, self.replicas_of(v))))
             .collect();
         for (from, to, replicas) in owned {
-            if !self.replicas_at_rest(&from, &to, &replicas) {
-                self.offer_range(cx, from, to, &replicas);
-            }
+            self.offer_range(cx, from, to, &replicas);
         }
         // Hand back records nobody has confirmed for a while.
         let stale = now

@@ -231,14 +231,14 @@ fn membership_settles_a_ring_at_rest_so_neighbours_exchange_a_fifth_as_often() {
         with * 4 <= without,
         "with membership {with} full stabilization messages, without {without}"
     );
-    // The ring holds no record, so every repair offer would be empty: membership checks
-    // the replicas' liveness instead.
-    assert!(unhinted.1 > 0, "no repair offers without membership");
-    assert_eq!(hinted.1, 0, "empty offers with membership");
-    // A range that holds a record is offered to its replicas as ever.
-    super::put_acked(&mut net, peers[0], 9_000, b"k", b"v");
-    let (_, offers) = requests_to_neighbours(&mut net, 30);
-    assert!(offers > 0, "a range with a record was not offered");
+    // Repair offers go out as ever, empty ones too (an owner that lost its providers gets
+    // them back from its replicas through them).
+    assert!(
+        hinted.1 * 2 >= unhinted.1,
+        "offers {} against {}",
+        hinted.1,
+        unhinted.1
+    );
     assert!(
         peers
             .iter()
